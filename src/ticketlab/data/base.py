@@ -1,0 +1,64 @@
+"""The in-memory dataset every trainer consumes, and the fixed validation split."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Dataset:
+    """Float inputs (N, *input_shape) and int64 labels for train, validation and test, all in memory."""
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+    def to(self, device: str | torch.device) -> "Dataset":
+        moved = {k: getattr(self, k).to(device) for k in
+                 ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
+        return Dataset(name=self.name, num_classes=self.num_classes, **moved)
+
+    def __repr__(self) -> str:
+        return (f"Dataset({self.name}: train {len(self.y_train)}, val {len(self.y_val)}, "
+                f"test {len(self.y_test)}, input {self.input_shape}, {self.num_classes} classes)")
+
+
+# The validation split never depends on the run's seed: every run of a dataset sees the same one.
+VAL_SPLIT_SEED = 1234
+
+
+def build_dataset(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
+                  y_test: np.ndarray, val_size: int, num_classes: int) -> Dataset:
+    """Carve a fixed validation set from the training set and standardise per channel with train statistics.
+
+    Inputs arrive as (N, C, ...) float arrays; channel statistics are over the training part only.
+    """
+    n = len(y_train)
+    if not 0 < val_size < n:
+        raise ValueError(f"val_size {val_size} must be in (0, {n})")
+    perm = np.random.default_rng(VAL_SPLIT_SEED).permutation(n)
+    val_idx, train_idx = np.sort(perm[:val_size]), np.sort(perm[val_size:])
+    xt, xv = x_train[train_idx], x_train[val_idx]
+    axes = (0,) + tuple(range(2, x_train.ndim))
+    mean = xt.mean(axis=axes, keepdims=True, dtype=np.float64)
+    std = xt.std(axis=axes, keepdims=True, dtype=np.float64) + 1e-8
+
+    def norm(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(((a - mean) / std).astype(np.float32))
+
+    def lab(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(a, dtype=np.int64))
+
+    return Dataset(name, norm(xt), lab(y_train[train_idx]), norm(xv), lab(y_train[val_idx]),
+                   norm(x_test), lab(y_test), num_classes)

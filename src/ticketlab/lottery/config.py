@@ -1,0 +1,91 @@
+"""IMP configuration and the LTH paper's presets."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from ..errors import UserError
+from ..train import TrainConfig
+
+CONTROLS = ("reinit", "random-mask")
+
+
+@dataclass
+class IMPConfig:
+    model: str = field(default="mlp1d", metadata={"help": "model name (see `ticketlab list`)"})
+    dataset: str = field(default="mnist1d", metadata={"help": "dataset name (see `ticketlab list`)"})
+    seed: int = field(default=0, metadata={"help": "seed for init, data order and tie-breaking"})
+    train: TrainConfig = field(default_factory=TrainConfig)
+    rate: float = field(default=0.2, metadata={"help": "fraction of remaining weights pruned per round"})
+    conv_rate: float | None = field(default=None, metadata={"help": "layerwise rate for conv layers (default: --rate)"})
+    output_rate: float | None = field(default=None,
+                                      metadata={"help": "layerwise rate for the output layer (default: --rate / 2)"})
+    global_pruning: bool = field(default=False, metadata={"flag": "--global",
+                                                          "help": "prune all layers jointly at --rate"})
+    rounds: int | None = field(default=None, metadata={"help": "pruning rounds after the dense round (default 5)"})
+    target_density: float | None = field(default=None,
+                                         metadata={"help": "prune until this fraction of weights is kept"})
+    one_shot: bool = field(default=False, metadata={"help": "prune to the final density in a single round"})
+    rewind: str = field(default="0", metadata={"help": "0 (to init), K (to iteration K) or none (fine-tune)"})
+    controls: list[str] = field(default_factory=list,
+                                metadata={"flag": "--control", "help": f"per-round control: {', '.join(CONTROLS)} "
+                                                                        "(repeat for several)"})
+    prune_include: list[str] = field(default_factory=list,
+                                     metadata={"help": "glob patterns of parameter names to prune (default: "
+                                                       "Linear/Conv weights)"})
+    prune_exclude: list[str] = field(default_factory=list, metadata={"help": "glob patterns not to prune"})
+
+    @property
+    def rewind_iter(self) -> int | None:
+        """Iteration to rewind to, or None for no rewinding (``--rewind none``)."""
+        return None if self.rewind == "none" else int(self.rewind)
+
+    def validate(self) -> None:
+        self.train.validate()
+        if self.rewind != "none":
+            try:
+                k = int(self.rewind)
+            except ValueError:
+                raise UserError(f"--rewind must be 0, a positive iteration or 'none', got {self.rewind!r}") from None
+            if k < 0:
+                raise UserError(f"--rewind must be >= 0, got {k}")
+            self.rewind = str(k)
+        for name, r in (("--rate", self.rate), ("--conv-rate", self.conv_rate), ("--output-rate", self.output_rate)):
+            if r is not None and not (0 < r < 1 and math.isfinite(r)):
+                raise UserError(f"{name} must be in (0, 1) (the fraction pruned per round), got {r}")
+        if self.rounds is not None and self.rounds < 1:
+            raise UserError(f"--rounds must be >= 1, got {self.rounds}")
+        if self.target_density is not None and not 0 < self.target_density < 1:
+            raise UserError(f"--target-density must be in (0, 1) (the fraction kept), got {self.target_density}")
+        if self.rounds is not None and self.target_density is not None:
+            raise UserError("give --rounds or --target-density, not both")
+        bad = [c for c in self.controls if c not in CONTROLS]
+        if bad:
+            raise UserError(f"unknown control {bad[0]!r}; choose one of: {', '.join(CONTROLS)}")
+        self.controls = list(dict.fromkeys(self.controls))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "IMPConfig":
+        d = dict(d)
+        train = TrainConfig(**d.pop("train", {}))
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UserError(f"unknown config keys {sorted(unknown)}")
+        return cls(train=train, **d)
+
+
+# Frankle & Carbin (2019), Figure 2: architectures' training settings and per-layer pruning rates.
+PRESETS: dict[str, dict] = {
+    "lth-lenet300": {"model": "lenet300", "dataset": "mnist", "rate": 0.2,
+                     "train": {"optimizer": "adam", "lr": 1.2e-3, "batch_size": 60, "iterations": 50_000}},
+    "lth-conv2": {"model": "conv2", "dataset": "cifar10", "rate": 0.2, "conv_rate": 0.1,
+                  "train": {"optimizer": "adam", "lr": 2e-4, "batch_size": 60, "iterations": 20_000}},
+    "lth-conv4": {"model": "conv4", "dataset": "cifar10", "rate": 0.2, "conv_rate": 0.1,
+                  "train": {"optimizer": "adam", "lr": 3e-4, "batch_size": 60, "iterations": 25_000}},
+    "lth-conv6": {"model": "conv6", "dataset": "cifar10", "rate": 0.2, "conv_rate": 0.15,
+                  "train": {"optimizer": "adam", "lr": 3e-4, "batch_size": 60, "iterations": 30_000}},
+}

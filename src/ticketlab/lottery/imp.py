@@ -1,0 +1,242 @@
+"""Iterative magnitude pruning with rewinding (Frankle & Carbin 2019; Frankle et al. 2020).
+
+Round 0 trains the dense net. Round k >= 1 prunes the previous round's trained ticket by magnitude to the
+plan's densities, rewinds the kept weights (to init, to iteration K, or not at all) and trains again.
+Controls train on each round's mask (random reinit) or per-layer densities (random mask).
+
+Everything lands in a run directory, written atomically; rerunning resumes after the last finished
+training (and inside a training from its checkpoint), bitwise identical to an uninterrupted run on CPU.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..data import Dataset, load_dataset
+from ..errors import UserError
+from ..io import load_tensors, read_json, save_tensors, write_json
+from ..models import build_model, glorot_normal_init
+from ..seeding import derive_seed, generator
+from ..sparse import Mask, apply_mask_, density, global_prune, layer_densities, layerwise_prune, ones_mask
+from ..sparse import magnitude_scores, prunable_names, random_mask_like
+from ..train import Checkpointer, TrainResult, train
+from .config import IMPConfig
+from .plan import Plan, make_plan
+from .plots import plot_accuracy_vs_density, plot_test_acc_curves
+from .report import format_table
+from .rundir import default_run_dir, open_run_dir
+
+FINAL, METRICS, MASK, CKPT = "final.safetensors", "metrics.json", "mask.safetensors", "checkpoint.safetensors"
+
+
+def resolve_device(device: str) -> torch.device:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device} requested but CUDA is not available here; use --device cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown --device {device!r}; use cpu or cuda") from None
+
+
+def check_fits(model: nn.Module, data: Dataset) -> None:
+    try:
+        with torch.no_grad():
+            out = model.eval()(data.x_train[:2].to(next(model.parameters()).device))
+    except Exception as e:
+        raise UserError(f"the model does not accept {data.name}'s input shape {data.input_shape} "
+                        f"({str(e).splitlines()[0][:120]}); pick a model that fits") from None
+    if out.shape != (2, data.num_classes):
+        raise UserError(f"the model outputs shape {tuple(out.shape[1:])} but {data.name} has "
+                        f"{data.num_classes} classes; pick a model that fits")
+
+
+def load_mask(path: Path, reference: Mask) -> Mask:
+    m = load_tensors(path)
+    if set(m) != set(reference) or any(m[n].shape != reference[n].shape or m[n].dtype != torch.bool
+                                       for n in reference):
+        raise UserError(f"{path} is not a mask for this model; delete it to recompute")
+    return {n: m[n].to(reference[n].device) for n in reference}
+
+
+def load_state(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    state = load_tensors(path)
+    ref = model.state_dict()
+    if set(state) != set(ref) or any(state[k].shape != ref[k].shape for k in ref):
+        raise UserError(f"{path} holds weights for a different model; delete it or use another --out")
+    dev = next(model.parameters()).device
+    return {k: v.to(dev) for k, v in state.items()}
+
+
+class IMPRun:
+    """One IMP run bound to a directory; ``run()`` executes (or resumes) it and returns the summary."""
+
+    def __init__(self, cfg: IMPConfig, out: str | Path | None = None, *, model: nn.Module | None = None,
+                 data: Dataset | None = None, device: str = "cpu", data_dir: str | None = None,
+                 quiet: bool = False, checkpoint_every: int = 2000, runs_root: str | Path = "runs"):
+        cfg.validate()
+        self.cfg, self.quiet, self.checkpoint_every = cfg, quiet, checkpoint_every
+        self.device = resolve_device(device)
+        data = data if data is not None else load_dataset(cfg.dataset, data_dir, quiet=quiet)
+        config = cfg.to_dict()
+        if model is None:
+            model = build_model(cfg.model, data.input_shape, data.num_classes, seed=cfg.seed)
+        else:  # a user's module: its architecture is part of what identifies the run
+            cfg.model = config["model"] = f"custom:{type(model).__name__}"
+            config["architecture"] = [[n, list(p.shape)] for n, p in model.named_parameters()]
+        self.model = model.to(self.device)
+        check_fits(self.model, data)
+        self.data = data.to(self.device)
+        self.names = prunable_names(model, cfg.prune_include, cfg.prune_exclude)
+        if not self.names:
+            raise UserError("no prunable parameters: check --prune-include / --prune-exclude patterns")
+        self.total = cfg.train.total_iterations(len(data.y_train))
+        k = cfg.rewind_iter
+        if k is not None and k >= self.total:
+            raise UserError(f"--rewind {k} is not before the end of training ({self.total} iterations)")
+        self.plan: Plan = make_plan(model, self.names, cfg)
+        self.config = config
+        self.dir = open_run_dir(out if out is not None else default_run_dir("imp", config, runs_root), "imp", config)
+
+    # -- small helpers ---------------------------------------------------------------------------------
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    def round_dir(self, k: int) -> Path:
+        return self.dir / f"round_{k:02d}"
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def init_state(self) -> dict[str, torch.Tensor]:
+        path = self.dir / "init.safetensors"
+        if path.exists():
+            return load_state(path, self.model)
+        state = self.snapshot()
+        save_tensors(path, state)
+        return state
+
+    def reinit_state(self, k: int) -> dict[str, torch.Tensor]:
+        glorot_normal_init(self.model, derive_seed(self.cfg.seed, "reinit", k))
+        return self.snapshot()
+
+    # -- one training ----------------------------------------------------------------------------------
+    def train_one(self, where: Path, mask: Mask, start: dict, start_iter: int, label: str,
+                  snapshot_at: int | None = None) -> tuple[dict, list[dict]]:
+        """Train from ``start`` under ``mask``; cached in ``where`` (final weights + metrics)."""
+        if (where / METRICS).exists():
+            m = read_json(where / METRICS)
+            if not isinstance(m, dict) or "summary" not in m:
+                raise UserError(f"{where / METRICS} is corrupt; delete it to retrain")
+            return m["summary"], m["history"]
+        self.model.load_state_dict(start)
+        apply_mask_(self.model, mask)
+        rewind_path = self.dir / "rewind.safetensors"
+
+        def save_rewind(it: int, model: nn.Module) -> None:
+            save_tensors(rewind_path, model.state_dict())
+
+        result: TrainResult = train(
+            self.model, self.data, self.cfg.train, mask=mask, seed=self.cfg.seed, start_iter=start_iter,
+            total=self.total, checkpointer=Checkpointer(where / CKPT, self.checkpoint_every),
+            snapshot_at=snapshot_at, on_snapshot=save_rewind if snapshot_at else None,
+            progress=not self.quiet, desc=label)
+        save_tensors(where / FINAL, self.model.state_dict())
+        summary = result.summary() | {"density": density(mask)}
+        write_json(where / METRICS, {"summary": summary, "history": result.history})
+        (where / CKPT).unlink(missing_ok=True)
+        s = summary
+        self.log(f"{label}: density {100 * s['density']:.2f}%  test acc {s['test_acc']:.4f}  "
+                 f"early stop {s['early_stop_test_acc']:.4f} @ {s['early_stop_iter']}")
+        return summary, result.history
+
+    # -- the rounds ------------------------------------------------------------------------------------
+    def round_mask(self, k: int, prev: Mask) -> Mask:
+        path = self.round_dir(k) / MASK
+        if path.exists():
+            return load_mask(path, prev)
+        if k == 0:
+            mask = prev
+        else:
+            final = load_state(self.round_dir(k - 1) / FINAL, self.model)
+            scores = magnitude_scores(final, self.names)
+            g = generator(self.cfg.seed, "prune", k)
+            if self.plan.global_rate is not None:
+                mask = global_prune(scores, prev, self.plan.global_density(k), g)
+            else:
+                mask = layerwise_prune(scores, prev, self.plan.layer_densities(k), g)
+        save_tensors(path, mask)
+        return mask
+
+    def start_point(self, k: int, init: dict) -> tuple[dict, int]:
+        rw = self.cfg.rewind_iter
+        if k == 0 or rw == 0:
+            return init, 0
+        if rw is None:  # fine-tuning baseline: continue from the previous round's trained weights
+            return load_state(self.round_dir(k - 1) / FINAL, self.model), 0
+        return load_state(self.dir / "rewind.safetensors", self.model), rw
+
+    def run(self) -> dict:
+        cfg, plan = self.cfg, self.plan
+        init = self.init_state()
+        mask = ones_mask(self.model, self.names)
+        rows, curves = [], []
+        n = plan.rounds
+        for k in range(n + 1):
+            rdir = self.round_dir(k)
+            mask = self.round_mask(k, mask)
+            start, start_iter = self.start_point(k, init)
+            snap = cfg.rewind_iter if (k == 0 and cfg.rewind_iter) else None
+            ticket, hist = self.train_one(rdir, mask, start, start_iter, f"round {k}/{n} ticket", snapshot_at=snap)
+            row = {"round": k, "density": density(mask), "layer_densities": layer_densities(mask), **ticket,
+                   "controls": {}}
+            curves.append((row["density"], hist))
+            for c in cfg.controls if k > 0 else []:
+                label = f"round {k}/{n} {c}"
+                if c == "reinit":
+                    s, _ = self.train_one(rdir / c, mask, self.reinit_state(k), start_iter, label)
+                else:
+                    rmask = random_mask_like(mask, generator(cfg.seed, "random-mask", k))
+                    s, _ = self.train_one(rdir / c, rmask, start, start_iter, label)
+                row["controls"][c] = s
+            rows.append(row)
+            self.write_summary(rows, curves)
+        return read_json(self.dir / "summary.json")
+
+    def write_summary(self, rows: list[dict], curves) -> None:
+        summary = {"config": self.config, "iterations": self.total, "rounds": rows}
+        write_json(self.dir / "summary.json", summary)
+        plot_accuracy_vs_density(summary, self.dir / "accuracy_vs_density.png")
+        plot_test_acc_curves(curves, self.dir / "test_acc_by_round.png",
+                             f"IMP tickets: {self.config['model']} on {self.config['dataset']}")
+
+
+def imp(config: IMPConfig | dict | None = None, out: str | Path | None = None, **kwargs) -> dict:
+    """Run (or resume) IMP and return ``summary.json``'s content. See ``IMPRun`` for keyword arguments.
+
+    >>> summary = imp(IMPConfig(model="lenet300", dataset="fashion-mnist", rounds=3), out="runs/demo")
+    """
+    if config is None:
+        config = IMPConfig()
+    elif isinstance(config, dict):
+        config = IMPConfig.from_dict(config)
+    return IMPRun(config, out, **kwargs).run()
+
+
+def run_table(run_dir: str | Path) -> str:
+    """The per-round table of a run directory (``ticketlab show``)."""
+    path = Path(run_dir) / "summary.json"
+    if not Path(run_dir).is_dir():
+        raise UserError(f"{run_dir} is not a directory; give a run directory made by `ticketlab imp`")
+    if not path.exists():
+        raise UserError(f"{run_dir} has no summary.json; it is not a ticketlab run (or no round has finished)")
+    s = read_json(path)
+    if not isinstance(s, dict) or not isinstance(s.get("rounds"), list) or "config" not in s:
+        raise UserError(f"{path} is not a ticketlab summary; give a run directory made by `ticketlab imp`")
+    try:
+        return format_table(s)
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{path} is corrupt or from another program; give a run directory made by `ticketlab imp`") from None

@@ -1,0 +1,64 @@
+"""Run directories: named by a hash of the config, refused if they hold a different config.
+
+Only settings that change results are in ``config.json`` (not the output path, device or verbosity).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from ..errors import UserError
+from ..io import read_json, write_json
+
+CONFIG_FILE = "config.json"
+
+
+def config_hash(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def default_run_dir(kind: str, config: dict, root: str | Path = "runs") -> Path:
+    return Path(root) / f"{kind}-{config_hash(config)}"
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = sorted(set(a) | set(b))
+    out = []
+    for k in keys:
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def open_run_dir(path: str | Path, kind: str, config: dict) -> Path:
+    """Create or reopen ``path`` for a run of ``config``; refuse foreign or mismatching directories."""
+    path = Path(path)
+    record = {"kind": kind, "config": config}
+    cfg_file = path / CONFIG_FILE
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {path} is a file, not a directory; choose another --out")
+    if cfg_file.exists():
+        old = read_json(cfg_file)
+        if not isinstance(old, dict) or "config" not in old or old.get("kind") != kind:
+            raise UserError(f"{path} holds something other than a ticketlab {kind} run; choose another --out")
+        if old["config"] != config:
+            changed = ", ".join(_diff(old["config"], config)) or "?"
+            raise UserError(f"{path} holds a run with a different config (differs in: {changed}); "
+                            "use another --out, or repeat the original command to resume it")
+        return path
+    if path.exists() and any(path.iterdir()):
+        raise UserError(f"{path} is not empty and is not a ticketlab run directory; choose an empty or new --out")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to --out {path} ({e.strerror}); choose a writable directory") from None
+    write_json(cfg_file, record)
+    return path

@@ -1,0 +1,61 @@
+"""Convolutional models: the LTH paper's Conv-2/4/6 (VGG-like, FC 256-256-10), and a 1D CNN for MNIST-1D."""
+from __future__ import annotations
+
+from torch import nn
+
+from ..errors import UserError
+from .mlp import mlp
+from .registry import MODELS
+
+
+def need_image(name: str, input_shape: tuple[int, ...], min_side: int) -> tuple[int, int, int]:
+    if len(input_shape) != 3:
+        raise UserError(f"model {name} needs image input (C, H, W) but the dataset gives shape "
+                        f"{tuple(input_shape)}; pick a model for this dataset (e.g. mlp1d/cnn1d for 1-D data)")
+    c, h, w = input_shape
+    if h < min_side or w < min_side:
+        raise UserError(f"model {name} needs images of at least {min_side}x{min_side}, the dataset gives "
+                        f"{h}x{w}; pick a smaller model (e.g. lenet300 or conv2)")
+    return c, h, w
+
+
+def conv_net(name: str, input_shape: tuple[int, ...], num_classes: int, blocks: list[int]) -> nn.Module:
+    """``blocks`` channels per stage; each stage is two 3x3 convs (same padding) + ReLU, then 2x2 max-pool."""
+    c, h, w = need_image(name, input_shape, 2 ** len(blocks))
+    layers: list[nn.Module] = []
+    for ch in blocks:
+        layers += [nn.Conv2d(c, ch, 3, padding=1), nn.ReLU(), nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(),
+                   nn.MaxPool2d(2)]
+        c, h, w = ch, h // 2, w // 2
+    return nn.Sequential(*layers, mlp(c * h * w, [256, 256], num_classes))
+
+
+@MODELS.register("conv2")
+def conv2(input_shape, num_classes):
+    return conv_net("conv2", input_shape, num_classes, [64])
+
+
+@MODELS.register("conv4")
+def conv4(input_shape, num_classes):
+    return conv_net("conv4", input_shape, num_classes, [64, 128])
+
+
+@MODELS.register("conv6")
+def conv6(input_shape, num_classes):
+    return conv_net("conv6", input_shape, num_classes, [64, 128, 256])
+
+
+@MODELS.register("cnn1d")
+def cnn1d(input_shape, num_classes):
+    """Three stride-2 Conv1d layers (32 channels, kernel 5) + ReLU, then a linear classifier."""
+    if len(input_shape) != 2:
+        raise UserError(f"model cnn1d needs 1-D input (C, L) but the dataset gives shape {tuple(input_shape)}; "
+                        "pick an image model (lenet300, conv2, ...)")
+    c, length = input_shape
+    if length < 8:
+        raise UserError(f"model cnn1d needs sequences of length >= 8, the dataset gives {length}")
+    layers: list[nn.Module] = []
+    for _ in range(3):
+        layers += [nn.Conv1d(c, 32, 5, stride=2, padding=2), nn.ReLU()]
+        c, length = 32, (length + 1) // 2
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * length, num_classes))

@@ -1,0 +1,78 @@
+"""Keeping pruned weights exactly zero through every optimizer step.
+
+``MaskEnforcer`` zeroes the gradients of pruned entries before the step (so no optimizer state -
+momentum, Adam moments - builds up for them) and multiplies the weights by the mask after the step (so
+decoupled weight decay or any other update cannot resurrect them). When a mask is (re)applied it also
+clears the optimizer state of the pruned entries. Both passes are single fused ``_foreach_mul_`` calls.
+
+In your own loop::
+
+    enforcer = MaskEnforcer(model, mask, optimizer)   # zeroes pruned weights and their state now
+    ...
+    loss.backward()
+    enforcer.step()          # = mask_grads_(); optimizer.step(); mask_weights_()
+
+or ``enforcer.attach()`` once, to run the two passes as hooks around every ``optimizer.step()``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .mask import Mask
+
+
+class MaskEnforcer:
+    def __init__(self, model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer | None = None):
+        params = dict(model.named_parameters())
+        unknown = [n for n in mask if n not in params]
+        if unknown:
+            raise KeyError(f"mask names not in the model: {unknown[:3]}")
+        self.optimizer = optimizer
+        self.names = list(mask)
+        self.params = [params[n] for n in self.names]
+        # Float copies on the parameter's device, so enforcement is one multiply with no conversion.
+        self.masks = [mask[n].to(device=p.device, dtype=p.dtype) for n, p in zip(self.names, self.params)]
+        self._handles: list = []
+        self.mask_weights_()
+        if optimizer is not None:
+            self.clear_optimizer_state_()
+
+    @torch.no_grad()
+    def mask_weights_(self) -> None:
+        torch._foreach_mul_(self.params, self.masks)
+
+    @torch.no_grad()
+    def mask_grads_(self) -> None:
+        pairs = [(p.grad, m) for p, m in zip(self.params, self.masks) if p.grad is not None]
+        if pairs:
+            grads, masks = zip(*pairs)
+            torch._foreach_mul_(list(grads), list(masks))
+
+    @torch.no_grad()
+    def clear_optimizer_state_(self) -> None:
+        """Zero every per-element optimizer state tensor (momentum, moments) at pruned positions."""
+        for p, m in zip(self.params, self.masks):
+            for value in self.optimizer.state.get(p, {}).values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.mul_(m)
+
+    def step(self, closure=None):
+        """Masked ``optimizer.step()``."""
+        self.mask_grads_()
+        out = self.optimizer.step(closure) if closure is not None else self.optimizer.step()
+        self.mask_weights_()
+        return out
+
+    def attach(self) -> "MaskEnforcer":
+        """Enforce around every ``optimizer.step()`` via optimizer hooks (no change to the user's loop)."""
+        self._handles = [
+            self.optimizer.register_step_pre_hook(lambda *_: self.mask_grads_()),
+            self.optimizer.register_step_post_hook(lambda *_: self.mask_weights_()),
+        ]
+        return self
+
+    def detach(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []

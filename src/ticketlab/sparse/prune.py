@@ -1,0 +1,70 @@
+"""Scores -> masks: magnitude pruning (layerwise or global), random masks, exact keep counts.
+
+Counts are always computed against a layer's full size (``round(numel * density)``), so densities are
+exact and do not drift across rounds. Ties in the score are broken at random by a seeded generator.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .mask import Mask
+
+
+def keep_count(numel: int, density: float) -> int:
+    return int(round(numel * density))
+
+
+def topk_mask(scores: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Boolean mask (shape of ``scores``) of the ``k`` largest scores; ties broken at random."""
+    flat = scores.detach().flatten().float().cpu()
+    n = flat.numel()
+    keep = torch.zeros(n, dtype=torch.bool)
+    if k > 0:
+        perm = torch.randperm(n, generator=generator)
+        order = torch.sort(flat[perm], descending=True, stable=True).indices[:k]
+        keep[perm[order]] = True
+    return keep.view(scores.shape).to(scores.device)
+
+
+def masked_scores(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scores with already-pruned entries at -inf, so they are never chosen over kept ones."""
+    return torch.where(mask, scores.float(), torch.full_like(scores, -math.inf, dtype=torch.float32))
+
+
+def layerwise_prune(scores: dict[str, torch.Tensor], mask: Mask, densities: dict[str, float],
+                    generator: torch.Generator) -> Mask:
+    """Per layer, keep the top ``round(numel * density)`` scores among currently kept entries."""
+    out: Mask = {}
+    for n, m in mask.items():
+        k = min(keep_count(m.numel(), densities[n]), int(m.sum()))
+        out[n] = topk_mask(masked_scores(scores[n], m), k, generator)
+    return out
+
+
+def global_prune(scores: dict[str, torch.Tensor], mask: Mask, density: float,
+                 generator: torch.Generator) -> Mask:
+    """Keep the top ``round(N * density)`` scores over all layers jointly (N = total masked weights)."""
+    names = list(mask)
+    flat = torch.cat([masked_scores(scores[n], mask[n]).flatten().cpu() for n in names])
+    k = min(keep_count(flat.numel(), density), int(sum(int(mask[n].sum()) for n in names)))
+    keep = topk_mask(flat, k, generator)
+    out, i = {}, 0
+    for n in names:
+        size = mask[n].numel()
+        out[n] = keep[i:i + size].view(mask[n].shape).to(mask[n].device)
+        i += size
+    return out
+
+
+def magnitude_scores(weights: dict[str, torch.Tensor], names) -> dict[str, torch.Tensor]:
+    return {n: weights[n].detach().abs() for n in names}
+
+
+def random_mask_like(mask: Mask, generator: torch.Generator) -> Mask:
+    """A uniformly random mask with exactly the same number kept in each layer as ``mask``."""
+    out = {}
+    for n, m in mask.items():
+        out[n] = topk_mask(torch.rand(m.shape, generator=generator), int(m.sum()), generator).to(m.device)
+    return out

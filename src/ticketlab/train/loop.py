@@ -1,0 +1,148 @@
+"""The training loop: plain steps over in-memory tensors, masks enforced in place, periodic evaluation.
+
+Batches come from a per-epoch permutation drawn from ``(seed, epoch)``, and the learning rate is a
+function of the iteration, so a run resumed from a checkpoint is bitwise identical to an uninterrupted
+one on CPU. Records the early-stopping iteration (minimum validation loss) and the test accuracy there.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import Dataset
+from ..sparse import Mask, MaskEnforcer
+from .checkpoint import Checkpointer
+from .config import TrainConfig
+from .schedule import lr_at
+
+
+@dataclass
+class TrainResult:
+    history: list[dict] = field(default_factory=list)  # one row per evaluation
+    iterations: int = 0
+
+    @property
+    def final(self) -> dict:
+        return self.history[-1]
+
+    @property
+    def early_stop(self) -> dict:
+        """The evaluation with the lowest validation loss (the first one, on ties)."""
+        return min(self.history, key=lambda r: r["val_loss"])
+
+    def summary(self) -> dict:
+        es = self.early_stop
+        return {"test_acc": self.final["test_acc"], "val_acc": self.final["val_acc"],
+                "early_stop_iter": es["iter"], "early_stop_test_acc": es["test_acc"],
+                "iterations": self.iterations}
+
+    def to_json(self) -> dict:
+        return asdict(self) | {"summary": self.summary()}
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 5000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over (x, y)."""
+    was_training = model.training
+    model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(y), batch):
+        out = model(x[i:i + batch])
+        loss += float(F.cross_entropy(out, y[i:i + batch], reduction="sum"))
+        correct += int((out.argmax(1) == y[i:i + batch]).sum())
+    model.train(was_training)
+    return loss / len(y), correct / len(y)
+
+
+def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch)) % (2 ** 63))
+    return torch.randperm(n, generator=g)
+
+
+def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | None = None, seed: int = 0,
+          start_iter: int = 0, total: int | None = None, checkpointer: Checkpointer | None = None,
+          snapshot_at: int | None = None, on_snapshot: Callable[[int, nn.Module], None] | None = None,
+          progress: bool = False, desc: str = "train") -> TrainResult:
+    """Train ``model`` in place on ``data`` (already on the model's device) from ``start_iter`` to ``total``.
+
+    ``mask`` keeps pruned weights at exactly zero. ``checkpointer`` saves periodically and, if it holds a
+    checkpoint, resumes from it. ``on_snapshot(it, model)`` is called once when iteration
+    ``snapshot_at`` is reached (used to save the rewind point for late rewinding).
+    """
+    total = cfg.total_iterations(len(data.y_train)) if total is None else total
+    opt = make_optimizer(model, cfg)
+    enforcer = MaskEnforcer(model, mask, opt) if mask is not None else None
+    history: list[dict] = []
+    it = start_iter
+    resumed = checkpointer.load(model, opt) if checkpointer is not None else None
+    if resumed is not None:
+        it, history = resumed
+
+    x, y = data.x_train, data.y_train
+    n, bs = len(y), min(cfg.batch_size, len(y))
+    spe = cfg.steps_per_epoch(n)
+    varying_lr = cfg.lr_schedule != "constant" or cfg.warmup > 0
+
+    def record(i: int) -> None:
+        vl, va = evaluate(model, data.x_val, data.y_val)
+        tl, ta = evaluate(model, data.x_test, data.y_test)
+        history.append({"iter": i, "val_loss": vl, "val_acc": va, "test_loss": tl, "test_acc": ta})
+
+    if not history:
+        record(it)
+        if snapshot_at == it and on_snapshot is not None:
+            on_snapshot(it, model)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, initial=it, desc=desc, leave=False, mininterval=0.5, dynamic_ncols=True)
+
+    model.train()
+    epoch, perm = -1, None
+    try:
+        while it < total:
+            e, pos = divmod(it, spe)
+            if e != epoch:
+                epoch, perm = e, epoch_permutation(seed, e, n).to(x.device)
+            idx = perm[pos * bs:(pos + 1) * bs]
+            if varying_lr:
+                lr = lr_at(cfg, it, total)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if enforcer is not None:
+                enforcer.mask_grads_()
+                opt.step()
+                enforcer.mask_weights_()
+            else:
+                opt.step()
+            it += 1
+            if it == snapshot_at and on_snapshot is not None:
+                on_snapshot(it, model)
+            if it % cfg.eval_every == 0 or it == total:
+                record(it)
+                if bar is not None:
+                    bar.update(it - bar.n)
+                    bar.set_postfix(val_acc=f"{history[-1]['val_acc']:.3f}", refresh=False)
+            if checkpointer is not None and it % checkpointer.every == 0 and it < total:
+                checkpointer.save(it, model, opt, history)
+    finally:
+        if bar is not None:
+            bar.close()
+    return TrainResult(history=history, iterations=total - start_iter)
