@@ -12,7 +12,7 @@ CONTROLS = ("reinit", "random-mask")
 
 @dataclass
 class IMPConfig:
-    model: str = field(default="mlp1d", metadata={"help": "model name (see `ticketlab list`)"})
+    model: str = field(default="cnn1d", metadata={"help": "model name (see `ticketlab list`)"})
     dataset: str = field(default="mnist1d", metadata={"help": "dataset name (see `ticketlab list`)"})
     seed: int = field(default=0, metadata={"help": "seed for init, data order and tie-breaking"})
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 
 def plot_accuracy_vs_density(summary: dict, path: Path) -> None:
@@ -20,6 +21,10 @@ def plot_accuracy_vs_density(summary: dict, path: Path) -> None:
         if pts:
             ax.plot(*zip(*pts), "s-", label=f"{c} (final)")
     ax.set_xscale("log")
+    ax.set_xticks(dens if len(dens) <= 12 else dens[::2])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="x", labelsize=8)
     ax.invert_xaxis()
     ax.set_xlabel("density: % of weights kept (log)")
     ax.set_ylabel("test accuracy")

@@ -8,16 +8,17 @@ from ..errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
+DEFAULT_ITERATIONS = 2000
 
 
 @dataclass
 class TrainConfig:
-    optimizer: str = field(default="sgd", metadata={"help": f"one of {', '.join(OPTIMIZERS)}"})
-    lr: float = field(default=0.05, metadata={"help": "peak learning rate"})
+    optimizer: str = field(default="adam", metadata={"help": f"one of {', '.join(OPTIMIZERS)}"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     weight_decay: float = field(default=0.0, metadata={"help": "L2 (sgd, adam) or decoupled (adamw) decay"})
     batch_size: int = field(default=100, metadata={"help": "examples per step"})
-    iterations: int | None = field(default=None, metadata={"help": "training steps (or give --epochs)"})
+    iterations: int | None = field(default=None, metadata={"help": "training steps (or give --epochs; default 2000)"})
     epochs: float | None = field(default=None, metadata={"help": "training length in epochs"})
     lr_schedule: str = field(default="constant", metadata={"help": f"one of {', '.join(SCHEDULES)}"})
     milestones: list[int] = field(default_factory=list,
@@ -54,8 +55,9 @@ class TrainConfig:
         return max(1, n_train // self.batch_size)
 
     def total_iterations(self, n_train: int) -> int:
-        """The budget in steps: ``iterations`` or ``epochs`` x steps per epoch (default 10 epochs)."""
+        """The budget in steps: ``iterations``, else ``epochs`` x steps per epoch, else 2000 steps."""
         if self.iterations is not None:
             return self.iterations
-        epochs = 10.0 if self.epochs is None else self.epochs
-        return max(1, int(round(epochs * self.steps_per_epoch(n_train))))
+        if self.epochs is None:
+            return DEFAULT_ITERATIONS
+        return max(1, int(round(self.epochs * self.steps_per_epoch(n_train))))

@@ -1,0 +1,119 @@
+"""The ``ticketlab`` command: a thin layer over the library API.
+
+Errors the user can fix print one line and exit with status 2; Ctrl-C exits 130 and the same command
+resumes the run.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .errors import UserError
+from .flags import add_dataclass_flags, given_flags, merge
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2, no usage dump
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def add_runtime_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, help="folder with dataset files (else $TICKETLAB_DATA, system "
+                                                    "folders, then the download cache)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--out", default=None, help="run directory (default: runs/<kind>-<config hash>)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--checkpoint-every", type=int, default=2000, metavar="N",
+                   help="save a resumable checkpoint every N iterations (default: 2000)")
+
+
+def build_parser() -> Parser:
+    from .lottery import PRESETS, IMPConfig
+
+    parser = Parser(prog="ticketlab", description="Find, train and study sparse neural networks.")
+    parser.add_argument("--version", action="version", version=f"ticketlab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    p = sub.add_parser("imp", help="iterative magnitude pruning with rewinding (lottery tickets)",
+                       description="Rounds of train -> prune -> rewind. Round 0 is the dense net; "
+                                   "--rounds N adds N pruning rounds.")
+    p.add_argument("--preset", choices=None, metavar="NAME",
+                   help=f"paper settings: {', '.join(PRESETS)}; explicit flags override them")
+    add_dataclass_flags(p, IMPConfig)
+    add_runtime_flags(p)
+
+    p = sub.add_parser("show", help="print a run's per-round table again")
+    p.add_argument("run_dir", metavar="DIR")
+
+    sub.add_parser("list", help="list models, datasets and presets")
+    return parser
+
+
+def imp_config_from_args(ns: argparse.Namespace):
+    from .lottery import PRESETS, IMPConfig
+
+    cfg = IMPConfig().to_dict()
+    if ns.preset is not None:
+        if ns.preset not in PRESETS:
+            raise UserError(f"unknown preset {ns.preset!r}; choose one of: {', '.join(PRESETS)}")
+        cfg = merge(cfg, PRESETS[ns.preset])
+    given = given_flags(ns, IMPConfig)
+    train_given = given.get("train", {})
+    # A budget given explicitly replaces the preset's budget, whichever unit it is in.
+    if "epochs" in train_given:
+        cfg["train"]["iterations"] = None
+    if "iterations" in train_given:
+        cfg["train"]["epochs"] = None
+    return IMPConfig.from_dict(merge(cfg, given))
+
+
+def cmd_imp(ns: argparse.Namespace) -> int:
+    from .lottery import IMPRun, run_table
+
+    cfg = imp_config_from_args(ns)
+    if ns.checkpoint_every < 1:
+        raise UserError(f"--checkpoint-every must be >= 1, got {ns.checkpoint_every}")
+    run = IMPRun(cfg, ns.out, device=ns.device, data_dir=ns.data_dir, quiet=ns.quiet,
+                 checkpoint_every=ns.checkpoint_every)
+    if not ns.quiet:
+        print(f"run directory: {run.dir}", file=sys.stderr)
+    run.run()
+    print(run_table(run.dir))
+    print(f"\nplots: {run.dir / 'accuracy_vs_density.png'}\n       {run.dir / 'test_acc_by_round.png'}")
+    return 0
+
+
+def cmd_show(ns: argparse.Namespace) -> int:
+    from .lottery import run_table
+
+    print(run_table(ns.run_dir))
+    return 0
+
+
+def cmd_list(ns: argparse.Namespace) -> int:
+    from .data import DATASETS
+    from .lottery import PRESETS
+    from .models import MODELS
+
+    print("models:   " + ", ".join(MODELS.names()))
+    print("datasets: " + ", ".join(DATASETS.names()))
+    print("presets:  " + ", ".join(PRESETS))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        ns = build_parser().parse_args(argv)
+        return {"imp": cmd_imp, "show": cmd_show, "list": cmd_list}[ns.command](ns)
+    except UserError as e:
+        print(f"ticketlab: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nticketlab: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Typed dataclass configs -> argparse flags (open_lth style), and back to a config dict.
+
+Every field becomes ``--field-name`` (or ``metadata['flag']``); nested dataclasses are flattened. Flags
+default to "not given", so presets can fill what the user left out and explicit flags always win.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import types
+import typing
+from dataclasses import MISSING, fields, is_dataclass
+
+
+def _unwrap_optional(tp):
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        tp = _unwrap_optional(hints[f.name])
+        if is_dataclass(tp):
+            add_dataclass_flags(parser, tp, prefix=f"{prefix}{f.name}.")
+            continue
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        dest = prefix + f.name
+        default = f.default if f.default is not MISSING else None
+        help_text = f.metadata.get("help", "")
+        if default not in (None, MISSING) and not isinstance(default, bool) and f.default_factory is MISSING:
+            help_text += f" (default: {default})"
+        kw = dict(dest=dest, default=argparse.SUPPRESS, help=help_text)
+        if tp is bool:
+            parser.add_argument(flag, action="store_true", **kw)
+        elif typing.get_origin(tp) is list and typing.get_args(tp) == (int,):
+            parser.add_argument(flag, type=_int_list, metavar="N,N,...", **kw)
+        elif typing.get_origin(tp) is list:
+            parser.add_argument(flag, action="append", metavar=f.name.upper().rstrip("S"), **kw)
+        else:
+            parser.add_argument(flag, type=tp, metavar=f.name.upper(), **kw)
+
+
+def merge(base: dict, update: dict) -> dict:
+    """Deep-merge ``update`` into a copy of ``base``."""
+    out = copy.deepcopy(base)
+    for k, v in update.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def given_flags(ns: argparse.Namespace, cls) -> dict:
+    """The flags the user actually gave, as a nested dict shaped like ``cls``."""
+    out: dict = {}
+    for key, value in vars(ns).items():
+        parts = key.split(".")
+        if not _is_field_path(cls, parts):
+            continue
+        d = out
+        for p in parts[:-1]:
+            d = d.setdefault(p, {})
+        d[parts[-1]] = value
+    return out
+
+
+def _is_field_path(cls, parts: list[str]) -> bool:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    if parts[0] not in names:
+        return False
+    if len(parts) == 1:
+        return True
+    sub = _unwrap_optional(hints[parts[0]])
+    return is_dataclass(sub) and _is_field_path(sub, parts[1:])

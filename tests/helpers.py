@@ -1,0 +1,22 @@
+"""Helpers shared by tests: writing small IDX files."""
+import gzip
+import struct
+
+import numpy as np
+
+
+def write_idx(path, array: np.ndarray, truncate: int = 0) -> None:
+    """Write ``array`` (uint8) as a gzipped IDX file; ``truncate`` drops that many trailing bytes."""
+    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    raw = header + array.astype(np.uint8).tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(raw[: len(raw) - truncate] if truncate else raw)
+
+
+def write_idx_set(folder, n_train: int = 60, n_test: int = 20, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_idx(folder / "train-images-idx3-ubyte.gz", rng.integers(0, 256, (n_train, 28, 28)))
+    write_idx(folder / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, n_train))
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (n_test, 28, 28)))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, n_test))

@@ -1,0 +1,55 @@
+import pytest
+import torch
+from torch import nn
+
+from ticketlab.errors import UserError
+from ticketlab.models import MODELS, build_model, glorot_normal_init
+
+SHAPES = {"lenet300": (1, 28, 28), "conv2": (1, 28, 28), "conv4": (3, 32, 32), "conv6": (3, 32, 32),
+          "resnet20": (3, 32, 32), "vgg16": (3, 32, 32), "mlp1d": (1, 40), "cnn1d": (1, 40)}
+
+
+def test_every_registered_model_has_a_shape_check_here():
+    assert set(MODELS.names()) == set(SHAPES)
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_models_adapt_to_input_and_classes(name):
+    model = build_model(name, SHAPES[name], 7)
+    model.eval()
+    assert model(torch.randn(2, *SHAPES[name])).shape == (2, 7)
+
+
+def test_lenet300_is_784_300_100_10():
+    shapes = [tuple(p.shape) for n, p in build_model("lenet300", (1, 28, 28), 10).named_parameters()
+              if n.endswith("weight")]
+    assert shapes == [(300, 784), (100, 300), (10, 100)]
+
+
+def test_conv_models_have_the_lth_fc_head():
+    linears = [m for m in build_model("conv4", (3, 32, 32), 10).modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(8 * 8 * 128, 256), (256, 256), (256, 10)]
+
+
+@pytest.mark.parametrize("name,shape", [("conv2", (1, 40)), ("vgg16", (1, 8, 8)), ("cnn1d", (1, 28, 28)),
+                                        ("conv6", (1, 4, 4))])
+def test_model_that_does_not_fit_the_input_is_a_user_error(name, shape):
+    with pytest.raises(UserError, match="pick"):
+        build_model(name, shape, 10)
+
+
+def test_gaussian_glorot_init_std_and_zero_biases():
+    model = build_model("lenet300", (1, 28, 28), 10, seed=3)
+    w = model[1].weight.detach()
+    expected = (2 / (784 + 300)) ** 0.5
+    assert abs(float(w.std()) - expected) / expected < 0.02
+    assert float(w.mean()).__abs__() < 1e-3
+    assert torch.count_nonzero(model[1].bias) == 0
+
+
+def test_init_is_a_function_of_the_seed():
+    a = build_model("conv2", (1, 28, 28), 10, seed=1)
+    b = build_model("conv2", (1, 28, 28), 10, seed=1)
+    c = glorot_normal_init(build_model("conv2", (1, 28, 28), 10, seed=1), seed=2)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a[0].weight, c[0].weight)

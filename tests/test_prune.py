@@ -1,0 +1,51 @@
+import torch
+
+from ticketlab.sparse import global_prune, keep_count, layerwise_prune, random_mask_like, topk_mask
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_topk_keeps_exactly_k_largest():
+    s = torch.tensor([[0.1, 5.0, 3.0], [4.0, 0.2, 1.0]])
+    m = topk_mask(s, 3, gen())
+    assert m.tolist() == [[False, True, True], [True, False, False]]
+
+
+def test_ties_are_broken_at_random_but_reproducibly():
+    s = torch.ones(1000)
+    a, b, c = topk_mask(s, 100, gen(1)), topk_mask(s, 100, gen(1)), topk_mask(s, 100, gen(2))
+    assert int(a.sum()) == 100 and torch.equal(a, b) and not torch.equal(a, c)
+    assert a[:500].sum() > 20 and a[500:].sum() > 20  # not "the first k"
+
+
+def test_layerwise_counts_are_exact_against_full_layer_size():
+    scores = {"a": torch.arange(10.0), "b": torch.arange(7.0)}
+    mask = {"a": torch.ones(10, dtype=torch.bool), "b": torch.ones(7, dtype=torch.bool)}
+    out = layerwise_prune(scores, mask, {"a": 0.8, "b": 0.5}, gen())
+    assert int(out["a"].sum()) == keep_count(10, 0.8) == 8 and int(out["b"].sum()) == keep_count(7, 0.5) == 4
+    assert out["a"][:2].sum() == 0 and out["a"][2:].all()  # the two smallest went
+
+
+def test_pruned_entries_are_never_revived_even_with_large_scores():
+    scores = {"a": torch.tensor([100.0, 1.0, 2.0, 3.0])}
+    mask = {"a": torch.tensor([False, True, True, True])}
+    out = layerwise_prune(scores, mask, {"a": 0.5}, gen())
+    assert out["a"].tolist() == [False, False, True, True]
+    out = layerwise_prune(scores, mask, {"a": 1.0}, gen())  # asking for more than is kept keeps what is there
+    assert out["a"].tolist() == [False, True, True, True]
+
+
+def test_global_prune_ranks_all_layers_jointly():
+    scores = {"a": torch.tensor([1.0, 2.0, 3.0]), "b": torch.tensor([10.0, 20.0, 0.5, 0.1])}
+    mask = {n: torch.ones_like(s, dtype=torch.bool) for n, s in scores.items()}
+    out = global_prune(scores, mask, 3 / 7, gen())
+    assert out["a"].tolist() == [False, False, True] and out["b"].tolist() == [True, True, False, False]
+
+
+def test_random_mask_matches_per_layer_counts():
+    mask = {"a": torch.rand(50, 4, generator=gen(3)) > 0.7, "b": torch.rand(30, generator=gen(4)) > 0.2}
+    r = random_mask_like(mask, gen(5))
+    assert all(int(r[n].sum()) == int(mask[n].sum()) for n in mask)
+    assert not torch.equal(r["a"], mask["a"])
