@@ -1,0 +1,150 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from ticketlab.cli import build_parser, imp_config_from_args, main
+
+SMALL = ["--dataset", "digits", "--model", "lenet300", "--iterations", "30", "--eval-every", "10", "--quiet"]
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_imp_prints_the_table_and_show_prints_it_again(tmp_path, capsys):
+    code, out, _ = run_cli(capsys, "imp", *SMALL, "--rounds", "2", "--control", "reinit", "--out", str(tmp_path / "r"))
+    assert code == 0
+    assert "round" in out and "reinit acc" in out and "accuracy_vs_density.png" in out
+    table = out.split("\n\nplots:")[0]
+    code, shown, _ = run_cli(capsys, "show", str(tmp_path / "r"))
+    assert code == 0 and shown.strip() == table.strip()
+    summary = json.loads((tmp_path / "r/summary.json").read_text())
+    assert summary["config"]["train"]["iterations"] == 30 and len(summary["rounds"]) == 3
+
+
+def test_preset_fills_in_and_explicit_flags_win():
+    ns = build_parser().parse_args(["imp", "--preset", "lth-lenet300", "--dataset", "digits", "--iterations", "20"])
+    cfg = imp_config_from_args(ns)
+    assert (cfg.model, cfg.dataset, cfg.train.optimizer, cfg.train.lr, cfg.train.batch_size) == \
+        ("lenet300", "digits", "adam", 1.2e-3, 60)
+    assert cfg.train.iterations == 20 and cfg.rate == 0.2
+    ns = build_parser().parse_args(["imp", "--preset", "lth-conv6", "--epochs", "3"])
+    cfg = imp_config_from_args(ns)
+    assert cfg.train.epochs == 3 and cfg.train.iterations is None and cfg.conv_rate == 0.15
+
+
+BAD = {
+    "unknown model": (["--model", "nope"], "unknown model 'nope'"),
+    "unknown dataset": (["--dataset", "nope"], "unknown dataset 'nope'"),
+    "unknown preset": (["--preset", "nope"], "unknown preset 'nope'"),
+    "rate 0": (["--rate", "0"], "--rate must be in (0, 1)"),
+    "rate 1": (["--rate", "1"], "--rate must be in (0, 1)"),
+    "conv rate": (["--conv-rate", "-0.1"], "--conv-rate must be in (0, 1)"),
+    "rounds 0": (["--rounds", "0"], "--rounds must be >= 1"),
+    "target density": (["--target-density", "1.5"], "--target-density must be in (0, 1)"),
+    "rounds and target": (["--rounds", "2", "--target-density", "0.5"], "not both"),
+    "model does not fit": (["--model", "vgg16"], "needs images of at least 16x16"),
+    "1d model on images": (["--model", "cnn1d"], "needs 1-D input"),
+    "bad rewind": (["--rewind", "soon"], "--rewind must be"),
+    "negative rewind": (["--rewind", "-3"], "--rewind must be >= 0"),
+    "unknown control": (["--control", "nope"], "unknown control 'nope'"),
+    "iterations 0": (["--iterations", "0"], "--iterations must be >= 1"),
+    "unknown optimizer": (["--optimizer", "lion"], "unknown optimizer 'lion'"),
+    "non-number": (["--rate", "abc"], "invalid float value"),
+    "unknown flag": (["--bogus"], "unrecognized arguments: --bogus"),
+    "no cuda": (["--device", "cuda"], "CUDA is not available"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys):
+    args, expected = BAD[case]
+    if case == "no cuda":
+        pytest.importorskip("torch")
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("CUDA present")
+    base = ["--dataset", "digits", "--model", "lenet300"] if case not in ("unknown model", "unknown dataset") else []
+    if case in ("model does not fit", "1d model on images"):
+        base = ["--dataset", "digits"]
+    code, out, err = run_cli(capsys, "imp", *base, *args, "--out", str(tmp_path / "r"), "--quiet")
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ticketlab: error:") and expected in lines[0], err
+    assert "Traceback" not in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_unwritable_out_dir(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code, _, err = run_cli(capsys, "imp", *SMALL, "--out", str(tmp_path / "file" / "sub"))
+    assert code == 2 and "choose a writable directory" in err and len(err.strip().splitlines()) == 1
+
+
+def test_out_is_a_file(tmp_path, capsys):
+    (tmp_path / "file").write_text("keep")
+    code, _, err = run_cli(capsys, "imp", *SMALL, "--out", str(tmp_path / "file"))
+    assert code == 2 and "is a file" in err and (tmp_path / "file").read_text() == "keep"
+
+
+def test_corrupt_config_json_in_out_dir(tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.json").write_text("{oops")
+    code, _, err = run_cli(capsys, "imp", *SMALL, "--out", str(tmp_path / "r"))
+    assert code == 2 and "corrupt" in err and (tmp_path / "r" / "config.json").read_text() == "{oops"
+
+
+def test_foreign_config_json_in_out_dir(tmp_path, capsys):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "config.json").write_text('{"name": "someone else"}')
+    code, _, err = run_cli(capsys, "imp", *SMALL, "--out", str(tmp_path / "r"))
+    assert code == 2 and "something other than a ticketlab imp run" in err
+
+
+def test_different_config_in_out_dir_exit_2_nothing_overwritten(tmp_path, capsys):
+    assert run_cli(capsys, "imp", *SMALL, "--rounds", "1", "--out", str(tmp_path / "r"))[0] == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    code, _, err = run_cli(capsys, "imp", *SMALL, "--rounds", "1", "--lr", "0.5", "--out", str(tmp_path / "r"))
+    assert code == 2 and "differs in: train.lr" in err
+    assert {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("content", [None, "[1, 2]", '{"rounds": [{"round": 0}], "config": {}}'])
+def test_show_on_foreign_or_corrupt_dir(tmp_path, capsys, content):
+    if content is not None:
+        (tmp_path / "summary.json").write_text(content)
+    code, _, err = run_cli(capsys, "show", str(tmp_path))
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_list_names_everything(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0 and "lenet300" in out and "fashion-mnist" in out and "lth-conv6" in out
+
+
+def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(tmp_path):
+    """A real kill -9 in the middle of a round; rerunning the command finishes with identical results."""
+    args = [sys.executable, "-m", "ticketlab", "imp", "--dataset", "digits", "--model", "lenet300",
+            "--iterations", "600", "--eval-every", "50", "--checkpoint-every", "50", "--rounds", "2", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(args + ["--out", str(tmp_path / "ref")], check=True, env=env, capture_output=True)
+    out = tmp_path / "r"
+    proc = subprocess.Popen(args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / "round_01" / "checkpoint.safetensors").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (out / "round_01" / "checkpoint.safetensors").exists()
+    assert not (out / "round_01" / "metrics.json").exists()
+    done = subprocess.run(args + ["--out", str(out)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (out / "summary.json").read_text() == (tmp_path / "ref" / "summary.json").read_text()

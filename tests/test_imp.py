@@ -1,0 +1,208 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from ticketlab.errors import UserError
+from ticketlab.io import load_tensors
+from ticketlab.lottery import IMPConfig, IMPRun, imp
+from ticketlab.lottery import imp_runner as imp_module
+from ticketlab.sparse import keep_count
+from ticketlab.train import Checkpointer, TrainConfig
+
+TRAIN = TrainConfig(optimizer="adam", lr=0.01, batch_size=32, iterations=40, eval_every=10)
+
+
+def cfg(**kw):
+    return IMPConfig(model="mlp1d", dataset="tiny", train=TRAIN, **kw)
+
+
+def run(tiny_data, out, quiet=True, **kw):
+    return imp(cfg(**kw), out, data=tiny_data, quiet=quiet, checkpoint_every=15)
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Record (start_iter, starting weights) of every training IMP launches."""
+    calls = []
+    real = imp_module.train
+
+    def wrapped(model, data, c, **kw):
+        calls.append((kw["start_iter"], {k: v.clone() for k, v in model.state_dict().items()}))
+        return real(model, data, c, **kw)
+
+    monkeypatch.setattr(imp_module, "train", wrapped)
+    return calls
+
+
+def test_summary_schema_and_exact_layer_densities(tiny_data, tmp_path):
+    s = run(tiny_data, tmp_path / "r", rounds=3, controls=["reinit", "random-mask"])
+    assert [r["round"] for r in s["rounds"]] == [0, 1, 2, 3]
+    for r in s["rounds"]:
+        assert {"round", "density", "test_acc", "early_stop_iter", "early_stop_test_acc", "controls"} <= set(r)
+    assert set(s["rounds"][2]["controls"]) == {"reinit", "random-mask"}
+    assert set(s["rounds"][2]["controls"]["reinit"]) >= {"density", "test_acc", "early_stop_iter",
+                                                         "early_stop_test_acc"}
+    for k in (1, 2, 3):
+        mask = load_tensors(tmp_path / "r" / f"round_{k:02d}" / "mask.safetensors")
+        rates = {"1.weight": 0.2, "3.weight": 0.2, "5.weight": 0.1}  # output layer at half rate
+        for n, m in mask.items():
+            assert int(m.sum()) == keep_count(m.numel(), (1 - rates[n]) ** k)
+        assert s["rounds"][k]["density"] == pytest.approx(sum(int(m.sum()) for m in mask.values())
+                                                          / sum(m.numel() for m in mask.values()))
+    for name in ("config.json", "init.safetensors", "summary.json", "accuracy_vs_density.png",
+                 "test_acc_by_round.png", "round_02/final.safetensors", "round_02/metrics.json",
+                 "round_02/reinit/metrics.json"):
+        assert (tmp_path / "r" / name).exists(), name
+    assert not list((tmp_path / "r").rglob("checkpoint.safetensors"))
+
+
+def test_masks_are_nested_and_pruned_by_magnitude(tiny_data, tmp_path):
+    run(tiny_data, tmp_path / "r", rounds=2)
+    m1 = load_tensors(tmp_path / "r/round_01/mask.safetensors")
+    m2 = load_tensors(tmp_path / "r/round_02/mask.safetensors")
+    w1 = load_tensors(tmp_path / "r/round_01/final.safetensors")
+    for n in m2:
+        assert not (m2[n] & ~m1[n]).any()
+        dropped = m1[n] & ~m2[n]
+        assert w1[n].abs()[dropped].max() <= w1[n].abs()[m2[n]].min()
+
+
+def test_rewind_to_init_restarts_kept_weights_from_init(tiny_data, tmp_path, spy):
+    run(tiny_data, tmp_path / "r", rounds=2)
+    init = load_tensors(tmp_path / "r/init.safetensors")
+    mask = load_tensors(tmp_path / "r/round_02/mask.safetensors")
+    start_iter, state = spy[2]
+    assert start_iter == 0
+    for n, v in state.items():
+        assert torch.equal(v, init[n] * mask[n] if n in mask else init[n])
+
+
+def test_late_rewinding_starts_from_iteration_k(tiny_data, tmp_path, spy):
+    run(tiny_data, tmp_path / "r", rounds=2, rewind="15")
+    rewind = load_tensors(tmp_path / "r/rewind.safetensors")
+    mask = load_tensors(tmp_path / "r/round_01/mask.safetensors")
+    start_iter, state = spy[1]
+    assert start_iter == 15
+    assert all(torch.equal(state[n], rewind[n] * mask[n]) for n in mask)
+    # The rewind point really is the dense net at iteration 15 (same seed, same data order).
+    from ticketlab.models import build_model
+    from ticketlab.train import train as plain_train
+    model = build_model("mlp1d", tiny_data.input_shape, 10, seed=0)
+    plain_train(model, tiny_data, TrainConfig(**{**TRAIN.__dict__, "iterations": 15}), seed=0)
+    assert all(torch.equal(v, rewind[k]) for k, v in model.state_dict().items())
+    metrics = json.loads((tmp_path / "r/round_01/metrics.json").read_text())
+    assert metrics["history"][0]["iter"] == 15 and metrics["summary"]["iterations"] == 25
+
+
+def test_rewind_none_fine_tunes_the_previous_trained_weights(tiny_data, tmp_path, spy):
+    run(tiny_data, tmp_path / "r", rounds=2, rewind="none")
+    prev = load_tensors(tmp_path / "r/round_01/final.safetensors")
+    mask = load_tensors(tmp_path / "r/round_02/mask.safetensors")
+    assert all(torch.equal(spy[2][1][n], prev[n] * mask[n]) for n in mask)
+
+
+def test_controls_use_same_mask_fresh_init_and_random_mask_same_counts(tiny_data, tmp_path, spy):
+    run(tiny_data, tmp_path / "r", rounds=1, controls=["reinit", "random-mask"])
+    init = load_tensors(tmp_path / "r/init.safetensors")
+    mask = load_tensors(tmp_path / "r/round_01/mask.safetensors")
+    ticket, reinit, random_mask = spy[1][1], spy[2][1], spy[3][1]
+    for n, m in mask.items():
+        assert torch.count_nonzero(reinit[n][~m]) == 0 and not torch.equal(reinit[n], ticket[n])
+        rm = random_mask[n] != 0
+        assert int(rm.sum()) == int(m.sum()) and not torch.equal(rm, m)
+        assert torch.equal(random_mask[n][rm], init[n][rm])
+
+
+def test_interrupted_run_resumes_bitwise_identical(tiny_data, tmp_path, monkeypatch):
+    ref = run(tiny_data, tmp_path / "ref", rounds=2, controls=["reinit"])
+    saves = {"n": 0}
+    real_save = Checkpointer.save
+
+    def dying_save(self, *a, **kw):
+        real_save(self, *a, **kw)
+        saves["n"] += 1
+        if saves["n"] == 4:  # inside round 1's ticket training, right after a checkpoint
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpointer, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_data, tmp_path / "r", rounds=2, controls=["reinit"])
+    assert list((tmp_path / "r").rglob("checkpoint.safetensors"))
+    monkeypatch.setattr(Checkpointer, "save", real_save)
+    again = run(tiny_data, tmp_path / "r", rounds=2, controls=["reinit"])
+    assert again == ref
+    for f in ("round_02/final.safetensors", "round_02/reinit/final.safetensors"):
+        a, b = load_tensors(tmp_path / "ref" / f), load_tensors(tmp_path / "r" / f)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_same_seed_same_masks_and_metrics(tiny_data, tmp_path):
+    a = run(tiny_data, tmp_path / "a", rounds=2)
+    b = run(tiny_data, tmp_path / "b", rounds=2)
+    assert a == b
+    ma = load_tensors(tmp_path / "a/round_02/mask.safetensors")
+    mb = load_tensors(tmp_path / "b/round_02/mask.safetensors")
+    assert all(torch.equal(ma[n], mb[n]) for n in ma)
+
+
+def test_out_dir_with_a_different_config_is_refused_and_untouched(tiny_data, tmp_path):
+    run(tiny_data, tmp_path / "r", rounds=1)
+    before = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    with pytest.raises(UserError, match=r"different config \(differs in: rate\)"):
+        run(tiny_data, tmp_path / "r", rounds=1, rate=0.5)
+    assert {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == before
+
+
+def test_foreign_non_empty_dir_is_refused(tiny_data, tmp_path):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "thesis.tex").write_text("precious")
+    with pytest.raises(UserError, match="not a ticketlab run directory"):
+        run(tiny_data, tmp_path / "r", rounds=1)
+    assert (tmp_path / "r" / "thesis.tex").read_text() == "precious"
+
+
+def test_corrupt_mask_file_is_reported(tiny_data, tmp_path):
+    run(tiny_data, tmp_path / "r", rounds=1)
+    (tmp_path / "r/round_01/mask.safetensors").write_bytes(b"junk")
+    (tmp_path / "r/round_01/metrics.json").unlink()
+    with pytest.raises(UserError, match="corrupt"):
+        run(tiny_data, tmp_path / "r", rounds=1)
+
+
+@pytest.mark.parametrize("global_pruning", [False, True])
+def test_target_density_and_one_shot(tiny_data, tmp_path, global_pruning):
+    s = run(tiny_data, tmp_path / "it", target_density=0.4, global_pruning=global_pruning)
+    assert s["rounds"][-1]["density"] == pytest.approx(0.4, abs=2e-3)
+    one = run(tiny_data, tmp_path / "os", target_density=0.4, one_shot=True, global_pruning=global_pruning)
+    assert len(one["rounds"]) == 2 and one["rounds"][1]["density"] == pytest.approx(0.4, abs=2e-3)
+
+
+def test_global_pruning_allots_density_unevenly(tiny_data, tmp_path):
+    s = run(tiny_data, tmp_path / "r", rounds=3, global_pruning=True)
+    dens = s["rounds"][3]["layer_densities"]
+    assert s["rounds"][3]["density"] == pytest.approx(0.8 ** 3, abs=1e-3)
+    assert max(dens.values()) - min(dens.values()) > 0.01
+
+
+def test_a_users_own_module_works(tiny_data, tmp_path):
+    class Mine(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.Tanh())
+            self.head = nn.Linear(32, 10)
+
+        def forward(self, x):
+            return self.head(self.body(x))
+
+    s = imp(cfg(rounds=1), tmp_path / "r", model=Mine(), data=tiny_data, quiet=True)
+    assert s["config"]["model"] == "custom:Mine"
+    assert ["body.1.weight", [32, 16]] in s["config"]["architecture"]
+    assert s["rounds"][1]["density"] < 1
+
+
+def test_rewind_past_the_end_is_refused(tiny_data, tmp_path):
+    with pytest.raises(UserError, match="not before the end"):
+        run(tiny_data, tmp_path / "r", rewind="40")
+    assert not (tmp_path / "r").exists()
