@@ -45,12 +45,22 @@ class TrainResult:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD / Adam / AdamW, fused where torch supports it.
+
+    The fused CPU kernels are ~2.5x faster than foreach for Adam, and do not slow down on zero second
+    moments (pruned entries): foreach Adam's vectorised sqrt is ~9x slower on exact zeros on AVX-512 CPUs.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, foreach=True)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+        cls, kw = torch.optim.SGD, dict(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adam":
+        cls, kw = torch.optim.Adam, dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    else:
+        cls, kw = torch.optim.AdamW, dict(lr=cfg.lr, weight_decay=cfg.weight_decay)
+    try:
+        return cls(params, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):  # dtype/device without a fused kernel
+        return cls(params, foreach=True, **kw)
 
 
 @torch.no_grad()

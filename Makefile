@@ -1,0 +1,30 @@
+# Two commands: `make demo` and `make test`. Both create .venv with torch 2.13.0 (the local CPU wheel,
+# installed before the package so pip never resolves a CUDA build) and the package.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench install clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/ticketlab imp --rounds 6 --control reinit --out runs/demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_mask_overhead.py
+	$(PY) benchmarks/bench_imp_round.py
+
+clean:
+	rm -rf $(VENV) runs/demo

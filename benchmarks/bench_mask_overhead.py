@@ -1,0 +1,71 @@
+"""Mask enforcement overhead: a masked training step vs the same unmasked step (lenet300, conv2).
+
+Masked = zero the pruned gradients, Adam step, zero the pruned weights (ticketlab's MaskEnforcer).
+Prints the median over interleaved repetitions of (masked time / unmasked time). Target: <= 1.05.
+
+    .venv/bin/python benchmarks/bench_mask_overhead.py [--threads N] [--repeats R]
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import interleaved, median, parser, ratio_median  # noqa: E402
+
+from ticketlab.models import build_model  # noqa: E402
+from ticketlab.sparse import MaskEnforcer, ones_mask  # noqa: E402
+from ticketlab.train import TrainConfig, make_optimizer  # noqa: E402
+
+CASES = {"lenet300": ((1, 28, 28), 300), "conv2": ((1, 28, 28), 30)}  # steps per timed block
+
+
+def bench(name: str, shape, steps: int, repeats: int, density: float = 0.2) -> dict:
+    torch.manual_seed(0)
+    x = torch.randn(60, *shape)
+    y = torch.randint(0, 10, (60,))
+
+    def make(masked: bool):
+        model = build_model(name, shape, 10, seed=0)
+        opt = make_optimizer(model, TrainConfig(optimizer="adam", lr=1e-3))  # as ticketlab trains
+        enf = None
+        if masked:
+            mask = {n: torch.rand(m.shape) < density for n, m in ones_mask(model).items()}
+            enf = MaskEnforcer(model, mask, opt)
+
+        def block():
+            for _ in range(steps):
+                loss = F.cross_entropy(model(x), y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if enf is None:
+                    opt.step()
+                else:
+                    enf.mask_grads_()
+                    opt.step()
+                    enf.mask_weights_()
+        block()  # warm-up (allocations, Adam state)
+        return block
+
+    t = interleaved({"unmasked": make(False), "masked": make(True)}, repeats)
+    return {"model": name, "step_ms_unmasked": 1e3 * median(t["unmasked"]) / steps,
+            "step_ms_masked": 1e3 * median(t["masked"]) / steps,
+            "ratio": ratio_median(t["masked"], t["unmasked"])}
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"mask enforcement overhead (Adam, batch 60, density 20%), torch threads = {args.threads}, "
+          f"median of {args.repeats} interleaved repeats")
+    print(f"{'model':<10} {'unmasked ms/step':>17} {'masked ms/step':>15} {'masked/unmasked':>16}")
+    for name, (shape, steps) in CASES.items():
+        r = bench(name, shape, steps, args.repeats)
+        print(f"{r['model']:<10} {r['step_ms_unmasked']:>17.3f} {r['step_ms_masked']:>15.3f} {r['ratio']:>16.3f}")
+
+
+if __name__ == "__main__":
+    main()
