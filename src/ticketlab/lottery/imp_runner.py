@@ -203,12 +203,15 @@ class IMPRun:
                     s, _ = self.train_one(rdir / c, rmask, start, start_iter, label)
                 row["controls"][c] = s
             rows.append(row)
-            self.write_summary(rows, curves)
+            write_json(self.dir / "summary.json", self.summary(rows))
+        self.write_plots(self.summary(rows), curves)
         return read_json(self.dir / "summary.json")
 
-    def write_summary(self, rows: list[dict], curves) -> None:
-        summary = {"config": self.config, "iterations": self.total, "rounds": rows}
-        write_json(self.dir / "summary.json", summary)
+    def summary(self, rows: list[dict]) -> dict:
+        return {"config": self.config, "iterations": self.total, "rounds": rows}
+
+    def write_plots(self, summary: dict, curves) -> None:
+        """Plots are drawn once at the end (``ticketlab show`` prints the table of a run in progress)."""
         plot_accuracy_vs_density(summary, self.dir / "accuracy_vs_density.png")
         plot_test_acc_curves(curves, self.dir / "test_acc_by_round.png",
                              f"IMP tickets: {self.config['model']} on {self.config['dataset']}")
