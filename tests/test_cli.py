@@ -25,6 +25,10 @@ def test_imp_prints_the_table_and_show_prints_it_again(tmp_path, capsys):
     table = out.split("\n\nplots:")[0]
     code, shown, _ = run_cli(capsys, "show", str(tmp_path / "r"))
     assert code == 0 and shown.strip() == table.strip()
+    code, layers, _ = run_cli(capsys, "show", str(tmp_path / "r"), "--layers")
+    rows = {line.split()[0]: line.split()[1:] for line in layers.strip().splitlines()[1:]}
+    assert code == 0 and rows["1.weight"] == ["100.00%", "80.00%", "64.00%"]
+    assert rows["5.weight"] == ["100.00%", "90.00%", "81.00%"]
     summary = json.loads((tmp_path / "r/summary.json").read_text())
     assert summary["config"]["train"]["iterations"] == 30 and len(summary["rounds"]) == 3
 

@@ -46,6 +46,7 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("show", help="print a run's per-round table again")
     p.add_argument("run_dir", metavar="DIR")
+    p.add_argument("--layers", action="store_true", help="per-layer densities of each round's mask instead")
 
     sub.add_parser("list", help="list models, datasets and presets")
     return parser
@@ -88,7 +89,7 @@ def cmd_imp(ns: argparse.Namespace) -> int:
 def cmd_show(ns: argparse.Namespace) -> int:
     from .lottery import run_table
 
-    print(run_table(ns.run_dir))
+    print(run_table(ns.run_dir, layers=ns.layers))
     return 0
 
 

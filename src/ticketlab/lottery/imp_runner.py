@@ -26,7 +26,7 @@ from ..train import Checkpointer, TrainResult, train
 from .config import IMPConfig
 from .plan import Plan, make_plan
 from .plots import plot_accuracy_vs_density, plot_test_acc_curves
-from .report import format_table
+from .report import format_layers, format_table
 from .rundir import default_run_dir, open_run_dir
 
 FINAL, METRICS, MASK, CKPT = "final.safetensors", "metrics.json", "mask.safetensors", "checkpoint.safetensors"
@@ -229,8 +229,8 @@ def imp(config: IMPConfig | dict | None = None, out: str | Path | None = None, *
     return IMPRun(config, out, **kwargs).run()
 
 
-def run_table(run_dir: str | Path) -> str:
-    """The per-round table of a run directory (``ticketlab show``)."""
+def run_table(run_dir: str | Path, layers: bool = False) -> str:
+    """The per-round table of a run directory (``ticketlab show``); ``layers``: per-layer densities."""
     path = Path(run_dir) / "summary.json"
     if not Path(run_dir).is_dir():
         raise UserError(f"{run_dir} is not a directory; give a run directory made by `ticketlab imp`")
@@ -240,6 +240,6 @@ def run_table(run_dir: str | Path) -> str:
     if not isinstance(s, dict) or not isinstance(s.get("rounds"), list) or "config" not in s:
         raise UserError(f"{path} is not a ticketlab summary; give a run directory made by `ticketlab imp`")
     try:
-        return format_table(s)
+        return format_layers(s) if layers else format_table(s)
     except (KeyError, TypeError, ValueError):
         raise UserError(f"{path} is corrupt or from another program; give a run directory made by `ticketlab imp`") from None

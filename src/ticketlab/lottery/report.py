@@ -22,3 +22,15 @@ def format_table(summary: dict) -> str:
             line += f" | {_cell(r['controls'].get(c))}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def format_layers(summary: dict) -> str:
+    """Per-layer density (% kept) of every round's mask: one row per layer, one column per round."""
+    rounds = summary["rounds"]
+    names = list(rounds[0]["layer_densities"])
+    w = max(len(n) for n in names + ["layer"])
+    lines = [f"{'layer':<{w}}" + "".join(f"  {'r' + str(r['round']):>7}" for r in rounds)]
+    for n in names:
+        lines.append(f"{n:<{w}}" + "".join(f"  {100 * r['layer_densities'][n]:>6.2f}%" for r in rounds))
+    lines.append(f"{'total':<{w}}" + "".join(f"  {100 * r['density']:>6.2f}%" for r in rounds))
+    return "\n".join(lines)
