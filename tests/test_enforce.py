@@ -96,3 +96,12 @@ def test_unknown_mask_name_is_rejected():
     model, _ = setup()
     with pytest.raises(KeyError):
         MaskEnforcer(model, {"nope.weight": torch.ones(2, dtype=torch.bool)})
+
+
+def test_frozen_pruned_entries_hold_their_values_and_never_train():
+    model, mask = setup()
+    frozen = {n: torch.full_like(p, 0.25) for n, p in model.named_parameters() if n in mask}
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.5)
+    enforcer = MaskEnforcer(model, mask, opt, frozen=frozen)
+    steps(model, opt, enforcer)
+    assert torch.all(pruned_values(model, mask) == 0.25)

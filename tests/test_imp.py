@@ -206,3 +206,42 @@ def test_rewind_past_the_end_is_refused(tiny_data, tmp_path):
     with pytest.raises(UserError, match="not before the end"):
         run(tiny_data, tmp_path / "r", rewind="40")
     assert not (tmp_path / "r").exists()
+
+
+def test_criterion_flag_chooses_the_mask(tiny_data, tmp_path):
+    run(tiny_data, tmp_path / "r", rounds=1, criterion="large_init")
+    init = load_tensors(tmp_path / "r/init.safetensors")
+    mask = load_tensors(tmp_path / "r/round_01/mask.safetensors")
+    for n, m in mask.items():
+        assert init[n].abs()[~m].max() <= init[n].abs()[m].min()
+
+
+def test_kept_values_rule_sets_the_ticket_start(tiny_data, tmp_path, spy):
+    run(tiny_data, tmp_path / "r", rounds=1, reinit="constant", signed=True)
+    init = load_tensors(tmp_path / "r/init.safetensors")
+    mask = load_tensors(tmp_path / "r/round_01/mask.safetensors")
+    start = spy[1][1]
+    for n, m in mask.items():
+        assert torch.allclose(start[n][m], init[n].std() * init[n][m].sign())
+        assert torch.count_nonzero(start[n][~m]) == 0
+
+
+def test_pruned_weights_frozen_at_init(tiny_data, tmp_path):
+    run(tiny_data, tmp_path / "r", rounds=1, mask_zero="freeze-init")
+    init = load_tensors(tmp_path / "r/init.safetensors")
+    mask = load_tensors(tmp_path / "r/round_01/mask.safetensors")
+    final = load_tensors(tmp_path / "r/round_01/final.safetensors")
+    for n, m in mask.items():
+        assert torch.equal(final[n][~m], init[n][~m]) and not torch.equal(final[n][m], init[n][m])
+
+
+def test_run_made_before_a_setting_existed_still_resumes(tiny_data, tmp_path):
+    ref = run(tiny_data, tmp_path / "r", rounds=1)
+    cfg_file = tmp_path / "r" / "config.json"
+    stored = json.loads(cfg_file.read_text())
+    for key in ("criterion", "reinit", "signed", "mask_zero"):
+        del stored["config"][key]
+    cfg_file.write_text(json.dumps(stored))
+    assert run(tiny_data, tmp_path / "r", rounds=1)["rounds"] == ref["rounds"]
+    with pytest.raises(UserError, match="differs in: criterion"):
+        run(tiny_data, tmp_path / "r", rounds=1, criterion="movement")

@@ -94,6 +94,7 @@ def cmd_show(ns: argparse.Namespace) -> int:
 
 
 def cmd_list(ns: argparse.Namespace) -> int:
+    from .criteria import CRITERIA
     from .data import DATASETS
     from .lottery import PRESETS
     from .models import MODELS
@@ -101,6 +102,7 @@ def cmd_list(ns: argparse.Namespace) -> int:
     print("models:   " + ", ".join(MODELS.names()))
     print("datasets: " + ", ".join(DATASETS.names()))
     print("presets:  " + ", ".join(PRESETS))
+    print("criteria: " + ", ".join(CRITERIA.names()))
     return 0
 
 

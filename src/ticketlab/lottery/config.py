@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from ..errors import UserError
 from ..train import TrainConfig
+from .values import KEPT_VALUES, PRUNED_VALUES, check_rules
 
 CONTROLS = ("reinit", "random-mask")
 
@@ -30,6 +31,12 @@ class IMPConfig:
     controls: list[str] = field(default_factory=list,
                                 metadata={"flag": "--control", "help": f"per-round control: {', '.join(CONTROLS)} "
                                                                         "(repeat for several)"})
+    criterion: str = field(default="large_final",
+                           metadata={"help": "mask criterion M(w_init, w_final) (see `ticketlab list`)"})
+    reinit: str = field(default="original",
+                        metadata={"help": f"values of kept weights: {', '.join(KEPT_VALUES)}"})
+    signed: bool = field(default=False, metadata={"help": "kept weights keep their original sign (with --reinit)"})
+    mask_zero: str = field(default="zero", metadata={"help": f"values of pruned weights: {', '.join(PRUNED_VALUES)}"})
     prune_include: list[str] = field(default_factory=list,
                                      metadata={"help": "glob patterns of parameter names to prune (default: "
                                                        "Linear/Conv weights)"})
@@ -63,6 +70,9 @@ class IMPConfig:
         if bad:
             raise UserError(f"unknown control {bad[0]!r}; choose one of: {', '.join(CONTROLS)}")
         self.controls = list(dict.fromkeys(self.controls))
+        from ..criteria import CRITERIA
+        CRITERIA.get(self.criterion)
+        check_rules(self.reinit, self.mask_zero)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -15,19 +15,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..criteria import criterion_mask, criterion_scores
 from ..data import Dataset, load_dataset
 from ..errors import UserError
 from ..io import load_tensors, read_json, save_tensors, write_json
 from ..models import build_model, glorot_normal_init
 from ..seeding import derive_seed, generator
-from ..sparse import Mask, apply_mask_, density, global_prune, layer_densities, layerwise_prune, ones_mask
-from ..sparse import magnitude_scores, prunable_names, random_mask_like
+from ..sparse import Mask, apply_mask_, density, global_prune, layer_densities, ones_mask, prunable_names
+from ..sparse import random_mask_like
 from ..train import Checkpointer, TrainResult, train
 from .config import IMPConfig
 from .plan import Plan, make_plan
 from .plots import plot_accuracy_vs_density, plot_test_acc_curves
 from .report import format_layers, format_table
 from .rundir import default_run_dir, open_run_dir
+from .values import kept_values, pruned_values
 
 FINAL, METRICS, MASK, CKPT = "final.safetensors", "metrics.json", "mask.safetensors", "checkpoint.safetensors"
 
@@ -98,7 +100,8 @@ class IMPRun:
             raise UserError(f"--rewind {k} is not before the end of training ({self.total} iterations)")
         self.plan: Plan = make_plan(model, self.names, cfg)
         self.config = config
-        self.dir = open_run_dir(out if out is not None else default_run_dir("imp", config, runs_root), "imp", config)
+        self.dir = open_run_dir(out if out is not None else default_run_dir("imp", config, runs_root), "imp", config,
+                                normalize=normalize_config)
 
     # -- small helpers ---------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -119,13 +122,14 @@ class IMPRun:
         save_tensors(path, state)
         return state
 
-    def reinit_state(self, k: int) -> dict[str, torch.Tensor]:
-        glorot_normal_init(self.model, derive_seed(self.cfg.seed, "reinit", k))
+    def reinit_state(self, *tags: object) -> dict[str, torch.Tensor]:
+        """A fresh Gaussian Glorot draw (seeded by the run seed and ``tags``)."""
+        glorot_normal_init(self.model, derive_seed(self.cfg.seed, "reinit", *tags))
         return self.snapshot()
 
     # -- one training ----------------------------------------------------------------------------------
     def train_one(self, where: Path, mask: Mask, start: dict, start_iter: int, label: str,
-                  snapshot_at: int | None = None) -> tuple[dict, list[dict]]:
+                  snapshot_at: int | None = None, frozen: dict | None = None) -> tuple[dict, list[dict]]:
         """Train from ``start`` under ``mask``; cached in ``where`` (final weights + metrics)."""
         if (where / METRICS).exists():
             m = read_json(where / METRICS)
@@ -140,7 +144,7 @@ class IMPRun:
             save_tensors(rewind_path, model.state_dict())
 
         result: TrainResult = train(
-            self.model, self.data, self.cfg.train, mask=mask, seed=self.cfg.seed, start_iter=start_iter,
+            self.model, self.data, self.cfg.train, mask=mask, frozen=frozen, seed=self.cfg.seed, start_iter=start_iter,
             total=self.total, checkpointer=Checkpointer(where / CKPT, self.checkpoint_every),
             snapshot_at=snapshot_at, on_snapshot=save_rewind if snapshot_at else None,
             progress=not self.quiet, desc=label)
@@ -162,12 +166,13 @@ class IMPRun:
             mask = prev
         else:
             final = load_state(self.round_dir(k - 1) / FINAL, self.model)
-            scores = magnitude_scores(final, self.names)
+            init = load_state(self.dir / "init.safetensors", self.model)
             g = generator(self.cfg.seed, "prune", k)
             if self.plan.global_rate is not None:
+                scores = criterion_scores(self.cfg.criterion, init, final, prev, g)
                 mask = global_prune(scores, prev, self.plan.global_density(k), g)
             else:
-                mask = layerwise_prune(scores, prev, self.plan.layer_densities(k), g)
+                mask = criterion_mask(self.cfg.criterion, init, final, prev, self.plan.layer_densities(k), g)
         save_tensors(path, mask)
         return mask
 
@@ -178,6 +183,18 @@ class IMPRun:
         if rw is None:  # fine-tuning baseline: continue from the previous round's trained weights
             return load_state(self.round_dir(k - 1) / FINAL, self.model), 0
         return load_state(self.dir / "rewind.safetensors", self.model), rw
+
+    def ticket_values(self, k: int, start: dict, init: dict, mask: Mask) -> tuple[dict, dict | None]:
+        """Apply --reinit/--signed to the kept weights and --mask-zero to the pruned ones (round k >= 1)."""
+        cfg = self.cfg
+        if k == 0 or (cfg.reinit == "original" and cfg.mask_zero == "zero"):
+            return start, None
+        start = dict(start)
+        if cfg.reinit != "original":
+            fresh = self.reinit_state("values", k) if cfg.reinit == "reinit" else {}
+            start.update(kept_values(cfg.reinit, cfg.signed, start, mask, fresh, generator(cfg.seed, "values", k)))
+        final = load_state(self.round_dir(k - 1) / FINAL, self.model) if cfg.mask_zero == "toward-zero" else None
+        return start, pruned_values(cfg.mask_zero, init, final, mask)
 
     def run(self) -> dict:
         cfg, plan = self.cfg, self.plan
@@ -190,7 +207,9 @@ class IMPRun:
             mask = self.round_mask(k, mask)
             start, start_iter = self.start_point(k, init)
             snap = cfg.rewind_iter if (k == 0 and cfg.rewind_iter) else None
-            ticket, hist = self.train_one(rdir, mask, start, start_iter, f"round {k}/{n} ticket", snapshot_at=snap)
+            ticket_start, frozen = self.ticket_values(k, start, init, mask)
+            ticket, hist = self.train_one(rdir, mask, ticket_start, start_iter, f"round {k}/{n} ticket",
+                                          snapshot_at=snap, frozen=frozen)
             row = {"round": k, "density": density(mask), "layer_densities": layer_densities(mask), **ticket,
                    "controls": {}}
             curves.append((row["density"], hist))
@@ -215,6 +234,13 @@ class IMPRun:
         plot_accuracy_vs_density(summary, self.dir / "accuracy_vs_density.png")
         plot_test_acc_curves(curves, self.dir / "test_acc_by_round.png",
                              f"IMP tickets: {self.config['model']} on {self.config['dataset']}")
+
+
+def normalize_config(stored: dict) -> dict:
+    """A stored IMP config in the current schema (settings added since at their defaults)."""
+    stored = dict(stored)
+    extra = {k: stored.pop(k) for k in ("architecture",) if k in stored}
+    return IMPConfig.from_dict(stored).to_dict() | extra
 
 
 def imp(config: IMPConfig | dict | None = None, out: str | Path | None = None, **kwargs) -> dict:

@@ -8,6 +8,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 from ..errors import UserError
 from ..io import read_json, write_json
@@ -35,8 +36,12 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def open_run_dir(path: str | Path, kind: str, config: dict) -> Path:
-    """Create or reopen ``path`` for a run of ``config``; refuse foreign or mismatching directories."""
+def open_run_dir(path: str | Path, kind: str, config: dict, normalize: Callable[[dict], dict] | None = None) -> Path:
+    """Create or reopen ``path`` for a run of ``config``; refuse foreign or mismatching directories.
+
+    ``normalize`` maps a stored config to the current schema (new settings at their defaults), so runs
+    made before a setting existed still resume.
+    """
     path = Path(path)
     record = {"kind": kind, "config": config}
     cfg_file = path / CONFIG_FILE
@@ -46,8 +51,14 @@ def open_run_dir(path: str | Path, kind: str, config: dict) -> Path:
         old = read_json(cfg_file)
         if not isinstance(old, dict) or "config" not in old or old.get("kind") != kind:
             raise UserError(f"{path} holds something other than a ticketlab {kind} run; choose another --out")
-        if old["config"] != config:
-            changed = ", ".join(_diff(old["config"], config)) or "?"
+        stored = old["config"]
+        if normalize is not None and isinstance(stored, dict):
+            try:
+                stored = normalize(stored)
+            except (UserError, TypeError, ValueError):
+                pass
+        if stored != config:
+            changed = ", ".join(_diff(stored if isinstance(stored, dict) else {}, config)) or "?"
             raise UserError(f"{path} holds a run with a different config (differs in: {changed}); "
                             "use another --out, or repeat the original command to resume it")
         return path

@@ -13,6 +13,9 @@ In your own loop::
     enforcer.step()          # = mask_grads_(); optimizer.step(); mask_weights_()
 
 or ``enforcer.attach()`` once, to run the two passes as hooks around every ``optimizer.step()``.
+
+``frozen`` (optional) gives values that pruned entries are held at instead of zero (Zhou et al.'s
+"freeze at init" ablations): they still get no gradient and no optimizer state.
 """
 from __future__ import annotations
 
@@ -23,7 +26,8 @@ from .mask import Mask
 
 
 class MaskEnforcer:
-    def __init__(self, model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer | None = None):
+    def __init__(self, model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer | None = None,
+                 frozen: dict[str, torch.Tensor] | None = None):
         params = dict(model.named_parameters())
         unknown = [n for n in mask if n not in params]
         if unknown:
@@ -33,6 +37,11 @@ class MaskEnforcer:
         self.params = [params[n] for n in self.names]
         # Float copies on the parameter's device, so enforcement is one multiply with no conversion.
         self.masks = [mask[n].to(device=p.device, dtype=p.dtype) for n, p in zip(self.names, self.params)]
+        # Pruned entries' held values, zero where kept, so enforcement is ``w = w * m + held``.
+        self.held = None
+        if frozen is not None:
+            self.held = [(frozen[n].to(device=p.device, dtype=p.dtype) * (1 - m))
+                         for n, p, m in zip(self.names, self.params, self.masks)]
         self._handles: list = []
         self.mask_weights_()
         if optimizer is not None:
@@ -41,6 +50,8 @@ class MaskEnforcer:
     @torch.no_grad()
     def mask_weights_(self) -> None:
         torch._foreach_mul_(self.params, self.masks)
+        if self.held is not None:
+            torch._foreach_add_(self.params, self.held)
 
     @torch.no_grad()
     def mask_grads_(self) -> None:

@@ -82,19 +82,20 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | None = None, seed: int = 0,
+def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | None = None,
+          frozen: dict[str, torch.Tensor] | None = None, seed: int = 0,
           start_iter: int = 0, total: int | None = None, checkpointer: Checkpointer | None = None,
           snapshot_at: int | None = None, on_snapshot: Callable[[int, nn.Module], None] | None = None,
           progress: bool = False, desc: str = "train") -> TrainResult:
     """Train ``model`` in place on ``data`` (already on the model's device) from ``start_iter`` to ``total``.
 
-    ``mask`` keeps pruned weights at exactly zero. ``checkpointer`` saves periodically and, if it holds a
-    checkpoint, resumes from it. ``on_snapshot(it, model)`` is called once when iteration
+    ``mask`` keeps pruned weights at exactly zero (or at ``frozen``'s values, untrained).
+    ``checkpointer`` saves periodically and, if it holds a checkpoint, resumes from it. ``on_snapshot(it, model)`` is called once when iteration
     ``snapshot_at`` is reached (used to save the rewind point for late rewinding).
     """
     total = cfg.total_iterations(len(data.y_train)) if total is None else total
     opt = make_optimizer(model, cfg)
-    enforcer = MaskEnforcer(model, mask, opt) if mask is not None else None
+    enforcer = MaskEnforcer(model, mask, opt, frozen) if mask is not None else None
     history: list[dict] = []
     it = start_iter
     resumed = checkpointer.load(model, opt) if checkpointer is not None else None
