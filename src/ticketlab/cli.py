@@ -44,6 +44,16 @@ def build_parser() -> Parser:
     add_dataclass_flags(p, IMPConfig)
     add_runtime_flags(p)
 
+    from .supermask import PRESETS as SM_PRESETS
+    from .supermask import SupermaskConfig
+
+    p = sub.add_parser("supermask", help="learn a mask over frozen weights (supermasks, edge-popup, jackpots)",
+                       description="Bernoulli supermasks (Zhou et al.), edge-popup (Ramanujan et al.) on "
+                                   "untrained weights, or lottery jackpots (mask search on trained weights).")
+    p.add_argument("--preset", metavar="NAME", help=f"paper settings: {', '.join(SM_PRESETS)}")
+    add_dataclass_flags(p, SupermaskConfig)
+    add_runtime_flags(p)
+
     p = sub.add_parser("show", help="print a run's per-round table again")
     p.add_argument("run_dir", metavar="DIR")
     p.add_argument("--layers", action="store_true", help="per-layer densities of each round's mask instead")
@@ -52,22 +62,27 @@ def build_parser() -> Parser:
     return parser
 
 
-def imp_config_from_args(ns: argparse.Namespace):
-    from .lottery import PRESETS, IMPConfig
-
-    cfg = IMPConfig().to_dict()
-    if ns.preset is not None:
-        if ns.preset not in PRESETS:
-            raise UserError(f"unknown preset {ns.preset!r}; choose one of: {', '.join(PRESETS)}")
-        cfg = merge(cfg, PRESETS[ns.preset])
-    given = given_flags(ns, IMPConfig)
+def config_from_args(ns: argparse.Namespace, cls, presets: dict):
+    """Dataclass defaults <- the preset's values <- the flags given explicitly."""
+    cfg = cls().to_dict()
+    if getattr(ns, "preset", None) is not None:
+        if ns.preset not in presets:
+            raise UserError(f"unknown preset {ns.preset!r}; choose one of: {', '.join(presets)}")
+        cfg = merge(cfg, presets[ns.preset])
+    given = given_flags(ns, cls)
     train_given = given.get("train", {})
     # A budget given explicitly replaces the preset's budget, whichever unit it is in.
     if "epochs" in train_given:
         cfg["train"]["iterations"] = None
     if "iterations" in train_given:
         cfg["train"]["epochs"] = None
-    return IMPConfig.from_dict(merge(cfg, given))
+    return cls.from_dict(merge(cfg, given))
+
+
+def imp_config_from_args(ns: argparse.Namespace):
+    from .lottery import PRESETS, IMPConfig
+
+    return config_from_args(ns, IMPConfig, PRESETS)
 
 
 def cmd_imp(ns: argparse.Namespace) -> int:
@@ -83,6 +98,17 @@ def cmd_imp(ns: argparse.Namespace) -> int:
     run.run()
     print(run_table(run.dir))
     print(f"\nplots: {run.dir / 'accuracy_vs_density.png'}\n       {run.dir / 'test_acc_by_round.png'}")
+    return 0
+
+
+def cmd_supermask(ns: argparse.Namespace) -> int:
+    from .supermask import PRESETS as SM_PRESETS
+    from .supermask import SupermaskConfig, format_summary, run_supermask
+
+    cfg = config_from_args(ns, SupermaskConfig, SM_PRESETS)
+    summary = run_supermask(cfg, ns.out, device=ns.device, data_dir=ns.data_dir, quiet=ns.quiet,
+                            checkpoint_every=ns.checkpoint_every)
+    print(format_summary(summary))
     return 0
 
 
@@ -109,7 +135,8 @@ def cmd_list(ns: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         ns = build_parser().parse_args(argv)
-        return {"imp": cmd_imp, "show": cmd_show, "list": cmd_list}[ns.command](ns)
+        commands = {"imp": cmd_imp, "supermask": cmd_supermask, "show": cmd_show, "list": cmd_list}
+        return commands[ns.command](ns)
     except UserError as e:
         print(f"ticketlab: error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,149 @@
+"""``ticketlab supermask``: learn a mask over frozen weights and report its accuracy.
+
+Untrained weights (Gaussian Glorot init, or the signed constant +/- layer std) for Zhou et al.'s
+Bernoulli supermasks and edge-popup; trained weights from an IMP run's dense round for lottery jackpots.
+Results in a run directory with the same resume and refusal rules as IMP.
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from ..data import load_dataset
+from ..errors import UserError
+from ..io import read_json, save_tensors, write_json
+from ..lottery.imp_runner import check_fits, load_state, resolve_device
+from ..lottery.rundir import default_run_dir, open_run_dir
+from ..models import build_model
+from ..sparse import density, layer_densities, prunable_names
+from ..train import Checkpointer, TrainConfig, evaluate, train
+from .learn import METHODS, WEIGHTS, attach, expected_density, hard_masks, set_eval_mode, signed_constant_
+
+
+def _default_train() -> TrainConfig:
+    return TrainConfig(optimizer="sgd", lr=100.0, momentum=0.9, batch_size=100, iterations=2000)
+
+
+@dataclass
+class SupermaskConfig:
+    model: str = field(default="lenet300", metadata={"help": "model name"})
+    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
+    seed: int = field(default=0, metadata={"help": "seed for the weights, the mask scores and sampling"})
+    method: str = field(default="bernoulli", metadata={"help": f"one of {', '.join(METHODS)}"})
+    weights: str = field(default="signed-constant",
+                         metadata={"help": f"frozen weights: {', '.join(WEIGHTS)} (jackpot: the pretrained ones)"})
+    density: float = field(default=0.5, metadata={"help": "fraction kept (edge-popup, jackpot)"})
+    init_logit: float = field(default=0.0, metadata={"help": "bernoulli: initial mask logit (0 = p 1/2)"})
+    eval_samples: int = field(default=10, metadata={"help": "bernoulli: sampled masks evaluated"})
+    pretrained: str | None = field(default=None, metadata={"help": "jackpot: an IMP run directory; its dense "
+                                                                   "trained weights are searched"})
+    train: TrainConfig = field(default_factory=_default_train)
+
+    def validate(self) -> None:
+        self.train.validate()
+        if self.method not in METHODS:
+            raise UserError(f"unknown supermask method {self.method!r}; choose one of: {', '.join(METHODS)}")
+        if self.weights not in WEIGHTS:
+            raise UserError(f"unknown --weights {self.weights!r}; choose one of: {', '.join(WEIGHTS)}")
+        if not 0 < self.density <= 1:
+            raise UserError(f"--density must be in (0, 1], got {self.density}")
+        if self.eval_samples < 1:
+            raise UserError(f"--eval-samples must be >= 1, got {self.eval_samples}")
+        if self.method == "jackpot" and not self.pretrained:
+            raise UserError("--method jackpot needs --pretrained RUN (an IMP run directory with a finished round 0)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SupermaskConfig":
+        d = dict(d)
+        tr = TrainConfig(**d.pop("train", {}))
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise UserError(f"unknown config keys {sorted(unknown)}")
+        return cls(train=tr, **d)
+
+
+PRESETS = {
+    "zhou-supermask": {"method": "bernoulli", "weights": "signed-constant",
+                       "train": {"optimizer": "sgd", "lr": 100.0, "momentum": 0.9}},
+    "edge-popup": {"method": "edge-popup", "weights": "signed-constant", "density": 0.5,
+                   "train": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
+                             "lr_schedule": "cosine"}},
+    "jackpot": {"method": "jackpot", "density": 0.1,
+                "train": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "lr_schedule": "cosine"}},
+}
+
+
+def run_supermask(cfg: SupermaskConfig, out: str | Path | None = None, *, device: str = "cpu",
+                  data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
+    """Learn the mask (or resume), evaluate it, and return ``summary.json``'s content."""
+    cfg.validate()
+    dev = resolve_device(device)
+    data = load_dataset(cfg.dataset, data_dir, quiet=quiet)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, seed=cfg.seed).to(dev)
+    check_fits(model, data)
+    names = prunable_names(model)
+    config = cfg.to_dict()
+    if cfg.method == "jackpot":
+        src = Path(cfg.pretrained)
+        src_cfg = read_json(src / "config.json") if (src / "config.json").exists() else None
+        if not src_cfg or src_cfg.get("kind") != "imp":
+            raise UserError(f"--pretrained {src} is not an IMP run directory; give one made by `ticketlab imp`")
+        if (src_cfg["config"]["model"], src_cfg["config"]["dataset"]) != (cfg.model, cfg.dataset):
+            raise UserError(f"--pretrained {src} trained {src_cfg['config']['model']} on "
+                            f"{src_cfg['config']['dataset']}; use the same --model and --dataset")
+        model.load_state_dict(load_state(src / "round_00" / "final.safetensors", model))
+        config["pretrained"] = str(src.resolve())
+    elif cfg.weights == "signed-constant":
+        signed_constant_(model, names)
+    run_dir = open_run_dir(out if out is not None else default_run_dir("supermask", config), "supermask", config)
+    if (run_dir / "summary.json").exists():
+        return read_json(run_dir / "summary.json")
+    data = data.to(dev)
+    modules = attach(model, names, cfg.method, density=cfg.density, seed=cfg.seed, init_logit=cfg.init_logit)
+    if not quiet:
+        print(f"run directory: {run_dir}", file=sys.stderr)
+    untrained = evaluate(model, data.x_test, data.y_test)[1]
+    result = train(model, data, cfg.train, seed=cfg.seed, checkpointer=Checkpointer(run_dir / "checkpoint.safetensors",
+                                                                                      checkpoint_every),
+                   progress=not quiet, desc=f"supermask {cfg.method}")
+    summary = {"config": config, "method": cfg.method, "untrained_mask_test_acc": untrained,
+               "expected_density": expected_density(modules), **result.summary()}
+    masks = hard_masks(modules)
+    summary["density"] = density(masks)
+    summary["layer_densities"] = layer_densities(masks)
+    if cfg.method == "bernoulli":
+        set_eval_mode(modules, "expected")
+        summary["expected_mask_test_acc"] = evaluate(model, data.x_test, data.y_test)[1]
+        set_eval_mode(modules, "round")
+        summary["rounded_mask_test_acc"] = evaluate(model, data.x_test, data.y_test)[1]
+        set_eval_mode(modules, "sample")
+        accs = [evaluate(model, data.x_test, data.y_test)[1] for _ in range(cfg.eval_samples)]
+        summary["sampled_mask_test_acc"] = {"mean": statistics.mean(accs), "min": min(accs), "max": max(accs),
+                                            "samples": len(accs)}
+        set_eval_mode(modules, "expected")
+    save_tensors(run_dir / "mask.safetensors", masks)
+    write_json(run_dir / "metrics.json", {"history": result.history})
+    write_json(run_dir / "summary.json", summary)
+    (run_dir / "checkpoint.safetensors").unlink(missing_ok=True)
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"supermask ({s['method']}) on {s['config']['model']} / {s['config']['dataset']}: "
+             f"density {100 * s['density']:.2f}% (expected {100 * s['expected_density']:.2f}%)",
+             f"  test accuracy before learning the mask: {s['untrained_mask_test_acc']:.4f}",
+             f"  test accuracy of the learned mask: {s['test_acc']:.4f}"]
+    if "expected_mask_test_acc" in s:
+        sm = s["sampled_mask_test_acc"]
+        lines += [f"  expected mask sigmoid(s): {s['expected_mask_test_acc']:.4f}",
+                  f"  rounded mask (p > 1/2):   {s['rounded_mask_test_acc']:.4f}",
+                  f"  sampled masks: mean {sm['mean']:.4f} (min {sm['min']:.4f}, max {sm['max']:.4f}, "
+                  f"{sm['samples']} samples)"]
+    return "\n".join(lines)
