@@ -28,6 +28,17 @@ def add_runtime_flags(p: argparse.ArgumentParser) -> None:
                    help="save a resumable checkpoint every N iterations (default: 2000)")
 
 
+def _names(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
 def build_parser() -> Parser:
     from .lottery import PRESETS, IMPConfig
 
@@ -52,6 +63,27 @@ def build_parser() -> Parser:
                                    "untrained weights, or lottery jackpots (mask search on trained weights).")
     p.add_argument("--preset", metavar="NAME", help=f"paper settings: {', '.join(SM_PRESETS)}")
     add_dataclass_flags(p, SupermaskConfig)
+    add_runtime_flags(p)
+
+    from .lottery.values import KEPT_VALUES
+
+    p = sub.add_parser("deconstruct", help="criteria x kept values x signs from an IMP run (Zhou et al. 2019)",
+                       description="Masks from every criterion M(w_init, w_final) at the IMP run's densities, "
+                                   "evaluated untrained (supermasks) and trained; kept-value and sign ablations. "
+                                   "RUN is an IMP run directory; if it holds none, IMP flags train one there.")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--criteria", type=_names, default=None, metavar="A,B,...",
+                   help="criteria to compare (default: all, see `ticketlab list`)")
+    p.add_argument("--use-rounds", type=_ints, default=None, metavar="K,K,...",
+                   help="IMP rounds whose per-layer densities are used (default: every pruned round)")
+    p.add_argument("--kept-criterion", default="large_final", help="criterion of the kept-value ablation masks")
+    p.add_argument("--kept", type=_names, default=None, metavar="A,B,...",
+                   help=f"kept-value rules, each unsigned and signed (default: {','.join(KEPT_VALUES)})")
+    p.add_argument("--cell-iterations", type=int, default=None, metavar="N",
+                   help="training budget of each cell (default: the IMP run's)")
+    p.add_argument("--untrained-only", action="store_true", help="only the untrained (supermask) evaluations")
+    p.add_argument("--preset", metavar="NAME", help="IMP preset, when RUN must be trained first")
+    add_dataclass_flags(p, IMPConfig)
     add_runtime_flags(p)
 
     p = sub.add_parser("show", help="print a run's per-round table again")
@@ -112,6 +144,28 @@ def cmd_supermask(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deconstruct(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .deconstruct import DeconstructConfig, run_deconstruct
+    from .deconstruct.report import format_deconstruct
+
+    d = DeconstructConfig(kept_criterion=ns.kept_criterion, trained=not ns.untrained_only,
+                          iterations=ns.cell_iterations)
+    if ns.criteria is not None:
+        d.criteria = ns.criteria
+    if ns.kept is not None:
+        d.kept = ns.kept
+    if ns.use_rounds is not None:
+        d.rounds = ns.use_rounds
+    imp_cfg = None if (Path(ns.run_dir) / "config.json").exists() else imp_config_from_args(ns)
+    result = run_deconstruct(ns.run_dir, d, imp_cfg, device=ns.device, data_dir=ns.data_dir, quiet=ns.quiet,
+                             checkpoint_every=ns.checkpoint_every)
+    print(format_deconstruct(result))
+    print(f"\nresults and plots: {result['dir']}")
+    return 0
+
+
 def cmd_show(ns: argparse.Namespace) -> int:
     from .lottery import run_table
 
@@ -135,7 +189,8 @@ def cmd_list(ns: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         ns = build_parser().parse_args(argv)
-        commands = {"imp": cmd_imp, "supermask": cmd_supermask, "show": cmd_show, "list": cmd_list}
+        commands = {"imp": cmd_imp, "supermask": cmd_supermask, "deconstruct": cmd_deconstruct, "show": cmd_show,
+                    "list": cmd_list}
         return commands[ns.command](ns)
     except UserError as e:
         print(f"ticketlab: error: {e}", file=sys.stderr)

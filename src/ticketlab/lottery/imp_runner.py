@@ -23,7 +23,7 @@ from ..models import build_model, glorot_normal_init
 from ..seeding import derive_seed, generator
 from ..sparse import Mask, apply_mask_, density, global_prune, layer_densities, ones_mask, prunable_names
 from ..sparse import random_mask_like
-from ..train import Checkpointer, TrainResult, train
+from ..train import Checkpointer, TrainConfig, TrainResult, train
 from .config import IMPConfig
 from .plan import Plan, make_plan
 from .plots import plot_accuracy_vs_density, plot_test_acc_curves
@@ -129,8 +129,14 @@ class IMPRun:
 
     # -- one training ----------------------------------------------------------------------------------
     def train_one(self, where: Path, mask: Mask, start: dict, start_iter: int, label: str,
-                  snapshot_at: int | None = None, frozen: dict | None = None) -> tuple[dict, list[dict]]:
-        """Train from ``start`` under ``mask``; cached in ``where`` (final weights + metrics)."""
+                  snapshot_at: int | None = None, frozen: dict | None = None, train_cfg: TrainConfig | None = None,
+                  save_final: bool = True) -> tuple[dict, list[dict]]:
+        """Train from ``start`` under ``mask``; cached in ``where`` (final weights + metrics).
+
+        ``train_cfg`` overrides the run's training settings (its budget included).
+        """
+        train_cfg = train_cfg or self.cfg.train
+        total = self.total if train_cfg is self.cfg.train else train_cfg.total_iterations(len(self.data.y_train))
         if (where / METRICS).exists():
             m = read_json(where / METRICS)
             if not isinstance(m, dict) or "summary" not in m:
@@ -144,11 +150,12 @@ class IMPRun:
             save_tensors(rewind_path, model.state_dict())
 
         result: TrainResult = train(
-            self.model, self.data, self.cfg.train, mask=mask, frozen=frozen, seed=self.cfg.seed, start_iter=start_iter,
-            total=self.total, checkpointer=Checkpointer(where / CKPT, self.checkpoint_every),
+            self.model, self.data, train_cfg, mask=mask, frozen=frozen, seed=self.cfg.seed, start_iter=start_iter,
+            total=total, checkpointer=Checkpointer(where / CKPT, self.checkpoint_every),
             snapshot_at=snapshot_at, on_snapshot=save_rewind if snapshot_at else None,
             progress=not self.quiet, desc=label)
-        save_tensors(where / FINAL, self.model.state_dict())
+        if save_final:
+            save_tensors(where / FINAL, self.model.state_dict())
         summary = result.summary() | {"density": density(mask)}
         write_json(where / METRICS, {"summary": summary, "history": result.history})
         (where / CKPT).unlink(missing_ok=True)
