@@ -86,6 +86,17 @@ def build_parser() -> Parser:
     add_dataclass_flags(p, IMPConfig)
     add_runtime_flags(p)
 
+    p = sub.add_parser("pack", help="store a ticket as seed + entropy-coded mask (optionally with weights)")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--round", type=int, required=True, metavar="K", help="the IMP round to pack")
+    p.add_argument("--weights", choices=None, default=None, metavar="fp32|fp16",
+                   help="also store the trained values of the kept weights, for deployment")
+    p.add_argument("--out", default=None, help="file to write (default: RUN/ticket_round_KK[_fp16].safetensors)")
+
+    p = sub.add_parser("unpack", help="rebuild a packed ticket's initial weights, mask (and weights)")
+    p.add_argument("ticket", metavar="FILE")
+    p.add_argument("--out", required=True, help="new directory for init/mask/weights .safetensors")
+
     p = sub.add_parser("show", help="print a run's per-round table again")
     p.add_argument("run_dir", metavar="DIR")
     p.add_argument("--layers", action="store_true", help="per-layer densities of each round's mask instead")
@@ -166,6 +177,47 @@ def cmd_deconstruct(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pack(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .ticket import pack_run
+
+    suffix = f"_{ns.weights}" if ns.weights else ""
+    out = Path(ns.out) if ns.out else Path(ns.run_dir) / f"ticket_round_{ns.round:02d}{suffix}.safetensors"
+    if out.exists():
+        raise UserError(f"{out} exists; choose another --out (nothing was overwritten)")
+    d = pack_run(ns.run_dir, ns.round, out, weights=ns.weights)
+    print(f"{out}: {d['file_bytes']} bytes; density {100 * d['density']:.2f}%; mask "
+          f"{d['bits_per_weight']:.4f} bits per prunable weight vs entropy {d['entropy_bits_per_weight']:.4f} "
+          f"({d['ratio_to_entropy']:.3f}x); fp32 weights would be 32 bits each")
+    return 0
+
+
+def cmd_unpack(ns: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .io import save_tensors
+    from .ticket import unpack_ticket
+
+    out = Path(ns.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"--out {out} exists and is not empty; choose a new directory (nothing was overwritten)")
+    t = unpack_ticket(ns.ticket)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create --out {out} ({e.strerror}); choose a writable directory") from None
+    save_tensors(out / "init.safetensors", t.model.state_dict())
+    save_tensors(out / "mask.safetensors", t.mask)
+    written = ["init.safetensors", "mask.safetensors"]
+    if t.weights is not None:
+        save_tensors(out / "weights.safetensors", t.weights)
+        written.append("weights.safetensors")
+    print(f"{t.header['model']} (seed {t.header['seed']}, round {t.header['round']}): wrote "
+          f"{', '.join(written)} to {out}")
+    return 0
+
+
 def cmd_show(ns: argparse.Namespace) -> int:
     from .lottery import run_table
 
@@ -189,8 +241,8 @@ def cmd_list(ns: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         ns = build_parser().parse_args(argv)
-        commands = {"imp": cmd_imp, "supermask": cmd_supermask, "deconstruct": cmd_deconstruct, "show": cmd_show,
-                    "list": cmd_list}
+        commands = {"imp": cmd_imp, "supermask": cmd_supermask, "deconstruct": cmd_deconstruct, "pack": cmd_pack,
+                    "unpack": cmd_unpack, "show": cmd_show, "list": cmd_list}
         return commands[ns.command](ns)
     except UserError as e:
         print(f"ticketlab: error: {e}", file=sys.stderr)
