@@ -64,6 +64,9 @@ BAD = {
     "non-number": (["--rate", "abc"], "invalid float value"),
     "unknown flag": (["--bogus"], "unrecognized arguments: --bogus"),
     "no cuda": (["--device", "cuda"], "CUDA is not available"),
+    "unknown criterion": (["--criterion", "nope"], "unknown criterion 'nope'"),
+    "unknown reinit": (["--reinit", "nope"], "unknown --reinit 'nope'"),
+    "unknown mask-zero": (["--mask-zero", "nope"], "unknown --mask-zero 'nope'"),
 }
 
 
@@ -152,3 +155,45 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(tmp_pat
     done = subprocess.run(args + ["--out", str(out)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (out / "summary.json").read_text() == (tmp_path / "ref" / "summary.json").read_text()
+
+
+def one_line_exit_2(code, err, expected):
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and expected in lines[0] and "Traceback" not in err, err
+
+
+def test_supermask_bad_input(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "supermask", "--method", "nope", "--out", str(tmp_path / "s"))
+    one_line_exit_2(code, err, "unknown supermask method")
+    code, _, err = run_cli(capsys, "supermask", "--method", "jackpot", "--dataset", "digits",
+                           "--pretrained", str(tmp_path), "--out", str(tmp_path / "s"))
+    one_line_exit_2(code, err, "not an IMP run directory")
+    assert not (tmp_path / "s").exists()
+
+
+def test_pack_and_unpack_from_the_command_line(tmp_path, capsys):
+    assert run_cli(capsys, "imp", *SMALL, "--rounds", "2", "--out", str(tmp_path / "r"))[0] == 0
+    code, out, _ = run_cli(capsys, "pack", str(tmp_path / "r"), "--round", "2")
+    assert code == 0 and "bits per prunable weight" in out
+    ticket = tmp_path / "r" / "ticket_round_02.safetensors"
+    before = ticket.read_bytes()
+    code, _, err = run_cli(capsys, "pack", str(tmp_path / "r"), "--round", "2")
+    one_line_exit_2(code, err, "exists")
+    assert ticket.read_bytes() == before
+    code, out, _ = run_cli(capsys, "unpack", str(ticket), "--out", str(tmp_path / "u"))
+    assert code == 0 and (tmp_path / "u" / "mask.safetensors").exists()
+    code, _, err = run_cli(capsys, "unpack", str(ticket), "--out", str(tmp_path / "u"))
+    one_line_exit_2(code, err, "not empty")
+    code, _, err = run_cli(capsys, "unpack", str(tmp_path / "r" / "config.json"), "--out", str(tmp_path / "v"))
+    one_line_exit_2(code, err, "not a ticketlab ticket")
+    code, _, err = run_cli(capsys, "pack", str(tmp_path / "r"), "--round", "2", "--weights", "int3",
+                           "--out", str(tmp_path / "x.st"))
+    one_line_exit_2(code, err, "--weights must be one of")
+
+
+def test_deconstruct_bad_input(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    code, _, err = run_cli(capsys, "deconstruct", str(tmp_path / "empty"), "--model", "nope")
+    one_line_exit_2(code, err, "unknown model 'nope'")
+    code, _, err = run_cli(capsys, "deconstruct", str(tmp_path / "empty"), *SMALL, "--criteria", "large_final,nope")
+    one_line_exit_2(code, err, "unknown criterion 'nope'")
