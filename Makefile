@@ -25,6 +25,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/bench_mask_overhead.py
 	$(PY) benchmarks/bench_imp_round.py
+	$(PY) benchmarks/bench_pack.py
 
 clean:
 	rm -rf $(VENV) runs/demo

@@ -66,8 +66,30 @@ def decode_mask(tensors: dict[str, torch.Tensor], layers: list[dict]) -> dict[st
     return mask
 
 
+def pack(recipe: dict, mask: dict[str, torch.Tensor], out: str | Path, final: dict[str, torch.Tensor] | None = None,
+         weights: str | None = None) -> dict:
+    """Write a ticket file: ``recipe`` = {model, input_shape, num_classes, seed, ...}; returns size figures.
+
+    With ``weights`` ("fp32"/"fp16") the kept entries of ``final`` and its unmasked tensors are stored too.
+    """
+    if weights is not None and weights not in WEIGHT_DTYPES:
+        raise UserError(f"--weights must be one of: {', '.join(WEIGHT_DTYPES)}")
+    tensors, layers = code_mask(mask)
+    header = {"format": FORMAT, "version": VERSION, "init": "glorot_normal", **recipe, "layers": layers,
+              "weights": weights}
+    if weights is not None:
+        dt = WEIGHT_DTYPES[weights]
+        for name, t in final.items():
+            if name in mask:
+                tensors[f"kept/{name}"] = t[mask[name].to(t.device)].to(dt).contiguous()
+            else:
+                tensors[f"dense/{name}"] = t.to(dt) if t.is_floating_point() else t
+    _atomic_write(Path(out), lambda tmp: _save(tensors, header, tmp))
+    return describe(header, Path(out))
+
+
 def pack_run(run_dir: str | Path, round_: int, out: str | Path, weights: str | None = None) -> dict:
-    """Pack round ``round_`` of an IMP run into ``out``; returns the header with size figures."""
+    """Pack round ``round_`` of an IMP run into ``out``; returns the size figures."""
     run_dir = Path(run_dir)
     stored = read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else None
     if not isinstance(stored, dict) or stored.get("kind") != "imp":
@@ -80,22 +102,11 @@ def pack_run(run_dir: str | Path, round_: int, out: str | Path, weights: str | N
         raise UserError(f"round {round_} of {run_dir} has not finished; pick a finished round (`ticketlab show`)")
     if weights is not None and weights not in WEIGHT_DTYPES:
         raise UserError(f"--weights must be one of: {', '.join(WEIGHT_DTYPES)}")
-    mask = load_tensors(rdir / "mask.safetensors")
     shape, classes = _shape_of(cfg)
-    tensors, layers = code_mask(mask)
-    header = {"format": FORMAT, "version": VERSION, "model": cfg["model"], "input_shape": shape,
-              "num_classes": classes, "init": "glorot_normal", "seed": cfg["seed"], "round": round_,
-              "dataset": cfg["dataset"], "layers": layers, "weights": weights}
-    if weights is not None:
-        final = load_tensors(rdir / "final.safetensors")
-        dt = WEIGHT_DTYPES[weights]
-        for name, t in final.items():
-            if name in mask:
-                tensors[f"kept/{name}"] = t[mask[name]].to(dt).contiguous()
-            else:
-                tensors[f"dense/{name}"] = t.to(dt) if t.is_floating_point() else t
-    _atomic_write(Path(out), lambda tmp: _save(tensors, header, tmp))
-    return describe(header, Path(out))
+    recipe = {"model": cfg["model"], "input_shape": shape, "num_classes": classes, "seed": cfg["seed"],
+              "round": round_, "dataset": cfg["dataset"]}
+    final = load_tensors(rdir / "final.safetensors") if weights is not None else None
+    return pack(recipe, load_tensors(rdir / "mask.safetensors"), out, final=final, weights=weights)
 
 
 def _shape_of(cfg: dict) -> tuple[list[int], int]:
