@@ -71,7 +71,7 @@ def hand_written(data, iterations: int, eval_every: int) -> None:
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--iterations", type=int, default=2000)
     p.add_argument("--dataset", default="fashion-mnist")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
