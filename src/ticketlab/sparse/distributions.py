@@ -1,0 +1,65 @@
+"""Sparsity distributions: how a target total density is split across layers.
+
+- ``uniform``: every layer at the target density.
+- ``er`` (Erdos-Renyi, Mocanu et al. 2018): density of a layer proportional to (n_in + n_out) / (n_in n_out).
+- ``erk`` (Erdos-Renyi-Kernel, Evci et al. 2020): proportional to the sum of all weight dimensions over
+  their product (kernel sizes included).
+
+For ER/ERK a layer whose density would exceed 1 is made dense and the scale is solved again over the
+rest, until every density is at most 1. ``overrides`` fix some layers' densities (e.g. a dense first
+layer); the others share what is left so the total still meets the target.
+"""
+from __future__ import annotations
+
+import math
+
+from ..errors import UserError
+
+DISTRIBUTIONS = ("uniform", "er", "erk")
+
+
+def _raw(shape: tuple[int, ...], kind: str) -> float:
+    if kind == "er":
+        n_out, n_in = shape[0], math.prod(shape[1:])
+        return (n_in + n_out) / (n_in * n_out)
+    return sum(shape) / math.prod(shape)
+
+
+def layer_densities(shapes: dict[str, tuple[int, ...]], density: float, kind: str = "erk",
+                    overrides: dict[str, float] | None = None) -> dict[str, float]:
+    """Per-layer densities whose parameter-weighted mean is ``density``."""
+    if kind not in DISTRIBUTIONS:
+        raise UserError(f"unknown sparsity distribution {kind!r}; choose one of: {', '.join(DISTRIBUTIONS)}")
+    if not 0 < density <= 1:
+        raise UserError(f"density must be in (0, 1], got {density}")
+    overrides = dict(overrides or {})
+    bad = [n for n in overrides if n not in shapes]
+    if bad:
+        raise UserError(f"density override for unknown layer {bad[0]!r}; layers: {', '.join(shapes)}")
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    total = sum(sizes.values())
+    budget = density * total - sum(sizes[n] * d for n, d in overrides.items())
+    free = [n for n in shapes if n not in overrides]
+    free_size = sum(sizes[n] for n in free)
+    if free and not 0 <= budget <= free_size + 1e-9:
+        raise UserError(f"the overrides leave no feasible density for the other layers at total {density}")
+    out = dict(overrides)
+    if not free:
+        return out
+    if kind == "uniform":
+        return out | {n: budget / free_size for n in free}
+    raw = {n: _raw(shapes[n], kind) for n in free}
+    dense: set[str] = set()
+    while True:
+        rest = [n for n in free if n not in dense]
+        rhs = budget - sum(sizes[n] for n in dense)
+        if not rest:
+            break
+        eps = rhs / sum(raw[n] * sizes[n] for n in rest)
+        over = [n for n in rest if eps * raw[n] > 1]
+        if not over:
+            out |= {n: eps * raw[n] for n in rest}
+            break
+        top = max(raw[n] for n in over)
+        dense |= {n for n in over if raw[n] == top}
+    return out | {n: 1.0 for n in dense}
