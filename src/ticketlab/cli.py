@@ -86,6 +86,13 @@ def build_parser() -> Parser:
     add_dataclass_flags(p, IMPConfig)
     add_runtime_flags(p)
 
+    from .pruners import PruneInitConfig
+
+    p = sub.add_parser("prune-init", help="prune at initialization (SNIP, GraSP, SynFlow, ...) and train",
+                       description="Score the initial weights, keep the top --density, train the sparse net.")
+    add_dataclass_flags(p, PruneInitConfig)
+    add_runtime_flags(p)
+
     p = sub.add_parser("pack", help="store a ticket as seed + entropy-coded mask (optionally with weights)")
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("--round", type=int, required=True, metavar="K", help="the IMP round to pack")
@@ -177,6 +184,15 @@ def cmd_deconstruct(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune_init(ns: argparse.Namespace) -> int:
+    from .pruners import PruneInitConfig, format_prune_init, run_prune_init
+
+    cfg = config_from_args(ns, PruneInitConfig, {})
+    print(format_prune_init(run_prune_init(cfg, ns.out, device=ns.device, data_dir=ns.data_dir, quiet=ns.quiet,
+                                           checkpoint_every=ns.checkpoint_every)))
+    return 0
+
+
 def cmd_pack(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -235,13 +251,16 @@ def cmd_list(ns: argparse.Namespace) -> int:
     print("datasets: " + ", ".join(DATASETS.names()))
     print("presets:  " + ", ".join(PRESETS))
     print("criteria: " + ", ".join(CRITERIA.names()))
+    from .pruners import PRUNERS
+    print("pruners:  " + ", ".join(PRUNERS.names()))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         ns = build_parser().parse_args(argv)
-        commands = {"imp": cmd_imp, "supermask": cmd_supermask, "deconstruct": cmd_deconstruct, "pack": cmd_pack,
+        commands = {"imp": cmd_imp, "supermask": cmd_supermask, "deconstruct": cmd_deconstruct, "prune-init": cmd_prune_init,
+                    "pack": cmd_pack,
                     "unpack": cmd_unpack, "show": cmd_show, "list": cmd_list}
         return commands[ns.command](ns)
     except UserError as e:

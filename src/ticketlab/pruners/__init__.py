@@ -2,5 +2,6 @@
 from . import scores  # noqa: F401  (registrations)
 from .prune import SCOPES, prune_at_init
 from .registry import PRUNERS
+from .runner import PruneInitConfig, format_prune_init, run_prune_init
 
-__all__ = ["PRUNERS", "SCOPES", "prune_at_init"]
+__all__ = ["PRUNERS", "SCOPES", "PruneInitConfig", "format_prune_init", "prune_at_init", "run_prune_init"]

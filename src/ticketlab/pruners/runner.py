@@ -1,0 +1,131 @@
+"""``ticketlab prune-init``: prune at initialization, then train the sparse net once.
+
+A run directory like IMP's (hashed config, atomic files, resume inside training, refusal of a
+different config): ``init.safetensors``, ``mask.safetensors``, ``final.safetensors``, ``metrics.json``
+and ``summary.json`` with accuracy, early stopping and FLOPs (dense and sparse forward per example,
+training total).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from ..data import load_dataset
+from ..errors import UserError
+from ..flops import forward_flops, training_flops
+from ..io import read_json, save_tensors, write_json
+from ..lottery.imp_runner import check_fits, load_mask, load_state, resolve_device
+from ..lottery.rundir import default_run_dir, open_run_dir
+from ..models import build_model
+from ..seeding import generator
+from ..sparse import apply_mask_, density, layer_densities, ones_mask, prunable_names
+from ..sparse.distributions import DISTRIBUTIONS
+from ..train import Checkpointer, TrainConfig, train
+from .prune import DEFAULT_ROUNDS, SCOPES, prune_at_init
+from .registry import PRUNERS
+
+
+@dataclass
+class PruneInitConfig:
+    model: str = field(default="lenet300", metadata={"help": "model name"})
+    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
+    seed: int = field(default=0, metadata={"help": "seed for init, data order, scoring batches and ties"})
+    method: str = field(default="snip", metadata={"help": "random, magnitude, snip, grasp or synflow"})
+    density: float = field(default=0.1, metadata={"help": "fraction of prunable weights kept"})
+    scope: str = field(default="global", metadata={"help": f"one of {', '.join(SCOPES)}"})
+    distribution: str = field(default="uniform",
+                              metadata={"help": f"layerwise scope: {', '.join(DISTRIBUTIONS)}"})
+    prune_rounds: int | None = field(default=None, metadata={"help": "scoring rounds, exponential schedule "
+                                                                     "(default: synflow 100, others 1)"})
+    prune_batches: int = field(default=1, metadata={"help": "labelled batches used by snip/grasp"})
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=60))
+
+    def validate(self) -> None:
+        self.train.validate()
+        PRUNERS.get(self.method)
+        if self.scope not in SCOPES:
+            raise UserError(f"unknown --scope {self.scope!r}; choose one of: {', '.join(SCOPES)}")
+        if self.distribution not in DISTRIBUTIONS:
+            raise UserError(f"unknown --distribution {self.distribution!r}; choose one of: "
+                            f"{', '.join(DISTRIBUTIONS)}")
+        if not 0 < self.density <= 1:
+            raise UserError(f"--density must be in (0, 1], got {self.density}")
+        if self.prune_rounds is not None and self.prune_rounds < 1:
+            raise UserError(f"--prune-rounds must be >= 1, got {self.prune_rounds}")
+        if self.prune_batches < 1:
+            raise UserError(f"--prune-batches must be >= 1, got {self.prune_batches}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PruneInitConfig":
+        d = dict(d)
+        tr = TrainConfig(**d.pop("train", {}))
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise UserError(f"unknown config keys {sorted(unknown)}")
+        return cls(train=tr, **d)
+
+
+def run_prune_init(cfg: PruneInitConfig, out: str | Path | None = None, *, device: str = "cpu",
+                   data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
+    cfg.validate()
+    dev = resolve_device(device)
+    data = load_dataset(cfg.dataset, data_dir, quiet=quiet)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, seed=cfg.seed).to(dev)
+    check_fits(model, data)
+    config = cfg.to_dict()
+    run_dir = open_run_dir(out if out is not None else default_run_dir("prune-init", config), "prune-init", config)
+    if (run_dir / "summary.json").exists():
+        return read_json(run_dir / "summary.json")
+    if not quiet:
+        print(f"run directory: {run_dir}", file=sys.stderr)
+    data = data.to(dev)
+    names = prunable_names(model)
+    if (run_dir / "init.safetensors").exists():
+        model.load_state_dict(load_state(run_dir / "init.safetensors", model))
+    else:
+        save_tensors(run_dir / "init.safetensors", model.state_dict())
+    if (run_dir / "mask.safetensors").exists():
+        mask = load_mask(run_dir / "mask.safetensors", ones_mask(model, names))
+    else:
+        g = generator(cfg.seed, "prune-init")
+        n = len(data.y_train)
+        idx = torch.randperm(n, generator=g)[: cfg.prune_batches * cfg.train.batch_size].to(dev)
+        batches = [(data.x_train[c], data.y_train[c]) for c in idx.split(cfg.train.batch_size)]
+        mask = prune_at_init(model, names, cfg.method, cfg.density, batches, g, scope=cfg.scope,
+                             rounds=cfg.prune_rounds, distribution=cfg.distribution)
+        save_tensors(run_dir / "mask.safetensors", mask)
+    apply_mask_(model, mask)
+    total = cfg.train.total_iterations(len(data.y_train))
+    result = train(model, data, cfg.train, mask=mask, seed=cfg.seed, total=total,
+                   checkpointer=Checkpointer(run_dir / "checkpoint.safetensors", checkpoint_every),
+                   progress=not quiet, desc=f"prune-init {cfg.method}")
+    save_tensors(run_dir / "final.safetensors", model.state_dict())
+    write_json(run_dir / "metrics.json", {"history": result.history})
+    dense_fwd = sum(forward_flops(model, data.input_shape).values())
+    sparse_fwd = sum(forward_flops(model, data.input_shape, mask).values())
+    summary = {"config": config, "density": density(mask), "layer_densities": layer_densities(mask),
+               **result.summary(),
+               "flops": {"forward_dense": dense_fwd, "forward_sparse": sparse_fwd,
+                         "training": training_flops(model, data.input_shape, total, cfg.train.batch_size, mask),
+                         "training_dense": training_flops(model, data.input_shape, total, cfg.train.batch_size)}}
+    write_json(run_dir / "summary.json", summary)
+    (run_dir / "checkpoint.safetensors").unlink(missing_ok=True)
+    return summary
+
+
+def format_prune_init(s: dict) -> str:
+    f = s["flops"]
+    return (f"{s['config']['method']} ({s['config']['scope']}) on {s['config']['model']} / {s['config']['dataset']}: "
+            f"density {100 * s['density']:.2f}%  test acc {s['test_acc']:.4f}  early stop "
+            f"{s['early_stop_test_acc']:.4f} @ {s['early_stop_iter']}\n"
+            f"forward FLOPs per example {f['forward_sparse']:.3e} (dense {f['forward_dense']:.3e}); "
+            f"training FLOPs {f['training']:.3e} (dense {f['training_dense']:.3e})")
+
+
+__all__ = ["DEFAULT_ROUNDS", "PruneInitConfig", "format_prune_init", "run_prune_init"]

@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from ticketlab.errors import UserError
+from ticketlab.io import load_tensors
+from ticketlab.pruners import PruneInitConfig, run_prune_init
+from ticketlab.train import Checkpointer, TrainConfig
+
+
+def cfg(**kw):
+    return PruneInitConfig(dataset="digits", train=TrainConfig(iterations=60, eval_every=20, batch_size=60), **kw)
+
+
+def test_prune_init_summary_flops_and_mask(tmp_path):
+    s = run_prune_init(cfg(method="snip", density=0.1), tmp_path / "r", quiet=True)
+    mask = load_tensors(tmp_path / "r" / "mask.safetensors")
+    kept = sum(int(m.sum()) for m in mask.values())
+    assert s["density"] == pytest.approx(0.1, abs=1e-5)
+    assert s["flops"]["forward_sparse"] == 2 * kept  # an MLP uses each weight once per example
+    assert s["flops"]["training"] == 3 * 2 * kept * 60 * 60
+    final = load_tensors(tmp_path / "r" / "final.safetensors")
+    assert all(torch.count_nonzero(final[n][~m]) == 0 for n, m in mask.items())
+    assert run_prune_init(cfg(method="snip", density=0.1), tmp_path / "r", quiet=True) == s
+
+
+def test_prune_init_resumes_bitwise(tmp_path, monkeypatch):
+    ref = run_prune_init(cfg(method="grasp", density=0.2), tmp_path / "ref", quiet=True, checkpoint_every=20)
+    real = Checkpointer.save
+
+    def dying(self, *a, **kw):
+        real(self, *a, **kw)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpointer, "save", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_prune_init(cfg(method="grasp", density=0.2), tmp_path / "r", quiet=True, checkpoint_every=20)
+    monkeypatch.setattr(Checkpointer, "save", real)
+    assert run_prune_init(cfg(method="grasp", density=0.2), tmp_path / "r", quiet=True, checkpoint_every=20) == ref
+
+
+def test_different_config_refused(tmp_path):
+    run_prune_init(cfg(method="random", density=0.3), tmp_path / "r", quiet=True)
+    with pytest.raises(UserError, match="differs in: density"):
+        run_prune_init(cfg(method="random", density=0.4), tmp_path / "r", quiet=True)
+
+
+@pytest.mark.parametrize("kw,msg", [({"method": "obd"}, "unknown pruner"), ({"scope": "local"}, "unknown --scope"),
+                                    ({"distribution": "gauss"}, "unknown --distribution"),
+                                    ({"density": 0}, "--density"), ({"prune_rounds": 0}, "--prune-rounds")])
+def test_bad_settings(kw, msg):
+    with pytest.raises(UserError, match=msg):
+        cfg(**kw).validate()
