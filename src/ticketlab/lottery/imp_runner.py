@@ -72,6 +72,38 @@ def load_state(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.to(dev) for k, v in state.items()}
 
 
+def train_cached(where: Path, model: nn.Module, data: Dataset, train_cfg: TrainConfig, *, mask: Mask, start: dict,
+                 start_iter: int, total: int, seed: int, checkpoint_every: int, label: str, quiet: bool,
+                 frozen: dict | None = None, snapshot_at: int | None = None, on_snapshot=None,
+                 save_final: bool = True) -> tuple[dict, list[dict]]:
+    """One masked training from ``start``, cached in ``where``: returns (summary, history).
+
+    A finished training (``metrics.json`` present) is read back, not redone; an unfinished one resumes
+    from ``where/checkpoint.safetensors``.
+    """
+    if (where / METRICS).exists():
+        m = read_json(where / METRICS)
+        if not isinstance(m, dict) or "summary" not in m:
+            raise UserError(f"{where / METRICS} is corrupt; delete it to retrain")
+        return m["summary"], m["history"]
+    model.load_state_dict(start)
+    apply_mask_(model, mask)
+    result: TrainResult = train(
+        model, data, train_cfg, mask=mask, frozen=frozen, seed=seed, start_iter=start_iter, total=total,
+        checkpointer=Checkpointer(where / CKPT, checkpoint_every), snapshot_at=snapshot_at,
+        on_snapshot=on_snapshot, progress=not quiet, desc=label)
+    if save_final:
+        save_tensors(where / FINAL, model.state_dict())
+    summary = result.summary() | {"density": density(mask)}
+    write_json(where / METRICS, {"summary": summary, "history": result.history})
+    (where / CKPT).unlink(missing_ok=True)
+    if not quiet:
+        print(f"{label}: density {100 * summary['density']:.2f}%  test acc {summary['test_acc']:.4f}  "
+              f"early stop {summary['early_stop_test_acc']:.4f} @ {summary['early_stop_iter']}",
+              file=sys.stderr, flush=True)
+    return summary, result.history
+
+
 class IMPRun:
     """One IMP run bound to a directory; ``run()`` executes (or resumes) it and returns the summary."""
 
@@ -104,10 +136,6 @@ class IMPRun:
                                 normalize=normalize_config)
 
     # -- small helpers ---------------------------------------------------------------------------------
-    def log(self, msg: str) -> None:
-        if not self.quiet:
-            print(msg, file=sys.stderr, flush=True)
-
     def round_dir(self, k: int) -> Path:
         return self.dir / f"round_{k:02d}"
 
@@ -137,32 +165,15 @@ class IMPRun:
         """
         train_cfg = train_cfg or self.cfg.train
         total = self.total if train_cfg is self.cfg.train else train_cfg.total_iterations(len(self.data.y_train))
-        if (where / METRICS).exists():
-            m = read_json(where / METRICS)
-            if not isinstance(m, dict) or "summary" not in m:
-                raise UserError(f"{where / METRICS} is corrupt; delete it to retrain")
-            return m["summary"], m["history"]
-        self.model.load_state_dict(start)
-        apply_mask_(self.model, mask)
         rewind_path = self.dir / "rewind.safetensors"
 
         def save_rewind(it: int, model: nn.Module) -> None:
             save_tensors(rewind_path, model.state_dict())
 
-        result: TrainResult = train(
-            self.model, self.data, train_cfg, mask=mask, frozen=frozen, seed=self.cfg.seed, start_iter=start_iter,
-            total=total, checkpointer=Checkpointer(where / CKPT, self.checkpoint_every),
-            snapshot_at=snapshot_at, on_snapshot=save_rewind if snapshot_at else None,
-            progress=not self.quiet, desc=label)
-        if save_final:
-            save_tensors(where / FINAL, self.model.state_dict())
-        summary = result.summary() | {"density": density(mask)}
-        write_json(where / METRICS, {"summary": summary, "history": result.history})
-        (where / CKPT).unlink(missing_ok=True)
-        s = summary
-        self.log(f"{label}: density {100 * s['density']:.2f}%  test acc {s['test_acc']:.4f}  "
-                 f"early stop {s['early_stop_test_acc']:.4f} @ {s['early_stop_iter']}")
-        return summary, result.history
+        return train_cached(where, self.model, self.data, train_cfg, mask=mask, start=start, start_iter=start_iter,
+                            total=total, seed=self.cfg.seed, checkpoint_every=self.checkpoint_every, label=label,
+                            quiet=self.quiet, frozen=frozen, snapshot_at=snapshot_at,
+                            on_snapshot=save_rewind if snapshot_at else None, save_final=save_final)
 
     # -- the rounds ------------------------------------------------------------------------------------
     def round_mask(self, k: int, prev: Mask) -> Mask:
