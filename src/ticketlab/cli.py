@@ -93,6 +93,18 @@ def build_parser() -> Parser:
     add_dataclass_flags(p, PruneInitConfig)
     add_runtime_flags(p)
 
+    p = sub.add_parser("baselines", help="scratch, fine-tuning and sanity-check baselines for a run's masks",
+                       description="Layerwise-shuffled masks, reinitialised weights (Scratch-E), Scratch-B and "
+                                   "fine-tuning, printed beside the method's own accuracy with training FLOPs.")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--use-rounds", type=_ints, default=None, metavar="K,K,...",
+                   help="IMP rounds to judge (default: every pruned round)")
+    p.add_argument("--only", type=_names, default=None, metavar="A,B,...",
+                   help="baselines to run: shuffle, reinit, scratch-b, finetune (default: all that apply)")
+    p.add_argument("--scratch-b-cap", type=float, default=2.0, metavar="X",
+                   help="Scratch-B trains at most X times the run's iterations (default 2)")
+    add_runtime_flags(p)
+
     p = sub.add_parser("pack", help="store a ticket as seed + entropy-coded mask (optionally with weights)")
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("--round", type=int, required=True, metavar="K", help="the IMP round to pack")
@@ -193,6 +205,16 @@ def cmd_prune_init(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_baselines(ns: argparse.Namespace) -> int:
+    from .baselines import format_baselines, run_baselines
+
+    result = run_baselines(ns.run_dir, ns.use_rounds, ns.only, ns.scratch_b_cap, device=ns.device,
+                           data_dir=ns.data_dir, quiet=ns.quiet, checkpoint_every=ns.checkpoint_every)
+    print(format_baselines(result))
+    print(f"\nresults: {result['dir']}")
+    return 0
+
+
 def cmd_pack(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -260,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ns = build_parser().parse_args(argv)
         commands = {"imp": cmd_imp, "supermask": cmd_supermask, "deconstruct": cmd_deconstruct, "prune-init": cmd_prune_init,
+                    "baselines": cmd_baselines,
                     "pack": cmd_pack,
                     "unpack": cmd_unpack, "show": cmd_show, "list": cmd_list}
         return commands[ns.command](ns)
