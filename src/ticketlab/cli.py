@@ -105,6 +105,14 @@ def build_parser() -> Parser:
                    help="Scratch-B trains at most X times the run's iterations (default 2)")
     add_runtime_flags(p)
 
+    from .colt import COLTConfig
+
+    p = sub.add_parser("colt", help="cyclic overlapping lottery tickets (data segments, mask overlap), vs IMP",
+                       description="Train the ticket on each data segment, keep the overlap of the pruned masks, "
+                                   "rewind, cycle; then train it on all data and compare with IMP at that density.")
+    add_dataclass_flags(p, COLTConfig)
+    add_runtime_flags(p)
+
     p = sub.add_parser("pack", help="store a ticket as seed + entropy-coded mask (optionally with weights)")
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("--round", type=int, required=True, metavar="K", help="the IMP round to pack")
@@ -215,6 +223,15 @@ def cmd_baselines(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_colt(ns: argparse.Namespace) -> int:
+    from .colt import COLTConfig, format_colt, run_colt
+
+    cfg = config_from_args(ns, COLTConfig, {})
+    print(format_colt(run_colt(cfg, ns.out, device=ns.device, data_dir=ns.data_dir, quiet=ns.quiet,
+                               checkpoint_every=ns.checkpoint_every)))
+    return 0
+
+
 def cmd_pack(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -282,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ns = build_parser().parse_args(argv)
         commands = {"imp": cmd_imp, "supermask": cmd_supermask, "deconstruct": cmd_deconstruct, "prune-init": cmd_prune_init,
-                    "baselines": cmd_baselines,
+                    "baselines": cmd_baselines, "colt": cmd_colt,
                     "pack": cmd_pack,
                     "unpack": cmd_unpack, "show": cmd_show, "list": cmd_list}
         return commands[ns.command](ns)
