@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import __version__
 from .errors import UserError
@@ -111,6 +112,14 @@ def build_parser() -> Parser:
                        description="Train the ticket on each data segment, keep the overlap of the pruned masks, "
                                    "rewind, cycle; then train it on all data and compare with IMP at that density.")
     add_dataclass_flags(p, COLTConfig)
+    add_runtime_flags(p)
+
+    from .sweep import SweepConfig
+
+    p = sub.add_parser("sweep", help="sparse double descent: accuracy and learning distance over a density grid",
+                       description="IMP at a small rate down to --min-density, and one-shot masks at the same "
+                                   "densities, optionally with label noise (He et al. 2022).")
+    add_dataclass_flags(p, SweepConfig)
     add_runtime_flags(p)
 
     p = sub.add_parser("pack", help="store a ticket as seed + entropy-coded mask (optionally with weights)")
@@ -232,6 +241,17 @@ def cmd_colt(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(ns: argparse.Namespace) -> int:
+    from .sweep import SweepConfig, format_sweep, run_sweep
+
+    cfg = config_from_args(ns, SweepConfig, {})
+    r = run_sweep(cfg, ns.out, device=ns.device, data_dir=ns.data_dir, quiet=ns.quiet,
+                  checkpoint_every=ns.checkpoint_every)
+    print(format_sweep(r))
+    print(f"\nplot: {Path(r['dir']) / 'double_descent.png'}")
+    return 0
+
+
 def cmd_pack(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -299,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ns = build_parser().parse_args(argv)
         commands = {"imp": cmd_imp, "supermask": cmd_supermask, "deconstruct": cmd_deconstruct, "prune-init": cmd_prune_init,
-                    "baselines": cmd_baselines, "colt": cmd_colt,
+                    "baselines": cmd_baselines, "colt": cmd_colt, "sweep": cmd_sweep,
                     "pack": cmd_pack,
                     "unpack": cmd_unpack, "show": cmd_show, "list": cmd_list}
         return commands[ns.command](ns)

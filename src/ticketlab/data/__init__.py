@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import cifar10, idx, synthetic  # noqa: F401  (registrations)
-from .base import Dataset, build_dataset
+from .base import Dataset, build_dataset, with_label_noise
 from .registry import DATASETS
 
 _CACHE: dict[tuple, Dataset] = {}
@@ -19,4 +19,4 @@ def load_dataset(name: str, data_dir: str | Path | None = None, quiet: bool = Fa
     return _CACHE[key]
 
 
-__all__ = ["DATASETS", "Dataset", "build_dataset", "load_dataset"]
+__all__ = ["DATASETS", "Dataset", "build_dataset", "load_dataset", "with_label_noise"]

@@ -62,3 +62,19 @@ def build_dataset(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: n
 
     return Dataset(name, norm(xt), lab(y_train[train_idx]), norm(xv), lab(y_train[val_idx]),
                    norm(x_test), lab(y_test), num_classes)
+
+
+def with_label_noise(data: Dataset, fraction: float, seed: int) -> Dataset:
+    """A copy whose training labels are, for a fixed random ``fraction`` of examples, replaced by a uniformly
+    drawn different class (symmetric noise, as in the sparse double descent experiments). Validation and
+    test labels stay clean."""
+    if fraction <= 0:
+        return data
+    g = torch.Generator().manual_seed(int(seed))
+    y = data.y_train.clone().cpu()
+    n = len(y)
+    idx = torch.randperm(n, generator=g)[: int(round(fraction * n))]
+    shift = torch.randint(1, data.num_classes, (len(idx),), generator=g)
+    y[idx] = (y[idx] + shift) % data.num_classes
+    return Dataset(data.name, data.x_train, y.to(data.y_train.device), data.x_val, data.y_val, data.x_test,
+                   data.y_test, data.num_classes)

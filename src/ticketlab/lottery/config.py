@@ -16,6 +16,8 @@ class IMPConfig:
     model: str = field(default="cnn1d", metadata={"help": "model name (see `ticketlab list`)"})
     dataset: str = field(default="mnist1d", metadata={"help": "dataset name (see `ticketlab list`)"})
     seed: int = field(default=0, metadata={"help": "seed for init, data order and tie-breaking"})
+    label_noise: float = field(default=0.0, metadata={"help": "fraction of training labels replaced by a random "
+                                                              "other class (validation and test stay clean)"})
     train: TrainConfig = field(default_factory=TrainConfig)
     rate: float = field(default=0.2, metadata={"help": "fraction of remaining weights pruned per round"})
     conv_rate: float | None = field(default=None, metadata={"help": "layerwise rate for conv layers (default: --rate)"})
@@ -49,6 +51,8 @@ class IMPConfig:
 
     def validate(self) -> None:
         self.train.validate()
+        if not 0 <= self.label_noise < 1:
+            raise UserError(f"--label-noise must be in [0, 1), got {self.label_noise}")
         if self.rewind != "none":
             try:
                 k = int(self.rewind)

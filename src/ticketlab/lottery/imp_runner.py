@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..criteria import criterion_mask, criterion_scores
-from ..data import Dataset, load_dataset
+from ..data import Dataset, load_dataset, with_label_noise
 from ..errors import UserError
 from ..io import load_tensors, read_json, save_tensors, write_json
 from ..models import build_model, glorot_normal_init
@@ -114,6 +114,7 @@ class IMPRun:
         self.cfg, self.quiet, self.checkpoint_every = cfg, quiet, checkpoint_every
         self.device = resolve_device(device)
         data = data if data is not None else load_dataset(cfg.dataset, data_dir, quiet=quiet)
+        data = with_label_noise(data, cfg.label_noise, derive_seed(cfg.seed, "label-noise"))
         config = cfg.to_dict()
         if model is None:
             model = build_model(cfg.model, data.input_shape, data.num_classes, seed=cfg.seed)
@@ -202,6 +203,11 @@ class IMPRun:
             return load_state(self.round_dir(k - 1) / FINAL, self.model), 0
         return load_state(self.dir / "rewind.safetensors", self.model), rw
 
+    def learning_distance(self, rdir: Path, start: dict, mask: Mask) -> float:
+        """||w_final - w_start||_2 over the prunable weights (start under the mask), as He et al. (2022)."""
+        final = load_state(rdir / FINAL, self.model)
+        return float(torch.sqrt(sum(((final[n] - start[n] * mask[n]) ** 2).sum() for n in self.names)))
+
     def ticket_values(self, k: int, start: dict, init: dict, mask: Mask) -> tuple[dict, dict | None]:
         """Apply --reinit/--signed to the kept weights and --mask-zero to the pruned ones (round k >= 1)."""
         cfg = self.cfg
@@ -229,7 +235,7 @@ class IMPRun:
             ticket, hist = self.train_one(rdir, mask, ticket_start, start_iter, f"round {k}/{n} ticket",
                                           snapshot_at=snap, frozen=frozen)
             row = {"round": k, "density": density(mask), "layer_densities": layer_densities(mask), **ticket,
-                   "controls": {}}
+                   "learning_distance": self.learning_distance(rdir, ticket_start, mask), "controls": {}}
             curves.append((row["density"], hist))
             for c in cfg.controls if k > 0 else []:
                 label = f"round {k}/{n} {c}"
