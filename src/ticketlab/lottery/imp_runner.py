@@ -18,6 +18,7 @@ from torch import nn
 from ..criteria import criterion_mask, criterion_scores
 from ..data import Dataset, load_dataset, with_label_noise
 from ..errors import UserError
+from ..flops import forward_flops
 from ..io import load_tensors, read_json, save_tensors, write_json
 from ..models import build_model, glorot_normal_init
 from ..seeding import derive_seed, generator
@@ -203,6 +204,11 @@ class IMPRun:
             return load_state(self.round_dir(k - 1) / FINAL, self.model), 0
         return load_state(self.dir / "rewind.safetensors", self.model), rw
 
+    def flops(self, mask: Mask, iterations: int) -> dict[str, int]:
+        """Forward FLOPs per example (sparse) and the training FLOPs of ``iterations`` steps (3x forward)."""
+        fwd = sum(forward_flops(self.model, self.data.input_shape, mask).values())
+        return {"forward": fwd, "training": 3 * fwd * self.cfg.train.batch_size * iterations}
+
     def learning_distance(self, rdir: Path, start: dict, mask: Mask) -> float:
         """||w_final - w_start||_2 over the prunable weights (start under the mask), as He et al. (2022)."""
         final = load_state(rdir / FINAL, self.model)
@@ -235,7 +241,8 @@ class IMPRun:
             ticket, hist = self.train_one(rdir, mask, ticket_start, start_iter, f"round {k}/{n} ticket",
                                           snapshot_at=snap, frozen=frozen)
             row = {"round": k, "density": density(mask), "layer_densities": layer_densities(mask), **ticket,
-                   "learning_distance": self.learning_distance(rdir, ticket_start, mask), "controls": {}}
+                   "learning_distance": self.learning_distance(rdir, ticket_start, mask),
+                   "flops": self.flops(mask, self.total - start_iter), "controls": {}}
             curves.append((row["density"], hist))
             for c in cfg.controls if k > 0 else []:
                 label = f"round {k}/{n} {c}"

@@ -12,12 +12,14 @@ def _cell(r: dict | None) -> str:
 def format_table(summary: dict) -> str:
     rounds = summary["rounds"]
     controls = list(summary["config"].get("controls", []))
-    head = f"{'round':>5}  {'density':>8}  {'test acc':>8}  {'early-stop acc @ it':>18}"
+    head = f"{'round':>5}  {'density':>8}  {'train FLOPs':>11}  {'test acc':>8}  {'early-stop acc @ it':>18}"
     for c in controls:
         head += f" | {c + ' acc':>8}  {'early-stop @ it':>18}"
     lines = [head, "-" * len(head)]
     for r in rounds:
-        line = f"{r['round']:>5}  {100 * r['density']:>7.2f}%  {_cell(r)}"
+        fl = r.get("flops", {}).get("training")
+        fl = f"{fl:>11.3e}" if fl is not None else f"{'':>11}"
+        line = f"{r['round']:>5}  {100 * r['density']:>7.2f}%  {fl}  {_cell(r)}"
         for c in controls:
             line += f" | {_cell(r['controls'].get(c))}"
         lines.append(line)
