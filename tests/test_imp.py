@@ -245,3 +245,14 @@ def test_run_made_before_a_setting_existed_still_resumes(tiny_data, tmp_path):
     assert run(tiny_data, tmp_path / "r", rounds=1)["rounds"] == ref["rounds"]
     with pytest.raises(UserError, match="differs in: criterion"):
         run(tiny_data, tmp_path / "r", rounds=1, criterion="movement")
+
+
+def test_raising_rounds_continues_a_run_with_the_same_earlier_rounds(tiny_data, tmp_path):
+    short = run(tiny_data, tmp_path / "r", rounds=1)
+    longer = run(tiny_data, tmp_path / "r", rounds=3)
+    fresh = run(tiny_data, tmp_path / "fresh", rounds=3)
+    assert longer["rounds"][:2] == short["rounds"] and longer == fresh
+    with pytest.raises(UserError, match="differs in: rounds"):
+        run(tiny_data, tmp_path / "r", rounds=2)  # fewer rounds than trained is a different run
+    with pytest.raises(UserError, match="differs in"):
+        run(tiny_data, tmp_path / "fresh", rounds=4, rate=0.3)  # another setting too: refused

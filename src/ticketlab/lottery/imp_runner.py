@@ -134,6 +134,8 @@ class IMPRun:
             raise UserError(f"--rewind {k} is not before the end of training ({self.total} iterations)")
         self.plan: Plan = make_plan(model, self.names, cfg)
         self.config = config
+        if out is not None:
+            extend_rounds(Path(out), config)
         self.dir = open_run_dir(out if out is not None else default_run_dir("imp", config, runs_root), "imp", config,
                                 normalize=normalize_config)
 
@@ -265,6 +267,24 @@ class IMPRun:
         plot_accuracy_vs_density(summary, self.dir / "accuracy_vs_density.png")
         plot_test_acc_curves(curves, self.dir / "test_acc_by_round.png",
                              f"IMP tickets: {self.config['model']} on {self.config['dataset']}")
+
+
+def extend_rounds(run_dir: Path, config: dict) -> None:
+    """Let a run continue with more ``--rounds``: rounds already trained do not depend on how many follow
+    (with ``--rounds``, not ``--target-density`` or ``--one-shot``), so only the count in config.json changes."""
+    cfg_file = run_dir / "config.json"
+    if not cfg_file.exists():
+        return
+    stored = read_json(cfg_file)
+    try:
+        old = normalize_config(stored["config"])
+    except (UserError, TypeError, KeyError, AttributeError):
+        return  # open_run_dir reports what is wrong with it
+    fixed = ("target_density", "one_shot")
+    if (stored.get("kind") == "imp" and old.get("rounds") and config.get("rounds")
+            and config["rounds"] > old["rounds"] and not any(old.get(k) or config.get(k) for k in fixed)
+            and {k: v for k, v in old.items() if k != "rounds"} == {k: v for k, v in config.items() if k != "rounds"}):
+        write_json(cfg_file, {**stored, "config": {**stored["config"], "rounds": config["rounds"]}})
 
 
 def normalize_config(stored: dict) -> dict:
