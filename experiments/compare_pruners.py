@@ -13,14 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 from ticketlab.baselines import run_baselines  # noqa: E402
 from ticketlab.errors import UserError  # noqa: E402
 from ticketlab.io import read_json, write_json  # noqa: E402
+from ticketlab.plotting import density_axis, outside_legend, plt  # noqa: E402
 from ticketlab.pruners import PRUNERS, PruneInitConfig, run_prune_init  # noqa: E402
 from ticketlab.train import TrainConfig  # noqa: E402
 
@@ -60,17 +56,15 @@ def main() -> int:
         print(f"{100 * row['density']:>7.2f}%" + "".join(
             f"  {row[c]['test_acc']:.4f} ({row[c]['training_flops']:.1e})" for c in cols))
     write_json(run / "compare_pruners.json", {"rows": rows, "dense_training_flops": base["dense_training_flops"]})
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     for c in cols:
         style = "o-" if c == "imp" else ("s--" if c.startswith("imp ") else "^-")
         ax.plot([100 * r["density"] for r in rows], [r[c]["test_acc"] for r in rows], style, label=c, markersize=4)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("density: % of weights kept (log)")
+    density_axis(ax, [100 * r["density"] for r in rows])
     ax.set_ylabel("test accuracy")
     ax.set_title(f"{cfg['model']} on {cfg['dataset']}: IMP, pruning at init, sanity checks")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, ncol=2)
+    outside_legend(ax)
     fig.tight_layout()
     fig.savefig(run / "compare_pruners.png", dpi=110)
     print(f"\nplot: {run / 'compare_pruners.png'}")

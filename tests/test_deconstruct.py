@@ -63,3 +63,15 @@ def test_unknown_names_and_rounds(result):
         run_deconstruct(run, DeconstructConfig(kept=["nope"]), quiet=True)
     with pytest.raises(UserError, match="not a pruned round"):
         run_deconstruct(run, DeconstructConfig(rounds=[7]), quiet=True)
+
+
+def test_cells_survive_an_upgrade_that_adds_imp_settings(result, monkeypatch):
+    run, d, r = result
+    out = next(run.glob("deconstruct-*"))
+    stored = json.loads((out / "config.json").read_text())
+    del stored["config"]["imp_run"]["label_noise"]  # as written by a ticketlab before --label-noise existed
+    (out / "config.json").write_text(json.dumps(stored))
+    from ticketlab.lottery import imp_runner
+    monkeypatch.setattr(imp_runner, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    assert run_deconstruct(run, d, quiet=True)["criteria"] == r["criteria"]
+    assert len(list(run.glob("deconstruct-*"))) == 1

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..flops import forward_flops, training_flops
 from ..io import read_json, write_json
-from ..lottery.imp_runner import load_mask, load_state, train_cached
+from ..lottery.imp_runner import load_mask, load_state, normalize_config, train_cached
 from ..lottery.rundir import config_hash, open_run_dir
 from ..models import build_model, glorot_normal_init
 from ..seeding import derive_seed, generator
@@ -76,8 +76,10 @@ def run_baselines(run_dir: str | Path, rounds: list[int] | None = None, which: l
     tcfg = TrainConfig(**cfg["train"])
     total = tcfg.total_iterations(len(data.y_train))
     names = prunable_names(model, cfg.get("prune_include"), cfg.get("prune_exclude"))
-    config = {"run": cfg, "kind": kind, "rounds": rounds, "which": which, "scratch_b_cap": scratch_b_cap}
-    out = open_run_dir(run_dir / f"baselines-{config_hash(config)}", "baselines", config)
+    own = {"rounds": rounds, "which": which, "scratch_b_cap": scratch_b_cap}
+    config = {"run": cfg, "kind": kind, **own}
+    out = open_run_dir(run_dir / f"baselines-{config_hash(own)}", "baselines", config,
+                       normalize=lambda c: {**c, "run": normalize_config(c["run"])} if kind == "imp" else c)
     if not quiet:
         print(f"baselines directory: {out}", file=sys.stderr)
     init = load_state(run_dir / "init.safetensors", model)

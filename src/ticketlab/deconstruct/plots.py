@@ -3,25 +3,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from ..plotting import density_axis, outside_legend, plt
 
 
 def _plot(rows: dict[str, list[dict]], key: str, title: str, path: Path) -> None:
     if not rows or key not in next(iter(rows.values()))[0]:
         return
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5, 4.5))
     for name, cells in rows.items():
         ax.plot([100 * c["density"] for c in cells], [c[key] for c in cells], "o-", label=name, markersize=3)
-    ax.set_xscale("log")
-    ax.invert_xaxis()
-    ax.set_xlabel("density: % of weights kept (log)")
+    density_axis(ax, [100 * c["density"] for c in next(iter(rows.values()))])
     ax.set_ylabel("test accuracy")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    outside_legend(ax)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

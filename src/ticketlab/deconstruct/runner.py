@@ -78,8 +78,11 @@ def run_deconstruct(run_dir: str | Path, dcfg: DeconstructConfig, imp_cfg: IMPCo
     missing = [k for k in use if k not in rounds or k == 0]
     if missing:
         raise UserError(f"round {missing[0]} is not a pruned round of {run_dir} (rounds 1..{max(rounds)})")
+    # Named by its own options (the IMP run is the parent folder); the stored IMP config is compared in the
+    # current schema, so a ticketlab upgrade that adds IMP settings does not orphan finished cells.
     config = asdict(dcfg) | {"imp_run": imp_summary["config"]}
-    out = open_run_dir(run_dir / f"deconstruct-{config_hash(config)}", "deconstruct", config)
+    out = open_run_dir(run_dir / f"deconstruct-{config_hash(asdict(dcfg))}", "deconstruct", config,
+                       normalize=lambda c: {**c, "imp_run": normalize_config(c["imp_run"])})
     if not quiet:
         print(f"deconstruct directory: {out}", file=sys.stderr)
 

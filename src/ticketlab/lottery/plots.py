@@ -3,11 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+from ..plotting import density_axis, plt
 
 
 def plot_accuracy_vs_density(summary: dict, path: Path) -> None:
@@ -20,13 +16,7 @@ def plot_accuracy_vs_density(summary: dict, path: Path) -> None:
         pts = [(100 * r["density"], r["controls"][c]["test_acc"]) for r in rounds if c in r["controls"]]
         if pts:
             ax.plot(*zip(*pts), "s-", label=f"{c} (final)")
-    ax.set_xscale("log")
-    ax.set_xticks(dens if len(dens) <= 12 else dens[::2])
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.tick_params(axis="x", labelsize=8)
-    ax.invert_xaxis()
-    ax.set_xlabel("density: % of weights kept (log)")
+    density_axis(ax, dens)
     ax.set_ylabel("test accuracy")
     cfg = summary["config"]
     ax.set_title(f"IMP: {cfg['model']} on {cfg['dataset']}")

@@ -102,10 +102,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path | None = None, *, device: str = 
 
 
 def plot_sweep(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ..plotting import density_axis, plt
 
     c = result["config"]
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(6.5, 6), sharex=True)
@@ -115,9 +112,7 @@ def plot_sweep(result: dict, path: Path) -> None:
             x = [100 * p["density"] for p in pts]
             a1.plot(x, [p["test_acc"] for p in pts], "o-", markersize=3, label=mode)
             a2.plot(x, [p["learning_distance"] for p in pts], "o-", markersize=3, label=mode)
-    a2.set_xscale("log")
-    a2.invert_xaxis()
-    a2.set_xlabel("density: % of weights kept (log)")
+    density_axis(a2, [100 * p["density"] for p in result["imp"]])
     a1.set_ylabel("test accuracy")
     a2.set_ylabel("learning distance ||w_f - w_0||")
     a1.set_title(f"{c['model']} on {c['dataset']}, {100 * c['label_noise']:.0f}% label noise, retrain: {c['retrain']}")

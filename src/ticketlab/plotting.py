@@ -1,0 +1,24 @@
+"""Shared plot pieces: a log density axis labelled in plain percentages, legends outside the data."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402,F401  (re-exported for the plot modules)
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+
+
+def density_axis(ax, densities_pct: list[float]) -> None:
+    """Log x axis of density in %, densest on the left, ticks at the data's densities."""
+    ticks = sorted(set(round(d, 4) for d in densities_pct), reverse=True)
+    ax.set_xscale("log")
+    ax.set_xticks(ticks if len(ticks) <= 12 else ticks[::2])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.tick_params(axis="x", labelsize=8)
+    ax.invert_xaxis()
+    ax.set_xlabel("density: % of weights kept (log)")
+
+
+def outside_legend(ax, **kw) -> None:
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, **kw)
