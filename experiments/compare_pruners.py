@@ -16,7 +16,7 @@ from pathlib import Path
 from ticketlab.baselines import run_baselines  # noqa: E402
 from ticketlab.errors import UserError  # noqa: E402
 from ticketlab.io import read_json, write_json  # noqa: E402
-from ticketlab.plotting import density_axis, outside_legend, plt  # noqa: E402
+from ticketlab.plotting import density_axis, many_lines, outside_legend, plt  # noqa: E402
 from ticketlab.pruners import PRUNERS, PruneInitConfig, run_prune_init  # noqa: E402
 from ticketlab.train import TrainConfig  # noqa: E402
 
@@ -57,6 +57,7 @@ def main() -> int:
             f"  {row[c]['test_acc']:.4f} ({row[c]['training_flops']:.1e})" for c in cols))
     write_json(run / "compare_pruners.json", {"rows": rows, "dense_training_flops": base["dense_training_flops"]})
     fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    many_lines(ax)
     for c in cols:
         style = "o-" if c == "imp" else ("s--" if c.startswith("imp ") else "^-")
         ax.plot([100 * r["density"] for r in rows], [r[c]["test_acc"] for r in rows], style, label=c, markersize=4)

@@ -8,6 +8,11 @@ import matplotlib.pyplot as plt  # noqa: E402,F401  (re-exported for the plot mo
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 
+def many_lines(ax) -> None:
+    """20 distinct colours, for plots with more than 10 lines."""
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)
+
+
 def density_axis(ax, densities_pct: list[float]) -> None:
     """Log x axis of density in %, densest on the left, ticks at the data's densities."""
     ticks = sorted(set(round(d, 4) for d in densities_pct), reverse=True)

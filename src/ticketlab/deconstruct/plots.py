@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..plotting import density_axis, outside_legend, plt
+from ..plotting import density_axis, many_lines, outside_legend, plt
 
 
 def _plot(rows: dict[str, list[dict]], key: str, title: str, path: Path) -> None:
     if not rows or key not in next(iter(rows.values()))[0]:
         return
     fig, ax = plt.subplots(figsize=(8.5, 4.5))
+    many_lines(ax)
     for name, cells in rows.items():
         ax.plot([100 * c["density"] for c in cells], [c[key] for c in cells], "o-", label=name, markersize=3)
     density_axis(ax, [100 * c["density"] for c in next(iter(rows.values()))])
