@@ -62,3 +62,19 @@ def test_bad_input(imp_run, tmp_path):
         run_baselines(imp_run, which=["magic"], quiet=True)
     with pytest.raises(UserError, match="not a finished pruned round"):
         run_baselines(imp_run, rounds=[5], quiet=True)
+
+
+def test_imp_runs_from_before_a_new_setting_keep_their_baselines(imp_run, monkeypatch):
+    import json
+    first = run_baselines(imp_run, rounds=[1], which=["shuffle"], quiet=True)
+    cfg_file = imp_run / "config.json"
+    original = cfg_file.read_text()
+    stored = json.loads(original)
+    del stored["config"]["label_noise"]  # the IMP run predates --label-noise
+    cfg_file.write_text(json.dumps(stored))
+    try:
+        monkeypatch.setattr(imp_runner, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+        again = run_baselines(imp_run, rounds=[1], which=["shuffle"], quiet=True)
+        assert again["rows"] == first["rows"]
+    finally:
+        cfg_file.write_text(original)

@@ -77,7 +77,7 @@ def run_baselines(run_dir: str | Path, rounds: list[int] | None = None, which: l
     total = tcfg.total_iterations(len(data.y_train))
     names = prunable_names(model, cfg.get("prune_include"), cfg.get("prune_exclude"))
     own = {"rounds": rounds, "which": which, "scratch_b_cap": scratch_b_cap}
-    config = {"run": cfg, "kind": kind, **own}
+    config = {"run": normalize_config(cfg) if kind == "imp" else cfg, "kind": kind, **own}
     out = open_run_dir(run_dir / f"baselines-{config_hash(own)}", "baselines", config,
                        normalize=lambda c: {**c, "run": normalize_config(c["run"])} if kind == "imp" else c)
     if not quiet:
