@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_mask_overhead.py
 	$(PY) benchmarks/bench_imp_round.py
 	$(PY) benchmarks/bench_pack.py
+	$(PY) benchmarks/bench_optimizers.py
 
 clean:
 	rm -rf $(VENV) runs/demo
