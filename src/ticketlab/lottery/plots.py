@@ -28,9 +28,20 @@ def plot_accuracy_vs_density(summary: dict, path: Path) -> None:
 
 
 def plot_test_acc_curves(histories: list[tuple[float, list[dict]]], path: Path, title: str) -> None:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    """Test accuracy over training for up to 6 evenly spaced rounds, the y axis zoomed past the first 5%."""
+    if len(histories) > 6:
+        idx = sorted({round(i * (len(histories) - 1) / 5) for i in range(6)})
+        histories = [histories[i] for i in idx]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    late = []
     for density, hist in histories:
-        ax.plot([h["iter"] for h in hist], [h["test_acc"] for h in hist], label=f"{100 * density:.1f}%")
+        ax.plot([h["iter"] for h in hist], [h["test_acc"] for h in hist], label=f"{100 * density:.1f}%", lw=1)
+        end = hist[-1]["iter"]
+        late += [h["test_acc"] for h in hist if h["iter"] >= 0.05 * end]
+    if late:
+        lo, hi = min(late), max(late)
+        pad = 0.1 * (hi - lo) + 1e-3
+        ax.set_ylim(lo - pad, hi + pad)
     ax.set_xlabel("training iteration")
     ax.set_ylabel("test accuracy")
     ax.set_title(title)
