@@ -69,3 +69,24 @@ def test_masked_training_keeps_pruned_weights_zero(tiny_data):
 def test_start_iter_continues_the_schedule(tiny_data):
     _, r = run(tiny_data, start_iter=30)
     assert r.history[0]["iter"] == 30 and r.iterations == 30
+
+
+@pytest.mark.parametrize("optimizer,wd", [("sgd", 1e-2), ("adam", 1e-2), ("adamw", 0.5)])
+def test_trainer_gradient_pass_alone_keeps_zeros_and_matches_both_passes_bitwise(tiny_data, optimizer, wd,
+                                                                                  monkeypatch):
+    cfg = TrainConfig(optimizer=optimizer, lr=0.01, weight_decay=wd, batch_size=32, iterations=40, eval_every=20)
+    mask = ones_mask(build_model("mlp1d", tiny_data.input_shape, 10))
+    g = torch.Generator().manual_seed(0)
+    for m in mask.values():
+        m.copy_(torch.rand(m.shape, generator=g) > 0.7)
+    fast_model, fast = run(tiny_data, cfg, mask=mask)
+    params = dict(fast_model.named_parameters())
+    assert all(torch.count_nonzero(params[n][~m]) == 0 for n, m in mask.items())
+    from ticketlab.sparse import MaskEnforcer
+    from ticketlab.train import loop
+    real = MaskEnforcer.__init__
+    monkeypatch.setattr(loop.MaskEnforcer, "__init__",
+                        lambda self, *a, after_step=True, **k: real(self, *a, after_step=True, **k))
+    safe_model, safe = run(tiny_data, cfg, mask=mask)
+    assert fast.history == safe.history
+    assert all(torch.equal(a, b) for a, b in zip(fast_model.state_dict().values(), safe_model.state_dict().values()))

@@ -95,7 +95,9 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
     """
     total = cfg.total_iterations(len(data.y_train)) if total is None else total
     opt = make_optimizer(model, cfg)
-    enforcer = MaskEnforcer(model, mask, opt, frozen) if mask is not None else None
+    # Our optimizers are elementwise: masked gradients with cleared state keep pruned weights exactly zero,
+    # so the after-step weight pass is only needed for held (frozen) values.
+    enforcer = MaskEnforcer(model, mask, opt, frozen, after_step=frozen is not None) if mask is not None else None
     history: list[dict] = []
     it = start_iter
     resumed = checkpointer.load(model, opt) if checkpointer is not None else None
@@ -138,9 +140,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if enforcer is not None:
-                enforcer.mask_grads_()
-                opt.step()
-                enforcer.mask_weights_()
+                enforcer.step()
             else:
                 opt.step()
             it += 1
