@@ -6,7 +6,7 @@ from torch import nn
 
 from ticketlab.errors import UserError
 from ticketlab.io import load_tensors
-from ticketlab.lottery import IMPConfig, IMPRun, imp
+from ticketlab.lottery import IMPConfig, imp
 from ticketlab.lottery import imp_runner as imp_module
 from ticketlab.sparse import keep_count
 from ticketlab.train import Checkpointer, TrainConfig

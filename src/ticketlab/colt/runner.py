@@ -11,15 +11,16 @@ total training iterations of each.
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..data import Dataset, load_dataset
+from ..configs import RunConfig
 from ..errors import UserError
-from ..io import read_json, save_tensors, write_json
+from ..io import save_tensors, write_json
 from ..lottery import IMPConfig, IMPRun
 from ..lottery.imp_runner import check_fits, load_mask, load_state, resolve_device, train_cached
 from ..lottery.plan import layer_rates
@@ -33,7 +34,7 @@ SPLITS = ("classes", "random")
 
 
 @dataclass
-class COLTConfig:
+class COLTConfig(RunConfig):
     model: str = field(default="lenet300", metadata={"help": "model name"})
     dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
     seed: int = field(default=0, metadata={"help": "seed for init, data order, splits and ties"})
@@ -58,17 +59,6 @@ class COLTConfig:
         if self.max_rounds < 1:
             raise UserError(f"--max-rounds must be >= 1, got {self.max_rounds}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "COLTConfig":
-        d = dict(d)
-        tr = TrainConfig(**d.pop("train", {}))
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise UserError(f"unknown config keys {sorted(unknown)}")
-        return cls(train=tr, **d)
 
 
 def split_segments(data: Dataset, segments: int, how: str, seed: int) -> list[Dataset]:

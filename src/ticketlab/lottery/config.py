@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 
+from ..configs import RunConfig
 from ..errors import UserError
 from ..train import TrainConfig
 from .values import KEPT_VALUES, PRUNED_VALUES, check_rules
@@ -12,7 +13,7 @@ CONTROLS = ("reinit", "random-mask")
 
 
 @dataclass
-class IMPConfig:
+class IMPConfig(RunConfig):
     model: str = field(default="cnn1d", metadata={"help": "model name (see `ticketlab list`)"})
     dataset: str = field(default="mnist1d", metadata={"help": "dataset name (see `ticketlab list`)"})
     seed: int = field(default=0, metadata={"help": "seed for init, data order and tie-breaking"})
@@ -78,18 +79,6 @@ class IMPConfig:
         CRITERIA.get(self.criterion)
         check_rules(self.reinit, self.mask_zero)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "IMPConfig":
-        d = dict(d)
-        train = TrainConfig(**d.pop("train", {}))
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise UserError(f"unknown config keys {sorted(unknown)}")
-        return cls(train=train, **d)
 
 
 # Frankle & Carbin (2019), Figure 2: architectures' training settings and per-layer pruning rates.

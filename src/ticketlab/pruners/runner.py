@@ -8,12 +8,13 @@ training total).
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..data import load_dataset
+from ..configs import RunConfig
 from ..errors import UserError
 from ..flops import forward_flops, training_flops
 from ..io import read_json, save_tensors, write_json
@@ -29,7 +30,7 @@ from .registry import PRUNERS
 
 
 @dataclass
-class PruneInitConfig:
+class PruneInitConfig(RunConfig):
     model: str = field(default="lenet300", metadata={"help": "model name"})
     dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
     seed: int = field(default=0, metadata={"help": "seed for init, data order, scoring batches and ties"})
@@ -58,17 +59,6 @@ class PruneInitConfig:
         if self.prune_batches < 1:
             raise UserError(f"--prune-batches must be >= 1, got {self.prune_batches}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "PruneInitConfig":
-        d = dict(d)
-        tr = TrainConfig(**d.pop("train", {}))
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise UserError(f"unknown config keys {sorted(unknown)}")
-        return cls(train=tr, **d)
 
 
 def run_prune_init(cfg: PruneInitConfig, out: str | Path | None = None, *, device: str = "cpu",

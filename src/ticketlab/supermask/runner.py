@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import statistics
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 
 from ..data import load_dataset
+from ..configs import RunConfig
 from ..errors import UserError
 from ..io import read_json, save_tensors, write_json
 from ..lottery.imp_runner import check_fits, load_state, resolve_device
@@ -29,7 +29,7 @@ def _default_train() -> TrainConfig:
 
 
 @dataclass
-class SupermaskConfig:
+class SupermaskConfig(RunConfig):
     model: str = field(default="lenet300", metadata={"help": "model name"})
     dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
     seed: int = field(default=0, metadata={"help": "seed for the weights, the mask scores and sampling"})
@@ -56,17 +56,6 @@ class SupermaskConfig:
         if self.method == "jackpot" and not self.pretrained:
             raise UserError("--method jackpot needs --pretrained RUN (an IMP run directory with a finished round 0)")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SupermaskConfig":
-        d = dict(d)
-        tr = TrainConfig(**d.pop("train", {}))
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise UserError(f"unknown config keys {sorted(unknown)}")
-        return cls(train=tr, **d)
 
 
 PRESETS = {

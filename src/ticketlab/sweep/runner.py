@@ -10,11 +10,12 @@ learning distance ||w_final - w_start||_2; ``double_descent.png`` plots both aga
 from __future__ import annotations
 
 import sys
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..configs import RunConfig
 from ..errors import UserError
 from ..io import write_json
 from ..lottery import IMPConfig, IMPRun
@@ -29,7 +30,7 @@ RETRAIN = ("rewind", "finetune")
 
 
 @dataclass
-class SweepConfig:
+class SweepConfig(RunConfig):
     model: str = field(default="lenet300", metadata={"help": "model name"})
     dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
     seed: int = field(default=0, metadata={"help": "seed"})
@@ -51,17 +52,6 @@ class SweepConfig:
         if self.retrain not in RETRAIN:
             raise UserError(f"unknown --retrain {self.retrain!r}; choose one of: {', '.join(RETRAIN)}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "SweepConfig":
-        d = dict(d)
-        tr = TrainConfig(**d.pop("train", {}))
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise UserError(f"unknown config keys {sorted(unknown)}")
-        return cls(train=tr, **d)
 
 
 def run_sweep(cfg: SweepConfig, out: str | Path | None = None, *, device: str = "cpu", data_dir: str | None = None,
