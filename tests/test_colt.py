@@ -46,3 +46,17 @@ def test_colt_keeps_the_overlap_and_compares_with_imp(tmp_path):
 def test_bad_settings(kw, msg):
     with pytest.raises(UserError, match=msg):
         COLTConfig(**kw).validate()
+
+
+def test_colt_reports_training_flops_of_every_training(tmp_path):
+    cfg = COLTConfig(dataset="digits", target_density=0.7, train=TrainConfig(iterations=20, eval_every=10))
+    r = run_colt(cfg, tmp_path / "c", quiet=True)
+    masks = [load_tensors(tmp_path / "c" / f"round_{k:02d}" / "mask.safetensors") for k in
+             range(1, r["colt"]["pruning_rounds"] + 1)]
+    kept = [sum(int(m.sum()) for m in mk.values()) for mk in masks]
+    n = 64 * 300 + 300 * 100 + 100 * 10  # lenet300 on 8x8 digits
+    per = lambda k: 3 * 2 * k * 100 * 20  # noqa: E731  3 x (2 x kept) x batch 100 x 20 iterations
+    expected = 2 * per(n) + sum(2 * per(k) for k in kept[:-1]) + per(kept[-1])
+    # two segment copies per round from each round's starting mask, then the final ticket on all data
+    assert r["colt"]["training_flops"] == expected
+    assert r["imp"]["training_flops"] > 0

@@ -20,6 +20,7 @@ import torch
 from ..data import Dataset, load_dataset
 from ..configs import RunConfig
 from ..errors import UserError
+from ..flops import forward_flops
 from ..io import save_tensors, write_json
 from ..lottery import IMPConfig, IMPRun
 from ..lottery.imp_runner import check_fits, load_mask, load_state, resolve_device, train_cached
@@ -102,7 +103,11 @@ def run_colt(cfg: COLTConfig, out: str | Path | None = None, *, device: str = "c
     rates = layer_rates(model, names, IMPConfig(rate=cfg.rate))
     kw = dict(seed=cfg.seed, checkpoint_every=checkpoint_every, quiet=quiet)
     mask = ones_mask(model, names)
-    rows, seg_iters = [], 0
+    rows, seg_iters, flops = [], 0, 0
+
+    def cost(m, iterations: int) -> int:  # training FLOPs: 3 x sparse forward per example per step
+        return 3 * sum(forward_flops(model, data.input_shape, m).values()) * cfg.train.batch_size * iterations
+
     for k in range(1, cfg.max_rounds + 1):
         rdir = run_dir / f"round_{k:02d}"
         seg_masks, accs = [], []
@@ -116,6 +121,7 @@ def run_colt(cfg: COLTConfig, out: str | Path | None = None, *, device: str = "c
                                              generator(cfg.seed, "colt", k, s)))
             accs.append(summary["test_acc"])
             seg_iters += total
+            flops += cost(mask, total)
         overlap = {n: torch.stack([m[n] for m in seg_masks]).all(0) for n in names}
         if (rdir / "mask.safetensors").exists():
             overlap = load_mask(rdir / "mask.safetensors", mask)
@@ -134,7 +140,8 @@ def run_colt(cfg: COLTConfig, out: str | Path | None = None, *, device: str = "c
                              total=total, label="colt ticket, all data", **kw)
     result = {"config": config, "rounds": rows, "density": density(mask),
               "colt": {k: ticket[k] for k in ("test_acc", "early_stop_iter", "early_stop_test_acc")}
-              | {"pruning_rounds": len(rows), "training_iterations": seg_iters + total}}
+              | {"pruning_rounds": len(rows), "training_iterations": seg_iters + total,
+                 "training_flops": flops + cost(mask, total)}}
     if not cfg.skip_imp:
         imp_cfg = IMPConfig(model=cfg.model, dataset=cfg.dataset, seed=cfg.seed, train=cfg.train, rate=cfg.rate,
                             target_density=density(mask))
@@ -142,18 +149,20 @@ def run_colt(cfg: COLTConfig, out: str | Path | None = None, *, device: str = "c
                      checkpoint_every=checkpoint_every).run()
         last = imp["rounds"][-1]
         result["imp"] = {k: last[k] for k in ("density", "test_acc", "early_stop_iter", "early_stop_test_acc")} | {
-            "pruning_rounds": len(imp["rounds"]) - 1, "training_iterations": imp["iterations"] * len(imp["rounds"])}
+            "pruning_rounds": len(imp["rounds"]) - 1, "training_iterations": imp["iterations"] * len(imp["rounds"]),
+            "training_flops": sum(r["flops"]["training"] for r in imp["rounds"])}
     write_json(run_dir / "summary.json", result)
     return result
 
 
 def format_colt(r: dict) -> str:
-    lines = [f"{'':<6} {'density':>8} {'test acc':>9} {'early stop @ it':>18} {'rounds':>7} {'train iters':>12}"]
+    lines = [f"{'':<6} {'density':>8} {'test acc':>9} {'early stop @ it':>18} {'rounds':>7} {'train iters':>12} "
+             f"{'train FLOPs':>12}"]
     for name in ("colt", "imp"):
         if name in r:
             c = r[name]
             d = r["density"] if name == "colt" else c["density"]
             es = f"{c['early_stop_test_acc']:.4f} @ {c['early_stop_iter']}"
             lines.append(f"{name:<6} {100 * d:>7.2f}% {c['test_acc']:>9.4f} {es:>18} {c['pruning_rounds']:>7} "
-                         f"{c['training_iterations']:>12}")
+                         f"{c['training_iterations']:>12} {c['training_flops']:>12.3e}")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ import torch
 
 from ..configs import RunConfig
 from ..errors import UserError
+from ..flops import forward_flops
 from ..io import write_json
 from ..lottery import IMPConfig, IMPRun
 from ..lottery.imp_runner import load_state
@@ -68,7 +69,7 @@ def run_sweep(cfg: SweepConfig, out: str | Path | None = None, *, device: str = 
                  checkpoint_every=checkpoint_every)
     imp = run.run()
     point = lambda r: {k: r[k] for k in ("density", "test_acc", "early_stop_test_acc",  # noqa: E731
-                                         "learning_distance")}
+                                         "learning_distance")} | {"training_flops": r["flops"]["training"]}
     result = {"config": config, "imp": [point(r) for r in imp["rounds"]], "one-shot": []}
     if not cfg.imp_only:
         init = load_state(run.dir / "init.safetensors", run.model)
@@ -83,8 +84,10 @@ def run_sweep(cfg: SweepConfig, out: str | Path | None = None, *, device: str = 
             s, _ = run.train_one(run_dir / "one-shot" / f"round_{k:02d}", mask, start, 0, f"one-shot {k}")
             final = load_state(run_dir / "one-shot" / f"round_{k:02d}" / "final.safetensors", run.model)
             dist = float(torch.sqrt(sum(((final[n] - start[n] * mask[n]) ** 2).sum() for n in run.names)))
+            fwd = sum(forward_flops(run.model, run.data.input_shape, mask).values())
             result["one-shot"].append({"density": density(mask), "test_acc": s["test_acc"],
-                                       "early_stop_test_acc": s["early_stop_test_acc"], "learning_distance": dist})
+                                       "early_stop_test_acc": s["early_stop_test_acc"], "learning_distance": dist,
+                                       "training_flops": 3 * fwd * cfg.train.batch_size * run.total})
     write_json(run_dir / "summary.json", result)
     plot_sweep(result, run_dir / "double_descent.png")
     result["dir"] = str(run_dir)
@@ -115,12 +118,13 @@ def plot_sweep(result: dict, path: Path) -> None:
 
 
 def format_sweep(result: dict) -> str:
-    lines = [f"{'density':>8}  {'imp acc':>8} {'distance':>9}  {'one-shot acc':>12} {'distance':>9}"]
+    lines = [f"{'density':>8}  {'train FLOPs':>11}  {'imp acc':>8} {'distance':>9}  {'one-shot acc':>12} {'distance':>9}"]
     one = {round(p["density"], 6): p for p in result["one-shot"]}
     for p in result["imp"]:
         o = one.get(round(p["density"], 6))
         tail = f"  {o['test_acc']:>12.4f} {o['learning_distance']:>9.3f}" if o else ""
-        lines.append(f"{100 * p['density']:>7.2f}%  {p['test_acc']:>8.4f} {p['learning_distance']:>9.3f}{tail}")
+        lines.append(f"{100 * p['density']:>7.2f}%  {p['training_flops']:>11.3e}  {p['test_acc']:>8.4f} "
+                     f"{p['learning_distance']:>9.3f}{tail}")
     return "\n".join(lines)
 
 
