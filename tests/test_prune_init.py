@@ -50,3 +50,23 @@ def test_different_config_refused(tmp_path):
 def test_bad_settings(kw, msg):
     with pytest.raises(UserError, match=msg):
         cfg(**kw).validate()
+
+
+def test_override_keeps_a_layer_at_its_density_and_meets_the_total(tmp_path):
+    from ticketlab.sparse import layer_densities
+    s = run_prune_init(cfg(method="synflow", density=0.2, scope="layerwise", distribution="erk",
+                           override=["5.weight=1.0"], prune_rounds=5), tmp_path / "r", quiet=True)
+    mask = load_tensors(tmp_path / "r" / "mask.safetensors")
+    assert layer_densities(mask)["5.weight"] == 1.0 and s["density"] == pytest.approx(0.2, abs=1e-4)
+
+
+@pytest.mark.parametrize("override,msg", [(["1.weight"], "NAME=DENSITY"), (["1.weight=2"], "NAME=DENSITY"),
+                                          (["nope.weight=0.5"], "unknown layer")])
+def test_bad_overrides(tmp_path, override, msg):
+    with pytest.raises(UserError, match=msg):
+        run_prune_init(cfg(scope="layerwise", override=override), tmp_path / "r", quiet=True)
+
+
+def test_override_needs_layerwise_scope():
+    with pytest.raises(UserError, match="--scope layerwise"):
+        cfg(override=["1.weight=1.0"]).validate()

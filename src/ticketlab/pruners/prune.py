@@ -20,13 +20,19 @@ SCOPES = ("global", "layerwise")
 
 def prune_at_init(model: nn.Module, names: list[str], method: str, density: float, batches: list,
                   generator: torch.Generator, scope: str = "global", rounds: int | None = None,
-                  distribution: str = "uniform") -> Mask:
-    """Mask keeping ``density`` of the ``names`` weights by ``method``; the model's weights are left intact."""
+                  distribution: str = "uniform", overrides: dict[str, float] | None = None) -> Mask:
+    """Mask keeping ``density`` of the ``names`` weights by ``method``; the model's weights are left intact.
+
+    ``overrides`` (layerwise scope) fix some layers' final densities; on an iterative schedule they are
+    reached along the same exponential path, d_l^(k/rounds).
+    """
     scorer = PRUNERS.get(method)
     if scope not in SCOPES:
         raise UserError(f"unknown scope {scope!r}; choose one of: {', '.join(SCOPES)}")
     if not 0 < density <= 1:
         raise UserError(f"density must be in (0, 1], got {density}")
+    if overrides and scope != "layerwise":
+        raise UserError("per-layer density overrides need --scope layerwise")
     rounds = rounds or DEFAULT_ROUNDS.get(method, 1)
     if rounds < 1:
         raise UserError(f"rounds must be >= 1, got {rounds}")
@@ -42,7 +48,8 @@ def prune_at_init(model: nn.Module, names: list[str], method: str, density: floa
             if scope == "global":
                 mask = global_prune(scores, mask, d, generator)
             else:
-                mask = layerwise_prune(scores, mask, layer_densities(shapes, d, distribution), generator)
+                fixed = {n: v ** (k / rounds) for n, v in (overrides or {}).items()}
+                mask = layerwise_prune(scores, mask, layer_densities(shapes, d, distribution, fixed), generator)
             model.load_state_dict(original)
     finally:
         model.load_state_dict(original)

@@ -42,6 +42,9 @@ class PruneInitConfig(RunConfig):
     prune_rounds: int | None = field(default=None, metadata={"help": "scoring rounds, exponential schedule "
                                                                      "(default: synflow 100, others 1)"})
     prune_batches: int = field(default=1, metadata={"help": "labelled batches used by snip/grasp"})
+    override: list[str] = field(default_factory=list,
+                                metadata={"help": "layerwise scope: fix a layer's density, NAME=D (repeatable), "
+                                                  "e.g. 5.weight=1.0 keeps lenet300's output layer dense"})
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=60))
 
     def validate(self) -> None:
@@ -58,6 +61,22 @@ class PruneInitConfig(RunConfig):
             raise UserError(f"--prune-rounds must be >= 1, got {self.prune_rounds}")
         if self.prune_batches < 1:
             raise UserError(f"--prune-batches must be >= 1, got {self.prune_batches}")
+        self.overrides()
+
+    def overrides(self) -> dict[str, float]:
+        out = {}
+        for item in self.override:
+            name, sep, value = item.partition("=")
+            try:
+                d = float(value)
+            except ValueError:
+                d = -1.0
+            if not sep or not name or not 0 < d <= 1:
+                raise UserError(f"--override expects NAME=DENSITY with DENSITY in (0, 1], got {item!r}")
+            out[name] = d
+        if out and self.scope != "layerwise":
+            raise UserError("--override needs --scope layerwise")
+        return out
 
 
 
@@ -88,7 +107,7 @@ def run_prune_init(cfg: PruneInitConfig, out: str | Path | None = None, *, devic
         idx = torch.randperm(n, generator=g)[: cfg.prune_batches * cfg.train.batch_size].to(dev)
         batches = [(data.x_train[c], data.y_train[c]) for c in idx.split(cfg.train.batch_size)]
         mask = prune_at_init(model, names, cfg.method, cfg.density, batches, g, scope=cfg.scope,
-                             rounds=cfg.prune_rounds, distribution=cfg.distribution)
+                             rounds=cfg.prune_rounds, distribution=cfg.distribution, overrides=cfg.overrides())
         save_tensors(run_dir / "mask.safetensors", mask)
     apply_mask_(model, mask)
     total = cfg.train.total_iterations(len(data.y_train))
