@@ -21,3 +21,20 @@ class RunConfig:
         if unknown:
             raise UserError(f"unknown config keys {sorted(unknown)}")
         return cls(train=TrainConfig(**train), **d)
+
+
+def prepare(cfg, device: str, data_dir: str | None, quiet: bool):
+    """Validate ``cfg`` and build what every runner starts from: (device, dataset, model at its seeded init).
+
+    ``cfg`` has ``model``, ``dataset`` and ``seed``; a model that does not fit the data is a UserError.
+    """
+    from .data import load_dataset
+    from .lottery.imp_runner import check_fits, resolve_device
+    from .models import build_model
+
+    cfg.validate()
+    dev = resolve_device(device)
+    data = load_dataset(cfg.dataset, data_dir, quiet=quiet)
+    model = build_model(cfg.model, data.input_shape, data.num_classes, seed=cfg.seed).to(dev)
+    check_fits(model, data)
+    return dev, data, model

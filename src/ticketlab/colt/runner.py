@@ -17,16 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import Dataset, load_dataset
-from ..configs import RunConfig
+from ..data import Dataset
+from ..configs import RunConfig, prepare
 from ..errors import UserError
 from ..flops import forward_flops
 from ..io import save_tensors, write_json
 from ..lottery import IMPConfig, IMPRun
-from ..lottery.imp_runner import check_fits, load_mask, load_state, resolve_device, train_cached
+from ..lottery.imp_runner import load_mask, load_state, train_cached
 from ..lottery.plan import layer_rates
 from ..lottery.rundir import default_run_dir, open_run_dir
-from ..models import build_model
 from ..seeding import generator
 from ..sparse import density, layer_densities, layerwise_prune, magnitude_scores, ones_mask, prunable_names
 from ..train import TrainConfig
@@ -83,11 +82,7 @@ def split_segments(data: Dataset, segments: int, how: str, seed: int) -> list[Da
 
 def run_colt(cfg: COLTConfig, out: str | Path | None = None, *, device: str = "cpu", data_dir: str | None = None,
              quiet: bool = False, checkpoint_every: int = 2000) -> dict:
-    cfg.validate()
-    dev = resolve_device(device)
-    data = load_dataset(cfg.dataset, data_dir, quiet=quiet)
-    model = build_model(cfg.model, data.input_shape, data.num_classes, seed=cfg.seed).to(dev)
-    check_fits(model, data)
+    dev, data, model = prepare(cfg, device, data_dir, quiet)
     config = cfg.to_dict()
     run_dir = open_run_dir(out if out is not None else default_run_dir("colt", config), "colt", config)
     if not quiet:

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import torch
 
-from ..data import load_dataset
-from ..configs import RunConfig
+from ..configs import RunConfig, prepare
 from ..errors import UserError
 from ..flops import forward_flops, training_flops
 from ..io import read_json, save_tensors, write_json
-from ..lottery.imp_runner import check_fits, load_mask, load_state, resolve_device
+from ..lottery.imp_runner import load_mask, load_state
 from ..lottery.rundir import default_run_dir, open_run_dir
-from ..models import build_model
 from ..seeding import generator
 from ..sparse import apply_mask_, density, layer_densities, ones_mask, prunable_names
 from ..sparse.distributions import DISTRIBUTIONS
@@ -82,11 +80,7 @@ class PruneInitConfig(RunConfig):
 
 def run_prune_init(cfg: PruneInitConfig, out: str | Path | None = None, *, device: str = "cpu",
                    data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
-    cfg.validate()
-    dev = resolve_device(device)
-    data = load_dataset(cfg.dataset, data_dir, quiet=quiet)
-    model = build_model(cfg.model, data.input_shape, data.num_classes, seed=cfg.seed).to(dev)
-    check_fits(model, data)
+    dev, data, model = prepare(cfg, device, data_dir, quiet)
     config = cfg.to_dict()
     run_dir = open_run_dir(out if out is not None else default_run_dir("prune-init", config), "prune-init", config)
     if (run_dir / "summary.json").exists():

@@ -12,13 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from ..data import load_dataset
-from ..configs import RunConfig
+from ..configs import RunConfig, prepare
 from ..errors import UserError
 from ..io import read_json, save_tensors, write_json
-from ..lottery.imp_runner import check_fits, load_state, resolve_device
+from ..lottery.imp_runner import load_state
 from ..lottery.rundir import default_run_dir, open_run_dir
-from ..models import build_model
 from ..sparse import density, layer_densities, prunable_names
 from ..train import Checkpointer, TrainConfig, evaluate, train
 from .learn import METHODS, WEIGHTS, attach, expected_density, hard_masks, set_eval_mode, signed_constant_
@@ -72,11 +70,7 @@ PRESETS = {
 def run_supermask(cfg: SupermaskConfig, out: str | Path | None = None, *, device: str = "cpu",
                   data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
     """Learn the mask (or resume), evaluate it, and return ``summary.json``'s content."""
-    cfg.validate()
-    dev = resolve_device(device)
-    data = load_dataset(cfg.dataset, data_dir, quiet=quiet)
-    model = build_model(cfg.model, data.input_shape, data.num_classes, seed=cfg.seed).to(dev)
-    check_fits(model, data)
+    dev, data, model = prepare(cfg, device, data_dir, quiet)
     names = prunable_names(model)
     config = cfg.to_dict()
     if cfg.method == "jackpot":
