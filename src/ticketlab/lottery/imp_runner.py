@@ -180,7 +180,7 @@ class IMPRun:
                             on_snapshot=save_rewind if snapshot_at else None, save_final=save_final)
 
     # -- the rounds ------------------------------------------------------------------------------------
-    def round_mask(self, k: int, prev: Mask) -> Mask:
+    def round_mask(self, k: int, prev: Mask, init: dict) -> Mask:
         path = self.round_dir(k) / MASK
         if path.exists():
             return load_mask(path, prev)
@@ -188,7 +188,6 @@ class IMPRun:
             mask = prev
         else:
             final = load_state(self.round_dir(k - 1) / FINAL, self.model)
-            init = load_state(self.dir / "init.safetensors", self.model)
             g = generator(self.cfg.seed, "prune", k)
             if self.plan.global_rate is not None:
                 scores = criterion_scores(self.cfg.criterion, init, final, prev, g)
@@ -236,7 +235,7 @@ class IMPRun:
         n = plan.rounds
         for k in range(n + 1):
             rdir = self.round_dir(k)
-            mask = self.round_mask(k, mask)
+            mask = self.round_mask(k, mask, init)
             start, start_iter = self.start_point(k, init)
             snap = cfg.rewind_iter if (k == 0 and cfg.rewind_iter) else None
             ticket_start, frozen = self.ticket_values(k, start, init, mask)
