@@ -197,3 +197,9 @@ def test_deconstruct_bad_input(tmp_path, capsys):
     one_line_exit_2(code, err, "unknown model 'nope'")
     code, _, err = run_cli(capsys, "deconstruct", str(tmp_path / "empty"), *SMALL, "--criteria", "large_final,nope")
     one_line_exit_2(code, err, "unknown criterion 'nope'")
+
+
+def test_checkpoint_every_below_one_is_refused_by_every_runner(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "colt", "--dataset", "digits", "--checkpoint-every", "0", "--out", str(tmp_path / "c"))
+    one_line_exit_2(code, err, "--checkpoint-every must be >= 1")
+    assert not (tmp_path / "c").exists()

@@ -40,6 +40,13 @@ def _ints(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def runtime(ns: argparse.Namespace) -> dict:
+    """The runtime flags every runner takes (add_runtime_flags), as keyword arguments."""
+    if ns.checkpoint_every < 1:
+        raise UserError(f"--checkpoint-every must be >= 1, got {ns.checkpoint_every}")
+    return {"device": ns.device, "data_dir": ns.data_dir, "quiet": ns.quiet, "checkpoint_every": ns.checkpoint_every}
+
+
 def build_parser() -> Parser:
     from .lottery import PRESETS, IMPConfig
 
@@ -168,10 +175,7 @@ def cmd_imp(ns: argparse.Namespace) -> int:
     from .lottery import IMPRun, run_table
 
     cfg = imp_config_from_args(ns)
-    if ns.checkpoint_every < 1:
-        raise UserError(f"--checkpoint-every must be >= 1, got {ns.checkpoint_every}")
-    run = IMPRun(cfg, ns.out, device=ns.device, data_dir=ns.data_dir, quiet=ns.quiet,
-                 checkpoint_every=ns.checkpoint_every)
+    run = IMPRun(cfg, ns.out, **runtime(ns))
     if not ns.quiet:
         print(f"run directory: {run.dir}", file=sys.stderr)
     run.run()
@@ -185,8 +189,7 @@ def cmd_supermask(ns: argparse.Namespace) -> int:
     from .supermask import SupermaskConfig, format_summary, run_supermask
 
     cfg = config_from_args(ns, SupermaskConfig, SM_PRESETS)
-    summary = run_supermask(cfg, ns.out, device=ns.device, data_dir=ns.data_dir, quiet=ns.quiet,
-                            checkpoint_every=ns.checkpoint_every)
+    summary = run_supermask(cfg, ns.out, **runtime(ns))
     print(format_summary(summary))
     return 0
 
@@ -206,8 +209,7 @@ def cmd_deconstruct(ns: argparse.Namespace) -> int:
     if ns.use_rounds is not None:
         d.rounds = ns.use_rounds
     imp_cfg = None if (Path(ns.run_dir) / "config.json").exists() else imp_config_from_args(ns)
-    result = run_deconstruct(ns.run_dir, d, imp_cfg, device=ns.device, data_dir=ns.data_dir, quiet=ns.quiet,
-                             checkpoint_every=ns.checkpoint_every)
+    result = run_deconstruct(ns.run_dir, d, imp_cfg, **runtime(ns))
     print(format_deconstruct(result))
     print(f"\nresults and plots: {result['dir']}")
     return 0
@@ -217,16 +219,14 @@ def cmd_prune_init(ns: argparse.Namespace) -> int:
     from .pruners import PruneInitConfig, format_prune_init, run_prune_init
 
     cfg = config_from_args(ns, PruneInitConfig, {})
-    print(format_prune_init(run_prune_init(cfg, ns.out, device=ns.device, data_dir=ns.data_dir, quiet=ns.quiet,
-                                           checkpoint_every=ns.checkpoint_every)))
+    print(format_prune_init(run_prune_init(cfg, ns.out, **runtime(ns))))
     return 0
 
 
 def cmd_baselines(ns: argparse.Namespace) -> int:
     from .baselines import format_baselines, run_baselines
 
-    result = run_baselines(ns.run_dir, ns.use_rounds, ns.only, ns.scratch_b_cap, device=ns.device,
-                           data_dir=ns.data_dir, quiet=ns.quiet, checkpoint_every=ns.checkpoint_every)
+    result = run_baselines(ns.run_dir, ns.use_rounds, ns.only, ns.scratch_b_cap, **runtime(ns))
     print(format_baselines(result))
     print(f"\nresults: {result['dir']}")
     return 0
@@ -236,8 +236,7 @@ def cmd_colt(ns: argparse.Namespace) -> int:
     from .colt import COLTConfig, format_colt, run_colt
 
     cfg = config_from_args(ns, COLTConfig, {})
-    print(format_colt(run_colt(cfg, ns.out, device=ns.device, data_dir=ns.data_dir, quiet=ns.quiet,
-                               checkpoint_every=ns.checkpoint_every)))
+    print(format_colt(run_colt(cfg, ns.out, **runtime(ns))))
     return 0
 
 
@@ -245,8 +244,7 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
     from .sweep import SweepConfig, format_sweep, run_sweep
 
     cfg = config_from_args(ns, SweepConfig, {})
-    r = run_sweep(cfg, ns.out, device=ns.device, data_dir=ns.data_dir, quiet=ns.quiet,
-                  checkpoint_every=ns.checkpoint_every)
+    r = run_sweep(cfg, ns.out, **runtime(ns))
     print(format_sweep(r))
     print(f"\nplot: {Path(r['dir']) / 'double_descent.png'}")
     return 0
