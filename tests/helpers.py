@@ -20,3 +20,23 @@ def write_idx_set(folder, n_train: int = 60, n_test: int = 20, seed: int = 0) ->
     write_idx(folder / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, n_train))
     write_idx(folder / "t10k-images-idx3-ubyte.gz", rng.integers(0, 256, (n_test, 28, 28)))
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", rng.integers(0, 10, n_test))
+
+
+def die_after_checkpoints(monkeypatch, n: int = 1):
+    """Make the n-th checkpoint save raise KeyboardInterrupt right after writing (a kill at that moment).
+
+    Returns a function that restores normal saving.
+    """
+    from ticketlab.train import Checkpointer
+
+    real = Checkpointer.save
+    saves = {"n": 0}
+
+    def dying(self, *a, **kw):
+        real(self, *a, **kw)
+        saves["n"] += 1
+        if saves["n"] == n:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Checkpointer, "save", dying)
+    return lambda: monkeypatch.setattr(Checkpointer, "save", real)

@@ -9,7 +9,9 @@ from ticketlab.io import load_tensors
 from ticketlab.lottery import IMPConfig, imp
 from ticketlab.lottery import imp_runner as imp_module
 from ticketlab.sparse import keep_count
-from ticketlab.train import Checkpointer, TrainConfig
+from ticketlab.train import TrainConfig
+
+from helpers import die_after_checkpoints
 
 TRAIN = TrainConfig(optimizer="adam", lr=0.01, batch_size=32, iterations=40, eval_every=10)
 
@@ -117,20 +119,11 @@ def test_controls_use_same_mask_fresh_init_and_random_mask_same_counts(tiny_data
 
 def test_interrupted_run_resumes_bitwise_identical(tiny_data, tmp_path, monkeypatch):
     ref = run(tiny_data, tmp_path / "ref", rounds=2, controls=["reinit"])
-    saves = {"n": 0}
-    real_save = Checkpointer.save
-
-    def dying_save(self, *a, **kw):
-        real_save(self, *a, **kw)
-        saves["n"] += 1
-        if saves["n"] == 4:  # inside round 1's ticket training, right after a checkpoint
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpointer, "save", dying_save)
+    restore = die_after_checkpoints(monkeypatch, 4)  # inside round 1's ticket training, right after a checkpoint
     with pytest.raises(KeyboardInterrupt):
         run(tiny_data, tmp_path / "r", rounds=2, controls=["reinit"])
     assert list((tmp_path / "r").rglob("checkpoint.safetensors"))
-    monkeypatch.setattr(Checkpointer, "save", real_save)
+    restore()
     again = run(tiny_data, tmp_path / "r", rounds=2, controls=["reinit"])
     assert again == ref
     for f in ("round_02/final.safetensors", "round_02/reinit/final.safetensors"):

@@ -4,7 +4,9 @@ import torch
 from ticketlab.errors import UserError
 from ticketlab.io import load_tensors
 from ticketlab.pruners import PruneInitConfig, run_prune_init
-from ticketlab.train import Checkpointer, TrainConfig
+from ticketlab.train import TrainConfig
+
+from helpers import die_after_checkpoints
 
 
 def cfg(**kw):
@@ -25,16 +27,10 @@ def test_prune_init_summary_flops_and_mask(tmp_path):
 
 def test_prune_init_resumes_bitwise(tmp_path, monkeypatch):
     ref = run_prune_init(cfg(method="grasp", density=0.2), tmp_path / "ref", quiet=True, checkpoint_every=20)
-    real = Checkpointer.save
-
-    def dying(self, *a, **kw):
-        real(self, *a, **kw)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpointer, "save", dying)
+    restore = die_after_checkpoints(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_prune_init(cfg(method="grasp", density=0.2), tmp_path / "r", quiet=True, checkpoint_every=20)
-    monkeypatch.setattr(Checkpointer, "save", real)
+    restore()
     assert run_prune_init(cfg(method="grasp", density=0.2), tmp_path / "r", quiet=True, checkpoint_every=20) == ref
 
 

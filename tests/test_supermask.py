@@ -6,7 +6,9 @@ from ticketlab.models import build_model
 from ticketlab.sparse import prunable_names
 from ticketlab.supermask import (BernoulliMask, SupermaskConfig, TopKMask, attach, hard_masks, run_supermask,
                                  set_eval_mode, signed_constant_)
-from ticketlab.train import Checkpointer, TrainConfig, evaluate, train
+from ticketlab.train import TrainConfig, evaluate, train
+
+from helpers import die_after_checkpoints
 
 
 def test_topk_mask_keeps_exactly_k_and_passes_gradients_straight_through():
@@ -86,16 +88,10 @@ def test_supermask_resume_is_bitwise(tmp_path, monkeypatch):
     cfg = SupermaskConfig(dataset="digits", train=TrainConfig(optimizer="sgd", lr=100.0, momentum=0.9,
                                                               iterations=60, eval_every=20))
     ref = run_supermask(cfg, tmp_path / "ref", quiet=True, checkpoint_every=20)
-    real = Checkpointer.save
-
-    def dying(self, *a, **kw):
-        real(self, *a, **kw)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Checkpointer, "save", dying)
+    restore = die_after_checkpoints(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run_supermask(cfg, tmp_path / "r", quiet=True, checkpoint_every=20)
-    monkeypatch.setattr(Checkpointer, "save", real)
+    restore()
     again = run_supermask(cfg, tmp_path / "r", quiet=True, checkpoint_every=20)
     assert {k: v for k, v in again.items() if k != "config"} == {k: v for k, v in ref.items() if k != "config"}
 
