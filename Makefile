@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_imp_round.py
 	$(PY) benchmarks/bench_pack.py
 	$(PY) benchmarks/bench_optimizers.py
+	$(PY) benchmarks/bench_dst.py
 
 clean:
 	rm -rf $(VENV) runs/demo

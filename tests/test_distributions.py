@@ -46,3 +46,17 @@ def test_overrides_are_kept_and_the_rest_re_solved():
 def test_bad_requests(args, msg):
     with pytest.raises(UserError, match=msg):
         layer_densities(*args)
+
+
+@pytest.mark.parametrize("kind", ["uniform", "er", "erk"])
+@pytest.mark.parametrize("density", [0.02, 0.1, 0.37])
+def test_layer_counts_sum_exactly_to_the_target(kind, density):
+    from ticketlab.sparse.distributions import layer_counts
+    shapes = {"a": (300, 784), "b": (100, 300), "c": (10, 100), "d": (16, 3, 3, 3)}
+    counts = layer_counts(shapes, density, kind)
+    n = sum(math.prod(s) for s in shapes.values())
+    assert sum(counts.values()) == round(n * density)
+    dens = layer_densities(shapes, density, kind)
+    for name, s in shapes.items():  # each layer within one weight of its share
+        assert abs(counts[name] - dens[name] * math.prod(s)) <= 1
+        assert 0 <= counts[name] <= math.prod(s)

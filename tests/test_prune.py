@@ -49,3 +49,14 @@ def test_random_mask_matches_per_layer_counts():
     r = random_mask_like(mask, gen(5))
     assert all(int(r[n].sum()) == int(mask[n].sum()) for n in mask)
     assert not torch.equal(r["a"], mask["a"])
+
+
+def test_select_topk_mask_keeps_exactly_k_of_the_largest_and_breaks_ties_by_seed():
+    from ticketlab.sparse import select_topk_mask
+    scores = torch.arange(100.0).view(10, 10)
+    m = select_topk_mask(scores, 7, torch.Generator().manual_seed(0))
+    assert m.shape == (10, 10) and int(m.sum()) == 7 and bool(m.flatten()[93:].all())
+    ties = torch.zeros(1000)
+    picks = [select_topk_mask(ties, 10, torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
+    assert int(picks[0].sum()) == 10 and torch.equal(picks[0], picks[1]) and not torch.equal(picks[0], picks[2])
+    assert int(select_topk_mask(scores, 0, torch.Generator()).sum()) == 0

@@ -129,6 +129,15 @@ def build_parser() -> Parser:
     add_dataclass_flags(p, SweepConfig)
     add_runtime_flags(p)
 
+    from .dst.runner import DSTConfig
+
+    p = sub.add_parser("dst", help="dynamic sparse training: static, SET, RigL, CTRE, AC/DC, FreeTickets (EDST)",
+                       description="Train sparse from scratch at a fixed density while the mask evolves; "
+                                   "--ensemble M averages M independent runs, --method edst gets an ensemble "
+                                   "from one run. Reports accuracy, NLL, ECE and training/inference FLOPs.")
+    add_dataclass_flags(p, DSTConfig)
+    add_runtime_flags(p)
+
     p = sub.add_parser("pack", help="store a ticket as seed + entropy-coded mask (optionally with weights)")
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("--round", type=int, required=True, metavar="K", help="the IMP round to pack")
@@ -250,6 +259,14 @@ def cmd_sweep(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dst(ns: argparse.Namespace) -> int:
+    from .dst.runner import DSTConfig, format_dst, run_dst
+
+    cfg = config_from_args(ns, DSTConfig, {})
+    print(format_dst(run_dst(cfg, ns.out, **runtime(ns))))
+    return 0
+
+
 def cmd_pack(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -292,8 +309,28 @@ def cmd_unpack(ns: argparse.Namespace) -> int:
 
 
 def cmd_show(ns: argparse.Namespace) -> int:
+    from .io import read_json
     from .lottery import run_table
 
+    run = Path(ns.run_dir)
+    kind = None
+    if (run / "config.json").is_file():
+        try:
+            kind = read_json(run / "config.json").get("kind")
+        except (UserError, AttributeError):
+            kind = None
+    others = {"dst": ("dst.runner", "format_dst"), "prune-init": ("pruners", "format_prune_init")}
+    if kind in others and not ns.layers:
+        import importlib
+
+        module, fn = others[kind]
+        if not (run / "summary.json").exists():
+            raise UserError(f"{run} has no summary.json yet; its run has not finished (repeat its command to resume)")
+        try:
+            print(getattr(importlib.import_module(f".{module}", "ticketlab"), fn)(read_json(run / "summary.json")))
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{run / 'summary.json'} is corrupt or from another program") from None
+        return 0
     print(run_table(ns.run_dir, layers=ns.layers))
     return 0
 
@@ -310,6 +347,8 @@ def cmd_list(ns: argparse.Namespace) -> int:
     print("criteria: " + ", ".join(CRITERIA.names()))
     from .pruners import PRUNERS
     print("pruners:  " + ", ".join(PRUNERS.names()))
+    from .dst import SPARSE_TRAINERS
+    print("sparse trainers: " + ", ".join(SPARSE_TRAINERS.names()))
     return 0
 
 
@@ -317,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ns = build_parser().parse_args(argv)
         commands = {"imp": cmd_imp, "supermask": cmd_supermask, "deconstruct": cmd_deconstruct, "prune-init": cmd_prune_init,
-                    "baselines": cmd_baselines, "colt": cmd_colt, "sweep": cmd_sweep,
+                    "baselines": cmd_baselines, "colt": cmd_colt, "sweep": cmd_sweep, "dst": cmd_dst,
                     "pack": cmd_pack,
                     "unpack": cmd_unpack, "show": cmd_show, "list": cmd_list}
         return commands[ns.command](ns)

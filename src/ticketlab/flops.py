@@ -4,7 +4,8 @@ Counts are exact per layer: a Linear weight entry is used once per example, a Co
 output position (per example), so a layer's masked cost is (kept entries) x (uses per entry). FLOPs are
 reported as 2 x MACs (a multiply and an add). Training costs per example follow the usual accounting:
 the backward pass costs twice the forward one (gradients of inputs and of weights), so a sparse step is
-3x its sparse forward; a dense-gradient step (as RigL's updates) costs 2x dense + 1x sparse.
+3x its sparse forward; a step that needs the dense weight gradient (RigL's updates) costs 2x sparse
+(forward, input gradients) + 1x dense (weight gradients).
 """
 from __future__ import annotations
 

@@ -63,3 +63,28 @@ def layer_densities(shapes: dict[str, tuple[int, ...]], density: float, kind: st
         top = max(raw[n] for n in over)
         dense |= {n for n in over if raw[n] == top}
     return out | {n: 1.0 for n in dense}
+
+
+def layer_counts(shapes: dict[str, tuple[int, ...]], density: float, kind: str = "erk",
+                 overrides: dict[str, float] | None = None) -> dict[str, int]:
+    """Per-layer numbers of kept weights summing to exactly ``round(N x density)`` (N = all weights).
+
+    Each layer gets the floor of its share from ``layer_densities``; the weights left over go, one each, to
+    the layers with the largest fractional parts (never past a layer's size), so the total is exact
+    instead of drifting by up to half a weight per layer.
+    """
+    dens = layer_densities(shapes, density, kind, overrides)
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    target = int(round(sum(sizes.values()) * density))
+    share = {n: dens[n] * sizes[n] for n in shapes}
+    counts = {n: min(sizes[n], int(math.floor(share[n] + 1e-9))) for n in shapes}
+    fixed = set(overrides or {})
+    order = sorted((n for n in shapes if n not in fixed), key=lambda n: share[n] - counts[n], reverse=True)
+    left = target - sum(counts.values())
+    for n in order * 2:  # a second pass covers layers that were capped in the first
+        if left <= 0:
+            break
+        if counts[n] < sizes[n]:
+            counts[n] += 1
+            left -= 1
+    return counts

@@ -45,13 +45,18 @@ class Checkpointer:
         self.path = Path(path)
         self.every = max(1, int(every))
 
-    def save(self, it: int, model: nn.Module, opt: torch.optim.Optimizer, history: list[dict]) -> None:
+    def save(self, it: int, model: nn.Module, opt: torch.optim.Optimizer, history: list[dict],
+             sparse=None) -> None:
+        """``sparse``: a dynamic sparse trainer whose ``state_dict()`` is saved alongside."""
         opt_tensors, opt_meta = optimizer_to_flat(opt)
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | opt_tensors
         meta = {"iteration": str(it), "history": json.dumps(history), "optimizer": json.dumps(opt_meta)}
+        if sparse is not None:
+            dst_tensors, meta["dst"] = sparse.state_dict()
+            tensors |= {f"dst.{k}": v for k, v in dst_tensors.items()}
         save_tensors(self.path, tensors, metadata=meta)
 
-    def load(self, model: nn.Module, opt: torch.optim.Optimizer) -> tuple[int, list[dict]] | None:
+    def load(self, model: nn.Module, opt: torch.optim.Optimizer, sparse=None) -> tuple[int, list[dict]] | None:
         """Restore and return (iteration, history), or None when there is no checkpoint."""
         if not self.path.exists():
             return None
@@ -66,6 +71,8 @@ class Checkpointer:
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
             optimizer_from_flat(opt, {k: v.to(device) for k, v in tensors.items() if k.startswith("opt.")},
                                 opt_meta)
+            if sparse is not None:
+                sparse.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("dst.")}, meta["dst"])
         except Exception as e:  # a foreign or damaged file: say so, do not guess
             raise UserError(f"checkpoint {self.path} is corrupt or foreign ({type(e).__name__}); "
                             "delete it to restart this training from its beginning") from None

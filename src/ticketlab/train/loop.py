@@ -7,7 +7,7 @@ one on CPU. Records the early-stopping iteration (minimum validation loss) and t
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -85,22 +85,30 @@ def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
 def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | None = None,
           frozen: dict[str, torch.Tensor] | None = None, seed: int = 0,
           start_iter: int = 0, total: int | None = None, checkpointer: Checkpointer | None = None,
-          snapshot_at: int | None = None, on_snapshot: Callable[[int, nn.Module], None] | None = None,
+          snapshot_at: int | Iterable[int] | None = None,
+          on_snapshot: Callable[[int, nn.Module], None] | None = None,
+          sparse: Callable[[torch.optim.Optimizer], object] | None = None,
           progress: bool = False, desc: str = "train") -> TrainResult:
     """Train ``model`` in place on ``data`` (already on the model's device) from ``start_iter`` to ``total``.
 
     ``mask`` keeps pruned weights at exactly zero (or at ``frozen``'s values, untrained).
-    ``checkpointer`` saves periodically and, if it holds a checkpoint, resumes from it. ``on_snapshot(it, model)`` is called once when iteration
-    ``snapshot_at`` is reached (used to save the rewind point for late rewinding).
+    ``checkpointer`` saves periodically and, if it holds a checkpoint, resumes from it.
+    ``on_snapshot(it, model)`` is called when an iteration in ``snapshot_at`` (one or several) is reached:
+    the rewind point of late rewinding, ensemble members.
+    ``sparse(optimizer)`` builds a dynamic sparse trainer (``ticketlab.dst``) for the loop's optimizer; it
+    replaces ``mask``: its ``step()`` runs after every optimizer step (after any snapshot of that
+    iteration), it is told every evaluation, and its state is checkpointed with the run.
     """
     total = cfg.total_iterations(len(data.y_train)) if total is None else total
     opt = make_optimizer(model, cfg)
     # Our optimizers are elementwise: masked gradients with cleared state keep pruned weights exactly zero,
     # so the after-step weight pass is only needed for held (frozen) values.
     enforcer = MaskEnforcer(model, mask, opt, frozen, after_step=frozen is not None) if mask is not None else None
+    updater = sparse(opt) if sparse is not None else None
+    snapshots = set() if snapshot_at is None else {snapshot_at} if isinstance(snapshot_at, int) else set(snapshot_at)
     history: list[dict] = []
     it = start_iter
-    resumed = checkpointer.load(model, opt) if checkpointer is not None else None
+    resumed = checkpointer.load(model, opt, updater) if checkpointer is not None else None
     if resumed is not None:
         it, history = resumed
 
@@ -113,10 +121,12 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
         vl, va = evaluate(model, data.x_val, data.y_val)
         tl, ta = evaluate(model, data.x_test, data.y_test)
         history.append({"iter": i, "val_loss": vl, "val_acc": va, "test_loss": tl, "test_acc": ta})
+        if updater is not None:
+            updater.observe(history[-1])
 
     if not history:
         record(it)
-        if snapshot_at == it and on_snapshot is not None:
+        if it in snapshots and on_snapshot is not None:
             on_snapshot(it, model)
 
     bar = None
@@ -144,15 +154,17 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
             else:
                 opt.step()
             it += 1
-            if it == snapshot_at and on_snapshot is not None:
+            if it in snapshots and on_snapshot is not None:
                 on_snapshot(it, model)
+            if updater is not None:
+                updater.step()
             if it % cfg.eval_every == 0 or it == total:
                 record(it)
                 if bar is not None:
                     bar.update(it - bar.n)
                     bar.set_postfix(val_acc=f"{history[-1]['val_acc']:.3f}", refresh=False)
             if checkpointer is not None and it % checkpointer.every == 0 and it < total:
-                checkpointer.save(it, model, opt, history)
+                checkpointer.save(it, model, opt, history, updater)
     finally:
         if bar is not None:
             bar.close()

@@ -1,0 +1,280 @@
+"""The sparse-trainer core: an exact-count mask kept through every optimizer step, changed by drop and grow.
+
+Add dynamic sparse training to your own loop in three lines::
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    dst = ticketlab.dst.make("rigl", model, opt, density=0.1, total_steps=T)   # after the optimizer
+    for x, y in batches:
+        opt.zero_grad(); F.cross_entropy(model(x), y).backward()
+        opt.step()
+        dst.step()          # keeps pruned weights zero; every delta_t steps drops and grows connections
+
+Construction draws a random mask with the distribution's exact per-layer counts, zeroes the pruned weights
+and registers a pre-step hook on the optimizer that masks gradients (so pruned entries build no momentum
+or Adam moments; on update steps it first keeps the dense gradient for methods that grow by it).
+``step()`` multiplies the weights by the mask after the optimizer's step, so nothing (decoupled weight
+decay included) can resurrect a pruned weight. ``after_step=False`` skips that multiply: exact for
+elementwise optimizers (SGD, Adam, AdamW), whose update of an entry with zero weight, zero gradient and
+zero state is zero; ticketlab's own trainer uses it (see ``MaskEnforcer``).
+
+An update replaces ``floor(fraction x active)`` connections per layer: the smallest-magnitude active
+weights are dropped, then as many inactive positions are grown by the method's score (``grow_scores``).
+A grown position that was not active before starts at zero with its optimizer state reset; a weight that
+was dropped and regrown in the same update keeps its value and state (as RigL's reference code does).
+Counts are unchanged, so densities stay exact at every step. Randomness comes from generators seeded by
+``(seed, step)``, and ``state_dict()`` holds everything else, so a resumed run is bitwise identical.
+
+Training FLOPs are accumulated as the steps happen (see ``training_flops``), following RigL's accounting:
+a sparse step costs 3 sparse forwards; a step whose dense gradient is used costs 2 sparse + 1 dense.
+"""
+from __future__ import annotations
+
+import json
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..flops import weight_uses
+from ..seeding import generator
+from ..sparse import Mask, prunable_names, select_topk_mask
+from ..sparse.distributions import DISTRIBUTIONS, layer_counts
+from .schedule import UpdateSchedule
+
+
+class SparseTrainer:
+    """Static sparse training (a fixed random mask); subclasses override ``grow_scores`` and the schedule."""
+
+    name = "static"
+    distributions = DISTRIBUTIONS
+    default_distribution = "erk"
+    uses_dense_grad = False  # grow scores need the dense gradient of the step before an update
+    updates = False
+    defaults: dict = {}
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, density: float = 0.1,
+                 distribution: str | None = None, *, total_steps: int, delta_t: int | None = None,
+                 drop_fraction: float | None = None, drop_decay: str | None = None,
+                 end_fraction: float | None = None, seed: int = 0, names: list[str] | None = None,
+                 overrides: dict[str, float] | None = None, input_shape: tuple[int, ...] | None = None,
+                 after_step: bool = True):
+        self.model, self.optimizer, self.seed = model, optimizer, int(seed)
+        self.after_step_pass = after_step
+        self.density = float(density)
+        self.distribution = distribution or self.default_distribution
+        if self.distribution not in self.distributions:
+            raise UserError(f"{self.name} takes --distribution {', '.join(self.distributions)}; "
+                            f"got {self.distribution!r}")
+        if not 0 < self.density <= 1:
+            raise UserError(f"--density must be in (0, 1], got {density}")
+        given = {"delta_t": delta_t, "drop_fraction": drop_fraction, "decay": drop_decay,
+                 "end_fraction": end_fraction}
+        sched = self.defaults | {k: v for k, v in given.items() if v is not None}
+        self.schedule = UpdateSchedule(total_steps=int(total_steps), **sched)
+        params = dict(model.named_parameters())
+        self.names = list(names) if names is not None else prunable_names(model)
+        missing = [n for n in self.names if n not in params]
+        if missing:
+            raise UserError(f"parameters not in the model: {', '.join(missing[:3])}")
+        self.params = [params[n] for n in self.names]
+        shapes = {n: tuple(p.shape) for n, p in zip(self.names, self.params)}
+        self.counts = layer_counts(shapes, self.density, self._count_kind(), overrides)
+        self.step_count = 0
+        self.flops_per_example = 0.0   # sum over steps of (training FLOPs of one example at that step)
+        self.extra_flops = 0.0         # absolute FLOPs of mask updates (e.g. CTRE's similarity matrices)
+        self._uses: dict[str, int] | None = None
+        self._input_shape = tuple(input_shape) if input_shape is not None else None
+        self._shape_hook = None if self._input_shape else model.register_forward_pre_hook(self._learn_shape)
+        self._dense_grads: list[torch.Tensor] | None = None
+        self.masks: list[torch.Tensor] = self.initial_masks()
+        self._refresh()
+        self.apply_()
+        self._hook = optimizer.register_step_pre_hook(self._pre_step)
+
+    # ----- masks -----------------------------------------------------------------------------------------
+    def _count_kind(self) -> str:
+        return self.distribution
+
+    def initial_masks(self) -> list[torch.Tensor]:
+        """A uniformly random mask with each layer's exact count (Evci et al. and Mocanu et al. start so)."""
+        g = generator(self.seed, "dst-init")
+        return [select_topk_mask(torch.rand(p.shape, generator=g), self.counts[n], g).to(p.device)
+                for n, p in zip(self.names, self.params)]
+
+    def _refresh(self) -> None:
+        self._float = [m.to(p.dtype) for m, p in zip(self.masks, self.params)]
+        self._fwd = None  # sparse forward FLOPs per example, recomputed lazily
+
+    @property
+    def mask(self) -> Mask:
+        return dict(zip(self.names, self.masks))
+
+    def sparse_phase(self) -> bool:
+        """Whether the mask is enforced at the coming step (AC/DC's dense phases say no); before ``step()``
+        increments the count, the step just taken."""
+        return True
+
+    @torch.no_grad()
+    def apply_(self) -> None:
+        """Zero pruned weights and their per-element optimizer state."""
+        torch._foreach_mul_(self.params, self._float)
+        self._clear_state([m for m in self._float])
+
+    @torch.no_grad()
+    def _clear_state(self, keep: list[torch.Tensor]) -> None:
+        for p, k in zip(self.params, keep):
+            for value in self.optimizer.state.get(p, {}).values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.mul_(k.to(value.dtype))
+
+    # ----- the hooks around optimizer.step() -------------------------------------------------------------
+    @torch.no_grad()
+    def _pre_step(self, optimizer, args, kwargs) -> None:
+        upcoming = self.step_count + 1
+        if self.uses_dense_grad and self.wants_dense_grad(upcoming):
+            self._dense_grads = [p.grad.detach().abs().clone() if p.grad is not None else torch.zeros_like(p)
+                                 for p in self.params]
+        if self.sparse_phase():
+            pairs = [(p.grad, m) for p, m in zip(self.params, self._float) if p.grad is not None]
+            if pairs:
+                grads, masks = zip(*pairs)
+                torch._foreach_mul_(list(grads), list(masks))
+
+    def wants_dense_grad(self, t: int) -> bool:
+        return self.is_update(t)
+
+    def is_update(self, t: int) -> bool:
+        return self.updates and self.schedule.is_update(t)
+
+    def drop_fraction(self, t: int) -> float:
+        return self.schedule.fraction(t)
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Call after every ``optimizer.step()``: account the step, update the mask when due, re-mask."""
+        sparse = self.sparse_phase()  # the phase of the step just taken
+        self.step_count += 1
+        t = self.step_count
+        self._account(t, sparse)
+        if self.is_update(t):
+            self.update(t, self.drop_fraction(t))
+        self._dense_grads = None
+        if sparse and self.after_step_pass:
+            torch._foreach_mul_(self.params, self._float)
+        self.end_step(t)
+
+    def end_step(self, t: int) -> None:
+        """Hook for subclasses (phase changes, learning-rate restarts); runs after re-masking."""
+
+    def observe(self, row: dict) -> None:
+        """Told every evaluation (``val_acc``, ...); CTRE uses it to switch to random growth."""
+
+    def detach(self) -> None:
+        self._hook.remove()
+        if self._shape_hook is not None:
+            self._shape_hook.remove()
+            self._shape_hook = None
+
+    # ----- drop and grow ---------------------------------------------------------------------------------
+    def grow_scores(self, t: int, g: torch.Generator) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def update(self, t: int, fraction: float) -> None:
+        """Drop ``floor(fraction x active)`` smallest-magnitude weights per layer and grow as many."""
+        g = generator(self.seed, "dst-update", t)
+        scores = self.grow_scores(t, g)
+        new_masks = []
+        for i, (p, m, s) in enumerate(zip(self.params, self.masks, scores)):
+            active = int(m.sum())
+            k = int(active * fraction)
+            if k == 0 or active == m.numel():
+                new_masks.append(m)
+                continue
+            keep = select_topk_mask(torch.where(m, p.detach().abs(), torch.full_like(p, -1.0)), active - k, g)
+            grown = self.choose_growth(i, s, keep, m, k, g)
+            new_masks.append(keep | grown)
+        self.set_masks(new_masks)
+
+    def choose_growth(self, i: int, scores: torch.Tensor, keep: torch.Tensor, old: torch.Tensor, k: int,
+                      g: torch.Generator) -> torch.Tensor:
+        """The ``k`` best-scoring positions outside ``keep`` (just-dropped ones included, as in RigL)."""
+        return select_topk_mask(torch.where(keep, torch.full_like(scores, -1.0), scores.float()), k, g)
+
+    @torch.no_grad()
+    def set_masks(self, new_masks: list[torch.Tensor]) -> None:
+        """Install new masks: new connections start at zero, with optimizer state reset there and wherever
+        a weight is no longer active."""
+        both = [(old & new).to(p.dtype) for old, new, p in zip(self.masks, new_masks, self.params)]
+        self.masks = [m.to(p.device) for m, p in zip(new_masks, self.params)]
+        self._refresh()
+        torch._foreach_mul_(self.params, both)   # zero dropped and newly grown entries
+        self._clear_state(both)
+
+    # ----- FLOPs -----------------------------------------------------------------------------------------
+    def _learn_shape(self, module, inputs) -> None:
+        if inputs and torch.is_tensor(inputs[0]) and inputs[0].dim() >= 1:
+            self._input_shape = tuple(inputs[0].shape[1:])
+            self._shape_hook.remove()
+            self._shape_hook = None
+
+    def _flops(self, masks: list[torch.Tensor] | None) -> float:
+        if self._uses is None:
+            if self._input_shape is None:
+                return 0.0
+            self._uses = weight_uses(self.model, self._input_shape)
+        total = 0
+        for i, (n, p) in enumerate(zip(self.names, self.params)):
+            kept = p.numel() if masks is None else int(masks[i].sum())
+            total += 2 * kept * self._uses.get(n, 0)
+        return float(total)
+
+    def forward_flops(self, dense: bool = False) -> float:
+        """Forward FLOPs (2 x MACs) per example of the masked layers, now (or dense)."""
+        if dense:
+            return self._flops(None)
+        if self._fwd is None:
+            self._fwd = self._flops(self.masks)
+        return self._fwd
+
+    def _account(self, t: int, sparse: bool) -> None:
+        if not sparse:
+            self.flops_per_example += 3 * self.forward_flops(dense=True)
+        elif self.uses_dense_grad and self.wants_dense_grad(t):
+            self.flops_per_example += 2 * self.forward_flops() + self.forward_flops(dense=True)
+        else:
+            self.flops_per_example += 3 * self.forward_flops()
+
+    def training_flops(self, batch_size: int) -> float:
+        """Training FLOPs so far of the masked layers at ``batch_size`` examples per step."""
+        return self.flops_per_example * batch_size + self.extra_flops
+
+    # ----- resume ----------------------------------------------------------------------------------------
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    def state_dict(self) -> tuple[dict[str, torch.Tensor], str]:
+        """(tensors, JSON text): the masks, and the step count, FLOPs so far and method state."""
+        tensors = {f"mask.{n}": m.contiguous() for n, m in zip(self.names, self.masks)}
+        meta = {"method": self.name, "step": self.step_count, "flops_per_example": self.flops_per_example,
+                "extra_flops": self.extra_flops, "extra": self.extra_state()}
+        return tensors, json.dumps(meta)
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: str) -> None:
+        d = json.loads(meta)
+        if d.get("method") != self.name:
+            raise UserError(f"sparse-trainer state is for {d.get('method')!r}, not {self.name!r}")
+        self.masks = [tensors[f"mask.{n}"].to(device=p.device, dtype=torch.bool)
+                      for n, p in zip(self.names, self.params)]
+        self.step_count = int(d["step"])
+        self.flops_per_example = float(d["flops_per_example"])
+        self.extra_flops = float(d["extra_flops"])
+        self.load_extra_state(d["extra"])
+        self._refresh()
+        self.after_load()
+
+    def after_load(self) -> None:
+        """Hook for subclasses that derive settings (e.g. learning rates) from the step count."""

@@ -1,0 +1,23 @@
+"""``rigl`` (Evci et al. 2020): drop the smallest-magnitude weights, grow where the dense gradient is largest.
+
+The dense gradient is only read on update steps (every ``delta_t``), from the optimizer pre-step hook,
+before the gradient is masked; its cost (a dense weight-gradient pass) is counted on those steps only.
+Defaults are the paper's: drop fraction 0.3 with cosine decay, delta_t 100, no updates after 75% of
+training, new connections at zero with reset optimizer state.
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import SparseTrainer
+from .registry import SPARSE_TRAINERS
+
+
+@SPARSE_TRAINERS.register("rigl")
+class RigL(SparseTrainer):
+    name = "rigl"
+    updates = True
+    uses_dense_grad = True
+
+    def grow_scores(self, t: int, g: torch.Generator) -> list[torch.Tensor]:
+        return self._dense_grads

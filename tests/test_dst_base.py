@@ -1,0 +1,180 @@
+"""The sparse-trainer core, through static, SET and RigL: exact counts, zero weights, reset state, FLOPs."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ticketlab.dst as dst
+from ticketlab.errors import UserError
+
+
+def mlp(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Flatten(), nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def batches(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        yield torch.randn(32, 1, 16, generator=g), torch.randint(0, 10, (32,), generator=g)
+
+
+def run(trainer, model, opt, n, check=None):
+    for x, y in batches(n):
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        trainer.step()
+        if check is not None:
+            check()
+
+
+@pytest.mark.parametrize("method", ["static", "set", "rigl", "ctre", "edst"])
+@pytest.mark.parametrize("distribution,after_step", [("uniform", True), ("erk", True), ("erk", False)])
+def test_drop_and_grow_keep_every_layer_count_exact_and_pruned_weights_zero(method, distribution, after_step):
+    model = mlp()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
+    t = dst.make(method, model, opt, density=0.2, distribution=distribution, total_steps=120, delta_t=10,
+                 drop_fraction=0.5, after_step=after_step)
+    counts = [int(m.sum()) for m in t.masks]
+    assert sum(counts) == round(0.2 * sum(m.numel() for m in t.masks))
+    changed = []
+
+    def check():
+        assert [int(m.sum()) for m in t.masks] == counts
+        for p, m in zip(t.params, t.masks):
+            assert torch.count_nonzero(p[~m]) == 0
+        changed.append([m.clone() for m in t.masks])
+
+    run(t, model, opt, 120, check)
+    moved = any(not torch.equal(a, b) for a, b in zip(changed[0], changed[-1]))
+    assert moved == (method != "static")
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam", "adamw"])
+def test_regrown_weights_start_at_zero_with_reset_optimizer_state(opt_name):
+    model = mlp()
+    params = model.parameters()
+    opt = {"sgd": lambda: torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=1e-3),
+           "adam": lambda: torch.optim.Adam(params, lr=1e-2, weight_decay=1e-3),
+           "adamw": lambda: torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)}[opt_name]()
+    t = dst.make("rigl", model, opt, density=0.3, total_steps=100, delta_t=10, drop_fraction=0.3)
+    seen = {"grown": 0}
+    real_update = t.update
+
+    def spy(step, fraction):
+        before = [m.clone() for m in t.masks]
+        real_update(step, fraction)
+        for p, old, new in zip(t.params, before, t.masks):
+            grown, dropped = new & ~old, old & ~new
+            seen["grown"] += int(grown.sum())
+            assert torch.count_nonzero(p[grown | dropped]) == 0
+            for value in opt.state[p].values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    assert torch.count_nonzero(value[grown | dropped]) == 0
+    t.update = spy
+
+    def state_zero_where_pruned():
+        for p, m in zip(t.params, t.masks):
+            assert torch.count_nonzero(p[~m]) == 0
+            for value in opt.state[p].values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    assert torch.count_nonzero(value[~m]) == 0
+
+    run(t, model, opt, 60, state_zero_where_pruned)
+    assert seen["grown"] > 0
+
+
+def test_rigl_grows_where_the_dense_gradient_is_largest():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: weights stay, so the drop is predictable
+    t = dst.make("rigl", model, opt, density=0.25, distribution="uniform", total_steps=10, delta_t=1,
+                 drop_fraction=0.5, drop_decay="constant", end_fraction=1.0)
+    x, y = next(batches(1))
+    before = [m.clone() for m in t.masks]
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    grads = [p.grad.abs().clone() for p in t.params]
+    opt.step()
+    t.step()
+    for g, old, new, p in zip(grads, before, t.masks, t.params):
+        grown = new & ~old
+        k = int(old.sum()) // 2
+        keep = new & old
+        # every grown position has a gradient at least as large as any non-kept, non-grown position
+        assert int(grown.sum()) <= k
+        outside = ~(keep | grown)
+        assert g[grown].min() >= g[outside].max()
+
+
+def test_set_growth_is_seeded_and_deterministic():
+    def masks(seed):
+        model = mlp()
+        opt = torch.optim.SGD(model.parameters(), lr=0.05)
+        t = dst.make("set", model, opt, density=0.2, total_steps=50, delta_t=10, seed=seed)
+        run(t, model, opt, 50)
+        return t.masks
+    a, b, c = masks(1), masks(1), masks(2)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert not all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+def test_training_flops_count_sparse_steps_and_rigl_dense_gradients():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    t = dst.make("rigl", model, opt, density=0.2, total_steps=40, delta_t=10, end_fraction=1.0)
+    kept = sum(int(m.sum()) for m in t.masks)
+    dense = sum(m.numel() for m in t.masks)
+    run(t, model, opt, 40)
+    # an MLP uses each weight once per example: sparse forward 2*kept, dense 2*dense
+    updates = 3  # after steps 10, 20, 30
+    expected = (40 - updates) * 3 * 2 * kept + updates * (2 * 2 * kept + 2 * dense)
+    assert t.flops_per_example == expected
+    assert t.training_flops(32) == expected * 32
+
+
+def test_state_dict_round_trip_resumes_bitwise():
+    def train(n, resume_from=None):
+        model = mlp()
+        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+        t = dst.make("rigl", model, opt, density=0.2, total_steps=60, delta_t=5, seed=3)
+        if resume_from is not None:
+            model.load_state_dict(resume_from[0])
+            opt.load_state_dict(resume_from[1])
+            t.load_state_dict(*resume_from[2])
+        it = batches(60)
+        for _ in range(t.step_count):
+            next(it)
+        for _, (x, y) in zip(range(n), it):
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            t.step()
+        return model, opt, t
+
+    ref_model, _, ref_t = train(60)
+    m, o, t = train(23)
+    import copy
+    snapshot = (copy.deepcopy(m.state_dict()), copy.deepcopy(o.state_dict()), t.state_dict())
+    m2, _, t2 = train(60 - 23, resume_from=snapshot)
+    assert all(torch.equal(a, b) for a, b in zip(ref_model.state_dict().values(), m2.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(ref_t.masks, t2.masks))
+    assert ref_t.flops_per_example == t2.flops_per_example
+
+
+def test_state_of_another_method_is_refused():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    tensors, meta = dst.make("set", model, opt, total_steps=10).state_dict()
+    with pytest.raises(UserError, match="not 'rigl'"):
+        dst.make("rigl", mlp(), torch.optim.SGD(mlp().parameters(), lr=0.1), total_steps=10).load_state_dict(
+            tensors, meta)
+
+
+def test_unknown_method_and_bad_distribution_are_user_errors():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(UserError, match="unknown sparse trainer 'snip'"):
+        dst.make("snip", model, opt, total_steps=10)
+    with pytest.raises(UserError, match="distribution"):
+        dst.make("set", model, opt, distribution="global", total_steps=10)

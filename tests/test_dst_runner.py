@@ -1,0 +1,82 @@
+import pytest
+import torch
+
+from ticketlab.cli import main
+from ticketlab.dst.runner import DSTConfig, run_dst
+from ticketlab.errors import UserError
+from ticketlab.io import load_tensors
+from ticketlab.train import TrainConfig
+
+from helpers import die_after_checkpoints
+
+
+def cfg(**kw):
+    return DSTConfig(**({"dataset": "digits", "train": TrainConfig(iterations=60, eval_every=20, batch_size=60),
+                         "delta_t": 10} | kw))
+
+
+def test_summary_reports_members_ensemble_and_flops(tmp_path):
+    s = run_dst(cfg(method="rigl", density=0.1, ensemble=2), tmp_path / "r", quiet=True)
+    assert len(s["runs"]) == 2 and s["ensemble"]["size"] == 2
+    assert s["density"] == pytest.approx(0.1, abs=1e-4)
+    assert s["runs"][0]["seed"] == 0 and s["runs"][1]["seed"] != 0
+    for i in range(2):
+        mask = load_tensors(tmp_path / "r" / f"train_{i}" / "mask.safetensors")
+        final = load_tensors(tmp_path / "r" / f"train_{i}" / "final.safetensors")
+        assert all(torch.count_nonzero(final[n][~m]) == 0 for n, m in mask.items())
+    f = s["flops"]
+    assert f["training"] < f["training_dense"] and f["inference"] < 2 * f["forward_dense"]
+    assert set(s["ensemble"]) == {"acc", "nll", "ece", "size"}
+    assert run_dst(cfg(method="rigl", density=0.1, ensemble=2), tmp_path / "r", quiet=True) == s
+
+
+@pytest.mark.parametrize("method", ["rigl", "ctre", "edst", "acdc"])
+def test_interrupted_runs_resume_bitwise(tmp_path, monkeypatch, method):
+    kw = {"method": method, "density": 0.2, "ctre_probe": 100}
+    ref = run_dst(cfg(**kw), tmp_path / "ref", quiet=True, checkpoint_every=20)
+    restore = die_after_checkpoints(monkeypatch, n=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_dst(cfg(**kw), tmp_path / "r", quiet=True, checkpoint_every=20)
+    restore()
+    assert run_dst(cfg(**kw), tmp_path / "r", quiet=True, checkpoint_every=20) == ref
+
+
+def test_edst_members_and_acdc_dense_model(tmp_path):
+    s = run_dst(cfg(method="edst", members=2), tmp_path / "e", quiet=True)
+    assert len(s["members"]) == 2 and len(s["runs"]) == 1
+    assert (tmp_path / "e" / "train_0" / "member_1_mask.safetensors").exists()
+    a = run_dst(cfg(method="acdc", acdc_warmup=0.2, acdc_phase=0.2, acdc_final=0.2), tmp_path / "a", quiet=True)
+    assert set(a["dense_model"]) == {"acc", "nll", "ece"}
+    assert a["flops"]["training"] > 0.4 * a["flops"]["training_dense"]  # 24 of 60 steps are dense
+
+
+def test_different_config_refused(tmp_path):
+    run_dst(cfg(method="static"), tmp_path / "r", quiet=True)
+    with pytest.raises(UserError, match="differs in: method"):
+        run_dst(cfg(method="set"), tmp_path / "r", quiet=True)
+
+
+@pytest.mark.parametrize("kw,msg", [({"method": "snfs"}, "unknown sparse trainer"), ({"density": 1.5}, "--density"),
+                                    ({"ensemble": 0}, "--ensemble"), ({"method": "edst", "ensemble": 2}, "--members"),
+                                    ({"method": "edst", "train": TrainConfig(lr_schedule="cosine")}, "constant"),
+                                    ({"ctre_probe": -1}, "--ctre-probe")])
+def test_bad_settings(kw, msg):
+    with pytest.raises(UserError, match=msg):
+        cfg(**kw).validate()
+
+
+def test_cli_runs_and_rejects_bad_input(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["dst", "--dataset", "digits", "--method", "set", "--iterations", "30", "--eval-every", "10",
+                 "--out", str(out), "--quiet"]) == 0
+    assert "training FLOPs" in capsys.readouterr().out
+    assert main(["dst", "--dataset", "digits", "--method", "set", "--distribution", "normal", "--iterations", "30",
+                 "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "distribution" in err
+
+
+def test_show_prints_a_finished_dst_run(tmp_path, capsys):
+    run_dst(cfg(method="static"), tmp_path / "r", quiet=True)
+    assert main(["show", str(tmp_path / "r")]) == 0
+    assert "static on lenet300 / digits" in capsys.readouterr().out
