@@ -38,3 +38,19 @@ def prepare(cfg, device: str, data_dir: str | None, quiet: bool):
     model = build_model(cfg.model, data.input_shape, data.num_classes, seed=cfg.seed).to(dev)
     check_fits(model, data)
     return dev, data, model
+
+
+def start_run(cfg, kind: str, out, device: str, data_dir: str | None, quiet: bool):
+    """``prepare`` plus the run directory every runner opens: (device, dataset moved to the device, model,
+    config dict, run directory). The directory is ``out`` or ``runs/<kind>-<config hash>``; a different
+    config there is refused (``open_run_dir``)."""
+    import sys
+
+    from .lottery.rundir import default_run_dir, open_run_dir
+
+    dev, data, model = prepare(cfg, device, data_dir, quiet)
+    config = cfg.to_dict()
+    run_dir = open_run_dir(out if out is not None else default_run_dir(kind, config), kind, config)
+    if not quiet:
+        print(f"run directory: {run_dir}", file=sys.stderr)
+    return dev, data.to(dev), model, config, run_dir

@@ -18,14 +18,13 @@ import numpy as np
 import torch
 
 from ..data import Dataset
-from ..configs import RunConfig, prepare
+from ..configs import RunConfig, start_run
 from ..errors import UserError
 from ..flops import forward_flops
 from ..io import save_tensors, write_json
 from ..lottery import IMPConfig, IMPRun
 from ..lottery.imp_runner import load_mask, load_state, train_cached
 from ..lottery.plan import layer_rates
-from ..lottery.rundir import default_run_dir, open_run_dir
 from ..seeding import generator
 from ..sparse import density, layer_densities, layerwise_prune, magnitude_scores, ones_mask, prunable_names
 from ..train import TrainConfig
@@ -82,12 +81,7 @@ def split_segments(data: Dataset, segments: int, how: str, seed: int) -> list[Da
 
 def run_colt(cfg: COLTConfig, out: str | Path | None = None, *, device: str = "cpu", data_dir: str | None = None,
              quiet: bool = False, checkpoint_every: int = 2000) -> dict:
-    dev, data, model = prepare(cfg, device, data_dir, quiet)
-    config = cfg.to_dict()
-    run_dir = open_run_dir(out if out is not None else default_run_dir("colt", config), "colt", config)
-    if not quiet:
-        print(f"run directory: {run_dir}", file=sys.stderr)
-    data = data.to(dev)
+    dev, data, model, config, run_dir = start_run(cfg, "colt", out, device, data_dir, quiet)
     segs = split_segments(data, cfg.segments, cfg.split, cfg.seed)
     names = prunable_names(model)
     if (run_dir / "init.safetensors").exists():

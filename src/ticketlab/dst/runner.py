@@ -16,18 +16,16 @@ gradients, AC/DC's dense phases, CTRE's similarity passes) and inference FLOPs, 
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..configs import RunConfig, prepare
+from ..configs import RunConfig, start_run
 from ..errors import UserError
 from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
 from ..lottery.imp_runner import load_mask, load_state
-from ..lottery.rundir import default_run_dir, open_run_dir
 from ..metrics import classification_metrics, ensemble_probs, predict_probs
 from ..models import build_model
 from ..seeding import derive_seed, generator
@@ -168,14 +166,9 @@ def _train_one(where: Path, cfg: DSTConfig, data, dev, seed: int, total: int, *,
 
 def run_dst(cfg: DSTConfig, out: str | Path | None = None, *, device: str = "cpu", data_dir: str | None = None,
             quiet: bool = False, checkpoint_every: int = 2000) -> dict:
-    dev, data, model = prepare(cfg, device, data_dir, quiet)
-    config = cfg.to_dict()
-    run_dir = open_run_dir(out if out is not None else default_run_dir("dst", config), "dst", config)
+    dev, data, model, config, run_dir = start_run(cfg, "dst", out, device, data_dir, quiet)
     if (run_dir / "summary.json").exists():
         return read_json(run_dir / "summary.json")
-    if not quiet:
-        print(f"run directory: {run_dir}", file=sys.stderr)
-    data = data.to(dev)
     total = cfg.train.total_iterations(len(data.y_train))
     runs = [_train_one(run_dir / f"train_{i}", cfg, data, dev, member_seed(cfg.seed, i), total, quiet=quiet,
                        checkpoint_every=checkpoint_every,

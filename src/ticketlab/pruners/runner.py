@@ -7,18 +7,16 @@ training total).
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from ..configs import RunConfig, prepare
+from ..configs import RunConfig, start_run
 from ..errors import UserError
 from ..flops import forward_flops, training_flops
 from ..io import read_json, save_tensors, write_json
 from ..lottery.imp_runner import load_mask, load_state
-from ..lottery.rundir import default_run_dir, open_run_dir
 from ..seeding import generator
 from ..sparse import apply_mask_, density, layer_densities, ones_mask, prunable_names
 from ..sparse.distributions import DISTRIBUTIONS
@@ -80,14 +78,9 @@ class PruneInitConfig(RunConfig):
 
 def run_prune_init(cfg: PruneInitConfig, out: str | Path | None = None, *, device: str = "cpu",
                    data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
-    dev, data, model = prepare(cfg, device, data_dir, quiet)
-    config = cfg.to_dict()
-    run_dir = open_run_dir(out if out is not None else default_run_dir("prune-init", config), "prune-init", config)
+    dev, data, model, config, run_dir = start_run(cfg, "prune-init", out, device, data_dir, quiet)
     if (run_dir / "summary.json").exists():
         return read_json(run_dir / "summary.json")
-    if not quiet:
-        print(f"run directory: {run_dir}", file=sys.stderr)
-    data = data.to(dev)
     names = prunable_names(model)
     if (run_dir / "init.safetensors").exists():
         model.load_state_dict(load_state(run_dir / "init.safetensors", model))
