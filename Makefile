@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_pack.py
 	$(PY) benchmarks/bench_optimizers.py
 	$(PY) benchmarks/bench_dst.py
+	$(PY) benchmarks/bench_sparse.py
 
 clean:
 	rm -rf $(VENV) runs/demo

@@ -1,0 +1,63 @@
+"""Sparse inference on CPU: a 2%-density model's ``sparsify``d form vs its dense form, batch 1 and 256.
+
+Models: lenet300 (784-300-100-10) and a 4096-wide MLP (784-4096-4096-10), each with a uniformly random
+mask keeping 2% of every layer's weights. The sparse form is tuned on this machine first (each layer
+picks CSR or dense per batch size by timing both). Prints latency (median of interleaved repeats) and
+dense / sparse speedups, at the given thread count.
+
+    .venv/bin/python benchmarks/bench_sparse.py [--threads N] [--repeats R] [--density D]
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import interleaved, median, parser, ratio_median  # noqa: E402
+
+from ticketlab.deploy import sparse_layers, sparsify  # noqa: E402
+from ticketlab.models import build_model  # noqa: E402
+from ticketlab.sparse import apply_mask_, ones_mask  # noqa: E402
+
+
+def wide_mlp(width: int = 4096) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+                         nn.Linear(width, 10))
+
+
+def main() -> None:
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--density", type=float, default=0.02)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"sparse vs dense inference, density {100 * args.density:g}% per layer, torch threads = {args.threads}, "
+          f"median of {args.repeats} interleaved repeats")
+    print(f"{'model':<12} {'batch':>5} {'dense ms':>9} {'sparse ms':>10} {'speedup':>8}  kernels")
+    for name, model in (("lenet300", build_model("lenet300", (1, 28, 28), 10, seed=0)), ("mlp-4096", wide_mlp())):
+        model.eval()
+        g = torch.Generator().manual_seed(0)
+        apply_mask_(model, {n: torch.rand(m.shape, generator=g) < args.density for n, m in ones_mask(model).items()})
+        sp = sparsify(model, tune=True, input_shape=(1, 28, 28), batch_sizes=(1, 256))
+        kernels = ",".join(f"{m.kernels[1]}/{m.kernels[256]}" for m in sparse_layers(sp).values())
+        for batch in (1, 256):
+            x = torch.randn(batch, 1, 28, 28)
+            calls = max(1, 2000 // batch) if name == "lenet300" else max(1, 200 // batch)
+
+            def run(m, x=x, calls=calls):
+                def block():
+                    with torch.no_grad():
+                        for _ in range(calls):
+                            m(x)
+                return block
+            t = interleaved({"dense": run(model), "sparse": run(sp)}, args.repeats)
+            print(f"{name:<12} {batch:>5} {1e3 * median(t['dense']) / calls:>9.3f} "
+                  f"{1e3 * median(t['sparse']) / calls:>10.3f} {ratio_median(t['dense'], t['sparse']):>8.2f}  "
+                  f"{kernels} (batch 1 / 256 per layer)")
+
+
+if __name__ == "__main__":
+    main()
