@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 
 KERNELS = ("csr", "gather", "dense")
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
 
 
 class SparseLinear(nn.Module):
@@ -34,7 +33,9 @@ class SparseLinear(nn.Module):
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kernels: dict[int, str] | None = None):
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        csr = weight.detach().to_sparse_csr()
+        with warnings.catch_warnings():  # torch calls its CSR support "beta" on every conversion
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+            csr = weight.detach().to_sparse_csr()
         self.register_buffer("crow_indices", csr.crow_indices().clone())
         self.register_buffer("col_indices", csr.col_indices().clone())
         self.register_buffer("values", csr.values().clone())
