@@ -39,6 +39,7 @@ from ..flops import weight_uses
 from ..seeding import generator
 from ..sparse import Mask, prunable_names, select_topk_mask
 from ..sparse.distributions import DISTRIBUTIONS, layer_counts
+from ..sparse.enforce import clear_optimizer_state_, mask_grads_
 from .schedule import UpdateSchedule
 
 
@@ -118,14 +119,7 @@ class SparseTrainer:
     def apply_(self) -> None:
         """Zero pruned weights and their per-element optimizer state."""
         torch._foreach_mul_(self.params, self._float)
-        self._clear_state([m for m in self._float])
-
-    @torch.no_grad()
-    def _clear_state(self, keep: list[torch.Tensor]) -> None:
-        for p, k in zip(self.params, keep):
-            for value in self.optimizer.state.get(p, {}).values():
-                if torch.is_tensor(value) and value.shape == p.shape:
-                    value.mul_(k.to(value.dtype))
+        clear_optimizer_state_(self.optimizer, self.params, self._float)
 
     # ----- the hooks around optimizer.step() -------------------------------------------------------------
     @torch.no_grad()
@@ -135,10 +129,7 @@ class SparseTrainer:
             self._dense_grads = [p.grad.detach().abs().clone() if p.grad is not None else torch.zeros_like(p)
                                  for p in self.params]
         if self.sparse_phase():
-            pairs = [(p.grad, m) for p, m in zip(self.params, self._float) if p.grad is not None]
-            if pairs:
-                grads, masks = zip(*pairs)
-                torch._foreach_mul_(list(grads), list(masks))
+            mask_grads_(self.params, self._float)
 
     def wants_dense_grad(self, t: int) -> bool:
         return self.is_update(t)
@@ -179,6 +170,10 @@ class SparseTrainer:
     def grow_scores(self, t: int, g: torch.Generator) -> list[torch.Tensor]:
         raise NotImplementedError
 
+    def random_scores(self, g: torch.Generator) -> list[torch.Tensor]:
+        """Uniform random scores (random growth: SET, EDST, CTRE's random phase)."""
+        return [torch.rand(p.shape, generator=g).to(p.device) for p in self.params]
+
     @torch.no_grad()
     def update(self, t: int, fraction: float) -> None:
         """Drop ``floor(fraction x active)`` smallest-magnitude weights per layer and grow as many."""
@@ -209,7 +204,7 @@ class SparseTrainer:
         self.masks = [m.to(p.device) for m, p in zip(new_masks, self.params)]
         self._refresh()
         torch._foreach_mul_(self.params, both)   # zero dropped and newly grown entries
-        self._clear_state(both)
+        clear_optimizer_state_(self.optimizer, self.params, both)
 
     # ----- FLOPs -----------------------------------------------------------------------------------------
     def _learn_shape(self, module, inputs) -> None:

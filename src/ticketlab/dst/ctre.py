@@ -125,7 +125,7 @@ class CTRE(SparseTrainer):
 
     def grow_scores(self, t: int, g: torch.Generator) -> list[torch.Tensor]:
         if self.random_growth:
-            return [torch.rand(p.shape, generator=g).to(p.device) for p in self.params]
+            return self.random_scores(g)
         if self.probe is not None:
             self._run_probe()
         scores = []

@@ -84,7 +84,7 @@ class EDST(SparseTrainer):
     def grow_scores(self, t: int, g: torch.Generator) -> list[torch.Tensor]:
         if self.grow == "gradient":
             return self._dense_grads
-        return [torch.rand(p.shape, generator=g).to(p.device) for p in self.params]
+        return self.random_scores(g)
 
     def extra_state(self) -> dict:
         return {"base_lrs": self.base_lrs}

@@ -14,4 +14,4 @@ class SET(SparseTrainer):
     updates = True
 
     def grow_scores(self, t: int, g: torch.Generator) -> list[torch.Tensor]:
-        return [torch.rand(p.shape, generator=g).to(p.device) for p in self.params]
+        return self.random_scores(g)

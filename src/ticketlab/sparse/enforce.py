@@ -30,6 +30,25 @@ from torch import nn
 from .mask import Mask
 
 
+@torch.no_grad()
+def mask_grads_(params: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
+    """Multiply each parameter's gradient (where it has one) by its float mask, in one fused call."""
+    pairs = [(p.grad, m) for p, m in zip(params, masks) if p.grad is not None]
+    if pairs:
+        grads, ms = zip(*pairs)
+        torch._foreach_mul_(list(grads), list(ms))
+
+
+@torch.no_grad()
+def clear_optimizer_state_(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
+                           keep: list[torch.Tensor]) -> None:
+    """Zero every per-element optimizer state tensor (momentum, moments) of ``params`` where ``keep`` is 0."""
+    for p, k in zip(params, keep):
+        for value in optimizer.state.get(p, {}).values():
+            if torch.is_tensor(value) and value.shape == p.shape:
+                value.mul_(k.to(value.dtype))
+
+
 class MaskEnforcer:
     def __init__(self, model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer | None = None,
                  frozen: dict[str, torch.Tensor] | None = None, after_step: bool = True):
@@ -61,20 +80,12 @@ class MaskEnforcer:
         if self.held is not None:
             torch._foreach_add_(self.params, self.held)
 
-    @torch.no_grad()
     def mask_grads_(self) -> None:
-        pairs = [(p.grad, m) for p, m in zip(self.params, self.masks) if p.grad is not None]
-        if pairs:
-            grads, masks = zip(*pairs)
-            torch._foreach_mul_(list(grads), list(masks))
+        mask_grads_(self.params, self.masks)
 
-    @torch.no_grad()
     def clear_optimizer_state_(self) -> None:
         """Zero every per-element optimizer state tensor (momentum, moments) at pruned positions."""
-        for p, m in zip(self.params, self.masks):
-            for value in self.optimizer.state.get(p, {}).values():
-                if torch.is_tensor(value) and value.shape == p.shape:
-                    value.mul_(m)
+        clear_optimizer_state_(self.optimizer, self.params, self.masks)
 
     def step(self, closure=None):
         """Masked ``optimizer.step()``."""
