@@ -35,7 +35,7 @@ def test_sparsified_models_give_the_masked_models_outputs(name, shape):
     mask = random_mask(model, 0.05)
     apply_mask_(model, mask)
     sp = sparsify(model, tune=False)
-    assert len(sparse_layers(sp)) == sum(isinstance(m, nn.Linear) for m in model.modules())
+    assert len(sparse_layers(sp)) == sum(isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) for m in model.modules())
     with torch.no_grad():
         for kernel in ("csr", "gather", "dense"):
             for layer in sparse_layers(sp).values():
@@ -100,3 +100,34 @@ def test_a_file_with_broken_csr_indices_is_refused_not_crashed(tmp_path):
                                                    "num_classes": 10})
     with pytest.raises(UserError, match="does not match"):
         load_sparse(tmp_path / "bad.safetensors")
+
+
+@pytest.mark.parametrize("kernel", ["csr", "gather", "dense"])
+@pytest.mark.parametrize("conv", [nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2),
+                                  nn.Conv1d(2, 5, 5, stride=2, padding=2), nn.Conv2d(3, 4, 1, bias=False)])
+def test_sparse_convolutions_match_the_masked_dense_convolution(conv, kernel):
+    from ticketlab.deploy import SparseConv
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        conv.weight.mul_(torch.rand(conv.weight.shape) < 0.1)
+    layer = SparseConv(conv)
+    assert layer.nnz == int(conv.weight.ne(0).sum())
+    for b in (1, 5):
+        x = torch.randn(b, conv.in_channels, *([9, 11] if isinstance(conv, nn.Conv2d) else [17]))
+        with torch.no_grad():
+            assert torch.allclose(layer(x, kernel=kernel), conv(x), atol=1e-5)
+
+
+def test_tuned_sparse_conv_model_round_trips_through_its_file(tmp_path):
+    model = build_model("conv2bn", (1, 12, 12), 10, seed=0).eval()
+    mask = random_mask(model, 0.05)
+    apply_mask_(model, mask)
+    sp = sparsify(model, input_shape=(1, 12, 12), batch_sizes=(1, 16), repeats=2)
+    assert sum(type(m).__name__ == "SparseConv" for m in sparse_layers(sp).values()) == 2
+    save_sparse(sp, tmp_path / "s.safetensors", {"model": "conv2bn", "input_shape": [1, 12, 12], "num_classes": 10})
+    back, _ = load_sparse(tmp_path / "s.safetensors")
+    x = torch.randn(16, 1, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(back(x), model(x), atol=1e-5)
+    assert [m.kernels for m in sparse_layers(back).values()] == [m.kernels for m in sparse_layers(sp).values()]

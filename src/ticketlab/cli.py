@@ -138,6 +138,37 @@ def build_parser() -> Parser:
     add_dataclass_flags(p, DSTConfig)
     add_runtime_flags(p)
 
+    from .structured.runner import StructuredConfig
+
+    p = sub.add_parser("structured", help="structured pruning: network slimming, L1 filter / neuron pruning, Gibbs",
+                       description="Train, remove whole channels (conv filters, MLP neurons) with their "
+                                   "dependencies, fine-tune; --passes for multi-pass slimming; --scratch e,b for "
+                                   "Liu et al.'s scratch baselines of the pruned architecture.")
+    add_dataclass_flags(p, StructuredConfig)
+    add_runtime_flags(p)
+
+    p = sub.add_parser("export", help="write a run's pruned model as compact, sparse and int8 files",
+                       description="compact: channels removed (Torch-Pruning); sparse: CSR kernels chosen by "
+                                   "measurement; int8: PyTorch static quantisation. safetensors + JSON, no pickle.")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--format", default="compact,sparse,int8", type=_names, metavar="F[,F]",
+                   help="compact, sparse and/or int8 (default: all)")
+    p.add_argument("--round", type=int, default=None, metavar="K", help="IMP runs: the round (default: the last)")
+    p.add_argument("--force", action="store_true", help="rewrite existing export files")
+    p.add_argument("--data-dir", default=None, help="folder with dataset files")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+    p = sub.add_parser("bench", help="latency, file size and accuracy of a run's dense/compact/sparse/int8 forms",
+                       description="Exports the run if needed, then times every form side by side "
+                                   "(interleaved, median) at each batch size.")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--round", type=int, default=None, metavar="K", help="IMP runs: the round (default: the last)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--batch-sizes", type=_ints, default=[1, 256], metavar="B[,B]", help="default 1,256")
+    p.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds (median; default 7)")
+    p.add_argument("--data-dir", default=None, help="folder with dataset files")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
     p = sub.add_parser("pack", help="store a ticket as seed + entropy-coded mask (optionally with weights)")
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("--round", type=int, required=True, metavar="K", help="the IMP round to pack")
@@ -267,6 +298,34 @@ def cmd_dst(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_structured(ns: argparse.Namespace) -> int:
+    from .structured.runner import StructuredConfig, format_structured, run_structured
+
+    cfg = config_from_args(ns, StructuredConfig, {})
+    print(format_structured(run_structured(cfg, ns.out, **runtime(ns))))
+    return 0
+
+
+def cmd_export(ns: argparse.Namespace) -> int:
+    from .deploy.export import export_run, format_export
+
+    print(format_export(export_run(ns.run_dir, ns.format, round=ns.round, data_dir=ns.data_dir, force=ns.force,
+                                   quiet=ns.quiet)))
+    return 0
+
+
+def cmd_bench(ns: argparse.Namespace) -> int:
+    from .deploy.bench import bench_run, format_bench
+
+    if ns.threads is not None and ns.threads < 1:
+        raise UserError(f"--threads must be >= 1, got {ns.threads}")
+    if ns.repeats < 1 or not ns.batch_sizes or min(ns.batch_sizes) < 1:
+        raise UserError("--repeats and --batch-sizes must be >= 1")
+    print(format_bench(bench_run(ns.run_dir, round=ns.round, threads=ns.threads, batch_sizes=tuple(ns.batch_sizes),
+                                 repeats=ns.repeats, data_dir=ns.data_dir, quiet=ns.quiet)))
+    return 0
+
+
 def cmd_pack(ns: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -319,7 +378,8 @@ def cmd_show(ns: argparse.Namespace) -> int:
             kind = read_json(run / "config.json").get("kind")
         except (UserError, AttributeError):
             kind = None
-    others = {"dst": ("dst.runner", "format_dst"), "prune-init": ("pruners", "format_prune_init")}
+    others = {"dst": ("dst.runner", "format_dst"), "prune-init": ("pruners", "format_prune_init"),
+              "structured": ("structured.runner", "format_structured")}
     if kind in others and not ns.layers:
         import importlib
 
@@ -349,6 +409,9 @@ def cmd_list(ns: argparse.Namespace) -> int:
     print("pruners:  " + ", ".join(PRUNERS.names()))
     from .dst import SPARSE_TRAINERS
     print("sparse trainers: " + ", ".join(SPARSE_TRAINERS.names()))
+    from .structured.runner import METHODS
+    from .structured.select import CHANNEL_SCORES
+    print("structured methods: " + ", ".join(METHODS) + "; channel scores: " + ", ".join(CHANNEL_SCORES.names()))
     return 0
 
 
@@ -357,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         ns = build_parser().parse_args(argv)
         commands = {"imp": cmd_imp, "supermask": cmd_supermask, "deconstruct": cmd_deconstruct, "prune-init": cmd_prune_init,
                     "baselines": cmd_baselines, "colt": cmd_colt, "sweep": cmd_sweep, "dst": cmd_dst,
-                    "pack": cmd_pack,
+                    "structured": cmd_structured, "export": cmd_export, "bench": cmd_bench, "pack": cmd_pack,
                     "unpack": cmd_unpack, "show": cmd_show, "list": cmd_list}
         return commands[ns.command](ns)
     except UserError as e:

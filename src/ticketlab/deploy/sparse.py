@@ -27,8 +27,33 @@ from torch import nn
 KERNELS = ("csr", "gather", "dense")
 
 
-class SparseLinear(nn.Module):
-    """``nn.Linear`` with a CSR weight; ``kernels`` maps measured batch sizes to "csr" or "dense"."""
+class KernelTable:
+    """A per-batch-size kernel choice (measured by ``tune_``) shared by the sparse layers."""
+
+    @property
+    def kernels(self) -> dict[int, str]:
+        return self._kernels
+
+    @kernels.setter
+    def kernels(self, table: dict[int, str]) -> None:
+        bad = [k for k in table.values() if k not in KERNELS]
+        if bad or not table:
+            raise ValueError(f"kernels must map batch sizes to one of {KERNELS}, got {table}")
+        self._kernels = dict(table)
+        self._choice: dict[int, str] = {}
+
+    def kernel_for(self, batch: int) -> str:
+        """The kernel measured fastest at the batch size nearest ``batch`` (log scale); memoised, since it
+        runs on every call."""
+        choice = self._choice.get(batch)
+        if choice is None:
+            best = min(self.kernels, key=lambda b: (abs(math.log(max(b, 1)) - math.log(max(batch, 1))), b))
+            choice = self._choice[batch] = self.kernels[best]
+        return choice
+
+
+class SparseLinear(KernelTable, nn.Module):
+    """``nn.Linear`` with a CSR weight; ``kernels`` maps measured batch sizes to "csr", "gather" or "dense"."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None, kernels: dict[int, str] | None = None):
         super().__init__()
@@ -59,26 +84,16 @@ class SparseLinear(nn.Module):
         return layer
 
     @property
-    def kernels(self) -> dict[int, str]:
-        return self._kernels
-
-    @kernels.setter
-    def kernels(self, table: dict[int, str]) -> None:
-        bad = [k for k in table.values() if k not in KERNELS]
-        if bad or not table:
-            raise ValueError(f"kernels must map batch sizes to one of {KERNELS}, got {table}")
-        self._kernels = dict(table)
-        self._choice: dict[int, str] = {}
-
-    @property
     def nnz(self) -> int:
         return self.values.numel()
 
     def csr(self) -> torch.Tensor:
         if self._csr is None:
             # Invariants are checked once, here: indices from a file must never reach the kernel unchecked.
-            self._csr = torch.sparse_csr_tensor(self.crow_indices, self.col_indices, self.values,
-                                                (self.out_features, self.in_features), check_invariants=True)
+            with warnings.catch_warnings():  # torch calls its CSR support "beta" on every construction
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+                self._csr = torch.sparse_csr_tensor(self.crow_indices, self.col_indices, self.values,
+                                                    (self.out_features, self.in_features), check_invariants=True)
             self._bcol = None if self.bias is None else self.bias[:, None]
             self._offsets = self.crow_indices[:-1]
         return self._csr
@@ -92,16 +107,6 @@ class SparseLinear(nn.Module):
         out = super()._apply(fn, *args, **kwargs)
         self._csr = self._dense = None
         return out
-
-
-    def kernel_for(self, batch: int) -> str:
-        """The kernel measured fastest at the batch size nearest ``batch`` (log scale); memoised, since it
-        runs on every call."""
-        choice = self._choice.get(batch)
-        if choice is None:
-            best = min(self.kernels, key=lambda b: (abs(math.log(max(b, 1)) - math.log(max(batch, 1))), b))
-            choice = self._choice[batch] = self.kernels[best]
-        return choice
 
     def forward(self, x: torch.Tensor, kernel: str | None = None) -> torch.Tensor:
         x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)
@@ -139,40 +144,47 @@ def _median_time(fn, repeats: int) -> float:
 
 
 @torch.no_grad()
-def tune_(layer: SparseLinear, batch_sizes=(1, 256), repeats: int = 15, seed: int = 0,
+def tune_(layer: nn.Module, batch_sizes=(1, 256), repeats: int = 15, seed: int = 0,
           inputs: dict[int, torch.Tensor] | None = None) -> dict[int, dict]:
-    """Time both kernels at each batch size on this machine; keep the faster per batch size.
+    """Time every kernel of a sparse layer at each batch size on this machine; keep the fastest per size.
 
     ``inputs`` (batch size -> the input this layer really sees in its model, with its memory layout) is
-    used where given, else a random contiguous input. Returns {batch: {"csr": s, "dense": s}} (medians)."""
+    used where given, else (SparseLinear only) a random contiguous input. Returns {batch: {kernel: s}}."""
     g = torch.Generator().manual_seed(seed)
-    device = layer.values.device
     timings = {}
     for b in batch_sizes:
-        x = inputs[b] if inputs and b in inputs else torch.randn(b, layer.in_features, generator=g).to(device)
+        if inputs and b in inputs:
+            x = inputs[b]
+        elif isinstance(layer, SparseLinear):
+            x = torch.randn(b, layer.in_features, generator=g).to(layer.values.device)
+        else:
+            raise ValueError("a sparse convolution is tuned on its real inputs: use tune_model_")
         timings[b] = {k: _median_time(lambda k=k: layer(x, kernel=k), repeats) for k in KERNELS}
     layer.kernels = layer.kernels | {b: min(KERNELS, key=lambda k: t[k]) for b, t in timings.items()}
-    if all(v == "csr" for v in layer.kernels.values()):
+    if isinstance(layer, SparseLinear) and all(v == "csr" for v in layer.kernels.values()):
         layer._dense = None  # never used: do not hold a dense copy
     return timings
 
 
 @torch.no_grad()
 def tune_model_(model: nn.Module, input_shape: tuple[int, ...], batch_sizes=(1, 256), repeats: int = 15,
-                seed: int = 0) -> None:
-    """Tune every SparseLinear in the order the model runs them, each on the input it really receives
-    (an earlier layer's choice changes a later layer's input layout: CSR outputs are transposed views)."""
-    layers = list(sparse_layers(model).values())
+                seed: int = 0) -> dict[str, dict]:
+    """Tune every sparse layer in the order the model runs them, each on the input it really receives
+    (an earlier layer's choice changes a later layer's input layout: CSR outputs are transposed views).
+    Returns the timings by layer name."""
+    layers = sparse_layers(model)
+    names = {m: n for n, m in layers.items()}
     g = torch.Generator().manual_seed(seed)
-    device = layers[0].values.device if layers else torch.device("cpu")
+    device = next(iter(model.buffers())).device if layers else torch.device("cpu")
     samples = {b: torch.randn(b, *input_shape, generator=g).to(device) for b in batch_sizes}
-    order: list[SparseLinear] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, inp: order.append(mod)) for m in layers]
+    order: list[nn.Module] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, inp: order.append(mod)) for m in layers.values()]
     try:
         model(samples[batch_sizes[0]])
     finally:
         for h in hooks:
             h.remove()
+    timings = {}
     for layer in dict.fromkeys(order):  # execution order, each once
         seen: dict[int, torch.Tensor] = {}
         hook = layer.register_forward_pre_hook(lambda mod, inp: seen.setdefault(inp[0].shape[0], inp[0]))
@@ -181,32 +193,48 @@ def tune_model_(model: nn.Module, input_shape: tuple[int, ...], batch_sizes=(1, 
                 model(samples[b])
         finally:
             hook.remove()
-        tune_(layer, batch_sizes, repeats, seed, inputs=seen)
+        timings[names[layer]] = tune_(layer, batch_sizes, repeats, seed, inputs=seen)
+    return timings
 
 
 @torch.no_grad()
 def sparsify(model: nn.Module, mask: dict[str, torch.Tensor] | None = None, *, tune: bool = True,
-             input_shape: tuple[int, ...] | None = None, batch_sizes=(1, 256), repeats: int = 15) -> nn.Module:
-    """A copy of ``model`` (eval mode) whose Linear layers are ``SparseLinear`` (weights times ``mask`` if
-    given). With ``tune``, each layer's kernel per batch size is chosen by timing both on this machine:
-    in place in the model when ``input_shape`` (one example's shape) is given, else on random inputs."""
+             input_shape: tuple[int, ...] | None = None, batch_sizes=(1, 256), repeats: int = 15,
+             convs: bool = True) -> nn.Module:
+    """A copy of ``model`` (eval mode) whose Linear layers (and, with ``convs``, Conv1d/Conv2d layers) are
+    sparse layers holding only their kept weights (weights times ``mask`` if given). With ``tune``, each
+    layer's kernel per batch size is chosen by timing them on this machine: in place in the model when
+    ``input_shape`` (one example's shape) is given, else on random inputs (Linear layers only)."""
+    from .sparse_conv import SparseConv
+
     out = copy.deepcopy(model).eval()
     for name, module in list(out.named_modules()):
         for child_name, child in list(module.named_children()):
-            if not isinstance(child, nn.Linear):
+            is_conv = convs and isinstance(child, (nn.Conv1d, nn.Conv2d)) and child.groups == 1 \
+                and child.padding_mode == "zeros" and not isinstance(child.padding, str)
+            if not (isinstance(child, nn.Linear) or is_conv):
                 continue
             full = f"{name}.{child_name}" if name else child_name
             w = child.weight.detach()
             if mask is not None and f"{full}.weight" in mask:
                 w = w * mask[f"{full}.weight"].to(w.dtype)
-            setattr(module, child_name, SparseLinear(w, child.bias))
+            setattr(module, child_name, SparseConv(child, w) if is_conv else SparseLinear(w, child.bias))
     if tune and input_shape is not None:
         tune_model_(out, tuple(input_shape), batch_sizes, repeats)
     elif tune:
+        if any(type(m).__name__ == "SparseConv" for m in out.modules()):
+            raise ValueError("sparse convolutions are tuned in the model: give input_shape")
         for layer in sparse_layers(out).values():
             tune_(layer, batch_sizes, repeats)
     return out
 
 
-def sparse_layers(model: nn.Module) -> dict[str, SparseLinear]:
-    return {n: m for n, m in model.named_modules() if isinstance(m, SparseLinear)}
+def sparse_layers(model: nn.Module) -> dict[str, nn.Module]:
+    """The model's sparse layers (SparseLinear, SparseConv) by name; a conv's inner matrix is not listed."""
+    from .sparse_conv import SparseConv
+
+    out = {}
+    for n, m in model.named_modules():
+        if isinstance(m, SparseConv) or (isinstance(m, SparseLinear) and not n.endswith("core")):
+            out[n] = m
+    return out

@@ -19,13 +19,21 @@ def need_image(name: str, input_shape: tuple[int, ...], min_side: int) -> tuple[
     return c, h, w
 
 
-def conv_net(name: str, input_shape: tuple[int, ...], num_classes: int, blocks: list[int]) -> nn.Module:
-    """``blocks`` channels per stage; each stage is two 3x3 convs (same padding) + ReLU, then 2x2 max-pool."""
+def conv_net(name: str, input_shape: tuple[int, ...], num_classes: int, blocks: list[int],
+             batch_norm: bool = False) -> nn.Module:
+    """``blocks`` channels per stage; each stage is two 3x3 convs (same padding) + ReLU, then 2x2 max-pool.
+    With ``batch_norm`` each conv is followed by BatchNorm (and has no bias): the variant network
+    slimming needs."""
     c, h, w = need_image(name, input_shape, 2 ** len(blocks))
     layers: list[nn.Module] = []
+
+    def unit(c_in: int, c_out: int) -> list[nn.Module]:
+        if batch_norm:
+            return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+
     for ch in blocks:
-        layers += [nn.Conv2d(c, ch, 3, padding=1), nn.ReLU(), nn.Conv2d(ch, ch, 3, padding=1), nn.ReLU(),
-                   nn.MaxPool2d(2)]
+        layers += unit(c, ch) + unit(ch, ch) + [nn.MaxPool2d(2)]
         c, h, w = ch, h // 2, w // 2
     return nn.Sequential(*layers, mlp(c * h * w, [256, 256], num_classes))
 
@@ -43,6 +51,21 @@ def conv4(input_shape, num_classes):
 @MODELS.register("conv6")
 def conv6(input_shape, num_classes):
     return conv_net("conv6", input_shape, num_classes, [64, 128, 256])
+
+
+@MODELS.register("conv2bn")
+def conv2bn(input_shape, num_classes):
+    return conv_net("conv2bn", input_shape, num_classes, [64], batch_norm=True)
+
+
+@MODELS.register("conv4bn")
+def conv4bn(input_shape, num_classes):
+    return conv_net("conv4bn", input_shape, num_classes, [64, 128], batch_norm=True)
+
+
+@MODELS.register("conv6bn")
+def conv6bn(input_shape, num_classes):
+    return conv_net("conv6bn", input_shape, num_classes, [64, 128, 256], batch_norm=True)
 
 
 @MODELS.register("cnn1d")

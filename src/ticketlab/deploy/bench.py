@@ -1,0 +1,97 @@
+"""``ticketlab bench RUN``: latency, file size and accuracy of a run's dense, compact, sparse and int8 forms.
+
+All forms are timed side by side in one process, interleaved (round r times every form once), and each
+latency is the median over the rounds of one forward pass (a measurement loops enough calls to last
+~20 ms). Threads are set with ``torch.set_num_threads`` and stated. The sparse form's kernels are re-tuned
+at this thread count before timing, since the fastest kernel depends on it. Ratios are to the dense form.
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from ..flops import forward_flops
+from ..io import write_json
+from .compact import load_compact
+from .export import FORMATS, export_run
+from .files import load_sparse
+from .quant import load_int8
+from .runs import load_run
+from .sparse import tune_model_
+
+
+def _calls_per_measurement(fn, x, target: float = 0.02) -> int:
+    fn(x)
+    t = time.perf_counter()
+    fn(x)
+    one = max(time.perf_counter() - t, 1e-7)
+    return max(1, math.ceil(target / one))
+
+
+@torch.no_grad()
+def time_forms(forms: dict, x: torch.Tensor, repeats: int) -> dict[str, float]:
+    """Median seconds per forward of each form on ``x``, interleaved over ``repeats`` rounds."""
+    loops = {k: _calls_per_measurement(f, x) for k, f in forms.items()}
+    samples: dict[str, list[float]] = {k: [] for k in forms}
+    for _ in range(repeats):
+        for k, f in forms.items():
+            n = loops[k]
+            t = time.perf_counter()
+            for _ in range(n):
+                f(x)
+            samples[k].append((time.perf_counter() - t) / n)
+    return {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
+
+
+def bench_run(run_dir: str | Path, *, round: int | None = None, threads: int | None = None,
+              batch_sizes=(1, 256), repeats: int = 7, data_dir: str | None = None, quiet: bool = False) -> dict:
+    if threads is not None:
+        torch.set_num_threads(threads)
+    threads = torch.get_num_threads()
+    info = export_run(run_dir, FORMATS, round=round, data_dir=data_dir, quiet=quiet)
+    rm = load_run(run_dir, round, data_dir)
+    shape = tuple(rm.recipe["input_shape"])
+    sparse = load_sparse(info["sparse"]["file"])[0]
+    tune_model_(sparse, shape, tuple(batch_sizes))
+    forms = {"dense": rm.model, "compact": load_compact(info["compact"]["file"])[0], "sparse": sparse,
+             "int8": load_int8(info["int8"]["file"])[0]}
+    latency = {}
+    for b in batch_sizes:
+        x = rm.data.x_test[:b].cpu()
+        if len(x) < b:
+            x = x.repeat(math.ceil(b / len(x)), *[1] * (x.dim() - 1))[:b]
+        latency[b] = time_forms(forms, x, repeats)
+    flops = {"dense": sum(forward_flops(rm.model, shape).values()),
+             "masked": sum(forward_flops(rm.model, shape, rm.mask).values()),
+             "compact": sum(forward_flops(forms["compact"], shape).values())}
+    result = {"source": info["source"], "threads": threads, "repeats": repeats,
+              "latency_s": {str(b): v for b, v in latency.items()},
+              "speedup": {str(b): {k: v["dense"] / t for k, t in v.items()} for b, v in latency.items()},
+              "bytes": {k: info[k]["bytes"] for k in forms}, "test_acc": {k: info[k]["test_acc"] for k in forms},
+              "flops": flops, "params": info["params"]}
+    write_json(rm.export_dir / f"bench-{threads}t.json", result)
+    return result
+
+
+def format_bench(r: dict) -> str:
+    f, p = r["flops"], r["params"]
+    lines = [f"{r['source']}: {r['threads']} thread(s), median of {r['repeats']} interleaved rounds; "
+             f"density {p['kept'] / p['masked']:.4f}; forward FLOPs masked/dense {f['masked'] / f['dense']:.4f}, "
+             f"compact/dense {f['compact'] / f['dense']:.4f}"]
+    sizes = list(r["latency_s"])
+    head = "  form      " + "".join(f"{'batch ' + b + ' ms':>14s}{'x dense':>9s}" for b in sizes) + \
+        f"{'file bytes':>13s}{'x dense':>9s}{'test acc':>10s}"
+    lines.append(head)
+    for form in r["bytes"]:
+        row = f"  {form:9s} "
+        for b in sizes:
+            row += f"{1e3 * r['latency_s'][b][form]:14.4f}{r['speedup'][b][form]:9.2f}"
+        row += f"{r['bytes'][form]:13,d}{r['bytes'][form] / r['bytes']['dense']:9.3f}{r['test_acc'][form]:10.4f}"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+__all__ = ["bench_run", "format_bench", "time_forms"]

@@ -1,0 +1,129 @@
+"""Compaction: a structurally pruned model becomes a physically smaller dense model.
+
+Channels (conv filters, MLP neurons) whose every producing tensor is zero, or whose every reader ignores
+them, are removed with all their dependants (BatchNorm entries, next layers' input channels, flatten
+blocks, residual partners) by Torch-Pruning, so the small model computes what the masked one computed.
+The file is safetensors (plain tensors; Torch-Pruning's pickled state is never used) with a JSON recipe
+holding the registered model and the new shape of every layer, so ``load_compact`` rebuilds it, and plain
+torch can read the tensors with ``safetensors.torch.load_file``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from ..errors import UserError
+from ..io import save_tensors
+from ..models import MODELS, build_model
+from ..sparse import Mask
+from ..structured.groups import channel_groups, dead_channels
+
+FORMAT = "ticketlab-compact-v1"
+_SHAPED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
+
+
+def compact(model: nn.Module, input_shape: tuple[int, ...], mask: Mask | None = None) -> nn.Module:
+    """A smaller copy of ``model`` (on CPU, eval mode) without its dead channels; ``mask`` applied first.
+
+    Each group keeps at least one channel (a zero one if all are dead), so every layer still exists."""
+    import torch_pruning as tp
+
+    work = copy.deepcopy(model).cpu().eval()
+    params = dict(work.named_parameters())
+    with torch.no_grad():
+        for n, m in (mask or {}).items():
+            params[n].mul_(m.to(params[n].dtype).cpu())
+    groups = channel_groups(work, input_shape)
+    dead = dead_channels(work, groups)
+    with torch.enable_grad():  # Torch-Pruning traces the autograd graph
+        graph = tp.DependencyGraph().build_dependency(work, example_inputs=torch.zeros(1, *input_shape))
+    for g in groups:
+        idx = dead[g.name].nonzero().flatten().tolist()
+        if len(idx) == g.size:
+            idx = idx[1:]
+        if not idx:
+            continue
+        root = work.get_submodule(g.name)
+        fn = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else tp.prune_conv_out_channels
+        graph.get_pruning_group(root, fn, idxs=idx).prune()
+    for p in work.parameters():
+        p.requires_grad_(True)
+    return work
+
+
+def widths(model: nn.Module) -> dict[str, list[int]]:
+    """Shape of every Linear/Conv ([out, in]) and BatchNorm ([features]) layer, by module name."""
+    out = {}
+    for n, m in model.named_modules():
+        if isinstance(m, (nn.Linear,)):
+            out[n] = [m.out_features, m.in_features]
+        elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
+            out[n] = [m.out_channels, m.in_channels]
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            out[n] = [m.num_features]
+    return out
+
+
+def _resized(m: nn.Module, shape: list[int]) -> nn.Module:
+    if isinstance(m, nn.Linear):
+        return nn.Linear(shape[1], shape[0], bias=m.bias is not None)
+    if isinstance(m, (nn.Conv1d, nn.Conv2d)):
+        return type(m)(shape[1], shape[0], m.kernel_size, stride=m.stride, padding=m.padding,
+                       dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode)
+    return type(m)(shape[0], eps=m.eps, momentum=m.momentum, affine=m.affine,
+                   track_running_stats=m.track_running_stats)
+
+
+def build_compact(recipe: dict) -> nn.Module:
+    """The registered architecture of ``recipe`` resized to its recorded widths (values uninitialised)."""
+    if recipe.get("model") not in MODELS:
+        raise UserError(f"the export needs model {recipe.get('model')!r}, which this ticketlab does not have")
+    model = build_model(recipe["model"], tuple(recipe["input_shape"]), recipe["num_classes"], seed=0)
+    for name, shape in recipe["widths"].items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, _resized(parent.get_submodule(child), shape))
+    return model
+
+
+def save_compact(model: nn.Module, path: str | Path, recipe: dict) -> None:
+    """Write a compacted registered model; ``recipe`` has model, input_shape, num_classes."""
+    recipe = dict(recipe, widths=widths(model))
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    save_tensors(path, tensors, metadata={"ticketlab": json.dumps({"format": FORMAT, "recipe": recipe})})
+
+
+def read_export(path: str | Path, fmt: str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(metadata, tensors) of an export file of format ``fmt``; a one-line error for anything else."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {})["ticketlab"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if meta.get("format") != fmt:
+            raise ValueError(meta.get("format"))
+        meta["recipe"]["model"]
+    except Exception:
+        raise UserError(f"{path} is not a ticketlab {fmt} export (corrupt or foreign file); "
+                        "export it again with ticketlab export") from None
+    return meta, tensors
+
+
+def load_compact(path: str | Path) -> tuple[nn.Module, dict]:
+    """(model in eval mode, recipe) from a file written by ``save_compact``."""
+    meta, tensors = read_export(path, FORMAT)
+    recipe = meta["recipe"]
+    try:
+        model = build_compact(recipe)
+        model.load_state_dict(tensors, strict=True)
+    except (KeyError, RuntimeError, AttributeError, TypeError, IndexError):
+        raise UserError(f"{path} does not match model {recipe['model']!r} (corrupt or foreign file)") from None
+    return model.eval(), recipe
+
+
+__all__ = ["build_compact", "compact", "load_compact", "read_export", "save_compact", "widths"]

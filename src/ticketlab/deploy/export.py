@@ -1,0 +1,97 @@
+"""``ticketlab export RUN``: a run's pruned model as files that are really smaller (and faster).
+
+Formats (all safetensors with a JSON recipe, none needs pickle; files land in ``RUN/export/`` or, for an
+IMP run, ``RUN/export/round_KK/``):
+
+- ``dense.safetensors``: the masked model as trained, for reference (what a mask-only library ships);
+- ``compact``: dead channels and neurons removed (``deploy.compact``), plus ``compact.json`` with the new
+  widths; outputs equal the masked model's within float rounding;
+- ``sparse``: the compact model with every Linear/Conv layer in CSR form and its kernel per batch size
+  chosen by measurement on this machine (``deploy.sparse``);
+- ``int8``: the compact model quantised to int8 (``deploy.quant``), calibrated on training examples; its
+  test accuracy is reported next to the float model's (the accuracy cost).
+
+An existing export file is reused, not rewritten (``force=True`` rewrites it).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..io import save_tensors, write_json
+from ..train.loop import evaluate
+from .compact import compact, load_compact, save_compact, widths
+from .files import load_sparse, save_sparse
+from .quant import load_int8, quantize_int8, save_int8
+from .runs import load_run
+from .sparse import sparsify
+
+FORMATS = ("compact", "sparse", "int8")
+
+
+def _accuracy(model, data) -> float:
+    with torch.no_grad():
+        return evaluate(model, data.x_test.cpu(), data.y_test.cpu())[1]
+
+
+def export_run(run_dir: str | Path, formats=FORMATS, *, round: int | None = None, data_dir: str | None = None,
+               force: bool = False, calibration: int = 1024, repeats: int = 15, quiet: bool = False) -> dict:
+    """Write the requested formats; returns {form: {"file", "bytes", "test_acc"}} (also export.json)."""
+    import sys
+
+    bad = [f for f in formats if f not in FORMATS]
+    if bad:
+        raise UserError(f"unknown export format {bad[0]!r}; choose from {', '.join(FORMATS)}")
+    rm = load_run(run_dir, round, data_dir)
+    shape = tuple(rm.recipe["input_shape"])
+    out = rm.export_dir
+    out.mkdir(parents=True, exist_ok=True)
+    small = compact(rm.model, shape)
+    recipe = dict(rm.recipe, widths=widths(small), source=rm.label)
+    files = {"dense": out / "dense.safetensors", **{f: out / f"{f}.safetensors" for f in FORMATS}}
+    todo = ["dense", *formats]
+    for form in todo:
+        path = files[form]
+        if path.exists() and not force:
+            continue
+        if not quiet:
+            print(f"export: writing {path}", file=sys.stderr, flush=True)
+        if form == "dense":
+            save_tensors(path, {k: v.contiguous() for k, v in rm.model.state_dict().items()})
+        elif form == "compact":
+            save_compact(small, path, rm.recipe)
+            write_json(out / "compact.json", recipe)
+        elif form == "sparse":
+            save_sparse(sparsify(small, input_shape=shape, repeats=repeats), path, recipe)
+        else:
+            x = rm.data.x_train.cpu()
+            idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))[:calibration]
+            save_int8(quantize_int8(small, x[idx]), path, recipe)
+    loaders = {"dense": lambda p: rm.model, "compact": lambda p: load_compact(p)[0],
+               "sparse": lambda p: load_sparse(p)[0], "int8": lambda p: load_int8(p)[0]}
+    info = {form: {"file": str(files[form]), "bytes": files[form].stat().st_size,
+                   "test_acc": _accuracy(loaders[form](files[form]), rm.data)} for form in todo}
+    info["source"] = rm.label
+    info["params"] = {"dense": sum(p.numel() for p in rm.model.parameters()),
+                      "kept": int(sum(int(m.sum()) for m in rm.mask.values())),
+                      "masked": int(sum(m.numel() for m in rm.mask.values())),
+                      "compact": sum(p.numel() for p in small.parameters())}
+    write_json(out / "export.json", info)
+    return info
+
+
+def format_export(info: dict) -> str:
+    lines = [f"{info['source']}: {info['params']['kept']:,} of {info['params']['masked']:,} prunable weights kept; "
+             f"compact model {info['params']['compact']:,} parameters (dense {info['params']['dense']:,})"]
+    dense = info["dense"]
+    for form in ("dense", *FORMATS):
+        if form in info:
+            d = info[form]
+            lines.append(f"  {form:8s} {d['bytes']:>11,} bytes ({d['bytes'] / dense['bytes']:.3f} of dense)  "
+                         f"test acc {d['test_acc']:.4f} ({d['test_acc'] - dense['test_acc']:+.4f})  {d['file']}")
+    return "\n".join(lines)
+
+
+__all__ = ["FORMATS", "export_run", "format_export"]
