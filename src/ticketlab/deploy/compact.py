@@ -109,7 +109,7 @@ def read_export(path: str | Path, fmt: str) -> tuple[dict, dict[str, torch.Tenso
             raise ValueError(meta.get("format"))
         meta["recipe"]["model"]
     except Exception:
-        raise UserError(f"{path} is not a ticketlab {fmt} export (corrupt or foreign file); "
+        raise UserError(f"{path} is not a ticketlab {fmt.split('-')[1]} export (corrupt or foreign file); "
                         "export it again with ticketlab export") from None
     return meta, tensors
 

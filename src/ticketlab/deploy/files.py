@@ -12,12 +12,12 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from torch import nn
 
 from ..errors import UserError
 from ..io import save_tensors
 from ..models import MODELS, build_model
+from .compact import build_compact, read_export
 from .sparse import SparseLinear, sparse_layers
 from .sparse_conv import SparseConv
 
@@ -50,19 +50,8 @@ def _parent(model: nn.Module, name: str) -> tuple[nn.Module, str]:
 
 def load_sparse(path: str | Path) -> tuple[nn.Module, dict]:
     """(model in eval mode, recipe) from a file written by ``save_sparse``."""
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {})["ticketlab"])
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-        if meta.get("format") != FORMAT:
-            raise ValueError(meta.get("format"))
-        recipe = meta["recipe"]
-    except Exception:
-        raise UserError(f"{path} is not a ticketlab sparse export (corrupt or foreign file); "
-                        "export it again with ticketlab") from None
-    from .compact import build_compact
-
+    meta, tensors = read_export(path, FORMAT)
+    recipe = meta["recipe"]
     if recipe.get("model") not in MODELS:
         raise UserError(f"{path} needs model {recipe.get('model')!r}, which this ticketlab does not have")
     try:
