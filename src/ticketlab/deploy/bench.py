@@ -15,10 +15,7 @@ import torch
 
 from ..flops import forward_flops
 from ..io import write_json
-from .compact import load_compact
-from .export import FORMATS, export_run
-from .files import load_sparse
-from .quant import load_int8
+from .export import FORMATS, export_loaded
 from .runs import load_run
 from .sparse import tune_model_
 
@@ -51,13 +48,10 @@ def bench_run(run_dir: str | Path, *, round: int | None = None, threads: int | N
     if threads is not None:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
-    info = export_run(run_dir, FORMATS, round=round, data_dir=data_dir, quiet=quiet)
     rm = load_run(run_dir, round, data_dir)
+    info, forms = export_loaded(rm, FORMATS, quiet=quiet)
     shape = tuple(rm.recipe["input_shape"])
-    sparse = load_sparse(info["sparse"]["file"])[0]
-    tune_model_(sparse, shape, tuple(batch_sizes))
-    forms = {"dense": rm.model, "compact": load_compact(info["compact"]["file"])[0], "sparse": sparse,
-             "int8": load_int8(info["int8"]["file"])[0]}
+    tune_model_(forms["sparse"], shape, tuple(batch_sizes))
     latency = {}
     for b in batch_sizes:
         x = rm.data.x_test[:b].cpu()

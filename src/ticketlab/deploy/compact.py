@@ -24,7 +24,6 @@ from ..sparse import Mask
 from ..structured.groups import channel_groups, dead_channels
 
 FORMAT = "ticketlab-compact-v1"
-_SHAPED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
 
 
 def compact(model: nn.Module, input_shape: tuple[int, ...], mask: Mask | None = None) -> nn.Module:
@@ -60,7 +59,7 @@ def widths(model: nn.Module) -> dict[str, list[int]]:
     """Shape of every Linear/Conv ([out, in]) and BatchNorm ([features]) layer, by module name."""
     out = {}
     for n, m in model.named_modules():
-        if isinstance(m, (nn.Linear,)):
+        if isinstance(m, nn.Linear):
             out[n] = [m.out_features, m.in_features]
         elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
             out[n] = [m.out_channels, m.in_channels]

@@ -25,7 +25,7 @@ from ..train.loop import evaluate
 from .compact import compact, load_compact, save_compact, widths
 from .files import load_sparse, save_sparse
 from .quant import load_int8, quantize_int8, save_int8
-from .runs import load_run
+from .runs import RunModel, load_run
 from .sparse import sparsify
 
 FORMATS = ("compact", "sparse", "int8")
@@ -39,12 +39,18 @@ def _accuracy(model, data) -> float:
 def export_run(run_dir: str | Path, formats=FORMATS, *, round: int | None = None, data_dir: str | None = None,
                force: bool = False, calibration: int = 1024, repeats: int = 15, quiet: bool = False) -> dict:
     """Write the requested formats; returns {form: {"file", "bytes", "test_acc"}} (also export.json)."""
-    import sys
-
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise UserError(f"unknown export format {bad[0]!r}; choose from {', '.join(FORMATS)}")
-    rm = load_run(run_dir, round, data_dir)
+    return export_loaded(load_run(run_dir, round, data_dir), formats, force=force, calibration=calibration,
+                         repeats=repeats, quiet=quiet)[0]
+
+
+def export_loaded(rm: RunModel, formats=FORMATS, *, force: bool = False, calibration: int = 1024,
+                  repeats: int = 15, quiet: bool = False) -> tuple[dict, dict]:
+    """``export_run`` for a run already loaded; returns (info, {form: the model loaded back from its file})."""
+    import sys
+
     shape = tuple(rm.recipe["input_shape"])
     out = rm.export_dir
     out.mkdir(parents=True, exist_ok=True)
@@ -71,15 +77,16 @@ def export_run(run_dir: str | Path, formats=FORMATS, *, round: int | None = None
             save_int8(quantize_int8(small, x[idx]), path, recipe)
     loaders = {"dense": lambda p: rm.model, "compact": lambda p: load_compact(p)[0],
                "sparse": lambda p: load_sparse(p)[0], "int8": lambda p: load_int8(p)[0]}
+    models = {form: loaders[form](files[form]) for form in todo}
     info = {form: {"file": str(files[form]), "bytes": files[form].stat().st_size,
-                   "test_acc": _accuracy(loaders[form](files[form]), rm.data)} for form in todo}
+                   "test_acc": _accuracy(models[form], rm.data)} for form in todo}
     info["source"] = rm.label
     info["params"] = {"dense": sum(p.numel() for p in rm.model.parameters()),
                       "kept": int(sum(int(m.sum()) for m in rm.mask.values())),
                       "masked": int(sum(m.numel() for m in rm.mask.values())),
                       "compact": sum(p.numel() for p in small.parameters())}
     write_json(out / "export.json", info)
-    return info
+    return info, models
 
 
 def format_export(info: dict) -> str:

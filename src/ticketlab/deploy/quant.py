@@ -59,10 +59,9 @@ def _flatten_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict]:
             if t.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
                 tensors[f"{key}.scales"] = t.q_per_channel_scales().contiguous()
                 tensors[f"{key}.zero_points"] = t.q_per_channel_zero_points().contiguous()
-                info[key] = {"kind": "qchannel", "axis": t.q_per_channel_axis(), "dtype": str(t.dtype)[6:]}
+                info[key] = {"kind": "qchannel", "axis": t.q_per_channel_axis()}
             else:
-                info[key] = {"kind": "qtensor", "scale": t.q_scale(), "zero_point": t.q_zero_point(),
-                             "dtype": str(t.dtype)[6:]}
+                info[key] = {"kind": "qtensor", "scale": t.q_scale(), "zero_point": t.q_zero_point()}
         else:
             tensors[key] = t.detach().contiguous()
             info[key] = {"kind": "tensor"}

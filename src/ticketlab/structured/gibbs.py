@@ -82,10 +82,8 @@ class GibbsPruning:
         if hamiltonian == "filter":
             if groups is None:
                 raise ValueError("the filter Hamiltonian needs the model's channel groups")
-            self.groups = [g for g in groups if g.producers]
-            self.units = [(g.name, g.producers) for g in self.groups]
+            self.units = [(g.name, g.producers) for g in groups if g.producers]
         else:
-            self.groups = []
             self.units = [(n, [n]) for n in layers]
         self.layers = {n: layers[n] for _, names in self.units for n in names}
         self._masks: dict[str, torch.Tensor] = {}

@@ -34,7 +34,7 @@ from ..io import read_json, save_tensors, write_json
 from ..lottery.imp_runner import load_state
 from ..models import glorot_normal_init
 from ..seeding import derive_seed
-from ..sparse import Mask, density
+from ..sparse import Mask, apply_mask_, density
 from ..train import Checkpointer, TrainConfig, train
 from ..train.loop import evaluate
 from .gibbs import HAMILTONIANS, GibbsPruning
@@ -135,17 +135,16 @@ def _state(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _accuracy(model, data, mask: Mask | None = None) -> float:
-    if mask:
-        with torch.no_grad():
-            params = dict(model.named_parameters())
-            for n, m in mask.items():
-                params[n].mul_(m.to(params[n].dtype))
+def _accuracy(model, data, mask: Mask) -> float:
+    """Test accuracy with ``mask`` applied to the model's weights (in place)."""
+    apply_mask_(model, mask)
     return evaluate(model, data.x_test, data.y_test)[1]
 
 
 def run_structured(cfg: StructuredConfig, out: str | Path | None = None, *, device: str = "cpu",
                    data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
+    import copy
+
     from ..deploy.compact import compact, widths
 
     dev, data, model, config, run_dir = start_run(cfg, "structured", out, device, data_dir, quiet)
@@ -157,10 +156,9 @@ def run_structured(cfg: StructuredConfig, out: str | Path | None = None, *, devi
     finetune = cfg.finetune_iterations if cfg.finetune_iterations is not None else (
         0 if cfg.method == "gibbs" else total)
     dense_flops = sum(forward_flops(model, shape).values())
-    init = _state(model)
     common = dict(quiet=quiet, checkpoint_every=checkpoint_every)
     passes, keep, mask = [], None, None
-    state = init
+    state = _state(model)
     dense_acc = None
     for k in range(cfg.passes):
         pdir = run_dir / f"pass_{k}"
@@ -193,7 +191,7 @@ def run_structured(cfg: StructuredConfig, out: str | Path | None = None, *, devi
                 step = 1 - (1 - cfg.sparsity) ** (1 / cfg.passes)
                 scope = cfg.scope or ("global" if cfg.method == "slimming" else "layerwise")
                 keep = select_channels(scores, sparsity=step, scope=scope, current=keep)
-            new_mask = group_mask(model, groups, keep, base=None)
+            new_mask = group_mask(model, groups, keep)
         new_mask = {n: m.to(dev) for n, m in new_mask.items()}
         save_tensors(pdir / "mask.safetensors", {n: m.contiguous() for n, m in new_mask.items()})
         pruned_acc = _accuracy(model, data, new_mask)
@@ -216,12 +214,11 @@ def run_structured(cfg: StructuredConfig, out: str | Path | None = None, *, devi
     save_tensors(run_dir / "final.safetensors", _state(model))
     save_tensors(run_dir / "mask.safetensors", {n: m.contiguous() for n, m in mask.items()})
     final_acc = _accuracy(model, data, mask)
-    small = compact(model, shape, mask)
-    small_flops = sum(forward_flops(small, shape).values())
+    small_flops = passes[-1]["forward_flops"]  # ``small``: the last pass's compact model, the final one
     scratch = {}
     for kind in cfg.scratch:
         its = total if kind == "e" else int(round(total * min(cfg.scratch_b_cap, dense_flops / small_flops)))
-        net = glorot_normal_init(compact(model, shape, mask), derive_seed(cfg.seed, "scratch")).to(dev).train()
+        net = glorot_normal_init(copy.deepcopy(small), derive_seed(cfg.seed, "scratch")).to(dev).train()
         res = _phase(run_dir / f"scratch_{kind}", net, data, cfg.train, start=_state(net), mask=None, total=its,
                      seed=derive_seed(cfg.seed, "scratch", kind), label=f"scratch-{kind.upper()}", **common)
         scratch[kind] = res | {"iterations": its}
