@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench install clean
+.PHONY: demo test test-random mutation mutation-score bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,21 @@ demo: $(STAMP)
 	$(VENV)/bin/ticketlab imp --rounds 6 --control reinit --out runs/demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -p no:randomly
+
+# The suite in a random order (pytest-randomly; SEED=N replays an order): no test may depend on another.
+test-random: $(STAMP)
+	$(PY) -m pytest -q $(if $(SEED),--randomly-seed=$(SEED),)
+
+# Mutation testing of the core modules (pyproject's [tool.mutmut]); about an hour on 2 cores, not in `make test`.
+# Then `make mutation-score` prints the score per module; tests/mutation/equivalent.txt lists equivalent survivors.
+mutation: $(STAMP)
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children $(or $(JOBS),2)
+	$(PY) tests/mutation/score.py
+
+mutation-score: $(STAMP)
+	$(PY) tests/mutation/score.py --survivors
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_mask_overhead.py

@@ -115,21 +115,21 @@ class SparseTrainer:
         increments the count, the step just taken."""
         return True
 
-    @torch.no_grad()
     def apply_(self) -> None:
         """Zero pruned weights and their per-element optimizer state."""
-        torch._foreach_mul_(self.params, self._float)
-        clear_optimizer_state_(self.optimizer, self.params, self._float)
+        with torch.no_grad():
+            torch._foreach_mul_(self.params, self._float)
+            clear_optimizer_state_(self.optimizer, self.params, self._float)
 
     # ----- the hooks around optimizer.step() -------------------------------------------------------------
-    @torch.no_grad()
     def _pre_step(self, optimizer, args, kwargs) -> None:
-        upcoming = self.step_count + 1
-        if self.uses_dense_grad and self.wants_dense_grad(upcoming):
-            self._dense_grads = [p.grad.detach().abs().clone() if p.grad is not None else torch.zeros_like(p)
-                                 for p in self.params]
-        if self.sparse_phase():
-            mask_grads_(self.params, self._float)
+        with torch.no_grad():
+            upcoming = self.step_count + 1
+            if self.uses_dense_grad and self.wants_dense_grad(upcoming):
+                self._dense_grads = [p.grad.detach().abs().clone() if p.grad is not None else torch.zeros_like(p)
+                                     for p in self.params]
+            if self.sparse_phase():
+                mask_grads_(self.params, self._float)
 
     def wants_dense_grad(self, t: int) -> bool:
         return self.is_update(t)
@@ -140,19 +140,19 @@ class SparseTrainer:
     def drop_fraction(self, t: int) -> float:
         return self.schedule.fraction(t)
 
-    @torch.no_grad()
     def step(self) -> None:
         """Call after every ``optimizer.step()``: account the step, update the mask when due, re-mask."""
-        sparse = self.sparse_phase()  # the phase of the step just taken
-        self.step_count += 1
-        t = self.step_count
-        self._account(t, sparse)
-        if self.is_update(t):
-            self.update(t, self.drop_fraction(t))
-        self._dense_grads = None
-        if sparse and self.after_step_pass:
-            torch._foreach_mul_(self.params, self._float)
-        self.end_step(t)
+        with torch.no_grad():
+            sparse = self.sparse_phase()  # the phase of the step just taken
+            self.step_count += 1
+            t = self.step_count
+            self._account(t, sparse)
+            if self.is_update(t):
+                self.update(t, self.drop_fraction(t))
+            self._dense_grads = None
+            if sparse and self.after_step_pass:
+                torch._foreach_mul_(self.params, self._float)
+            self.end_step(t)
 
     def end_step(self, t: int) -> None:
         """Hook for subclasses (phase changes, learning-rate restarts); runs after re-masking."""
@@ -174,37 +174,37 @@ class SparseTrainer:
         """Uniform random scores (random growth: SET, EDST, CTRE's random phase)."""
         return [torch.rand(p.shape, generator=g).to(p.device) for p in self.params]
 
-    @torch.no_grad()
     def update(self, t: int, fraction: float) -> None:
         """Drop ``floor(fraction x active)`` smallest-magnitude weights per layer and grow as many."""
-        g = generator(self.seed, "dst-update", t)
-        scores = self.grow_scores(t, g)
-        new_masks = []
-        for i, (p, m, s) in enumerate(zip(self.params, self.masks, scores)):
-            active = int(m.sum())
-            k = int(active * fraction)
-            if k == 0 or active == m.numel():
-                new_masks.append(m)
-                continue
-            keep = select_topk_mask(torch.where(m, p.detach().abs(), torch.full_like(p, -1.0)), active - k, g)
-            grown = self.choose_growth(i, s, keep, m, k, g)
-            new_masks.append(keep | grown)
-        self.set_masks(new_masks)
+        with torch.no_grad():
+            g = generator(self.seed, "dst-update", t)
+            scores = self.grow_scores(t, g)
+            new_masks = []
+            for i, (p, m, s) in enumerate(zip(self.params, self.masks, scores)):
+                active = int(m.sum())
+                k = int(active * fraction)
+                if k == 0 or active == m.numel():
+                    new_masks.append(m)
+                    continue
+                keep = select_topk_mask(torch.where(m, p.detach().abs(), torch.full_like(p, -1.0)), active - k, g)
+                grown = self.choose_growth(i, s, keep, m, k, g)
+                new_masks.append(keep | grown)
+            self.set_masks(new_masks)
 
     def choose_growth(self, i: int, scores: torch.Tensor, keep: torch.Tensor, old: torch.Tensor, k: int,
                       g: torch.Generator) -> torch.Tensor:
         """The ``k`` best-scoring positions outside ``keep`` (just-dropped ones included, as in RigL)."""
         return select_topk_mask(torch.where(keep, torch.full_like(scores, -1.0), scores.float()), k, g)
 
-    @torch.no_grad()
     def set_masks(self, new_masks: list[torch.Tensor]) -> None:
         """Install new masks: new connections start at zero, with optimizer state reset there and wherever
         a weight is no longer active."""
-        both = [(old & new).to(p.dtype) for old, new, p in zip(self.masks, new_masks, self.params)]
-        self.masks = [m.to(p.device) for m, p in zip(new_masks, self.params)]
-        self._refresh()
-        torch._foreach_mul_(self.params, both)   # zero dropped and newly grown entries
-        clear_optimizer_state_(self.optimizer, self.params, both)
+        with torch.no_grad():
+            both = [(old & new).to(p.dtype) for old, new, p in zip(self.masks, new_masks, self.params)]
+            self.masks = [m.to(p.device) for m, p in zip(new_masks, self.params)]
+            self._refresh()
+            torch._foreach_mul_(self.params, both)   # zero dropped and newly grown entries
+            clear_optimizer_state_(self.optimizer, self.params, both)
 
     # ----- FLOPs -----------------------------------------------------------------------------------------
     def _learn_shape(self, module, inputs) -> None:

@@ -30,23 +30,23 @@ from torch import nn
 from .mask import Mask
 
 
-@torch.no_grad()
 def mask_grads_(params: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
     """Multiply each parameter's gradient (where it has one) by its float mask, in one fused call."""
-    pairs = [(p.grad, m) for p, m in zip(params, masks) if p.grad is not None]
-    if pairs:
-        grads, ms = zip(*pairs)
-        torch._foreach_mul_(list(grads), list(ms))
+    with torch.no_grad():
+        pairs = [(p.grad, m) for p, m in zip(params, masks) if p.grad is not None]
+        if pairs:
+            grads, ms = zip(*pairs)
+            torch._foreach_mul_(list(grads), list(ms))
 
 
-@torch.no_grad()
 def clear_optimizer_state_(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
                            keep: list[torch.Tensor]) -> None:
     """Zero every per-element optimizer state tensor (momentum, moments) of ``params`` where ``keep`` is 0."""
-    for p, k in zip(params, keep):
-        for value in optimizer.state.get(p, {}).values():
-            if torch.is_tensor(value) and value.shape == p.shape:
-                value.mul_(k.to(value.dtype))
+    with torch.no_grad():
+        for p, k in zip(params, keep):
+            for value in optimizer.state.get(p, {}).values():
+                if torch.is_tensor(value) and value.shape == p.shape:
+                    value.mul_(k.to(value.dtype))
 
 
 class MaskEnforcer:
@@ -74,11 +74,11 @@ class MaskEnforcer:
         if optimizer is not None:
             self.clear_optimizer_state_()
 
-    @torch.no_grad()
     def mask_weights_(self) -> None:
-        torch._foreach_mul_(self.params, self.masks)
-        if self.held is not None:
-            torch._foreach_add_(self.params, self.held)
+        with torch.no_grad():
+            torch._foreach_mul_(self.params, self.masks)
+            if self.held is not None:
+                torch._foreach_add_(self.params, self.held)
 
     def mask_grads_(self) -> None:
         mask_grads_(self.params, self.masks)
