@@ -65,3 +65,38 @@ def test_every_criterion_returns_scores_of_the_weight_shape():
 def test_unknown_criterion():
     with pytest.raises(UserError, match="unknown criterion"):
         keep("biggest", 2)
+
+
+def test_sign_rules_separate_same_sign_diff_sign_and_sign_blind():
+    wi = torch.tensor([0.5, -0.6, 0.2, -0.1, 0.3, 0.05])
+    wf = torch.tensor([0.9, 0.8, 0.1, -0.7, -0.2, 0.4])  # |wf| = .9 .8 .1 .7 .2 .4; signs flip at 1 and 4
+
+    def pick(name, k):
+        d = {"w": k / 6}
+        return criterion_mask(name, {"w": wi}, {"w": wf}, {"w": ALL.clone()}, d,
+                              torch.Generator().manual_seed(0))["w"].nonzero().flatten().tolist()
+
+    assert pick("large_final", 3) == [0, 1, 3]             # sign-blind: the flipped .8 is kept
+    assert pick("large_final_same_sign", 3) == [0, 3, 5]   # .9 .7 .4 among unflipped
+    assert pick("large_final_diff_sign", 2) == [1, 4]      # .8 .2 among flipped
+    scores = criterion_scores("large_final_same_sign", {"w": wi}, {"w": wf}, {"w": ALL},
+                              torch.Generator())["w"]
+    # the paper's max(0, w_i w_f / |w_i|)
+    assert torch.allclose(scores, torch.clamp(wi * wf / wi.abs(), min=0))
+
+
+def test_every_criterion_disagrees_with_large_final_somewhere():
+    # On the module's weights at k = 2 and 3, each criterion's mask differs from magnitude pruning's
+    # at some k (large_final_same_sign separates on the weights of the sign test above).
+    base = {k: keep("large_final", k) for k in (2, 3)}
+    for name in CRITERIA:
+        if name in ("large_final", "large_final_same_sign", "random"):
+            continue
+        assert any(keep(name, k) != base[k] for k in (2, 3)), name
+
+
+def test_random_criterion_ignores_the_weights():
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    a = criterion_scores("random", {"w": WI}, {"w": WF}, {"w": ALL}, g1)["w"]
+    b = criterion_scores("random", {"w": -WI * 3}, {"w": WF * 0}, {"w": ALL}, g2)["w"]
+    assert torch.equal(a, b) and len(set(a.tolist())) == 6

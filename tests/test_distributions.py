@@ -28,15 +28,53 @@ def test_erk_is_proportional_to_sum_over_product_of_dims():
     assert d["out"] == 1.0  # (10 + 256) / 2560 is the largest factor: it would exceed 1, so it is dense
 
 
-def test_er_ignores_kernel_dims():
-    d = layer_densities({"a": (8, 4, 3, 3), "b": (64, 64)}, 0.2, "er")
-    eps = d["b"] / ((64 + 64) / (64 * 64))
-    assert d["a"] == pytest.approx(min(1.0, eps * (8 + 36) / (8 * 36)))
+def test_er_erk_and_uniform_on_a_conv_layer_by_hand():
+    # conv (8, 4, 3, 3): 288 weights; fc (16, 32): 512 weights.
+    # ER: (c_in + c_out) / (c_in c_out) - channels only, kernel ignored: conv 12/32 = 0.375, fc 48/512 = 0.09375.
+    # At total 0.195 (156 of 800 kept) the scale is exactly 1.
+    shapes = {"conv": (8, 4, 3, 3), "fc": (16, 32)}
+    assert layer_densities(shapes, 0.195, "er") == pytest.approx({"conv": 0.375, "fc": 0.09375}, rel=1e-12)
+    # ERK: sum of dims / product: conv 18/288 = 0.0625, fc 0.09375; at total 0.0825 (66 of 800) the scale is 1.
+    assert layer_densities(shapes, 0.0825, "erk") == pytest.approx({"conv": 0.0625, "fc": 0.09375}, rel=1e-12)
+    # the same total split the three ways
+    er, erk = layer_densities(shapes, 0.0825, "er"), layer_densities(shapes, 0.0825, "erk")
+    assert er == pytest.approx({"conv": 0.375 * 66 / 156, "fc": 0.09375 * 66 / 156}, rel=1e-12)
+    assert layer_densities(shapes, 0.0825, "uniform") == pytest.approx({"conv": 0.0825, "fc": 0.0825}, rel=1e-12)
+    assert erk["conv"] < 0.0825 < er["conv"]
+
+
+def test_a_layer_that_would_pass_density_one_is_made_dense_and_the_rest_re_solved():
+    # ERK raw: a (2, 2): 4 / 4 = 1; b (100, 100): 200 / 10^4 = 0.02. Target 0.1 keeps 1000.4 of 10004:
+    # the first scale 1000.4 / 204 = 4.9 would give a 4.9, so a is dense and b gets 996.4 / 10^4.
+    d = layer_densities({"a": (2, 2), "b": (100, 100)}, 0.1, "erk")
+    assert d["a"] == 1.0 and d["b"] == pytest.approx(0.09964, rel=1e-12)
+    # layers tied at the largest raw factor become dense together
+    d = layer_densities({"a": (2, 2), "a2": (2, 2), "b": (100, 100)}, 0.1, "erk")
+    assert d["a"] == d["a2"] == 1.0 and d["b"] == pytest.approx((0.1 * 10008 - 8) / 10000, rel=1e-12)
+    # a layer exactly at density 1 stays in the solve (not over 1)
+    d = layer_densities({"a": (2, 2), "b": (100, 100)}, 204 / 10004, "erk")
+    assert d == pytest.approx({"a": 1.0, "b": 0.02}, rel=1e-12)
+
+
+def test_full_density_keeps_everything_and_zero_is_refused():
+    assert layer_densities(SHAPES, 1.0, "erk") == pytest.approx({n: 1.0 for n in SHAPES})
+    with pytest.raises(UserError, match="density must be in"):
+        layer_densities(SHAPES, 0.0, "uniform")
+
+
+def test_every_layer_overridden_returns_the_overrides():
+    shapes = {"a": (10,), "b": (10,)}
+    assert layer_densities(shapes, 0.5, "erk", overrides={"a": 0.2, "b": 0.8}) == {"a": 0.2, "b": 0.8}
+    with pytest.raises(UserError, match="no feasible"):  # the rest would need density above 1
+        layer_densities(shapes, 0.9, "uniform", overrides={"a": 0.5})
 
 
 def test_overrides_are_kept_and_the_rest_re_solved():
     d = layer_densities(SHAPES, 0.1, "erk", overrides={"out": 1.0})
     assert d["out"] == 1.0 and total(d) == pytest.approx(0.1)
+    # uniform: the others share what is left; a: 10 at 1.0, b: 30 share 0.5 * 40 - 10 = 10 -> 1/3
+    d = layer_densities({"a": (10,), "b": (30,)}, 0.5, "uniform", overrides={"a": 1.0})
+    assert d == pytest.approx({"a": 1.0, "b": 1 / 3}, rel=1e-12)
 
 
 @pytest.mark.parametrize("args,msg", [((SHAPES, 0.1, "gaussian"), "unknown sparsity distribution"),
@@ -60,3 +98,17 @@ def test_layer_counts_sum_exactly_to_the_target(kind, density):
     for name, s in shapes.items():  # each layer within one weight of its share
         assert abs(counts[name] - dens[name] * math.prod(s)) <= 1
         assert 0 <= counts[name] <= math.prod(s)
+
+
+def test_layer_counts_hand_out_leftovers_by_largest_fraction():
+    from ticketlab.sparse.distributions import layer_counts
+    # shares 2.1, 2.7, 1.2 -> floors 2, 2, 1 = 5; round(20 x 0.3) = 6: the one left goes to b (.7)
+    assert layer_counts({"a": (7,), "b": (9,), "c": (4,)}, 0.3, "uniform") == {"a": 2, "b": 3, "c": 1}
+    # shares 2.5 each; round(7.5) = 8 (half to even): two leftovers, ties in layer order
+    assert layer_counts({"a": (10,), "b": (10,), "c": (10,)}, 0.25, "uniform") == {"a": 3, "b": 3, "c": 2}
+    # an overridden layer keeps its exact share; leftovers go to the free layers only
+    # a: 10 x 0.55 = 5.5 -> 5 (fixed); b, c share 0.4 x 30 - 5.5 = 6.5 over 20: 3.25 each -> 3, 3; target 12
+    assert layer_counts({"a": (10,), "b": (10,), "c": (10,)}, 0.4, "uniform",
+                        overrides={"a": 0.55}) == {"a": 5, "b": 4, "c": 3}
+    # a dense layer is never given more than its size
+    assert layer_counts({"a": (2, 2), "b": (100, 100)}, 0.1, "erk") == {"a": 4, "b": 996}

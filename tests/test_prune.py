@@ -60,3 +60,57 @@ def test_select_topk_mask_keeps_exactly_k_of_the_largest_and_breaks_ties_by_seed
     picks = [select_topk_mask(ties, 10, torch.Generator().manual_seed(s)) for s in (1, 1, 2)]
     assert int(picks[0].sum()) == 10 and torch.equal(picks[0], picks[1]) and not torch.equal(picks[0], picks[2])
     assert int(select_topk_mask(scores, 0, torch.Generator()).sum()) == 0
+
+
+def test_keep_count_rounds_half_to_even_on_the_full_layer_size():
+    # Exactly representable halves: Python's round (half to even), as numpy and torch round.
+    assert [keep_count(5, 0.5), keep_count(7, 0.5), keep_count(10, 0.25), keep_count(14, 0.25)] == [2, 4, 2, 4]
+    # Near a half: ordinary rounding, neither truncation nor ceiling.
+    assert [keep_count(100, 0.4949), keep_count(100, 0.4951), keep_count(3, 0.1)] == [49, 50, 0]
+    assert keep_count(8, 1.0) == 8 and keep_count(8, 0.0) == 0
+
+
+def test_layerwise_counts_at_half_weights_are_literal():
+    # 6 x 0.75 = 4.5 -> 4 and 14 x 0.25 = 3.5 -> 4; a layer already sparser than asked keeps what it has.
+    scores = {"a": torch.arange(6.0), "b": torch.arange(14.0).flip(0), "c": torch.arange(10.0)}
+    mask = {"a": torch.ones(6, dtype=torch.bool), "b": torch.ones(14, dtype=torch.bool),
+            "c": torch.tensor([True] * 3 + [False] * 7)}
+    out = layerwise_prune(scores, mask, {"a": 0.75, "b": 0.25, "c": 0.5}, gen())
+    assert {n: int(m.sum()) for n, m in out.items()} == {"a": 4, "b": 4, "c": 3}
+    assert out["a"].tolist() == [False, False, True, True, True, True]
+    assert out["b"].nonzero().flatten().tolist() == [0, 1, 2, 3]
+    assert out["c"].tolist() == mask["c"].tolist()
+
+
+def test_global_counts_at_half_weights_are_literal():
+    scores = {"a": torch.tensor([4.0, 3.0, 2.0, 1.0]), "b": torch.tensor([9.0, 0.5, 8.0, 0.1, 7.0, 0.2])}
+    mask = {n: torch.ones_like(s, dtype=torch.bool) for n, s in scores.items()}
+    out = global_prune(scores, mask, 0.25, gen())  # 10 x 0.25 = 2.5 -> 2
+    assert out["a"].tolist() == [False] * 4 and out["b"].tolist() == [True, False, True, False, False, False]
+    out = global_prune(scores, mask, 0.45, gen())  # 4.5 -> 4
+    assert out["a"].tolist() == [True, False, False, False] and int(out["b"].sum()) == 3
+    # counts are against the full size, capped by what is still kept
+    mask["b"][:] = False
+    out = global_prune(scores, mask, 0.35, gen())  # 3.5 -> 4, but only the 4 of a are left
+    assert out["a"].all() and not out["b"].any()
+    out = global_prune(scores, mask, 0.15, gen())  # 1.5 -> 2
+    assert out["a"].tolist() == [True, True, False, False]
+
+
+def test_topk_prefers_kept_scores_over_any_pruned_one_and_works_on_any_shape():
+    s = torch.tensor([[-5.0, -1.0], [-3.0, -4.0]])
+    assert topk_mask(s, 2, gen()).tolist() == [[False, True], [True, False]]
+    assert topk_mask(s, 4, gen()).all() and not topk_mask(s, 0, gen()).any()
+    from ticketlab.sparse.prune import masked_scores
+    ms = masked_scores(torch.tensor([-100.0, 5.0, -200.0]), torch.tensor([True, False, True]))
+    assert ms.tolist() == [-100.0, float("-inf"), -200.0]
+
+
+def test_random_mask_is_uniform_over_positions():
+    mask = {"a": torch.zeros(40, dtype=torch.bool)}
+    mask["a"][:10] = True
+    hits = torch.zeros(40)
+    for seed in range(200):
+        hits += random_mask_like(mask, gen(seed))["a"].float()
+    # each position kept with probability 1/4: 50 of 200 expected; a "first k" bug gives 200 or 0
+    assert hits.min() > 25 and hits.max() < 80

@@ -1,7 +1,9 @@
 """Sparsity distributions: how a target total density is split across layers.
 
 - ``uniform``: every layer at the target density.
-- ``er`` (Erdos-Renyi, Mocanu et al. 2018): density of a layer proportional to (n_in + n_out) / (n_in n_out).
+- ``er`` (Erdos-Renyi, Mocanu et al. 2018): density of a layer proportional to (n_in + n_out) / (n_in n_out),
+  with n_in and n_out its input and output channels (features): a conv layer's kernel size plays no part,
+  as in RigL's and jaxpruner's reference code (``include_kernel=False``).
 - ``erk`` (Erdos-Renyi-Kernel, Evci et al. 2020): proportional to the sum of all weight dimensions over
   their product (kernel sizes included).
 
@@ -20,7 +22,7 @@ DISTRIBUTIONS = ("uniform", "er", "erk")
 
 def _raw(shape: tuple[int, ...], kind: str) -> float:
     if kind == "er":
-        n_out, n_in = shape[0], math.prod(shape[1:])
+        n_out, n_in = shape[0], (shape[1] if len(shape) > 1 else 1)
         return (n_in + n_out) / (n_in * n_out)
     return sum(shape) / math.prod(shape)
 
