@@ -78,3 +78,74 @@ def test_foreign_files_are_refused_in_one_line(tmp_path):
     save_compact(small, tmp_path / "c.safetensors", {"model": "conv2", "input_shape": [1, 8, 8], "num_classes": 10})
     with pytest.raises(UserError, match="does not match"):
         load_compact(tmp_path / "c.safetensors")
+
+
+def expected_shapes(model, groups, removed):
+    """Every parameter's shape once the channels in ``removed`` (group -> set) and their dependants go."""
+    shapes = {n: list(p.shape) for n, p in model.named_parameters()}
+    for grp in groups:
+        for s in grp.slices:
+            shapes[s.param][s.dim] -= sum(int(c) in removed[grp.name] for c in s.channel)
+    return shapes
+
+
+@pytest.mark.parametrize("name,shape", ARCHITECTURES)
+def test_every_width_of_the_compact_model_and_its_file_match_the_masked_model(name, shape, tmp_path):
+    model = randomised(name, shape, seed=3)
+    groups = channel_groups(model, shape)
+    g = torch.Generator().manual_seed(2)
+    keep = {grp.name: torch.rand(grp.size, generator=g) < 0.6 for grp in groups}
+    mask = group_mask(model, groups, keep)
+    small = compact(model, shape, mask)
+    removed = {grp.name: {c for c in range(grp.size) if not keep[grp.name][c]} for grp in groups}
+    want = expected_shapes(model, groups, removed)
+    assert {n: list(p.shape) for n, p in small.named_parameters()} == want
+    for n, m in small.named_modules():  # norm statistics follow their layer's width
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            assert m.running_mean.shape == m.running_var.shape == m.weight.shape, n
+    save_compact(small, tmp_path / "c.safetensors", {"model": name, "input_shape": list(shape), "num_classes": 10})
+    back, _ = load_compact(tmp_path / "c.safetensors")
+    apply_mask_(model, mask)
+    x = torch.randn(3, *shape, generator=g)
+    with torch.no_grad():
+        ref = model(x)
+        assert torch.allclose(small(x), ref, atol=1e-5) and torch.allclose(back(x), ref, atol=1e-5)
+
+
+def test_a_residual_channel_dead_in_some_producers_only_is_kept():
+    shape = (3, 16, 16)
+    model = randomised("resnet20", shape)
+    groups = {grp.name: grp for grp in channel_groups(model, shape)}
+    stream = groups["conv"]  # stem + blocks 0-2's second convs, added together
+    with torch.no_grad():  # the stem produces exactly zero on channel 3 ...
+        model.conv.weight[3] = 0
+        model.bn.weight[3] = 0
+        model.bn.bias[3] = 0
+    from ticketlab.structured import dead_channels
+    assert not dead_channels(model, list(groups.values()))["conv"][3]  # ... but block 0 still adds to it
+    small = compact(model, shape)
+    assert small.conv.out_channels == stream.size == 16
+    for b in range(3):  # ... and once every producer is zero there, it goes
+        with torch.no_grad():
+            model.blocks[b].conv2.weight[3] = 0
+            model.blocks[b].bn2.weight[3] = 0
+            model.blocks[b].bn2.bias[3] = 0
+        dead = dead_channels(model, list(groups.values()))["conv"]
+        assert bool(dead[3]) == (b == 2) and int(dead.sum()) == int(b == 2)
+    small = compact(model, shape)
+    assert small.conv.out_channels == 15 and small.blocks[3].conv1.in_channels == 15
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(small(x), model(x), atol=1e-5)
+
+
+def test_unstructured_zeros_remove_only_dead_neurons():
+    model = build_model("lenet300", (1, 8, 8), 10, seed=0)
+    mask = {n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters() if n.endswith("weight")}
+    mask["1.weight"][5] = False          # neuron 5 of the first layer produces only its bias ...
+    mask["3.weight"][:, 9] = False       # ... neuron 9 of it is read by nobody
+    mask["1.weight"][7, :10] = False     # a partly pruned neuron stays
+    with torch.no_grad():
+        model[1].bias[5] = 0
+    small = compact(model, (1, 8, 8), mask)
+    assert widths(small) == {"1": [298, 64], "3": [100, 298], "5": [10, 100]}

@@ -80,3 +80,39 @@ def test_show_prints_a_finished_dst_run(tmp_path, capsys):
     run_dst(cfg(method="static"), tmp_path / "r", quiet=True)
     assert main(["show", str(tmp_path / "r")]) == 0
     assert "static on lenet300 / digits" in capsys.readouterr().out
+
+
+def test_ensemble_metrics_are_those_of_the_mean_of_member_probabilities(tmp_path):
+    from ticketlab.data import load_dataset
+    from ticketlab.models import build_model
+    s = run_dst(cfg(method="set", density=0.2, ensemble=3, train=TrainConfig(iterations=30, eval_every=30, batch_size=60)),
+                tmp_path / "r", quiet=True)
+    data = load_dataset("digits")
+    probs = []
+    for i, r in enumerate(s["runs"]):
+        m = build_model("lenet300", data.input_shape, data.num_classes, seed=0)
+        m.load_state_dict(load_tensors(tmp_path / "r" / f"train_{i}" / "final.safetensors"))
+        with torch.no_grad():
+            p = torch.softmax(m.eval()(data.x_test).double(), 1)
+        assert s["members"][i]["acc"] == pytest.approx(float((p.argmax(1) == data.y_test).double().mean()))
+        probs.append(p)
+    mean = sum(probs) / 3
+    acc = float((mean.argmax(1) == data.y_test).double().mean())
+    nll = float(-mean[torch.arange(len(data.y_test)), data.y_test].log().mean())
+    assert s["ensemble"]["acc"] == pytest.approx(acc, abs=1e-12) and s["ensemble"]["nll"] == pytest.approx(nll)
+    assert s["ensemble"]["size"] == 3 and len({m["acc"] for m in s["members"]}) > 1
+
+
+def test_ensemble_members_train_from_their_own_seeds_and_data_orders(tmp_path, monkeypatch):
+    from ticketlab.dst.runner import member_seed
+    from ticketlab.train import loop
+    seen = []
+    real = loop.epoch_permutation
+    monkeypatch.setattr(loop, "epoch_permutation", lambda seed, e, n: seen.append((seed, e)) or real(seed, e, n))
+    short = TrainConfig(iterations=25, eval_every=25, batch_size=60)
+    s = run_dst(cfg(method="static", density=0.3, ensemble=3, seed=4, train=short), tmp_path / "r", quiet=True)
+    seeds = [r["seed"] for r in s["runs"]]
+    assert seeds == [4, member_seed(4, 1), member_seed(4, 2)] and len(set(seeds)) == 3
+    assert [sd for sd, e in seen if e == 0] == seeds  # member i's data order comes from its own seed
+    single = run_dst(cfg(method="static", density=0.3, seed=4, train=short), tmp_path / "one", quiet=True)
+    assert single["runs"][0] == s["runs"][0]  # member 0 is the single run

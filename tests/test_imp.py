@@ -249,3 +249,73 @@ def test_raising_rounds_continues_a_run_with_the_same_earlier_rounds(tiny_data, 
         run(tiny_data, tmp_path / "r", rounds=2)  # fewer rounds than trained is a different run
     with pytest.raises(UserError, match="differs in"):
         run(tiny_data, tmp_path / "fresh", rounds=4, rate=0.3)  # another setting too: refused
+
+
+class Recording(nn.Module):
+    """16 -> 7 -> classes; inputs carry the example's id in every feature, recorded at each training step."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.fc = nn.Linear(16, 7)
+        self.head = nn.Linear(7, classes)
+        self.batches = []
+
+    def forward(self, x):
+        if self.training:
+            self.batches.append(x[:, 0, 0].long().tolist())
+        return self.head(torch.relu(self.fc(x.flatten(1))))
+
+
+def indexed(n=96, classes=10):
+    from ticketlab.data import Dataset
+    x = torch.arange(n, dtype=torch.float32).view(n, 1, 1).expand(n, 1, 16).contiguous()
+    small = torch.zeros(8, 1, 16)
+    labels = torch.arange(8) % classes
+    return Dataset("indexed", x, torch.arange(n) % classes, small, labels, small, labels, classes)
+
+
+def kept_counts(out, rounds):
+    return [{n: int(m.sum()) for n, m in load_tensors(out / f"round_{k:02d}" / "mask.safetensors").items()}
+            for k in range(1, rounds + 1)]
+
+
+ADAM = TrainConfig(optimizer="adam", lr=1e-3, batch_size=32, iterations=12, eval_every=12)
+
+
+def test_imp_layer_counts_are_literal_at_half_weights(tmp_path):
+    # fc: 112 weights at rate 0.5 -> 56, 28, 14, 7, 3.5 -> 4 (half to even);
+    # head (output, half rate 0.25): 70 x 0.75^k = 52.5 -> 52, 39.375 -> 39, 29.53 -> 30, 22.15 -> 22, 16.6 -> 17
+    s = imp(IMPConfig(rate=0.5, rounds=5, train=ADAM), tmp_path / "r", model=Recording(), data=indexed(),
+            quiet=True)
+    assert kept_counts(tmp_path / "r", 5) == [{"fc.weight": a, "head.weight": b} for a, b in
+                                              [(56, 52), (28, 39), (14, 30), (7, 22), (4, 17)]]
+    assert s["rounds"][5]["density"] == 21 / 182
+
+
+def test_global_imp_and_target_density_counts_are_literal(tmp_path):
+    # 182 weights at 0.5 per round: 91, 45.5 -> 46, 22.75 -> 23
+    imp(IMPConfig(rate=0.5, rounds=3, global_pruning=True, train=ADAM), tmp_path / "g", model=Recording(),
+        data=indexed(), quiet=True)
+    assert [sum(c.values()) for c in kept_counts(tmp_path / "g", 3)] == [91, 46, 23]
+    # target 0.3: rounds at 0.5 and then exactly 0.3: 182 x 0.3 = 54.6 -> 55
+    s = imp(IMPConfig(rate=0.5, target_density=0.3, global_pruning=True, train=ADAM), tmp_path / "t",
+            model=Recording(), data=indexed(), quiet=True)
+    assert [sum(c.values()) for c in kept_counts(tmp_path / "t", 2)] == [91, 55] and len(s["rounds"]) == 3
+
+
+def test_controls_train_on_the_tickets_data_order(tmp_path):
+    model = Recording()
+    imp(IMPConfig(rate=0.5, rounds=1, controls=["reinit", "random-mask"], train=ADAM), tmp_path / "r",
+        model=model, data=indexed(), quiet=True)
+    runs = [model.batches[12 * i:12 * (i + 1)] for i in range(4)]  # dense, ticket, reinit, random-mask
+    assert len(model.batches) == 48 and runs[0] == runs[1] == runs[2] == runs[3]
+    other = Recording()
+    imp(IMPConfig(rate=0.5, rounds=1, seed=1, train=ADAM), tmp_path / "s", model=other, data=indexed(), quiet=True)
+    assert other.batches[:12] != runs[0]  # another seed, another order
+
+
+def test_late_rewinding_continues_the_data_order_from_iteration_k(tmp_path):
+    model = Recording()
+    imp(IMPConfig(rate=0.5, rounds=1, rewind="6", train=ADAM), tmp_path / "r", model=model, data=indexed(),
+        quiet=True)
+    assert len(model.batches) == 18 and model.batches[12:] == model.batches[6:12]

@@ -90,3 +90,128 @@ def test_trainer_gradient_pass_alone_keeps_zeros_and_matches_both_passes_bitwise
     safe_model, safe = run(tiny_data, cfg, mask=mask)
     assert fast.history == safe.history
     assert all(torch.equal(a, b) for a, b in zip(fast_model.state_dict().values(), safe_model.state_dict().values()))
+
+
+class Recorder(torch.nn.Module):
+    """A linear model on one feature that records the training examples of every step (inputs are their ids)
+    and the learning rate it was trained at."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(1, 2)
+        self.batches, self.lrs, self.opt = [], [], None
+
+    def forward(self, x):
+        if self.training:
+            self.batches.append(x.flatten().long().tolist())
+            if self.opt is not None:
+                self.lrs.append(self.opt.param_groups[0]["lr"])
+        return self.fc(x.flatten(1))
+
+
+def indexed(n):
+    from ticketlab.data import Dataset
+    x = torch.arange(n, dtype=torch.float32).view(n, 1, 1)
+    small, labels = torch.zeros(4, 1, 1), torch.zeros(4, dtype=torch.long)
+    return Dataset("indexed", x, torch.arange(n) % 2, small, labels, small, labels, 2)
+
+
+def record(data, cfg, seed=0, monkeypatch=None, **kw):
+    model = Recorder()
+    if monkeypatch is not None:  # capture the loop's optimizer so the model can read its learning rate
+        from ticketlab.train import loop
+        real = loop.make_optimizer
+
+        def spy(m, c):
+            model.opt = real(m, c)
+            return model.opt
+        monkeypatch.setattr(loop, "make_optimizer", spy)
+    train(model, data, cfg, seed=seed, **kw)
+    return model
+
+
+def test_each_epoch_visits_every_example_exactly_once_in_a_new_order():
+    cfg = TrainConfig(optimizer="sgd", lr=0.01, batch_size=32, iterations=12, eval_every=12)
+    m = record(indexed(96), cfg)  # 3 steps per epoch, 4 epochs
+    assert [len(b) for b in m.batches] == [32] * 12
+    epochs = [sum(m.batches[3 * e:3 * e + 3], []) for e in range(4)]
+    assert all(sorted(e) == list(range(96)) for e in epochs)
+    assert len({tuple(e) for e in epochs}) == 4  # the order differs between epochs
+    other = record(indexed(96), cfg, seed=1)
+    assert sum(other.batches[:3], []) != epochs[0]  # and between seeds
+    assert record(indexed(96), cfg).batches == m.batches  # and is the same for the same seed
+
+
+def test_the_last_partial_batch_is_dropped_and_the_order_comes_from_seed_and_epoch():
+    from ticketlab.train.loop import epoch_permutation
+    cfg = TrainConfig(optimizer="sgd", lr=0.01, batch_size=32, iterations=9, eval_every=9)
+    m = record(indexed(100), cfg, seed=5)  # 3 full batches per epoch, 4 examples left out of each
+    for e in range(3):
+        seen = sum(m.batches[3 * e:3 * e + 3], [])
+        assert len(set(seen)) == 96 and seen == epoch_permutation(5, e, 100)[:96].tolist()
+    left_out = [set(range(100)) - set(sum(m.batches[3 * e:3 * e + 3], [])) for e in range(3)]
+    assert len({frozenset(s) for s in left_out}) > 1  # not always the same four
+
+
+def test_a_batch_larger_than_the_data_uses_it_all_every_step():
+    cfg = TrainConfig(optimizer="sgd", lr=0.01, batch_size=64, iterations=3, eval_every=3)
+    m = record(indexed(10), cfg)
+    assert all(sorted(b) == list(range(10)) for b in m.batches) and m.batches[0] != m.batches[1]
+
+
+def test_a_resumed_run_continues_the_same_order_and_learning_rates(tmp_path, monkeypatch):
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, batch_size=16, iterations=20, eval_every=5, lr_schedule="cosine",
+                      warmup=3)
+    ref = record(indexed(48), cfg, seed=2, monkeypatch=monkeypatch)
+    from ticketlab.train.schedule import lr_at
+    assert ref.lrs == [lr_at(cfg, i, 20) for i in range(20)]  # each step trains at its own lr
+    ck = Checkpointer(tmp_path / "ck.safetensors", every=5)
+
+    def crash(it, model):
+        raise Stop
+    with pytest.raises(Stop):
+        record(indexed(48), cfg, seed=2, checkpointer=ck, snapshot_at=13, on_snapshot=crash)
+    resumed = record(indexed(48), cfg, seed=2, monkeypatch=monkeypatch, checkpointer=ck)
+    assert resumed.batches == ref.batches[10:] and resumed.lrs == ref.lrs[10:]
+
+
+def test_constant_lr_is_never_touched_and_start_iter_continues_the_schedule(monkeypatch):
+    cfg = TrainConfig(optimizer="sgd", lr=0.1, batch_size=16, iterations=12, eval_every=4, lr_schedule="step",
+                      milestones=[6], gamma=0.5)
+    m = record(indexed(48), cfg, monkeypatch=monkeypatch, start_iter=4)
+    assert m.lrs == [0.1, 0.1, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05]
+    full = record(indexed(48), cfg)
+    assert m.batches == full.batches[4:]  # step 4 draws epoch 1's first batch, as an uninterrupted run does
+    flat = record(indexed(48), TrainConfig(optimizer="sgd", lr=0.1, batch_size=16, iterations=3, eval_every=3),
+                  monkeypatch=monkeypatch)
+    assert flat.lrs == [0.1, 0.1, 0.1]
+
+
+def test_evaluation_is_exact_and_in_eval_mode(tiny_data):
+    from ticketlab.train.loop import evaluate
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10), torch.nn.Dropout(0.9))
+    model.train()
+    loss, acc = evaluate(model, tiny_data.x_test, tiny_data.y_test, batch=7)
+    with torch.no_grad():
+        out = model[1](model[0](tiny_data.x_test))
+    assert loss == pytest.approx(float(torch.nn.functional.cross_entropy(out, tiny_data.y_test)), rel=1e-5)
+    assert acc == float((out.argmax(1) == tiny_data.y_test).double().mean()) and model.training
+
+
+def test_history_has_the_start_every_eval_every_and_the_end(tiny_data):
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=32, iterations=25, eval_every=10)
+    _, r = run(tiny_data, cfg)
+    assert [h["iter"] for h in r.history] == [0, 10, 20, 25] and r.iterations == 25
+    assert set(r.history[0]) == {"iter", "val_loss", "val_acc", "test_loss", "test_acc"}
+    s = r.summary()
+    assert s["test_acc"] == r.history[-1]["test_acc"] and s["val_acc"] == r.history[-1]["val_acc"]
+
+
+def test_early_stop_takes_the_first_of_tied_minima():
+    from ticketlab.train import TrainResult
+    rows = [{"iter": i, "val_loss": v, "test_acc": a, "val_acc": 0.0} for i, v, a in
+            [(0, 2.0, 0.1), (10, 1.0, 0.5), (20, 1.0, 0.6), (30, 1.5, 0.7)]]
+    r = TrainResult(history=rows, iterations=30)
+    assert r.early_stop["iter"] == 10 and r.summary()["early_stop_test_acc"] == 0.5
+    assert r.summary()["test_acc"] == 0.7 and r.final["iter"] == 30
