@@ -178,3 +178,100 @@ def test_unknown_method_and_bad_distribution_are_user_errors():
         dst.make("snip", model, opt, total_steps=10)
     with pytest.raises(UserError, match="distribution"):
         dst.make("set", model, opt, distribution="global", total_steps=10)
+
+
+def test_layer_counts_are_literal_with_the_leftover_to_the_largest_fraction():
+    model = mlp()  # 16x64 = 1024, 64x32 = 2048, 32x10 = 320
+    t = dst.make("static", model, torch.optim.SGD(model.parameters(), lr=0.1), density=0.2,
+                 distribution="uniform", total_steps=10)
+    # shares 204.8, 409.6, 64.0 -> floors 204, 409, 64; round(3392 x 0.2) = 678: one more to the .8
+    assert [int(m.sum()) for m in t.masks] == [205, 409, 64]
+    assert t.names == ["1.weight", "3.weight", "5.weight"] and t.mask.keys() == {"1.weight", "3.weight", "5.weight"}
+
+
+def test_an_update_drops_the_smallest_active_weights_and_grows_as_many_elsewhere():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # weights stay put: the drop is predictable
+    t = dst.make("set", model, opt, density=0.3, distribution="uniform", total_steps=10, delta_t=1,
+                 drop_fraction=0.25, drop_decay="constant", end_fraction=1.0, seed=1)
+    before = [m.clone() for m in t.masks]
+    weights = [p.detach().abs().clone() for p in t.params]
+    run(t, model, opt, 1)
+    for old, new, w in zip(before, t.masks, weights):
+        active = int(old.sum())
+        k = int(active * 0.25)  # floor
+        survivors = torch.topk(torch.where(old, w, torch.full_like(w, -1.0)).flatten(), active - k).indices
+        assert new.flatten()[survivors].all()  # the largest active - k weights stay
+        grown, dropped = new & ~old, old & ~new
+        kept_top = torch.zeros_like(old).flatten()
+        kept_top[survivors] = True
+        regrown = old & new & ~kept_top.view(old.shape)  # dropped, then drawn again at random
+        assert int(grown.sum()) == int(dropped.sum()) and int(grown.sum()) + int(regrown.sum()) == k
+        assert int(new.sum()) == active
+        assert w[dropped].max() <= w.flatten()[kept_top].min()  # what went was the smallest
+
+
+def test_set_grows_at_random_where_rigl_follows_the_gradient():
+    def grown_gradients(method):
+        model = mlp()
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        t = dst.make(method, model, opt, density=0.25, distribution="uniform", total_steps=10, delta_t=1,
+                     drop_fraction=0.5, drop_decay="constant", end_fraction=1.0)
+        x, y = next(batches(1))
+        before = [m.clone() for m in t.masks]
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        g = [p.grad.abs().clone() for p in t.params]
+        opt.step()
+        t.step()
+        # mean rank (0 = smallest) of the grown positions' gradients among all positions not kept
+        out = []
+        for gr, old, new in zip(g, before, t.masks):
+            grown, pool = new & ~old, ~(new & old)
+            ranks = gr[pool].argsort().argsort().float() / pool.sum()
+            out.append(float(ranks[grown[pool]].mean()))
+        return out
+    assert all(r > 0.9 for r in grown_gradients("rigl"))
+    assert all(0.3 < r < 0.7 for r in grown_gradients("set"))
+
+
+def test_static_never_changes_its_mask_and_updates_follow_the_schedule():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    static = dst.make("static", model, opt, density=0.2, total_steps=30, delta_t=10)
+    assert not any(static.is_update(t) for t in range(1, 31))
+    model2 = mlp()
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.05)
+    t = dst.make("set", model2, opt2, density=0.2, total_steps=30, delta_t=10, end_fraction=1.0)
+    assert [s for s in range(1, 31) if t.is_update(s)] == [10, 20]
+    calls = []
+    real = t.update
+    t.update = lambda step, fraction: calls.append((step, fraction)) or real(step, fraction)
+    run(t, model2, opt2, 30)
+    assert [c[0] for c in calls] == [10, 20] and calls[0][1] == pytest.approx(t.schedule.fraction(10))
+
+
+def test_flops_need_the_input_shape_learned_on_the_first_forward():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    t = dst.make("static", model, opt, density=0.5, total_steps=5)
+    assert t.forward_flops(dense=True) == 0.0  # nothing run yet: no input shape
+    run(t, model, opt, 2)
+    assert t.forward_flops(dense=True) == 2 * (1024 + 2048 + 320)
+    assert t.forward_flops() == 2 * sum(int(m.sum()) for m in t.masks)
+    assert t.flops_per_example == 2 * 3 * t.forward_flops()  # the shape is learned in the first forward
+    shaped = dst.make("static", mlp(), torch.optim.SGD(mlp().parameters(), lr=0.05), density=0.5, total_steps=5,
+                      input_shape=(1, 16))
+    assert shaped.forward_flops(dense=True) == 2 * 3392
+
+
+def test_detach_removes_the_gradient_hook():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    t = dst.make("static", model, opt, density=0.1, total_steps=10)
+    t.detach()
+    x, y = next(batches(1))
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    assert any(torch.count_nonzero(p[~m]) > 0 for p, m in zip(t.params, t.masks))
