@@ -100,3 +100,13 @@ def test_random_criterion_ignores_the_weights():
     a = criterion_scores("random", {"w": WI}, {"w": WF}, {"w": ALL}, g1)["w"]
     b = criterion_scores("random", {"w": -WI * 3}, {"w": WF * 0}, {"w": ALL}, g2)["w"]
     assert torch.equal(a, b) and len(set(a.tolist())) == 6
+
+
+def test_rank_among_kept_ranks_ties_in_index_order_and_marks_pruned_minus_one():
+    from ticketlab.criteria.scores import rank_among_kept
+    values = torch.tensor([[3.0, 1.0, 3.0], [1.0, 9.0, 2.0]])
+    kept = torch.tensor([[True, True, True], [True, False, True]])
+    assert rank_among_kept(values, kept).tolist() == [[3.0, 0.0, 4.0], [1.0, -1.0, 2.0]]
+    many = torch.arange(6000).remainder(3).float()  # 2000 ties of each value: a stable sort keeps index order
+    ranks = rank_among_kept(many, torch.ones(6000, dtype=torch.bool))
+    assert torch.equal(ranks[0::3], torch.arange(2000.0)) and torch.equal(ranks[1::3], torch.arange(2000.0, 4000.0))

@@ -149,3 +149,51 @@ def test_unstructured_zeros_remove_only_dead_neurons():
         model[1].bias[5] = 0
     small = compact(model, (1, 8, 8), mask)
     assert widths(small) == {"1": [298, 64], "3": [100, 298], "5": [10, 100]}
+
+
+def test_corrupt_or_mismatched_compact_files_are_refused_in_one_line(tmp_path):
+    from safetensors.torch import save_file
+    small = compact(build_model("conv2", (1, 8, 8), 10), (1, 8, 8))
+    recipe = {"model": "conv2", "input_shape": [1, 8, 8], "num_classes": 10}
+    save_compact(small, tmp_path / "c.safetensors", recipe)
+    tensors = load_file(str(tmp_path / "c.safetensors"))
+    meta = json.dumps({"format": "ticketlab-compact-v1", "recipe": {**recipe, "widths": widths(small)}})
+    del tensors["0.bias"]  # a tensor missing: not silently left at its initial value
+    save_file(tensors, str(tmp_path / "missing.safetensors"), metadata={"ticketlab": meta})
+    with pytest.raises(UserError, match="does not match model 'conv2'"):
+        load_compact(tmp_path / "missing.safetensors")
+    save_file(load_file(str(tmp_path / "c.safetensors")), str(tmp_path / "sparse.safetensors"),
+              metadata={"ticketlab": meta.replace("compact-v1", "sparse-v1")})
+    with pytest.raises(UserError, match=r"is not a ticketlab compact export \(corrupt or foreign file\); export it "
+                                        r"again with ticketlab export"):
+        load_compact(tmp_path / "sparse.safetensors")
+    unknown = json.dumps({"format": "ticketlab-compact-v1", "recipe": {**recipe, "model": "nope", "widths": {}}})
+    save_file(load_file(str(tmp_path / "c.safetensors")), str(tmp_path / "u.safetensors"),
+              metadata={"ticketlab": unknown})
+    with pytest.raises(UserError, match="the export needs model 'nope', which this ticketlab does not have"):
+        load_compact(tmp_path / "u.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a file")
+    with pytest.raises(UserError, match="not a ticketlab compact export"):
+        load_compact(tmp_path / "junk.safetensors")
+
+
+def test_compact_model_is_a_cpu_eval_copy_that_trains_and_keeps_layer_settings():
+    model = randomised("conv2", (1, 8, 8))
+    model.train()
+    small = compact(model, (1, 8, 8))
+    assert model.training and not small.training and small is not model
+    assert all(p.requires_grad and p.device.type == "cpu" for p in small.parameters())
+    from ticketlab.deploy.compact import build_compact
+    rebuilt = build_compact({"model": "conv2", "input_shape": [1, 8, 8], "num_classes": 10,
+                             "widths": {"0": [5, 1], "2": [64, 5]}})
+    assert rebuilt[0].out_channels == 5 and rebuilt[0].padding == (1, 1) and rebuilt[0].bias is not None
+    assert rebuilt[2].in_channels == 5 and rebuilt[2].kernel_size == (3, 3)
+    bn = build_compact({"model": "conv2bn", "input_shape": [1, 8, 8], "num_classes": 10, "widths": {"1": [7]}})[1]
+    assert bn.num_features == 7 and bn.affine and bn.track_running_stats and bn.momentum == 0.1
+    fc = build_compact({"model": "lenet300", "input_shape": [1, 4, 4], "num_classes": 10,
+                        "widths": {"1": [30, 16]}})[1]
+    assert (fc.out_features, fc.in_features) == (30, 16) and fc.bias is not None
+    res = build_compact({"model": "resnet20", "input_shape": [3, 8, 8], "num_classes": 10,
+                         "widths": {"blocks.3.conv1": [20, 16], "blocks.3.shortcut.0": [30, 16]}})
+    assert res.blocks[3].conv1.stride == (2, 2) and res.blocks[3].conv1.bias is None
+    assert res.blocks[3].shortcut[0].stride == (2, 2) and res.blocks[3].shortcut[0].out_channels == 30

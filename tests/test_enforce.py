@@ -105,3 +105,75 @@ def test_frozen_pruned_entries_hold_their_values_and_never_train():
     enforcer = MaskEnforcer(model, mask, opt, frozen=frozen)
     steps(model, opt, enforcer)
     assert torch.all(pruned_values(model, mask) == 0.25)
+
+
+def test_enforcer_step_is_grad_pass_then_step_then_weight_pass():
+    model, mask = setup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    enforcer = MaskEnforcer(model, mask, opt)
+    params = dict(model.named_parameters())
+    x, y = torch.randn(8, 6, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 1, 2] * 2 + [0, 1])
+    F.cross_entropy(model(x), y).backward()
+    with torch.no_grad():  # something that is not the optimizer puts weight where it is pruned
+        for n, m in mask.items():
+            params[n][~m] = 1.0
+    grads = {n: params[n].grad.clone() for n in mask}
+    enforcer.step()
+    for n, m in mask.items():
+        assert torch.count_nonzero(params[n][~m]) == 0  # the weight pass removed it
+        assert torch.count_nonzero(params[n].grad[~m]) == 0 and torch.equal(params[n].grad[m], grads[n][m])
+
+
+def test_after_step_false_skips_the_weight_pass_and_refuses_held_values():
+    model, mask = setup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    enforcer = MaskEnforcer(model, mask, opt, after_step=False)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        params["0.weight"][~mask["0.weight"]] = 1.0
+    enforcer.step()  # no gradients at all: the optimizer does nothing, and nothing re-masks
+    assert torch.all(params["0.weight"][~mask["0.weight"]] == 1.0)
+    assert len(enforcer.attach()._handles) == 1
+    with pytest.raises(ValueError, match="after-step"):
+        MaskEnforcer(model, mask, opt, frozen={n: torch.zeros_like(params[n]) for n in mask}, after_step=False)
+
+
+def test_construction_zeroes_pruned_weights_and_only_per_element_state():
+    model, mask = setup()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    steps(model, opt, MaskEnforcer(model, ones_mask(model), opt), n=2)
+    params = dict(model.named_parameters())
+    step_before = {n: opt.state[params[n]]["step"].clone() for n in mask}
+    MaskEnforcer(model, mask, opt)
+    for n, m in mask.items():
+        assert torch.count_nonzero(params[n][~m]) == 0 and torch.count_nonzero(params[n][m]) == int(m.sum())
+        assert torch.equal(opt.state[params[n]]["step"], step_before[n])  # scalars untouched
+        assert torch.count_nonzero(opt.state[params[n]]["exp_avg"][m]) == int(m.sum())
+    MaskEnforcer(model, mask)  # no optimizer: masks the weights only
+
+
+def test_closure_is_passed_through():
+    model, mask = setup()
+    opt = torch.optim.LBFGS(model.parameters(), lr=0.1, max_iter=2)
+    enforcer = MaskEnforcer(model, mask, opt)
+    x, y = torch.randn(8, 6, generator=torch.Generator().manual_seed(1)), torch.zeros(8, dtype=torch.long)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+    loss = enforcer.step(closure)
+    assert torch.is_tensor(loss) and torch.count_nonzero(pruned_values(model, mask)) == 0
+
+
+def test_detach_twice_and_reattach():
+    model, mask = setup()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    enforcer = MaskEnforcer(model, mask, opt).attach()
+    assert len(enforcer._handles) == 2
+    enforcer.detach()
+    enforcer.detach()
+    enforcer.attach()
+    steps(model, opt, enforcer, n=3, use_step=False)
+    assert torch.count_nonzero(pruned_values(model, mask)) == 0

@@ -53,3 +53,47 @@ def test_torch_prune_round_trip():
 def test_ones_mask_is_dense(names):
     m = ones_mask(net(), names)
     assert density(m) == 1.0 and all(v.dtype == torch.bool for v in m.values())
+
+
+def test_density_report_lines_and_empty_masks():
+    mask = {"layer.a": torch.tensor([True, False, False, False]), "b": torch.ones(3, dtype=torch.bool)}
+    lines = density_report(mask).splitlines()
+    assert lines[0].split() == ["layer", "kept", "total", "density"]
+    assert lines[1].split() == ["layer.a", "1", "4", "0.2500"] and lines[2].split() == ["b", "3", "3", "1.0000"]
+    assert lines[3].split() == ["total", "4", "7", "0.5714"]
+    assert len(lines[0]) == len(lines[1]) == len(lines[3])  # aligned columns
+    assert density({}) == 1.0 and sparsity({}) == 0.0
+
+
+def test_prunable_names_cover_every_conv_kind_and_a_bare_layer():
+    model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Conv3d(2, 2, 1), nn.Linear(3, 3, bias=False), nn.Embedding(4, 3))
+    assert prunable_names(model) == ["0.weight", "1.weight", "2.weight"]
+    assert prunable_names(nn.Linear(3, 2)) == ["weight"]
+    assert prunable_names(net(), include=["3.*"], exclude=["*.bias"]) == ["3.weight"]
+
+
+def test_apply_mask_matches_the_parameters_dtype():
+    model = net().double()
+    mask = ones_mask(model)
+    mask["5.weight"][1] = False
+    apply_mask_(model, mask)
+    assert model[5].weight.dtype == torch.float64 and torch.count_nonzero(model[5].weight[1]) == 0
+    assert torch.count_nonzero(model[5].weight[0]) == 5
+
+
+def test_from_torch_prune_without_remove_keeps_the_reparametrisation():
+    model = nn.Linear(4, 2)
+    mask = {"weight": torch.tensor([[True, False, True, False], [False, False, True, True]])}
+    to_torch_prune(model, mask)
+    back = from_torch_prune(model)
+    assert set(back) == {"weight"} and torch.equal(back["weight"], mask["weight"])
+    assert hasattr(model, "weight_orig") and hasattr(model, "weight_mask")
+
+
+def test_torch_prune_round_trip_with_nested_module_names():
+    model = nn.Sequential(nn.Sequential(nn.Linear(3, 4)), nn.Linear(4, 2))
+    mask = {"0.0.weight": torch.rand(4, 3, generator=torch.Generator().manual_seed(0)) > 0.5}
+    to_torch_prune(model, mask)
+    assert hasattr(model[0][0], "weight_mask") and not hasattr(model[1], "weight_mask")
+    back = from_torch_prune(model, remove=True)
+    assert list(back) == ["0.0.weight"] and torch.equal(back["0.0.weight"], mask["0.0.weight"])

@@ -67,3 +67,11 @@ def test_predict_probs_is_softmax_in_float64_batched_and_restores_the_mode():
     p = predict_probs(model, x, batch=3)
     assert p.dtype == torch.float64 and model.training
     assert torch.allclose(p, torch.softmax(model[0](x).double(), 1), atol=1e-7)
+
+
+def test_ensemble_averages_members_not_classes():
+    members = [torch.softmax(torch.randn(4, 3, generator=torch.Generator().manual_seed(s), dtype=torch.float64), 1)
+               for s in range(3)]
+    e = ensemble_probs(members)
+    assert e.shape == (4, 3) and torch.allclose(e, (members[0] + members[1] + members[2]) / 3)
+    assert torch.allclose(e.sum(1), torch.ones(4, dtype=torch.float64))

@@ -47,3 +47,49 @@ def test_solve_exponent_hits_target():
     sizes, rates = {"a": 100, "b": 10}, {"a": 0.2, "b": 0.1}
     t = solve_exponent(sizes, rates, 0.05)
     assert (100 * 0.8 ** t + 10 * 0.9 ** t) / 110 == pytest.approx(0.05, rel=1e-9)
+
+
+def test_layer_densities_per_round_are_powers_of_the_keep_factor():
+    m = conv_mlp()
+    plan = make_plan(m, prunable_names(m), IMPConfig(rate=0.5, conv_rate=0.25, rounds=3))
+    assert plan.layer_densities(0) == {"0.weight": 1.0, "2.weight": 1.0, "3.weight": 1.0}
+    assert plan.layer_densities(3) == {"0.weight": 0.75 ** 3, "2.weight": 0.125, "3.weight": 0.75 ** 3}
+    assert plan.exponents == [1.0, 2.0, 3.0] and plan.global_rate is None
+    # expected density: parameter-weighted, conv 36, fc 2880, out 200
+    assert plan.expected_density(1) == pytest.approx((36 * 0.75 + 2880 * 0.5 + 200 * 0.75) / 3116, rel=1e-12)
+
+
+def test_global_plan_and_default_round_count():
+    m = conv_mlp()
+    plan = make_plan(m, prunable_names(m), IMPConfig(rate=0.5, global_pruning=True))
+    assert plan.rounds == 5 and plan.global_rate == 0.5  # DEFAULT_ROUNDS
+    assert plan.global_density(0) == 1.0 and plan.global_density(2) == 0.25 and plan.expected_density(3) == 0.125
+
+
+@pytest.mark.parametrize("target,rounds", [(0.25, 2), (0.2, 3), (0.5, 1), (0.125, 3)])
+def test_target_density_round_count_is_the_ceiling_of_the_exponent(target, rounds):
+    m = conv_mlp()
+    plan = make_plan(m, prunable_names(m), IMPConfig(rate=0.5, target_density=target, global_pruning=True))
+    # (1 - 0.5)^t = target: t = log2(1 / target); an exact integer t needs no extra round
+    assert plan.rounds == rounds and plan.global_density(rounds) == pytest.approx(target, rel=1e-12)
+    assert plan.exponents[:-1] == [float(k) for k in range(1, rounds)]
+
+
+def test_solve_exponent_beyond_one_round_and_at_the_ends():
+    sizes, rates = {"a": 100}, {"a": 0.5}
+    assert solve_exponent(sizes, rates, 0.5) == pytest.approx(1.0, abs=1e-12)
+    assert solve_exponent(sizes, rates, 0.01) == pytest.approx(6.643856189774724, rel=1e-12)  # log2(100)
+    assert solve_exponent(sizes, rates, 0.9) == pytest.approx(0.15200309344504997, rel=1e-12)
+
+
+def test_layer_rates_with_no_names_and_rate_overrides_for_conv():
+    m = conv_mlp()
+    assert layer_rates(m, [], IMPConfig(rate=0.2)) == {}
+    rates = layer_rates(m, ["0.weight", "2.weight"], IMPConfig(rate=0.3, conv_rate=0.15, output_rate=0.05))
+    assert rates == {"0.weight": 0.15, "2.weight": 0.05}  # the last name given is the output layer
+
+
+def test_conv_layers_are_found_by_their_full_module_name():
+    m = nn.Sequential(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten()), nn.Linear(36 * 4, 20), nn.Linear(20, 10))
+    rates = layer_rates(m, prunable_names(m), IMPConfig(rate=0.2, conv_rate=0.1))
+    assert rates == {"0.0.weight": 0.1, "1.weight": 0.2, "2.weight": 0.1}

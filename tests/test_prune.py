@@ -114,3 +114,13 @@ def test_random_mask_is_uniform_over_positions():
         hits += random_mask_like(mask, gen(seed))["a"].float()
     # each position kept with probability 1/4: 50 of 200 expected; a "first k" bug gives 200 or 0
     assert hits.min() > 25 and hits.max() < 80
+
+
+def test_random_masks_are_reproducible_from_the_generator():
+    mask = {"a": torch.rand(30, 4, generator=gen(3)) > 0.6}
+    a, b = random_mask_like(mask, gen(7)), random_mask_like(mask, gen(7))
+    assert torch.equal(a["a"], b["a"])
+    torch.manual_seed(0)
+    c = random_mask_like(mask, gen(7))
+    torch.manual_seed(1)
+    assert torch.equal(c["a"], random_mask_like(mask, gen(7))["a"])  # the global RNG plays no part

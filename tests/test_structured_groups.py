@@ -44,3 +44,61 @@ def test_a_neuron_nobody_reads_is_dead():
     mask["3.weight"][:, 7] = False
     dead = dead_channels(model, groups, mask)
     assert dead["1"].nonzero().flatten().tolist() == [7] and not dead["3"].any()
+
+
+def test_groups_come_in_module_order_with_their_sizes_and_exact_slices():
+    model = build_model("cnn1d", (1, 40), 10)
+    groups = channel_groups(model, (1, 40))
+    assert [(g.name, g.size) for g in groups] == [("0", 32), ("2", 32), ("4", 32)]
+    g = groups[1]
+    assert g.producers == ["2"] and g.norms == []
+    assert [(s.param, s.dim, s.out) for s in g.slices] == [("2.weight", 0, True), ("2.bias", 0, True),
+                                                           ("4.weight", 1, False)]
+    assert all(torch.equal(s.index, torch.arange(32)) and torch.equal(s.channel, torch.arange(32)) for s in g.slices)
+    # the last group feeds the classifier through a flatten: 5 positions per channel
+    [read] = [s for s in groups[2].slices if not s.out]
+    assert read.param == "7.weight" and len(read.index) == 160 and torch.equal(read.channel, read.index // 5)
+    assert groups[2].slices_of("4.bias")[0].out
+
+
+def test_group_mask_combines_with_a_base_mask_and_leaves_full_groups_alone():
+    model = build_model("lenet300", (1, 4, 4), 10)
+    groups = channel_groups(model, (1, 4, 4))
+    base = {"1.weight": torch.ones(300, 16, dtype=torch.bool)}
+    base["1.weight"][0, 0] = False
+    keep = {"1": torch.ones(300, dtype=torch.bool), "3": torch.arange(100) != 4}
+    mask = group_mask(model, groups, keep, base)
+    assert torch.equal(mask["1.weight"], base["1.weight"]) and mask["1.weight"] is not base["1.weight"]
+    assert set(mask) == {"1.weight", "3.weight", "3.bias", "5.weight"}
+    assert not mask["3.weight"][4].any() and not mask["3.bias"][4] and int(mask["3.weight"].sum()) == 99 * 300
+    assert not mask["5.weight"][:, 4].any() and int(mask["5.weight"].sum()) == 10 * 99
+    assert group_mask(model, groups, {"1": torch.ones(300, dtype=torch.bool)}) == {}
+
+
+def test_a_channel_lives_while_any_producer_or_any_reader_is_nonzero():
+    model = build_model("conv2bn", (1, 8, 8), 10)
+    groups = channel_groups(model, (1, 8, 8))
+    name = groups[0].name
+    with torch.no_grad():
+        model[0].weight[5] = 0  # conv row zero, but its BatchNorm shift still produces a constant
+    assert not dead_channels(model, groups)[name][5]
+    with torch.no_grad():
+        model[1].weight[5] = 0
+        model[1].bias[5] = 0
+    assert dead_channels(model, groups)[name].nonzero().flatten().tolist() == [5]
+    with torch.no_grad():
+        model[3].weight[:, 9] = 0  # nobody reads channel 9
+    assert dead_channels(model, groups)[name].nonzero().flatten().tolist() == [5, 9]
+    assert not dead_channels(model, groups)[groups[1].name].any()
+
+
+def test_unsupported_models_are_refused():
+    from torch import nn
+    with pytest.raises(ValueError, match="no Linear or Conv"):
+        output_layer(nn.Sequential(nn.ReLU()))
+    grouped = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.Flatten(), nn.Linear(8 * 4 * 4, 3))
+    with pytest.raises(ValueError, match="grouped convolution"):
+        channel_groups(grouped, (4, 6, 6))
+    plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, affine=False), nn.Flatten(), nn.Linear(64, 3))
+    [g] = channel_groups(plain, (1, 6, 6))
+    assert {s.param for s in g.slices} == {"0.weight", "0.bias", "3.weight"} and g.norms == ["1"]

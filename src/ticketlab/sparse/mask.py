@@ -72,8 +72,8 @@ def density_report(mask: Mask) -> str:
     lines = [f"{'layer':<{w}}  {'kept':>10}  {'total':>10}  density"]
     for n, m in mask.items():
         k = int(m.sum())
-        lines.append(f"{n:<{w}}  {k:>10}  {m.numel():>10}  {k / m.numel():.4f}")
-    lines.append(f"{'total':<{w}}  {kept(mask):>10}  {total(mask):>10}  {density(mask):.4f}")
+        lines.append(f"{n:<{w}}  {k:>10}  {m.numel():>10}  {k / m.numel():>7.4f}")
+    lines.append(f"{'total':<{w}}  {kept(mask):>10}  {total(mask):>10}  {density(mask):>7.4f}")
     return "\n".join(lines)
 
 
