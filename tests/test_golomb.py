@@ -72,3 +72,10 @@ def test_decoding_reads_exactly_the_coded_bits():
         decode(data + b"\x00", 3, 6, nbits)
     assert decode(data, 4, 6, nbits).tolist() == [2, 40, 41, 99]
     assert decode(b"", 0, 6, 0).tolist() == []
+
+
+def test_any_integer_positions_code_the_same_and_the_parameter_covers_every_probability():
+    ref = encode(np.array([0, 5, 8]), 3)
+    assert encode(np.array([0, 5, 8], dtype=np.uint32), 3) == ref  # no unsigned wrap-around in the gaps
+    assert encode([0, 5, 8], 3) == ref
+    assert [golomb_parameter(q) for q in (0.5, 0.9, 1.0)] == [1, 1, 1]

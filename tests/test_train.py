@@ -215,3 +215,63 @@ def test_early_stop_takes_the_first_of_tied_minima():
     r = TrainResult(history=rows, iterations=30)
     assert r.early_stop["iter"] == 10 and r.summary()["early_stop_test_acc"] == 0.5
     assert r.summary()["test_acc"] == 0.7 and r.final["iter"] == 30
+
+
+@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+def test_make_optimizer_passes_every_setting_and_uses_fused_kernels(name, cls):
+    from ticketlab.train.loop import make_optimizer
+    model = torch.nn.Linear(3, 2)
+    model.bias.requires_grad_(False)  # frozen parameters are left out
+    opt = make_optimizer(model, TrainConfig(optimizer=name, lr=0.07, momentum=0.8, weight_decay=0.01))
+    assert type(opt) is cls and len(opt.param_groups[0]["params"]) == 1
+    group = opt.param_groups[0]
+    assert group["lr"] == 0.07 and group["weight_decay"] == 0.01 and group["fused"] is True
+    if name == "sgd":
+        assert group["momentum"] == 0.8
+
+
+def test_make_optimizer_falls_back_to_foreach_where_no_fused_kernel_exists(monkeypatch):
+    from ticketlab.train.loop import make_optimizer
+
+    class NoFused(torch.optim.Adam):  # as on a device or dtype without a fused kernel
+        def __init__(self, params, fused=None, **kw):
+            if fused:
+                raise RuntimeError("fused=True requires ...")
+            super().__init__(params, **kw)
+    monkeypatch.setattr(torch.optim, "Adam", NoFused)
+    opt = make_optimizer(torch.nn.Linear(3, 2), TrainConfig(optimizer="adam", lr=0.1, weight_decay=0.5))
+    group = opt.param_groups[0]
+    assert type(opt) is NoFused and group["foreach"] is True and not group["fused"]
+    assert group["lr"] == 0.1 and group["weight_decay"] == 0.5
+
+
+def test_checkpoints_are_saved_every_n_steps_but_not_at_the_end(tiny_data, tmp_path, monkeypatch):
+    saved = []
+    real = Checkpointer.save
+    monkeypatch.setattr(Checkpointer, "save", lambda self, it, *a, **k: saved.append(it) or real(self, it, *a, **k))
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=32, iterations=30, eval_every=10)
+    run(tiny_data, cfg, checkpointer=Checkpointer(tmp_path / "ck.safetensors", every=10))
+    assert saved == [10, 20]
+
+
+def test_snapshots_fire_at_their_iterations_start_included(tiny_data):
+    seen = []
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=32, iterations=12, eval_every=6)
+    model, _ = run(tiny_data, cfg, snapshot_at=[0, 5, 12], on_snapshot=lambda it, m: seen.append(it))
+    assert seen == [0, 5, 12]
+    seen.clear()
+    run(tiny_data, cfg, snapshot_at=7, on_snapshot=lambda it, m: seen.append(it))
+    assert seen == [7]
+
+
+def test_to_json_holds_history_iterations_and_summary(tiny_data):
+    _, r = run(tiny_data, TrainConfig(optimizer="sgd", lr=0.05, batch_size=32, iterations=10, eval_every=5))
+    j = r.to_json()
+    assert j["history"] == r.history and j["iterations"] == 10 and j["summary"] == r.summary()
+    assert set(j["summary"]) == {"test_acc", "val_acc", "early_stop_iter", "early_stop_test_acc", "iterations"}
+
+
+def test_progress_bar_runs_to_the_end(tiny_data, capsys):
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=32, iterations=10, eval_every=5)
+    _, r = run(tiny_data, cfg, progress=True, desc="unit")
+    assert r.iterations == 10 and "unit" in capsys.readouterr().err
