@@ -33,3 +33,21 @@ def test_cosine_linear_and_constant_decay():
 def test_bad_schedule_settings(kw, msg):
     with pytest.raises(UserError, match=msg):
         UpdateSchedule(**({"total_steps": 100} | kw))
+
+
+def test_no_updates_without_a_drop_fraction_or_before_the_first_interval():
+    assert not any(UpdateSchedule(total_steps=100, delta_t=10, drop_fraction=0.0).is_update(t) for t in range(101))
+    s = UpdateSchedule(total_steps=100, delta_t=10, end_fraction=0.0)
+    assert not any(s.is_update(t) for t in range(101)) and s.end == 0
+    assert not UpdateSchedule(total_steps=100, delta_t=1).is_update(0)
+
+
+def test_decay_stays_at_zero_past_the_end_and_handles_an_end_of_zero():
+    lin = UpdateSchedule(total_steps=100, drop_fraction=0.4, decay="linear", end_fraction=0.5)
+    assert lin.end == 50 and lin.fraction(0) == 0.4 and lin.fraction(80) == 0.0
+    cos = UpdateSchedule(total_steps=100, drop_fraction=0.4, decay="cosine", end_fraction=0.5)
+    assert cos.fraction(80) == pytest.approx(0.0, abs=1e-15)
+    assert UpdateSchedule(total_steps=100, drop_fraction=0.4, decay="linear", end_fraction=0.0).fraction(0) == 0.4
+    assert UpdateSchedule(total_steps=3, delta_t=1, end_fraction=0.5).end == 1  # int(1.5)
+    assert [t for t in range(1, 11) if UpdateSchedule(total_steps=10, delta_t=3, end_fraction=1.0).is_update(t)] == \
+        [3, 6, 9]
