@@ -275,3 +275,22 @@ def test_detach_removes_the_gradient_hook():
     F.cross_entropy(model(x), y).backward()
     opt.step()
     assert any(torch.count_nonzero(p[~m]) > 0 for p, m in zip(t.params, t.masks))
+
+
+def test_state_dict_carries_every_counter_and_names_both_methods_when_refused():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    t = dst.make("set", model, opt, density=0.2, total_steps=40, delta_t=5)
+    run(t, model, opt, 12)
+    t.extra_flops = 1234.5
+    tensors, meta = t.state_dict()
+    fresh = dst.make("set", mlp(1), torch.optim.SGD(mlp(1).parameters(), lr=0.05), density=0.2, total_steps=40,
+                     delta_t=5, input_shape=(1, 16))
+    fresh.load_state_dict(tensors, meta)
+    assert fresh.step_count == 12 and fresh.extra_flops == 1234.5 and fresh.flops_per_example == t.flops_per_example
+    assert all(torch.equal(a, b) and b.dtype == torch.bool for a, b in zip(t.masks, fresh.masks))
+    assert fresh.forward_flops() == t.forward_flops() and fresh.training_flops(10) == t.training_flops(10)
+    assert t.training_flops(10) == t.flops_per_example * 10 + 1234.5
+    with pytest.raises(UserError, match="sparse-trainer state is for 'set', not 'static'"):
+        dst.make("static", mlp(), torch.optim.SGD(mlp().parameters(), lr=0.1), total_steps=10).load_state_dict(
+            tensors, meta)

@@ -177,3 +177,19 @@ def test_detach_twice_and_reattach():
     enforcer.attach()
     steps(model, opt, enforcer, n=3, use_step=False)
     assert torch.count_nonzero(pruned_values(model, mask)) == 0
+
+
+def test_attached_hooks_mask_gradients_before_and_hold_values_after_each_step():
+    model, mask = setup()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    MaskEnforcer(model, mask, opt).attach()
+    steps(model, opt, None, n=5, use_step=False)
+    params = dict(model.named_parameters())
+    for n, m in mask.items():  # the pre-step hook kept the moments of pruned entries at zero
+        assert torch.count_nonzero(opt.state[params[n]]["exp_avg"][~m]) == 0
+    model, mask = setup()
+    frozen = {n: torch.full_like(p, -0.5) for n, p in model.named_parameters() if n in mask}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    MaskEnforcer(model, mask, opt, frozen=frozen).attach()
+    steps(model, opt, None, n=3, use_step=False)
+    assert torch.all(pruned_values(model, mask) == -0.5)  # the post-step hook restored the held values

@@ -124,3 +124,19 @@ def test_random_masks_are_reproducible_from_the_generator():
     c = random_mask_like(mask, gen(7))
     torch.manual_seed(1)
     assert torch.equal(c["a"], random_mask_like(mask, gen(7))["a"])  # the global RNG plays no part
+
+
+def test_tie_breaking_comes_from_the_generator_alone():
+    scores = {"a": torch.ones(40), "b": torch.ones(25), "c": torch.ones(7)}
+    mask = {n: torch.ones_like(s, dtype=torch.bool) for n, s in scores.items()}
+    outs = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        outs.append((layerwise_prune(scores, mask, {"a": 0.5, "b": 0.5, "c": 0.5}, gen(3)),
+                     global_prune(scores, mask, 0.5, gen(3))))
+    for (la, ga), (lb, gb) in [outs]:
+        assert all(torch.equal(la[n], lb[n]) and torch.equal(ga[n], gb[n]) for n in scores)
+    # three layers of different sizes: each layer gets its own slice of the global ranking
+    ranked = {"a": torch.arange(40.0), "b": torch.arange(100.0, 125.0), "c": torch.arange(50.0, 57.0)}
+    out = global_prune(ranked, mask, 32 / 72, gen())
+    assert int(out["a"].sum()) == 0 and out["b"].all() and out["c"].all()
