@@ -38,3 +38,8 @@ def test_cosine_after_warmup_spans_the_rest_of_training():
 def test_step_milestones_in_any_order_and_after_warmup():
     cfg = TrainConfig(lr=1.0, lr_schedule="step", milestones=[20, 10], gamma=0.5, warmup=2)
     assert [lr_at(cfg, i, 30) for i in (0, 1, 2, 9, 10, 19, 20, 29)] == [0.5, 1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25]
+
+
+def test_cosine_with_a_single_step_after_warmup_reaches_zero():
+    cfg = TrainConfig(lr=1.0, lr_schedule="cosine", warmup=5)
+    assert lr_at(cfg, 6, 6) == pytest.approx(0.0, abs=1e-15)
