@@ -269,7 +269,10 @@ def test_detach_removes_the_gradient_hook():
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     t = dst.make("static", model, opt, density=0.1, total_steps=10)
+    assert len(model._forward_pre_hooks) == 1  # learns the input shape at the first forward
     t.detach()
+    assert len(model._forward_pre_hooks) == 0
+    t.detach()  # twice is harmless
     x, y = next(batches(1))
     opt.zero_grad()
     F.cross_entropy(model(x), y).backward()

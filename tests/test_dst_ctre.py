@@ -111,3 +111,18 @@ def test_bad_mode_is_a_user_error():
     model = nn.Sequential(nn.Linear(4, 3))
     with pytest.raises(UserError, match="CTRE mode"):
         dst.make("ctre", model, torch.optim.SGD(model.parameters(), lr=0.1), total_steps=10, mode="both")
+
+
+def test_seq_mode_state_survives_a_state_dict_round_trip():
+    def make(seed=0):
+        torch.manual_seed(seed)
+        model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        return dst.make("ctre", model, opt, density=0.3, total_steps=100, mode="seq", patience=2)
+    t = make()
+    for acc in (0.5, 0.6, 0.55, 0.52):
+        t.observe({"val_acc": acc})
+    assert t.random_growth and t.best == 0.6
+    fresh = make(1)
+    fresh.load_state_dict(*t.state_dict())
+    assert (fresh.best, fresh.stall, fresh.random_growth) == (t.best, t.stall, t.random_growth)

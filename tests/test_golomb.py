@@ -68,10 +68,11 @@ def test_more_hand_computed_codewords(M, positions, bits):
 
 def test_decoding_reads_exactly_the_coded_bits():
     data, nbits = encode(np.array([2, 40, 41, 99]), 6)
-    with pytest.raises(ValueError, match="trailing"):
+    with pytest.raises(ValueError, match="^trailing bits after the last codeword$"):
         decode(data + b"\x00", 3, 6, nbits)
     assert decode(data, 4, 6, nbits).tolist() == [2, 40, 41, 99]
-    assert decode(b"", 0, 6, 0).tolist() == []
+    empty = decode(b"", 0, 6, 0)
+    assert empty.tolist() == [] and empty.dtype == np.int64 and decode(data, 4, 6, nbits).dtype == np.int64
 
 
 def test_any_integer_positions_code_the_same_and_the_parameter_covers_every_probability():

@@ -97,3 +97,10 @@ def test_torch_prune_round_trip_with_nested_module_names():
     assert hasattr(model[0][0], "weight_mask") and not hasattr(model[1], "weight_mask")
     back = from_torch_prune(model, remove=True)
     assert list(back) == ["0.0.weight"] and torch.equal(back["0.0.weight"], mask["0.0.weight"])
+
+
+def test_density_report_is_at_least_as_wide_as_its_header():
+    assert density_report({"a": torch.tensor([True, False])}).splitlines() == [
+        "layer        kept       total  density",
+        "a               1           2   0.5000",
+        "total           1           2   0.5000"]

@@ -29,20 +29,24 @@ def test_metrics_and_ensemble_average():
 def test_ece_bins_are_right_closed_with_several_examples_per_bin():
     # 4 bins: (0, .25], (.25, .5], (.5, .75], (.75, 1]. Confidences on the edges .5, .75 and 1 belong to the
     # bin they close. Rows: (confidence of class 0, correct?) - label 0 when correct, 1 when not.
-    rows = [(0.5, True), (0.375, False), (0.5, False),     # bin 2: |1 correct - 1.375 confidence| = .375
+    rows = [(0.25, True),                                  # bin 1: |1 - .25| = .75
+            (0.5, True), (0.375, False), (0.5, False),     # bin 2: |1 correct - 1.375 confidence| = .375
             (0.75, True), (0.625, True), (0.75, True),     # bin 3: |3 - 2.125| = .875
             (1.0, True), (0.875, False)]                   # bin 4: |1 - 1.875| = .875
-    probs = torch.tensor([[c, (1 - c) / 2, (1 - c) / 2, 0.0] if c > 0.4 else [c, 0.25, 0.25, 0.125]
-                          for c, _ in rows], dtype=torch.float64)
+    probs = torch.tensor([[c, (1 - c) / 2, (1 - c) / 2, 0.0] if c > 0.4 else
+                          [c, 0.25, 0.25, 0.125] if c > 0.3 else [0.25] * 4 for c, _ in rows], dtype=torch.float64)
     y = torch.tensor([0 if ok else 1 for _, ok in rows])
     assert probs.max(1).values.tolist() == [c for c, _ in rows] and probs.argmax(1).eq(0).all()
-    assert expected_calibration_error(probs, y, bins=4) == (0.375 + 0.875 + 0.875) / 8
-    # left-closed bins would give (|0 - .375| + |2 - 1.625| + |3 - 3.375|) / 8 instead
-    assert expected_calibration_error(probs, y, bins=4) != 1.125 / 8
+    assert expected_calibration_error(probs, y, bins=4) == (0.75 + 0.375 + 0.875 + 0.875) / 9
+    # left-closed bins would give (|1 - .25| + |0 - .375| + |2 - 1.625| + |3 - 3.375|) / 9 instead
+    assert expected_calibration_error(probs, y, bins=4) != 1.875 / 9
     m = classification_metrics(probs, y, bins=4)
-    assert m["acc"] == 5 / 8 and m["ece"] == 2.125 / 8
+    assert m["acc"] == 6 / 9 and m["ece"] == 2.875 / 9
     assert m["nll"] == pytest.approx(-sum(math.log(c if ok else (0.25 if c < 0.4 else (1 - c) / 2))
-                                          for c, ok in rows) / 8, rel=1e-12)
+                                          for c, ok in rows) / 9, rel=1e-12)
+    # the bins argument reaches the ECE: one bin is |accuracy - mean confidence|
+    one = classification_metrics(probs, y, bins=1)["ece"]
+    assert one == pytest.approx(abs(6 - sum(c for c, _ in rows)) / 9, rel=1e-12)
 
 
 def test_default_ece_uses_15_bins_and_a_lowest_confidence_lands_in_the_first_bin():

@@ -58,7 +58,8 @@ def test_groups_come_in_module_order_with_their_sizes_and_exact_slices():
     # the last group feeds the classifier through a flatten: 5 positions per channel
     [read] = [s for s in groups[2].slices if not s.out]
     assert read.param == "7.weight" and len(read.index) == 160 and torch.equal(read.channel, read.index // 5)
-    assert groups[2].slices_of("4.bias")[0].out
+    assert [s.param for s in groups[2].slices_of("4.bias")] == ["4.bias"] and groups[2].slices_of("4.bias")[0].out
+    assert groups[2].slices_of("nope") == []
 
 
 def test_group_mask_combines_with_a_base_mask_and_leaves_full_groups_alone():
