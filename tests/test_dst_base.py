@@ -297,3 +297,32 @@ def test_state_dict_carries_every_counter_and_names_both_methods_when_refused():
     with pytest.raises(UserError, match="sparse-trainer state is for 'set', not 'static'"):
         dst.make("static", mlp(), torch.optim.SGD(mlp().parameters(), lr=0.1), total_steps=10).load_state_dict(
             tensors, meta)
+
+
+def test_constructor_checks_and_options():
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(UserError, match=r"^static takes --distribution uniform, er, erk; got 'global'$"):
+        dst.make("static", model, opt, distribution="global", total_steps=10)
+    with pytest.raises(UserError, match=r"^--density must be in \(0, 1\], got 1.5$"):
+        dst.make("static", model, opt, density=1.5, total_steps=10)
+    with pytest.raises(UserError, match=r"^--density must be in \(0, 1\], got 0$"):
+        dst.make("static", model, opt, density=0, total_steps=10)
+    with pytest.raises(UserError, match="^parameters not in the model: nope.weight$"):
+        dst.make("static", model, opt, names=["nope.weight"], total_steps=10)
+    t = dst.make("static", model, opt, density=0.5, names=["3.weight"], total_steps=10, overrides={"3.weight": 0.25})
+    assert t.names == ["3.weight"] and [int(m.sum()) for m in t.masks] == [512]
+    full = dst.make("static", mlp(), torch.optim.SGD(mlp().parameters(), lr=0.1), density=1.0, total_steps=10)
+    assert all(m.all() for m in full.masks) and full.distribution == "erk"
+    # defaults are the schedule's unless given
+    s = dst.make("set", mlp(), torch.optim.SGD(mlp().parameters(), lr=0.1), total_steps=1000).schedule
+    assert (s.delta_t, s.drop_fraction, s.decay, s.end_fraction) == (100, 0.3, "cosine", 0.75)
+
+
+def test_initial_masks_depend_on_the_seed_only():
+    def masks(seed, model_seed):
+        model = mlp(model_seed)
+        return dst.make("static", model, torch.optim.SGD(model.parameters(), lr=0.1), density=0.2, seed=seed,
+                        total_steps=10).masks
+    a, b, c = masks(3, 0), masks(3, 1), masks(4, 0)
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and not all(torch.equal(x, y) for x, y in zip(a, c))
