@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -257,11 +259,12 @@ def test_checkpoints_are_saved_every_n_steps_but_not_at_the_end(tiny_data, tmp_p
 def test_snapshots_fire_at_their_iterations_start_included(tiny_data):
     seen = []
     cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=32, iterations=12, eval_every=6)
-    model, _ = run(tiny_data, cfg, snapshot_at=[0, 5, 12], on_snapshot=lambda it, m: seen.append(it))
-    assert seen == [0, 5, 12]
+    model, _ = run(tiny_data, cfg, snapshot_at=[0, 5, 12], on_snapshot=lambda it, m: seen.append((it, m)))
+    assert [it for it, _ in seen] == [0, 5, 12] and all(m is model for _, m in seen)
     seen.clear()
     run(tiny_data, cfg, snapshot_at=7, on_snapshot=lambda it, m: seen.append(it))
     assert seen == [7]
+    run(tiny_data, cfg, snapshot_at=[3])  # no callback: nothing to call
 
 
 def test_to_json_holds_history_iterations_and_summary(tiny_data):
@@ -317,3 +320,41 @@ def test_a_sparse_trainer_built_on_the_loops_optimizer_runs_every_step(tiny_data
     t = made["t"]
     assert t.optimizer is not None and t.step_count == 40 and r.iterations == 40
     assert all(torch.count_nonzero(p[~m]) == 0 for p, m in zip(t.params, t.masks))
+
+
+class Updater:
+    """The loop's side of a sparse trainer: told every step and evaluation, checkpointed with the run."""
+
+    def __init__(self):
+        self.steps, self.rows, self.loaded = 0, [], None
+
+    def step(self):
+        self.steps += 1
+
+    def observe(self, row):
+        self.rows.append(row)
+
+    def state_dict(self):
+        return {"count": torch.tensor([self.steps])}, json.dumps({"steps": self.steps})
+
+    def load_state_dict(self, tensors, meta):
+        self.loaded = json.loads(meta)
+        self.steps = int(tensors["count"][0])
+
+
+def test_the_sparse_updater_steps_sees_each_evaluation_and_resumes(tiny_data, tmp_path):
+    cfg = TrainConfig(optimizer="sgd", lr=0.05, batch_size=32, iterations=20, eval_every=5)
+    up = Updater()
+    _, r = run(tiny_data, cfg, sparse=lambda opt: up)
+    assert up.steps == 20 and up.rows == r.history and len(up.rows) == 5
+    ck = Checkpointer(tmp_path / "ck.safetensors", every=10)
+    first = Updater()
+
+    def crash(it, model):
+        raise Stop
+    with pytest.raises(Stop):
+        run(tiny_data, cfg, sparse=lambda opt: first, checkpointer=ck, snapshot_at=13, on_snapshot=crash)
+    again = Updater()
+    _, r2 = run(tiny_data, cfg, sparse=lambda opt: again, checkpointer=ck)
+    assert again.loaded == {"steps": 10} and again.steps == 20 and again.rows == r2.history[3:]
+    assert r2.history == r.history
