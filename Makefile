@@ -27,10 +27,11 @@ test-random: $(STAMP)
 	$(PY) -m pytest -q $(if $(SEED),--randomly-seed=$(SEED),)
 
 # Mutation testing of the core modules (pyproject's [tool.mutmut]); about an hour on 2 cores, not in `make test`.
+# One torch thread per mutant process: JOBS (default 2) processes share the cores without oversubscribing them.
 # Then `make mutation-score` prints the score per module; tests/mutation/equivalent.txt lists equivalent survivors.
 mutation: $(STAMP)
 	rm -rf mutants
-	$(VENV)/bin/mutmut run --max-children $(or $(JOBS),2)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(or $(JOBS),2)
 	$(PY) tests/mutation/score.py
 
 mutation-score: $(STAMP)
