@@ -197,3 +197,27 @@ def test_compact_model_is_a_cpu_eval_copy_that_trains_and_keeps_layer_settings()
                          "widths": {"blocks.3.conv1": [20, 16], "blocks.3.shortcut.0": [30, 16]}})
     assert res.blocks[3].conv1.stride == (2, 2) and res.blocks[3].conv1.bias is None
     assert res.blocks[3].shortcut[0].stride == (2, 2) and res.blocks[3].shortcut[0].out_channels == 30
+
+
+def test_a_group_with_every_channel_dead_keeps_one_and_later_groups_still_compact():
+    model = randomised("conv4", (3, 16, 16))
+    groups = channel_groups(model, (3, 16, 16))
+    keep = {g.name: torch.ones(g.size, dtype=torch.bool) for g in groups}  # the first group intact ...
+    keep["2"] = torch.arange(64) % 4 != 0                   # ... the second conv loses a quarter
+    keep["10.3"] = torch.arange(256) < 100                  # ... and the FC before the classifier 156
+    small = compact(model, (3, 16, 16), group_mask(model, groups, keep))
+    w = widths(small)
+    assert w["0"] == [64, 3] and w["2"] == [48, 64] and w["5"] == [128, 48] and w["10.3"] == [100, 256]
+    assert w["10.5"] == [10, 100]
+    # every channel of the last hidden layer removed: one (zero) channel stays, and the layer before it, which
+    # nothing reads any more, is dead too (one pass: its own inputs are still read, so the convs stay)
+    keep = {g.name: torch.ones(g.size, dtype=torch.bool) for g in groups}
+    keep["10.3"] = torch.zeros(256, dtype=torch.bool)
+    mask = group_mask(model, groups, keep)
+    small = compact(model, (3, 16, 16), mask)
+    assert widths(small) == {"0": [64, 3], "2": [64, 64], "5": [128, 64], "7": [128, 128], "10.1": [1, 2048],
+                             "10.3": [1, 1], "10.5": [10, 1]}
+    apply_mask_(model, mask)
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(small(x), model(x), atol=1e-5)

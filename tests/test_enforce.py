@@ -94,8 +94,11 @@ def test_attach_enforces_inside_a_plain_loop():
 
 def test_unknown_mask_name_is_rejected():
     model, _ = setup()
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"mask names not in the model: \['nope.weight'\]"):
         MaskEnforcer(model, {"nope.weight": torch.ones(2, dtype=torch.bool)})
+    bad = {f"x{i}.weight": torch.ones(2, dtype=torch.bool) for i in range(4)}
+    with pytest.raises(KeyError, match=r"\['x0.weight', 'x1.weight', 'x2.weight'\]\"$"):  # the first three
+        MaskEnforcer(model, bad)
 
 
 def test_frozen_pruned_entries_hold_their_values_and_never_train():
@@ -134,7 +137,7 @@ def test_after_step_false_skips_the_weight_pass_and_refuses_held_values():
     enforcer.step()  # no gradients at all: the optimizer does nothing, and nothing re-masks
     assert torch.all(params["0.weight"][~mask["0.weight"]] == 1.0)
     assert len(enforcer.attach()._handles) == 1
-    with pytest.raises(ValueError, match="after-step"):
+    with pytest.raises(ValueError, match="^held \\(frozen\\) values need the after-step weight pass$"):
         MaskEnforcer(model, mask, opt, frozen={n: torch.zeros_like(params[n]) for n in mask}, after_step=False)
 
 
@@ -193,3 +196,13 @@ def test_attached_hooks_mask_gradients_before_and_hold_values_after_each_step():
     MaskEnforcer(model, mask, opt, frozen=frozen).attach()
     steps(model, opt, None, n=3, use_step=False)
     assert torch.all(pruned_values(model, mask) == -0.5)  # the post-step hook restored the held values
+
+
+def test_held_values_in_another_dtype_are_held_in_the_weights_dtype():
+    model, mask = setup()
+    frozen = {n: torch.full(p.shape, 0.1, dtype=torch.float64) for n, p in model.named_parameters() if n in mask}
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    enforcer = MaskEnforcer(model, mask, opt, frozen=frozen)
+    steps(model, opt, enforcer, n=2)
+    held = pruned_values(model, mask)
+    assert held.dtype == torch.float32 and torch.all(held == torch.tensor(0.1, dtype=torch.float32))

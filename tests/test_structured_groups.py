@@ -95,11 +95,42 @@ def test_a_channel_lives_while_any_producer_or_any_reader_is_nonzero():
 
 def test_unsupported_models_are_refused():
     from torch import nn
-    with pytest.raises(ValueError, match="no Linear or Conv"):
+    with pytest.raises(ValueError, match="^the model has no Linear or Conv layer$"):
         output_layer(nn.Sequential(nn.ReLU()))
     grouped = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.Flatten(), nn.Linear(8 * 4 * 4, 3))
-    with pytest.raises(ValueError, match="grouped convolution"):
+    with pytest.raises(ValueError, match="^grouped convolution 0 is not supported by structured pruning$"):
         channel_groups(grouped, (4, 6, 6))
     plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4, affine=False), nn.Flatten(), nn.Linear(64, 3))
     [g] = channel_groups(plain, (1, 6, 6))
     assert {s.param for s in g.slices} == {"0.weight", "0.bias", "3.weight"} and g.norms == ["1"]
+
+
+def test_batchnorm_slices_produce_the_channel_and_group_names_are_the_roots():
+    model = build_model("conv2bn", (1, 8, 8), 10)
+    model.train()
+    groups = channel_groups(model, (1, 8, 8))
+    assert model.training and all(m.training for m in model.modules())  # the traced copy is a deep copy
+    assert [g.name for g in groups] == ["0", "3", "7.1", "7.3"]
+    assert [(s.param, s.dim, s.out) for s in groups[0].slices] == [("0.weight", 0, True), ("1.weight", 0, True),
+                                                                   ("1.bias", 0, True), ("3.weight", 1, False)]
+    assert groups[0].norms == ["1"] and groups[0].producers == ["0"]
+
+
+def test_no_tensor_slice_is_listed_twice_even_across_residual_adds():
+    model = build_model("resnet20", (3, 8, 8), 10)
+    for g in channel_groups(model, (3, 8, 8)):
+        keys = [(s.param, s.dim) for s in g.slices]
+        assert len(keys) == len(set(keys)), g.name
+    names = [g.name for g in channel_groups(model, (3, 8, 8))]
+    assert names == ["conv", "blocks.0.conv1", "blocks.1.conv1", "blocks.2.conv1", "blocks.3.conv1",
+                     "blocks.3.shortcut.0", "blocks.4.conv1", "blocks.5.conv1", "blocks.6.conv1",
+                     "blocks.6.shortcut.0", "blocks.7.conv1", "blocks.8.conv1"]
+
+
+def test_keep_vectors_of_any_dtype_mean_the_same():
+    model = build_model("lenet300", (1, 4, 4), 10)
+    groups = channel_groups(model, (1, 4, 4))
+    keep = torch.arange(300) % 3 != 0
+    a = group_mask(model, groups, {"1": keep})
+    b = group_mask(model, groups, {"1": keep.to(torch.uint8)})
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
