@@ -327,3 +327,83 @@ def test_initial_masks_depend_on_the_seed_only():
                         total_steps=10).masks
     a, b, c = masks(3, 0), masks(3, 1), masks(4, 0)
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and not all(torch.equal(x, y) for x, y in zip(a, c))
+
+
+def index_sums(masks):
+    return [int(m.flatten().nonzero().sum()) for m in masks]
+
+
+@pytest.mark.parametrize("method,after_update", [("set", [127254, 312695, 19721]), ("rigl", [132830, 303449, 18702])])
+def test_masks_are_pinned_so_stored_runs_resume_identically(method, after_update):
+    # Golden fingerprints (sum of kept indices per layer) of the seed-0 initial mask and of the mask after the
+    # first update: a change in how seeds and steps draw randomness would silently change every stored run.
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    t = dst.make(method, model, opt, density=0.2, total_steps=40, delta_t=10)  # the default seed is 0
+    assert index_sums(t.masks) == [131364, 312773, 19391]
+    torch.manual_seed(123)  # the global RNG plays no part
+    run(t, model, opt, 10)
+    assert index_sums(t.masks) == after_update
+
+
+@pytest.mark.parametrize("after_step", [True, False])
+def test_the_after_step_pass_re_masks_weights_unless_turned_off(after_step):
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    kw = {} if after_step else {"after_step": False}
+    t = dst.make("static", model, opt, density=0.2, total_steps=10, **kw)
+    run(t, model, opt, 1)
+    with torch.no_grad():  # something outside the optimizer writes a pruned entry
+        t.params[0][~t.masks[0]] = 1.0
+    t.step()
+    assert bool((t.params[0][~t.masks[0]] == 0).all()) == after_step
+
+
+def test_an_update_of_a_small_layer_replaces_one_weight_and_unused_layers_grow_from_zero_gradients():
+    class WithUnused(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(16, 5)
+            self.out = nn.Linear(5, 10)
+            self.spare = nn.Linear(4, 5)  # never called: no gradient at all
+
+        def forward(self, x):
+            return self.out(torch.relu(self.fc(x.flatten(1))))
+
+    torch.manual_seed(0)
+    model = WithUnused()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    t = dst.make("rigl", model, opt, density=0.25, distribution="uniform", total_steps=10, delta_t=1,
+                 drop_fraction=0.25, drop_decay="constant", end_fraction=1.0)
+    ks = []
+    real = t.choose_growth
+    t.choose_growth = lambda i, s, keep, old, k, g: ks.append((i, k)) or real(i, s, keep, old, k, g)
+    run(t, model, opt, 1)
+    # shares 20, 12.5, 5 -> floors 37 of round(37.5) = 38: out gets the leftover. fc: 20 active, drops 5;
+    # out: 13, drops 3; spare: 5, drops 1
+    assert ks == [(0, 5), (1, 3), (2, 1)]
+    assert [int(m.sum()) for m in t.masks] == [20, 13, 5]
+    t.detach()  # after the first forward the shape hook is gone already
+
+
+def test_dense_phase_steps_cost_three_dense_forwards_and_non_layer_parameters_cost_nothing():
+    class DensePhases(dst.base.SparseTrainer):
+        def sparse_phase(self):
+            return False
+
+    model = mlp()
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    t = DensePhases(model, opt, density=0.2, total_steps=10, input_shape=(1, 16))
+    run(t, model, opt, 2)
+    assert t.flops_per_example == 2 * 3 * 2 * 3392
+    biases = dst.make("static", mlp(), torch.optim.SGD(mlp().parameters(), lr=0.05), density=0.5, total_steps=5,
+                      names=["1.weight", "1.bias"], input_shape=(1, 16))
+    assert biases.forward_flops(dense=True) == 2 * 1024
+
+
+def test_schedule_edges_inclusive_end_and_a_one_step_end():
+    from ticketlab.dst import UpdateSchedule
+    s = UpdateSchedule(total_steps=100, delta_t=10, end_fraction=0.5)
+    assert [t for t in range(101) if s.is_update(t)] == [10, 20, 30, 40, 50]
+    lin = UpdateSchedule(total_steps=3, delta_t=1, drop_fraction=0.5, decay="linear", end_fraction=0.5)
+    assert lin.end == 1 and lin.fraction(1) == 0.0

@@ -206,3 +206,20 @@ def test_held_values_in_another_dtype_are_held_in_the_weights_dtype():
     steps(model, opt, enforcer, n=2)
     held = pruned_values(model, mask)
     assert held.dtype == torch.float32 and torch.all(held == torch.tensor(0.1, dtype=torch.float32))
+
+
+def test_held_values_touch_only_pruned_entries():
+    model, mask = setup()
+    params = dict(model.named_parameters())
+    frozen = {n: torch.full_like(params[n], 0.25) for n in mask}
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # nothing trains: kept weights must not move at all
+    before = {n: params[n].detach().clone() for n in mask}
+    enforcer = MaskEnforcer(model, mask, opt, frozen=frozen)
+    steps(model, opt, enforcer, n=2)
+    for n, m in mask.items():
+        assert torch.equal(params[n][m], before[n][m]) and torch.all(params[n][~m] == 0.25)
+
+
+def test_detach_before_attach_is_harmless():
+    model, mask = setup()
+    MaskEnforcer(model, mask, torch.optim.SGD(model.parameters(), lr=0.1)).detach()

@@ -53,6 +53,7 @@ def test_torch_prune_round_trip():
 def test_ones_mask_is_dense(names):
     m = ones_mask(net(), names)
     assert density(m) == 1.0 and all(v.dtype == torch.bool for v in m.values())
+    assert list(m) == (names or ["0.weight", "3.weight", "5.weight"])
 
 
 def test_density_report_lines_and_empty_masks():
