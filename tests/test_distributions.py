@@ -112,3 +112,25 @@ def test_layer_counts_hand_out_leftovers_by_largest_fraction():
                         overrides={"a": 0.55}) == {"a": 5, "b": 4, "c": 3}
     # a dense layer is never given more than its size
     assert layer_counts({"a": (2, 2), "b": (100, 100)}, 0.1, "erk") == {"a": 4, "b": 996}
+
+
+def test_budget_edges_defaults_and_exact_messages():
+    shapes = {"a": (10,), "b": (10,)}
+    # overrides may leave exactly nothing or exactly everything for the rest
+    assert layer_densities(shapes, 0.5, "uniform", overrides={"a": 1.0}) == {"a": 1.0, "b": 0.0}
+    assert layer_densities(shapes, 1.0, "uniform", overrides={"a": 1.0}) == {"a": 1.0, "b": 1.0}
+    with pytest.raises(UserError, match=r"^the overrides leave no feasible density for the other layers at total "
+                                        r"0.78$"):
+        layer_densities(shapes, 0.78, "uniform", overrides={"a": 0.5})  # b would need 10.6 of 10
+    assert layer_densities(SHAPES, 0.1) == layer_densities(SHAPES, 0.1, "erk")  # ERK by default
+    with pytest.raises(UserError, match=r"^unknown sparsity distribution 'gaussian'; choose one of: uniform, er, erk$"):
+        layer_densities(SHAPES, 0.1, "gaussian")
+    with pytest.raises(UserError, match=r"^density override for unknown layer 'nope'; layers: conv1, conv2, fc, out$"):
+        layer_densities(SHAPES, 0.1, "erk", {"nope": 1.0})
+
+
+def test_layer_counts_by_largest_fraction_not_largest_share():
+    from ticketlab.sparse.distributions import layer_counts
+    # shares 5.1 and 2.4 -> floors 5 + 2; round(7.5) = 8: the leftover goes to b (.4 > .1), not to the larger a
+    assert layer_counts({"a": (17,), "b": (8,)}, 0.3, "uniform") == {"a": 5, "b": 3}
+    assert layer_counts(SHAPES, 0.1) == layer_counts(SHAPES, 0.1, "erk")

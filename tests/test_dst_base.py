@@ -311,6 +311,8 @@ def test_constructor_checks_and_options():
         dst.make("static", model, opt, density=0, total_steps=10)
     with pytest.raises(UserError, match="^parameters not in the model: nope.weight$"):
         dst.make("static", model, opt, names=["nope.weight"], total_steps=10)
+    with pytest.raises(UserError, match="^parameters not in the model: x0, x1, x2$"):  # the first three
+        dst.make("static", model, opt, names=["x0", "x1", "x2", "x3"], total_steps=10)
     t = dst.make("static", model, opt, density=0.5, names=["3.weight"], total_steps=10, overrides={"3.weight": 0.25})
     assert t.names == ["3.weight"] and [int(m.sum()) for m in t.masks] == [512]
     full = dst.make("static", mlp(), torch.optim.SGD(mlp().parameters(), lr=0.1), density=1.0, total_steps=10)

@@ -51,3 +51,9 @@ def test_decay_stays_at_zero_past_the_end_and_handles_an_end_of_zero():
     assert UpdateSchedule(total_steps=3, delta_t=1, end_fraction=0.5).end == 1  # int(1.5)
     assert [t for t in range(1, 11) if UpdateSchedule(total_steps=10, delta_t=3, end_fraction=1.0).is_update(t)] == \
         [3, 6, 9]
+
+
+def test_a_one_step_run_is_valid_and_messages_list_the_choices():
+    assert not UpdateSchedule(total_steps=1, delta_t=1).is_update(1)
+    with pytest.raises(UserError, match=r"^unknown --drop-decay 'step'; choose one of: cosine, linear, constant$"):
+        UpdateSchedule(total_steps=10, decay="step")
