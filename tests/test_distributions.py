@@ -134,3 +134,11 @@ def test_layer_counts_by_largest_fraction_not_largest_share():
     # shares 5.1 and 2.4 -> floors 5 + 2; round(7.5) = 8: the leftover goes to b (.4 > .1), not to the larger a
     assert layer_counts({"a": (17,), "b": (8,)}, 0.3, "uniform") == {"a": 5, "b": 3}
     assert layer_counts(SHAPES, 0.1) == layer_counts(SHAPES, 0.1, "erk")
+
+
+def test_er_on_a_one_dimensional_parameter_has_one_input():
+    # a bias-like (10,) tensor: (1 + 10) / (1 x 10) = 1.1; a (10, 10) matrix: 20 / 100 = 0.2; scale 1 at 31/110
+    d = layer_densities({"b": (10,), "w": (10, 10)}, 31 / 110, "er")
+    assert d == pytest.approx({"b": 1.0, "w": 0.21}, rel=1e-12)  # b would be 1.1 x eps > 1: dense, w re-solved
+    d = layer_densities({"b": (10,), "w": (10, 10)}, 0.1, "er")
+    assert d["b"] / d["w"] == pytest.approx(1.1 / 0.2, rel=1e-12)

@@ -409,3 +409,20 @@ def test_schedule_edges_inclusive_end_and_a_one_step_end():
     assert [t for t in range(101) if s.is_update(t)] == [10, 20, 30, 40, 50]
     lin = UpdateSchedule(total_steps=3, delta_t=1, drop_fraction=0.5, decay="linear", end_fraction=0.5)
     assert lin.end == 1 and lin.fraction(1) == 0.0
+
+
+def test_ties_in_drop_and_growth_scores_are_broken_by_the_trainers_seed_alone():
+    def after_update(global_seed):
+        model = mlp()
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        t = dst.make("rigl", model, opt, density=0.3, distribution="uniform", total_steps=10, delta_t=1,
+                     drop_fraction=0.5, drop_decay="constant", end_fraction=1.0)
+        with torch.no_grad():
+            for p in t.params:
+                p.fill_(1.0)  # every active magnitude ties
+        t._dense_grads = [torch.zeros_like(p) for p in t.params]  # every growth score ties
+        torch.manual_seed(global_seed)
+        t.update(1, 0.5)
+        return t.masks
+    a, b = after_update(0), after_update(1)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))

@@ -192,7 +192,7 @@ def test_attached_hooks_mask_gradients_before_and_hold_values_after_each_step():
         assert torch.count_nonzero(opt.state[params[n]]["exp_avg"][~m]) == 0
     model, mask = setup()
     frozen = {n: torch.full_like(p, -0.5) for n, p in model.named_parameters() if n in mask}
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, weight_decay=0.1)  # decay would move held values
     MaskEnforcer(model, mask, opt, frozen=frozen).attach()
     steps(model, opt, None, n=3, use_step=False)
     assert torch.all(pruned_values(model, mask) == -0.5)  # the post-step hook restored the held values

@@ -224,10 +224,10 @@ def test_make_optimizer_passes_every_setting_and_uses_fused_kernels(name, cls):
     from ticketlab.train.loop import make_optimizer
     model = torch.nn.Linear(3, 2)
     model.bias.requires_grad_(False)  # frozen parameters are left out
-    opt = make_optimizer(model, TrainConfig(optimizer=name, lr=0.07, momentum=0.8, weight_decay=0.01))
+    opt = make_optimizer(model, TrainConfig(optimizer=name, lr=0.07, momentum=0.8, weight_decay=0.02))
     assert type(opt) is cls and len(opt.param_groups[0]["params"]) == 1
     group = opt.param_groups[0]
-    assert group["lr"] == 0.07 and group["weight_decay"] == 0.01 and group["fused"] is True
+    assert group["lr"] == 0.07 and group["weight_decay"] == 0.02 and group["fused"] is True
     if name == "sgd":
         assert group["momentum"] == 0.8
 
@@ -358,3 +358,8 @@ def test_the_sparse_updater_steps_sees_each_evaluation_and_resumes(tiny_data, tm
     _, r2 = run(tiny_data, cfg, sparse=lambda opt: again, checkpointer=ck)
     assert again.loaded == {"steps": 10} and again.steps == 20 and again.rows == r2.history[3:]
     assert r2.history == r.history
+
+
+def test_a_budget_in_epochs_counts_steps_of_the_training_set():
+    m = record(indexed(96), TrainConfig(optimizer="sgd", lr=0.01, batch_size=32, epochs=2, eval_every=100))
+    assert len(m.batches) == 6 and sorted(sum(m.batches[:3], [])) == list(range(96))

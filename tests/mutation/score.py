@@ -5,6 +5,10 @@ Reads ``mutants/**/*.py.meta`` (mutmut's per-file results) and prints, per mutat
 killed / (mutants - equivalent), where ``equivalent`` are the survivors listed in ``equivalent.txt`` beside
 this file (mutants that change no behaviour, each with a reason). ``--survivors`` lists the survivors not
 judged equivalent; ``--json FILE`` writes the table. Exit code 1 if a module is below ``--min`` (a fraction).
+
+``--base DIR`` merges an incremental run into an earlier full one: ``mutmut run NAME...`` re-tests only the
+named mutants (say, the survivors of the full run in ``DIR/mutants`` after tests were added), and every mutant
+not re-tested keeps its earlier result. Killed mutants stay killed when tests are only added or tightened.
 """
 from __future__ import annotations
 
@@ -30,13 +34,17 @@ def module_of(meta: Path, root: Path) -> str:
     return rel.removeprefix("src/").replace("/", ".")
 
 
-def scores(root: Path = Path("mutants")) -> tuple[dict[str, dict], list[str]]:
+def scores(root: Path = Path("mutants"), base: Path | None = None) -> tuple[dict[str, dict], list[str]]:
     eq = equivalent_names()
     table, survivors = {}, []
     for meta in sorted(root.rglob("*.py.meta")):
         codes = json.loads(meta.read_text()).get("exit_code_by_key", {})
         if not codes:
             continue
+        earlier = base / meta.relative_to(root) if base is not None else None
+        if earlier is not None and earlier.exists():
+            old = json.loads(earlier.read_text()).get("exit_code_by_key", {})
+            codes = {k: (old.get(k) if v is None else v) for k, v in codes.items()}
         row = {"mutants": len(codes), "killed": 0, "survived": 0, "no_tests": 0, "not_checked": 0,
                "equivalent": 0}
         for name, code in codes.items():
@@ -60,11 +68,12 @@ def scores(root: Path = Path("mutants")) -> tuple[dict[str, dict], list[str]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="mutants")
+    ap.add_argument("--base", help="an earlier run's mutants/ folder: results of mutants not re-tested come from it")
     ap.add_argument("--survivors", action="store_true", help="list survivors not judged equivalent")
     ap.add_argument("--json", help="also write the table to this file")
     ap.add_argument("--min", type=float, default=0.0, help="fail if a module scores below this fraction")
     args = ap.parse_args(argv)
-    table, survivors = scores(Path(args.root))
+    table, survivors = scores(Path(args.root), Path(args.base) if args.base else None)
     if not table:
         print(f"no mutmut results under {args.root}/: run `make mutation` first", file=sys.stderr)
         return 2
