@@ -85,10 +85,12 @@ def test_regrown_weights_start_at_zero_with_reset_optimizer_state(opt_name):
     assert seen["grown"] > 0
 
 
-def test_rigl_grows_where_the_dense_gradient_is_largest():
+def one_update(method):
+    """One training step that is also an update (drop half, constant), lr 0 so the drop is predictable.
+    Returns (trainer, masks before, |dense gradient| of that step)."""
     model = mlp()
-    opt = torch.optim.SGD(model.parameters(), lr=0.0)  # lr 0: weights stay, so the drop is predictable
-    t = dst.make("rigl", model, opt, density=0.25, distribution="uniform", total_steps=10, delta_t=1,
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    t = dst.make(method, model, opt, density=0.25, distribution="uniform", total_steps=10, delta_t=1,
                  drop_fraction=0.5, drop_decay="constant", end_fraction=1.0)
     x, y = next(batches(1))
     before = [m.clone() for m in t.masks]
@@ -97,6 +99,11 @@ def test_rigl_grows_where_the_dense_gradient_is_largest():
     grads = [p.grad.abs().clone() for p in t.params]
     opt.step()
     t.step()
+    return t, before, grads
+
+
+def test_rigl_grows_where_the_dense_gradient_is_largest():
+    t, before, grads = one_update("rigl")
     for g, old, new, p in zip(grads, before, t.masks, t.params):
         grown = new & ~old
         k = int(old.sum()) // 2
@@ -214,17 +221,7 @@ def test_an_update_drops_the_smallest_active_weights_and_grows_as_many_elsewhere
 
 def test_set_grows_at_random_where_rigl_follows_the_gradient():
     def grown_gradients(method):
-        model = mlp()
-        opt = torch.optim.SGD(model.parameters(), lr=0.0)
-        t = dst.make(method, model, opt, density=0.25, distribution="uniform", total_steps=10, delta_t=1,
-                     drop_fraction=0.5, drop_decay="constant", end_fraction=1.0)
-        x, y = next(batches(1))
-        before = [m.clone() for m in t.masks]
-        opt.zero_grad()
-        F.cross_entropy(model(x), y).backward()
-        g = [p.grad.abs().clone() for p in t.params]
-        opt.step()
-        t.step()
+        t, before, g = one_update(method)
         # mean rank (0 = smallest) of the grown positions' gradients among all positions not kept
         out = []
         for gr, old, new in zip(g, before, t.masks):
