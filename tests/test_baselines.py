@@ -5,7 +5,7 @@ from ticketlab.baselines import run_baselines
 from ticketlab.errors import UserError
 from ticketlab.io import load_tensors
 from ticketlab.lottery import IMPConfig, imp
-from ticketlab.lottery import imp_runner
+from ticketlab.runs import training as imp_runner  # the cached training unit every runner uses
 from ticketlab.pruners import PruneInitConfig, run_prune_init
 from ticketlab.train import TrainConfig
 

@@ -43,7 +43,7 @@ def test_original_values_of_large_final_are_the_criteria_cell(result):
 
 def test_rerun_reuses_cached_cells_and_writes_plots(result, monkeypatch):
     run, d, r = result
-    from ticketlab.lottery import imp_runner
+    from ticketlab.runs import training as imp_runner
     monkeypatch.setattr(imp_runner, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     again = run_deconstruct(run, d, quiet=True)
     assert again["criteria"] == r["criteria"]
@@ -71,7 +71,7 @@ def test_cells_survive_an_upgrade_that_adds_imp_settings(result, monkeypatch):
     stored = json.loads((out / "config.json").read_text())
     del stored["config"]["imp_run"]["label_noise"]  # as written by a ticketlab before --label-noise existed
     (out / "config.json").write_text(json.dumps(stored))
-    from ticketlab.lottery import imp_runner
+    from ticketlab.runs import training as imp_runner
     monkeypatch.setattr(imp_runner, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     assert run_deconstruct(run, d, quiet=True)["criteria"] == r["criteria"]
     assert len(list(run.glob("deconstruct-*"))) == 1

@@ -7,7 +7,7 @@ from torch import nn
 from ticketlab.errors import UserError
 from ticketlab.io import load_tensors
 from ticketlab.lottery import IMPConfig, imp
-from ticketlab.lottery import imp_runner as imp_module
+from ticketlab.runs import training as imp_module  # the cached training unit IMP runs every training through
 from ticketlab.sparse import keep_count
 from ticketlab.train import TrainConfig
 

@@ -22,8 +22,8 @@ from pathlib import Path
 from ..errors import UserError
 from ..flops import forward_flops, training_flops
 from ..io import read_json, write_json
-from ..lottery.imp_runner import load_mask, load_state, normalize_config, train_cached
-from ..lottery.rundir import config_hash, open_run_dir
+from ..runs import config_hash, load_mask, load_state, open_run_dir, train_cached
+from ..lottery.imp_runner import normalize_config
 from ..models import build_model, glorot_normal_init
 from ..seeding import derive_seed, generator
 from ..sparse import Mask, ones_mask, prunable_names, random_mask_like
@@ -51,7 +51,7 @@ def run_baselines(run_dir: str | Path, rounds: list[int] | None = None, which: l
                   scratch_b_cap: float = 2.0, *, device: str = "cpu", data_dir: str | None = None,
                   quiet: bool = False, checkpoint_every: int = 2000) -> dict:
     from ..data import load_dataset
-    from ..lottery.imp_runner import resolve_device
+    from ..runs import resolve_device
 
     run_dir = Path(run_dir)
     stored = read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else None

@@ -19,8 +19,8 @@ from ..criteria import CRITERIA, criterion_mask
 from ..errors import UserError
 from ..io import read_json, write_json
 from ..lottery import IMPConfig, IMPRun
-from ..lottery.imp_runner import load_state, normalize_config
-from ..lottery.rundir import config_hash, open_run_dir
+from ..runs import config_hash, load_state, open_run_dir
+from ..lottery.imp_runner import normalize_config
 from ..lottery.values import KEPT_VALUES, kept_values
 from ..seeding import generator
 from ..sparse import Mask, apply_mask_, density

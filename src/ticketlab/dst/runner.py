@@ -21,11 +21,10 @@ from pathlib import Path
 
 import torch
 
-from ..configs import RunConfig, start_run
+from ..runs import load_mask, load_state, RunConfig, start_run
 from ..errors import UserError
 from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
-from ..lottery.imp_runner import load_mask, load_state
 from ..metrics import classification_metrics, ensemble_probs, predict_probs
 from ..models import build_model
 from ..seeding import derive_seed, generator

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..configs import RunConfig
+from ..runs import RunConfig
 from ..errors import UserError
 from ..train import TrainConfig
 from .values import KEPT_VALUES, PRUNED_VALUES, check_rules

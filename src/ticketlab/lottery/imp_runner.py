@@ -9,7 +9,6 @@ training (and inside a training from its checkpoint), bitwise identical to an un
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
@@ -19,90 +18,20 @@ from ..criteria import criterion_mask, criterion_scores
 from ..data import Dataset, load_dataset, with_label_noise
 from ..errors import UserError
 from ..flops import forward_flops
-from ..io import load_tensors, read_json, save_tensors, write_json
+from ..io import read_json, save_tensors, write_json
 from ..models import build_model, glorot_normal_init
 from ..seeding import derive_seed, generator
-from ..sparse import Mask, apply_mask_, density, global_prune, layer_densities, ones_mask, prunable_names
+from ..sparse import Mask, density, global_prune, layer_densities, ones_mask, prunable_names
 from ..sparse import random_mask_like
-from ..train import Checkpointer, TrainConfig, TrainResult, train
+from ..runs import (FINAL, MASK, check_fits, default_run_dir, load_mask, load_state, open_run_dir, resolve_device,
+                   train_cached)
+from ..train import TrainConfig
 from .config import IMPConfig
 from .plan import Plan, make_plan
 from .plots import plot_accuracy_vs_density, plot_test_acc_curves
 from .report import format_layers, format_table
-from .rundir import default_run_dir, open_run_dir
 from .values import kept_values, pruned_values
 
-FINAL, METRICS, MASK, CKPT = "final.safetensors", "metrics.json", "mask.safetensors", "checkpoint.safetensors"
-
-
-def resolve_device(device: str) -> torch.device:
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device} requested but CUDA is not available here; use --device cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise UserError(f"unknown --device {device!r}; use cpu or cuda") from None
-
-
-def check_fits(model: nn.Module, data: Dataset) -> None:
-    try:
-        with torch.no_grad():
-            out = model.eval()(data.x_train[:2].to(next(model.parameters()).device))
-    except Exception as e:
-        raise UserError(f"the model does not accept {data.name}'s input shape {data.input_shape} "
-                        f"({str(e).splitlines()[0][:120]}); pick a model that fits") from None
-    if out.shape != (2, data.num_classes):
-        raise UserError(f"the model outputs shape {tuple(out.shape[1:])} but {data.name} has "
-                        f"{data.num_classes} classes; pick a model that fits")
-
-
-def load_mask(path: Path, reference: Mask) -> Mask:
-    m = load_tensors(path)
-    if set(m) != set(reference) or any(m[n].shape != reference[n].shape or m[n].dtype != torch.bool
-                                       for n in reference):
-        raise UserError(f"{path} is not a mask for this model; delete it to recompute")
-    return {n: m[n].to(reference[n].device) for n in reference}
-
-
-def load_state(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
-    state = load_tensors(path)
-    ref = model.state_dict()
-    if set(state) != set(ref) or any(state[k].shape != ref[k].shape for k in ref):
-        raise UserError(f"{path} holds weights for a different model; delete it or use another --out")
-    dev = next(model.parameters()).device
-    return {k: v.to(dev) for k, v in state.items()}
-
-
-def train_cached(where: Path, model: nn.Module, data: Dataset, train_cfg: TrainConfig, *, mask: Mask, start: dict,
-                 start_iter: int, total: int, seed: int, checkpoint_every: int, label: str, quiet: bool,
-                 frozen: dict | None = None, snapshot_at: int | None = None, on_snapshot=None,
-                 save_final: bool = True) -> tuple[dict, list[dict]]:
-    """One masked training from ``start``, cached in ``where``: returns (summary, history).
-
-    A finished training (``metrics.json`` present) is read back, not redone; an unfinished one resumes
-    from ``where/checkpoint.safetensors``.
-    """
-    if (where / METRICS).exists():
-        m = read_json(where / METRICS)
-        if not isinstance(m, dict) or "summary" not in m:
-            raise UserError(f"{where / METRICS} is corrupt; delete it to retrain")
-        return m["summary"], m["history"]
-    model.load_state_dict(start)
-    apply_mask_(model, mask)
-    result: TrainResult = train(
-        model, data, train_cfg, mask=mask, frozen=frozen, seed=seed, start_iter=start_iter, total=total,
-        checkpointer=Checkpointer(where / CKPT, checkpoint_every), snapshot_at=snapshot_at,
-        on_snapshot=on_snapshot, progress=not quiet, desc=label)
-    if save_final:
-        save_tensors(where / FINAL, model.state_dict())
-    summary = result.summary() | {"density": density(mask)}
-    write_json(where / METRICS, {"summary": summary, "history": result.history})
-    (where / CKPT).unlink(missing_ok=True)
-    if not quiet:
-        print(f"{label}: density {100 * summary['density']:.2f}%  test acc {summary['test_acc']:.4f}  "
-              f"early stop {summary['early_stop_test_acc']:.4f} @ {summary['early_stop_iter']}",
-              file=sys.stderr, flush=True)
-    return summary, result.history
 
 
 class IMPRun:

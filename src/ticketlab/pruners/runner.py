@@ -12,11 +12,10 @@ from pathlib import Path
 
 import torch
 
-from ..configs import RunConfig, start_run
+from ..runs import load_mask, load_state, RunConfig, start_run
 from ..errors import UserError
 from ..flops import forward_flops, training_flops
 from ..io import read_json, save_tensors, write_json
-from ..lottery.imp_runner import load_mask, load_state
 from ..seeding import generator
 from ..sparse import apply_mask_, density, layer_densities, ones_mask, prunable_names
 from ..sparse.distributions import DISTRIBUTIONS

@@ -27,11 +27,10 @@ from pathlib import Path
 
 import torch
 
-from ..configs import RunConfig, start_run
+from ..runs import load_state, RunConfig, start_run
 from ..errors import UserError
 from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
-from ..lottery.imp_runner import load_state
 from ..models import glorot_normal_init
 from ..seeding import derive_seed
 from ..sparse import Mask, apply_mask_, density

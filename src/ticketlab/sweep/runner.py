@@ -15,13 +15,11 @@ from pathlib import Path
 
 import torch
 
-from ..configs import RunConfig
+from ..runs import default_run_dir, load_state, open_run_dir, RunConfig
 from ..errors import UserError
 from ..flops import forward_flops
 from ..io import write_json
 from ..lottery import IMPConfig, IMPRun
-from ..lottery.imp_runner import load_state
-from ..lottery.rundir import default_run_dir, open_run_dir
 from ..seeding import generator
 from ..sparse import density, layerwise_prune, magnitude_scores, ones_mask
 from ..train import TrainConfig

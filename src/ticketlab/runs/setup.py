@@ -1,10 +1,40 @@
-"""Shared behaviour of the run configs: a dataclass with a nested ``train: TrainConfig`` field."""
+"""Setting a run up: config dataclasses' shared behaviour, the device, the data and seeded model, the run folder.
+
+Every method's runner starts here (``start_run``); nothing in this package imports a method family.
+"""
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, fields
 
-from .errors import UserError
-from .train import TrainConfig
+import torch
+from torch import nn
+
+from ..data import Dataset
+from ..errors import UserError
+from ..train import TrainConfig
+from .rundir import default_run_dir, open_run_dir
+
+
+def resolve_device(device: str) -> torch.device:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device} requested but CUDA is not available here; use --device cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UserError(f"unknown --device {device!r}; use cpu or cuda") from None
+
+
+def check_fits(model: nn.Module, data: Dataset) -> None:
+    try:
+        with torch.no_grad():
+            out = model.eval()(data.x_train[:2].to(next(model.parameters()).device))
+    except Exception as e:
+        raise UserError(f"the model does not accept {data.name}'s input shape {data.input_shape} "
+                        f"({str(e).splitlines()[0][:120]}); pick a model that fits") from None
+    if out.shape != (2, data.num_classes):
+        raise UserError(f"the model outputs shape {tuple(out.shape[1:])} but {data.name} has "
+                        f"{data.num_classes} classes; pick a model that fits")
 
 
 class RunConfig:
@@ -28,9 +58,8 @@ def prepare(cfg, device: str, data_dir: str | None, quiet: bool):
 
     ``cfg`` has ``model``, ``dataset`` and ``seed``; a model that does not fit the data is a UserError.
     """
-    from .data import load_dataset
-    from .lottery.imp_runner import check_fits, resolve_device
-    from .models import build_model
+    from ..data import load_dataset
+    from ..models import build_model
 
     cfg.validate()
     dev = resolve_device(device)
@@ -44,10 +73,6 @@ def start_run(cfg, kind: str, out, device: str, data_dir: str | None, quiet: boo
     """``prepare`` plus the run directory every runner opens: (device, dataset moved to the device, model,
     config dict, run directory). The directory is ``out`` or ``runs/<kind>-<config hash>``; a different
     config there is refused (``open_run_dir``)."""
-    import sys
-
-    from .lottery.rundir import default_run_dir, open_run_dir
-
     dev, data, model = prepare(cfg, device, data_dir, quiet)
     config = cfg.to_dict()
     run_dir = open_run_dir(out if out is not None else default_run_dir(kind, config), kind, config)

@@ -1,0 +1,27 @@
+"""Reading back what a run wrote: masks and weights, checked against the model they are for."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..io import load_tensors
+from ..sparse import Mask
+
+def load_mask(path: Path, reference: Mask) -> Mask:
+    m = load_tensors(path)
+    if set(m) != set(reference) or any(m[n].shape != reference[n].shape or m[n].dtype != torch.bool
+                                       for n in reference):
+        raise UserError(f"{path} is not a mask for this model; delete it to recompute")
+    return {n: m[n].to(reference[n].device) for n in reference}
+
+
+def load_state(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    state = load_tensors(path)
+    ref = model.state_dict()
+    if set(state) != set(ref) or any(state[k].shape != ref[k].shape for k in ref):
+        raise UserError(f"{path} holds weights for a different model; delete it or use another --out")
+    dev = next(model.parameters()).device
+    return {k: v.to(dev) for k, v in state.items()}
