@@ -151,6 +151,8 @@ def run_structured(cfg: StructuredConfig, out: str | Path | None = None, *, devi
         return read_json(run_dir / "summary.json")
     shape = data.input_shape
     groups = channel_groups(model, shape)
+    if METHODS[cfg.method] is not None:  # refuse a model the score cannot rank before spending a training on it
+        channel_scores(model, groups, METHODS[cfg.method])
     total = cfg.train.total_iterations(len(data.y_train))
     finetune = cfg.finetune_iterations if cfg.finetune_iterations is not None else (
         0 if cfg.method == "gibbs" else total)
