@@ -21,27 +21,27 @@ _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 def weight_uses(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int]:
     """For each Linear/Conv weight: how many times each entry is used in one example's forward pass."""
-    with torch.no_grad():
-        uses: dict[str, int] = {}
-        hooks = []
-        for name, m in model.named_modules():
-            if isinstance(m, _LAYERS):
-                key = f"{name}.weight" if name else "weight"
+    uses: dict[str, int] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, _LAYERS):
+            key = f"{name}.weight" if name else "weight"
 
-                def hook(mod, inp, out, key=key):
-                    # Linear: once per position of any leading dims; Conv (grouped too): once per output position.
-                    uses[key] = math.prod(out.shape[1:-1]) if isinstance(mod, nn.Linear) else math.prod(out.shape[2:])
-                hooks.append(m.register_forward_hook(hook))
-        was = model.training
-        model.eval()
-        try:
-            device = next(model.parameters()).device
+            def hook(mod, inp, out, key=key):
+                # Linear: once per position of any leading dims; Conv (grouped too): once per output position.
+                uses[key] = math.prod(out.shape[1:-1]) if isinstance(mod, nn.Linear) else math.prod(out.shape[2:])
+            hooks.append(m.register_forward_hook(hook))
+    was = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        with torch.no_grad():
             model(torch.zeros(1, *input_shape, device=device))
-        finally:
-            model.train(was)
-            for h in hooks:
-                h.remove()
-        return uses
+    finally:
+        model.train(was)
+        for h in hooks:
+            h.remove()
+    return uses
 
 
 def forward_flops(model: nn.Module, input_shape: tuple[int, ...], mask: Mask | None = None) -> dict[str, int]:

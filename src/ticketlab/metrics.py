@@ -10,14 +10,14 @@ from torch import nn
 
 def predict_probs(model: nn.Module, x: torch.Tensor, batch: int = 5000) -> torch.Tensor:
     """Softmax outputs of ``model`` (in eval mode) on ``x``, in float64 on the CPU."""
-    with torch.no_grad():
-        was = model.training
-        model.eval()
-        try:
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
             return torch.cat([torch.softmax(model(x[i:i + batch]).double(), dim=1).cpu()
                               for i in range(0, len(x), batch)])
-        finally:
-            model.train(was)
+    finally:
+        model.train(was)
 
 
 def ensemble_probs(probs: list[torch.Tensor]) -> torch.Tensor:

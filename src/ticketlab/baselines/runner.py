@@ -22,9 +22,9 @@ from pathlib import Path
 from ..errors import UserError
 from ..flops import forward_flops, training_flops
 from ..io import read_json, write_json
-from ..runs import config_hash, load_mask, load_state, open_run_dir, train_cached
 from ..lottery.imp_runner import normalize_config
 from ..models import build_model, glorot_normal_init
+from ..runs import config_hash, load_mask, load_state, open_run_dir, train_cached
 from ..seeding import derive_seed, generator
 from ..sparse import Mask, ones_mask, prunable_names, random_mask_like
 from ..train import TrainConfig

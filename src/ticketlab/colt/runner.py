@@ -18,12 +18,12 @@ import numpy as np
 import torch
 
 from ..data import Dataset
-from ..runs import load_mask, load_state, RunConfig, start_run, train_cached
 from ..errors import UserError
 from ..flops import forward_flops
 from ..io import save_tensors, write_json
 from ..lottery import IMPConfig, IMPRun
 from ..lottery.plan import layer_rates
+from ..runs import RunConfig, load_mask, load_state, start_run, train_cached
 from ..seeding import generator
 from ..sparse import density, layer_densities, layerwise_prune, magnitude_scores, ones_mask, prunable_names
 from ..train import TrainConfig

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import torch
 
-from ..runs import load_mask, load_state, RunConfig, start_run
 from ..errors import UserError
 from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
 from ..metrics import classification_metrics, ensemble_probs, predict_probs
 from ..models import build_model
+from ..runs import RunConfig, load_mask, load_state, start_run
 from ..seeding import derive_seed, generator
 from ..sparse import density, layer_densities, ones_mask
 from ..train import Checkpointer, TrainConfig, train

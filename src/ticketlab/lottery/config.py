@@ -4,8 +4,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from ..runs import RunConfig
 from ..errors import UserError
+from ..runs import RunConfig
 from ..train import TrainConfig
 from .values import KEPT_VALUES, PRUNED_VALUES, check_rules
 

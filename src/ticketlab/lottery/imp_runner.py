@@ -20,18 +20,17 @@ from ..errors import UserError
 from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
 from ..models import build_model, glorot_normal_init
+from ..runs import (FINAL, MASK, check_fits, default_run_dir, load_mask, load_state, open_run_dir, resolve_device,
+                    train_cached)
 from ..seeding import derive_seed, generator
 from ..sparse import Mask, density, global_prune, layer_densities, ones_mask, prunable_names
 from ..sparse import random_mask_like
-from ..runs import (FINAL, MASK, check_fits, default_run_dir, load_mask, load_state, open_run_dir, resolve_device,
-                   train_cached)
 from ..train import TrainConfig
 from .config import IMPConfig
 from .plan import Plan, make_plan
 from .plots import plot_accuracy_vs_density, plot_test_acc_curves
 from .report import format_layers, format_table
 from .values import kept_values, pruned_values
-
 
 
 class IMPRun:

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from ..runs import load_mask, load_state, RunConfig, start_run
 from ..errors import UserError
 from ..flops import forward_flops, training_flops
 from ..io import read_json, save_tensors, write_json
+from ..runs import RunConfig, load_mask, load_state, start_run
 from ..seeding import generator
 from ..sparse import apply_mask_, density, layer_densities, ones_mask, prunable_names
 from ..sparse.distributions import DISTRIBUTIONS

@@ -27,11 +27,11 @@ from pathlib import Path
 
 import torch
 
-from ..runs import load_state, RunConfig, start_run
 from ..errors import UserError
 from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
 from ..models import glorot_normal_init
+from ..runs import RunConfig, load_state, start_run
 from ..seeding import derive_seed
 from ..sparse import Mask, apply_mask_, density
 from ..train import Checkpointer, TrainConfig, train

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from ..runs import default_run_dir, load_state, open_run_dir, prepare, RunConfig
 from ..errors import UserError
 from ..io import read_json, save_tensors, write_json
+from ..runs import RunConfig, default_run_dir, load_state, open_run_dir, prepare
 from ..sparse import density, layer_densities, prunable_names
 from ..train import Checkpointer, TrainConfig, evaluate, train
 from .learn import METHODS, WEIGHTS, attach, expected_density, hard_masks, set_eval_mode, signed_constant_

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from ..runs import default_run_dir, load_state, open_run_dir, RunConfig
 from ..errors import UserError
 from ..flops import forward_flops
 from ..io import write_json
 from ..lottery import IMPConfig, IMPRun
+from ..runs import RunConfig, default_run_dir, load_state, open_run_dir
 from ..seeding import generator
 from ..sparse import density, layerwise_prune, magnitude_scores, ones_mask
 from ..train import TrainConfig

@@ -65,16 +65,16 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 5000) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over (x, y)."""
+    was_training = model.training
+    model.eval()
+    loss, correct = 0.0, 0
     with torch.no_grad():
-        was_training = model.training
-        model.eval()
-        loss, correct = 0.0, 0
         for i in range(0, len(y), batch):
             out = model(x[i:i + batch])
             loss += float(F.cross_entropy(out, y[i:i + batch], reduction="sum"))
             correct += int((out.argmax(1) == y[i:i + batch]).sum())
-        model.train(was_training)
-        return loss / len(y), correct / len(y)
+    model.train(was_training)
+    return loss / len(y), correct / len(y)
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
