@@ -69,7 +69,7 @@ def test_bad_structured_flags_exit_2_with_one_line(tmp_path, capsys, args, msg):
 
 def test_slimming_a_model_without_batchnorm_is_refused_before_any_training(tmp_path, monkeypatch):
     from ticketlab.errors import UserError
-    from ticketlab.structured import runner
-    monkeypatch.setattr(runner, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    from ticketlab.runs import training
+    monkeypatch.setattr(training, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
     with pytest.raises(UserError, match="bn-scale needs BatchNorm layers"):
         run_structured(cfg(model="conv2", sparsity=0.5), tmp_path / "r", quiet=True)

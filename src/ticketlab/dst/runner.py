@@ -26,10 +26,10 @@ from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
 from ..metrics import classification_metrics, ensemble_probs, predict_probs
 from ..models import build_model
-from ..runs import RunConfig, load_mask, load_state, start_run
+from ..runs import RunConfig, load_mask, load_state, start_run, train_cached
 from ..seeding import derive_seed, generator
 from ..sparse import density, layer_densities, ones_mask
-from ..train import Checkpointer, TrainConfig, train
+from ..train import TrainConfig
 from .acdc import ACDCPhases
 from .edst import edst_phases
 from .registry import SPARSE_TRAINERS, make
@@ -113,9 +113,8 @@ def _masked_state(model, trainer) -> dict[str, torch.Tensor]:
 def _train_one(where: Path, cfg: DSTConfig, data, dev, seed: int, total: int, *, quiet: bool,
                checkpoint_every: int, label: str) -> dict:
     """One DST training in ``where`` (resumable); returns its result.json."""
-    if (where / "result.json").exists():
+    if (where / "result.json").exists():  # before building the model: a finished training costs nothing
         return read_json(where / "result.json")
-    where.mkdir(parents=True, exist_ok=True)
     model = build_model(cfg.model, data.input_shape, data.num_classes, seed=seed).to(dev)
     # after_step=False: the trainer's optimizers are elementwise, so masked gradients and cleared state keep
     # pruned weights exactly zero without a second pass (the tests check every weight after every step).
@@ -127,7 +126,7 @@ def _train_one(where: Path, cfg: DSTConfig, data, dev, seed: int, total: int, *,
                                    .to(data.x_train.device)]
     holder = {}
 
-    def factory(opt):
+    def factory(opt):  # the trainer is kept for the snapshots taken during training
         holder["t"] = make(cfg.method, model, opt, **kw)
         return holder["t"]
 
@@ -146,21 +145,17 @@ def _train_one(where: Path, cfg: DSTConfig, data, dev, seed: int, total: int, *,
         if snaps[it] != "dense":
             save_tensors(where / f"{snaps[it]}_mask.safetensors", t.mask)
 
-    result = train(model, data, cfg.train, seed=seed, total=total, sparse=factory,
-                   checkpointer=Checkpointer(where / "checkpoint.safetensors", checkpoint_every),
-                   snapshot_at=snaps.keys(), on_snapshot=on_snapshot if snaps else None,
-                   progress=not quiet, desc=label)
-    t = holder["t"]
-    save_tensors(where / "final.safetensors", model.state_dict())
-    save_tensors(where / "mask.safetensors", t.mask)
-    write_json(where / "metrics.json", {"history": result.history})
-    out = {**result.summary(), "seed": seed, "distribution": t.distribution, "density": density(t.mask),
-           "layer_densities": layer_densities(t.mask),
-           "flops": {"training": t.training_flops(cfg.train.batch_size), "forward": t.forward_flops(),
-                     "forward_dense": t.forward_flops(dense=True)}}
-    write_json(where / "result.json", out)
-    (where / "checkpoint.safetensors").unlink(missing_ok=True)
-    return out
+    def record(result, t) -> dict:
+        save_tensors(where / "mask.safetensors", t.mask)
+        return {"seed": seed, "distribution": t.distribution, "density": density(t.mask),
+                "layer_densities": layer_densities(t.mask),
+                "flops": {"training": t.training_flops(cfg.train.batch_size), "forward": t.forward_flops(),
+                          "forward_dense": t.forward_flops(dense=True)}}
+
+    summary, _ = train_cached(where, model, data, cfg.train, start=None, total=total, seed=seed, sparse=factory,
+                              checkpoint_every=checkpoint_every, label=label, quiet=quiet, snapshot_at=snaps.keys(),
+                              on_snapshot=on_snapshot if snaps else None, record=record, layout="result")
+    return summary
 
 
 def run_dst(cfg: DSTConfig, out: str | Path | None = None, *, device: str = "cpu", data_dir: str | None = None,

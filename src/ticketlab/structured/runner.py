@@ -21,7 +21,6 @@ Layout::
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,10 +30,10 @@ from ..errors import UserError
 from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
 from ..models import glorot_normal_init
-from ..runs import RunConfig, load_state, start_run
+from ..runs import RunConfig, start_run, train_cached
 from ..seeding import derive_seed
 from ..sparse import Mask, apply_mask_, density
-from ..train import Checkpointer, TrainConfig, train
+from ..train import TrainConfig
 from ..train.loop import evaluate
 from .gibbs import HAMILTONIANS, GibbsPruning
 from .groups import channel_groups, group_mask
@@ -104,30 +103,17 @@ class StructuredConfig(RunConfig):
 
 def _phase(where: Path, model, data, cfg: TrainConfig, *, start: dict, mask: Mask | None, total: int, seed: int,
            updater=None, quiet: bool, checkpoint_every: int, label: str) -> dict:
-    """One training of ``model`` from ``start`` in ``where`` (cached, resumable); returns its result.json."""
-    if (where / "result.json").exists():
-        model.load_state_dict(load_state(where / "final.safetensors", model))
-        return read_json(where / "result.json")
-    where.mkdir(parents=True, exist_ok=True)
-    model.load_state_dict(start)
-    holder = {}
+    """One training of ``model`` from ``start`` in ``where`` (the engine's cached unit, result.json layout);
+    a cache hit loads the trained weights back. The updater is detached once its training ends."""
+    def record(result, u) -> dict:
+        if u is not None:
+            u.detach()
+        return {"iterations": total}
 
-    def factory(opt):
-        holder["u"] = updater(opt)
-        return holder["u"]
-
-    result = train(model, data, cfg, mask=mask, seed=seed, total=total, sparse=factory if updater else None,
-                   checkpointer=Checkpointer(where / "checkpoint.safetensors", checkpoint_every),
-                   progress=not quiet, desc=label)
-    if "u" in holder:
-        holder["u"].detach()
-    save_tensors(where / "final.safetensors", model.state_dict())
-    out = result.summary() | {"iterations": total}
-    write_json(where / "result.json", out)
-    (where / "checkpoint.safetensors").unlink(missing_ok=True)
-    if not quiet:
-        print(f"{label}: test acc {out['test_acc']:.4f}", file=sys.stderr, flush=True)
-    return out
+    summary, _ = train_cached(where, model, data, cfg, start=start, mask=mask, total=total, seed=seed,
+                              sparse=updater, checkpoint_every=checkpoint_every, label=label, quiet=quiet,
+                              reload_final=True, record=record, layout="result", keep_history=False)
+    return summary
 
 
 def _state(model) -> dict[str, torch.Tensor]:

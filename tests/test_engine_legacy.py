@@ -1,0 +1,24 @@
+"""Run directories written before the engine issue (tests/fixtures/legacy, made by its make.py at commit
+1f3b31b and cut back to an interrupted state) resume under today's code and finish to the summary the
+earlier code wrote, bitwise."""
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ticketlab.cli import main
+
+LEGACY = Path(__file__).parent / "fixtures" / "legacy"
+RENAMED = {"sweep": "double-descent"}  # commands renamed since; their stored run kind is still accepted
+
+
+@pytest.mark.parametrize("name", ["imp", "dst", "structured"])
+def test_a_run_directory_from_before_the_engine_resumes_to_the_same_summary(tmp_path, name):
+    run = tmp_path / name
+    shutil.copytree(LEGACY / name, run)
+    argv = (LEGACY / f"{name}.argv").read_text().split()
+    argv[0] = RENAMED.get(argv[0], argv[0])
+    assert main([*argv, "--out", str(run)]) == 0
+    got = json.loads((run / "summary.json").read_text())
+    assert got == json.loads((LEGACY / f"{name}_expected_summary.json").read_text())
