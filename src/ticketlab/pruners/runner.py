@@ -15,11 +15,11 @@ import torch
 from ..errors import UserError
 from ..flops import forward_flops, training_flops
 from ..io import read_json, save_tensors, write_json
-from ..runs import RunConfig, load_mask, load_state, start_run
+from ..runs import RunConfig, load_mask, load_state, start_run, train_cached
 from ..seeding import generator
-from ..sparse import apply_mask_, density, layer_densities, ones_mask, prunable_names
+from ..sparse import density, layer_densities, ones_mask, prunable_names
 from ..sparse.distributions import DISTRIBUTIONS
-from ..train import Checkpointer, TrainConfig, train
+from ..train import TrainConfig
 from .prune import DEFAULT_ROUNDS, SCOPES, prune_at_init
 from .registry import PRUNERS
 
@@ -95,22 +95,19 @@ def run_prune_init(cfg: PruneInitConfig, out: str | Path | None = None, *, devic
         mask = prune_at_init(model, names, cfg.method, cfg.density, batches, g, scope=cfg.scope,
                              rounds=cfg.prune_rounds, distribution=cfg.distribution, overrides=cfg.overrides())
         save_tensors(run_dir / "mask.safetensors", mask)
-    apply_mask_(model, mask)
     total = cfg.train.total_iterations(len(data.y_train))
-    result = train(model, data, cfg.train, mask=mask, seed=cfg.seed, total=total,
-                   checkpointer=Checkpointer(run_dir / "checkpoint.safetensors", checkpoint_every),
-                   progress=not quiet, desc=f"prune-init {cfg.method}")
-    save_tensors(run_dir / "final.safetensors", model.state_dict())
-    write_json(run_dir / "metrics.json", {"history": result.history})
+    # The run's one training, in the run folder itself (result.json beside summary.json).
+    trained, _ = train_cached(run_dir, model, data, cfg.train, start=None, mask=mask, total=total, seed=cfg.seed,
+                              checkpoint_every=checkpoint_every, label=f"prune-init {cfg.method}", quiet=quiet,
+                              layout="result")
     dense_fwd = sum(forward_flops(model, data.input_shape).values())
     sparse_fwd = sum(forward_flops(model, data.input_shape, mask).values())
     summary = {"config": config, "density": density(mask), "layer_densities": layer_densities(mask),
-               **result.summary(),
+               **trained,
                "flops": {"forward_dense": dense_fwd, "forward_sparse": sparse_fwd,
                          "training": training_flops(model, data.input_shape, total, cfg.train.batch_size, mask),
                          "training_dense": training_flops(model, data.input_shape, total, cfg.train.batch_size)}}
     write_json(run_dir / "summary.json", summary)
-    (run_dir / "checkpoint.safetensors").unlink(missing_ok=True)
     return summary
 
 
