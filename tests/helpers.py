@@ -1,4 +1,4 @@
-"""Helpers shared by tests: writing small IDX files."""
+"""Helpers shared by tests: writing small IDX files, dying after checkpoints, one-line errors."""
 import gzip
 import struct
 
@@ -40,3 +40,9 @@ def die_after_checkpoints(monkeypatch, n: int = 1):
 
     monkeypatch.setattr(Checkpointer, "save", dying)
     return lambda: monkeypatch.setattr(Checkpointer, "save", real)
+
+
+def one_line_exit_2(code, err, expected):
+    """A user error: exit code 2 and one line on stderr that says ``expected``, no traceback."""
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and expected in lines[0] and "Traceback" not in err, err

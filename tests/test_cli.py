@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+from helpers import one_line_exit_2
 
 from ticketlab.cli import build_parser, imp_config_from_args, main
 
@@ -155,11 +156,6 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(tmp_pat
     done = subprocess.run(args + ["--out", str(out)], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert (out / "summary.json").read_text() == (tmp_path / "ref" / "summary.json").read_text()
-
-
-def one_line_exit_2(code, err, expected):
-    lines = err.strip().splitlines()
-    assert code == 2 and len(lines) == 1 and expected in lines[0] and "Traceback" not in err, err
 
 
 def test_supermask_bad_input(tmp_path, capsys):

@@ -47,31 +47,44 @@ def runtime(ns: argparse.Namespace) -> dict:
     return {"device": ns.device, "data_dir": ns.data_dir, "quiet": ns.quiet, "checkpoint_every": ns.checkpoint_every}
 
 
+def _seed_list(text: str) -> list[int]:
+    seeds = _ints(text)
+    if not seeds:
+        raise argparse.ArgumentTypeError("expected a seed or comma-separated seeds")
+    return seeds
+
+
+def add_experiment_parser(sub, exp) -> argparse.ArgumentParser:
+    """A registered experiment's command: its config's flags, --preset, --seeds, the runtime flags."""
+    p = sub.add_parser(exp.name, help=exp.help, description=exp.description)
+    if exp.presets:
+        p.add_argument("--preset", metavar="NAME", help=f"paper settings: {', '.join(exp.presets)}; explicit "
+                                                        "flags override them")
+    add_dataclass_flags(p, exp.config)
+    for action in p._actions:  # --seed takes a list too: one run directory per seed under a seed group
+        if action.dest == "seed":
+            action.type, action.metavar = _seed_list, "S[,S...]"
+            action.help = "seed, or comma-separated seeds for a seed group (default: 0)"
+    p.add_argument("--seeds", type=int, default=None, metavar="N",
+                   help="run N seeds (from --seed, default 0) as a seed group: each seed its own run directory "
+                        "under --out, the group's summary mean/std/min/max over them")
+    add_runtime_flags(p)
+    return p
+
+
 def build_parser() -> Parser:
-    from .lottery import PRESETS, IMPConfig
+    from .lottery import IMPConfig
 
     parser = Parser(prog="ticketlab", description="Find, train and study sparse neural networks.")
     parser.add_argument("--version", action="version", version=f"ticketlab {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
 
-    p = sub.add_parser("imp", help="iterative magnitude pruning with rewinding (lottery tickets)",
-                       description="Rounds of train -> prune -> rewind. Round 0 is the dense net; "
-                                   "--rounds N adds N pruning rounds.")
-    p.add_argument("--preset", choices=None, metavar="NAME",
-                   help=f"paper settings: {', '.join(PRESETS)}; explicit flags override them")
-    add_dataclass_flags(p, IMPConfig)
-    add_runtime_flags(p)
+    from .runs import experiments
 
-    from .supermask import PRESETS as SM_PRESETS
-    from .supermask import SupermaskConfig
-
-    p = sub.add_parser("supermask", help="learn a mask over frozen weights (supermasks, edge-popup, jackpots)",
-                       description="Bernoulli supermasks (Zhou et al.), edge-popup (Ramanujan et al.) on "
-                                   "untrained weights, or lottery jackpots (mask search on trained weights).")
-    p.add_argument("--preset", metavar="NAME", help=f"paper settings: {', '.join(SM_PRESETS)}")
-    add_dataclass_flags(p, SupermaskConfig)
-    add_runtime_flags(p)
+    exps = experiments()
+    for name in ("imp", "supermask"):
+        add_experiment_parser(sub, exps.get(name))
 
     from .lottery.values import KEPT_VALUES
 
@@ -94,12 +107,7 @@ def build_parser() -> Parser:
     add_dataclass_flags(p, IMPConfig)
     add_runtime_flags(p)
 
-    from .pruners import PruneInitConfig
-
-    p = sub.add_parser("prune-init", help="prune at initialization (SNIP, GraSP, SynFlow, ...) and train",
-                       description="Score the initial weights, keep the top --density, train the sparse net.")
-    add_dataclass_flags(p, PruneInitConfig)
-    add_runtime_flags(p)
+    add_experiment_parser(sub, exps.get("prune-init"))
 
     p = sub.add_parser("baselines", help="scratch, fine-tuning and sanity-check baselines for a run's masks",
                        description="Layerwise-shuffled masks, reinitialised weights (Scratch-E), Scratch-B and "
@@ -113,39 +121,8 @@ def build_parser() -> Parser:
                    help="Scratch-B trains at most X times the run's iterations (default 2)")
     add_runtime_flags(p)
 
-    from .colt import COLTConfig
-
-    p = sub.add_parser("colt", help="cyclic overlapping lottery tickets (data segments, mask overlap), vs IMP",
-                       description="Train the ticket on each data segment, keep the overlap of the pruned masks, "
-                                   "rewind, cycle; then train it on all data and compare with IMP at that density.")
-    add_dataclass_flags(p, COLTConfig)
-    add_runtime_flags(p)
-
-    from .sweep import SweepConfig
-
-    p = sub.add_parser("sweep", help="sparse double descent: accuracy and learning distance over a density grid",
-                       description="IMP at a small rate down to --min-density, and one-shot masks at the same "
-                                   "densities, optionally with label noise (He et al. 2022).")
-    add_dataclass_flags(p, SweepConfig)
-    add_runtime_flags(p)
-
-    from .dst.runner import DSTConfig
-
-    p = sub.add_parser("dst", help="dynamic sparse training: static, SET, RigL, CTRE, AC/DC, FreeTickets (EDST)",
-                       description="Train sparse from scratch at a fixed density while the mask evolves; "
-                                   "--ensemble M averages M independent runs, --method edst gets an ensemble "
-                                   "from one run. Reports accuracy, NLL, ECE and training/inference FLOPs.")
-    add_dataclass_flags(p, DSTConfig)
-    add_runtime_flags(p)
-
-    from .structured.runner import StructuredConfig
-
-    p = sub.add_parser("structured", help="structured pruning: network slimming, L1 filter / neuron pruning, Gibbs",
-                       description="Train, remove whole channels (conv filters, MLP neurons) with their "
-                                   "dependencies, fine-tune; --passes for multi-pass slimming; --scratch e,b for "
-                                   "Liu et al.'s scratch baselines of the pruned architecture.")
-    add_dataclass_flags(p, StructuredConfig)
-    add_runtime_flags(p)
+    for name in ("colt", "double-descent", "dst", "structured"):
+        add_experiment_parser(sub, exps.get(name))
 
     p = sub.add_parser("export", help="write a run's pruned model as compact, sparse and int8 files",
                        description="compact: channels removed (Torch-Pruning); sparse: CSR kernels chosen by "
@@ -191,6 +168,9 @@ def build_parser() -> Parser:
 def config_from_args(ns: argparse.Namespace, cls, presets: dict):
     """Dataclass defaults <- the preset's values <- the flags given explicitly."""
     cfg = cls().to_dict()
+    seed = getattr(ns, "seed", None)
+    if isinstance(seed, list):  # --seed A,B,C: the config holds the first; run_seeds replaces it per seed
+        ns.seed = seed[0]
     if getattr(ns, "preset", None) is not None:
         if ns.preset not in presets:
             raise UserError(f"unknown preset {ns.preset!r}; choose one of: {', '.join(presets)}")
@@ -211,26 +191,29 @@ def imp_config_from_args(ns: argparse.Namespace):
     return config_from_args(ns, IMPConfig, PRESETS)
 
 
-def cmd_imp(ns: argparse.Namespace) -> int:
-    from .lottery import IMPRun, run_table
+def cmd_experiment(ns: argparse.Namespace, seed_arg) -> int:
+    """Any registered experiment: one run, or a seed group (--seeds N / --seed A,B,C)."""
+    from .runs import get_experiment, preflight
+    from .runs.seeds import format_group, parse_seeds, run_seeds
 
-    cfg = imp_config_from_args(ns)
-    run = IMPRun(cfg, ns.out, **runtime(ns))
-    if not ns.quiet:
-        print(f"run directory: {run.dir}", file=sys.stderr)
-    run.run()
-    print(run_table(run.dir))
-    print(f"\nplots: {run.dir / 'accuracy_vs_density.png'}\n       {run.dir / 'test_acc_by_round.png'}")
-    return 0
-
-
-def cmd_supermask(ns: argparse.Namespace) -> int:
-    from .supermask import PRESETS as SM_PRESETS
-    from .supermask import SupermaskConfig, format_summary, run_supermask
-
-    cfg = config_from_args(ns, SupermaskConfig, SM_PRESETS)
-    summary = run_supermask(cfg, ns.out, **runtime(ns))
-    print(format_summary(summary))
+    exp = get_experiment(ns.command)
+    cfg = config_from_args(ns, exp.config, exp.presets)
+    seeds = parse_seeds(seed_arg, ns.seeds)
+    rt = runtime(ns)
+    from dataclasses import replace
+    preflight([replace(cfg, seed=s) for s in seeds], exp.check, ns.data_dir)
+    if ns.seeds is not None or len(seeds) > 1:
+        result = run_seeds(exp, cfg, seeds, ns.out, **rt)
+        print(format_group(exp, result))
+        print(f"\nseed group: {result['dir']} (`ticketlab show` prints it again)")
+        return 0
+    cfg.seed = seeds[0]
+    out = Path(ns.out) if ns.out is not None else exp.run_dir(cfg)
+    summary = exp.run(cfg, out, **rt)
+    print(exp.format(summary))
+    plots = sorted(out.glob("*.png"))
+    if plots:
+        print("\nplots: " + "\n       ".join(str(p) for p in plots))
     return 0
 
 
@@ -255,54 +238,12 @@ def cmd_deconstruct(ns: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_prune_init(ns: argparse.Namespace) -> int:
-    from .pruners import PruneInitConfig, format_prune_init, run_prune_init
-
-    cfg = config_from_args(ns, PruneInitConfig, {})
-    print(format_prune_init(run_prune_init(cfg, ns.out, **runtime(ns))))
-    return 0
-
-
 def cmd_baselines(ns: argparse.Namespace) -> int:
     from .baselines import format_baselines, run_baselines
 
     result = run_baselines(ns.run_dir, ns.use_rounds, ns.only, ns.scratch_b_cap, **runtime(ns))
     print(format_baselines(result))
     print(f"\nresults: {result['dir']}")
-    return 0
-
-
-def cmd_colt(ns: argparse.Namespace) -> int:
-    from .colt import COLTConfig, format_colt, run_colt
-
-    cfg = config_from_args(ns, COLTConfig, {})
-    print(format_colt(run_colt(cfg, ns.out, **runtime(ns))))
-    return 0
-
-
-def cmd_sweep(ns: argparse.Namespace) -> int:
-    from .sweep import SweepConfig, format_sweep, run_sweep
-
-    cfg = config_from_args(ns, SweepConfig, {})
-    r = run_sweep(cfg, ns.out, **runtime(ns))
-    print(format_sweep(r))
-    print(f"\nplot: {Path(r['dir']) / 'double_descent.png'}")
-    return 0
-
-
-def cmd_dst(ns: argparse.Namespace) -> int:
-    from .dst.runner import DSTConfig, format_dst, run_dst
-
-    cfg = config_from_args(ns, DSTConfig, {})
-    print(format_dst(run_dst(cfg, ns.out, **runtime(ns))))
-    return 0
-
-
-def cmd_structured(ns: argparse.Namespace) -> int:
-    from .structured.runner import StructuredConfig, format_structured, run_structured
-
-    cfg = config_from_args(ns, StructuredConfig, {})
-    print(format_structured(run_structured(cfg, ns.out, **runtime(ns))))
     return 0
 
 
@@ -370,6 +311,8 @@ def cmd_unpack(ns: argparse.Namespace) -> int:
 def cmd_show(ns: argparse.Namespace) -> int:
     from .io import read_json
     from .lottery import run_table
+    from .runs import experiments
+    from .runs.seeds import KIND, format_group
 
     run = Path(ns.run_dir)
     kind = None
@@ -378,17 +321,14 @@ def cmd_show(ns: argparse.Namespace) -> int:
             kind = read_json(run / "config.json").get("kind")
         except (UserError, AttributeError):
             kind = None
-    others = {"dst": ("dst.runner", "format_dst"), "prune-init": ("pruners", "format_prune_init"),
-              "structured": ("structured.runner", "format_structured")}
-    if kind in others and not ns.layers:
-        import importlib
-
-        module, fn = others[kind]
+    exps = experiments()
+    if kind == KIND or (kind in exps and kind != "imp" and not ns.layers):
         if not (run / "summary.json").exists():
             raise UserError(f"{run} has no summary.json yet; its run has not finished (repeat its command to resume)")
+        s = read_json(run / "summary.json")
         try:
-            print(getattr(importlib.import_module(f".{module}", "ticketlab"), fn)(read_json(run / "summary.json")))
-        except (KeyError, TypeError, ValueError):
+            print(format_group(exps.get(s["experiment"]), s) if kind == KIND else exps.get(kind).format(s))
+        except (KeyError, TypeError, ValueError, AttributeError):
             raise UserError(f"{run / 'summary.json'} is corrupt or from another program") from None
         return 0
     print(run_table(ns.run_dir, layers=ns.layers))
@@ -418,11 +358,11 @@ def cmd_list(ns: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         ns = build_parser().parse_args(argv)
-        commands = {"imp": cmd_imp, "supermask": cmd_supermask, "deconstruct": cmd_deconstruct, "prune-init": cmd_prune_init,
-                    "baselines": cmd_baselines, "colt": cmd_colt, "sweep": cmd_sweep, "dst": cmd_dst,
-                    "structured": cmd_structured, "export": cmd_export, "bench": cmd_bench, "pack": cmd_pack,
-                    "unpack": cmd_unpack, "show": cmd_show, "list": cmd_list}
-        return commands[ns.command](ns)
+        commands = {"deconstruct": cmd_deconstruct, "baselines": cmd_baselines, "export": cmd_export,
+                    "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "show": cmd_show, "list": cmd_list}
+        if ns.command in commands:
+            return commands[ns.command](ns)
+        return cmd_experiment(ns, getattr(ns, "seed", None))
     except UserError as e:
         print(f"ticketlab: error: {e}", file=sys.stderr)
         return 2

@@ -23,7 +23,7 @@ from ..flops import forward_flops
 from ..io import save_tensors, write_json
 from ..lottery import IMPConfig, IMPRun
 from ..lottery.plan import layer_rates
-from ..runs import RunConfig, load_mask, load_state, start_run, train_cached
+from ..runs import Experiment, RunConfig, register, load_mask, load_state, start_run, train_cached
 from ..seeding import generator
 from ..sparse import density, layer_densities, layerwise_prune, magnitude_scores, ones_mask, prunable_names
 from ..train import TrainConfig
@@ -154,3 +154,17 @@ def format_colt(r: dict) -> str:
             lines.append(f"{name:<6} {100 * d:>7.2f}% {c['test_acc']:>9.4f} {es:>18} {c['pruning_rounds']:>7} "
                          f"{c['training_iterations']:>12} {c['training_flops']:>12.3e}")
     return "\n".join(lines)
+
+
+def colt_headline(s: dict) -> dict:
+    out = {"density": s["density"], "test_acc": s["colt"]["test_acc"], "rounds": s["colt"]["pruning_rounds"]}
+    if "imp" in s:
+        out |= {"imp_density": s["imp"]["density"], "imp_test_acc": s["imp"]["test_acc"]}
+    return out
+
+
+register(Experiment(
+    "colt", COLTConfig, run_colt, format_colt, colt_headline,
+    help="cyclic overlapping lottery tickets (data segments, mask overlap), vs IMP",
+    description="Train the ticket on each data segment, keep the overlap of the pruned masks, rewind, cycle; then "
+                "train it on all data and compare with IMP at that density."))

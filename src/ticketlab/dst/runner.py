@@ -26,7 +26,7 @@ from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
 from ..metrics import classification_metrics, ensemble_probs, predict_probs
 from ..models import build_model
-from ..runs import RunConfig, load_mask, load_state, start_run, train_cached
+from ..runs import Experiment, RunConfig, register, load_mask, load_state, start_run, train_cached
 from ..seeding import derive_seed, generator
 from ..sparse import density, layer_densities, ones_mask
 from ..train import TrainConfig
@@ -231,3 +231,20 @@ def format_dst(s: dict) -> str:
 
 
 __all__ = ["DSTConfig", "format_dst", "run_dst"]
+
+
+def dst_headline(s: dict) -> dict:
+    e, f = s["ensemble"], s["flops"]
+    out = {"density": s["density"], "test_acc": s["test_acc"], "nll": s["members"][0]["nll"],
+           "ece": s["members"][0]["ece"], "training_flops_ratio": f["training"] / f["training_dense"]}
+    if e["size"] > 1:
+        out |= {"ensemble_acc": e["acc"], "ensemble_nll": e["nll"], "ensemble_ece": e["ece"]}
+    return out
+
+
+register(Experiment(
+    "dst", DSTConfig, run_dst, format_dst, dst_headline,
+    help="dynamic sparse training: static, SET, RigL, CTRE, AC/DC, FreeTickets (EDST)",
+    description="Train sparse from scratch at a fixed density while the mask evolves; --ensemble M averages M "
+                "independent runs, --method edst gets an ensemble from one run. Reports accuracy, NLL, ECE and "
+                "training/inference FLOPs."))

@@ -9,6 +9,7 @@ training (and inside a training from its checkpoint), bitwise identical to an un
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -20,13 +21,13 @@ from ..errors import UserError
 from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
 from ..models import build_model, glorot_normal_init
-from ..runs import (FINAL, MASK, check_fits, default_run_dir, load_mask, load_state, open_run_dir, resolve_device,
-                    train_cached)
+from ..runs import (FINAL, MASK, Experiment, check_fits, default_run_dir, load_mask, load_state, open_run_dir,
+                    register, resolve_device, train_cached)
 from ..seeding import derive_seed, generator
 from ..sparse import Mask, density, global_prune, layer_densities, ones_mask, prunable_names
 from ..sparse import random_mask_like
 from ..train import TrainConfig
-from .config import IMPConfig
+from .config import PRESETS, IMPConfig
 from .plan import Plan, make_plan
 from .plots import plot_accuracy_vs_density, plot_test_acc_curves
 from .report import format_layers, format_table
@@ -66,6 +67,8 @@ class IMPRun:
             extend_rounds(Path(out), config)
         self.dir = open_run_dir(out if out is not None else default_run_dir("imp", config, runs_root), "imp", config,
                                 normalize=normalize_config)
+        if not quiet:
+            print(f"run directory: {self.dir}", file=sys.stderr)
 
     # -- small helpers ---------------------------------------------------------------------------------
     def round_dir(self, k: int) -> Path:
@@ -247,3 +250,17 @@ def run_table(run_dir: str | Path, layers: bool = False) -> str:
         return format_layers(s) if layers else format_table(s)
     except (KeyError, TypeError, ValueError):
         raise UserError(f"{path} is corrupt or from another program; give a run directory made by `ticketlab imp`") from None
+
+
+def imp_headline(s: dict) -> dict:
+    """The last round's density and accuracies (the ticket's and each control's)."""
+    last = s["rounds"][-1]
+    return {"density": last["density"], "test_acc": last["test_acc"],
+            "early_stop_test_acc": last["early_stop_test_acc"],
+            **{f"{c}_test_acc": v["test_acc"] for c, v in last["controls"].items()}}
+
+
+register(Experiment(
+    "imp", IMPConfig, imp, format_table, imp_headline, presets=PRESETS,
+    help="iterative magnitude pruning with rewinding (lottery tickets)",
+    description="Rounds of train -> prune -> rewind. Round 0 is the dense net; --rounds N adds N pruning rounds."))

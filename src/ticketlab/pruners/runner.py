@@ -15,7 +15,7 @@ import torch
 from ..errors import UserError
 from ..flops import forward_flops, training_flops
 from ..io import read_json, save_tensors, write_json
-from ..runs import RunConfig, load_mask, load_state, start_run, train_cached
+from ..runs import Experiment, RunConfig, register, load_mask, load_state, start_run, train_cached
 from ..seeding import generator
 from ..sparse import density, layer_densities, ones_mask, prunable_names
 from ..sparse.distributions import DISTRIBUTIONS
@@ -121,3 +121,11 @@ def format_prune_init(s: dict) -> str:
 
 
 __all__ = ["DEFAULT_ROUNDS", "PruneInitConfig", "format_prune_init", "run_prune_init"]
+
+
+register(Experiment(
+    "prune-init", PruneInitConfig, run_prune_init, format_prune_init,
+    headline=lambda s: {"density": s["density"], "test_acc": s["test_acc"],
+                        "early_stop_test_acc": s["early_stop_test_acc"]},
+    help="prune at initialization (SNIP, GraSP, SynFlow, ...) and train",
+    description="Score the initial weights, keep the top --density, train the sparse net."))

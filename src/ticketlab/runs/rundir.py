@@ -36,11 +36,13 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def open_run_dir(path: str | Path, kind: str, config: dict, normalize: Callable[[dict], dict] | None = None) -> Path:
+def open_run_dir(path: str | Path, kind: str, config: dict, normalize: Callable[[dict], dict] | None = None,
+                 legacy_kinds: tuple[str, ...] = ()) -> Path:
     """Create or reopen ``path`` for a run of ``config``; refuse foreign or mismatching directories.
 
     ``normalize`` maps a stored config to the current schema (new settings at their defaults), so runs
-    made before a setting existed still resume.
+    made before a setting existed still resume; a folder stored under one of ``legacy_kinds`` (the kind's
+    name before a rename) is reopened as it is.
     """
     path = Path(path)
     record = {"kind": kind, "config": config}
@@ -49,7 +51,7 @@ def open_run_dir(path: str | Path, kind: str, config: dict, normalize: Callable[
         raise UserError(f"--out {path} is a file, not a directory; choose another --out")
     if cfg_file.exists():
         old = read_json(cfg_file)
-        if not isinstance(old, dict) or "config" not in old or old.get("kind") != kind:
+        if not isinstance(old, dict) or "config" not in old or old.get("kind") not in (kind, *legacy_kinds):
             raise UserError(f"{path} holds something other than a ticketlab {kind} run; choose another --out")
         stored = old["config"]
         if normalize is not None and isinstance(stored, dict):

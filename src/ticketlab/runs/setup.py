@@ -69,6 +69,24 @@ def prepare(cfg, device: str, data_dir: str | None, quiet: bool):
     return dev, data, model
 
 
+def preflight(cfgs, check=None, data_dir: str | None = None) -> None:
+    """Everything ``cfgs`` need, checked before any training: each config's values, its model on its data
+    (built on the CPU; each dataset loaded once) and ``check(cfg, model, data)``, the method's own refusals."""
+    from ..data import load_dataset
+    from ..models import build_model
+
+    datasets: dict = {}
+    for cfg in cfgs:
+        cfg.validate()
+        if cfg.dataset not in datasets:
+            datasets[cfg.dataset] = load_dataset(cfg.dataset, data_dir, quiet=True)
+        data = datasets[cfg.dataset]
+        model = build_model(cfg.model, data.input_shape, data.num_classes, seed=cfg.seed)
+        check_fits(model, data)
+        if check is not None:
+            check(cfg, model, data)
+
+
 def start_run(cfg, kind: str, out, device: str, data_dir: str | None, quiet: bool):
     """``prepare`` plus the run directory every runner opens: (device, dataset moved to the device, model,
     config dict, run directory). The directory is ``out`` or ``runs/<kind>-<config hash>``; a different

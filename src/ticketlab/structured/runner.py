@@ -30,7 +30,7 @@ from ..errors import UserError
 from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
 from ..models import glorot_normal_init
-from ..runs import RunConfig, start_run, train_cached
+from ..runs import Experiment, RunConfig, register, start_run, train_cached
 from ..seeding import derive_seed
 from ..sparse import Mask, apply_mask_, density
 from ..train import TrainConfig
@@ -238,3 +238,20 @@ def format_structured(s: dict) -> str:
 
 
 __all__ = ["StructuredConfig", "format_structured", "run_structured"]
+
+
+def structured_check(cfg: StructuredConfig, model, data) -> None:
+    """A model the channel score cannot rank (slimming without BatchNorm) is refused before any training."""
+    if METHODS[cfg.method] is not None:
+        channel_scores(model, channel_groups(model, data.input_shape), METHODS[cfg.method])
+
+
+register(Experiment(
+    "structured", StructuredConfig, run_structured, format_structured, check=structured_check,
+    headline=lambda s: {"dense_acc": s["dense_acc"], "test_acc": s["test_acc"],
+                        "params_ratio": s["params"]["compact"] / s["params"]["dense"],
+                        "flops_ratio": s["forward_flops"]["compact"] / s["forward_flops"]["dense"]},
+    help="structured pruning: network slimming, L1 filter / neuron pruning, Gibbs",
+    description="Train, remove whole channels (conv filters, MLP neurons) with their dependencies, fine-tune; "
+                "--passes for multi-pass slimming; --scratch e,b for Liu et al.'s scratch baselines of the pruned "
+                "architecture."))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import read_json, save_tensors, write_json
-from ..runs import RunConfig, default_run_dir, load_state, open_run_dir, prepare
+from ..runs import Experiment, RunConfig, register, default_run_dir, load_state, open_run_dir, prepare
 from ..sparse import density, layer_densities, prunable_names
 from ..train import Checkpointer, TrainConfig, evaluate, train
 from .learn import METHODS, WEIGHTS, attach, expected_density, hard_masks, set_eval_mode, signed_constant_
@@ -128,3 +128,12 @@ def format_summary(s: dict) -> str:
                   f"  sampled masks: mean {sm['mean']:.4f} (min {sm['min']:.4f}, max {sm['max']:.4f}, "
                   f"{sm['samples']} samples)"]
     return "\n".join(lines)
+
+
+register(Experiment(
+    "supermask", SupermaskConfig, run_supermask, format_summary, presets=PRESETS,
+    headline=lambda s: {"density": s["density"], "test_acc": s["test_acc"],
+                        "untrained_mask_test_acc": s["untrained_mask_test_acc"]},
+    help="learn a mask over frozen weights (supermasks, edge-popup, jackpots)",
+    description="Bernoulli supermasks (Zhou et al.), edge-popup (Ramanujan et al.) on untrained weights, or "
+                "lottery jackpots (mask search on trained weights)."))

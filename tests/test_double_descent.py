@@ -4,7 +4,7 @@ import torch
 from ticketlab.data import load_dataset, with_label_noise
 from ticketlab.errors import UserError
 from ticketlab.lottery import IMPConfig
-from ticketlab.sweep import SweepConfig, run_sweep
+from ticketlab.double_descent import DoubleDescentConfig, run_double_descent
 from ticketlab.train import TrainConfig
 
 
@@ -18,10 +18,10 @@ def test_label_noise_flips_exactly_that_fraction_to_other_classes():
     assert with_label_noise(d, 0.0, seed=3) is d
 
 
-def test_sweep_records_accuracy_and_learning_distance_on_both_curves(tmp_path):
-    cfg = SweepConfig(dataset="digits", min_density=0.5, label_noise=0.1,
+def test_double_descent_records_accuracy_and_learning_distance_on_both_curves(tmp_path):
+    cfg = DoubleDescentConfig(dataset="digits", min_density=0.5, label_noise=0.1,
                       train=TrainConfig(iterations=30, eval_every=10))
-    r = run_sweep(cfg, tmp_path / "s", quiet=True)
+    r = run_double_descent(cfg, tmp_path / "s", quiet=True)
     imp, one = r["imp"], r["one-shot"]
     assert [p["density"] for p in imp] == pytest.approx([p["density"] for p in one], abs=1e-3)
     assert imp[-1]["density"] == pytest.approx(0.5, abs=2e-3)
@@ -30,10 +30,10 @@ def test_sweep_records_accuracy_and_learning_distance_on_both_curves(tmp_path):
     assert (tmp_path / "s" / "double_descent.png").exists()
 
 
-def test_bad_sweep_settings():
+def test_bad_double_descent_settings():
     for kw, msg in [({"label_noise": 1.0}, "--label-noise"), ({"retrain": "scratch"}, "unknown --retrain"),
                     ({"min_density": 0}, "--min-density")]:
         with pytest.raises(UserError, match=msg):
-            SweepConfig(**kw).validate()
+            DoubleDescentConfig(**kw).validate()
     with pytest.raises(UserError, match="--label-noise"):
         IMPConfig(label_noise=-0.1).validate()

@@ -1,4 +1,4 @@
-"""``ticketlab sweep``: test accuracy and learning distance over a fine grid of densities (He et al. 2022).
+"""``ticketlab double-descent``: test accuracy and learning distance over a fine grid of densities (He et al. 2022).
 
 One IMP run with a small pruning rate down to ``--min-density`` gives the iterative curve (each round a
 grid point); one-shot masks from the dense net at the same per-layer densities give the one-shot curve.
@@ -19,17 +19,25 @@ from ..errors import UserError
 from ..flops import forward_flops
 from ..io import write_json
 from ..lottery import IMPConfig, IMPRun
-from ..runs import RunConfig, default_run_dir, load_state, open_run_dir
+from ..runs import (
+    Experiment,
+    RunConfig,
+    default_run_dir,
+    load_state,
+    open_run_dir,
+    register,
+)
 from ..seeding import generator
 from ..sparse import density, layerwise_prune, magnitude_scores, ones_mask
 from ..train import TrainConfig
 
+KIND = "double-descent"
 MODES = ("imp", "one-shot")
 RETRAIN = ("rewind", "finetune")
 
 
 @dataclass
-class SweepConfig(RunConfig):
+class DoubleDescentConfig(RunConfig):
     model: str = field(default="lenet300", metadata={"help": "model name"})
     dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
     seed: int = field(default=0, metadata={"help": "seed"})
@@ -53,11 +61,15 @@ class SweepConfig(RunConfig):
 
 
 
-def run_sweep(cfg: SweepConfig, out: str | Path | None = None, *, device: str = "cpu", data_dir: str | None = None,
+def run_double_descent(cfg: DoubleDescentConfig, out: str | Path | None = None, *, device: str = "cpu", data_dir: str | None = None,
               quiet: bool = False, checkpoint_every: int = 2000) -> dict:
     cfg.validate()
     config = cfg.to_dict()
-    run_dir = open_run_dir(out if out is not None else default_run_dir("sweep", config), "sweep", config)
+    # "sweep" was this command's name before the general grid runner took it: its folders still resume.
+    if out is None:
+        out = default_run_dir("sweep", config)
+        out = out if (out / "config.json").exists() else default_run_dir(KIND, config)
+    run_dir = open_run_dir(out, KIND, config, legacy_kinds=("sweep",))
     if not quiet:
         print(f"run directory: {run_dir}", file=sys.stderr)
     imp_cfg = IMPConfig(model=cfg.model, dataset=cfg.dataset, seed=cfg.seed, label_noise=cfg.label_noise,
@@ -87,12 +99,12 @@ def run_sweep(cfg: SweepConfig, out: str | Path | None = None, *, device: str = 
                                        "early_stop_test_acc": s["early_stop_test_acc"], "learning_distance": dist,
                                        "training_flops": 3 * fwd * cfg.train.batch_size * run.total})
     write_json(run_dir / "summary.json", result)
-    plot_sweep(result, run_dir / "double_descent.png")
+    plot_double_descent(result, run_dir / "double_descent.png")
     result["dir"] = str(run_dir)
     return result
 
 
-def plot_sweep(result: dict, path: Path) -> None:
+def plot_double_descent(result: dict, path: Path) -> None:
     from ..plotting import density_axis, plt
 
     c = result["config"]
@@ -115,7 +127,7 @@ def plot_sweep(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def format_sweep(result: dict) -> str:
+def format_double_descent(result: dict) -> str:
     lines = [f"{'density':>8}  {'train FLOPs':>11}  {'imp acc':>8} {'distance':>9}  {'one-shot acc':>12} {'distance':>9}"]
     one = {round(p["density"], 6): p for p in result["one-shot"]}
     for p in result["imp"]:
@@ -126,4 +138,24 @@ def format_sweep(result: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["MODES", "RETRAIN", "SweepConfig", "format_sweep", "run_sweep"]
+__all__ = ["MODES", "RETRAIN", "DoubleDescentConfig", "format_double_descent", "run_double_descent"]
+
+
+def double_descent_headline(s: dict) -> dict:
+    """Accuracy at the sparsest point and the best accuracy over the grid, per curve."""
+    out = {}
+    for mode in MODES:
+        pts = s.get(mode) or []
+        if pts:
+            key = mode.replace("-", "_")
+            out |= {f"{key}_min_density": pts[-1]["density"], f"{key}_test_acc_at_min": pts[-1]["test_acc"],
+                    f"{key}_best_test_acc": max(p["test_acc"] for p in pts)}
+    return out
+
+
+register(Experiment(
+    KIND, DoubleDescentConfig, run_double_descent, format_double_descent, double_descent_headline,
+    legacy_kinds=("sweep",),
+    help="sparse double descent: accuracy and learning distance over a density grid",
+    description="IMP at a small rate down to --min-density, and one-shot masks at the same densities, optionally "
+                "with label noise (He et al. 2022)."))

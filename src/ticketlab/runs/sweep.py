@@ -1,0 +1,354 @@
+"""Sweeps: one experiment over a grid of settings and seeds, run locally (in turn or ``jobs`` worker
+processes) or as Ray tasks. Layout::
+
+    SWEEP/config.json                kind "sweep": the experiment, its fixed config, the axes
+    SWEEP/<axis=value,...>/          a seed group (``runs.seeds``): one ordinary run directory per seed
+    SWEEP/sweep.json                 every point's settings, state and headline metrics over its seeds
+
+A task is one (point, seed) run. Finished tasks are skipped when the sweep runs again; a task that fails,
+or whose worker dies, leaves only its own run directory (which resumes from its checkpoint on the next
+try: Ray retries it at once, the local backend on the next invocation). Group summaries and sweep.json are
+written by the driver alone, after each task, so no two processes ever write the same file.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, fields, is_dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+
+from ..errors import UserError
+from ..io import read_json, write_json
+from .experiment import Experiment, get_experiment
+from .rundir import default_run_dir, open_run_dir
+from .seeds import aggregate, finished_seeds, is_stat, open_group, seed_dir, write_group_summary
+
+KIND = "sweep"
+BACKENDS = ("local", "ray")
+FAULT_ENV = "TICKETLAB_FAULT_KILL_AFTER_CHECKPOINT"  # tests: the first worker to save a checkpoint dies
+
+
+@dataclass
+class Point:
+    """One grid point: its folder name, its axis values (as given) and its config (seed set per task)."""
+    name: str
+    values: dict
+    cfg: object
+
+
+def point_name(values: dict) -> str:
+    text = ",".join(f"{k}={v}" for k, v in values.items())
+    return "".join(c if c.isalnum() or c in "=,.-_+" else "_" for c in text)
+
+
+def grid(cfg, axes: dict[str, list]) -> list[Point]:
+    """Points of the full grid over ``axes`` (config field names, ``train``'s fields by their own names)
+    with typed values: ``grid(DSTConfig(), {"method": ["set", "rigl"], "lr": [0.1]})``."""
+    points = [Point("", {}, cfg)]
+    for axis, values in axes.items():
+        nxt = []
+        for p in points:
+            for v in values:
+                vals = {**p.values, axis: v}
+                nxt.append(Point(point_name(vals), vals, set_field(p.cfg, axis, v)))
+        points = nxt
+    return points
+
+
+def set_field(cfg, name: str, value):
+    """A copy of ``cfg`` with field ``name`` (its own, or a nested dataclass's) set to ``value``."""
+    key = name.replace("-", "_")
+    if key in {f.name for f in fields(cfg)}:
+        return replace(cfg, **{key: value})
+    for f in fields(cfg):
+        sub = getattr(cfg, f.name)
+        if is_dataclass(sub) and key in {g.name for g in fields(sub)}:
+            return replace(cfg, **{f.name: replace(sub, **{key: value})})
+    raise UserError(f"unknown axis {name!r}: not a setting of this command's config")
+
+
+# -- running one task (in the driver, a worker process, or a Ray worker) --------------------------------------
+def _arm_fault(marker: str) -> None:
+    """Fault injection for the tests: the first process to save a checkpoint (creating ``marker``) is killed."""
+    import signal
+
+    from ..train import Checkpointer
+
+    real = Checkpointer.save
+
+    def save(self, *a, **kw):
+        real(self, *a, **kw)
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    Checkpointer.save = save
+
+
+def run_task(name: str, config: dict, out: str, runtime: dict, threads: int | None) -> dict:
+    """Run one (point, seed) of experiment ``name``; returns its headline metrics."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if os.environ.get(FAULT_ENV):
+        _arm_fault(os.environ[FAULT_ENV])
+    exp = get_experiment(name)
+    summary = exp.run(exp.config.from_dict(config), Path(out), **runtime)
+    return exp.headline(summary)
+
+
+# -- backends ---------------------------------------------------------------------------------------------
+def _local(tasks, jobs: int, threads: int | None, on_done) -> None:
+    if jobs == 1:
+        for t in tasks:
+            try:
+                run_task(*t.args, threads)
+                on_done(t, None)
+            except UserError as e:
+                on_done(t, str(e))
+        return
+    threads = threads or max(1, (os.cpu_count() or 1) // jobs)
+    # spawn, not fork: a forked child of a process that has run multi-threaded torch can hang.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = {pool.submit(run_task, *t.args, threads): t for t in tasks}
+        for f in as_completed(futures):
+            try:
+                f.result()
+                on_done(futures[f], None)
+            except BrokenProcessPool:
+                on_done(futures[f], "its worker process died; run the sweep again to resume it")
+            except Exception as e:  # noqa: BLE001 - a failed point is reported, the others go on
+                on_done(futures[f], f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
+
+def ray_environment() -> None:
+    """Settings for a local Ray that listens on 127.0.0.1 only, starts no dashboard, reports no usage
+    statistics and writes nothing under HOME (measured on ray 2.60; see the README)."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DISABLE_IMPORT_WARNING", "1")
+
+
+def import_ray():
+    ray_environment()
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--backend ray needs Ray: pip install 'ticketlab[ray]'") from None
+    return ray
+
+
+def _ray(tasks, address: str | None, cpus: float, gpus: float, jobs: int | None, retries: int, on_done,
+         quiet: bool) -> dict:
+    ray = import_ray()
+    temp = None
+    t0 = time.perf_counter()
+    try:
+        if address:
+            try:
+                ray.init(address=address, log_to_driver=not quiet, configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                raise UserError(f"cannot reach the Ray cluster at --ray-address {address} "
+                                f"({str(e).splitlines()[0][:100]}); check the address or leave it out") from None
+        else:
+            temp = tempfile.mkdtemp(prefix="tl-ray-")  # short: Ray's socket paths must fit 107 bytes
+            ray.init(num_cpus=jobs or os.cpu_count(), num_gpus=None if gpus else 0, include_dashboard=False,
+                     object_store_memory=100 * 1024 ** 2, _temp_dir=temp, _node_ip_address="127.0.0.1",
+                     log_to_driver=not quiet, configure_logging=False)
+        startup = time.perf_counter() - t0
+        remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(run_task)
+        threads = max(1, int(cpus))
+        refs = {remote.remote(*t.args, threads): t for t in tasks}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(done[0])
+                on_done(refs[done[0]], None)
+            except Exception as e:  # noqa: BLE001 - RayTaskError / WorkerCrashedError after the retries
+                on_done(refs[done[0]], f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}")
+        return {"ray_startup_s": startup}
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        if temp:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+# -- the sweep --------------------------------------------------------------------------------------------
+@dataclass
+class Task:
+    point: Point
+    seed: int
+    args: tuple
+
+
+def sweep_config(exp: Experiment, base_cfg, points: list[Point]) -> dict:
+    fixed = base_cfg.to_dict()
+    fixed.pop("seed", None)
+    axes: dict[str, list] = {}
+    for p in points:
+        for k, v in p.values.items():
+            if str(v) not in axes.setdefault(k, []):
+                axes[k].append(str(v))
+    return {"experiment": exp.name, "fixed": fixed, "axes": axes}
+
+
+def run_sweep(exp: Experiment, base_cfg, points: list[Point], seeds: list[int], out: str | Path | None = None, *,
+              backend: str = "local", jobs: int = 1, threads: int | None = None, ray_address: str | None = None,
+              cpus_per_point: float = 1, gpus_per_point: float = 0, retries: int = 3, check=True,
+              data_dir: str | None = None, device: str = "cpu", quiet: bool = False,
+              checkpoint_every: int = 2000) -> dict:
+    """Run every (point, seed) not yet finished; returns sweep.json's content (``failed`` lists the tasks
+    that did not finish this time)."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown --backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
+    if not points:
+        raise UserError("the sweep has no points: give at least one --vary NAME=V1,V2")
+    if backend == "ray":
+        import_ray()
+    if check:
+        from .setup import preflight
+
+        preflight([replace(p.cfg, seed=s) for p in points for s in seeds], exp.check, data_dir)
+    config = sweep_config(exp, base_cfg, points)
+    root = open_run_dir(out if out is not None else default_run_dir(KIND, config), KIND, config)
+    runtime = {"device": device, "data_dir": data_dir, "quiet": True, "checkpoint_every": checkpoint_every}
+    done: dict[str, list[int]] = {}
+    tasks = []
+    for p in points:
+        group = open_group(exp, p.cfg, root / p.name)
+        done[p.name] = finished_seeds(group)
+        for s in seeds:
+            if s not in done[p.name]:
+                cfg = replace(p.cfg, seed=s)
+                tasks.append(Task(p, s, (exp.name, cfg.to_dict(), str(seed_dir(group, s)), runtime)))
+    failed: list[dict] = []
+    n = len(tasks)
+    if not quiet:
+        print(f"sweep: {root} - {len(points)} point(s) x {len(seeds)} seed(s); {n} to run "
+              f"({backend}{f', {jobs} jobs' if backend == 'local' and jobs > 1 else ''})", file=sys.stderr, flush=True)
+    counter = {"i": 0}
+    t0 = time.perf_counter()
+
+    def on_done(t: Task, error: str | None) -> None:
+        counter["i"] += 1
+        if error is None:
+            done[t.point.name] = sorted(set(done[t.point.name]) | {t.seed})
+            write_group_summary(exp, root / t.point.name, done[t.point.name])
+        else:
+            failed.append({"point": t.point.name, "seed": t.seed, "error": error})
+        if not quiet:
+            state = "done" if error is None else f"FAILED ({error})"
+            print(f"[{counter['i']}/{n}] {t.point.name} seed {t.seed}: {state}  ({time.perf_counter() - t0:.0f} s)",
+                  file=sys.stderr, flush=True)
+
+    extra = {}
+    if tasks:
+        if backend == "local":
+            _local(tasks, jobs, threads, on_done)
+        else:
+            extra = _ray(tasks, ray_address, cpus_per_point, gpus_per_point, jobs if jobs > 1 else None, retries,
+                         on_done, quiet)
+    result = write_sweep_json(exp, root, points, seeds, done)
+    result["failed"], result["dir"] = failed, str(root)
+    result |= extra
+    return result
+
+
+def write_sweep_json(exp: Experiment, root: Path, points: list[Point], seeds: list[int],
+                     done: dict[str, list[int]]) -> dict:
+    rows = []
+    for p in points:
+        finished = done.get(p.name, [])
+        summaries = [read_json(seed_dir(root / p.name, s) / "summary.json") for s in finished]
+        state = "done" if set(seeds) <= set(finished) else ("partial" if finished else "not run")
+        rows.append({"point": p.name, "values": {k: str(v) for k, v in p.values.items()}, "seeds": finished,
+                     "state": state,
+                     "headline": aggregate([exp.headline(s) for s in summaries]) if summaries else {}})
+    result = {"experiment": exp.name, "seeds": seeds, "points": rows}
+    write_json(root / "sweep.json", result)
+    return result
+
+
+def format_sweep(result: dict) -> str:
+    """A row per point: its axis values, then each headline metric as mean ± std over its seeds."""
+    rows = result["points"]
+    axes = list(rows[0]["values"]) if rows else []
+    metrics: list[str] = []
+    for r in rows:
+        metrics += [m for m in r["headline"] if m not in metrics and is_stat(r["headline"][m])]
+    cells = [[*r["values"].values(), *(_cell(r["headline"].get(m)) for m in metrics), r["state"]] for r in rows]
+    head = [*axes, *metrics, "state"]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)] if cells else [len(h) for h in head]
+    line = lambda cs: "  ".join(f"{c:>{w}}" for c, w in zip(cs, widths))  # noqa: E731
+    return "\n".join([line(head), *(line(c) for c in cells)])
+
+
+def _cell(st) -> str:
+    if not is_stat(st):
+        return ""
+    if st["n"] == 1 or st["std"] == 0:
+        return f"{st['mean']:.4g}"
+    return f"{st['mean']:.4g} ± {st['std']:.2g}"
+
+
+def plot_sweep(result: dict, path: Path, x: str, hue: str | None, metric: str) -> None:
+    """``metric`` (mean, with a ±std band) against axis ``x``, one line per value of axis ``hue``."""
+    from ..plotting import plt
+
+    rows = [r for r in result["points"] if is_stat(r["headline"].get(metric))]
+    if not rows:
+        raise UserError(f"no finished point has the metric {metric!r}; choose --metric from the sweep table's columns")
+    for a in (x, hue):
+        if a is not None and a not in rows[0]["values"]:
+            raise UserError(f"--x/--hue {a!r} is not an axis of this sweep; axes: {', '.join(rows[0]['values'])}")
+
+    def num(v):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+
+    xs = [r["values"][x] for r in rows]
+    numeric = all(num(v) is not None and math.isfinite(num(v)) for v in xs)
+    order = sorted(set(xs), key=num) if numeric else list(dict.fromkeys(xs))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    groups = dict.fromkeys(r["values"][hue] for r in rows) if hue else {None: None}
+    for g in groups:
+        pts = [r for r in rows if hue is None or r["values"][hue] == g]
+        pts.sort(key=lambda r: order.index(r["values"][x]))
+        px = [num(r["values"][x]) if numeric else order.index(r["values"][x]) for r in pts]
+        m = [r["headline"][metric]["mean"] for r in pts]
+        s = [r["headline"][metric]["std"] for r in pts]
+        line, = ax.plot(px, m, "o-", markersize=4, label=f"{hue}={g}" if hue else None)
+        ax.fill_between(px, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], alpha=0.2,
+                        color=line.get_color())
+    if not numeric:
+        ax.set_xticks(range(len(order)), order)
+    elif all(num(v) > 0 for v in order) and max(num(v) for v in order) / min(num(v) for v in order) > 20:
+        ax.set_xscale("log")
+    n = max((r["headline"][metric]["n"] for r in rows), default=1)
+    ax.set_xlabel(x)
+    ax.set_ylabel(f"{metric} (mean ± std, up to {n} seeds)")
+    ax.set_title(f"ticketlab sweep: {result['experiment']}")
+    ax.grid(alpha=0.3)
+    if hue:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
