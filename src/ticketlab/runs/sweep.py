@@ -150,6 +150,23 @@ def import_ray():
     return ray
 
 
+def check_ray_address(address: str, timeout: float = 5.0) -> None:
+    """Refuse an address nothing answers at (Ray itself retries for minutes): HOST:PORT or ray://HOST:PORT."""
+    import socket
+
+    if address == "auto":
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UserError(f"--ray-address {address}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"cannot reach the Ray cluster at --ray-address {address} ({e.strerror or e}); check the "
+                        "address or leave it out to start a local Ray") from None
+
+
 def _ray(tasks, address: str | None, cpus: float, gpus: float, jobs: int | None, retries: int, on_done,
          quiet: bool) -> dict:
     ray = import_ray()
@@ -221,6 +238,8 @@ def run_sweep(exp: Experiment, base_cfg, points: list[Point], seeds: list[int], 
         raise UserError("the sweep has no points: give at least one --vary NAME=V1,V2")
     if backend == "ray":
         import_ray()
+        if ray_address:
+            check_ray_address(ray_address)
     if check:
         from .setup import preflight
 
@@ -291,7 +310,7 @@ def format_sweep(result: dict) -> str:
     axes = list(rows[0]["values"]) if rows else []
     metrics: list[str] = []
     for r in rows:
-        metrics += [m for m in r["headline"] if m not in metrics and is_stat(r["headline"][m])]
+        metrics += [m for m in r["headline"] if m not in metrics and m not in axes and is_stat(r["headline"][m])]
     cells = [[*r["values"].values(), *(_cell(r["headline"].get(m)) for m in metrics), r["state"]] for r in rows]
     head = [*axes, *metrics, "state"]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)] if cells else [len(h) for h in head]
