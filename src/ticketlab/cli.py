@@ -164,6 +164,17 @@ def build_parser() -> Parser:
     p.add_argument("run_dir", metavar="DIR")
     p.add_argument("--layers", action="store_true", help="per-layer densities of each round's mask instead")
 
+    p = sub.add_parser("runs", help="list the runs under runs/ (or DIR): kind, settings, state, headline metric",
+                       description="Reads every run directory's own files; DIR itself when it is a run, seed group "
+                                   "or sweep (then its seeds or points).")
+    p.add_argument("dir", nargs="?", default="runs", metavar="DIR")
+    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                   help="keep runs whose config has KEY=VALUE (e.g. model=lenet300, method=rigl, lr=0.1)")
+    p.add_argument("--sort", default=None, metavar="METRIC", help="sort by this headline metric, highest first")
+    p.add_argument("--metric", default="test_acc", help="the metric column (default test_acc)")
+    p.add_argument("--recursive", action="store_true", help="runs at any depth (inside sweeps and groups too)")
+    p.add_argument("--json", action="store_true", help="print the entries as JSON")
+
     sub.add_parser("list", help="list models, datasets and presets")
     return parser
 
@@ -495,6 +506,24 @@ def cmd_show(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_runs(ns: argparse.Namespace) -> int:
+    import json
+
+    from .runs.store import format_runs, list_runs, matches, metric_value
+
+    bad = [w for w in ns.where if not w.partition("=")[0] or not w.partition("=")[1]]
+    if bad:
+        raise UserError(f"--where expects KEY=VALUE, got {bad[0]!r}")
+    entries = [e for e in list_runs(ns.dir, ns.recursive) if matches(e, ns.where)]
+    if ns.sort:
+        entries.sort(key=lambda e: (metric_value(e, ns.sort) is None, -(metric_value(e, ns.sort) or 0)))
+    if ns.json:
+        print(json.dumps(entries, indent=1, default=str))
+    else:
+        print(format_runs(entries, ns.sort or ns.metric))
+    return 0
+
+
 def cmd_list(ns: argparse.Namespace) -> int:
     from .criteria import CRITERIA
     from .data import DATASETS
@@ -522,7 +551,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sweep(argv[1:])
         ns = build_parser().parse_args(argv)
         commands = {"deconstruct": cmd_deconstruct, "baselines": cmd_baselines, "export": cmd_export,
-                    "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "show": cmd_show, "list": cmd_list}
+                    "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "show": cmd_show, "runs": cmd_runs,
+                    "list": cmd_list}
         if ns.command in commands:
             return commands[ns.command](ns)
         return cmd_experiment(ns, getattr(ns, "seed", None))

@@ -283,14 +283,16 @@ def run_sweep(exp: Experiment, base_cfg, points: list[Point], seeds: list[int], 
         else:
             extra = _ray(tasks, ray_address, cpus_per_point, gpus_per_point, jobs if jobs > 1 else None, retries,
                          on_done, quiet)
-    result = write_sweep_json(exp, root, points, seeds, done)
-    result["failed"], result["dir"] = failed, str(root)
+    result = write_sweep_json(exp, root, points, seeds, done, failed)
+    result["dir"] = str(root)
     result |= extra
     return result
 
 
 def write_sweep_json(exp: Experiment, root: Path, points: list[Point], seeds: list[int],
-                     done: dict[str, list[int]]) -> dict:
+                     done: dict[str, list[int]], failed: list[dict]) -> dict:
+    """sweep.json: every point's state and headline over its finished seeds, and the runs that failed in the
+    last invocation (they resume on the next)."""
     rows = []
     for p in points:
         finished = done.get(p.name, [])
@@ -299,7 +301,7 @@ def write_sweep_json(exp: Experiment, root: Path, points: list[Point], seeds: li
         rows.append({"point": p.name, "values": {k: str(v) for k, v in p.values.items()}, "seeds": finished,
                      "state": state,
                      "headline": aggregate([exp.headline(s) for s in summaries]) if summaries else {}})
-    result = {"experiment": exp.name, "seeds": seeds, "points": rows}
+    result = {"experiment": exp.name, "seeds": seeds, "points": rows, "failed": failed}
     write_json(root / "sweep.json", result)
     return result
 

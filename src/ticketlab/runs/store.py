@@ -1,0 +1,147 @@
+"""The run store: the run directories under a folder, read from their own files (nothing else to keep in
+sync). Each entry: path, kind, key settings, state (done / partial / failed / empty) and headline metrics."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+from ..io import read_json
+from .experiment import experiments
+from .rundir import CONFIG_FILE
+from .seeds import KIND as SEEDS
+from .seeds import display, is_stat
+from .sweep import KIND as SWEEP
+
+KEY_SETTINGS = ("model", "dataset", "method", "density", "criterion", "rounds", "target_density", "sparsity",
+                "min_density")
+# A finished IMP run has drawn its plots (its summary.json is rewritten after every round).
+DONE_FILES = {"imp": "accuracy_vs_density.png"}
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _read(path: Path):
+    try:
+        return read_json(path)
+    except UserError:
+        return None
+
+
+def describe(run: Path, root: Path) -> dict | None:
+    """One entry of the store, or None when ``run`` is not a ticketlab run directory."""
+    rec = _read(run / CONFIG_FILE) if (run / CONFIG_FILE).is_file() else None
+    if not isinstance(rec, dict) or "kind" not in rec or not isinstance(rec.get("config"), dict):
+        return None
+    kind, config = rec["kind"], rec["config"]
+    exps = experiments()
+    entry = {"path": str(run.relative_to(root)) if run != root else ".", "kind": kind, "settings": {},
+             "state": "empty", "metrics": {}}
+    summary = _read(run / "summary.json") if (run / "summary.json").is_file() else None
+    if kind == SEEDS:
+        name = config.get("experiment")
+        entry["kind"] = f"{name} (seeds)"
+        cfg = config.get("config", {})
+        if isinstance(summary, dict) and summary.get("seeds"):
+            entry["state"] = "done"
+            entry["settings"]["seeds"] = len(summary["seeds"])
+            entry["metrics"] = summary.get("headline", {})
+    elif kind == SWEEP:
+        entry["kind"] = f"{config.get('experiment')} (sweep)"
+        cfg = config.get("fixed", {})
+        entry["settings"]["axes"] = ",".join(config.get("axes", {}))
+        sw = _read(run / "sweep.json") if (run / "sweep.json").is_file() else None
+        if isinstance(sw, dict):
+            states = [p.get("state") for p in sw.get("points", [])]
+            entry["state"] = ("failed" if sw.get("failed") else "done" if states and all(s == "done" for s in states)
+                              else "partial")
+            entry["settings"]["points"] = len(states)
+    else:
+        cfg = config
+        if isinstance(summary, dict):
+            marker = DONE_FILES.get(kind)
+            entry["state"] = "done" if marker is None or (run / marker).exists() else "partial"
+            if kind in exps:
+                try:
+                    entry["metrics"] = exps.get(kind).headline(summary)
+                except (KeyError, TypeError, IndexError, ZeroDivisionError):
+                    pass
+        elif any(run.rglob("checkpoint.safetensors")) or any(p.is_dir() for p in run.iterdir()):
+            entry["state"] = "partial"
+    flat = _flat(cfg) if isinstance(cfg, dict) else {}
+    varied = set(config.get("axes", {})) if kind == SWEEP else set()
+    for k in KEY_SETTINGS:
+        if flat.get(k) is not None and k not in varied:
+            entry["settings"][k] = flat[k]
+    entry["config"] = flat
+    return entry
+
+
+def list_runs(root: str | Path, recursive: bool = False) -> list[dict]:
+    """The runs in ``root`` (itself, or its sub-folders; ``recursive``: at any depth)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root} is not a directory; give a folder of runs (default: runs/)")
+    found = []
+    me = describe(root, root)
+    if me is not None and not recursive:
+        children = []
+        if me["kind"].endswith("(sweep)"):
+            children = sorted(p for p in root.iterdir() if p.is_dir())
+        elif me["kind"].endswith("(seeds)"):
+            children = sorted(p for p in root.glob("seed_*") if p.is_dir())
+        return [me] + [e for e in (describe(c, root) for c in children) if e is not None]
+    paths = sorted(root.rglob(CONFIG_FILE)) if recursive else sorted(p / CONFIG_FILE for p in root.iterdir())
+    for cfg_file in paths:
+        if cfg_file.is_file():
+            e = describe(cfg_file.parent, root)
+            if e is not None:
+                found.append(e)
+    return found
+
+
+def matches(entry: dict, where: list[str]) -> bool:
+    for w in where:
+        key, sep, value = w.partition("=")
+        if not sep or not key:
+            raise UserError(f"--where expects KEY=VALUE, got {w!r}")
+        cfg = entry["config"]
+        hits = [v for k, v in cfg.items() if k == key or k.endswith("." + key)]
+        if key in entry["settings"]:
+            hits.append(entry["settings"][key])
+        if not any(str(v) == value or (isinstance(v, float) and _float(value) == v) for v in hits):
+            return False
+    return True
+
+
+def _float(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def metric_value(entry: dict, name: str):
+    v = entry["metrics"].get(name)
+    return v["mean"] if is_stat(v) else v if isinstance(v, (int, float)) else None
+
+
+def format_runs(entries: list[dict], metric: str = "test_acc") -> str:
+    if not entries:
+        return "no runs found"
+    rows = []
+    for e in entries:
+        settings = " ".join(f"{k}={v}" for k, v in e["settings"].items())
+        m = display(e["metrics"].get(metric)) if metric in e["metrics"] else None
+        rows.append([e["path"], e["kind"], e["state"], "" if m is None else format(m, ".4f"), settings])
+    head = ["run", "kind", "state", metric, "settings"]
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
+    fmt = lambda cs: "  ".join(f"{c:<{w}}" for c, w in zip(cs, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(head), *(fmt(r) for r in rows)])
