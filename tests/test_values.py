@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ticketlab.lottery.values import kept_values, pruned_values
+from ticketlab.sparse.values import kept_values, pruned_values
 
 W = torch.tensor([[0.5, -0.2, 0.3], [-0.7, 0.1, -0.4]])
 MASK = torch.tensor([[True, True, False], [True, False, True]])

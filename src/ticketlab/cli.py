@@ -86,7 +86,7 @@ def build_parser() -> Parser:
     for name in ("imp", "supermask"):
         add_experiment_parser(sub, exps.get(name))
 
-    from .lottery.values import KEPT_VALUES
+    from .sparse.values import KEPT_VALUES
 
     p = sub.add_parser("deconstruct", help="criteria x kept values x signs from an IMP run (Zhou et al. 2019)",
                        description="Masks from every criterion M(w_init, w_final) at the IMP run's densities, "

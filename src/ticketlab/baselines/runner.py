@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..flops import forward_flops, training_flops
 from ..io import read_json, write_json
-from ..lottery.imp_runner import normalize_config
+from ..lottery import normalize_config
 from ..models import build_model, glorot_normal_init
 from ..runs import config_hash, load_mask, load_state, open_run_dir, train_cached
 from ..seeding import derive_seed, generator

@@ -21,8 +21,7 @@ from ..data import Dataset
 from ..errors import UserError
 from ..flops import forward_flops
 from ..io import save_tensors, write_json
-from ..lottery import IMPConfig, IMPRun
-from ..lottery.plan import layer_rates
+from ..lottery import IMPConfig, IMPRun, layer_rates
 from ..runs import Experiment, RunConfig, register, load_mask, load_state, start_run, train_cached
 from ..seeding import generator
 from ..sparse import density, layer_densities, layerwise_prune, magnitude_scores, ones_mask, prunable_names

@@ -18,9 +18,8 @@ import torch
 from ..criteria import CRITERIA, criterion_mask
 from ..errors import UserError
 from ..io import read_json, write_json
-from ..lottery import IMPConfig, IMPRun
-from ..lottery.imp_runner import normalize_config
-from ..lottery.values import KEPT_VALUES, kept_values
+from ..lottery import IMPConfig, IMPRun, normalize_config
+from ..sparse.values import KEPT_VALUES, kept_values
 from ..runs import config_hash, load_state, open_run_dir
 from ..seeding import generator
 from ..sparse import Mask, apply_mask_, density

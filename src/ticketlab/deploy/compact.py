@@ -21,7 +21,7 @@ from ..errors import UserError
 from ..io import save_tensors
 from ..models import MODELS, build_model
 from ..sparse import Mask
-from ..structured.groups import channel_groups, dead_channels
+from ..sparse.groups import channel_groups, dead_channels
 
 FORMAT = "ticketlab-compact-v1"
 

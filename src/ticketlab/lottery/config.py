@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from ..errors import UserError
 from ..runs import RunConfig
 from ..train import TrainConfig
-from .values import KEPT_VALUES, PRUNED_VALUES, check_rules
+from ..sparse.values import KEPT_VALUES, PRUNED_VALUES, check_rules
 
 CONTROLS = ("reinit", "random-mask")
 

@@ -31,7 +31,7 @@ from .config import PRESETS, IMPConfig
 from .plan import Plan, make_plan
 from .plots import plot_accuracy_vs_density, plot_test_acc_curves
 from .report import format_layers, format_table
-from .values import kept_values, pruned_values
+from ..sparse.values import kept_values, pruned_values
 
 
 class IMPRun:

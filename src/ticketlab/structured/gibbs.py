@@ -30,7 +30,7 @@ from torch import nn
 
 from ..seeding import derive_seed
 from ..sparse import Mask
-from .groups import ChannelGroup, output_layer
+from ..sparse.groups import ChannelGroup, output_layer
 
 HAMILTONIANS = ("unstructured", "filter")
 

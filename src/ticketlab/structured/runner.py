@@ -36,7 +36,7 @@ from ..sparse import Mask, apply_mask_, density
 from ..train import TrainConfig
 from ..train.loop import evaluate
 from .gibbs import HAMILTONIANS, GibbsPruning
-from .groups import channel_groups, group_mask
+from ..sparse.groups import channel_groups, group_mask
 from .select import channel_scores, select_channels
 from .slimming import SlimmingPenalty
 
@@ -130,7 +130,7 @@ def run_structured(cfg: StructuredConfig, out: str | Path | None = None, *, devi
                    data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
     import copy
 
-    from ..deploy.compact import compact, widths
+    from ..deploy import compact, widths
 
     dev, data, model, config, run_dir = start_run(cfg, "structured", out, device, data_dir, quiet)
     if (run_dir / "summary.json").exists():

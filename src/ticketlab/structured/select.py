@@ -19,7 +19,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..registry import Registry
-from .groups import ChannelGroup
+from ..sparse.groups import ChannelGroup
 
 CHANNEL_SCORES: Registry = Registry("channel score")
 
