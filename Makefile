@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_optimizers.py
 	$(PY) benchmarks/bench_dst.py
 	$(PY) benchmarks/bench_sparse.py
+	$(PY) benchmarks/bench_engine.py
 
 clean:
 	rm -rf $(VENV) runs/demo

@@ -231,7 +231,7 @@ def cmd_experiment(ns: argparse.Namespace, seed_arg) -> int:
     return 0
 
 
-SWEEP_RUNTIME = ("--out", "--device", "--data-dir", "--quiet", "--checkpoint-every", "--seed", "--seeds", "--preset",
+SWEEP_RUNTIME = ("--out", "--device", "--data-dir", "--quiet", "--checkpoint-every", "--seed", "--seeds",
                  "--help", "-h")
 SPEC_KEYS = {"command", "fixed", "vary", "seeds", "seed", "backend", "jobs", "threads", "ray_address",
              "cpus_per_point", "gpus_per_point", "x", "hue", "metric", "out"}
