@@ -125,6 +125,12 @@ def test_a_group_is_checked_whole_before_its_first_training(tmp_path, monkeypatc
     assert not (tmp_path / "g").exists()
 
 
+def test_an_imp_group_plots_its_mean_with_a_std_band(tmp_path):
+    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "10", "--rounds", "1",
+                 "--seeds", "2", "--quiet", "--out", str(tmp_path / "g")]) == 0
+    assert (tmp_path / "g" / "accuracy_vs_density.png").stat().st_size > 0
+
+
 def test_run_seeds_from_python_returns_the_group(tmp_path):
     exp = get_experiment("prune-init")
     cfg = exp.config(dataset="digits", model="mlp1d", method="random", density=0.5)

@@ -63,6 +63,9 @@ def test_every_point_is_an_ordinary_run_and_a_finished_sweep_is_not_rerun(tmp_pa
                  "--quiet"]) == 0
     assert json.loads((one / "summary.json").read_text()) == json.loads((tmp_path / "single" / "summary.json").read_text())
     assert main(["show", str(out / "method=random,density=0.5")]) == 0
+    capsys.readouterr()
+    assert main(["show", str(out)]) == 0  # the sweep's table again
+    assert capsys.readouterr().out.splitlines()[0].split()[:2] == ["method", "density"]
     before = summaries(out)
     mtime = (one / "summary.json").stat().st_mtime_ns
     assert main(["sweep", *FAST, *GRID, "--threads", "1", "--out", str(out)]) == 0
@@ -78,8 +81,8 @@ def test_a_spec_file_is_the_same_sweep_as_its_flags(tmp_path, capsys):
     flags = ["sweep", "prune-init", "--dataset", "digits", "--model", "mlp1d", "--iterations", "30", "--batch-size",
              "32", "--vary", "method=magnitude", "--vary", "density=0.2,0.5", "--seeds", "1", "--quiet"]
     assert main([*flags, "--out", str(tmp_path / "a")]) == 0  # the same sweep: its folder accepts it
-    assert json.loads((tmp_path / "a" / "config.json").read_text())["config"]["axes"] == {
-        "method": ["magnitude"], "density": ["0.2", "0.5"]}
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["config"]["axes"] == [
+        ["method", ["magnitude"]], ["density", ["0.2", "0.5"]]]
 
 
 def test_local_jobs_give_the_sequential_summaries_bitwise_and_a_killed_worker_resumes(tmp_path, monkeypatch, capsys):

@@ -493,6 +493,14 @@ def cmd_show(ns: argparse.Namespace) -> int:
         except (UserError, AttributeError):
             kind = None
     exps = experiments()
+    if kind == "sweep" and (run / "sweep.json").is_file():
+        from .runs.sweep import format_sweep
+
+        try:
+            print(format_sweep(read_json(run / "sweep.json")))
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            raise UserError(f"{run / 'sweep.json'} is corrupt or from another program") from None
+        return 0
     if kind == KIND or (kind in exps and kind != "imp" and not ns.layers):
         if not (run / "summary.json").exists():
             raise UserError(f"{run} has no summary.json yet; its run has not finished (repeat its command to resume)")

@@ -262,5 +262,6 @@ def imp_headline(s: dict) -> dict:
 
 register(Experiment(
     "imp", IMPConfig, imp, format_table, imp_headline, presets=PRESETS,
+    plot_group=lambda s, folder: plot_accuracy_vs_density(s, folder / "accuracy_vs_density.png"),
     help="iterative magnitude pruning with rewinding (lottery tickets)",
     description="Rounds of train -> prune -> rewind. Round 0 is the dense net; --rounds N adds N pruning rounds."))

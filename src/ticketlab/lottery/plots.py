@@ -6,18 +6,29 @@ from pathlib import Path
 from ..plotting import density_axis, plt
 
 
+def _line(ax, x, y, style: str, label: str) -> None:
+    """y may hold seed-group means (``runs.seeds.Stat``): the mean is drawn with a ±std band."""
+    x, m = [float(v) for v in x], [float(v) for v in y]
+    line, = ax.plot(x, m, style, label=label, markersize=4)
+    sd = [getattr(v, "std", 0.0) for v in y]
+    if any(sd):
+        ax.fill_between(x, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)], alpha=0.15,
+                        color=line.get_color(), linewidth=0)
+
+
 def plot_accuracy_vs_density(summary: dict, path: Path) -> None:
+    """Tickets and controls; for a seed group's aggregate, the means with ±std bands."""
     rounds = summary["rounds"]
     dens = [100 * r["density"] for r in rounds]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(dens, [r["test_acc"] for r in rounds], "o-", label="ticket (final)")
-    ax.plot(dens, [r["early_stop_test_acc"] for r in rounds], "o--", label="ticket (early stop)")
+    _line(ax, dens, [r["test_acc"] for r in rounds], "o-", "ticket (final)")
+    _line(ax, dens, [r["early_stop_test_acc"] for r in rounds], "o--", "ticket (early stop)")
     for c in summary["config"].get("controls", []):
         pts = [(100 * r["density"], r["controls"][c]["test_acc"]) for r in rounds if c in r["controls"]]
         if pts:
-            ax.plot(*zip(*pts), "s-", label=f"{c} (final)")
-    density_axis(ax, dens)
-    ax.set_ylabel("test accuracy")
+            _line(ax, *zip(*pts), "s-", f"{c} (final)")
+    density_axis(ax, [float(d) for d in dens])
+    ax.set_ylabel("test accuracy" + (" (mean ± std over seeds)" if hasattr(rounds[-1]["test_acc"], "std") else ""))
     cfg = summary["config"]
     ax.set_title(f"IMP: {cfg['model']} on {cfg['dataset']}")
     ax.grid(alpha=0.3)

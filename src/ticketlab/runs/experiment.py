@@ -31,6 +31,7 @@ class Experiment:
     presets: dict = field(default_factory=dict)
     check: Callable | None = None               # check(cfg, model, data): method-specific refusals before training
     legacy_kinds: tuple[str, ...] = ()          # run kinds this experiment's folders were stored under before
+    plot_group: Callable | None = None          # plot_group(summary, folder): plots of a seed group's means ± std
 
     def run_dir(self, cfg, root: str | Path = "runs") -> Path:
         """The default run directory of ``cfg`` (an existing one under a legacy kind's name is reused)."""

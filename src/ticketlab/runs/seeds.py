@@ -206,6 +206,11 @@ def run_seeds(exp: Experiment, cfg, seeds: list[int], out: str | Path | None = N
         done = sorted(set(done) | {s})
         write_group_summary(exp, group, done)  # after every seed: an interrupted group shows what finished
     result = read_json(group / SUMMARY)
+    if exp.plot_group is not None and result["aggregate"]:
+        try:
+            exp.plot_group(display(result["aggregate"]), group)
+        except (KeyError, TypeError, ValueError, IndexError):
+            pass  # seeds whose summaries differ in structure have no common plot; the table still holds
     result["dir"] = str(group)
     return result
 

@@ -56,7 +56,8 @@ def describe(run: Path, root: Path) -> dict | None:
     elif kind == SWEEP:
         entry["kind"] = f"{config.get('experiment')} (sweep)"
         cfg = config.get("fixed", {})
-        entry["settings"]["axes"] = ",".join(config.get("axes", {}))
+        axes = [a[0] for a in config.get("axes", []) if isinstance(a, list) and a]
+        entry["settings"]["axes"] = ",".join(axes)
         sw = _read(run / "sweep.json") if (run / "sweep.json").is_file() else None
         if isinstance(sw, dict):
             states = [p.get("state") for p in sw.get("points", [])]
@@ -76,7 +77,7 @@ def describe(run: Path, root: Path) -> dict | None:
         elif any(run.rglob("checkpoint.safetensors")) or any(p.is_dir() for p in run.iterdir()):
             entry["state"] = "partial"
     flat = _flat(cfg) if isinstance(cfg, dict) else {}
-    varied = set(config.get("axes", {})) if kind == SWEEP else set()
+    varied = {a[0] for a in config.get("axes", []) if isinstance(a, list) and a} if kind == SWEEP else set()
     for k in KEY_SETTINGS:
         if flat.get(k) is not None and k not in varied:
             entry["settings"][k] = flat[k]

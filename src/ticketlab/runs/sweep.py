@@ -220,7 +220,7 @@ def sweep_config(exp: Experiment, base_cfg, points: list[Point]) -> dict:
         for k, v in p.values.items():
             if str(v) not in axes.setdefault(k, []):
                 axes[k].append(str(v))
-    return {"experiment": exp.name, "fixed": fixed, "axes": axes}
+    return {"experiment": exp.name, "fixed": fixed, "axes": [[k, v] for k, v in axes.items()]}  # ordered
 
 
 def run_sweep(exp: Experiment, base_cfg, points: list[Point], seeds: list[int], out: str | Path | None = None, *,
@@ -301,7 +301,8 @@ def write_sweep_json(exp: Experiment, root: Path, points: list[Point], seeds: li
         rows.append({"point": p.name, "values": {k: str(v) for k, v in p.values.items()}, "seeds": finished,
                      "state": state,
                      "headline": aggregate([exp.headline(s) for s in summaries]) if summaries else {}})
-    result = {"experiment": exp.name, "seeds": seeds, "points": rows, "failed": failed}
+    result = {"experiment": exp.name, "axes": list(points[0].values) if points else [], "seeds": seeds,
+              "points": rows, "failed": failed}
     write_json(root / "sweep.json", result)
     return result
 
@@ -309,11 +310,11 @@ def write_sweep_json(exp: Experiment, root: Path, points: list[Point], seeds: li
 def format_sweep(result: dict) -> str:
     """A row per point: its axis values, then each headline metric as mean ± std over its seeds."""
     rows = result["points"]
-    axes = list(rows[0]["values"]) if rows else []
+    axes = result.get("axes") or (list(rows[0]["values"]) if rows else [])
     metrics: list[str] = []
     for r in rows:
         metrics += [m for m in r["headline"] if m not in metrics and m not in axes and is_stat(r["headline"][m])]
-    cells = [[*r["values"].values(), *(_cell(r["headline"].get(m)) for m in metrics), r["state"]] for r in rows]
+    cells = [[*(r["values"][a] for a in axes), *(_cell(r["headline"].get(m)) for m in metrics), r["state"]] for r in rows]
     head = [*axes, *metrics, "state"]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)] if cells else [len(h) for h in head]
     line = lambda cs: "  ".join(f"{c:>{w}}" for c, w in zip(cs, widths))  # noqa: E731
