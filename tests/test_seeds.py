@@ -46,6 +46,7 @@ def test_stat_formats_as_mean_plus_minus_std_with_the_spec_of_the_number():
     assert f"{s:>16.2f}" == "     0.50 ± 0.25"
     assert f"{Stat(12.5, 1.5, 2):,d}" == "12.5 ± 1.5"  # an integer metric whose mean is fractional
     assert f"{Stat(2e9, 1e8, 2):.2e}" == "2.00e+09 ± 1.00e+08"
+    assert f"{Stat(4466.666666666667, 472.58156262526086, 3)}" == "4467 ± 472.6"  # no spec: 4 significant digits
 
 
 def test_scaling_a_stat_scales_its_std_and_shifting_does_not():

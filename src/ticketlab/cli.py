@@ -207,6 +207,8 @@ def imp_config_from_args(ns: argparse.Namespace):
 
 def cmd_experiment(ns: argparse.Namespace, seed_arg) -> int:
     """Any registered experiment: one run, or a seed group (--seeds N / --seed A,B,C)."""
+    from dataclasses import replace
+
     from .runs import get_experiment, preflight
     from .runs.seeds import format_group, parse_seeds, run_seeds
 
@@ -214,7 +216,6 @@ def cmd_experiment(ns: argparse.Namespace, seed_arg) -> int:
     cfg = config_from_args(ns, exp.config, exp.presets)
     seeds = parse_seeds(seed_arg, ns.seeds)
     rt = runtime(ns)
-    from dataclasses import replace
     preflight([replace(cfg, seed=s) for s in seeds], exp.check, ns.data_dir)
     if ns.seeds is not None or len(seeds) > 1:
         result = run_seeds(exp, cfg, seeds, ns.out, **rt)

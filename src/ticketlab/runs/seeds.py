@@ -84,6 +84,8 @@ class Stat(float):
         return obj
 
     def __format__(self, spec: str) -> str:
+        if not spec:  # f"{x}": four significant digits, not the mean's seventeen
+            spec = ".4g"
         m = re.fullmatch(r"([<>^]?)(\d*)(,?)(\.\d+)?([a-zA-Z%]?)", spec)
         if not m:
             return float.__format__(self, spec)
@@ -95,7 +97,7 @@ class Stat(float):
         return format(text, f"{align or '>'}{width}")
 
     def __str__(self) -> str:
-        return format(self, ".4g")
+        return format(self, "")
 
     __repr__ = __str__
 
