@@ -13,7 +13,7 @@ LEGACY = Path(__file__).parent / "fixtures" / "legacy"
 RENAMED = {"sweep": "double-descent"}  # commands renamed since; their stored run kind is still accepted
 
 
-@pytest.mark.parametrize("name", ["imp", "dst", "structured", "prune-init", "sweep"])
+@pytest.mark.parametrize("name", ["imp", "dst", "structured", "prune-init", "supermask", "sweep"])
 def test_a_run_directory_from_before_the_engine_resumes_to_the_same_summary(tmp_path, name):
     run = tmp_path / name
     shutil.copytree(LEGACY / name, run)

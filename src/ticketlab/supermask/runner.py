@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import read_json, save_tensors, write_json
-from ..runs import Experiment, RunConfig, register, default_run_dir, load_state, open_run_dir, prepare
+from ..runs import Experiment, RunConfig, default_run_dir, load_state, open_run_dir, prepare, register, train_cached
 from ..sparse import density, layer_densities, prunable_names
-from ..train import Checkpointer, TrainConfig, evaluate, train
+from ..train import TrainConfig, evaluate
 from .learn import METHODS, WEIGHTS, attach, expected_density, hard_masks, set_eval_mode, signed_constant_
 
 
@@ -91,11 +91,12 @@ def run_supermask(cfg: SupermaskConfig, out: str | Path | None = None, *, device
     if not quiet:
         print(f"run directory: {run_dir}", file=sys.stderr)
     untrained = evaluate(model, data.x_test, data.y_test)[1]
-    result = train(model, data, cfg.train, seed=cfg.seed, checkpointer=Checkpointer(run_dir / "checkpoint.safetensors",
-                                                                                      checkpoint_every),
-                   progress=not quiet, desc=f"supermask {cfg.method}")
+    # The engine's cached unit, in the run folder itself: a finished training is loaded back, not redone.
+    trained, _ = train_cached(run_dir, model, data, cfg.train, start=None, total=cfg.train.total_iterations(
+        len(data.y_train)), seed=cfg.seed, checkpoint_every=checkpoint_every, label=f"supermask {cfg.method}",
+        quiet=quiet, reload_final=True, layout="result")
     summary = {"config": config, "method": cfg.method, "untrained_mask_test_acc": untrained,
-               "expected_density": expected_density(modules), **result.summary()}
+               "expected_density": expected_density(modules), **trained}
     masks = hard_masks(modules)
     summary["density"] = density(masks)
     summary["layer_densities"] = layer_densities(masks)
@@ -110,9 +111,7 @@ def run_supermask(cfg: SupermaskConfig, out: str | Path | None = None, *, device
                                             "samples": len(accs)}
         set_eval_mode(modules, "expected")
     save_tensors(run_dir / "mask.safetensors", masks)
-    write_json(run_dir / "metrics.json", {"history": result.history})
     write_json(run_dir / "summary.json", summary)
-    (run_dir / "checkpoint.safetensors").unlink(missing_ok=True)
     return summary
 
 
