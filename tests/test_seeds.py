@@ -139,3 +139,14 @@ def test_run_seeds_from_python_returns_the_group(tmp_path):
     r = run_seeds(exp, cfg, [0, 1], tmp_path / "g", quiet=True)
     assert r["seeds"] == [0, 1] and r["dir"] == str(tmp_path / "g")
     assert r["aggregate"]["density"]["std"] == 0.0
+
+
+def test_baselines_on_a_seed_group_run_for_every_seed_and_print_mean_and_std(tmp_path, capsys):
+    g = tmp_path / "g"
+    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--rounds", "1",
+                 "--seeds", "2", "--quiet", "--out", str(g)]) == 0
+    capsys.readouterr()
+    assert main(["baselines", str(g), "--only", "shuffle", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2 seed(s) (seed_0, seed_1)") and " ± " in out
+    assert all(list((g / f"seed_{s}").glob("baselines-*")) for s in (0, 1))

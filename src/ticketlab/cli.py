@@ -403,6 +403,9 @@ def cmd_deconstruct(ns: argparse.Namespace) -> int:
         d.kept = ns.kept
     if ns.use_rounds is not None:
         d.rounds = ns.use_rounds
+    group = _seed_group_runs(ns.run_dir)
+    if group:
+        return _per_seed(group, lambda run: run_deconstruct(run, d, None, **runtime(ns)), format_deconstruct)
     imp_cfg = None if (Path(ns.run_dir) / "config.json").exists() else imp_config_from_args(ns)
     result = run_deconstruct(ns.run_dir, d, imp_cfg, **runtime(ns))
     print(format_deconstruct(result))
@@ -410,9 +413,45 @@ def cmd_deconstruct(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _seed_group_runs(run_dir: str) -> list[Path]:
+    """The finished seeds' run directories when ``run_dir`` is a seed group (else [])."""
+    from .io import read_json
+    from .runs.seeds import KIND, finished_seeds, seed_dir
+
+    cfg = Path(run_dir) / "config.json"
+    if not cfg.is_file():
+        return []
+    rec = read_json(cfg)
+    if not isinstance(rec, dict) or rec.get("kind") != KIND:
+        return []
+    seeds = finished_seeds(Path(run_dir))
+    if not seeds:
+        raise UserError(f"{run_dir} is a seed group with no finished seed; finish its runs first")
+    return [seed_dir(Path(run_dir), s) for s in seeds]
+
+
+def _per_seed(runs: list[Path], fn, fmt) -> int:
+    """Apply a run-level command (baselines, deconstruct) to every seed of a group; print mean ± std."""
+    from .runs.seeds import aggregate, display
+
+    results = [fn(r) for r in runs]
+    print(f"{len(runs)} seed(s) ({', '.join(r.name for r in runs)}); mean ± std (sample std over seeds)")
+    try:
+        print(fmt(display(aggregate(results))))
+    except (KeyError, TypeError, ValueError, IndexError):
+        for r, res in zip(runs, results):
+            print(f"\n{r.name}:\n{fmt(res)}")
+    print("\nresults: " + ", ".join(str(res["dir"]) for res in results))
+    return 0
+
+
 def cmd_baselines(ns: argparse.Namespace) -> int:
     from .baselines import format_baselines, run_baselines
 
+    group = _seed_group_runs(ns.run_dir)
+    if group:
+        return _per_seed(group, lambda run: run_baselines(run, ns.use_rounds, ns.only, ns.scratch_b_cap,
+                                                          **runtime(ns)), format_baselines)
     result = run_baselines(ns.run_dir, ns.use_rounds, ns.only, ns.scratch_b_cap, **runtime(ns))
     print(format_baselines(result))
     print(f"\nresults: {result['dir']}")
