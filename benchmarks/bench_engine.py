@@ -83,7 +83,8 @@ def main() -> None:
         if not args.skip_ray:
             ray_wall, r = sweep(exp, base, d8, tmp / "ray", backend="ray", jobs=2)
             print(f"; ray (2 CPUs, local): {ray_wall:.1f} s ({ray_wall / seq:.2f}x), of which Ray start-up "
-                  f"{r['ray_startup_s']:.1f} s")
+                  f"{r['ray_startup_s']:.1f} s and shutdown {r['ray_shutdown_s']:.1f} s; its tasks "
+                  f"{r['ray_tasks_s']:.1f} s ({r['ray_tasks_s'] / seq:.2f}x)")
         else:
             print()
     finally:

@@ -61,11 +61,12 @@ def main() -> int:
             seeds = read_json(run / "summary.json")["seeds"]
             per_seed = [compare_one(run / f"seed_{s}", args.use_rounds, methods, args.quiet) for s in seeds]
             cfg, dense_flops = per_seed[0][0], per_seed[0][2]
-            rows = display(aggregate([r for _, r, _ in per_seed]))
+            stored = aggregate([r for _, r, _ in per_seed])  # {"mean", "std", ..., "values"} in the JSON
+            rows = display(stored)
             note = f"mean ± std over seeds {', '.join(map(str, seeds))}"
         else:
             cfg, rows, dense_flops = compare_one(run, args.use_rounds, methods, args.quiet)
-            note = "one seed"
+            stored, note = rows, "one seed"
     except UserError as e:
         print(f"compare_pruners: error: {e}", file=sys.stderr)
         return 2
@@ -77,7 +78,7 @@ def main() -> int:
     print("| --- |" + " --- |" * len(cols))
     for row in rows:
         print(f"| {100 * row['density']:.2f}% | " + " | ".join(f"{row[c]['test_acc']:.4f}" for c in cols) + " |")
-    write_json(run / "compare_pruners.json", {"note": note, "rows": rows, "dense_training_flops": dense_flops})
+    write_json(run / "compare_pruners.json", {"note": note, "rows": stored, "dense_training_flops": dense_flops})
     fig, ax = plt.subplots(figsize=(8.5, 4.5))
     many_lines(ax)
     for c in cols:

@@ -196,12 +196,14 @@ def _ray(tasks, address: str | None, cpus: float, gpus: float, jobs: int | None,
                 on_done(refs[done[0]], None)
             except Exception as e:  # noqa: BLE001 - RayTaskError / WorkerCrashedError after the retries
                 on_done(refs[done[0]], f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}")
-        return {"ray_startup_s": startup}
+        times = {"ray_startup_s": startup, "ray_tasks_s": time.perf_counter() - t0 - startup}
     finally:
+        t1 = time.perf_counter()
         if ray.is_initialized():
             ray.shutdown()
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
+    return times | {"ray_shutdown_s": time.perf_counter() - t1}
 
 
 # -- the sweep --------------------------------------------------------------------------------------------
