@@ -60,7 +60,7 @@ def test_scaling_a_stat_scales_its_std_and_shifting_does_not():
 def test_display_shows_a_constant_as_its_value_and_a_varying_number_as_a_stat():
     d = display(aggregate([{"n": 3, "acc": 0.5, "tag": "x"}, {"n": 3, "acc": 0.7, "tag": "y"}]))
     assert d["n"] == 3 and isinstance(d["n"], int)
-    assert isinstance(d["acc"], Stat) and math.isclose(d["acc"], 0.6)
+    assert isinstance(d["acc"], Stat) and math.isclose(d["acc"], 0.6) and d["acc"].values == [0.5, 0.7]
     assert d["tag"] == "x"
 
 

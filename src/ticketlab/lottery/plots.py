@@ -7,13 +7,18 @@ from ..plotting import density_axis, plt
 
 
 def _line(ax, x, y, style: str, label: str) -> None:
-    """y may hold seed-group means (``runs.seeds.Stat``): the mean is drawn with a ±std band."""
+    """y may hold seed-group means (``runs.seeds.Stat``): the mean is drawn with a ±std band and each
+    seed as a faint line."""
     x, m = [float(v) for v in x], [float(v) for v in y]
     line, = ax.plot(x, m, style, label=label, markersize=4)
     sd = [getattr(v, "std", 0.0) for v in y]
     if any(sd):
         ax.fill_between(x, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)], alpha=0.15,
                         color=line.get_color(), linewidth=0)
+        n = max(getattr(v, "n", 1) for v in y)
+        per_seed = [getattr(v, "values", None) or [float(v)] * n for v in y]  # a constant: the same for every seed
+        for s in range(min(len(p) for p in per_seed)):
+            ax.plot(x, [p[s] for p in per_seed], "-", color=line.get_color(), alpha=0.25, linewidth=0.8)
 
 
 def plot_accuracy_vs_density(summary: dict, path: Path) -> None:

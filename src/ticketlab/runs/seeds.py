@@ -78,9 +78,9 @@ def aggregate(summaries: list):
 class Stat(float):
     """A mean that formats as "mean ± std" with the format spec given (width applies to the whole)."""
 
-    def __new__(cls, mean: float, std: float, n: int):
+    def __new__(cls, mean: float, std: float, n: int, values: list | None = None):
         obj = super().__new__(cls, mean)
-        obj.std, obj.n = std, n
+        obj.std, obj.n, obj.values = std, n, values  # values: the seeds' own numbers (plots draw them faintly)
         return obj
 
     def __format__(self, spec: str) -> str:
@@ -134,7 +134,7 @@ def display(agg):
         vals = agg["values"]
         if all(v == vals[0] for v in vals):
             return vals[0]
-        return Stat(agg["mean"], agg["std"], agg["n"])
+        return Stat(agg["mean"], agg["std"], agg["n"], vals)
     if isinstance(agg, dict) and set(agg) == {"values"}:
         return agg["values"][0]
     if isinstance(agg, dict):
