@@ -56,6 +56,7 @@ def forward_flops(model: nn.Module, input_shape: tuple[int, ...], mask: Mask | N
 
 
 def training_flops(model: nn.Module, input_shape: tuple[int, ...], iterations: int, batch_size: int,
-                   mask: Mask | None = None) -> int:
-    """Total training FLOPs: 3 x forward per example per step (forward + backward), sparse where masked."""
-    return 3 * sum(forward_flops(model, input_shape, mask).values()) * batch_size * iterations
+                   mask: Mask | None = None, passes: int = 3) -> int:
+    """Total training FLOPs: ``passes`` x forward per example per step (3: forward + backward; adversarial
+    training adds its attack's passes, ``TrainConfig.passes_per_example``), sparse where masked."""
+    return passes * sum(forward_flops(model, input_shape, mask).values()) * batch_size * iterations

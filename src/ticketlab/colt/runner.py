@@ -11,7 +11,7 @@ total training iterations of each.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,8 +72,7 @@ def split_segments(data: Dataset, segments: int, how: str, seed: int) -> list[Da
     out = []
     for p in parts:
         idx = torch.from_numpy(p).to(data.x_train.device)
-        out.append(Dataset(data.name, data.x_train[idx], data.y_train[idx], data.x_val, data.y_val, data.x_test,
-                           data.y_test, data.num_classes))
+        out.append(replace(data, x_train=data.x_train[idx], y_train=data.y_train[idx]))
     return out
 
 

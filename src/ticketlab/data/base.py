@@ -1,7 +1,7 @@
 """The in-memory dataset every trainer consumes, and the fixed validation split."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -19,15 +19,20 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    # The standardisation the inputs went through (x = (pixels - mean) / std, per channel, shaped like one
+    # input with singleton non-channel dimensions) and the pixels' valid range: what attacks need to work
+    # in pixel units. None where the data has no pixels (a signal like MNIST-1D: no range to clamp to).
+    mean: torch.Tensor | None = None
+    std: torch.Tensor | None = None
+    pixel_range: tuple[float, float] | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
     def to(self, device: str | torch.device) -> "Dataset":
-        moved = {k: getattr(self, k).to(device) for k in
-                 ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test")}
-        return Dataset(name=self.name, num_classes=self.num_classes, **moved)
+        keys = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std")
+        return replace(self, **{k: getattr(self, k).to(device) for k in keys if getattr(self, k) is not None})
 
     def __repr__(self) -> str:
         return (f"Dataset({self.name}: train {len(self.y_train)}, val {len(self.y_val)}, "
@@ -39,10 +44,12 @@ VAL_SPLIT_SEED = 1234
 
 
 def build_dataset(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
-                  y_test: np.ndarray, val_size: int, num_classes: int) -> Dataset:
+                  y_test: np.ndarray, val_size: int, num_classes: int,
+                  pixel_range: tuple[float, float] | None = None) -> Dataset:
     """Carve a fixed validation set from the training set and standardise per channel with train statistics.
 
     Inputs arrive as (N, C, ...) float arrays; channel statistics are over the training part only.
+    ``pixel_range``: the raw inputs' valid range ((0, 1) for images scaled to [0, 1]), kept for attacks.
     """
     n = len(y_train)
     if not 0 < val_size < n:
@@ -60,8 +67,9 @@ def build_dataset(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: n
     def lab(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.asarray(a, dtype=np.int64))
 
+    stats = lambda a: torch.from_numpy(a[0].astype(np.float32))  # noqa: E731  (C, 1, ...): one input's shape
     return Dataset(name, norm(xt), lab(y_train[train_idx]), norm(xv), lab(y_train[val_idx]),
-                   norm(x_test), lab(y_test), num_classes)
+                   norm(x_test), lab(y_test), num_classes, mean=stats(mean), std=stats(std), pixel_range=pixel_range)
 
 
 def with_label_noise(data: Dataset, fraction: float, seed: int) -> Dataset:
@@ -76,5 +84,4 @@ def with_label_noise(data: Dataset, fraction: float, seed: int) -> Dataset:
     idx = torch.randperm(n, generator=g)[: int(round(fraction * n))]
     shift = torch.randint(1, data.num_classes, (len(idx),), generator=g)
     y[idx] = (y[idx] + shift) % data.num_classes
-    return Dataset(data.name, data.x_train, y.to(data.y_train.device), data.x_val, data.y_val, data.x_test,
-                   data.y_test, data.num_classes)
+    return replace(data, y_train=y.to(data.y_train.device))

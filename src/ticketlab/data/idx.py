@@ -69,7 +69,7 @@ def load_idx_folder(folder: Path, name: str, val_size: int = 5000):
         raise UserError(f"{folder}: labels outside 0..9; these are not {name} files")
     as_float = lambda a: (a.astype(np.float32) / 255.0)[:, None]  # noqa: E731  (N, 1, 28, 28)
     return build_dataset(name, as_float(xtr), ytr, as_float(xte), yte, val_size=min(val_size, len(ytr) // 10 or 1),
-                         num_classes=10)
+                         num_classes=10, pixel_range=(0.0, 1.0))
 
 
 @DATASETS.register("mnist")

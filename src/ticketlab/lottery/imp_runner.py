@@ -137,9 +137,10 @@ class IMPRun:
         return load_state(self.dir / "rewind.safetensors", self.model), rw
 
     def flops(self, mask: Mask, iterations: int) -> dict[str, int]:
-        """Forward FLOPs per example (sparse) and the training FLOPs of ``iterations`` steps (3x forward)."""
+        """Forward FLOPs per example (sparse) and the training FLOPs of ``iterations`` steps."""
         fwd = sum(forward_flops(self.model, self.data.input_shape, mask).values())
-        return {"forward": fwd, "training": 3 * fwd * self.cfg.train.batch_size * iterations}
+        passes = self.cfg.train.passes_per_example()  # 3, plus an adversarial attack's passes
+        return {"forward": fwd, "training": passes * fwd * self.cfg.train.batch_size * iterations}
 
     def learning_distance(self, rdir: Path, start: dict, mask: Mask) -> float:
         """||w_final - w_start||_2 over the prunable weights (start under the mask), as He et al. (2022)."""

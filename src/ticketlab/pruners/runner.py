@@ -105,7 +105,8 @@ def run_prune_init(cfg: PruneInitConfig, out: str | Path | None = None, *, devic
     summary = {"config": config, "density": density(mask), "layer_densities": layer_densities(mask),
                **trained,
                "flops": {"forward_dense": dense_fwd, "forward_sparse": sparse_fwd,
-                         "training": training_flops(model, data.input_shape, total, cfg.train.batch_size, mask),
+                         "training": training_flops(model, data.input_shape, total, cfg.train.batch_size, mask,
+                                                    cfg.train.passes_per_example()),
                          "training_dense": training_flops(model, data.input_shape, total, cfg.train.batch_size)}}
     write_json(run_dir / "summary.json", summary)
     return summary

@@ -41,7 +41,10 @@ class RunConfig:
     """``to_dict`` / ``from_dict`` for dataclass configs (JSON in config.json; unknown keys refused)."""
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if isinstance(getattr(self, "train", None), TrainConfig):
+            d["train"] = self.train.to_dict()  # adversarial settings only when used (old hashes stay)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict):

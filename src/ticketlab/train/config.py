@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 from ..errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "cosine", "step")
+ADV_METHODS = ("none", "pgd", "trades", "fgsm-rs")
+# Adversarial-training fields: left out of a stored config while --adv is none, so the configs (and run
+# folder hashes) of every run made before they existed stay the same.
+ADV_FIELDS = ("adv", "adv_eps", "adv_steps", "adv_step_size", "adv_norm", "trades_beta")
 DEFAULT_ITERATIONS = 2000
 
 
@@ -26,6 +30,14 @@ class TrainConfig:
     gamma: float = field(default=0.1, metadata={"help": "step schedule factor"})
     warmup: int = field(default=0, metadata={"help": "linear lr warmup iterations"})
     eval_every: int = field(default=100, metadata={"help": "evaluate validation and test every N iterations"})
+    adv: str = field(default="none", metadata={
+        "help": "adversarial training: none, pgd (Madry et al.), trades (Zhang et al.) or fgsm-rs (Wong et al.)"})
+    adv_eps: float = field(default=0.0, metadata={"help": "adversarial training radius, in pixel units"})
+    adv_steps: int = field(default=10, metadata={"help": "attack steps per training step (pgd, trades)"})
+    adv_step_size: float | None = field(default=None, metadata={
+        "help": "attack step (default 2.5 eps / steps; fgsm-rs 1.25 eps)"})
+    adv_norm: str = field(default="linf", metadata={"help": "linf or l2 (pgd, fgsm-rs)"})
+    trades_beta: float = field(default=6.0, metadata={"help": "TRADES robustness weight"})
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -50,6 +62,36 @@ class TrainConfig:
             raise UserError(f"--eval-every must be >= 1, got {self.eval_every}")
         if self.warmup < 0:
             raise UserError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.adv not in ADV_METHODS:
+            raise UserError(f"unknown --adv {self.adv!r}; choose one of: {', '.join(ADV_METHODS)}")
+        if self.adv != "none":
+            if not (self.adv_eps > 0 and math.isfinite(self.adv_eps)):
+                raise UserError(f"--adv {self.adv} needs --adv-eps > 0 (pixel units), got {self.adv_eps}")
+            if self.adv_steps < 1:
+                raise UserError(f"--adv-steps must be >= 1, got {self.adv_steps}")
+            if self.adv_step_size is not None and not self.adv_step_size > 0:
+                raise UserError(f"--adv-step-size must be > 0, got {self.adv_step_size}")
+            if self.adv_norm not in ("linf", "l2") or (self.adv == "trades" and self.adv_norm != "linf"):
+                raise UserError(f"--adv-norm must be linf or l2 (trades: linf), got {self.adv_norm!r}")
+            if self.trades_beta < 0:
+                raise UserError(f"--trades-beta must be >= 0, got {self.trades_beta}")
+
+    def to_dict(self) -> dict:
+        """The fields as a dict, without the adversarial ones while --adv is none (see ADV_FIELDS)."""
+        d = asdict(self)
+        if self.adv == "none":
+            for k in ADV_FIELDS:
+                d.pop(k)
+        return d
+
+    def passes_per_example(self) -> int:
+        """Forward-pass equivalents per example and step, for training FLOPs: 3 (forward + backward), plus 2
+        per attack step (a forward and an input-gradient backward); TRADES adds the clean forward of its
+        attack and trains on clean and adversarial inputs (3 + 3)."""
+        if self.adv == "none":
+            return 3
+        steps = 1 if self.adv == "fgsm-rs" else self.adv_steps
+        return 3 + 2 * steps + (4 if self.adv == "trades" else 0)
 
     def steps_per_epoch(self, n_train: int) -> int:
         return max(1, n_train // self.batch_size)

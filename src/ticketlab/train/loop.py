@@ -112,6 +112,11 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
     if resumed is not None:
         it, history = resumed
 
+    adversarial = None
+    if cfg.adv != "none":  # the loss on adversarial examples (ticketlab.robust.training)
+        from ..robust.training import AdversarialLoss
+
+        adversarial = AdversarialLoss(cfg, data, seed)
     x, y = data.x_train, data.y_train
     n, bs = len(y), min(cfg.batch_size, len(y))
     spe = cfg.steps_per_epoch(n)
@@ -146,7 +151,10 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
                 lr = lr_at(cfg, it, total)
                 for group in opt.param_groups:
                     group["lr"] = lr
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            if adversarial is None:
+                loss = F.cross_entropy(model(x[idx]), y[idx])
+            else:
+                loss = adversarial(model, x[idx], y[idx], it)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if enforcer is not None:

@@ -1,0 +1,156 @@
+"""Attacks in pixel units and adversarial training: the budget is never exceeded, robust <= clean, PGD at
+least as strong as FGSM, adversarial training helps and keeps masks exact."""
+import pytest
+import torch
+from torch import nn
+
+from ticketlab.data import load_dataset
+from ticketlab.errors import UserError
+from ticketlab.models import build_model
+from ticketlab.robust import AttackConfig, PixelSpace, fgsm, fgsm_rs, from_pixels, pgd, robust_accuracy, to_pixels
+from ticketlab.sparse import ones_mask
+from ticketlab.train import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", None, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def trained(digits):
+    model = build_model("mlp1d", digits.input_shape, digits.num_classes, seed=0)
+    train(model, digits, TrainConfig(iterations=300, batch_size=64, eval_every=300), seed=0)
+    return model.eval()
+
+
+def test_pixels_round_trip_through_the_datasets_standardisation(digits):
+    xp = to_pixels(digits.x_test, digits)
+    assert xp.min() >= -1e-6 and xp.max() <= 1 + 1e-6  # digits are images scaled to [0, 1]
+    assert torch.allclose(from_pixels(xp, digits), digits.x_test, atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_pgd_stays_in_the_eps_ball_and_the_pixel_range(digits, trained, norm):
+    net = PixelSpace(trained, digits.mean, digits.std)
+    x, y = to_pixels(digits.x_test[:64], digits), digits.y_test[:64]
+    eps = 0.1 if norm == "linf" else 1.0
+    adv = pgd(net, x, y, AttackConfig(eps=eps, norm=norm, steps=7, restarts=2), pixel_range=(0.0, 1.0),
+              generator=torch.Generator().manual_seed(0))
+    d = (adv - x).flatten(1)
+    size = d.abs().max(1).values if norm == "linf" else d.norm(dim=1)
+    assert size.max() <= eps + 1e-5 and size.max() > 0.5 * eps
+    assert adv.min() >= 0 and adv.max() <= 1
+
+
+def test_fgsm_rs_stays_in_the_ball_although_its_step_exceeds_eps(digits, trained):
+    net = PixelSpace(trained, digits.mean, digits.std)
+    x, y = to_pixels(digits.x_test[:64], digits), digits.y_test[:64]
+    adv = fgsm_rs(net, x, y, 0.05, pixel_range=(0.0, 1.0), generator=torch.Generator().manual_seed(1))
+    assert (adv - x).abs().max() <= 0.05 + 1e-6
+
+
+def test_robust_accuracy_is_at_most_clean_and_pgd_is_at_least_as_strong_as_fgsm(digits, trained):
+    clean, rob_pgd = robust_accuracy(trained, digits, AttackConfig(eps=0.1, steps=10, restarts=1))
+    _, rob_fgsm = robust_accuracy(trained, digits, AttackConfig(eps=0.1, steps=1, step_size=0.1,
+                                                                random_start=False))
+    assert clean > 0.8 and rob_pgd <= rob_fgsm <= clean and rob_pgd < clean - 0.1
+    _, zero = robust_accuracy(trained, digits, AttackConfig(eps=0.0, steps=3))
+    assert zero == clean  # no budget, no change
+
+
+def test_fgsm_helper_is_one_signed_step_of_size_eps(digits, trained):
+    net = PixelSpace(trained, digits.mean, digits.std)
+    x, y = to_pixels(digits.x_test[:32], digits), digits.y_test[:32]
+    adv = fgsm(net, x, y, 0.05)  # no pixel range: a coordinate moves by exactly eps, or not at all (zero gradient)
+    moved = (adv - x).abs()
+    at_eps = (moved - 0.05).abs() < 1e-6
+    assert (at_eps | (moved == 0)).all() and at_eps.float().mean() > 0.5
+
+
+def test_a_targeted_attack_moves_predictions_to_the_target(digits, trained):
+    net = PixelSpace(trained, digits.mean, digits.std)
+    x, y = to_pixels(digits.x_test[:100], digits), digits.y_test[:100]
+    target = (y + 1) % 10
+    adv = pgd(net, x, y, AttackConfig(eps=0.3, steps=20, targeted=True), pixel_range=(0.0, 1.0), target=target,
+              generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        hit = (net(adv).argmax(1) == target).float().mean()
+    assert hit > 0.5
+
+
+def test_attacks_leave_parameter_gradients_and_the_mode_alone(digits, trained):
+    trained.train()
+    for p in trained.parameters():
+        p.grad = None
+    net = PixelSpace(trained, digits.mean, digits.std)
+    pgd(net, to_pixels(digits.x_test[:16], digits), digits.y_test[:16], AttackConfig(eps=0.1, steps=2))
+    assert all(p.grad is None for p in trained.parameters()) and trained.training
+    trained.eval()
+
+
+def test_pgd_training_is_more_robust_than_clean_training(digits):
+    cfg = dict(iterations=400, batch_size=64, eval_every=400, lr=2e-3)
+    clean = build_model("mlp1d", digits.input_shape, digits.num_classes, seed=0)
+    train(clean, digits, TrainConfig(**cfg), seed=0)
+    robust = build_model("mlp1d", digits.input_shape, digits.num_classes, seed=0)
+    train(robust, digits, TrainConfig(**cfg, adv="pgd", adv_eps=0.1, adv_steps=5), seed=0)
+    attack = AttackConfig(eps=0.1, steps=10)
+    assert robust_accuracy(robust, digits, attack)[1] > robust_accuracy(clean, digits, attack)[1] + 0.1
+
+
+@pytest.mark.parametrize("adv", ["pgd", "trades", "fgsm-rs"])
+def test_masks_stay_exact_under_adversarial_training(digits, adv):
+    model = build_model("mlp1d", digits.input_shape, digits.num_classes, seed=0)
+    g = torch.Generator().manual_seed(1)
+    mask = {n: torch.rand(m.shape, generator=g) < 0.3 for n, m in ones_mask(model).items()}
+    train(model, digits, TrainConfig(iterations=30, batch_size=32, eval_every=30, optimizer="sgd", momentum=0.9,
+                                     weight_decay=1e-3, adv=adv, adv_eps=0.1, adv_steps=2), mask=mask, seed=0)
+    params = dict(model.named_parameters())
+    assert all((params[n].detach()[~m] == 0).all() for n, m in mask.items())
+
+
+def test_adversarial_training_is_seeded_and_resumes_the_same(digits):
+    def run():
+        m = build_model("mlp1d", digits.input_shape, digits.num_classes, seed=0)
+        r = train(m, digits, TrainConfig(iterations=20, batch_size=32, eval_every=10, adv="pgd", adv_eps=0.1,
+                                         adv_steps=2), seed=3)
+        return r.history, [p.detach().clone() for p in m.parameters()]
+    (h1, p1), (h2, p2) = run(), run()
+    assert h1 == h2 and all(torch.equal(a, b) for a, b in zip(p1, p2))
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(adv="fgsm"), "unknown --adv 'fgsm'"),
+    (dict(adv="pgd"), "needs --adv-eps > 0"),
+    (dict(adv="pgd", adv_eps=-0.1), "needs --adv-eps > 0"),
+    (dict(adv="pgd", adv_eps=0.1, adv_steps=0), "--adv-steps must be >= 1"),
+    (dict(adv="trades", adv_eps=0.1, adv_norm="l2"), "trades: linf"),
+])
+def test_bad_adversarial_settings_are_user_errors(kw, msg):
+    with pytest.raises(UserError, match=msg):
+        TrainConfig(**kw).validate()
+
+
+def test_attack_config_refuses_a_negative_eps():
+    with pytest.raises(UserError, match="--eps must be >= 0"):
+        AttackConfig(eps=-1).validate()
+
+
+def test_adversarial_settings_stay_out_of_a_clean_runs_config():
+    assert "adv" not in TrainConfig().to_dict()
+    d = TrainConfig(adv="pgd", adv_eps=0.1).to_dict()
+    assert d["adv"] == "pgd" and d["adv_eps"] == 0.1 and TrainConfig(**d) == TrainConfig(adv="pgd", adv_eps=0.1)
+
+
+def test_adversarial_training_flops_count_the_attack_passes():
+    assert TrainConfig().passes_per_example() == 3
+    assert TrainConfig(adv="pgd", adv_eps=0.1, adv_steps=7).passes_per_example() == 17
+    assert TrainConfig(adv="fgsm-rs", adv_eps=0.1).passes_per_example() == 5
+    assert TrainConfig(adv="trades", adv_eps=0.1, adv_steps=5).passes_per_example() == 17
+
+
+def test_pixel_space_without_statistics_is_the_model_itself():
+    model = nn.Linear(3, 2)
+    x = torch.randn(4, 3)
+    assert torch.equal(PixelSpace(model, None, None)(x), model(x))
