@@ -154,3 +154,16 @@ def test_pixel_space_without_statistics_is_the_model_itself():
     model = nn.Linear(3, 2)
     x = torch.randn(4, 3)
     assert torch.equal(PixelSpace(model, None, None)(x), model(x))
+
+
+def test_pgd_agrees_with_torchattacks_pgd_within_a_point(digits, trained):
+    torchattacks = pytest.importorskip("torchattacks")  # installed --no-deps by `make install` (it wants torchvision)
+    net = PixelSpace(trained, digits.mean, digits.std).eval()
+    x, y = to_pixels(digits.x_test, digits).clamp(0, 1), digits.y_test
+    torch.manual_seed(0)
+    theirs = torchattacks.PGD(net, eps=0.1, alpha=0.01, steps=20, random_start=True)(x, y)
+    ours = pgd(net, x, y, AttackConfig(eps=0.1, steps=20, step_size=0.01), pixel_range=(0.0, 1.0),
+               generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        acc = lambda a: (net(a).argmax(1) == y).float().mean().item()  # noqa: E731
+    assert abs(acc(ours) - acc(theirs)) <= 0.01 and acc(ours) < acc(x) - 0.1
