@@ -1,8 +1,13 @@
 """Attacks in pixel units and adversarial training: the budget is never exceeded, robust <= clean, PGD at
 least as strong as FGSM, adversarial training helps and keeps masks exact."""
+import json
+
 import pytest
 import torch
+from helpers import one_line_exit_2
 from torch import nn
+
+from ticketlab.cli import main
 
 from ticketlab.data import load_dataset
 from ticketlab.errors import UserError
@@ -167,3 +172,43 @@ def test_pgd_agrees_with_torchattacks_pgd_within_a_point(digits, trained):
     with torch.no_grad():
         acc = lambda a: (net(a).argmax(1) == y).float().mean().item()  # noqa: E731
     assert abs(acc(ours) - acc(theirs)) <= 0.01 and acc(ours) < acc(x) - 0.1
+
+
+# -- ticketlab robustness RUN --------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def imp_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("rob") / "imp"
+    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "100", "--rounds", "2",
+                 "--control", "reinit", "--quiet", "--out", str(run)]) == 0
+    return run
+
+
+def test_robustness_of_every_ticket_and_control_is_cached_and_resumes(imp_run, capsys):
+    assert main(["robustness", str(imp_run), "--eps", "0,0.05", "--steps", "5", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    res_dir = next(imp_run.glob("robustness-*"))
+    rows = json.loads((res_dir / "results.json").read_text())["rows"]
+    assert [r["label"] for r in rows] == ["round 0 ticket", "round 1 ticket", "round 1 reinit", "round 2 ticket",
+                                         "round 2 reinit"]
+    assert all(r["robust_acc"]["0.0"] == r["clean_acc"] >= r["robust_acc"]["0.05"] for r in rows)
+    assert "round 2 reinit" in out and (res_dir / "robust_vs_density.png").exists()
+    full = (res_dir / "results.json").read_text()
+    (res_dir / "results.json").write_text(json.dumps({**json.loads(full), "rows": rows[:2]}))  # interrupted
+    assert main(["robustness", str(imp_run), "--eps", "0,0.05", "--steps", "5", "--quiet"]) == 0
+    assert json.loads((res_dir / "results.json").read_text())["rows"] == rows  # the same numbers, seeded
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--eps", "-0.1"], "--eps must be >= 0"),
+    (["--attack", "cw"], "unknown --attack 'cw'"),
+    (["--norm", "l1"], "unknown --norm 'l1'"),
+    (["--samples", "0"], "--samples must be >= 1"),
+])
+def test_bad_robustness_flags_are_one_line(imp_run, capsys, args, msg):
+    one_line_exit_2(main(["robustness", str(imp_run), *args]), capsys.readouterr().err, msg)
+
+
+def test_robustness_of_a_folder_without_a_trained_model_is_one_line(tmp_path, capsys):
+    one_line_exit_2(main(["robustness", str(tmp_path)]), capsys.readouterr().err, "is not a finished ticketlab run")

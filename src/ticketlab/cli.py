@@ -47,6 +47,13 @@ def runtime(ns: argparse.Namespace) -> dict:
     return {"device": ns.device, "data_dir": ns.data_dir, "quiet": ns.quiet, "checkpoint_every": ns.checkpoint_every}
 
 
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(t) for t in _names(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
 def _seed_list(text: str) -> list[int]:
     seeds = _ints(text)
     if not seeds:
@@ -126,6 +133,24 @@ def build_parser() -> Parser:
 
     sub.add_parser("sweep", help="run a command over a grid of settings and seeds (local processes or Ray)",
                    add_help=False)  # parsed by sweep_parser: `ticketlab sweep --help`
+
+    p = sub.add_parser("robustness", help="clean and adversarial accuracy of every trained model of a run",
+                       description="Attacks (PGD, FGSM, AutoAttack) in pixel units on the test set of every "
+                                   "trained model of an IMP, prune-init, DST or structured run; cached in "
+                                   "RUN/robustness-<hash>/ and resumable.")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--attack", default="pgd", help="pgd (default), fgsm or autoattack (pip install "
+                                                   "'ticketlab[robust]')")
+    p.add_argument("--eps", type=_floats, default=[0.1], metavar="E[,E...]",
+                   help="radii in pixel units, images in [0, 1] (default 0.1)")
+    p.add_argument("--norm", default="linf", help="linf (default) or l2")
+    p.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
+    p.add_argument("--step-size", type=float, default=None, help="PGD step (default 2.5 eps / steps)")
+    p.add_argument("--restarts", type=int, default=1, help="PGD random restarts (default 1)")
+    p.add_argument("--samples", type=int, default=None, metavar="N", help="the first N test examples (default all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random starts")
+    p.add_argument("--data-dir", default=None, help="folder with dataset files")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
 
     p = sub.add_parser("export", help="write a run's pruned model as compact, sparse and int8 files",
                        description="compact: channels removed (Torch-Pruning); sparse: CSR kernels chosen by "
@@ -458,6 +483,17 @@ def cmd_baselines(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_robustness(ns: argparse.Namespace) -> int:
+    from .robust.evaluate import RobustnessConfig, format_robustness, run_robustness
+
+    cfg = RobustnessConfig(attack=ns.attack, eps=ns.eps, norm=ns.norm, steps=ns.steps, step_size=ns.step_size,
+                           restarts=ns.restarts, samples=ns.samples, seed=ns.seed)
+    result = run_robustness(ns.run_dir, cfg, data_dir=ns.data_dir, quiet=ns.quiet)
+    print(format_robustness(result))
+    print(f"\nresults: {result['dir']}")
+    return 0
+
+
 def cmd_export(ns: argparse.Namespace) -> int:
     from .deploy.export import export_run, format_export
 
@@ -599,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sweep(argv[1:])
         ns = build_parser().parse_args(argv)
         commands = {"deconstruct": cmd_deconstruct, "baselines": cmd_baselines, "export": cmd_export,
-                    "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "show": cmd_show, "runs": cmd_runs,
+                    "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "show": cmd_show, "runs": cmd_runs, "robustness": cmd_robustness,
                     "list": cmd_list}
         if ns.command in commands:
             return commands[ns.command](ns)

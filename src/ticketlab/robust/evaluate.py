@@ -1,0 +1,183 @@
+"""``ticketlab robustness RUN``: clean and robust accuracy of every trained model of a run.
+
+Models: IMP rounds (ticket and each control), prune-init's, DST's members, structured's final model. Each is
+attacked on the test set (or its first ``samples`` examples) at every eps; results are cached in
+``RUN/robustness-<hash of the attack settings>/results.json`` after each model, so an interrupted evaluation
+resumes where it stopped. For IMP runs, ``robust_vs_density.png`` plots robust accuracy against density,
+tickets against controls.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from ..io import load_tensors, read_json, write_json
+from ..runs import config_hash, open_run_dir
+from .attacks import NORMS, AttackConfig, PixelSpace, fgsm, pgd, to_pixels
+
+ATTACKS = ("pgd", "fgsm", "autoattack")
+
+
+@dataclass
+class RobustnessConfig:
+    attack: str = "pgd"
+    eps: list[float] = field(default_factory=lambda: [0.1])
+    norm: str = "linf"
+    steps: int = 10
+    step_size: float | None = None
+    restarts: int = 1
+    samples: int | None = None     # the first N test examples (default: all)
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.attack not in ATTACKS:
+            raise UserError(f"unknown --attack {self.attack!r}; choose one of: {', '.join(ATTACKS)}")
+        if not self.eps or any(not e >= 0 for e in self.eps):
+            raise UserError(f"--eps must be >= 0 (pixel units), got {self.eps}")
+        if self.norm not in NORMS:
+            raise UserError(f"unknown --norm {self.norm!r}; choose one of: {', '.join(NORMS)}")
+        if self.samples is not None and self.samples < 1:
+            raise UserError(f"--samples must be >= 1, got {self.samples}")
+        for e in self.eps:
+            self.attack_config(e).validate()
+
+    def attack_config(self, eps: float) -> AttackConfig:
+        return AttackConfig(eps=eps, norm=self.norm, steps=self.steps, step_size=self.step_size,
+                            restarts=self.restarts)
+
+
+def trained_models(run: Path) -> tuple[dict, list[dict]]:
+    """(the run's config record, [{"label", "group", "density", "weights": path}]) of a finished run."""
+    try:
+        record = read_json(run / "config.json")
+        kind = record["kind"]
+        summary = read_json(run / "summary.json")
+    except (UserError, KeyError, TypeError, FileNotFoundError):
+        raise UserError(f"{run} is not a finished ticketlab run (no readable config.json and summary.json)") from None
+    out = []
+    if kind == "imp":
+        for r in summary["rounds"]:
+            d = run / f"round_{r['round']:02d}"
+            out.append({"label": f"round {r['round']} ticket", "group": "ticket", "density": r["density"],
+                        "weights": d / "final.safetensors"})
+            for c in r["controls"]:
+                out.append({"label": f"round {r['round']} {c}", "group": c, "density": r["density"],
+                            "weights": d / c / "final.safetensors"})
+    elif kind == "prune-init":
+        out.append({"label": summary["config"]["method"], "group": "prune-init", "density": summary["density"],
+                    "weights": run / "final.safetensors"})
+    elif kind == "dst":
+        for i, m in enumerate(summary["runs"]):
+            out.append({"label": f"{summary['config']['method']} run {i}", "group": "dst", "density": m["density"],
+                        "weights": run / f"train_{i}" / "final.safetensors"})
+    elif kind == "structured":
+        out.append({"label": "structured (final)", "group": "structured",
+                    "density": summary["passes"][-1]["weight_density"], "weights": run / "final.safetensors"})
+    else:
+        raise UserError(f"{run} is a {kind} run; robustness takes imp, prune-init, dst and structured runs")
+    missing = [m["label"] for m in out if not m["weights"].exists()]
+    if missing:
+        raise UserError(f"{run} holds no trained model for {missing[0]}; finish the run first")
+    return record, out
+
+
+def _accuracies(model, data, x, y, cfg: RobustnessConfig, eps: float) -> float:
+    net = PixelSpace(model, data.mean, data.std).eval()
+    xp = to_pixels(x, data)
+    if cfg.attack == "autoattack":
+        try:
+            from pyautoattack import AutoAttack
+        except ImportError:
+            raise UserError("--attack autoattack needs pyautoattack: pip install 'ticketlab[robust]'") from None
+        if data.pixel_range is None:
+            raise UserError(f"AutoAttack needs inputs in [0, 1]; {data.name} has no pixel range")
+        adversary = AutoAttack(net, eps=eps, norm="Linf" if cfg.norm == "linf" else "L2", seed=cfg.seed,
+                               device=x.device)
+        adv, _ = adversary.run_standard_evaluation(xp.clamp(0, 1), y, batch_size=500)  # (x_adv, y_adv)
+    else:
+        g = torch.Generator().manual_seed(cfg.seed)
+        adv = torch.cat([
+            (pgd(net, xp[i:i + 500], y[i:i + 500], cfg.attack_config(eps), pixel_range=data.pixel_range, generator=g)
+             if cfg.attack == "pgd" else fgsm(net, xp[i:i + 500], y[i:i + 500], eps, pixel_range=data.pixel_range))
+            for i in range(0, len(y), 500)])
+    with torch.no_grad():
+        return float((torch.cat([net(adv[i:i + 1000]) for i in range(0, len(y), 1000)]).argmax(1) == y)
+                     .float().mean())
+
+
+def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str | None = None,
+                   quiet: bool = False) -> dict:
+    from ..data import load_dataset
+    from ..models import build_model
+
+    cfg.validate()
+    run = Path(run_dir)
+    record, models = trained_models(run)
+    config = asdict(cfg)
+    out = open_run_dir(run / f"robustness-{config_hash(config)}", "robustness", config)
+    data = load_dataset(record["config"]["dataset"], data_dir, quiet=True)
+    x, y = data.x_test, data.y_test
+    if cfg.samples is not None:
+        x, y = x[:cfg.samples], y[:cfg.samples]
+    path = out / "results.json"
+    rows = read_json(path)["rows"] if path.exists() else []
+    done = {r["label"] for r in rows}
+    model = build_model(record["config"]["model"], data.input_shape, data.num_classes, seed=0)
+    ref = model.state_dict()
+    for i, m in enumerate(models):
+        if m["label"] in done:
+            continue
+        state = load_tensors(m["weights"])
+        if set(state) != set(ref) or any(state[k].shape != ref[k].shape for k in ref):
+            raise UserError(f"{m['weights']} does not hold weights of {record['config']['model']}; the run is damaged")
+        model.load_state_dict(state)
+        model.eval()
+        with torch.no_grad():
+            clean = float((model(x).argmax(1) == y).float().mean())
+        robust = {str(e): (clean if e == 0 else _accuracies(model, data, x, y, cfg, e)) for e in cfg.eps}
+        rows.append({"label": m["label"], "group": m["group"], "density": m["density"], "clean_acc": clean,
+                     "robust_acc": robust})
+        write_json(path, {"run": str(run), "config": config, "rows": rows})
+        if not quiet:
+            print(f"[{i + 1}/{len(models)}] {m['label']}: clean {clean:.4f}  " +
+                  "  ".join(f"eps {e}: {a:.4f}" for e, a in robust.items()), file=sys.stderr, flush=True)
+    result = {"run": str(run), "config": config, "rows": rows, "dir": str(out)}
+    if record["kind"] == "imp":
+        plot_robustness(result, out / "robust_vs_density.png", record["config"])
+    return result
+
+
+def plot_robustness(result: dict, path: Path, run_config: dict) -> None:
+    from ..plotting import density_axis, plt
+
+    rows = result["rows"]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for g in dict.fromkeys(r["group"] for r in rows):
+        pts = sorted((r for r in rows if r["group"] == g), key=lambda r: -r["density"])
+        for e in result["config"]["eps"]:
+            ax.plot([100 * r["density"] for r in pts], [r["robust_acc"][str(e)] for r in pts], "o-", markersize=3,
+                    label=f"{g}, eps {e}")
+    density_axis(ax, sorted({100 * r["density"] for r in rows}, reverse=True))
+    c = result["config"]
+    ax.set_ylabel(f"robust accuracy ({c['attack']}, {c['norm']})")
+    ax.set_title(f"{run_config['model']} on {run_config['dataset']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def format_robustness(result: dict) -> str:
+    eps = result["config"]["eps"]
+    head = f"{'model':<22} {'density':>8} {'clean':>7}" + "".join(f" {'eps ' + str(e):>10}" for e in eps)
+    lines = [f"{result['config']['attack']} ({result['config']['norm']}, {result['config']['steps']} steps) "
+             f"robust accuracy; eps in pixel units", head]
+    for r in result["rows"]:
+        lines.append(f"{r['label']:<22} {100 * r['density']:>7.2f}% {r['clean_acc']:>7.4f}"
+                     + "".join(f" {r['robust_acc'][str(e)]:>10.4f}" for e in eps))
+    return "\n".join(lines)
