@@ -8,11 +8,19 @@ from helpers import one_line_exit_2
 from torch import nn
 
 from ticketlab.cli import main
-
 from ticketlab.data import load_dataset
 from ticketlab.errors import UserError
 from ticketlab.models import build_model
-from ticketlab.robust import AttackConfig, PixelSpace, fgsm, fgsm_rs, from_pixels, pgd, robust_accuracy, to_pixels
+from ticketlab.robust import (
+    AttackConfig,
+    PixelSpace,
+    fgsm,
+    fgsm_rs,
+    from_pixels,
+    pgd,
+    robust_accuracy,
+    to_pixels,
+)
 from ticketlab.sparse import ones_mask
 from ticketlab.train import TrainConfig, train
 
