@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_dst.py
 	$(PY) benchmarks/bench_sparse.py
 	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_adversarial.py
 
 clean:
 	rm -rf $(VENV) runs/demo
