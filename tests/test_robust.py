@@ -220,3 +220,17 @@ def test_bad_robustness_flags_are_one_line(imp_run, capsys, args, msg):
 
 def test_robustness_of_a_folder_without_a_trained_model_is_one_line(tmp_path, capsys):
     one_line_exit_2(main(["robustness", str(tmp_path)]), capsys.readouterr().err, "is not a finished ticketlab run")
+
+
+def test_transfer_attacks_use_the_dense_models_examples_on_every_model(imp_run):
+    assert main(["robustness", str(imp_run), "--eps", "0.05", "--steps", "5", "--quiet"]) == 0
+    assert main(["robustness", str(imp_run), "--eps", "0.05", "--steps", "5", "--transfer", "--quiet"]) == 0
+    found = {}
+    for d in imp_run.glob("robustness-*"):
+        cfg = json.loads((d / "config.json").read_text())["config"]
+        if cfg["eps"] == [0.05] and cfg["steps"] == 5:
+            found[cfg["transfer"]] = json.loads((d / "results.json").read_text())["rows"]
+    white, transfer = found[False], found[True]
+    assert transfer[0]["robust_acc"] == white[0]["robust_acc"]  # the source model meets its own examples
+    assert all(t["clean_acc"] == w["clean_acc"] for t, w in zip(transfer, white))
+    assert any(t["robust_acc"] != w["robust_acc"] for t, w in zip(transfer[1:], white[1:]))

@@ -149,6 +149,8 @@ def build_parser() -> Parser:
     p.add_argument("--restarts", type=int, default=1, help="PGD random restarts (default 1)")
     p.add_argument("--samples", type=int, default=None, metavar="N", help="the first N test examples (default all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random starts")
+    p.add_argument("--transfer", action="store_true",
+                   help="transfer attack: examples made on the run's first model (IMP: the dense round 0)")
     p.add_argument("--data-dir", default=None, help="folder with dataset files")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -487,7 +489,7 @@ def cmd_robustness(ns: argparse.Namespace) -> int:
     from .robust.evaluate import RobustnessConfig, format_robustness, run_robustness
 
     cfg = RobustnessConfig(attack=ns.attack, eps=ns.eps, norm=ns.norm, steps=ns.steps, step_size=ns.step_size,
-                           restarts=ns.restarts, samples=ns.samples, seed=ns.seed)
+                           restarts=ns.restarts, samples=ns.samples, seed=ns.seed, transfer=ns.transfer)
     result = run_robustness(ns.run_dir, cfg, data_dir=ns.data_dir, quiet=ns.quiet)
     print(format_robustness(result))
     print(f"\nresults: {result['dir']}")

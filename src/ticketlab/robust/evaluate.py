@@ -1,4 +1,6 @@
-"""``ticketlab robustness RUN``: clean and robust accuracy of every trained model of a run.
+"""``ticketlab robustness RUN``: clean and robust accuracy of every trained model of a run (white-box, or
+``--transfer``: adversarial examples made on the run's first model - IMP's dense round 0 - evaluated on
+every model, the transfer setting of GAP, O'Brien Weiss et al. 2022).
 
 Models: IMP rounds (ticket and each control), prune-init's, DST's members, structured's final model. Each is
 attacked on the test set (or its first ``samples`` examples) at every eps; results are cached in
@@ -32,8 +34,12 @@ class RobustnessConfig:
     restarts: int = 1
     samples: int | None = None     # the first N test examples (default: all)
     seed: int = 0
+    transfer: bool = False         # attack the dense model (IMP round 0 / the first model) and evaluate every
+                                   # model on its adversarial examples (GAP's transfer setting)
 
     def validate(self) -> None:
+        if self.transfer and self.attack == "autoattack":
+            raise UserError("--transfer crafts examples with --attack pgd or fgsm, not autoattack")
         if self.attack not in ATTACKS:
             raise UserError(f"unknown --attack {self.attack!r}; choose one of: {', '.join(ATTACKS)}")
         if not self.eps or any(not e >= 0 for e in self.eps):
@@ -85,8 +91,13 @@ def trained_models(run: Path) -> tuple[dict, list[dict]]:
     return record, out
 
 
-def _accuracies(model, data, x, y, cfg: RobustnessConfig, eps: float) -> float:
+def _accuracies(model, data, x, y, cfg: RobustnessConfig, eps: float, adv: torch.Tensor | None = None) -> float:
+    """Accuracy of ``model`` on adversarial examples: ``adv`` (pixels, made on another model) or its own."""
     net = PixelSpace(model, data.mean, data.std).eval()
+    if adv is not None:
+        with torch.no_grad():
+            return float((torch.cat([net(adv[i:i + 1000]) for i in range(0, len(y), 1000)]).argmax(1) == y)
+                         .float().mean())
     xp = to_pixels(x, data)
     if cfg.attack == "autoattack":
         try:
@@ -128,6 +139,19 @@ def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str 
     done = {r["label"] for r in rows}
     model = build_model(record["config"]["model"], data.input_shape, data.num_classes, seed=0)
     ref = model.state_dict()
+    transferred: dict[float, torch.Tensor] = {}
+    if cfg.transfer:  # the source: the first model (IMP's dense round 0), attacked once per eps
+        model.load_state_dict(load_tensors(models[0]["weights"]))
+        model.eval()
+        net = PixelSpace(model, data.mean, data.std)
+        for e in cfg.eps:
+            g = torch.Generator().manual_seed(cfg.seed)  # as each white-box eps: the source's own numbers match
+            xp = to_pixels(x, data)
+            transferred[e] = torch.cat([
+                (pgd(net, xp[i:i + 500], y[i:i + 500], cfg.attack_config(e), pixel_range=data.pixel_range,
+                     generator=g) if cfg.attack == "pgd" else
+                 fgsm(net, xp[i:i + 500], y[i:i + 500], e, pixel_range=data.pixel_range))
+                for i in range(0, len(y), 500)])
     for i, m in enumerate(models):
         if m["label"] in done:
             continue
@@ -138,7 +162,8 @@ def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str 
         model.eval()
         with torch.no_grad():
             clean = float((model(x).argmax(1) == y).float().mean())
-        robust = {str(e): (clean if e == 0 else _accuracies(model, data, x, y, cfg, e)) for e in cfg.eps}
+        robust = {str(e): (clean if e == 0 else _accuracies(model, data, x, y, cfg, e, transferred.get(e)))
+                  for e in cfg.eps}
         rows.append({"label": m["label"], "group": m["group"], "density": m["density"], "clean_acc": clean,
                      "robust_acc": robust})
         write_json(path, {"run": str(run), "config": config, "rows": rows})
@@ -175,8 +200,9 @@ def plot_robustness(result: dict, path: Path, run_config: dict) -> None:
 def format_robustness(result: dict) -> str:
     eps = result["config"]["eps"]
     head = f"{'model':<22} {'density':>8} {'clean':>7}" + "".join(f" {'eps ' + str(e):>10}" for e in eps)
-    lines = [f"{result['config']['attack']} ({result['config']['norm']}, {result['config']['steps']} steps) "
-             f"robust accuracy; eps in pixel units", head]
+    c = result["config"]
+    source = "; examples made on the first (dense) model and transferred" if c.get("transfer") else ""
+    lines = [f"{c['attack']} ({c['norm']}, {c['steps']} steps) robust accuracy; eps in pixel units{source}", head]
     for r in result["rows"]:
         lines.append(f"{r['label']:<22} {100 * r['density']:>7.2f}% {r['clean_acc']:>7.4f}"
                      + "".join(f" {r['robust_acc'][str(e)]:>10.4f}" for e in eps))
