@@ -234,3 +234,27 @@ def test_transfer_attacks_use_the_dense_models_examples_on_every_model(imp_run):
     assert transfer[0]["robust_acc"] == white[0]["robust_acc"]  # the source model meets its own examples
     assert all(t["clean_acc"] == w["clean_acc"] for t, w in zip(transfer, white))
     assert any(t["robust_acc"] != w["robust_acc"] for t, w in zip(transfer[1:], white[1:]))
+
+
+def test_corruption_accuracy_of_every_model_on_28x28_images(tmp_path, capsys):
+    from helpers import write_idx_set
+    write_idx_set(tmp_path / "data" / "mnist", n_train=200, n_test=40)
+    run = tmp_path / "imp"
+    assert main(["imp", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--model", "lenet300",
+                 "--iterations", "5", "--rounds", "1", "--quiet", "--out", str(run)]) == 0
+    assert main(["robustness", str(run), "--eps", "0.05", "--steps", "2", "--corruptions", "shot_noise,rotate",
+                 "--data-dir", str(tmp_path / "data"), "--quiet"]) == 0
+    assert "corruptions: mean test accuracy over MNIST-C's shot_noise, rotate" in capsys.readouterr().out
+    res = next(run.glob("robustness-*"))
+    rows = json.loads((res / "results.json").read_text())["rows"]
+    for r in rows:
+        assert set(r["corruption_acc"]) == {"shot_noise", "rotate"}
+        assert r["mean_corruption_acc"] == pytest.approx(sum(r["corruption_acc"].values()) / 2)
+    assert (res / "corrupted.safetensors").exists()
+
+
+def test_corruptions_on_data_that_is_not_28x28_grayscale_are_one_line(imp_run, capsys):
+    one_line_exit_2(main(["robustness", str(imp_run), "--corruptions", "all"]), capsys.readouterr().err,
+                    "for 28x28 grayscale images")
+    one_line_exit_2(main(["robustness", str(imp_run), "--corruptions", "snow"]), capsys.readouterr().err,
+                    "unknown corruption 'snow'")

@@ -149,6 +149,8 @@ def build_parser() -> Parser:
     p.add_argument("--restarts", type=int, default=1, help="PGD random restarts (default 1)")
     p.add_argument("--samples", type=int, default=None, metavar="N", help="the first N test examples (default all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random starts")
+    p.add_argument("--corruptions", type=_names, default=[], metavar="all|C[,C...]",
+                   help="also the accuracy under MNIST-C's corruptions (28x28 grayscale data)")
     p.add_argument("--transfer", action="store_true",
                    help="transfer attack: examples made on the run's first model (IMP: the dense round 0)")
     p.add_argument("--data-dir", default=None, help="folder with dataset files")
@@ -488,8 +490,12 @@ def cmd_baselines(ns: argparse.Namespace) -> int:
 def cmd_robustness(ns: argparse.Namespace) -> int:
     from .robust.evaluate import RobustnessConfig, format_robustness, run_robustness
 
+    from .robust.corruptions import MNIST_C
+
+    corruptions = list(MNIST_C) if ns.corruptions == ["all"] else ns.corruptions
     cfg = RobustnessConfig(attack=ns.attack, eps=ns.eps, norm=ns.norm, steps=ns.steps, step_size=ns.step_size,
-                           restarts=ns.restarts, samples=ns.samples, seed=ns.seed, transfer=ns.transfer)
+                           restarts=ns.restarts, samples=ns.samples, seed=ns.seed, transfer=ns.transfer,
+                           corruptions=corruptions)
     result = run_robustness(ns.run_dir, cfg, data_dir=ns.data_dir, quiet=ns.quiet)
     print(format_robustness(result))
     print(f"\nresults: {result['dir']}")

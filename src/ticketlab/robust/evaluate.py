@@ -36,6 +36,7 @@ class RobustnessConfig:
     seed: int = 0
     transfer: bool = False         # attack the dense model (IMP round 0 / the first model) and evaluate every
                                    # model on its adversarial examples (GAP's transfer setting)
+    corruptions: list[str] = field(default_factory=list)  # MNIST-C corruptions (28x28 grayscale data)
 
     def validate(self) -> None:
         if self.transfer and self.attack == "autoattack":
@@ -46,6 +47,11 @@ class RobustnessConfig:
             raise UserError(f"--eps must be >= 0 (pixel units), got {self.eps}")
         if self.norm not in NORMS:
             raise UserError(f"unknown --norm {self.norm!r}; choose one of: {', '.join(NORMS)}")
+        from .corruptions import MNIST_C
+
+        bad = [c for c in self.corruptions if c not in MNIST_C]
+        if bad:
+            raise UserError(f"unknown corruption {bad[0]!r}; choose from: all, {', '.join(MNIST_C)}")
         if self.samples is not None and self.samples < 1:
             raise UserError(f"--samples must be >= 1, got {self.samples}")
         for e in self.eps:
@@ -120,6 +126,28 @@ def _accuracies(model, data, x, y, cfg: RobustnessConfig, eps: float, adv: torch
                      .float().mean())
 
 
+def _corrupted_sets(cfg: RobustnessConfig, data, x: torch.Tensor, out: Path) -> dict[str, torch.Tensor]:
+    """The test inputs under each corruption (standardised, as the models take them), made once, seeded,
+    and cached in the results folder (``corrupted.safetensors``)."""
+    from ..io import save_tensors
+    from .attacks import from_pixels
+    from .corruptions import corrupt
+
+    if tuple(x.shape[1:]) != (1, 28, 28) or data.pixel_range != (0.0, 1.0):
+        raise UserError(f"--corruptions are MNIST-C's, for 28x28 grayscale images; {data.name} is not "
+                        "(CIFAR-10-C is not built yet)")
+    cache = out / "corrupted.safetensors"
+    if cache.exists():
+        stored = load_tensors(cache)
+        if set(stored) == set(cfg.corruptions) and all(v.shape == x.shape for v in stored.values()):
+            return stored
+    pix = to_pixels(x, data).clamp(0, 1).numpy()
+    sets = {c: from_pixels(torch.from_numpy(corrupt(pix, c, seed=cfg.seed)), data).contiguous()
+            for c in cfg.corruptions}
+    save_tensors(cache, sets)
+    return sets
+
+
 def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str | None = None,
                    quiet: bool = False) -> dict:
     from ..data import load_dataset
@@ -134,6 +162,7 @@ def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str 
     x, y = data.x_test, data.y_test
     if cfg.samples is not None:
         x, y = x[:cfg.samples], y[:cfg.samples]
+    corrupted = _corrupted_sets(cfg, data, x, out) if cfg.corruptions else {}
     path = out / "results.json"
     rows = read_json(path)["rows"] if path.exists() else []
     done = {r["label"] for r in rows}
@@ -164,8 +193,14 @@ def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str 
             clean = float((model(x).argmax(1) == y).float().mean())
         robust = {str(e): (clean if e == 0 else _accuracies(model, data, x, y, cfg, e, transferred.get(e)))
                   for e in cfg.eps}
-        rows.append({"label": m["label"], "group": m["group"], "density": m["density"], "clean_acc": clean,
-                     "robust_acc": robust})
+        row = {"label": m["label"], "group": m["group"], "density": m["density"], "clean_acc": clean,
+               "robust_acc": robust}
+        if corrupted:
+            with torch.no_grad():
+                acc = {c: float((model(xc).argmax(1) == y).float().mean()) for c, xc in corrupted.items()}
+            row["corruption_acc"] = acc
+            row["mean_corruption_acc"] = sum(acc.values()) / len(acc)
+        rows.append(row)
         write_json(path, {"run": str(run), "config": config, "rows": rows})
         if not quiet:
             print(f"[{i + 1}/{len(models)}] {m['label']}: clean {clean:.4f}  " +
@@ -199,11 +234,17 @@ def plot_robustness(result: dict, path: Path, run_config: dict) -> None:
 
 def format_robustness(result: dict) -> str:
     eps = result["config"]["eps"]
-    head = f"{'model':<22} {'density':>8} {'clean':>7}" + "".join(f" {'eps ' + str(e):>10}" for e in eps)
+    corr = bool(result["config"].get("corruptions"))
+    head = (f"{'model':<22} {'density':>8} {'clean':>7}" + "".join(f" {'eps ' + str(e):>10}" for e in eps)
+            + (f" {'corruptions':>12}" if corr else ""))
     c = result["config"]
     source = "; examples made on the first (dense) model and transferred" if c.get("transfer") else ""
     lines = [f"{c['attack']} ({c['norm']}, {c['steps']} steps) robust accuracy; eps in pixel units{source}", head]
     for r in result["rows"]:
         lines.append(f"{r['label']:<22} {100 * r['density']:>7.2f}% {r['clean_acc']:>7.4f}"
-                     + "".join(f" {r['robust_acc'][str(e)]:>10.4f}" for e in eps))
+                     + "".join(f" {r['robust_acc'][str(e)]:>10.4f}" for e in eps)
+                     + (f" {r['mean_corruption_acc']:>12.4f}" if corr else ""))
+    if corr:
+        lines.append(f"corruptions: mean test accuracy over MNIST-C's {', '.join(result['config']['corruptions'])} "
+                     "(per corruption in results.json)")
     return "\n".join(lines)
