@@ -193,10 +193,19 @@ def imp_run(tmp_path_factory):
     return run
 
 
+def results_dir(run, **want):
+    """The robustness folder of ``run`` whose settings include ``want`` (other tests add their own)."""
+    for d in run.glob("robustness-*"):
+        cfg = json.loads((d / "config.json").read_text())["config"]
+        if all(cfg.get(k) == v for k, v in want.items()):
+            return d
+    raise AssertionError(f"no robustness folder with {want}")
+
+
 def test_robustness_of_every_ticket_and_control_is_cached_and_resumes(imp_run, capsys):
     assert main(["robustness", str(imp_run), "--eps", "0,0.05", "--steps", "5", "--quiet"]) == 0
     out = capsys.readouterr().out
-    res_dir = next(imp_run.glob("robustness-*"))
+    res_dir = results_dir(imp_run, eps=[0.0, 0.05], steps=5, transfer=False)
     rows = json.loads((res_dir / "results.json").read_text())["rows"]
     assert [r["label"] for r in rows] == ["round 0 ticket", "round 1 ticket", "round 1 reinit", "round 2 ticket",
                                          "round 2 reinit"]
@@ -225,12 +234,8 @@ def test_robustness_of_a_folder_without_a_trained_model_is_one_line(tmp_path, ca
 def test_transfer_attacks_use_the_dense_models_examples_on_every_model(imp_run):
     assert main(["robustness", str(imp_run), "--eps", "0.05", "--steps", "5", "--quiet"]) == 0
     assert main(["robustness", str(imp_run), "--eps", "0.05", "--steps", "5", "--transfer", "--quiet"]) == 0
-    found = {}
-    for d in imp_run.glob("robustness-*"):
-        cfg = json.loads((d / "config.json").read_text())["config"]
-        if cfg["eps"] == [0.05] and cfg["steps"] == 5:
-            found[cfg["transfer"]] = json.loads((d / "results.json").read_text())["rows"]
-    white, transfer = found[False], found[True]
+    white, transfer = (json.loads((results_dir(imp_run, eps=[0.05], steps=5, transfer=t) / "results.json")
+                                  .read_text())["rows"] for t in (False, True))
     assert transfer[0]["robust_acc"] == white[0]["robust_acc"]  # the source model meets its own examples
     assert all(t["clean_acc"] == w["clean_acc"] for t, w in zip(transfer, white))
     assert any(t["robust_acc"] != w["robust_acc"] for t, w in zip(transfer[1:], white[1:]))
@@ -245,7 +250,7 @@ def test_corruption_accuracy_of_every_model_on_28x28_images(tmp_path, capsys):
     assert main(["robustness", str(run), "--eps", "0.05", "--steps", "2", "--corruptions", "shot_noise,rotate",
                  "--data-dir", str(tmp_path / "data"), "--quiet"]) == 0
     assert "corruptions: mean test accuracy over MNIST-C's shot_noise, rotate" in capsys.readouterr().out
-    res = next(run.glob("robustness-*"))
+    res = results_dir(run, corruptions=["shot_noise", "rotate"])
     rows = json.loads((res / "results.json").read_text())["rows"]
     for r in rows:
         assert set(r["corruption_acc"]) == {"shot_noise", "rotate"}
