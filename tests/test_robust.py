@@ -263,3 +263,18 @@ def test_corruptions_on_data_that_is_not_28x28_grayscale_are_one_line(imp_run, c
                     "for 28x28 grayscale images")
     one_line_exit_2(main(["robustness", str(imp_run), "--corruptions", "snow"]), capsys.readouterr().err,
                     "unknown corruption 'snow'")
+
+
+@pytest.mark.parametrize("argv, labels", [
+    (["dst", "--density", "0.3", "--ensemble", "2"], ["rigl run 0", "rigl run 1"]),
+    (["prune-init", "--method", "snip", "--density", "0.3"], ["snip"]),
+    (["structured", "--method", "l1", "--sparsity", "0.5"], ["structured (final)"]),
+])
+def test_robustness_of_dst_prune_init_and_structured_runs(tmp_path, argv, labels):
+    run = tmp_path / "r"
+    assert main([*argv, "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--quiet",
+                 "--out", str(run)]) == 0
+    assert main(["robustness", str(run), "--eps", "0.05", "--steps", "3", "--quiet"]) == 0
+    rows = json.loads((results_dir(run, eps=[0.05]) / "results.json").read_text())["rows"]
+    assert [r["label"] for r in rows] == labels
+    assert all(r["robust_acc"]["0.05"] <= r["clean_acc"] for r in rows)
