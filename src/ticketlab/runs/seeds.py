@@ -144,11 +144,6 @@ def display(agg):
     return agg
 
 
-def headline_stats(exp: Experiment, summaries: list[dict]) -> dict:
-    """The experiment's headline metrics aggregated over the seeds' summaries."""
-    return aggregate([exp.headline(s) for s in summaries])
-
-
 def group_config(exp: Experiment, cfg) -> dict:
     base = cfg.to_dict()
     base.pop("seed", None)
