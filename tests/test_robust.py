@@ -278,3 +278,12 @@ def test_robustness_of_dst_prune_init_and_structured_runs(tmp_path, argv, labels
     rows = json.loads((results_dir(run, eps=[0.05]) / "results.json").read_text())["rows"]
     assert [r["label"] for r in rows] == labels
     assert all(r["robust_acc"]["0.05"] <= r["clean_acc"] for r in rows)
+
+
+def test_dst_training_flops_count_the_attack_passes(tmp_path):
+    common = ["dst", "--method", "set", "--density", "0.3", "--dataset", "digits", "--model", "mlp1d",
+              "--iterations", "10", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "clean")]) == 0
+    assert main([*common, "--adv", "pgd", "--adv-eps", "0.05", "--adv-steps", "3", "--out", str(tmp_path / "adv")]) == 0
+    flops = lambda d: json.loads((tmp_path / d / "summary.json").read_text())["flops"]["training"]  # noqa: E731
+    assert flops("adv") == pytest.approx(flops("clean") * (3 + 2 * 3) / 3)

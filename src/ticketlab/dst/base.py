@@ -58,8 +58,11 @@ class SparseTrainer:
                  drop_fraction: float | None = None, drop_decay: str | None = None,
                  end_fraction: float | None = None, seed: int = 0, names: list[str] | None = None,
                  overrides: dict[str, float] | None = None, input_shape: tuple[int, ...] | None = None,
-                 after_step: bool = True):
+                 after_step: bool = True, attack_passes: int = 0):
         self.model, self.optimizer, self.seed = model, optimizer, int(seed)
+        # adversarial training's extra forward-equivalents per example and step (TrainConfig.passes_per_example
+        # minus 3), charged at the step's forward cost like the training passes
+        self.attack_passes = int(attack_passes)
         self.after_step_pass = after_step
         self.density = float(density)
         self.distribution = distribution or self.default_distribution
@@ -234,11 +237,11 @@ class SparseTrainer:
 
     def _account(self, t: int, sparse: bool) -> None:
         if not sparse:
-            self.flops_per_example += 3 * self.forward_flops(dense=True)
+            self.flops_per_example += (3 + self.attack_passes) * self.forward_flops(dense=True)
         elif self.uses_dense_grad and self.wants_dense_grad(t):
-            self.flops_per_example += 2 * self.forward_flops() + self.forward_flops(dense=True)
+            self.flops_per_example += (2 + self.attack_passes) * self.forward_flops() + self.forward_flops(dense=True)
         else:
-            self.flops_per_example += 3 * self.forward_flops()
+            self.flops_per_example += (3 + self.attack_passes) * self.forward_flops()
 
     def training_flops(self, batch_size: int) -> float:
         """Training FLOPs so far of the masked layers at ``batch_size`` examples per step."""

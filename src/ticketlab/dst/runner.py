@@ -119,7 +119,7 @@ def _train_one(where: Path, cfg: DSTConfig, data, dev, seed: int, total: int, *,
     # after_step=False: the trainer's optimizers are elementwise, so masked gradients and cleared state keep
     # pruned weights exactly zero without a second pass (the tests check every weight after every step).
     kw = cfg.trainer_kwargs() | {"total_steps": total, "seed": seed, "input_shape": data.input_shape,
-                                 "after_step": False}
+                                 "after_step": False, "attack_passes": cfg.train.passes_per_example() - 3}
     if cfg.method == "ctre" and cfg.ctre_probe:
         n = min(cfg.ctre_probe, len(data.y_train))
         kw["probe"] = data.x_train[torch.randperm(len(data.y_train), generator=generator(seed, "ctre-probe"))[:n]
