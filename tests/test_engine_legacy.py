@@ -22,3 +22,12 @@ def test_a_run_directory_from_before_the_engine_resumes_to_the_same_summary(tmp_
     assert main([*argv, "--out", str(run)]) == 0
     got = json.loads((run / "summary.json").read_text())
     assert got == json.loads((LEGACY / f"{name}_expected_summary.json").read_text())
+
+
+def test_the_default_folder_of_a_renamed_kind_is_its_old_one_when_that_exists(tmp_path):
+    from ticketlab.runs.rundir import default_run_dir, open_run_dir
+
+    config = {"model": "mlp1d"}
+    assert default_run_dir("double-descent", config, tmp_path, ("sweep",)).name.startswith("double-descent-")
+    old = open_run_dir(default_run_dir("sweep", config, tmp_path), "sweep", config)
+    assert default_run_dir("double-descent", config, tmp_path, ("sweep",)) == old

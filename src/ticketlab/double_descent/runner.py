@@ -32,6 +32,7 @@ from ..sparse import density, layerwise_prune, magnitude_scores, ones_mask
 from ..train import TrainConfig
 
 KIND = "double-descent"
+LEGACY_KINDS = ("sweep",)  # the command's name before the general grid runner took it
 MODES = ("imp", "one-shot")
 RETRAIN = ("rewind", "finetune")
 
@@ -61,15 +62,13 @@ class DoubleDescentConfig(RunConfig):
 
 
 
-def run_double_descent(cfg: DoubleDescentConfig, out: str | Path | None = None, *, device: str = "cpu", data_dir: str | None = None,
-              quiet: bool = False, checkpoint_every: int = 2000) -> dict:
+def run_double_descent(cfg: DoubleDescentConfig, out: str | Path | None = None, *, device: str = "cpu",
+                       data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
     cfg.validate()
     config = cfg.to_dict()
-    # "sweep" was this command's name before the general grid runner took it: its folders still resume.
     if out is None:
-        out = default_run_dir("sweep", config)
-        out = out if (out / "config.json").exists() else default_run_dir(KIND, config)
-    run_dir = open_run_dir(out, KIND, config, legacy_kinds=("sweep",))
+        out = default_run_dir(KIND, config, legacy_kinds=LEGACY_KINDS)
+    run_dir = open_run_dir(out, KIND, config, legacy_kinds=LEGACY_KINDS)
     if not quiet:
         print(f"run directory: {run_dir}", file=sys.stderr)
     imp_cfg = IMPConfig(model=cfg.model, dataset=cfg.dataset, seed=cfg.seed, label_noise=cfg.label_noise,
@@ -155,7 +154,7 @@ def double_descent_headline(s: dict) -> dict:
 
 register(Experiment(
     KIND, DoubleDescentConfig, run_double_descent, format_double_descent, double_descent_headline,
-    legacy_kinds=("sweep",),
+    legacy_kinds=LEGACY_KINDS,
     help="sparse double descent: accuracy and learning distance over a density grid",
     description="IMP at a small rate down to --min-density, and one-shot masks at the same densities, optionally "
                 "with label noise (He et al. 2022)."))

@@ -35,12 +35,7 @@ class Experiment:
 
     def run_dir(self, cfg, root: str | Path = "runs") -> Path:
         """The default run directory of ``cfg`` (an existing one under a legacy kind's name is reused)."""
-        config = cfg.to_dict()
-        for kind in self.legacy_kinds:
-            old = default_run_dir(kind, config, root)
-            if (old / "config.json").exists():
-                return old
-        return default_run_dir(self.name, config, root)
+        return default_run_dir(self.name, cfg.to_dict(), root, self.legacy_kinds)
 
 
 EXPERIMENTS: Registry[Experiment] = Registry("command")

@@ -20,7 +20,13 @@ def config_hash(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def default_run_dir(kind: str, config: dict, root: str | Path = "runs") -> Path:
+def default_run_dir(kind: str, config: dict, root: str | Path = "runs", legacy_kinds: tuple[str, ...] = ()) -> Path:
+    """``root/<kind>-<config hash>``; a folder that exists under a legacy kind's name (the kind before a
+    rename) is returned instead, so runs made before the rename resume."""
+    for old in legacy_kinds:
+        path = Path(root) / f"{old}-{config_hash(config)}"
+        if (path / CONFIG_FILE).exists():
+            return path
     return Path(root) / f"{kind}-{config_hash(config)}"
 
 
