@@ -97,14 +97,16 @@ def trained_models(run: Path) -> tuple[dict, list[dict]]:
     return record, out
 
 
-def _accuracies(model, data, x, y, cfg: RobustnessConfig, eps: float, adv: torch.Tensor | None = None) -> float:
-    """Accuracy of ``model`` on adversarial examples: ``adv`` (pixels, made on another model) or its own."""
-    net = PixelSpace(model, data.mean, data.std).eval()
-    if adv is not None:
-        with torch.no_grad():
-            return float((torch.cat([net(adv[i:i + 1000]) for i in range(0, len(y), 1000)]).argmax(1) == y)
-                         .float().mean())
-    xp = to_pixels(x, data)
+def _accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
+    """Accuracy of ``model`` (in eval mode) on (x, y), in batches."""
+    with torch.no_grad():
+        return float((torch.cat([model(x[i:i + batch]) for i in range(0, len(y), batch)]).argmax(1) == y)
+                     .float().mean())
+
+
+def _examples(net: PixelSpace, xp: torch.Tensor, y: torch.Tensor, cfg: RobustnessConfig, eps: float,
+              data) -> torch.Tensor:
+    """Adversarial pixels for (xp, y) on ``net`` at ``eps`` with ``cfg``'s attack, seeded by ``cfg.seed``."""
     if cfg.attack == "autoattack":
         try:
             from pyautoattack import AutoAttack
@@ -113,17 +115,14 @@ def _accuracies(model, data, x, y, cfg: RobustnessConfig, eps: float, adv: torch
         if data.pixel_range is None:
             raise UserError(f"AutoAttack needs inputs in [0, 1]; {data.name} has no pixel range")
         adversary = AutoAttack(net, eps=eps, norm="Linf" if cfg.norm == "linf" else "L2", seed=cfg.seed,
-                               device=x.device)
+                               device=xp.device)
         adv, _ = adversary.run_standard_evaluation(xp.clamp(0, 1), y, batch_size=500)  # (x_adv, y_adv)
-    else:
-        g = torch.Generator().manual_seed(cfg.seed)
-        adv = torch.cat([
-            (pgd(net, xp[i:i + 500], y[i:i + 500], cfg.attack_config(eps), pixel_range=data.pixel_range, generator=g)
-             if cfg.attack == "pgd" else fgsm(net, xp[i:i + 500], y[i:i + 500], eps, pixel_range=data.pixel_range))
-            for i in range(0, len(y), 500)])
-    with torch.no_grad():
-        return float((torch.cat([net(adv[i:i + 1000]) for i in range(0, len(y), 1000)]).argmax(1) == y)
-                     .float().mean())
+        return adv
+    g = torch.Generator().manual_seed(cfg.seed)
+    return torch.cat([
+        pgd(net, xp[i:i + 500], y[i:i + 500], cfg.attack_config(eps), pixel_range=data.pixel_range, generator=g)
+        if cfg.attack == "pgd" else fgsm(net, xp[i:i + 500], y[i:i + 500], eps, pixel_range=data.pixel_range)
+        for i in range(0, len(y), 500)])
 
 
 def _corrupted_sets(cfg: RobustnessConfig, data, x: torch.Tensor, out: Path) -> dict[str, torch.Tensor]:
@@ -168,36 +167,32 @@ def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str 
     done = {r["label"] for r in rows}
     model = build_model(record["config"]["model"], data.input_shape, data.num_classes, seed=0)
     ref = model.state_dict()
+    net = PixelSpace(model, data.mean, data.std)
+
+    def load(path: Path) -> None:
+        state = load_tensors(path)
+        if set(state) != set(ref) or any(state[k].shape != ref[k].shape for k in ref):
+            raise UserError(f"{path} does not hold weights of {record['config']['model']}; the run is damaged")
+        model.load_state_dict(state)
+        net.eval()  # the model too: every evaluation and attack below runs in eval mode
+
+    xp = to_pixels(x, data)
     transferred: dict[float, torch.Tensor] = {}
     if cfg.transfer:  # the source: the first model (IMP's dense round 0), attacked once per eps
-        model.load_state_dict(load_tensors(models[0]["weights"]))
-        model.eval()
-        net = PixelSpace(model, data.mean, data.std)
-        for e in cfg.eps:
-            g = torch.Generator().manual_seed(cfg.seed)  # as each white-box eps: the source's own numbers match
-            xp = to_pixels(x, data)
-            transferred[e] = torch.cat([
-                (pgd(net, xp[i:i + 500], y[i:i + 500], cfg.attack_config(e), pixel_range=data.pixel_range,
-                     generator=g) if cfg.attack == "pgd" else
-                 fgsm(net, xp[i:i + 500], y[i:i + 500], e, pixel_range=data.pixel_range))
-                for i in range(0, len(y), 500)])
+        load(models[0]["weights"])
+        transferred = {e: _examples(net, xp, y, cfg, e, data) for e in cfg.eps}
     for i, m in enumerate(models):
         if m["label"] in done:
             continue
-        state = load_tensors(m["weights"])
-        if set(state) != set(ref) or any(state[k].shape != ref[k].shape for k in ref):
-            raise UserError(f"{m['weights']} does not hold weights of {record['config']['model']}; the run is damaged")
-        model.load_state_dict(state)
-        model.eval()
-        with torch.no_grad():
-            clean = float((model(x).argmax(1) == y).float().mean())
-        robust = {str(e): (clean if e == 0 else _accuracies(model, data, x, y, cfg, e, transferred.get(e)))
+        load(m["weights"])
+        clean = _accuracy(model, x, y)
+        robust = {str(e): clean if e == 0 else _accuracy(net, transferred[e] if cfg.transfer else
+                                                         _examples(net, xp, y, cfg, e, data), y)
                   for e in cfg.eps}
         row = {"label": m["label"], "group": m["group"], "density": m["density"], "clean_acc": clean,
                "robust_acc": robust}
         if corrupted:
-            with torch.no_grad():
-                acc = {c: float((model(xc).argmax(1) == y).float().mean()) for c, xc in corrupted.items()}
+            acc = {c: _accuracy(model, xc, y) for c, xc in corrupted.items()}
             row["corruption_acc"] = acc
             row["mean_corruption_acc"] = sum(acc.values()) / len(acc)
         rows.append(row)
