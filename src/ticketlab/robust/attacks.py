@@ -154,17 +154,15 @@ def robust_accuracy(model: nn.Module, data, cfg: AttackConfig, *, x: torch.Tenso
     net = PixelSpace(model, data.mean, data.std)
     g = torch.Generator().manual_seed(int(seed))
     clean = robust = 0
-    for i in range(0, len(y), batch):
-        xp, yb = to_pixels(x[i:i + batch], data), y[i:i + batch]
-        with torch.no_grad():
-            was = model.training
-            model.eval()
-            clean += int((net(xp).argmax(1) == yb).sum())
-            model.train(was)
-        adv = pgd(net, xp, yb, cfg, pixel_range=data.pixel_range, generator=g)
-        with torch.no_grad():
-            was = model.training
-            model.eval()
-            robust += int((net(adv).argmax(1) == yb).sum())
-            model.train(was)
+    was = model.training
+    model.eval()
+    try:
+        for i in range(0, len(y), batch):
+            xp, yb = to_pixels(x[i:i + batch], data), y[i:i + batch]
+            adv = pgd(net, xp, yb, cfg, pixel_range=data.pixel_range, generator=g)
+            with torch.no_grad():
+                clean += int((net(xp).argmax(1) == yb).sum())
+                robust += int((net(adv).argmax(1) == yb).sum())
+    finally:
+        model.train(was)
     return clean / len(y), robust / len(y)

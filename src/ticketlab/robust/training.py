@@ -41,17 +41,17 @@ class AdversarialLoss:
     """``loss(model, x, y, it)`` for standardised batches (x, y) at iteration ``it``, as ``cfg.adv`` says."""
 
     def __init__(self, cfg, data, seed: int):
-        self.method, self.beta, self.seed = cfg.adv, cfg.trades_beta, seed
-        self.mean, self.std, self.range = data.mean, data.std, data.pixel_range
-        self.data = data
-        steps = 1 if cfg.adv == "fgsm-rs" else cfg.adv_steps
-        alpha = cfg.adv_step_size if cfg.adv_step_size is not None else (
-            1.25 * cfg.adv_eps if cfg.adv == "fgsm-rs" else 2.5 * cfg.adv_eps / steps)
-        self.attack = AttackConfig(eps=cfg.adv_eps, norm=cfg.adv_norm, steps=steps, step_size=alpha)
+        self.method, self.beta, self.seed, self.data = cfg.adv, cfg.trades_beta, seed, data
+        self.range = data.pixel_range
+        fgsm_rs_ = cfg.adv == "fgsm-rs"
+        step = cfg.adv_step_size if cfg.adv_step_size is not None else 1.25 * cfg.adv_eps if fgsm_rs_ else None
+        # step None: AttackConfig's default, 2.5 eps / steps
+        self.attack = AttackConfig(eps=cfg.adv_eps, norm=cfg.adv_norm, steps=1 if fgsm_rs_ else cfg.adv_steps,
+                                   step_size=step)
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, it: int) -> torch.Tensor:
         g = generator(self.seed, "adversarial-training", it)
-        net = PixelSpace(model, self.mean, self.std)
+        net = PixelSpace(model, self.data.mean, self.data.std)
         xp = to_pixels(x, self.data)
         a = self.attack
         if self.method == "trades":
