@@ -42,6 +42,7 @@ def describe(run: Path, root: Path) -> dict | None:
         return None
     kind, config = rec["kind"], rec["config"]
     exps = experiments()
+    varied: list[str] = []  # a sweep's axes: not fixed settings
     entry = {"path": str(run.relative_to(root)) if run != root else ".", "kind": kind, "settings": {},
              "state": "empty", "metrics": {}}
     summary = _read(run / "summary.json") if (run / "summary.json").is_file() else None
@@ -56,8 +57,8 @@ def describe(run: Path, root: Path) -> dict | None:
     elif kind == SWEEP:
         entry["kind"] = f"{config.get('experiment')} (sweep)"
         cfg = config.get("fixed", {})
-        axes = [a[0] for a in config.get("axes", []) if isinstance(a, list) and a]
-        entry["settings"]["axes"] = ",".join(axes)
+        varied = [a[0] for a in config.get("axes", []) if isinstance(a, list) and a]
+        entry["settings"]["axes"] = ",".join(varied)
         sw = _read(run / "sweep.json") if (run / "sweep.json").is_file() else None
         if isinstance(sw, dict):
             states = [p.get("state") for p in sw.get("points", [])]
@@ -77,7 +78,6 @@ def describe(run: Path, root: Path) -> dict | None:
         elif any(run.rglob("checkpoint.safetensors")) or any(p.is_dir() for p in run.iterdir()):
             entry["state"] = "partial"
     flat = _flat(cfg) if isinstance(cfg, dict) else {}
-    varied = {a[0] for a in config.get("axes", []) if isinstance(a, list) and a} if kind == SWEEP else set()
     for k in KEY_SETTINGS:
         if flat.get(k) is not None and k not in varied:
             entry["settings"][k] = flat[k]

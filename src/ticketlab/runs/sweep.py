@@ -28,7 +28,7 @@ from ..errors import UserError
 from ..io import read_json, write_json
 from .experiment import Experiment, get_experiment
 from .rundir import default_run_dir, open_run_dir
-from .seeds import aggregate, finished_seeds, is_stat, open_group, seed_dir, write_group_summary
+from .seeds import SUMMARY, finished_seeds, is_stat, open_group, seed_dir, write_group_summary
 
 KIND = "sweep"
 BACKENDS = ("local", "ray")
@@ -298,11 +298,11 @@ def write_sweep_json(exp: Experiment, root: Path, points: list[Point], seeds: li
     rows = []
     for p in points:
         finished = done.get(p.name, [])
-        summaries = [read_json(seed_dir(root / p.name, s) / "summary.json") for s in finished]
         state = "done" if set(seeds) <= set(finished) else ("partial" if finished else "not run")
+        # the point's seed-group summary already aggregates the headline over exactly these seeds
+        headline = read_json(root / p.name / SUMMARY)["headline"] if finished else {}
         rows.append({"point": p.name, "values": {k: str(v) for k, v in p.values.items()}, "seeds": finished,
-                     "state": state,
-                     "headline": aggregate([exp.headline(s) for s in summaries]) if summaries else {}})
+                     "state": state, "headline": headline})
     result = {"experiment": exp.name, "axes": list(points[0].values) if points else [], "seeds": seeds,
               "points": rows, "failed": failed}
     write_json(root / "sweep.json", result)
