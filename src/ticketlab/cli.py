@@ -128,7 +128,7 @@ def build_parser() -> Parser:
                    help="Scratch-B trains at most X times the run's iterations (default 2)")
     add_runtime_flags(p)
 
-    for name in ("colt", "double-descent", "dst", "structured"):
+    for name in ("colt", "double-descent", "dst", "structured", "compress"):
         add_experiment_parser(sub, exps.get(name))
 
     sub.add_parser("sweep", help="run a command over a grid of settings and seeds (local processes or Ray)",
@@ -153,6 +153,8 @@ def build_parser() -> Parser:
                    help="also the accuracy under MNIST-C's corruptions (28x28 grayscale data)")
     p.add_argument("--transfer", action="store_true",
                    help="transfer attack: examples made on the run's first model (IMP: the dense round 0)")
+    p.add_argument("--int8", action="store_true",
+                   help="also each model's int8 form (as `export` makes it), met with its float model's examples")
     p.add_argument("--data-dir", default=None, help="folder with dataset files")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -495,7 +497,7 @@ def cmd_robustness(ns: argparse.Namespace) -> int:
     corruptions = list(MNIST_C) if ns.corruptions == ["all"] else ns.corruptions
     cfg = RobustnessConfig(attack=ns.attack, eps=ns.eps, norm=ns.norm, steps=ns.steps, step_size=ns.step_size,
                            restarts=ns.restarts, samples=ns.samples, seed=ns.seed, transfer=ns.transfer,
-                           corruptions=corruptions)
+                           corruptions=corruptions, int8=ns.int8)
     result = run_robustness(ns.run_dir, cfg, data_dir=ns.data_dir, quiet=ns.quiet)
     print(format_robustness(result))
     print(f"\nresults: {result['dir']}")

@@ -18,13 +18,22 @@ DEFAULT_ROUNDS = {"synflow": 100}
 SCOPES = ("global", "layerwise")
 
 
+def score(scorer, model: nn.Module, names: list[str], batches: list, generator: torch.Generator,
+          context: dict | None = None) -> dict[str, torch.Tensor]:
+    """``scorer``'s scores of the model as it is (masked weights at zero), with ``context`` if it takes one."""
+    extra = (context or {}) if getattr(scorer, "takes_context", False) else {}
+    return scorer(model, names, batches, generator, **extra)
+
+
 def prune_at_init(model: nn.Module, names: list[str], method: str, density: float, batches: list,
                   generator: torch.Generator, scope: str = "global", rounds: int | None = None,
-                  distribution: str = "uniform", overrides: dict[str, float] | None = None) -> Mask:
+                  distribution: str = "uniform", overrides: dict[str, float] | None = None,
+                  context: dict | None = None) -> Mask:
     """Mask keeping ``density`` of the ``names`` weights by ``method``; the model's weights are left intact.
 
     ``overrides`` (layerwise scope) fix some layers' final densities; on an iterative schedule they are
-    reached along the same exponential path, d_l^(k/rounds).
+    reached along the same exponential path, d_l^(k/rounds). ``context`` (e.g. ``{"data": dataset}``) is
+    passed to scorers that take it (``gap``).
     """
     scorer = PRUNERS.get(method)
     if scope not in SCOPES:
@@ -44,7 +53,7 @@ def prune_at_init(model: nn.Module, names: list[str], method: str, density: floa
         for k in range(1, rounds + 1):
             d = density ** (k / rounds)
             apply_mask_(model, mask)
-            scores = scorer(model, names, batches, generator)
+            scores = score(scorer, model, names, batches, generator, context)
             if scope == "global":
                 mask = global_prune(scores, mask, d, generator)
             else:

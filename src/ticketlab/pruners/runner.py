@@ -29,7 +29,7 @@ class PruneInitConfig(RunConfig):
     model: str = field(default="lenet300", metadata={"help": "model name"})
     dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
     seed: int = field(default=0, metadata={"help": "seed for init, data order, scoring batches and ties"})
-    method: str = field(default="snip", metadata={"help": "random, magnitude, snip, grasp or synflow"})
+    method: str = field(default="snip", metadata={"help": "random, magnitude, snip, grasp, synflow or gap"})
     density: float = field(default=0.1, metadata={"help": "fraction of prunable weights kept"})
     scope: str = field(default="global", metadata={"help": f"one of {', '.join(SCOPES)}"})
     distribution: str = field(default="uniform",
@@ -93,7 +93,8 @@ def run_prune_init(cfg: PruneInitConfig, out: str | Path | None = None, *, devic
         idx = torch.randperm(n, generator=g)[: cfg.prune_batches * cfg.train.batch_size].to(dev)
         batches = [(data.x_train[c], data.y_train[c]) for c in idx.split(cfg.train.batch_size)]
         mask = prune_at_init(model, names, cfg.method, cfg.density, batches, g, scope=cfg.scope,
-                             rounds=cfg.prune_rounds, distribution=cfg.distribution, overrides=cfg.overrides())
+                             rounds=cfg.prune_rounds, distribution=cfg.distribution, overrides=cfg.overrides(),
+                             context={"data": data})
         save_tensors(run_dir / "mask.safetensors", mask)
     total = cfg.train.total_iterations(len(data.y_train))
     # The run's one training, in the run folder itself (result.json beside summary.json).

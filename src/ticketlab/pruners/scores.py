@@ -8,6 +8,14 @@
 - ``synflow`` (Tanaka et al. 2020): data-free. With every weight replaced by its absolute value and an
   all-ones input, R = sum of the outputs; the score is |w * dR/dw|, computed in float64. Iterated with
   an exponential density schedule (``prune_at_init``), which avoids layer collapse.
+- ``gap`` (greedy adversarial pruning, O'Brien Weiss et al. 2022): removes the parameters most important
+  to the model's behaviour on adversarial inputs, judged by the gradient there. PGD examples (L-inf,
+  ``eps`` in pixel units) are made against the current masked model on the scoring batches; with g the
+  gradient of the loss on them, removing w changes that loss by about -w g, so the weights with the
+  largest w g (those the adversarial examples lean on most) are removed first: the score (higher = keep)
+  is -w g. Greedy: each step of an iterative schedule re-attacks the pruned model. Needs the dataset's
+  pixel space, passed as ``context={"data": dataset}`` (``prune_at_init``); the paper gives only this
+  idea in its abstract here, the signed first-order reading is ticketlab's.
 
 Scores are computed on the masked model (pruned weights at zero), so iterative schedules re-score.
 """
@@ -66,6 +74,34 @@ def grasp_scores(model, names, batches, g):
         for acc, h in zip(hg, torch.autograd.grad(z, params)):
             acc += h
     return {n: p.detach() * h for n, p, h in zip(names, params, hg)}
+
+
+@PRUNERS.register("gap")
+def gap_scores(model, names, batches, g, *, data=None, eps: float = 0.1, steps: int = 10):
+    from ..errors import UserError
+    from ..robust.attacks import AttackConfig, PixelSpace, pgd, to_pixels
+
+    if data is None:
+        raise UserError("the gap pruner attacks the model: it needs the dataset (context={'data': ...})")
+    params = _params(model, names)
+    net = PixelSpace(model, data.mean, data.std)
+    attack = AttackConfig(eps=eps, steps=steps)
+    attack.validate()
+    grads = [torch.zeros_like(p) for p in params]
+    was = model.training
+    model.eval()  # attack and gradient with BatchNorm's running statistics, none updated
+    try:
+        for x, y in batches:
+            adv = pgd(net, to_pixels(x, data), y, attack, pixel_range=data.pixel_range, generator=g)
+            loss = F.cross_entropy(net(adv), y)
+            for acc, gr in zip(grads, torch.autograd.grad(loss, params)):
+                acc += gr
+    finally:
+        model.train(was)
+    return {n: -(p.detach() * gr) for n, p, gr in zip(names, params, grads)}
+
+
+gap_scores.takes_context = True
 
 
 @PRUNERS.register("synflow")

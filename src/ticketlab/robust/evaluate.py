@@ -2,7 +2,10 @@
 ``--transfer``: adversarial examples made on the run's first model - IMP's dense round 0 - evaluated on
 every model, the transfer setting of GAP, O'Brien Weiss et al. 2022).
 
-Models: IMP rounds (ticket and each control), prune-init's, DST's members, structured's final model. Each is
+Models: IMP rounds (ticket and each control), prune-init's, DST's members, structured's final model, compress's
+dense parent and compressed net; with ``int8``, each model's int8 form too (GAP's comparison with 8-bit
+quantisation), met with the adversarial examples of its float model - an int8 model has no gradients, so
+its white-box attack is the float twin's (a transfer from the model it was quantised from). Each is
 attacked on the test set (or its first ``samples`` examples) at every eps; results are cached in
 ``RUN/robustness-<hash of the attack settings>/results.json`` after each model, so an interrupted evaluation
 resumes where it stopped. For IMP runs, ``robust_vs_density.png`` plots robust accuracy against density,
@@ -37,6 +40,14 @@ class RobustnessConfig:
     transfer: bool = False         # attack the dense model (IMP round 0 / the first model) and evaluate every
                                    # model on its adversarial examples (GAP's transfer setting)
     corruptions: list[str] = field(default_factory=list)  # MNIST-C corruptions (28x28 grayscale data)
+    int8: bool = False             # also each model's int8 form (PyTorch static quantisation, as `export`), met
+                                   # with the float model's examples (white-box) or the transferred ones
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if not self.int8:
+            d.pop("int8")  # results folders made before the int8 option keep their hash
+        return d
 
     def validate(self) -> None:
         if self.transfer and self.attack == "autoattack":
@@ -86,11 +97,17 @@ def trained_models(run: Path) -> tuple[dict, list[dict]]:
         for i, m in enumerate(summary["runs"]):
             out.append({"label": f"{summary['config']['method']} run {i}", "group": "dst", "density": m["density"],
                         "weights": run / f"train_{i}" / "final.safetensors"})
+    elif kind == "compress":
+        src = Path(summary["config"]["source"]) / "round_00" / "final.safetensors"
+        out.append({"label": "dense parent", "group": "dense", "density": 1.0, "weights": src})
+        c = summary["config"]
+        out.append({"label": f"{c['method']} ({c['steps']} steps)", "group": c["method"],
+                    "density": summary["density"], "weights": run / "final.safetensors"})
     elif kind == "structured":
         out.append({"label": "structured (final)", "group": "structured",
                     "density": summary["passes"][-1]["weight_density"], "weights": run / "final.safetensors"})
     else:
-        raise UserError(f"{run} is a {kind} run; robustness takes imp, prune-init, dst and structured runs")
+        raise UserError(f"{run} is a {kind} run; robustness takes imp, prune-init, dst, structured and compress runs")
     missing = [m["label"] for m in out if not m["weights"].exists()]
     if missing:
         raise UserError(f"{run} holds no trained model for {missing[0]}; finish the run first")
@@ -102,6 +119,13 @@ def _accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> flo
     with torch.no_grad():
         return float((torch.cat([model(x[i:i + batch]) for i in range(0, len(y), batch)]).argmax(1) == y)
                      .float().mean())
+
+
+def _int8(model, data):
+    """``model``'s int8 form as `ticketlab export` makes it (activation ranges from 1024 training inputs)."""
+    from ..deploy import quantize_int8
+
+    return quantize_int8(model, data.x_train[:1024])
 
 
 def _examples(net: PixelSpace, xp: torch.Tensor, y: torch.Tensor, cfg: RobustnessConfig, eps: float,
@@ -155,7 +179,7 @@ def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str 
     cfg.validate()
     run = Path(run_dir)
     record, models = trained_models(run)
-    config = asdict(cfg)
+    config = cfg.to_dict()
     out = open_run_dir(run / f"robustness-{config_hash(config)}", "robustness", config)
     data = load_dataset(record["config"]["dataset"], data_dir, quiet=True)
     x, y = data.x_test, data.y_test
@@ -185,17 +209,22 @@ def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str 
         if m["label"] in done:
             continue
         load(m["weights"])
-        clean = _accuracy(model, x, y)
-        robust = {str(e): clean if e == 0 else _accuracy(net, transferred[e] if cfg.transfer else
-                                                         _examples(net, xp, y, cfg, e, data), y)
-                  for e in cfg.eps}
-        row = {"label": m["label"], "group": m["group"], "density": m["density"], "clean_acc": clean,
-               "robust_acc": robust}
-        if corrupted:
-            acc = {c: _accuracy(model, xc, y) for c, xc in corrupted.items()}
-            row["corruption_acc"] = acc
-            row["mean_corruption_acc"] = sum(acc.values()) / len(acc)
-        rows.append(row)
+        advs = {e: transferred[e] if cfg.transfer else _examples(net, xp, y, cfg, e, data) for e in cfg.eps if e}
+        forms = [(m["label"], m["group"], model)]
+        if cfg.int8:
+            forms.append((f"{m['label']} int8", f"{m['group']} int8", _int8(model, data)))
+        for label, group, fmodel in forms:
+            pixel_net = PixelSpace(fmodel, data.mean, data.std)
+            clean = _accuracy(fmodel, x, y)
+            row = {"label": label, "group": group, "density": m["density"], "clean_acc": clean,
+                   "robust_acc": {str(e): clean if e == 0 else _accuracy(pixel_net, advs[e], y) for e in cfg.eps}}
+            if corrupted:
+                acc = {c: _accuracy(fmodel, xc, y) for c, xc in corrupted.items()}
+                row["corruption_acc"] = acc
+                row["mean_corruption_acc"] = sum(acc.values()) / len(acc)
+            rows.append(row)
+        robust = rows[-len(forms)]["robust_acc"]
+        clean = rows[-len(forms)]["clean_acc"]
         write_json(path, {"run": str(run), "config": config, "rows": rows})
         if not quiet:
             print(f"[{i + 1}/{len(models)}] {m['label']}: clean {clean:.4f}  " +
@@ -230,13 +259,13 @@ def plot_robustness(result: dict, path: Path, run_config: dict) -> None:
 def format_robustness(result: dict) -> str:
     eps = result["config"]["eps"]
     corr = bool(result["config"].get("corruptions"))
-    head = (f"{'model':<22} {'density':>8} {'clean':>7}" + "".join(f" {'eps ' + str(e):>10}" for e in eps)
+    head = (f"{'model':<26} {'density':>8} {'clean':>7}" + "".join(f" {'eps ' + str(e):>10}" for e in eps)
             + (f" {'corruptions':>12}" if corr else ""))
     c = result["config"]
     source = "; examples made on the first (dense) model and transferred" if c.get("transfer") else ""
     lines = [f"{c['attack']} ({c['norm']}, {c['steps']} steps) robust accuracy; eps in pixel units{source}", head]
     for r in result["rows"]:
-        lines.append(f"{r['label']:<22} {100 * r['density']:>7.2f}% {r['clean_acc']:>7.4f}"
+        lines.append(f"{r['label']:<26} {100 * r['density']:>7.2f}% {r['clean_acc']:>7.4f}"
                      + "".join(f" {r['robust_acc'][str(e)]:>10.4f}" for e in eps)
                      + (f" {r['mean_corruption_acc']:>12.4f}" if corr else ""))
     if corr:

@@ -16,7 +16,8 @@ from ..registry import Registry
 from .rundir import default_run_dir
 
 # The method families whose modules register experiments (imported on first use of the registry).
-FAMILIES = ("lottery", "supermask", "pruners", "colt", "double_descent", "dst.runner", "structured.runner")
+FAMILIES = ("lottery", "supermask", "pruners", "colt", "double_descent", "dst.runner", "structured.runner",
+            "compress")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,187 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ticketlab.cli import main
+from ticketlab.compress import CompressConfig, GradualPruner, run_compress, step_densities, step_iterations
+from ticketlab.errors import UserError
+from ticketlab.io import load_tensors
+from ticketlab.pruners import PRUNERS, score
+from ticketlab.train import TrainConfig
+
+from helpers import die_after_checkpoints, one_line_exit_2
+
+
+# -- schedules, hand-worked ----------------------------------------------------------------------------------
+
+def test_cubic_schedule_is_zhu_and_gupta_density_path():
+    assert step_densities(0.1, 2, "cubic") == pytest.approx([0.1 + 0.9 * 0.5 ** 3, 0.1])
+    assert step_densities(0.1, 2, "exponential") == pytest.approx([0.1 ** 0.5, 0.1])
+    assert step_densities(0.1, 2, "linear") == pytest.approx([0.55, 0.1])
+    assert step_densities(0.3, 1, "cubic") == [0.3]
+
+
+def test_steps_are_spaced_from_iteration_zero_to_the_prune_end():
+    assert step_iterations(100, 1, 0.5) == [0]
+    assert step_iterations(100, 3, 0.5) == [0, 25, 50]
+    assert step_iterations(90, 4, 1.0) == [0, 30, 60, 90]
+    with pytest.raises(UserError, match="need at least 4 iterations"):
+        step_iterations(6, 5, 0.5)
+    with pytest.raises(UserError, match="unknown --schedule"):
+        step_densities(0.1, 2, "quadratic")
+
+
+# -- the gradual pruner -------------------------------------------------------------------------------------
+
+def _net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+def test_gradual_pruner_reaches_each_density_exactly_and_keeps_pruned_weights_zero():
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    names = ["0.weight", "2.weight"]
+    x, y = torch.randn(32, 8), torch.randint(0, 4, (32,))
+    pr = GradualPruner(net, opt, names, PRUNERS.get("magnitude"), final_density=0.25, total=20, steps=3,
+                       schedule="linear", end_fraction=0.5, batches=lambda k: [(x, y)])
+    seen = {0: pr.log[-1]["density"]}
+    for it in range(20):
+        opt.zero_grad()
+        F.cross_entropy(net(x), y).backward()
+        opt.step()
+        pr.step()
+        seen[pr.step_count] = pr.log[-1]["density"]
+        for n, m in pr.mask.items():
+            w = dict(net.named_parameters())[n]
+            assert torch.count_nonzero(w[~m]) == 0
+            assert torch.count_nonzero(opt.state[w]["momentum_buffer"][~m]) == 0
+    # 160 prunable weights: 0.75 -> 120, 0.5 -> 80, 0.25 -> 40 kept, at iterations 0, 5, 10
+    assert [e["iter"] for e in pr.log] == [0, 5, 10]
+    assert [e["density"] for e in pr.log] == [0.75, 0.5, 0.25]
+    assert seen[4] == 0.75 and seen[5] == 0.5 and seen[19] == 0.25
+
+
+def test_gradual_pruner_state_round_trips():
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
+    kw = dict(final_density=0.5, total=10, steps=2, end_fraction=0.5, batches=lambda k: [(x, y)])
+    a = GradualPruner(net, opt, ["0.weight"], PRUNERS.get("random"), **kw)
+    for _ in range(6):
+        a.step()
+    b = GradualPruner(_net(), torch.optim.SGD(_net().parameters(), lr=0.1), ["0.weight"], PRUNERS.get("random"), **kw)
+    b.load_state_dict(*a.state_dict())
+    assert b.step_count == 6 and b.log == a.log and torch.equal(b.masks[0], a.masks[0])
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from ticketlab.data import load_dataset
+
+    return load_dataset("digits", None, quiet=True)
+
+
+# -- the GAP score ------------------------------------------------------------------------------------------
+
+def test_gap_score_is_minus_w_times_the_adversarial_loss_gradient(digits):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    x, y = digits.x_train[:50], digits.y_train[:50]
+    names = ["1.weight"]
+    w = net[1].weight
+    # eps 0: the adversarial inputs are the clean ones, so the score is -w * dL/dw on them
+    s0 = score(PRUNERS.get("gap"), net, names, [(x, y)], torch.Generator().manual_seed(0),
+               {"data": digits, "eps": 0.0, "steps": 3})
+    (g,) = torch.autograd.grad(F.cross_entropy(net(x), y), [w])
+    assert torch.allclose(s0["1.weight"], -(w.detach() * g), atol=1e-6)
+    # eps > 0: the gradient is taken at inputs with a higher loss
+    s1 = score(PRUNERS.get("gap"), net, names, [(x, y)], torch.Generator().manual_seed(0),
+               {"data": digits, "eps": 0.2, "steps": 5})
+    assert not torch.allclose(s1["1.weight"], s0["1.weight"])
+
+
+def test_gap_without_the_dataset_is_refused():
+    net = _net()
+    with pytest.raises(UserError, match="needs the dataset"):
+        score(PRUNERS.get("gap"), net, ["0.weight"], [(torch.randn(4, 8), torch.zeros(4, dtype=torch.long))],
+              torch.Generator(), None)
+
+
+# -- ticketlab compress --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cmp") / "imp"
+    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "150", "--rounds", "1",
+                 "--quiet", "--out", str(run)]) == 0
+    return run
+
+
+def ccfg(source, **kw):
+    return CompressConfig(dataset="digits", model="mlp1d", source=str(source),
+                          train=TrainConfig(iterations=60, eval_every=20, batch_size=60), **kw)
+
+
+def test_compress_prunes_the_trained_parent_to_the_exact_density(source, tmp_path):
+    s = run_compress(ccfg(source, method="gap", density=0.2, steps=3, gap_steps=3), tmp_path / "c", quiet=True)
+    mask = load_tensors(tmp_path / "c" / "mask.safetensors")
+    final = load_tensors(tmp_path / "c" / "final.safetensors")
+    assert s["density"] == pytest.approx(0.2, abs=1e-4)
+    assert [st["iter"] for st in s["steps"]] == [0, 15, 30]
+    assert all(torch.count_nonzero(final[n][~m]) == 0 for n, m in mask.items())
+    parent = json.loads((source / "summary.json").read_text())["rounds"][0]["test_acc"]
+    assert s["dense_test_acc"] == parent
+    assert s["flops"]["training"] < s["flops"]["training_dense"]
+    assert run_compress(ccfg(source, method="gap", density=0.2, steps=3, gap_steps=3), tmp_path / "c",
+                        quiet=True) == s
+
+
+def test_compress_resumes_bitwise(source, tmp_path, monkeypatch):
+    c = ccfg(source, method="magnitude", density=0.3, steps=4, prune_end=0.8)
+    ref = run_compress(c, tmp_path / "ref", quiet=True, checkpoint_every=20)
+    restore = die_after_checkpoints(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run_compress(c, tmp_path / "r", quiet=True, checkpoint_every=20)
+    restore()
+    s = run_compress(c, tmp_path / "r", quiet=True, checkpoint_every=20)
+    assert {k: v for k, v in s.items() if k != "config"} == {k: v for k, v in ref.items() if k != "config"}
+    a, b = (load_tensors(tmp_path / d / "final.safetensors") for d in ("ref", "r"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_robustness_of_a_compress_run_has_the_parent_and_int8_forms(source, tmp_path, capsys):
+    run = tmp_path / "c"
+    assert main(["compress", "--source", str(source), "--dataset", "digits", "--model", "mlp1d", "--method",
+                 "random", "--density", "0.3", "--iterations", "30", "--quiet", "--out", str(run)]) == 0
+    assert main(["robustness", str(run), "--eps", "0.05", "--steps", "3", "--transfer", "--int8", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    res = next(run.glob("robustness-*"))
+    rows = json.loads((res / "results.json").read_text())["rows"]
+    assert [r["label"] for r in rows] == ["dense parent", "dense parent int8", "random (1 steps)",
+                                         "random (1 steps) int8"]
+    assert rows[0]["density"] == 1.0 and rows[2]["density"] == pytest.approx(0.3, abs=1e-4)
+    assert "dense parent int8" in out
+    # int8 is close to its float model on clean inputs
+    assert abs(rows[1]["clean_acc"] - rows[0]["clean_acc"]) < 0.05
+
+
+@pytest.mark.parametrize("args, msg", [
+    ([], "compress needs --source RUN"),
+    (["--source", "SRC", "--method", "nope"], "unknown pruner 'nope'"),
+    (["--source", "SRC", "--density", "0"], "--density must be in (0, 1]"),
+    (["--source", "SRC", "--schedule", "square"], "unknown --schedule 'square'"),
+    (["--source", "SRC", "--steps", "50", "--iterations", "20"], "50 pruning steps need at least 49"),
+    (["--source", "SRC", "--model", "lenet300"], "use the same --model and --dataset"),
+    (["--source", "NOTRUN"], "is not an IMP run directory"),
+])
+def test_bad_compress_input_is_one_line(source, tmp_path, capsys, args, msg):
+    args = [str(source) if a == "SRC" else str(tmp_path) if a == "NOTRUN" else a for a in args]
+    base = ["compress", "--dataset", "digits", "--quiet", "--out", str(tmp_path / "x")]
+    if "--model" not in args:
+        base += ["--model", "mlp1d"]
+    one_line_exit_2(main(base + args), capsys.readouterr().err, msg)
+    assert not (tmp_path / "x").exists()
