@@ -4,8 +4,8 @@ import torch
 from ticketlab.errors import UserError
 from ticketlab.models import build_model
 from ticketlab.sparse import prunable_names
-from ticketlab.supermask import (BernoulliMask, SupermaskConfig, TopKMask, attach, hard_masks, run_supermask,
-                                 set_eval_mode, signed_constant_)
+from ticketlab.supermask import (BernoulliMask, HardConcreteMask, L0Penalty, SupermaskConfig, TopKMask, attach,
+                                 hard_masks, run_supermask, set_eval_mode, signed_constant_)
 from ticketlab.train import TrainConfig, evaluate, train
 
 from helpers import die_after_checkpoints
@@ -99,7 +99,9 @@ def test_supermask_resume_is_bitwise(tmp_path, monkeypatch):
 @pytest.mark.parametrize("kw,msg", [({"method": "dropout"}, "unknown supermask method"),
                                     ({"weights": "ones"}, "unknown --weights"),
                                     ({"density": 0.0}, "--density"),
-                                    ({"method": "jackpot"}, "needs --pretrained")])
+                                    ({"method": "jackpot"}, "needs --pretrained"),
+                                    ({"method": "hard-concrete"}, "needs --pretrained"),
+                                    ({"l0_strength": -1.0}, "--l0-strength must be >= 0")])
 def test_bad_supermask_settings(kw, msg):
     with pytest.raises(UserError, match=msg):
         SupermaskConfig(**kw).validate()
@@ -112,3 +114,94 @@ def test_eval_modes_change_only_bernoulli_masks(tiny_data):
     acc_round = evaluate(model, tiny_data.x_test, tiny_data.y_test)
     set_eval_mode(mods, "expected")
     assert evaluate(model, tiny_data.x_test, tiny_data.y_test) != acc_round  # p = 0.88 vs 1
+
+
+# -- hard-concrete gates (robust tickets) ---------------------------------------------------------------------
+
+def test_hard_concrete_gates_are_exact_zeros_and_ones_often_and_differentiable():
+    mod = HardConcreteMask(torch.Size([4000]), density=0.25, init_logit=0.0, seed=0)
+    z = mod(torch.ones(4000))
+    assert float(z.detach().min()) == 0.0 and float(z.detach().max()) == 1.0
+    assert 0.1 < float((z == 0).float().mean()) < 0.3 and 0.1 < float((z == 1).float().mean()) < 0.3
+    z.sum().backward()
+    assert mod.scores.grad.abs().sum() > 0
+    # P(z > 0) = sigmoid(log_alpha - beta log(-gamma / zeta)) = sigmoid(2/3 log 11) at log_alpha 0
+    assert float(mod.open_probability()[0].detach()) == pytest.approx(1 / (1 + 11 ** (-2 / 3)), abs=1e-3)
+    mod.eval()  # the deterministic gate: clamp(sigmoid(0) * 1.2 - 0.1, 0, 1) = 0.5
+    assert torch.allclose(mod(torch.ones(4000)), torch.full((4000,), 0.5), atol=0.02)
+    mod.eval_mode = "binary"
+    assert int(mod(torch.ones(4000)).sum()) == 1000  # exactly the density's count
+
+
+def test_l0_penalty_gradient_is_strength_over_n_times_p_one_minus_p_and_stops_at_the_target():
+    mod = HardConcreteMask(torch.Size([10]), density=0.5, init_logit=1.0, seed=0)
+    opt = torch.optim.SGD(mod.parameters(), lr=0.0)
+    pen = L0Penalty(opt, [mod], strength=5.0, target=0.5)
+    mod.scores.grad = torch.zeros(10)
+    opt.step()
+    p = mod.open_probability().detach()
+    assert torch.allclose(mod.scores.grad, 5.0 / 10 * p * (1 - p))
+    low = L0Penalty(opt, [mod], strength=5.0, target=0.999)  # already below target: no push
+    pen.detach()
+    mod.scores.grad = torch.zeros(10)
+    opt.step()
+    assert float(mod.scores.grad.abs().sum()) == 0.0
+    low.detach()
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    from ticketlab.cli import main
+
+    run = tmp_path_factory.mktemp("hc") / "imp"
+    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "150", "--rounds", "1",
+                 "--quiet", "--out", str(run)]) == 0
+    return run
+
+
+def hc_cfg(pretrained, **kw):
+    return SupermaskConfig(dataset="digits", model="mlp1d", method="hard-concrete", pretrained=str(pretrained),
+                           density=0.2, init_logit=3.0, **{"train": TrainConfig(optimizer="adam", lr=0.05,
+                                                                                  iterations=80, eval_every=20)} | kw)
+
+
+def test_hard_concrete_ticket_reaches_the_asked_density_and_keeps_the_pretrained_weights(pretrained, tmp_path):
+    from ticketlab.io import load_tensors
+
+    s = run_supermask(hc_cfg(pretrained), tmp_path / "hc", quiet=True)
+    assert s["density"] == pytest.approx(0.2, abs=1e-3)
+    assert s["expected_density"] < 0.9  # the L0 penalty closed gates while the mask learned
+    ticket = load_tensors(tmp_path / "hc" / "ticket.safetensors")
+    mask = load_tensors(tmp_path / "hc" / "mask.safetensors")
+    dense = load_tensors(pretrained / "round_00" / "final.safetensors")
+    for n, m in mask.items():
+        assert torch.equal(ticket[n], dense[n] * m)
+    assert {"gate_test_acc", "test_acc"} <= set(s)
+    # no penalty: the gates have no reason to close
+    s0 = run_supermask(hc_cfg(pretrained, l0_strength=0.0), tmp_path / "hc0", quiet=True)
+    assert s0["expected_density"] > s["expected_density"]
+
+
+def test_hard_concrete_with_pgd_resumes_bitwise_and_is_evaluated_by_robustness(pretrained, tmp_path, monkeypatch):
+    import json
+
+    from ticketlab.cli import main
+
+    cfg = hc_cfg(pretrained, train=TrainConfig(optimizer="adam", lr=0.05, iterations=40, eval_every=20, adv="pgd",
+                                               adv_eps=0.1, adv_steps=3))
+    ref = run_supermask(cfg, tmp_path / "ref", quiet=True, checkpoint_every=20)
+    restore = die_after_checkpoints(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run_supermask(cfg, tmp_path / "r", quiet=True, checkpoint_every=20)
+    restore()
+    again = run_supermask(cfg, tmp_path / "r", quiet=True, checkpoint_every=20)
+    assert {k: v for k, v in again.items() if k != "config"} == {k: v for k, v in ref.items() if k != "config"}
+    assert main(["robustness", str(tmp_path / "r"), "--eps", "0.05", "--steps", "3", "--quiet"]) == 0
+    rows = json.loads(next((tmp_path / "r").glob("robustness-*/results.json")).read_text())["rows"]
+    assert [r["label"] for r in rows] == ["dense parent", "hard-concrete ticket"]
+    assert rows[1]["clean_acc"] == pytest.approx(again["test_acc"], abs=1e-6)
+
+
+def test_old_supermask_configs_keep_their_hash():
+    assert "l0_strength" not in SupermaskConfig().to_dict()
+    assert SupermaskConfig(method="hard-concrete").to_dict()["l0_strength"] == 100.0

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from . import conv, mlp, resnet, vgg  # noqa: F401  (registrations)
+from . import conv, mlp, resnet, vgg, vit  # noqa: F401  (registrations)
 from .init import glorot_normal_init
 from .registry import MODELS
 

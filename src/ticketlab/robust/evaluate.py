@@ -2,8 +2,8 @@
 ``--transfer``: adversarial examples made on the run's first model - IMP's dense round 0 - evaluated on
 every model, the transfer setting of GAP, O'Brien Weiss et al. 2022).
 
-Models: IMP rounds (ticket and each control), prune-init's, DST's members, structured's final model, compress's
-dense parent and compressed net; with ``int8``, each model's int8 form too (GAP's comparison with 8-bit
+Models: IMP rounds (ticket and each control), prune-init's, DST's members, structured's final model, supermask's
+ticket (and its pretrained parent), compress's dense parent and compressed net; with ``int8``, each model's int8 form too (GAP's comparison with 8-bit
 quantisation), met with the adversarial examples of its float model - an int8 model has no gradients, so
 its white-box attack is the float twin's (a transfer from the model it was quantised from). Each is
 attacked on the test set (or its first ``samples`` examples) at every eps; results are cached in
@@ -103,11 +103,18 @@ def trained_models(run: Path) -> tuple[dict, list[dict]]:
         c = summary["config"]
         out.append({"label": f"{c['method']} ({c['steps']} steps)", "group": c["method"],
                     "density": summary["density"], "weights": run / "final.safetensors"})
+    elif kind == "supermask":
+        c = summary["config"]
+        if c.get("pretrained"):
+            out.append({"label": "dense parent", "group": "dense", "density": 1.0,
+                        "weights": Path(c["pretrained"]) / "round_00" / "final.safetensors"})
+        out.append({"label": f"{c['method']} ticket", "group": c["method"], "density": summary["density"],
+                    "weights": run / "ticket.safetensors"})
     elif kind == "structured":
         out.append({"label": "structured (final)", "group": "structured",
                     "density": summary["passes"][-1]["weight_density"], "weights": run / "final.safetensors"})
     else:
-        raise UserError(f"{run} is a {kind} run; robustness takes imp, prune-init, dst, structured and compress runs")
+        raise UserError(f"{run} is a {kind} run; robustness takes imp, prune-init, dst, structured, compress and supermask runs")
     missing = [m["label"] for m in out if not m["weights"].exists()]
     if missing:
         raise UserError(f"{run} holds no trained model for {missing[0]}; finish the run first")

@@ -1,5 +1,7 @@
 """Learning a supermask over frozen weights: untrained (random init or signed constant) or pretrained
-(lottery jackpots, Zhang et al.: edge-popup search on trained weights starting from their magnitude mask).
+(lottery jackpots, Zhang et al.: edge-popup search on trained weights starting from their magnitude mask;
+robust tickets, Zheng et al. 2022: hard-concrete gates with a smoothed L0 penalty, learned with an
+adversarial loss when training takes ``--adv``).
 """
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ from torch.nn.utils import parametrize
 
 from ..errors import UserError
 from ..sparse import Mask
-from .masks import BernoulliMask, TopKMask
+from .masks import BernoulliMask, HardConcreteMask, TopKMask
 
-METHODS = ("bernoulli", "edge-popup", "jackpot")
+METHODS = ("bernoulli", "edge-popup", "jackpot", "hard-concrete")
 WEIGHTS = ("init", "signed-constant")
 
 
@@ -32,6 +34,7 @@ def attach(model: nn.Module, names: list[str], method: str, density: float = 0.5
 
     ``bernoulli``: logits start at ``init_logit`` (0 = probability 1/2). ``edge-popup``: scores start from
     Kaiming-uniform noise. ``jackpot``: scores start at |w|, so the first mask is the magnitude mask.
+    ``hard-concrete``: log_alpha starts at ``init_logit`` (+ N(0, 0.01^2)); its binary mask keeps ``density``.
     """
     if method not in METHODS:
         raise UserError(f"unknown supermask method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -46,6 +49,8 @@ def attach(model: nn.Module, names: list[str], method: str, density: float = 0.5
         w = params[n]
         if method == "bernoulli":
             mod = BernoulliMask(w.shape, init_logit, seed=seed, tag=n)
+        elif method == "hard-concrete":
+            mod = HardConcreteMask(w.shape, density, init_logit, seed=seed, tag=n)
         elif method == "edge-popup":
             fan_in = w[0].numel()
             bound = 1 / math.sqrt(fan_in)  # kaiming_uniform with a=sqrt(5), as in the reference code
@@ -60,8 +65,9 @@ def attach(model: nn.Module, names: list[str], method: str, density: float = 0.5
 
 
 def set_eval_mode(modules: dict[str, nn.Module], mode: str) -> None:
+    """Bernoulli masks: expected, sample or round; hard-concrete gates: gate or binary."""
     for m in modules.values():
-        if isinstance(m, BernoulliMask):
+        if isinstance(m, (BernoulliMask, HardConcreteMask)):
             m.eval_mode = mode
 
 
@@ -75,6 +81,8 @@ def expected_density(modules: dict[str, nn.Module]) -> float:
     for m in modules.values():
         if isinstance(m, BernoulliMask):
             num += float(m.probabilities().detach().sum())
+        elif isinstance(m, HardConcreteMask):
+            num += float(m.open_probability().detach().sum())
         else:
             num += m.k
         den += m.scores.numel()

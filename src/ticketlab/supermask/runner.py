@@ -1,8 +1,10 @@
 """``ticketlab supermask``: learn a mask over frozen weights and report its accuracy.
 
 Untrained weights (Gaussian Glorot init, or the signed constant +/- layer std) for Zhou et al.'s
-Bernoulli supermasks and edge-popup; trained weights from an IMP run's dense round for lottery jackpots.
-Results in a run directory with the same resume and refusal rules as IMP.
+Bernoulli supermasks and edge-popup; trained weights from an IMP run's dense round for lottery jackpots and
+hard-concrete robust tickets (with ``--adv pgd`` the gates learn on adversarial examples, Zheng et al.
+2022). Results in a run directory with the same resume and refusal rules as IMP; ``ticket.safetensors``
+holds the frozen weights times the final binary mask, as plain weights (what ``ticketlab robustness`` reads).
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from ..runs import Experiment, RunConfig, default_run_dir, load_state, open_run_
 from ..sparse import density, layer_densities, prunable_names
 from ..train import TrainConfig, evaluate
 from .learn import METHODS, WEIGHTS, attach, expected_density, hard_masks, set_eval_mode, signed_constant_
+from .masks import L0Penalty
 
 
 def _default_train() -> TrainConfig:
@@ -32,8 +35,11 @@ class SupermaskConfig(RunConfig):
     method: str = field(default="bernoulli", metadata={"help": f"one of {', '.join(METHODS)}"})
     weights: str = field(default="signed-constant",
                          metadata={"help": f"frozen weights: {', '.join(WEIGHTS)} (jackpot: the pretrained ones)"})
-    density: float = field(default=0.5, metadata={"help": "fraction kept (edge-popup, jackpot)"})
-    init_logit: float = field(default=0.0, metadata={"help": "bernoulli: initial mask logit (0 = p 1/2)"})
+    density: float = field(default=0.5, metadata={"help": "fraction kept (edge-popup, jackpot, hard-concrete)"})
+    init_logit: float = field(default=0.0, metadata={"help": "bernoulli: initial mask logit (0 = p 1/2); "
+                                                             "hard-concrete: initial log_alpha"})
+    l0_strength: float = field(default=100.0, metadata={"help": "hard-concrete: smoothed L0 penalty per unit of "
+                                                              "expected density above --density"})
     eval_samples: int = field(default=10, metadata={"help": "bernoulli: sampled masks evaluated"})
     pretrained: str | None = field(default=None, metadata={"help": "jackpot: an IMP run directory; its dense "
                                                                    "trained weights are searched"})
@@ -49,8 +55,17 @@ class SupermaskConfig(RunConfig):
             raise UserError(f"--density must be in (0, 1], got {self.density}")
         if self.eval_samples < 1:
             raise UserError(f"--eval-samples must be >= 1, got {self.eval_samples}")
-        if self.method == "jackpot" and not self.pretrained:
-            raise UserError("--method jackpot needs --pretrained RUN (an IMP run directory with a finished round 0)")
+        if self.method in ("jackpot", "hard-concrete") and not self.pretrained:
+            raise UserError(f"--method {self.method} needs --pretrained RUN (an IMP run directory with a finished "
+                            "round 0)")
+        if not self.l0_strength >= 0:
+            raise UserError(f"--l0-strength must be >= 0, got {self.l0_strength}")
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if self.method != "hard-concrete":
+            d.pop("l0_strength")  # the runs made before hard-concrete keep their hash
+        return d
 
 
 
@@ -62,6 +77,10 @@ PRESETS = {
                              "lr_schedule": "cosine"}},
     "jackpot": {"method": "jackpot", "density": 0.1,
                 "train": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "lr_schedule": "cosine"}},
+    # ticketlab's choices for the robust tickets of Zheng et al. (their settings are for BERT): gates start
+    # open (log_alpha 3: P(z > 0) = 0.99), Adam on log_alpha, PGD-10 examples at eps 0.1 (pixel units)
+    "robust-ticket": {"method": "hard-concrete", "density": 0.1, "init_logit": 3.0, "l0_strength": 100.0,
+                      "train": {"optimizer": "adam", "lr": 0.05, "adv": "pgd", "adv_eps": 0.1}},
 }
 
 
@@ -71,7 +90,7 @@ def run_supermask(cfg: SupermaskConfig, out: str | Path | None = None, *, device
     dev, data, model = prepare(cfg, device, data_dir, quiet)
     names = prunable_names(model)
     config = cfg.to_dict()
-    if cfg.method == "jackpot":
+    if cfg.method in ("jackpot", "hard-concrete"):
         src = Path(cfg.pretrained)
         src_cfg = read_json(src / "config.json") if (src / "config.json").exists() else None
         if not src_cfg or src_cfg.get("kind") != "imp":
@@ -87,6 +106,7 @@ def run_supermask(cfg: SupermaskConfig, out: str | Path | None = None, *, device
     if (run_dir / "summary.json").exists():
         return read_json(run_dir / "summary.json")
     data = data.to(dev)
+    frozen = {k: v.detach().clone() for k, v in model.state_dict().items()}
     modules = attach(model, names, cfg.method, density=cfg.density, seed=cfg.seed, init_logit=cfg.init_logit)
     if not quiet:
         print(f"run directory: {run_dir}", file=sys.stderr)
@@ -94,10 +114,17 @@ def run_supermask(cfg: SupermaskConfig, out: str | Path | None = None, *, device
     # The engine's cached unit, in the run folder itself: a finished training is loaded back, not redone.
     trained, _ = train_cached(run_dir, model, data, cfg.train, start=None, total=cfg.train.total_iterations(
         len(data.y_train)), seed=cfg.seed, checkpoint_every=checkpoint_every, label=f"supermask {cfg.method}",
-        quiet=quiet, reload_final=True, layout="result")
+        quiet=quiet, reload_final=True, layout="result",
+        sparse=(lambda opt: L0Penalty(opt, list(modules.values()), cfg.l0_strength, cfg.density))
+        if cfg.method == "hard-concrete" else None)
     summary = {"config": config, "method": cfg.method, "untrained_mask_test_acc": untrained,
                "expected_density": expected_density(modules), **trained}
     masks = hard_masks(modules)
+    if cfg.method == "hard-concrete":  # the ticket is the binary mask; training evaluated the soft gates
+        summary["gate_test_acc"] = summary["test_acc"]
+        set_eval_mode(modules, "binary")
+        summary["test_acc"] = evaluate(model, data.x_test, data.y_test)[1]
+        set_eval_mode(modules, "gate")
     summary["density"] = density(masks)
     summary["layer_densities"] = layer_densities(masks)
     if cfg.method == "bernoulli":
@@ -111,6 +138,8 @@ def run_supermask(cfg: SupermaskConfig, out: str | Path | None = None, *, device
                                             "samples": len(accs)}
         set_eval_mode(modules, "expected")
     save_tensors(run_dir / "mask.safetensors", masks)
+    save_tensors(run_dir / "ticket.safetensors",
+                 {k: v * masks[k].to(v.dtype) if k in masks else v for k, v in frozen.items()})
     write_json(run_dir / "summary.json", summary)
     return summary
 
@@ -120,6 +149,8 @@ def format_summary(s: dict) -> str:
              f"density {100 * s['density']:.2f}% (expected {100 * s['expected_density']:.2f}%)",
              f"  test accuracy before learning the mask: {s['untrained_mask_test_acc']:.4f}",
              f"  test accuracy of the learned mask: {s['test_acc']:.4f}"]
+    if "gate_test_acc" in s:
+        lines.append(f"  soft gates (training's evaluation): {s['gate_test_acc']:.4f}")
     if "expected_mask_test_acc" in s:
         sm = s["sampled_mask_test_acc"]
         lines += [f"  expected mask sigmoid(s): {s['expected_mask_test_acc']:.4f}",
