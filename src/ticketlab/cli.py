@@ -150,7 +150,8 @@ def build_parser() -> Parser:
     p.add_argument("--samples", type=int, default=None, metavar="N", help="the first N test examples (default all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random starts")
     p.add_argument("--corruptions", type=_names, default=[], metavar="all|C[,C...]",
-                   help="also the accuracy under MNIST-C's corruptions (28x28 grayscale data)")
+                   help="also the accuracy under common corruptions: MNIST-C's (28x28 grayscale data) or "
+                        "CIFAR-10-C's at severities 1-5 (32x32 RGB)")
     p.add_argument("--transfer", action="store_true",
                    help="transfer attack: examples made on the run's first model (IMP: the dense round 0)")
     p.add_argument("--int8", action="store_true",
@@ -492,9 +493,7 @@ def cmd_baselines(ns: argparse.Namespace) -> int:
 def cmd_robustness(ns: argparse.Namespace) -> int:
     from .robust.evaluate import RobustnessConfig, format_robustness, run_robustness
 
-    from .robust.corruptions import MNIST_C
-
-    corruptions = list(MNIST_C) if ns.corruptions == ["all"] else ns.corruptions
+    corruptions = ns.corruptions  # "all" is resolved for the run's data (MNIST-C or CIFAR-10-C)
     cfg = RobustnessConfig(attack=ns.attack, eps=ns.eps, norm=ns.norm, steps=ns.steps, step_size=ns.step_size,
                            restarts=ns.restarts, samples=ns.samples, seed=ns.seed, transfer=ns.transfer,
                            corruptions=corruptions, int8=ns.int8)

@@ -17,6 +17,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import UserError
@@ -58,11 +59,12 @@ class RobustnessConfig:
             raise UserError(f"--eps must be >= 0 (pixel units), got {self.eps}")
         if self.norm not in NORMS:
             raise UserError(f"unknown --norm {self.norm!r}; choose one of: {', '.join(NORMS)}")
+        from .cifar_c import CIFAR10_C
         from .corruptions import MNIST_C
 
-        bad = [c for c in self.corruptions if c not in MNIST_C]
+        bad = [c for c in self.corruptions if c not in MNIST_C and c not in CIFAR10_C and c != "all"]
         if bad:
-            raise UserError(f"unknown corruption {bad[0]!r}; choose from: all, {', '.join(MNIST_C)}")
+            raise UserError(f"unknown corruption {bad[0]!r}; choose from: all, {', '.join(dict(MNIST_C, **CIFAR10_C))}")
         if self.samples is not None and self.samples < 1:
             raise UserError(f"--samples must be >= 1, got {self.samples}")
         for e in self.eps:
@@ -156,26 +158,58 @@ def _examples(net: PixelSpace, xp: torch.Tensor, y: torch.Tensor, cfg: Robustnes
         for i in range(0, len(y), 500)])
 
 
+def corruption_names(names: list[str], input_shape: tuple[int, ...]) -> list[str]:
+    """``names`` with ``all`` resolved for the data: MNIST-C's for 28x28 grayscale, CIFAR-10-C's for 32x32 RGB."""
+    from .cifar_c import CIFAR10_C
+    from .corruptions import MNIST_C
+
+    if names != ["all"]:
+        return names
+    return list(CIFAR10_C) if tuple(input_shape) == (3, 32, 32) else list(MNIST_C)
+
+
 def _corrupted_sets(cfg: RobustnessConfig, data, x: torch.Tensor, out: Path) -> dict[str, torch.Tensor]:
-    """The test inputs under each corruption (standardised, as the models take them), made once, seeded,
-    and cached in the results folder (``corrupted.safetensors``)."""
+    """The test inputs under each corruption, made once, seeded, cached in the results folder
+    (``corrupted.safetensors``). MNIST-C (28x28 grayscale): one set per corruption, standardised floats.
+    CIFAR-10-C (32x32 RGB): one set per corruption and severity 1-5 (``name/severity``), kept as 8-bit
+    pixels as the benchmark stores them (90 sets of floats would not fit in memory), standardised when used."""
     from ..io import save_tensors
     from .attacks import from_pixels
-    from .corruptions import corrupt
+    from .cifar_c import CIFAR10_C, SEVERITIES, corrupt_cifar
+    from .corruptions import MNIST_C, corrupt
 
-    if tuple(x.shape[1:]) != (1, 28, 28) or data.pixel_range != (0.0, 1.0):
-        raise UserError(f"--corruptions are MNIST-C's, for 28x28 grayscale images; {data.name} is not "
-                        "(CIFAR-10-C is not built yet)")
+    cifar = tuple(x.shape[1:]) == (3, 32, 32)
+    table = CIFAR10_C if cifar else MNIST_C
+    if data.pixel_range != (0.0, 1.0) or (not cifar and tuple(x.shape[1:]) != (1, 28, 28)):
+        raise UserError(f"--corruptions are MNIST-C's (28x28 grayscale) or CIFAR-10-C's (32x32 RGB); {data.name} "
+                        "is neither")
+    bad = [c for c in cfg.corruptions if c not in table]
+    if bad:
+        raise UserError(f"unknown corruption {bad[0]!r} for {data.name}; choose from: all, {', '.join(table)}")
+    keys = [f"{c}/{s}" for c in cfg.corruptions for s in SEVERITIES] if cifar else list(cfg.corruptions)
     cache = out / "corrupted.safetensors"
     if cache.exists():
         stored = load_tensors(cache)
-        if set(stored) == set(cfg.corruptions) and all(v.shape == x.shape for v in stored.values()):
+        if set(stored) == set(keys) and all(v.shape == x.shape for v in stored.values()):
             return stored
     pix = to_pixels(x, data).clamp(0, 1).numpy()
-    sets = {c: from_pixels(torch.from_numpy(corrupt(pix, c, seed=cfg.seed)), data).contiguous()
-            for c in cfg.corruptions}
+    if cifar:
+        sets = {}
+        for c in cfg.corruptions:
+            for s in SEVERITIES:
+                sets[f"{c}/{s}"] = torch.from_numpy(np.round(corrupt_cifar(pix, c, s, seed=cfg.seed) * 255)
+                                                    .astype(np.uint8))
+    else:
+        sets = {c: from_pixels(torch.from_numpy(corrupt(pix, c, seed=cfg.seed)), data).contiguous()
+                for c in cfg.corruptions}
     save_tensors(cache, sets)
     return sets
+
+
+def _standardised(xc: torch.Tensor, data) -> torch.Tensor:
+    from .attacks import from_pixels
+
+    return from_pixels(xc.float() / 255, data) if xc.dtype == torch.uint8 else xc
 
 
 def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str | None = None,
@@ -186,9 +220,10 @@ def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str 
     cfg.validate()
     run = Path(run_dir)
     record, models = trained_models(run)
+    data = load_dataset(record["config"]["dataset"], data_dir, quiet=True)
+    cfg.corruptions = corruption_names(cfg.corruptions, data.input_shape)
     config = cfg.to_dict()
     out = open_run_dir(run / f"robustness-{config_hash(config)}", "robustness", config)
-    data = load_dataset(record["config"]["dataset"], data_dir, quiet=True)
     x, y = data.x_test, data.y_test
     if cfg.samples is not None:
         x, y = x[:cfg.samples], y[:cfg.samples]
@@ -226,7 +261,7 @@ def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str 
             row = {"label": label, "group": group, "density": m["density"], "clean_acc": clean,
                    "robust_acc": {str(e): clean if e == 0 else _accuracy(pixel_net, advs[e], y) for e in cfg.eps}}
             if corrupted:
-                acc = {c: _accuracy(fmodel, xc, y) for c, xc in corrupted.items()}
+                acc = {c: _accuracy(fmodel, _standardised(xc, data), y) for c, xc in corrupted.items()}
                 row["corruption_acc"] = acc
                 row["mean_corruption_acc"] = sum(acc.values()) / len(acc)
             rows.append(row)
@@ -276,6 +311,6 @@ def format_robustness(result: dict) -> str:
                      + "".join(f" {r['robust_acc'][str(e)]:>10.4f}" for e in eps)
                      + (f" {r['mean_corruption_acc']:>12.4f}" if corr else ""))
     if corr:
-        lines.append(f"corruptions: mean test accuracy over MNIST-C's {', '.join(result['config']['corruptions'])} "
-                     "(per corruption in results.json)")
+        lines.append(f"corruptions: mean test accuracy over {', '.join(result['config']['corruptions'])} "
+                     "(CIFAR-10-C: each at severities 1-5; per corruption in results.json)")
     return "\n".join(lines)
