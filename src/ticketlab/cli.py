@@ -159,6 +159,19 @@ def build_parser() -> Parser:
     p.add_argument("--data-dir", default=None, help="folder with dataset files")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
+    p = sub.add_parser("card-deck", help="CARD-Deck: members trained with different augmentations, spectral gate",
+                       description="Each test input goes to the member run whose augmented training images' "
+                                   "Fourier spectrum is nearest its own (Diffenderfer et al. 2021); accuracy per "
+                                   "member, of the plain ensemble and of the deck, clean and per corruption.")
+    p.add_argument("members", metavar="RUN", nargs="+", help="member runs (imp, compress or prune-init)")
+    p.add_argument("--corruptions", type=_names, default=[], metavar="all|C[,C...]",
+                   help="also each corruption (MNIST-C or CIFAR-10-C, as `robustness`)")
+    p.add_argument("--samples", type=int, default=None, metavar="N", help="the first N test examples (default all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the corruptions and the gate's reference images")
+    p.add_argument("--out", default=None, help="results folder (default runs/card-deck-<hash>)")
+    p.add_argument("--data-dir", default=None, help="folder with dataset files")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
     p = sub.add_parser("export", help="write a run's pruned model as compact, sparse and int8 files",
                        description="compact: channels removed (Torch-Pruning); sparse: CSR kernels chosen by "
                                    "measurement; int8: PyTorch static quantisation. safetensors + JSON, no pickle.")
@@ -490,6 +503,16 @@ def cmd_baselines(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_card_deck(ns: argparse.Namespace) -> int:
+    from .robust.deck import DeckConfig, format_deck, run_deck
+
+    result = run_deck(DeckConfig(members=ns.members, corruptions=ns.corruptions, samples=ns.samples, seed=ns.seed),
+                      ns.out, data_dir=ns.data_dir, quiet=ns.quiet)
+    print(format_deck(result))
+    print(f"\nresults: {result['dir']}")
+    return 0
+
+
 def cmd_robustness(ns: argparse.Namespace) -> int:
     from .robust.evaluate import RobustnessConfig, format_robustness, run_robustness
 
@@ -644,7 +667,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sweep(argv[1:])
         ns = build_parser().parse_args(argv)
         commands = {"deconstruct": cmd_deconstruct, "baselines": cmd_baselines, "export": cmd_export,
-                    "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "show": cmd_show, "runs": cmd_runs, "robustness": cmd_robustness,
+                    "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "show": cmd_show, "runs": cmd_runs, "robustness": cmd_robustness, "card-deck": cmd_card_deck,
                     "list": cmd_list}
         if ns.command in commands:
             return commands[ns.command](ns)

@@ -12,6 +12,9 @@ ADV_METHODS = ("none", "pgd", "trades", "fgsm-rs")
 # Adversarial-training fields: left out of a stored config while --adv is none, so the configs (and run
 # folder hashes) of every run made before they existed stay the same.
 ADV_FIELDS = ("adv", "adv_eps", "adv_steps", "adv_step_size", "adv_norm", "trades_beta")
+# Augmentation fields: left out of a stored config while --augment is none, for the same reason.
+AUGMENT_FIELDS = ("augment", "augment_sigma")
+AUGMENTATIONS = ("none", "gaussian", "augmix")
 DEFAULT_ITERATIONS = 2000
 
 
@@ -38,6 +41,9 @@ class TrainConfig:
         "help": "attack step (default 2.5 eps / steps; fgsm-rs 1.25 eps)"})
     adv_norm: str = field(default="linf", metadata={"help": "linf or l2 (pgd, fgsm-rs)"})
     trades_beta: float = field(default=6.0, metadata={"help": "TRADES robustness weight"})
+    augment: str = field(default="none", metadata={
+        "help": "training augmentation: none, gaussian (noise) or augmix (Hendrycks et al.), in pixel space"})
+    augment_sigma: float = field(default=0.1, metadata={"help": "gaussian augmentation std, pixel units"})
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -62,6 +68,10 @@ class TrainConfig:
             raise UserError(f"--eval-every must be >= 1, got {self.eval_every}")
         if self.warmup < 0:
             raise UserError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.augment not in AUGMENTATIONS:
+            raise UserError(f"unknown --augment {self.augment!r}; choose one of: {', '.join(AUGMENTATIONS)}")
+        if not self.augment_sigma > 0:
+            raise UserError(f"--augment-sigma must be > 0, got {self.augment_sigma}")
         if self.adv not in ADV_METHODS:
             raise UserError(f"unknown --adv {self.adv!r}; choose one of: {', '.join(ADV_METHODS)}")
         if self.adv != "none":
@@ -77,10 +87,14 @@ class TrainConfig:
                 raise UserError(f"--trades-beta must be >= 0, got {self.trades_beta}")
 
     def to_dict(self) -> dict:
-        """The fields as a dict, without the adversarial ones while --adv is none (see ADV_FIELDS)."""
+        """The fields as a dict, without the adversarial ones while --adv is none (see ADV_FIELDS) and the
+        augmentation ones while --augment is none."""
         d = asdict(self)
         if self.adv == "none":
             for k in ADV_FIELDS:
+                d.pop(k)
+        if self.augment == "none":
+            for k in AUGMENT_FIELDS:
                 d.pop(k)
         return d
 

@@ -14,6 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import Dataset
+from ..data.augment import augment
+from ..seeding import generator
 from ..sparse import Mask, MaskEnforcer
 from .checkpoint import Checkpointer
 from .config import TrainConfig
@@ -151,10 +153,12 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
                 lr = lr_at(cfg, it, total)
                 for group in opt.param_groups:
                     group["lr"] = lr
+            xb = x[idx] if cfg.augment == "none" else augment(cfg.augment, x[idx], data,
+                                                              generator(seed, "augment", it), cfg.augment_sigma)
             if adversarial is None:
-                loss = F.cross_entropy(model(x[idx]), y[idx])
+                loss = F.cross_entropy(model(xb), y[idx])
             else:
-                loss = adversarial(model, x[idx], y[idx], it)
+                loss = adversarial(model, xb, y[idx], it)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if enforcer is not None:
