@@ -105,6 +105,30 @@ def test_rewind_none_fine_tunes_the_previous_trained_weights(tiny_data, tmp_path
     assert all(torch.equal(spy[2][1][n], prev[n] * mask[n]) for n in mask)
 
 
+def test_rewind_finetune_trains_the_previous_weights_at_the_schedules_final_lr(tiny_data, tmp_path, monkeypatch):
+    import math
+
+    seen = []
+    real = imp_module.train
+
+    def wrapped(model, data, c, **kw):
+        seen.append(c)
+        return real(model, data, c, **kw)
+
+    monkeypatch.setattr(imp_module, "train", wrapped)
+    cosine = TrainConfig(optimizer="sgd", lr=0.1, batch_size=32, iterations=40, eval_every=10, lr_schedule="cosine")
+    imp(IMPConfig(model="mlp1d", dataset="tiny", train=cosine, rounds=1, rewind="finetune"), tmp_path / "ft",
+        data=tiny_data, quiet=True)
+    assert seen[0] is not seen[1] and seen[0].lr_schedule == "cosine"
+    assert seen[1].lr_schedule == "constant" and seen[1].lr == pytest.approx(0.05 * (1 + math.cos(math.pi * 39 / 40)))
+    # under a constant schedule fine-tuning and learning-rate rewinding are the same training, bitwise
+    a = run(tiny_data, tmp_path / "a", rounds=1, rewind="finetune")
+    b = run(tiny_data, tmp_path / "b", rounds=1, rewind="none")
+    assert a["rounds"][1]["test_acc"] == b["rounds"][1]["test_acc"]
+    fa, fb = (load_tensors(tmp_path / d / "round_01/final.safetensors") for d in ("a", "b"))
+    assert all(torch.equal(fa[k], fb[k]) for k in fa)
+
+
 def test_controls_use_same_mask_fresh_init_and_random_mask_same_counts(tiny_data, tmp_path, spy):
     run(tiny_data, tmp_path / "r", rounds=1, controls=["reinit", "random-mask"])
     init = load_tensors(tmp_path / "r/init.safetensors")

@@ -30,7 +30,10 @@ class IMPConfig(RunConfig):
     target_density: float | None = field(default=None,
                                          metadata={"help": "prune until this fraction of weights is kept"})
     one_shot: bool = field(default=False, metadata={"help": "prune to the final density in a single round"})
-    rewind: str = field(default="0", metadata={"help": "0 (to init), K (to iteration K) or none (fine-tune)"})
+    rewind: str = field(default="0", metadata={"help": "0 (to init), K (to iteration K), none (learning-rate "
+                                                       "rewinding: the previous round's weights, the LR schedule "
+                                                       "replayed) or finetune (the previous round's weights at the "
+                                                       "schedule's final LR)"})
     controls: list[str] = field(default_factory=list,
                                 metadata={"flag": "--control", "help": f"per-round control: {', '.join(CONTROLS)} "
                                                                         "(repeat for several)"})
@@ -48,17 +51,18 @@ class IMPConfig(RunConfig):
     @property
     def rewind_iter(self) -> int | None:
         """Iteration to rewind to, or None for no rewinding (``--rewind none``)."""
-        return None if self.rewind == "none" else int(self.rewind)
+        return None if self.rewind in ("none", "finetune") else int(self.rewind)
 
     def validate(self) -> None:
         self.train.validate()
         if not 0 <= self.label_noise < 1:
             raise UserError(f"--label-noise must be in [0, 1), got {self.label_noise}")
-        if self.rewind != "none":
+        if self.rewind not in ("none", "finetune"):
             try:
                 k = int(self.rewind)
             except ValueError:
-                raise UserError(f"--rewind must be 0, a positive iteration or 'none', got {self.rewind!r}") from None
+                raise UserError(f"--rewind must be 0, a positive iteration, 'none' or 'finetune', got "
+                                f"{self.rewind!r}") from None
             if k < 0:
                 raise UserError(f"--rewind must be >= 0, got {k}")
             self.rewind = str(k)

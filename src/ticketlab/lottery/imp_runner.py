@@ -128,11 +128,21 @@ class IMPRun:
         save_tensors(path, mask)
         return mask
 
+    def finetune_cfg(self) -> TrainConfig:
+        """Fine-tuning (Renda et al.'s baseline): the same budget at the schedule's final learning rate."""
+        from dataclasses import replace
+
+        from ..train import lr_at
+
+        t = self.cfg.train
+        return replace(t, lr=lr_at(t, self.total - 1, self.total), lr_schedule="constant", warmup=0, milestones=[],
+                       iterations=self.total, epochs=None)
+
     def start_point(self, k: int, init: dict) -> tuple[dict, int]:
         rw = self.cfg.rewind_iter
         if k == 0 or rw == 0:
             return init, 0
-        if rw is None:  # fine-tuning baseline: continue from the previous round's trained weights
+        if rw is None:  # LR rewinding or fine-tuning: continue from the previous round's trained weights
             return load_state(self.round_dir(k - 1) / FINAL, self.model), 0
         return load_state(self.dir / "rewind.safetensors", self.model), rw
 
@@ -172,7 +182,8 @@ class IMPRun:
             snap = cfg.rewind_iter if (k == 0 and cfg.rewind_iter) else None
             ticket_start, frozen = self.ticket_values(k, start, init, mask)
             ticket, hist = self.train_one(rdir, mask, ticket_start, start_iter, f"round {k}/{n} ticket",
-                                          snapshot_at=snap, frozen=frozen)
+                                          snapshot_at=snap, frozen=frozen,
+                                          train_cfg=self.finetune_cfg() if cfg.rewind == "finetune" and k else None)
             row = {"round": k, "density": density(mask), "layer_densities": layer_densities(mask), **ticket,
                    "learning_distance": self.learning_distance(rdir, ticket_start, mask),
                    "flops": self.flops(mask, self.total - start_iter), "controls": {}}
