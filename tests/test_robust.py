@@ -266,7 +266,7 @@ def test_corruptions_on_data_that_is_neither_mnist_nor_cifar_sized_are_one_line(
 
 
 @pytest.mark.parametrize("argv, labels", [
-    (["dst", "--density", "0.3", "--ensemble", "2"], ["rigl run 0", "rigl run 1"]),
+    (["dst", "--density", "0.3", "--ensemble", "2"], ["rigl run 0", "rigl run 1", "ensemble"]),
     (["prune-init", "--method", "snip", "--density", "0.3"], ["snip"]),
     (["structured", "--method", "l1", "--sparsity", "0.5"], ["structured (final)"]),
 ])
@@ -278,6 +278,9 @@ def test_robustness_of_dst_prune_init_and_structured_runs(tmp_path, argv, labels
     rows = json.loads((results_dir(run, eps=[0.05]) / "results.json").read_text())["rows"]
     assert [r["label"] for r in rows] == labels
     assert all(r["robust_acc"]["0.05"] <= r["clean_acc"] for r in rows)
+    if "ensemble" in labels:  # the mean-softmax ensemble DST itself reports, now attacked as one model
+        own = json.loads((run / "summary.json").read_text())["ensemble"]["acc"]
+        assert rows[-1]["clean_acc"] == pytest.approx(own, abs=1e-6)
 
 
 def test_dst_training_flops_count_the_attack_passes(tmp_path):

@@ -2,7 +2,8 @@
 ``--transfer``: adversarial examples made on the run's first model - IMP's dense round 0 - evaluated on
 every model, the transfer setting of GAP, O'Brien Weiss et al. 2022).
 
-Models: IMP rounds (ticket and each control), prune-init's, DST's members, structured's final model, supermask's
+Models: IMP rounds (ticket and each control), prune-init's, DST's members and their ensemble (mean softmax,
+attacked as one model), structured's final model, supermask's
 ticket (and its pretrained parent), compress's dense parent and compressed net; with ``int8``, each model's int8 form too (GAP's comparison with 8-bit
 quantisation), met with the adversarial examples of its float model - an int8 model has no gradients, so
 its white-box attack is the float twin's (a transfer from the model it was quantised from). Each is
@@ -99,6 +100,9 @@ def trained_models(run: Path) -> tuple[dict, list[dict]]:
         for i, m in enumerate(summary["runs"]):
             out.append({"label": f"{summary['config']['method']} run {i}", "group": "dst", "density": m["density"],
                         "weights": run / f"train_{i}" / "final.safetensors"})
+        if len(out) > 1:  # the ensemble (mean softmax), attacked as one model
+            out.append({"label": "ensemble", "group": "ensemble", "density": out[0]["density"],
+                        "weights": out[0]["weights"], "members": [m["weights"] for m in list(out)]})
     elif kind == "compress":
         src = Path(summary["config"]["source"]) / "round_00" / "final.safetensors"
         out.append({"label": "dense parent", "group": "dense", "density": 1.0, "weights": src})
@@ -128,6 +132,27 @@ def _accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> flo
     with torch.no_grad():
         return float((torch.cat([model(x[i:i + batch]) for i in range(0, len(y), batch)]).argmax(1) == y)
                      .float().mean())
+
+
+class _Ensemble(torch.nn.Module):
+    """Members averaged in probability; log of the mean softmax as logits (what an attack differentiates)."""
+
+    def __init__(self, nets: list):
+        super().__init__()
+        self.nets = torch.nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(torch.stack([n(x).softmax(1) for n in self.nets]).mean(0).clamp_min(1e-12))
+
+
+def _ensemble(paths: list[Path], load, model) -> _Ensemble:
+    import copy
+
+    nets = []
+    for p in paths:
+        load(p)
+        nets.append(copy.deepcopy(model).eval())
+    return _Ensemble(nets).eval()
 
 
 def _int8(model, data):
@@ -250,10 +275,16 @@ def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str 
     for i, m in enumerate(models):
         if m["label"] in done:
             continue
-        load(m["weights"])
-        advs = {e: transferred[e] if cfg.transfer else _examples(net, xp, y, cfg, e, data) for e in cfg.eps if e}
-        forms = [(m["label"], m["group"], model)]
-        if cfg.int8:
+        if "members" in m:
+            main = _ensemble(m["members"], load, model)
+            advs = {e: transferred[e] if cfg.transfer else
+                    _examples(PixelSpace(main, data.mean, data.std), xp, y, cfg, e, data) for e in cfg.eps if e}
+        else:
+            load(m["weights"])
+            main = model
+            advs = {e: transferred[e] if cfg.transfer else _examples(net, xp, y, cfg, e, data) for e in cfg.eps if e}
+        forms = [(m["label"], m["group"], main)]
+        if cfg.int8 and "members" not in m:
             forms.append((f"{m['label']} int8", f"{m['group']} int8", _int8(model, data)))
         for label, group, fmodel in forms:
             pixel_net = PixelSpace(fmodel, data.mean, data.std)
