@@ -3,7 +3,7 @@ pruning, fine-tune, and compare white-box and transfer robustness (examples made
 compressed net and of its int8 form. One table, mean ± std over the seeds of an IMP seed group.
 
     .venv/bin/python experiments/gap_table.py GROUP [--density 0.1] [--steps 5] [--iterations 2000]
-        [--eps 0.02,0.05] [--methods magnitude,random,gap]
+        [--eps 0.02,0.05] [--methods magnitude,random,gap] [--autoattack-samples 500 --autoattack-eps 0.05]
 
 GROUP is a seed group of `ticketlab imp --seeds N` (each seed's round 0 is a parent) or one IMP run. Each
 compression is a `ticketlab compress` run in GROUP/seed_<s>/compress/<method>-d<density>, each evaluation
@@ -44,6 +44,12 @@ def one_seed(run: Path, a) -> dict[str, dict]:
                 row = out.setdefault(label, {"density": r["density"], "clean": r["clean_acc"]})
                 for e in a.eps:
                     row[f"{'transfer' if transfer else 'white-box'} {e}"] = r["robust_acc"][str(e)]
+        if a.autoattack_samples:  # the standard AutoAttack ensemble (pyautoattack) on the first N test images
+            res = run_robustness(where, RobustnessConfig(attack="autoattack", eps=[a.autoattack_eps],
+                                                         samples=a.autoattack_samples), quiet=True)
+            for r in res["rows"]:
+                label = r["label"].replace(" (1 steps)", "").replace(f" ({a.steps} steps)", "")
+                out[label][f"AutoAttack {a.autoattack_eps}"] = r["robust_acc"][str(a.autoattack_eps)]
     return out
 
 
@@ -55,17 +61,20 @@ def main() -> int:
     p.add_argument("--iterations", type=int, default=2000)
     p.add_argument("--eps", default="0.02,0.05")
     p.add_argument("--methods", default="magnitude,random,gap")
+    p.add_argument("--autoattack-samples", type=int, default=0, help="also AutoAttack on the first N test images")
+    p.add_argument("--autoattack-eps", type=float, default=0.05)
     a = p.parse_args()
     a.eps = [float(e) for e in a.eps.split(",")]
     a.methods = a.methods.split(",")
     per_seed = [one_seed(r, a) for r in seeds_of(a.group)]
     cols = ["clean"] + [f"white-box {e}" for e in a.eps] + [f"transfer {e}" for e in a.eps]
+    cols += [f"AutoAttack {a.autoattack_eps}"] if a.autoattack_samples else []
     fmt = (lambda v: f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}") if len(per_seed) > 1 else \
         (lambda v: f"{v[0]:.4f}")
     print(f"{len(per_seed)} seed(s); PGD-10 L-inf, eps in pixel units; transfer: examples made on the dense parent")
     print("| model | density | " + " | ".join(cols) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in cols) + " |")
-    for label in per_seed[0]:
+    for label in [k for k in per_seed[0] if not (a.autoattack_samples and k.endswith("int8"))]:
         vals = [s[label] for s in per_seed]
         print(f"| {label} | {100 * vals[0]['density']:.2f}% | " + " | ".join(fmt([v[c] for v in vals]) for c in cols)
               + " |")

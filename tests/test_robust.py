@@ -290,3 +290,18 @@ def test_dst_training_flops_count_the_attack_passes(tmp_path):
     assert main([*common, "--adv", "pgd", "--adv-eps", "0.05", "--adv-steps", "3", "--out", str(tmp_path / "adv")]) == 0
     flops = lambda d: json.loads((tmp_path / d / "summary.json").read_text())["flops"]["training"]  # noqa: E731
     assert flops("adv") == pytest.approx(flops("clean") * (3 + 2 * 3) / 3)
+
+
+def test_robustness_of_a_seed_group_is_each_seeds_run_then_mean_and_std(tmp_path, capsys):
+    group = tmp_path / "g"
+    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "40", "--rounds", "1",
+                 "--seeds", "2", "--quiet", "--out", str(group)]) == 0
+    assert main(["robustness", str(group), "--eps", "0.05", "--steps", "3", "--quiet"]) == 0
+    assert "mean ± std over seeds [0, 1]" in capsys.readouterr().out
+    per_seed = [json.loads(next((group / f"seed_{s}").glob("robustness-*/results.json")).read_text())["rows"]
+                for s in (0, 1)]
+    agg = json.loads(next(group.glob("robustness-*/results.json")).read_text())["rows"]
+    for i, row in enumerate(agg):
+        vals = [rows[i]["robust_acc"]["0.05"] for rows in per_seed]
+        assert row["robust_acc"]["0.05"]["values"] == vals
+        assert row["robust_acc"]["0.05"]["mean"] == pytest.approx(sum(vals) / 2)

@@ -237,13 +237,44 @@ def _standardised(xc: torch.Tensor, data) -> torch.Tensor:
     return from_pixels(xc.float() / 255, data) if xc.dtype == torch.uint8 else xc
 
 
+def run_group(group: Path, cfg: RobustnessConfig, data_dir: str | None, quiet: bool) -> dict:
+    """A seed group: each seed's run evaluated (and cached) as a run of its own, then every number of the rows
+    as mean ± std over the seeds (``GROUP/robustness-<hash>/results.json``)."""
+    from dataclasses import replace
+
+    from ..runs.seeds import aggregate, display, finished_seeds, seed_dir
+
+    seeds = finished_seeds(group)
+    if not seeds:
+        raise UserError(f"{group} is a seed group with no finished seed yet; finish it first")
+    results = []
+    for sd in seeds:
+        if not quiet:
+            print(f"seed {sd}:", file=sys.stderr)
+        results.append(run_robustness(seed_dir(group, sd), replace(cfg, eps=list(cfg.eps),
+                                                                   corruptions=list(cfg.corruptions)),
+                                      data_dir=data_dir, quiet=quiet))
+    labels = [[r["label"] for r in res["rows"]] for res in results]
+    if any(lab != labels[0] for lab in labels):
+        raise UserError(f"the seeds of {group} hold different models; finish every seed first")
+    config = results[0]["config"]
+    agg = aggregate([res["rows"] for res in results])
+    out = open_run_dir(group / f"robustness-{config_hash(config)}", "robustness", config)
+    write_json(out / "results.json", {"run": str(group), "config": config, "seeds": seeds, "rows": agg})
+    return {"run": str(group), "config": config, "seeds": seeds, "rows": display(agg), "dir": str(out)}
+
+
 def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str | None = None,
                    quiet: bool = False) -> dict:
+    """Every trained model of ``run_dir`` (a run, or a seed group: mean ± std over its seeds)."""
     from ..data import load_dataset
     from ..models import build_model
 
     cfg.validate()
     run = Path(run_dir)
+    rec = read_json(run / "config.json") if (run / "config.json").is_file() else None
+    if isinstance(rec, dict) and rec.get("kind") == "seeds":
+        return run_group(run, cfg, data_dir, quiet)
     record, models = trained_models(run)
     data = load_dataset(record["config"]["dataset"], data_dir, quiet=True)
     cfg.corruptions = corruption_names(cfg.corruptions, data.input_shape)
@@ -336,7 +367,9 @@ def format_robustness(result: dict) -> str:
             + (f" {'corruptions':>12}" if corr else ""))
     c = result["config"]
     source = "; examples made on the first (dense) model and transferred" if c.get("transfer") else ""
-    lines = [f"{c['attack']} ({c['norm']}, {c['steps']} steps) robust accuracy; eps in pixel units{source}", head]
+    seeds = f"; mean ± std over seeds {result['seeds']}" if result.get("seeds") else ""
+    lines = [f"{c['attack']} ({c['norm']}, {c['steps']} steps) robust accuracy; eps in pixel units{source}{seeds}",
+             head]
     for r in result["rows"]:
         lines.append(f"{r['label']:<26} {100 * r['density']:>7.2f}% {r['clean_acc']:>7.4f}"
                      + "".join(f" {r['robust_acc'][str(e)]:>10.4f}" for e in eps)
