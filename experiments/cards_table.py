@@ -2,10 +2,12 @@
 rewinding to init, and with learning-rate rewinding) against fine-tuning and gradual magnitude pruning, at
 the same density, on clean, adversarial and corruption accuracy; mean ± std over seeds.
 
-    .venv/bin/python experiments/cards_table.py [--out runs/cards-cmp] [--seeds 3] [--iterations 3000]
+    .venv/bin/python experiments/cards_table.py [--out runs/cards-cmp-step] [--seeds 3] [--iterations 3000]
 
-Trains with SGD (momentum 0.9, lr 0.05, cosine schedule) so that learning-rate rewinding (`--rewind none`:
-the schedule replayed) and fine-tuning (`--rewind finetune`: its final rate) differ: LeNet-300-100 on
+Trains with SGD (momentum 0.9, lr 0.05, step schedule: x0.1 at 50% and 75% of training, as Renda et al.'s
+step schedules) so that learning-rate rewinding (`--rewind none`: the schedule replayed) and fine-tuning
+(`--rewind finetune`: its final rate, 5e-4) differ (a cosine schedule ends at 0, where fine-tuning would
+not train at all): LeNet-300-100 on
 Fashion-MNIST, 3 rounds of IMP at rate 0.5 (output layer 0.25). GMP: `ticketlab compress --method
 magnitude --schedule cubic --steps 10` from the same dense parent to the IMP ticket's density, the same
 number of iterations. Every model: `ticketlab robustness --eps 0.02,0.05 --corruptions all` (PGD-10 L-inf,
@@ -21,17 +23,19 @@ from ticketlab.cli import main as ticketlab
 from ticketlab.io import read_json
 from ticketlab.robust.evaluate import RobustnessConfig, run_robustness
 
-TRAIN = ["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9", "--lr-schedule", "cosine", "--batch-size", "60"]
+TRAIN = ["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9", "--lr-schedule", "step", "--gamma", "0.1",
+         "--batch-size", "60"]
 METHODS = {"IMP, weight rewinding": "0", "IMP, learning-rate rewinding": "none", "IMP, fine-tuning": "finetune"}
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", type=Path, default=Path("runs/cards-cmp"))
+    p.add_argument("--out", type=Path, default=Path("runs/cards-cmp-step"))
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--iterations", type=int, default=3000)
     a = p.parse_args()
-    common = ["--model", "lenet300", "--dataset", "fashion-mnist", "--iterations", str(a.iterations), *TRAIN, "--quiet"]
+    common = ["--model", "lenet300", "--dataset", "fashion-mnist", "--iterations", str(a.iterations), *TRAIN,
+              "--milestones", f"{a.iterations // 2},{3 * a.iterations // 4}", "--quiet"]
     rob = RobustnessConfig(eps=[0.02, 0.05], steps=10, corruptions=["all"])
     rows: dict[str, list[dict]] = {}
     for label, rw in METHODS.items():
