@@ -305,3 +305,4 @@ def test_robustness_of_a_seed_group_is_each_seeds_run_then_mean_and_std(tmp_path
         vals = [rows[i]["robust_acc"]["0.05"] for rows in per_seed]
         assert row["robust_acc"]["0.05"]["values"] == vals
         assert row["robust_acc"]["0.05"]["mean"] == pytest.approx(sum(vals) / 2)
+    assert next(group.glob("robustness-*/robust_vs_density.png")).exists()

@@ -261,7 +261,11 @@ def run_group(group: Path, cfg: RobustnessConfig, data_dir: str | None, quiet: b
     agg = aggregate([res["rows"] for res in results])
     out = open_run_dir(group / f"robustness-{config_hash(config)}", "robustness", config)
     write_json(out / "results.json", {"run": str(group), "config": config, "seeds": seeds, "rows": agg})
-    return {"run": str(group), "config": config, "seeds": seeds, "rows": display(agg), "dir": str(out)}
+    result = {"run": str(group), "config": config, "seeds": seeds, "rows": display(agg), "dir": str(out)}
+    first = read_json(seed_dir(group, seeds[0]) / "config.json")
+    if first.get("kind") == "imp":  # the means (Stat is a float) against density
+        plot_robustness(result, out / "robust_vs_density.png", first["config"])
+    return result
 
 
 def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str | None = None,
@@ -347,8 +351,12 @@ def plot_robustness(result: dict, path: Path, run_config: dict) -> None:
     for g in dict.fromkeys(r["group"] for r in rows):
         pts = sorted((r for r in rows if r["group"] == g), key=lambda r: -r["density"])
         for e in result["config"]["eps"]:
-            ax.plot([100 * r["density"] for r in pts], [r["robust_acc"][str(e)] for r in pts], "o-", markersize=3,
-                    label=f"{g}, eps {e}")
+            xs, ys = [100 * r["density"] for r in pts], [r["robust_acc"][str(e)] for r in pts]
+            (line,) = ax.plot(xs, ys, "o-", markersize=3, label=f"{g}, eps {e}")
+            sd = [getattr(v, "std", 0.0) for v in ys]  # a seed group's means carry their std
+            if any(sd):
+                ax.fill_between(xs, [v - d for v, d in zip(ys, sd)], [v + d for v, d in zip(ys, sd)],
+                                color=line.get_color(), alpha=0.2, linewidth=0)
     density_axis(ax, sorted({100 * r["density"] for r in rows}, reverse=True))
     c = result["config"]
     ax.set_ylabel(f"robust accuracy ({c['attack']}, {c['norm']})")
