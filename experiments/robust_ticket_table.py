@@ -4,7 +4,7 @@ examples, against the magnitude mask of the same weights at the same per-layer d
 accuracy, mean ± std over the seeds of an IMP seed group.
 
     .venv/bin/python experiments/robust_ticket_table.py GROUP [--density 0.3] [--iterations 2000]
-        [--adv-eps 0.05] [--adv-steps 5] [--eps 0.02,0.05]
+        [--adv-eps 0.05] [--adv-steps 5] [--eps 0.02,0.05] [--hard-phase 0.2]
 
 GROUP is a seed group of `ticketlab imp --seeds N` (each seed's round 0 is a parent) or one IMP run. The
 masks are `ticketlab supermask --preset robust-ticket` runs in GROUP/seed_<s>/robust-ticket/, evaluated by
@@ -66,8 +66,9 @@ def one_seed(run: Path, a) -> dict[str, dict]:
             train.pop("adv_eps")
         sc = SupermaskConfig(model=cfg["model"], dataset=cfg["dataset"], seed=cfg["seed"], method="hard-concrete",
                              pretrained=str(run), density=a.density, init_logit=preset["init_logit"],
-                             l0_strength=preset["l0_strength"], train=TrainConfig(**train))
-        where = run / "robust-ticket" / f"d{a.density}-{adv}-e{a.adv_eps}-s{a.adv_steps}-i{a.iterations}"
+                             l0_strength=preset["l0_strength"], hard_phase=a.hard_phase, train=TrainConfig(**train))
+        where = run / "robust-ticket" / (f"d{a.density}-{adv}-e{a.adv_eps}-s{a.adv_steps}-i{a.iterations}"
+                                         + (f"-h{a.hard_phase}" if a.hard_phase else ""))
         run_supermask(sc, where, quiet=True)
         res = run_robustness(where, RobustnessConfig(eps=a.eps, steps=10), quiet=True)
         for r in res["rows"]:
@@ -86,6 +87,8 @@ def main() -> int:
     p.add_argument("--adv-eps", type=float, default=0.05)
     p.add_argument("--adv-steps", type=int, default=5)
     p.add_argument("--eps", default="0.02,0.05")
+    p.add_argument("--hard-phase", type=float, default=0.0,
+                   help="the last fraction of mask learning through the binary ticket (straight-through)")
     a = p.parse_args()
     a.eps = [float(e) for e in a.eps.split(",")]
     per_seed = [one_seed(r, a) for r in seeds_of(a.group)]
@@ -93,7 +96,7 @@ def main() -> int:
     fmt = (lambda v: f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}") if len(per_seed) > 1 else \
         (lambda v: f"{v[0]:.4f}")
     print(f"{len(per_seed)} seed(s); masks at {100 * a.density:.0f}% density per layer over frozen trained weights; "
-          f"PGD-10 L-inf, eps in pixel units")
+          f"PGD-10 L-inf, eps in pixel units; hard phase {a.hard_phase}")
     print("| mask | " + " | ".join(cols) + " |")
     print("| --- | " + " | ".join("---" for _ in cols) + " |")
     for label in ("dense parent", "magnitude mask", "hard-concrete, clean loss", "hard-concrete, PGD loss"):

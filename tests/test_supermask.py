@@ -205,3 +205,18 @@ def test_hard_concrete_with_pgd_resumes_bitwise_and_is_evaluated_by_robustness(p
 def test_old_supermask_configs_keep_their_hash():
     assert "l0_strength" not in SupermaskConfig().to_dict()
     assert SupermaskConfig(method="hard-concrete").to_dict()["l0_strength"] == 100.0
+
+
+def test_hard_phase_learns_through_the_binary_ticket_and_resumes(pretrained, tmp_path, monkeypatch):
+    cfg = hc_cfg(pretrained, hard_phase=0.5)
+    ref = run_supermask(cfg, tmp_path / "ref", quiet=True, checkpoint_every=20)
+    # from iteration 40 of 80 the forward pass is the binary ticket: training's own evaluation is the ticket's
+    assert ref["gate_test_acc"] == ref["test_acc"]
+    assert ref["density"] == pytest.approx(0.2, abs=1e-3)
+    restore = die_after_checkpoints(monkeypatch, n=3)  # killed inside the hard phase (after iteration 60)
+    with pytest.raises(KeyboardInterrupt):
+        run_supermask(cfg, tmp_path / "r", quiet=True, checkpoint_every=20)
+    restore()
+    again = run_supermask(cfg, tmp_path / "r", quiet=True, checkpoint_every=20)
+    assert {k: v for k, v in again.items() if k != "config"} == {k: v for k, v in ref.items() if k != "config"}
+    assert "hard_phase" not in hc_cfg(pretrained).to_dict() and cfg.to_dict()["hard_phase"] == 0.5

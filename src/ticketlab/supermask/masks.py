@@ -92,6 +92,7 @@ class HardConcreteMask(nn.Module):
         self.k = max(1, int(round(self.scores.numel() * density)))
         self.seed, self.tag = seed, tag
         self.eval_mode = "gate"  # or "binary": the top-k mask
+        self.hard = False  # the final phase: the binary top-k mask in every forward, straight-through to log_alpha
 
     def open_probability(self) -> torch.Tensor:
         """P(z > 0) per gate: the smoothed L0 norm's terms."""
@@ -109,6 +110,8 @@ class HardConcreteMask(nn.Module):
         return (torch.sigmoid(self.scores) * (ZETA - GAMMA) + GAMMA).clamp(0, 1)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
+        if self.hard:
+            return w * _TopK.apply(self.scores, self.k)
         if self.training:
             return w * self.sample()
         if self.eval_mode == "binary":
@@ -123,22 +126,30 @@ class L0Penalty:
     """The smoothed L0 penalty ``strength * (expected density - target)`` while the expected density (the
     mean of P(z > 0) over all gates) is above ``target``, and 0 below it: its gradient is added to the gates'
     log_alpha before each optimizer step (an optimizer hook, like slimming's penalty). Normalising by the
-    number of gates makes ``strength`` independent of the model's size."""
+    number of gates makes ``strength`` independent of the model's size. From optimizer step ``hard_from`` on
+    (optional) the gates become the binary top-k mask in every forward pass, straight-through to log_alpha, so
+    the mask finishes learning as the ticket it will be; the penalty is off then."""
 
     method = "l0"
 
     def __init__(self, optimizer: torch.optim.Optimizer, masks: list[HardConcreteMask], strength: float,
-                 target: float):
+                 target: float, hard_from: int | None = None):
         self.masks, self.strength, self.target = masks, float(strength), float(target)
         self.n = sum(m.scores.numel() for m in masks)
+        self.hard_from, self.steps = hard_from, 0
         self._handle = optimizer.register_step_pre_hook(lambda *_: self.add_grad_())
+
+    def _set_hard(self) -> None:
+        hard = self.hard_from is not None and self.steps >= self.hard_from
+        for m in self.masks:
+            m.hard = hard
 
     def expected_density(self) -> float:
         return float(sum(m.open_probability().detach().sum() for m in self.masks)) / self.n
 
     @torch.no_grad()
     def add_grad_(self) -> None:
-        if self.expected_density() <= self.target:
+        if self.masks[0].hard or self.expected_density() <= self.target:
             return
         for m in self.masks:
             p = m.open_probability()
@@ -149,16 +160,18 @@ class L0Penalty:
                 m.scores.grad.add_(grad)
 
     def step(self) -> None:
-        pass
+        self.steps += 1
+        self._set_hard()
 
     def observe(self, row: dict) -> None:
         row["expected_density"] = self.expected_density()
 
     def state_dict(self) -> tuple[dict, str]:
-        return {}, json.dumps({"method": self.method})
+        return {}, json.dumps({"method": self.method, "steps": self.steps})
 
     def load_state_dict(self, tensors: dict, meta: str) -> None:
-        pass
+        self.steps = int(json.loads(meta).get("steps", 0))
+        self._set_hard()
 
     def detach(self) -> None:
         self._handle.remove()

@@ -38,6 +38,8 @@ class SupermaskConfig(RunConfig):
     density: float = field(default=0.5, metadata={"help": "fraction kept (edge-popup, jackpot, hard-concrete)"})
     init_logit: float = field(default=0.0, metadata={"help": "bernoulli: initial mask logit (0 = p 1/2); "
                                                              "hard-concrete: initial log_alpha"})
+    hard_phase: float = field(default=0.0, metadata={"help": "hard-concrete: the last fraction of training "
+                                                             "learns through the binary ticket (straight-through)"})
     l0_strength: float = field(default=100.0, metadata={"help": "hard-concrete: smoothed L0 penalty per unit of "
                                                               "expected density above --density"})
     eval_samples: int = field(default=10, metadata={"help": "bernoulli: sampled masks evaluated"})
@@ -58,6 +60,8 @@ class SupermaskConfig(RunConfig):
         if self.method in ("jackpot", "hard-concrete") and not self.pretrained:
             raise UserError(f"--method {self.method} needs --pretrained RUN (an IMP run directory with a finished "
                             "round 0)")
+        if not 0 <= self.hard_phase < 1:
+            raise UserError(f"--hard-phase must be in [0, 1), got {self.hard_phase}")
         if not self.l0_strength >= 0:
             raise UserError(f"--l0-strength must be >= 0, got {self.l0_strength}")
 
@@ -65,6 +69,8 @@ class SupermaskConfig(RunConfig):
         d = super().to_dict()
         if self.method != "hard-concrete":
             d.pop("l0_strength")  # the runs made before hard-concrete keep their hash
+        if not self.hard_phase:
+            d.pop("hard_phase")  # and those made before the hard phase
         return d
 
 
@@ -112,10 +118,13 @@ def run_supermask(cfg: SupermaskConfig, out: str | Path | None = None, *, device
         print(f"run directory: {run_dir}", file=sys.stderr)
     untrained = evaluate(model, data.x_test, data.y_test)[1]
     # The engine's cached unit, in the run folder itself: a finished training is loaded back, not redone.
-    trained, _ = train_cached(run_dir, model, data, cfg.train, start=None, total=cfg.train.total_iterations(
-        len(data.y_train)), seed=cfg.seed, checkpoint_every=checkpoint_every, label=f"supermask {cfg.method}",
+    total = cfg.train.total_iterations(len(data.y_train))
+    trained, _ = train_cached(
+        run_dir, model, data, cfg.train, start=None, total=total, seed=cfg.seed, checkpoint_every=checkpoint_every,
+        label=f"supermask {cfg.method}",
         quiet=quiet, reload_final=True, layout="result",
-        sparse=(lambda opt: L0Penalty(opt, list(modules.values()), cfg.l0_strength, cfg.density))
+        sparse=(lambda opt: L0Penalty(opt, list(modules.values()), cfg.l0_strength, cfg.density, hard_from=(
+            int(round((1 - cfg.hard_phase) * total)) if cfg.hard_phase else None)))
         if cfg.method == "hard-concrete" else None)
     summary = {"config": config, "method": cfg.method, "untrained_mask_test_acc": untrained,
                "expected_density": expected_density(modules), **trained}
