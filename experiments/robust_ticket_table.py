@@ -4,7 +4,7 @@ examples, against the magnitude mask of the same weights at the same per-layer d
 accuracy, mean ± std over the seeds of an IMP seed group.
 
     .venv/bin/python experiments/robust_ticket_table.py GROUP [--density 0.3] [--iterations 2000]
-        [--adv-eps 0.05] [--adv-steps 5] [--eps 0.02,0.05] [--hard-phase 0.2]
+        [--adv-eps 0.05] [--adv-steps 5] [--eps 0.02,0.05] [--hard-phase 0.2] [--autoattack-samples 500]
 
 GROUP is a seed group of `ticketlab imp --seeds N` (each seed's round 0 is a parent) or one IMP run. The
 masks are `ticketlab supermask --preset robust-ticket` runs in GROUP/seed_<s>/robust-ticket/, evaluated by
@@ -71,10 +71,15 @@ def one_seed(run: Path, a) -> dict[str, dict]:
                                          + (f"-h{a.hard_phase}" if a.hard_phase else ""))
         run_supermask(sc, where, quiet=True)
         res = run_robustness(where, RobustnessConfig(eps=a.eps, steps=10), quiet=True)
-        for r in res["rows"]:
+        aa = run_robustness(where, RobustnessConfig(attack="autoattack", eps=[a.autoattack_eps],
+                                                    samples=a.autoattack_samples), quiet=True)["rows"] \
+            if a.autoattack_samples else None
+        for i, r in enumerate(res["rows"]):
             label = "dense parent" if r["label"] == "dense parent" else \
                 f"hard-concrete, {'PGD' if adv == 'pgd' else 'clean'} loss"
             out[label] = {"clean": r["clean_acc"], **{f"pgd {e}": r["robust_acc"][str(e)] for e in a.eps}}
+            if aa:
+                out[label][f"AutoAttack {a.autoattack_eps}"] = aa[i]["robust_acc"][str(a.autoattack_eps)]
     out["magnitude mask"] = magnitude_row(run, cfg, a.density, a.eps)
     return out
 
@@ -87,12 +92,15 @@ def main() -> int:
     p.add_argument("--adv-eps", type=float, default=0.05)
     p.add_argument("--adv-steps", type=int, default=5)
     p.add_argument("--eps", default="0.02,0.05")
+    p.add_argument("--autoattack-samples", type=int, default=0, help="also AutoAttack on the first N test images")
+    p.add_argument("--autoattack-eps", type=float, default=0.05)
     p.add_argument("--hard-phase", type=float, default=0.0,
                    help="the last fraction of mask learning through the binary ticket (straight-through)")
     a = p.parse_args()
     a.eps = [float(e) for e in a.eps.split(",")]
     per_seed = [one_seed(r, a) for r in seeds_of(a.group)]
     cols = ["clean"] + [f"pgd {e}" for e in a.eps]
+    cols += [f"AutoAttack {a.autoattack_eps}"] if a.autoattack_samples else []
     fmt = (lambda v: f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}") if len(per_seed) > 1 else \
         (lambda v: f"{v[0]:.4f}")
     print(f"{len(per_seed)} seed(s); masks at {100 * a.density:.0f}% density per layer over frozen trained weights; "
@@ -101,7 +109,7 @@ def main() -> int:
     print("| --- | " + " | ".join("---" for _ in cols) + " |")
     for label in ("dense parent", "magnitude mask", "hard-concrete, clean loss", "hard-concrete, PGD loss"):
         vals = [s[label] for s in per_seed]
-        print(f"| {label} | " + " | ".join(fmt([v[c] for v in vals]) for c in cols) + " |")
+        print(f"| {label} | " + " | ".join(fmt([v[c] for v in vals]) if c in vals[0] else "-" for c in cols) + " |")
     return 0
 
 
