@@ -21,6 +21,8 @@ from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
 from PIL import Image
 from scipy import ndimage
 
+from .corruptions import plasma, line_blur
+
 SIZE = 32
 
 
@@ -88,24 +90,10 @@ def glass_blur(x, s, rng):
     return _clip(blur(out))
 
 
-def _line_blur(x, radius: int, sigma: float, angles: np.ndarray):
-    """A one-sided Gaussian-weighted line blur along each image's angle (ImageMagick's -motion-blur)."""
-    k = np.arange(radius + 1)
-    wts = np.exp(-k ** 2 / (2 * sigma ** 2))
-    wts /= wts.sum()
-    out = np.zeros_like(x)
-    for a in np.unique(angles):
-        sel = angles == a
-        t = np.deg2rad(a)
-        shift = [(0, -kk * np.sin(t), -kk * np.cos(t)) + ((0,) if x.ndim == 4 else ()) for kk in k]
-        out[sel] = sum(wk * ndimage.shift(x[sel], sh, order=1, mode="nearest") for wk, sh in zip(wts, shift))
-    return out
-
-
 def motion_blur(x, s, rng):
     radius, sigma = [(10, 1), (10, 1.5), (10, 2), (10, 2.5), (12, 3)][s - 1]
     angles = np.round(rng.uniform(-45, 45, len(x))).astype(int)
-    return _clip(_line_blur(x, radius, sigma, angles))
+    return _clip(line_blur(x, radius, sigma, angles))
 
 
 def _zoom(img, z: float):
@@ -136,18 +124,16 @@ def snow(x, s, rng):
     layer = rng.normal(loc, scale, (n, SIZE, SIZE, 1))
     layer = _zoom(layer, zoom)
     layer[layer < thr] = 0
-    flakes = _line_blur(_clip(layer), radius, sigma, np.round(rng.uniform(-135, -45, n)).astype(int))
+    flakes = line_blur(_clip(layer), radius, sigma, np.round(rng.uniform(-135, -45, n)).astype(int))
     gray = x @ np.array([0.299, 0.587, 0.114])
     out = blend * x + (1 - blend) * np.maximum(x, gray[..., None] * 1.5 + 0.5)
     return _clip(out + flakes + np.rot90(flakes, k=2, axes=(1, 2)))
 
 
 def fog(x, s, rng):
-    from .corruptions import _plasma
-
     c, decay = [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)][s - 1]
     peak = x.max(axis=(1, 2, 3), keepdims=True)
-    f = _plasma(rng, len(x), size=SIZE, decay=decay)[..., None]
+    f = plasma(rng, len(x), size=SIZE, decay=decay)[..., None]
     return _clip((x + c * f) * peak / (peak + c))
 
 

@@ -49,9 +49,9 @@ def glass_blur(x, rng, sigma: float = 0.7, delta: int = 1, passes: int = 2):
     return np.clip(blur(out), 0, 1)
 
 
-def motion_blur(x, rng, radius: int = 10, sigma: float = 3.0):
-    """A one-sided Gaussian-weighted line blur along a random angle (ImageMagick's -motion-blur)."""
-    angles = np.round(rng.uniform(-45, 45, len(x))).astype(int)
+def line_blur(x, radius: int, sigma: float, angles: np.ndarray) -> np.ndarray:
+    """A one-sided Gaussian-weighted line blur along each image's angle in degrees (ImageMagick's
+    -motion-blur), for batches (N, H, W) or (N, H, W, C); also CIFAR-10-C's motion blur and snow."""
     k = np.arange(radius + 1)
     wts = np.exp(-k ** 2 / (2 * sigma ** 2))
     wts /= wts.sum()
@@ -59,11 +59,14 @@ def motion_blur(x, rng, radius: int = 10, sigma: float = 3.0):
     for a in np.unique(angles):
         sel = angles == a
         t = np.deg2rad(a)
-        acc = np.zeros_like(x[sel])
-        for kk, wk in zip(k, wts):
-            acc += wk * ndimage.shift(x[sel], (0, -kk * np.sin(t), -kk * np.cos(t)), order=1, mode="nearest")
-        out[sel] = acc
-    return np.clip(out, 0, 1)
+        shift = [(0, -kk * np.sin(t), -kk * np.cos(t)) + ((0,) if x.ndim == 4 else ()) for kk in k]
+        out[sel] = sum(wk * ndimage.shift(x[sel], sh, order=1, mode="nearest") for wk, sh in zip(wts, shift))
+    return out
+
+
+def motion_blur(x, rng, radius: int = 10, sigma: float = 3.0):
+    angles = np.round(rng.uniform(-45, 45, len(x))).astype(int)
+    return np.clip(line_blur(x, radius, sigma, angles), 0, 1)
 
 
 def _affine(x, matrices: np.ndarray, translations: np.ndarray):
@@ -121,7 +124,7 @@ def stripe(x, rng):
     return out
 
 
-def _plasma(rng, n: int, size: int = 256, decay: float = 1.4) -> np.ndarray:
+def plasma(rng, n: int, size: int = 256, decay: float = 1.4) -> np.ndarray:
     """Diamond-square height maps (n, size, size) in [0, 1]."""
     m = np.zeros((n, size, size))
     step, wibble = size, 100.0
@@ -152,7 +155,7 @@ def fog(x, rng, c: float = 3.0, decay: float = 1.4):
     for i in range(0, len(x), 256):  # 256 maps of 256x256 at a time
         xb = x[i:i + 256]
         peak = xb.max(axis=(1, 2), keepdims=True)
-        f = _plasma(rng, len(xb), decay=decay)[:, :28, :28]
+        f = plasma(rng, len(xb), decay=decay)[:, :28, :28]
         out[i:i + 256] = np.clip((xb + c * f) * peak / (peak + c), 0, 1)
     return out
 
