@@ -27,6 +27,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..flops import forward_flops
+from ..pruners import score
 from ..seeding import generator
 from ..sparse import density, global_prune, layerwise_prune
 from ..sparse.distributions import layer_densities
@@ -76,9 +77,6 @@ class GradualPruner:
                  end_fraction: float = 0.5, scope: str = "global", distribution: str = "uniform",
                  batches: Callable[[int], list], seed: int = 0, context: dict | None = None,
                  input_shape: tuple[int, ...] | None = None, passes_per_example: int = 3):
-        from ..pruners import score  # the pruners' public scoring entry point
-
-        self._score = score
         if not 0 < final_density <= 1:
             raise UserError(f"--density must be in (0, 1], got {final_density}")
         if scope not in ("global", "layerwise"):
@@ -117,7 +115,7 @@ class GradualPruner:
         """Score the model as it is (pruned weights at zero) and keep the top of the next step's density."""
         k = self.done
         g = generator(self.seed, "compress", k)
-        scores = self._score(self.scorer, self.model, self.names, self.batches(k), g, self.context)
+        scores = score(self.scorer, self.model, self.names, self.batches(k), g, self.context)
         d = self.densities[k]
         if self.scope == "global":
             new = global_prune(scores, self.mask, d, g)

@@ -90,17 +90,18 @@ def source_weights(cfg: CompressConfig) -> tuple[Path, dict]:
     return weights, summary
 
 
-def check_compress(cfg: CompressConfig, model, data) -> None:
-    """Refusals needing the data: the source run, and a schedule that fits the training (before any folder)."""
-    source_weights(cfg)
+def check_compress(cfg: CompressConfig, model, data) -> tuple[Path, dict]:
+    """Refusals needing the data: the source run, and a schedule that fits the training (before any folder).
+    Returns ``source_weights(cfg)``."""
+    source = source_weights(cfg)
     step_iterations(cfg.train.total_iterations(len(data.y_train)), cfg.steps, cfg.prune_end)
+    return source
 
 
 def run_compress(cfg: CompressConfig, out: str | Path | None = None, *, device: str = "cpu",
                  data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
     dev, data, model = prepare(cfg, device, data_dir, quiet)
-    check_compress(cfg, model, data)
-    weights, src_summary = source_weights(cfg)
+    weights, src_summary = check_compress(cfg, model, data)
     config = cfg.to_dict() | {"source": str(Path(cfg.source).resolve())}
     run_dir = open_run_dir(out if out is not None else default_run_dir("compress", config), "compress", config)
     if (run_dir / "summary.json").exists():

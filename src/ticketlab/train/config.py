@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from ..data.augment import AUGMENTATIONS
 from ..errors import UserError
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
@@ -14,7 +15,6 @@ ADV_METHODS = ("none", "pgd", "trades", "fgsm-rs")
 ADV_FIELDS = ("adv", "adv_eps", "adv_steps", "adv_step_size", "adv_norm", "trades_beta")
 # Augmentation fields: left out of a stored config while --augment is none, for the same reason.
 AUGMENT_FIELDS = ("augment", "augment_sigma")
-AUGMENTATIONS = ("none", "gaussian", "augmix")
 DEFAULT_ITERATIONS = 2000
 
 
