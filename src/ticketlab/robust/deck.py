@@ -22,6 +22,7 @@ from ..errors import UserError
 from ..io import load_tensors, read_json, write_json
 from ..runs import config_hash, open_run_dir
 from .attacks import to_pixels
+from .evaluate import RobustnessConfig, _corrupted_sets, _standardised, corruption_names, trained_models
 
 REFERENCE_IMAGES = 2000
 
@@ -41,25 +42,14 @@ class DeckConfig:
 
 
 def member(run: Path) -> dict:
-    """{label, model, dataset, augment, weights} of a finished run's final model."""
-    try:
-        rec = read_json(run / "config.json")
-        kind, cfg = rec["kind"], rec["config"]
-        summary = read_json(run / "summary.json")
-    except (UserError, KeyError, TypeError, FileNotFoundError):
-        raise UserError(f"{run} is not a finished ticketlab run (no readable config.json and summary.json)") from None
-    if kind == "imp":
-        last = summary["rounds"][-1]["round"]
-        weights = run / f"round_{last:02d}" / "final.safetensors"
-    elif kind in ("compress", "prune-init"):
-        weights = run / "final.safetensors"
-    else:
-        raise UserError(f"{run} is a {kind} run; CARD-Deck members are imp, compress or prune-init runs")
-    if not weights.exists():
-        raise UserError(f"{run} holds no trained model; finish the run first")
+    """{label, model, dataset, augment, weights} of a finished run's final model (an IMP run's last ticket)."""
+    record, models = trained_models(run, ("imp", "compress", "prune-init"),
+                                    "CARD-Deck members are imp, compress or prune-init runs")
+    cfg = record["config"]
+    final = [m for m in models if m["group"] == "ticket"][-1] if record["kind"] == "imp" else models[-1]
     aug = cfg["train"].get("augment", "none")
     return {"label": f"{run.name} ({aug})", "model": cfg["model"], "dataset": cfg["dataset"], "augment": aug,
-            "sigma": cfg["train"].get("augment_sigma", 0.1), "weights": weights}
+            "sigma": cfg["train"].get("augment_sigma", 0.1), "weights": final["weights"]}
 
 
 def spectra(xp: torch.Tensor) -> torch.Tensor:
@@ -92,7 +82,6 @@ def run_deck(cfg: DeckConfig, out: str | Path | None = None, *, data_dir: str | 
              quiet: bool = False) -> dict:
     from ..data import load_dataset
     from ..models import build_model
-    from .evaluate import RobustnessConfig, _corrupted_sets, _standardised, corruption_names
 
     cfg.validate()
     members = [member(Path(r)) for r in cfg.members]

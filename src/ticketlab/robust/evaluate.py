@@ -76,14 +76,19 @@ class RobustnessConfig:
                             restarts=self.restarts)
 
 
-def trained_models(run: Path) -> tuple[dict, list[dict]]:
-    """(the run's config record, [{"label", "group", "density", "weights": path}]) of a finished run."""
+def trained_models(run: Path, kinds: tuple[str, ...] | None = None,
+                   refusal: str = "") -> tuple[dict, list[dict]]:
+    """(the run's config record, [{"label", "group", "density", "weights": path}]) of a finished run.
+
+    ``kinds``: the run kinds a caller takes; another kind is refused with ``refusal`` (what it takes)."""
     try:
         record = read_json(run / "config.json")
         kind = record["kind"]
         summary = read_json(run / "summary.json")
     except (UserError, KeyError, TypeError, FileNotFoundError):
         raise UserError(f"{run} is not a finished ticketlab run (no readable config.json and summary.json)") from None
+    if kinds is not None and kind not in kinds:
+        raise UserError(f"{run} is a {kind} run; {refusal}")
     out = []
     if kind == "imp":
         for r in summary["rounds"]:
