@@ -46,3 +46,20 @@ def one_line_exit_2(code, err, expected):
     """A user error: exit code 2 and one line on stderr that says ``expected``, no traceback."""
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and expected in lines[0] and "Traceback" not in err, err
+
+
+def killed_then_resumed(run, cfg, where, monkeypatch, n: int = 1, **kw):
+    """``run(cfg, where, **kw)`` killed right after its n-th checkpoint, then run again to the end; returns the
+    resumed run's summary (to compare with an uninterrupted one)."""
+    import pytest
+
+    restore = die_after_checkpoints(monkeypatch, n)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, where, **kw)
+    restore()
+    return run(cfg, where, **kw)
+
+
+def without_config(summary: dict) -> dict:
+    """A summary without its config (which holds the run folder's own paths)."""
+    return {k: v for k, v in summary.items() if k != "config"}

@@ -61,17 +61,13 @@ def test_augment_fields_stay_out_of_old_configs_and_bad_names_are_refused():
 def test_training_with_augmentation_resumes_bitwise(tmp_path, monkeypatch, aug):
     from ticketlab.pruners import PruneInitConfig, run_prune_init
 
-    from helpers import die_after_checkpoints
+    from helpers import killed_then_resumed, without_config
 
     cfg = PruneInitConfig(dataset="digits", model="lenet300", method="random", density=0.5,
                           train=TrainConfig(iterations=40, eval_every=20, batch_size=60, augment=aug))
     ref = run_prune_init(cfg, tmp_path / "ref", quiet=True, checkpoint_every=20)
-    restore = die_after_checkpoints(monkeypatch)
-    with pytest.raises(KeyboardInterrupt):
-        run_prune_init(cfg, tmp_path / "r", quiet=True, checkpoint_every=20)
-    restore()
-    again = run_prune_init(cfg, tmp_path / "r", quiet=True, checkpoint_every=20)
-    assert {k: v for k, v in again.items() if k != "config"} == {k: v for k, v in ref.items() if k != "config"}
+    again = killed_then_resumed(run_prune_init, cfg, tmp_path / "r", monkeypatch, quiet=True, checkpoint_every=20)
+    assert without_config(again) == without_config(ref)
     plain = run_prune_init(PruneInitConfig(dataset="digits", model="lenet300", method="random", density=0.5,
                                            train=TrainConfig(iterations=40, eval_every=20, batch_size=60)),
                            tmp_path / "plain", quiet=True)

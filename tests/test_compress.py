@@ -12,7 +12,7 @@ from ticketlab.io import load_tensors
 from ticketlab.pruners import PRUNERS, score
 from ticketlab.train import TrainConfig
 
-from helpers import die_after_checkpoints, one_line_exit_2
+from helpers import killed_then_resumed, one_line_exit_2, without_config
 
 
 # -- schedules, hand-worked ----------------------------------------------------------------------------------
@@ -143,12 +143,8 @@ def test_compress_prunes_the_trained_parent_to_the_exact_density(source, tmp_pat
 def test_compress_resumes_bitwise(source, tmp_path, monkeypatch):
     c = ccfg(source, method="magnitude", density=0.3, steps=4, prune_end=0.8)
     ref = run_compress(c, tmp_path / "ref", quiet=True, checkpoint_every=20)
-    restore = die_after_checkpoints(monkeypatch)
-    with pytest.raises(KeyboardInterrupt):
-        run_compress(c, tmp_path / "r", quiet=True, checkpoint_every=20)
-    restore()
-    s = run_compress(c, tmp_path / "r", quiet=True, checkpoint_every=20)
-    assert {k: v for k, v in s.items() if k != "config"} == {k: v for k, v in ref.items() if k != "config"}
+    s = killed_then_resumed(run_compress, c, tmp_path / "r", monkeypatch, quiet=True, checkpoint_every=20)
+    assert without_config(s) == without_config(ref)
     a, b = (load_tensors(tmp_path / d / "final.safetensors") for d in ("ref", "r"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 

@@ -8,7 +8,7 @@ from ticketlab.supermask import (BernoulliMask, HardConcreteMask, L0Penalty, Sup
                                  hard_masks, run_supermask, set_eval_mode, signed_constant_)
 from ticketlab.train import TrainConfig, evaluate, train
 
-from helpers import die_after_checkpoints
+from helpers import killed_then_resumed, without_config
 
 
 def test_topk_mask_keeps_exactly_k_and_passes_gradients_straight_through():
@@ -88,12 +88,9 @@ def test_supermask_resume_is_bitwise(tmp_path, monkeypatch):
     cfg = SupermaskConfig(dataset="digits", train=TrainConfig(optimizer="sgd", lr=100.0, momentum=0.9,
                                                               iterations=60, eval_every=20))
     ref = run_supermask(cfg, tmp_path / "ref", quiet=True, checkpoint_every=20)
-    restore = die_after_checkpoints(monkeypatch)
-    with pytest.raises(KeyboardInterrupt):
-        run_supermask(cfg, tmp_path / "r", quiet=True, checkpoint_every=20)
-    restore()
-    again = run_supermask(cfg, tmp_path / "r", quiet=True, checkpoint_every=20)
-    assert {k: v for k, v in again.items() if k != "config"} == {k: v for k, v in ref.items() if k != "config"}
+    again = killed_then_resumed(run_supermask, cfg, tmp_path / "r", monkeypatch, quiet=True,
+                                checkpoint_every=20)
+    assert without_config(again) == without_config(ref)
 
 
 @pytest.mark.parametrize("kw,msg", [({"method": "dropout"}, "unknown supermask method"),
@@ -190,12 +187,9 @@ def test_hard_concrete_with_pgd_resumes_bitwise_and_is_evaluated_by_robustness(p
     cfg = hc_cfg(pretrained, train=TrainConfig(optimizer="adam", lr=0.05, iterations=40, eval_every=20, adv="pgd",
                                                adv_eps=0.1, adv_steps=3))
     ref = run_supermask(cfg, tmp_path / "ref", quiet=True, checkpoint_every=20)
-    restore = die_after_checkpoints(monkeypatch)
-    with pytest.raises(KeyboardInterrupt):
-        run_supermask(cfg, tmp_path / "r", quiet=True, checkpoint_every=20)
-    restore()
-    again = run_supermask(cfg, tmp_path / "r", quiet=True, checkpoint_every=20)
-    assert {k: v for k, v in again.items() if k != "config"} == {k: v for k, v in ref.items() if k != "config"}
+    again = killed_then_resumed(run_supermask, cfg, tmp_path / "r", monkeypatch, quiet=True,
+                                checkpoint_every=20)
+    assert without_config(again) == without_config(ref)
     assert main(["robustness", str(tmp_path / "r"), "--eps", "0.05", "--steps", "3", "--quiet"]) == 0
     rows = json.loads(next((tmp_path / "r").glob("robustness-*/results.json")).read_text())["rows"]
     assert [r["label"] for r in rows] == ["dense parent", "hard-concrete ticket"]
@@ -213,10 +207,7 @@ def test_hard_phase_learns_through_the_binary_ticket_and_resumes(pretrained, tmp
     # from iteration 40 of 80 the forward pass is the binary ticket: training's own evaluation is the ticket's
     assert ref["gate_test_acc"] == ref["test_acc"]
     assert ref["density"] == pytest.approx(0.2, abs=1e-3)
-    restore = die_after_checkpoints(monkeypatch, n=3)  # killed inside the hard phase (after iteration 60)
-    with pytest.raises(KeyboardInterrupt):
-        run_supermask(cfg, tmp_path / "r", quiet=True, checkpoint_every=20)
-    restore()
-    again = run_supermask(cfg, tmp_path / "r", quiet=True, checkpoint_every=20)
-    assert {k: v for k, v in again.items() if k != "config"} == {k: v for k, v in ref.items() if k != "config"}
+    again = killed_then_resumed(run_supermask, cfg, tmp_path / "r", monkeypatch, n=3, quiet=True,
+                                checkpoint_every=20)  # killed inside the hard phase (after iteration 60)
+    assert without_config(again) == without_config(ref)
     assert "hard_phase" not in hc_cfg(pretrained).to_dict() and cfg.to_dict()["hard_phase"] == 0.5
