@@ -18,6 +18,7 @@ import statistics
 from pathlib import Path
 
 from ticketlab.robust.deck import DeckConfig, run_deck
+from ticketlab.runs.seeds import mean_std
 
 
 def main() -> int:
@@ -29,8 +30,6 @@ def main() -> int:
     results = [run_deck(DeckConfig(members=[str(g / s) for g in a.groups], corruptions=["all"]), a.out / s,
                         quiet=True) for s in seeds]
     names = [g.name for g in a.groups]
-    fmt = (lambda v: f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}") if len(results) > 1 else \
-        (lambda v: f"{v[0]:.4f}")
     print(f"{len(results)} seed(s); members: {', '.join(names)}")
     print("| condition | " + " | ".join(names) + " | ensemble | deck | deck's most chosen |")
     print("| --- | " + " | ".join("---" for _ in names) + " | --- | --- | --- |")
@@ -47,7 +46,7 @@ def main() -> int:
             avg = lambda f: [statistics.mean(f(r) for r in rs) for rs in cr]  # noqa: E731
             mem = [avg(lambda r, k=k: list(r["members"].values())[k]) for k in range(len(names))]
             ens, deck, top = avg(lambda r: r["ensemble"]), avg(lambda r: r["deck"]), ""
-        print(f"| {c} | " + " | ".join(fmt(m) for m in mem) + f" | {fmt(ens)} | {fmt(deck)} | {top} |")
+        print(f"| {c} | " + " | ".join(mean_std(m) for m in mem) + f" | {mean_std(ens)} | {mean_std(deck)} | {top} |")
     return 0
 
 

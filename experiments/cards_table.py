@@ -22,6 +22,7 @@ from pathlib import Path
 from ticketlab.cli import main as ticketlab
 from ticketlab.io import read_json
 from ticketlab.robust.evaluate import RobustnessConfig, run_robustness
+from ticketlab.runs.seeds import mean_std
 
 TRAIN = ["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9", "--lr-schedule", "step", "--gamma", "0.1",
          "--batch-size", "60"]
@@ -57,15 +58,14 @@ def main() -> int:
                           "--schedule", "cubic", "--steps", "10", "--density", f"{dens:.6f}", "--out", str(where)]) == 0
         res = run_robustness(where, RobustnessConfig(**{**rob.__dict__, "corruptions": ["all"]}), quiet=True)
         rows.setdefault("gradual magnitude pruning", []).append(res["rows"][1])
-    fmt = lambda v: f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"  # noqa: E731
     print(f"{a.seeds} seed(s); PGD-10 L-inf (pixel units); MNIST-C: mean over its 14 corruptions here")
     print("| model | density | clean | PGD eps 0.02 | PGD eps 0.05 | mean corruption acc |")
     print("| --- | --- | --- | --- | --- | --- |")
     for label in ["dense", *METHODS, "gradual magnitude pruning"]:
         rs = rows[label]
         print(f"| {label} | {100 * statistics.mean(r['density'] for r in rs):.2f}% | "
-              f"{fmt([r['clean_acc'] for r in rs])} | {fmt([r['robust_acc']['0.02'] for r in rs])} | "
-              f"{fmt([r['robust_acc']['0.05'] for r in rs])} | {fmt([r['mean_corruption_acc'] for r in rs])} |")
+              f"{mean_std([r['clean_acc'] for r in rs])} | {mean_std([r['robust_acc']['0.02'] for r in rs])} | "
+              f"{mean_std([r['robust_acc']['0.05'] for r in rs])} | {mean_std([r['mean_corruption_acc'] for r in rs])} |")
     return 0
 
 

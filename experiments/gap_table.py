@@ -12,18 +12,13 @@ a `ticketlab robustness` folder inside it: reruns resume.
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 from ticketlab.compress import CompressConfig, run_compress
 from ticketlab.io import read_json
 from ticketlab.robust.evaluate import RobustnessConfig, run_robustness
+from ticketlab.runs.seeds import group_runs, mean_std
 from ticketlab.train import TrainConfig
-
-
-def seeds_of(group: Path) -> list[Path]:
-    runs = sorted(p for p in group.glob("seed_*") if (p / "summary.json").exists())
-    return runs or [group]
 
 
 def one_seed(run: Path, a) -> dict[str, dict]:
@@ -66,17 +61,15 @@ def main() -> int:
     a = p.parse_args()
     a.eps = [float(e) for e in a.eps.split(",")]
     a.methods = a.methods.split(",")
-    per_seed = [one_seed(r, a) for r in seeds_of(a.group)]
+    per_seed = [one_seed(r, a) for r in group_runs(a.group)]
     cols = ["clean"] + [f"white-box {e}" for e in a.eps] + [f"transfer {e}" for e in a.eps]
     cols += [f"AutoAttack {a.autoattack_eps}"] if a.autoattack_samples else []
-    fmt = (lambda v: f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}") if len(per_seed) > 1 else \
-        (lambda v: f"{v[0]:.4f}")
     print(f"{len(per_seed)} seed(s); PGD-10 L-inf, eps in pixel units; transfer: examples made on the dense parent")
     print("| model | density | " + " | ".join(cols) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in cols) + " |")
     for label in [k for k in per_seed[0] if not (a.autoattack_samples and k.endswith("int8"))]:
         vals = [s[label] for s in per_seed]
-        print(f"| {label} | {100 * vals[0]['density']:.2f}% | " + " | ".join(fmt([v[c] for v in vals]) for c in cols)
+        print(f"| {label} | {100 * vals[0]['density']:.2f}% | " + " | ".join(mean_std([v[c] for v in vals]) for c in cols)
               + " |")
     return 0
 

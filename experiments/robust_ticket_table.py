@@ -13,7 +13,6 @@ masks are `ticketlab supermask --preset robust-ticket` runs in GROUP/seed_<s>/ro
 from __future__ import annotations
 
 import argparse
-import statistics
 from pathlib import Path
 
 import torch
@@ -24,14 +23,10 @@ from ticketlab.models import build_model
 from ticketlab.robust.attacks import AttackConfig, robust_accuracy
 from ticketlab.robust.evaluate import RobustnessConfig, run_robustness
 from ticketlab.runs import load_state
+from ticketlab.runs.seeds import group_runs, mean_std
 from ticketlab.sparse import apply_mask_, keep_count, prunable_names
 from ticketlab.supermask import PRESETS, SupermaskConfig, run_supermask
 from ticketlab.train import TrainConfig
-
-
-def seeds_of(group: Path) -> list[Path]:
-    runs = sorted(p for p in group.glob("seed_*") if (p / "summary.json").exists())
-    return runs or [group]
 
 
 def magnitude_row(run: Path, cfg: dict, density: float, eps: list[float]) -> dict:
@@ -98,18 +93,16 @@ def main() -> int:
                    help="the last fraction of mask learning through the binary ticket (straight-through)")
     a = p.parse_args()
     a.eps = [float(e) for e in a.eps.split(",")]
-    per_seed = [one_seed(r, a) for r in seeds_of(a.group)]
+    per_seed = [one_seed(r, a) for r in group_runs(a.group)]
     cols = ["clean"] + [f"pgd {e}" for e in a.eps]
     cols += [f"AutoAttack {a.autoattack_eps}"] if a.autoattack_samples else []
-    fmt = (lambda v: f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}") if len(per_seed) > 1 else \
-        (lambda v: f"{v[0]:.4f}")
     print(f"{len(per_seed)} seed(s); masks at {100 * a.density:.0f}% density per layer over frozen trained weights; "
           f"PGD-10 L-inf, eps in pixel units; hard phase {a.hard_phase}")
     print("| mask | " + " | ".join(cols) + " |")
     print("| --- | " + " | ".join("---" for _ in cols) + " |")
     for label in ("dense parent", "magnitude mask", "hard-concrete, clean loss", "hard-concrete, PGD loss"):
         vals = [s[label] for s in per_seed]
-        print(f"| {label} | " + " | ".join(fmt([v[c] for v in vals]) if c in vals[0] else "-" for c in cols) + " |")
+        print(f"| {label} | " + " | ".join(mean_std([v[c] for v in vals]) if c in vals[0] else "-" for c in cols) + " |")
     return 0
 
 

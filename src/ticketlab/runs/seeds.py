@@ -144,6 +144,20 @@ def display(agg):
     return agg
 
 
+def mean_std(values: list[float], spec: str = ".4f") -> str:
+    """Numbers over seeds as a table cell: "mean ± std" (sample std), or the one value if there is one."""
+    import statistics
+
+    if len(values) == 1:
+        return format(values[0], spec)
+    return f"{format(statistics.mean(values), spec)} ± {format(statistics.stdev(values), spec)}"
+
+
+def group_runs(path: Path) -> list[Path]:
+    """The finished seed runs of a seed group, or ``[path]`` for a single run."""
+    return [seed_dir(path, s) for s in finished_seeds(path)] or [path]
+
+
 def group_config(exp: Experiment, cfg) -> dict:
     base = cfg.to_dict()
     base.pop("seed", None)
