@@ -34,18 +34,20 @@ def main() -> int:
     print("| condition | " + " | ".join(names) + " | ensemble | deck | deck's most chosen |")
     print("| --- | " + " | ".join("---" for _ in names) + " | --- | --- | --- |")
     conds = [r["condition"] for r in results[0]["rows"]]
+    # members by their labels (results.json stores its dicts with sorted keys: their order is not the members')
+    labels = [res["labels"] for res in results]
     for i, c in enumerate(conds + ["mean over corruptions"]):
         if i < len(conds):
             rows = [res["rows"][i] for res in results]
-            mem = [[list(r["members"].values())[k] for r in rows] for k in range(len(names))]
+            mem = [[r["members"][lab[k]] for r, lab in zip(rows, labels)] for k in range(len(names))]
             ens, deck = [r["ensemble"] for r in rows], [r["deck"] for r in rows]
-            chosen = [statistics.mean(list(r["chosen"].values())[k] for r in rows) for k in range(len(names))]
+            chosen = [statistics.mean(r["chosen"][lab[k]] for r, lab in zip(rows, labels)) for k in range(len(names))]
             top = f"{names[chosen.index(max(chosen))]} ({100 * max(chosen):.0f}%)"
         else:
-            cr = [[r for r in res["rows"] if r["condition"] != "clean"] for res in results]
-            avg = lambda f: [statistics.mean(f(r) for r in rs) for rs in cr]  # noqa: E731
-            mem = [avg(lambda r, k=k: list(r["members"].values())[k]) for k in range(len(names))]
-            ens, deck, top = avg(lambda r: r["ensemble"]), avg(lambda r: r["deck"]), ""
+            cr = [([r for r in res["rows"] if r["condition"] != "clean"], lab) for res, lab in zip(results, labels)]
+            avg = lambda f: [statistics.mean(f(r, lab) for r in rs) for rs, lab in cr]  # noqa: E731
+            mem = [avg(lambda r, lab, k=k: r["members"][lab[k]]) for k in range(len(names))]
+            ens, deck, top = avg(lambda r, lab: r["ensemble"]), avg(lambda r, lab: r["deck"]), ""
         print(f"| {c} | " + " | ".join(mean_std(m) for m in mem) + f" | {mean_std(ens)} | {mean_std(deck)} | {top} |")
     return 0
 

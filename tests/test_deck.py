@@ -66,3 +66,12 @@ def test_a_deck_with_one_member_or_a_non_run_is_one_line(members, tmp_path, caps
                     "needs at least two member runs")
     one_line_exit_2(main(["card-deck", runs[0], str(tmp_path), "--data-dir", str(root / "data")]),
                     capsys.readouterr().err, "is not a finished ticketlab run")
+
+
+def test_members_with_the_same_name_and_augmentation_keep_a_column_each(members, tmp_path):
+    root, runs = members
+    out = tmp_path / "same"
+    assert main(["card-deck", runs[0], runs[0], "--data-dir", str(root / "data"), "--out", str(out), "--quiet"]) == 0
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    assert sorted(row["members"]) == ["0: imp-none (none)", "1: imp-none (none)"]
+    assert row["members"]["0: imp-none (none)"] == row["members"]["1: imp-none (none)"]

@@ -85,6 +85,9 @@ def run_deck(cfg: DeckConfig, out: str | Path | None = None, *, data_dir: str | 
 
     cfg.validate()
     members = [member(Path(r)) for r in cfg.members]
+    if len({m["label"] for m in members}) < len(members):  # e.g. seed_0 of two groups, same augmentation
+        for i, m in enumerate(members):
+            m["label"] = f"{i}: {m['label']}"
     datasets = {m["dataset"] for m in members}
     if len(datasets) > 1:
         raise UserError(f"CARD-Deck members must share a dataset; got {', '.join(sorted(datasets))}")
