@@ -13,7 +13,8 @@ random, SNIP, GAP, ...):
   training; the rest fine-tunes the final mask. ``steps=1`` is one-shot pruning and fine-tuning.
 
 Between steps the mask is held exactly: a pre-step hook zeroes pruned gradients and every step multiplies
-the weights by the mask; a pruning step clears the optimizer state of what it removes. Each step's
+the weights by the mask; a pruning step clears the optimizer state of what it removes. ``after_step=False``
+skips the multiply, exact for elementwise optimizers (as for ``MaskEnforcer`` and the DST trainers). Each step's
 scoring batches and tie-breaking come from generators seeded by (seed, step), and ``state_dict()`` holds
 the masks and counters, so a resumed training is bitwise the uninterrupted one.
 """
@@ -76,7 +77,7 @@ class GradualPruner:
                  scorer: Callable, *, final_density: float, total: int, steps: int = 1, schedule: str = "cubic",
                  end_fraction: float = 0.5, scope: str = "global", distribution: str = "uniform",
                  batches: Callable[[int], list], seed: int = 0, context: dict | None = None,
-                 input_shape: tuple[int, ...] | None = None, passes_per_example: int = 3):
+                 input_shape: tuple[int, ...] | None = None, passes_per_example: int = 3, after_step: bool = True):
         if not 0 < final_density <= 1:
             raise UserError(f"--density must be in (0, 1], got {final_density}")
         if scope not in ("global", "layerwise"):
@@ -90,6 +91,7 @@ class GradualPruner:
         self.scope, self.distribution = scope, distribution
         self.batches, self.seed, self.context = batches, int(seed), context
         self.input_shape, self.passes = input_shape, passes_per_example
+        self.after_step = after_step
         self.masks = [torch.ones(p.shape, dtype=torch.bool, device=p.device) for p in self.params]
         self._float = [m.to(p.dtype) for m, p in zip(self.masks, self.params)]
         self.step_count, self.done, self.log = 0, 0, []
@@ -132,8 +134,9 @@ class GradualPruner:
 
     # the trainer-updater protocol of ticketlab.train.train
     def step(self) -> None:
-        with torch.no_grad():
-            torch._foreach_mul_(self.params, self._float)
+        if self.after_step:
+            with torch.no_grad():
+                torch._foreach_mul_(self.params, self._float)
         self.flops_per_example += self.passes * self._fwd
         self.step_count += 1
         self._maybe_prune()

@@ -124,7 +124,8 @@ def run_compress(cfg: CompressConfig, out: str | Path | None = None, *, device: 
                              steps=cfg.steps, schedule=cfg.schedule, end_fraction=cfg.prune_end, scope=cfg.scope,
                              distribution=cfg.distribution, batches=batches, seed=cfg.seed,
                              context={"data": data, "eps": cfg.gap_eps, "steps": cfg.gap_steps},
-                             input_shape=data.input_shape, passes_per_example=cfg.train.passes_per_example())
+                             input_shape=data.input_shape, passes_per_example=cfg.train.passes_per_example(),
+                             after_step=False)  # ticketlab's optimizers are elementwise (see MaskEnforcer)
 
     def record(result, u: GradualPruner) -> dict:
         save_tensors(run_dir / "mask.safetensors", {n: m.cpu() for n, m in u.mask.items()})
