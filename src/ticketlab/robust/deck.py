@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..io import load_tensors, read_json, write_json
+from ..io import read_json, write_json
 from ..runs import config_hash, open_run_dir
 from .attacks import to_pixels
-from .evaluate import RobustnessConfig, _corrupted_sets, _standardised, corruption_names, trained_models
+from .evaluate import (RobustnessConfig, _corrupted_sets, _standardised, corruption_names, load_weights,
+                       trained_models)
 
 REFERENCE_IMAGES = 2000
 
@@ -101,10 +102,7 @@ def run_deck(cfg: DeckConfig, out: str | Path | None = None, *, data_dir: str | 
     models = []
     for m in members:
         net = build_model(m["model"], data.input_shape, data.num_classes, seed=0)
-        state = load_tensors(m["weights"])
-        if set(state) != set(net.state_dict()):
-            raise UserError(f"{m['weights']} does not hold weights of {m['model']}; the run is damaged")
-        net.load_state_dict(state)
+        load_weights(net, m["weights"], m["model"])
         models.append(net.eval())
     x, y = data.x_test, data.y_test
     if cfg.samples is not None:

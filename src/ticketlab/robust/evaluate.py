@@ -132,6 +132,14 @@ def trained_models(run: Path, kinds: tuple[str, ...] | None = None,
     return record, out
 
 
+def load_weights(model: torch.nn.Module, path: Path, name: str) -> None:
+    """``path``'s weights into ``model`` (a ``name``), refused in one line unless every tensor fits."""
+    state, ref = load_tensors(path), model.state_dict()
+    if set(state) != set(ref) or any(state[k].shape != ref[k].shape for k in ref):
+        raise UserError(f"{path} does not hold weights of {name}; the run is damaged")
+    model.load_state_dict(state)
+
+
 def _accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
     """Accuracy of ``model`` (in eval mode) on (x, y), in batches."""
     with torch.no_grad():
@@ -297,14 +305,10 @@ def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str 
     rows = read_json(path)["rows"] if path.exists() else []
     done = {r["label"] for r in rows}
     model = build_model(record["config"]["model"], data.input_shape, data.num_classes, seed=0)
-    ref = model.state_dict()
     net = PixelSpace(model, data.mean, data.std)
 
     def load(path: Path) -> None:
-        state = load_tensors(path)
-        if set(state) != set(ref) or any(state[k].shape != ref[k].shape for k in ref):
-            raise UserError(f"{path} does not hold weights of {record['config']['model']}; the run is damaged")
-        model.load_state_dict(state)
+        load_weights(model, path, record["config"]["model"])
         net.eval()  # the model too: every evaluation and attack below runs in eval mode
 
     xp = to_pixels(x, data)
