@@ -159,6 +159,28 @@ def build_parser() -> Parser:
     p.add_argument("--data-dir", default=None, help="folder with dataset files")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
+    p = sub.add_parser("verify", help="verified robustness (IBP, CROWN, alpha-CROWN, complete) of a run's models",
+                       description="Sound bounds and complete verification over the L-inf ball of radius --eps "
+                                   "(pixel units) around each of the first --samples test examples, for every "
+                                   "trained model of a run: clean, PGD and verified accuracy, unstable ReLUs per "
+                                   "layer, time per sample. Cached in RUN/verify-<hash>/ and resumable.")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--eps", type=float, default=0.1, help="radius in pixel units, images in [0, 1] (default 0.1)")
+    p.add_argument("--method", type=_names, default=["ibp", "crown", "alpha-crown"], metavar="M[,M...]",
+                   help="ibp, crown, alpha-crown, complete, or all (default ibp,crown,alpha-crown)")
+    p.add_argument("--samples", type=int, default=100, metavar="N", help="the first N test examples (default 100)")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="complete verification: seconds per sample (default 30)")
+    p.add_argument("--solver", default="milp",
+                   help="complete verification: milp (HiGHS through scipy, default) or marabou "
+                        "(pip install 'ticketlab[verify]')")
+    p.add_argument("--pgd-steps", type=int, default=50, help="PGD steps of the attack (default 50)")
+    p.add_argument("--pgd-restarts", type=int, default=3, help="PGD random restarts (default 3)")
+    p.add_argument("--alpha-steps", type=int, default=20, help="alpha-CROWN optimisation steps (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the attack's random starts")
+    p.add_argument("--data-dir", default=None, help="folder with dataset files")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
     p = sub.add_parser("card-deck", help="CARD-Deck: members trained with different augmentations, spectral gate",
                        description="Each test input goes to the member run whose augmented training images' "
                                    "Fourier spectrum is nearest its own (Diffenderfer et al. 2021); accuracy per "
@@ -513,6 +535,18 @@ def cmd_card_deck(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(ns: argparse.Namespace) -> int:
+    from .verify.evaluate import ALL_METHODS, VerifyConfig, format_verify, run_verify
+
+    methods = list(ALL_METHODS) if ns.method == ["all"] else ns.method
+    cfg = VerifyConfig(eps=ns.eps, methods=methods, samples=ns.samples, solver=ns.solver, timeout=ns.timeout,
+                       pgd_steps=ns.pgd_steps, pgd_restarts=ns.pgd_restarts, alpha_steps=ns.alpha_steps, seed=ns.seed)
+    result = run_verify(ns.run_dir, cfg, data_dir=ns.data_dir, quiet=ns.quiet)
+    print(format_verify(result))
+    print(f"\nresults: {result['dir']}")
+    return 0
+
+
 def cmd_robustness(ns: argparse.Namespace) -> int:
     from .robust.evaluate import RobustnessConfig, format_robustness, run_robustness
 
@@ -667,7 +701,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_sweep(argv[1:])
         ns = build_parser().parse_args(argv)
         commands = {"deconstruct": cmd_deconstruct, "baselines": cmd_baselines, "export": cmd_export,
-                    "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "show": cmd_show, "runs": cmd_runs, "robustness": cmd_robustness, "card-deck": cmd_card_deck,
+                    "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "show": cmd_show, "runs": cmd_runs, "robustness": cmd_robustness, "verify": cmd_verify, "card-deck": cmd_card_deck,
                     "list": cmd_list}
         if ns.command in commands:
             return commands[ns.command](ns)

@@ -82,3 +82,14 @@ def cnn1d(input_shape, num_classes):
         layers += [nn.Conv1d(c, 32, 5, stride=2, padding=2), nn.ReLU()]
         c, length = 32, (length + 1) // 2
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * length, num_classes))
+
+
+@MODELS.register("cnn-small")
+def cnn_small(input_shape, num_classes):
+    """The small CNN of the certified-robustness literature (Wong & Kolter 2018; Zhang et al. 2020): two 4x4
+    stride-2 convs (16, 32 channels) + ReLU, a 100-unit ReLU layer, the classifier. Small enough for CROWN
+    and complete verification, unlike Conv-2 (64 channels at full resolution)."""
+    c, h, w = need_image("cnn-small", input_shape, 4)
+    return nn.Sequential(nn.Conv2d(c, 16, 4, stride=2, padding=1), nn.ReLU(),
+                         nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
+                         mlp(32 * (h // 4) * (w // 4), [100], num_classes))

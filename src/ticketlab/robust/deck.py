@@ -22,8 +22,8 @@ from ..errors import UserError
 from ..io import read_json, write_json
 from ..runs import config_hash, open_run_dir
 from .attacks import to_pixels
-from .evaluate import (RobustnessConfig, _corrupted_sets, _standardised, corruption_names, load_weights,
-                       trained_models)
+from ..runs.models import load_weights, trained_models
+from .evaluate import RobustnessConfig, _corrupted_sets, _standardised, corruption_names
 
 REFERENCE_IMAGES = 2000
 

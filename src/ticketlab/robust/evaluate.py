@@ -24,6 +24,7 @@ import torch
 from ..errors import UserError
 from ..io import load_tensors, read_json, write_json
 from ..runs import config_hash, open_run_dir
+from ..runs.models import load_weights, trained_models
 from .attacks import NORMS, AttackConfig, PixelSpace, fgsm, pgd, to_pixels
 
 ATTACKS = ("pgd", "fgsm", "autoattack")
@@ -74,70 +75,6 @@ class RobustnessConfig:
     def attack_config(self, eps: float) -> AttackConfig:
         return AttackConfig(eps=eps, norm=self.norm, steps=self.steps, step_size=self.step_size,
                             restarts=self.restarts)
-
-
-def trained_models(run: Path, kinds: tuple[str, ...] | None = None,
-                   refusal: str = "") -> tuple[dict, list[dict]]:
-    """(the run's config record, [{"label", "group", "density", "weights": path}]) of a finished run.
-
-    ``kinds``: the run kinds a caller takes; another kind is refused with ``refusal`` (what it takes)."""
-    try:
-        record = read_json(run / "config.json")
-        kind = record["kind"]
-        summary = read_json(run / "summary.json")
-    except (UserError, KeyError, TypeError, FileNotFoundError):
-        raise UserError(f"{run} is not a finished ticketlab run (no readable config.json and summary.json)") from None
-    if kinds is not None and kind not in kinds:
-        raise UserError(f"{run} is a {kind} run; {refusal}")
-    out = []
-    if kind == "imp":
-        for r in summary["rounds"]:
-            d = run / f"round_{r['round']:02d}"
-            out.append({"label": f"round {r['round']} ticket", "group": "ticket", "density": r["density"],
-                        "weights": d / "final.safetensors"})
-            for c in r["controls"]:
-                out.append({"label": f"round {r['round']} {c}", "group": c, "density": r["density"],
-                            "weights": d / c / "final.safetensors"})
-    elif kind == "prune-init":
-        out.append({"label": summary["config"]["method"], "group": "prune-init", "density": summary["density"],
-                    "weights": run / "final.safetensors"})
-    elif kind == "dst":
-        for i, m in enumerate(summary["runs"]):
-            out.append({"label": f"{summary['config']['method']} run {i}", "group": "dst", "density": m["density"],
-                        "weights": run / f"train_{i}" / "final.safetensors"})
-        if len(out) > 1:  # the ensemble (mean softmax), attacked as one model
-            out.append({"label": "ensemble", "group": "ensemble", "density": out[0]["density"],
-                        "weights": out[0]["weights"], "members": [m["weights"] for m in list(out)]})
-    elif kind == "compress":
-        src = Path(summary["config"]["source"]) / "round_00" / "final.safetensors"
-        out.append({"label": "dense parent", "group": "dense", "density": 1.0, "weights": src})
-        c = summary["config"]
-        out.append({"label": f"{c['method']} ({c['steps']} steps)", "group": c["method"],
-                    "density": summary["density"], "weights": run / "final.safetensors"})
-    elif kind == "supermask":
-        c = summary["config"]
-        if c.get("pretrained"):
-            out.append({"label": "dense parent", "group": "dense", "density": 1.0,
-                        "weights": Path(c["pretrained"]) / "round_00" / "final.safetensors"})
-        out.append({"label": f"{c['method']} ticket", "group": c["method"], "density": summary["density"],
-                    "weights": run / "ticket.safetensors"})
-    elif kind == "structured":
-        out.append({"label": "structured (final)", "group": "structured",
-                    "density": summary["passes"][-1]["weight_density"], "weights": run / "final.safetensors"})
-    else:
-        raise UserError(f"{run} is a {kind} run; robustness takes imp, prune-init, dst, structured, compress and supermask runs")
-    missing = [m["label"] for m in out if not m["weights"].exists()]
-    if missing:
-        raise UserError(f"{run} holds no trained model for {missing[0]}; finish the run first")
-    return record, out
-
-
-def load_weights(model: torch.nn.Module, path: Path, name: str) -> None:
-    """``path``'s weights into ``model`` (a ``name``), refused in one line unless every tensor fits."""
-    state, ref = load_tensors(path), model.state_dict()
-    if set(state) != set(ref) or any(state[k].shape != ref[k].shape for k in ref):
-        raise UserError(f"{path} does not hold weights of {name}; the run is damaged")
-    model.load_state_dict(state)
 
 
 def _accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:

@@ -15,6 +15,9 @@ ADV_METHODS = ("none", "pgd", "trades", "fgsm-rs")
 ADV_FIELDS = ("adv", "adv_eps", "adv_steps", "adv_step_size", "adv_norm", "trades_beta")
 # Augmentation fields: left out of a stored config while --augment is none, for the same reason.
 AUGMENT_FIELDS = ("augment", "augment_sigma")
+CERTIFIED_METHODS = ("none", "ibp", "crown-ibp")
+# Certified-training fields: left out of a stored config while --certified is none, for the same reason.
+CERTIFIED_FIELDS = ("certified", "cert_eps", "cert_start", "cert_ramp", "cert_kappa")
 DEFAULT_ITERATIONS = 2000
 
 
@@ -44,6 +47,15 @@ class TrainConfig:
     augment: str = field(default="none", metadata={
         "help": "training augmentation: none, gaussian (noise) or augmix (Hendrycks et al.), in pixel space"})
     augment_sigma: float = field(default=0.1, metadata={"help": "gaussian augmentation std, pixel units"})
+    certified: str = field(default="none", metadata={
+        "help": "certified training: none, ibp (Gowal et al.) or crown-ibp (Zhang et al.)"})
+    cert_eps: float = field(default=0.0, metadata={"help": "certified training L-inf radius, in pixel units"})
+    cert_start: float = field(default=0.01, metadata={
+        "help": "fraction of training at eps 0 before the ramp (CROWN-IBP's Fashion-MNIST: 1 of 100 epochs)"})
+    cert_ramp: float = field(default=0.61, metadata={
+        "help": "fraction of training over which eps rises linearly to --cert-eps (kappa and beta follow)"})
+    cert_kappa: float = field(default=0.5, metadata={
+        "help": "final weight of the natural loss (it falls linearly from 1 during the ramp)"})
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -86,6 +98,18 @@ class TrainConfig:
             if self.trades_beta < 0:
                 raise UserError(f"--trades-beta must be >= 0, got {self.trades_beta}")
 
+        if self.certified not in CERTIFIED_METHODS:
+            raise UserError(f"unknown --certified {self.certified!r}; choose one of: {', '.join(CERTIFIED_METHODS)}")
+        if self.certified != "none":
+            if self.adv != "none":
+                raise UserError("give --adv or --certified, not both")
+            if not (self.cert_eps > 0 and math.isfinite(self.cert_eps)):
+                raise UserError(f"--certified {self.certified} needs --cert-eps > 0 (pixel units), got {self.cert_eps}")
+            if not (0 <= self.cert_start <= 1 and 0 <= self.cert_ramp <= 1 and self.cert_start + self.cert_ramp <= 1):
+                raise UserError("--cert-start and --cert-ramp are fractions of training in [0, 1] with sum <= 1")
+            if not 0 <= self.cert_kappa <= 1:
+                raise UserError(f"--cert-kappa must be in [0, 1], got {self.cert_kappa}")
+
     def to_dict(self) -> dict:
         """The fields as a dict, without the adversarial ones while --adv is none (see ADV_FIELDS) and the
         augmentation ones while --augment is none."""
@@ -96,12 +120,17 @@ class TrainConfig:
         if self.augment == "none":
             for k in AUGMENT_FIELDS:
                 d.pop(k)
+        if self.certified == "none":
+            for k in CERTIFIED_FIELDS:
+                d.pop(k)
         return d
 
     def passes_per_example(self) -> int:
         """Forward-pass equivalents per example and step, for training FLOPs: 3 (forward + backward), plus 2
         per attack step (a forward and an input-gradient backward); TRADES adds the clean forward of its
-        attack and trains on clean and adversarial inputs (3 + 3)."""
+        attack and trains on clean and adversarial inputs (3 + 3). Certified training: an estimate (below)."""
+        if self.certified != "none":  # clean pass, IBP's centre and radius passes (3 + 6); CROWN-IBP adds a
+            return 9 if self.certified == "ibp" else 36  # backward pass of 9 margin rows (10 classes): 3 x 9
         if self.adv == "none":
             return 3
         steps = 1 if self.adv == "fgsm-rs" else self.adv_steps

@@ -119,6 +119,10 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
         from ..robust.training import AdversarialLoss
 
         adversarial = AdversarialLoss(cfg, data, seed)
+    elif cfg.certified != "none":  # the loss on certified bounds (ticketlab.verify.training)
+        from ..verify.training import CertifiedLoss
+
+        adversarial = CertifiedLoss(cfg, data, total)
     x, y = data.x_train, data.y_train
     n, bs = len(y), min(cfg.batch_size, len(y))
     spe = cfg.steps_per_epoch(n)

@@ -1,0 +1,359 @@
+"""Complete verification: the exact answer to "does any input in the ball change the prediction?".
+
+A network (ops from ``graph.to_ops``) is lowered to affine maps (scipy sparse matrices: consecutive affine ops
+composed, pruned weights absent), ReLUs and max-pool windows. Each sample is decided by:
+
+1. the clean prediction (a misclassified sample is falsified by itself);
+2. alpha-CROWN bounds: the margins already proven (lower bound > 0) are not asked again;
+3. a PGD attack: a counterexample found cheaply;
+4. for every margin y_true - y_j still open, an exact solver: Marabou (Katz et al. 2019, through ``maraboupy``;
+   the query "y_j - y_true >= 0 for some input in the box" with CROWN's pre-activation bounds given), or the
+   MILP of Tjeng et al. 2019 (big-M with CROWN's bounds; the minimum of the margin) solved by HiGHS through
+   ``scipy.optimize.milp``.
+
+A counterexample from a solver is clipped into the box and re-run through the model: it counts only if the
+model's margin for some other class is > 0 there; one that sits on the decision boundary gets 20 PGD steps
+from where it lies, and is "unknown" if they do not push it over. Verdicts: verified, falsified, timeout,
+unknown.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from .bounds import alpha_crown, input_box, margin_spec, pre_bounds
+from .graph import MaxPool, Op, ReLU
+
+SOLVERS = ("marabou", "milp")
+
+
+@dataclass
+class Layer:
+    kind: str                        # "affine", "relu" or "max"
+    A: object = None                 # scipy.sparse csr (n_out, n_in) for affine
+    b: np.ndarray | None = None
+    windows: np.ndarray | None = None  # (n_out, k) input indices of each max window
+    op: int = -1                     # index of the op in ``ops`` (nonlinear layers: its pre-activation bounds)
+
+
+def lower(ops: list[Op]) -> list[Layer]:
+    """``ops`` as alternating composed affine maps and nonlinear layers (float64)."""
+    import scipy.sparse as sp
+
+    layers: list[Layer] = []
+    chain: list[Op] = []
+
+    def flush():
+        if not chain:
+            return
+        shape = chain[0].in_shape
+        n = int(np.prod(shape))
+        dtype, device = _dtype(chain)
+        with torch.no_grad():  # A from the linear parts alone (no bias rounding), b from the chain at 0
+            e = torch.eye(n, dtype=dtype, device=device).reshape(n, *shape)
+            z = torch.zeros(1, *shape, dtype=dtype, device=device)
+            for op in chain:
+                e, z = op.apply(e), op.forward(z)
+        layers.append(Layer("affine", sp.csr_matrix(e.reshape(n, -1).t().double().cpu().numpy()),
+                            z.reshape(-1).double().cpu().numpy()))
+        chain.clear()
+
+    for i, op in enumerate(ops):
+        if op.affine:
+            chain.append(op)
+            continue
+        flush()
+        if isinstance(op, ReLU):
+            layers.append(Layer("relu", op=i))
+        elif isinstance(op, MaxPool):
+            n = int(np.prod(op.in_shape))
+            idx = torch.arange(n, dtype=torch.float64).reshape(1, *op.in_shape)
+            if op.dim == 2:
+                w = torch.nn.functional.unfold(idx, op.kernel, stride=op.kernel)  # (1, C*k*k, L)
+                c, kk = op.in_shape[0], op.kernel[0] * op.kernel[1]
+                w = w.view(c, kk, -1).permute(0, 2, 1).reshape(-1, kk)
+            else:
+                c, k = op.in_shape[0], op.kernel[0]
+                w = idx[0].unfold(1, k, k).reshape(-1, k)
+            layers.append(Layer("max", windows=w.long().numpy(), op=i))
+    flush()
+    return layers
+
+
+def _dtype(chain):
+    for op in chain:
+        for name in ("weight", "s"):
+            t = getattr(op, name, None)
+            if isinstance(t, torch.Tensor):
+                return t.dtype, t.device
+    return torch.float64, torch.device("cpu")
+
+
+@dataclass
+class Verdict:
+    verdict: str                     # verified | falsified | timeout | unknown
+    seconds: float
+    by: str                          # clean | bounds | attack | marabou | milp
+    margin: float | None = None      # the counterexample's margin (> 0) when falsified
+    counterexample: torch.Tensor | None = None
+
+
+def _margin(model_fn, x: torch.Tensor, y: int) -> float:
+    """max_j logit_j - logit_y of the model at pixel-space ``x`` (one sample)."""
+    with torch.no_grad():
+        out = model_fn(x[None]).double()[0]
+    others = torch.cat([out[:y], out[y + 1:]])
+    return float(others.max() - out[y])
+
+
+def _pgd_push(model_fn, x0, y, lo, hi, steps=20):
+    """Gradient steps on the margin from ``x0`` inside [lo, hi]; the best point."""
+    x = x0.clone()
+    best, best_m = x0, _margin(model_fn, x0, y)
+    step = float((hi - lo).max()) / 8 + 1e-12
+    for _ in range(steps):
+        x = x.detach().requires_grad_(True)
+        out = model_fn(x[None])[0]
+        m = torch.cat([out[:y], out[y + 1:]]).max() - out[y]
+        (g,) = torch.autograd.grad(m, x)
+        with torch.no_grad():
+            x = torch.minimum(torch.maximum(x + step * g.sign(), lo), hi)
+        m_now = _margin(model_fn, x, y)
+        if m_now > best_m:
+            best, best_m = x.detach(), m_now
+    return best, best_m
+
+
+class Complete:
+    """Complete verification of one network at one eps (``solver`` marabou or milp)."""
+
+    def __init__(self, ops: list[Op], model_fn, num_classes: int, eps: float, pixel_range, solver: str = "milp",
+                 timeout: float = 60.0, attack_steps: int = 50, shortcut: bool = True):
+        if solver not in SOLVERS:
+            raise UserError(f"unknown --solver {solver!r}; choose one of: {', '.join(SOLVERS)}")
+        if solver == "marabou":
+            try:
+                from maraboupy import MarabouCore  # noqa: F401
+            except ImportError:
+                raise UserError("--solver marabou needs maraboupy: pip install 'ticketlab[verify]' "
+                                "(or use --solver milp)") from None
+        self.ops, self.model_fn, self.k, self.eps, self.range = ops, model_fn, num_classes, eps, pixel_range
+        self.solver, self.timeout, self.attack_steps = solver, timeout, attack_steps
+        self.shortcut = shortcut  # False: every margin goes to the solver (tests, solver timings)
+        self.layers = lower(ops)
+
+    def __call__(self, x: torch.Tensor, y: int) -> Verdict:
+        t0 = time.perf_counter()
+        x = x.double()
+        if _margin(self.model_fn, x, y) > 0:
+            return Verdict("falsified", time.perf_counter() - t0, "clean", _margin(self.model_fn, x, y), x)
+        lo, hi = input_box(x[None], self.eps, self.range)
+        C = margin_spec(torch.tensor([y]), self.k).double()
+        with torch.no_grad():
+            pre, _ = pre_bounds(self.ops, lo, hi, "crown")
+        lb = alpha_crown(self.ops, lo, hi, C, pre=pre).lower[0] if self.shortcut else torch.zeros(self.k - 1)
+        if bool((lb > 0).all()):
+            return Verdict("verified", time.perf_counter() - t0, "bounds")
+        adv, m = self._attack(x, y, lo[0], hi[0])
+        if m > 0:
+            return Verdict("falsified", time.perf_counter() - t0, "attack", m, adv)
+        others = [j for j in range(self.k) if j != y]
+        open_ = sorted((float(lb[r]), others[r]) for r in range(len(others)) if lb[r] <= 0)
+        bounds = {i: (a[0].reshape(-1).double().cpu().numpy(), b[0].reshape(-1).double().cpu().numpy())
+                  for i, (a, b) in pre.items()}
+        for _, j in open_:
+            left = self.timeout - (time.perf_counter() - t0)
+            if left <= 0:
+                return Verdict("timeout", time.perf_counter() - t0, self.solver)
+            status, point = (self._marabou if self.solver == "marabou" else self._milp)(
+                lo[0], hi[0], bounds, y, j, left)
+            if status == "timeout":
+                return Verdict("timeout", time.perf_counter() - t0, self.solver)
+            if status == "sat":
+                cex = torch.minimum(torch.maximum(torch.as_tensor(point, dtype=torch.float64).view_as(x), lo[0]), hi[0])
+                m = _margin(self.model_fn, cex, y)
+                if m <= 0:
+                    cex, m = _pgd_push(self.model_fn, cex, y, lo[0], hi[0])
+                if m > 0:
+                    return Verdict("falsified", time.perf_counter() - t0, self.solver, m, cex)
+                return Verdict("unknown", time.perf_counter() - t0, self.solver)
+        return Verdict("verified", time.perf_counter() - t0, self.solver)
+
+    def _attack(self, x, y, lo, hi):
+        if self.attack_steps < 1:
+            return x, _margin(self.model_fn, x, y)
+        g = torch.Generator().manual_seed(0)
+        start = lo + (hi - lo) * torch.rand(x.shape, generator=g, dtype=torch.float64)
+        return _pgd_push(self.model_fn, start, y, lo, hi, steps=self.attack_steps)
+
+    # ---- MILP (Tjeng et al. 2019) through HiGHS ----
+    def _milp(self, lo, hi, bounds, y, j, timeout):
+        from scipy.optimize import Bounds as Box
+        from scipy.optimize import LinearConstraint, milp
+        import scipy.sparse as sp
+
+        n0 = lo.numel()
+        lb_v, ub_v, integ = list(lo.reshape(-1).cpu().numpy()), list(hi.reshape(-1).cpu().numpy()), [0] * n0
+        rows, cols, vals, rlo, rhi = [], [], [], [], []
+        r = 0
+
+        def new_var(lo_, hi_, integer=False):
+            lb_v.append(lo_)
+            ub_v.append(hi_)
+            integ.append(1 if integer else 0)
+            return len(lb_v) - 1
+
+        def add_row(entries, lo_, hi_):
+            nonlocal r
+            for c, v in entries:
+                rows.append(r)
+                cols.append(c)
+                vals.append(v)
+            rlo.append(lo_)
+            rhi.append(hi_)
+            r += 1
+
+        prev = np.arange(n0)
+        for layer in self.layers:
+            if layer.kind == "affine":
+                A_csr = layer.A
+                z_idx = np.array([new_var(-np.inf, np.inf) for _ in range(A_csr.shape[0])])
+                for o in range(A_csr.shape[0]):  # z - A prev = b
+                    s, e = A_csr.indptr[o], A_csr.indptr[o + 1]
+                    add_row([(z_idx[o], 1.0)] + [(prev[c], -v) for c, v in zip(A_csr.indices[s:e], A_csr.data[s:e])],
+                            layer.b[o], layer.b[o])
+                prev = z_idx
+                continue
+            z = prev  # the nonlinear layer's input variables, bounded by its pre-activation bounds
+            pl, pu = bounds[layer.op]
+            for v, a_, b_ in zip(z, pl, pu):
+                lb_v[v], ub_v[v] = max(lb_v[v], a_), min(ub_v[v], b_)
+            if layer.kind == "relu":
+                out = []
+                for v, l_, u_ in zip(z, pl, pu):
+                    if u_ <= 0:
+                        out.append(new_var(0.0, 0.0))
+                    elif l_ >= 0:
+                        out.append(v)
+                    else:
+                        a = new_var(0.0, u_)
+                        d = new_var(0.0, 1.0, integer=True)
+                        add_row([(a, 1.0), (v, -1.0)], 0.0, np.inf)              # a >= z
+                        add_row([(a, 1.0), (d, -u_)], -np.inf, 0.0)               # a <= u d
+                        add_row([(a, 1.0), (v, -1.0), (d, -l_)], -np.inf, -l_)    # a <= z - l (1 - d)
+                        out.append(a)
+                prev = np.array(out)
+            else:  # max over windows
+                out = []
+                for w in layer.windows:
+                    ls, us = pl[w], pu[w]
+                    cand = [i for i in range(len(w)) if us[i] >= ls.max()]
+                    if len(cand) == 1:
+                        out.append(z[w[cand[0]]])
+                        continue
+                    umax = us[cand].max()
+                    a = new_var(ls.max(), umax)
+                    ds = [new_var(0.0, 1.0, integer=True) for _ in cand]
+                    add_row([(d, 1.0) for d in ds], 1.0, 1.0)
+                    for i, d in zip(cand, ds):
+                        v = z[w[i]]
+                        add_row([(a, 1.0), (v, -1.0)], 0.0, np.inf)                       # a >= z_i
+                        add_row([(a, 1.0), (v, -1.0), (d, umax - ls[i])], -np.inf, umax - ls[i])
+                    out.append(a)
+                prev = np.array(out)
+        logits = prev
+        c = np.zeros(len(lb_v))
+        c[logits[y]], c[logits[j]] = 1.0, -1.0        # minimise logit_y - logit_j
+        A = sp.csr_matrix((vals, (rows, cols)), shape=(r, len(lb_v)))
+        res = milp(c, integrality=np.array(integ), bounds=Box(np.array(lb_v), np.array(ub_v)),
+                   constraints=LinearConstraint(A, np.array(rlo), np.array(rhi)),
+                   options={"time_limit": max(timeout, 0.01), "disp": False})
+        if res.x is not None and res.fun is not None and res.fun <= 0:
+            return "sat", res.x[:n0]
+        if res.status == 0:
+            return "unsat", None
+        dual = getattr(res, "mip_dual_bound", None)
+        if dual is not None and np.isfinite(dual) and dual > 0:
+            return "unsat", None
+        return "timeout", None
+
+    # ---- Marabou ----
+    def _marabou(self, lo, hi, bounds, y, j, timeout):
+        from maraboupy import MarabouCore
+
+        q = MarabouCore.InputQuery()
+        lo_np, hi_np = lo.reshape(-1).cpu().numpy(), hi.reshape(-1).cpu().numpy()
+        n0 = len(lo_np)
+        nvars = [n0]
+        var_lo, var_hi = list(lo_np), list(hi_np)
+
+        def new_var(a=-1e9, b=1e9):
+            var_lo.append(a)
+            var_hi.append(b)
+            nvars[0] += 1
+            return nvars[0] - 1
+
+        equations, relus, maxes = [], [], []
+        prev = np.arange(n0)
+        for layer in self.layers:
+            if layer.kind == "affine":
+                A = layer.A
+                z = np.array([new_var() for _ in range(A.shape[0])])
+                for o in range(A.shape[0]):
+                    s, e = A.indptr[o], A.indptr[o + 1]
+                    equations.append(([(1.0, int(z[o]))] + [(-float(v), int(prev[c])) for c, v in
+                                                           zip(A.indices[s:e], A.data[s:e])], float(layer.b[o])))
+                prev = z
+                continue
+            z = prev
+            pl, pu = bounds[layer.op]
+            for v, a_, b_ in zip(z, pl, pu):
+                var_lo[v], var_hi[v] = max(var_lo[v], float(a_)), min(var_hi[v], float(b_))
+            if layer.kind == "relu":
+                out = []
+                for v, l_, u_ in zip(z, pl, pu):
+                    f = new_var(max(0.0, float(l_)), max(0.0, float(u_)))
+                    relus.append((int(v), f))
+                    out.append(f)
+                prev = np.array(out)
+            else:
+                out = []
+                for w in layer.windows:
+                    f = new_var(float(pl[w].max()), float(pu[w].max()))
+                    maxes.append(({int(z[i]) for i in w}, f))
+                    out.append(f)
+                prev = np.array(out)
+        q.setNumberOfVariables(nvars[0])
+        for v in range(nvars[0]):
+            q.setLowerBound(v, float(var_lo[v]))
+            q.setUpperBound(v, float(var_hi[v]))
+        for i in range(n0):
+            q.markInputVariable(i, i)
+        for terms, scalar in equations:
+            eq = MarabouCore.Equation()
+            for coef, var in terms:
+                eq.addAddend(coef, var)
+            eq.setScalar(scalar)
+            q.addEquation(eq)
+        for b, f in relus:
+            MarabouCore.addReluConstraint(q, b, f)
+        for ins, f in maxes:
+            MarabouCore.addMaxConstraint(q, ins, f)
+        prop = MarabouCore.Equation(MarabouCore.Equation.GE)   # logit_j - logit_y >= 0
+        prop.addAddend(1.0, int(prev[j]))
+        prop.addAddend(-1.0, int(prev[y]))
+        prop.setScalar(0.0)
+        q.addEquation(prop)
+        opts = MarabouCore.Options()
+        opts._timeoutInSeconds = max(1, int(np.ceil(timeout)))
+        opts._verbosity = 0
+        code, vals, _stats = MarabouCore.solve(q, opts, "")
+        if code == "sat":
+            return "sat", np.array([vals[i] for i in range(n0)])
+        if code == "unsat":
+            return "unsat", None
+        return "timeout", None

@@ -1,0 +1,76 @@
+"""Certified training losses for the training loop: IBP (Gowal et al. 2018) and CROWN-IBP (Zhang et al. 2020).
+
+The loss at iteration t of T is kappa * CE(f(x), y) + (1 - kappa) * CE(z, y), where z is the worst-case logit
+vector the bounds allow: z_y = 0 and z_j = -(lower bound of logit_y - logit_j) over the L-inf ball of radius
+eps(t) around the pixels (clipped to the pixel range). The schedule is the reference code's: eps 0 for the
+first ``cert_start`` of training, then rising linearly to ``cert_eps`` over ``cert_ramp``, kappa falling from
+1 to ``cert_kappa`` over the same ramp, and for CROWN-IBP the bound beta * CROWN-IBP + (1 - beta) * IBP with
+beta falling from 1 to 0 over the ramp (its defaults: final kappa 0.5, final beta 0).
+
+Bounds are computed in train mode on the model's live parameters, so gradients reach every weight; masks are
+then enforced by the loop as for any loss. Models with BatchNorm are refused (their bounds would need the
+batch's statistics, which the reference code handles and ticketlab does not).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UserError
+from .bounds import crown, ibp, input_box, margin_spec
+from .graph import check_ops, to_ops
+
+
+def schedule(cfg, it: int, total: int) -> tuple[float, float, float]:
+    """(eps, kappa, beta) at iteration ``it`` of ``total``."""
+    start, ramp = cfg.cert_start * total, cfg.cert_ramp * total
+    frac = 0.0 if it < start else 1.0 if ramp <= 0 or it >= start + ramp else (it - start) / ramp
+    return cfg.cert_eps * frac, 1.0 - (1.0 - cfg.cert_kappa) * frac, 1.0 - frac
+
+
+def robust_ce(lower: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Cross-entropy of the worst-case logits from margin lower bounds (B, K-1) (rows as ``margin_spec``)."""
+    z = torch.zeros(len(y), num_classes, dtype=lower.dtype, device=lower.device)
+    others = torch.arange(num_classes, device=y.device).expand(len(y), -1)
+    others = others[others != y[:, None]].view(len(y), num_classes - 1)
+    z = z.scatter(1, others, -lower)
+    return F.cross_entropy(z, y)
+
+
+class CertifiedLoss:
+    """``loss(model, x, y, it)`` for standardised batches, as ``cfg.certified`` says."""
+
+    def __init__(self, cfg, data, total: int):
+        self.cfg, self.data, self.total = cfg, data, total
+        self.k = data.num_classes
+        self.ops = None
+
+    def _ops(self, model: nn.Module):
+        if self.ops is None:
+            if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+                raise UserError("--certified does not support models with BatchNorm; pick lenet300, mlp1d, "
+                                "cnn-small, conv2/4/6 or cnn1d")
+            mean = None if self.data.mean is None else self.data.mean.to(self.data.x_train.device)
+            std = None if self.data.std is None else self.data.std.to(self.data.x_train.device)
+            self.ops = to_ops(model, self.data.input_shape, mean, std)
+            check_ops(self.ops, model, self.data.input_shape, mean, std)
+            self.mean, self.std = mean, std
+        return self.ops
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, it: int) -> torch.Tensor:
+        ops = self._ops(model)
+        eps, kappa, beta = schedule(self.cfg, it, self.total)
+        logits = model(x)
+        natural = F.cross_entropy(logits, y)
+        if eps <= 0:
+            return natural
+        xp = x if self.mean is None else x * self.std + self.mean
+        lo, hi = input_box(xp, eps, self.data.pixel_range)
+        C = margin_spec(y, self.k).to(x.dtype)
+        b_ibp = ibp(ops, lo, hi, C)
+        lower = b_ibp.lower
+        if self.cfg.certified == "crown-ibp" and beta > 0:
+            b_crown = crown(ops, lo, hi, C, intermediate="ibp", upper=False, pre=b_ibp.pre)
+            lower = beta * b_crown.lower + (1 - beta) * b_ibp.lower
+        return kappa * natural + (1 - kappa) * robust_ce(lower, y, self.k)

@@ -1,0 +1,186 @@
+"""IBP, CROWN and alpha-CROWN: sound on random dense and masked networks (sampled and PGD points never leave
+the bounds), worked by hand on a 2-2-2 network, exact at eps 0, ordered as the methods promise."""
+import pytest
+import torch
+from torch import nn
+
+from ticketlab.errors import UserError
+from ticketlab.models import build_model
+from ticketlab.verify.bounds import (
+    alpha_crown,
+    crown,
+    ibp,
+    input_box,
+    margin_spec,
+    pre_bounds,
+    stability,
+)
+from ticketlab.verify.graph import check_ops, forward, to_ops
+
+TOL = 1e-9
+
+
+def hand_net():
+    """z = [x1 + x2, x1 - x2], h = relu(z), out = [h1 - h2, h2]."""
+    net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.ReLU(), nn.Linear(2, 2, bias=False)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 1.0], [1.0, -1.0]]))
+        net[2].weight.copy_(torch.tensor([[1.0, -1.0], [0.0, 1.0]]))
+    return net
+
+
+def test_bounds_of_the_hand_worked_2_2_2_network():
+    ops = to_ops(hand_net(), (2,))
+    lo, hi = -torch.ones(1, 2, dtype=torch.float64), torch.ones(1, 2, dtype=torch.float64)
+    b = ibp(ops, lo, hi)  # z in [-2, 2]^2, h in [0, 2]^2
+    assert b.lower.tolist() == [[-2.0, 0.0]] and b.upper.tolist() == [[2.0, 2.0]]
+    # CROWN: h1 >= z1 (u = -l: slope 1), h2 <= z2 / 2 + 1, so out1 >= x1/2 + 3 x2/2 - 1 >= -3; out2 >= z2 >= -2
+    c = crown(ops, lo, hi)
+    assert c.lower.tolist() == [[-3.0, -2.0]] and c.upper.tolist() == [[3.0, 2.0]]
+    # alpha-CROWN finds slope 0 for out2 (bound 0) and a slope <= 1/2 for out1 (bound -2, the true minimum at
+    # x = (1, -1))
+    a = alpha_crown(ops, lo, hi, steps=50)
+    assert torch.allclose(a.lower, torch.tensor([[-2.0, 0.0]], dtype=torch.float64), atol=1e-6)
+    assert stability(ops, c.pre) == [{"layer": 1, "neurons": 2, "unstable": 2, "active": 0, "inactive": 0}]
+
+
+def random_net(kind: str, seed: int, density: float | None):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    if kind == "mlp":
+        net, shape = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
+                                   nn.Linear(16, 4)), (1, 3, 4)
+    else:
+        net, shape = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
+                                   nn.Conv2d(3, 4, 3, stride=1, padding=1), nn.ReLU(), nn.AvgPool2d(2),
+                                   nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)), (1, 8, 8)
+    net = net.double().eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+                m.weight.normal_(generator=g)
+            if isinstance(m, (nn.Linear, nn.Conv2d)) and density is not None:
+                m.weight.mul_((torch.rand(m.weight.shape, generator=g) < density).double())
+    return net, shape
+
+
+def outputs(net, x, mean, std):
+    return net((x - mean) / std)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("density", [None, 0.3])
+@pytest.mark.parametrize("seed", range(4))
+def test_sampled_and_pgd_points_never_leave_the_bounds(kind, density, seed):
+    net, shape = random_net(kind, seed, density)
+    mean, std = torch.tensor(0.4, dtype=torch.float64).view(1, 1, 1), torch.tensor(0.3, dtype=torch.float64).view(1, 1, 1)
+    ops = to_ops(net, shape, mean, std, sparse=density is not None)
+    check_ops(ops, net, shape, mean, std)
+    g = torch.Generator().manual_seed(100 + seed)
+    x = torch.rand(6, *shape, generator=g, dtype=torch.float64)
+    y = outputs(net, x, mean, std).argmax(1)
+    C = margin_spec(y, 4).double()
+    lo, hi = input_box(x, 0.08, (0.0, 1.0))
+    bounds = {"ibp": ibp(ops, lo, hi, C), "crown": crown(ops, lo, hi, C), "alpha": alpha_crown(ops, lo, hi, C)}
+    pts = lo + (hi - lo) * torch.rand(3000, *lo.shape, generator=g, dtype=torch.float64)
+    pts[:500] = torch.where(torch.rand(pts[:500].shape, generator=g) < 0.5, lo, hi)  # corners
+    margins = torch.stack([(C @ outputs(net, p, mean, std)[..., None])[..., 0] for p in pts])  # (P, B, S)
+    # PGD on each margin row: minimise it inside the box
+    for s in range(C.shape[1]):
+        z = ((lo + hi) / 2).clone().requires_grad_(True)
+        for _ in range(40):
+            m = (C[:, s] * outputs(net, z, mean, std)).sum()
+            (gz,) = torch.autograd.grad(m, z)
+            with torch.no_grad():
+                z = torch.minimum(torch.maximum(z - 0.02 * gz.sign(), lo), hi).requires_grad_(True)
+        with torch.no_grad():
+            pgd_margin = (C[:, s] * outputs(net, z, mean, std)).sum(1)
+        for name, b in bounds.items():
+            assert (pgd_margin >= b.lower[:, s] - TOL).all(), name
+    for name, b in bounds.items():
+        assert (margins >= b.lower - TOL).all(), name
+        if b.upper is not None:
+            assert (margins <= b.upper + TOL).all(), name
+    # pre-activation bounds hold too
+    z = pts[:200].reshape(-1, *shape)
+    for i, op in enumerate(ops):
+        if i in bounds["crown"].pre:
+            l_, u_ = bounds["crown"].pre[i]
+            rep = z.view(200, 6, *z.shape[1:])
+            assert (rep >= l_ - TOL).all() and (rep <= u_ + TOL).all()
+        z = op.forward(z)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_crown_is_never_looser_than_ibp_before_a_relu_and_alpha_never_looser_than_crown(seed):
+    net, shape = random_net("mlp", seed, None)
+    ops = to_ops(net, shape)
+    x = torch.rand(5, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    lo, hi = input_box(x, 0.1, (0.0, 1.0))
+    pre_i = ibp(ops, lo, hi).pre
+    pre_c, _ = pre_bounds(ops, lo, hi, "crown")
+    first = min(pre_i)
+    assert torch.equal(pre_c[first][0], pre_i[first][0]) and torch.equal(pre_c[first][1], pre_i[first][1])
+    for i in pre_i:
+        assert (pre_c[i][0] >= pre_i[i][0] - TOL).all() and (pre_c[i][1] <= pre_i[i][1] + TOL).all()
+    C = margin_spec(net(x).argmax(1), 4).double()
+    assert (alpha_crown(ops, lo, hi, C).lower >= crown(ops, lo, hi, C).lower - TOL).all()
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_bounds_at_eps_zero_are_the_networks_output(kind):
+    net, shape = random_net(kind, 7, 0.5)
+    ops = to_ops(net, shape, sparse=True)
+    x = torch.rand(3, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    want = net(x)
+    for b in (ibp(ops, x, x), crown(ops, x, x)):
+        assert torch.allclose(b.lower, want, atol=1e-10) and torch.allclose(b.upper, want, atol=1e-10)
+    assert torch.allclose(alpha_crown(ops, x, x).lower, want, atol=1e-10)
+
+
+def test_sparse_and_dense_weights_give_the_same_bounds():
+    net, shape = random_net("mlp", 3, 0.2)
+    x = torch.rand(4, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    lo, hi = input_box(x, 0.1, (0.0, 1.0))
+    sparse, dense = to_ops(net, shape, sparse=True), to_ops(net, shape, sparse=False)
+    assert any(getattr(op, "csr", None) is not None for op in sparse)
+    for f in (ibp, crown):
+        assert torch.allclose(f(sparse, lo, hi).lower, f(dense, lo, hi).lower, atol=1e-12)
+
+
+def test_bounds_are_differentiable_in_the_weights():
+    net, shape = random_net("mlp", 0, None)
+    ops = to_ops(net, shape)
+    x = torch.rand(2, *shape, dtype=torch.float64)
+    lo, hi = input_box(x, 0.05, (0.0, 1.0))
+    crown(ops, lo, hi, intermediate="ibp", upper=False).lower.sum().backward()
+    assert net[1].weight.grad is not None and net[1].weight.grad.abs().sum() > 0
+
+
+def test_margin_spec_rows_are_true_minus_other_class():
+    C = margin_spec(torch.tensor([2, 0]), 3)
+    assert C.tolist() == [[[-1, 0, 1], [0, -1, 1]], [[1, -1, 0], [1, 0, -1]]]
+
+
+def test_input_box_is_clipped_to_the_pixel_range():
+    lo, hi = input_box(torch.tensor([[0.02, 0.5, 0.99]]), 0.1, (0.0, 1.0))
+    assert torch.allclose(lo, torch.tensor([[0.0, 0.4, 0.89]])) and torch.allclose(hi, torch.tensor([[0.12, 0.6, 1.0]]))
+
+
+@pytest.mark.parametrize("name, layer", [("resnet20", "ResNet"), ("vit", "ViT")])
+def test_an_unsupported_layer_is_named(name, layer):
+    model = build_model(name, (1, 28, 28) if name == "vit" else (3, 32, 32), 10, seed=0)
+    with pytest.raises(UserError, match=f"does not support layer .*{layer}"):
+        to_ops(model, (1, 28, 28) if name == "vit" else (3, 32, 32))
+
+
+@pytest.mark.parametrize("name, shape", [("lenet300", (1, 28, 28)), ("cnn-small", (1, 28, 28)),
+                                         ("conv2", (1, 16, 16)), ("cnn1d", (1, 40)), ("conv2bn", (1, 16, 16))])
+def test_the_registrys_feed_forward_models_convert_exactly(name, shape):
+    model = build_model(name, shape, 10, seed=0).eval()
+    ops = to_ops(model, shape)
+    check_ops(ops, model, shape, None, None)
+    x = torch.rand(2, *shape)
+    assert torch.allclose(forward(ops, x), model(x), atol=1e-5)
