@@ -7,7 +7,8 @@ from ticketlab.models import MODELS, build_model, glorot_normal_init
 
 SHAPES = {"lenet300": (1, 28, 28), "conv2": (1, 28, 28), "conv4": (3, 32, 32), "conv6": (3, 32, 32),
           "resnet20": (3, 32, 32), "vgg16": (3, 32, 32), "mlp1d": (1, 40), "cnn1d": (1, 40),
-          "conv2bn": (1, 28, 28), "conv4bn": (3, 32, 32), "conv6bn": (3, 32, 32), "vit": (1, 28, 28)}
+          "conv2bn": (1, 28, 28), "conv4bn": (3, 32, 32), "conv6bn": (3, 32, 32), "vit": (1, 28, 28),
+          "cnn-small": (1, 28, 28)}
 
 
 def test_every_registered_model_has_a_shape_check_here():
@@ -33,6 +34,12 @@ def test_batchnorm_conv_variants_put_a_batchnorm_after_every_bias_free_conv():
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert [m.out_channels for m in convs] == [m.num_features for m in norms] == [64, 64, 128, 128]
     assert all(m.bias is None for m in convs)
+
+
+def test_cnn_small_is_wong_and_kolters_small_model():
+    model = build_model("cnn-small", (1, 28, 28), 10)
+    shapes = [tuple(p.shape) for n, p in model.named_parameters() if n.endswith("weight")]
+    assert shapes == [(16, 1, 4, 4), (32, 16, 4, 4), (100, 32 * 7 * 7), (10, 100)]
 
 
 def test_conv_models_have_the_lth_fc_head():

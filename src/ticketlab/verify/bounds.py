@@ -56,14 +56,14 @@ class Bounds:
 
 
 def stability(ops: list[Op], pre: dict) -> list[dict]:
-    """Per ReLU layer: unstable (l < 0 < u), stably active (l >= 0) and stably inactive (u <= 0) neurons,
-    summed over the batch."""
+    """Per ReLU layer: unstable (l < 0 < u), stably active (l >= 0, u > 0) and stably inactive (u <= 0: a
+    pruned neuron's l = u = 0 counts here) neurons, summed over the batch."""
     out = []
     for i, op in enumerate(ops):
         if isinstance(op, ReLU):
             lo, hi = pre[i]
             out.append({"layer": i, "neurons": op.in_shape and int(torch.tensor(op.in_shape).prod()),
-                        "unstable": int(((lo < 0) & (hi > 0)).sum()), "active": int((lo >= 0).sum()),
+                        "unstable": int(((lo < 0) & (hi > 0)).sum()), "active": int(((lo >= 0) & (hi > 0)).sum()),
                         "inactive": int((hi <= 0).sum())})
     return out
 

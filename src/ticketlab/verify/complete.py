@@ -13,8 +13,8 @@ composed, pruned weights absent), ReLUs and max-pool windows. Each sample is dec
 
 A counterexample from a solver is clipped into the box and re-run through the model: it counts only if the
 model's margin for some other class is > 0 there; one that sits on the decision boundary gets 20 PGD steps
-from where it lies, and is "unknown" if they do not push it over. Verdicts: verified, falsified, timeout,
-unknown.
+from where it lies, and is "unknown" if they do not push it over (as is a solver error). Verdicts: verified,
+falsified, timeout, unknown.
 """
 from __future__ import annotations
 
@@ -171,8 +171,8 @@ class Complete:
                 return Verdict("timeout", time.perf_counter() - t0, self.solver)
             status, point = (self._marabou if self.solver == "marabou" else self._milp)(
                 lo[0], hi[0], bounds, y, j, left)
-            if status == "timeout":
-                return Verdict("timeout", time.perf_counter() - t0, self.solver)
+            if status in ("timeout", "unknown"):  # unknown: the solver failed
+                return Verdict(status, time.perf_counter() - t0, self.solver)
             if status == "sat":
                 cex = torch.minimum(torch.maximum(torch.as_tensor(point, dtype=torch.float64).view_as(x), lo[0]), hi[0])
                 m = _margin(self.model_fn, cex, y)
@@ -283,6 +283,43 @@ class Complete:
 
     # ---- Marabou ----
     def _marabou(self, lo, hi, bounds, y, j, timeout):
+        """Marabou in a forked child, killed at the deadline: Marabou 2.0's local search can loop past its own
+        timeout and it traps SIGINT/SIGTERM, so only a child process can be stopped reliably. The child runs in
+        a temporary folder (Marabou writes failedMarabouQuery.ipq into the working folder on an error)."""
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork")
+        recv, send = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=self._marabou_child, args=(send, lo, hi, bounds, y, j, timeout), daemon=True)
+        proc.start()
+        send.close()
+        try:
+            if recv.poll(timeout + 5):
+                return recv.recv()
+            return "timeout", None
+        except EOFError:  # the child died
+            return "unknown", None
+        finally:
+            if proc.is_alive():
+                proc.kill()
+            proc.join()
+            recv.close()
+
+    def _marabou_child(self, send, lo, hi, bounds, y, j, timeout):
+        import os
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            os.chdir(tmp)
+            try:
+                send.send(self._marabou_solve(lo, hi, bounds, y, j, timeout))
+            except Exception:
+                send.send(("unknown", None))
+        os._exit(0)
+
+    def _marabou_solve(self, lo, hi, bounds, y, j, timeout):
+        import os
+
         from maraboupy import MarabouCore
 
         q = MarabouCore.InputQuery()
@@ -351,9 +388,9 @@ class Complete:
         opts = MarabouCore.Options()
         opts._timeoutInSeconds = max(1, int(np.ceil(timeout)))
         opts._verbosity = 0
-        code, vals, _stats = MarabouCore.solve(q, opts, "")
+        code, vals, _stats = MarabouCore.solve(q, opts, os.devnull)
         if code == "sat":
             return "sat", np.array([vals[i] for i in range(n0)])
         if code == "unsat":
             return "unsat", None
-        return "timeout", None
+        return ("timeout", None) if code.lower() == "timeout" else ("unknown", None)

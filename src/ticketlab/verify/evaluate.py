@@ -81,7 +81,7 @@ def verify_model(model: torch.nn.Module, data, x: torch.Tensor, y: torch.Tensor,
     row: dict = {}
     with torch.no_grad():
         clean = net(xp).argmax(1) == y
-    row["clean_acc"] = float(clean.float().mean())
+    row["clean_acc"] = int(clean.sum()) / n
     g = torch.Generator().manual_seed(cfg.seed)
     attack = AttackConfig(eps=cfg.eps, steps=cfg.pgd_steps, restarts=cfg.pgd_restarts)
     robust = clean.clone()
@@ -90,7 +90,7 @@ def verify_model(model: torch.nn.Module, data, x: torch.Tensor, y: torch.Tensor,
             adv = pgd(net, xp[i:i + 500], y[i:i + 500], attack, pixel_range=data.pixel_range, generator=g)
             with torch.no_grad():
                 robust[i:i + 500] &= net(adv).argmax(1) == y[i:i + 500]
-    row["pgd_acc"] = float(robust.float().mean())
+    row["pgd_acc"] = int(robust.sum()) / n
     verified, seconds, unstable = {}, {}, {}
     for method in [m for m in cfg.methods if m != "complete"]:
         ok, spent, layers = [], 0.0, None
@@ -113,7 +113,7 @@ def verify_model(model: torch.nn.Module, data, x: torch.Tensor, y: torch.Tensor,
                 layers = st if layers is None else [
                     {key: a[key] + (c[key] if key in ("unstable", "active", "inactive") else 0) for key in a}
                     for a, c in zip(layers, st)]
-        verified[method] = float(torch.cat(ok).float().mean())
+        verified[method] = int(torch.cat(ok).sum()) / n
         seconds[method] = spent / n
         if layers is not None:
             unstable[method] = [{"layer": lay["layer"], "neurons": lay["neurons"],
