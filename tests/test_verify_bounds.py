@@ -141,7 +141,7 @@ def test_bounds_at_eps_zero_are_the_networks_output(kind):
 
 
 def test_sparse_and_dense_weights_give_the_same_bounds():
-    net, shape = random_net("mlp", 3, 0.2)
+    net, shape = random_net("mlp", 3, 0.02)
     x = torch.rand(4, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     lo, hi = input_box(x, 0.1, (0.0, 1.0))
     sparse, dense = to_ops(net, shape, sparse=True), to_ops(net, shape, sparse=False)

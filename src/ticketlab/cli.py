@@ -178,6 +178,8 @@ def build_parser() -> Parser:
     p.add_argument("--pgd-restarts", type=int, default=3, help="PGD random restarts (default 3)")
     p.add_argument("--alpha-steps", type=int, default=20, help="alpha-CROWN optimisation steps (default 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the attack's random starts")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda: bounds and attack (complete "
+                                                   "verification runs on the CPU)")
     p.add_argument("--data-dir", default=None, help="folder with dataset files")
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
@@ -541,7 +543,7 @@ def cmd_verify(ns: argparse.Namespace) -> int:
     methods = list(ALL_METHODS) if ns.method == ["all"] else ns.method
     cfg = VerifyConfig(eps=ns.eps, methods=methods, samples=ns.samples, solver=ns.solver, timeout=ns.timeout,
                        pgd_steps=ns.pgd_steps, pgd_restarts=ns.pgd_restarts, alpha_steps=ns.alpha_steps, seed=ns.seed)
-    result = run_verify(ns.run_dir, cfg, data_dir=ns.data_dir, quiet=ns.quiet)
+    result = run_verify(ns.run_dir, cfg, data_dir=ns.data_dir, quiet=ns.quiet, device=ns.device)
     print(format_verify(result))
     print(f"\nresults: {result['dir']}")
     return 0

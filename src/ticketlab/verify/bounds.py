@@ -158,20 +158,38 @@ def _affine_prefix_exact(ops: list[Op], end: int) -> bool:
     return all(op.affine for op in ops[:end]) and sum(type(op).__name__ in ("Dense", "Conv") for op in ops[:end]) <= 1
 
 
-def _crown_layer(ops, end, lo, hi, pre, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """CROWN bounds of every neuron of the output of ops[:end] (chunked over neurons to bound memory)."""
+def _crown_layer(ops, end, lo, hi, pre, chunk: int, box: tuple[torch.Tensor, torch.Tensor]):
+    """CROWN bounds of the output of ops[:end], intersected with ``box`` (IBP's). Only the neurons that ``box``
+    leaves unstable in some sample of the batch are bounded again: a stable neuron's relaxation is exact
+    whatever its bounds, so tighter ones would change nothing. That is what makes CROWN's cost follow the
+    number of unstable neurons, which pruning and certified training cut. When ops[end - 1] is a Dense layer
+    the backward pass starts from its weight rows instead of multiplying an identity by them."""
+    l, u = box
     shape = ops[end - 1].out_shape
-    n, b = int(torch.tensor(shape).prod()), lo.shape[0]
-    lows, ups = [], []
-    for j in range(0, n, chunk):
-        c = min(chunk, n - j)
-        eye = torch.zeros(c, n, dtype=lo.dtype, device=lo.device)
-        eye[torch.arange(c), torch.arange(j, j + c)] = 1
-        lam = torch.cat([eye, -eye]).expand(b, 2 * c, n).reshape(b, 2 * c, *shape)
-        r = backward(ops, end, lam, lo, hi, pre)
-        lows.append(r[:, :c])
-        ups.append(-r[:, c:])
-    return torch.cat(lows, 1).view(b, *shape), torch.cat(ups, 1).view(b, *shape)
+    b = lo.shape[0]
+    unstable = ((l < 0) & (u > 0)).reshape(b, -1).any(0).nonzero().flatten()
+    if len(unstable) == 0:
+        return l, u
+    l, u = l.reshape(b, -1).clone(), u.reshape(b, -1).clone()
+    last = ops[end - 1]
+    for j in range(0, len(unstable), chunk):
+        idx = unstable[j:j + chunk]
+        c = len(idx)
+        if isinstance(last, Dense):
+            w = last.weight[idx]
+            lam = torch.cat([w, -w]).expand(b, 2 * c, w.shape[1])
+            r = backward(ops, end - 1, lam, lo, hi, pre)
+            if last.bias is not None:
+                r = r + torch.cat([last.bias[idx], -last.bias[idx]])
+        else:
+            n = l.shape[1]
+            eye = torch.zeros(c, n, dtype=lo.dtype, device=lo.device)
+            eye[torch.arange(c), idx] = 1
+            lam = torch.cat([eye, -eye]).expand(b, 2 * c, n).reshape(b, 2 * c, *shape)
+            r = backward(ops, end, lam, lo, hi, pre)
+        l[:, idx] = torch.maximum(l[:, idx], r[:, :c])
+        u[:, idx] = torch.minimum(u[:, idx], -r[:, c:])
+    return l.view(b, *shape), u.view(b, *shape)
 
 
 def pre_bounds(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, intermediate: str = "crown",
@@ -182,8 +200,7 @@ def pre_bounds(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, intermediate: 
     for i, op in enumerate(ops):
         if not op.affine:
             if intermediate == "crown" and not _affine_prefix_exact(ops, i):
-                cl, cu = _crown_layer(ops, i, lo, hi, pre, chunk)
-                l, u = torch.maximum(l, cl), torch.minimum(u, cu)
+                l, u = _crown_layer(ops, i, lo, hi, pre, chunk, (l, u))
             pre[i] = (l, u)
         l, u = op.ibp(l, u)
     return pre, (l, u)

@@ -67,17 +67,23 @@ class VerifyConfig:
 
 
 def verify_model(model: torch.nn.Module, data, x: torch.Tensor, y: torch.Tensor, cfg: VerifyConfig,
-                 progress=None) -> dict:
-    """The row of one model (float64 copy of ``model``; ``x`` standardised test inputs)."""
-    from ..robust import AttackConfig, PixelSpace, pgd, to_pixels
+                 progress=None, device: str | torch.device = "cpu") -> dict:
+    """The row of one model (converted to float64 in place; ``x`` standardised test inputs). Bounds and the
+    attack run on ``device``; complete verification on the CPU (its solvers are CPU programs)."""
+    import copy
 
-    model = model.double().eval()
-    mean = None if data.mean is None else data.mean.double()
-    std = None if data.std is None else data.std.double()
+    from ..robust import AttackConfig, PixelSpace, pgd
+
+    device = torch.device(device)
+    cpu_model = copy.deepcopy(model).double().eval() if "complete" in cfg.methods else None
+    model = model.to(device).double().eval()
+    x, y = x.to(device), y.to(device)
+    mean = None if data.mean is None else data.mean.to(device).double()
+    std = None if data.std is None else data.std.to(device).double()
     ops = to_ops(model, data.input_shape, mean, std, sparse=True)
     check_ops(ops, model, data.input_shape, mean, std)
     net = PixelSpace(model, mean, std).eval()
-    xp, n, k = to_pixels(x.double(), data), len(y), data.num_classes
+    xp, n, k = x.double() if mean is None else x.double() * std + mean, len(y), data.num_classes
     row: dict = {}
     with torch.no_grad():
         clean = net(xp).argmax(1) == y
@@ -123,7 +129,10 @@ def verify_model(model: torch.nn.Module, data, x: torch.Tensor, y: torch.Tensor,
             progress(f"{method} {verified[method]:.3f}")
     row.update(verified=verified, seconds_per_sample=seconds, neurons_per_sample=unstable)
     if "complete" in cfg.methods:
-        row["complete"] = complete_verdicts(ops, net, xp, y, k, data.pixel_range, cfg, progress)
+        cmean, cstd = (None, None) if mean is None else (mean.cpu(), std.cpu())
+        cops = to_ops(cpu_model, data.input_shape, cmean, cstd, sparse=True)
+        row["complete"] = complete_verdicts(cops, PixelSpace(cpu_model, cmean, cstd).eval(), xp.cpu(), y.cpu(), k,
+                                            data.pixel_range, cfg, progress)
         verified["complete"] = row["complete"]["verified"] / n
         seconds["complete"] = row["complete"]["seconds_mean"]
     return row
@@ -154,16 +163,19 @@ def complete_verdicts(ops, net, xp, y, k, pixel_range, cfg: VerifyConfig, progre
             "seconds_max": ts[-1], "min_counterexample_margin": min(margins) if margins else None}
 
 
-def run_verify(run_dir: str | Path, cfg: VerifyConfig, *, data_dir: str | None = None, quiet: bool = False) -> dict:
+def run_verify(run_dir: str | Path, cfg: VerifyConfig, *, data_dir: str | None = None, quiet: bool = False,
+               device: str = "cpu") -> dict:
     """Every trained model of ``run_dir`` (or of each seed of a seed group, then mean ± std)."""
     from ..data import load_dataset
     from ..models import build_model
+    from ..runs.setup import resolve_device
 
     cfg.validate()
+    dev = resolve_device(device)
     run = Path(run_dir)
     rec = read_json(run / "config.json") if (run / "config.json").is_file() else None
     if isinstance(rec, dict) and rec.get("kind") == "seeds":
-        return _run_group(run, cfg, data_dir, quiet)
+        return _run_group(run, cfg, data_dir, quiet, device)
     record, models = trained_models(run, refusal="verify takes imp, prune-init, dst, structured, compress and "
                                                    "supermask runs")
     data = load_dataset(record["config"]["dataset"], data_dir, quiet=True)
@@ -185,14 +197,14 @@ def run_verify(run_dir: str | Path, cfg: VerifyConfig, *, data_dir: str | None =
         say = (lambda s, i=i, m=m: print(f"[{i + 1}/{len(models)}] {m['label']}: {s}", file=sys.stderr,
                                          flush=True)) if not quiet else None
         row = {"label": m["label"], "group": m["group"], "density": m["density"],
-               **verify_model(model, data, x, y, cfg, say)}
-        model.float()
+               **verify_model(model, data, x, y, cfg, say, dev)}
+        model.cpu().float()
         rows.append(row)
         write_json(path, {"run": str(run), "config": config, "rows": rows})
     return {"run": str(run), "config": config, "rows": rows, "dir": str(out)}
 
 
-def _run_group(group: Path, cfg: VerifyConfig, data_dir, quiet) -> dict:
+def _run_group(group: Path, cfg: VerifyConfig, data_dir, quiet, device) -> dict:
     from dataclasses import replace
 
     from ..runs.seeds import aggregate, display, finished_seeds, seed_dir
@@ -201,7 +213,7 @@ def _run_group(group: Path, cfg: VerifyConfig, data_dir, quiet) -> dict:
     if not seeds:
         raise UserError(f"{group} is a seed group with no finished seed yet; finish it first")
     results = [run_verify(seed_dir(group, s), replace(cfg, methods=list(cfg.methods)), data_dir=data_dir,
-                          quiet=quiet) for s in seeds]
+                          quiet=quiet, device=device) for s in seeds]
     labels = [[r["label"] for r in res["rows"]] for res in results]
     if any(lab != labels[0] for lab in labels):
         raise UserError(f"the seeds of {group} hold different models; finish every seed first")

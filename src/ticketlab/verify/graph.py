@@ -23,7 +23,8 @@ from torch import nn
 
 from ..errors import UserError
 
-SPARSE_BELOW = 0.35  # weight density under which the CSR products beat dense ones (benchmarks/bench_verify.py)
+SPARSE_BELOW = 0.04  # weight density under which torch's CSR products beat dense ones on a CPU (measured with
+# 784x300 float64 weights against 15,000 rows: dense 0.29 s at every density; CSR 0.34 s at 5%, 0.16 s at 1%)
 
 
 class Op:
