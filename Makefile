@@ -48,6 +48,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_sparse.py
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_adversarial.py
+	$(PY) benchmarks/bench_verify.py
 
 clean:
 	rm -rf $(VENV) runs/demo
