@@ -76,3 +76,18 @@ def test_verify_of_a_model_with_an_unsupported_layer_names_it_before_any_work(tm
     one_line_exit_2(main(["verify", str(run), "--samples", "5"]), capsys.readouterr().err,
                     "does not support layer ResNet")
     assert not list(run.glob("verify-*"))
+
+
+@pytest.mark.parametrize("argv, labels", [
+    (["dst", "--density", "0.3", "--ensemble", "2"], ["rigl run 0", "rigl run 1"]),  # not the softmax ensemble
+    (["prune-init", "--method", "snip", "--density", "0.3"], ["snip"]),
+])
+def test_verify_of_dst_members_and_prune_init_runs(tmp_path, argv, labels):
+    run = tmp_path / "r"
+    assert main([*argv, "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--quiet",
+                 "--out", str(run)]) == 0
+    assert main(["verify", str(run), "--eps", "0.02", "--samples", "10", "--pgd-steps", "3", "--quiet"]) == 0
+    (d,) = run.glob("verify-*")
+    rows = json.loads((d / "results.json").read_text())["rows"]
+    assert [r["label"] for r in rows] == labels
+    assert all(r["verified"]["crown"] <= r["verified"]["alpha-crown"] <= r["pgd_acc"] for r in rows)

@@ -229,6 +229,8 @@ def _numbers(row: dict) -> dict:
     out = {k: row[k] for k in ("label", "group", "density", "clean_acc", "pgd_acc", "verified",
                                "seconds_per_sample")}
     out["unstable"] = {m: [lay["unstable"] for lay in layers] for m, layers in row["neurons_per_sample"].items()}
+    if "complete" in row:
+        out["complete_timeouts"] = row["complete"]["timeout"]
     return out
 
 
