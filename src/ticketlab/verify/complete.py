@@ -148,6 +148,7 @@ class Complete:
 
     def __call__(self, x: torch.Tensor, y: int) -> Verdict:
         t0 = time.perf_counter()
+        self._milp_key = None  # the MILP of the previous sample is not reused
         x = x.double()
         if _margin(self.model_fn, x, y) > 0:
             return Verdict("falsified", time.perf_counter() - t0, "clean", _margin(self.model_fn, x, y), x)
@@ -192,85 +193,18 @@ class Complete:
 
     # ---- MILP (Tjeng et al. 2019) through HiGHS ----
     def _milp(self, lo, hi, bounds, y, j, timeout):
-        from scipy.optimize import Bounds as Box
-        from scipy.optimize import LinearConstraint, milp
-        import scipy.sparse as sp
+        """min logit_y - logit_j over the box: "sat" with the minimiser if <= 0, "unsat" if > 0 (or HiGHS's
+        dual bound is > 0 at the time limit), else "timeout". The program of a sample is built once and
+        reused for each of its margins."""
+        from scipy.optimize import milp
 
-        n0 = lo.numel()
-        lb_v, ub_v, integ = list(lo.reshape(-1).cpu().numpy()), list(hi.reshape(-1).cpu().numpy()), [0] * n0
-        rows, cols, vals, rlo, rhi = [], [], [], [], []
-        r = 0
-
-        def new_var(lo_, hi_, integer=False):
-            lb_v.append(lo_)
-            ub_v.append(hi_)
-            integ.append(1 if integer else 0)
-            return len(lb_v) - 1
-
-        def add_row(entries, lo_, hi_):
-            nonlocal r
-            for c, v in entries:
-                rows.append(r)
-                cols.append(c)
-                vals.append(v)
-            rlo.append(lo_)
-            rhi.append(hi_)
-            r += 1
-
-        prev = np.arange(n0)
-        for layer in self.layers:
-            if layer.kind == "affine":
-                A_csr = layer.A
-                z_idx = np.array([new_var(-np.inf, np.inf) for _ in range(A_csr.shape[0])])
-                for o in range(A_csr.shape[0]):  # z - A prev = b
-                    s, e = A_csr.indptr[o], A_csr.indptr[o + 1]
-                    add_row([(z_idx[o], 1.0)] + [(prev[c], -v) for c, v in zip(A_csr.indices[s:e], A_csr.data[s:e])],
-                            layer.b[o], layer.b[o])
-                prev = z_idx
-                continue
-            z = prev  # the nonlinear layer's input variables, bounded by its pre-activation bounds
-            pl, pu = bounds[layer.op]
-            for v, a_, b_ in zip(z, pl, pu):
-                lb_v[v], ub_v[v] = max(lb_v[v], a_), min(ub_v[v], b_)
-            if layer.kind == "relu":
-                out = []
-                for v, l_, u_ in zip(z, pl, pu):
-                    if u_ <= 0:
-                        out.append(new_var(0.0, 0.0))
-                    elif l_ >= 0:
-                        out.append(v)
-                    else:
-                        a = new_var(0.0, u_)
-                        d = new_var(0.0, 1.0, integer=True)
-                        add_row([(a, 1.0), (v, -1.0)], 0.0, np.inf)              # a >= z
-                        add_row([(a, 1.0), (d, -u_)], -np.inf, 0.0)               # a <= u d
-                        add_row([(a, 1.0), (v, -1.0), (d, -l_)], -np.inf, -l_)    # a <= z - l (1 - d)
-                        out.append(a)
-                prev = np.array(out)
-            else:  # max over windows
-                out = []
-                for w in layer.windows:
-                    ls, us = pl[w], pu[w]
-                    cand = [i for i in range(len(w)) if us[i] >= ls.max()]
-                    if len(cand) == 1:
-                        out.append(z[w[cand[0]]])
-                        continue
-                    umax = us[cand].max()
-                    a = new_var(ls.max(), umax)
-                    ds = [new_var(0.0, 1.0, integer=True) for _ in cand]
-                    add_row([(d, 1.0) for d in ds], 1.0, 1.0)
-                    for i, d in zip(cand, ds):
-                        v = z[w[i]]
-                        add_row([(a, 1.0), (v, -1.0)], 0.0, np.inf)                       # a >= z_i
-                        add_row([(a, 1.0), (v, -1.0), (d, umax - ls[i])], -np.inf, umax - ls[i])
-                    out.append(a)
-                prev = np.array(out)
-        logits = prev
-        c = np.zeros(len(lb_v))
-        c[logits[y]], c[logits[j]] = 1.0, -1.0        # minimise logit_y - logit_j
-        A = sp.csr_matrix((vals, (rows, cols)), shape=(r, len(lb_v)))
-        res = milp(c, integrality=np.array(integ), bounds=Box(np.array(lb_v), np.array(ub_v)),
-                   constraints=LinearConstraint(A, np.array(rlo), np.array(rhi)),
+        key = (id(bounds), float(lo.sum()), float(hi.sum()))
+        if getattr(self, "_milp_key", None) != key:
+            self._milp_key, self._milp_prog = key, self._milp_program(lo, hi, bounds)
+        box, cons, integrality, logits, n0 = self._milp_prog
+        c = np.zeros(len(integrality))
+        c[logits[y]], c[logits[j]] = 1.0, -1.0
+        res = milp(c, integrality=integrality, bounds=box, constraints=cons,
                    options={"time_limit": max(timeout, 0.01), "disp": False})
         if res.x is not None and res.fun is not None and res.fun <= 0:
             return "sat", res.x[:n0]
@@ -280,6 +214,105 @@ class Complete:
         if dual is not None and np.isfinite(dual) and dual > 0:
             return "unsat", None
         return "timeout", None
+
+    def _milp_program(self, lo, hi, bounds):
+        """Variables: the input, then per layer its outputs (and binaries); constraints as sparse blocks."""
+        import scipy.sparse as sp
+        from scipy.optimize import Bounds as Box
+        from scipy.optimize import LinearConstraint
+
+        n0 = lo.numel()
+        vlo = [lo.reshape(-1).cpu().numpy()]
+        vhi = [hi.reshape(-1).cpu().numpy()]
+        vint = [np.zeros(n0)]
+        nvars = n0
+        blocks = []          # (rows, cols, vals, row_lo, row_hi)
+        nrows = 0
+
+        def new(lo_, hi_, integer=False):
+            nonlocal nvars
+            lo_, hi_ = np.asarray(lo_, dtype=float), np.asarray(hi_, dtype=float)
+            idx = np.arange(nvars, nvars + len(lo_))
+            vlo.append(lo_)
+            vhi.append(hi_)
+            vint.append(np.full(len(lo_), 1.0 if integer else 0.0))
+            nvars += len(lo_)
+            return idx
+
+        def rows(cols, vals, rlo, rhi):
+            """Constraints rlo <= sum_k vals[:, k] x[cols[:, k]] <= rhi, one per row of the (m, width) arrays."""
+            nonlocal nrows
+            cols, vals = np.atleast_2d(cols), np.broadcast_to(np.atleast_2d(vals), np.atleast_2d(cols).shape)
+            m, width = cols.shape
+            blocks.append((np.repeat(np.arange(nrows, nrows + m), width), cols.reshape(-1), vals.reshape(-1),
+                           np.asarray(rlo, float).reshape(-1), np.asarray(rhi, float).reshape(-1)))
+            nrows += m
+
+        prev = np.arange(n0)
+        for layer in self.layers:
+            if layer.kind == "affine":  # z - A prev = b
+                A = layer.A.tocsr()
+                z = new(np.full(A.shape[0], -np.inf), np.full(A.shape[0], np.inf))
+                counts = np.diff(A.indptr)
+                r = np.repeat(np.arange(nrows, nrows + A.shape[0]), counts + 1)
+                cols = np.empty(len(r), dtype=np.int64)
+                vals = np.empty(len(r))
+                starts = A.indptr[:-1] + np.arange(A.shape[0])  # each row: z first, then -A's entries
+                cols[starts], vals[starts] = z, 1.0
+                mask = np.ones(len(r), bool)
+                mask[starts] = False
+                cols[mask], vals[mask] = prev[A.indices], -A.data
+                blocks.append((r, cols, vals, layer.b, layer.b))
+                nrows += A.shape[0]
+                prev = z
+                continue
+            pl, pu = bounds[layer.op]
+            z = prev  # tighten the inputs' bounds with the layer's pre-activation bounds
+            flat_lo, flat_hi = np.concatenate(vlo), np.concatenate(vhi)
+            flat_lo[z], flat_hi[z] = np.maximum(flat_lo[z], pl), np.minimum(flat_hi[z], pu)
+            vlo[:], vhi[:] = [flat_lo], [flat_hi]
+            vint[:] = [np.concatenate(vint)]
+            if layer.kind == "relu":
+                out = z.copy()
+                dead, unstable = pu <= 0, (pl < 0) & (pu > 0)
+                if dead.any():
+                    out[dead] = new(np.zeros(dead.sum()), np.zeros(dead.sum()))
+                if unstable.any():
+                    zu, lu, uu = z[unstable], pl[unstable], pu[unstable]
+                    a = new(np.zeros(len(zu)), uu)
+                    d = new(np.zeros(len(zu)), np.ones(len(zu)), integer=True)
+                    out[unstable] = a
+                    k, one = len(zu), np.ones(len(zu))
+                    rows(np.stack([a, zu], 1), [1.0, -1.0], np.zeros(k), np.full(k, np.inf))            # a >= z
+                    rows(np.stack([a, d], 1), np.stack([one, -uu], 1), np.full(k, -np.inf), np.zeros(k))  # a <= u d
+                    rows(np.stack([a, zu, d], 1), np.stack([one, -one, -lu], 1), np.full(k, -np.inf), -lu)
+                prev = out                                                          # a <= z - l (1 - d)
+            else:  # max over windows (Tjeng et al.'s encoding; inputs that cannot be the max left out)
+                out = []
+                for w in layer.windows:
+                    ls, us = pl[w], pu[w]
+                    cand = [i for i in range(len(w)) if us[i] >= ls.max()]
+                    if len(cand) == 1:
+                        out.append(z[w[cand[0]]])
+                        continue
+                    umax = us[cand].max()
+                    (a,) = new([ls.max()], [umax])
+                    ds = new(np.zeros(len(cand)), np.ones(len(cand)), integer=True)
+                    rows(ds[None], 1.0, [1.0], [1.0])                                      # one of them
+                    v, gap = z[w[cand]], umax - ls[cand]
+                    k = len(cand)
+                    rows(np.stack([np.full(k, a), v], 1), [1.0, -1.0], np.zeros(k), np.full(k, np.inf))  # a >= z_i
+                    rows(np.stack([np.full(k, a), v, ds], 1), np.stack([np.ones(k), -np.ones(k), gap], 1),
+                         np.full(k, -np.inf), gap)                                  # a <= z_i + gap (1 - d_i)
+                    out.append(a)
+                prev = np.array(out)
+        r = np.concatenate([b[0] for b in blocks])
+        cidx = np.concatenate([b[1] for b in blocks])
+        vals = np.concatenate([b[2] for b in blocks])
+        A = sp.csr_matrix((vals, (r, cidx)), shape=(nrows, nvars))
+        cons = LinearConstraint(A, np.concatenate([b[3] for b in blocks]), np.concatenate([b[4] for b in blocks]))
+        box = Box(np.concatenate(vlo), np.concatenate(vhi))
+        return box, cons, np.concatenate(vint), prev, n0
 
     # ---- Marabou ----
     def _marabou(self, lo, hi, bounds, y, j, timeout):
