@@ -6,7 +6,7 @@ sample in each hidden layer (CROWN's bounds), time per sample of CROWN and of co
 complete verdicts that ran out of time.
 
     .venv/bin/python experiments/verify_table.py RUN_OR_GROUP... [--eps 0.1] [--samples 100] [--timeout 30]
-        [--solver milp]
+        [--solver milp] [--bounds-only]
 
 Runs `ticketlab verify --method all` on each (cached: reruns read the results).
 """
@@ -27,6 +27,7 @@ def main() -> None:
     p.add_argument("--samples", type=int, default=100)
     p.add_argument("--timeout", type=float, default=30.0)
     p.add_argument("--solver", default="milp")
+    p.add_argument("--bounds-only", action="store_true", help="IBP, CROWN and alpha-CROWN, no complete verification")
     args = p.parse_args()
     print(f"eps {args.eps} (L-inf, pixels), first {args.samples} test images, complete: {args.solver}, "
           f"{args.timeout:g} s per sample; mean ± std over seeds where there are several\n")
@@ -37,7 +38,8 @@ def main() -> None:
         seeds = group_runs(group)
         per_seed = []
         for run in seeds:
-            cfg = VerifyConfig(eps=args.eps, methods=list(ALL_METHODS), samples=args.samples, timeout=args.timeout,
+            methods = [m for m in ALL_METHODS if m != "complete" or not args.bounds_only]
+            cfg = VerifyConfig(eps=args.eps, methods=methods, samples=args.samples, timeout=args.timeout,
                                solver=args.solver)
             per_seed.append([r for r in run_verify(run, cfg, quiet=True)["rows"] if r["group"] == "ticket"])
         name = read_json(seeds[0] / "config.json")["config"]
@@ -53,10 +55,12 @@ def main() -> None:
                                   for k in range(layers))
             print(f"| {label} | {100 * first['density']:.1f}% | {cell(lambda r: r['clean_acc'])} "
                   f"| {cell(lambda r: r['pgd_acc'])} | "
-                  + " | ".join(cell(lambda r, m=m: r["verified"][m]) for m in ALL_METHODS)
-                  + f" | {cell(lambda r: r['complete']['timeout'], '.1f')} | {unstable} "
+                  + " | ".join(cell(lambda r, m=m: r["verified"][m]) if m in first["verified"] else "-"
+                               for m in ALL_METHODS)
+                  + f" | {cell(lambda r: r['complete']['timeout'], '.1f') if 'complete' in first else '-'} | {unstable} "
                   f"| {cell(lambda r: 1000 * r['seconds_per_sample']['crown'], '.2f')} "
-                  f"| {cell(lambda r: 1000 * r['complete']['seconds_mean'], '.0f')} |", flush=True)
+                  f"| {cell(lambda r: 1000 * r['complete']['seconds_mean'], '.0f') if 'complete' in first else '-'} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -150,3 +150,15 @@ def test_baselines_on_a_seed_group_run_for_every_seed_and_print_mean_and_std(tmp
     out = capsys.readouterr().out
     assert out.startswith("2 seed(s) (seed_0, seed_1)") and " ± " in out
     assert all(list((g / f"seed_{s}").glob("baselines-*")) for s in (0, 1))
+
+
+def test_group_runs_are_the_seeds_of_a_group_and_the_run_itself_otherwise(tmp_path):
+    from ticketlab.runs.seeds import group_runs
+
+    single, group = tmp_path / "one", tmp_path / "grp"
+    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "5", "--rounds", "1", "--quiet",
+                 "--out", str(single)]) == 0
+    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "5", "--rounds", "1", "--quiet",
+                 "--seeds", "2", "--out", str(group)]) == 0
+    assert group_runs(single) == [single]  # its own summary.json is not a group's
+    assert group_runs(group) == [group / "seed_0", group / "seed_1"]

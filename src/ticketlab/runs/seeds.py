@@ -154,7 +154,12 @@ def mean_std(values: list[float], spec: str = ".4f") -> str:
 
 
 def group_runs(path: Path) -> list[Path]:
-    """The finished seed runs of a seed group, or ``[path]`` for a single run."""
+    """The finished seed runs of a seed group, or ``[path]`` for a single run (whose summary.json is its own,
+    not a group's)."""
+    cfg = path / "config.json"
+    rec = read_json(cfg) if cfg.is_file() else None
+    if not (isinstance(rec, dict) and rec.get("kind") == "seeds"):
+        return [path]
     return [seed_dir(path, s) for s in finished_seeds(path)] or [path]
 
 
