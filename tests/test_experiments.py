@@ -20,3 +20,28 @@ def test_compare_pruners_on_a_seed_group_prints_mean_and_std(tmp_path, monkeypat
     out = capsys.readouterr().out
     assert "mean ± std over seeds 0, 1" in out and "| imp | imp shuffle | imp reinit | random | magnitude |" in out
     assert (g / "compare_pruners.png").stat().st_size > 0 and (g / "seed_1" / "compare").is_dir()
+
+
+def test_verify_table_prints_a_row_per_ticket_for_a_seed_group_and_a_single_run(tmp_path, monkeypatch, capsys):
+    g, one = tmp_path / "g", tmp_path / "one"
+    for out, extra in ((g, ["--seeds", "2"]), (one, [])):
+        assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--rounds", "1",
+                     "--certified", "ibp", "--cert-eps", "0.02", "--quiet", "--out", str(out), *extra]) == 0
+    monkeypatch.setattr(sys, "argv", ["verify_table.py", str(g), str(one), "--eps", "0.02", "--samples", "4",
+                                      "--timeout", "5"])
+    runpy.run_path(str(ROOT / "experiments" / "verify_table.py"), run_name="__main__")
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| mlp1d")]
+    assert len(rows) == 4 and " ± " in rows[0] and " ± " not in rows[2]  # 2 tickets each; mean ± std for the group
+
+
+def test_verify_solvers_compares_milp_and_marabou_on_a_ticket(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    pytest.importorskip("maraboupy")
+    run = tmp_path / "r"
+    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--rounds", "1",
+                 "--quiet", "--out", str(run)]) == 0
+    monkeypatch.setattr(sys, "argv", ["verify_solvers.py", str(run), "--round", "1", "--eps", "0.005",
+                                      "--samples", "3"])
+    runpy.run_path(str(ROOT / "experiments" / "verify_solvers.py"), run_name="__main__")
+    assert "'disagree': 0" in capsys.readouterr().out
