@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..io import load_tensors, read_json
+from ..io import read_json
+from .files import load_state
 
 
 def trained_models(run: Path, kinds: tuple[str, ...] | None = None,
@@ -68,8 +69,10 @@ def trained_models(run: Path, kinds: tuple[str, ...] | None = None,
 
 
 def load_weights(model: torch.nn.Module, path: Path, name: str) -> None:
-    """``path``'s weights into ``model`` (a ``name``), refused in one line unless every tensor fits."""
-    state, ref = load_tensors(path), model.state_dict()
-    if set(state) != set(ref) or any(state[k].shape != ref[k].shape for k in ref):
-        raise UserError(f"{path} does not hold weights of {name}; the run is damaged")
+    """``path``'s weights into ``model`` (a ``name``), refused in one line unless every tensor fits
+    (``files.load_state``'s check, with the message of a finished run's evaluation)."""
+    try:
+        state = load_state(path, model)
+    except UserError:
+        raise UserError(f"{path} does not hold weights of {name}; the run is damaged") from None
     model.load_state_dict(state)
