@@ -18,6 +18,7 @@ differentiable in the model's parameters.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -35,12 +36,24 @@ def input_box(x: torch.Tensor, eps: float, pixel_range: tuple[float, float] | No
     return lo, hi
 
 
+def other_classes(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, K-1): the classes j != y of each label, in order (the rows of ``margin_spec``)."""
+    others = torch.arange(num_classes, device=y.device).expand(len(y), -1)
+    return others[others != y[:, None]].view(len(y), num_classes - 1)
+
+
 def margin_spec(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """C (B, K-1, K): row j is e_y - e_j over the classes j != y, so C @ logits are the margins."""
     eye = torch.eye(num_classes, device=y.device)
-    others = torch.arange(num_classes, device=y.device).expand(len(y), -1)
-    others = others[others != y[:, None]].view(len(y), num_classes - 1)
-    return eye[y][:, None, :] - eye[others]
+    return eye[y][:, None, :] - eye[other_classes(y, num_classes)]
+
+
+def _spec(C: torch.Tensor | None, ops: list[Op], lo: torch.Tensor) -> torch.Tensor:
+    """``C`` in the bounds' dtype, or the identity on the outputs (each output bounded itself)."""
+    if C is None:
+        k = ops[-1].out_shape[0]
+        C = torch.eye(k, dtype=lo.dtype, device=lo.device).expand(lo.shape[0], k, k)
+    return C.to(lo.dtype)
 
 
 @dataclass
@@ -62,7 +75,7 @@ def stability(ops: list[Op], pre: dict) -> list[dict]:
     for i, op in enumerate(ops):
         if isinstance(op, ReLU):
             lo, hi = pre[i]
-            out.append({"layer": i, "neurons": op.in_shape and int(torch.tensor(op.in_shape).prod()),
+            out.append({"layer": i, "neurons": math.prod(op.in_shape),
                         "unstable": int(((lo < 0) & (hi > 0)).sum()), "active": int(((lo >= 0) & (hi > 0)).sum()),
                         "inactive": int((hi <= 0).sum())})
     return out
@@ -212,10 +225,7 @@ def crown(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | N
     bounds already computed by ``pre_bounds``."""
     if pre is None:
         pre, _ = pre_bounds(ops, lo, hi, intermediate)
-    if C is None:
-        k = ops[-1].out_shape[0]
-        C = torch.eye(k, dtype=lo.dtype, device=lo.device).expand(lo.shape[0], k, k)
-    C = C.to(lo.dtype)
+    C = _spec(C, ops, lo)
     if not upper:
         return Bounds(backward(ops, len(ops), C, lo, hi, pre), None, pre)
     s = C.shape[1]
@@ -229,10 +239,7 @@ def alpha_crown(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, C: torch.Tens
     specification row, starting from CROWN's choice; the best bound of every row over the steps."""
     if pre is None:
         pre, _ = pre_bounds(ops, lo, hi, "crown")
-    if C is None:
-        k = ops[-1].out_shape[0]
-        C = torch.eye(k, dtype=lo.dtype, device=lo.device).expand(lo.shape[0], k, k)
-    C = C.to(lo.dtype)
+    C = _spec(C, ops, lo)
     s = C.shape[1]
     alphas = {}
     for i, op in enumerate(ops):
@@ -241,32 +248,23 @@ def alpha_crown(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, C: torch.Tens
             alphas[i] = sl[:, None].expand(lo.shape[0], s, *sl.shape[1:]).clone().requires_grad_(True)
     pre_d = {i: (a.detach(), b.detach()) for i, (a, b) in pre.items()}
     lo, hi, C = lo.detach(), hi.detach(), C.detach()
-    with torch.no_grad():
-        best = backward(ops, len(ops), C, lo, hi, pre_d)
-    if alphas and steps > 0:
-        opt = torch.optim.Adam(list(alphas.values()), lr=lr)
-        with torch.enable_grad():
-            for _ in range(steps):
-                bound = backward(ops, len(ops), C, lo, hi, pre_d, alphas)
-                best = torch.maximum(best, bound.detach())
-                grads = torch.autograd.grad(-bound.sum(), list(alphas.values()))  # not into the model's weights
-                for a, g in zip(alphas.values(), grads):
-                    a.grad = g
-                opt.step()
-                with torch.no_grad():
-                    for a in alphas.values():
-                        a.clamp_(0, 1)
+    if not alphas or steps <= 0:
         with torch.no_grad():
-            best = torch.maximum(best, backward(ops, len(ops), C, lo, hi, pre_d, alphas))
+            return Bounds(backward(ops, len(ops), C, lo, hi, pre_d), None, pre)
+    best = None  # the first step's bound is CROWN's: the slopes start at CROWN's choice
+    opt = torch.optim.Adam(list(alphas.values()), lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps):
+            bound = backward(ops, len(ops), C, lo, hi, pre_d, alphas)
+            best = bound.detach() if best is None else torch.maximum(best, bound.detach())
+            grads = torch.autograd.grad(-bound.sum(), list(alphas.values()))  # not into the model's weights
+            for a, g in zip(alphas.values(), grads):
+                a.grad = g
+            opt.step()
+            with torch.no_grad():
+                for a in alphas.values():
+                    a.clamp_(0, 1)
+    with torch.no_grad():
+        best = torch.maximum(best, backward(ops, len(ops), C, lo, hi, pre_d, alphas))
     return Bounds(best, None, pre)
 
-
-def compute(method: str, ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | None = None,
-            **kw) -> Bounds:
-    if method == "ibp":
-        return ibp(ops, lo, hi, C)
-    if method == "crown":
-        return crown(ops, lo, hi, C, **kw)
-    if method == "alpha-crown":
-        return alpha_crown(ops, lo, hi, C, **kw)
-    raise ValueError(method)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .bounds import alpha_crown, input_box, margin_spec, pre_bounds
+from .bounds import alpha_crown, input_box, margin_spec, other_classes, pre_bounds
 from .graph import MaxPool, Op, ReLU
 
 SOLVERS = ("marabou", "milp")
@@ -148,10 +148,10 @@ class Complete:
 
     def __call__(self, x: torch.Tensor, y: int) -> Verdict:
         t0 = time.perf_counter()
-        self._milp_key = None  # the MILP of the previous sample is not reused
         x = x.double()
-        if _margin(self.model_fn, x, y) > 0:
-            return Verdict("falsified", time.perf_counter() - t0, "clean", _margin(self.model_fn, x, y), x)
+        m = _margin(self.model_fn, x, y)
+        if m > 0:
+            return Verdict("falsified", time.perf_counter() - t0, "clean", m, x)
         lo, hi = input_box(x[None], self.eps, self.range)
         C = margin_spec(torch.tensor([y]), self.k).double()
         with torch.no_grad():
@@ -162,16 +162,17 @@ class Complete:
         adv, m = self._attack(x, y, lo[0], hi[0])
         if m > 0:
             return Verdict("falsified", time.perf_counter() - t0, "attack", m, adv)
-        others = [j for j in range(self.k) if j != y]
+        others = other_classes(torch.tensor([y]), self.k)[0].tolist()
         open_ = sorted((float(lb[r]), others[r]) for r in range(len(others)) if lb[r] <= 0)
         bounds = {i: (a[0].reshape(-1).double().cpu().numpy(), b[0].reshape(-1).double().cpu().numpy())
                   for i, (a, b) in pre.items()}
+        # the sample's program (MILP) or query (Marabou) is built once, for its first open margin
+        solve = (self._marabou if self.solver == "marabou" else self._milp)(lo[0], hi[0], bounds)
         for _, j in open_:
             left = self.timeout - (time.perf_counter() - t0)
             if left <= 0:
                 return Verdict("timeout", time.perf_counter() - t0, self.solver)
-            status, point = (self._marabou if self.solver == "marabou" else self._milp)(
-                lo[0], hi[0], bounds, y, j, left)
+            status, point = solve(y, j, left)
             if status in ("timeout", "unknown"):  # unknown: the solver failed
                 return Verdict(status, time.perf_counter() - t0, self.solver)
             if status == "sat":
@@ -192,28 +193,32 @@ class Complete:
         return _pgd_push(self.model_fn, start, y, lo, hi, steps=self.attack_steps)
 
     # ---- MILP (Tjeng et al. 2019) through HiGHS ----
-    def _milp(self, lo, hi, bounds, y, j, timeout):
-        """min logit_y - logit_j over the box: "sat" with the minimiser if <= 0, "unsat" if > 0 (or HiGHS's
-        dual bound is > 0 at the time limit), else "timeout". The program of a sample is built once and
-        reused for each of its margins."""
+    def _milp(self, lo, hi, bounds):
+        """``solve(y, j, timeout)`` for one sample: min logit_y - logit_j over the box, "sat" with the minimiser
+        if <= 0, "unsat" if > 0 (or HiGHS's dual bound is > 0 at the time limit), else "timeout". The program
+        is built on the first call and shared by the sample's margins (only the objective changes)."""
         from scipy.optimize import milp
 
-        key = (id(bounds), float(lo.sum()), float(hi.sum()))
-        if getattr(self, "_milp_key", None) != key:
-            self._milp_key, self._milp_prog = key, self._milp_program(lo, hi, bounds)
-        box, cons, integrality, logits, n0 = self._milp_prog
-        c = np.zeros(len(integrality))
-        c[logits[y]], c[logits[j]] = 1.0, -1.0
-        res = milp(c, integrality=integrality, bounds=box, constraints=cons,
-                   options={"time_limit": max(timeout, 0.01), "disp": False})
-        if res.x is not None and res.fun is not None and res.fun <= 0:
-            return "sat", res.x[:n0]
-        if res.status == 0:
-            return "unsat", None
-        dual = getattr(res, "mip_dual_bound", None)
-        if dual is not None and np.isfinite(dual) and dual > 0:
-            return "unsat", None
-        return "timeout", None
+        program = []
+
+        def solve(y, j, timeout):
+            if not program:
+                program.extend(self._milp_program(lo, hi, bounds))
+            box, cons, integrality, logits, n0 = program
+            c = np.zeros(len(integrality))
+            c[logits[y]], c[logits[j]] = 1.0, -1.0
+            res = milp(c, integrality=integrality, bounds=box, constraints=cons,
+                       options={"time_limit": max(timeout, 0.01), "disp": False})
+            if res.x is not None and res.fun is not None and res.fun <= 0:
+                return "sat", res.x[:n0]
+            if res.status == 0:
+                return "unsat", None
+            dual = getattr(res, "mip_dual_bound", None)
+            if dual is not None and np.isfinite(dual) and dual > 0:
+                return "unsat", None
+            return "timeout", None
+
+        return solve
 
     def _milp_program(self, lo, hi, bounds):
         """Variables: the input, then per layer its outputs (and binaries); constraints as sparse blocks."""
@@ -315,44 +320,40 @@ class Complete:
         return box, cons, np.concatenate(vint), prev, n0
 
     # ---- Marabou ----
-    def _marabou(self, lo, hi, bounds, y, j, timeout):
-        """Marabou in a forked child, killed at the deadline: Marabou 2.0's local search can loop past its own
+    def _marabou(self, lo, hi, bounds):
+        """``solve(y, j, timeout)`` for one sample: is logit_j - logit_y >= 0 anywhere in the box? The sample's
+        query (network and bounds) is built on the first call, here; each margin adds its property and solves
+        in a forked child that is killed at the deadline: Marabou 2.0's local search can loop past its own
         timeout and it traps SIGINT/SIGTERM, so only a child process can be stopped reliably. The child runs in
         a temporary folder (Marabou writes failedMarabouQuery.ipq into the working folder on an error)."""
         import multiprocessing as mp
 
-        ctx = mp.get_context("fork")
-        recv, send = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=self._marabou_child, args=(send, lo, hi, bounds, y, j, timeout), daemon=True)
-        proc.start()
-        send.close()
-        try:
-            if recv.poll(timeout + 5):
-                return recv.recv()
-            return "timeout", None
-        except EOFError:  # the child died
-            return "unknown", None
-        finally:
-            if proc.is_alive():
-                proc.kill()
-            proc.join()
-            recv.close()
+        query = []
 
-    def _marabou_child(self, send, lo, hi, bounds, y, j, timeout):
-        import os
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            os.chdir(tmp)
+        def solve(y, j, timeout):
+            if not query:
+                query.extend(self._marabou_query(lo, hi, bounds))
+            ctx = mp.get_context("fork")
+            recv, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_marabou_child, args=(send, *query, y, j, timeout), daemon=True)
+            proc.start()
+            send.close()
             try:
-                send.send(self._marabou_solve(lo, hi, bounds, y, j, timeout))
-            except Exception:
-                send.send(("unknown", None))
-        os._exit(0)
+                if recv.poll(timeout + 5):
+                    return recv.recv()
+                return "timeout", None
+            except EOFError:  # the child died
+                return "unknown", None
+            finally:
+                if proc.is_alive():
+                    proc.kill()
+                proc.join()
+                recv.close()
 
-    def _marabou_solve(self, lo, hi, bounds, y, j, timeout):
-        import os
+        return solve
 
+    def _marabou_query(self, lo, hi, bounds):
+        """(the InputQuery of the network over the box, the logits' variables, the input size)."""
         from maraboupy import MarabouCore
 
         q = MarabouCore.InputQuery()
@@ -413,17 +414,35 @@ class Complete:
             MarabouCore.addReluConstraint(q, b, f)
         for ins, f in maxes:
             MarabouCore.addMaxConstraint(q, ins, f)
-        prop = MarabouCore.Equation(MarabouCore.Equation.GE)   # logit_j - logit_y >= 0
-        prop.addAddend(1.0, int(prev[j]))
-        prop.addAddend(-1.0, int(prev[y]))
-        prop.setScalar(0.0)
-        q.addEquation(prop)
-        opts = MarabouCore.Options()
-        opts._timeoutInSeconds = max(1, int(np.ceil(timeout)))
-        opts._verbosity = 0
-        code, vals, _stats = MarabouCore.solve(q, opts, os.devnull)
-        if code == "sat":
-            return "sat", np.array([vals[i] for i in range(n0)])
-        if code == "unsat":
-            return "unsat", None
-        return ("timeout", None) if code.lower() == "timeout" else ("unknown", None)
+        return q, prev, n0
+
+
+def _marabou_child(send, q, logits, n0, y, j, timeout):
+    """In the forked child: the margin's property added to (the child's copy of) the query, then solved."""
+    import os
+    import tempfile
+
+    from maraboupy import MarabouCore
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        try:
+            prop = MarabouCore.Equation(MarabouCore.Equation.GE)   # logit_j - logit_y >= 0
+            prop.addAddend(1.0, int(logits[j]))
+            prop.addAddend(-1.0, int(logits[y]))
+            prop.setScalar(0.0)
+            q.addEquation(prop)
+            opts = MarabouCore.Options()
+            opts._timeoutInSeconds = max(1, int(np.ceil(timeout)))
+            opts._verbosity = 0
+            code, vals, _stats = MarabouCore.solve(q, opts, os.devnull)
+            if code == "sat":
+                result = "sat", np.array([vals[i] for i in range(n0)])
+            elif code == "unsat":
+                result = "unsat", None
+            else:
+                result = ("timeout", None) if code.lower() == "timeout" else ("unknown", None)
+            send.send(result)
+        except Exception:
+            send.send(("unknown", None))
+    os._exit(0)

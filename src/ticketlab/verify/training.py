@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from .bounds import crown, ibp, input_box, margin_spec
+from ..robust import to_pixels
+from .bounds import crown, ibp, input_box, margin_spec, other_classes
 from .graph import check_ops, to_ops
 
 
@@ -32,10 +33,7 @@ def schedule(cfg, it: int, total: int) -> tuple[float, float, float]:
 def robust_ce(lower: torch.Tensor, y: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Cross-entropy of the worst-case logits from margin lower bounds (B, K-1) (rows as ``margin_spec``)."""
     z = torch.zeros(len(y), num_classes, dtype=lower.dtype, device=lower.device)
-    others = torch.arange(num_classes, device=y.device).expand(len(y), -1)
-    others = others[others != y[:, None]].view(len(y), num_classes - 1)
-    z = z.scatter(1, others, -lower)
-    return F.cross_entropy(z, y)
+    return F.cross_entropy(z.scatter(1, other_classes(y, num_classes), -lower), y)
 
 
 class CertifiedLoss:
@@ -51,11 +49,9 @@ class CertifiedLoss:
             if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
                 raise UserError("--certified does not support models with BatchNorm; pick lenet300, mlp1d, "
                                 "cnn-small, conv2/4/6 or cnn1d")
-            mean = None if self.data.mean is None else self.data.mean.to(self.data.x_train.device)
-            std = None if self.data.std is None else self.data.std.to(self.data.x_train.device)
-            self.ops = to_ops(model, self.data.input_shape, mean, std)
-            check_ops(self.ops, model, self.data.input_shape, mean, std)
-            self.mean, self.std = mean, std
+            d = self.data  # on the model's device, standardisation included (Dataset.to)
+            self.ops = to_ops(model, d.input_shape, d.mean, d.std)
+            check_ops(self.ops, model, d.input_shape, d.mean, d.std)
         return self.ops
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, it: int) -> torch.Tensor:
@@ -65,8 +61,7 @@ class CertifiedLoss:
         natural = F.cross_entropy(logits, y)
         if eps <= 0:
             return natural
-        xp = x if self.mean is None else x * self.std + self.mean
-        lo, hi = input_box(xp, eps, self.data.pixel_range)
+        lo, hi = input_box(to_pixels(x, self.data), eps, self.data.pixel_range)
         C = margin_spec(y, self.k).to(x.dtype)
         b_ibp = ibp(ops, lo, hi, C)
         lower = b_ibp.lower
