@@ -41,7 +41,8 @@ def test_bounds_of_the_hand_worked_2_2_2_network():
     # x = (1, -1))
     a = alpha_crown(ops, lo, hi, steps=50)
     assert torch.allclose(a.lower, torch.tensor([[-2.0, 0.0]], dtype=torch.float64), atol=1e-6)
-    assert stability(ops, c.pre) == [{"layer": 1, "neurons": 2, "unstable": 2, "active": 0, "inactive": 0}]
+    assert stability(ops, c.pre) == [{"layer": 1, "neurons": 2, "unstable": 2, "active": 0, "inactive": 0,
+                                         "grafted": 0}]
 
 
 def random_net(kind: str, seed: int, density: float | None):

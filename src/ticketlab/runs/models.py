@@ -70,7 +70,15 @@ def trained_models(run: Path, kinds: tuple[str, ...] | None = None,
 
 def load_weights(model: torch.nn.Module, path: Path, name: str) -> None:
     """``path``'s weights into ``model`` (a ``name``), refused in one line unless every tensor fits
-    (``files.load_state``'s check, with the message of a finished run's evaluation)."""
+    (``files.load_state``'s check, with the message of a finished run's evaluation). A file of a grafted
+    net (``ticketlab neurons --method graft``) first turns ``model``'s ReLUs into grafted ones."""
+    from ..io import load_tensors
+    from ..models.graft import graft_from_state
+
+    try:
+        graft_from_state(model, {k: tuple(v.shape) for k, v in load_tensors(path).items() if k.endswith(".graft")})
+    except UserError:
+        pass  # load_state below refuses the file in one line
     try:
         state = load_state(path, model)
     except UserError:

@@ -70,14 +70,17 @@ class Bounds:
 
 def stability(ops: list[Op], pre: dict) -> list[dict]:
     """Per ReLU layer: unstable (l < 0 < u), stably active (l >= 0, u > 0) and stably inactive (u <= 0: a
-    pruned neuron's l = u = 0 counts here) neurons, summed over the batch."""
+    pruned neuron's l = u = 0 counts here) neurons, summed over the batch; grafted (linear) neurons are
+    counted apart, as "grafted", and in none of the others."""
     out = []
     for i, op in enumerate(ops):
         if isinstance(op, ReLU):
             lo, hi = pre[i]
+            live = torch.ones_like(lo, dtype=torch.bool) if op.graft is None else ~op.graft.expand_as(lo)
             out.append({"layer": i, "neurons": math.prod(op.in_shape),
-                        "unstable": int(((lo < 0) & (hi > 0)).sum()), "active": int(((lo >= 0) & (hi > 0)).sum()),
-                        "inactive": int((hi <= 0).sum())})
+                        "unstable": int(((lo < 0) & (hi > 0) & live).sum()),
+                        "active": int(((lo >= 0) & (hi > 0) & live).sum()),
+                        "inactive": int(((hi <= 0) & live).sum()), "grafted": int((~live).sum())})
     return out
 
 
@@ -117,14 +120,27 @@ def ibp(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | Non
 
 # ---- CROWN --------------------------------------------------------------------------------------------
 
-def relu_relaxation(lo: torch.Tensor, hi: torch.Tensor):
-    """(upper slope, upper intercept, CROWN's adaptive lower slope) of ReLU over [lo, hi]."""
+def relu_relaxation(lo: torch.Tensor, hi: torch.Tensor, op: ReLU | None = None):
+    """(upper slope, upper intercept, CROWN's adaptive lower slope, unstable) of ReLU over [lo, hi]. A
+    grafted neuron of ``op`` is its own line, upper and lower (``graft_line``), and never unstable."""
     active, unstable = lo >= 0, (lo < 0) & (hi > 0)
+    if op is not None and op.graft is not None:
+        unstable = unstable & ~op.graft
     denom = torch.where(unstable, hi - lo, torch.ones_like(hi))
     su = torch.where(unstable, hi / denom, active.to(hi.dtype))
     tu = torch.where(unstable, -su * lo, torch.zeros_like(lo))
     sl = torch.where(unstable, (hi >= -lo).to(hi.dtype), active.to(hi.dtype))
+    if op is not None and op.graft is not None:
+        su, sl = torch.where(op.graft, op.slope, su), torch.where(op.graft, op.slope, sl)
+        tu = torch.where(op.graft, op.intercept, tu)
     return su, tu, sl, unstable
+
+
+def graft_intercept(op: ReLU, like: torch.Tensor) -> torch.Tensor | None:
+    """The lower line's intercept per neuron: a grafted neuron's own, 0 for a ReLU's lower line."""
+    if op.graft is None:
+        return None
+    return torch.where(op.graft, op.intercept, torch.zeros_like(op.intercept)).expand_as(like)
 
 
 def backward(ops: list[Op], end: int, lam: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, pre: dict,
@@ -146,12 +162,15 @@ def backward(ops: list[Op], end: int, lam: torch.Tensor, lo: torch.Tensor, hi: t
         lv = lam.view(b, s, *lam.shape[1:])
         pos, neg = lv.clamp(min=0), lv.clamp(max=0)
         if isinstance(op, ReLU):
-            su, tu, sl, unstable = relu_relaxation(pl, pu)
+            su, tu, sl, unstable = relu_relaxation(pl, pu, op)
             su, tu, sl = su[:, None], tu[:, None], sl[:, None]
             if alphas is not None and i in alphas:
                 sl = torch.where(unstable[:, None], alphas[i], sl)
             new = pos * sl + neg * su
             bias = bias + (neg * tu).flatten(2).sum(2)
+            tl = graft_intercept(op, pl)
+            if tl is not None:
+                bias = bias + (pos * tl[:, None]).flatten(2).sum(2)
             lam = new.reshape(b * s, *new.shape[2:])
         elif isinstance(op, MaxPool):
             idx, exact, umax = op.relaxation(pl, pu)
@@ -180,7 +199,11 @@ def _crown_layer(ops, end, lo, hi, pre, chunk: int, box: tuple[torch.Tensor, tor
     l, u = box
     shape = ops[end - 1].out_shape
     b = lo.shape[0]
-    unstable = ((l < 0) & (u > 0)).reshape(b, -1).any(0).nonzero().flatten()
+    split = (l < 0) & (u > 0)
+    nxt = ops[end]
+    if isinstance(nxt, ReLU) and nxt.graft is not None:  # a grafted neuron is linear: its bounds change nothing
+        split = split & ~nxt.graft
+    unstable = split.reshape(b, -1).any(0).nonzero().flatten()
     if len(unstable) == 0:
         return l, u
     l, u = l.reshape(b, -1).clone(), u.reshape(b, -1).clone()
@@ -244,7 +267,7 @@ def alpha_crown(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, C: torch.Tens
     alphas = {}
     for i, op in enumerate(ops):
         if isinstance(op, ReLU):
-            sl = relu_relaxation(*pre[i])[2]
+            sl = relu_relaxation(*pre[i], op)[2].detach()
             alphas[i] = sl[:, None].expand(lo.shape[0], s, *sl.shape[1:]).clone().requires_grad_(True)
     pre_d = {i: (a.detach(), b.detach()) for i, (a, b) in pre.items()}
     lo, hi, C = lo.detach(), hi.detach(), C.detach()

@@ -38,6 +38,9 @@ class Layer:
     b: np.ndarray | None = None
     windows: np.ndarray | None = None  # (n_out, k) input indices of each max window
     op: int = -1                     # index of the op in ``ops`` (nonlinear layers: its pre-activation bounds)
+    graft: np.ndarray | None = None  # relu layers: True where the neuron is grafted, slope * z + intercept
+    slope: np.ndarray | None = None
+    intercept: np.ndarray | None = None
 
 
 def lower(ops: list[Op]) -> list[Layer]:
@@ -68,7 +71,13 @@ def lower(ops: list[Op]) -> list[Layer]:
             continue
         flush()
         if isinstance(op, ReLU):
-            layers.append(Layer("relu", op=i))
+            layer = Layer("relu", op=i)
+            if op.graft is not None:
+                with torch.no_grad():
+                    layer.graft = op.graft.reshape(-1).cpu().numpy().astype(bool)
+                    layer.slope = op.slope.detach().reshape(-1).double().cpu().numpy()
+                    layer.intercept = op.intercept.detach().reshape(-1).double().cpu().numpy()
+            layers.append(layer)
         elif isinstance(op, MaxPool):
             n = int(np.prod(op.in_shape))
             idx = torch.arange(n, dtype=torch.float64).reshape(1, *op.in_shape)
@@ -280,6 +289,14 @@ class Complete:
             if layer.kind == "relu":
                 out = z.copy()
                 dead, unstable = pu <= 0, (pl < 0) & (pu > 0)
+                if layer.graft is not None:  # grafted: out = slope * z + intercept, one equality, no binary
+                    g = layer.graft
+                    dead, unstable = dead & ~g, unstable & ~g
+                    a, c = layer.slope[g], layer.intercept[g]
+                    ends = np.stack([a * pl[g] + c, a * pu[g] + c])
+                    out[g] = new(ends.min(0), ends.max(0))
+                    k = int(g.sum())
+                    rows(np.stack([out[g], z[g]], 1), np.stack([np.ones(k), -a], 1), c, c)
                 if dead.any():
                     out[dead] = new(np.zeros(dead.sum()), np.zeros(dead.sum()))
                 if unstable.any():
@@ -386,9 +403,14 @@ class Complete:
                 var_lo[v], var_hi[v] = max(var_lo[v], float(a_)), min(var_hi[v], float(b_))
             if layer.kind == "relu":
                 out = []
-                for v, l_, u_ in zip(z, pl, pu):
-                    f = new_var(max(0.0, float(l_)), max(0.0, float(u_)))
-                    relus.append((int(v), f))
+                for k, (v, l_, u_) in enumerate(zip(z, pl, pu)):
+                    if layer.graft is not None and layer.graft[k]:  # f = slope * v + intercept
+                        a, c = float(layer.slope[k]), float(layer.intercept[k])
+                        f = new_var(min(a * l_, a * u_) + c, max(a * l_, a * u_) + c)
+                        equations.append(([(1.0, f), (-a, int(v))], c))
+                    else:
+                        f = new_var(max(0.0, float(l_)), max(0.0, float(u_)))
+                        relus.append((int(v), f))
                     out.append(f)
                 prev = np.array(out)
             else:

@@ -131,7 +131,7 @@ def verify_model(model: torch.nn.Module, data, x: torch.Tensor, y: torch.Tensor,
     verified = {m: int(torch.cat(ok[m]).sum()) / n for m in methods}
     seconds = {m: spent[m] / n for m in methods}
     unstable = {m: [{"layer": layers[0]["layer"], "neurons": layers[0]["neurons"],
-                     **{key: sum(lay[key] for lay in layers) / n for key in ("unstable", "active", "inactive")}}
+                     **{key: sum(lay[key] for lay in layers) / n for key in ("unstable", "active", "inactive", "grafted")}}
                     for layers in zip(*per_batch)]
                 for m, per_batch in stats.items()}
     if progress:
