@@ -130,8 +130,9 @@ def verify_model(model: torch.nn.Module, data, x: torch.Tensor, y: torch.Tensor,
                 stats[m].append(stability(ops, b.pre))
     verified = {m: int(torch.cat(ok[m]).sum()) / n for m in methods}
     seconds = {m: spent[m] / n for m in methods}
+    keys = ("unstable", "active", "inactive", "grafted")
     unstable = {m: [{"layer": layers[0]["layer"], "neurons": layers[0]["neurons"],
-                     **{key: sum(lay[key] for lay in layers) / n for key in ("unstable", "active", "inactive", "grafted")}}
+                     **{key: sum(lay[key] for lay in layers) / n for key in keys}}
                     for layers in zip(*per_batch)]
                 for m, per_batch in stats.items()}
     if progress:

@@ -226,7 +226,7 @@ def _leaves(module: nn.Module, prefix: str):
 
 def unsupported(name: str, module: nn.Module, why: str = "") -> UserError:
     return UserError(f"verification does not support layer {name} ({type(module).__name__}{why}); it takes "
-                     "Linear, Conv1d/2d, ReLU (grafted or not), BatchNorm, Flatten, AvgPool and MaxPool (stride = kernel) in "
+                     "Linear, Conv1d/2d, ReLU (or grafted), BatchNorm, Flatten, AvgPool and MaxPool (stride = kernel) in "
                      "nn.Sequential models (lenet300, mlp1d, cnn-small, conv2/4/6, cnn1d)")
 
 
