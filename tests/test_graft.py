@@ -13,7 +13,14 @@ from torch import nn
 from ticketlab.io import save_tensors
 from ticketlab.models.graft import GraftedReLU, graft_relus
 from ticketlab.runs.models import load_weights
-from ticketlab.verify.bounds import alpha_crown, crown, ibp, input_box, pre_bounds, stability
+from ticketlab.verify.bounds import (
+    alpha_crown,
+    crown,
+    ibp,
+    input_box,
+    pre_bounds,
+    stability,
+)
 from ticketlab.verify.complete import Complete
 from ticketlab.verify.graph import to_ops
 

@@ -20,8 +20,18 @@ from ..errors import UserError
 from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
 from ..pruners import PRUNERS
-from ..runs import (Experiment, RunConfig, default_run_dir, load_mask, load_state, open_run_dir, prepare, register,
-                    train_cached)
+from ..runs import (
+    Experiment,
+    RunConfig,
+    default_run_dir,
+    load_mask,
+    load_state,
+    open_run_dir,
+    prepare,
+    register,
+    train_cached,
+)
+from ..runs.models import imp_parent
 from ..seeding import generator
 from ..sparse import density, layer_densities, ones_mask, prunable_names
 from ..sparse.distributions import DISTRIBUTIONS
@@ -76,18 +86,7 @@ class CompressConfig(RunConfig):
 
 def source_weights(cfg: CompressConfig) -> tuple[Path, dict]:
     """(the dense parent's weights file, the source run's summary), refused unless it fits ``cfg``."""
-    src = Path(cfg.source)
-    rec = read_json(src / "config.json") if (src / "config.json").exists() else None
-    if not isinstance(rec, dict) or rec.get("kind") != "imp":
-        raise UserError(f"--source {src} is not an IMP run directory; give one made by `ticketlab imp`")
-    c = rec["config"]
-    if (c["model"], c["dataset"]) != (cfg.model, cfg.dataset):
-        raise UserError(f"--source {src} trained {c['model']} on {c['dataset']}; use the same --model and --dataset")
-    weights = src / "round_00" / "final.safetensors"
-    summary = read_json(src / "summary.json") if (src / "summary.json").exists() else None
-    if not weights.exists() or not summary or not summary.get("rounds"):
-        raise UserError(f"--source {src} has no trained round 0 yet; finish it first (rerun its command)")
-    return weights, summary
+    return imp_parent(cfg.source, cfg.model, cfg.dataset)
 
 
 def check_compress(cfg: CompressConfig, model, data) -> tuple[Path, dict]:

@@ -17,7 +17,7 @@ from .rundir import default_run_dir
 
 # The method families whose modules register experiments (imported on first use of the registry).
 FAMILIES = ("lottery", "supermask", "pruners", "colt", "double_descent", "dst.runner", "structured.runner",
-            "compress")
+            "compress", "certsparse")
 
 
 @dataclass(frozen=True)

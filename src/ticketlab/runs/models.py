@@ -50,6 +50,13 @@ def trained_models(run: Path, kinds: tuple[str, ...] | None = None,
         c = summary["config"]
         out.append({"label": f"{c['method']} ({c['steps']} steps)", "group": c["method"],
                     "density": summary["density"], "weights": run / "final.safetensors"})
+    elif kind == "neurons":
+        c = summary["config"]
+        out.append({"label": "dense parent", "group": "dense", "density": 1.0,
+                    "weights": Path(c["source"]) / "round_00" / "final.safetensors"})
+        what = "grafted" if c["method"] == "graft" else "pruned"
+        out.append({"label": f"{c['score']} {what} {c['fraction']:g}", "group": f"{c['method']}-{c['score']}",
+                    "density": summary["weight_density"], "weights": run / "final.safetensors"})
     elif kind == "supermask":
         c = summary["config"]
         if c.get("pretrained"):
@@ -61,11 +68,29 @@ def trained_models(run: Path, kinds: tuple[str, ...] | None = None,
         out.append({"label": "structured (final)", "group": "structured",
                     "density": summary["passes"][-1]["weight_density"], "weights": run / "final.safetensors"})
     else:
-        raise UserError(f"{run} is a {kind} run; robustness and verify take imp, prune-init, dst, structured, compress and supermask runs")
+        raise UserError(f"{run} is a {kind} run; robustness and verify take imp, prune-init, dst, structured, compress, neurons and supermask runs")
     missing = [m["label"] for m in out if not m["weights"].exists()]
     if missing:
         raise UserError(f"{run} holds no trained model for {missing[0]}; finish the run first")
     return record, out
+
+
+def imp_parent(source: str | Path, model: str, dataset: str) -> tuple[Path, dict]:
+    """(the trained dense round 0's weights file, the IMP run's summary) of ``--source``, refused in one line
+    unless it is a finished round 0 of ``model`` on ``dataset``: the dense parent that compress, neurons and
+    deadwood start from."""
+    src = Path(source)
+    rec = read_json(src / "config.json") if (src / "config.json").exists() else None
+    if not isinstance(rec, dict) or rec.get("kind") != "imp":
+        raise UserError(f"--source {src} is not an IMP run directory; give one made by `ticketlab imp`")
+    c = rec["config"]
+    if (c["model"], c["dataset"]) != (model, dataset):
+        raise UserError(f"--source {src} trained {c['model']} on {c['dataset']}; use the same --model and --dataset")
+    weights = src / "round_00" / "final.safetensors"
+    summary = read_json(src / "summary.json") if (src / "summary.json").exists() else None
+    if not weights.exists() or not summary or not summary.get("rounds"):
+        raise UserError(f"--source {src} has no trained round 0 yet; finish it first (rerun its command)")
+    return weights, summary
 
 
 def load_weights(model: torch.nn.Module, path: Path, name: str) -> None:
