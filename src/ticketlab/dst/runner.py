@@ -40,7 +40,7 @@ class DSTConfig(RunConfig):
     model: str = field(default="lenet300", metadata={"help": "model name"})
     dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
     seed: int = field(default=0, metadata={"help": "seed for init, masks, data order and growth"})
-    method: str = field(default="rigl", metadata={"help": "static, set, rigl, ctre, acdc or edst"})
+    method: str = field(default="rigl", metadata={"help": "static, set, rigl, sparsevlr, ctre, acdc or edst"})
     density: float = field(default=0.1, metadata={"help": "fraction of prunable weights kept"})
     distribution: str | None = field(default=None, metadata={
         "help": "uniform, er or erk (default erk); acdc also global (its default)"})
@@ -80,6 +80,9 @@ class DSTConfig(RunConfig):
                 raise UserError("edst is an ensemble from one run: set its size with --members, not --ensemble")
             if self.train.lr_schedule != "constant" or self.train.warmup:
                 raise UserError("edst restarts the learning rate itself: use --lr-schedule constant, no --warmup")
+        if self.method == "sparsevlr" and self.train.certified == "none":
+            raise UserError("sparsevlr trains on a verified-robust loss: give --certified crown-ibp (or ibp) "
+                            "--cert-eps E")
         if self.ctre_probe < 0:
             raise UserError(f"--ctre-probe must be >= 0, got {self.ctre_probe}")
 
