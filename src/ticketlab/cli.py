@@ -128,7 +128,7 @@ def build_parser() -> Parser:
                    help="Scratch-B trains at most X times the run's iterations (default 2)")
     add_runtime_flags(p)
 
-    for name in ("colt", "double-descent", "dst", "structured", "compress", "neurons"):
+    for name in ("colt", "double-descent", "dst", "structured", "compress", "neurons", "deadwood"):
         add_experiment_parser(sub, exps.get(name))
 
     sub.add_parser("sweep", help="run a command over a grid of settings and seeds (local processes or Ray)",

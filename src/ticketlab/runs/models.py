@@ -57,6 +57,11 @@ def trained_models(run: Path, kinds: tuple[str, ...] | None = None,
         what = "grafted" if c["method"] == "graft" else "pruned"
         out.append({"label": f"{c['score']} {what} {c['fraction']:g}", "group": f"{c['method']}-{c['score']}",
                     "density": summary["weight_density"], "weights": run / "final.safetensors"})
+    elif kind == "deadwood":
+        out.append({"label": "dense parent", "group": "dense", "density": 1.0,
+                    "weights": Path(summary["config"]["source"]) / "round_00" / "final.safetensors"})
+        out.append({"label": "deadwooding", "group": "deadwood", "density": summary["density"],
+                    "weights": run / "final.safetensors"})
     elif kind == "supermask":
         c = summary["config"]
         if c.get("pretrained"):
@@ -68,7 +73,7 @@ def trained_models(run: Path, kinds: tuple[str, ...] | None = None,
         out.append({"label": "structured (final)", "group": "structured",
                     "density": summary["passes"][-1]["weight_density"], "weights": run / "final.safetensors"})
     else:
-        raise UserError(f"{run} is a {kind} run; robustness and verify take imp, prune-init, dst, structured, compress, neurons and supermask runs")
+        raise UserError(f"{run} is a {kind} run; robustness and verify take imp, prune-init, dst, structured, compress, neurons, deadwood and supermask runs")
     missing = [m["label"] for m in out if not m["weights"].exists()]
     if missing:
         raise UserError(f"{run} holds no trained model for {missing[0]}; finish the run first")

@@ -159,7 +159,9 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
                     group["lr"] = lr
             xb = x[idx] if cfg.augment == "none" else augment(cfg.augment, x[idx], data,
                                                               generator(seed, "augment", it), cfg.augment_sigma)
-            if adversarial is None:
+            if updater is not None and hasattr(updater, "loss"):  # a method with a loss of its own (Deadwooding)
+                loss = updater.loss(model, xb, y[idx], it)
+            elif adversarial is None:
                 loss = F.cross_entropy(model(xb), y[idx])
             else:
                 loss = adversarial(model, xb, y[idx], it)

@@ -186,8 +186,8 @@ def run_verify(run_dir: str | Path, cfg: VerifyConfig, *, data_dir: str | None =
     rec = read_json(run / "config.json") if (run / "config.json").is_file() else None
     if isinstance(rec, dict) and rec.get("kind") == "seeds":
         return _run_group(run, cfg, data_dir, quiet, device)
-    record, models = trained_models(run, refusal="verify takes imp, prune-init, dst, structured, compress, neurons and "
-                                                   "supermask runs")
+    record, models = trained_models(run, refusal="verify takes imp, prune-init, dst, structured, compress, "
+                                                   "neurons, deadwood and supermask runs")
     data = load_dataset(record["config"]["dataset"], data_dir, quiet=True)
     name = record["config"]["model"]
     model = build_model(name, data.input_shape, data.num_classes, seed=0)
