@@ -1,5 +1,7 @@
 """Certified training (IBP, CROWN-IBP): the schedule of the reference code, more verified samples than natural
 training, masks exact, settings out of clean runs' configs, bad settings refused in one line."""
+import math
+
 import pytest
 import torch
 
@@ -107,3 +109,47 @@ def test_certified_training_flops_count_the_bound_passes():
     assert TrainConfig().passes_per_example() == 3
     assert TrainConfig(certified="ibp", cert_eps=0.1).passes_per_example() == 9
     assert TrainConfig(certified="crown-ibp", cert_eps=0.1).passes_per_example() == 36
+
+
+# -- the ReLU-stability regulariser (Xiao et al.'s RS loss, CertifiedPruning's rs_reg) -----------------------
+
+def test_stability_loss_of_a_hand_worked_neuron(digits):
+    """One hidden neuron z = x_0 - 0.5 over pixel x_0 in [0.2, 1] (eps 0.4 around 0.6): l = -0.3, u = 0.5, so
+    the loss is -tanh(1 + l u) = -tanh(0.85)."""
+    from types import SimpleNamespace
+
+    from ticketlab.verify.training import StabilityLoss
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 1), torch.nn.ReLU(), torch.nn.Linear(1, 2)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 0.0]]))
+        net[0].bias.fill_(-0.5)
+    data = SimpleNamespace(input_shape=(2,), mean=None, std=None, pixel_range=(0.0, 1.0))
+    rs = StabilityLoss(SimpleNamespace(rs_eps=0.4), data)
+    x = torch.tensor([[0.6, 0.5]], dtype=torch.float64)
+    assert rs(net, x).item() == pytest.approx(-math.tanh(0.85))
+
+
+def test_the_stability_regulariser_cuts_unstable_relus(digits):
+    counts = {}
+    for w in (0.0, 1.0):
+        model = build_model("mlp1d", digits.input_shape, digits.num_classes, seed=0)
+        kw = {"rs_weight": w, "rs_eps": 0.05} if w else {}
+        train(model, digits, TrainConfig(iterations=300, batch_size=64, eval_every=300, **kw), seed=0)
+        model.eval()
+        ops = to_ops(model, digits.input_shape, digits.mean, digits.std)
+        lo, hi = input_box(to_pixels(digits.x_test, digits), 0.05, digits.pixel_range)
+        with torch.no_grad():
+            pre = ibp(ops, lo, hi).pre
+        counts[w] = sum(int(((lo_ < 0) & (hi_ > 0)).sum()) for lo_, hi_ in pre.values())
+    assert counts[1.0] < 0.5 * counts[0.0], counts
+
+
+def test_stability_settings_stay_out_of_a_clean_runs_config_and_are_checked():
+    assert "rs_weight" not in TrainConfig().to_dict()
+    assert TrainConfig(rs_weight=0.01, rs_eps=0.1).to_dict()["rs_weight"] == 0.01
+    assert TrainConfig(rs_weight=0.01, rs_eps=0.1).passes_per_example() == 9
+    with pytest.raises(UserError, match="--rs-weight needs --rs-eps > 0"):
+        TrainConfig(rs_weight=0.01).validate()
+    with pytest.raises(UserError, match="--rs-weight must be >= 0"):
+        TrainConfig(rs_weight=-1.0).validate()

@@ -18,6 +18,8 @@ AUGMENT_FIELDS = ("augment", "augment_sigma")
 CERTIFIED_METHODS = ("none", "ibp", "crown-ibp")
 # Certified-training fields: left out of a stored config while --certified is none, for the same reason.
 CERTIFIED_FIELDS = ("certified", "cert_eps", "cert_start", "cert_ramp", "cert_kappa")
+# ReLU-stability regulariser fields: left out of a stored config while --rs-weight is 0, for the same reason.
+RS_FIELDS = ("rs_weight", "rs_eps")
 DEFAULT_ITERATIONS = 2000
 
 
@@ -56,6 +58,10 @@ class TrainConfig:
         "help": "fraction of training over which eps rises linearly to --cert-eps (kappa and beta follow)"})
     cert_kappa: float = field(default=0.5, metadata={
         "help": "final weight of the natural loss (it falls linearly from 1 during the ramp)"})
+    rs_weight: float = field(default=0.0, metadata={
+        "help": "ReLU-stability regulariser weight (Xiao et al.'s RS loss as Li et al.'s CertifiedPruning uses it: "
+                "0.01); 0 = off"})
+    rs_eps: float = field(default=0.0, metadata={"help": "the regulariser's L-inf radius (IBP bounds), pixel units"})
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -110,6 +116,11 @@ class TrainConfig:
             if not 0 <= self.cert_kappa <= 1:
                 raise UserError(f"--cert-kappa must be in [0, 1], got {self.cert_kappa}")
 
+        if not (self.rs_weight >= 0 and math.isfinite(self.rs_weight)):
+            raise UserError(f"--rs-weight must be >= 0, got {self.rs_weight}")
+        if self.rs_weight > 0 and not (self.rs_eps > 0 and math.isfinite(self.rs_eps)):
+            raise UserError(f"--rs-weight needs --rs-eps > 0 (pixel units), got {self.rs_eps}")
+
     def to_dict(self) -> dict:
         """The fields as a dict, without the adversarial ones while --adv is none (see ADV_FIELDS) and the
         augmentation ones while --augment is none."""
@@ -123,12 +134,19 @@ class TrainConfig:
         if self.certified == "none":
             for k in CERTIFIED_FIELDS:
                 d.pop(k)
+        if self.rs_weight == 0:
+            for k in RS_FIELDS:
+                d.pop(k)
         return d
 
     def passes_per_example(self) -> int:
         """Forward-pass equivalents per example and step, for training FLOPs: 3 (forward + backward), plus 2
         per attack step (a forward and an input-gradient backward); TRADES adds the clean forward of its
-        attack and trains on clean and adversarial inputs (3 + 3). Certified training: an estimate (below)."""
+        attack and trains on clean and adversarial inputs (3 + 3). Certified training: an estimate (below).
+        The stability regulariser adds IBP's centre and radius passes, forward and backward (6)."""
+        return self._passes() + (6 if self.rs_weight > 0 else 0)
+
+    def _passes(self) -> int:
         if self.certified != "none":  # clean pass, IBP's centre and radius passes (3 + 6); CROWN-IBP adds a
             return 9 if self.certified == "ibp" else 36  # backward pass of 9 margin rows (10 classes): 3 x 9
         if self.adv == "none":

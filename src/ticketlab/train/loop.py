@@ -123,6 +123,11 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
         from ..verify.training import CertifiedLoss
 
         adversarial = CertifiedLoss(cfg, data, total)
+    stability = None
+    if cfg.rs_weight > 0:  # the ReLU-stability regulariser (ticketlab.verify.training)
+        from ..verify.training import StabilityLoss
+
+        stability = StabilityLoss(cfg, data)
     x, y = data.x_train, data.y_train
     n, bs = len(y), min(cfg.batch_size, len(y))
     spe = cfg.steps_per_epoch(n)
@@ -165,6 +170,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
                 loss = F.cross_entropy(model(xb), y[idx])
             else:
                 loss = adversarial(model, xb, y[idx], it)
+            if stability is not None:
+                loss = loss + cfg.rs_weight * stability(model, xb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if enforcer is not None:

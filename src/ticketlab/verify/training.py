@@ -20,7 +20,7 @@ from torch import nn
 from ..errors import UserError
 from ..robust import to_pixels
 from .bounds import crown, ibp, input_box, margin_spec, other_classes
-from .graph import check_ops, to_ops
+from .graph import ReLU, check_ops, to_ops
 
 
 def schedule(cfg, it: int, total: int) -> tuple[float, float, float]:
@@ -69,3 +69,26 @@ class CertifiedLoss:
             b_crown = crown(ops, lo, hi, C, intermediate="ibp", upper=False, pre=b_ibp.pre)
             lower = beta * b_crown.lower + (1 - beta) * b_ibp.lower
         return kappa * natural + (1 - kappa) * robust_ce(lower, y, self.k)
+
+
+class StabilityLoss:
+    """The ReLU-stability regulariser (Xiao et al. 2019's RS loss, as Li et al.'s CertifiedPruning code adds it
+    to training with weight 0.01): the mean over the batch and every ReLU neuron of -tanh(1 + l u), with [l, u]
+    the neuron's IBP pre-activation bounds over the ``rs_eps`` ball. It is lowest when every interval sits on
+    one side of 0, so it pushes neurons to be stable - what makes a net cheap and tight to verify."""
+
+    def __init__(self, cfg, data):
+        self.eps, self.data, self.ops = cfg.rs_eps, data, None
+
+    def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.ops is None:
+            if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+                raise UserError("--rs-weight does not support models with BatchNorm; pick lenet300, mlp1d, "
+                                "cnn-small, conv2/4/6 or cnn1d")
+            d = self.data
+            self.ops = to_ops(model, d.input_shape, d.mean, d.std)
+            check_ops(self.ops, model, d.input_shape, d.mean, d.std)
+        lo, hi = input_box(to_pixels(x, self.data), self.eps, self.data.pixel_range)
+        pre = ibp(self.ops, lo, hi).pre
+        terms = [-torch.tanh(1 + l * u).flatten() for i, (l, u) in pre.items() if isinstance(self.ops[i], ReLU)]
+        return torch.cat(terms).mean() if terms else x.new_zeros(())
