@@ -8,10 +8,10 @@ from ticketlab.io import load_tensors
 from ticketlab.train import TrainConfig
 
 
-def cfg(certified="crown-ibp", method="sparsevlr", **kw):
+def cfg(certified="crown-ibp", method="sparsevlr", density=0.05, **kw):
     train = TrainConfig(iterations=60, eval_every=20, batch_size=60, certified=certified,
                         cert_eps=0.05 if certified != "none" else 0.0, cert_start=0.0, cert_ramp=0.5)
-    return DSTConfig(dataset="digits", method=method, density=0.05, delta_t=10, train=train, **kw)
+    return DSTConfig(dataset="digits", method=method, density=density, delta_t=10, train=train, **kw)
 
 
 def test_a_sparsevlr_run_keeps_its_exact_density_and_its_pruned_weights_zero(tmp_path):
@@ -24,6 +24,10 @@ def test_a_sparsevlr_run_keeps_its_exact_density_and_its_pruned_weights_zero(tmp
     # the certified loss costs more passes than natural training, and the FLOPs count it
     nat = run_dst(cfg(certified="none", method="rigl"), tmp_path / "r", quiet=True)
     assert s["flops"]["training"] > nat["flops"]["training"]
+    # dense training is costed with the same certified passes: a dense static run matches it
+    dense = run_dst(cfg(method="static", density=1.0), tmp_path / "d", quiet=True)
+    assert dense["flops"]["training"] == pytest.approx(dense["flops"]["training_dense"], rel=1e-6)
+    assert s["flops"]["training"] < 0.2 * dense["flops"]["training_dense"]
 
 
 def test_sparsevlr_grows_by_the_verified_losss_gradient_not_the_natural_one(tmp_path):

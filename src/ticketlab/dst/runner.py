@@ -201,7 +201,7 @@ def run_dst(cfg: DSTConfig, out: str | Path | None = None, *, device: str = "cpu
         "ensemble": ens | {"size": len(members)},
         "test_acc": runs[0]["test_acc"],
         "flops": {"training": sum(r["flops"]["training"] for r in runs),
-                  "training_dense": 3 * dense_fwd * cfg.train.batch_size * total,
+                  "training_dense": cfg.train.passes_per_example() * dense_fwd * cfg.train.batch_size * total,
                   "inference": sum(m["forward"] for m in members), "forward_dense": dense_fwd},
     }
     if cfg.method == "acdc" and (run_dir / "train_0" / "dense.safetensors").exists():
