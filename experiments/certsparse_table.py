@@ -4,7 +4,7 @@ Each argument is ``LABEL=RUN[@ROW][,RUN[@ROW]...]``: the runs are seeds of one m
 ``ROW`` the index of the model in the run's verify rows (default: the last, the method's own model; an IMP
 run's rows are its rounds, 0 = dense). Columns: weight density, clean, PGD, IBP, CROWN, alpha-CROWN and
 complete verified accuracy, complete timeouts, unstable ReLUs per sample per hidden layer (CROWN bounds),
-grafted neurons, and time per sample of CROWN and of complete verification.
+grafted neurons, and time per sample of CROWN and of complete verification (mean and median).
 
     .venv/bin/python experiments/certsparse_table.py "dense=runs/verify/mlp-crownibp/seed_0@0" \
         "stability=runs/certsparse/mlp-crown-s0/prune-stability" --eps 0.1 --samples 100 --timeout 30
@@ -42,7 +42,7 @@ def main() -> None:
     print(f"eps {args.eps} (L-inf, pixels), first {args.samples} test images, complete: milp, {args.timeout:g} s per "
           "sample; mean ± std over seeds where there are several\n")
     print("| method | weight density | clean | PGD | " + " | ".join(methods)
-          + " | timeouts | unstable ReLUs / sample | grafted | CROWN ms | complete ms |")
+          + " | timeouts | unstable ReLUs / sample | grafted | CROWN ms | complete ms (mean / median) |")
     print("| --- " * (9 + len(methods)) + "|")
     for spec in args.rows:
         label, runs = parse(spec)
@@ -57,8 +57,8 @@ def main() -> None:
                               for k in range(len(crown)))
         grafted = cell(lambda r: sum(lay.get("grafted", 0) for lay in r["neurons_per_sample"]["crown"]), ".0f")
         timeouts = cell(lambda r: r["complete"]["timeout"], ".1f") if "complete" in first else "-"
-        complete_ms = cell(lambda r: 1000 * r["seconds_per_sample"]["complete"], ".0f") \
-            if "complete" in first["seconds_per_sample"] else "-"
+        complete_ms = (cell(lambda r: 1000 * r["complete"]["seconds_mean"], ".0f") + " / "
+                       + cell(lambda r: 1000 * r["complete"]["seconds_median"], ".0f")) if "complete" in first else "-"
         print(f"| {label} | {cell(lambda r: 100 * r['density'], '.1f')}% | {cell(lambda r: r['clean_acc'])} "
               f"| {cell(lambda r: r['pgd_acc'])} | "
               + " | ".join(cell(lambda r, m=m: r["verified"][m]) for m in methods)

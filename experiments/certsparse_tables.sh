@@ -66,6 +66,12 @@ if want sparsevlr; then
         "SparseVLR 1%=$S/mlp-sparsevlr-0.01-s0,$S/mlp-sparsevlr-0.01-s1" \
         --eps 0.1 --samples 100 --timeout 30
 fi
+if want sparsevlr-cnn; then
+    echo "### SparseVLR vs dense CROWN-IBP training, cnn-small, eps 0.1 (one seed, 50 images)"
+    S=$R/sparsevlr
+    tab "dense (CROWN-IBP)=$S/cnn-static-1.0-s0" "SparseVLR 10%=$S/cnn-sparsevlr-0.1-s0" \
+        --eps 0.1 --samples 50 --timeout 20
+fi
 if want deadwood; then
     echo "### Deadwooding vs IMP, magnitude and adversarially trained tickets, LeNet-300-100 at 6.3%, eps 0.1 (50 images, 5 s MILP limit)"
     D=$R/deadwood
@@ -74,5 +80,12 @@ if want deadwood; then
         "magnitude, one-shot + fine-tune=$D/compress-s0,$D/compress-s1" \
         "IMP ticket (PGD-trained)=$V/mlp-pgd/seed_0@4,$V/mlp-pgd/seed_1@4" \
         "Deadwooding=$D/mlp-s0,$D/mlp-s1" \
+        --eps 0.1 --samples 50 --timeout 5
+fi
+if want deadwood-cnn; then
+    echo "### Deadwooding vs IMP and magnitude pruning, cnn-small at 12.7%, eps 0.1 (one seed, 50 images, 5 s limit)"
+    D=$R/deadwood
+    tab "dense parent (natural)=$V/cnn-natural@0" "IMP ticket (natural)=$V/cnn-natural@3" \
+        "magnitude, one-shot + fine-tune=$D/cnn-compress-s0" "Deadwooding=$D/cnn-s0" \
         --eps 0.1 --samples 50 --timeout 5
 fi
