@@ -52,7 +52,7 @@ fi
 if want cnn-crown; then
     echo "### cnn-small, CROWN-IBP-trained, eps 0.1 (one seed, 50 images)"
     C=$R/cnn-crown-s0
-    tab "dense parent=$V/cnn-crownibp@0" "IMP ticket (50%)=$V/cnn-crownibp@1" \
+    tab "dense parent=$V/cnn-crownibp@0" "IMP ticket (25%)=$V/cnn-crownibp@2" \
         "magnitude, unstructured=$C/compress-magnitude" "neurons: random=$C/prune-random" \
         "neurons: magnitude=$C/prune-magnitude" "neurons: stability=$C/prune-stability" \
         "graft 50%=$C/graft-magnitude" "prune 50% (graft's neurons)=$C/graft-as-prune" \
