@@ -45,3 +45,34 @@ def test_verify_solvers_compares_milp_and_marabou_on_a_ticket(tmp_path, monkeypa
                                       "--samples", "3"])
     runpy.run_path(str(ROOT / "experiments" / "verify_solvers.py"), run_name="__main__")
     assert "'disagree': 0" in capsys.readouterr().out
+
+
+def test_certsparse_table_averages_seeds_and_picks_rows(tmp_path, monkeypatch, capsys):
+    runs = []
+    for s in (0, 1):
+        imp = tmp_path / f"imp{s}"
+        assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--rounds", "1",
+                     "--seed", str(s), "--quiet", "--out", str(imp)]) == 0
+        g = tmp_path / f"graft{s}"
+        assert main(["neurons", "--source", str(imp), "--dataset", "digits", "--model", "mlp1d", "--method", "graft",
+                     "--score", "magnitude", "--iterations", "10", "--score-samples", "50", "--quiet", "--out",
+                     str(g)]) == 0
+        runs.append((imp, g))
+    spec_imp = f"dense={runs[0][0]}@0,{runs[1][0]}@0"
+    spec_graft = f"graft={runs[0][1]},{runs[1][1]}"
+    monkeypatch.setattr(sys, "argv", ["certsparse_table.py", spec_imp, spec_graft, "--eps", "0.01", "--samples", "4",
+                                      "--bounds-only"])
+    runpy.run_path(str(ROOT / "experiments" / "certsparse_table.py"), run_name="__main__")
+    out = capsys.readouterr().out
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in out.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"dense", "graft"}
+    assert rows["dense"][1] == "100.0 ± 0.0%" and " ± " in rows["graft"][2]
+    header = rows["method"]
+    assert rows["graft"][header.index("grafted")] != "0 ± 0" and rows["dense"][header.index("grafted")] == "0 ± 0"
+
+
+def test_the_run_scripts_parse():
+    import subprocess
+
+    for script in sorted((ROOT / "experiments").glob("*.sh")):
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script
