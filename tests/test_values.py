@@ -32,8 +32,10 @@ def test_reshuffle_permutes_kept_values_among_kept_positions():
     assert sorted(s[MASK].abs().tolist()) == sorted(W[MASK].abs().tolist())
 
 
-def test_constant_is_plus_minus_the_layer_std():
-    std = float(W.std())
+def test_constant_is_plus_minus_the_layer_population_std():
+    """Zhou et al.'s code takes np.std: the population std (divide by n), not the sample std."""
+    std = float(((W - W.mean()) ** 2).mean().sqrt())
+    assert std != pytest.approx(float(W.std()))
     s = kv("constant", True)
     assert torch.allclose(s[MASK], std * W[MASK].sign())
     u = kv("constant", False)

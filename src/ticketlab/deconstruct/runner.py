@@ -92,7 +92,7 @@ def run_deconstruct(run_dir: str | Path, dcfg: DeconstructConfig, imp_cfg: IMPCo
     if dcfg.iterations is not None:
         train_cfg = TrainConfig(**{**asdict(train_cfg), "iterations": dcfg.iterations, "epochs": None})
     ones = {n: torch.ones_like(init[n], dtype=torch.bool) for n in names}
-    signed_const = {n: torch.sign(init[n]) * init[n].std() for n in names}
+    signed_const = {n: torch.sign(init[n]) * init[n].std(correction=0) for n in names}  # np.std, as Zhou et al.
 
     def untrained_acc(weights: dict, mask: Mask) -> float:
         run.model.load_state_dict({**init, **weights})

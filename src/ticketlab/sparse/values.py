@@ -55,7 +55,7 @@ def kept_values(rule: str, signed: bool, start: dict[str, torch.Tensor], mask: M
             shuffled = vals[perm]
             new[keep] = shuffled.abs() * sign[keep] if signed else shuffled
         elif rule == "constant":
-            std = float(w.std())
+            std = float(w.std(correction=0))  # population std, as np.std in Zhou et al.'s code
             new = std * (sign if signed else _random_signs(w.shape, generator))
         else:
             raise UserError(f"unknown --reinit {rule!r}; choose one of: {', '.join(KEPT_VALUES)}")

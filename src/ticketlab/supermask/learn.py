@@ -20,12 +20,13 @@ WEIGHTS = ("init", "signed-constant")
 
 
 def signed_constant_(model: nn.Module, names: list[str]) -> None:
-    """Replace each weight by sign(w) * std(w) (the layer's init std), in place."""
+    """Replace each weight by sign(w) * std(w) (the layer's init std: the population std, np.std as Zhou et
+    al.'s code has it), in place."""
     params = dict(model.named_parameters())
     with torch.no_grad():
         for n in names:
             w = params[n]
-            w.copy_(torch.sign(w) * w.std())
+            w.copy_(torch.sign(w) * w.std(correction=0))
 
 
 def attach(model: nn.Module, names: list[str], method: str, density: float = 0.5, seed: int = 0,
