@@ -142,3 +142,16 @@ def test_er_on_a_one_dimensional_parameter_has_one_input():
     assert d == pytest.approx({"b": 1.0, "w": 0.21}, rel=1e-12)  # b would be 1.1 x eps > 1: dense, w re-solved
     d = layer_densities({"b": (10,), "w": (10, 10)}, 0.1, "er")
     assert d["b"] / d["w"] == pytest.approx(1.1 / 0.2, rel=1e-12)
+
+
+def test_erk_power_scale_raises_the_proportion_to_a_power_and_zero_is_uniform():
+    """conv (8, 4, 3, 3) and fc (16, 32): ERK proportions 0.0625 and 0.09375 (above). Power 0.5: sqrt of
+    each, 0.25 and 0.30619; at total 0.2 the scale s solves 288 * 0.25 s + 512 * 0.30619 s = 160."""
+    shapes = {"conv": (8, 4, 3, 3), "fc": (16, 32)}
+    s = 160 / (288 * 0.25 + 512 * math.sqrt(0.09375))
+    half = layer_densities(shapes, 0.2, "erk", power_scale=0.5)
+    assert half == pytest.approx({"conv": 0.25 * s, "fc": math.sqrt(0.09375) * s}, rel=1e-12)
+    assert layer_densities(shapes, 0.2, "erk", power_scale=0.0) == pytest.approx({"conv": 0.2, "fc": 0.2})
+    assert layer_densities(shapes, 0.2, "er", power_scale=0.0) == pytest.approx({"conv": 0.2, "fc": 0.2})
+    with pytest.raises(UserError, match="--erk-power-scale must be >= 0"):
+        layer_densities(shapes, 0.2, "erk", power_scale=-1)

@@ -423,3 +423,44 @@ def test_ties_in_drop_and_growth_scores_are_broken_by_the_trainers_seed_alone():
         return t.masks
     a, b = after_update(0), after_update(1)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+def test_rigls_update_iteration_applies_no_optimizer_step(opt_name):
+    """RigL's reference code: on a mask-update iteration the drop-and-grow replaces the optimizer step.
+    Surviving weights, biases and the optimizer state are those from before that iteration; on the other
+    iterations (and with step_on_update=True) the step is applied."""
+    for apply in (False, True):
+        model = mlp()
+        opt = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if opt_name == "sgd"
+               else torch.optim.Adam(model.parameters(), lr=0.01))
+        t = dst.make("rigl", model, opt, density=0.3, total_steps=40, delta_t=5, seed=0,
+                     step_on_update=True if apply else None)
+        assert t.step_on_update is apply
+        data = list(batches(5))
+        for i, (x, y) in enumerate(data):
+            before = {n: p.detach().clone() for n, p in model.named_parameters()}
+            state = {n: {k: v.clone() for k, v in opt.state[p].items()} for n, p in model.named_parameters()
+                     if p in opt.state}
+            masks = [m.clone() for m in t.masks]
+            opt.zero_grad()
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            t.step()
+            params = dict(model.named_parameters())
+            if i < 4:
+                assert not torch.equal(params["1.bias"], before["1.bias"])
+                continue
+            # iteration 5 is an update
+            assert any(not torch.equal(a, b) for a, b in zip(masks, t.masks))
+            for n, p in params.items():
+                if n in t.names:
+                    m = t.mask[n] & masks[t.names.index(n)]
+                    same = torch.equal(p[m], before[n][m])
+                else:
+                    same = torch.equal(p, before[n])
+                assert same is not apply, (n, apply)
+            if not apply:
+                for n, p in params.items():
+                    if n not in t.names:
+                        assert all(torch.equal(opt.state[p][k], state[n][k]) for k in state[n])

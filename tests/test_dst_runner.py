@@ -116,3 +116,13 @@ def test_ensemble_members_train_from_their_own_seeds_and_data_orders(tmp_path, m
     assert [sd for sd, e in seen if e == 0] == seeds  # member i's data order comes from its own seed
     single = run_dst(cfg(method="static", density=0.3, seed=4, train=short), tmp_path / "one", quiet=True)
     assert single["runs"][0] == s["runs"][0]  # member 0 is the single run
+
+
+def test_reference_fidelity_fields_keep_older_hashes_except_rigls_changed_default():
+    d = cfg(method="set").to_dict()
+    assert "erk_power_scale" not in d and "step_on_update" not in d
+    assert cfg(method="rigl").to_dict()["step_on_update"] == "skip"
+    assert cfg(method="rigl", step_on_update="apply").to_dict()["step_on_update"] == "apply"
+    assert cfg(method="set", erk_power_scale=0.5).to_dict()["erk_power_scale"] == 0.5
+    with pytest.raises(UserError, match="unknown --step-on-update"):
+        cfg(step_on_update="never").validate()

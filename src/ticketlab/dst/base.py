@@ -50,6 +50,7 @@ class SparseTrainer:
     distributions = DISTRIBUTIONS
     default_distribution = "erk"
     uses_dense_grad = False  # grow scores need the dense gradient of the step before an update
+    step_on_update = True    # False: a mask-update iteration applies no optimizer step (RigL's reference code)
     updates = False
     defaults: dict = {}
 
@@ -58,7 +59,8 @@ class SparseTrainer:
                  drop_fraction: float | None = None, drop_decay: str | None = None,
                  end_fraction: float | None = None, seed: int = 0, names: list[str] | None = None,
                  overrides: dict[str, float] | None = None, input_shape: tuple[int, ...] | None = None,
-                 after_step: bool = True, attack_passes: int = 0):
+                 after_step: bool = True, attack_passes: int = 0, erk_power_scale: float = 1.0,
+                 step_on_update: bool | None = None):
         self.model, self.optimizer, self.seed = model, optimizer, int(seed)
         # adversarial training's extra forward-equivalents per example and step (TrainConfig.passes_per_example
         # minus 3), charged at the step's forward cost like the training passes
@@ -82,7 +84,10 @@ class SparseTrainer:
             raise UserError(f"parameters not in the model: {', '.join(missing[:3])}")
         self.params = [params[n] for n in self.names]
         shapes = {n: tuple(p.shape) for n, p in zip(self.names, self.params)}
-        self.counts = layer_counts(shapes, self.density, self._count_kind(), overrides)
+        self.counts = layer_counts(shapes, self.density, self._count_kind(), overrides, erk_power_scale)
+        if step_on_update is not None:
+            self.step_on_update = bool(step_on_update)
+        self._held = None  # parameters and optimizer state from before a skipped optimizer step
         self.step_count = 0
         self.flops_per_example = 0.0   # sum over steps of (training FLOPs of one example at that step)
         self.extra_flops = 0.0         # absolute FLOPs of mask updates (e.g. CTRE's similarity matrices)
@@ -128,11 +133,31 @@ class SparseTrainer:
     def _pre_step(self, optimizer, args, kwargs) -> None:
         with torch.no_grad():
             upcoming = self.step_count + 1
+            if not self.step_on_update and self.is_update(upcoming):
+                self._hold()
             if self.uses_dense_grad and self.wants_dense_grad(upcoming):
                 self._dense_grads = [p.grad.detach().abs().clone() if p.grad is not None else torch.zeros_like(p)
                                      for p in self.params]
             if self.sparse_phase():
                 mask_grads_(self.params, self._float)
+
+    def _hold(self) -> None:
+        """Keep every parameter and its optimizer state as they are before this step, so that ``step()``
+        can undo the optimizer's step: on a mask-update iteration the update replaces the step."""
+        everything = [p for group in self.optimizer.param_groups for p in group["params"]]
+        state = {p: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in self.optimizer.state[p].items()}
+                 for p in everything if p in self.optimizer.state}
+        self._held = (everything, [p.detach().clone() for p in everything], state)
+
+    def _undo_step(self) -> None:
+        everything, values, state = self._held
+        for p, v in zip(everything, values):
+            p.copy_(v)
+            if p in state:
+                self.optimizer.state[p] = state[p]
+            else:
+                self.optimizer.state.pop(p, None)
+        self._held = None
 
     def wants_dense_grad(self, t: int) -> bool:
         return self.is_update(t)
@@ -150,6 +175,8 @@ class SparseTrainer:
             self.step_count += 1
             t = self.step_count
             self._account(t, sparse)
+            if self._held is not None:
+                self._undo_step()
             if self.is_update(t):
                 self.update(t, self.drop_fraction(t))
             self._dense_grads = None

@@ -3,7 +3,12 @@
 The dense gradient is only read on update steps (every ``delta_t``), from the optimizer pre-step hook,
 before the gradient is masked; its cost (a dense weight-gradient pass) is counted on those steps only.
 Defaults are the paper's: drop fraction 0.3 with cosine decay, delta_t 100, no updates after 75% of
-training, new connections at zero with reset optimizer state.
+training, new connections at zero with reset optimizer state. As in the reference code (and its tests), a
+mask-update iteration applies no optimizer step - the drop-and-grow replaces it: the step's parameters and
+optimizer state (momentum, Adam moments and step count, every parameter's, biases included) are restored
+before the update. ``step_on_update=True`` (``--step-on-update apply``) applies the step as well, which is
+what ticketlab's RigL did before and what SET and CTRE do (their reference codes prune and regrow after the
+epoch's training steps). The FLOPs are the same either way: the forward and backward passes ran.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from .registry import SPARSE_TRAINERS
 class RigL(SparseTrainer):
     name = "rigl"
     updates = True
+    step_on_update = False
     uses_dense_grad = True
 
     def grow_scores(self, t: int, g: torch.Generator) -> list[torch.Tensor]:

@@ -51,6 +51,11 @@ class DSTConfig(RunConfig):
         "help": "cosine, linear or constant (default cosine; edst constant)"})
     end_fraction: float | None = field(default=None, metadata={
         "help": "stop updating the mask after this fraction of training (default 0.75; edst 1)"})
+    erk_power_scale: float = field(default=1.0, metadata={
+        "help": "RigL's erk_power_scale: the ER/ERK proportion raised to this power (1: the paper's; 0: uniform)"})
+    step_on_update: str = field(default="auto", metadata={
+        "help": "apply the optimizer step on a mask-update iteration: skip (RigL's reference code), apply, or "
+                "auto (the method's: rigl skips; set, ctre, sparsevlr and the rest apply)"})
     ensemble: int = field(default=1, metadata={"help": "independent runs averaged as an ensemble (FreeTickets)"})
     members: int = field(default=3, metadata={"help": "edst: refinement phases = ensemble members"})
     explore_fraction: float = field(default=1 / 3, metadata={"help": "edst: exploration share of training"})
@@ -83,13 +88,36 @@ class DSTConfig(RunConfig):
         if self.method == "sparsevlr" and self.train.certified == "none":
             raise UserError("sparsevlr trains on a verified-robust loss: give --certified crown-ibp (or ibp) "
                             "--cert-eps E")
+        if self.step_on_update not in ("auto", "skip", "apply"):
+            raise UserError(f"unknown --step-on-update {self.step_on_update!r}; choose one of: auto, skip, apply")
+        if not self.erk_power_scale >= 0:
+            raise UserError(f"--erk-power-scale must be >= 0, got {self.erk_power_scale}")
         if self.ctre_probe < 0:
             raise UserError(f"--ctre-probe must be >= 0, got {self.ctre_probe}")
+
+    def resolved_step_on_update(self) -> bool:
+        if self.step_on_update == "auto":
+            return SPARSE_TRAINERS.get(self.method).step_on_update
+        return self.step_on_update == "apply"
+
+    def to_dict(self) -> dict:
+        """As every config, without the reference-fidelity fields at their defaults (older runs' hashes stay),
+        except that a rigl run always records whether it skips the optimizer step on mask updates: rigl's
+        default changed to the reference's, so an older rigl folder is refused rather than silently reused."""
+        d = super().to_dict()
+        if self.erk_power_scale == 1.0:
+            d.pop("erk_power_scale")
+        if self.method == "rigl":
+            d["step_on_update"] = "apply" if self.resolved_step_on_update() else "skip"
+        elif self.step_on_update == "auto":
+            d.pop("step_on_update")
+        return d
 
     def trainer_kwargs(self) -> dict:
         """Keyword arguments of the method's SparseTrainer (beyond model, optimizer and total steps)."""
         kw = dict(density=self.density, distribution=self.distribution, delta_t=self.delta_t,
-                  drop_fraction=self.drop_fraction, drop_decay=self.drop_decay, end_fraction=self.end_fraction)
+                  drop_fraction=self.drop_fraction, drop_decay=self.drop_decay, end_fraction=self.end_fraction,
+                  erk_power_scale=self.erk_power_scale, step_on_update=self.resolved_step_on_update())
         if self.method == "edst":
             kw |= dict(members=self.members, explore_fraction=self.explore_fraction, large_drop=self.large_drop,
                        grow=self.edst_grow, lr_drop=self.lr_drop)

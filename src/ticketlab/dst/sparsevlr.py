@@ -17,3 +17,4 @@ from .rigl import RigL
 @SPARSE_TRAINERS.register("sparsevlr")
 class SparseVLR(RigL):
     name = "sparsevlr"
+    step_on_update = True  # its code is not public; the README's runs apply the step (``--step-on-update``)

@@ -7,6 +7,9 @@
 - ``erk`` (Erdos-Renyi-Kernel, Evci et al. 2020): proportional to the sum of all weight dimensions over
   their product (kernel sizes included).
 
+``power_scale`` (RigL's ``erk_power_scale``) raises the ER/ERK proportion to that power: 1 is the paper's
+rule, 0 makes ER/ERK uniform, values in between soften the preference for small layers.
+
 For ER/ERK a layer whose density would exceed 1 is made dense and the scale is solved again over the
 rest, until every density is at most 1. ``overrides`` fix some layers' densities (e.g. a dense first
 layer); the others share what is left so the total still meets the target.
@@ -20,16 +23,18 @@ from ..errors import UserError
 DISTRIBUTIONS = ("uniform", "er", "erk")
 
 
-def _raw(shape: tuple[int, ...], kind: str) -> float:
+def _raw(shape: tuple[int, ...], kind: str, power_scale: float = 1.0) -> float:
     if kind == "er":
         n_out, n_in = shape[0], (shape[1] if len(shape) > 1 else 1)
-        return (n_in + n_out) / (n_in * n_out)
-    return sum(shape) / math.prod(shape)
+        return ((n_in + n_out) / (n_in * n_out)) ** power_scale
+    return (sum(shape) / math.prod(shape)) ** power_scale
 
 
 def layer_densities(shapes: dict[str, tuple[int, ...]], density: float, kind: str = "erk",
-                    overrides: dict[str, float] | None = None) -> dict[str, float]:
+                    overrides: dict[str, float] | None = None, power_scale: float = 1.0) -> dict[str, float]:
     """Per-layer densities whose parameter-weighted mean is ``density``."""
+    if not (0 <= power_scale and math.isfinite(power_scale)):
+        raise UserError(f"--erk-power-scale must be >= 0, got {power_scale}")
     if kind not in DISTRIBUTIONS:
         raise UserError(f"unknown sparsity distribution {kind!r}; choose one of: {', '.join(DISTRIBUTIONS)}")
     if not 0 < density <= 1:
@@ -50,7 +55,7 @@ def layer_densities(shapes: dict[str, tuple[int, ...]], density: float, kind: st
         return out
     if kind == "uniform":
         return out | {n: budget / free_size for n in free}
-    raw = {n: _raw(shapes[n], kind) for n in free}
+    raw = {n: _raw(shapes[n], kind, power_scale) for n in free}
     dense: set[str] = set()
     while True:
         rest = [n for n in free if n not in dense]
@@ -68,14 +73,14 @@ def layer_densities(shapes: dict[str, tuple[int, ...]], density: float, kind: st
 
 
 def layer_counts(shapes: dict[str, tuple[int, ...]], density: float, kind: str = "erk",
-                 overrides: dict[str, float] | None = None) -> dict[str, int]:
+                 overrides: dict[str, float] | None = None, power_scale: float = 1.0) -> dict[str, int]:
     """Per-layer numbers of kept weights summing to exactly ``round(N x density)`` (N = all weights).
 
     Each layer gets the floor of its share from ``layer_densities``; the weights left over go, one each, to
     the layers with the largest fractional parts (never past a layer's size), so the total is exact
     instead of drifting by up to half a weight per layer.
     """
-    dens = layer_densities(shapes, density, kind, overrides)
+    dens = layer_densities(shapes, density, kind, overrides, power_scale)
     sizes = {n: math.prod(s) for n, s in shapes.items()}
     target = int(round(sum(sizes.values()) * density))
     share = {n: dens[n] * sizes[n] for n in shapes}
