@@ -241,7 +241,7 @@ def test_kept_values_rule_sets_the_ticket_start(tiny_data, tmp_path, spy):
     mask = load_tensors(tmp_path / "r/round_01/mask.safetensors")
     start = spy[1][1]
     for n, m in mask.items():
-        assert torch.allclose(start[n][m], init[n].std() * init[n][m].sign())
+        assert torch.allclose(start[n][m], init[n].std(correction=0) * init[n][m].sign())
         assert torch.count_nonzero(start[n][~m]) == 0
 
 

@@ -1,6 +1,7 @@
 import pytest
 from torch import nn
 
+from ticketlab.errors import UserError
 from ticketlab.lottery import IMPConfig, make_plan
 from ticketlab.lottery.plan import layer_rates, solve_exponent
 from ticketlab.sparse import prunable_names
@@ -93,3 +94,24 @@ def test_conv_layers_are_found_by_their_full_module_name():
     m = nn.Sequential(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten()), nn.Linear(36 * 4, 20), nn.Linear(20, 10))
     rates = layer_rates(m, prunable_names(m), IMPConfig(rate=0.2, conv_rate=0.1))
     assert rates == {"0.0.weight": 0.1, "1.weight": 0.2, "2.weight": 0.1}
+
+
+def test_excluded_layers_count_in_the_global_rate_only_with_exclude_counts_all():
+    """Layer 0 (10 x 10 = 100 weights) pruned, layer 1 (6 x 10 = 60) excluded; --global --rate 0.5, one
+    round. ticketlab's default prunes half of the included weights: 50 kept. open_lth's rule prunes half of
+    all 160 prunable weights, from layer 0 only: 160 / 2 = 80 kept in all, 60 of them the excluded layer's,
+    so layer 0 keeps 20 (density 0.2)."""
+    net = nn.Sequential(nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 6))
+    names = prunable_names(net, None, ["2.weight"])
+    assert names == ["0.weight"]
+    inc = make_plan(net, names, IMPConfig(global_pruning=True, rate=0.5, rounds=1, prune_exclude=["2.weight"]))
+    every = make_plan(net, names, IMPConfig(global_pruning=True, rate=0.5, rounds=1, prune_exclude=["2.weight"],
+                                            exclude_counts="all"))
+    assert inc.global_density(1) == 0.5 and every.global_density(1) == pytest.approx(0.2)
+    assert every.global_density(0) == 1.0
+    with pytest.raises(UserError, match="exceed what the last round keeps"):
+        make_plan(net, names, IMPConfig(global_pruning=True, rate=0.5, rounds=2, prune_exclude=["2.weight"],
+                                        exclude_counts="all"))
+    with pytest.raises(UserError, match="add --global"):
+        IMPConfig(exclude_counts="all").validate()
+    assert "exclude_counts" not in IMPConfig().to_dict()

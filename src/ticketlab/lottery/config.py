@@ -47,6 +47,16 @@ class IMPConfig(RunConfig):
                                      metadata={"help": "glob patterns of parameter names to prune (default: "
                                                        "Linear/Conv weights)"})
     prune_exclude: list[str] = field(default_factory=list, metadata={"help": "glob patterns not to prune"})
+    exclude_counts: str = field(default="included", metadata={
+        "help": "--global with --prune-exclude: the rate is a fraction of the included weights (included, "
+                "the default) or of all prunable weights, taken from the included ones only (all: open_lth's "
+                "sparse_global)"})
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if self.exclude_counts == "included":  # the default: older runs' hashes stay
+            d.pop("exclude_counts")
+        return d
 
     @property
     def rewind_iter(self) -> int | None:
@@ -79,6 +89,10 @@ class IMPConfig(RunConfig):
         if bad:
             raise UserError(f"unknown control {bad[0]!r}; choose one of: {', '.join(CONTROLS)}")
         self.controls = list(dict.fromkeys(self.controls))
+        if self.exclude_counts not in ("included", "all"):
+            raise UserError(f"unknown --exclude-counts {self.exclude_counts!r}; choose one of: included, all")
+        if self.exclude_counts == "all" and not self.global_pruning:
+            raise UserError("--exclude-counts all is a rule of global pruning; add --global")
         from ..criteria import CRITERIA
         CRITERIA.get(self.criterion)
         check_rules(self.reinit, self.mask_zero)

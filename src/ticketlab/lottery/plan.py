@@ -38,6 +38,7 @@ class Plan:
     rates: dict[str, float]
     global_rate: float | None
     exponents: list[float]
+    excluded: int = 0  # prunable weights left out by --prune-exclude, counted in the rate (--exclude-counts all)
 
     @property
     def rounds(self) -> int:
@@ -48,8 +49,13 @@ class Plan:
         return {n: (1 - r) ** t for n, r in self.rates.items()}
 
     def global_density(self, k: int) -> float:
+        """The included weights' density after round k. With ``excluded`` weights counted (open_lth's rule),
+        (1 - rate)^t of *all* prunable weights are kept, the excluded ones all among them."""
         t = 0.0 if k == 0 else self.exponents[k - 1]
-        return (1 - self.global_rate) ** t
+        if not self.excluded:
+            return (1 - self.global_rate) ** t
+        n = sum(self.sizes.values())
+        return max(0.0, ((n + self.excluded) * (1 - self.global_rate) ** t - self.excluded) / n)
 
     def expected_density(self, k: int) -> float:
         if self.global_rate is not None:
@@ -91,4 +97,16 @@ def make_plan(model: nn.Module, names: list[str], cfg: IMPConfig) -> Plan:
         exps = [t_final]
     else:
         exps = [float(min(k, t_final)) for k in range(1, n_rounds + 1)]
-    return Plan(sizes, rates, cfg.rate if cfg.global_pruning else None, exps)
+    excluded = 0
+    if cfg.global_pruning and getattr(cfg, "exclude_counts", "included") == "all":
+        from ..sparse import prunable_names
+
+        every = prunable_names(model, cfg.prune_include)
+        excluded = sum(params[n].numel() for n in every if n not in sizes)
+    plan = Plan(sizes, rates, cfg.rate if cfg.global_pruning else None, exps, excluded)
+    if excluded and plan.global_density(len(exps)) <= 0:
+        from ..errors import UserError
+
+        raise UserError(f"the excluded layers ({excluded} weights) exceed what the last round keeps of all "
+                        "prunable weights; use fewer rounds, a lower --rate or --exclude-counts included")
+    return plan
