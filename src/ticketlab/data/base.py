@@ -45,7 +45,7 @@ VAL_SPLIT_SEED = 1234
 
 def build_dataset(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
                   y_test: np.ndarray, val_size: int, num_classes: int,
-                  pixel_range: tuple[float, float] | None = None) -> Dataset:
+                  pixel_range: tuple[float, float] | None = None, val_index: np.ndarray | None = None) -> Dataset:
     """Carve a fixed validation set from the training set and standardise per channel with train statistics.
 
     Inputs arrive as (N, C, ...) float arrays; channel statistics are over the training part only.
@@ -54,8 +54,13 @@ def build_dataset(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: n
     n = len(y_train)
     if not 0 < val_size < n:
         raise ValueError(f"val_size {val_size} must be in (0, {n})")
-    perm = np.random.default_rng(VAL_SPLIT_SEED).permutation(n)
-    val_idx, train_idx = np.sort(perm[:val_size]), np.sort(perm[val_size:])
+    if val_index is not None:  # a validation split given with the data (``from_arrays``)
+        chosen = np.zeros(n, dtype=bool)
+        chosen[val_index] = True
+        val_idx, train_idx = np.flatnonzero(chosen), np.flatnonzero(~chosen)
+    else:
+        perm = np.random.default_rng(VAL_SPLIT_SEED).permutation(n)
+        val_idx, train_idx = np.sort(perm[:val_size]), np.sort(perm[val_size:])
     xt, xv = x_train[train_idx], x_train[val_idx]
     axes = (0,) + tuple(range(2, x_train.ndim))
     mean = xt.mean(axis=axes, keepdims=True, dtype=np.float64)
