@@ -115,3 +115,10 @@ def test_excluded_layers_count_in_the_global_rate_only_with_exclude_counts_all()
     with pytest.raises(UserError, match="add --global"):
         IMPConfig(exclude_counts="all").validate()
     assert "exclude_counts" not in IMPConfig().to_dict()
+
+
+def test_rewind_lr_is_learning_rate_rewinding_stored_as_none():
+    c = IMPConfig(rewind="lr")
+    c.validate()
+    assert c.rewind == "none" and c.rewind_iter is None
+    assert c.to_dict()["rewind"] == IMPConfig(rewind="none").to_dict()["rewind"]

@@ -30,8 +30,8 @@ class IMPConfig(RunConfig):
     target_density: float | None = field(default=None,
                                          metadata={"help": "prune until this fraction of weights is kept"})
     one_shot: bool = field(default=False, metadata={"help": "prune to the final density in a single round"})
-    rewind: str = field(default="0", metadata={"help": "0 (to init), K (to iteration K), none (learning-rate "
-                                                       "rewinding: the previous round's weights, the LR schedule "
+    rewind: str = field(default="0", metadata={"help": "0 (to init), K (to iteration K), none or lr (learning-"
+                                                       "rate rewinding: the previous round's weights, the LR schedule "
                                                        "replayed) or finetune (the previous round's weights at the "
                                                        "schedule's final LR)"})
     controls: list[str] = field(default_factory=list,
@@ -67,6 +67,8 @@ class IMPConfig(RunConfig):
         self.train.validate()
         if not 0 <= self.label_noise < 1:
             raise UserError(f"--label-noise must be in [0, 1), got {self.label_noise}")
+        if self.rewind == "lr":  # learning-rate rewinding (Renda et al. 2020) by its name: "none" in configs
+            self.rewind = "none"
         if self.rewind not in ("none", "finetune"):
             try:
                 k = int(self.rewind)
