@@ -40,7 +40,7 @@ class DSTConfig(RunConfig):
     model: str = field(default="lenet300", metadata={"help": "model name"})
     dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
     seed: int = field(default=0, metadata={"help": "seed for init, masks, data order and growth"})
-    method: str = field(default="rigl", metadata={"help": "static, set, rigl, sparsevlr, ctre, acdc or edst"})
+    method: str = field(default="rigl", metadata={"help": "static, set, rigl, sparsevlr, ctre, acdc, edst or gmp"})
     density: float = field(default=0.1, metadata={"help": "fraction of prunable weights kept"})
     distribution: str | None = field(default=None, metadata={
         "help": "uniform, er or erk (default erk); acdc also global (its default)"})
@@ -56,6 +56,8 @@ class DSTConfig(RunConfig):
     step_on_update: str = field(default="auto", metadata={
         "help": "apply the optimizer step on a mask-update iteration: skip (RigL's reference code), apply, or "
                 "auto (the method's: rigl skips; set, ctre, sparsevlr and the rest apply)"})
+    gmp_start: float = field(default=0.1, metadata={
+        "help": "gmp: fraction of training before the first pruning step (it ends at --end-fraction, default 0.75)"})
     ensemble: int = field(default=1, metadata={"help": "independent runs averaged as an ensemble (FreeTickets)"})
     members: int = field(default=3, metadata={"help": "edst: refinement phases = ensemble members"})
     explore_fraction: float = field(default=1 / 3, metadata={"help": "edst: exploration share of training"})
@@ -88,6 +90,9 @@ class DSTConfig(RunConfig):
         if self.method == "sparsevlr" and self.train.certified == "none":
             raise UserError("sparsevlr trains on a verified-robust loss: give --certified crown-ibp (or ibp) "
                             "--cert-eps E")
+        if self.method == "gmp" and not 0 <= self.gmp_start < (self.end_fraction or 0.75) <= 1:
+            raise UserError(f"gmp prunes from --gmp-start to --end-fraction: need 0 <= {self.gmp_start} < "
+                            f"{self.end_fraction or 0.75} <= 1")
         if self.step_on_update not in ("auto", "skip", "apply"):
             raise UserError(f"unknown --step-on-update {self.step_on_update!r}; choose one of: auto, skip, apply")
         if not self.erk_power_scale >= 0:
@@ -107,6 +112,8 @@ class DSTConfig(RunConfig):
         d = super().to_dict()
         if self.erk_power_scale == 1.0:
             d.pop("erk_power_scale")
+        if self.method != "gmp":
+            d.pop("gmp_start")
         if self.method == "rigl":
             d["step_on_update"] = "apply" if self.resolved_step_on_update() else "skip"
         elif self.step_on_update == "auto":
@@ -123,6 +130,8 @@ class DSTConfig(RunConfig):
                        grow=self.edst_grow, lr_drop=self.lr_drop)
         elif self.method == "ctre":
             kw |= dict(mode=self.ctre_mode, patience=self.ctre_patience)
+        elif self.method == "gmp":
+            kw |= dict(start_fraction=self.gmp_start)
         elif self.method == "acdc":
             kw |= dict(warmup_fraction=self.acdc_warmup, phase_fraction=self.acdc_phase,
                        final_fraction=self.acdc_final)
