@@ -30,7 +30,7 @@ def test_summary_reports_members_ensemble_and_flops(tmp_path):
     assert run_dst(cfg(method="rigl", density=0.1, ensemble=2), tmp_path / "r", quiet=True) == s
 
 
-@pytest.mark.parametrize("method", ["rigl", "ctre", "edst", "acdc", "gmp"])
+@pytest.mark.parametrize("method", ["rigl", "ctre", "edst", "acdc", "gmp", "snfs"])
 def test_interrupted_runs_resume_bitwise(tmp_path, monkeypatch, method):
     kw = {"method": method, "density": 0.2, "ctre_probe": 100}
     ref = run_dst(cfg(**kw), tmp_path / "ref", quiet=True, checkpoint_every=20)

@@ -40,7 +40,7 @@ class DSTConfig(RunConfig):
     model: str = field(default="lenet300", metadata={"help": "model name"})
     dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
     seed: int = field(default=0, metadata={"help": "seed for init, masks, data order and growth"})
-    method: str = field(default="rigl", metadata={"help": "static, set, rigl, sparsevlr, ctre, acdc, edst or gmp"})
+    method: str = field(default="rigl", metadata={"help": "static, set, rigl, snfs, sparsevlr, ctre, acdc, edst or gmp"})
     density: float = field(default=0.1, metadata={"help": "fraction of prunable weights kept"})
     distribution: str | None = field(default=None, metadata={
         "help": "uniform, er or erk (default erk); acdc also global (its default)"})

@@ -1,0 +1,68 @@
+"""SNFS (sparse momentum): momentum of every weight from dense gradients, momentum-based redistribution with
+an exact total, growth at the largest momentum."""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import ticketlab.dst as dst
+from ticketlab.dst.runner import DSTConfig, run_dst
+from ticketlab.dst.snfs import allocate
+from ticketlab.train import TrainConfig
+
+
+def test_allocate_splits_by_share_with_an_exact_total_and_caps():
+    assert allocate([3.0, 1.0], 8, [100, 100]) == [6, 2]
+    assert allocate([3.0, 1.0], 8, [4, 100]) == [4, 4]          # the capped layer's excess goes on
+    assert sum(allocate([1.0, 1.0, 1.0], 10, [100] * 3)) == 10  # remainders placed one by one
+    assert allocate([0.0, 0.0], 3, [2, 2]) in ([2, 1], [1, 2])
+
+
+def test_redistribution_follows_mean_momentum_and_growth_the_largest_momentum():
+    """Two layers of 16 weights with 8 active each; fraction 0.5 drops 4 + 4 = 8. Layer 0's mean active
+    momentum is 3 and layer 1's is 1, so layer 0 regrows 6 and layer 1 regrows 2: 10 and 6 active after."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    t = dst.make("snfs", model, opt, density=0.5, distribution="uniform", total_steps=100, delta_t=10,
+                 input_shape=(4,))
+    assert [int(m.sum()) for m in t.masks] == [8, 8]
+    with torch.no_grad():
+        for i, (m, mo) in enumerate(zip(t.masks, t._mom)):
+            mo.copy_(torch.where(m, torch.full_like(mo, 3.0 if i == 0 else 1.0), torch.zeros_like(mo)))
+            # growth candidates: inactive positions get momentum rising with their index
+            idx = torch.arange(16, dtype=mo.dtype).view(4, 4) / 100
+            mo.add_(torch.where(m, torch.zeros_like(mo), idx))
+    before = [m.clone() for m in t.masks]
+    t.update(10, 0.5)
+    assert [int(m.sum()) for m in t.masks] == [10, 6]
+    grown0 = t.masks[0] & ~before[0]
+    inactive = (~before[0]).flatten().nonzero().flatten()
+    assert set(grown0.flatten().nonzero().flatten().tolist()) <= set(inactive.tolist())
+    assert int(grown0.sum()) >= 2  # new positions: the highest-momentum inactive ones
+    top = inactive[inactive.argsort(descending=True)][: int(grown0.sum())]
+    assert set(grown0.flatten().nonzero().flatten().tolist()) == set(top.tolist())
+
+
+def test_snfs_keeps_the_total_exact_and_pruned_weights_zero_and_resumes(tmp_path):
+    cfg = DSTConfig(dataset="digits", method="snfs", density=0.1, delta_t=10,
+                    train=TrainConfig(iterations=60, eval_every=20, batch_size=60))
+    s = run_dst(cfg, tmp_path / "s", quiet=True)
+    assert s["density"] == round(0.1 * 50200) / 50200
+    f = s["flops"]
+    assert f["training"] > 0.1 * f["training_dense"]  # the dense gradient every step
+
+
+def test_momentum_accumulates_dense_gradients_of_pruned_weights_too():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 4))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    t = dst.make("snfs", model, opt, density=0.25, total_steps=100, delta_t=50, input_shape=(8,))
+    x, y = torch.randn(16, 8), torch.randint(0, 4, (16,))
+    opt.zero_grad()
+    F.cross_entropy(model(x), y).backward()
+    g = model[0].weight.grad.clone()
+    opt.step()
+    t.step()
+    assert torch.allclose(t._mom[0], g)
+    assert (t._mom[0][~t.masks[0]] != 0).any()
