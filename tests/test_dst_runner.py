@@ -56,7 +56,7 @@ def test_different_config_refused(tmp_path):
         run_dst(cfg(method="set"), tmp_path / "r", quiet=True)
 
 
-@pytest.mark.parametrize("kw,msg", [({"method": "snfs"}, "unknown sparse trainer"), ({"density": 1.5}, "--density"),
+@pytest.mark.parametrize("kw,msg", [({"method": "nope"}, "unknown sparse trainer"), ({"density": 1.5}, "--density"),
                                     ({"ensemble": 0}, "--ensemble"), ({"method": "edst", "ensemble": 2}, "--members"),
                                     ({"method": "edst", "train": TrainConfig(lr_schedule="cosine")}, "constant"),
                                     ({"ctre_probe": -1}, "--ctre-probe")])

@@ -1,6 +1,5 @@
 """SNFS (sparse momentum): momentum of every weight from dense gradients, momentum-based redistribution with
 an exact total, growth at the largest momentum."""
-import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
