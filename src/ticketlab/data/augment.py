@@ -6,6 +6,10 @@ to the pixel range) and returns it standardised again. Everything is drawn from 
 (ticketlab's trainer seeds it by (seed, iteration), so a resumed run augments identically).
 
 - ``gaussian``: x + N(0, sigma^2) per pixel, sigma 0.1 by default (pixel units).
+- ``crop-flip``: the standard CIFAR augmentation of the lottery-ticket and DST papers (ResNet-20, VGG-16):
+  zero-pad 4 pixels on every side (pixel value 0, black, as torchvision's RandomCrop), crop back to the
+  original size at a uniformly random offset, and flip horizontally with probability 1/2; per image, batched
+  on the batch's device.
 - ``augmix``: ``width`` (3) chains of 1 to ``depth`` (3) operations each, mixed with Dirichlet(1) weights,
   then mixed with the clean image by a Beta(1, 1) weight, per image. The operations are AugMix's set that
   avoids the test corruptions (no contrast, colour, brightness, sharpness or noise): autocontrast,
@@ -22,7 +26,8 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 
-AUGMENTATIONS = ("none", "gaussian", "augmix")
+AUGMENTATIONS = ("none", "gaussian", "augmix", "crop-flip")
+CROP_PAD = 4  # the CIFAR papers' random crop: 4 pixels of zero padding, then a crop of the original size
 SEVERITY = 3  # AugMix's default: operation strengths at 3/10 of their maxima
 
 
@@ -106,6 +111,22 @@ def _beta(g: torch.Generator, n: int) -> torch.Tensor:
     return a / (a + b)
 
 
+def crop_flip(x: torch.Tensor, g: torch.Generator, fill: float = 0.0, pad: int = CROP_PAD) -> torch.Tensor:
+    """Random crop with ``pad`` pixels of padding (value ``fill``) and a random horizontal flip, per image of
+    a batch (B, C, H, W)."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), value=fill)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(x.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(x.device)
+    flip = (torch.rand(b, generator=g) < 0.5).to(x.device)
+    rows = dy[:, None] + torch.arange(h, device=x.device)                      # (B, H)
+    cols = dx[:, None] + torch.arange(w, device=x.device)                      # (B, W)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    bi = torch.arange(b, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
 def augment_pixels(name: str, xp: torch.Tensor, g: torch.Generator, pixel_range=(0.0, 1.0),
                    sigma: float = 0.1) -> torch.Tensor:
     """``name``'s augmentation of a batch of pixels (B, C, H, W)."""
@@ -114,6 +135,10 @@ def augment_pixels(name: str, xp: torch.Tensor, g: torch.Generator, pixel_range=
         return xp
     if name == "gaussian":
         return (xp + sigma * torch.randn(xp.shape, generator=g).to(xp)).clamp(lo, hi)
+    if name == "crop-flip":
+        if xp.dim() != 4:
+            raise UserError(f"crop-flip takes images (C, H, W); the data has shape {tuple(xp.shape[1:])}")
+        return crop_flip(xp, g, fill=0.0 if lo <= 0 <= hi else lo)
     if name == "augmix":
         if xp.dim() != 4:
             raise UserError(f"augmix takes images (C, H, W); the data has shape {tuple(xp.shape[1:])}")
