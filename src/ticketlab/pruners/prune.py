@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..sparse import Mask, apply_mask_, global_prune, layerwise_prune, ones_mask
+from ..sparse import Mask, apply_mask_, global_prune, layerwise_prune, nm_prune, ones_mask, parse_pattern
 from ..sparse.distributions import layer_densities
 from .registry import PRUNERS
 
@@ -28,10 +28,11 @@ def score(scorer, model: nn.Module, names: list[str], batches: list, generator: 
 def prune_at_init(model: nn.Module, names: list[str], method: str, density: float, batches: list,
                   generator: torch.Generator, scope: str = "global", rounds: int | None = None,
                   distribution: str = "uniform", overrides: dict[str, float] | None = None,
-                  context: dict | None = None) -> Mask:
+                  context: dict | None = None, pattern: str | None = None) -> Mask:
     """Mask keeping ``density`` of the ``names`` weights by ``method``; the model's weights are left intact.
 
-    ``overrides`` (layerwise scope) fix some layers' final densities; on an iterative schedule they are
+    ``pattern`` "N:M" keeps the N best-scored of every M consecutive weights along the input dimension
+    instead (density N / M; one round). ``overrides`` (layerwise scope) fix some layers' final densities; on an iterative schedule they are
     reached along the same exponential path, d_l^(k/rounds). ``context`` (e.g. ``{"data": dataset}``) is
     passed to scorers that take it (``gap``).
     """
@@ -42,6 +43,16 @@ def prune_at_init(model: nn.Module, names: list[str], method: str, density: floa
         raise UserError(f"density must be in (0, 1], got {density}")
     if overrides and scope != "layerwise":
         raise UserError("per-layer density overrides need --scope layerwise")
+    if pattern is not None:
+        n, m = parse_pattern(pattern)
+        if abs(density - n / m) > 1e-9:
+            raise UserError(f"--pattern {pattern} keeps {n / m:g} of the weights; set --density {n / m:g}")
+        original = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        try:
+            return nm_prune(score(scorer, model, names, batches, generator, context), ones_mask(model, names),
+                            n, m, generator)
+        finally:
+            model.load_state_dict(original)
     rounds = rounds or DEFAULT_ROUNDS.get(method, 1)
     if rounds < 1:
         raise UserError(f"rounds must be >= 1, got {rounds}")

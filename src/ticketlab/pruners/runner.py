@@ -40,11 +40,26 @@ class PruneInitConfig(RunConfig):
     override: list[str] = field(default_factory=list,
                                 metadata={"help": "layerwise scope: fix a layer's density, NAME=D (repeatable), "
                                                   "e.g. 5.weight=1.0 keeps lenet300's output layer dense"})
+    pattern: str | None = field(default=None, metadata={
+        "help": "N:M semi-structured sparsity (e.g. 2:4): the N best of every M consecutive weights along the "
+                "input dimension; --density must be N/M"})
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=60))
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if self.pattern is None:  # older runs' hashes stay
+            d.pop("pattern")
+        return d
 
     def validate(self) -> None:
         self.train.validate()
         PRUNERS.get(self.method)
+        if self.pattern is not None:
+            from ..sparse import parse_pattern
+
+            n, m = parse_pattern(self.pattern)
+            if abs(self.density - n / m) > 1e-9:
+                raise UserError(f"--pattern {self.pattern} keeps {n / m:g} of the weights; set --density {n / m:g}")
         if self.scope not in SCOPES:
             raise UserError(f"unknown --scope {self.scope!r}; choose one of: {', '.join(SCOPES)}")
         if self.distribution not in DISTRIBUTIONS:
@@ -94,7 +109,7 @@ def run_prune_init(cfg: PruneInitConfig, out: str | Path | None = None, *, devic
         batches = [(data.x_train[c], data.y_train[c]) for c in idx.split(cfg.train.batch_size)]
         mask = prune_at_init(model, names, cfg.method, cfg.density, batches, g, scope=cfg.scope,
                              rounds=cfg.prune_rounds, distribution=cfg.distribution, overrides=cfg.overrides(),
-                             context={"data": data})
+                             context={"data": data}, pattern=cfg.pattern)
         save_tensors(run_dir / "mask.safetensors", mask)
     total = cfg.train.total_iterations(len(data.y_train))
     # The run's one training, in the run folder itself (result.json beside summary.json).

@@ -9,6 +9,7 @@ import math
 
 import torch
 
+from ..errors import UserError
 from .mask import Mask
 
 
@@ -81,4 +82,42 @@ def random_mask_like(mask: Mask, generator: torch.Generator) -> Mask:
     out = {}
     for n, m in mask.items():
         out[n] = topk_mask(torch.rand(m.shape, generator=generator), int(m.sum()), generator).to(m.device)
+    return out
+
+
+def parse_pattern(pattern: str) -> tuple[int, int]:
+    """"N:M" -> (N, M) with 0 < N < M; anything else is a UserError."""
+    try:
+        n, m = (int(v) for v in pattern.split(":"))
+    except ValueError:
+        raise UserError(f"--pattern must be N:M (e.g. 2:4), got {pattern!r}") from None
+    if not 0 < n < m:
+        raise UserError(f"--pattern N:M needs 0 < N < M, got {pattern!r}")
+    return n, m
+
+
+def nm_prune(scores: dict[str, torch.Tensor], mask: Mask, n: int, m: int,
+             generator: torch.Generator) -> Mask:
+    """N:M semi-structured masks: in every group of ``m`` consecutive weights along the input dimension (a
+    Linear weight's columns; a conv weight's input channels, at each output channel and kernel position, as
+    NVIDIA's sparse tensor cores group them) keep the ``n`` highest scores. Already-pruned weights score
+    lowest; ties are broken at random through ``generator``. The density is exactly n / m."""
+    out = {}
+    for name in mask:
+        s, old = scores[name].detach().float().cpu(), mask[name].cpu()
+        if s.dim() < 2:
+            raise UserError(f"--pattern needs weight matrices; {name} has shape {tuple(s.shape)}")
+        c_in = s.shape[1]
+        if c_in % m:
+            raise UserError(f"--pattern {n}:{m}: {name}'s input dimension {c_in} is not a multiple of {m}; "
+                            "exclude the layer or pick another M")
+        moved = s.movedim(1, -1)                                   # (out, *kernel, in)
+        shape = moved.shape
+        key = torch.where(old.movedim(1, -1), moved, torch.full_like(moved, -torch.inf)).reshape(-1, m)
+        tie = torch.rand(key.shape, generator=generator)
+        order = torch.argsort(tie, dim=1)                           # a random order first, then a stable sort
+        ranked = torch.argsort(torch.gather(key, 1, order), dim=1, descending=True, stable=True)
+        keep = torch.zeros_like(key, dtype=torch.bool)
+        keep.scatter_(1, torch.gather(order, 1, ranked[:, :n]), True)
+        out[name] = keep.reshape(shape).movedim(-1, 1).contiguous().to(mask[name].device)
     return out

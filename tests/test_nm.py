@@ -1,0 +1,55 @@
+"""N:M semi-structured sparsity: exactly N kept in every group of M along the input dimension, the best
+scores kept, held through training, and prune-init's --pattern."""
+import pytest
+import torch
+
+from ticketlab.cli import main
+from ticketlab.errors import UserError
+from ticketlab.io import load_tensors
+from ticketlab.sparse import nm_prune, parse_pattern
+
+
+def test_two_of_four_keeps_the_two_best_of_each_group_of_four_inputs():
+    s = torch.tensor([[4.0, 1.0, 3.0, 2.0, 0.1, 0.4, 0.2, 0.3],
+                      [1.0, 1.0, 5.0, 0.0, 9.0, 8.0, 7.0, 6.0]])
+    m = nm_prune({"w": s}, {"w": torch.ones(2, 8, dtype=torch.bool)}, 2, 4, torch.Generator().manual_seed(0))["w"]
+    assert m.tolist() == [[True, False, True, False, False, True, False, True],
+                          [True, False, True, False, True, True, False, False]] or \
+        m.tolist() == [[True, False, True, False, False, True, False, True],
+                       [False, True, True, False, True, True, False, False]]  # the 1.0 tie goes either way
+    assert (m.view(2, 2, 4).sum(-1) == 2).all()
+
+
+def test_conv_groups_run_over_input_channels_and_pruned_weights_score_lowest():
+    g = torch.Generator().manual_seed(0)
+    s = torch.rand(3, 8, 2, 2, generator=g)
+    old = torch.ones(3, 8, 2, 2, dtype=torch.bool)
+    old[:, 0] = False  # input channel 0 already pruned: never kept while others are available
+    m = nm_prune({"c": s}, {"c": old}, 1, 4, g)["c"]
+    per_group = m.movedim(1, -1).reshape(-1, 4).sum(-1)
+    assert (per_group == 1).all() and not m[:, 0].any()
+    best = torch.where(old, s, torch.full_like(s, -1)).movedim(1, -1).reshape(-1, 4).argmax(-1)
+    assert torch.equal(m.movedim(1, -1).reshape(-1, 4).float().argmax(-1), best)
+
+
+def test_bad_patterns_and_shapes_are_user_errors():
+    for bad in ("2-4", "4:2", "0:4", "a:b"):
+        with pytest.raises(UserError, match="--pattern"):
+            parse_pattern(bad)
+    with pytest.raises(UserError, match="not a multiple of 4"):
+        nm_prune({"w": torch.rand(2, 6)}, {"w": torch.ones(2, 6, dtype=torch.bool)}, 2, 4, torch.Generator())
+
+
+def test_prune_init_with_a_2_4_pattern_holds_it_through_training(tmp_path, capsys):
+    out = tmp_path / "p"
+    assert main(["prune-init", "--dataset", "digits", "--model", "lenet300", "--method", "magnitude",
+                 "--density", "0.5", "--pattern", "2:4", "--iterations", "40", "--quiet", "--out", str(out)]) == 0
+    mask = load_tensors(out / "mask.safetensors")
+    final = load_tensors(out / "final.safetensors")
+    for n, m in mask.items():
+        assert (m.reshape(m.shape[0], -1, 4).sum(-1) == 2).all()
+        assert torch.count_nonzero(final[n][~m]) == 0
+    code = main(["prune-init", "--dataset", "digits", "--model", "lenet300", "--density", "0.1", "--pattern", "2:4",
+                 "--quiet", "--out", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and "set --density 0.5" in err and not (tmp_path / "x").exists()
