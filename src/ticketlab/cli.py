@@ -128,6 +128,19 @@ def build_parser() -> Parser:
                    help="Scratch-B trains at most X times the run's iterations (default 2)")
     add_runtime_flags(p)
 
+    p = sub.add_parser("instability", help="linear mode connectivity: the error barrier between two copies "
+                                           "trained from rewinding iteration K (Frankle et al. 2020)",
+                       description="From the dense run's weights at each --rewind K, train two copies with "
+                                   "different data orders (the dense net and the tickets of --use-rounds) and "
+                                   "report the test-error barrier along the line between them; the smallest K "
+                                   "with a barrier under 2 points is the suggested --rewind. Cached, resumable.")
+    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("--rewind", type=_ints, required=True, metavar="K,K,...", help="rewinding iterations to test")
+    p.add_argument("--use-rounds", type=_ints, default=None, metavar="R,R,...",
+                   help="rounds whose tickets to test (default: 0, the dense net)")
+    p.add_argument("--points", type=int, default=30, help="interpolation points (default 30)")
+    add_runtime_flags(p)
+
     for name in ("colt", "double-descent", "dst", "structured", "compress", "neurons", "deadwood"):
         add_experiment_parser(sub, exps.get(name))
 
@@ -527,6 +540,15 @@ def cmd_baselines(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_instability(ns: argparse.Namespace) -> int:
+    from .lottery.instability import format_instability, run_instability
+
+    result = run_instability(ns.run_dir, ns.rewind, ns.use_rounds, ns.points, **runtime(ns))
+    print(format_instability(result))
+    print(f"\nresults: {result['dir']}  (plot: instability.png)")
+    return 0
+
+
 def cmd_card_deck(ns: argparse.Namespace) -> int:
     from .robust.deck import DeckConfig, format_deck, run_deck
 
@@ -704,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
         ns = build_parser().parse_args(argv)
         commands = {"deconstruct": cmd_deconstruct, "baselines": cmd_baselines, "export": cmd_export,
                     "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "show": cmd_show, "runs": cmd_runs, "robustness": cmd_robustness, "verify": cmd_verify, "card-deck": cmd_card_deck,
+                    "instability": cmd_instability,
                     "list": cmd_list}
         if ns.command in commands:
             return commands[ns.command](ns)
