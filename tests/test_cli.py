@@ -199,3 +199,33 @@ def test_checkpoint_every_below_one_is_refused_by_every_runner(tmp_path, capsys)
     code, _, err = run_cli(capsys, "colt", "--dataset", "digits", "--checkpoint-every", "0", "--out", str(tmp_path / "c"))
     one_line_exit_2(code, err, "--checkpoint-every must be >= 1")
     assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize("preset", ["lth-resnet20", "lth-vgg16"])
+def test_cifar_presets_run_on_cifar_shaped_arrays_with_open_lths_settings(tmp_path, preset):
+    """No CIFAR-10 here: CIFAR-shaped random images through --dataset npz:. The preset's settings (open_lth's
+    default_hparams) reach the stored config; flags given on the command line shorten the run."""
+    import json
+
+    import numpy as np
+
+    from ticketlab.io import load_tensors
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "c.npz", x_train=rng.random((40, 3, 32, 32), dtype=np.float32),
+             y_train=rng.integers(0, 10, 40), x_test=rng.random((20, 3, 32, 32), dtype=np.float32),
+             y_test=rng.integers(0, 10, 20))
+    out = tmp_path / "r"
+    assert main(["imp", "--preset", preset, "--dataset", f"npz:{tmp_path / 'c.npz'}", "--iterations", "4",
+                 "--milestones", "2,3", "--batch-size", "8", "--rewind", "2", "--rounds", "1", "--eval-every", "2",
+                 "--quiet", "--out", str(out)]) == 0
+    c = json.loads((out / "config.json").read_text())["config"]
+    t = c["train"]
+    assert (t["optimizer"], t["lr"], t["momentum"], t["weight_decay"], t["augment"]) == ("sgd", 0.1, 0.9, 1e-4,
+                                                                                        "crop-flip")
+    assert c["global_pruning"] and c["rate"] == 0.2
+    mask = load_tensors(out / "round_01" / "mask.safetensors")
+    if preset == "lth-vgg16":
+        assert c["exclude_counts"] == "all" and "fc.weight" not in mask
+    else:
+        assert "fc.weight" in mask

@@ -6,7 +6,9 @@ datasets). Inputs are (N, ...) of any shape, taken as given: (N, F) for features
 (N, C, H, W) for images (a grayscale (N, H, W) array needs its channel axis, (N, 1, H, W): a 3-D array
 is read as signals). Labels are integers 0..K-1 (K = the largest label +
 1). Inputs are standardised per channel with training statistics like every dataset. The file is read with
-``allow_pickle=False``: an object array (which would need unpickling) is refused, never loaded.
+``allow_pickle=False``: an object array (which would need unpickling) is refused, never loaded. The inputs'
+valid range (for attacks and augmentations) is an optional ``pixel_range`` array [lo, hi]; without it,
+inputs that all lie in [0, 1] are taken as images scaled to (0, 1), others have no pixel range.
 """
 from __future__ import annotations
 
@@ -100,10 +102,19 @@ def load_npz(path: str | Path) -> Dataset:
             if missing:
                 raise _fail(where, f"missing arrays {', '.join(missing)} (it has: {', '.join(sorted(keys)) or 'none'})")
             arrays = {k: f[k] for k in (*REQUIRED, "x_val", "y_val") if k in keys}
+            rng = f["pixel_range"] if "pixel_range" in keys else None
     except UserError:
         raise
     except ValueError as e:  # object arrays need pickle: refused
         raise _fail(where, f"cannot be read without unpickling ({str(e).splitlines()[0]}); store plain arrays") from None
     except (OSError, EOFError, KeyError) as e:
         raise _fail(where, f"is not a readable .npz file ({type(e).__name__}); write it with numpy.savez") from None
-    return from_arrays(**arrays, name=where)
+    if rng is not None:
+        if rng.shape != (2,) or not np.isfinite(rng).all() or not rng[0] < rng[1]:
+            raise _fail(where, f"pixel_range must be two numbers lo < hi, got {rng.tolist()}")
+        pixel_range = (float(rng[0]), float(rng[1]))
+    else:  # inputs scaled to [0, 1], as images usually are: attacks and augmentations clamp to that range
+        inside = all(float(a.min()) >= 0 and float(a.max()) <= 1 for k, a in arrays.items() if k.startswith("x_")
+                     and np.issubdtype(a.dtype, np.number))
+        pixel_range = (0.0, 1.0) if inside else None
+    return from_arrays(**arrays, name=where, pixel_range=pixel_range)

@@ -111,4 +111,18 @@ PRESETS: dict[str, dict] = {
                   "train": {"optimizer": "adam", "lr": 3e-4, "batch_size": 60, "iterations": 25_000}},
     "lth-conv6": {"model": "conv6", "dataset": "cifar10", "rate": 0.2, "conv_rate": 0.15,
                   "train": {"optimizer": "adam", "lr": 3e-4, "batch_size": 60, "iterations": 30_000}},
+    # Frankle et al.'s CIFAR-10 ResNet-20 and VGG-16 as open_lth's default_hparams have them: SGD momentum 0.9,
+    # lr 0.1 divided by 10 at epochs 80 and 120 of 160, weight decay 1e-4, batch 128, global pruning of 20% per
+    # round (VGG-16 leaving its fc layer out, counted as open_lth counts it), the standard crop-and-flip
+    # augmentation; rewinding to iteration 2000 (Frankle et al. 2020: where these nets' sparse tickets become
+    # stable). Epochs here are 351 steps (45,000 training images after the 5,000 held out, batch 128).
+    "lth-resnet20": {"model": "resnet20", "dataset": "cifar10", "rate": 0.2, "global_pruning": True, "rewind": "2000",
+                     "train": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
+                               "batch_size": 128, "iterations": 160 * 351, "lr_schedule": "step",
+                               "milestones": [80 * 351, 120 * 351], "gamma": 0.1, "augment": "crop-flip"}},
+    "lth-vgg16": {"model": "vgg16", "dataset": "cifar10", "rate": 0.2, "global_pruning": True, "rewind": "2000",
+                  "prune_exclude": ["fc.weight"], "exclude_counts": "all",
+                  "train": {"optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4,
+                            "batch_size": 128, "iterations": 160 * 351, "lr_schedule": "step",
+                            "milestones": [80 * 351, 120 * 351], "gamma": 0.1, "augment": "crop-flip"}},
 }
