@@ -1,6 +1,6 @@
 """Dynamic sparse training vs IMP at the same densities: test accuracy and training FLOPs, one table.
 
-For each density: static, SET, RigL, CTRE, AC/DC (``ticketlab dst``), the FreeTickets ensembles (3
+For each density: static, SET, RigL, SNFS, CTRE, AC/DC, GMP (``ticketlab dst``), the FreeTickets ensembles (3
 independent RigL runs, whose first member is the RigL row, and EDST with 3 members from one run), and
 IMP (one global-magnitude run whose rate reaches the largest density in ``--imp-rounds`` rounds, so the
 smaller ones fall on later rounds: 10% at round 10 and 2.0% at round 17 by default; its FLOPs are the
@@ -26,7 +26,7 @@ from ticketlab.lottery import IMPConfig, imp
 from ticketlab.plotting import many_lines, outside_legend, plt
 from ticketlab.train import TrainConfig
 
-SINGLE = ("static", "set", "rigl", "ctre", "acdc")
+SINGLE = ("static", "set", "rigl", "snfs", "ctre", "acdc", "gmp")
 
 
 def plot(rows: list[dict], path: Path, title: str) -> None:
