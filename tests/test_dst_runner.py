@@ -126,3 +126,21 @@ def test_reference_fidelity_fields_keep_older_hashes_except_rigls_changed_defaul
     assert cfg(method="set", erk_power_scale=0.5).to_dict()["erk_power_scale"] == 0.5
     with pytest.raises(UserError, match="unknown --step-on-update"):
         cfg(step_on_update="never").validate()
+
+
+def test_an_older_rigl_folder_is_refused_under_the_new_default_and_resumes_with_apply(tmp_path, capsys):
+    """A rigl run made before the reference-code update rule (no step_on_update stored) was trained with the
+    step applied: `--step-on-update apply` resumes it; the plain command is refused in one line."""
+    import json
+
+    run = tmp_path / "old"
+    assert main(["dst", "--dataset", "digits", "--method", "rigl", "--iterations", "20", "--step-on-update", "apply",
+                 "--quiet", "--out", str(run)]) == 0
+    rec = json.loads((run / "config.json").read_text())
+    del rec["config"]["step_on_update"]  # as an older folder has it
+    (run / "config.json").write_text(json.dumps(rec))
+    assert main(["dst", "--dataset", "digits", "--method", "rigl", "--iterations", "20", "--step-on-update", "apply",
+                 "--quiet", "--out", str(run)]) == 0
+    assert main(["dst", "--dataset", "digits", "--method", "rigl", "--iterations", "20", "--quiet",
+                 "--out", str(run)]) == 2
+    assert "differs in: step_on_update" in capsys.readouterr().err

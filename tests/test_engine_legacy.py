@@ -21,7 +21,13 @@ def test_a_run_directory_from_before_the_engine_resumes_to_the_same_summary(tmp_
     argv[0] = RENAMED.get(argv[0], argv[0])
     assert main([*argv, "--out", str(run)]) == 0
     got = json.loads((run / "summary.json").read_text())
-    assert got == json.loads((LEGACY / f"{name}_expected_summary.json").read_text())
+    expected = json.loads((LEGACY / f"{name}_expected_summary.json").read_text())
+    if name == "dst":  # its config in today's schema: an older rigl run resumes with the step applied on updates
+        from ticketlab.dst.runner import normalize_dst
+
+        expected["config"] = normalize_dst(expected["config"])
+        assert expected["config"]["step_on_update"] == "apply"
+    assert got == expected
 
 
 def test_the_default_folder_of_a_renamed_kind_is_its_old_one_when_that_exists(tmp_path):

@@ -138,6 +138,14 @@ class DSTConfig(RunConfig):
         return kw
 
 
+def normalize_dst(stored: dict) -> dict:
+    """A stored dst config in today's schema: a rigl run made before rigl followed its reference code's
+    update rule applied the optimizer step on mask updates, so it resumes under ``--step-on-update apply``."""
+    if stored.get("method") == "rigl" and "step_on_update" not in stored:
+        return {**stored, "step_on_update": "apply"}
+    return stored
+
+
 def member_seed(seed: int, i: int) -> int:
     return seed if i == 0 else derive_seed(seed, "member", i)
 
@@ -200,7 +208,7 @@ def _train_one(where: Path, cfg: DSTConfig, data, dev, seed: int, total: int, *,
 
 def run_dst(cfg: DSTConfig, out: str | Path | None = None, *, device: str = "cpu", data_dir: str | None = None,
             quiet: bool = False, checkpoint_every: int = 2000) -> dict:
-    dev, data, model, config, run_dir = start_run(cfg, "dst", out, device, data_dir, quiet)
+    dev, data, model, config, run_dir = start_run(cfg, "dst", out, device, data_dir, quiet, normalize=normalize_dst)
     if (run_dir / "summary.json").exists():
         return read_json(run_dir / "summary.json")
     total = cfg.train.total_iterations(len(data.y_train))

@@ -90,13 +90,14 @@ def preflight(cfgs, check=None, data_dir: str | None = None) -> None:
             check(cfg, model, data)
 
 
-def start_run(cfg, kind: str, out, device: str, data_dir: str | None, quiet: bool):
+def start_run(cfg, kind: str, out, device: str, data_dir: str | None, quiet: bool, normalize=None):
     """``prepare`` plus the run directory every runner opens: (device, dataset moved to the device, model,
     config dict, run directory). The directory is ``out`` or ``runs/<kind>-<config hash>``; a different
-    config there is refused (``open_run_dir``)."""
+    config there is refused (``open_run_dir``, with ``normalize`` mapping an older stored config to today's
+    schema)."""
     dev, data, model = prepare(cfg, device, data_dir, quiet)
     config = cfg.to_dict()
-    run_dir = open_run_dir(out if out is not None else default_run_dir(kind, config), kind, config)
+    run_dir = open_run_dir(out if out is not None else default_run_dir(kind, config), kind, config, normalize)
     if not quiet:
         print(f"run directory: {run_dir}", file=sys.stderr)
     return dev, data.to(dev), model, config, run_dir
