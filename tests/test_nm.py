@@ -53,3 +53,22 @@ def test_prune_init_with_a_2_4_pattern_holds_it_through_training(tmp_path, capsy
                  "--quiet", "--out", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and "set --density 0.5" in err and not (tmp_path / "x").exists()
+
+
+def test_gradual_compress_to_2_4_steps_through_3_of_4_and_ends_exactly_2_4(tmp_path):
+    """A trained lenet300 compressed to 2:4 in 3 steps on the linear path: densities 0.833, 0.667, 0.5 keep
+    round(4 d) = 3, 3 and 2 of every 4 weights."""
+    src = tmp_path / "imp"
+    assert main(["imp", "--dataset", "digits", "--model", "lenet300", "--iterations", "30", "--rounds", "1",
+                 "--quiet", "--out", str(src)]) == 0
+    out = tmp_path / "c"
+    assert main(["compress", "--source", str(src), "--dataset", "digits", "--model", "lenet300", "--method",
+                 "magnitude", "--density", "0.5", "--pattern", "2:4", "--steps", "3", "--schedule", "linear",
+                 "--iterations", "30", "--quiet", "--out", str(out)]) == 0
+    s = __import__("json").loads((out / "summary.json").read_text())
+    assert [round(st["density"], 4) for st in s["steps"]] == [0.75, 0.75, 0.5]
+    mask = load_tensors(out / "mask.safetensors")
+    final = load_tensors(out / "final.safetensors")
+    for n, m in mask.items():
+        assert (m.reshape(m.shape[0], -1, 4).sum(-1) == 2).all()
+        assert torch.count_nonzero(final[n][~m]) == 0

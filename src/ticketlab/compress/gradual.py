@@ -30,7 +30,7 @@ from ..errors import UserError
 from ..flops import forward_flops
 from ..pruners import score
 from ..seeding import generator
-from ..sparse import density, global_prune, layerwise_prune
+from ..sparse import density, global_prune, layerwise_prune, nm_prune
 from ..sparse.distributions import layer_densities
 from ..sparse.enforce import clear_optimizer_state_, mask_grads_
 
@@ -77,7 +77,8 @@ class GradualPruner:
                  scorer: Callable, *, final_density: float, total: int, steps: int = 1, schedule: str = "cubic",
                  end_fraction: float = 0.5, scope: str = "global", distribution: str = "uniform",
                  batches: Callable[[int], list], seed: int = 0, context: dict | None = None,
-                 input_shape: tuple[int, ...] | None = None, passes_per_example: int = 3, after_step: bool = True):
+                 input_shape: tuple[int, ...] | None = None, passes_per_example: int = 3, after_step: bool = True,
+                 pattern: tuple[int, int] | None = None):
         if not 0 < final_density <= 1:
             raise UserError(f"--density must be in (0, 1], got {final_density}")
         if scope not in ("global", "layerwise"):
@@ -92,6 +93,7 @@ class GradualPruner:
         self.batches, self.seed, self.context = batches, int(seed), context
         self.input_shape, self.passes = input_shape, passes_per_example
         self.after_step = after_step
+        self.pattern = pattern  # (N, M): every step keeps max(N, round(M d)) of each group of M; the last, N
         self.masks = [torch.ones(p.shape, dtype=torch.bool, device=p.device) for p in self.params]
         self._float = [m.to(p.dtype) for m, p in zip(self.masks, self.params)]
         self.step_count, self.done, self.log = 0, 0, []
@@ -119,7 +121,10 @@ class GradualPruner:
         g = generator(self.seed, "compress", k)
         scores = score(self.scorer, self.model, self.names, self.batches(k), g, self.context)
         d = self.densities[k]
-        if self.scope == "global":
+        if self.pattern is not None:
+            n, m = self.pattern
+            new = nm_prune(scores, self.mask, max(n, min(m, int(round(m * d)))), m, g)
+        elif self.scope == "global":
             new = global_prune(scores, self.mask, d, g)
         else:
             new = layerwise_prune(scores, self.mask, layer_densities(self.shapes, d, self.distribution), g)

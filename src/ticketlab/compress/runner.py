@@ -33,7 +33,7 @@ from ..runs import (
 )
 from ..runs.models import imp_parent
 from ..seeding import generator
-from ..sparse import density, layer_densities, ones_mask, prunable_names
+from ..sparse import density, layer_densities, ones_mask, parse_pattern, prunable_names
 from ..sparse.distributions import DISTRIBUTIONS
 from ..train import TrainConfig
 from .gradual import SCHEDULES, GradualPruner, step_iterations
@@ -59,11 +59,26 @@ class CompressConfig(RunConfig):
     prune_batches: int = field(default=1, metadata={"help": "labelled batches each scoring step uses"})
     gap_eps: float = field(default=0.1, metadata={"help": "gap: PGD eps (pixel units) of its adversarial inputs"})
     gap_steps: int = field(default=10, metadata={"help": "gap: PGD steps"})
+    pattern: str | None = field(default=None, metadata={
+        "help": "N:M semi-structured sparsity (e.g. 2:4): every step keeps the best max(N, round(M x density)) of "
+                "each M consecutive weights along the input dimension, the last N; --density must be N/M"})
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=60, iterations=5000))
+
+    def to_dict(self) -> dict:
+        d = super().to_dict()
+        if self.pattern is None:  # older runs' hashes stay
+            d.pop("pattern")
+        return d
 
     def validate(self) -> None:
         self.train.validate()
         PRUNERS.get(self.method)
+        if self.pattern is not None:
+            from ..sparse import parse_pattern
+
+            n, m = parse_pattern(self.pattern)
+            if abs(self.density - n / m) > 1e-9:
+                raise UserError(f"--pattern {self.pattern} keeps {n / m:g} of the weights; set --density {n / m:g}")
         if not self.source:
             raise UserError("compress needs --source RUN (an IMP run directory with a trained round 0)")
         if not 0 < self.density <= 1:
@@ -124,7 +139,7 @@ def run_compress(cfg: CompressConfig, out: str | Path | None = None, *, device: 
                              distribution=cfg.distribution, batches=batches, seed=cfg.seed,
                              context={"data": data, "eps": cfg.gap_eps, "steps": cfg.gap_steps},
                              input_shape=data.input_shape, passes_per_example=cfg.train.passes_per_example(),
-                             after_step=False)  # ticketlab's optimizers are elementwise (see MaskEnforcer)
+                             after_step=False, pattern=parse_pattern(cfg.pattern) if cfg.pattern else None)  # ticketlab's optimizers are elementwise (see MaskEnforcer)
 
     def record(result, u: GradualPruner) -> dict:
         save_tensors(run_dir / "mask.safetensors", {n: m.cpu() for n, m in u.mask.items()})
