@@ -72,3 +72,22 @@ def test_gradual_compress_to_2_4_steps_through_3_of_4_and_ends_exactly_2_4(tmp_p
     for n, m in mask.items():
         assert (m.reshape(m.shape[0], -1, 4).sum(-1) == 2).all()
         assert torch.count_nonzero(final[n][~m]) == 0
+
+
+def test_imp_with_a_2_4_pattern_ends_on_exact_2_4_tickets(tmp_path, capsys):
+    out = tmp_path / "imp"
+    assert main(["imp", "--dataset", "digits", "--model", "lenet300", "--iterations", "20", "--rate", "0.3",
+                 "--target-density", "0.5", "--pattern", "2:4", "--quiet", "--out", str(out)]) == 0
+    s = __import__("json").loads((out / "summary.json").read_text())
+    last = len(s["rounds"]) - 1
+    assert last >= 2 and s["rounds"][-1]["density"] == 0.5
+    assert s["rounds"][1]["density"] == 0.75  # round 1 keeps round(4 x 0.7) = 3 of every 4
+    for k in range(1, last + 1):
+        mask = load_tensors(out / f"round_{k:02d}" / "mask.safetensors")
+        prev = load_tensors(out / f"round_{k - 1:02d}" / "mask.safetensors")
+        for n, m in mask.items():
+            assert (m <= prev[n]).all()  # a round only removes
+        if k == last:
+            assert all((m.reshape(m.shape[0], -1, 4).sum(-1) == 2).all() for m in mask.values())
+    code = main(["imp", "--dataset", "digits", "--pattern", "2:4", "--quiet", "--out", str(tmp_path / "x")])
+    assert code == 2 and "give --target-density 0.5" in capsys.readouterr().err

@@ -47,6 +47,9 @@ class IMPConfig(RunConfig):
                                      metadata={"help": "glob patterns of parameter names to prune (default: "
                                                        "Linear/Conv weights)"})
     prune_exclude: list[str] = field(default_factory=list, metadata={"help": "glob patterns not to prune"})
+    pattern: str | None = field(default=None, metadata={
+        "help": "N:M semi-structured tickets (e.g. 2:4): round k keeps the best max(N, round(M x density_k)) of "
+                "each M consecutive weights along the input dimension; needs --target-density N/M"})
     exclude_counts: str = field(default="included", metadata={
         "help": "--global with --prune-exclude: the rate is a fraction of the included weights (included, "
                 "the default) or of all prunable weights, taken from the included ones only (all: open_lth's "
@@ -56,6 +59,8 @@ class IMPConfig(RunConfig):
         d = super().to_dict()
         if self.exclude_counts == "included":  # the default: older runs' hashes stay
             d.pop("exclude_counts")
+        if self.pattern is None:
+            d.pop("pattern")
         return d
 
     @property
@@ -91,6 +96,12 @@ class IMPConfig(RunConfig):
         if bad:
             raise UserError(f"unknown control {bad[0]!r}; choose one of: {', '.join(CONTROLS)}")
         self.controls = list(dict.fromkeys(self.controls))
+        if self.pattern is not None:
+            from ..sparse import parse_pattern
+
+            n, m = parse_pattern(self.pattern)
+            if self.target_density is None or abs(self.target_density - n / m) > 1e-9:
+                raise UserError(f"--pattern {self.pattern} ends at density {n / m:g}: give --target-density {n / m:g}")
         if self.exclude_counts not in ("included", "all"):
             raise UserError(f"unknown --exclude-counts {self.exclude_counts!r}; choose one of: included, all")
         if self.exclude_counts == "all" and not self.global_pruning:

@@ -120,7 +120,14 @@ class IMPRun:
         else:
             final = load_state(self.round_dir(k - 1) / FINAL, self.model)
             g = generator(self.cfg.seed, "prune", k)
-            if self.plan.global_rate is not None:
+            if self.cfg.pattern is not None:  # N:M: each group keeps max(N, round(M x the round's density))
+                from ..sparse import nm_prune, parse_pattern
+
+                n, m = parse_pattern(self.cfg.pattern)
+                scores = criterion_scores(self.cfg.criterion, init, final, prev, g)
+                keep = max(n, min(m, int(round(m * self.plan.expected_density(k)))))
+                mask = nm_prune(scores, prev, keep, m, g)
+            elif self.plan.global_rate is not None:
                 scores = criterion_scores(self.cfg.criterion, init, final, prev, g)
                 mask = global_prune(scores, prev, self.plan.global_density(k), g)
             else:
