@@ -49,6 +49,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_adversarial.py
 	$(PY) benchmarks/bench_verify.py
+	$(PY) benchmarks/bench_semi_structured.py
 
 clean:
 	rm -rf $(VENV) runs/demo

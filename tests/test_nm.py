@@ -91,3 +91,26 @@ def test_imp_with_a_2_4_pattern_ends_on_exact_2_4_tickets(tmp_path, capsys):
             assert all((m.reshape(m.shape[0], -1, 4).sum(-1) == 2).all() for m in mask.values())
     code = main(["imp", "--dataset", "digits", "--pattern", "2:4", "--quiet", "--out", str(tmp_path / "x")])
     assert code == 2 and "give --target-density 0.5" in capsys.readouterr().err
+
+
+def test_semi_structured_export_checks_2_4_and_refuses_without_cuda():
+    from torch import nn
+
+    from ticketlab.deploy.semi import is_2_4, semi_structured_
+
+    w = torch.tensor([[1.0, 0.0, 2.0, 0.0, 0.0, 3.0, 0.0, 4.0]])
+    assert is_2_4(w) and not is_2_4(torch.ones(1, 8)) and not is_2_4(torch.zeros(2, 6))
+    with pytest.raises(UserError, match="run on CUDA only"):
+        semi_structured_(nn.Sequential(nn.Linear(8, 4)))
+
+
+def test_the_semi_structured_benchmark_skips_without_cuda():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: the benchmark would run")
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_semi_structured.py"
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    assert r.returncode == 0 and "no CUDA device" in r.stdout
