@@ -114,3 +114,33 @@ def test_the_semi_structured_benchmark_skips_without_cuda():
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_semi_structured.py"
     r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
     assert r.returncode == 0 and "no CUDA device" in r.stdout
+
+
+@pytest.mark.parametrize("method", ["static", "set", "rigl"])
+def test_sparse_trainers_keep_every_group_at_n_through_drop_and_grow(method):
+    import torch.nn.functional as F
+    from torch import nn
+
+    import ticketlab.dst as dst
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    t = dst.make(method, model, opt, density=0.5, distribution="uniform", total_steps=60, delta_t=5,
+                 pattern=(2, 4), input_shape=(16,))
+    g = torch.Generator().manual_seed(1)
+    changed = False
+    for _ in range(40):
+        before = [m.clone() for m in t.masks]
+        x, y = torch.randn(8, 16, generator=g), torch.randint(0, 8, (8,), generator=g)
+        opt.zero_grad()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        t.step()
+        changed |= any(not torch.equal(a, b) for a, b in zip(before, t.masks))
+        for p, m in zip(t.params, t.masks):
+            assert (m.reshape(m.shape[0], -1, 4).sum(-1) == 2).all()
+            assert torch.count_nonzero(p[~m]) == 0
+    assert changed is (method != "static")
+    with pytest.raises(UserError, match="--pattern 2:4 takes"):
+        dst.make("snfs", model, opt, density=0.5, total_steps=60, pattern=(2, 4))

@@ -37,10 +37,13 @@ from torch import nn
 from ..errors import UserError
 from ..flops import weight_uses
 from ..seeding import generator
-from ..sparse import Mask, prunable_names, select_topk_mask
+from ..sparse import Mask, nm_prune, prunable_names, select_topk_mask
 from ..sparse.distributions import DISTRIBUTIONS, layer_counts
 from ..sparse.enforce import clear_optimizer_state_, mask_grads_
 from .schedule import UpdateSchedule
+
+
+PATTERN_METHODS = ("static", "set", "rigl", "sparsevlr")  # drop-and-grow that can keep every group at N
 
 
 class SparseTrainer:
@@ -60,8 +63,13 @@ class SparseTrainer:
                  end_fraction: float | None = None, seed: int = 0, names: list[str] | None = None,
                  overrides: dict[str, float] | None = None, input_shape: tuple[int, ...] | None = None,
                  after_step: bool = True, attack_passes: int = 0, erk_power_scale: float = 1.0,
-                 step_on_update: bool | None = None):
+                 step_on_update: bool | None = None, pattern: tuple[int, int] | None = None):
         self.model, self.optimizer, self.seed = model, optimizer, int(seed)
+        self.pattern = pattern  # (N, M): N of every M consecutive inputs, kept through every drop and grow
+        if pattern is not None and (self.name not in PATTERN_METHODS or abs(density - pattern[0] / pattern[1]) > 1e-9
+                                    or (distribution or "uniform") != "uniform"):
+            raise UserError(f"--pattern {pattern[0]}:{pattern[1]} takes {', '.join(PATTERN_METHODS)} with --density "
+                            f"{pattern[0] / pattern[1]:g} and --distribution uniform")
         # adversarial training's extra forward-equivalents per example and step (TrainConfig.passes_per_example
         # minus 3), charged at the step's forward cost like the training passes
         self.attack_passes = int(attack_passes)
@@ -107,6 +115,12 @@ class SparseTrainer:
     def initial_masks(self) -> list[torch.Tensor]:
         """A uniformly random mask with each layer's exact count (Evci et al. and Mocanu et al. start so)."""
         g = generator(self.seed, "dst-init")
+        if self.pattern is not None:  # random N:M groups
+            n, m = self.pattern
+            rand = {nm: torch.rand(p.shape, generator=g) for nm, p in zip(self.names, self.params)}
+            full = {nm: torch.ones(p.shape, dtype=torch.bool) for nm, p in zip(self.names, self.params)}
+            kept = nm_prune(rand, full, n, m, g)
+            return [kept[nm].to(p.device) for nm, p in zip(self.names, self.params)]
         return [select_topk_mask(torch.rand(p.shape, generator=g), self.counts[n], g).to(p.device)
                 for n, p in zip(self.names, self.params)]
 
@@ -223,8 +237,28 @@ class SparseTrainer:
 
     def choose_growth(self, i: int, scores: torch.Tensor, keep: torch.Tensor, old: torch.Tensor, k: int,
                       g: torch.Generator) -> torch.Tensor:
-        """The ``k`` best-scoring positions outside ``keep`` (just-dropped ones included, as in RigL)."""
+        """The ``k`` best-scoring positions outside ``keep`` (just-dropped ones included, as in RigL). Under an
+        N:M pattern each group regrows what it lost, at its best-scoring free positions, so it keeps N."""
+        if self.pattern is not None:
+            return self._grow_in_groups(scores, keep, g)
         return select_topk_mask(torch.where(keep, torch.full_like(scores, -1.0), scores.float()), k, g)
+
+    def _grow_in_groups(self, scores: torch.Tensor, keep: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        n, m = self.pattern
+        kept = keep.movedim(1, -1)
+        shape = kept.shape
+        kept = kept.reshape(-1, m)
+        free = torch.where(kept, torch.full(kept.shape, -torch.inf, device=kept.device),
+                           scores.float().movedim(1, -1).reshape(-1, m))
+        tie = torch.rand(free.shape, generator=g).to(free.device)
+        order = torch.argsort(tie, dim=1)  # random order first, so ties are broken by the seed
+        ranked = torch.gather(order, 1, torch.argsort(torch.gather(free, 1, order), dim=1, descending=True,
+                                                      stable=True))
+        deficit = (n - kept.sum(1)).clamp_min(0)
+        grow = torch.zeros_like(kept)
+        take = torch.arange(m, device=kept.device)[None] < deficit[:, None]
+        grow.scatter_(1, ranked, take)
+        return grow.reshape(shape).movedim(-1, 1)
 
     def set_masks(self, new_masks: list[torch.Tensor]) -> None:
         """Install new masks: new connections start at zero, with optimizer state reset there and wherever

@@ -28,7 +28,7 @@ from ..metrics import classification_metrics, ensemble_probs, predict_probs
 from ..models import build_model
 from ..runs import Experiment, RunConfig, register, load_mask, load_state, start_run, train_cached
 from ..seeding import derive_seed, generator
-from ..sparse import density, layer_densities, ones_mask
+from ..sparse import density, layer_densities, ones_mask, parse_pattern
 from ..train import TrainConfig
 from .acdc import ACDCPhases
 from .edst import edst_phases
@@ -56,6 +56,9 @@ class DSTConfig(RunConfig):
     step_on_update: str = field(default="auto", metadata={
         "help": "apply the optimizer step on a mask-update iteration: skip (RigL's reference code), apply, or "
                 "auto (the method's: rigl skips; set, ctre, sparsevlr and the rest apply)"})
+    pattern: str | None = field(default=None, metadata={
+        "help": "N:M semi-structured masks (e.g. 2:4) for static, set, rigl and sparsevlr: N of every M "
+                "consecutive inputs, kept through every drop and grow; --density N/M, --distribution uniform"})
     gmp_start: float = field(default=0.1, metadata={
         "help": "gmp: fraction of training before the first pruning step (it ends at --end-fraction, default 0.75)"})
     ensemble: int = field(default=1, metadata={"help": "independent runs averaged as an ensemble (FreeTickets)"})
@@ -93,6 +96,14 @@ class DSTConfig(RunConfig):
         if self.method == "gmp" and not 0 <= self.gmp_start < (self.end_fraction or 0.75) <= 1:
             raise UserError(f"gmp prunes from --gmp-start to --end-fraction: need 0 <= {self.gmp_start} < "
                             f"{self.end_fraction or 0.75} <= 1")
+        if self.pattern is not None:
+            from .base import PATTERN_METHODS
+
+            n, m = parse_pattern(self.pattern)
+            if self.method not in PATTERN_METHODS or abs(self.density - n / m) > 1e-9 \
+                    or (self.distribution or "uniform") != "uniform":
+                raise UserError(f"--pattern {self.pattern} takes {', '.join(PATTERN_METHODS)} with --density "
+                                f"{n / m:g} and --distribution uniform")
         if self.step_on_update not in ("auto", "skip", "apply"):
             raise UserError(f"unknown --step-on-update {self.step_on_update!r}; choose one of: auto, skip, apply")
         if not self.erk_power_scale >= 0:
@@ -114,6 +125,8 @@ class DSTConfig(RunConfig):
             d.pop("erk_power_scale")
         if self.method != "gmp":
             d.pop("gmp_start")
+        if self.pattern is None:
+            d.pop("pattern")
         if self.method == "rigl":
             d["step_on_update"] = "apply" if self.resolved_step_on_update() else "skip"
         elif self.step_on_update == "auto":
@@ -124,7 +137,8 @@ class DSTConfig(RunConfig):
         """Keyword arguments of the method's SparseTrainer (beyond model, optimizer and total steps)."""
         kw = dict(density=self.density, distribution=self.distribution, delta_t=self.delta_t,
                   drop_fraction=self.drop_fraction, drop_decay=self.drop_decay, end_fraction=self.end_fraction,
-                  erk_power_scale=self.erk_power_scale, step_on_update=self.resolved_step_on_update())
+                  erk_power_scale=self.erk_power_scale, step_on_update=self.resolved_step_on_update(),
+                  pattern=parse_pattern(self.pattern) if self.pattern else None)
         if self.method == "edst":
             kw |= dict(members=self.members, explore_fraction=self.explore_fraction, large_drop=self.large_drop,
                        grow=self.edst_grow, lr_drop=self.lr_drop)
