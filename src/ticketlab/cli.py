@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import UserError
-from .flags import add_dataclass_flags, given_flags, merge
+from .flags import add_dataclass_flags, config_file_values, config_to_toml, flag_dests, given_flags, merge
 
 
 class Parser(argparse.ArgumentParser):
@@ -67,6 +67,9 @@ def add_experiment_parser(sub, exp) -> argparse.ArgumentParser:
     if exp.presets:
         p.add_argument("--preset", metavar="NAME", help=f"paper settings: {', '.join(exp.presets)}; explicit "
                                                         "flags override them")
+    p.add_argument("--config", metavar="FILE.toml", help="settings from a TOML file whose keys are these flags' "
+                                                          "names (flags given here win; `ticketlab show RUN "
+                                                          "--config` writes one)")
     add_dataclass_flags(p, exp.config)
     for action in p._actions:  # --seed takes a list too: one run directory per seed under a seed group
         if action.dest == "seed":
@@ -244,6 +247,8 @@ def build_parser() -> Parser:
 
     p = sub.add_parser("show", help="print a run's per-round table again")
     p.add_argument("run_dir", metavar="DIR")
+    p.add_argument("--config", action="store_true", help="print the run's config as a TOML file instead (its "
+                                                         "command's --config reads it back)")
     p.add_argument("--layers", action="store_true", help="per-layer densities of each round's mask instead")
 
     p = sub.add_parser("runs", help="list the runs under runs/ (or DIR): kind, settings, state, headline metric",
@@ -271,6 +276,9 @@ def config_from_args(ns: argparse.Namespace, cls, presets: dict):
         if ns.preset not in presets:
             raise UserError(f"unknown preset {ns.preset!r}; choose one of: {', '.join(presets)}")
         cfg = merge(cfg, presets[ns.preset])
+    if getattr(ns, "config", None) is not None:  # a config file: above the preset, below the flags given
+        dests = _config_dests(cls)
+        cfg = merge(cfg, config_file_values(ns.config, dests, set(dests.values())))
     given = given_flags(ns, cls)
     train_given = given.get("train", {})
     # A budget given explicitly replaces the preset's budget, whichever unit it is in.
@@ -279,6 +287,13 @@ def config_from_args(ns: argparse.Namespace, cls, presets: dict):
     if "iterations" in train_given:
         cfg["train"]["epochs"] = None
     return cls.from_dict(merge(cfg, given))
+
+
+def _config_dests(cls) -> dict[str, str]:
+    """The flag names of a config class's fields and the paths they set (what a config file's keys are)."""
+    tmp = argparse.ArgumentParser(add_help=False)
+    add_dataclass_flags(tmp, cls)
+    return flag_dests(tmp)
 
 
 def imp_config_from_args(ns: argparse.Namespace):
@@ -659,6 +674,12 @@ def cmd_show(ns: argparse.Namespace) -> int:
         except (UserError, AttributeError):
             kind = None
     exps = experiments()
+    if getattr(ns, "config", False):
+        if kind not in exps:
+            raise UserError(f"{run} is not a run directory of a training command; give one (a seed group's "
+                            "seeds are, each)")
+        print(config_to_toml(read_json(run / "config.json")["config"], _config_dests(exps.get(kind).config)), end="")
+        return 0
     if kind == "sweep" and (run / "sweep.json").is_file():
         from .runs.sweep import format_sweep
 

@@ -85,3 +85,72 @@ def _is_field_path(cls, parts: list[str]) -> bool:
         return True
     sub = _unwrap_optional(hints[parts[0]])
     return is_dataclass(sub) and _is_field_path(sub, parts[1:])
+
+
+def flag_dests(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """{flag name without dashes (as a config file's key): the dataclass path it sets ("train.lr")}."""
+    out = {}
+    for action in parser._actions:
+        for opt in action.option_strings:
+            if opt.startswith("--"):
+                out[opt[2:]] = action.dest
+    return out
+
+
+def config_file_values(path: str, dests: dict[str, str], allowed: set[str]) -> dict:
+    """A TOML file's values (keys: flag names, with dashes or underscores) as a nested dict shaped like the
+    config; an unknown key, or one that is not a setting of the run, is a one-line error naming it."""
+    import tomllib
+
+    from .errors import UserError
+
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"--config {path}: no such file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"--config {path} is not valid TOML ({str(e).splitlines()[0]})") from None
+    out: dict = {}
+    for key, value in data.items():
+        dest = dests.get(key.replace("_", "-"))
+        if dest is None or dest not in allowed:
+            raise UserError(f"--config {path}: unknown key {key!r}; keys are the command's flag names (--help)")
+        node = out
+        *parents, leaf = dest.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def config_to_toml(config: dict, dests: dict[str, str]) -> str:
+    """A stored config as a TOML file of flag names (``--config`` reads it back): None values left out."""
+    by_dest = {}
+    for flag, dest in dests.items():
+        by_dest.setdefault(dest, flag)
+
+    def flat(d: dict, prefix: str = ""):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                yield from flat(v, f"{prefix}{k}.")
+            else:
+                yield prefix + k, v
+
+    def value(v) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(type(v).__name__)
+
+    lines = []
+    for dest, v in flat(config):
+        if v is None or dest not in by_dest:
+            continue
+        lines.append(f"{by_dest[dest]} = {value(v)}")
+    return "\n".join(lines) + "\n"
