@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,11 +37,10 @@ from ..io import read_json, save_tensors, write_json
 from ..runs import (
     Experiment,
     RunConfig,
-    default_run_dir,
     load_mask,
-    open_run_dir,
-    prepare,
+    load_state,
     register,
+    start_derived_run,
     train_cached,
 )
 from ..runs.models import imp_parent
@@ -212,17 +210,10 @@ def check_deadwood(cfg: DeadwoodConfig, model, data):
 
 def run_deadwood(cfg: DeadwoodConfig, out: str | Path | None = None, *, device: str = "cpu",
                  data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
-    dev, data, model = prepare(cfg, device, data_dir, quiet)
-    weights, src_summary = check_deadwood(cfg, model, data)
-    config = cfg.to_dict() | {"source": str(Path(cfg.source).resolve())}
-    run_dir = open_run_dir(out if out is not None else default_run_dir("deadwood", config), "deadwood", config)
+    dev, data, model, config, run_dir, (weights, src_summary) = start_derived_run(
+        cfg, "deadwood", out, device, data_dir, quiet, check_deadwood)
     if (run_dir / "summary.json").exists():
         return read_json(run_dir / "summary.json")
-    if not quiet:
-        print(f"run directory: {run_dir}", file=sys.stderr)
-    data = data.to(dev)
-    from ..runs import load_state
-
     dense = load_state(weights, model)
     model.load_state_dict(dense)
     teacher = copy.deepcopy(model).eval()

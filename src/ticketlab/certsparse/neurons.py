@@ -18,7 +18,6 @@ command: hashed config, resume, refusal; ``ticketlab verify RUN`` evaluates the 
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,10 +29,9 @@ from ..models.graft import GraftedReLU, graft_relus, grafted_modules
 from ..runs import (
     Experiment,
     RunConfig,
-    default_run_dir,
-    open_run_dir,
-    prepare,
+    load_state,
     register,
+    start_derived_run,
     train_cached,
 )
 from ..runs.models import imp_parent
@@ -149,17 +147,10 @@ def weight_density(model, mask: dict | None) -> float:
 
 def run_neurons(cfg: NeuronsConfig, out: str | Path | None = None, *, device: str = "cpu",
                 data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
-    dev, data, model = prepare(cfg, device, data_dir, quiet)
-    weights, src_summary = check_neurons(cfg, model, data)
-    config = cfg.to_dict() | {"source": str(Path(cfg.source).resolve())}
-    run_dir = open_run_dir(out if out is not None else default_run_dir("neurons", config), "neurons", config)
+    dev, data, model, config, run_dir, (weights, src_summary) = start_derived_run(
+        cfg, "neurons", out, device, data_dir, quiet, check_neurons)
     if (run_dir / "summary.json").exists():
         return read_json(run_dir / "summary.json")
-    if not quiet:
-        print(f"run directory: {run_dir}", file=sys.stderr)
-    data = data.to(dev)
-    from ..runs import load_state
-
     model.load_state_dict(load_state(weights, model))
     chosen = choose(cfg, model, data)
     neurons = sum(c.numel() for c in chosen)

@@ -10,7 +10,6 @@ compressed net's accuracy, each step's iteration and density, and FLOPs.
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,12 +22,10 @@ from ..pruners import PRUNERS
 from ..runs import (
     Experiment,
     RunConfig,
-    default_run_dir,
     load_mask,
     load_state,
-    open_run_dir,
-    prepare,
     register,
+    start_derived_run,
     train_cached,
 )
 from ..runs.models import imp_parent
@@ -60,15 +57,10 @@ class CompressConfig(RunConfig):
     gap_eps: float = field(default=0.1, metadata={"help": "gap: PGD eps (pixel units) of its adversarial inputs"})
     gap_steps: int = field(default=10, metadata={"help": "gap: PGD steps"})
     pattern: str | None = field(default=None, metadata={
+        "omit_at_default": True,
         "help": "N:M semi-structured sparsity (e.g. 2:4): every step keeps the best max(N, round(M x density)) of "
                 "each M consecutive weights along the input dimension, the last N; --density must be N/M"})
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=60, iterations=5000))
-
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        if self.pattern is None:  # older runs' hashes stay
-            d.pop("pattern")
-        return d
 
     def validate(self) -> None:
         self.train.validate()
@@ -76,9 +68,7 @@ class CompressConfig(RunConfig):
         if self.pattern is not None:
             from ..sparse import parse_pattern
 
-            n, m = parse_pattern(self.pattern)
-            if abs(self.density - n / m) > 1e-9:
-                raise UserError(f"--pattern {self.pattern} keeps {n / m:g} of the weights; set --density {n / m:g}")
+            parse_pattern(self.pattern, self.density)
         if not self.source:
             raise UserError("compress needs --source RUN (an IMP run directory with a trained round 0)")
         if not 0 < self.density <= 1:
@@ -114,15 +104,10 @@ def check_compress(cfg: CompressConfig, model, data) -> tuple[Path, dict]:
 
 def run_compress(cfg: CompressConfig, out: str | Path | None = None, *, device: str = "cpu",
                  data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
-    dev, data, model = prepare(cfg, device, data_dir, quiet)
-    weights, src_summary = check_compress(cfg, model, data)
-    config = cfg.to_dict() | {"source": str(Path(cfg.source).resolve())}
-    run_dir = open_run_dir(out if out is not None else default_run_dir("compress", config), "compress", config)
+    dev, data, model, config, run_dir, (weights, src_summary) = start_derived_run(
+        cfg, "compress", out, device, data_dir, quiet, check_compress)
     if (run_dir / "summary.json").exists():
         return read_json(run_dir / "summary.json")
-    if not quiet:
-        print(f"run directory: {run_dir}", file=sys.stderr)
-    data = data.to(dev)
     dense = load_state(weights, model)
     names = prunable_names(model)
     total = cfg.train.total_iterations(len(data.y_train))

@@ -52,11 +52,14 @@ class DSTConfig(RunConfig):
     end_fraction: float | None = field(default=None, metadata={
         "help": "stop updating the mask after this fraction of training (default 0.75; edst 1)"})
     erk_power_scale: float = field(default=1.0, metadata={
+        "omit_at_default": True,
         "help": "RigL's erk_power_scale: the ER/ERK proportion raised to this power (1: the paper's; 0: uniform)"})
     step_on_update: str = field(default="auto", metadata={
+        "omit_at_default": True,
         "help": "apply the optimizer step on a mask-update iteration: skip (RigL's reference code), apply, or "
                 "auto (the method's: rigl skips; set, ctre, sparsevlr and the rest apply)"})
     pattern: str | None = field(default=None, metadata={
+        "omit_at_default": True,
         "help": "N:M semi-structured masks (e.g. 2:4) for static, set, rigl and sparsevlr: N of every M "
                 "consecutive inputs, kept through every drop and grow; --density N/M, --distribution uniform"})
     gmp_start: float = field(default=0.1, metadata={
@@ -117,20 +120,14 @@ class DSTConfig(RunConfig):
         return self.step_on_update == "apply"
 
     def to_dict(self) -> dict:
-        """As every config, without the reference-fidelity fields at their defaults (older runs' hashes stay),
-        except that a rigl run always records whether it skips the optimizer step on mask updates: rigl's
+        """As every config (settings at their defaults left out), with two rules of their own: gmp_start only
+        for gmp, and a rigl run always records whether it skips the optimizer step on mask updates - rigl's
         default changed to the reference's, so an older rigl folder is refused rather than silently reused."""
         d = super().to_dict()
-        if self.erk_power_scale == 1.0:
-            d.pop("erk_power_scale")
         if self.method != "gmp":
             d.pop("gmp_start")
-        if self.pattern is None:
-            d.pop("pattern")
         if self.method == "rigl":
             d["step_on_update"] = "apply" if self.resolved_step_on_update() else "skip"
-        elif self.step_on_update == "auto":
-            d.pop("step_on_update")
         return d
 
     def trainer_kwargs(self) -> dict:

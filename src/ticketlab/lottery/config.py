@@ -48,20 +48,14 @@ class IMPConfig(RunConfig):
                                                        "Linear/Conv weights)"})
     prune_exclude: list[str] = field(default_factory=list, metadata={"help": "glob patterns not to prune"})
     pattern: str | None = field(default=None, metadata={
+        "omit_at_default": True,
         "help": "N:M semi-structured tickets (e.g. 2:4): round k keeps the best max(N, round(M x density_k)) of "
                 "each M consecutive weights along the input dimension; needs --target-density N/M"})
     exclude_counts: str = field(default="included", metadata={
+        "omit_at_default": True,
         "help": "--global with --prune-exclude: the rate is a fraction of the included weights (included, "
                 "the default) or of all prunable weights, taken from the included ones only (all: open_lth's "
                 "sparse_global)"})
-
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        if self.exclude_counts == "included":  # the default: older runs' hashes stay
-            d.pop("exclude_counts")
-        if self.pattern is None:
-            d.pop("pattern")
-        return d
 
     @property
     def rewind_iter(self) -> int | None:

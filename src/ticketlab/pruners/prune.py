@@ -44,9 +44,7 @@ def prune_at_init(model: nn.Module, names: list[str], method: str, density: floa
     if overrides and scope != "layerwise":
         raise UserError("per-layer density overrides need --scope layerwise")
     if pattern is not None:
-        n, m = parse_pattern(pattern)
-        if abs(density - n / m) > 1e-9:
-            raise UserError(f"--pattern {pattern} keeps {n / m:g} of the weights; set --density {n / m:g}")
+        n, m = parse_pattern(pattern, density)
         original = {k: v.detach().clone() for k, v in model.state_dict().items()}
         try:
             return nm_prune(score(scorer, model, names, batches, generator, context), ones_mask(model, names),

@@ -41,15 +41,10 @@ class PruneInitConfig(RunConfig):
                                 metadata={"help": "layerwise scope: fix a layer's density, NAME=D (repeatable), "
                                                   "e.g. 5.weight=1.0 keeps lenet300's output layer dense"})
     pattern: str | None = field(default=None, metadata={
+        "omit_at_default": True,
         "help": "N:M semi-structured sparsity (e.g. 2:4): the N best of every M consecutive weights along the "
                 "input dimension; --density must be N/M"})
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=60))
-
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        if self.pattern is None:  # older runs' hashes stay
-            d.pop("pattern")
-        return d
 
     def validate(self) -> None:
         self.train.validate()
@@ -57,9 +52,7 @@ class PruneInitConfig(RunConfig):
         if self.pattern is not None:
             from ..sparse import parse_pattern
 
-            n, m = parse_pattern(self.pattern)
-            if abs(self.density - n / m) > 1e-9:
-                raise UserError(f"--pattern {self.pattern} keeps {n / m:g} of the weights; set --density {n / m:g}")
+            parse_pattern(self.pattern, self.density)
         if self.scope not in SCOPES:
             raise UserError(f"unknown --scope {self.scope!r}; choose one of: {', '.join(SCOPES)}")
         if self.distribution not in DISTRIBUTIONS:

@@ -41,7 +41,12 @@ class RunConfig:
     """``to_dict`` / ``from_dict`` for dataclass configs (JSON in config.json; unknown keys refused)."""
 
     def to_dict(self) -> dict:
+        """The fields as a dict; a field marked ``metadata={"omit_at_default": True}`` is left out while it has
+        its default, so adding a setting keeps the configs (and folder hashes) of runs made before it."""
         d = asdict(self)
+        for f in fields(self):
+            if f.metadata.get("omit_at_default") and getattr(self, f.name) == f.default:
+                d.pop(f.name)
         if isinstance(getattr(self, "train", None), TrainConfig):
             d["train"] = self.train.to_dict()  # adversarial settings only when used (old hashes stay)
         return d
@@ -88,6 +93,22 @@ def preflight(cfgs, check=None, data_dir: str | None = None) -> None:
         check_fits(model, data)
         if check is not None:
             check(cfg, model, data)
+
+
+def start_derived_run(cfg, kind: str, out, device: str, data_dir: str | None, quiet: bool, check):
+    """``start_run`` for a run made from another run's model (``cfg.source``: compress, neurons, deadwood):
+    ``check(cfg, model, data)`` refuses what does not fit before any folder is made, and the config records
+    the source as an absolute path. Returns (device, data on the device, model, config, run directory,
+    what ``check`` returned)."""
+    from pathlib import Path
+
+    dev, data, model = prepare(cfg, device, data_dir, quiet)
+    checked = check(cfg, model, data)
+    config = cfg.to_dict() | {"source": str(Path(cfg.source).resolve())}
+    run_dir = open_run_dir(out if out is not None else default_run_dir(kind, config), kind, config)
+    if not quiet:
+        print(f"run directory: {run_dir}", file=sys.stderr)
+    return dev, data.to(dev), model, config, run_dir, checked
 
 
 def start_run(cfg, kind: str, out, device: str, data_dir: str | None, quiet: bool, normalize=None):

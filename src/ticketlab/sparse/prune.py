@@ -85,14 +85,16 @@ def random_mask_like(mask: Mask, generator: torch.Generator) -> Mask:
     return out
 
 
-def parse_pattern(pattern: str) -> tuple[int, int]:
-    """"N:M" -> (N, M) with 0 < N < M; anything else is a UserError."""
+def parse_pattern(pattern: str, density: float | None = None) -> tuple[int, int]:
+    """"N:M" -> (N, M) with 0 < N < M; anything else is a UserError, and so is a ``density`` other than N/M."""
     try:
         n, m = (int(v) for v in pattern.split(":"))
     except ValueError:
         raise UserError(f"--pattern must be N:M (e.g. 2:4), got {pattern!r}") from None
     if not 0 < n < m:
         raise UserError(f"--pattern N:M needs 0 < N < M, got {pattern!r}")
+    if density is not None and abs(density - n / m) > 1e-9:
+        raise UserError(f"--pattern {pattern} keeps {n / m:g} of the weights; set --density {n / m:g}")
     return n, m
 
 
