@@ -19,7 +19,11 @@ def load_mask(path: Path, reference: Mask) -> Mask:
 
 
 def load_state(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
-    state = load_tensors(path)
+    return fit_state(load_tensors(path), model, path)
+
+
+def fit_state(state: dict[str, torch.Tensor], model: nn.Module, path: Path) -> dict[str, torch.Tensor]:
+    """``state`` (read from ``path``) on the model's device, refused unless every tensor fits ``model``."""
     ref = model.state_dict()
     if set(state) != set(ref) or any(state[k].shape != ref[k].shape for k in ref):
         raise UserError(f"{path} holds weights for a different model; delete it or use another --out")

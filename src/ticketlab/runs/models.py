@@ -9,7 +9,7 @@ import torch
 
 from ..errors import UserError
 from ..io import read_json
-from .files import load_state
+from .files import fit_state
 
 
 def trained_models(run: Path, kinds: tuple[str, ...] | None = None,
@@ -100,17 +100,15 @@ def imp_parent(source: str | Path, model: str, dataset: str) -> tuple[Path, dict
 
 def load_weights(model: torch.nn.Module, path: Path, name: str) -> None:
     """``path``'s weights into ``model`` (a ``name``), refused in one line unless every tensor fits
-    (``files.load_state``'s check, with the message of a finished run's evaluation). A file of a grafted
+    (``files.fit_state``'s check, with the message of a finished run's evaluation). A file of a grafted
     net (``ticketlab neurons --method graft``) first turns ``model``'s ReLUs into grafted ones."""
     from ..io import load_tensors
     from ..models.graft import graft_from_state
 
     try:
-        graft_from_state(model, {k: tuple(v.shape) for k, v in load_tensors(path).items() if k.endswith(".graft")})
-    except UserError:
-        pass  # load_state below refuses the file in one line
-    try:
-        state = load_state(path, model)
+        state = load_tensors(path)  # read once: the grafted layers' shapes, then the weights
+        graft_from_state(model, {k: tuple(v.shape) for k, v in state.items() if k.endswith(".graft")})
+        state = fit_state(state, model, path)
     except UserError:
         raise UserError(f"{path} does not hold weights of {name}; the run is damaged") from None
     model.load_state_dict(state)
