@@ -27,6 +27,13 @@ def add_runtime_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--checkpoint-every", type=int, default=2000, metavar="N",
                    help="save a resumable checkpoint every N iterations (default: 2000)")
+    add_log_flag(p)
+
+
+def add_log_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log", default="none", metavar="none|jsonl|tensorboard",
+                   help="live log of every training in its folder: log.jsonl, or TensorBoard event files "
+                        "(tensorboard --logdir RUN); default none")
 
 
 def _names(text: str) -> list[str]:
@@ -329,7 +336,7 @@ def cmd_experiment(ns: argparse.Namespace, seed_arg) -> int:
     return 0
 
 
-SWEEP_RUNTIME = ("--out", "--device", "--data-dir", "--quiet", "--checkpoint-every", "--seed", "--seeds",
+SWEEP_RUNTIME = ("--out", "--device", "--data-dir", "--quiet", "--checkpoint-every", "--log", "--seed", "--seeds",
                  "--help", "-h")
 SPEC_KEYS = {"command", "fixed", "vary", "seeds", "seed", "backend", "jobs", "threads", "ray_address",
              "cpus_per_point", "gpus_per_point", "x", "hue", "metric", "out"}
@@ -365,6 +372,7 @@ def sweep_parser() -> Parser:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--checkpoint-every", type=int, default=2000, metavar="N", help="checkpoint interval of every run")
+    add_log_flag(p)
     return p
 
 
@@ -466,7 +474,7 @@ def cmd_sweep(argv: list[str]) -> int:
     r = run_sweep(exp, base, points, seeds, opt("out", None), backend=opt("backend", "local"), jobs=opt("jobs", 1),
                   threads=threads, ray_address=opt("ray_address", None), cpus_per_point=opt("cpus_per_point", 1),
                   gpus_per_point=opt("gpus_per_point", 0), data_dir=sns.data_dir, device=sns.device,
-                  quiet=sns.quiet, checkpoint_every=sns.checkpoint_every)
+                  quiet=sns.quiet, checkpoint_every=sns.checkpoint_every, log=sns.log)
     print(format_sweep(r))
     names = list(axes)
     x = opt("x", names[0])
@@ -745,6 +753,10 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] == "sweep":
             return cmd_sweep(argv[1:])
         ns = build_parser().parse_args(argv)
+        if getattr(ns, "log", "none") != "none":
+            from .train.log import configure
+
+            configure(ns.log)
         commands = {"deconstruct": cmd_deconstruct, "baselines": cmd_baselines, "export": cmd_export,
                     "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "show": cmd_show, "runs": cmd_runs, "robustness": cmd_robustness, "verify": cmd_verify, "card-deck": cmd_card_deck,
                     "instability": cmd_instability,

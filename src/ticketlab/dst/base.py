@@ -97,6 +97,7 @@ class SparseTrainer:
             self.step_on_update = bool(step_on_update)
         self._held = None  # parameters and optimizer state from before a skipped optimizer step
         self.step_count = 0
+        self.last_change = None  # (step, fraction of the kept connections that are new) of the last mask update
         self.flops_per_example = 0.0   # sum over steps of (training FLOPs of one example at that step)
         self.extra_flops = 0.0         # absolute FLOPs of mask updates (e.g. CTRE's similarity matrices)
         self._uses: dict[str, int] | None = None
@@ -264,6 +265,9 @@ class SparseTrainer:
         """Install new masks: new connections start at zero, with optimizer state reset there and wherever
         a weight is no longer active."""
         with torch.no_grad():
+            new_masks = [m.to(p.device) for m, p in zip(new_masks, self.params)]
+            grown = sum(int((new & ~old).sum()) for old, new in zip(self.masks, new_masks))
+            self.last_change = (self.step_count, grown / max(1, sum(int(m.sum()) for m in new_masks)))
             both = [(old & new).to(p.dtype) for old, new, p in zip(self.masks, new_masks, self.params)]
             self.masks = [m.to(p.device) for m, p in zip(new_masks, self.params)]
             self._refresh()

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import read_json, write_json
+from ..train.log import configure as configure_log
 from .experiment import Experiment, get_experiment
 from .rundir import default_run_dir, open_run_dir
 from .seeds import SUMMARY, finished_seeds, is_stat, open_group, seed_dir, write_group_summary
@@ -104,6 +105,8 @@ def run_task(name: str, config: dict, out: str, runtime: dict, threads: int | No
     if os.environ.get(FAULT_ENV):
         _arm_fault(os.environ[FAULT_ENV])
     exp = get_experiment(name)
+    runtime = dict(runtime)
+    configure_log(runtime.pop("log", "none"))  # a worker process logs as the sweep was asked to
     summary = exp.run(exp.config.from_dict(config), Path(out), **runtime)
     return exp.headline(summary)
 
@@ -229,7 +232,7 @@ def run_sweep(exp: Experiment, base_cfg, points: list[Point], seeds: list[int], 
               backend: str = "local", jobs: int = 1, threads: int | None = None, ray_address: str | None = None,
               cpus_per_point: float = 1, gpus_per_point: float = 0, retries: int = 3, check=True,
               data_dir: str | None = None, device: str = "cpu", quiet: bool = False,
-              checkpoint_every: int = 2000) -> dict:
+              checkpoint_every: int = 2000, log: str = "none") -> dict:
     """Run every (point, seed) not yet finished; returns sweep.json's content (``failed`` lists the tasks
     that did not finish this time)."""
     if backend not in BACKENDS:
@@ -249,6 +252,9 @@ def run_sweep(exp: Experiment, base_cfg, points: list[Point], seeds: list[int], 
     config = sweep_config(exp, base_cfg, points)
     root = open_run_dir(out if out is not None else default_run_dir(KIND, config), KIND, config)
     runtime = {"device": device, "data_dir": data_dir, "quiet": True, "checkpoint_every": checkpoint_every}
+    if log != "none":
+        configure_log(log)  # checked here, before any point starts
+        runtime["log"] = log
     done: dict[str, list[int]] = {}
     tasks = []
     for p in points:

@@ -22,6 +22,7 @@ from ..errors import UserError
 from ..io import read_json, save_tensors, write_json
 from ..sparse import Mask, apply_mask_, density
 from ..train import Checkpointer, TrainConfig, TrainResult, train
+from ..train.log import open_log
 from .files import load_state
 
 FINAL, METRICS, MASK, CKPT, RESULT = ("final.safetensors", "metrics.json", "mask.safetensors",
@@ -40,7 +41,8 @@ def train_cached(where: Path, model: nn.Module, data: Dataset, train_cfg: TrainC
     Returns (summary, history). A finished training is read back, not redone (``reload_final`` then loads
     its trained weights into ``model``); an unfinished one resumes from ``where/checkpoint.safetensors``.
     ``sparse(optimizer)`` builds an updater that owns the mask (``train``'s ``sparse``); ``record(result,
-    updater)`` returns extra facts to store in the summary.
+    updater)`` returns extra facts to store in the summary. With ``--log`` (``train.log.configure``) the
+    training's live log is written in ``where``.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
@@ -69,7 +71,7 @@ def train_cached(where: Path, model: nn.Module, data: Dataset, train_cfg: TrainC
     result: TrainResult = train(
         model, data, train_cfg, mask=mask, frozen=frozen, seed=seed, start_iter=start_iter, total=total,
         sparse=factory if sparse is not None else None, checkpointer=Checkpointer(where / CKPT, checkpoint_every),
-        snapshot_at=snapshot_at, on_snapshot=on_snapshot, progress=not quiet, desc=label)
+        snapshot_at=snapshot_at, on_snapshot=on_snapshot, progress=not quiet, desc=label, log=open_log(where))
     updater = holder.get("u")
     if save_final:
         save_tensors(where / FINAL, model.state_dict())

@@ -90,7 +90,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
           snapshot_at: int | Iterable[int] | None = None,
           on_snapshot: Callable[[int, nn.Module], None] | None = None,
           sparse: Callable[[torch.optim.Optimizer], object] | None = None,
-          progress: bool = False, desc: str = "train") -> TrainResult:
+          progress: bool = False, desc: str = "train", log=None) -> TrainResult:
     """Train ``model`` in place on ``data`` (already on the model's device) from ``start_iter`` to ``total``.
 
     ``mask`` keeps pruned weights at exactly zero (or at ``frozen``'s values, untrained).
@@ -100,6 +100,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
     ``sparse(optimizer)`` builds a dynamic sparse trainer (``ticketlab.dst``) for the loop's optimizer; it
     replaces ``mask``: its ``step()`` runs after every optimizer step (after any snapshot of that
     iteration), it is told every evaluation, and its state is checkpointed with the run.
+    ``log`` (``train.log``'s JsonlLog / TensorBoardLog) receives the scalars of every evaluation and mask update.
     """
     total = cfg.total_iterations(len(data.y_train)) if total is None else total
     opt = make_optimizer(model, cfg)
@@ -133,12 +134,16 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
     spe = cfg.steps_per_epoch(n)
     varying_lr = cfg.lr_schedule != "constant" or cfg.warmup > 0
 
+    live = _Live(log, model, data, cfg, mask, updater, opt, bs, it) if log is not None else None
+
     def record(i: int) -> None:
         vl, va = evaluate(model, data.x_val, data.y_val)
         tl, ta = evaluate(model, data.x_test, data.y_test)
         history.append({"iter": i, "val_loss": vl, "val_acc": va, "test_loss": tl, "test_acc": ta})
         if updater is not None:
             updater.observe(history[-1])
+        if live is not None:
+            live.record(i, history[-1])
 
     if not history:
         record(it)
@@ -174,6 +179,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
                 loss = loss + cfg.rs_weight * stability(model, xb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if live is not None:
+                live.loss(loss)
             if enforcer is not None:
                 enforcer.step()
             else:
@@ -183,6 +190,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
                 on_snapshot(it, model)
             if updater is not None:
                 updater.step()
+                if live is not None:
+                    live.mask_change(it)
             if it % cfg.eval_every == 0 or it == total:
                 record(it)
                 if bar is not None:
@@ -193,4 +202,57 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
     finally:
         if bar is not None:
             bar.close()
+        if live is not None:
+            live.close()
     return TrainResult(history=history, iterations=total - start_iter)
+
+
+class _Live:
+    """What a live log gets from the loop: evaluation rows with the train loss since the last one, the
+    learning rate, densities and FLOPs so far, and a sparse trainer's mask changes."""
+
+    def __init__(self, log, model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Mask | None, updater, opt,
+                 batch: int, start: int):
+        self.log, self.model, self.mask, self.updater, self.opt, self.batch = log, model, mask, updater, opt, batch
+        self._sum, self._n, self._change_at = None, 0, None
+        self._step_flops = None
+        if updater is None or not hasattr(updater, "training_flops"):
+            from ..flops import forward_flops
+
+            fwd = sum(forward_flops(model, tuple(data.x_train.shape[1:]), mask).values())
+            self._step_flops = cfg.passes_per_example() * fwd * batch
+        log.start(start)
+
+    def loss(self, loss: torch.Tensor) -> None:
+        d = loss.detach()
+        self._sum = d if self._sum is None else self._sum + d  # no host sync per step
+        self._n += 1
+
+    def _density(self) -> dict[str, float]:
+        m = getattr(self.updater, "mask", None) if self.updater is not None else None
+        m = m if isinstance(m, dict) else self.mask
+        if not m:
+            return {}
+        kept = {n: int(t.sum()) for n, t in m.items()}
+        total = sum(t.numel() for t in m.values())
+        return {"density": sum(kept.values()) / total} | {f"density/{n}": kept[n] / m[n].numel() for n in m}
+
+    def record(self, it: int, row: dict) -> None:
+        values = {"loss/val": row["val_loss"], "loss/test": row["test_loss"], "acc/val": row["val_acc"],
+                  "acc/test": row["test_acc"], "lr": self.opt.param_groups[0]["lr"]}
+        if self._n:
+            values["loss/train"] = float(self._sum) / self._n
+            self._sum, self._n = None, 0
+        values |= self._density()
+        values["flops"] = (self.updater.training_flops(self.batch) if self._step_flops is None
+                           else self._step_flops * it)
+        self.log.scalars(it, values)
+
+    def mask_change(self, it: int) -> None:
+        change = getattr(self.updater, "last_change", None)  # (the updater's step, fraction new)
+        if change is not None and change[0] != self._change_at:
+            self._change_at = change[0]
+            self.log.scalars(it, {"mask_change": change[1]})
+
+    def close(self) -> None:
+        self.log.close()
