@@ -11,7 +11,8 @@ from pathlib import Path
 
 from . import __version__
 from .errors import UserError
-from .flags import add_dataclass_flags, config_file_values, config_to_toml, flag_dests, given_flags, merge
+from .flags import (add_dataclass_flags, config_file_values, config_to_toml, dataclass_flag_dests, given_flags,
+                    merge)
 
 
 class Parser(argparse.ArgumentParser):
@@ -269,6 +270,16 @@ def build_parser() -> Parser:
     p.add_argument("--recursive", action="store_true", help="runs at any depth (inside sweeps and groups too)")
     p.add_argument("--json", action="store_true", help="print the entries as JSON")
 
+    p = sub.add_parser("report", help="runs, seed groups and sweeps as one self-contained HTML page",
+                       description="Plots (inline SVG) and tables of every PATH: a run of any kind, a seed group "
+                                   "(mean ± std bands), a sweep, or a folder of runs; results inside them "
+                                   "(robustness, verification, baselines, export/bench) included; several PATHs "
+                                   "are also overlaid for comparison. Opens offline in any browser.")
+    p.add_argument("paths", metavar="PATH", nargs="+", help="run directories, seed groups, sweeps or folders of runs")
+    p.add_argument("--out", default="report.html", metavar="FILE.html",
+                   help="the page to write (default report.html; an existing file is replaced only if it is a "
+                        "ticketlab report)")
+
     sub.add_parser("list", help="list models, datasets and presets")
     return parser
 
@@ -284,7 +295,7 @@ def config_from_args(ns: argparse.Namespace, cls, presets: dict):
             raise UserError(f"unknown preset {ns.preset!r}; choose one of: {', '.join(presets)}")
         cfg = merge(cfg, presets[ns.preset])
     if getattr(ns, "config", None) is not None:  # a config file: above the preset, below the flags given
-        dests = _config_dests(cls)
+        dests = dataclass_flag_dests(cls)
         cfg = merge(cfg, config_file_values(ns.config, dests, set(dests.values())))
     given = given_flags(ns, cls)
     train_given = given.get("train", {})
@@ -294,13 +305,6 @@ def config_from_args(ns: argparse.Namespace, cls, presets: dict):
     if "iterations" in train_given:
         cfg["train"]["epochs"] = None
     return cls.from_dict(merge(cfg, given))
-
-
-def _config_dests(cls) -> dict[str, str]:
-    """The flag names of a config class's fields and the paths they set (what a config file's keys are)."""
-    tmp = argparse.ArgumentParser(add_help=False)
-    add_dataclass_flags(tmp, cls)
-    return flag_dests(tmp)
 
 
 def imp_config_from_args(ns: argparse.Namespace):
@@ -686,7 +690,7 @@ def cmd_show(ns: argparse.Namespace) -> int:
         if kind not in exps:
             raise UserError(f"{run} is not a run directory of a training command; give one (a seed group's "
                             "seeds are, each)")
-        print(config_to_toml(read_json(run / "config.json")["config"], _config_dests(exps.get(kind).config)), end="")
+        print(config_to_toml(read_json(run / "config.json")["config"], dataclass_flag_dests(exps.get(kind).config)), end="")
         return 0
     if kind == "sweep" and (run / "sweep.json").is_file():
         from .runs.sweep import format_sweep
@@ -727,6 +731,14 @@ def cmd_runs(ns: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(ns: argparse.Namespace) -> int:
+    from .report import build_report
+
+    out = build_report(ns.paths, ns.out)
+    print(f"report: {out} ({out.stat().st_size / 1024:.0f} KiB)")
+    return 0
+
+
 def cmd_list(ns: argparse.Namespace) -> int:
     from .criteria import CRITERIA
     from .data import DATASETS
@@ -759,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
             configure(ns.log)
         commands = {"deconstruct": cmd_deconstruct, "baselines": cmd_baselines, "export": cmd_export,
                     "bench": cmd_bench, "pack": cmd_pack, "unpack": cmd_unpack, "show": cmd_show, "runs": cmd_runs, "robustness": cmd_robustness, "verify": cmd_verify, "card-deck": cmd_card_deck,
-                    "instability": cmd_instability,
+                    "instability": cmd_instability, "report": cmd_report,
                     "list": cmd_list}
         if ns.command in commands:
             return commands[ns.command](ns)

@@ -97,6 +97,13 @@ def flag_dests(parser: argparse.ArgumentParser) -> dict[str, str]:
     return out
 
 
+def dataclass_flag_dests(cls) -> dict[str, str]:
+    """The flag names of a config class's fields and the paths they set (what a config file's keys are)."""
+    tmp = argparse.ArgumentParser(add_help=False)
+    add_dataclass_flags(tmp, cls)
+    return flag_dests(tmp)
+
+
 def config_file_values(path: str, dests: dict[str, str], allowed: set[str]) -> dict:
     """A TOML file's values (keys: flag names, with dashes or underscores) as a nested dict shaped like the
     config; an unknown key, or one that is not a setting of the run, is a one-line error naming it."""
