@@ -20,6 +20,7 @@ CERTIFIED_METHODS = ("none", "ibp", "crown-ibp")
 CERTIFIED_FIELDS = ("certified", "cert_eps", "cert_start", "cert_ramp", "cert_kappa")
 # ReLU-stability regulariser fields: left out of a stored config while --rs-weight is 0, for the same reason.
 RS_FIELDS = ("rs_weight", "rs_eps")
+PRECISIONS = ("fp32", "bf16")
 DEFAULT_ITERATIONS = 2000
 
 
@@ -62,6 +63,9 @@ class TrainConfig:
         "help": "ReLU-stability regulariser weight (Xiao et al.'s RS loss as Li et al.'s CertifiedPruning uses it: "
                 "0.01); 0 = off"})
     rs_eps: float = field(default=0.0, metadata={"help": "the regulariser's L-inf radius (IBP bounds), pixel units"})
+    precision: str = field(default="fp32", metadata={
+        "help": "fp32, or bf16: the training step's forward and loss under bfloat16 autocast (weights, optimizer "
+                "state and evaluation stay fp32)"})
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -86,6 +90,8 @@ class TrainConfig:
             raise UserError(f"--eval-every must be >= 1, got {self.eval_every}")
         if self.warmup < 0:
             raise UserError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.precision not in PRECISIONS:
+            raise UserError(f"unknown --precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         if self.augment not in AUGMENTATIONS:
             raise UserError(f"unknown --augment {self.augment!r}; choose one of: {', '.join(AUGMENTATIONS)}")
         if not self.augment_sigma > 0:
@@ -137,6 +143,8 @@ class TrainConfig:
         if self.rs_weight == 0:
             for k in RS_FIELDS:
                 d.pop(k)
+        if self.precision == "fp32":  # left out at its default, as above
+            d.pop("precision")
         return d
 
     def passes_per_example(self) -> int:

@@ -79,6 +79,12 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 50
     return loss / len(y), correct / len(y)
 
 
+def mixed_precision(cfg: TrainConfig, device: torch.device):
+    """The training step's autocast context: bfloat16 with --precision bf16 (no loss scaling is needed: bf16
+    has fp32's exponent range), else a no-op."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+
 def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
     g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch)) % (2 ** 63))
     return torch.randperm(n, generator=g)
@@ -155,6 +161,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
         from tqdm import tqdm
         bar = tqdm(total=total, initial=it, desc=desc, leave=False, mininterval=0.5, dynamic_ncols=True)
 
+    autocast = mixed_precision(cfg, x.device)
     model.train()
     epoch, perm = -1, None
     try:
@@ -169,14 +176,15 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
                     group["lr"] = lr
             xb = x[idx] if cfg.augment == "none" else augment(cfg.augment, x[idx], data,
                                                               generator(seed, "augment", it), cfg.augment_sigma)
-            if updater is not None and hasattr(updater, "loss"):  # a method with a loss of its own (Deadwooding)
-                loss = updater.loss(model, xb, y[idx], it)
-            elif adversarial is None:
-                loss = F.cross_entropy(model(xb), y[idx])
-            else:
-                loss = adversarial(model, xb, y[idx], it)
-            if stability is not None:
-                loss = loss + cfg.rs_weight * stability(model, xb)
+            with autocast:
+                if updater is not None and hasattr(updater, "loss"):  # a method with a loss of its own (Deadwooding)
+                    loss = updater.loss(model, xb, y[idx], it)
+                elif adversarial is None:
+                    loss = F.cross_entropy(model(xb), y[idx])
+                else:
+                    loss = adversarial(model, xb, y[idx], it)
+                if stability is not None:
+                    loss = loss + cfg.rs_weight * stability(model, xb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if live is not None:
