@@ -1,5 +1,4 @@
 """--precision bf16: autocast in the training step only; masks exact, pruned weights exactly zero, old hashes kept."""
-import pytest
 import torch
 
 from ticketlab.cli import main

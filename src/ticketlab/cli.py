@@ -31,6 +31,13 @@ def add_runtime_flags(p: argparse.ArgumentParser) -> None:
     add_log_flag(p)
 
 
+def add_replicates_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--replicates", default="auto", metavar="auto|vectorized|sequential",
+                   help="several seeds' trainings: vectorized trains those of one architecture together in one "
+                        "loop (torch.func vmap), sequential one after another; auto (default): vectorized on "
+                        "CUDA, sequential on CPU")
+
+
 def add_log_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", default="none", metavar="none|jsonl|tensorboard",
                    help="live log of every training in its folder: log.jsonl, or TensorBoard event files "
@@ -87,6 +94,7 @@ def add_experiment_parser(sub, exp) -> argparse.ArgumentParser:
                    help="run N seeds (from --seed, default 0) as a seed group: each seed its own run directory "
                         "under --out, the group's summary mean/std/min/max over them")
     add_runtime_flags(p)
+    add_replicates_flag(p)
     return p
 
 
@@ -326,7 +334,9 @@ def cmd_experiment(ns: argparse.Namespace, seed_arg) -> int:
     rt = runtime(ns)
     preflight([replace(cfg, seed=s) for s in seeds], exp.check, ns.data_dir)
     if ns.seeds is not None or len(seeds) > 1:
-        result = run_seeds(exp, cfg, seeds, ns.out, **rt)
+        from .runs.lockstep import resolve
+
+        result = run_seeds(exp, cfg, seeds, ns.out, replicates=resolve(ns.replicates, ns.device), **rt)
         print(format_group(exp, result))
         print(f"\nseed group: {result['dir']} (`ticketlab show` prints it again)")
         return 0

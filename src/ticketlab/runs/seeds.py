@@ -204,20 +204,34 @@ def open_group(exp: Experiment, cfg, out: str | Path | None) -> Path:
     return open_run_dir(out if out is not None else default_run_dir(f"{exp.name}-seeds", config), KIND, config)
 
 
-def run_seeds(exp: Experiment, cfg, seeds: list[int], out: str | Path | None = None, **runtime) -> dict:
+def run_seeds(exp: Experiment, cfg, seeds: list[int], out: str | Path | None = None, *,
+              replicates: str = "sequential", **runtime) -> dict:
     """Run ``exp`` at every seed (each resumable in its own folder) and aggregate; returns the group summary.
 
     The summary covers every seed the group has finished, this call's and earlier calls' (``--seeds 3`` then
-    ``--seeds 5`` runs two more)."""
+    ``--seeds 5`` runs two more). ``replicates="vectorized"`` runs the unfinished seeds in lockstep, their
+    trainings packed into vectorised loops (``runs.lockstep``); results equal the sequential ones up to float
+    rounding."""
     cfgs = [replace(cfg, seed=s) for s in seeds]
     for c in cfgs:
         c.validate()
     group = open_group(exp, cfg, out)
     done = finished_seeds(group)
     quiet = runtime.get("quiet", False)
-    for i, (s, c) in enumerate(zip(seeds, cfgs)):
+    todo = list(zip(seeds, cfgs))  # finished seeds too: a finished run reads itself back (or continues, --rounds)
+    if replicates == "vectorized" and len(todo) > 1:
+        from .lockstep import Lockstep
+
         if not quiet:
-            print(f"seed {s} ({i + 1}/{len(seeds)}): {seed_dir(group, s)}", file=sys.stderr, flush=True)
+            print(f"seeds {', '.join(str(s) for s, _ in todo)} together (vectorized replicates) in {group}",
+                  file=sys.stderr, flush=True)
+        Lockstep(quiet=quiet).run([lambda c=c, s=s: exp.run(c, seed_dir(group, s), **runtime) for s, c in todo])
+        done = sorted(set(done) | {s for s, _ in todo})
+        write_group_summary(exp, group, done)
+        todo = []
+    for i, (s, c) in enumerate(todo):
+        if not quiet:
+            print(f"seed {s} ({i + 1}/{len(todo)}): {seed_dir(group, s)}", file=sys.stderr, flush=True)
         exp.run(c, seed_dir(group, s), **runtime)
         done = sorted(set(done) | {s})
         write_group_summary(exp, group, done)  # after every seed: an interrupted group shows what finished

@@ -23,6 +23,7 @@ from ..io import read_json, save_tensors, write_json
 from ..sparse import Mask, apply_mask_, density
 from ..train import Checkpointer, TrainConfig, TrainResult, train
 from ..train.log import open_log
+from . import lockstep
 from .files import load_state
 
 FINAL, METRICS, MASK, CKPT, RESULT = ("final.safetensors", "metrics.json", "mask.safetensors",
@@ -68,10 +69,20 @@ def train_cached(where: Path, model: nn.Module, data: Dataset, train_cfg: TrainC
         holder["u"] = sparse(opt)
         return holder["u"]
 
-    result: TrainResult = train(
-        model, data, train_cfg, mask=mask, frozen=frozen, seed=seed, start_iter=start_iter, total=total,
-        sparse=factory if sparse is not None else None, checkpointer=Checkpointer(where / CKPT, checkpoint_every),
-        snapshot_at=snapshot_at, on_snapshot=on_snapshot, progress=not quiet, desc=label, log=open_log(where))
+    checkpointer, log = Checkpointer(where / CKPT, checkpoint_every), open_log(where)
+
+    def alone() -> TrainResult:
+        return train(model, data, train_cfg, mask=mask, frozen=frozen, seed=seed, start_iter=start_iter, total=total,
+                     sparse=factory if sparse is not None else None, checkpointer=checkpointer,
+                     snapshot_at=snapshot_at, on_snapshot=on_snapshot, progress=not quiet, desc=label, log=log)
+
+    pack = lockstep.current()
+    if pack is not None and sparse is None and frozen is None and snapshot_at is None and on_snapshot is None:
+        # several runs in lockstep (--replicates vectorized): this training may share a loop with theirs
+        result = pack.submit(lockstep.Request(lockstep.index(), model, data, train_cfg, mask, seed, start_iter,
+                                              total, checkpointer, log, alone))
+    else:
+        result = alone()
     updater = holder.get("u")
     if save_final:
         save_tensors(where / FINAL, model.state_dict())

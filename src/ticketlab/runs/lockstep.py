@@ -1,0 +1,169 @@
+"""Lockstep: several runs of one command (seeds) executed together, their trainings packed into vectorised loops.
+
+Each run is an ordinary runner call in a thread of its own. Whenever it reaches a training (``train_cached``),
+the thread hands the training to the coordinator and waits. When every unfinished run is waiting, the
+coordinator trains what they handed in: trainings that can share a loop (same architecture, data, settings,
+budget and masked layers; plain, augmented or mixed-precision training with a static mask) together through
+``train.replicates``, the others one by one. Then every run goes on to its next training. Only one thread
+computes at any time, and a pack's members are ordered by run, so the result does not depend on thread timing.
+
+Runners need no change: the packing happens below them, so every command's ``--seeds N`` gets it.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+
+from ..train.replicates import NotVectorizable, signature, supported, train_replicates
+
+_local = threading.local()
+REPLICATE_MODES = ("auto", "vectorized", "sequential")
+
+
+def resolve(mode: str, device: str) -> str:
+    """``auto``: vectorised on CUDA (a step of a small net is launch-bound there), sequential on CPU (measured:
+    no faster there, and slower for convolutions; see benchmarks/bench_replicates.py)."""
+    from ..errors import UserError
+
+    if mode not in REPLICATE_MODES:
+        raise UserError(f"unknown --replicates {mode!r}; choose one of: {', '.join(REPLICATE_MODES)}")
+    if mode == "auto":
+        return "vectorized" if str(device).startswith("cuda") else "sequential"
+    return mode
+
+
+def current() -> "Lockstep | None":
+    return getattr(_local, "pack", None)
+
+
+@dataclass
+class Request:
+    """One training a run hands to the coordinator (the arguments ``train`` would get)."""
+    index: int                       # the run's position (orders a pack's members)
+    model: torch.nn.Module
+    data: object
+    cfg: object
+    mask: dict | None
+    seed: int
+    start_iter: int
+    total: int
+    checkpointer: object
+    log: object
+    alone: Callable[[], object]      # the same training through ``train`` (when it cannot be packed)
+    result: object = None
+    error: BaseException | None = None
+    done: bool = False
+    key: tuple = field(default=())
+
+    def __post_init__(self):
+        self.key = (signature(self.model), repr(sorted(asdict(self.cfg).items())), self.start_iter, self.total,
+                    None if self.mask is None else tuple(self.mask), tuple(self.data.x_train.shape),
+                    str(self.data.x_train.device))
+
+
+class Lockstep:
+    def __init__(self, quiet: bool = True):
+        self.cv = threading.Condition()
+        self.unfinished = 0
+        self.waiting: list[Request] = []
+        self.quiet = quiet
+        self.packs: list[int] = []   # sizes of the vectorised packs trained (for tests and progress)
+
+    def run(self, fns: list[Callable[[], object]]) -> list:
+        """Run every ``fns[i]()`` in its own thread, in lockstep; returns their results (re-raises the first
+        error, by run order, after every run has stopped)."""
+        results: list = [None] * len(fns)
+        errors: list = [None] * len(fns)
+        self.unfinished = len(fns)
+
+        def body(i: int) -> None:
+            _local.pack, _local.index = self, i
+            try:
+                results[i] = fns[i]()
+            except BaseException as e:  # noqa: BLE001 - handed to the caller below
+                errors[i] = e
+            finally:
+                with self.cv:
+                    self.unfinished -= 1
+                    self.cv.notify_all()
+
+        threads = [threading.Thread(target=body, args=(i,), daemon=True, name=f"ticketlab-run-{i}")
+                   for i in range(len(fns))]
+        for t in threads:
+            t.start()
+        while True:
+            with self.cv:
+                self.cv.wait_for(lambda: self.unfinished == 0 or len(self.waiting) == self.unfinished)
+                if self.unfinished == 0:
+                    break
+                batch, self.waiting = self.waiting, []
+            try:
+                self._train(batch)
+            except BaseException as e:
+                for r in batch:  # the runs still waiting stop with it (nothing half-trained is written)
+                    if r.result is None and r.error is None:
+                        r.error = e
+                raise
+            finally:
+                with self.cv:
+                    for r in batch:
+                        r.done = True
+                    self.cv.notify_all()
+        for t in threads:
+            t.join()
+        for e in errors:
+            if e is not None:
+                raise e
+        return results
+
+    def submit(self, req: Request):
+        """From a run's thread: hand in a training and wait for its result."""
+        with self.cv:
+            self.waiting.append(req)
+            self.cv.notify_all()
+            self.cv.wait_for(lambda: req.done)
+        if req.error is not None:
+            raise req.error
+        return req.result
+
+    def _train(self, batch: list[Request]) -> None:
+        groups: dict[tuple, list[Request]] = {}
+        for r in sorted(batch, key=lambda r: r.index):
+            groups.setdefault(r.key, []).append(r)
+        for reqs in groups.values():
+            packable = [r for r in reqs if torch.equal(r.data.x_train, reqs[0].data.x_train)
+                        and torch.equal(r.data.y_train, reqs[0].data.y_train)]
+            rest = [r for r in reqs if r not in packable]
+            if len(packable) > 1 and supported(packable[0].cfg):
+                try:
+                    results = train_replicates(
+                        [r.model for r in packable], packable[0].data, packable[0].cfg,
+                        masks=[r.mask for r in packable], seeds=[r.seed for r in packable],
+                        start_iter=packable[0].start_iter, total=packable[0].total,
+                        checkpointers=[r.checkpointer for r in packable], logs=[r.log for r in packable],
+                        progress=not self.quiet, desc="trainings")
+                    for r, res in zip(packable, results):
+                        r.result = res
+                    self.packs.append(len(packable))
+                except NotVectorizable:
+                    rest = packable + rest
+                except BaseException as e:  # noqa: BLE001 - every member of the pack gets it
+                    for r in packable:
+                        r.error = e
+                    raise
+            else:
+                rest = packable + rest
+            for r in rest:
+                try:
+                    r.result = r.alone()
+                except BaseException as e:  # noqa: BLE001 - the run that handed it in gets it
+                    r.error = e
+                    if isinstance(e, KeyboardInterrupt):
+                        raise
+
+
+def index() -> int:
+    return getattr(_local, "index", 0)

@@ -1,0 +1,236 @@
+"""Vectorised replicates: R models of one architecture trained together in one loop.
+
+The models' parameters and buffers are stacked along a leading dimension (``torch.func.stack_module_state``)
+and one forward runs all of them (``vmap`` over ``functional_call``), so a step is a few large kernels instead
+of R times a few dozen small ones - what keeps a GPU busy with the small nets of the lottery-ticket
+literature. Each replicate keeps its own initial weights, mask, data order (its seed's permutations), running
+BatchNorm statistics (batched buffers, updated in place per replicate) and optimizer state: SGD, Adam and AdamW
+are elementwise, so one optimizer over the stacked tensors is R independent optimizers (the step count is
+shared, and equal, since the replicates step together). The loss is the sum of the replicates' mean losses,
+so each replicate's gradient is its own.
+
+Results equal R sequential trainings up to float rounding (batched kernels sum in another order); within
+this mode the same seeds give the same bits on CPU. Checkpoints are written per replicate in the sequential
+trainer's format, so either mode resumes the other's.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import Dataset
+from ..data.augment import augment
+from ..seeding import generator
+from ..sparse import Mask
+from ..sparse.enforce import clear_optimizer_state_, mask_grads_
+from .checkpoint import Checkpointer
+from .config import TrainConfig
+from .loop import TrainResult, _Live, epoch_permutation, make_optimizer, mixed_precision
+from .schedule import lr_at
+
+
+class NotVectorizable(Exception):
+    """These trainings cannot share one loop (the caller trains them one by one)."""
+
+
+def signature(model: nn.Module) -> tuple:
+    """What must match for models to be stacked: class, and every parameter's and buffer's name, shape, dtype,
+    device and trainability."""
+    return (type(model).__name__,
+            tuple((n, tuple(p.shape), p.dtype, str(p.device), p.requires_grad) for n, p in model.named_parameters()),
+            tuple((n, tuple(b.shape), b.dtype) for n, b in model.named_buffers()))
+
+
+def supported(cfg: TrainConfig) -> bool:
+    """The training settings the vectorised loop implements (the others need per-model losses)."""
+    return cfg.adv == "none" and cfg.certified == "none" and cfg.rs_weight == 0
+
+
+class _Shim:
+    """What ``_Live`` reads of an optimizer: its param groups (the learning rate)."""
+
+    def __init__(self, opt):
+        self.param_groups = opt.param_groups
+
+
+def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *, masks: list[Mask | None],
+                     seeds: list[int], start_iter: int = 0, total: int | None = None,
+                     checkpointers: list[Checkpointer | None] | None = None, logs: list | None = None,
+                     progress: bool = False, desc: str = "replicates",
+                     chunk: int = 2500) -> list[TrainResult]:
+    """Train ``models`` (same architecture, on ``data``'s device, already at their starting weights and masked)
+    in place, replicate ``r`` with ``masks[r]`` and the data order of ``seeds[r]``; returns one TrainResult each,
+    as ``train`` would. Raises NotVectorizable when the models differ in structure, the settings need per-model
+    losses, or the replicates' checkpoints are at different iterations."""
+    R = len(models)
+    if R == 0 or len({signature(m) for m in models}) != 1 or not supported(cfg):
+        raise NotVectorizable("different architectures or settings")
+    if len(masks) != R or len(seeds) != R:
+        raise ValueError("one mask (or None) and one seed per model")
+    names = [n for n in masks[0]] if masks[0] is not None else []
+    if any((m is None) != (masks[0] is None) or (m is not None and list(m) != names) for m in masks):
+        raise NotVectorizable("the replicates mask different layers")
+    total = cfg.total_iterations(len(data.y_train)) if total is None else total
+    checkpointers = checkpointers or [None] * R
+    singles = [make_optimizer(m, cfg) for m in models]  # per-replicate optimizers: checkpoint format only
+    resumed = [cp.load(m, o) if cp is not None else None for cp, m, o in zip(checkpointers, models, singles)]
+    if any(r is not None for r in resumed) and len({None if r is None else r[0] for r in resumed}) != 1:
+        raise NotVectorizable("the replicates' checkpoints are at different iterations")
+    it = resumed[0][0] if resumed[0] is not None else start_iter
+    histories = [list(r[1]) if r is not None else [] for r in resumed]
+
+    device = next(models[0].parameters()).device
+    trainable = [n for n, p in models[0].named_parameters() if p.requires_grad]
+    with torch.no_grad():
+        params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models])
+                  for n, _ in models[0].named_parameters()}
+        buffers = {n: torch.stack([dict(m.named_buffers())[n].detach() for m in models])
+                   for n, _ in models[0].named_buffers()}
+    for n in trainable:
+        params[n].requires_grad_(True)
+    order = [params[n] for n in trainable]
+    opt = make_optimizer(order, cfg)
+    if resumed[0] is not None:  # the replicates' optimizer states, stacked
+        for i, (n, p) in enumerate(zip(trainable, order)):
+            states = [o.state.get(dict(m.named_parameters())[n], {}) for o, m in zip(singles, models)]
+            if states[0]:
+                opt.state[p] = {k: (torch.stack([s[k] for s in states]) if torch.is_tensor(v) and v.dim() > 0
+                                    else v) for k, v in states[0].items()}
+    stacked_masks = [torch.stack([mk[n].to(device=device, dtype=params[n].dtype) for mk in masks]) for n in names]
+    masked = [params[n] for n in names]
+    with torch.no_grad():
+        if masked:
+            torch._foreach_mul_(masked, stacked_masks)
+            clear_optimizer_state_(opt, masked, stacked_masks)
+
+    base = copy.deepcopy(models[0]).to("meta")
+
+    def one(p, b, x):
+        return torch.func.functional_call(base, (p, b), (x,))
+
+    forward = torch.func.vmap(one)                       # each replicate its own batch
+    forward_shared = torch.func.vmap(one, in_dims=(0, 0, None))  # one batch for all (evaluation)
+
+    def evaluate(x: torch.Tensor, y: torch.Tensor) -> list[tuple[float, float]]:
+        base.eval()
+        loss = torch.zeros(R, dtype=torch.float64, device=device)
+        correct = torch.zeros(R, dtype=torch.long, device=device)
+        with torch.no_grad():
+            for i in range(0, len(y), chunk):
+                out = forward_shared(params, buffers, x[i:i + chunk])          # (R, n, C)
+                yy = y[i:i + chunk]
+                loss += F.cross_entropy(out.flatten(0, 1), yy.repeat(R), reduction="none").view(R, -1).sum(1).double()
+                correct += (out.argmax(2) == yy).sum(1)
+        base.train()
+        return [(float(loss[r]) / len(y), int(correct[r]) / len(y)) for r in range(R)]
+
+    lives = [None] * R
+    if logs is not None:
+        lives = [_Live(log, m, data, cfg, mk, None, _Shim(opt), min(cfg.batch_size, len(data.y_train)), it)
+                 if log is not None else None for log, m, mk in zip(logs, models, masks)]
+
+    def record(i: int) -> None:
+        val, test = evaluate(data.x_val, data.y_val), evaluate(data.x_test, data.y_test)
+        for r in range(R):
+            row = {"iter": i, "val_loss": val[r][0], "val_acc": val[r][1], "test_loss": test[r][0],
+                   "test_acc": test[r][1]}
+            histories[r].append(row)
+            if lives[r] is not None:
+                lives[r].record(i, row)
+
+    def unstack() -> None:
+        with torch.no_grad():
+            for r, m in enumerate(models):
+                m.load_state_dict({n: t[r] for n, t in (params | buffers).items()}, strict=False)
+
+    def save(i: int) -> None:
+        unstack()
+        for r, (cp, m, o) in enumerate(zip(checkpointers, models, singles)):
+            if cp is None:
+                continue
+            own = dict(m.named_parameters())
+            o.state.clear()
+            for n, p in zip(trainable, order):
+                st = opt.state.get(p)
+                if st:
+                    o.state[own[n]] = {k: (v[r].clone() if torch.is_tensor(v) and v.dim() > 0 else v)
+                                       for k, v in st.items()}
+            for g, sg in zip(o.param_groups, opt.param_groups):
+                g["lr"] = sg["lr"]
+            cp.save(i, m, o, histories[r])
+
+    if not histories[0]:
+        record(it)
+    x, y = data.x_train, data.y_train
+    n, bs = len(y), min(cfg.batch_size, len(y))
+    spe = cfg.steps_per_epoch(n)
+    varying_lr = cfg.lr_schedule != "constant" or cfg.warmup > 0
+    autocast = mixed_precision(cfg, device)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, initial=it, desc=f"{desc} (x{R})", leave=False, mininterval=0.5, dynamic_ncols=True)
+    base.train()
+    epoch, perms = -1, None
+    try:
+        while it < total:
+            e, pos = divmod(it, spe)
+            if e != epoch:
+                epoch = e
+                perms = torch.stack([epoch_permutation(s, e, n) for s in seeds]).to(x.device)
+            idx = perms[:, pos * bs:(pos + 1) * bs]                     # (R, bs): each replicate's own order
+            if varying_lr:
+                lr = lr_at(cfg, it, total)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+            if cfg.augment == "none":
+                xb = x[idx]
+            else:
+                xb = torch.stack([augment(cfg.augment, x[idx[r]], data, generator(seeds[r], "augment", it),
+                                          cfg.augment_sigma) for r in range(R)])
+            with autocast:
+                out = forward(params, buffers, xb)                       # (R, bs, C)
+                per = F.cross_entropy(out.flatten(0, 1), y[idx].flatten(), reduction="none").view(R, bs).mean(1)
+                loss = per.sum()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if logs is not None:
+                d = per.detach()
+                for r, lv in enumerate(lives):
+                    if lv is not None:
+                        lv.loss(d[r])
+            if masked:
+                mask_grads_(masked, stacked_masks)
+            opt.step()
+            it += 1
+            if it % cfg.eval_every == 0 or it == total:
+                record(it)
+                if bar is not None:
+                    bar.update(it - bar.n)
+            if it % min((cp.every for cp in checkpointers if cp is not None), default=total + 1) == 0 and it < total:
+                save(it)
+    finally:
+        if bar is not None:
+            bar.close()
+        for lv in lives:
+            if lv is not None:
+                lv.close()
+    unstack()
+    return [TrainResult(history=h, iterations=total - start_iter) for h in histories]
+
+
+def train_each(models, data, cfg, *, masks, seeds, start_iter=0, total=None, checkpointers=None, logs=None,
+               progress=False, desc="replicates", train_fn: Callable | None = None) -> list[TrainResult]:
+    """The sequential reference: ``train`` once per model (what ``--replicates sequential`` runs)."""
+    from .loop import train
+
+    train_fn = train_fn or train
+    checkpointers = checkpointers or [None] * len(models)
+    logs = logs or [None] * len(models)
+    return [train_fn(m, data, cfg, mask=mk, seed=s, start_iter=start_iter, total=total, checkpointer=cp, log=lg,
+                     progress=progress, desc=desc)
+            for m, mk, s, cp, lg in zip(models, masks, seeds, checkpointers, logs)]

@@ -1,0 +1,181 @@
+"""Vectorised replicates: R models in one loop equal R sequential trainings up to float rounding; seeds of any
+command run in lockstep with their trainings packed; resume, BatchNorm, masks, fallbacks."""
+import copy
+
+import pytest
+import torch
+
+from ticketlab.cli import main
+from ticketlab.data import load_dataset
+from ticketlab.dst.runner import DSTConfig
+from ticketlab.lottery import IMPConfig
+from ticketlab.models import build_model
+from ticketlab.runs import get_experiment
+from ticketlab.runs.lockstep import Lockstep, resolve
+from ticketlab.runs.seeds import run_seeds
+from ticketlab.train import Checkpointer, TrainConfig
+from ticketlab.train.replicates import NotVectorizable, train_each, train_replicates
+
+from helpers import die_after_checkpoints, one_line_exit_2
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits")
+
+
+def replicas(name, data, seeds, density=None):
+    models = [build_model(name, data.input_shape, data.num_classes, seed=s) for s in seeds]
+    masks = [None] * len(seeds)
+    if density is not None:
+        g = torch.Generator().manual_seed(1)
+        masks = [{n: torch.rand(p.shape, generator=g) < density for n, p in m.named_parameters()
+                  if n.endswith("weight") and p.dim() > 1} for m in models]
+    return models, masks
+
+
+def max_diff(a, b):
+    return max((x.float() - y.float()).abs().max().item() for ma, mb in zip(a, b)
+               for x, y in zip(ma.state_dict().values(), mb.state_dict().values()))
+
+
+@pytest.mark.parametrize("optimizer,lr", [("adam", 2e-3), ("sgd", 0.05), ("adamw", 2e-3)])
+def test_masked_mlp_replicates_equal_sequential_training(digits, optimizer, lr):
+    cfg = TrainConfig(iterations=40, eval_every=20, batch_size=32, optimizer=optimizer, lr=lr, weight_decay=1e-3)
+    seeds = [0, 1, 2]
+    models, masks = replicas("lenet300", digits, seeds, density=0.3)
+    a, b = copy.deepcopy(models), copy.deepcopy(models)
+    ra = train_replicates(a, digits, cfg, masks=masks, seeds=seeds)
+    rb = train_each(b, digits, cfg, masks=masks, seeds=seeds)
+    assert max_diff(a, b) < 1e-5
+    for x, y in zip(ra, rb):
+        assert [r["iter"] for r in x.history] == [0, 20, 40]
+        for p, q in zip(x.history, y.history):
+            assert abs(p["test_acc"] - q["test_acc"]) <= 1 / 360 and abs(p["val_loss"] - q["val_loss"]) < 1e-4
+    for m, mk in zip(a, masks):  # pruned weights exactly zero, every replicate with its own mask
+        params = dict(m.named_parameters())
+        assert all(torch.count_nonzero(params[n][~k]) == 0 for n, k in mk.items())
+        assert all(torch.count_nonzero(params[n][k]) == int(k.sum()) for n, k in mk.items())
+
+
+def test_batchnorm_replicates_keep_their_own_running_statistics(digits):
+    cfg = TrainConfig(iterations=3, eval_every=3, batch_size=16, optimizer="sgd", lr=0.05)
+    seeds = [0, 1]
+    models, masks = replicas("conv2bn", digits, seeds)
+    a, b = copy.deepcopy(models), copy.deepcopy(models)
+    train_replicates(a, digits, cfg, masks=masks, seeds=seeds)
+    train_each(b, digits, cfg, masks=masks, seeds=seeds)
+    assert max_diff(a, b) < 1e-4  # running variances of O(10) included
+    ra, rb = (dict(m.named_buffers())["1.running_mean"] for m in a)
+    assert not torch.allclose(ra, rb)  # different data orders and inits: different statistics per replicate
+    assert int(dict(a[0].named_buffers())["1.num_batches_tracked"]) == 3
+
+
+def test_vectorized_training_is_deterministic_and_resumes_bitwise(digits, tmp_path, monkeypatch):
+    cfg = TrainConfig(iterations=40, eval_every=10, batch_size=32)
+    seeds = [3, 4]
+    models, masks = replicas("lenet300", digits, seeds, density=0.5)
+
+    def run(where, n_kill=None):
+        ms = copy.deepcopy(models)
+        cps = [Checkpointer(where / f"ck{i}.safetensors", 10) for i in range(len(ms))]
+        if n_kill is not None:
+            restore = die_after_checkpoints(monkeypatch, n_kill)
+            with pytest.raises(KeyboardInterrupt):
+                train_replicates(copy.deepcopy(models), digits, cfg, masks=masks, seeds=seeds, checkpointers=cps)
+            restore()
+        res = train_replicates(ms, digits, cfg, masks=masks, seeds=seeds, checkpointers=cps)
+        return ms, res
+
+    a, ra = run(tmp_path / "a")
+    b, rb = run(tmp_path / "b")
+    assert max_diff(a, b) == 0 and [r.history for r in ra] == [r.history for r in rb]
+    c, rc = run(tmp_path / "c", n_kill=2)  # killed after the checkpoint at 20 (of each replicate), resumed
+    assert max_diff(a, c) == 0 and [r.history for r in ra] == [r.history for r in rc]
+
+
+def test_a_vectorized_checkpoint_resumes_sequentially(digits, tmp_path, monkeypatch):
+    cfg = TrainConfig(iterations=30, eval_every=10, batch_size=32)
+    seeds = [0, 1]
+    models, masks = replicas("lenet300", digits, seeds, density=0.5)
+    cps = [Checkpointer(tmp_path / f"ck{i}.safetensors", 10) for i in range(2)]
+    restore = die_after_checkpoints(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        train_replicates(copy.deepcopy(models), digits, cfg, masks=masks, seeds=seeds, checkpointers=cps)
+    restore()
+    resumed = copy.deepcopy(models)
+    train_each(resumed, digits, cfg, masks=masks, seeds=seeds, checkpointers=cps)
+    ref = copy.deepcopy(models)
+    train_each(ref, digits, cfg, masks=masks, seeds=seeds)
+    assert max_diff(resumed, ref) < 1e-5
+
+
+def test_what_cannot_share_a_loop_is_refused(digits):
+    a = build_model("lenet300", digits.input_shape, 10)
+    b = build_model("conv2", digits.input_shape, 10)
+    with pytest.raises(NotVectorizable):
+        train_replicates([a, b], digits, TrainConfig(iterations=2), masks=[None, None], seeds=[0, 1])
+    with pytest.raises(NotVectorizable):
+        train_replicates([a, copy.deepcopy(a)], digits, TrainConfig(iterations=2, adv="pgd", adv_eps=0.1),
+                         masks=[None, None], seeds=[0, 1])
+
+
+def imp_cfg(**kw):
+    return IMPConfig(**({"model": "lenet300", "dataset": "digits", "rounds": 2, "controls": ["reinit"],
+                         "train": TrainConfig(iterations=40, eval_every=20, batch_size=60)} | kw))
+
+
+def test_imp_seeds_in_lockstep_pack_tickets_and_controls_and_match_sequential(tmp_path, monkeypatch):
+    packs = []
+    real = Lockstep.run
+
+    def spy(self, fns):
+        try:
+            return real(self, fns)
+        finally:
+            packs.extend(self.packs)
+
+    monkeypatch.setattr(Lockstep, "run", spy)
+    exp = get_experiment("imp")
+    vec = run_seeds(exp, imp_cfg(), [0, 1, 2], tmp_path / "v", replicates="vectorized", quiet=True)
+    seq = run_seeds(exp, imp_cfg(), [0, 1, 2], tmp_path / "s", replicates="sequential", quiet=True)
+    assert packs == [3, 3, 3, 3, 3]  # round 0; round 1 ticket, reinit; round 2 ticket, reinit: 3 seeds each
+    for v, s in zip(vec["aggregate"]["rounds"], seq["aggregate"]["rounds"]):
+        assert v["density"] == s["density"]
+        assert abs(v["test_acc"]["mean"] - s["test_acc"]["mean"]) < 0.01
+    again = run_seeds(exp, imp_cfg(), [0, 1, 2], tmp_path / "v", replicates="vectorized", quiet=True)
+    assert again["aggregate"] == vec["aggregate"]  # finished seeds read themselves back
+
+
+def test_batchnorm_models_and_a_killed_group_resume_in_lockstep(tmp_path, monkeypatch):
+    exp = get_experiment("imp")
+    cfg = imp_cfg(model="conv2bn", rounds=1, controls=[], train=TrainConfig(iterations=20, eval_every=10,
+                                                                             batch_size=32))
+    ref = run_seeds(exp, cfg, [0, 1], tmp_path / "ref", replicates="vectorized", quiet=True, checkpoint_every=10)
+    restore = die_after_checkpoints(monkeypatch, 2)
+    with pytest.raises(KeyboardInterrupt):
+        run_seeds(exp, cfg, [0, 1], tmp_path / "g", replicates="vectorized", quiet=True, checkpoint_every=10)
+    restore()
+    got = run_seeds(exp, cfg, [0, 1], tmp_path / "g", replicates="vectorized", quiet=True, checkpoint_every=10)
+    assert got["aggregate"]["rounds"] == ref["aggregate"]["rounds"]
+
+
+def test_dynamic_sparse_training_falls_back_to_sequential_with_identical_results(tmp_path):
+    exp = get_experiment("dst")
+    cfg = DSTConfig(model="lenet300", dataset="digits", method="rigl", density=0.2, delta_t=10,
+                    train=TrainConfig(iterations=30, eval_every=10, batch_size=60))
+    v = run_seeds(exp, cfg, [0, 1], tmp_path / "v", replicates="vectorized", quiet=True)
+    s = run_seeds(exp, cfg, [0, 1], tmp_path / "s", replicates="sequential", quiet=True)
+    strip = lambda a: {k: v for k, v in a.items() if k != "config"}  # noqa: E731
+    assert strip(v["aggregate"]) == strip(s["aggregate"])
+
+
+def test_replicates_flag(tmp_path, capsys):
+    assert resolve("auto", "cpu") == "sequential" and resolve("auto", "cuda") == "vectorized"
+    assert resolve("vectorized", "cpu") == "vectorized"
+    code = main(["imp", "--model", "lenet300", "--dataset", "digits", "--seeds", "2", "--replicates", "batched",
+                 "--out", str(tmp_path / "r")])
+    one_line_exit_2(code, capsys.readouterr().err, "unknown --replicates 'batched'")
+    assert main(["imp", "--model", "lenet300", "--dataset", "digits", "--seeds", "2", "--replicates", "vectorized",
+                 "--rounds", "1", "--iterations", "20", "--quiet", "--out", str(tmp_path / "ok")]) == 0
+    assert (tmp_path / "ok" / "seed_1" / "round_01" / "final.safetensors").exists()
