@@ -148,6 +148,7 @@ def test_imp_seeds_in_lockstep_pack_tickets_and_controls_and_match_sequential(tm
 
 
 def test_batchnorm_models_and_a_killed_group_resume_in_lockstep(tmp_path, monkeypatch):
+    monkeypatch.setattr(Lockstep, "cpu_convs", True)  # pack the convolutional net on CPU too
     exp = get_experiment("imp")
     cfg = imp_cfg(model="conv2bn", rounds=1, controls=[], train=TrainConfig(iterations=20, eval_every=10,
                                                                              batch_size=32))

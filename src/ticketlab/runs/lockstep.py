@@ -64,7 +64,15 @@ class Request:
                     str(self.data.x_train.device))
 
 
+def _convolutional(model: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
+
+
 class Lockstep:
+    # vmap turns a pack's convolutions into grouped convolutions, which CPUs run slower than the convolutions
+    # one by one (benchmarks/bench_replicates.py: Conv-2, 8 replicates); so on CPU such packs train one by one.
+    cpu_convs = False
+
     def __init__(self, quiet: bool = True):
         self.cv = threading.Condition()
         self.unfinished = 0
@@ -137,7 +145,9 @@ class Lockstep:
             packable = [r for r in reqs if torch.equal(r.data.x_train, reqs[0].data.x_train)
                         and torch.equal(r.data.y_train, reqs[0].data.y_train)]
             rest = [r for r in reqs if r not in packable]
-            if len(packable) > 1 and supported(packable[0].cfg):
+            on_cpu = packable[0].data.x_train.device.type == "cpu"
+            if len(packable) > 1 and supported(packable[0].cfg) and (
+                    self.cpu_convs or not on_cpu or not _convolutional(packable[0].model)):
                 try:
                     results = train_replicates(
                         [r.model for r in packable], packable[0].data, packable[0].cfg,
