@@ -6,6 +6,7 @@ resumes the run.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -771,6 +772,44 @@ def cmd_list(ns: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from .train import distributed
+
+    if distributed.requested() and not distributed.active():
+        return _main_data_parallel(argv)
+    return _main(argv)
+
+
+def _main_data_parallel(argv: list[str]) -> int:
+    """Under torchrun: rank 0 runs the command, the other ranks follow its trainings (train.distributed)."""
+    import torch.distributed as dist
+
+    from .train import distributed
+
+    device = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--device"), None)
+    device = next((a.split("=", 1)[1] for a in argv if a.startswith("--device=")), device) or "cpu"
+    try:
+        local = distributed.init(device)
+    except (RuntimeError, ValueError) as e:
+        print(f"ticketlab: error: cannot join torchrun's process group ({str(e).splitlines()[0]}); start it with "
+              "torchrun --nproc-per-node N -m ticketlab ...", file=sys.stderr)
+        return 2
+    try:
+        if distributed.rank() != 0:
+            distributed.follow(local)
+            return 0
+        from .runs.sweep import FAULT_ENV, _arm_fault
+
+        if os.environ.get(FAULT_ENV):  # the tests' kill of rank 0 right after a checkpoint
+            _arm_fault(os.environ[FAULT_ENV])
+        return _main(argv)
+    finally:
+        try:
+            distributed.stop()
+        finally:
+            dist.destroy_process_group()
+
+
+def _main(argv: list[str]) -> int:
     try:
         if argv and argv[0] == "sweep":
             return cmd_sweep(argv[1:])

@@ -30,6 +30,10 @@ def resolve(mode: str, device: str) -> str:
 
     if mode not in REPLICATE_MODES:
         raise UserError(f"unknown --replicates {mode!r}; choose one of: {', '.join(REPLICATE_MODES)}")
+    from ..train import distributed
+
+    if distributed.active():  # data-parallel trainings run one at a time across the ranks
+        return "sequential"
     if mode == "auto":
         return "vectorized" if str(device).startswith("cuda") else "sequential"
     return mode

@@ -17,6 +17,7 @@ from ..data import Dataset
 from ..data.augment import augment
 from ..seeding import generator
 from ..sparse import Mask, MaskEnforcer
+from . import distributed
 from .checkpoint import Checkpointer
 from .config import TrainConfig
 from .schedule import lr_at
@@ -80,6 +81,10 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 50
     return loss / len(y), correct / len(y)
 
 
+def x_device(data: Dataset) -> torch.device:
+    return data.x_train.device
+
+
 def mixed_precision(cfg: TrainConfig, device: torch.device):
     """The training step's autocast context: bfloat16 with --precision bf16 (no loss scaling is needed: bf16
     has fp32's exponent range), else a no-op."""
@@ -97,7 +102,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
           snapshot_at: int | Iterable[int] | None = None,
           on_snapshot: Callable[[int, nn.Module], None] | None = None,
           sparse: Callable[[torch.optim.Optimizer], object] | None = None,
-          progress: bool = False, desc: str = "train", log=None) -> TrainResult:
+          progress: bool = False, desc: str = "train", log=None, follower: dict | None = None) -> TrainResult:
     """Train ``model`` in place on ``data`` (already on the model's device) from ``start_iter`` to ``total``.
 
     ``mask`` keeps pruned weights at exactly zero (or at ``frozen``'s values, untrained).
@@ -108,6 +113,8 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
     replaces ``mask``: its ``step()`` runs after every optimizer step (after any snapshot of that
     iteration), it is told every evaluation, and its state is checkpointed with the run.
     ``log`` (``train.log``'s JsonlLog / TensorBoardLog) receives the scalars of every evaluation and mask update.
+    Under ``torchrun`` (``train.distributed``) each rank trains on its share of every batch; ``follower`` is
+    that module's: the other ranks' side of rank 0's training (no evaluation, no files).
     """
     total = cfg.total_iterations(len(data.y_train)) if total is None else total
     opt = make_optimizer(model, cfg)
@@ -121,6 +128,13 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
     resumed = checkpointer.load(model, opt, updater) if checkpointer is not None else None
     if resumed is not None:
         it, history = resumed
+    lead = follow = None
+    if follower is not None:
+        follow = distributed.Follow(model, opt, enforcer, follower["updater"], x_device(data))
+    elif distributed.active():
+        lead = distributed.lead(model, data, cfg, mask, frozen, updater, opt, seed, it, total, fresh=not history)
+    parallel = lead is not None or follow is not None
+    trainable = [p for p in model.parameters() if p.requires_grad]
 
     adversarial = None
     if cfg.adv != "none":  # the loss on adversarial examples (ticketlab.robust.training)
@@ -144,6 +158,10 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
     live = _Live(log, model, data, cfg, mask, updater, opt, bs, it) if log is not None else None
 
     def record(i: int) -> None:
+        if parallel:  # every rank's weights must still be the same
+            distributed.check_equal(trainable, "weights")
+        if follow is not None:
+            return
         vl, va = evaluate(model, data.x_val, data.y_val)
         tl, ta = evaluate(model, data.x_test, data.y_test)
         history.append({"iter": i, "val_loss": vl, "val_acc": va, "test_loss": tl, "test_acc": ta})
@@ -152,13 +170,13 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
         if live is not None:
             live.record(i, history[-1])
 
-    if not history:
+    if not history and (follower is None or follower["fresh"]):
         record(it)
         if it in snapshots and on_snapshot is not None:
             on_snapshot(it, model)
 
     bar = None
-    if progress:
+    if progress and follow is None:
         from tqdm import tqdm
         bar = tqdm(total=total, initial=it, desc=desc, leave=False, mininterval=0.5, dynamic_ncols=True)
 
@@ -177,20 +195,30 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
                     group["lr"] = lr
             xb = x[idx] if cfg.augment == "none" else augment(cfg.augment, x[idx], data,
                                                               generator(seed, "augment", it), cfg.augment_sigma)
+            yb = y[idx]
+            if parallel:  # this rank's share of the global batch (augmented whole, as in one process)
+                share = distributed.share(torch.arange(len(idx), device=idx.device))
+                xb, yb = xb[share], yb[share]
             with autocast:
                 if updater is not None and hasattr(updater, "loss"):  # a method with a loss of its own (Deadwooding)
-                    loss = updater.loss(model, xb, y[idx], it)
+                    loss = updater.loss(model, xb, yb, it)
                 elif adversarial is None:
-                    loss = F.cross_entropy(model(xb), y[idx])
+                    loss = F.cross_entropy(model(xb), yb)
                 else:
-                    loss = adversarial(model, xb, y[idx], it)
+                    loss = adversarial(model, xb, yb, it)
                 if stability is not None:
                     loss = loss + cfg.rs_weight * stability(model, xb)
+                if parallel:  # this share's mean, weighted so that the ranks' sum is the global batch's mean
+                    loss = loss * (len(yb) / len(idx))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if parallel:
+                distributed.sum_gradients(trainable)
             if live is not None:
-                live.loss(loss)
-            if enforcer is not None:
+                live.loss(loss * (len(idx) / len(yb)) if parallel else loss)
+            if follow is not None and follow.with_updater:
+                pass  # rank 0's sparse trainer steps; its weights arrive below
+            elif enforcer is not None:
                 enforcer.step()
             else:
                 opt.step()
@@ -201,6 +229,10 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
                 updater.step()
                 if live is not None:
                     live.mask_change(it)
+            if lead is not None:
+                lead.after_step()
+            elif follow is not None:
+                follow.after_step()
             if it % cfg.eval_every == 0 or it == total:
                 record(it)
                 if bar is not None:
