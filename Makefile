@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_adversarial.py
 	$(PY) benchmarks/bench_verify.py
 	$(PY) benchmarks/bench_semi_structured.py
+	$(PY) benchmarks/bench_replicates.py
 
 clean:
 	rm -rf $(VENV) runs/demo
