@@ -180,3 +180,42 @@ def test_replicates_flag(tmp_path, capsys):
     assert main(["imp", "--model", "lenet300", "--dataset", "digits", "--seeds", "2", "--replicates", "vectorized",
                  "--rounds", "1", "--iterations", "20", "--quiet", "--out", str(tmp_path / "ok")]) == 0
     assert (tmp_path / "ok" / "seed_1" / "round_01" / "final.safetensors").exists()
+
+
+def test_packs_group_by_model_and_dataset_and_give_every_worker_one():
+    from ticketlab.runs.sweep import Task, packs
+
+    def t(model, i):
+        return Task(None, i, ("imp", {"model": model, "dataset": "digits"}, f"out{i}", {}))
+
+    tasks = [t("lenet300", i) for i in range(5)] + [t("conv2", i) for i in range(5, 7)]
+    got = packs(tasks, size=64, jobs=1)
+    assert sorted(len(p) for p in got) == [2, 5] and all(len({x.args[1]["model"] for x in p}) == 1 for p in got)
+    got = packs(tasks, size=64, jobs=2)
+    assert sorted(len(p) for p in got) == [1, 1, 2, 3]
+    got = packs(tasks, size=2, jobs=1)
+    assert sorted(len(p) for p in got) == [1, 2, 2, 2] and sum(len(p) for p in got) == 7
+
+
+def test_a_vectorized_sweep_packs_points_and_seeds(tmp_path, monkeypatch):
+    packs_seen = []
+    real = Lockstep.run
+
+    def spy(self, fns):
+        try:
+            return real(self, fns)
+        finally:
+            packs_seen.extend(self.packs)
+
+    monkeypatch.setattr(Lockstep, "run", spy)
+    argv = ["sweep", "imp", "--vary", "rate=0.2,0.5", "--seeds", "2", "--model", "lenet300", "--dataset", "digits",
+            "--rounds", "1", "--iterations", "30", "--quiet"]
+    assert main([*argv, "--replicates", "vectorized", "--out", str(tmp_path / "v")]) == 0
+    assert packs_seen == [4, 4]  # round 0 and round 1 of 2 points x 2 seeds, each one loop
+    assert main([*argv, "--replicates", "sequential", "--out", str(tmp_path / "s")]) == 0
+    from ticketlab.io import read_json
+
+    v, s = read_json(tmp_path / "v" / "sweep.json"), read_json(tmp_path / "s" / "sweep.json")
+    for a, b in zip(v["points"], s["points"]):
+        assert a["state"] == b["state"] == "done"
+        assert abs(a["headline"]["test_acc"]["mean"] - b["headline"]["test_acc"]["mean"]) < 0.01

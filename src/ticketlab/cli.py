@@ -351,10 +351,11 @@ def cmd_experiment(ns: argparse.Namespace, seed_arg) -> int:
     return 0
 
 
-SWEEP_RUNTIME = ("--out", "--device", "--data-dir", "--quiet", "--checkpoint-every", "--log", "--seed", "--seeds",
+SWEEP_RUNTIME = ("--out", "--device", "--data-dir", "--quiet", "--checkpoint-every", "--log", "--replicates", "--seed",
+                 "--seeds",
                  "--help", "-h")
 SPEC_KEYS = {"command", "fixed", "vary", "seeds", "seed", "backend", "jobs", "threads", "ray_address",
-             "cpus_per_point", "gpus_per_point", "x", "hue", "metric", "out"}
+             "cpus_per_point", "gpus_per_point", "x", "hue", "metric", "out", "replicates"}
 
 
 def sweep_parser() -> Parser:
@@ -388,6 +389,9 @@ def sweep_parser() -> Parser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--checkpoint-every", type=int, default=2000, metavar="N", help="checkpoint interval of every run")
     add_log_flag(p)
+    p.add_argument("--replicates", default=None, metavar="auto|vectorized|sequential",
+                   help="vectorized: the points' and seeds' trainings of one model and dataset packed, one pack per "
+                        "worker (local process or Ray task); auto (default): vectorized on CUDA")
     return p
 
 
@@ -422,6 +426,7 @@ def _flag_argv(name: str, value) -> list[str]:
 def cmd_sweep(argv: list[str]) -> int:
     from .runs import get_experiment
     from .runs.seeds import parse_seeds
+    from .runs.lockstep import resolve
     from .runs.sweep import Point, format_sweep, plot_sweep, point_name, run_sweep
 
     sns, rest = sweep_parser().parse_known_args(argv)
@@ -489,7 +494,8 @@ def cmd_sweep(argv: list[str]) -> int:
     r = run_sweep(exp, base, points, seeds, opt("out", None), backend=opt("backend", "local"), jobs=opt("jobs", 1),
                   threads=threads, ray_address=opt("ray_address", None), cpus_per_point=opt("cpus_per_point", 1),
                   gpus_per_point=opt("gpus_per_point", 0), data_dir=sns.data_dir, device=sns.device,
-                  quiet=sns.quiet, checkpoint_every=sns.checkpoint_every, log=sns.log)
+                  quiet=sns.quiet, checkpoint_every=sns.checkpoint_every, log=sns.log,
+                  replicates=resolve(opt("replicates", "auto"), sns.device))
     print(format_sweep(r))
     names = list(axes)
     x = opt("x", names[0])

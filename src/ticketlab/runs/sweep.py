@@ -111,28 +111,65 @@ def run_task(name: str, config: dict, out: str, runtime: dict, threads: int | No
     return exp.headline(summary)
 
 
+def run_pack(tasks: list[tuple], threads: int | None) -> list[str | None]:
+    """Run several (point, seed) tasks of one architecture and dataset in lockstep, their trainings packed
+    into vectorised loops (``runs.lockstep``); returns each task's error (None when it finished)."""
+    from .lockstep import Lockstep
+
+    errors: list[str | None] = [None] * len(tasks)
+
+    def one(i: int, args: tuple):
+        def run():
+            try:
+                run_task(*args, threads)
+            except UserError as e:
+                errors[i] = str(e)
+        return run
+
+    quiet = all(a[3].get("quiet", True) for a in tasks)
+    Lockstep(quiet=quiet).run([one(i, a) for i, a in enumerate(tasks)])
+    return errors
+
+
+def packs(tasks: list, size: int, jobs: int) -> list[list]:
+    """Tasks grouped by model and dataset (what can share a loop), each group cut into at most ``size`` tasks
+    and into at least ``jobs`` packs where it has that many tasks, so every worker gets one."""
+    groups: dict[tuple, list] = {}
+    for t in tasks:
+        cfg = t.args[1]
+        groups.setdefault((cfg.get("model"), cfg.get("dataset")), []).append(t)
+    out = []
+    for g in groups.values():
+        n = max(math.ceil(len(g) / size), min(jobs, len(g)))
+        out += [g[i::n] for i in range(n)]
+    return out
+
+
 # -- backends ---------------------------------------------------------------------------------------------
-def _local(tasks, jobs: int, threads: int | None, on_done) -> None:
+def _call(fn, args, threads):
+    return fn(*args, threads)
+
+
+def _local(tasks, jobs: int, threads: int | None, on_done, fn=None) -> None:
+    fn = fn or run_task
     if jobs == 1:
         for t in tasks:
             try:
-                run_task(*t.args, threads)
-                on_done(t, None)
+                on_done(t, None, fn(*t.args, threads))
             except UserError as e:
-                on_done(t, str(e))
+                on_done(t, str(e), None)
         return
     threads = threads or max(1, (os.cpu_count() or 1) // jobs)
     # spawn, not fork: a forked child of a process that has run multi-threaded torch can hang.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_task, *t.args, threads): t for t in tasks}
+        futures = {pool.submit(fn, *t.args, threads): t for t in tasks}
         for f in as_completed(futures):
             try:
-                f.result()
-                on_done(futures[f], None)
+                on_done(futures[f], None, f.result())
             except BrokenProcessPool:
-                on_done(futures[f], "its worker process died; run the sweep again to resume it")
+                on_done(futures[f], "its worker process died; run the sweep again to resume it", None)
             except Exception as e:  # noqa: BLE001 - a failed point is reported, the others go on
-                on_done(futures[f], f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+                on_done(futures[f], f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", None)
 
 
 def ray_environment() -> None:
@@ -171,7 +208,7 @@ def check_ray_address(address: str, timeout: float = 5.0) -> None:
 
 
 def _ray(tasks, address: str | None, cpus: float, gpus: float, jobs: int | None, retries: int, on_done,
-         quiet: bool) -> dict:
+         quiet: bool, fn=None) -> dict:
     ray = import_ray()
     temp = None
     t0 = time.perf_counter()
@@ -188,17 +225,16 @@ def _ray(tasks, address: str | None, cpus: float, gpus: float, jobs: int | None,
                      object_store_memory=100 * 1024 ** 2, _temp_dir=temp, _node_ip_address="127.0.0.1",
                      log_to_driver=not quiet, configure_logging=False)
         startup = time.perf_counter() - t0
-        remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(run_task)
+        remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(fn or run_task)
         threads = max(1, int(cpus))
         refs = {remote.remote(*t.args, threads): t for t in tasks}
         pending = list(refs)
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             try:
-                ray.get(done[0])
-                on_done(refs[done[0]], None)
+                on_done(refs[done[0]], None, ray.get(done[0]))
             except Exception as e:  # noqa: BLE001 - RayTaskError / WorkerCrashedError after the retries
-                on_done(refs[done[0]], f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}")
+                on_done(refs[done[0]], f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:200]}", None)
         times = {"ray_startup_s": startup, "ray_tasks_s": time.perf_counter() - t0 - startup}
     finally:
         t1 = time.perf_counter()
@@ -232,9 +268,11 @@ def run_sweep(exp: Experiment, base_cfg, points: list[Point], seeds: list[int], 
               backend: str = "local", jobs: int = 1, threads: int | None = None, ray_address: str | None = None,
               cpus_per_point: float = 1, gpus_per_point: float = 0, retries: int = 3, check=True,
               data_dir: str | None = None, device: str = "cpu", quiet: bool = False,
-              checkpoint_every: int = 2000, log: str = "none") -> dict:
+              checkpoint_every: int = 2000, log: str = "none", replicates: str = "sequential",
+              pack_size: int = 64) -> dict:
     """Run every (point, seed) not yet finished; returns sweep.json's content (``failed`` lists the tasks
-    that did not finish this time)."""
+    that did not finish this time). ``replicates="vectorized"``: tasks of one model and dataset run as packs
+    (one per worker process or Ray task, at most ``pack_size`` tasks each), their trainings vectorised."""
     if backend not in BACKENDS:
         raise UserError(f"unknown --backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if jobs < 1:
@@ -272,7 +310,7 @@ def run_sweep(exp: Experiment, base_cfg, points: list[Point], seeds: list[int], 
     counter = {"i": 0}
     t0 = time.perf_counter()
 
-    def on_done(t: Task, error: str | None) -> None:
+    def on_done(t: Task, error: str | None, _result=None) -> None:
         counter["i"] += 1
         if error is None:
             done[t.point.name] = sorted(set(done[t.point.name]) | {t.seed})
@@ -284,13 +322,23 @@ def run_sweep(exp: Experiment, base_cfg, points: list[Point], seeds: list[int], 
             print(f"[{counter['i']}/{n}] {t.point.name} seed {t.seed}: {state}  ({time.perf_counter() - t0:.0f} s)",
                   file=sys.stderr, flush=True)
 
+    units, fn, finish = tasks, None, on_done
+    if replicates == "vectorized" and len(tasks) > 1:
+        groups = packs(tasks, pack_size, jobs)
+        units = [Task(None, -1, ([t.args for t in pk],)) for pk in groups]
+        members = {id(u): pk for u, pk in zip(units, groups)}
+        fn = run_pack
+
+        def finish(unit: Task, error: str | None, result) -> None:  # a pack: each of its tasks
+            for i, t in enumerate(members[id(unit)]):
+                on_done(t, error if error is not None else result[i])
     extra = {}
-    if tasks:
+    if units:
         if backend == "local":
-            _local(tasks, jobs, threads, on_done)
+            _local(units, jobs, threads, finish, fn)
         else:
-            extra = _ray(tasks, ray_address, cpus_per_point, gpus_per_point, jobs if jobs > 1 else None, retries,
-                         on_done, quiet)
+            extra = _ray(units, ray_address, cpus_per_point, gpus_per_point, jobs if jobs > 1 else None, retries,
+                         finish, quiet, fn)
     result = write_sweep_json(exp, root, points, seeds, done, failed)
     result["dir"] = str(root)
     result |= extra
