@@ -221,3 +221,18 @@ def test_a_group_with_every_channel_dead_keeps_one_and_later_groups_still_compac
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(small(x), model(x), atol=1e-5)
+
+
+def test_a_compaction_that_would_change_the_outputs_keeps_the_masked_model():
+    """Torch-Pruning mishandles attention heads (a ViT's qkv groups): the check catches it and falls back."""
+    import warnings
+
+    model = build_model("vit", (3, 32, 32), 10).eval()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        small = compact(model, (3, 32, 32))
+    assert any("kept uncompacted" in str(x.message) for x in w)
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(small(x), model(x), atol=1e-6)
+    assert sum(p.numel() for p in small.parameters()) == sum(p.numel() for p in model.parameters())

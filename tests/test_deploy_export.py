@@ -54,7 +54,7 @@ def test_bench_times_every_form_and_states_threads(imp_run, capsys):
 
 @pytest.mark.parametrize("args,msg", [
     (["export", "nowhere"], "not a ticketlab run directory"),
-    (["export", "{run}", "--format", "onnx"], "unknown export format"),
+    (["export", "{run}", "--format", "tflite"], "unknown export format"),
     (["export", "{run}", "--round", "9"], "no finished round 9"),
     (["bench", "{run}", "--threads", "0"], "--threads must be >= 1"),
 ])

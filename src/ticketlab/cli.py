@@ -234,7 +234,8 @@ def build_parser() -> Parser:
                                    "measurement; int8: PyTorch static quantisation. safetensors + JSON, no pickle.")
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("--format", default="compact,sparse,int8", type=_names, metavar="F[,F]",
-                   help="compact, sparse and/or int8 (default: all)")
+                   help="compact, sparse, int8 and/or onnx (dense, compact and int8 for ONNX Runtime; pip install "
+                        "'ticketlab[onnx]'); default: compact,sparse,int8")
     p.add_argument("--round", type=int, default=None, metavar="K", help="IMP runs: the round (default: the last)")
     p.add_argument("--force", action="store_true", help="rewrite existing export files")
     p.add_argument("--data-dir", default=None, help="folder with dataset files")

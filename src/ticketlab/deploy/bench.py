@@ -3,7 +3,9 @@
 All forms are timed side by side in one process, interleaved (round r times every form once), and each
 latency is the median over the rounds of one forward pass (a measurement loops enough calls to last
 ~20 ms). Threads are set with ``torch.set_num_threads`` and stated. The sparse form's kernels are re-tuned
-at this thread count before timing, since the fastest kernel depends on it. Ratios are to the dense form.
+at this thread count before timing, since the fastest kernel depends on it. With onnx and onnxruntime
+installed, ONNX Runtime's dense, compact and int8 forms (``deploy.onnx``) are timed too, with as many
+intra-op threads; every speedup is given against eager dense torch and against dense ONNX Runtime.
 """
 from __future__ import annotations
 
@@ -18,6 +20,15 @@ from ..io import write_json
 from .export import FORMATS, export_loaded
 from .runs import load_run
 from .sparse import tune_model_
+
+
+def onnx_available() -> bool:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _calls_per_measurement(fn, x, target: float = 0.02) -> int:
@@ -49,7 +60,8 @@ def bench_run(run_dir: str | Path, *, round: int | None = None, threads: int | N
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
     rm = load_run(run_dir, round, data_dir)
-    info, forms = export_loaded(rm, FORMATS, quiet=quiet)
+    # ONNX Runtime's dense, compact and int8 forms beside ours, at the same intra-op thread count, when installed
+    info, forms = export_loaded(rm, (*FORMATS, "onnx") if onnx_available() else FORMATS, quiet=quiet)
     shape = tuple(rm.recipe["input_shape"])
     tune_model_(forms["sparse"], shape, tuple(batch_sizes))
     latency = {}
@@ -64,6 +76,8 @@ def bench_run(run_dir: str | Path, *, round: int | None = None, threads: int | N
     result = {"source": info["source"], "threads": threads, "repeats": repeats,
               "latency_s": {str(b): v for b, v in latency.items()},
               "speedup": {str(b): {k: v["dense"] / t for k, t in v.items()} for b, v in latency.items()},
+              "speedup_vs_onnxruntime": {str(b): {k: v["dense-onnx"] / t for k, t in v.items()}
+                                         for b, v in latency.items() if "dense-onnx" in v},
               "bytes": {k: info[k]["bytes"] for k in forms}, "test_acc": {k: info[k]["test_acc"] for k in forms},
               "flops": flops, "params": info["params"]}
     write_json(rm.export_dir / f"bench-{threads}t.json", result)
@@ -76,13 +90,16 @@ def format_bench(r: dict) -> str:
              f"density {p['kept'] / p['masked']:.4f}; forward FLOPs masked/dense {f['masked'] / f['dense']:.4f}, "
              f"compact/dense {f['compact'] / f['dense']:.4f}"]
     sizes = list(r["latency_s"])
-    head = "  form      " + "".join(f"{'batch ' + b + ' ms':>14s}{'x dense':>9s}" for b in sizes) + \
-        f"{'file bytes':>13s}{'x dense':>9s}{'test acc':>10s}"
+    ort = r.get("speedup_vs_onnxruntime") or {}
+    head = "  form         " + "".join(f"{'batch ' + b + ' ms':>14s}{'x dense':>9s}" + (f"{'x ort':>8s}" if ort else "")
+                                      for b in sizes) + f"{'file bytes':>13s}{'x dense':>9s}{'test acc':>10s}"
     lines.append(head)
     for form in r["bytes"]:
-        row = f"  {form:9s} "
+        row = f"  {form:12s} "
         for b in sizes:
             row += f"{1e3 * r['latency_s'][b][form]:14.4f}{r['speedup'][b][form]:9.2f}"
+            if ort:
+                row += f"{ort[b][form]:8.2f}"
         row += f"{r['bytes'][form]:13,d}{r['bytes'][form] / r['bytes']['dense']:9.3f}{r['test_acc'][form]:10.4f}"
         lines.append(row)
     return "\n".join(lines)

@@ -37,6 +37,7 @@ def compact(model: nn.Module, input_shape: tuple[int, ...], mask: Mask | None = 
     with torch.no_grad():
         for n, m in (mask or {}).items():
             params[n].mul_(m.to(params[n].dtype).cpu())
+    masked = copy.deepcopy(work)
     groups = channel_groups(work, input_shape)
     dead = dead_channels(work, groups)
     with torch.enable_grad():  # Torch-Pruning traces the autograd graph
@@ -52,7 +53,27 @@ def compact(model: nn.Module, input_shape: tuple[int, ...], mask: Mask | None = 
         graph.get_pruning_group(root, fn, idxs=idx).prune()
     for p in work.parameters():
         p.requires_grad_(True)
+    if not _same_outputs(work, masked, input_shape):
+        import warnings
+
+        warnings.warn(f"compaction changed {type(model).__name__}'s outputs (its channel groups are not ones "
+                      "Torch-Pruning removes correctly, e.g. attention heads); the masked model is kept uncompacted",
+                      stacklevel=2)
+        for p in masked.parameters():
+            p.requires_grad_(True)
+        return masked
     return work
+
+
+def _same_outputs(a: nn.Module, b: nn.Module, input_shape: tuple[int, ...]) -> bool:
+    """Whether two models compute the same function, to float rounding, on seeded random inputs."""
+    x = torch.randn(4, *input_shape, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.no_grad():
+            ya, yb = a(x), b(x)
+    except RuntimeError:
+        return False
+    return ya.shape == yb.shape and bool(((ya - yb).abs() <= 1e-4 * (1 + yb.abs().max())).all())
 
 
 def widths(model: nn.Module) -> dict[str, list[int]]:

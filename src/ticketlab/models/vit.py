@@ -68,7 +68,7 @@ class ViT(nn.Module):
         p = self.patch
         patches = F.unfold(x, p, stride=p).transpose(1, 2)  # (B, patches, C * p * p)
         t = self.embed(patches)
-        t = torch.cat([self.cls.expand(len(x), -1, -1), t], 1) + self.pos
+        t = torch.cat([self.cls.expand(x.shape[0], -1, -1), t], 1) + self.pos
         return self.head(self.norm(self.blocks(t))[:, 0])
 
 
