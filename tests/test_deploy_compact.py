@@ -236,3 +236,28 @@ def test_a_compaction_that_would_change_the_outputs_keeps_the_masked_model():
     with torch.no_grad():
         assert torch.allclose(small(x), model(x), atol=1e-6)
     assert sum(p.numel() for p in small.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def test_constant_neurons_are_folded_into_the_next_bias_and_dropped():
+    from ticketlab.deploy.compact import fold_constant_neurons_
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1., 2, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]))
+        model[0].bias.copy_(torch.tensor([0.5, 2.0, -1.0]))  # neuron 1: relu(2) = 2 always; neuron 2: relu(-1) = 0
+        model[2].weight.copy_(torch.tensor([[1., 3, 5], [2, 4, 6]]))
+        model[2].bias.copy_(torch.tensor([0.25, -0.25]))
+    x = torch.randn(7, 4)
+    with torch.no_grad():
+        ref = model(x)
+    work = nn.Sequential(*[m for m in __import__("copy").deepcopy(model)]).eval()
+    assert fold_constant_neurons_(work) == 2
+    # hand-worked: next bias += W[:, 1] * 2 + W[:, 2] * 0 = [6, 8]
+    assert torch.equal(work[2].bias, torch.tensor([6.25, 7.75]))
+    assert torch.equal(work[2].weight[:, 1:], torch.zeros(2, 2)) and torch.equal(work[0].bias, torch.tensor([0.5, 0, 0]))
+    with torch.no_grad():
+        assert torch.allclose(work(x), ref, atol=1e-6)
+    small = compact(model, (4,))
+    assert widths(small)["0"] == [1, 4] and widths(small)["2"] == [2, 1]  # both constant neurons gone
+    with torch.no_grad():
+        assert torch.allclose(small(x), ref, atol=1e-6)

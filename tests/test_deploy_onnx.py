@@ -77,3 +77,41 @@ def test_onnx_without_the_extra_is_one_line(imp_run, capsys, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_onnx)
     code = main(["export", str(imp_run), "--format", "onnx"])
     one_line_exit_2(code, capsys.readouterr().err, "pip install 'ticketlab[onnx]'")
+
+
+def test_the_fastest_path_per_batch_size_is_stored_honoured_and_equal(tmp_path, monkeypatch):
+    from ticketlab.deploy import load_sparse, save_sparse, sparsify
+    from ticketlab.deploy.paths import FastestPath, with_fastest_path
+
+    model = build_model("lenet300", (1, 8, 8), 10).eval()
+    g = torch.Generator().manual_seed(0)
+    mask = {n: torch.rand(p.shape, generator=g) < 0.05 for n, p in model.named_parameters() if n.endswith("weight")}
+    small = compact(model, (1, 8, 8), mask)
+    eager = sparsify(small, input_shape=(1, 8, 8), repeats=3)
+    fast = with_fastest_path(eager, small, (1, 8, 8), repeats=3)
+    if not isinstance(fast, FastestPath):  # never faster on this machine: wrap anyway to test the mechanics
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            fast = FastestPath(eager, to_onnx(small, (1, 8, 8), f"{d}/m.onnx").read_bytes(), {1: "eager"})
+    fast.paths = {1: "onnxruntime", 256: "eager"}
+    recipe = {"model": "lenet300", "input_shape": [1, 8, 8], "num_classes": 10, "widths": __import__(
+        "ticketlab.deploy", fromlist=["widths"]).widths(small)}
+    save_sparse(fast, tmp_path / "s.safetensors", recipe)
+    back, _ = load_sparse(tmp_path / "s.safetensors")
+    assert isinstance(back, FastestPath) and back.paths == {1: "onnxruntime", 256: "eager"}
+    x1, x300 = torch.randn(1, 1, 8, 8), torch.randn(300, 1, 8, 8)
+    with torch.no_grad():
+        assert back._session is None
+        assert torch.allclose(back(x1), small(x1), atol=1e-5) and back._session is not None  # ONNX path
+        calls = []
+        back.eager.register_forward_pre_hook(lambda *a: calls.append(1))
+        assert torch.allclose(back(x300), small(x300), atol=1e-5) and calls  # eager path (nearest size 256)
+        for p in ("eager", "onnxruntime"):
+            assert torch.allclose(back(x300, path=p), small(x300), atol=1e-5)
+    import ticketlab.deploy.paths as paths_module
+
+    monkeypatch.setattr(paths_module, "_have_ort", lambda: False)  # loaded where onnxruntime is missing
+    back.paths = back.paths
+    assert back.path_for(1) == "eager"
+    assert with_fastest_path(eager, small, (1, 8, 8)) is eager

@@ -19,6 +19,7 @@ from ..flops import forward_flops
 from ..io import write_json
 from .export import FORMATS, export_loaded
 from .runs import load_run
+from .paths import FastestPath, choose_paths_
 from .sparse import tune_model_
 
 
@@ -63,7 +64,10 @@ def bench_run(run_dir: str | Path, *, round: int | None = None, threads: int | N
     # ONNX Runtime's dense, compact and int8 forms beside ours, at the same intra-op thread count, when installed
     info, forms = export_loaded(rm, (*FORMATS, "onnx") if onnx_available() else FORMATS, quiet=quiet)
     shape = tuple(rm.recipe["input_shape"])
-    tune_model_(forms["sparse"], shape, tuple(batch_sizes))
+    sparse = forms["sparse"]
+    tune_model_(sparse.eager if isinstance(sparse, FastestPath) else sparse, shape, tuple(batch_sizes))
+    if isinstance(sparse, FastestPath):  # and the path per batch size, at this thread count
+        choose_paths_(sparse, shape, tuple(batch_sizes), repeats)
     latency = {}
     for b in batch_sizes:
         x = rm.data.x_test[:b].cpu()

@@ -38,6 +38,7 @@ def compact(model: nn.Module, input_shape: tuple[int, ...], mask: Mask | None = 
         for n, m in (mask or {}).items():
             params[n].mul_(m.to(params[n].dtype).cpu())
     masked = copy.deepcopy(work)
+    fold_constant_neurons_(work)
     groups = channel_groups(work, input_shape)
     dead = dead_channels(work, groups)
     with torch.enable_grad():  # Torch-Pruning traces the autograd graph
@@ -63,6 +64,48 @@ def compact(model: nn.Module, input_shape: tuple[int, ...], mask: Mask | None = 
             p.requires_grad_(True)
         return masked
     return work
+
+
+# Modules that act on each feature alone in eval mode: a constant neuron stays a constant through them.
+_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.ELU, nn.Identity, nn.Dropout,
+                nn.BatchNorm1d)
+
+
+@torch.no_grad()
+def fold_constant_neurons_(model: nn.Module) -> int:
+    """Neurons whose inputs are all pruned but whose bias is not output a constant: add its effect to the next
+    Linear layer's bias and zero the neuron, so compaction drops it. Only between two Linear layers of one
+    ``nn.Sequential`` joined by per-feature modules (activations, dropout, eval BatchNorm1d), where the
+    constant is exactly ``f(bias)``; the model (eval mode) computes the same function. Returns how many."""
+    from ..models.graft import GraftedReLU
+
+    folded = 0
+    for seq in (m for m in model.modules() if isinstance(m, nn.Sequential)):
+        kids = list(seq.children())
+        for i, first in enumerate(kids):
+            if not isinstance(first, nn.Linear) or first.bias is None:
+                continue
+            between, j = [], i + 1
+            while j < len(kids) and isinstance(kids[j], (*_ELEMENTWISE, GraftedReLU)):
+                between.append(kids[j])
+                j += 1
+            if j == len(kids) or not isinstance(kids[j], nn.Linear):
+                continue
+            nxt = kids[j]
+            const = (first.weight == 0).all(dim=1) & (first.bias != 0)
+            if not const.any():
+                continue
+            c = first.bias.detach().clone()[None]
+            for m in between:
+                c = m.eval()(c)
+            c = c[0] * const.to(c.dtype)  # the constant outputs of those neurons, 0 elsewhere
+            if nxt.bias is None:
+                nxt.bias = nn.Parameter(torch.zeros(nxt.out_features, dtype=nxt.weight.dtype))
+            nxt.bias.add_(nxt.weight @ c)
+            nxt.weight[:, const] = 0
+            first.bias[const] = 0
+            folded += int(const.sum())
+    return folded
 
 
 def _same_outputs(a: nn.Module, b: nn.Module, input_shape: tuple[int, ...]) -> bool:

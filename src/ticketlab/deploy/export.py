@@ -7,7 +7,9 @@ IMP run, ``RUN/export/round_KK/``):
 - ``compact``: dead channels and neurons removed (``deploy.compact``), plus ``compact.json`` with the new
   widths; outputs equal the masked model's within float rounding;
 - ``sparse``: the compact model with every Linear/Conv layer in CSR form and its kernel per batch size
-  chosen by measurement on this machine (``deploy.sparse``);
+  chosen by measurement on this machine (``deploy.sparse``); with onnxruntime installed, and where it measures
+  faster at some batch size, the file also holds the compact model as ONNX and runs it there
+  (``deploy.paths.FastestPath``);
 - ``int8``: the compact model quantised to int8 (``deploy.quant``), calibrated on training examples; its
   test accuracy is reported next to the float model's (the accuracy cost).
 - ``onnx``: ``dense.onnx``, ``compact.onnx`` and ``int8.onnx`` (ONNX Runtime's static quantisation of the
@@ -31,6 +33,7 @@ from .compact import compact, load_compact, save_compact, widths
 from .files import load_sparse, save_sparse
 from .quant import load_int8, quantize_int8, save_int8
 from .runs import RunModel, load_run
+from .paths import with_fastest_path
 from .sparse import sparsify
 
 FORMATS = ("compact", "sparse", "int8")
@@ -89,7 +92,8 @@ def export_loaded(rm: RunModel, formats=FORMATS, *, force: bool = False, calibra
             save_compact(small, path, rm.recipe)
             write_json(out / "compact.json", recipe)
         elif form == "sparse":
-            save_sparse(sparsify(small, input_shape=shape, repeats=repeats), path, recipe)
+            eager = sparsify(small, input_shape=shape, repeats=repeats)
+            save_sparse(with_fastest_path(eager, small, shape, repeats=max(3, repeats // 2)), path, recipe)
         elif form == "int8":
             save_int8(quantize_int8(small, _calibration(rm, calibration)), path, recipe)
         elif form == "dense-onnx":
@@ -106,6 +110,9 @@ def export_loaded(rm: RunModel, formats=FORMATS, *, force: bool = False, calibra
     models = {form: loaders[form](files[form]) for form in todo}
     info = {form: {"file": str(files[form]), "bytes": files[form].stat().st_size,
                    "test_acc": _accuracy(models[form], rm.data)} for form in todo}
+    if "sparse" in models and hasattr(models["sparse"], "paths"):  # a FastestPath: its ONNX model is inside
+        info["sparse"]["onnx_bytes"] = int(models["sparse"].onnx_model.numel())
+        info["sparse"]["paths"] = {str(b): p for b, p in models["sparse"].paths.items()}
     x_test = rm.data.x_test.cpu()
     for form, ref in (("dense-onnx", rm.model), ("compact-onnx", small)):
         if form in models:
@@ -131,7 +138,10 @@ def format_export(info: dict) -> str:
         if form in info:
             d = info[form]
             extra = (f"  max |diff| {d['max_abs_diff']:.1e}" if "max_abs_diff" in d else
-                     f"  same predictions {100 * d['same_predictions']:.2f}%" if "same_predictions" in d else "")
+                     f"  same predictions {100 * d['same_predictions']:.2f}%" if "same_predictions" in d else
+                     f"  (includes the compact ONNX model, {d['onnx_bytes']:,} bytes, for batch sizes "
+                     f"{','.join(b for b, p in d['paths'].items() if p == 'onnxruntime')})" if "onnx_bytes" in d
+                     else "")
             lines.append(f"  {form:12s} {d['bytes']:>11,} bytes ({d['bytes'] / dense['bytes']:.3f} of dense)  "
                          f"test acc {d['test_acc']:.4f} ({d['test_acc'] - dense['test_acc']:+.4f}){extra}  {d['file']}")
     return "\n".join(lines)

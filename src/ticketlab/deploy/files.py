@@ -18,17 +18,25 @@ from ..errors import UserError
 from ..io import save_tensors
 from ..models import MODELS, build_model
 from .compact import build_compact, read_export
+from .paths import FastestPath
 from .sparse import SparseLinear, sparse_layers
 from .sparse_conv import SparseConv
 
 FORMAT = "ticketlab-sparse-v1"
+ONNX_KEY = "__onnx_model"  # the FastestPath's ONNX model (uint8 bytes)
 
 
 def save_sparse(model: nn.Module, path: str | Path, recipe: dict) -> None:
-    """Write a sparsified registered model (``recipe``: model, input_shape, num_classes)."""
-    layers = sparse_layers(model)
+    """Write a sparsified registered model (``recipe``: model, input_shape, num_classes); a ``FastestPath``
+    keeps its per-batch-size paths and its ONNX model (a uint8 tensor) in the file."""
     meta = {"format": FORMAT, "recipe": recipe, "layers": {}}
-    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    extra = {}
+    if isinstance(model, FastestPath):
+        meta["paths"] = {str(b): p for b, p in model.paths.items()}
+        extra[ONNX_KEY] = model.onnx_model
+        model = model.eager
+    layers = sparse_layers(model)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()} | extra
     for n, m in layers.items():
         core, prefix = (m.core, f"{n}.core") if isinstance(m, SparseConv) else (m, n)
         meta["layers"][n] = {"type": "conv" if isinstance(m, SparseConv) else "linear",
@@ -52,6 +60,7 @@ def load_sparse(path: str | Path) -> tuple[nn.Module, dict]:
     """(model in eval mode, recipe) from a file written by ``save_sparse``."""
     meta, tensors = read_export(path, FORMAT)
     recipe = meta["recipe"]
+    onnx_model = tensors.pop(ONNX_KEY, None)
     if recipe.get("model") not in MODELS:
         raise UserError(f"{path} needs model {recipe.get('model')!r}, which this ticketlab does not have")
     try:
@@ -79,6 +88,10 @@ def load_sparse(path: str | Path) -> tuple[nn.Module, dict]:
         missing = [k for k in missing if not any(k.startswith(f"{n}.") for n in meta["layers"])]
         if missing or unexpected:
             raise KeyError(missing or unexpected)
+        if "paths" in meta:
+            if onnx_model is None or onnx_model.dtype != torch.uint8 or onnx_model.dim() != 1:
+                raise KeyError(ONNX_KEY)
+            model = FastestPath(model.eval(), onnx_model, {int(b): p for b, p in meta["paths"].items()})
     except (KeyError, RuntimeError, AttributeError, TypeError, ValueError, IndexError):
         raise UserError(f"{path} does not match model {recipe['model']!r} (corrupt or foreign file)") from None
     return model.eval(), recipe
