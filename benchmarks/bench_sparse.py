@@ -3,7 +3,10 @@
 Models: lenet300 (784-300-100-10) and a 4096-wide MLP (784-4096-4096-10), each with a uniformly random
 mask keeping 2% of every layer's weights. The sparse form is tuned on this machine first (each layer
 picks CSR or dense per batch size by timing both). Prints latency (median of interleaved repeats) and
-dense / sparse speedups, at the given thread count.
+dense / sparse speedups, at the given thread count. With onnxruntime installed, also the dense model in
+ONNX Runtime (as many intra-op threads) and the deployed form (``deploy.paths``: per batch size the
+faster of the sparse layers and ONNX Runtime on the compact model), with speedups against dense
+ONNX Runtime.
 
     .venv/bin/python benchmarks/bench_sparse.py [--threads N] [--repeats R] [--density D]
 """
@@ -21,6 +24,14 @@ from common import interleaved, median, parser, ratio_median  # noqa: E402
 from ticketlab.deploy import sparse_layers, sparsify  # noqa: E402
 from ticketlab.models import build_model  # noqa: E402
 from ticketlab.sparse import apply_mask_, ones_mask  # noqa: E402
+
+
+def onnx_available() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def wide_mlp(width: int = 4096) -> nn.Module:
@@ -43,6 +54,20 @@ def main() -> None:
         apply_mask_(model, {n: torch.rand(m.shape, generator=g) < args.density for n, m in ones_mask(model).items()})
         sp = sparsify(model, tune=True, input_shape=(1, 28, 28), batch_sizes=(1, 256))
         kernels = ",".join(f"{m.kernels[1]}/{m.kernels[256]}" for m in sparse_layers(sp).values())
+        forms = {"dense": model, "sparse": sp}
+        if onnx_available():
+            import tempfile
+
+            from ticketlab.deploy.compact import compact
+            from ticketlab.deploy.onnx import OrtModel, to_onnx
+            from ticketlab.deploy.paths import FastestPath, choose_paths_
+
+            tmp = tempfile.mkdtemp()
+            forms["dense-ort"] = OrtModel(to_onnx(model, (1, 28, 28), f"{tmp}/dense.onnx"), args.threads)
+            small = compact(model, (1, 28, 28))
+            deployed = FastestPath(sp, to_onnx(small, (1, 28, 28), f"{tmp}/compact.onnx").read_bytes(), {1: "eager"})
+            choose_paths_(deployed, (1, 28, 28), (1, 256), repeats=5)
+            forms["deployed"] = deployed
         for batch in (1, 256):
             x = torch.randn(batch, 1, 28, 28)
             calls = max(1, 2000 // batch) if name == "lenet300" else max(1, 200 // batch)
@@ -53,10 +78,15 @@ def main() -> None:
                         for _ in range(calls):
                             m(x)
                 return block
-            t = interleaved({"dense": run(model), "sparse": run(sp)}, args.repeats)
-            print(f"{name:<12} {batch:>5} {1e3 * median(t['dense']) / calls:>9.3f} "
-                  f"{1e3 * median(t['sparse']) / calls:>10.3f} {ratio_median(t['dense'], t['sparse']):>8.2f}  "
-                  f"{kernels} (batch 1 / 256 per layer)")
+            t = interleaved({k: run(m) for k, m in forms.items()}, args.repeats)
+            line = (f"{name:<12} {batch:>5} {1e3 * median(t['dense']) / calls:>9.3f} "
+                    f"{1e3 * median(t['sparse']) / calls:>10.3f} {ratio_median(t['dense'], t['sparse']):>8.2f}")
+            if "dense-ort" in t:
+                line += (f" | ort dense {1e3 * median(t['dense-ort']) / calls:.3f} ms, sparse x ort "
+                         f"{ratio_median(t['dense-ort'], t['sparse']):.2f}, deployed "
+                         f"{1e3 * median(t['deployed']) / calls:.3f} ms ({forms['deployed'].paths[batch]}) x ort "
+                         f"{ratio_median(t['dense-ort'], t['deployed']):.2f}")
+            print(f"{line}  {kernels} (batch 1 / 256 per layer)")
 
 
 if __name__ == "__main__":

@@ -50,7 +50,8 @@ def test_sparsified_models_give_the_masked_models_outputs(name, shape):
 
 def test_tuning_records_a_kernel_per_batch_size_and_the_nearest_one_is_used():
     layer = sparsify(nn.Sequential(nn.Linear(64, 64)), tune=True, batch_sizes=(1, 64), repeats=3)[0]
-    assert set(layer.kernels) == {1, 64} and set(layer.kernels.values()) <= {"csr", "gather", "dense"}
+    assert set(layer.kernels) == {1, 64}
+    assert {k.partition("@")[0] for k in layer.kernels.values()} <= {"csr", "gather", "dense"}
     layer.kernels = {1: "dense", 256: "csr"}
     assert layer.kernel_for(1) == "dense" and layer.kernel_for(10) == "dense"
     assert layer.kernel_for(20) == "csr" and layer.kernel_for(1000) == "csr"
@@ -131,3 +132,42 @@ def test_tuned_sparse_conv_model_round_trips_through_its_file(tmp_path):
     with torch.no_grad():
         assert torch.allclose(back(x), model(x), atol=1e-5)
     assert [m.kernels for m in sparse_layers(back).values()] == [m.kernels for m in sparse_layers(sp).values()]
+
+
+def test_a_thread_count_chosen_per_layer_and_batch_is_honoured_recorded_and_validated(tmp_path, monkeypatch):
+    from ticketlab.deploy import SparseLinear, load_sparse, save_sparse, sparse_layers, sparsify
+    from ticketlab.models import build_model
+
+    layer = SparseLinear(torch.randn(6, 5) * (torch.rand(6, 5) < 0.5), torch.randn(6))
+    layer.kernels = {1: "gather@1", 64: "csr"}
+    assert layer.choice_for(1) == ("gather", 1) and layer.choice_for(100) == ("csr", None)
+    for bad in ({1: "gather@0"}, {1: "fast"}, {1: "csr@x"}):
+        with pytest.raises(ValueError):
+            layer.kernels = bad
+    torch.set_num_threads(2)
+    seen = []
+    real = layer._forward
+    monkeypatch.setattr(layer, "_forward", lambda *a: (seen.append(torch.get_num_threads()), real(*a))[1])
+    x = torch.randn(1, 5)
+    y = layer(x)
+    assert seen == [1] and torch.get_num_threads() == 2  # one thread inside the call, the caller's after
+    assert torch.allclose(y, layer(x, kernel="dense"), atol=1e-6)
+    layer(torch.randn(80, 5))
+    assert seen[-1] == 2
+    model = build_model("lenet300", (1, 8, 8), 10).eval()
+    sp = sparsify(model, tune=False)
+    for m in sparse_layers(sp).values():
+        m.kernels = {1: "gather@1", 256: "csr"}
+    save_sparse(sp, tmp_path / "s.safetensors", {"model": "lenet300", "input_shape": [1, 8, 8], "num_classes": 10})
+    back, _ = load_sparse(tmp_path / "s.safetensors")
+    assert all(m.kernels == {1: "gather@1", 256: "csr"} for m in sparse_layers(back).values())
+
+
+def test_tuning_tries_one_thread_beside_the_callers():
+    from ticketlab.deploy import SparseLinear, tune_
+
+    torch.set_num_threads(2)
+    layer = SparseLinear(torch.randn(8, 8) * (torch.rand(8, 8) < 0.3), None)
+    timings = tune_(layer, batch_sizes=(1,), repeats=3)
+    assert set(timings[1]) == {"csr", "gather", "dense", "csr@1", "gather@1", "dense@1"}
+    assert layer.kernels[1] == min(timings[1], key=timings[1].get)

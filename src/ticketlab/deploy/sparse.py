@@ -27,8 +27,16 @@ from torch import nn
 KERNELS = ("csr", "gather", "dense")
 
 
+def split_choice(choice: str) -> tuple[str, int | None]:
+    """"gather@1" -> ("gather", 1): a kernel, and the thread count it runs with (None: the caller's)."""
+    kernel, _, threads = choice.partition("@")
+    return kernel, (int(threads) if threads else None)
+
+
 class KernelTable:
-    """A per-batch-size kernel choice (measured by ``tune_``) shared by the sparse layers."""
+    """A per-batch-size kernel choice (measured by ``tune_``) shared by the sparse layers: a kernel name, or
+    ``kernel@T`` when it measured fastest with T torch threads (one thread where threading overhead dominates a
+    small product), which the layer then sets around its call."""
 
     @property
     def kernels(self) -> dict[int, str]:
@@ -36,20 +44,37 @@ class KernelTable:
 
     @kernels.setter
     def kernels(self, table: dict[int, str]) -> None:
-        bad = [k for k in table.values() if k not in KERNELS]
-        if bad or not table:
-            raise ValueError(f"kernels must map batch sizes to one of {KERNELS}, got {table}")
-        self._kernels = dict(table)
-        self._choice: dict[int, str] = {}
+        def ok(v: str) -> bool:
+            k, _, t = v.partition("@")
+            return k in KERNELS and (not t or (t.isdigit() and int(t) >= 1))
 
-    def kernel_for(self, batch: int) -> str:
-        """The kernel measured fastest at the batch size nearest ``batch`` (log scale); memoised, since it
-        runs on every call."""
+        if not table or not all(ok(v) for v in table.values()):
+            raise ValueError(f"kernels must map batch sizes to one of {KERNELS} (optionally @THREADS), got {table}")
+        self._kernels = dict(table)
+        self._choice: dict[int, tuple[str, int | None]] = {}
+
+    def choice_for(self, batch: int) -> tuple[str, int | None]:
+        """(kernel, threads) measured fastest at the batch size nearest ``batch`` (log scale); memoised, since
+        it runs on every call."""
         choice = self._choice.get(batch)
         if choice is None:
             best = min(self.kernels, key=lambda b: (abs(math.log(max(b, 1)) - math.log(max(batch, 1))), b))
-            choice = self._choice[batch] = self.kernels[best]
+            choice = self._choice[batch] = split_choice(self.kernels[best])
         return choice
+
+    def kernel_for(self, batch: int) -> str:
+        return self.choice_for(batch)[0]
+
+    def with_threads(self, x: torch.Tensor, kernel: str | None):
+        """(kernel, previous thread count or None): sets the chosen thread count for this call."""
+        if kernel is not None:
+            return kernel, None
+        kernel, threads = self.choice_for(x.shape[0] if x.dim() > 1 else 1)
+        now = torch.get_num_threads()
+        if threads is None or threads == now:
+            return kernel, None
+        torch.set_num_threads(threads)
+        return kernel, now
 
 
 class SparseLinear(KernelTable, nn.Module):
@@ -110,7 +135,14 @@ class SparseLinear(KernelTable, nn.Module):
 
     def forward(self, x: torch.Tensor, kernel: str | None = None) -> torch.Tensor:
         x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)
-        kernel = kernel or self.kernel_for(x2.shape[0])
+        kernel, restore = self.with_threads(x2, kernel)
+        try:
+            return self._forward(x, x2, kernel)
+        finally:
+            if restore is not None:
+                torch.set_num_threads(restore)
+
+    def _forward(self, x: torch.Tensor, x2: torch.Tensor, kernel: str) -> torch.Tensor:
         if kernel == "dense":
             y = F.linear(x2, self.dense_weight(), self.bias)
         else:
@@ -146,12 +178,15 @@ def _median_time(fn, repeats: int) -> float:
 @torch.no_grad()
 def tune_(layer: nn.Module, batch_sizes=(1, 256), repeats: int = 15, seed: int = 0,
           inputs: dict[int, torch.Tensor] | None = None) -> dict[int, dict]:
-    """Time every kernel of a sparse layer at each batch size on this machine; keep the fastest per size.
+    """Time every kernel of a sparse layer at each batch size on this machine, with the caller's thread count
+    and with one thread; keep the fastest (kernel, threads) per size.
 
     ``inputs`` (batch size -> the input this layer really sees in its model, with its memory layout) is
     used where given, else (SparseLinear only) a random contiguous input. Returns {batch: {kernel: s}}."""
     g = torch.Generator().manual_seed(seed)
     timings = {}
+    now = torch.get_num_threads()
+    thread_options = sorted({now, 1}, reverse=True)  # the caller's threads, and one thread
     for b in batch_sizes:
         if inputs and b in inputs:
             x = inputs[b]
@@ -159,9 +194,17 @@ def tune_(layer: nn.Module, batch_sizes=(1, 256), repeats: int = 15, seed: int =
             x = torch.randn(b, layer.in_features, generator=g).to(layer.values.device)
         else:
             raise ValueError("a sparse convolution is tuned on its real inputs: use tune_model_")
-        timings[b] = {k: _median_time(lambda k=k: layer(x, kernel=k), repeats) for k in KERNELS}
-    layer.kernels = layer.kernels | {b: min(KERNELS, key=lambda k: t[k]) for b, t in timings.items()}
-    if isinstance(layer, SparseLinear) and all(v == "csr" for v in layer.kernels.values()):
+        timings[b] = {}
+        for threads in thread_options:
+            for k in KERNELS:
+                name = k if threads == now else f"{k}@{threads}"
+                torch.set_num_threads(threads)
+                try:
+                    timings[b][name] = _median_time(lambda k=k: layer(x, kernel=k), repeats)
+                finally:
+                    torch.set_num_threads(now)
+    layer.kernels = layer.kernels | {b: min(t, key=t.get) for b, t in timings.items()}
+    if isinstance(layer, SparseLinear) and all(split_choice(v)[0] == "csr" for v in layer.kernels.values()):
         layer._dense = None  # never used: do not hold a dense copy
     return timings
 

@@ -52,7 +52,14 @@ class SparseConv(KernelTable, nn.Module):
         return out
 
     def forward(self, x: torch.Tensor, kernel: str | None = None) -> torch.Tensor:
-        kernel = kernel or self.kernel_for(x.shape[0])
+        kernel, restore = self.with_threads(x, kernel)
+        try:
+            return self._forward(x, kernel)
+        finally:
+            if restore is not None:
+                torch.set_num_threads(restore)
+
+    def _forward(self, x: torch.Tensor, kernel: str) -> torch.Tensor:
         if kernel == "dense":
             w = self.dense_weight()
             conv = F.conv1d if self.dims == 1 else F.conv2d
