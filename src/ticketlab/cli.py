@@ -800,20 +800,23 @@ def _main_data_parallel(argv: list[str]) -> int:
         print(f"ticketlab: error: cannot join torchrun's process group ({str(e).splitlines()[0]}); start it with "
               "torchrun --nproc-per-node N -m ticketlab ...", file=sys.stderr)
         return 2
-    try:
-        if distributed.rank() != 0:
-            distributed.follow(local)
-            return 0
-        from .runs.sweep import FAULT_ENV, _arm_fault
+    follower = distributed.rank() != 0
+    if follower:
+        distributed.follow(local)  # an error here ends this process; torchrun then stops the others
+        dist.barrier()  # every rank at the end before any tears down (gloo aborts on a peer's early close)
+        dist.destroy_process_group()
+        sys.stdout.flush()  # nothing else to write: skip finalization, where the store client's thread
+        sys.stderr.flush()  # can abort the process once rank 0 has gone
+        os._exit(0)
+    from .runs.sweep import FAULT_ENV, _arm_fault
 
-        if os.environ.get(FAULT_ENV):  # the tests' kill of rank 0 right after a checkpoint
-            _arm_fault(os.environ[FAULT_ENV])
-        return _main(argv)
-    finally:
-        try:
-            distributed.stop()
-        finally:
-            dist.destroy_process_group()
+    if os.environ.get(FAULT_ENV):  # the tests' kill of rank 0 right after a checkpoint
+        _arm_fault(os.environ[FAULT_ENV])
+    code = _main(argv)  # an unexpected error ends this process (the others are stopped by torchrun)
+    distributed.stop()
+    dist.barrier()
+    dist.destroy_process_group()
+    return code
 
 
 def _main(argv: list[str]) -> int:
