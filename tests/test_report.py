@@ -19,7 +19,10 @@ def run(*argv):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Tiny runs of every kind (lenet300 on sklearn's digits, 20 steps per training)."""
+    import torch
+
     root = tmp_path_factory.mktemp("runs")
+    threads = torch.get_num_threads()  # `bench --threads 1` sets it; module fixtures run before conftest's guard
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TICKETLAB_CACHE", str(tmp_path_factory.mktemp("cache")))
         imp = root / "imp"
@@ -44,6 +47,7 @@ def runs(tmp_path_factory):
         run("verify", str(imp), "--eps", "0.01", "--method", "ibp", "--samples", "10", "--quiet")
         run("export", str(imp), "--format", "compact")
         run("bench", str(imp), "--repeats", "1", "--batch-sizes", "1", "--threads", "1")
+    torch.set_num_threads(threads)
     return root
 
 
