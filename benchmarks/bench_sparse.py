@@ -21,17 +21,9 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).parent))
 from common import interleaved, median, parser, ratio_median  # noqa: E402
 
-from ticketlab.deploy import sparse_layers, sparsify  # noqa: E402
+from ticketlab.deploy import onnx, sparse_layers, sparsify  # noqa: E402
 from ticketlab.models import build_model  # noqa: E402
 from ticketlab.sparse import apply_mask_, ones_mask  # noqa: E402
-
-
-def onnx_available() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def wide_mlp(width: int = 4096) -> nn.Module:
@@ -55,7 +47,7 @@ def main() -> None:
         sp = sparsify(model, tune=True, input_shape=(1, 28, 28), batch_sizes=(1, 256))
         kernels = ",".join(f"{m.kernels[1]}/{m.kernels[256]}" for m in sparse_layers(sp).values())
         forms = {"dense": model, "sparse": sp}
-        if onnx_available():
+        if onnx.available():
             import tempfile
 
             from ticketlab.deploy.compact import compact

@@ -109,9 +109,9 @@ def test_the_fastest_path_per_batch_size_is_stored_honoured_and_equal(tmp_path, 
         assert torch.allclose(back(x300), small(x300), atol=1e-5) and calls  # eager path (nearest size 256)
         for p in ("eager", "onnxruntime"):
             assert torch.allclose(back(x300, path=p), small(x300), atol=1e-5)
-    import ticketlab.deploy.paths as paths_module
+    import ticketlab.deploy.onnx as onnx_module
 
-    monkeypatch.setattr(paths_module, "_have_ort", lambda: False)  # loaded where onnxruntime is missing
+    monkeypatch.setattr(onnx_module, "available", lambda: False)  # loaded where onnxruntime is missing
     back.paths = back.paths
     assert back.path_for(1) == "eager"
     assert with_fastest_path(eager, small, (1, 8, 8)) is eager

@@ -10,49 +10,18 @@ intra-op threads; every speedup is given against eager dense torch and against d
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import torch
 
 from ..flops import forward_flops
 from ..io import write_json
+from . import onnx
 from .export import FORMATS, export_loaded
-from .runs import load_run
 from .paths import FastestPath, choose_paths_
+from .runs import load_run
 from .sparse import tune_model_
-
-
-def onnx_available() -> bool:
-    try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _calls_per_measurement(fn, x, target: float = 0.02) -> int:
-    fn(x)
-    t = time.perf_counter()
-    fn(x)
-    one = max(time.perf_counter() - t, 1e-7)
-    return max(1, math.ceil(target / one))
-
-
-@torch.no_grad()
-def time_forms(forms: dict, x: torch.Tensor, repeats: int) -> dict[str, float]:
-    """Median seconds per forward of each form on ``x``, interleaved over ``repeats`` rounds."""
-    loops = {k: _calls_per_measurement(f, x) for k, f in forms.items()}
-    samples: dict[str, list[float]] = {k: [] for k in forms}
-    for _ in range(repeats):
-        for k, f in forms.items():
-            n = loops[k]
-            t = time.perf_counter()
-            for _ in range(n):
-                f(x)
-            samples[k].append((time.perf_counter() - t) / n)
-    return {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
+from .timing import time_forms
 
 
 def bench_run(run_dir: str | Path, *, round: int | None = None, threads: int | None = None,
@@ -62,7 +31,7 @@ def bench_run(run_dir: str | Path, *, round: int | None = None, threads: int | N
     threads = torch.get_num_threads()
     rm = load_run(run_dir, round, data_dir)
     # ONNX Runtime's dense, compact and int8 forms beside ours, at the same intra-op thread count, when installed
-    info, forms = export_loaded(rm, (*FORMATS, "onnx") if onnx_available() else FORMATS, quiet=quiet)
+    info, forms = export_loaded(rm, (*FORMATS, "onnx") if onnx.available() else FORMATS, quiet=quiet)
     shape = tuple(rm.recipe["input_shape"])
     sparse = forms["sparse"]
     tune_model_(sparse.eager if isinstance(sparse, FastestPath) else sparse, shape, tuple(batch_sizes))

@@ -32,8 +32,8 @@ from . import onnx
 from .compact import compact, load_compact, save_compact, widths
 from .files import load_sparse, save_sparse
 from .quant import load_int8, quantize_int8, save_int8
-from .runs import RunModel, load_run
 from .paths import with_fastest_path
+from .runs import RunModel, load_run
 from .sparse import sparsify
 
 FORMATS = ("compact", "sparse", "int8")
@@ -60,9 +60,7 @@ def export_run(run_dir: str | Path, formats=FORMATS, *, round: int | None = None
     if bad:
         raise UserError(f"unknown export format {bad[0]!r}; choose from {', '.join(ALL_FORMATS)}")
     if "onnx" in formats:
-        from .onnx import require
-
-        require()
+        onnx.require()
     return export_loaded(load_run(run_dir, round, data_dir), formats, force=force, calibration=calibration,
                          repeats=repeats, quiet=quiet)[0]
 

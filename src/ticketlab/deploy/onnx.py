@@ -12,7 +12,6 @@ with a one-line error.
 """
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -21,30 +20,25 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..io import _atomic_write
 
 OPSET = 17
 
 
-def require() -> None:
+def available() -> bool:
+    """Whether the optional extra (onnx and onnxruntime) is installed."""
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError:
+        return False
+    return True
+
+
+def require() -> None:
+    if not available():
         raise UserError("ONNX export and the onnxruntime bench need onnx and onnxruntime: "
-                        "pip install 'ticketlab[onnx]'") from None
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+                        "pip install 'ticketlab[onnx]'")
 
 
 def to_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
@@ -62,12 +56,13 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) ->
                               output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
                               opset_version=OPSET, dynamo=False)
 
-    _atomic(path, write)
+    _atomic_write(path, write)
     return path
 
 
-def session(path: str | Path, threads: int | None = None):
-    """An ONNX Runtime CPU session of ``path`` with ``threads`` intra-op threads (default: torch's count)."""
+def session(model: str | Path | bytes, threads: int | None = None):
+    """An ONNX Runtime CPU session of ``model`` (a file, or the model's bytes) with ``threads`` intra-op threads
+    (default: torch's count)."""
     require()
     import onnxruntime as ort
 
@@ -77,7 +72,8 @@ def session(path: str | Path, threads: int | None = None):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=opts,
+                                providers=["CPUExecutionProvider"])
 
 
 class OrtModel:
@@ -128,7 +124,7 @@ def quantize_int8(fp32: str | Path, out: str | Path, calibration: torch.Tensor, 
                             weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
                             calibrate_method=CalibrationMethod.MinMax)
 
-        _atomic(out, write)
+        _atomic_write(out, write)
     return out
 
 

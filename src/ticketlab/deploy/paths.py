@@ -9,11 +9,12 @@ path serves every batch size.
 """
 from __future__ import annotations
 
-import math
-import time
-
 import torch
 from torch import nn
+
+from . import onnx
+from .sparse import nearest_batch
+from .timing import time_forms
 
 PATHS = ("eager", "onnxruntime")
 _OUT = ["logits"]
@@ -44,23 +45,15 @@ class FastestPath(nn.Module):
     def path_for(self, batch: int) -> str:
         choice = self._choice.get(batch)
         if choice is None:
-            best = min(self._paths, key=lambda b: (abs(math.log(max(b, 1)) - math.log(max(batch, 1))), b))
-            choice = self._choice[batch] = self._paths[best]
-            if choice == "onnxruntime" and not _have_ort():
+            choice = self._choice[batch] = self._paths[nearest_batch(self._paths, batch)]
+            if choice == "onnxruntime" and not onnx.available():
                 choice = self._choice[batch] = "eager"
         return choice
 
     def session(self):
         threads = torch.get_num_threads()
         if self._session is None or self._threads != threads:  # as many intra-op threads as torch has now
-            import onnxruntime as ort
-
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            opts.log_severity_level = 3
-            self._session = ort.InferenceSession(self.onnx_model.numpy().tobytes(), sess_options=opts,
-                                                 providers=["CPUExecutionProvider"])
+            self._session = onnx.session(self.onnx_model.numpy().tobytes(), threads)
             self._threads = threads
         return self._session
 
@@ -78,44 +71,18 @@ class FastestPath(nn.Module):
         return f"paths={self._paths}, onnx bytes={self.onnx_model.numel()}"
 
 
-def _have_ort() -> bool:
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _median(fn, x, repeats: int) -> float:
-    fn(x)
-    n = max(1, math.ceil(0.01 / max(_once(fn, x), 1e-7)))  # loop to ~10 ms per sample
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        for _ in range(n):
-            fn(x)
-        samples.append((time.perf_counter() - t) / n)
-    return sorted(samples)[len(samples) // 2]
-
-
-def _once(fn, x) -> float:
-    t = time.perf_counter()
-    fn(x)
-    return time.perf_counter() - t
-
-
 @torch.no_grad()
 def choose_paths_(model: FastestPath, input_shape: tuple[int, ...], batch_sizes=(1, 256),
                   repeats: int = 7, seed: int = 0) -> dict[int, dict[str, float]]:
     """Time both paths at each batch size (interleaved) and keep the faster per size; returns the timings."""
-    if not _have_ort():
+    if not onnx.available():
         model.paths = {b: "eager" for b in batch_sizes}
         return {}
     g = torch.Generator().manual_seed(seed)
     timings = {}
     for b in batch_sizes:
         x = torch.randn(b, *input_shape, generator=g)
-        timings[b] = {p: _median(lambda v, p=p: model(v, path=p), x, repeats) for p in PATHS}
+        timings[b] = time_forms({p: lambda v, p=p: model(v, path=p) for p in PATHS}, x, repeats)
     model.paths = {b: min(PATHS, key=lambda p: t[p]) for b, t in timings.items()}
     return timings
 
@@ -124,15 +91,13 @@ def with_fastest_path(eager: nn.Module, compact_model: nn.Module, input_shape: t
                       batch_sizes=(1, 256), repeats: int = 7) -> nn.Module:
     """``eager`` wrapped with ONNX Runtime on ``compact_model`` where that measures faster; ``eager`` itself
     when onnxruntime is missing or never faster."""
-    if not _have_ort():
+    if not onnx.available():
         return eager
     import os
     import tempfile
 
-    from .onnx import to_onnx
-
     with tempfile.TemporaryDirectory() as tmp:
-        path = to_onnx(compact_model, input_shape, os.path.join(tmp, "compact.onnx"))
+        path = onnx.to_onnx(compact_model, input_shape, os.path.join(tmp, "compact.onnx"))
         raw = path.read_bytes()
     model = FastestPath(eager, raw, {b: "eager" for b in batch_sizes}).eval()
     choose_paths_(model, input_shape, batch_sizes, repeats)

@@ -27,6 +27,12 @@ from torch import nn
 KERNELS = ("csr", "gather", "dense")
 
 
+def nearest_batch(measured, batch: int) -> int:
+    """The measured batch size nearest ``batch`` in log scale (the smaller on ties): what decides a layer's
+    kernel, or a deployed model's path, at a batch size that was not measured."""
+    return min(measured, key=lambda b: (abs(math.log(max(b, 1)) - math.log(max(batch, 1))), b))
+
+
 def split_choice(choice: str) -> tuple[str, int | None]:
     """"gather@1" -> ("gather", 1): a kernel, and the thread count it runs with (None: the caller's)."""
     kernel, _, threads = choice.partition("@")
@@ -58,8 +64,7 @@ class KernelTable:
         it runs on every call."""
         choice = self._choice.get(batch)
         if choice is None:
-            best = min(self.kernels, key=lambda b: (abs(math.log(max(b, 1)) - math.log(max(batch, 1))), b))
-            choice = self._choice[batch] = split_choice(self.kernels[best])
+            choice = self._choice[batch] = split_choice(self.kernels[nearest_batch(self.kernels, batch)])
         return choice
 
     def kernel_for(self, batch: int) -> str:
