@@ -17,7 +17,7 @@ from typing import Callable
 
 import torch
 
-from ..train.replicates import NotVectorizable, signature, supported, train_replicates
+from ..train.replicates import NotVectorizable, signature, train_replicates
 
 _local = threading.local()
 REPLICATE_MODES = ("auto", "vectorized", "sequential")
@@ -150,8 +150,7 @@ class Lockstep:
                         and torch.equal(r.data.y_train, reqs[0].data.y_train)]
             rest = [r for r in reqs if r not in packable]
             on_cpu = packable[0].data.x_train.device.type == "cpu"
-            if len(packable) > 1 and supported(packable[0].cfg) and (
-                    self.cpu_convs or not on_cpu or not _convolutional(packable[0].model)):
+            if len(packable) > 1 and (self.cpu_convs or not on_cpu or not _convolutional(packable[0].model)):
                 try:
                     results = train_replicates(
                         [r.model for r in packable], packable[0].data, packable[0].cfg,

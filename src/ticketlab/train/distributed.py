@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, fields
+from dataclasses import asdict
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from ..errors import UserError
+from .checkpoint import optimizer_from_flat, optimizer_to_flat
 
 _data_tokens: dict[int, tuple[str, object]] = {}   # rank 0: id(dataset) -> (token, the dataset, kept alive)
 
@@ -154,24 +155,6 @@ def spec(model: nn.Module) -> dict:
     return s
 
 
-def _opt_state(opt: torch.optim.Optimizer, params: list[torch.Tensor]) -> tuple[dict, dict]:
-    tensors, scalars = {}, {}
-    for i, p in enumerate(params):
-        for k, v in opt.state.get(p, {}).items():
-            if torch.is_tensor(v):
-                tensors[f"{i}.{k}"] = v
-            else:
-                scalars[f"{i}.{k}"] = v
-    return tensors, scalars
-
-
-def _load_opt_state(opt, params, tensors: dict, scalars: dict) -> None:
-    opt.state.clear()
-    for key, v in list(tensors.items()) + list(scalars.items()):
-        i, k = key.split(".", 1)
-        opt.state.setdefault(params[int(i)], {})[k] = v.to(params[int(i)].device) if torch.is_tensor(v) else v
-
-
 def _data_token(data) -> str:
     key = id(data)
     if key not in _data_tokens:
@@ -192,21 +175,21 @@ class Lead:
             raise UserError("this method's own loss (Deadwooding) does not run data-parallel; run it without torchrun")
         s = spec(model)
         token = _data_token(data)
-        self.updater, self.opt, self.model = updater, opt, model
+        self.updater = updater
         self.params = [p for p in model.parameters() if p.requires_grad]
         masks = None if updater is not None else mask
         _json({"op": "train", "spec": s, "data": token, "cfg": asdict(cfg), "seed": int(seed), "start": int(start),
                "total": int(total), "mask": masks is not None, "frozen": frozen is not None,
                "updater": updater is not None, "fresh": fresh})
-        _tensors(dict(self.model.state_dict()))
+        _tensors(dict(model.state_dict()))
         if masks is not None:
             _tensors(dict(masks))
             check_equal(list(masks.values()), "masks")
         if frozen is not None:
             _tensors(dict(frozen))
-        t, sc = _opt_state(self.opt, self.params)
-        _json(sc)
-        _tensors(t)
+        tensors, meta = optimizer_to_flat(opt)  # the checkpoint's format: rank 0's resumed state, if any
+        _json(meta)
+        _tensors(tensors)
 
     def after_step(self) -> None:
         """With a sparse trainer (its masks live on rank 0: drop and grow, dense phases, undone steps): send the
@@ -250,8 +233,7 @@ def _follow(head: dict, data, device: str) -> None:
     from .config import TrainConfig
     from .loop import train
 
-    names = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in head["cfg"].items() if k in names})
+    cfg = TrainConfig(**head["cfg"])
     s = head["spec"]
     model = build_model(s["name"], tuple(s["input_shape"]), s["num_classes"]).to(device)
     state = _tensors(device=device)
@@ -267,17 +249,13 @@ def _follow(head: dict, data, device: str) -> None:
 
 class Follow:
     """The other ranks' side of one training (inside ``train``): rank 0's optimizer state at the start, and
-    rank 0's weights, masks and optimizer state whenever its sparse trainer changed them."""
+    with a sparse trainer (on rank 0) rank 0's weights after every step."""
 
-    def __init__(self, model, opt, enforcer, with_updater: bool, device):
-        self.model, self.opt, self.enforcer, self.with_updater = model, opt, enforcer, with_updater
+    def __init__(self, model, opt, with_updater: bool):
+        self.with_updater = with_updater
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self._recv_opt()
-
-    def _recv_opt(self) -> None:
-        scalars = _json()
-        tensors = _tensors(device=self.params[0].device)
-        _load_opt_state(self.opt, self.params, tensors, scalars)
+        meta = _json()
+        optimizer_from_flat(opt, _tensors(device=self.params[0].device), meta)
 
     def after_step(self) -> None:
         if self.with_updater:

@@ -81,10 +81,6 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 50
     return loss / len(y), correct / len(y)
 
 
-def x_device(data: Dataset) -> torch.device:
-    return data.x_train.device
-
-
 def mixed_precision(cfg: TrainConfig, device: torch.device):
     """The training step's autocast context: bfloat16 with --precision bf16 (no loss scaling is needed: bf16
     has fp32's exponent range), else a no-op."""
@@ -130,7 +126,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
         it, history = resumed
     lead = follow = None
     if follower is not None:
-        follow = distributed.Follow(model, opt, enforcer, follower["updater"], x_device(data))
+        follow = distributed.Follow(model, opt, follower["updater"])
     elif distributed.active():
         lead = distributed.lead(model, data, cfg, mask, frozen, updater, opt, seed, it, total, fresh=not history)
     parallel = lead is not None or follow is not None

@@ -50,13 +50,6 @@ def supported(cfg: TrainConfig) -> bool:
     return cfg.adv == "none" and cfg.certified == "none" and cfg.rs_weight == 0
 
 
-class _Shim:
-    """What ``_Live`` reads of an optimizer: its param groups (the learning rate)."""
-
-    def __init__(self, opt):
-        self.param_groups = opt.param_groups
-
-
 def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *, masks: list[Mask | None],
                      seeds: list[int], start_iter: int = 0, total: int | None = None,
                      checkpointers: list[Checkpointer | None] | None = None, logs: list | None = None,
@@ -130,7 +123,7 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
 
     lives = [None] * R
     if logs is not None:
-        lives = [_Live(log, m, data, cfg, mk, None, _Shim(opt), min(cfg.batch_size, len(data.y_train)), it)
+        lives = [_Live(log, m, data, cfg, mk, None, opt, min(cfg.batch_size, len(data.y_train)), it)
                  if log is not None else None for log, m, mk in zip(logs, models, masks)]
 
     def record(i: int) -> None:
