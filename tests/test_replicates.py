@@ -125,17 +125,24 @@ def imp_cfg(**kw):
                          "train": TrainConfig(iterations=40, eval_every=20, batch_size=60)} | kw))
 
 
-def test_imp_seeds_in_lockstep_pack_tickets_and_controls_and_match_sequential(tmp_path, monkeypatch):
-    packs = []
+@pytest.fixture
+def packs_trained(monkeypatch):
+    """The sizes of the vectorised packs every Lockstep of the test trained, in order."""
+    sizes = []
     real = Lockstep.run
 
     def spy(self, fns):
         try:
             return real(self, fns)
         finally:
-            packs.extend(self.packs)
+            sizes.extend(self.packs)
 
     monkeypatch.setattr(Lockstep, "run", spy)
+    return sizes
+
+
+def test_imp_seeds_in_lockstep_pack_tickets_and_controls_and_match_sequential(tmp_path, packs_trained):
+    packs = packs_trained
     exp = get_experiment("imp")
     vec = run_seeds(exp, imp_cfg(), [0, 1, 2], tmp_path / "v", replicates="vectorized", quiet=True)
     seq = run_seeds(exp, imp_cfg(), [0, 1, 2], tmp_path / "s", replicates="sequential", quiet=True)
@@ -197,17 +204,8 @@ def test_packs_group_by_model_and_dataset_and_give_every_worker_one():
     assert sorted(len(p) for p in got) == [1, 2, 2, 2] and sum(len(p) for p in got) == 7
 
 
-def test_a_vectorized_sweep_packs_points_and_seeds(tmp_path, monkeypatch):
-    packs_seen = []
-    real = Lockstep.run
-
-    def spy(self, fns):
-        try:
-            return real(self, fns)
-        finally:
-            packs_seen.extend(self.packs)
-
-    monkeypatch.setattr(Lockstep, "run", spy)
+def test_a_vectorized_sweep_packs_points_and_seeds(tmp_path, packs_trained):
+    packs_seen = packs_trained
     argv = ["sweep", "imp", "--vary", "rate=0.2,0.5", "--seeds", "2", "--model", "lenet300", "--dataset", "digits",
             "--rounds", "1", "--iterations", "30", "--quiet"]
     assert main([*argv, "--replicates", "vectorized", "--out", str(tmp_path / "v")]) == 0

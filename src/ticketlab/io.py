@@ -54,6 +54,15 @@ def read_json(path: str | Path) -> Any:
         raise UserError(f"{path} is corrupt or not JSON ({e}); delete it or restore it") from None
 
 
+def read_json_or_none(path: str | Path) -> Any:
+    """``read_json``, or None where the file is missing, unreadable or not JSON (for listings that skip such
+    files rather than stop)."""
+    try:
+        return read_json(path)
+    except (UserError, OSError):
+        return None
+
+
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     """Save a flat name -> tensor dict as safetensors (copies to contiguous CPU tensors)."""
     flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}

@@ -9,14 +9,15 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..flags import config_to_toml, dataclass_flag_dests
+from ..io import read_json_or_none
 from ..runs import experiments
 from ..runs.seeds import KIND as SEEDS
+from ..runs.store import run_record as record
 from ..runs.sweep import KIND as SWEEP
 from . import figures
 from .collect import (
     CONFIG,
     Section,
-    _read,
     calibration_figure,
     curves_figure,
     density_series,
@@ -24,7 +25,6 @@ from .collect import (
     flops_figure,
     layer_heatmap,
     mask_figure,
-    record,
     rows_figure,
     text,
     value,
@@ -117,7 +117,7 @@ def _nested(run: Path, prefix: str = "") -> list[Section]:
 def run_section(run: Path, rec: dict, title: str) -> Section:
     kind = rec["kind"]
     exps = experiments()
-    summary = _read(run / "summary.json")
+    summary = read_json_or_none(run / "summary.json")
     sec = Section(title, str(run), kind, state="done" if isinstance(summary, dict) else "not finished")
     if kind in exps:
         exp = exps.get(kind)
@@ -153,7 +153,7 @@ def group_section(run: Path, rec: dict, title: str) -> Section:
     if name not in exps:
         raise UserError(f"{run} is a seed group of an unknown command {name!r}; is it from another version?")
     exp = exps.get(name)
-    summary = _read(run / "summary.json")
+    summary = read_json_or_none(run / "summary.json")
     sec = Section(title, str(run), f"{name} (seeds)", state="not finished")
     sec.config = config_to_toml(rec["config"].get("config", {}), dataclass_flag_dests(exp.config))
     seeds = summary.get("seeds", []) if isinstance(summary, dict) else []
@@ -178,7 +178,7 @@ def group_section(run: Path, rec: dict, title: str) -> Section:
 def sweep_section(run: Path, rec: dict, title: str) -> Section:
     from ..runs.sweep import format_sweep
 
-    sw = _read(run / "sweep.json")
+    sw = read_json_or_none(run / "sweep.json")
     config = rec["config"]
     sec = Section(title, str(run), f"{config.get('experiment')} (sweep)", state="not run")
     exps = experiments()
@@ -249,7 +249,7 @@ def _spread(series: list[Series]) -> float:
 def result_section(d: Path, rec: dict, title: str) -> Section:
     kind = rec["kind"]
     file, module, fn = RESULTS[kind]
-    data = _read(d / file)
+    data = read_json_or_none(d / file)
     sec = Section(title, str(d), kind, state="done" if isinstance(data, dict) else "not finished")
     sec.config = "\n".join(f"{k} = {v}" for k, v in rec["config"].items() if not isinstance(v, dict)) + "\n"
     if isinstance(data, dict):
@@ -261,7 +261,7 @@ def result_section(d: Path, rec: dict, title: str) -> Section:
 def instability_section(d: Path, title: str) -> Section:
     from ..lottery.instability import format_instability
 
-    data = _read(d / "results.json")
+    data = read_json_or_none(d / "results.json")
     sec = Section(title, str(d), "instability", state="done" if isinstance(data, dict) else "not finished")
     if isinstance(data, dict):
         sec.table = _format_exp(format_instability, data)
@@ -281,7 +281,7 @@ def export_sections(d: Path, prefix: str) -> list[Section]:
 
     out = []
     for f in sorted(d.rglob("export.json")) + sorted(d.rglob("bench-*.json")):
-        data = _read(f)
+        data = read_json_or_none(f)
         if not isinstance(data, dict):
             continue
         fmt = format_export if f.name == "export.json" else format_bench

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
-from ..io import read_json
+from ..io import read_json_or_none
+from ..runs.rundir import CONFIG_FILE as CONFIG
 from ..runs.seeds import is_stat
 from . import figures
 from .figures import Series, finite
 
-CONFIG = "config.json"
 MAX_LINES = 24          # training curves per panel (evenly subsampled beyond)
 MAX_MASK_ENTRIES = 200_000
 
@@ -54,18 +54,6 @@ def text(v) -> str:
     if s is None:
         return f"{m:.4g}"
     return f"{m:.4g} ± {s:.2g} (n={v['n']})"
-
-
-def _read(path: Path):
-    try:
-        return read_json(path)
-    except (UserError, OSError):
-        return None
-
-
-def record(run: Path) -> dict | None:
-    rec = _read(run / CONFIG) if (run / CONFIG).is_file() else None
-    return rec if isinstance(rec, dict) and "kind" in rec and isinstance(rec.get("config"), dict) else None
 
 
 # -- what a summary holds ---------------------------------------------------------------------------------
@@ -186,7 +174,7 @@ def histories(run: Path) -> dict[str, list[dict]]:
     def walk(d: Path, rel: str) -> None:
         m = d / "metrics.json"
         if m.is_file():
-            h = _read(m)
+            h = read_json_or_none(m)
             if isinstance(h, dict) and isinstance(h.get("history"), list) and h["history"]:
                 out[rel or "."] = h["history"]
         for c in sorted(p for p in d.iterdir() if p.is_dir()):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from ..io import read_json
+from ..io import read_json_or_none
 from .experiment import experiments
 from .rundir import CONFIG_FILE
 from .seeds import KIND as SEEDS
@@ -28,24 +28,23 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _read(path: Path):
-    try:
-        return read_json(path)
-    except UserError:
-        return None
+def run_record(run: Path) -> dict | None:
+    """A run directory's config.json ({"kind", "config", ...}), or None when ``run`` holds no readable one."""
+    rec = read_json_or_none(run / CONFIG_FILE) if (run / CONFIG_FILE).is_file() else None
+    return rec if isinstance(rec, dict) and "kind" in rec and isinstance(rec.get("config"), dict) else None
 
 
 def describe(run: Path, root: Path) -> dict | None:
     """One entry of the store, or None when ``run`` is not a ticketlab run directory."""
-    rec = _read(run / CONFIG_FILE) if (run / CONFIG_FILE).is_file() else None
-    if not isinstance(rec, dict) or "kind" not in rec or not isinstance(rec.get("config"), dict):
+    rec = run_record(run)
+    if rec is None:
         return None
     kind, config = rec["kind"], rec["config"]
     exps = experiments()
     varied: list[str] = []  # a sweep's axes: not fixed settings
     entry = {"path": str(run.relative_to(root)) if run != root else ".", "kind": kind, "settings": {},
              "state": "empty", "metrics": {}}
-    summary = _read(run / "summary.json") if (run / "summary.json").is_file() else None
+    summary = read_json_or_none(run / "summary.json") if (run / "summary.json").is_file() else None
     if kind == SEEDS:
         name = config.get("experiment")
         entry["kind"] = f"{name} (seeds)"
@@ -59,7 +58,7 @@ def describe(run: Path, root: Path) -> dict | None:
         cfg = config.get("fixed", {})
         varied = [a[0] for a in config.get("axes", []) if isinstance(a, list) and a]
         entry["settings"]["axes"] = ",".join(varied)
-        sw = _read(run / "sweep.json") if (run / "sweep.json").is_file() else None
+        sw = read_json_or_none(run / "sweep.json") if (run / "sweep.json").is_file() else None
         if isinstance(sw, dict):
             states = [p.get("state") for p in sw.get("points", [])]
             entry["state"] = ("failed" if sw.get("failed") else "done" if states and all(s == "done" for s in states)
