@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import UserError
 from ..io import read_json_or_none
 from ..runs.rundir import CONFIG_FILE as CONFIG
@@ -203,8 +205,6 @@ def curves_figure(runs: list[Path], title: str) -> str | None:
         iters = [row["iter"] for row in hs[0]]
         if not all([row["iter"] for row in h] == iters for h in hs):
             hs = hs[:1]
-        import numpy as np
-
         acc = np.array([[row["test_acc"] for row in h] for h in hs], float)
         err = list(acc.std(0, ddof=1)) if len(hs) > 1 else None
         panels.setdefault(_panel(n), []).append(Series(n, iters, list(acc.mean(0)), err))

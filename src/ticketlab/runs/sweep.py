@@ -146,10 +146,6 @@ def packs(tasks: list, size: int, jobs: int) -> list[list]:
 
 
 # -- backends ---------------------------------------------------------------------------------------------
-def _call(fn, args, threads):
-    return fn(*args, threads)
-
-
 def _local(tasks, jobs: int, threads: int | None, on_done, fn=None) -> None:
     fn = fn or run_task
     if jobs == 1:
