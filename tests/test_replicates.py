@@ -7,6 +7,7 @@ import torch
 
 from ticketlab.cli import main
 from ticketlab.data import load_dataset
+from ticketlab.io import load_tensors
 from ticketlab.dst.runner import DSTConfig
 from ticketlab.lottery import IMPConfig
 from ticketlab.models import build_model
@@ -146,12 +147,29 @@ def test_imp_seeds_in_lockstep_pack_tickets_and_controls_and_match_sequential(tm
     exp = get_experiment("imp")
     vec = run_seeds(exp, imp_cfg(), [0, 1, 2], tmp_path / "v", replicates="vectorized", quiet=True)
     seq = run_seeds(exp, imp_cfg(), [0, 1, 2], tmp_path / "s", replicates="sequential", quiet=True)
-    assert packs == [3, 3, 3, 3, 3]  # round 0; round 1 ticket, reinit; round 2 ticket, reinit: 3 seeds each
+    assert packs == [3, 6, 6]  # round 0's tickets; then each round's tickets and reinit controls together
     for v, s in zip(vec["aggregate"]["rounds"], seq["aggregate"]["rounds"]):
         assert v["density"] == s["density"]
         assert abs(v["test_acc"]["mean"] - s["test_acc"]["mean"]) < 0.01
     again = run_seeds(exp, imp_cfg(), [0, 1, 2], tmp_path / "v", replicates="vectorized", quiet=True)
     assert again["aggregate"] == vec["aggregate"]  # finished seeds read themselves back
+
+
+def test_one_imp_run_in_lockstep_packs_each_rounds_ticket_with_its_controls(tmp_path, packs_trained):
+    exp = get_experiment("imp")
+    cfg = imp_cfg(controls=["reinit", "random-mask"], seed=3)
+    vec = Lockstep().run([lambda: exp.run(cfg, tmp_path / "v", quiet=True)])[0]
+    seq = exp.run(cfg, tmp_path / "s", quiet=True)
+    assert packs_trained == [3, 3]  # rounds 1 and 2: ticket, reinit, random-mask together (round 0: alone)
+    assert vec["rounds"][2]["controls"].keys() == {"reinit", "random-mask"}
+    for v, s in zip(vec["rounds"], seq["rounds"]):
+        assert v["density"] == s["density"] and v["controls"].keys() == s["controls"].keys()
+        assert abs(v["test_acc"] - s["test_acc"]) < 0.01
+        assert all(abs(v["controls"][c]["test_acc"] - s["controls"][c]["test_acc"]) < 0.01 for c in v["controls"])
+    for f in ("round_02/final.safetensors", "round_02/reinit/final.safetensors",
+              "round_02/random-mask/final.safetensors"):
+        a, b = load_tensors(tmp_path / "v" / f), load_tensors(tmp_path / "s" / f)
+        assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4, f
 
 
 def test_batchnorm_models_and_a_killed_group_resume_in_lockstep(tmp_path, monkeypatch):

@@ -334,17 +334,21 @@ def cmd_experiment(ns: argparse.Namespace, seed_arg) -> int:
     cfg = config_from_args(ns, exp.config, exp.presets)
     seeds = parse_seeds(seed_arg, ns.seeds)
     rt = runtime(ns)
+    from .runs.lockstep import Lockstep, resolve
+
+    mode = resolve(ns.replicates, ns.device)
     preflight([replace(cfg, seed=s) for s in seeds], exp.check, ns.data_dir)
     if ns.seeds is not None or len(seeds) > 1:
-        from .runs.lockstep import resolve
-
-        result = run_seeds(exp, cfg, seeds, ns.out, replicates=resolve(ns.replicates, ns.device), **rt)
+        result = run_seeds(exp, cfg, seeds, ns.out, replicates=mode, **rt)
         print(format_group(exp, result))
         print(f"\nseed group: {result['dir']} (`ticketlab show` prints it again)")
         return 0
     cfg.seed = seeds[0]
     out = Path(ns.out) if ns.out is not None else exp.run_dir(cfg)
-    summary = exp.run(cfg, out, **rt)
+    if mode == "vectorized":  # one run in lockstep: the trainings it hands in together share packs
+        summary = Lockstep(quiet=ns.quiet).run([lambda: exp.run(cfg, out, **rt)])[0]
+    else:
+        summary = exp.run(cfg, out, **rt)
     print(exp.format(summary))
     plots = sorted(out.glob("*.png"))
     if plots:
@@ -805,9 +809,7 @@ def _main_data_parallel(argv: list[str]) -> int:
         distributed.follow(local)  # an error here ends this process; torchrun then stops the others
         dist.barrier()  # every rank at the end before any tears down (gloo aborts on a peer's early close)
         dist.destroy_process_group()
-        sys.stdout.flush()  # nothing else to write: skip finalization, where the store client's thread
-        sys.stderr.flush()  # can abort the process once rank 0 has gone
-        os._exit(0)
+        _exit_now(0)
     from .runs.sweep import FAULT_ENV, _arm_fault
 
     if os.environ.get(FAULT_ENV):  # the tests' kill of rank 0 right after a checkpoint
@@ -816,7 +818,19 @@ def _main_data_parallel(argv: list[str]) -> int:
     distributed.stop()
     dist.barrier()
     dist.destroy_process_group()
-    return code
+    _exit_now(code)  # as the followers: finalization can abort here too (seen: 1 run in 7, after every file)
+
+
+def _exit_now(code: int) -> None:
+    """End a torchrun rank without interpreter finalization, where a thread of torch's distributed store
+    can call std::terminate (SIGABRT) once its peers are gone. Every file is closed by then (written
+    atomically); only the standard streams and logging's handlers are flushed."""
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _main(argv: list[str]) -> int:

@@ -9,6 +9,7 @@ training (and inside a training from its checkpoint), bitwise identical to an un
 """
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from ..errors import UserError
 from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
 from ..models import build_model, glorot_normal_init
+from ..runs import lockstep
 from ..runs import (FINAL, MASK, Experiment, check_fits, default_run_dir, load_mask, load_state, open_run_dir,
                     register, resolve_device, train_cached)
 from ..seeding import derive_seed, generator
@@ -74,8 +76,8 @@ class IMPRun:
     def round_dir(self, k: int) -> Path:
         return self.dir / f"round_{k:02d}"
 
-    def snapshot(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+    def snapshot(self, model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in (self.model if model is None else model).state_dict().items()}
 
     def init_state(self) -> dict[str, torch.Tensor]:
         path = self.dir / "init.safetensors"
@@ -85,18 +87,19 @@ class IMPRun:
         save_tensors(path, state)
         return state
 
-    def reinit_state(self, *tags: object) -> dict[str, torch.Tensor]:
-        """A fresh Gaussian Glorot draw (seeded by the run seed and ``tags``)."""
-        glorot_normal_init(self.model, derive_seed(self.cfg.seed, "reinit", *tags))
-        return self.snapshot()
+    def reinit_state(self, *tags: object, model: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        """A fresh Gaussian Glorot draw (seeded by the run seed and ``tags``), drawn in ``model`` (default:
+        the run's)."""
+        model = self.model if model is None else model
+        glorot_normal_init(model, derive_seed(self.cfg.seed, "reinit", *tags))
+        return self.snapshot(model)
 
     # -- one training ----------------------------------------------------------------------------------
     def train_one(self, where: Path, mask: Mask, start: dict, start_iter: int, label: str,
                   snapshot_at: int | None = None, frozen: dict | None = None, train_cfg: TrainConfig | None = None,
-                  save_final: bool = True) -> tuple[dict, list[dict]]:
-        """Train from ``start`` under ``mask``; cached in ``where`` (final weights + metrics).
-
-        ``train_cfg`` overrides the run's training settings (its budget included).
+                  save_final: bool = True, model: nn.Module | None = None) -> tuple[dict, list[dict]]:
+        """Train ``model`` (default: the run's) from ``start`` under ``mask``; cached in ``where`` (final
+        weights + metrics). ``train_cfg`` overrides the run's training settings (its budget included).
         """
         train_cfg = train_cfg or self.cfg.train
         total = self.total if train_cfg is self.cfg.train else train_cfg.total_iterations(len(self.data.y_train))
@@ -105,10 +108,22 @@ class IMPRun:
         def save_rewind(it: int, model: nn.Module) -> None:
             save_tensors(rewind_path, model.state_dict())
 
-        return train_cached(where, self.model, self.data, train_cfg, mask=mask, start=start, start_iter=start_iter,
-                            total=total, seed=self.cfg.seed, checkpoint_every=self.checkpoint_every, label=label,
-                            quiet=self.quiet, frozen=frozen, snapshot_at=snapshot_at,
-                            on_snapshot=save_rewind if snapshot_at else None, save_final=save_final)
+        return train_cached(where, self.model if model is None else model, self.data, train_cfg, mask=mask,
+                            start=start, start_iter=start_iter, total=total, seed=self.cfg.seed,
+                            checkpoint_every=self.checkpoint_every, label=label, quiet=self.quiet, frozen=frozen,
+                            snapshot_at=snapshot_at, on_snapshot=save_rewind if snapshot_at else None,
+                            save_final=save_final)
+
+    def train_control(self, c: str, k: int, rdir: Path, mask: Mask, start: dict, start_iter: int):
+        """Round k's control ``c``: the ticket's mask from a fresh init (reinit), or a random mask of the same
+        layer densities from the ticket's start (random-prune). Trained on a copy of the model when in
+        lockstep (the ticket may be training on the run's own at the same time)."""
+        cfg, label = self.cfg, f"round {k}/{self.plan.rounds} {c}"
+        model = copy.deepcopy(self.model) if lockstep.current() is not None else self.model
+        if c == "reinit":
+            return self.train_one(rdir / c, mask, self.reinit_state(k, model=model), start_iter, label, model=model)
+        rmask = random_mask_like(mask, generator(cfg.seed, "random-mask", k))
+        return self.train_one(rdir / c, rmask, start, start_iter, label, model=model)
 
     # -- the rounds ------------------------------------------------------------------------------------
     def round_mask(self, k: int, prev: Mask, init: dict) -> Mask:
@@ -188,21 +203,19 @@ class IMPRun:
             start, start_iter = self.start_point(k, init)
             snap = cfg.rewind_iter if (k == 0 and cfg.rewind_iter) else None
             ticket_start, frozen = self.ticket_values(k, start, init, mask)
-            ticket, hist = self.train_one(rdir, mask, ticket_start, start_iter, f"round {k}/{n} ticket",
-                                          snapshot_at=snap, frozen=frozen,
-                                          train_cfg=self.finetune_cfg() if cfg.rewind == "finetune" and k else None)
+            controls = cfg.controls if k > 0 else []
+            # the ticket and its controls do not depend on each other: handed in together, they share a
+            # vectorised pack under --replicates vectorized (each on a model object of its own)
+            ticket_fn = lambda: self.train_one(  # noqa: E731
+                rdir, mask, ticket_start, start_iter, f"round {k}/{n} ticket", snapshot_at=snap, frozen=frozen,
+                train_cfg=self.finetune_cfg() if cfg.rewind == "finetune" and k else None)
+            (ticket, hist), *done = lockstep.together(
+                [ticket_fn] + [lambda c=c: self.train_control(c, k, rdir, mask, start, start_iter) for c in controls])
             row = {"round": k, "density": density(mask), "layer_densities": layer_densities(mask), **ticket,
                    "learning_distance": self.learning_distance(rdir, ticket_start, mask),
-                   "flops": self.flops(mask, self.total - start_iter), "controls": {}}
+                   "flops": self.flops(mask, self.total - start_iter),
+                   "controls": {c: s for c, (s, _) in zip(controls, done)}}
             curves.append((row["density"], hist))
-            for c in cfg.controls if k > 0 else []:
-                label = f"round {k}/{n} {c}"
-                if c == "reinit":
-                    s, _ = self.train_one(rdir / c, mask, self.reinit_state(k), start_iter, label)
-                else:
-                    rmask = random_mask_like(mask, generator(cfg.seed, "random-mask", k))
-                    s, _ = self.train_one(rdir / c, rmask, start, start_iter, label)
-                row["controls"][c] = s
             rows.append(row)
             write_json(self.dir / "summary.json", self.summary(rows))
         self.write_plots(self.summary(rows), curves)

@@ -7,7 +7,9 @@ budget and masked layers; plain, augmented or mixed-precision training with a st
 ``train.replicates``, the others one by one. Then every run goes on to its next training. Only one thread
 computes at any time, and a pack's members are ordered by run, so the result does not depend on thread timing.
 
-Runners need no change: the packing happens below them, so every command's ``--seeds N`` gets it.
+Runners need no change: the packing happens below them, so every command's ``--seeds N`` gets it. A runner
+whose trainings do not depend on each other (IMP's ticket and controls of a round, the methods of a baseline
+table) may hand them in together with ``together``, so that they share a pack too, within one run as well.
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ def current() -> "Lockstep | None":
 @dataclass
 class Request:
     """One training a run hands to the coordinator (the arguments ``train`` would get)."""
-    index: int                       # the run's position (orders a pack's members)
+    index: tuple                     # the run's position (orders a pack's members; ``together`` adds levels)
     model: torch.nn.Module
     data: object
     cfg: object
@@ -87,25 +89,8 @@ class Lockstep:
     def run(self, fns: list[Callable[[], object]]) -> list:
         """Run every ``fns[i]()`` in its own thread, in lockstep; returns their results (re-raises the first
         error, by run order, after every run has stopped)."""
-        results: list = [None] * len(fns)
-        errors: list = [None] * len(fns)
         self.unfinished = len(fns)
-
-        def body(i: int) -> None:
-            _local.pack, _local.index = self, i
-            try:
-                results[i] = fns[i]()
-            except BaseException as e:  # noqa: BLE001 - handed to the caller below
-                errors[i] = e
-            finally:
-                with self.cv:
-                    self.unfinished -= 1
-                    self.cv.notify_all()
-
-        threads = [threading.Thread(target=body, args=(i,), daemon=True, name=f"ticketlab-run-{i}")
-                   for i in range(len(fns))]
-        for t in threads:
-            t.start()
+        threads, results, errors = self._spawn(fns, (), None)
         while True:
             with self.cv:
                 self.cv.wait_for(lambda: self.unfinished == 0 or len(self.waiting) == self.unfinished)
@@ -124,6 +109,48 @@ class Lockstep:
                     for r in batch:
                         r.done = True
                     self.cv.notify_all()
+        for t in threads:
+            t.join()
+        for e in errors:
+            if e is not None:
+                raise e
+        return results
+
+    def _spawn(self, fns: list[Callable[[], object]], parent: tuple, group: list | None):
+        """Start ``fns`` as runs (threads) indexed ``parent + (i,)``. ``group`` (children of ``together``):
+        a one-item list counting those still running; the last to finish hands its place in ``unfinished``
+        back to the parent instead of giving it up, so the coordinator never trains a batch without it."""
+        results: list = [None] * len(fns)
+        errors: list = [None] * len(fns)
+
+        def body(i: int) -> None:
+            _local.pack, _local.index = self, parent + (i,)
+            try:
+                results[i] = fns[i]()
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                errors[i] = e
+            finally:
+                with self.cv:
+                    if group is not None:
+                        group[0] -= 1
+                    if group is None or group[0] > 0:
+                        self.unfinished -= 1
+                    self.cv.notify_all()
+
+        threads = [threading.Thread(target=body, args=(i,), daemon=True, name=f"ticketlab-run-{parent + (i,)}")
+                   for i in range(len(fns))]
+        for t in threads:
+            t.start()
+        return threads, results, errors
+
+    def fork(self, fns: list[Callable[[], object]]) -> list:
+        """From a run's thread: run ``fns`` as sub-runs of this run (see ``together``)."""
+        group = [len(fns)]
+        with self.cv:
+            self.unfinished += len(fns) - 1  # this thread waits on its children: they stand in for it
+        threads, results, errors = self._spawn(fns, index(), group)
+        with self.cv:
+            self.cv.wait_for(lambda: group[0] == 0)
         for t in threads:
             t.join()
         for e in errors:
@@ -178,5 +205,15 @@ class Lockstep:
                         raise
 
 
-def index() -> int:
-    return getattr(_local, "index", 0)
+def index() -> tuple:
+    return getattr(_local, "index", ())
+
+
+def together(fns: list[Callable[[], object]]) -> list:
+    """Run independent pieces of one run (each typically one training, on its own model object) so that their
+    trainings can share a vectorised pack: sub-runs of the current lockstep when there is one, else one after
+    the other. Returns their results in order; the first error (by order) is raised after all have stopped."""
+    pack = current()
+    if pack is None or len(fns) < 2:
+        return [f() for f in fns]
+    return pack.fork(fns)
