@@ -1,13 +1,14 @@
 """Vectorised replicates: R models in one loop equal R sequential trainings up to float rounding; seeds of any
 command run in lockstep with their trainings packed; resume, BatchNorm, masks, fallbacks."""
 import copy
+import shutil
 
 import pytest
 import torch
 
 from ticketlab.cli import main
 from ticketlab.data import load_dataset
-from ticketlab.io import load_tensors
+from ticketlab.io import load_tensors, read_json
 from ticketlab.dst.runner import DSTConfig
 from ticketlab.lottery import IMPConfig
 from ticketlab.models import build_model
@@ -235,3 +236,35 @@ def test_a_vectorized_sweep_packs_points_and_seeds(tmp_path, packs_trained):
     for a, b in zip(v["points"], s["points"]):
         assert a["state"] == b["state"] == "done"
         assert abs(a["headline"]["test_acc"]["mean"] - b["headline"]["test_acc"]["mean"]) < 0.01
+
+
+def test_run_level_commands_pack_their_independent_cells_and_match_sequential(tmp_path, packs_trained):
+    """baselines, deconstruct and instability under --replicates vectorized: their cells share packs, and the
+    tables equal the sequential ones up to float rounding."""
+    run = tmp_path / "imp"
+    tiny = ["--quiet", "--iterations", "30", "--eval-every", "15"]
+    assert main(["imp", "--model", "lenet300", "--dataset", "digits", "--rounds", "1", *tiny, "--out", str(run)]) == 0
+    shutil.copytree(run, tmp_path / "seq")
+    commands = [["baselines", "--only", "shuffle,reinit,finetune"],
+                ["deconstruct", "--criteria", "large_final,random", "--kept", "original,constant"],
+                ["instability", "--rewind", "0", "--use-rounds", "0,1", "--points", "5"]]
+    for c in commands:
+        assert main([c[0], str(run), *c[1:], "--quiet", "--replicates", "vectorized"]) == 0
+        assert main([c[0], str(tmp_path / "seq"), *c[1:], "--quiet", "--replicates", "sequential"]) == 0
+    # baselines' 3 cells; deconstruct's 2 criteria + 3 kept rules (original, constant, constant-signed);
+    # instability's 2 copies of the dense net, then of the ticket (a mask and no mask do not share a pack)
+    assert packs_trained == [3, 5, 2, 2]
+
+    def accs(tree, found=None):
+        found = [] if found is None else found
+        if isinstance(tree, dict):
+            for k, v in sorted(tree.items()):
+                found.append(v) if k in ("test_acc", "barrier") else accs(v, found)
+        elif isinstance(tree, list):
+            for v in tree:
+                accs(v, found)
+        return found
+
+    for pattern in ("baselines-*/summary.json", "deconstruct-*/summary.json", "instability-*/results.json"):
+        v, s = accs(read_json(next(run.glob(pattern)))), accs(read_json(next((tmp_path / "seq").glob(pattern))))
+        assert len(v) == len(s) > 0 and max(abs(a - b) for a, b in zip(v, s)) < 0.02, pattern

@@ -34,9 +34,10 @@ def add_runtime_flags(p: argparse.ArgumentParser) -> None:
 
 def add_replicates_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replicates", default="auto", metavar="auto|vectorized|sequential",
-                   help="several seeds' trainings: vectorized trains those of one architecture together in one "
-                        "loop (torch.func vmap), sequential one after another; auto (default): vectorized on "
-                        "CUDA, sequential on CPU")
+                   help="trainings that do not depend on each other (seeds, a round's ticket and controls, a "
+                        "table's cells): vectorized trains those of one architecture together in one loop "
+                        "(torch.func vmap), sequential one after another; auto (default): vectorized on CUDA, "
+                        "sequential on CPU")
 
 
 def add_log_flag(p: argparse.ArgumentParser) -> None:
@@ -133,6 +134,7 @@ def build_parser() -> Parser:
     p.add_argument("--preset", metavar="NAME", help="IMP preset, when RUN must be trained first")
     add_dataclass_flags(p, IMPConfig)
     add_runtime_flags(p)
+    add_replicates_flag(p)
 
     add_experiment_parser(sub, exps.get("prune-init"))
 
@@ -147,6 +149,7 @@ def build_parser() -> Parser:
     p.add_argument("--scratch-b-cap", type=float, default=2.0, metavar="X",
                    help="Scratch-B trains at most X times the run's iterations (default 2)")
     add_runtime_flags(p)
+    add_replicates_flag(p)
 
     p = sub.add_parser("instability", help="linear mode connectivity: the error barrier between two copies "
                                            "trained from rewinding iteration K (Frankle et al. 2020)",
@@ -160,6 +163,7 @@ def build_parser() -> Parser:
                    help="rounds whose tickets to test (default: 0, the dense net)")
     p.add_argument("--points", type=int, default=30, help="interpolation points (default 30)")
     add_runtime_flags(p)
+    add_replicates_flag(p)
 
     for name in ("colt", "double-descent", "dst", "structured", "compress", "neurons", "deadwood"):
         add_experiment_parser(sub, exps.get(name))
@@ -334,7 +338,7 @@ def cmd_experiment(ns: argparse.Namespace, seed_arg) -> int:
     cfg = config_from_args(ns, exp.config, exp.presets)
     seeds = parse_seeds(seed_arg, ns.seeds)
     rt = runtime(ns)
-    from .runs.lockstep import Lockstep, resolve
+    from .runs.lockstep import resolve, run_all
 
     mode = resolve(ns.replicates, ns.device)
     preflight([replace(cfg, seed=s) for s in seeds], exp.check, ns.data_dir)
@@ -345,10 +349,7 @@ def cmd_experiment(ns: argparse.Namespace, seed_arg) -> int:
         return 0
     cfg.seed = seeds[0]
     out = Path(ns.out) if ns.out is not None else exp.run_dir(cfg)
-    if mode == "vectorized":  # one run in lockstep: the trainings it hands in together share packs
-        summary = Lockstep(quiet=ns.quiet).run([lambda: exp.run(cfg, out, **rt)])[0]
-    else:
-        summary = exp.run(cfg, out, **rt)
+    summary = run_all([lambda: exp.run(cfg, out, **rt)], mode, ns.quiet)[0]  # packs within the one run
     print(exp.format(summary))
     plots = sorted(out.glob("*.png"))
     if plots:
@@ -536,9 +537,9 @@ def cmd_deconstruct(ns: argparse.Namespace) -> int:
         d.rounds = ns.use_rounds
     group = _seed_group_runs(ns.run_dir)
     if group:
-        return _per_seed(group, lambda run: run_deconstruct(run, d, None, **runtime(ns)), format_deconstruct)
+        return _per_seed(ns, group, lambda run: run_deconstruct(run, d, None, **runtime(ns)), format_deconstruct)
     imp_cfg = None if (Path(ns.run_dir) / "config.json").exists() else imp_config_from_args(ns)
-    result = run_deconstruct(ns.run_dir, d, imp_cfg, **runtime(ns))
+    result = _run_all(ns, [lambda: run_deconstruct(ns.run_dir, d, imp_cfg, **runtime(ns))])[0]
     print(format_deconstruct(result))
     print(f"\nresults and plots: {result['dir']}")
     return 0
@@ -561,11 +562,19 @@ def _seed_group_runs(run_dir: str) -> list[Path]:
     return [seed_dir(Path(run_dir), s) for s in seeds]
 
 
-def _per_seed(runs: list[Path], fn, fmt) -> int:
+def _run_all(ns: argparse.Namespace, fns: list) -> list:
+    """A run-level command's work on one run or on every seed of a group: under --replicates vectorized in
+    one lockstep, so that the trainings it hands in together (its cells) share vectorised packs."""
+    from .runs.lockstep import resolve, run_all
+
+    return run_all(fns, resolve(ns.replicates, ns.device), ns.quiet)
+
+
+def _per_seed(ns: argparse.Namespace, runs: list[Path], fn, fmt) -> int:
     """Apply a run-level command (baselines, deconstruct) to every seed of a group; print mean ± std."""
     from .runs.seeds import aggregate, display
 
-    results = [fn(r) for r in runs]
+    results = _run_all(ns, [lambda r=r: fn(r) for r in runs])
     print(f"{len(runs)} seed(s) ({', '.join(r.name for r in runs)}); mean ± std (sample std over seeds)")
     try:
         print(fmt(display(aggregate(results))))
@@ -581,9 +590,10 @@ def cmd_baselines(ns: argparse.Namespace) -> int:
 
     group = _seed_group_runs(ns.run_dir)
     if group:
-        return _per_seed(group, lambda run: run_baselines(run, ns.use_rounds, ns.only, ns.scratch_b_cap,
+        return _per_seed(ns, group, lambda run: run_baselines(run, ns.use_rounds, ns.only, ns.scratch_b_cap,
                                                           **runtime(ns)), format_baselines)
-    result = run_baselines(ns.run_dir, ns.use_rounds, ns.only, ns.scratch_b_cap, **runtime(ns))
+    result = _run_all(ns, [lambda: run_baselines(ns.run_dir, ns.use_rounds, ns.only, ns.scratch_b_cap,
+                                                 **runtime(ns))])[0]
     print(format_baselines(result))
     print(f"\nresults: {result['dir']}")
     return 0
@@ -592,7 +602,8 @@ def cmd_baselines(ns: argparse.Namespace) -> int:
 def cmd_instability(ns: argparse.Namespace) -> int:
     from .lottery.instability import format_instability, run_instability
 
-    result = run_instability(ns.run_dir, ns.rewind, ns.use_rounds, ns.points, **runtime(ns))
+    result = _run_all(ns, [lambda: run_instability(ns.run_dir, ns.rewind, ns.use_rounds, ns.points,
+                                                   **runtime(ns))])[0]
     print(format_instability(result))
     print(f"\nresults: {result['dir']}  (plot: instability.png)")
     return 0

@@ -15,6 +15,7 @@ Every result carries its training FLOPs. Cells are cached in ``RUN/baselines-<ha
 """
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -24,7 +25,7 @@ from ..flops import forward_flops, training_flops
 from ..io import read_json, write_json
 from ..lottery import normalize_config
 from ..models import build_model, glorot_normal_init
-from ..runs import config_hash, load_mask, load_state, open_run_dir, train_cached
+from ..runs import config_hash, load_mask, load_state, lockstep, open_run_dir, train_cached
 from ..seeding import derive_seed, generator
 from ..sparse import Mask, ones_mask, prunable_names, random_mask_like
 from ..train import TrainConfig
@@ -87,6 +88,7 @@ def run_baselines(run_dir: str | Path, rounds: list[int] | None = None, which: l
     dense_fwd = sum(forward_flops(model, data.input_shape).values())
     seed = cfg["seed"]
     result: dict = {"config": config, "dense_training_flops": 3 * dense_fwd * tcfg.batch_size * total, "rows": []}
+    cells = []  # (row, baseline, mask, start, iterations), prepared first: the trainings are independent
     for i, (label, (mask_path, own)) in enumerate(masks.items()):
         mask: Mask = load_mask(mask_path, ones_mask(model, names))
         sparse_fwd = sum(forward_flops(model, data.input_shape, mask).values())
@@ -94,6 +96,7 @@ def run_baselines(run_dir: str | Path, rounds: list[int] | None = None, which: l
                "method": {k: own[k] for k in ("test_acc", "early_stop_iter", "early_stop_test_acc")}
                | {"training_flops": training_flops(model, data.input_shape, total, tcfg.batch_size, mask)},
                "baselines": {}}
+        result["rows"].append(row)
         for b in which:
             start, m, iters = init, mask, total
             if b == "shuffle":
@@ -105,14 +108,21 @@ def run_baselines(run_dir: str | Path, rounds: list[int] | None = None, which: l
                     iters = int(round(total * min(scratch_b_cap, dense_fwd / max(sparse_fwd, 1))))
             else:
                 start = dense_final
-            s, _ = train_cached(out / f"{i:02d}_{b}", model, data, TrainConfig(**{**asdict(tcfg), "iterations": iters,
-                                                                                   "epochs": None}),
-                                mask=m, start=start, start_iter=0, total=iters, seed=seed,
-                                checkpoint_every=checkpoint_every, label=f"{label} {b}", quiet=quiet, save_final=False)
-            row["baselines"][b] = {k: s[k] for k in ("test_acc", "early_stop_iter", "early_stop_test_acc")} | {
-                "iterations": iters, "training_flops": training_flops(model, data.input_shape, iters,
-                                                                      tcfg.batch_size, m)}
-        result["rows"].append(row)
+            cells.append((i, row, b, m, start, iters))
+
+    def train_cell(i: int, row: dict, b: str, m: Mask, start: dict, iters: int) -> dict:
+        net = copy.deepcopy(model) if lockstep.current() is not None else model  # cells may train together
+        s, _ = train_cached(out / f"{i:02d}_{b}", net, data, TrainConfig(**{**asdict(tcfg), "iterations": iters,
+                                                                             "epochs": None}),
+                            mask=m, start=start, start_iter=0, total=iters, seed=seed,
+                            checkpoint_every=checkpoint_every, label=f"{row['label']} {b}", quiet=quiet,
+                            save_final=False)
+        return {k: s[k] for k in ("test_acc", "early_stop_iter", "early_stop_test_acc")} | {
+            "iterations": iters, "training_flops": training_flops(model, data.input_shape, iters, tcfg.batch_size, m)}
+
+    done = lockstep.together([lambda c=c: train_cell(*c) for c in cells])
+    for (_, row, b, *_), r in zip(cells, done):
+        row["baselines"][b] = r
     write_json(out / "summary.json", result)
     result["dir"] = str(out)
     return result

@@ -9,18 +9,20 @@ constant values, each with random or original signs. Every cell is cached, so a 
 """
 from __future__ import annotations
 
+import copy
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from ..criteria import CRITERIA, criterion_mask
 from ..errors import UserError
 from ..io import read_json, write_json
 from ..lottery import IMPConfig, IMPRun, normalize_config
 from ..sparse.values import KEPT_VALUES, kept_values
-from ..runs import config_hash, load_state, open_run_dir
+from ..runs import config_hash, load_state, lockstep, open_run_dir
 from ..seeding import generator
 from ..sparse import Mask, apply_mask_, density
 from ..train import TrainConfig, evaluate
@@ -94,21 +96,22 @@ def run_deconstruct(run_dir: str | Path, dcfg: DeconstructConfig, imp_cfg: IMPCo
     ones = {n: torch.ones_like(init[n], dtype=torch.bool) for n in names}
     signed_const = {n: torch.sign(init[n]) * init[n].std(correction=0) for n in names}  # np.std, as Zhou et al.
 
-    def untrained_acc(weights: dict, mask: Mask) -> float:
-        run.model.load_state_dict({**init, **weights})
-        apply_mask_(run.model, mask)
-        return evaluate(run.model, run.data.x_test, run.data.y_test)[1]
+    def untrained_acc(model: nn.Module, weights: dict, mask: Mask) -> float:
+        model.load_state_dict({**init, **weights})
+        apply_mask_(model, mask)
+        return evaluate(model, run.data.x_test, run.data.y_test)[1]
 
     def cell(key: str, mask: Mask, start: dict, label: str) -> dict:
         path = out / "cells" / f"{key}.json"
         if path.exists():
             return read_json(path)
-        res = {"density": density(mask), "untrained_test_acc": untrained_acc(start, mask)}
+        model = copy.deepcopy(run.model) if lockstep.current() is not None else run.model  # cells train together
+        res = {"density": density(mask), "untrained_test_acc": untrained_acc(model, start, mask)}
         if key.startswith("criterion__"):
-            res["untrained_signed_constant_test_acc"] = untrained_acc(signed_const, mask)
+            res["untrained_signed_constant_test_acc"] = untrained_acc(model, signed_const, mask)
         if dcfg.trained:
             s, _ = run.train_one(out / "cells" / key, mask, {**init, **start}, 0, label, train_cfg=train_cfg,
-                                 save_final=False)
+                                 save_final=False, model=model)
             res.update({k: s[k] for k in ("test_acc", "early_stop_iter", "early_stop_test_acc")})
         write_json(path, res)
         return res
@@ -122,10 +125,11 @@ def run_deconstruct(run_dir: str | Path, dcfg: DeconstructConfig, imp_cfg: IMPCo
         return masks[(crit, k)]
 
     result: dict = {"config": config, "criteria": {}, "kept_values": {}}
+    cells = []  # (table, row name, round, cell key, mask, start, label): prepared first, then trained together
     for k in use:
         for crit in dcfg.criteria:
-            r = cell(f"criterion__{crit}__r{k:02d}", mask_for(crit, k), init, f"{crit} @ round {k}")
-            result["criteria"].setdefault(crit, []).append({"round": k, **r})
+            cells.append(("criteria", crit, k, f"criterion__{crit}__r{k:02d}", mask_for(crit, k), init,
+                          f"{crit} @ round {k}"))
         for rule in dcfg.kept:
             for signed in (False, True):
                 if rule == "original" and signed:
@@ -134,8 +138,11 @@ def run_deconstruct(run_dir: str | Path, dcfg: DeconstructConfig, imp_cfg: IMPCo
                 mask = mask_for(dcfg.kept_criterion, k)
                 fresh = run.reinit_state("deconstruct", k) if rule == "reinit" else {}
                 start = kept_values(rule, signed, init, mask, fresh, generator(run.cfg.seed, "kept", rule, k))
-                r = cell(f"kept__{name}__r{k:02d}", mask, start, f"{dcfg.kept_criterion} {name} @ round {k}")
-                result["kept_values"].setdefault(name, []).append({"round": k, **r})
+                cells.append(("kept_values", name, k, f"kept__{name}__r{k:02d}", mask, start,
+                              f"{dcfg.kept_criterion} {name} @ round {k}"))
+    done = lockstep.together([lambda c=c: cell(*c[3:]) for c in cells])
+    for (table, name, k, *_), r in zip(cells, done):
+        result[table].setdefault(name, []).append({"round": k, **r})
     write_json(out / "summary.json", result)
     plot_deconstruct(result, out)
     result["dir"] = str(out)

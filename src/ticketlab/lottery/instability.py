@@ -13,6 +13,7 @@ Every training is cached in ``RUN/instability-<hash>/`` (resumable); ``results.j
 """
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import torch
 
 from ..errors import UserError
 from ..io import read_json, write_json
-from ..runs import config_hash, load_mask, load_state, train_cached
+from ..runs import config_hash, load_mask, load_state, lockstep, train_cached
 from ..seeding import derive_seed
 from ..sparse import density, ones_mask, prunable_names
 from .config import IMPConfig
@@ -94,18 +95,22 @@ def run_instability(run: str | Path, rewinds: list[int], rounds: list[int] | Non
             at_k = {n: v.detach().clone() for n, v in model.state_dict().items()}
         else:
             at_k = {n: v.detach().clone() for n, v in init.items()}
-        for r in rounds:
-            mask = None
-            if r > 0:
-                mask = load_mask(run / f"round_{r:02d}" / "mask.safetensors", ref)
-            finals = []
-            for c in (0, 1):
-                start = {n: (v * mask[n].to(v.dtype) if mask is not None and n in mask else v) for n, v in at_k.items()}
-                train_cached(where / f"round_{r:02d}" / f"copy_{c}", model, data, cfg.train, start=start,
-                             total=total, start_iter=k, seed=derive_seed(cfg.seed, "instability", c),
-                             checkpoint_every=checkpoint_every, label=f"K={k} round {r} copy {c}", quiet=True,
-                             mask=mask, reload_final=True)
-                finals.append({n: v.detach().clone() for n, v in model.state_dict().items()})
+        masks = {r: load_mask(run / f"round_{r:02d}" / "mask.safetensors", ref) if r > 0 else None for r in rounds}
+
+        def copy_of(r: int, c: int, k: int = k, where: Path = where, at_k: dict = at_k) -> dict:
+            """Copy c of round r's ticket trained from iteration k (the copies train together when they can)."""
+            mask = masks[r]
+            net = copy.deepcopy(model) if lockstep.current() is not None else model
+            start = {n: (v * mask[n].to(v.dtype) if mask is not None and n in mask else v) for n, v in at_k.items()}
+            train_cached(where / f"round_{r:02d}" / f"copy_{c}", net, data, cfg.train, start=start,
+                         total=total, start_iter=k, seed=derive_seed(cfg.seed, "instability", c),
+                         checkpoint_every=checkpoint_every, label=f"K={k} round {r} copy {c}", quiet=True,
+                         mask=mask, reload_final=True)
+            return {n: v.detach().clone() for n, v in net.state_dict().items()}
+
+        trained = lockstep.together([lambda r=r, c=c: copy_of(r, c) for r in rounds for c in (0, 1)])
+        for i, r in enumerate(rounds):
+            mask, finals = masks[r], trained[2 * i: 2 * i + 2]
             errs = error_curve(model, finals[0], finals[1], data.x_test, data.y_test, points)
             row = {"rewind": k, "round": r, "density": 1.0 if mask is None else density(mask), "errors": errs,
                    "barrier": barrier(errs)}

@@ -78,6 +78,7 @@ class Lockstep:
     # vmap turns a pack's convolutions into grouped convolutions, which CPUs run slower than the convolutions
     # one by one (benchmarks/bench_replicates.py: Conv-2, 8 replicates); so on CPU such packs train one by one.
     cpu_convs = False
+    max_pack = 64  # replicates per vectorised loop: bounds the stacked state (weights, gradients, optimizer)
 
     def __init__(self, quiet: bool = True):
         self.cv = threading.Condition()
@@ -176,33 +177,38 @@ class Lockstep:
             packable = [r for r in reqs if torch.equal(r.data.x_train, reqs[0].data.x_train)
                         and torch.equal(r.data.y_train, reqs[0].data.y_train)]
             rest = [r for r in reqs if r not in packable]
-            on_cpu = packable[0].data.x_train.device.type == "cpu"
-            if len(packable) > 1 and (self.cpu_convs or not on_cpu or not _convolutional(packable[0].model)):
-                try:
-                    results = train_replicates(
-                        [r.model for r in packable], packable[0].data, packable[0].cfg,
-                        masks=[r.mask for r in packable], seeds=[r.seed for r in packable],
-                        start_iter=packable[0].start_iter, total=packable[0].total,
-                        checkpointers=[r.checkpointer for r in packable], logs=[r.log for r in packable],
-                        progress=not self.quiet, desc="trainings")
-                    for r, res in zip(packable, results):
-                        r.result = res
-                    self.packs.append(len(packable))
-                except NotVectorizable:
-                    rest = packable + rest
-                except BaseException as e:  # noqa: BLE001 - every member of the pack gets it
-                    for r in packable:
-                        r.error = e
-                    raise
-            else:
+            for i in range(0, len(packable), self.max_pack):
+                self._train_pack(packable[i:i + self.max_pack], rest if i == 0 else [])
+
+    def _train_pack(self, packable: list[Request], rest: list[Request]) -> None:
+        """Train ``packable`` in one vectorised loop where it can (else one by one), then ``rest`` one by one."""
+        on_cpu = packable[0].data.x_train.device.type == "cpu"
+        if len(packable) > 1 and (self.cpu_convs or not on_cpu or not _convolutional(packable[0].model)):
+            try:
+                results = train_replicates(
+                    [r.model for r in packable], packable[0].data, packable[0].cfg,
+                    masks=[r.mask for r in packable], seeds=[r.seed for r in packable],
+                    start_iter=packable[0].start_iter, total=packable[0].total,
+                    checkpointers=[r.checkpointer for r in packable], logs=[r.log for r in packable],
+                    progress=not self.quiet, desc="trainings")
+                for r, res in zip(packable, results):
+                    r.result = res
+                self.packs.append(len(packable))
+            except NotVectorizable:
                 rest = packable + rest
-            for r in rest:
-                try:
-                    r.result = r.alone()
-                except BaseException as e:  # noqa: BLE001 - the run that handed it in gets it
+            except BaseException as e:  # noqa: BLE001 - every member of the pack gets it
+                for r in packable:
                     r.error = e
-                    if isinstance(e, KeyboardInterrupt):
-                        raise
+                raise
+        else:
+            rest = packable + rest
+        for r in rest:
+            try:
+                r.result = r.alone()
+            except BaseException as e:  # noqa: BLE001 - the run that handed it in gets it
+                r.error = e
+                if isinstance(e, KeyboardInterrupt):
+                    raise
 
 
 def index() -> tuple:
@@ -216,4 +222,15 @@ def together(fns: list[Callable[[], object]]) -> list:
     pack = current()
     if pack is None or len(fns) < 2:
         return [f() for f in fns]
-    return pack.fork(fns)
+    out: list = []
+    for i in range(0, len(fns), pack.max_pack):  # at most a pack's worth of models alive at once
+        out += pack.fork(fns[i:i + pack.max_pack])
+    return out
+
+
+def run_all(fns: list[Callable[[], object]], mode: str, quiet: bool = True) -> list:
+    """Run whole runs (a command's seeds, or one run): in one lockstep when ``mode`` is "vectorized" (see
+    ``resolve``), else one after the other."""
+    if mode == "vectorized":
+        return Lockstep(quiet=quiet).run(fns)
+    return [f() for f in fns]
