@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_optimizers.py
 	$(PY) benchmarks/bench_dst.py
 	$(PY) benchmarks/bench_sparse.py
+	$(PY) benchmarks/bench_sparse_candidates.py
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_adversarial.py
 	$(PY) benchmarks/bench_verify.py
