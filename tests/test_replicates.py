@@ -268,3 +268,23 @@ def test_run_level_commands_pack_their_independent_cells_and_match_sequential(tm
     for pattern in ("baselines-*/summary.json", "deconstruct-*/summary.json", "instability-*/results.json"):
         v, s = accs(read_json(next(run.glob(pattern)))), accs(read_json(next((tmp_path / "seq").glob(pattern))))
         assert len(v) == len(s) > 0 and max(abs(a - b) for a, b in zip(v, s)) < 0.02, pattern
+
+
+def test_a_sweep_pack_of_prune_init_methods_at_one_density_shares_one_loop(tmp_path, packs_trained):
+    from ticketlab.pruners.runner import PruneInitConfig
+    from ticketlab.runs.sweep import run_pack, run_task
+
+    def task(method, root):
+        cfg = PruneInitConfig(model="lenet300", dataset="digits", method=method, density=0.1,
+                              train=TrainConfig(iterations=30, eval_every=15, batch_size=60))
+        return ("prune-init", cfg.to_dict(), str(tmp_path / root / method), {"quiet": True})
+
+    methods = ("snip", "synflow", "random")
+    assert run_pack([task(m, "v") for m in methods], None) == [None, None, None]
+    assert packs_trained == [3]
+    for m in methods:
+        seq = run_task(*task(m, "s"), None)
+        vec = read_json(tmp_path / "v" / m / "summary.json")
+        assert abs(vec["test_acc"] - seq["test_acc"]) < 0.02, m
+        a, b = (load_tensors(tmp_path / d / m / "mask.safetensors") for d in ("v", "s"))
+        assert all(torch.equal(a[k], b[k]) for k in a)  # pruning at init is not part of the pack: the same masks
