@@ -1,7 +1,8 @@
 """Vectorised replicates: the wall time of R models trained together against one model, and against R in turn.
 
 1. The training loop alone (``train.replicates`` vs ``train``), on in-memory data: LeNet-300-100 (Fashion-MNIST
-   shapes, batch 60), Conv-2 and ResNet-20 (CIFAR-10 shapes, batch 60), random 20% masks, Adam. Per R: seconds
+   shapes, batch 60), Conv-2 and ResNet-20 (CIFAR-10 shapes, batch 60), random 20% masks, Adam; and RigL on
+   LeNet-300-100 (each replicate its own drop and grow). Per R: seconds
    per step of one model, of R models vectorised and of R models one after another; ratios to one model.
 2. End to end: ``ticketlab imp --control reinit --seeds R`` (vectorised and sequential) against one seed without
    controls (LeNet-300-100 on digits, a few rounds): the issue's "8 seeds with controls in at most 2x" figure.
@@ -75,6 +76,43 @@ def loop_bench(name, shape, rs, steps, repeats, device) -> list[str]:
     return rows
 
 
+def dst_bench(rs, steps, repeats, device) -> list[str]:
+    """RigL (LeNet-300-100, 10% density, a mask update every steps/5): each replicate its own drop and grow."""
+    from ticketlab import dst
+    from ticketlab.train import train
+
+    data = dataset((1, 28, 28), 3200, device)
+    cfg = TrainConfig(iterations=steps, eval_every=10 ** 9, batch_size=60)
+    rows = []
+    for r in rs:
+        seeds = list(range(r))
+        models = [build_model("lenet300", (1, 28, 28), 10, seed=s).to(device) for s in seeds]
+
+        def rigl(m, s):
+            return lambda opt: dst.make("rigl", m, opt, density=0.1, total_steps=steps, seed=s,
+                                        delta_t=max(1, steps // 5), after_step=False, input_shape=(1, 28, 28))
+
+        def vectorized():
+            ms = copy.deepcopy(models)
+            train_replicates(ms, data, cfg, masks=[None] * r, seeds=seeds,
+                             sparse=[rigl(m, s) for m, s in zip(ms, seeds)])
+
+        def in_turn(k):
+            for m, s in zip(copy.deepcopy(models[:k]), seeds):
+                train(m, data, cfg, seed=s, sparse=rigl(m, s))
+        one, vec, seq = [], [], []
+        for _ in range(repeats):
+            one.append(timed(lambda: in_turn(1), device))
+            vec.append(timed(vectorized, device))
+            if r <= 16:
+                seq.append(timed(lambda: in_turn(r), device))
+        o, v = statistics.median(one) / steps, statistics.median(vec) / steps
+        s = statistics.median(seq) / steps if seq else float("nan")
+        rows.append(f"| lenet300 RigL | {r} | {1e3 * o:.2f} | {1e3 * v:.2f} ({v / o:.2f}x) | "
+                    f"{1e3 * s:.2f} ({s / o:.2f}x) | {r / v:.0f} |")
+    return rows
+
+
 def imp_bench(r, device, repeats) -> str:
     from ticketlab.lottery import IMPConfig
     from ticketlab.runs import get_experiment
@@ -117,6 +155,8 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     rs = (1, 8, 64) if cuda else (1, 4, 8)
     for row in loop_bench("lenet300", (1, 28, 28), rs, args.steps, args.repeats, args.device):
+        print(row)
+    for row in dst_bench(rs, args.steps, args.repeats, args.device):
         print(row)
     for name in ("conv2", "resnet20"):
         for row in loop_bench(name, (3, 32, 32), (8,), max(5, args.steps // (1 if cuda else 10)), args.repeats,

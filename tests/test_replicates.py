@@ -15,7 +15,7 @@ from ticketlab.models import build_model
 from ticketlab.runs import get_experiment
 from ticketlab.runs.lockstep import Lockstep, resolve
 from ticketlab.runs.seeds import run_seeds
-from ticketlab.train import Checkpointer, TrainConfig
+from ticketlab.train import Checkpointer, TrainConfig, train
 from ticketlab.train.replicates import NotVectorizable, train_each, train_replicates
 
 from helpers import die_after_checkpoints, one_line_exit_2
@@ -187,12 +187,56 @@ def test_batchnorm_models_and_a_killed_group_resume_in_lockstep(tmp_path, monkey
     assert got["aggregate"]["rounds"] == ref["aggregate"]["rounds"]
 
 
-def test_dynamic_sparse_training_falls_back_to_sequential_with_identical_results(tmp_path):
+@pytest.mark.parametrize("method, optimizer", [("rigl", "sgd"), ("set", "adam"), ("acdc", "sgd"), ("snfs", "sgd")])
+def test_dynamic_sparse_replicates_each_drop_and_grow_as_alone(digits, method, optimizer):
+    """Each replicate's own trainer (its mask, drop and grow, held steps, dense phases) on its slice of the
+    stack: the same masks as sequential training, weights within float rounding, pruned weights exactly zero."""
+    from ticketlab import dst
+
+    cfg = TrainConfig(iterations=40, eval_every=20, batch_size=60, optimizer=optimizer,
+                      lr=0.05 if optimizer == "sgd" else 1e-3)
+    seeds = [0, 1, 2]
+    models = [build_model("lenet300", digits.input_shape, digits.num_classes, seed=s) for s in seeds]
+    a, b = copy.deepcopy(models), copy.deepcopy(models)
+    made: dict = {"a": [], "b": []}
+
+    def factory(side, m, s):
+        def build(opt):
+            made[side].append(dst.make(method, m, opt, density=0.1, total_steps=40, seed=s, delta_t=10,
+                                       after_step=False, input_shape=digits.input_shape))
+            return made[side][-1]
+        return build
+    ra = train_replicates(a, digits, cfg, masks=[None] * 3, seeds=seeds,
+                          sparse=[factory("a", m, s) for m, s in zip(a, seeds)])
+    rb = [train(m, digits, cfg, seed=s, sparse=factory("b", m, s)) for m, s in zip(b, seeds)]
+    for r in range(3):
+        ua, ub = made["a"][r], made["b"][r]
+        assert ua.step_count == ub.step_count == 40 and ua.training_flops(60) == ub.training_flops(60)
+        assert all(torch.equal(x, y) for x, y in zip(ua.masks, ub.masks))
+        assert all(((p * ~m) == 0).all() for p, m in zip(ua.params, ua.masks))
+        assert max((p - q).abs().max().item() for p, q in zip(a[r].parameters(), b[r].parameters())) < 1e-5
+        assert abs(ra[r].history[-1]["test_acc"] - rb[r].history[-1]["test_acc"]) < 0.01
+        assert all(p.untyped_storage().nbytes() == p.numel() * p.element_size()
+                   for p in a[r].parameters())  # each model owns its weights again (no view of the stack)
+
+
+def test_dst_seeds_and_ensemble_members_pack_and_ctre_trains_one_by_one(tmp_path, packs_trained):
     exp = get_experiment("dst")
     cfg = DSTConfig(model="lenet300", dataset="digits", method="rigl", density=0.2, delta_t=10,
                     train=TrainConfig(iterations=30, eval_every=10, batch_size=60))
     v = run_seeds(exp, cfg, [0, 1], tmp_path / "v", replicates="vectorized", quiet=True)
     s = run_seeds(exp, cfg, [0, 1], tmp_path / "s", replicates="sequential", quiet=True)
+    assert packs_trained == [2]
+    assert abs(v["aggregate"]["test_acc"]["mean"] - s["aggregate"]["test_acc"]["mean"]) < 0.01
+    ens = copy.deepcopy(cfg)
+    ens.ensemble = 3
+    Lockstep().run([lambda: exp.run(ens, tmp_path / "ens", quiet=True)])
+    assert packs_trained == [2, 3]
+    ctre = copy.deepcopy(cfg)
+    ctre.method = "ctre"  # watches the model's own forward for its activation statistics: not vectorisable
+    v = run_seeds(exp, ctre, [0, 1], tmp_path / "cv", replicates="vectorized", quiet=True)
+    s = run_seeds(exp, ctre, [0, 1], tmp_path / "cs", replicates="sequential", quiet=True)
+    assert packs_trained == [2, 3]
     strip = lambda a: {k: v for k, v in a.items() if k != "config"}  # noqa: E731
     assert strip(v["aggregate"]) == strip(s["aggregate"])
 
@@ -288,3 +332,22 @@ def test_a_sweep_pack_of_prune_init_methods_at_one_density_shares_one_loop(tmp_p
         assert abs(vec["test_acc"] - seq["test_acc"]) < 0.02, m
         a, b = (load_tensors(tmp_path / d / m / "mask.safetensors") for d in ("v", "s"))
         assert all(torch.equal(a[k], b[k]) for k in a)  # pruning at init is not part of the pack: the same masks
+
+
+def test_a_killed_dst_group_in_lockstep_resumes_to_the_same_bits(tmp_path, monkeypatch, packs_trained):
+    exp = get_experiment("dst")
+    cfg = DSTConfig(model="lenet300", dataset="digits", method="rigl", density=0.2, delta_t=10,
+                    train=TrainConfig(iterations=40, eval_every=10, batch_size=60))
+    ref = run_seeds(exp, cfg, [0, 1], tmp_path / "ref", replicates="vectorized", quiet=True, checkpoint_every=10)
+    restore = die_after_checkpoints(monkeypatch, 4)  # both seeds saved at iteration 20, then killed
+    with pytest.raises(KeyboardInterrupt):
+        run_seeds(exp, cfg, [0, 1], tmp_path / "g", replicates="vectorized", quiet=True, checkpoint_every=10)
+    restore()
+    got = run_seeds(exp, cfg, [0, 1], tmp_path / "g", replicates="vectorized", quiet=True, checkpoint_every=10)
+    assert packs_trained == [2, 2]  # the reference, and the resumed pack (the killed one never finished)
+    strip = lambda a: {k: v for k, v in a.items() if k != "config"}  # noqa: E731
+    assert strip(got["aggregate"]) == strip(ref["aggregate"])
+    for s in (0, 1):
+        a = load_tensors(tmp_path / "ref" / f"seed_{s}" / "train_0" / "mask.safetensors")
+        b = load_tensors(tmp_path / "g" / f"seed_{s}" / "train_0" / "mask.safetensors")
+        assert all(torch.equal(a[k], b[k]) for k in a)

@@ -205,6 +205,13 @@ class SparseTrainer:
     def observe(self, row: dict) -> None:
         """Told every evaluation (``val_acc``, ...); CTRE uses it to switch to random growth."""
 
+    def rebind(self, optimizer) -> None:
+        """Work with ``optimizer`` from now on (it holds the same parameters, e.g. views of them): its
+        pre-step hook moves there. ``train.replicates`` trains several trainers' models in one loop so."""
+        self._hook.remove()
+        self.optimizer = optimizer
+        self._hook = optimizer.register_step_pre_hook(self._pre_step)
+
     def detach(self) -> None:
         self._hook.remove()
         if self._shape_hook is not None:

@@ -26,7 +26,7 @@ from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
 from ..metrics import classification_metrics, ensemble_probs, predict_probs
 from ..models import build_model
-from ..runs import Experiment, RunConfig, register, load_mask, load_state, start_run, train_cached
+from ..runs import Experiment, RunConfig, lockstep, register, load_mask, load_state, start_run, train_cached
 from ..seeding import derive_seed, generator
 from ..sparse import density, layer_densities, ones_mask, parse_pattern
 from ..train import TrainConfig
@@ -212,7 +212,7 @@ def _train_one(where: Path, cfg: DSTConfig, data, dev, seed: int, total: int, *,
                           "forward_dense": t.forward_flops(dense=True)}}
 
     summary, _ = train_cached(where, model, data, cfg.train, start=None, total=total, seed=seed, sparse=factory,
-                              checkpoint_every=checkpoint_every, label=label, quiet=quiet, snapshot_at=snaps.keys(),
+                              checkpoint_every=checkpoint_every, label=label, quiet=quiet, snapshot_at=list(snaps),
                               on_snapshot=on_snapshot if snaps else None, record=record, layout="result")
     return summary
 
@@ -223,10 +223,13 @@ def run_dst(cfg: DSTConfig, out: str | Path | None = None, *, device: str = "cpu
     if (run_dir / "summary.json").exists():
         return read_json(run_dir / "summary.json")
     total = cfg.train.total_iterations(len(data.y_train))
-    runs = [_train_one(run_dir / f"train_{i}", cfg, data, dev, member_seed(cfg.seed, i), total, quiet=quiet,
-                       checkpoint_every=checkpoint_every,
-                       label=f"dst {cfg.method}" + (f" {i + 1}/{cfg.ensemble}" if cfg.ensemble > 1 else ""))
-            for i in range(cfg.ensemble)]
+    # the ensemble's trainings are independent: handed in together, they share a vectorised pack (each its own
+    # model, mask, drop and grow) under --replicates vectorized
+    runs = lockstep.together([
+        lambda i=i: _train_one(run_dir / f"train_{i}", cfg, data, dev, member_seed(cfg.seed, i), total, quiet=quiet,
+                               checkpoint_every=checkpoint_every,
+                               label=f"dst {cfg.method}" + (f" {i + 1}/{cfg.ensemble}" if cfg.ensemble > 1 else ""))
+        for i in range(cfg.ensemble)])
 
     names = list(ones_mask(model))
     reference = ones_mask(model, names)

@@ -3,9 +3,10 @@
 Each run is an ordinary runner call in a thread of its own. Whenever it reaches a training (``train_cached``),
 the thread hands the training to the coordinator and waits. When every unfinished run is waiting, the
 coordinator trains what they handed in: trainings that can share a loop (same architecture, data, settings,
-budget and masked layers; plain, augmented or mixed-precision training with a static mask) together through
-``train.replicates``, the others one by one. Then every run goes on to its next training. Only one thread
-computes at any time, and a pack's members are ordered by run, so the result does not depend on thread timing.
+budget and masked layers; plain, augmented or mixed-precision training with a static mask or a dynamic sparse
+trainer) together through ``train.replicates``, the others one by one. Then every run goes on to its next
+training. Only one thread computes at any time, and a pack's members are ordered by run, so the result does not
+depend on thread timing.
 
 Runners need no change: the packing happens below them, so every command's ``--seeds N`` gets it. A runner
 whose trainings do not depend on each other (IMP's ticket and controls of a round, the methods of a baseline
@@ -59,6 +60,7 @@ class Request:
     checkpointer: object
     log: object
     alone: Callable[[], object]      # the same training through ``train`` (when it cannot be packed)
+    sparse: Callable | None = None   # builds the training's dynamic sparse trainer (``train``'s ``sparse``)
     result: object = None
     error: BaseException | None = None
     done: bool = False
@@ -67,7 +69,7 @@ class Request:
     def __post_init__(self):
         self.key = (signature(self.model), repr(sorted(asdict(self.cfg).items())), self.start_iter, self.total,
                     None if self.mask is None else tuple(self.mask), tuple(self.data.x_train.shape),
-                    str(self.data.x_train.device))
+                    str(self.data.x_train.device), self.sparse is not None)
 
 
 def _convolutional(model: torch.nn.Module) -> bool:
@@ -190,7 +192,7 @@ class Lockstep:
                     masks=[r.mask for r in packable], seeds=[r.seed for r in packable],
                     start_iter=packable[0].start_iter, total=packable[0].total,
                     checkpointers=[r.checkpointer for r in packable], logs=[r.log for r in packable],
-                    progress=not self.quiet, desc="trainings")
+                    progress=not self.quiet, desc="trainings", sparse=[r.sparse for r in packable])
                 for r, res in zip(packable, results):
                     r.result = res
                 self.packs.append(len(packable))

@@ -77,10 +77,11 @@ def train_cached(where: Path, model: nn.Module, data: Dataset, train_cfg: TrainC
                      snapshot_at=snapshot_at, on_snapshot=on_snapshot, progress=not quiet, desc=label, log=log)
 
     pack = lockstep.current()
-    if pack is not None and sparse is None and frozen is None and snapshot_at is None and on_snapshot is None:
+    if pack is not None and frozen is None and not snapshot_at and on_snapshot is None:
         # several runs in lockstep (--replicates vectorized): this training may share a loop with theirs
         result = pack.submit(lockstep.Request(lockstep.index(), model, data, train_cfg, mask, seed, start_iter,
-                                              total, checkpointer, log, alone))
+                                              total, checkpointer, log, alone,
+                                              sparse=factory if sparse is not None else None))
     else:
         result = alone()
     updater = holder.get("u")

@@ -9,6 +9,12 @@ are elementwise, so one optimizer over the stacked tensors is R independent opti
 shared, and equal, since the replicates step together). The loss is the sum of the replicates' mean losses,
 so each replicate's gradient is its own.
 
+Dynamic sparse training is vectorised too: each replicate keeps its own sparse trainer (``ticketlab.dst``),
+bound to its own model whose parameters are views of the stacked ones, and to a per-replicate view of the
+stacked optimizer (``_ReplicaOptimizer``: its state is views of the stacked state, its pre-step hooks are
+run by the loop). So every drop, grow, gradient mask and held step of a trainer acts on that replicate's
+slice only, as it would on a model of its own.
+
 Results equal R sequential trainings up to float rounding (batched kernels sum in another order); within
 this mode the same seeds give the same bits on CPU. Checkpoints are written per replicate in the sequential
 trainer's format, so either mode resumes the other's.
@@ -16,6 +22,7 @@ trainer's format, so either mode resumes the other's.
 from __future__ import annotations
 
 import copy
+from collections.abc import MutableMapping
 from typing import Callable
 
 import torch
@@ -45,6 +52,107 @@ def signature(model: nn.Module) -> tuple:
             tuple((n, tuple(b.shape), b.dtype) for n, b in model.named_buffers()))
 
 
+class _GroupView(MutableMapping):
+    """A stacked optimizer's param group as one replicate sees it: its own parameters, the shared settings."""
+
+    def __init__(self, group: dict, params: list[torch.Tensor]):
+        self.group, self.params = group, params
+
+    def __getitem__(self, key):
+        return self.params if key == "params" else self.group[key]
+
+    def __setitem__(self, key, value):
+        if key == "params":
+            raise TypeError("a replicate's parameters are fixed")
+        self.group[key] = value
+
+    def __delitem__(self, key):
+        del self.group[key]
+
+    def __iter__(self):
+        return iter(self.group)
+
+    def __len__(self):
+        return len(self.group)
+
+
+class _ReplicaState(MutableMapping):
+    """The stacked optimizer's state as replicate ``r`` sees it: per-element tensors are views of its slice
+    (writes land in the stack); scalars (Adam's step) are shared, as the replicates step together."""
+
+    def __init__(self, opt: torch.optim.Optimizer, stacked: dict[int, torch.Tensor], own: list, r: int):
+        self.opt, self.stacked, self.own, self.r = opt, stacked, own, r
+
+    def _views(self, st: dict) -> dict:
+        return {k: (v[self.r] if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in st.items()}
+
+    def __getitem__(self, p):
+        return self._views(self.opt.state[self.stacked[id(p)]])
+
+    def __contains__(self, p):
+        return id(p) in self.stacked and self.stacked[id(p)] in self.opt.state
+
+    def __setitem__(self, p, value: dict):
+        st = self.opt.state.setdefault(self.stacked[id(p)], {})
+        with torch.no_grad():
+            for k, v in value.items():
+                if k in st and torch.is_tensor(st[k]):
+                    (st[k][self.r] if st[k].dim() > 0 else st[k]).copy_(v)
+                elif not torch.is_tensor(v):
+                    st[k] = v
+                else:
+                    raise NotVectorizable(f"a replicate's optimizer state {k!r} cannot be created alone")
+
+    def __delitem__(self, p):
+        """A replicate's state cannot leave the stack: it is zeroed (a fresh state for SGD without
+        dampening, Adam and AdamW)."""
+        with torch.no_grad():
+            for v in self[p].values():
+                if torch.is_tensor(v):
+                    v.zero_()
+
+    def __iter__(self):
+        return iter([p for p in self.own if p in self])
+
+    def __len__(self):
+        return len(list(iter(self)))
+
+
+class _Hook:
+    def __init__(self, hooks: list, fn):
+        self.hooks, self.fn = hooks, fn
+
+    def remove(self) -> None:
+        if self.fn in self.hooks:
+            self.hooks.remove(self.fn)
+
+
+class _ReplicaOptimizer:
+    """What a replicate's sparse trainer needs of an optimizer, over its slice of the stacked one: param
+    groups, state, and pre-step hooks (run by the loop before the stacked step)."""
+
+    def __init__(self, opt: torch.optim.Optimizer, own: list[torch.Tensor], stacked: list[torch.Tensor], r: int):
+        by_id = {id(p): s for p, s in zip(own, stacked)}
+        own_of = {id(s): p for p, s in zip(own, stacked)}
+        self.opt, self.r = opt, r
+        self.param_groups = [_GroupView(g, [own_of[id(q)] for q in g["params"]]) for g in opt.param_groups]
+        self.state = _ReplicaState(opt, by_id, own, r)
+        self.hooks: list = []
+
+    def register_step_pre_hook(self, fn) -> _Hook:
+        self.hooks.append(fn)
+        return _Hook(self.hooks, fn)
+
+    def pre_step(self) -> None:
+        for fn in list(self.hooks):
+            fn(self, (), {})
+
+
+def _hooked(models: list[nn.Module]) -> bool:
+    """Whether a forward hook watches a model: the vectorised forward never calls the models themselves."""
+    return any(mod._forward_hooks or mod._forward_pre_hooks for m in models for mod in m.modules())
+
+
 def supported(cfg: TrainConfig) -> bool:
     """The training settings the vectorised loop implements (the others need per-model losses)."""
     return cfg.adv == "none" and cfg.certified == "none" and cfg.rs_weight == 0
@@ -53,15 +161,17 @@ def supported(cfg: TrainConfig) -> bool:
 def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *, masks: list[Mask | None],
                      seeds: list[int], start_iter: int = 0, total: int | None = None,
                      checkpointers: list[Checkpointer | None] | None = None, logs: list | None = None,
-                     progress: bool = False, desc: str = "replicates",
-                     chunk: int = 2500) -> list[TrainResult]:
+                     progress: bool = False, desc: str = "replicates", chunk: int = 2500,
+                     sparse: list[Callable | None] | None = None) -> list[TrainResult]:
     """Train ``models`` (same architecture, on ``data``'s device, already at their starting weights and masked)
     in place, replicate ``r`` with ``masks[r]`` and the data order of ``seeds[r]``; returns one TrainResult each,
-    as ``train`` would. Raises NotVectorizable when the models differ in structure, the settings need per-model
-    losses, or the replicates' checkpoints are at different iterations."""
+    as ``train`` would. ``sparse[r](optimizer)`` builds replicate r's dynamic sparse trainer (as ``train``'s
+    ``sparse``; then its mask is None): one trainer class for all. Raises NotVectorizable when the models
+    differ in structure, the settings need per-model losses, the trainers differ or cannot be rebound, or the
+    replicates' checkpoints are at different iterations."""
     R = len(models)
-    if R == 0 or len({signature(m) for m in models}) != 1 or not supported(cfg):
-        raise NotVectorizable("different architectures or settings")
+    if R == 0 or len({signature(m) for m in models}) != 1 or not supported(cfg) or _hooked(models):
+        raise NotVectorizable("different architectures or settings, or forward hooks on the models")
     if len(masks) != R or len(seeds) != R:
         raise ValueError("one mask (or None) and one seed per model")
     names = [n for n in masks[0]] if masks[0] is not None else []
@@ -70,7 +180,19 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
     total = cfg.total_iterations(len(data.y_train)) if total is None else total
     checkpointers = checkpointers or [None] * R
     singles = [make_optimizer(m, cfg) for m in models]  # per-replicate optimizers: checkpoint format only
-    resumed = [cp.load(m, o) if cp is not None else None for cp, m, o in zip(checkpointers, models, singles)]
+    ups: list = []
+    if sparse is not None and any(f is not None for f in sparse):
+        if any(f is None for f in sparse) or masks[0] is not None:
+            raise NotVectorizable("some replicates have sparse trainers, others not")
+        ups = [f(o) for f, o in zip(sparse, singles)]  # as train(): built on the optimizer, before a resume
+        if (len({(type(u), getattr(u, "step_on_update", None)) for u in ups}) != 1
+                or not all(hasattr(u, "rebind") for u in ups) or hasattr(ups[0], "loss") or _hooked(models)):
+            for u in ups:  # (their masks are drawn again, the same, by the sequential trainings)
+                getattr(u, "detach", lambda: None)()
+            raise NotVectorizable("the sparse trainers differ, have a loss of their own, cannot be rebound or "
+                                  "watch the model's forward (CTRE's activation statistics)")
+    resumed = [cp.load(m, o, *([u] if ups else [])) if cp is not None else None
+               for cp, m, o, u in zip(checkpointers, models, singles, ups or [None] * R)]
     if any(r is not None for r in resumed) and len({None if r is None else r[0] for r in resumed}) != 1:
         raise NotVectorizable("the replicates' checkpoints are at different iterations")
     it = resumed[0][0] if resumed[0] is not None else start_iter
@@ -100,6 +222,19 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
             torch._foreach_mul_(masked, stacked_masks)
             clear_optimizer_state_(opt, masked, stacked_masks)
 
+    proxies: list[_ReplicaOptimizer] = []
+    owns = [[dict(m.named_parameters())[n] for n in trainable] for m in models]
+    if ups:  # each trainer's model becomes views of its slice, its optimizer a view of the stacked one
+        with torch.no_grad():
+            for r, m in enumerate(models):
+                for n, p in m.named_parameters():
+                    p.data = params[n].detach()[r]
+                for n, b in m.named_buffers():
+                    b.data = buffers[n][r]
+        proxies = [_ReplicaOptimizer(opt, own, order, r) for r, own in enumerate(owns)]
+        for u, px in zip(ups, proxies):
+            u.rebind(px)
+
     base = copy.deepcopy(models[0]).to("meta")
 
     def one(p, b, x):
@@ -123,8 +258,8 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
 
     lives = [None] * R
     if logs is not None:
-        lives = [_Live(log, m, data, cfg, mk, None, opt, min(cfg.batch_size, len(data.y_train)), it)
-                 if log is not None else None for log, m, mk in zip(logs, models, masks)]
+        lives = [_Live(log, m, data, cfg, mk, u, opt, min(cfg.batch_size, len(data.y_train)), it)
+                 if log is not None else None for log, m, mk, u in zip(logs, models, masks, ups or [None] * R)]
 
     def record(i: int) -> None:
         val, test = evaluate(data.x_val, data.y_val), evaluate(data.x_test, data.y_test)
@@ -132,6 +267,8 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
             row = {"iter": i, "val_loss": val[r][0], "val_acc": val[r][1], "test_loss": test[r][0],
                    "test_acc": test[r][1]}
             histories[r].append(row)
+            if ups:
+                ups[r].observe(row)
             if lives[r] is not None:
                 lives[r].record(i, row)
 
@@ -154,7 +291,7 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
                                        for k, v in st.items()}
             for g, sg in zip(o.param_groups, opt.param_groups):
                 g["lr"] = sg["lr"]
-            cp.save(i, m, o, histories[r])
+            cp.save(i, m, o, histories[r], ups[r] if ups else None)
 
     if not histories[0]:
         record(it)
@@ -198,8 +335,16 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
                         lv.loss(d[r])
             if masked:
                 mask_grads_(masked, stacked_masks)
+            for own, px in zip(owns if ups else [], proxies):  # each trainer sees its slice of the gradients
+                for p, sp in zip(own, order):
+                    p.grad = None if sp.grad is None else sp.grad[px.r]
+                px.pre_step()
             opt.step()
             it += 1
+            for r, u in enumerate(ups):
+                u.step()
+                if lives[r] is not None:
+                    lives[r].mask_change(it)
             if it % cfg.eval_every == 0 or it == total:
                 record(it)
                 if bar is not None:
@@ -213,6 +358,14 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
             if lv is not None:
                 lv.close()
     unstack()
+    if ups:  # the models own their weights again, the trainers their single optimizers
+        with torch.no_grad():
+            for m in models:
+                for t in [*m.parameters(), *m.buffers()]:
+                    t.data = t.data.clone()
+                    t.grad = None
+        for u, o in zip(ups, singles):
+            u.rebind(o)
     return [TrainResult(history=h, iterations=total - start_iter) for h in histories]
 
 
