@@ -351,3 +351,23 @@ def test_a_killed_dst_group_in_lockstep_resumes_to_the_same_bits(tmp_path, monke
         a = load_tensors(tmp_path / "ref" / f"seed_{s}" / "train_0" / "mask.safetensors")
         b = load_tensors(tmp_path / "g" / f"seed_{s}" / "train_0" / "mask.safetensors")
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_plain_mlps_take_the_baddbmm_forward_equal_to_vmap_and_other_models_vmap():
+    from torch.func import functional_call, stack_module_state, vmap
+
+    from ticketlab.train.replicates import batched_mlp
+
+    models = [build_model("lenet300", (1, 8, 8), 10, seed=s) for s in range(3)]
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    one = lambda p, b, x: functional_call(base, (p, b), (x,))  # noqa: E731
+    f = batched_mlp(base)
+    x, shared = torch.randn(3, 5, 1, 8, 8), torch.randn(7, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(f(params, x, False), vmap(one)(params, buffers, x), atol=1e-6)
+        assert torch.allclose(f(params, shared, True), vmap(one, in_dims=(0, 0, None))(params, buffers, shared),
+                              atol=1e-6)
+    assert batched_mlp(build_model("conv2", (3, 32, 32), 10, seed=0)) is None
+    assert batched_mlp(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))) is None
+    assert batched_mlp(torch.nn.Sequential(torch.nn.Linear(4, 4))) is None  # no leading Flatten: vmap

@@ -88,7 +88,8 @@ def run_baselines(run_dir: str | Path, rounds: list[int] | None = None, which: l
     dense_fwd = sum(forward_flops(model, data.input_shape).values())
     seed = cfg["seed"]
     result: dict = {"config": config, "dense_training_flops": 3 * dense_fwd * tcfg.batch_size * total, "rows": []}
-    cells = []  # (row, baseline, mask, start, iterations), prepared first: the trainings are independent
+    cells = []  # (index, row, baseline, mask, start, iterations, FLOPs), prepared first: the trainings are
+    # independent, and the threads that may train them together then only read ``model`` (to copy it)
     for i, (label, (mask_path, own)) in enumerate(masks.items()):
         mask: Mask = load_mask(mask_path, ones_mask(model, names))
         sparse_fwd = sum(forward_flops(model, data.input_shape, mask).values())
@@ -108,9 +109,10 @@ def run_baselines(run_dir: str | Path, rounds: list[int] | None = None, which: l
                     iters = int(round(total * min(scratch_b_cap, dense_fwd / max(sparse_fwd, 1))))
             else:
                 start = dense_final
-            cells.append((i, row, b, m, start, iters))
+            flops = training_flops(model, data.input_shape, iters, tcfg.batch_size, m)  # here: it runs the model
+            cells.append((i, row, b, m, start, iters, flops))
 
-    def train_cell(i: int, row: dict, b: str, m: Mask, start: dict, iters: int) -> dict:
+    def train_cell(i: int, row: dict, b: str, m: Mask, start: dict, iters: int, flops: float) -> dict:
         net = copy.deepcopy(model) if lockstep.current() is not None else model  # cells may train together
         s, _ = train_cached(out / f"{i:02d}_{b}", net, data, TrainConfig(**{**asdict(tcfg), "iterations": iters,
                                                                              "epochs": None}),
@@ -118,7 +120,7 @@ def run_baselines(run_dir: str | Path, rounds: list[int] | None = None, which: l
                             checkpoint_every=checkpoint_every, label=f"{row['label']} {b}", quiet=quiet,
                             save_final=False)
         return {k: s[k] for k in ("test_acc", "early_stop_iter", "early_stop_test_acc")} | {
-            "iterations": iters, "training_flops": training_flops(model, data.input_shape, iters, tcfg.batch_size, m)}
+            "iterations": iters, "training_flops": flops}
 
     done = lockstep.together([lambda c=c: train_cell(*c) for c in cells])
     for (_, row, b, *_), r in zip(cells, done):
