@@ -60,20 +60,26 @@ def loop_bench(name, shape, rs, steps, repeats, device) -> list[str]:
         g = torch.Generator().manual_seed(0)
         masks = [{n: (torch.rand(p.shape, generator=g) < 0.2).to(device) for n, p in m.named_parameters()
                   if n.endswith("weight") and p.dim() > 1} for m in models]
-        one, vec, seq = [], [], []
-        for _ in range(repeats):
-            one.append(timed(lambda: train_each(copy.deepcopy(models[:1]), data, cfg, masks=masks[:1], seeds=[0]),
-                             device))
-            vec.append(timed(lambda: train_replicates(copy.deepcopy(models), data, cfg, masks=masks, seeds=seeds),
-                             device))
-            if r <= 16:
-                seq.append(timed(lambda: train_each(copy.deepcopy(models), data, cfg, masks=masks, seeds=seeds),
-                                 device))
-        o, v = statistics.median(one) / steps, statistics.median(vec) / steps
-        s = statistics.median(seq) / steps if seq else float("nan")
-        rows.append(f"| {name} | {r} | {1e3 * o:.2f} | {1e3 * v:.2f} ({v / o:.2f}x) | "
-                    f"{1e3 * s:.2f} ({s / o:.2f}x) | {r / v:.0f} |")
+        rows.append(compare(
+            name, r, steps, repeats, device,
+            lambda: train_each(copy.deepcopy(models[:1]), data, cfg, masks=masks[:1], seeds=[0]),
+            lambda: train_replicates(copy.deepcopy(models), data, cfg, masks=masks, seeds=seeds),
+            lambda: train_each(copy.deepcopy(models), data, cfg, masks=masks, seeds=seeds)))
     return rows
+
+
+def compare(label, r, steps, repeats, device, one_fn, vec_fn, seq_fn) -> str:
+    """A table row: one model, R vectorised and R in turn (R <= 16), ms per step, median of ``repeats``."""
+    one, vec, seq = [], [], []
+    for _ in range(repeats):
+        one.append(timed(one_fn, device))
+        vec.append(timed(vec_fn, device))
+        if r <= 16:
+            seq.append(timed(seq_fn, device))
+    o, v = statistics.median(one) / steps, statistics.median(vec) / steps
+    s = statistics.median(seq) / steps if seq else float("nan")
+    return (f"| {label} | {r} | {1e3 * o:.2f} | {1e3 * v:.2f} ({v / o:.2f}x) | {1e3 * s:.2f} ({s / o:.2f}x) | "
+            f"{r / v:.0f} |")
 
 
 def dst_bench(rs, steps, repeats, device) -> list[str]:
@@ -100,16 +106,8 @@ def dst_bench(rs, steps, repeats, device) -> list[str]:
         def in_turn(k):
             for m, s in zip(copy.deepcopy(models[:k]), seeds):
                 train(m, data, cfg, seed=s, sparse=rigl(m, s))
-        one, vec, seq = [], [], []
-        for _ in range(repeats):
-            one.append(timed(lambda: in_turn(1), device))
-            vec.append(timed(vectorized, device))
-            if r <= 16:
-                seq.append(timed(lambda: in_turn(r), device))
-        o, v = statistics.median(one) / steps, statistics.median(vec) / steps
-        s = statistics.median(seq) / steps if seq else float("nan")
-        rows.append(f"| lenet300 RigL | {r} | {1e3 * o:.2f} | {1e3 * v:.2f} ({v / o:.2f}x) | "
-                    f"{1e3 * s:.2f} ({s / o:.2f}x) | {r / v:.0f} |")
+        rows.append(compare("lenet300 RigL", r, steps, repeats, device, lambda: in_turn(1), vectorized,
+                            lambda: in_turn(r)))
     return rows
 
 

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
+from common import calls as repeat  # noqa: E402
 from common import interleaved, median, parser, ratio_median  # noqa: E402
 
 from ticketlab.deploy import onnx, sparse_layers, sparsify  # noqa: E402
@@ -63,14 +64,7 @@ def main() -> None:
         for batch in (1, 256):
             x = torch.randn(batch, 1, 28, 28)
             calls = max(1, 2000 // batch) if name == "lenet300" else max(1, 200 // batch)
-
-            def run(m, x=x, calls=calls):
-                def block():
-                    with torch.no_grad():
-                        for _ in range(calls):
-                            m(x)
-                return block
-            t = interleaved({k: run(m) for k, m in forms.items()}, args.repeats)
+            t = interleaved({k: repeat(m, x, calls) for k, m in forms.items()}, args.repeats)
             line = (f"{name:<12} {batch:>5} {1e3 * median(t['dense']) / calls:>9.3f} "
                     f"{1e3 * median(t['sparse']) / calls:>10.3f} {ratio_median(t['dense'], t['sparse']):>8.2f}")
             if "dense-ort" in t:

@@ -29,6 +29,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_sparse import wide_mlp  # noqa: E402
+from common import calls as repeat  # noqa: E402
 from common import interleaved, median, parser, ratio_median  # noqa: E402
 
 from ticketlab.deploy import onnx, sparse_layers, sparsify  # noqa: E402
@@ -109,14 +110,7 @@ def main() -> None:
                 forms["ort-int8"] = ort8
             flat = x.reshape(batch, -1)
             forms["transpose"] = lambda _x, f=flat: f.t().contiguous()
-
-            def run(m, calls=calls, x=x):
-                def block():
-                    with torch.no_grad():
-                        for _ in range(calls):
-                            m(x)
-                return block
-            t = interleaved({k: run(m) for k, m in forms.items()}, args.repeats)
+            t = interleaved({k: repeat(m, x, calls) for k, m in forms.items()}, args.repeats)
             cells = [f"{k} {1e3 * median(v) / calls:.4f} ms ({ratio_median(t['sparse'], v):.2f}x)"
                      for k, v in t.items()]
             print(f"{name:<9} batch {batch:>3}: " + ", ".join(cells))

@@ -34,3 +34,12 @@ def median(xs):
 def ratio_median(a: list[float], b: list[float]) -> float:
     """Median of per-repetition ratios a/b (each pair measured back to back)."""
     return statistics.median(x / y for x, y in zip(a, b))
+
+
+def calls(model, x, n: int):
+    """A block that runs ``model(x)`` n times without gradients (a form's timed unit)."""
+    def block():
+        with torch.no_grad():
+            for _ in range(n):
+                model(x)
+    return block

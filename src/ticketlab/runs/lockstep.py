@@ -112,12 +112,7 @@ class Lockstep:
                     for r in batch:
                         r.done = True
                     self.cv.notify_all()
-        for t in threads:
-            t.join()
-        for e in errors:
-            if e is not None:
-                raise e
-        return results
+        return _joined(threads, results, errors)
 
     def _spawn(self, fns: list[Callable[[], object]], parent: tuple, group: list | None):
         """Start ``fns`` as runs (threads) indexed ``parent + (i,)``. ``group`` (children of ``together``):
@@ -154,12 +149,7 @@ class Lockstep:
         threads, results, errors = self._spawn(fns, index(), group)
         with self.cv:
             self.cv.wait_for(lambda: group[0] == 0)
-        for t in threads:
-            t.join()
-        for e in errors:
-            if e is not None:
-                raise e
-        return results
+        return _joined(threads, results, errors)
 
     def submit(self, req: Request):
         """From a run's thread: hand in a training and wait for its result."""
@@ -211,6 +201,16 @@ class Lockstep:
                 r.error = e
                 if isinstance(e, KeyboardInterrupt):
                     raise
+
+
+def _joined(threads: list[threading.Thread], results: list, errors: list) -> list:
+    """Wait for the threads; raise the first error (by run order), else return the results."""
+    for t in threads:
+        t.join()
+    for e in errors:
+        if e is not None:
+            raise e
+    return results
 
 
 def index() -> tuple:
