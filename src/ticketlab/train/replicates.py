@@ -4,11 +4,11 @@ The models' parameters and buffers are stacked along a leading dimension (``torc
 and one forward runs all of them (``vmap`` over ``functional_call``), so a step is a few large kernels instead
 of R times a few dozen small ones - what keeps a GPU busy with the small nets of the lottery-ticket
 literature. Plain MLPs skip vmap for a hand-written batched forward (one ``baddbmm`` per layer,
-``batched_mlp``), measured faster. Each replicate keeps its own initial weights, mask, data order (its seed's permutations), running
-BatchNorm statistics (batched buffers, updated in place per replicate) and optimizer state: SGD, Adam and AdamW
-are elementwise, so one optimizer over the stacked tensors is R independent optimizers (the step count is
-shared, and equal, since the replicates step together). The loss is the sum of the replicates' mean losses,
-so each replicate's gradient is its own.
+``batched_mlp``), measured faster. Each replicate keeps its own initial weights, mask, data order (its seed's
+permutations), running BatchNorm statistics (batched buffers, updated in place per replicate) and optimizer
+state: SGD, Adam and AdamW are elementwise, so one optimizer over the stacked tensors is R independent
+optimizers (the step count is shared, and equal, since the replicates step together). The loss is the sum of
+the replicates' mean losses, so each replicate's gradient is its own.
 
 Dynamic sparse training is vectorised too: each replicate keeps its own sparse trainer (``ticketlab.dst``),
 bound to its own model whose parameters are views of the stacked ones, and to a per-replicate view of the
@@ -23,12 +23,14 @@ trainer's format, so either mode resumes the other's.
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 from collections.abc import MutableMapping
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from ..data import Dataset
 from ..data.augment import augment
@@ -51,6 +53,12 @@ def signature(model: nn.Module) -> tuple:
     return (type(model).__name__,
             tuple((n, tuple(p.shape), p.dtype, str(p.device), p.requires_grad) for n, p in model.named_parameters()),
             tuple((n, tuple(b.shape), b.dtype) for n, b in model.named_buffers()))
+
+
+def _per_replicate(v) -> bool:
+    """Whether an optimizer state entry is stacked per replicate (momentum, moments) rather than shared (the
+    step count of Adam, a 0-dim tensor, or a plain number)."""
+    return torch.is_tensor(v) and v.dim() > 0
 
 
 class _GroupView(MutableMapping):
@@ -85,7 +93,7 @@ class _ReplicaState(MutableMapping):
         self.opt, self.stacked, self.own, self.r = opt, stacked, own, r
 
     def _views(self, st: dict) -> dict:
-        return {k: (v[self.r] if torch.is_tensor(v) and v.dim() > 0 else v) for k, v in st.items()}
+        return {k: (v[self.r] if _per_replicate(v) else v) for k, v in st.items()}
 
     def __getitem__(self, p):
         return self._views(self.opt.state[self.stacked[id(p)]])
@@ -98,7 +106,7 @@ class _ReplicaState(MutableMapping):
         with torch.no_grad():
             for k, v in value.items():
                 if k in st and torch.is_tensor(st[k]):
-                    (st[k][self.r] if st[k].dim() > 0 else st[k]).copy_(v)
+                    (st[k][self.r] if _per_replicate(st[k]) else st[k]).copy_(v)
                 elif not torch.is_tensor(v):
                     st[k] = v
                 else:
@@ -119,15 +127,6 @@ class _ReplicaState(MutableMapping):
         return len(list(iter(self)))
 
 
-class _Hook:
-    def __init__(self, hooks: list, fn):
-        self.hooks, self.fn = hooks, fn
-
-    def remove(self) -> None:
-        if self.fn in self.hooks:
-            self.hooks.remove(self.fn)
-
-
 class _ReplicaOptimizer:
     """What a replicate's sparse trainer needs of an optimizer, over its slice of the stacked one: param
     groups, state, and pre-step hooks (run by the loop before the stacked step)."""
@@ -138,14 +137,15 @@ class _ReplicaOptimizer:
         self.opt, self.r = opt, r
         self.param_groups = [_GroupView(g, [own_of[id(q)] for q in g["params"]]) for g in opt.param_groups]
         self.state = _ReplicaState(opt, by_id, own, r)
-        self.hooks: list = []
+        self.hooks: OrderedDict = OrderedDict()  # (RemovableHandle holds it by weak reference: not a plain dict)
 
-    def register_step_pre_hook(self, fn) -> _Hook:
-        self.hooks.append(fn)
-        return _Hook(self.hooks, fn)
+    def register_step_pre_hook(self, fn) -> RemovableHandle:
+        handle = RemovableHandle(self.hooks)
+        self.hooks[handle.id] = fn
+        return handle
 
     def pre_step(self) -> None:
-        for fn in list(self.hooks):
+        for fn in list(self.hooks.values()):
             fn(self, (), {})
 
 
@@ -227,21 +227,22 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
 
     device = next(models[0].parameters()).device
     trainable = [n for n, p in models[0].named_parameters() if p.requires_grad]
+    named = [dict(m.named_parameters()) for m in models]
+    owns = [[nm[n] for n in trainable] for nm in named]  # each replicate's trainable parameters, in ``order``
     with torch.no_grad():
-        params = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models])
-                  for n, _ in models[0].named_parameters()}
-        buffers = {n: torch.stack([dict(m.named_buffers())[n].detach() for m in models])
-                   for n, _ in models[0].named_buffers()}
+        params = {n: torch.stack([nm[n].detach() for nm in named]) for n in named[0]}
+        held = [dict(m.named_buffers()) for m in models]
+        buffers = {n: torch.stack([b[n].detach() for b in held]) for n in held[0]}
     for n in trainable:
         params[n].requires_grad_(True)
     order = [params[n] for n in trainable]
     opt = make_optimizer(order, cfg)
     if resumed[0] is not None:  # the replicates' optimizer states, stacked
-        for i, (n, p) in enumerate(zip(trainable, order)):
-            states = [o.state.get(dict(m.named_parameters())[n], {}) for o, m in zip(singles, models)]
+        for i, p in enumerate(order):
+            states = [o.state.get(own[i], {}) for o, own in zip(singles, owns)]
             if states[0]:
-                opt.state[p] = {k: (torch.stack([s[k] for s in states]) if torch.is_tensor(v) and v.dim() > 0
-                                    else v) for k, v in states[0].items()}
+                opt.state[p] = {k: (torch.stack([s[k] for s in states]) if _per_replicate(v) else v)
+                                for k, v in states[0].items()}
     stacked_masks = [torch.stack([mk[n].to(device=device, dtype=params[n].dtype) for mk in masks]) for n in names]
     masked = [params[n] for n in names]
     with torch.no_grad():
@@ -250,7 +251,6 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
             clear_optimizer_state_(opt, masked, stacked_masks)
 
     proxies: list[_ReplicaOptimizer] = []
-    owns = [[dict(m.named_parameters())[n] for n in trainable] for m in models]
     if ups:  # each trainer's model becomes views of its slice, its optimizer a view of the stacked one
         with torch.no_grad():
             for r, m in enumerate(models):
@@ -317,13 +317,11 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
         for r, (cp, m, o) in enumerate(zip(checkpointers, models, singles)):
             if cp is None:
                 continue
-            own = dict(m.named_parameters())
             o.state.clear()
-            for n, p in zip(trainable, order):
+            for mine, p in zip(owns[r], order):
                 st = opt.state.get(p)
                 if st:
-                    o.state[own[n]] = {k: (v[r].clone() if torch.is_tensor(v) and v.dim() > 0 else v)
-                                       for k, v in st.items()}
+                    o.state[mine] = {k: (v[r].clone() if _per_replicate(v) else v) for k, v in st.items()}
             for g, sg in zip(o.param_groups, opt.param_groups):
                 g["lr"] = sg["lr"]
             cp.save(i, m, o, histories[r], ups[r] if ups else None)
@@ -334,6 +332,7 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
     n, bs = len(y), min(cfg.batch_size, len(y))
     spe = cfg.steps_per_epoch(n)
     varying_lr = cfg.lr_schedule != "constant" or cfg.warmup > 0
+    save_every = min((cp.every for cp in checkpointers if cp is not None), default=total + 1)
     autocast = mixed_precision(cfg, device)
     bar = None
     if progress:
@@ -384,7 +383,7 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
                 record(it)
                 if bar is not None:
                     bar.update(it - bar.n)
-            if it % min((cp.every for cp in checkpointers if cp is not None), default=total + 1) == 0 and it < total:
+            if it % save_every == 0 and it < total:
                 save(it)
     finally:
         if bar is not None:
