@@ -70,16 +70,26 @@ class KernelTable:
     def kernel_for(self, batch: int) -> str:
         return self.choice_for(batch)[0]
 
-    def with_threads(self, x: torch.Tensor, kernel: str | None):
+    def with_threads(self, batch: int, kernel: str | None):
         """(kernel, previous thread count or None): sets the chosen thread count for this call."""
         if kernel is not None:
             return kernel, None
-        kernel, threads = self.choice_for(x.shape[0] if x.dim() > 1 else 1)
+        kernel, threads = self.choice_for(batch)
         now = torch.get_num_threads()
         if threads is None or threads == now:
             return kernel, None
         torch.set_num_threads(threads)
         return kernel, now
+
+    def forward(self, x: torch.Tensor, kernel: str | None = None) -> torch.Tensor:
+        """The layer's product with the kernel and thread count chosen for this batch size (or ``kernel``, at
+        the caller's thread count); the layer's ``_forward(x, kernel)`` computes it, ``_batch(x)`` sizes it."""
+        kernel, restore = self.with_threads(self._batch(x), kernel)
+        try:
+            return self._forward(x, kernel)
+        finally:
+            if restore is not None:
+                torch.set_num_threads(restore)
 
 
 class SparseLinear(KernelTable, nn.Module):
@@ -138,16 +148,11 @@ class SparseLinear(KernelTable, nn.Module):
         self._csr = self._dense = None
         return out
 
-    def forward(self, x: torch.Tensor, kernel: str | None = None) -> torch.Tensor:
-        x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)
-        kernel, restore = self.with_threads(x2, kernel)
-        try:
-            return self._forward(x, x2, kernel)
-        finally:
-            if restore is not None:
-                torch.set_num_threads(restore)
+    def _batch(self, x: torch.Tensor) -> int:
+        return x.shape[0] if x.dim() == 2 else x.numel() // self.in_features  # rows of x as (-1, in_features)
 
-    def _forward(self, x: torch.Tensor, x2: torch.Tensor, kernel: str) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor, kernel: str) -> torch.Tensor:
+        x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)
         if kernel == "dense":
             y = F.linear(x2, self.dense_weight(), self.bias)
         else:

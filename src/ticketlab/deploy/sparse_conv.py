@@ -51,13 +51,8 @@ class SparseConv(KernelTable, nn.Module):
         self._dense = None
         return out
 
-    def forward(self, x: torch.Tensor, kernel: str | None = None) -> torch.Tensor:
-        kernel, restore = self.with_threads(x, kernel)
-        try:
-            return self._forward(x, kernel)
-        finally:
-            if restore is not None:
-                torch.set_num_threads(restore)
+    def _batch(self, x: torch.Tensor) -> int:
+        return x.shape[0] if x.dim() > 1 else 1
 
     def _forward(self, x: torch.Tensor, kernel: str) -> torch.Tensor:
         if kernel == "dense":
