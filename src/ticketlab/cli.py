@@ -357,9 +357,8 @@ def cmd_experiment(ns: argparse.Namespace, seed_arg) -> int:
     return 0
 
 
-SWEEP_RUNTIME = ("--out", "--device", "--data-dir", "--quiet", "--checkpoint-every", "--log", "--replicates", "--seed",
-                 "--seeds",
-                 "--help", "-h")
+SWEEP_RUNTIME = ("--out", "--device", "--data-dir", "--quiet", "--checkpoint-every", "--log", "--replicates",
+                 "--seed", "--seeds", "--help", "-h")
 SPEC_KEYS = {"command", "fixed", "vary", "seeds", "seed", "backend", "jobs", "threads", "ray_address",
              "cpus_per_point", "gpus_per_point", "x", "hue", "metric", "out", "replicates"}
 
@@ -710,20 +709,17 @@ def cmd_show(ns: argparse.Namespace) -> int:
     from .lottery import run_table
     from .runs import experiments
     from .runs.seeds import KIND, format_group
+    from .runs.store import run_record
 
     run = Path(ns.run_dir)
-    kind = None
-    if (run / "config.json").is_file():
-        try:
-            kind = read_json(run / "config.json").get("kind")
-        except (UserError, AttributeError):
-            kind = None
+    rec = run_record(run)
+    kind = rec["kind"] if rec is not None else None
     exps = experiments()
     if getattr(ns, "config", False):
         if kind not in exps:
             raise UserError(f"{run} is not a run directory of a training command; give one (a seed group's "
                             "seeds are, each)")
-        print(config_to_toml(read_json(run / "config.json")["config"], dataclass_flag_dests(exps.get(kind).config)), end="")
+        print(config_to_toml(rec["config"], dataclass_flag_dests(exps.get(kind).config)), end="")
         return 0
     if kind == "sweep" and (run / "sweep.json").is_file():
         from .runs.sweep import format_sweep

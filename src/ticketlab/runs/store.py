@@ -30,7 +30,7 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def run_record(run: Path) -> dict | None:
     """A run directory's config.json ({"kind", "config", ...}), or None when ``run`` holds no readable one."""
-    rec = read_json_or_none(run / CONFIG_FILE) if (run / CONFIG_FILE).is_file() else None
+    rec = read_json_or_none(run / CONFIG_FILE)
     return rec if isinstance(rec, dict) and "kind" in rec and isinstance(rec.get("config"), dict) else None
 
 
@@ -44,7 +44,7 @@ def describe(run: Path, root: Path) -> dict | None:
     varied: list[str] = []  # a sweep's axes: not fixed settings
     entry = {"path": str(run.relative_to(root)) if run != root else ".", "kind": kind, "settings": {},
              "state": "empty", "metrics": {}}
-    summary = read_json_or_none(run / "summary.json") if (run / "summary.json").is_file() else None
+    summary = read_json_or_none(run / "summary.json")
     if kind == SEEDS:
         name = config.get("experiment")
         entry["kind"] = f"{name} (seeds)"
@@ -58,7 +58,7 @@ def describe(run: Path, root: Path) -> dict | None:
         cfg = config.get("fixed", {})
         varied = [a[0] for a in config.get("axes", []) if isinstance(a, list) and a]
         entry["settings"]["axes"] = ",".join(varied)
-        sw = read_json_or_none(run / "sweep.json") if (run / "sweep.json").is_file() else None
+        sw = read_json_or_none(run / "sweep.json")
         if isinstance(sw, dict):
             states = [p.get("state") for p in sw.get("points", [])]
             entry["state"] = ("failed" if sw.get("failed") else "done" if states and all(s == "done" for s in states)
