@@ -15,7 +15,6 @@ Every result carries its training FLOPs. Cells are cached in ``RUN/baselines-<ha
 """
 from __future__ import annotations
 
-import copy
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -113,7 +112,7 @@ def run_baselines(run_dir: str | Path, rounds: list[int] | None = None, which: l
             cells.append((i, row, b, m, start, iters, flops))
 
     def train_cell(i: int, row: dict, b: str, m: Mask, start: dict, iters: int, flops: float) -> dict:
-        net = copy.deepcopy(model) if lockstep.current() is not None else model  # cells may train together
+        net = lockstep.own_model(model)  # the cells may train together
         s, _ = train_cached(out / f"{i:02d}_{b}", net, data, TrainConfig(**{**asdict(tcfg), "iterations": iters,
                                                                              "epochs": None}),
                             mask=m, start=start, start_iter=0, total=iters, seed=seed,

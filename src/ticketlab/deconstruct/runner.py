@@ -9,7 +9,6 @@ constant values, each with random or original signs. Every cell is cached, so a 
 """
 from __future__ import annotations
 
-import copy
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -105,7 +104,7 @@ def run_deconstruct(run_dir: str | Path, dcfg: DeconstructConfig, imp_cfg: IMPCo
         path = out / "cells" / f"{key}.json"
         if path.exists():
             return read_json(path)
-        model = copy.deepcopy(run.model) if lockstep.current() is not None else run.model  # cells train together
+        model = lockstep.own_model(run.model)  # the cells may train together
         res = {"density": density(mask), "untrained_test_acc": untrained_acc(model, start, mask)}
         if key.startswith("criterion__"):
             res["untrained_signed_constant_test_acc"] = untrained_acc(model, signed_const, mask)

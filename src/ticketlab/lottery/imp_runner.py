@@ -9,7 +9,6 @@ training (and inside a training from its checkpoint), bitwise identical to an un
 """
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 
@@ -22,9 +21,8 @@ from ..errors import UserError
 from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
 from ..models import build_model, glorot_normal_init
-from ..runs import lockstep
-from ..runs import (FINAL, MASK, Experiment, check_fits, default_run_dir, load_mask, load_state, open_run_dir,
-                    register, resolve_device, train_cached)
+from ..runs import (FINAL, MASK, Experiment, check_fits, default_run_dir, load_mask, load_state, lockstep,
+                    open_run_dir, register, resolve_device, train_cached)
 from ..seeding import derive_seed, generator
 from ..sparse import Mask, density, global_prune, layer_densities, ones_mask, prunable_names
 from ..sparse import random_mask_like
@@ -119,7 +117,7 @@ class IMPRun:
         layer densities from the ticket's start (random-prune). Trained on a copy of the model when in
         lockstep (the ticket may be training on the run's own at the same time)."""
         cfg, label = self.cfg, f"round {k}/{self.plan.rounds} {c}"
-        model = copy.deepcopy(self.model) if lockstep.current() is not None else self.model
+        model = lockstep.own_model(self.model)
         if c == "reinit":
             return self.train_one(rdir / c, mask, self.reinit_state(k, model=model), start_iter, label, model=model)
         rmask = random_mask_like(mask, generator(cfg.seed, "random-mask", k))

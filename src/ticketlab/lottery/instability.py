@@ -13,7 +13,6 @@ Every training is cached in ``RUN/instability-<hash>/`` (resumable); ``results.j
 """
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 
@@ -100,7 +99,7 @@ def run_instability(run: str | Path, rewinds: list[int], rounds: list[int] | Non
         def copy_of(r: int, c: int, k: int = k, where: Path = where, at_k: dict = at_k) -> dict:
             """Copy c of round r's ticket trained from iteration k (the copies train together when they can)."""
             mask = masks[r]
-            net = copy.deepcopy(model) if lockstep.current() is not None else model
+            net = lockstep.own_model(model)
             start = {n: (v * mask[n].to(v.dtype) if mask is not None and n in mask else v) for n, v in at_k.items()}
             train_cached(where / f"round_{r:02d}" / f"copy_{c}", net, data, cfg.train, start=start,
                          total=total, start_iter=k, seed=derive_seed(cfg.seed, "instability", c),

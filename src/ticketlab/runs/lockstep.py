@@ -14,6 +14,7 @@ table) may hand them in together with ``together``, so that they share a pack to
 """
 from __future__ import annotations
 
+import copy
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Callable
@@ -228,6 +229,12 @@ def together(fns: list[Callable[[], object]]) -> list:
     for i in range(0, len(fns), pack.max_pack):  # at most a pack's worth of models alive at once
         out += pack.fork(fns[i:i + pack.max_pack])
     return out
+
+
+def own_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model a piece handed to ``together`` should train: in lockstep a copy of its own (its siblings may be
+    training the shared one at the same time), else the shared model itself."""
+    return copy.deepcopy(model) if current() is not None else model
 
 
 def run_all(fns: list[Callable[[], object]], mode: str, quiet: bool = True) -> list:
