@@ -1,5 +1,7 @@
 """Your own data: ``--dataset npz:PATH`` and ``from_arrays``: loaded and checked like every dataset, a bad
 file is one line."""
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -86,3 +88,131 @@ def test_arrays_registered_by_name_run_through_any_runner(tmp_path):
     assert s["density"] == pytest.approx(0.2, abs=1e-3)
     with pytest.raises(UserError, match="is taken"):
         register_dataset("digits", from_arrays(**arrays()))
+
+
+@pytest.mark.parametrize("n, val", [(5, 1), (19, 1), (25, 2), (50_020, 5000)])
+def test_the_held_out_split_is_a_tenth_of_the_training_set_at_least_one_at_most_5000(n, val):
+    a = arrays(n=n, shape=(2,))
+    d = from_arrays(**a)
+    assert (len(d.y_train), len(d.y_val)) == (n - val, val)
+
+
+def test_a_single_training_example_cannot_be_split():
+    with pytest.raises(UserError, match="at least 2 examples"):
+        from_arrays(**arrays(n=1, shape=(2,)))
+
+
+def test_the_given_validation_split_holds_exactly_the_given_rows_standardised_with_training_statistics():
+    a = arrays(n=40, shape=(3,))
+    x_val = np.full((4, 3), 7.0, np.float32)
+    d = from_arrays(**a, x_val=x_val, y_val=np.array([0, 1, 2, 0]))
+    mean, std = a["x_train"].mean(0, dtype=np.float64), a["x_train"].std(0, dtype=np.float64) + 1e-8
+    assert torch.allclose(d.x_val, torch.from_numpy(((x_val - mean) / std).astype(np.float32)))
+    assert torch.allclose(d.x_train, torch.from_numpy(((a["x_train"] - mean) / std).astype(np.float32)))
+    assert d.y_val.tolist() == [0, 1, 2, 0] and torch.equal(d.y_train, torch.from_numpy(a["y_train"]))
+
+
+def test_the_number_of_classes_is_the_largest_label_plus_one_over_every_split_or_as_given():
+    a = arrays(k=3)
+    a["y_test"][0] = 4  # only the test split has class 4
+    assert from_arrays(**a).num_classes == 5
+    rng = np.random.default_rng(2)
+    with_val = from_arrays(**arrays(k=3), x_val=rng.normal(size=(6, 12)), y_val=np.array([0, 1, 2, 5, 0, 1]))
+    assert with_val.num_classes == 6  # and the validation split's labels count too
+    assert from_arrays(**arrays(k=3), num_classes=10).num_classes == 10
+    assert from_arrays(**arrays(k=3), num_classes=3).num_classes == 3  # exactly enough classes is accepted
+    with pytest.raises(UserError, match="labels go up to 2, beyond num_classes 2"):
+        from_arrays(**arrays(k=3), num_classes=2)
+
+
+def test_labels_stored_as_whole_floats_are_accepted_as_integers():
+    a = arrays(k=3)
+    a["y_train"] = a["y_train"].astype(np.float64)
+    d = from_arrays(**a)
+    assert d.y_train.dtype == torch.int64 and d.num_classes == 3
+
+
+@pytest.mark.parametrize("change, msg", [
+    (lambda a: a.update(y_train=np.zeros(200, np.int64), y_test=np.zeros(50, np.int64)), "at least 2 classes"),
+    (lambda a: a.update(x_train=np.arange(200.0)), "x_train must be (N, ...) with at least one feature axis"),
+    (lambda a: a.update(x_test=np.zeros((0, 12), np.float32), y_test=np.zeros(0, np.int64)), "x_test is empty"),
+    (lambda a: a.update(y_test=a["y_test"][:, None]), "y_test must be a vector of 50 labels"),
+    (lambda a: a.update(x_test=np.array([["a"] * 12] * 50)), "x_test must hold finite numbers"),
+    (lambda a: a.update(y_train=np.where(np.arange(200) == 3, np.nan, 1.0)), "y_train must hold integer class labels"),
+    (lambda a: a.update(x_train=np.array([{"a": 1}] * 200, dtype=object)), "x_train is an object array"),
+])
+def test_more_bad_arrays_are_user_errors_naming_the_array(change, msg):
+    a = arrays()
+    change(a)
+    with pytest.raises(UserError, match=re.escape(msg)):
+        from_arrays(**a)
+
+
+def test_a_validation_split_needs_both_inputs_and_labels():
+    rng = np.random.default_rng(3)
+    with pytest.raises(UserError, match="give both x_val and y_val, or neither"):
+        from_arrays(**arrays(), x_val=rng.normal(size=(5, 12)))
+    with pytest.raises(UserError, match="give both x_val and y_val, or neither"):
+        from_arrays(**arrays(), y_val=np.zeros(5, np.int64))
+    with pytest.raises(UserError, match="y_val must be a vector of 5 labels"):
+        from_arrays(**arrays(), x_val=rng.normal(size=(5, 12)), y_val=np.zeros(4, np.int64))
+
+
+def test_the_dataset_name_leads_every_error():
+    with pytest.raises(UserError, match=r"^mine: x_train is empty"):
+        from_arrays(**(arrays() | {"x_train": np.zeros((0, 12)), "y_train": np.zeros(0, np.int64)}), name="mine")
+
+
+@pytest.mark.parametrize("x_range, stored, want", [
+    ((0.0, 1.0), None, (0.0, 1.0)),      # inputs inside [0, 1]: images scaled to [0, 1]
+    ((0.0, 1.5), None, None),            # some input above 1: no pixel range
+    ((-0.5, 1.0), None, None),           # some input below 0
+    ((-3.0, 3.0), [-3, 3], (-3.0, 3.0)),  # a stored range is taken as given
+    ((0.2, 0.4), [0.0, 255.0], (0.0, 255.0)),
+])
+def test_the_pixel_range_is_stored_or_taken_as_0_1_for_inputs_inside_it(tmp_path, x_range, stored, want):
+    a = arrays(k=3)
+    lo, hi = x_range
+    for k in ("x_train", "x_test"):
+        u = np.random.default_rng(4).uniform(size=a[k].shape)
+        a[k] = (lo + (hi - lo) * u).astype(np.float32)
+    a["x_train"][0, 0], a["x_train"][1, 0] = lo, hi  # the range's ends are reached (inside: [0, 1] itself)
+    extra = {} if stored is None else {"pixel_range": np.array(stored, np.float64)}
+    np.savez(tmp_path / "d.npz", **a, **extra)
+    d = load_dataset(f"npz:{tmp_path / 'd.npz'}")
+    assert d.pixel_range == want
+    if want is not None:
+        assert all(type(v) is float for v in d.pixel_range)
+
+
+def test_only_the_test_inputs_outside_0_1_also_mean_no_pixel_range(tmp_path):
+    a = arrays(k=3)
+    a["x_train"] = np.random.default_rng(5).uniform(size=a["x_train"].shape).astype(np.float32)
+    a["x_test"] = np.full(a["x_test"].shape, 2.0, np.float32)
+    np.savez(tmp_path / "d.npz", **a)
+    assert load_dataset(f"npz:{tmp_path / 'd.npz'}").pixel_range is None
+
+
+@pytest.mark.parametrize("stored", [[0.0], [1.0, 0.0], [0.5, 0.5], [0.0, np.inf], [[0.0, 1.0]]])
+def test_a_bad_stored_pixel_range_is_refused(tmp_path, stored):
+    np.savez(tmp_path / "d.npz", **arrays(), pixel_range=np.array(stored, np.float64))
+    with pytest.raises(UserError, match="pixel_range must be two numbers lo < hi"):
+        load_dataset(f"npz:{tmp_path / 'd.npz'}")
+
+
+def test_a_stored_validation_split_is_read_from_the_file(tmp_path):
+    rng = np.random.default_rng(6)
+    np.savez(tmp_path / "d.npz", **arrays(), x_val=rng.normal(size=(7, 12)), y_val=np.arange(7) % 3)
+    d = load_dataset(f"npz:{tmp_path / 'd.npz'}")
+    assert len(d.y_val) == 7 and len(d.y_train) == 200 and d.y_val.tolist() == [0, 1, 2, 0, 1, 2, 0]
+
+
+def test_a_missing_file_and_a_file_missing_arrays_say_what_to_do(tmp_path):
+    with pytest.raises(UserError, match=r"^--dataset npz:.*nope.npz: no such file$"):
+        load_dataset(f"npz:{tmp_path / 'nope.npz'}")
+    np.savez(tmp_path / "few.npz", x_train=np.zeros((3, 2)))
+    with pytest.raises(UserError, match=r"missing arrays y_train, x_test, y_test \(it has: x_train\)$"):
+        load_dataset(f"npz:{tmp_path / 'few.npz'}")
+    np.savez(tmp_path / "none.npz")
+    with pytest.raises(UserError, match=r"\(it has: none\)$"):
+        load_dataset(f"npz:{tmp_path / 'none.npz'}")

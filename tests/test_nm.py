@@ -104,6 +104,69 @@ def test_semi_structured_export_checks_2_4_and_refuses_without_cuda():
         semi_structured_(nn.Sequential(nn.Linear(8, 4)))
 
 
+@pytest.mark.parametrize("w, ok", [
+    ([[1.0, 1.0, 0.0, 0.0]], True),            # exactly 2 of 4
+    ([[1.0, 1.0, 1.0, 0.0]], False),           # 3 of 4
+    ([[0.0, 0.0, 0.0, 0.0]], True),            # fewer than 2 is still at most 2
+    ([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]], False),  # one bad row is enough
+    ([[1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0]], True),
+    ([[1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0]], False),    # the second group of four has 3
+    ([[1.0, 0.0, 1.0, 0.0, 0.0, 1.0]], False),  # inputs not a multiple of 4
+    ([[[1.0, 0.0, 0.0, 0.0]]], False),           # not a matrix
+])
+def test_2_4_means_at_most_two_nonzeros_in_each_group_of_four_consecutive_inputs(w, ok):
+    from ticketlab.deploy.semi import is_2_4
+
+    assert is_2_4(torch.tensor(w)) is ok
+
+
+def test_2_4_groups_run_along_the_input_dimension_not_down_the_outputs():
+    from ticketlab.deploy.semi import is_2_4
+
+    w = torch.tensor([[1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    assert is_2_4(w) and not is_2_4(w.t())  # each column of w has 4 nonzeros
+
+
+def test_conversion_casts_the_model_and_converts_only_the_2_4_linear_layers():
+    from torch import nn
+
+    from ticketlab.deploy.semi import convert_2_4_
+
+    model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 4), nn.Conv1d(1, 1, 3))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.0, 2.0, 0.0, 0.0, 3.0, 0.0, 4.0]] * 4))
+    seen = []
+
+    def convert(w):
+        seen.append(w.dtype)
+        return w * 2
+
+    report = convert_2_4_(model, torch.float64, convert)
+    assert report == {"0": "2:4", "2": "dense (not 2:4)"}
+    assert seen == [torch.float64] and model[2].weight.dtype == torch.float64 and model[3].weight.dtype == torch.float64
+    assert model[0].weight[0, 2] == 4.0 and not model[0].weight.requires_grad
+    assert model[2].weight.requires_grad  # a dense layer is left as it was
+
+
+@pytest.mark.parametrize("error", [RuntimeError, ValueError])
+def test_a_layer_the_kernels_refuse_stays_dense_and_says_why_in_80_characters(error):
+    from torch import nn
+
+    from ticketlab.deploy.semi import convert_2_4_
+
+    model = nn.Sequential(nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.tensor([[1.0, 0.0, 1.0, 0.0], [0.0, 1.0, 0.0, 1.0]]))
+    before = model[0].weight
+
+    def refuse(w):
+        raise error("shape not supported " + "x" * 100 + "\nsecond line")
+
+    report = convert_2_4_(model, torch.float32, refuse)
+    assert report == {"0": f"dense ({('shape not supported ' + 'x' * 100)[:80]})"}
+    assert model[0].weight is before
+
+
 def test_the_semi_structured_benchmark_skips_without_cuda():
     import subprocess
     import sys

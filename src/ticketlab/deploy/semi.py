@@ -30,6 +30,12 @@ def semi_structured_(model: nn.Module, dtype: torch.dtype = torch.float16) -> di
                         "--device cuda, or export the sparse or compact form for the CPU")
     from torch.sparse import to_sparse_semi_structured
 
+    return convert_2_4_(model, dtype, to_sparse_semi_structured)
+
+
+def convert_2_4_(model: nn.Module, dtype: torch.dtype, convert) -> dict[str, str]:
+    """Cast ``model`` to ``dtype`` and give every 2:4 Linear layer the weight ``convert(weight)`` (frozen);
+    {layer: "2:4", or "dense (why)" for a layer that is not 2:4 or that ``convert`` refuses}."""
     model.to(dtype)
     report = {}
     for name, mod in model.named_modules():
@@ -40,7 +46,7 @@ def semi_structured_(model: nn.Module, dtype: torch.dtype = torch.float16) -> di
             report[name] = "dense (not 2:4)"
             continue
         try:
-            mod.weight = nn.Parameter(to_sparse_semi_structured(w), requires_grad=False)
+            mod.weight = nn.Parameter(convert(w), requires_grad=False)
             report[name] = "2:4"
         except (RuntimeError, ValueError) as e:  # shapes or dtypes the kernels do not take
             report[name] = f"dense ({str(e).splitlines()[0][:80]})"

@@ -1,0 +1,273 @@
+"""PGD, FGSM and FGSM-RS worked by hand on linear models whose input gradients are known in closed form:
+the step count, the default step size, L-inf and L2 steps and projections, targeted directions, the pixel
+clamp, the random starts' distributions, which restart each example keeps, and the accuracy counts."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ticketlab.errors import UserError
+from ticketlab.robust import AttackConfig, PixelSpace, fgsm, fgsm_rs, pgd, robust_accuracy
+from ticketlab.robust.attacks import _project, _random_delta, from_pixels, to_pixels
+
+
+class Identity(nn.Module):
+    """logits = x: the cross-entropy of class y has input gradient softmax(x) - e_y."""
+
+    def forward(self, x):
+        return x.flatten(1)
+
+
+def ce_sign(x, y):
+    return (torch.softmax(x, 1) - torch.eye(x.shape[1], dtype=x.dtype)[y]).sign()
+
+
+X = torch.tensor([[0.3, 0.2, 0.1]], dtype=torch.float64)
+Y = torch.tensor([0])
+
+
+@pytest.mark.parametrize("steps, moved", [(1, 0.03), (2, 0.06), (3, 0.09), (4, 0.1), (6, 0.1)])
+def test_linf_pgd_takes_steps_signed_steps_of_its_size_clamped_to_eps(steps, moved):
+    cfg = AttackConfig(eps=0.1, steps=steps, step_size=0.03, random_start=False)
+    adv = pgd(Identity(), X, Y, cfg)
+    assert torch.allclose(adv - X, moved * ce_sign(X, Y), atol=1e-12)  # the gradient's sign is the same each step
+
+
+def test_the_default_step_is_2_5_eps_over_the_steps_and_an_explicit_one_wins():
+    assert AttackConfig(eps=0.1, steps=4).alpha == pytest.approx(0.0625)
+    assert AttackConfig(eps=0.2, steps=10).alpha == pytest.approx(0.05)
+    assert AttackConfig(eps=0.1, steps=4, step_size=0.01).alpha == 0.01
+
+
+def test_an_l2_step_follows_the_normalised_gradient_and_projects_onto_the_ball():
+    g = torch.softmax(X, 1) - torch.eye(3, dtype=X.dtype)[Y]
+    # each step's gradient changes with x; follow it by hand
+    x = X.clone()
+    for _ in range(3):
+        gr = torch.softmax(x, 1) - torch.eye(3, dtype=X.dtype)[Y]
+        x = x + 0.03 * gr / gr.norm()
+    adv = pgd(Identity(), X, Y, AttackConfig(eps=0.5, norm="l2", steps=3, step_size=0.03, random_start=False))
+    assert torch.allclose(adv, x, atol=1e-12) and (adv - X).norm() < 0.5
+    far = pgd(Identity(), X, Y, AttackConfig(eps=0.05, norm="l2", steps=3, step_size=0.04, random_start=False))
+    assert math.isclose(float((far - X).norm()), 0.05, rel_tol=1e-9)  # 0.12 along the gradient, cut to eps
+    assert float(((far - X) / 0.05 - g / g.norm()).abs().max()) < 0.05  # and still along it
+
+
+def test_projection_leaves_a_delta_inside_the_ball_alone():
+    d = torch.tensor([[0.03, -0.04]], dtype=torch.float64)  # L2 norm 0.05, L-inf 0.04
+    assert torch.equal(_project(d, 0.05, "l2"), d) and torch.equal(_project(d, 0.04, "linf"), d)
+    assert torch.allclose(_project(d, 0.025, "l2"), d / 2) and torch.allclose(
+        _project(d, 0.035, "linf"), torch.tensor([[0.03, -0.035]], dtype=torch.float64))
+
+
+def test_a_targeted_attack_descends_the_targets_loss():
+    target = torch.tensor([2])
+    adv = pgd(Identity(), X, Y, AttackConfig(eps=0.1, steps=1, step_size=0.05, random_start=False, targeted=True),
+              target=target)
+    # untargeted would go along sign(p - e_0) = (-, +, +); toward class 2 is -sign(p - e_2) = (-, -, +)
+    assert torch.allclose(adv - X, torch.tensor([[-0.05, -0.05, 0.05]], dtype=torch.float64), atol=1e-12)
+    with pytest.raises(ValueError, match="needs target labels"):
+        pgd(Identity(), X, Y, AttackConfig(eps=0.1, targeted=True))
+
+
+def test_every_iterate_is_clamped_to_the_pixel_range():
+    x = torch.tensor([[0.02, 0.97, 0.5]], dtype=torch.float64)
+    adv = pgd(Identity(), x, Y, AttackConfig(eps=0.1, steps=1, step_size=0.1, random_start=False),
+              pixel_range=(0.0, 1.0))
+    assert torch.allclose(adv, torch.tensor([[0.0, 1.0, 0.6]], dtype=torch.float64), atol=1e-12)
+    # a random start outside the range is clamped before the first gradient is taken
+    start = pgd(Identity(), x, Y, AttackConfig(eps=0.1, steps=1, step_size=1e-12), pixel_range=(0.0, 1.0),
+                generator=torch.Generator().manual_seed(0))
+    assert start.min() >= 0 and start.max() <= 1
+
+
+def test_fgsm_is_one_step_of_eps_and_fgsm_rs_starts_at_random_and_steps_1_25_eps():
+    assert torch.allclose(fgsm(Identity(), X, Y, 0.07) - X, 0.07 * ce_sign(X, Y), atol=1e-12)
+    g = torch.Generator().manual_seed(3)
+    u = torch.rand(X.shape, generator=torch.Generator().manual_seed(3), device="cpu").to(X.dtype)
+    start = X + (2 * u - 1) * 0.1
+    want = X + (start + 0.125 * ce_sign(start, Y) - X).clamp(-0.1, 0.1)
+    assert torch.allclose(fgsm_rs(Identity(), X, Y, 0.1, generator=g), want, atol=1e-12)
+    want = X + (start + 0.02 * ce_sign(start, Y) - X).clamp(-0.1, 0.1)
+    got = fgsm_rs(Identity(), X, Y, 0.1, alpha=0.02, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(got, want, atol=1e-12)
+
+
+def test_linf_random_starts_are_uniform_in_the_cube():
+    d = _random_delta(torch.zeros(20000, 3), 0.2, "linf", torch.Generator().manual_seed(0))
+    assert d.abs().max() <= 0.2 and d.min() < -0.199 and d.max() > 0.199
+    assert abs(float(d.mean())) < 0.003 and abs(float(d.std()) - 0.2 / math.sqrt(3)) < 0.002
+
+
+def test_l2_random_starts_are_uniform_in_the_ball():
+    d = _random_delta(torch.zeros(20000, 1, 2), 0.5, "l2", torch.Generator().manual_seed(0))
+    r = d.flatten(1).norm(dim=1) / 0.5
+    assert r.max() <= 1 + 1e-6
+    # uniform in a disc: (r / eps)^2 is uniform on [0, 1], and every direction is as likely
+    area = r**2
+    assert abs(float(area.mean()) - 0.5) < 0.01 and abs(float((area < 0.25).float().mean()) - 0.25) < 0.01
+    angle = torch.atan2(d[:, 0, 1], d[:, 0, 0])
+    assert abs(float((angle > 0).float().mean()) - 0.5) < 0.02 and abs(float(angle.cos().mean())) < 0.02
+
+
+def test_random_starts_come_from_the_given_generator():
+    x = torch.zeros(4, 3)
+    a = _random_delta(x, 0.1, "linf", torch.Generator().manual_seed(5))
+    assert torch.equal(a, _random_delta(x, 0.1, "linf", torch.Generator().manual_seed(5)))
+    assert not torch.equal(a, _random_delta(x, 0.1, "linf", torch.Generator().manual_seed(6)))
+
+
+class Threshold(nn.Module):
+    """Class 1 where the single input is above ``t`` (per example), else class 0; a flat input gradient."""
+
+    def __init__(self, t):
+        super().__init__()
+        self.t = t
+
+    def forward(self, x):
+        z = 1000 * (x.flatten(1) - self.t[:, None])
+        return torch.cat([torch.zeros_like(z), z], 1)
+
+
+def test_each_example_keeps_its_first_successful_restart_else_the_last():
+    n, eps, seed = 400, 0.1, 11
+    g = torch.Generator().manual_seed(seed)
+    deltas = [(2 * torch.rand(n, 1, generator=g) - 1).double() * eps for _ in range(3)]
+    d = torch.cat(deltas, 1)  # (n, 3): restart r's start of each example
+    # thresholds a little below the middle start: examples differ in which restarts cross them
+    t = 0.5 + d.median(1).values - 1e-6
+    success = d + 0.5 > t[:, None]
+    pattern = {tuple(s.tolist()) for s in success}
+    assert {(False, True, True), (True, True, False), (True, False, True)} <= pattern  # the cases that tell apart
+    x = torch.full((n, 1), 0.5, dtype=torch.float64)
+    adv = pgd(Threshold(t), x, torch.zeros(n, dtype=torch.long),
+              AttackConfig(eps=eps, steps=1, step_size=1e-9, restarts=3), generator=torch.Generator().manual_seed(seed))
+    first = torch.where(success.any(1), success.float().argmax(1), torch.full((n,), 2))
+    want = x[:, 0] + d[torch.arange(n), first]
+    assert torch.allclose(adv[:, 0], want, atol=1e-8)
+    assert not success.all(1).all() and (~success).all(1).sum() == 0  # the median restart always succeeds
+
+
+def test_with_all_restarts_failing_the_last_restarts_result_is_kept():
+    n, eps = 50, 0.1
+    g = torch.Generator().manual_seed(2)
+    last = [(2 * torch.rand(n, 1, generator=g) - 1).double() * eps for _ in range(2)][-1]
+    t = torch.full((n,), 10.0, dtype=torch.float64)  # out of reach: every restart fails
+    x = torch.full((n, 1), 0.5, dtype=torch.float64)
+    adv = pgd(Threshold(t), x, torch.zeros(n, dtype=torch.long),
+              AttackConfig(eps=eps, steps=1, step_size=1e-9, restarts=2), generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(adv, x + last, atol=1e-8)
+
+
+def test_a_targeted_restart_succeeds_only_on_the_target():
+    n = 300
+    g = torch.Generator().manual_seed(4)
+    d = torch.cat([(2 * torch.rand(n, 1, generator=g) - 1).double() * 0.1 for _ in range(2)], 1)
+    t = torch.where(torch.arange(n) % 2 == 0, 0.5 + d.max(1).values + 1e-6, 0.5 + d.min(1).values - 1e-6)
+    x = torch.full((n, 1), 0.5, dtype=torch.float64)
+    y = torch.zeros(n, dtype=torch.long)
+    target = torch.zeros(n, dtype=torch.long)  # the true class: "success" = staying below the threshold
+    adv = pgd(Threshold(t), x, y, AttackConfig(eps=0.1, steps=1, step_size=1e-9, restarts=2, targeted=True),
+              target=target, generator=torch.Generator().manual_seed(4))
+    # even examples: both restarts stay below (the target is hit at once: restart 1 kept); odd: both cross, so
+    # the target is never hit and the last restart is kept
+    want = torch.where(torch.arange(n) % 2 == 0, d[:, 0], d[:, 1])
+    assert torch.allclose(adv[:, 0] - 0.5, want, atol=1e-8)
+
+
+def test_attacks_restore_the_models_mode_even_when_they_fail():
+    model = Identity().train()
+    pgd(model, X, Y, AttackConfig(eps=0.1, steps=1))
+    assert model.training
+    model.eval()
+    pgd(model, X, Y, AttackConfig(eps=0.1, steps=1))
+    assert not model.training
+
+    class Boom(Identity):
+        def forward(self, x):
+            assert not self.training  # attacked in eval mode
+            raise RuntimeError("boom")
+
+    boom = Boom().train()
+    with pytest.raises(RuntimeError, match="boom"):
+        pgd(boom, X, Y, AttackConfig(eps=0.1, steps=1))
+    assert boom.training
+
+
+class Data:
+    """What robust_accuracy reads of a dataset: test split, standardisation, pixel range."""
+
+    def __init__(self, x, y, mean=None, std=None, pixel_range=None):
+        self.x_test, self.y_test, self.mean, self.std, self.pixel_range = x, y, mean, std, pixel_range
+
+
+def test_robust_accuracy_counts_clean_and_attacked_hits_over_every_batch():
+    # 1-D inputs, class 1 above 0.5: examples 0.3 and 0.45 / 0.55 and 0.7; eps 0.1 flips only 0.45 and 0.55
+    x = torch.tensor([[0.3], [0.45], [0.55], [0.7], [0.52]], dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1, 0])  # the last is misclassified already
+
+    class Pooled(nn.Module):  # a threshold model that takes any batch size (10x: its gradient never rounds to 0)
+        def forward(self, x):
+            z = 10 * (x.flatten(1) - 0.5)
+            return torch.cat([torch.zeros_like(z), z], 1)
+
+    cfg = AttackConfig(eps=0.1, steps=5, random_start=False)
+    for batch in (1, 2, 500):
+        clean, robust = robust_accuracy(Pooled(), Data(x, y), cfg, batch=batch)
+        assert (clean, robust) == (4 / 5, 2 / 5)
+    # explicit x and y replace the test split
+    assert robust_accuracy(Pooled(), Data(x, y), cfg, x=x[:2], y=y[:2]) == (1.0, 0.5)
+
+
+def test_robust_accuracy_attacks_in_pixel_units_and_maps_back_for_the_model():
+    # pixels p; the model sees (p - 0.5) / 0.25 and predicts class 1 above 0; eps 0.1 in pixels flips 0.45 only
+    x_pix = torch.tensor([[[0.45]], [[0.3]]], dtype=torch.float64)
+    mean, std = torch.tensor([[0.5]], dtype=torch.float64), torch.tensor([[0.25]], dtype=torch.float64)
+    data = Data(from_pixels(x_pix, Data(None, None, mean, std)), torch.tensor([0, 0]), mean, std, (0.0, 1.0))
+
+    class Sign(nn.Module):
+        def forward(self, z):
+            z = 10 * z.flatten(1)
+            return torch.cat([torch.zeros_like(z), z], 1)
+
+    assert robust_accuracy(Sign(), data, AttackConfig(eps=0.1, steps=3, random_start=False)) == (1.0, 0.5)
+    assert torch.allclose(to_pixels(data.x_test, data), x_pix)
+    model = Sign().train()
+    robust_accuracy(model, data, AttackConfig(eps=0.1, steps=1))
+    assert model.training  # mode restored
+
+
+def test_robust_accuracy_is_seeded():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).double()
+    x, y = torch.rand(64, 4, dtype=torch.float64), torch.randint(0, 3, (64,))
+    cfg = AttackConfig(eps=0.3, steps=1, step_size=1e-3, restarts=1)
+    a = robust_accuracy(net, Data(x, y), cfg, seed=1)
+    assert a == robust_accuracy(net, Data(x, y), cfg, seed=1)
+    runs = {robust_accuracy(net, Data(x, y), cfg, seed=s)[1] for s in range(6)}
+    assert len(runs) > 1  # the random starts depend on the seed
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(eps=float("nan")), "--eps must be >= 0"),
+    (dict(eps=0.1, norm="l1"), "unknown norm 'l1'; choose one of: linf, l2"),
+    (dict(eps=0.1, steps=0), "steps and restarts must be >= 1"),
+    (dict(eps=0.1, restarts=0), "steps and restarts must be >= 1"),
+    (dict(eps=0.1, step_size=0.0), "--adv-step-size must be > 0, got 0.0"),
+    (dict(eps=0.1, step_size=float("nan")), "--adv-step-size must be > 0"),
+])
+def test_bad_attack_budgets_are_refused(kw, msg):
+    with pytest.raises(UserError, match=msg.replace("(", r"\(")):
+        AttackConfig(**kw).validate()
+
+
+@pytest.mark.parametrize("kw", [dict(eps=0.0), dict(eps=0.1, steps=1, restarts=1, step_size=1e-9)])
+def test_edge_budgets_are_accepted(kw):
+    AttackConfig(**kw).validate()
+
+
+def test_pixel_space_standardises_before_the_model():
+    model = Identity()
+    mean, std = torch.tensor([0.5]), torch.tensor([0.25])
+    assert torch.allclose(PixelSpace(model, mean, std)(torch.tensor([[1.0]])), torch.tensor([[2.0]]))
