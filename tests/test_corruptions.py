@@ -1,9 +1,12 @@
-"""MNIST-C corruptions: shape and range kept, seeded, each one changes the images, bad names refused."""
+"""MNIST-C corruptions: shape and range kept, seeded, bad names refused, and each one checked against its
+reference definition on images whose statistics it fixes (Poisson moments, salt-and-pepper fractions, blur
+weights, affine maps by the centre of mass, line profiles, the fog and mud formulas)."""
 import numpy as np
 import pytest
+from scipy import ndimage, stats
 
 from ticketlab.errors import UserError
-from ticketlab.robust.corruptions import MNIST_C, corrupt
+from ticketlab.robust.corruptions import MNIST_C, _line, corrupt, line_blur, plasma
 
 
 @pytest.fixture(scope="module")
@@ -56,3 +59,183 @@ def test_unknown_corruption_and_wrong_size_are_user_errors(images):
         corrupt(images, "snow")
     with pytest.raises(UserError, match="28x28"):
         corrupt(np.zeros((2, 32, 32)), "rotate")
+
+
+# -- each corruption's definition, on images where its statistics are known -------------------------------------
+
+
+def flat(value, n=400):
+    return np.full((n, 28, 28), value, dtype=np.float32)
+
+
+@pytest.mark.parametrize("value", [0.2, 0.5])
+def test_shot_noise_is_poisson_with_3_photons_per_unit_clipped_to_1(value):
+    y = corrupt(flat(value), "shot_noise", seed=0).astype(np.float64)
+    assert np.allclose(y * 3, np.round(y * 3), atol=1e-6)  # on the lattice k / 3
+    k = np.arange(60)
+    pmf = stats.poisson.pmf(k, 3 * value)
+    mean = float((np.minimum(k / 3, 1) * pmf).sum())
+    var = float((np.minimum(k / 3, 1) ** 2 * pmf).sum()) - mean ** 2
+    assert abs(y.mean() - mean) < 0.004 and abs(y.var() - var) < 0.004
+    assert abs(float((y == 0).mean()) - float(pmf[0])) < 0.005
+
+
+def test_impulse_noise_sets_17_percent_of_pixels_half_to_white_half_to_black():
+    y = corrupt(flat(0.5), "impulse_noise", seed=0)
+    assert set(np.unique(y)) == {0.0, 0.5, 1.0}
+    assert abs(float((y != 0.5).mean()) - 0.17) < 0.003
+    assert abs(float((y == 1).mean()) - 0.085) < 0.003 and abs(float((y == 0).mean()) - 0.085) < 0.003
+
+
+def test_glass_blur_quantises_to_8_bits_by_flooring_and_keeps_a_flat_image_flat():
+    y = corrupt(flat(0.5, 3), "glass_blur", seed=0)
+    assert np.allclose(y, 127 / 255, atol=1e-6)  # floor(127.5) / 255; rounding would give 128 / 255
+
+
+def test_glass_blur_moves_pixels_by_at_most_its_window_and_blurs_with_sigma_0_7():
+    x = np.zeros((200, 28, 28), dtype=np.float32)
+    x[:, 14, 14] = 1.0
+    y = corrupt(x, "glass_blur", seed=0).astype(np.float64)
+    once = ndimage.gaussian_filter(x[0].astype(np.float64), 0.7, mode="nearest")
+    # without swaps the result would be the point blurred, quantised and blurred again; swaps (with the pixel
+    # above, to the left or diagonal, as the reference's randint(-1, 1)) only move mass up and left
+    rr, cc = np.mgrid[0:28, 0:28]
+    assert ((y * rr).sum((1, 2)) / y.sum((1, 2))).mean() < 14 and ((y * cc).sum((1, 2)) / y.sum((1, 2))).mean() < 14
+    twice = ndimage.gaussian_filter(np.floor(np.clip(once, 0, 1) * 255) / 255, 0.7, mode="nearest")
+    assert not np.allclose(y.mean(0), twice, atol=1e-3)  # the swaps moved something
+    assert abs(y.sum(axis=(1, 2)).mean() - twice.sum()) < 0.02  # swaps move mass, never add any
+
+
+def test_line_blur_spreads_a_point_along_its_angle_with_normalised_gaussian_weights():
+    x = np.zeros((2, 28, 28))
+    x[:, 13, 20] = 1.0
+    out = line_blur(x, 4, 2.0, np.array([0, 90]))
+    w = np.exp(-np.arange(5) ** 2 / 8.0)
+    w /= w.sum()
+    assert np.allclose(out[0, 13, 16:21], w[::-1]) and np.isclose(out[0].sum(), 1.0)  # angle 0: toward column 0
+    assert np.allclose(out[1, 9:14, 20], w[::-1]) and np.isclose(out[1].sum(), 1.0)   # angle 90: toward row 0
+
+
+def test_motion_blur_uses_radius_10_sigma_3_and_an_angle_within_45_degrees():
+    x = np.zeros((300, 28, 28), dtype=np.float32)
+    x[:, 14, 14] = 1.0
+    y = corrupt(x, "motion_blur", seed=0).astype(np.float64)
+    w = np.exp(-np.arange(11) ** 2 / 18.0)
+    w /= w.sum()
+    assert np.isclose(y[:, 14, 14].min(), w[0], atol=1e-6)  # the point keeps weight w_0 (more off the axes)
+    rr, cc = np.mgrid[0:28, 0:28]
+    com_r = (y * rr).sum((1, 2)) / y.sum((1, 2)) - 14
+    com_c = (y * cc).sum((1, 2)) / y.sum((1, 2)) - 14
+    mean_len = float((np.arange(11) * w).sum())
+    assert np.allclose(np.hypot(com_r, com_c), mean_len, atol=0.05)  # a one-sided blur of that length
+    angle = np.degrees(np.arctan2(-com_r, -com_c))
+    assert angle.min() > -45.5 and angle.max() < 45.5 and angle.max() - angle.min() > 80
+
+
+def blob(row, col, n=2, sigma=1.2):
+    rr, cc = np.mgrid[0:28, 0:28]
+    img = np.exp(-((rr - row) ** 2 + (cc - col) ** 2) / (2 * sigma ** 2))
+    return np.repeat((img / img.max())[None], n, 0).astype(np.float32)
+
+
+def centre_of_mass(y):
+    rr, cc = np.mgrid[0:28, 0:28]
+    m = y.sum((1, 2))
+    return np.stack([(y * rr).sum((1, 2)) / m, (y * cc).sum((1, 2)) / m], 1)
+
+
+def one_of(points, candidates, tol=0.1):
+    return all(any(np.abs(p - c).max() < tol for c in candidates) for p in points)
+
+
+def test_rotate_turns_by_0_4_radians_about_the_centre_either_way():
+    y = corrupt(blob(13.5, 20.5, n=40), "rotate", seed=0)
+    r = 7.0
+    got = centre_of_mass(y)
+    cand = [np.array([13.5 + s * r * np.sin(0.4), 13.5 + r * np.cos(0.4)]) for s in (-1, 1)]
+    assert one_of(got, cand)
+    assert len({round(float(p[0]), 1) for p in got}) == 2  # both directions drawn
+
+
+def test_scale_zooms_out_by_0_7_about_the_centre():
+    y = corrupt(blob(13.5, 20.5), "scale", seed=0)
+    assert one_of(centre_of_mass(y), [np.array([13.5, 13.5 + 7 * 0.7])])
+
+
+def test_shear_slants_rows_by_the_sine_of_0_4_either_way():
+    y = corrupt(blob(18.5, 13.5, n=40), "shear", seed=0)
+    got = centre_of_mass(y)
+    # out(x, y) = in(x - sin(s) y, cos(s) y) about the centre: a point 5 rows below moves to 5 / cos(s) rows
+    # below and 5 tan(s) columns aside
+    cand = [np.array([13.5 + 5 / np.cos(0.4), 13.5 + s * 5 * np.tan(0.4)]) for s in (-1, 1)]
+    assert one_of(got, cand, tol=0.15)
+    assert len({round(float(p[1]), 1) for p in got}) == 2
+
+
+def test_translate_draws_each_axis_sign_apart():
+    y = corrupt(blob(13.5, 13.5, n=60), "translate", seed=0)
+    d = np.round(centre_of_mass(y) - 13.5).astype(int)
+    assert {tuple(v) for v in d} == {(-3, -3), (-3, 3), (3, -3), (3, 3)}
+
+
+def test_stripe_inverts_the_outer_seven_columns_on_both_sides():
+    x = np.random.default_rng(0).uniform(size=(2, 28, 28)).astype(np.float32)
+    s = corrupt(x, "stripe")
+    assert np.allclose(s[:, :, 21:], 1 - x[:, :, 21:]) and np.allclose(s[:, :, :7], 1 - x[:, :, :7])
+    assert np.allclose(s[:, :, 7:21], x[:, :, 7:21])
+
+
+def test_plasma_maps_span_0_to_1_and_a_larger_decay_is_smoother():
+    rough = plasma(np.random.default_rng(0), 4, size=64, decay=1.1)
+    smooth = plasma(np.random.default_rng(0), 4, size=64, decay=2.5)
+    for m in (rough, smooth):
+        assert m.shape == (4, 64, 64) and np.allclose(m.min((1, 2)), 0) and np.allclose(m.max((1, 2)), 1)
+    tv = lambda m: np.abs(np.diff(m, axis=2)).mean()  # noqa: E731
+    assert tv(smooth) < 0.5 * tv(rough)
+
+
+def test_fog_adds_3_times_a_plasma_map_and_rescales_to_the_images_peak():
+    x = blob(13.5, 13.5, n=300) * 0.8  # peak 0.8; 300 images: two chunks of maps
+    y = corrupt(x, "fog", seed=0).astype(np.float64)
+    f = y * (0.8 + 3.0) / 0.8 - x  # = 3 x the map, where nothing was clipped
+    assert f.min() >= -1e-5 and f.max() <= 3.0 + 1e-5 and f.max() > 2.0
+    assert not np.allclose(f[0], f[299], atol=0.1)  # every image its own map
+    assert np.allclose(corrupt(np.zeros((2, 28, 28), np.float32), "fog"), 0)  # a black image stays black
+
+
+def test_spatter_mixes_toward_mud_grey_where_the_mask_is_at_least_0_8():
+    y = corrupt(flat(1.0, 200), "spatter", seed=0).astype(np.float64)
+    mud = 63 / 255
+    m = (1 - y) / (1 - mud)  # out = 1 - m + mud m
+    hit = m > 1e-6
+    assert 0.001 < hit.mean() < 0.5 and m[hit].min() >= 0.8 - 1e-6 and m.max() <= 1 + 1e-6
+    black = corrupt(flat(0.0, 50), "spatter", seed=0)
+    assert black.max() <= mud + 1e-6
+
+
+def test_the_line_profile_is_log_1_minus_d_over_2_3_plus_1_between_its_columns():
+    line = _line(3.2, 5, 10.7, 5)
+    assert np.allclose(line[5, 3:11], 1.0) and np.allclose(line[[4, 6], 3:11], np.log(1 - 1 / 2.3) + 1)
+    assert np.all(line[[3, 7]] == 0) and np.all(line[:, :3] == 0) and np.all(line[:, 11:] == 0)
+    assert np.all(_line(4, 2, 4, 9) == 0)  # a vertical segment draws nothing
+    slope = _line(0, 0, 27, 27)  # the last column is past the end (the reference's ceil(c1):, too)
+    assert np.allclose(np.diag(slope)[:27], 1.0) and np.all(slope[:, 27] == 0)
+
+
+def test_dotted_lines_cross_the_image_with_gaps_of_two_columns():
+    y = corrupt(flat(0.0, 30), "dotted_line", seed=0)
+    cols = np.arange(28)
+    assert np.all(y[:, :, cols % 4 < 2] == 0)
+    kept = (cols % 4 >= 2) & (cols < 27)  # column 27 is past the line's end
+    assert np.all(y[:, :, kept].max(1) > 0.4)  # every kept column has its piece of the line
+    assert np.isclose(y.max(), 1.0)
+
+
+def test_a_zigzag_stays_within_its_amplitude_of_a_line_from_column_2_to_25():
+    y = corrupt(flat(0.0, 30), "zigzag", seed=0)
+    on = y > 0
+    cols = np.flatnonzero(on.any((0, 1)))
+    assert cols.min() >= 1 and cols.max() <= 26
+    for img in y:
+        rows = np.flatnonzero(img.any(1))
+        assert rows.max() - rows.min() <= 5 + 2 * 2 + 2 * 2.3 + 1  # slope <= 5 rows, amplitude 2, width 2.3
