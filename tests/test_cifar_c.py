@@ -1,8 +1,14 @@
-"""CIFAR-10-C corruptions: shape and range kept, seeded, stronger with severity, wired into `robustness`."""
+"""CIFAR-10-C corruptions: shape and range kept, seeded, stronger with severity, wired into `robustness`, and
+each corruption at each severity checked against the benchmark script's parameters on images whose statistics
+they fix."""
+import io
 import json
 
 import numpy as np
 import pytest
+from matplotlib.colors import rgb_to_hsv
+from PIL import Image
+from scipy import ndimage
 
 from ticketlab.cli import main
 from ticketlab.errors import UserError
@@ -40,8 +46,8 @@ def test_a_higher_severity_changes_the_images_more(images, name):
 
 
 def test_the_deterministic_ones_do_what_they_say(images):
-    c = corrupt_cifar(images, "contrast", 5)  # (x - mean) * 0.15 + mean, per image
-    m = images.mean(axis=(1, 2, 3), keepdims=True)
+    c = corrupt_cifar(images, "contrast", 5)  # (x - mean) * 0.15 + mean, per image and channel
+    m = images.mean(axis=(2, 3), keepdims=True)
     assert np.allclose(c, np.clip((images - m) * 0.15 + m, 0, 1), atol=1e-6)
     gray = np.full((1, 3, 32, 32), 0.5, dtype=np.float32)  # a gray pixel's HSV value is the pixel: +0.3
     assert np.allclose(corrupt_cifar(gray, "brightness", 5), 0.8, atol=1e-6)
@@ -77,3 +83,236 @@ def test_robustness_on_cifar_runs_every_severity_and_caches_8_bit_sets(tmp_path,
     assert load_tensors(res / "corrupted.safetensors")["contrast/5"].dtype.is_floating_point is False
     one_line_exit_2(main(["robustness", str(run), "--corruptions", "rotate", *data]), capsys.readouterr().err,
                     "unknown corruption 'rotate' for cifar10")
+
+
+# -- each corruption at each severity against the benchmark's CIFAR-10 script (its per-severity parameters,
+# transcribed here from make_cifar_c.py), on images whose statistics those parameters fix -----------------------
+
+REF = {
+    "gaussian_noise": [0.04, 0.06, 0.08, 0.09, 0.10],
+    "shot_noise": [500, 250, 100, 75, 50],
+    "impulse_noise": [0.01, 0.02, 0.03, 0.05, 0.07],
+    "speckle_noise": [0.06, 0.1, 0.12, 0.16, 0.2],
+    "gaussian_blur": [0.4, 0.6, 0.7, 0.8, 1.0],
+    "defocus_blur": [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
+    "motion_blur": [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
+    "zoom_blur": [1.06, 1.11, 1.16, 1.21, 1.26],  # np.arange(1, stop, 0.01)
+    "snow": [0.95, 0.9, 0.9, 0.85, 0.8],          # the blend with the brightened image
+    "fog": [0.2, 0.5, 0.75, 1.0, 1.5],
+    "brightness": [0.05, 0.1, 0.15, 0.2, 0.3],
+    "contrast": [0.75, 0.5, 0.4, 0.3, 0.15],
+    "saturate": [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)],
+    "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65],
+    "jpeg_compression": [80, 65, 58, 50, 40],
+    "spatter": [(0.5, 0), (0.5, 0), (0.5, 0), (0.6, 1), (0.6, 1)],  # (intensity, mud)
+}
+SEV = [1, 2, 3, 4, 5]
+
+
+def gray(value, n=32):
+    return np.full((n, 3, 32, 32), value, dtype=np.float32)
+
+
+def point(n=1, row=16, col=16):
+    x = np.zeros((n, 3, 32, 32), dtype=np.float32)
+    x[:, :, row, col] = 1.0
+    return x
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_gaussian_noise_has_the_references_std(s):
+    d = corrupt_cifar(gray(0.5), "gaussian_noise", s).astype(np.float64) - 0.5
+    assert abs(d.std() - REF["gaussian_noise"][s - 1]) < 0.002 and abs(d.mean()) < 0.002
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_shot_noise_is_poisson_at_the_references_photon_count(s):
+    c = REF["shot_noise"][s - 1]
+    y = corrupt_cifar(gray(0.5), "shot_noise", s).astype(np.float64)
+    assert np.allclose(y * c, np.round(y * c), atol=1e-3)  # counts over c
+    assert abs(y.var() - 0.5 / c) < 0.08 * 0.5 / c and abs(y.mean() - 0.5) < 0.002
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_impulse_noise_replaces_the_references_fraction(s):
+    y = corrupt_cifar(gray(0.5, 64), "impulse_noise", s)
+    c = REF["impulse_noise"][s - 1]
+    assert abs(float((y != 0.5).mean()) - c) < 0.1 * c + 0.001
+    assert abs(float((y == 1).mean()) - float((y == 0).mean())) < 0.1 * c + 0.001
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_speckle_noise_scales_with_the_pixel(s):
+    c = REF["speckle_noise"][s - 1]
+    for v in (0.2, 0.4):
+        d = corrupt_cifar(gray(v), "speckle_noise", s).astype(np.float64) - v
+        assert abs(d.std() - v * c) < 0.03 * v * c
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_gaussian_blur_is_skimages_gaussian_at_the_references_sigma(s):
+    sigma = REF["gaussian_blur"][s - 1]
+    y = corrupt_cifar(point(), "gaussian_blur", s)
+    want = ndimage.gaussian_filter(point()[0, 0].astype(np.float64), sigma, mode="nearest")
+    assert np.allclose(y[0, 0], want, atol=1e-6) and np.allclose(y[0, 1], want, atol=1e-6)
+
+
+def cv2_gaussian_3x3(k, sigma):
+    """OpenCV's GaussianBlur with a 3x3 kernel: a normalised 3-tap Gaussian along each axis, reflect-101."""
+    t = np.exp(-np.arange(-1, 2) ** 2 / (2 * sigma ** 2))
+    t /= t.sum()
+    k = np.pad(k, 1, mode="reflect")
+    k = sum(t[i] * k[:, i:i + k.shape[1] - 2] for i in range(3))
+    return sum(t[i] * k[i:i + k.shape[0] - 2] for i in range(3))
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_defocus_blur_spreads_a_point_by_the_references_smoothed_disk(s):
+    radius, alias = REF["defocus_blur"][s - 1]
+    r = np.arange(-8, 9)
+    xx, yy = np.meshgrid(r, r)
+    disk = ((xx ** 2 + yy ** 2) <= radius ** 2).astype(np.float64)
+    kernel = cv2_gaussian_3x3(disk / disk.sum(), alias)
+    y = corrupt_cifar(point(), "defocus_blur", s).astype(np.float64)[0, 0]
+    assert np.allclose(y[8:25, 8:25], kernel[::-1, ::-1], atol=1e-6)
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_motion_blur_spreads_a_point_over_the_references_radius_with_its_sigma(s):
+    radius, sigma = REF["motion_blur"][s - 1]
+    w = np.exp(-np.arange(radius + 1) ** 2 / (2 * sigma ** 2))
+    w /= w.sum()
+    y = corrupt_cifar(point(200), "motion_blur", s).astype(np.float64)[:, 0]
+    rr, cc = np.mgrid[0:32, 0:32]
+    m = y.sum((1, 2))
+    dist = np.hypot((y * rr).sum((1, 2)) / m - 16, (y * cc).sum((1, 2)) / m - 16)
+    assert np.allclose(dist, (np.arange(radius + 1) * w).sum(), atol=0.03)
+    assert np.isclose(y[:, 16, 16].min(), w[0], atol=1e-6)
+
+
+def reference_clipped_zoom(img, z):
+    """The reference's clipped_zoom of one (H, W, C) image: the central ceil(H / z) crop zoomed by z, trimmed."""
+    h = img.shape[0]
+    ch = int(np.ceil(h / z))
+    top = (h - ch) // 2
+    out = ndimage.zoom(img[top:top + ch, top:top + ch], (z, z, 1), order=1)
+    trim = (out.shape[0] - h) // 2
+    return out[trim:trim + h, trim:trim + h]
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_zoom_blur_averages_the_image_with_its_zooms_from_1_in_steps_of_0_01(s):
+    x = np.random.default_rng(3).uniform(size=(2, 3, 32, 32)).astype(np.float32)
+    zooms = np.arange(1, REF["zoom_blur"][s - 1], 0.01)
+    y = corrupt_cifar(x, "zoom_blur", s)
+    for i in range(2):
+        img = x[i].transpose(1, 2, 0).astype(np.float64)
+        want = (img + sum(reference_clipped_zoom(img, z) for z in zooms)) / (len(zooms) + 1)
+        assert np.allclose(y[i].transpose(1, 2, 0), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_snow_blends_toward_the_brightened_grey_by_the_references_weight(s):
+    blend = REF["snow"][s - 1]
+    y = corrupt_cifar(gray(0.0, 8), "snow", s).astype(np.float64)
+    # where no flake falls, black becomes (1 - blend) * max(0, 1.5 * 0 + 0.5)
+    assert np.isclose(y.min(), (1 - blend) * 0.5, atol=1e-6)
+    assert (y > y.min() + 0.05).mean() > 0.001  # and flakes fall
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_fog_adds_c_times_the_map_and_rescales_to_the_peak(s):
+    c = REF["fog"][s - 1]
+    # the same seed draws the same maps: two flat images of different levels must give the same map back
+    maps = []
+    for v in (0.5, 0.25):
+        y = corrupt_cifar(gray(v, 4), "fog", s).astype(np.float64)
+        maps.append((y * (v + c) / v - v) / c)
+    assert np.allclose(maps[0], maps[1], atol=1e-5)
+    assert maps[0].min() >= -1e-6 and maps[0].max() <= 1 + 1e-6
+
+
+def test_fog_maps_are_corners_of_256x256_plasma_maps_not_32x32_ones():
+    y = corrupt_cifar(gray(0.5, 40), "fog", 5).astype(np.float64)
+    f = (y[:, 0] * 2.0 / 0.5 - 0.5) / 1.5
+    rough = lambda m: np.abs(np.diff(m, axis=-1)).mean() / np.ptp(m, axis=(-2, -1)).mean()  # noqa: E731
+    from ticketlab.robust.corruptions import plasma
+
+    rng = np.random.default_rng(0)
+    small, crop = plasma(rng, 40, size=32, decay=1.75), plasma(rng, 40, decay=1.75)[:, :32, :32]
+    assert abs(rough(f) - rough(crop)) < abs(rough(f) - rough(small)) / 3
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_brightness_adds_to_the_hsv_value(s):
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    x[:, 0], x[:, 1], x[:, 2] = 0.6, 0.3, 0.2
+    y = corrupt_cifar(x, "brightness", s)
+    hsv_x, hsv_y = rgb_to_hsv(x[0].transpose(1, 2, 0)), rgb_to_hsv(y[0].transpose(1, 2, 0))
+    assert np.allclose(hsv_y[..., 2], hsv_x[..., 2] + REF["brightness"][s - 1], atol=1e-5)
+    assert np.allclose(hsv_y[..., :2], hsv_x[..., :2], atol=1e-5)
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_contrast_shrinks_each_channel_toward_its_own_mean(s):
+    c = REF["contrast"][s - 1]
+    x = np.random.default_rng(0).uniform(size=(2, 3, 32, 32)).astype(np.float32)
+    x[:, 0] *= 0.3  # channel means 0.15, 0.5, 0.5: a per-image mean would pull the red channel up
+    m = x.mean(axis=(2, 3), keepdims=True)
+    assert np.allclose(corrupt_cifar(x, "contrast", s), (x - m) * c + m, atol=1e-6)
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_saturate_scales_and_shifts_the_hsv_saturation(s):
+    k, b = REF["saturate"][s - 1]
+    x = np.zeros((1, 3, 32, 32), np.float32)
+    x[:, 0], x[:, 1], x[:, 2] = 0.6, 0.45, 0.4  # saturation 1/3
+    y = corrupt_cifar(x, "saturate", s)
+    sat = rgb_to_hsv(y[0].transpose(1, 2, 0))[..., 1]
+    assert np.allclose(sat, min(1.0, (1 / 3) * k + b), atol=1e-5)
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_pixelate_is_pils_box_resize_down_to_the_references_size_and_back(s):
+    x = np.random.default_rng(1).uniform(size=(2, 3, 32, 32)).astype(np.float32)
+    small = int(32 * REF["pixelate"][s - 1])
+    for i in range(2):
+        img = Image.fromarray(np.round(x[i].transpose(1, 2, 0) * 255).astype(np.uint8))
+        want = np.asarray(img.resize((small, small), Image.BOX).resize((32, 32), Image.BOX)) / 255
+        assert np.allclose(corrupt_cifar(x, "pixelate", s)[i].transpose(1, 2, 0), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_jpeg_is_pils_codec_at_the_references_quality(s):
+    x = np.random.default_rng(2).uniform(size=(1, 3, 32, 32)).astype(np.float32)
+    img = Image.fromarray(np.round(x[0].transpose(1, 2, 0) * 255).astype(np.uint8))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=REF["jpeg_compression"][s - 1])
+    want = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")) / 255
+    assert np.allclose(corrupt_cifar(x, "jpeg_compression", s)[0].transpose(1, 2, 0), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_spatter_tints_toward_blue_grey_liquid_or_brown_mud(s):
+    intensity, mud = REF["spatter"][s - 1]
+    y = corrupt_cifar(gray(0.0, 16), "spatter", s).astype(np.float64).transpose(0, 2, 3, 1)
+    hit = y.max(-1) > 0
+    assert hit.mean() > 0.001 and (hit.mean() < 0.6 or not mud)  # the liquid's blurred mask reaches far
+    colour = np.array([63, 42, 20]) if mud else np.array([175, 238, 238])
+    ratio = y[hit] / colour  # black x (1 - m) + colour m = colour m: every channel the same m
+    assert np.allclose(ratio, ratio[:, :1], rtol=1e-4)
+    m = ratio[:, 0] * 255
+    if mud:  # the reference keeps only the blurred blotches' cores
+        assert m.min() >= 0.8 - 1e-6 and m.max() <= 1 + 1e-6
+    else:
+        assert m.max() <= intensity + 1e-6
+
+
+def test_the_seed_and_severity_pick_the_random_numbers(images):
+    a = corrupt_cifar(images, "gaussian_noise", 1, seed=0)
+    assert not np.array_equal(a, corrupt_cifar(images, "gaussian_noise", 1, seed=1))
+    n1 = corrupt_cifar(gray(0.5, 2), "gaussian_noise", 1) - 0.5
+    n2 = corrupt_cifar(gray(0.5, 2), "gaussian_noise", 2) - 0.5
+    assert not np.allclose(n1 / 0.04, n2 / 0.06, atol=1e-3)  # not the same draws scaled
+    sh = corrupt_cifar(gray(0.5, 2), "speckle_noise", 1) - 0.5  # nor another corruption's stream
+    assert not np.allclose(n1 / 0.04, sh / (0.5 * 0.06), atol=1e-3)

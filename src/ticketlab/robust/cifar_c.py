@@ -8,9 +8,9 @@ reference uses OpenCV, ImageMagick (Wand) and scikit-image, none of which instal
 become scipy filters (OpenCV's reflect-101 border is scipy's ``mirror`` mode), a Gaussian-weighted line
 blur for ImageMagick's motion blur (as in ``corruptions.py``), matplotlib's HSV conversion and Pillow's
 box resize and JPEG codec. 18 of the 19: frost is left out (it overlays photographs of frost that ship
-with the benchmark's code and cannot be downloaded here). Spatter is the reference's two branches in
-simplified form (liquid: blurred thresholded noise tinted blue-grey; mud: brown blotches), without its
-Canny/distance-transform shaping. Seeded: the same seed gives the same corrupted set.
+with the benchmark's code and cannot be downloaded here). Spatter's liquid branch is the reference's in
+simplified form (blurred thresholded noise tinted blue-grey, without its Canny/distance-transform shaping);
+its mud branch is the reference's. Seeded: the same seed gives the same corrupted set.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
 from PIL import Image
 from scipy import ndimage
 
-from .corruptions import plasma, line_blur
+from .corruptions import line_blur, plasma_crops
 
 SIZE = 32
 
@@ -91,7 +91,7 @@ def glass_blur(x, s, rng):
 
 
 def motion_blur(x, s, rng):
-    radius, sigma = [(10, 1), (10, 1.5), (10, 2), (10, 2.5), (12, 3)][s - 1]
+    radius, sigma = [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)][s - 1]
     angles = np.round(rng.uniform(-45, 45, len(x))).astype(int)
     return _clip(line_blur(x, radius, sigma, angles))
 
@@ -133,7 +133,7 @@ def snow(x, s, rng):
 def fog(x, s, rng):
     c, decay = [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)][s - 1]
     peak = x.max(axis=(1, 2, 3), keepdims=True)
-    f = plasma(rng, len(x), size=SIZE, decay=decay)[..., None]
+    f = plasma_crops(rng, len(x), SIZE, decay)[..., None]
     return _clip((x + c * f) * peak / (peak + c))
 
 
@@ -146,7 +146,7 @@ def brightness(x, s, rng):
 
 def contrast(x, s, rng):
     c = [0.75, 0.5, 0.4, 0.3, 0.15][s - 1]
-    means = x.mean(axis=(1, 2, 3), keepdims=True)
+    means = x.mean(axis=(1, 2), keepdims=True)  # per image and channel, as the reference
     return _clip((x - means) * c + means)
 
 
@@ -212,7 +212,9 @@ def spatter(x, s, rng):
         m = ndimage.gaussian_filter((liquid > 0).astype(np.float64), sigma=(0, 1, 1))[..., None] * intensity
         colour = np.array([175 / 255, 238 / 255, 238 / 255])  # the reference's pale blue-grey liquid
         return _clip(x * (1 - m) + colour * m)
-    m = (liquid > 0)[..., None] * intensity
+    # mud, as the reference: the blotches blurred with sigma ``intensity``, only their cores (>= 0.8) kept
+    m = ndimage.gaussian_filter((liquid > thr).astype(np.float64), sigma=(0, intensity, intensity), mode="nearest")
+    m = np.where(m < 0.8, 0.0, m)[..., None]
     colour = np.array([63 / 255, 42 / 255, 20 / 255])  # the reference's mud brown
     return _clip(x * (1 - m) + colour * m)
 

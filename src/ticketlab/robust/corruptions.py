@@ -150,14 +150,16 @@ def plasma(rng, n: int, size: int = 256, decay: float = 1.4) -> np.ndarray:
     return m / m.max(axis=(1, 2), keepdims=True)
 
 
+def plasma_crops(rng, n: int, crop: int, decay: float, chunk: int = 256) -> np.ndarray:
+    """(n, crop, crop): the top-left corners of 256x256 plasma maps (the references crop their one map size),
+    made ``chunk`` maps at a time to bound memory."""
+    return np.concatenate([plasma(rng, min(chunk, n - i), decay=decay)[:, :crop, :crop] for i in range(0, n, chunk)])
+
+
 def fog(x, rng, c: float = 3.0, decay: float = 1.4):
-    out = np.empty_like(x)
-    for i in range(0, len(x), 256):  # 256 maps of 256x256 at a time
-        xb = x[i:i + 256]
-        peak = xb.max(axis=(1, 2), keepdims=True)
-        f = plasma(rng, len(xb), decay=decay)[:, :28, :28]
-        out[i:i + 256] = np.clip((xb + c * f) * peak / (peak + c), 0, 1)
-    return out
+    peak = x.max(axis=(1, 2), keepdims=True)
+    f = plasma_crops(rng, len(x), 28, decay)
+    return np.clip((x + c * f) * peak / (peak + c), 0, 1)
 
 
 def spatter(x, rng, loc=0.65, scale_=0.3, sigma=1.0, threshold=0.65, sigma2=1.5):
