@@ -281,8 +281,9 @@ def to_ops(model: nn.Module, input_shape: tuple[int, ...], mean: torch.Tensor | 
             if mod.ceil_mode or any(_tuple(mod.padding, dim)):
                 raise unsupported(name, mod, " with padding or ceil_mode")
             c = shape[0]
-            ref = next(iter(model.parameters()))
-            w = torch.full((c, 1, *k), 1 / math.prod(k), dtype=ref.dtype, device=ref.device)
+            ref = next(iter(model.parameters()), None)  # the pool's weights in the model's dtype and device
+            w = torch.full((c, 1, *k), 1 / math.prod(k), dtype=torch.get_default_dtype() if ref is None else ref.dtype,
+                           device=None if ref is None else ref.device)
             out_shape = (c, *[(i - kk) // s + 1 for i, kk, s in zip(shape[1:], k, st)])
             op = Conv(w, None, st, (0,) * dim, (1,) * dim, c, shape, out_shape)
         elif isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d)):
