@@ -1,5 +1,6 @@
 """CARD-Deck: spectra, the gate's routing, and `ticketlab card-deck` end to end."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -75,3 +76,52 @@ def test_members_with_the_same_name_and_augmentation_keep_a_column_each(members,
     row = json.loads((out / "results.json").read_text())["rows"][0]
     assert sorted(row["members"]) == ["0: imp-none (none)", "1: imp-none (none)"]
     assert row["members"]["0: imp-none (none)"] == row["members"]["1: imp-none (none)"]
+
+
+def test_each_rows_numbers_are_the_members_own_predictions_routed_by_the_gate(members, tmp_path):
+    """Recomputed from the members' weight files: each member's accuracy, the mean-softmax ensemble, the deck
+    (every input answered by the member the gate picks) and the share of inputs each member got."""
+    from ticketlab.data import load_dataset
+    from ticketlab.models import build_model
+    from ticketlab.robust.attacks import to_pixels
+    from ticketlab.robust.deck import member, references
+    from ticketlab.runs.models import load_weights
+
+    root, runs = members
+    out = tmp_path / "deck"
+    assert main(["card-deck", runs[0], runs[1], "--samples", "30", "--seed", "3", "--data-dir", str(root / "data"),
+                 "--out", str(out), "--quiet"]) == 0
+    (row,) = json.loads((out / "results.json").read_text())["rows"]
+    data = load_dataset("mnist", str(root / "data"), quiet=True)
+    ms = [member(Path(r)) for r in runs[:2]]
+    x, y = data.x_test[:30], data.y_test[:30]
+    probs = []
+    for m in ms:
+        net = build_model(m["model"], data.input_shape, data.num_classes, seed=0)
+        load_weights(net, m["weights"], m["model"])
+        with torch.no_grad():
+            probs.append(net.eval()(x).softmax(1))
+    probs = torch.stack(probs)
+    choice = gate(references(ms, data, 3), to_pixels(x, data))
+    acc = lambda p: float((p.argmax(1) == y).float().mean())  # noqa: E731
+    assert row["members"] == {m["label"]: acc(p) for m, p in zip(ms, probs)}
+    assert row["ensemble"] == acc(probs.mean(0))
+    assert row["deck"] == acc(probs[choice, torch.arange(30)])
+    assert row["chosen"] == {m["label"]: float((choice == i).float().mean()) for i, m in enumerate(ms)}
+    assert ms[1]["augment"] == "gaussian" and ms[1]["label"] == "imp-gaussian (gaussian)"
+
+
+def test_the_references_are_each_members_augmented_training_spectra():
+    from types import SimpleNamespace
+
+    from ticketlab.robust.deck import REFERENCE_IMAGES, references
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(REFERENCE_IMAGES + 50, 1, 8, 8, generator=g)
+    data = SimpleNamespace(x_train=x, y_train=torch.zeros(len(x)), mean=None, std=None, pixel_range=(0.0, 1.0))
+    refs = references([{"augment": "none", "sigma": 0.1}, {"augment": "gaussian", "sigma": 0.5}], data, 0)
+    from ticketlab.seeding import generator
+
+    idx = torch.randperm(len(x), generator=generator(0, "card-deck"))[:REFERENCE_IMAGES]
+    assert torch.allclose(refs[0], spectra(x[idx]).mean(0))  # no augmentation: the images' own mean spectrum
+    assert float(refs[1][1:, 1:].mean()) > float(refs[0][1:, 1:].mean()) + 0.1  # noise raises every frequency
