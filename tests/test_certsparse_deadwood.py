@@ -113,3 +113,109 @@ def test_bad_deadwood_input_is_one_line(source, tmp_path, capsys, args, msg):
     base = ["deadwood", "--dataset", "digits", "--model", "mlp1d", "--quiet", "--out", str(tmp_path / "x")]
     one_line_exit_2(main(base + args), capsys.readouterr().err, msg)
     assert not (tmp_path / "x").exists()
+
+
+def test_the_lagrangian_is_l1_mean_abs_weight_plus_each_multiplier_times_its_violation_until_pruned():
+    dw, model, opt, data = _dw(acc_tol=0.01, rob_tol=0.0, prune_step=1000)
+    dw.lam = {"accuracy": 3.0, "robustness": 0.5}
+    dw.l1 = 2.0
+    x, y = data.x_train[:16], data.y_train[:16]
+    with torch.no_grad():
+        t = torch.softmax(dw.teacher(x), 1)
+        kl = torch.nn.functional.kl_div(torch.log_softmax(model(x), 1), t, reduction="batchmean")
+        mean_abs = torch.cat([p.abs().flatten() for p in dw.params]).mean()
+    got = dw.loss(model, x, y, 0)
+    # rob_eps 0: the robustness constraint is the accuracy one, at its own tolerance
+    want = 3.0 * (kl - 0.01).clamp_min(0) + 0.5 * kl.clamp_min(0) + 2.0 * mean_abs
+    assert torch.allclose(got, want) and dw._n == 1
+    assert dw._sum == pytest.approx({"accuracy": float(kl - 0.01), "robustness": float(kl)})
+    dw.pruned = True
+    assert torch.allclose(dw.loss(model, x, y, 1), want - 2.0 * mean_abs)  # no objective once the density is fixed
+
+
+def test_a_dual_update_uses_the_mean_violation_since_the_last_and_never_goes_below_zero():
+    dw, *_ = _dw(dual_lr=0.5)
+    dw.dual_update()  # nothing seen yet: nothing changes, nothing logged
+    assert dw.lam == {"accuracy": 0.0, "robustness": 0.0} and dw.log == []
+    dw.lam = {"accuracy": 1.0, "robustness": 0.0}
+    dw._sum, dw._n = {"accuracy": 3.0, "robustness": 1.0}, 2
+    dw.step_count = 7
+    dw.dual_update()
+    assert dw.lam == {"accuracy": 1.75, "robustness": 0.25}
+    assert dw.log == [{"iter": 7, "lambda_accuracy": 1.75, "lambda_robustness": 0.25, "violation_accuracy": 1.5,
+                       "violation_robustness": 0.5}]
+    assert dw._sum == {"accuracy": 0.0, "robustness": 0.0} and dw._n == 0
+    dw.dual_lr = -10.0  # a (hypothetical) negative step is clipped at zero
+    dw._sum, dw._n = {"accuracy": 1.0, "robustness": 1.0}, 1
+    dw.dual_update()
+    assert dw.lam == {"accuracy": 0.0, "robustness": 0.0}
+
+
+def test_dual_updates_come_every_dual_every_steps_and_pruning_at_its_step():
+    dw, model, opt, data = _dw(prune_step=3)
+    calls = []
+    dw.dual_update = lambda: calls.append(dw.step_count)
+    for _ in range(6):
+        dw.step()
+        assert dw.pruned == (dw.step_count >= 3)
+    assert calls == [2, 4, 6]
+    now, *_ = _dw(prune_step=0)
+    assert now.pruned  # prune_step 0: pruned before the first step
+
+
+def test_the_robustness_constraint_is_the_kl_on_pgd_examples_against_the_student():
+    from ticketlab.robust import AttackConfig, PixelSpace, from_pixels, pgd, to_pixels
+    from ticketlab.seeding import generator
+
+    dw, model, opt, data = _dw()
+    dw.rob_eps, dw.rob_steps, dw.seed = 0.1, 3, 4
+    x, y = data.x_train[:16], data.y_train[:16]
+    got = dw.constraint_losses(model, x, y, 9)
+    adv = pgd(PixelSpace(model, data.mean, data.std), to_pixels(x, data), y, AttackConfig(eps=0.1, steps=3),
+              pixel_range=data.pixel_range, generator=generator(4, "deadwood-pgd", 9))
+    with torch.no_grad():
+        t = torch.softmax(dw.teacher(x), 1)
+        want = torch.nn.functional.kl_div(torch.log_softmax(model(from_pixels(adv, data)), 1), t,
+                                          reduction="batchmean")
+    assert torch.allclose(got["robustness"], want) and model.training
+    assert float(got["robustness"]) > float(got["accuracy"])
+
+
+def test_the_updater_state_round_trips_into_a_fresh_one():
+    dw, model, opt, data = _dw(prune_step=1, density=0.3)
+    x, y = data.x_train[:16], data.y_train[:16]
+    for it in range(3):
+        opt.zero_grad()
+        dw.loss(model, x, y, it).backward()
+        opt.step()
+        dw.step()
+    tensors, meta = dw.state_dict()
+    fresh, *_ = _dw(prune_step=1, density=0.3)
+    fresh.load_state_dict(tensors, meta)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.masks, dw.masks))
+    assert all(torch.equal(a, m.float()) for a, m in zip(fresh._float, dw.masks))
+    assert (fresh.step_count, fresh.pruned, fresh.log, fresh.lam, fresh._sum, fresh._n) == \
+        (dw.step_count, dw.pruned, dw.log, dw.lam, dw._sum, dw._n)
+
+
+def test_the_deadwood_table_names_the_run_density_accuracy_and_multipliers():
+    from ticketlab.certsparse.deadwood import format_deadwood
+
+    s = {"config": {"model": "mlp1d", "dataset": "digits"}, "density": 0.1234, "test_acc": 0.81234,
+         "dense_test_acc": 0.9, "multipliers": {"accuracy": 1.23456, "robustness": 0.0}}
+    assert format_deadwood(s) == ("deadwooding on mlp1d / digits: density 12.34%  test acc 0.8123 (dense parent "
+                                  "0.9000)\nmultipliers: accuracy 1.23  robustness 0")
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(prune_at=1.5), "--prune-at must be in [0, 1]"), (dict(rob_tol=-1.0), "--rob-tol must be >= 0"),
+    (dict(dual_every=0), "--dual-every and --rob-steps must be >= 1"), (dict(l1=float("nan")), "--l1 must be >= 0"),
+    (dict(rob_steps=0), "--dual-every and --rob-steps must be >= 1"), (dict(density=1.5), "--density must be in"),
+])
+def test_bad_deadwood_settings_are_refused(kw, msg):
+    from ticketlab.errors import UserError
+
+    with pytest.raises(UserError, match=msg.replace("[", r"\[").replace("(", r"\(")):
+        DeadwoodConfig(source="x", **kw).validate()
+    with pytest.raises(UserError, match=r"--density must be in \(0, 1\]"):
+        _dw(density=0.0)

@@ -65,3 +65,46 @@ def test_momentum_accumulates_dense_gradients_of_pruned_weights_too():
     t.step()
     assert torch.allclose(t._mom[0], g)
     assert (t._mom[0][~t.masks[0]] != 0).any()
+
+
+def test_the_momentum_is_saved_and_restored_with_the_masks():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 4), nn.Linear(4, 3))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    t = dst.make("snfs", model, opt, density=0.5, total_steps=100, delta_t=50, input_shape=(8,))
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(torch.randn(16, 8)), torch.randint(0, 3, (16,))).backward()
+        opt.step()
+        t.step()
+    tensors, meta = t.state_dict()
+    assert {k for k in tensors if k.startswith("momentum.")} == {f"momentum.{n}" for n in t.names}
+    fresh_model = nn.Sequential(nn.Linear(8, 4), nn.Linear(4, 3))
+    fresh = dst.make("snfs", fresh_model, torch.optim.SGD(fresh_model.parameters(), lr=0.1), density=0.5,
+                     total_steps=100, delta_t=50, input_shape=(8,))
+    fresh.load_state_dict(tensors, meta)
+    assert all(torch.equal(a, b) for a, b in zip(fresh._mom, t._mom)) and fresh._mom[0].abs().sum() > 0
+    assert all(torch.equal(a, b) for a, b in zip(fresh.masks, t.masks))
+
+
+def test_momentum_decays_by_mu_before_each_gradient_is_added():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2, bias=False))
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    t = dst.make("snfs", model, opt, density=1.0, total_steps=100, delta_t=50, input_shape=(3,), momentum=0.5)
+    grads = []
+    for _ in range(3):
+        opt.zero_grad()
+        F.cross_entropy(model(torch.randn(4, 3)), torch.randint(0, 2, (4,))).backward()
+        grads.append(model[0].weight.grad.clone())
+        opt.step()
+        t.step()
+    assert torch.allclose(t._mom[0], 0.25 * grads[0] + 0.5 * grads[1] + grads[2])
+
+
+def test_allocate_gives_leftovers_to_the_largest_remainders_then_stops_when_nothing_has_room():
+    assert allocate([1.0, 2.0], 4, [10, 10]) == [1, 3]   # 4/3 and 8/3: floors 1 + 2, the last to 8/3's .67
+    assert allocate([1.0, 1.0], 5, [1, 1]) == [1, 1]      # no room left for the other 3
+    assert allocate([5.0, 1.0, 1.0], 2, [0, 5, 5]) == [0, 1, 1]  # a full layer's share goes to the open ones
+    assert allocate([1.0, 1.0, 1.0], 2, [5, 5, 5]) == [1, 1, 0]  # equal remainders: lowest index first
+    assert allocate([1.0], 0, [3]) == [0]
