@@ -159,3 +159,179 @@ def test_max_pool_networks_get_the_same_verdicts_from_both_solvers():
 def test_an_unknown_solver_is_a_user_error():
     with pytest.raises(UserError, match="unknown --solver 'z3'"):
         Complete([], None, 3, 0.1, None, "z3")
+
+
+# -- each path to a verdict, and the lowering, on tiny nets -------------------------------------------------------
+
+def test_marabou_answers_a_margin_in_process_as_exhaustive_search_does():
+    pytest.importorskip("maraboupy")
+    from ticketlab.verify.bounds import pre_bounds
+    from ticketlab.verify.complete import _marabou_solve
+
+    seen = set()
+    for seed in range(4):
+        net = tiny(seed)
+        with torch.no_grad():
+            for p in net.parameters():
+                p.normal_()
+        ops = to_ops(net, (3,))
+        x = torch.randn(3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        y = int(net(x[None]).argmax())
+        lo, hi = input_box(x[None], 0.6, None)
+        with torch.no_grad():
+            pre, _ = pre_bounds(ops, lo, hi, "crown")
+        bounds = {i: (a[0].numpy(), b[0].numpy()) for i, (a, b) in pre.items()}
+        c = Complete(ops, net, 3, 0.6, None, "marabou", attack_steps=0, shortcut=False)
+        for j in (j for j in range(3) if j != y):
+            q, logits, n0 = c._marabou_query(lo[0], hi[0], bounds)  # a fresh query per margin
+            status, point = _marabou_solve(q, logits, n0, y, j, 10)
+            exact = exhaustive_min_margin(net, lo[0].numpy(), hi[0].numpy(), y, j)
+            if abs(exact) > 1e-7:
+                assert status == ("unsat" if exact > 0 else "sat"), (seed, j, exact)
+                seen.add(status)
+            if status == "sat":
+                p = torch.as_tensor(point)
+                out = net(p[None])[0].detach()
+                assert ((p >= lo[0] - 1e-6) & (p <= hi[0] + 1e-6)).all() and float(out[j] - out[y]) > -1e-6
+    assert seen == {"sat", "unsat"}
+
+
+def small_net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 3)).double()
+
+
+def test_a_tiny_ball_is_verified_by_the_bounds_and_a_huge_one_falsified_by_the_attack():
+    net = small_net()
+    x = torch.rand(3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = int(net(x[None]).argmax())
+    v = Complete(to_ops(net, (3,)), net, 3, 1e-4, None, "milp")(x, y)
+    assert (v.verdict, v.by, v.margin, v.counterexample) == ("verified", "bounds", None, None) and v.seconds >= 0
+    v = Complete(to_ops(net, (3,)), net, 3, 50.0, None, "milp")(x, y)
+    assert (v.verdict, v.by) == ("falsified", "attack") and v.margin > 0
+    assert (v.counterexample - x).abs().max() <= 50.0 and int(net(v.counterexample[None]).argmax()) != y
+
+
+def fake_solver(monkeypatch, answers, seen=None):
+    """Replace the MILP by one that answers each margin from ``answers`` (a list, in the order asked)."""
+    def make(self, lo, hi, bounds):
+        def solve(y, j, timeout):
+            if seen is not None:
+                seen.append((j, timeout))
+            return answers.pop(0)
+        return solve
+    monkeypatch.setattr(Complete, "_milp", make)
+
+
+def sample():
+    net = small_net()
+    x = torch.rand(3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    return net, x, int(net(x[None]).argmax())
+
+
+def test_every_open_margin_is_asked_until_one_is_sat_most_likely_first(monkeypatch):
+    net, x, y = sample()
+    seen = []
+    fake_solver(monkeypatch, [("unsat", None), ("unsat", None)], seen)
+    c = Complete(to_ops(net, (3,)), net, 3, 3.0, None, "milp", attack_steps=0, timeout=30)
+    from ticketlab.verify.bounds import alpha_crown, margin_spec, pre_bounds
+
+    lo, hi = input_box(x[None], 3.0, None)
+    pre, _ = pre_bounds(c.ops, lo, hi, "crown")
+    lb = alpha_crown(c.ops, lo, hi, margin_spec(torch.tensor([y]), 3).double(), pre=pre).lower[0]
+    others = [j for j in range(3) if j != y]
+    assert (lb <= 0).all(), "the example needs both margins open"
+    v = c(x, y)
+    assert (v.verdict, v.by) == ("verified", "milp")
+    assert [j for j, _ in seen] == [others[i] for i in torch.argsort(lb).tolist()]  # lowest bound first
+    assert 0 < seen[0][1] <= 30 and seen[1][1] <= seen[0][1]  # each gets the time left
+
+
+@pytest.mark.parametrize("answer", ["timeout", "unknown"])
+def test_a_solver_that_gives_up_ends_the_sample_with_its_answer(monkeypatch, answer):
+    net, x, y = sample()
+    fake_solver(monkeypatch, [(answer, None)])
+    v = Complete(to_ops(net, (3,)), net, 3, 0.3, None, "milp", attack_steps=0, shortcut=False)(x, y)
+    assert (v.verdict, v.by) == (answer, "milp")
+
+
+def test_no_time_left_is_a_timeout_before_the_solver_is_asked(monkeypatch):
+    net, x, y = sample()
+    seen = []
+    fake_solver(monkeypatch, [], seen)
+    v = Complete(to_ops(net, (3,)), net, 3, 0.3, None, "milp", attack_steps=0, timeout=0.0, shortcut=False)(x, y)
+    assert (v.verdict, v.by) == ("timeout", "milp") and seen == []
+
+
+def test_a_solver_point_is_clipped_into_the_box_and_rechecked_by_the_model(monkeypatch):
+    net, x, y = sample()
+    lo, hi = input_box(x[None], 0.3, None)
+    # a point far outside the box: clipped to a corner of it; the model decides whether it flips
+    far = (x + 100).numpy()
+    fake_solver(monkeypatch, [("sat", far)])
+    v = Complete(to_ops(net, (3,)), net, 3, 0.3, None, "milp", attack_steps=0, shortcut=False)(x, y)
+    corner = hi[0]
+    from ticketlab.verify.complete import _margin, _pgd_push
+
+    m = _margin(net, corner, y)
+    if m <= 0:
+        _, m = _pgd_push(net, corner, y, lo[0], hi[0])
+    assert v.verdict == ("falsified" if m > 0 else "unknown") and v.by == "milp"
+    if v.verdict == "falsified":
+        assert ((v.counterexample >= lo[0]) & (v.counterexample <= hi[0])).all() and v.margin == pytest.approx(m)
+
+
+def test_a_solver_point_that_flips_nothing_even_after_pgd_is_unknown_not_falsified(monkeypatch):
+    net, x, y = sample()
+    fake_solver(monkeypatch, [("sat", x.numpy())])  # the clean point: correctly classified, far from flipping
+    v = Complete(to_ops(net, (3,)), net, 3, 1e-6, None, "milp", attack_steps=0, shortcut=False)(x, y)
+    assert (v.verdict, v.by, v.counterexample) == ("unknown", "milp", None)
+
+
+def test_margin_is_the_largest_other_logit_minus_the_true_one():
+    from ticketlab.verify.complete import _margin
+
+    net = nn.Sequential(nn.Identity())
+    assert _margin(net, torch.tensor([1.0, 3.0, 2.5], dtype=torch.float64), 1) == -0.5
+    assert _margin(net, torch.tensor([1.0, 3.0, 2.5], dtype=torch.float64), 0) == 2.0
+
+
+def test_pgd_push_climbs_the_margin_inside_the_box_and_keeps_the_best_point():
+    from ticketlab.verify.complete import _margin, _pgd_push
+
+    net = nn.Sequential(nn.Identity())  # logits = x: the margin for y = 0 is max(x1, x2) - x0
+    x0 = torch.tensor([0.5, 0.0, 0.0], dtype=torch.float64)
+    lo, hi = x0 - 0.3, x0 + 0.3
+    best, m = _pgd_push(net, x0, 0, lo, hi, steps=10)
+    assert ((best >= lo) & (best <= hi)).all() and m == pytest.approx(_margin(net, best, 0))
+    assert m == pytest.approx(0.3 - 0.2)  # x0 down to 0.2, one of the others up to 0.3
+    same, m0 = _pgd_push(net, x0, 0, x0, x0, steps=3)  # a box of one point: nothing to climb
+    assert torch.equal(same, x0) and m0 == -0.5
+
+
+def test_lowering_composes_consecutive_affine_ops_and_keeps_nonlinear_layers_apart():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)).double()
+    mean, std = torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.25, dtype=torch.float64)
+    layers = lower(to_ops(net, (3,), mean, std))
+    assert [la.kind for la in layers] == ["affine", "relu", "affine"] and layers[1].op == 3
+    x = torch.rand(5, 3, dtype=torch.float64)
+    with torch.no_grad():
+        z = net[1](net[0]((x - 0.5) / 0.25))
+    assert np.allclose(x.numpy() @ layers[0].A.toarray().T + layers[0].b, z.numpy())
+    assert np.allclose(layers[2].A.toarray(), net[3].weight.detach().numpy()) and layers[1].graft is None
+
+
+def test_lowering_keeps_grafted_neurons_and_max_windows():
+    from ticketlab.models.graft import GraftedReLU
+
+    g = GraftedReLU((2, 4), slope=0.3, intercept=0.1)
+    g.graft[0, 1] = True
+    net = nn.Sequential(nn.Conv1d(1, 2, 1), g, nn.MaxPool1d(2), nn.Flatten(), nn.Linear(4, 2)).double()
+    layers = lower(to_ops(net, (1, 4)))
+    assert [la.kind for la in layers] == ["affine", "relu", "max", "affine"]
+    assert layers[1].graft.tolist() == [False, True, False, False, False, False, False, False]
+    assert layers[1].slope[1] == pytest.approx(0.3) and layers[1].intercept[1] == pytest.approx(0.1)
+    assert layers[2].windows.tolist() == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    pool2 = lower(to_ops(nn.Sequential(nn.MaxPool2d(2)).double(), (1, 2, 4)))
+    assert pool2[0].windows.tolist() == [[0, 1, 4, 5], [2, 3, 6, 7]]

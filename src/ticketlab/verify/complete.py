@@ -18,6 +18,7 @@ falsified, timeout, unknown.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 
@@ -439,32 +440,38 @@ class Complete:
         return q, prev, n0
 
 
-def _marabou_child(send, q, logits, n0, y, j, timeout):
-    """In the forked child: the margin's property added to (the child's copy of) the query, then solved."""
-    import os
-    import tempfile
-
+def _marabou_solve(q, logits, n0: int, y: int, j: int, timeout: float):
+    """The margin's property (logit_j - logit_y >= 0) added to ``q`` and solved: ("sat", the input), ("unsat",
+    None), ("timeout", None) or ("unknown", None). Changes ``q``: the caller runs it on a forked child's copy."""
     from maraboupy import MarabouCore
+
+    prop = MarabouCore.Equation(MarabouCore.Equation.GE)
+    prop.addAddend(1.0, int(logits[j]))
+    prop.addAddend(-1.0, int(logits[y]))
+    prop.setScalar(0.0)
+    q.addEquation(prop)
+    opts = MarabouCore.Options()
+    opts._timeoutInSeconds = max(1, int(np.ceil(timeout)))
+    opts._verbosity = 0
+    code, vals, _stats = MarabouCore.solve(q, opts, os.devnull)
+    if code == "sat":
+        return "sat", np.array([vals[i] for i in range(n0)])
+    if code == "unsat":
+        return "unsat", None
+    return ("timeout", None) if code.lower() == "timeout" else ("unknown", None)
+
+
+def _marabou_child(send, q, logits, n0, y, j, timeout):
+    """In the forked child, in a temporary folder: ``_marabou_solve``'s answer sent back, then exit."""
+    # pragma: no mutate block (process plumbing: it runs in a forked child, where mutmut cannot see which tests
+    # reach it; every Marabou test goes through it, and _marabou_solve's mutants are tested in-process)
+    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         try:
-            prop = MarabouCore.Equation(MarabouCore.Equation.GE)   # logit_j - logit_y >= 0
-            prop.addAddend(1.0, int(logits[j]))
-            prop.addAddend(-1.0, int(logits[y]))
-            prop.setScalar(0.0)
-            q.addEquation(prop)
-            opts = MarabouCore.Options()
-            opts._timeoutInSeconds = max(1, int(np.ceil(timeout)))
-            opts._verbosity = 0
-            code, vals, _stats = MarabouCore.solve(q, opts, os.devnull)
-            if code == "sat":
-                result = "sat", np.array([vals[i] for i in range(n0)])
-            elif code == "unsat":
-                result = "unsat", None
-            else:
-                result = ("timeout", None) if code.lower() == "timeout" else ("unknown", None)
-            send.send(result)
+            result = _marabou_solve(q, logits, n0, y, j, timeout)
         except Exception:
-            send.send(("unknown", None))
+            result = ("unknown", None)
+        send.send(result)
     os._exit(0)
