@@ -371,3 +371,76 @@ def test_plain_mlps_take_the_baddbmm_forward_equal_to_vmap_and_other_models_vmap
     assert batched_mlp(build_model("conv2", (3, 32, 32), 10, seed=0)) is None
     assert batched_mlp(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))) is None
     assert batched_mlp(torch.nn.Sequential(torch.nn.Linear(4, 4))) is None  # no leading Flatten: vmap
+
+
+# -- a replicate's view of the stacked optimizer, by hand -----------------------------------------------------
+
+def stacked_adam():
+    from ticketlab.train.replicates import _ReplicaOptimizer
+
+    stack = torch.nn.Parameter(torch.zeros(3, 4))   # 3 replicates of a 4-vector
+    opt = torch.optim.Adam([stack], lr=0.1)
+    stack.grad = torch.arange(12.0).view(3, 4)
+    opt.step()
+    own = [torch.nn.Parameter(stack.detach()[1])]      # replicate 1's parameter
+    return stack, opt, own, _ReplicaOptimizer(opt, own, [stack], 1)
+
+
+def test_a_replicates_param_groups_show_its_parameters_and_share_the_settings():
+    stack, opt, own, view = stacked_adam()
+    (g,) = view.param_groups
+    assert g["params"] == own and g["lr"] == 0.1 and len(g) == len(opt.param_groups[0])
+    assert set(g) == set(opt.param_groups[0])
+    g["lr"] = 0.05
+    assert opt.param_groups[0]["lr"] == 0.05  # settings are the stack's
+    with pytest.raises(TypeError, match="parameters are fixed"):
+        g["params"] = []
+    g["extra"] = 1
+    del g["extra"]
+    assert "extra" not in opt.param_groups[0]
+
+
+def test_a_replicates_state_is_views_of_its_slice_and_writes_land_in_the_stack():
+    stack, opt, own, view = stacked_adam()
+    st = view.state[own[0]]
+    full = opt.state[stack]
+    assert torch.equal(st["exp_avg"], full["exp_avg"][1]) and st["step"] is full["step"]  # the step is shared
+    assert own[0] in view.state and torch.nn.Parameter(torch.zeros(4)) not in view.state
+    assert list(view.state) == own and len(view.state) == 1
+    view.state[own[0]] = {"exp_avg": torch.full((4,), 7.0)}
+    assert (full["exp_avg"][1] == 7).all() and (full["exp_avg"][0] != 7).all()
+    before = full["exp_avg_sq"].clone()
+    del view.state[own[0]]
+    assert (full["exp_avg"][1] == 0).all() and (full["exp_avg_sq"][1] == 0).all()
+    assert torch.equal(full["exp_avg_sq"][0], before[0]) and torch.equal(full["exp_avg_sq"][2], before[2])
+    view.state[own[0]] = {"note": "plain values are set as they are"}
+    assert full["note"] == "plain values are set as they are"
+
+
+def test_a_replicate_cannot_create_tensor_state_of_its_own():
+    from ticketlab.train.replicates import NotVectorizable
+
+    stack, opt, own, view = stacked_adam()
+    with pytest.raises(NotVectorizable, match="'new' cannot be created alone"):
+        view.state[own[0]] = {"new": torch.zeros(4)}
+
+
+def test_a_replicate_without_state_yet_lists_nothing():
+    from ticketlab.train.replicates import _ReplicaOptimizer
+
+    stack = torch.nn.Parameter(torch.zeros(2, 3))
+    opt = torch.optim.SGD([stack], lr=0.1, momentum=0.9)
+    own = [torch.nn.Parameter(torch.zeros(3))]
+    view = _ReplicaOptimizer(opt, own, [stack], 0)
+    assert list(view.state) == [] and len(view.state) == 0 and own[0] not in view.state
+
+
+def test_pre_step_hooks_run_in_order_and_can_be_removed():
+    _, _, _, view = stacked_adam()
+    calls = []
+    view.register_step_pre_hook(lambda o, a, k: calls.append(("a", o is view, a, k)))
+    h = view.register_step_pre_hook(lambda o, a, k: calls.append(("b",)))
+    view.pre_step()
+    h.remove()
+    view.pre_step()
+    assert calls == [("a", True, (), {}), ("b",), ("a", True, (), {})]

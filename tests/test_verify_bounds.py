@@ -185,3 +185,23 @@ def test_the_registrys_feed_forward_models_convert_exactly(name, shape):
     check_ops(ops, model, shape, None, None)
     x = torch.rand(2, *shape)
     assert torch.allclose(forward(ops, x), model(x), atol=1e-5)
+
+
+def test_ibp_of_a_specification_after_a_last_layer_that_is_not_dense_is_c_applied_to_the_box():
+    """A net ending in a convolution and Flatten: C cannot be folded into a Dense layer, so the bound is the
+    interval of C @ outputs, m -+ |C| r, with m and r the outputs' box centre and radius."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(1, 2, 2), nn.ReLU(), nn.Conv1d(2, 1, 2), nn.Flatten()).double()
+    ops = to_ops(net, (1, 5))
+    x = torch.rand(2, 1, 5, dtype=torch.float64)
+    lo, hi = input_box(x, 0.2, None)
+    out = ibp(ops, lo, hi)  # the outputs' own box (C = identity)
+    C = torch.tensor([[[1.0, -2.0, 0.5], [0.0, 1.0, -1.0]]], dtype=torch.float64).expand(2, 2, 3)
+    b = ibp(ops, lo, hi, C)
+    m, r = (out.upper + out.lower) / 2, (out.upper - out.lower) / 2
+    want_m, want_r = torch.einsum("bsk,bk->bs", C, m), torch.einsum("bsk,bk->bs", C.abs(), r)
+    assert torch.allclose(b.lower, want_m - want_r) and torch.allclose(b.upper, want_m + want_r)
+    pts = lo + (hi - lo) * torch.rand(500, *lo.shape, dtype=torch.float64)
+    with torch.no_grad():
+        vals = torch.stack([torch.einsum("bsk,bk->bs", C, net(p)) for p in pts])
+    assert (vals >= b.lower - 1e-12).all() and (vals <= b.upper + 1e-12).all()

@@ -78,6 +78,7 @@ def set_field(cfg, name: str, value):
 # -- running one task (in the driver, a worker process, or a Ray worker) --------------------------------------
 def _arm_fault(marker: str) -> None:
     """Fault injection for the tests: the first process to save a checkpoint (creating ``marker``) is killed."""
+    # pragma: no mutate block (runs only in the sweep tests' worker processes, where mutmut cannot trace it)
     import signal
 
     from ..train import Checkpointer
