@@ -141,3 +141,97 @@ def test_bad_neurons_input_is_one_line(source, tmp_path, capsys, args, msg):
 
 def test_grafted_relu_is_a_module_of_the_models():
     assert issubclass(GraftedReLU, torch.nn.Module)
+
+
+# -- the pieces of ``neurons``, by hand --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def digits_net():
+    from ticketlab.data import load_dataset
+    from ticketlab.models import build_model
+
+    data = load_dataset("digits", quiet=True)
+    return data, build_model("mlp1d", data.input_shape, data.num_classes, seed=0).eval()
+
+
+@pytest.mark.parametrize("score", ["magnitude", "stability"])
+def test_scores_over_chunks_of_250_equal_one_pass_over_all_samples(digits_net, monkeypatch, score):
+    from ticketlab.certsparse import neurons as mod
+    from ticketlab.certsparse.scores import neuron_scores
+
+    data, model = digits_net
+    seen = {}
+    real = mod.lowest
+    monkeypatch.setattr(mod, "lowest", lambda s, *a: seen.setdefault("s", s) and real(s, *a))
+    cfg = NeuronsConfig(source="x", score=score, score_samples=600, fraction=0.25, method="graft", score_eps=0.05)
+    mod.choose(cfg, model, data)
+    x = mod.scoring_inputs(cfg, data)
+    assert len(x) == 600
+    whole = neuron_scores(score, model, data, x, eps=0.05)
+    for a, b in zip(seen["s"], whole):
+        finite = torch.isfinite(b)
+        assert torch.equal(torch.isinf(a), ~finite) and torch.allclose(a[finite].float(), b[finite], atol=1e-6)
+
+
+def test_scoring_inputs_are_a_seeded_draw_of_at_most_the_training_set(digits_net):
+    from ticketlab.certsparse.neurons import scoring_inputs
+    from ticketlab.seeding import generator
+
+    data, _ = digits_net
+    x = scoring_inputs(NeuronsConfig(source="x", score_samples=7, seed=3), data)
+    idx = torch.randperm(len(data.y_train), generator=generator(3, "neuron-scores"))[:7]
+    assert torch.equal(x, data.x_train[idx])
+    assert len(scoring_inputs(NeuronsConfig(source="x", score_samples=10 ** 6), data)) == len(data.y_train)
+
+
+def test_pruning_scores_channels_and_grafting_scores_every_neuron(monkeypatch):
+    from ticketlab.certsparse import neurons as mod
+
+    conv = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(8, 3))
+    data = type("D", (), {"x_train": torch.randn(10, 1, 4), "y_train": torch.zeros(10, dtype=torch.long)})()
+    seen = []
+    monkeypatch.setattr(mod, "lowest", lambda s, *a: seen.append([t.shape for t in s]) or s)
+    mod.choose(NeuronsConfig(source="x", score="magnitude", method="graft", score_samples=10), conv, data)
+    mod.choose(NeuronsConfig(source="x", score="magnitude", method="prune", score_samples=10), conv, data)
+    assert seen == [[torch.Size([2, 4])], [torch.Size([2])]]
+
+
+def test_each_relu_is_fed_by_the_layer_before_it():
+    from ticketlab.certsparse.neurons import _roots
+
+    m = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Dropout(), torch.nn.Linear(4, 4),
+                            GraftedReLU((4,)), torch.nn.Linear(4, 2))
+    assert _roots(m) == ["0", "3"]
+
+
+def test_weight_density_counts_the_prunable_weights_a_mask_keeps():
+    from ticketlab.certsparse.neurons import weight_density
+
+    m = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
+    assert weight_density(m, None) == 1.0
+    mask = {"0.weight": torch.zeros(3, 4, dtype=torch.bool)}  # 12 of the 18 weights removed
+    assert weight_density(m, mask) == pytest.approx(6 / 18)
+
+
+def test_the_neurons_table_says_what_was_chosen_where():
+    from ticketlab.certsparse.neurons import format_neurons
+
+    s = {"config": {"method": "prune", "score": "stability", "model": "mlp1d", "dataset": "digits"}, "chosen": 5,
+         "neurons": 20, "chosen_per_layer": [3, 2], "weight_density": 0.71234, "test_acc": 0.9, "dense_test_acc": 0.95}
+    assert format_neurons(s) == ("prune by stability on mlp1d / digits: 5/20 channels pruned (3/2 per layer); weight "
+                                 "density 71.23%\ntest acc 0.9000 (dense parent 0.9500)")
+    s["config"]["method"] = "graft"
+    assert "5/20 neurons grafted" in format_neurons(s)
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(scope="local"), "unknown --scope 'local'"), (dict(score_bound="exact"), "unknown --score-bound 'exact'"),
+    (dict(score_samples=0), "--score-samples must be >= 1"), (dict(fraction=-0.1), r"--fraction must be in \[0, 1\)"),
+])
+def test_more_bad_neurons_settings_are_refused(kw, msg):
+    from ticketlab.errors import UserError
+
+    with pytest.raises(UserError, match=msg):
+        NeuronsConfig(source="x", **kw).validate()
+    NeuronsConfig(source="x", score="magnitude", score_eps=0.0).validate()  # only stability needs a radius
