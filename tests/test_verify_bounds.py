@@ -7,15 +7,20 @@ from torch import nn
 from ticketlab.errors import UserError
 from ticketlab.models import build_model
 from ticketlab.verify.bounds import (
+    Bounds,
     alpha_crown,
+    backward,
     crown,
+    graft_intercept,
     ibp,
     input_box,
     margin_spec,
+    other_classes,
     pre_bounds,
+    relu_relaxation,
     stability,
 )
-from ticketlab.verify.graph import check_ops, forward, to_ops
+from ticketlab.verify.graph import ReLU, check_ops, forward, to_ops
 
 TOL = 1e-9
 
@@ -205,3 +210,115 @@ def test_ibp_of_a_specification_after_a_last_layer_that_is_not_dense_is_c_applie
     with torch.no_grad():
         vals = torch.stack([torch.einsum("bsk,bk->bs", C, net(p)) for p in pts])
     assert (vals >= b.lower - 1e-12).all() and (vals <= b.upper + 1e-12).all()
+
+
+# -- the pieces of the bounds, worked by hand ----------------------------------------------------------------------
+
+
+def test_relu_relaxation_per_case_and_crowns_adaptive_lower_slope():
+    lo = torch.tensor([[-2.0, -1.0, 1.0, -3.0, 0.0]], dtype=torch.float64)
+    hi = torch.tensor([[1.0, 3.0, 2.0, -1.0, 0.0]], dtype=torch.float64)
+    su, tu, sl, unstable = relu_relaxation(lo, hi)
+    assert unstable.tolist() == [[True, True, False, False, False]]
+    assert su.tolist() == [[1 / 3, 0.75, 1.0, 0.0, 1.0]]           # u / (u - l); active 1; dead 0; l = 0 counts active
+    assert tu.tolist() == [[2 / 3, 0.75, 0.0, 0.0, 0.0]]            # -su * l
+    assert sl.tolist() == [[0.0, 1.0, 1.0, 0.0, 1.0]]               # 1 where u >= -l, else 0
+    su, tu, sl, _ = relu_relaxation(torch.tensor([[-2.0]]), torch.tensor([[2.0]]))
+    assert sl.tolist() == [[1.0]]  # u = -l: slope 1
+
+
+def test_grafted_neurons_are_their_own_line_above_and_below_and_never_unstable():
+    d = dict(dtype=torch.float64)
+    op = ReLU((3,), torch.tensor([True, False, True]), torch.tensor([0.5, 1.0, -1.0], **d),
+              torch.tensor([0.25, 0.0, 1.0], **d))
+    lo, hi = torch.tensor([[-1.0, -1.0, -1.0]], **d), torch.tensor([[1.0, 1.0, 1.0]], **d)
+    su, tu, sl, unstable = relu_relaxation(lo, hi, op)
+    assert unstable.tolist() == [[False, True, False]]
+    assert su.tolist() == [[0.5, 0.5, -1.0]] and sl.tolist() == [[0.5, 1.0, -1.0]]
+    assert tu.tolist() == [[0.25, 0.5, 1.0]]
+    assert graft_intercept(op, lo).tolist() == [[0.25, 0.0, 1.0]] and graft_intercept(ReLU((3,)), lo) is None
+
+
+def test_the_backward_bound_of_a_relu_uses_the_lower_line_for_positive_and_the_upper_for_negative_weights():
+    """lam . relu(x) over x in [-1, 3] per coordinate, lam = (1, -1): the first neuron takes CROWN's lower
+    line (slope 1 since u >= -l: x >= -1), the second the upper line (3/4 x + 3/4, whose minimum of -lam... is
+    at x = 3: -(3/4 * 3 + 3/4) = -3)."""
+    ops = [ReLU((2,))]
+    lo, hi = torch.full((1, 2), -1.0, dtype=torch.float64), torch.full((1, 2), 3.0, dtype=torch.float64)
+    pre = {0: (lo, hi)}
+    lam = torch.tensor([[[1.0, -1.0]]], dtype=torch.float64)
+    assert backward(ops, 1, lam, lo, hi, pre).item() == pytest.approx(-1.0 - 3.0)
+    alphas = {0: torch.tensor([[[0.0, 0.0]]], dtype=torch.float64)}  # lower slope 0 on the first: bound 0 there
+    assert backward(ops, 1, lam, lo, hi, pre, alphas).item() == pytest.approx(0.0 - 3.0)
+
+
+def test_other_classes_lists_each_labels_others_in_order():
+    assert other_classes(torch.tensor([0, 2, 1]), 3).tolist() == [[1, 2], [0, 1], [0, 2]]
+
+
+def test_verified_needs_every_row_above_zero():
+    b = Bounds(torch.tensor([[0.1, 0.2], [0.1, 0.0], [-1.0, 2.0]]), None)
+    assert b.verified().tolist() == [True, False, False]
+
+
+def test_stability_counts_each_kind_of_neuron_over_the_batch():
+    ops = [ReLU((3,)), ReLU((2,), torch.tensor([True, False]), torch.ones(2), torch.zeros(2))]
+    pre = {0: (torch.tensor([[-1.0, 0.0, -2.0], [1.0, -1.0, -1.0]]), torch.tensor([[1.0, 2.0, 0.0], [2.0, 1.0, -0.5]])),
+           1: (torch.tensor([[-1.0, -1.0], [-1.0, -1.0]]), torch.tensor([[1.0, 1.0], [1.0, -1.0]]))}
+    assert stability(ops, pre) == [
+        {"layer": 0, "neurons": 3, "unstable": 2, "active": 2, "inactive": 2, "grafted": 0},
+        {"layer": 1, "neurons": 2, "unstable": 1, "active": 0, "inactive": 1, "grafted": 2}]
+
+
+def test_intermediate_bounds_are_recomputed_only_for_neurons_ibp_leaves_unstable_and_in_chunks():
+    from ticketlab.verify.bounds import _crown_layer, pre_bounds as pb
+
+    net, shape = random_net("mlp", 1, None)
+    ops = to_ops(net, shape)
+    x = torch.rand(3, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    lo, hi = input_box(x, 0.1, (0.0, 1.0))
+    with torch.no_grad():
+        whole, _ = pb(ops, lo, hi, "crown", chunk=1024)
+        small, _ = pb(ops, lo, hi, "crown", chunk=3)  # the same bounds, three neurons at a time
+        ibp_pre, _ = pb(ops, lo, hi, "ibp")
+    for i in whole:
+        assert torch.allclose(whole[i][0], small[i][0], atol=1e-12) and torch.allclose(whole[i][1], small[i][1])
+    # a neuron stable under IBP keeps IBP's bounds exactly; the others are never looser
+    i = max(whole)
+    l_i, u_i = ibp_pre[i]
+    stable = ((l_i >= 0) | (u_i <= 0)).reshape(3, -1).all(0)
+    assert stable.any() and (~stable).any()
+    assert torch.equal(whole[i][0].reshape(3, -1)[:, stable], l_i.reshape(3, -1)[:, stable])
+    no_box = _crown_layer(ops, i, lo, hi, whole, 1024, (l_i.abs() + 1, u_i.abs() + 1))  # nothing unstable
+    assert torch.equal(no_box[0], l_i.abs() + 1)
+
+
+def test_crown_lower_only_equals_the_lower_half_of_crown():
+    net, shape = random_net("mlp", 2, None)
+    ops = to_ops(net, shape)
+    x = torch.rand(4, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    lo, hi = input_box(x, 0.05, (0.0, 1.0))
+    C = margin_spec(net(x).argmax(1), 4).double()
+    with torch.no_grad():
+        both, low = crown(ops, lo, hi, C), crown(ops, lo, hi, C, upper=False)
+    assert low.upper is None and torch.allclose(low.lower, both.lower)
+    assert (both.upper >= both.lower).all()
+
+
+def test_alpha_crown_with_no_steps_is_crown_and_more_steps_never_loosen():
+    net, shape = random_net("mlp", 3, None)
+    ops = to_ops(net, shape)
+    x = torch.rand(4, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
+    lo, hi = input_box(x, 0.08, (0.0, 1.0))
+    C = margin_spec(net(x).argmax(1), 4).double()
+    with torch.no_grad():
+        c = crown(ops, lo, hi, C, upper=False).lower
+    a0 = alpha_crown(ops, lo, hi, C, steps=0).lower
+    a5, a40 = alpha_crown(ops, lo, hi, C, steps=5).lower, alpha_crown(ops, lo, hi, C, steps=40).lower
+    assert torch.allclose(a0, c) and (a5 >= c - 1e-12).all() and (a40 >= a5 - 1e-12).all()
+    assert (a40 > c + 1e-6).any()  # the optimisation helps somewhere
+    assert not a40.requires_grad
+    relu_free = to_ops(nn.Sequential(nn.Flatten(), nn.Linear(12, 4)).double(), shape)
+    with torch.no_grad():
+        exact = crown(relu_free, lo, hi, C, upper=False).lower
+    assert torch.allclose(alpha_crown(relu_free, lo, hi, C).lower, exact)  # no slopes to optimise
