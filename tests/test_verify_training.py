@@ -153,3 +153,103 @@ def test_stability_settings_stay_out_of_a_clean_runs_config_and_are_checked():
         TrainConfig(rs_weight=0.01).validate()
     with pytest.raises(UserError, match="--rs-weight must be >= 0"):
         TrainConfig(rs_weight=-1.0).validate()
+
+
+# -- the certified loss, by hand --------------------------------------------------------------------------------
+
+def certified_setup(certified="crown-ibp"):
+    from types import SimpleNamespace
+
+    from ticketlab.verify.training import CertifiedLoss
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3)).double()
+    mean, std = torch.tensor([0.4], dtype=torch.float64), torch.tensor([0.2], dtype=torch.float64)
+    data = SimpleNamespace(input_shape=(3,), mean=mean, std=std, pixel_range=(0.0, 1.0), num_classes=3)
+    cfg = TrainConfig(certified=certified, cert_eps=0.1, cert_start=0.2, cert_ramp=0.4, cert_kappa=0.5)
+    pix = torch.rand(8, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    return net, data, cfg, CertifiedLoss(cfg, data, 100), (pix - 0.4) / 0.2, torch.arange(8) % 3, pix
+
+
+def test_before_the_ramp_the_certified_loss_is_the_natural_loss():
+    net, data, cfg, loss, x, y, _ = certified_setup()
+    assert torch.equal(loss(net, x, y, 10), torch.nn.functional.cross_entropy(net(x), y))
+
+
+@pytest.mark.parametrize("certified", ["ibp", "crown-ibp"])
+def test_during_the_ramp_it_mixes_natural_and_worst_case_losses_with_the_schedules_weights(certified):
+    net, data, cfg, loss, x, y, pix = certified_setup(certified)
+    it = 40  # halfway through the ramp (20..60): eps 0.05, kappa 0.75, beta 0.5
+    eps, kappa, beta = schedule(cfg, it, 100)
+    assert (eps, kappa, beta) == (pytest.approx(0.05), pytest.approx(0.75), pytest.approx(0.5))
+    ops = to_ops(net, (3,), data.mean, data.std)
+    lo, hi = input_box(pix, eps, (0.0, 1.0))
+    C = margin_spec(y, 3).double()
+    b_ibp = ibp(ops, lo, hi, C)
+    lower = b_ibp.lower
+    if certified == "crown-ibp":
+        lower = beta * crown(ops, lo, hi, C, intermediate="ibp", upper=False, pre=b_ibp.pre).lower + (1 - beta) * lower
+    want = kappa * torch.nn.functional.cross_entropy(net(x), y) + (1 - kappa) * robust_ce(lower, y, 3)
+    assert torch.allclose(loss(net, x, y, it), want, atol=1e-12)
+
+
+def test_after_the_ramp_crown_ibp_is_plain_ibp_at_the_final_weights():
+    net, data, cfg, loss, x, y, pix = certified_setup("crown-ibp")
+    ops = to_ops(net, (3,), data.mean, data.std)
+    lo, hi = input_box(pix, 0.1, (0.0, 1.0))
+    want = 0.5 * torch.nn.functional.cross_entropy(net(x), y) + 0.5 * robust_ce(ibp(ops, lo, hi, margin_spec(
+        y, 3).double()).lower, y, 3)
+    assert torch.allclose(loss(net, x, y, 90), want, atol=1e-12)
+
+
+def test_the_certified_ops_are_built_once_and_checked_against_the_model():
+    net, data, cfg, loss, x, y, _ = certified_setup()
+    loss(net, x, y, 50)
+    ops = loss.ops
+    loss(net, x, y, 51)
+    assert loss.ops is ops
+
+    class Residual(torch.nn.Sequential):
+        def forward(self, z):
+            return super().forward(z) + z
+
+    from ticketlab.verify.training import CertifiedLoss
+
+    bad = Residual(torch.nn.Linear(3, 3)).double()
+    with pytest.raises(UserError, match="verification cannot follow Residual"):
+        CertifiedLoss(cfg, data, 100)(bad, x, y, 50)
+
+
+def test_the_schedule_without_a_ramp_jumps_to_the_final_values_at_its_start():
+    cfg = TrainConfig(certified="ibp", cert_eps=0.2, cert_start=0.5, cert_ramp=0.0, cert_kappa=0.3)
+    assert schedule(cfg, 49, 100) == (0.0, 1.0, 1.0)
+    assert schedule(cfg, 50, 100) == (pytest.approx(0.2), pytest.approx(0.3), 0.0)
+
+
+def test_the_stability_loss_averages_every_relu_neuron_of_every_sample_and_is_zero_without_relus():
+    from types import SimpleNamespace
+
+    from ticketlab.verify.training import StabilityLoss
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2), torch.nn.ReLU(),
+                              torch.nn.Linear(2, 2)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.eye(2))
+        net[0].bias.copy_(torch.tensor([-0.5, 0.5]))
+        net[2].weight.copy_(torch.tensor([[1.0, 0.0], [0.0, -1.0]]))
+        net[2].bias.zero_()
+    data = SimpleNamespace(input_shape=(2,), mean=None, std=None, pixel_range=(0.0, 1.0))
+    x = torch.tensor([[0.5, 0.5], [0.2, 0.9]], dtype=torch.float64)
+    rs = StabilityLoss(SimpleNamespace(rs_eps=0.1), data)
+    terms = []
+    for s in x:
+        lo, hi = (s - 0.1).clamp(0, 1), (s + 0.1).clamp(0, 1)
+        l1, u1 = lo + torch.tensor([-0.5, 0.5]), hi + torch.tensor([-0.5, 0.5])
+        terms += [-math.tanh(1 + a * b) for a, b in zip(l1.tolist(), u1.tolist())]
+        h_lo, h_hi = l1.clamp_min(0), u1.clamp_min(0)  # second layer: [h0, -h1]
+        terms += [-math.tanh(1 + float(h_lo[0] * h_hi[0])), -math.tanh(1 + float(-h_hi[1] * -h_lo[1]))]
+    assert rs(net, x).item() == pytest.approx(sum(terms) / len(terms))
+    linear = torch.nn.Sequential(torch.nn.Linear(2, 2)).double()
+    assert StabilityLoss(SimpleNamespace(rs_eps=0.1), data)(linear, x).item() == 0.0
+    with pytest.raises(UserError, match="--rs-weight does not support models with BatchNorm"):
+        StabilityLoss(SimpleNamespace(rs_eps=0.1), data)(torch.nn.Sequential(torch.nn.BatchNorm1d(2)), x)
