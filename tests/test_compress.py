@@ -78,6 +78,104 @@ def test_gradual_pruner_state_round_trips():
     assert b.step_count == 6 and b.log == a.log and torch.equal(b.masks[0], a.masks[0])
 
 
+def test_layerwise_steps_keep_each_layers_share_and_an_n_m_pattern_keeps_n_of_every_m():
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
+    kw = dict(total=10, batches=lambda k: [(x, y)])
+    lay = GradualPruner(net, opt, ["0.weight", "2.weight"], PRUNERS.get("magnitude"), final_density=0.25,
+                        scope="layerwise", steps=1, **kw)
+    assert [int(m.sum()) for m in lay.masks] == [32, 16]  # a quarter of 128 and of 64
+    nm = GradualPruner(_net(), torch.optim.SGD(_net().parameters(), lr=0.1), ["0.weight"], PRUNERS.get("magnitude"),
+                       final_density=0.5, pattern=(2, 4), steps=3, end_fraction=0.5, **kw)
+    # step densities 0.648, 0.519, 0.5: round(4 d) = 3, then 2 of each group of 4 (never below N = 2)
+    groups = lambda: nm.masks[0].view(16, 2, 4).sum(-1)  # noqa: E731
+    assert (groups() == 3).all()
+    for _ in range(6):
+        nm.step()
+    assert (groups() == 2).all()
+
+
+def test_a_step_scores_the_pruned_model_and_clears_the_removed_weights_state():
+    net = _net()
+    opt = torch.optim.Adam(net.parameters(), lr=0.1)
+    x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
+    F.cross_entropy(net(x), y).backward()
+    opt.step()
+    seen = []
+
+    def scorer(model, names, batches, g):
+        w = dict(model.named_parameters())
+        seen.append(int((w["0.weight"] == 0).sum()))
+        return {n: w[n].detach().abs() for n in names}
+
+    pr = GradualPruner(net, opt, ["0.weight"], scorer, final_density=0.25, total=4, steps=2, end_fraction=0.25,
+                       batches=lambda k: [(x, y)])
+    w = net[0].weight
+    assert seen == [0] and torch.count_nonzero(opt.state[w]["exp_avg"][~pr.masks[0]]) == 0
+    pr.step()  # iteration 1 = round(0.25 x 4): the second step sees the first's zeros
+    assert seen == [0, 128 - int(round(128 * (0.25 + 0.75 * 0.5 ** 3)))]  # the zeros of the first step's mask
+    assert int(pr.masks[0].sum()) == 32
+
+
+def test_without_after_step_the_weights_are_not_remultiplied_and_flops_follow_the_density():
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
+    pr = GradualPruner(net, opt, ["0.weight", "2.weight"], PRUNERS.get("magnitude"), final_density=0.5, total=4,
+                       batches=lambda k: [(x, y)], input_shape=(8,), passes_per_example=3, after_step=False)
+    with torch.no_grad():
+        net[0].weight.add_(1.0)  # writes into pruned places: only the multiply after a step would undo it
+    pr.step()
+    assert (net[0].weight[~pr.masks[0]] != 0).all()
+    # forward FLOPs of the pruned net: 2 per kept weight (multiply-add) plus the biases, 3 passes per step
+    fwd = pr._fwd
+    assert fwd > 0 and pr.flops_per_example == 3 * fwd
+    dense = GradualPruner(_net(), torch.optim.SGD(_net().parameters(), lr=0.1), ["0.weight"],
+                          PRUNERS.get("magnitude"), final_density=1.0, total=4, batches=lambda k: [(x, y)],
+                          input_shape=(8,))
+    assert dense._fwd > fwd
+    assert GradualPruner(_net(), torch.optim.SGD(_net().parameters(), lr=0.1), ["0.weight"],
+                         PRUNERS.get("magnitude"), final_density=0.5, total=4, batches=lambda k: [(x, y)])._fwd == 0.0
+
+
+def test_the_pre_step_hook_masks_gradients_until_detached():
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=1.0)
+    x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
+    pr = GradualPruner(net, opt, ["0.weight"], PRUNERS.get("magnitude"), final_density=0.5, total=4,
+                       batches=lambda k: [(x, y)], after_step=False)
+    F.cross_entropy(net(x), y).backward()
+    opt.step()
+    assert torch.count_nonzero(net[0].weight[~pr.masks[0]]) == 0
+    pr.detach()
+    opt.zero_grad()
+    F.cross_entropy(net(x), y).backward()
+    opt.step()
+    assert torch.count_nonzero(net[0].weight[~pr.masks[0]]) > 0
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(final_density=0.0), r"--density must be in \(0, 1\]"), (dict(final_density=1.5), "--density must be"),
+    (dict(scope="local"), "unknown --scope 'local'; choose one of: global, layerwise"),
+    (dict(steps=0), "--steps must be >= 1"),
+])
+def test_bad_gradual_settings_are_refused(kw, msg):
+    net = _net()
+    args = dict(final_density=0.5, total=10, batches=lambda k: []) | kw
+    with pytest.raises(UserError, match=msg):
+        GradualPruner(net, torch.optim.SGD(net.parameters(), lr=0.1), ["0.weight"], PRUNERS.get("random"), **args)
+
+
+def test_exponential_and_linear_paths_and_rounded_step_iterations():
+    assert step_densities(0.2, 4, "exponential") == pytest.approx([0.2 ** 0.25, 0.2 ** 0.5, 0.2 ** 0.75, 0.2])
+    assert step_densities(0.2, 4, "linear") == pytest.approx([0.8, 0.6, 0.4, 0.2])
+    assert step_densities(0.2, 4) == pytest.approx([0.2 + 0.8 * 0.75 ** 3, 0.2 + 0.8 * 0.5 ** 3,
+                                                    0.2 + 0.8 * 0.25 ** 3, 0.2])
+    assert step_iterations(10, 3, 0.55) == [0, 3, 6]  # last = round(5.5) = 6, middle round(3.0)
+    assert step_iterations(7, 2, 1.0) == [0, 7]
+
+
 @pytest.fixture(scope="module")
 def digits():
     from ticketlab.data import load_dataset
