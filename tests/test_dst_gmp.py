@@ -60,3 +60,70 @@ def test_gmp_run_reports_flops_between_sparse_and_dense(tmp_path):
     with pytest.raises(UserError, match="gmp prunes from --gmp-start"):
         DSTConfig(method="gmp", gmp_start=0.8).validate()
     assert "gmp_start" not in DSTConfig(method="rigl").to_dict()
+
+
+def gmp(model, **kw):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    args = dict(density=0.2, total_steps=100, delta_t=10, start_fraction=0.1, end_fraction=0.5, input_shape=(16,))
+    return dst.make("gmp", model, opt, **(args | kw))
+
+
+def two_layers():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
+
+
+def test_updates_come_every_delta_t_from_start_and_at_the_end():
+    t = gmp(two_layers(), start_fraction=0.12, end_fraction=0.47, delta_t=10)
+    assert (t.start, t.end) == (12, 47)  # rounded fractions of 100 steps
+    assert [s for s in range(100) if t.is_update(s)] == [12, 22, 32, 42, 47]
+    assert t.density_at(11) == 1.0 and t.density_at(47) == 0.2 and t.density_at(80) == 0.2
+
+
+def test_the_net_starts_dense_and_each_update_lands_on_the_schedules_count():
+    model = two_layers()
+    t = gmp(model)
+    assert all(m.all() for m in t.masks)
+    t.update(30, 0.0)
+    d = cubic_density(30, 10, 50, 0.2)
+    assert [int(m.sum()) for m in t.masks] == [round(d * 512), round(d * 320)]
+    kept_before = [m.clone() for m in t.masks]
+    t.update(40, 0.0)
+    assert all((m <= k).all() for m, k in zip(t.masks, kept_before))  # only active weights compete
+
+
+def test_each_update_keeps_the_largest_magnitudes_of_the_active_weights():
+    model = two_layers()
+    t = gmp(model)
+    with torch.no_grad():
+        model[0].weight.copy_(torch.arange(512, dtype=torch.float32).view(32, 16) - 256)  # |w| known
+    t.update(50, 0.0)  # final density: 102 of 512 kept in layer 0
+    w = model[0].weight.detach().abs().flatten()
+    kept = t.masks[0].flatten()
+    assert int(kept.sum()) == round(0.2 * 512) and w[kept].min() >= w[~kept].max()
+
+
+def test_global_gmp_ranks_every_layer_together():
+    model = two_layers()
+    t = gmp(model, distribution="global")
+    with torch.no_grad():
+        model[0].weight.fill_(10.0)  # layer 0's weights all larger than layer 1's
+        model[2].weight.uniform_(-1, 1)
+    t.update(50, 0.0)
+    n = round(0.2 * (512 + 320))
+    assert int(t.masks[0].sum()) == min(512, n) and int(t.masks[1].sum()) == n - min(512, n)
+
+
+def test_er_gmp_gives_layers_their_er_shares():
+    from ticketlab.sparse.distributions import layer_counts
+
+    t = gmp(two_layers(), distribution="er")
+    t.update(50, 0.0)
+    want = layer_counts({"0.weight": (32, 16), "2.weight": (10, 32)}, 0.2, "er")
+    assert [int(m.sum()) for m in t.masks] == [want["0.weight"], want["2.weight"]]
+    assert int(t.masks[0].sum()) != round(0.2 * 512)  # not uniform
+
+
+def test_an_empty_window_jumps_to_the_final_density():
+    assert cubic_density(10, 10, 10, 0.3) == 0.3 and cubic_density(9, 10, 10, 0.3) == 1.0
+    assert cubic_density(12, 10, 5, 0.3) == 0.3
