@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-random mutation mutation-score bench install clean
+.PHONY: demo test test-slow test-random mutation mutation-score bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/ticketlab imp --rounds 6 --control reinit --out runs/demo
 
+# The suite without its few slow end-to-end tests (marked @pytest.mark.slow); `make test-slow` runs those.
 test: $(STAMP)
-	$(PY) -m pytest -q -p no:randomly
+	$(PY) -m pytest -q -p no:randomly -m "not slow"
 
-# The suite in a random order (pytest-randomly; SEED=N replays an order): no test may depend on another.
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -p no:randomly -m slow
+
+# The whole suite, slow tests included, in a random order (pytest-randomly; SEED=N replays an order): no test
+# may depend on another.
 test-random: $(STAMP)
 	$(PY) -m pytest -q $(if $(SEED),--randomly-seed=$(SEED),)
 

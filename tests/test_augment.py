@@ -57,6 +57,7 @@ def test_augment_fields_stay_out_of_old_configs_and_bad_names_are_refused():
         TrainConfig(augment="gaussian", augment_sigma=0).validate()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("aug", ["gaussian", "augmix"])
 def test_training_with_augmentation_resumes_bitwise(tmp_path, monkeypatch, aug):
     from ticketlab.pruners import PruneInitConfig, run_prune_init

@@ -87,6 +87,7 @@ def dcfg(source, **kw):
                           **kw)
 
 
+@pytest.mark.slow
 def test_deadwood_run_reaches_the_density_and_resumes_bitwise(source, tmp_path, monkeypatch):
     c = dcfg(source)
     ref = run_deadwood(c, tmp_path / "ref", quiet=True, checkpoint_every=20)
@@ -101,6 +102,7 @@ def test_deadwood_run_reaches_the_density_and_resumes_bitwise(source, tmp_path, 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, msg", [
     ([], "deadwood needs --source RUN"),
     (["--source", "SRC", "--density", "0"], "--density must be in (0, 1]"),

@@ -71,7 +71,8 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c == "unknown model" else c
+                                  for c in sorted(BAD)])  # (that one generates MNIST-1D, the default dataset)
 def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys):
     args, expected = BAD[case]
     if case == "no cuda":
@@ -116,6 +117,7 @@ def test_foreign_config_json_in_out_dir(tmp_path, capsys):
     assert code == 2 and "something other than a ticketlab imp run" in err
 
 
+@pytest.mark.slow
 def test_different_config_in_out_dir_exit_2_nothing_overwritten(tmp_path, capsys):
     assert run_cli(capsys, "imp", *SMALL, "--rounds", "1", "--out", str(tmp_path / "r"))[0] == 0
     before = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
@@ -137,6 +139,7 @@ def test_list_names_everything(capsys):
     assert code == 0 and "lenet300" in out and "fashion-mnist" in out and "lth-conv6" in out
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(tmp_path):
     """A real kill -9 in the middle of a round; rerunning the command finishes with identical results."""
     args = [sys.executable, "-m", "ticketlab", "imp", "--dataset", "digits", "--model", "lenet300",
@@ -187,6 +190,7 @@ def test_pack_and_unpack_from_the_command_line(tmp_path, capsys):
     one_line_exit_2(code, err, "--weights must be one of")
 
 
+@pytest.mark.slow
 def test_deconstruct_bad_input(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, _, err = run_cli(capsys, "deconstruct", str(tmp_path / "empty"), "--model", "nope")
@@ -201,7 +205,7 @@ def test_checkpoint_every_below_one_is_refused_by_every_runner(tmp_path, capsys)
     assert not (tmp_path / "c").exists()
 
 
-@pytest.mark.parametrize("preset", ["lth-resnet20", "lth-vgg16"])
+@pytest.mark.parametrize("preset", ["lth-resnet20", pytest.param("lth-vgg16", marks=pytest.mark.slow)])
 def test_cifar_presets_run_on_cifar_shaped_arrays_with_open_lths_settings(tmp_path, preset):
     """No CIFAR-10 here: CIFAR-shaped random images through --dataset npz:. The preset's settings (open_lth's
     default_hparams) reach the stored config; flags given on the command line shorten the run."""

@@ -18,6 +18,7 @@ def test_class_split_is_disjoint_and_complete():
     assert sum(len(s.y_train) for s in r) == len(d.y_train)
 
 
+@pytest.mark.slow
 def test_colt_keeps_the_overlap_and_compares_with_imp(tmp_path):
     cfg = COLTConfig(dataset="digits", target_density=0.5, train=TrainConfig(iterations=30, eval_every=10))
     r = run_colt(cfg, tmp_path / "c", quiet=True)
@@ -48,6 +49,7 @@ def test_bad_settings(kw, msg):
         COLTConfig(**kw).validate()
 
 
+@pytest.mark.slow
 def test_colt_reports_training_flops_of_every_training(tmp_path):
     cfg = COLTConfig(dataset="digits", target_density=0.7, train=TrainConfig(iterations=20, eval_every=10))
     r = run_colt(cfg, tmp_path / "c", quiet=True)

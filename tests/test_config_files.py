@@ -2,6 +2,8 @@
 reads it back to the same config (same hash); flags given on the command line win; unknown keys are one line."""
 import json
 
+import pytest
+
 from ticketlab.cli import main
 from ticketlab.runs import config_hash
 
@@ -12,6 +14,7 @@ def stored(run):
     return json.loads((run / "config.json").read_text())["config"]
 
 
+@pytest.mark.slow
 def test_show_config_then_config_gives_the_same_config_hash(tmp_path, capsys):
     for argv in (["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--rounds", "1", "--global",
                   "--lr", "0.003", "--milestones", "5,10", "--lr-schedule", "step", "--control", "reinit"],

@@ -69,6 +69,7 @@ def test_a_bad_npz_file_is_one_line_and_exit_2(tmp_path, capsys):
     assert load_dataset(f"npz:{tmp_path / 'pickled.npz'}").num_classes == 3
 
 
+@pytest.mark.slow
 def test_commands_train_on_your_own_data(tmp_path):
     np.savez(tmp_path / "d.npz", **arrays(shape=(1, 16)))
     assert main(["imp", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--model", "mlp1d", "--iterations", "20",

@@ -1,11 +1,13 @@
 import random
 
 import numpy as np
+import pytest
 import torch
 
 from ticketlab.data import load_dataset
 
 
+@pytest.mark.slow
 def test_mnist1d_is_generated_and_restores_global_rngs():
     random.seed(7)
     np.random.seed(7)

@@ -43,6 +43,7 @@ def members(tmp_path_factory):
     return root, runs
 
 
+@pytest.mark.slow
 def test_card_deck_reports_members_ensemble_and_deck_per_condition(members, capsys):
     root, runs = members
     out = root / "deck"
@@ -61,6 +62,7 @@ def test_card_deck_reports_members_ensemble_and_deck_per_condition(members, caps
     assert json.loads((out / "results.json").read_text())["rows"] == rows
 
 
+@pytest.mark.slow
 def test_a_deck_with_one_member_or_a_non_run_is_one_line(members, tmp_path, capsys):
     root, runs = members
     one_line_exit_2(main(["card-deck", runs[0], "--data-dir", str(root / "data")]), capsys.readouterr().err,
@@ -69,6 +71,7 @@ def test_a_deck_with_one_member_or_a_non_run_is_one_line(members, tmp_path, caps
                     capsys.readouterr().err, "is not a finished ticketlab run")
 
 
+@pytest.mark.slow
 def test_members_with_the_same_name_and_augmentation_keep_a_column_each(members, tmp_path):
     root, runs = members
     out = tmp_path / "same"
@@ -78,6 +81,7 @@ def test_members_with_the_same_name_and_augmentation_keep_a_column_each(members,
     assert row["members"]["0: imp-none (none)"] == row["members"]["1: imp-none (none)"]
 
 
+@pytest.mark.slow
 def test_each_rows_numbers_are_the_members_own_predictions_routed_by_the_gate(members, tmp_path):
     """Recomputed from the members' weight files: each member's accuracy, the mean-softmax ensemble, the deck
     (every input answered by the member the gate picks) and the share of inputs each member got."""

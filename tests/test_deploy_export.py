@@ -17,6 +17,7 @@ def imp_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_export_writes_every_form_with_the_masked_models_outputs(imp_run, capsys):
     assert main(["export", str(imp_run), "--quiet"]) == 0
     printed = capsys.readouterr().out

@@ -29,7 +29,8 @@ def test_sparse_linear_matches_the_masked_dense_layer(density, kernel):
         assert torch.allclose(layer(x, kernel=kernel), dense(x), atol=1e-5)
 
 
-@pytest.mark.parametrize("name,shape", [("lenet300", (1, 28, 28)), ("conv2", (1, 28, 28)), ("mlp1d", (1, 40))])
+@pytest.mark.parametrize("name,shape", [("lenet300", (1, 28, 28)), pytest.param("conv2", (1, 28, 28), marks=pytest.mark.slow),
+                                        ("mlp1d", (1, 40))])
 def test_sparsified_models_give_the_masked_models_outputs(name, shape):
     model = build_model(name, shape, 10, seed=0).eval()
     mask = random_mask(model, 0.05)

@@ -12,6 +12,8 @@ import torch
 from ticketlab.io import load_tensors, read_json
 from ticketlab.runs.sweep import FAULT_ENV
 
+pytestmark = pytest.mark.slow  # end-to-end: `make test-slow` and CI run these
+
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 TINY = ["--model", "lenet300", "--dataset", "digits", "--quiet", "--eval-every", "50"]
 

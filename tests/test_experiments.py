@@ -3,6 +3,8 @@ import runpy
 import sys
 from pathlib import Path
 
+import pytest
+
 from ticketlab.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +24,7 @@ def test_compare_pruners_on_a_seed_group_prints_mean_and_std(tmp_path, monkeypat
     assert (g / "compare_pruners.png").stat().st_size > 0 and (g / "seed_1" / "compare").is_dir()
 
 
+@pytest.mark.slow
 def test_verify_table_prints_a_row_per_ticket_for_a_seed_group_and_a_single_run(tmp_path, monkeypatch, capsys):
     g, one = tmp_path / "g", tmp_path / "one"
     for out, extra in ((g, ["--seeds", "2"]), (one, [])):
@@ -34,6 +37,7 @@ def test_verify_table_prints_a_row_per_ticket_for_a_seed_group_and_a_single_run(
     assert len(rows) == 4 and " ± " in rows[0] and " ± " not in rows[2]  # 2 tickets each; mean ± std for the group
 
 
+@pytest.mark.slow
 def test_verify_solvers_compares_milp_and_marabou_on_a_ticket(tmp_path, monkeypatch, capsys):
     import pytest
 
@@ -47,6 +51,7 @@ def test_verify_solvers_compares_milp_and_marabou_on_a_ticket(tmp_path, monkeypa
     assert "'disagree': 0" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_certsparse_table_averages_seeds_and_picks_rows(tmp_path, monkeypatch, capsys):
     runs = []
     for s in (0, 1):

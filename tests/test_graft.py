@@ -142,6 +142,7 @@ def exhaustive_min_margin(net, lo, hi, y, j) -> float:
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", ["milp", "marabou"])
 def test_complete_verdicts_on_grafted_nets_agree_with_exhaustive_search(solver):
     if solver == "marabou" and importlib.util.find_spec("maraboupy") is None:

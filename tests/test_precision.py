@@ -1,4 +1,5 @@
 """--precision bf16: autocast in the training step only; masks exact, pruned weights exactly zero, old hashes kept."""
+import pytest
 import torch
 
 from ticketlab.cli import main
@@ -15,6 +16,7 @@ def cfg(precision):
                      train=TrainConfig(iterations=60, eval_every=20, batch_size=60, precision=precision))
 
 
+@pytest.mark.slow
 def test_bf16_keeps_masks_exact_and_pruned_weights_zero_and_trains_as_well(tmp_path):
     s16 = imp(cfg("bf16"), tmp_path / "bf16", quiet=True)
     s32 = imp(cfg("fp32"), tmp_path / "fp32", quiet=True)
@@ -33,6 +35,7 @@ def test_bf16_keeps_masks_exact_and_pruned_weights_zero_and_trains_as_well(tmp_p
         assert abs(a["test_acc"] - b["test_acc"]) < 0.05
 
 
+@pytest.mark.slow
 def test_bf16_is_deterministic(tmp_path):
     a = imp(cfg("bf16"), tmp_path / "a", quiet=True)
     b = imp(cfg("bf16"), tmp_path / "b", quiet=True)

@@ -143,6 +143,7 @@ def packs_trained(monkeypatch):
     return sizes
 
 
+@pytest.mark.slow
 def test_imp_seeds_in_lockstep_pack_tickets_and_controls_and_match_sequential(tmp_path, packs_trained):
     packs = packs_trained
     exp = get_experiment("imp")
@@ -173,6 +174,7 @@ def test_one_imp_run_in_lockstep_packs_each_rounds_ticket_with_its_controls(tmp_
         assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4, f
 
 
+@pytest.mark.slow
 def test_batchnorm_models_and_a_killed_group_resume_in_lockstep(tmp_path, monkeypatch):
     monkeypatch.setattr(Lockstep, "cpu_convs", True)  # pack the convolutional net on CPU too
     exp = get_experiment("imp")
@@ -267,6 +269,7 @@ def test_packs_group_by_model_and_dataset_and_give_every_worker_one():
     assert sorted(len(p) for p in got) == [1, 2, 2, 2] and sum(len(p) for p in got) == 7
 
 
+@pytest.mark.slow
 def test_a_vectorized_sweep_packs_points_and_seeds(tmp_path, packs_trained):
     packs_seen = packs_trained
     argv = ["sweep", "imp", "--vary", "rate=0.2,0.5", "--seeds", "2", "--model", "lenet300", "--dataset", "digits",
@@ -282,6 +285,7 @@ def test_a_vectorized_sweep_packs_points_and_seeds(tmp_path, packs_trained):
         assert abs(a["headline"]["test_acc"]["mean"] - b["headline"]["test_acc"]["mean"]) < 0.01
 
 
+@pytest.mark.slow
 def test_run_level_commands_pack_their_independent_cells_and_match_sequential(tmp_path, packs_trained):
     """baselines, deconstruct and instability under --replicates vectorized: their cells share packs, and the
     tables equal the sequential ones up to float rounding."""

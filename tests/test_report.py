@@ -8,6 +8,8 @@ from ticketlab.report import build_report
 
 from helpers import one_line_exit_2
 
+pytestmark = pytest.mark.slow  # end-to-end: `make test-slow` and CI run these
+
 TINY = ["--model", "lenet300", "--dataset", "digits", "--quiet"]
 TRAIN = ["--iterations", "20", "--eval-every", "10"]
 

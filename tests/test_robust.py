@@ -102,6 +102,7 @@ def test_attacks_leave_parameter_gradients_and_the_mode_alone(digits, trained):
     trained.eval()
 
 
+@pytest.mark.slow
 def test_pgd_training_is_more_robust_than_clean_training(digits):
     cfg = dict(iterations=400, batch_size=64, eval_every=400, lr=2e-3)
     clean = build_model("mlp1d", digits.input_shape, digits.num_classes, seed=0)

@@ -85,6 +85,7 @@ def test_a_spec_file_is_the_same_sweep_as_its_flags(tmp_path, capsys):
         ["method", ["magnitude"]], ["density", ["0.2", "0.5"]]]
 
 
+@pytest.mark.slow
 def test_local_jobs_give_the_sequential_summaries_bitwise_and_a_killed_worker_resumes(tmp_path, monkeypatch, capsys):
     seq, par = tmp_path / "seq", tmp_path / "par"
     assert main(["sweep", *FAST, *GRID, "--threads", "1", "--out", str(seq), "--quiet"]) == 0
@@ -97,6 +98,7 @@ def test_local_jobs_give_the_sequential_summaries_bitwise_and_a_killed_worker_re
     assert summaries(par) == summaries(seq) and len(summaries(seq)) == 8
 
 
+@pytest.mark.slow
 def test_ray_runs_the_grid_to_the_local_summaries_bitwise_retrying_a_killed_worker(tmp_path, monkeypatch):
     pytest.importorskip("ray")
     home = tmp_path / "home"

@@ -23,6 +23,7 @@ def results(run):
     return d, json.loads((d / "results.json").read_text())["rows"]
 
 
+@pytest.mark.slow
 def test_verify_every_ticket_and_control_with_bounds_and_complete_verification(imp_run, capsys):
     args = ["verify", str(imp_run), "--eps", "0.05", "--samples", "30", "--method", "all", "--timeout", "20",
             "--pgd-steps", "10", "--pgd-restarts", "1", "--quiet"]

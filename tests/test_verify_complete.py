@@ -51,6 +51,7 @@ def exhaustive_min_margin(net, lo, hi, y, j) -> float:
     return best
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("solver", ["milp", "marabou"])
 def test_solver_verdicts_agree_with_exhaustive_search(solver):
     """No bounds shortcut and no attack: the solver decides every margin; unbounded inputs and N(0, 1)
@@ -126,6 +127,7 @@ def test_a_misclassified_sample_is_falsified_by_itself():
     assert v.verdict == "falsified" and v.by == "clean"
 
 
+@pytest.mark.slow
 def test_max_pool_networks_get_the_same_verdicts_from_both_solvers():
     """A max-pool layer (Tjeng et al.'s encoding in the MILP, Marabou's max constraint): the solvers agree,
     every counterexample flips the prediction, a flip found by sampling is never called verified."""
@@ -169,7 +171,7 @@ def test_marabou_answers_a_margin_in_process_as_exhaustive_search_does():
     from ticketlab.verify.complete import _marabou_solve
 
     seen = set()
-    for seed in range(4):
+    for seed in (0, 1):
         net = tiny(seed)
         with torch.no_grad():
             for p in net.parameters():

@@ -44,6 +44,7 @@ def verified(model, data, eps, method):
         return float(method(ops, lo, hi, margin_spec(data.y_test, data.num_classes)).verified().float().mean())
 
 
+@pytest.mark.slow
 def test_certified_training_verifies_more_samples_than_natural_training(digits):
     acc = {}
     for cert in ("none", "ibp", "crown-ibp"):

@@ -6,6 +6,9 @@ killed / (mutants - equivalent), where ``equivalent`` are the survivors listed i
 this file (mutants that change no behaviour, each with a reason). ``--survivors`` lists the survivors not
 judged equivalent; ``--json FILE`` writes the table. Exit code 1 if a module is below ``--min`` (a fraction).
 
+``--names FILE`` scores only the mutants listed in FILE (one name per line: the "before" sample drawn by
+``sample.py``), so a sample's score is killed / (sampled - equivalent) per module.
+
 ``--base DIR`` merges an incremental run into an earlier full one: ``mutmut run NAME...`` re-tests only the
 named mutants (say, the survivors of the full run in ``DIR/mutants`` after tests were added), and every mutant
 not re-tested keeps its earlier result. Killed mutants stay killed when tests are only added or tightened.
@@ -34,7 +37,8 @@ def module_of(meta: Path, root: Path) -> str:
     return rel.removeprefix("src/").replace("/", ".")
 
 
-def scores(root: Path = Path("mutants"), base: Path | None = None) -> tuple[dict[str, dict], list[str]]:
+def scores(root: Path = Path("mutants"), base: Path | None = None,
+           only: set[str] | None = None) -> tuple[dict[str, dict], list[str]]:
     eq = equivalent_names()
     table, survivors = {}, []
     for meta in sorted(root.rglob("*.py.meta")):
@@ -45,6 +49,10 @@ def scores(root: Path = Path("mutants"), base: Path | None = None) -> tuple[dict
         if earlier is not None and earlier.exists():
             old = json.loads(earlier.read_text()).get("exit_code_by_key", {})
             codes = {k: (old.get(k) if v is None else v) for k, v in codes.items()}
+        if only is not None:
+            codes = {k: v for k, v in codes.items() if k in only}
+            if not codes:
+                continue
         row = {"mutants": len(codes), "killed": 0, "survived": 0, "no_tests": 0, "not_checked": 0,
                "equivalent": 0}
         for name, code in codes.items():
@@ -72,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--survivors", action="store_true", help="list survivors not judged equivalent")
     ap.add_argument("--json", help="also write the table to this file")
     ap.add_argument("--min", type=float, default=0.0, help="fail if a module scores below this fraction")
+    ap.add_argument("--names", help="score only the mutants listed in this file (one per line)")
     args = ap.parse_args(argv)
-    table, survivors = scores(Path(args.root), Path(args.base) if args.base else None)
+    only = set(Path(args.names).read_text().split()) if args.names else None
+    table, survivors = scores(Path(args.root), Path(args.base) if args.base else None, only)
     if not table:
         print(f"no mutmut results under {args.root}/: run `make mutation` first", file=sys.stderr)
         return 2
