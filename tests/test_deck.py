@@ -33,12 +33,32 @@ def test_the_gate_routes_each_input_to_the_nearest_reference():
 @pytest.fixture(scope="module")
 def members(tmp_path_factory):
     root = tmp_path_factory.mktemp("deck")
-    write_idx_set(root / "data" / "mnist", n_train=300, n_test=40)
+    write_idx_set(root / "data" / "mnist", n_train=150, n_test=30)
     runs = []
     for aug in ("none", "gaussian", "augmix"):
         run = root / f"imp-{aug}"
         assert main(["imp", "--dataset", "mnist", "--data-dir", str(root / "data"), "--model", "lenet300",
-                     "--iterations", "20", "--rounds", "1", "--augment", aug, "--quiet", "--out", str(run)]) == 0
+                     "--iterations", "5", "--rounds", "1", "--augment", aug, "--quiet", "--out", str(run)]) == 0
+        runs.append(str(run))
+    return root, runs
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    """Three finished prune-init-like runs of lenet300 written by hand (config, summary and untrained weights,
+    one per augmentation): what card-deck reads of a member, without training one."""
+    from ticketlab.io import save_tensors, write_json
+    from ticketlab.models import build_model
+
+    root = tmp_path_factory.mktemp("quick")
+    write_idx_set(root / "data" / "mnist", n_train=150, n_test=30)
+    runs = []
+    for i, aug in enumerate(("none", "gaussian", "augmix")):
+        run = root / f"pi-{aug}"
+        cfg = {"model": "lenet300", "dataset": "mnist", "method": "snip", "train": {"augment": aug}}
+        write_json(run / "config.json", {"kind": "prune-init", "config": cfg})
+        write_json(run / "summary.json", {"config": cfg, "density": 1.0})
+        save_tensors(run / "final.safetensors", build_model("lenet300", (1, 28, 28), 10, seed=i).state_dict())
         runs.append(str(run))
     return root, runs
 
@@ -62,27 +82,24 @@ def test_card_deck_reports_members_ensemble_and_deck_per_condition(members, caps
     assert json.loads((out / "results.json").read_text())["rows"] == rows
 
 
-@pytest.mark.slow
-def test_a_deck_with_one_member_or_a_non_run_is_one_line(members, tmp_path, capsys):
-    root, runs = members
+def test_a_deck_with_one_member_or_a_non_run_is_one_line(quick, tmp_path, capsys):
+    root, runs = quick
     one_line_exit_2(main(["card-deck", runs[0], "--data-dir", str(root / "data")]), capsys.readouterr().err,
                     "needs at least two member runs")
     one_line_exit_2(main(["card-deck", runs[0], str(tmp_path), "--data-dir", str(root / "data")]),
                     capsys.readouterr().err, "is not a finished ticketlab run")
 
 
-@pytest.mark.slow
-def test_members_with_the_same_name_and_augmentation_keep_a_column_each(members, tmp_path):
-    root, runs = members
+def test_members_with_the_same_name_and_augmentation_keep_a_column_each(quick, tmp_path):
+    root, runs = quick
     out = tmp_path / "same"
     assert main(["card-deck", runs[0], runs[0], "--data-dir", str(root / "data"), "--out", str(out), "--quiet"]) == 0
     row = json.loads((out / "results.json").read_text())["rows"][0]
-    assert sorted(row["members"]) == ["0: imp-none (none)", "1: imp-none (none)"]
-    assert row["members"]["0: imp-none (none)"] == row["members"]["1: imp-none (none)"]
+    assert sorted(row["members"]) == ["0: pi-none (none)", "1: pi-none (none)"]
+    assert row["members"]["0: pi-none (none)"] == row["members"]["1: pi-none (none)"]
 
 
-@pytest.mark.slow
-def test_each_rows_numbers_are_the_members_own_predictions_routed_by_the_gate(members, tmp_path):
+def test_each_rows_numbers_are_the_members_own_predictions_routed_by_the_gate(quick, tmp_path):
     """Recomputed from the members' weight files: each member's accuracy, the mean-softmax ensemble, the deck
     (every input answered by the member the gate picks) and the share of inputs each member got."""
     from ticketlab.data import load_dataset
@@ -91,14 +108,14 @@ def test_each_rows_numbers_are_the_members_own_predictions_routed_by_the_gate(me
     from ticketlab.robust.deck import member, references
     from ticketlab.runs.models import load_weights
 
-    root, runs = members
+    root, runs = quick
     out = tmp_path / "deck"
-    assert main(["card-deck", runs[0], runs[1], "--samples", "30", "--seed", "3", "--data-dir", str(root / "data"),
+    assert main(["card-deck", runs[0], runs[1], "--samples", "20", "--seed", "3", "--data-dir", str(root / "data"),
                  "--out", str(out), "--quiet"]) == 0
     (row,) = json.loads((out / "results.json").read_text())["rows"]
     data = load_dataset("mnist", str(root / "data"), quiet=True)
     ms = [member(Path(r)) for r in runs[:2]]
-    x, y = data.x_test[:30], data.y_test[:30]
+    x, y = data.x_test[:20], data.y_test[:20]
     probs = []
     for m in ms:
         net = build_model(m["model"], data.input_shape, data.num_classes, seed=0)
@@ -110,9 +127,9 @@ def test_each_rows_numbers_are_the_members_own_predictions_routed_by_the_gate(me
     acc = lambda p: float((p.argmax(1) == y).float().mean())  # noqa: E731
     assert row["members"] == {m["label"]: acc(p) for m, p in zip(ms, probs)}
     assert row["ensemble"] == acc(probs.mean(0))
-    assert row["deck"] == acc(probs[choice, torch.arange(30)])
+    assert row["deck"] == acc(probs[choice, torch.arange(20)])
     assert row["chosen"] == {m["label"]: float((choice == i).float().mean()) for i, m in enumerate(ms)}
-    assert ms[1]["augment"] == "gaussian" and ms[1]["label"] == "imp-gaussian (gaussian)"
+    assert ms[1]["augment"] == "gaussian" and ms[1]["label"] == "pi-gaussian (gaussian)"
 
 
 def test_the_references_are_each_members_augmented_training_spectra():
@@ -129,3 +146,35 @@ def test_the_references_are_each_members_augmented_training_spectra():
     idx = torch.randperm(len(x), generator=generator(0, "card-deck"))[:REFERENCE_IMAGES]
     assert torch.allclose(refs[0], spectra(x[idx]).mean(0))  # no augmentation: the images' own mean spectrum
     assert float(refs[1][1:, 1:].mean()) > float(refs[0][1:, 1:].mean()) + 0.1  # noise raises every frequency
+
+
+def test_members_of_different_datasets_are_refused_before_anything_is_written(quick, tmp_path, capsys):
+    import shutil
+
+    from ticketlab.io import write_json
+
+    root, runs = quick
+    other = tmp_path / "other"
+    shutil.copytree(runs[0], other)
+    cfg = {"model": "lenet300", "dataset": "digits", "method": "snip", "train": {}}
+    write_json(other / "config.json", {"kind": "prune-init", "config": cfg})
+    out = tmp_path / "deck"
+    one_line_exit_2(main(["card-deck", runs[0], str(other), "--data-dir", str(root / "data"), "--out", str(out)]),
+                    capsys.readouterr().err, "CARD-Deck members must share a dataset; got digits, mnist")
+    assert not out.exists()
+    one_line_exit_2(main(["card-deck", runs[0], runs[1], "--samples", "0", "--data-dir", str(root / "data")]),
+                    capsys.readouterr().err, "--samples must be >= 1")
+
+
+def test_the_deck_table_has_a_column_per_member_and_a_mean_over_corruptions():
+    from ticketlab.robust.deck import format_deck
+
+    rows = [{"condition": "clean", "members": {"a": 0.9, "b": 0.8}, "ensemble": 0.85, "deck": 0.875},
+            {"condition": "fog", "members": {"a": 0.5, "b": 0.7}, "ensemble": 0.6, "deck": 0.65},
+            {"condition": "rotate", "members": {"a": 0.3, "b": 0.1}, "ensemble": 0.2, "deck": 0.25}]
+    lines = format_deck({"labels": ["a", "b"], "rows": rows}).splitlines()
+    assert lines[0].startswith("test accuracy per member")
+    assert lines[1].split() == ["condition", "a", "b", "ensemble", "deck"]
+    assert lines[2].split() == ["clean", "0.9000", "0.8000", "0.8500", "0.8750"]
+    assert lines[-1].split() == ["mean", "over", "corruptions", "0.4000", "0.4000", "0.4000", "0.4500"]
+    assert len(format_deck({"labels": ["a", "b"], "rows": rows[:1]}).splitlines()) == 3  # no corruptions: no mean
