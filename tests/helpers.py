@@ -63,3 +63,19 @@ def killed_then_resumed(run, cfg, where, monkeypatch, n: int = 1, **kw):
 def without_config(summary: dict) -> dict:
     """A summary without its config (which holds the run folder's own paths)."""
     return {k: v for k, v in summary.items() if k != "config"}
+
+
+def write_imp_source(path, model: str = "mlp1d", dataset: str = "digits", seed: int = 0, test_acc: float = 0.5):
+    """A finished IMP run's round 0 written by hand (config, summary and untrained weights): what the commands
+    that start from a trained dense parent (compress, neurons, deadwood) read of ``--source``, without training
+    it. Returns ``path``."""
+    from ticketlab.data import load_dataset
+    from ticketlab.io import save_tensors, write_json
+    from ticketlab.models import build_model
+
+    data = load_dataset(dataset, None, quiet=True)
+    net = build_model(model, data.input_shape, data.num_classes, seed=seed)
+    write_json(path / "config.json", {"kind": "imp", "config": {"model": model, "dataset": dataset, "seed": seed}})
+    write_json(path / "summary.json", {"rounds": [{"round": 0, "density": 1.0, "test_acc": test_acc}]})
+    save_tensors(path / "round_00" / "final.safetensors", net.state_dict())
+    return path

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from helpers import killed_then_resumed, one_line_exit_2, without_config
+from helpers import killed_then_resumed, one_line_exit_2, without_config, write_imp_source
 
 from ticketlab.certsparse import (
     NeuronsConfig,
@@ -63,10 +63,7 @@ def test_lowest_is_per_layer_or_global():
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    run = tmp_path_factory.mktemp("neu") / "imp"
-    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "150", "--rounds", "1",
-                 "--quiet", "--out", str(run)]) == 0
-    return run
+    return write_imp_source(tmp_path_factory.mktemp("src") / "imp")
 
 
 def ncfg(source, **kw):
@@ -74,7 +71,6 @@ def ncfg(source, **kw):
                          train=TrainConfig(iterations=60, eval_every=20, batch_size=60), **kw)
 
 
-@pytest.mark.slow
 def test_stability_pruning_removes_whole_neurons_exactly(source, tmp_path):
     s = run_neurons(ncfg(source, method="prune", score="stability", fraction=0.5), tmp_path / "p", quiet=True)
     mask = load_tensors(tmp_path / "p" / "mask.safetensors")
@@ -89,7 +85,6 @@ def test_stability_pruning_removes_whole_neurons_exactly(source, tmp_path):
     assert s["dense_test_acc"] == parent
 
 
-@pytest.mark.slow
 def test_grafting_keeps_the_chosen_neurons_linear_and_trains_their_lines(source, tmp_path):
     s = run_neurons(ncfg(source, method="graft", score="magnitude", fraction=0.25), tmp_path / "g", quiet=True)
     final = load_tensors(tmp_path / "g" / "final.safetensors")
@@ -100,7 +95,6 @@ def test_grafting_keeps_the_chosen_neurons_linear_and_trains_their_lines(source,
     assert s["weight_density"] == 1.0
 
 
-@pytest.mark.slow
 def test_neurons_resumes_bitwise(source, tmp_path, monkeypatch):
     c = ncfg(source, method="graft", score="stability", fraction=0.3)
     ref = run_neurons(c, tmp_path / "ref", quiet=True, checkpoint_every=20)
@@ -110,7 +104,6 @@ def test_neurons_resumes_bitwise(source, tmp_path, monkeypatch):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.slow
 def test_verify_reads_a_grafted_run(source, tmp_path, capsys):
     run = tmp_path / "g"
     assert main(["neurons", "--source", str(source), "--dataset", "digits", "--model", "mlp1d", "--method", "graft",
@@ -125,7 +118,6 @@ def test_verify_reads_a_grafted_run(source, tmp_path, capsys):
     assert rows[0]["neurons_per_sample"]["crown"][0]["grafted"] == 0
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("args, msg", [
     ([], "neurons needs --source RUN"),
     (["--source", "SRC", "--method", "nope"], "unknown --method 'nope'"),

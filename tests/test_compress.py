@@ -12,7 +12,7 @@ from ticketlab.io import load_tensors
 from ticketlab.pruners import PRUNERS, score
 from ticketlab.train import TrainConfig
 
-from helpers import killed_then_resumed, one_line_exit_2, without_config
+from helpers import killed_then_resumed, one_line_exit_2, without_config, write_imp_source
 
 
 # -- schedules, hand-worked ----------------------------------------------------------------------------------
@@ -213,10 +213,7 @@ def test_gap_without_the_dataset_is_refused():
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    run = tmp_path_factory.mktemp("cmp") / "imp"
-    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "150", "--rounds", "1",
-                 "--quiet", "--out", str(run)]) == 0
-    return run
+    return write_imp_source(tmp_path_factory.mktemp("cmp") / "imp")
 
 
 def ccfg(source, **kw):
