@@ -2,6 +2,7 @@
 after full, partial and failed invocations, what a resumed sweep runs, how tasks are cut into packs (never
 mixing models or datasets), the table's cells, the Ray address check and the plot's refusals."""
 import json
+import os
 from dataclasses import asdict, dataclass, fields
 
 import pytest
@@ -261,3 +262,206 @@ def test_the_plot_refuses_a_metric_no_point_has_and_an_axis_the_sweep_lacks(tmp_
     assert not (tmp_path / "p.png").exists()
     plot_sweep(r, tmp_path / "p.png", "x", "m", "acc")
     assert (tmp_path / "p.png").stat().st_size > 0
+
+
+# -- the backends' driver code, on stand-ins for the process pool and for Ray -----------------------------------
+
+def tasks_of(n):
+    return [Task(Point(f"p{i}", {}, None), i, (i,)) for i in range(n)]
+
+
+def test_local_workers_report_each_result_error_and_dead_worker(monkeypatch):
+    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from ticketlab.runs import sweep as sw
+
+    made = {}
+
+    class Pool(ThreadPoolExecutor):  # the same interface, threads instead of spawned processes
+        def __init__(self, max_workers, mp_context):
+            made.update(workers=max_workers, start=mp_context.get_start_method())
+            super().__init__(max_workers)
+
+    monkeypatch.setattr(sw, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(sw.os, "cpu_count", lambda: 8)
+
+    def work(i, threads):
+        if i == 1:
+            raise ValueError("bad point\nsecond line")
+        if i == 2:
+            raise BrokenProcessPool("gone")
+        if i == 3:
+            raise RuntimeError()
+        return {"i": i, "threads": threads}
+
+    seen = {}
+    sw._local(tasks_of(4), 2, None, lambda t, err, res: seen.__setitem__(t.seed, (err, res)), work)
+    assert made == {"workers": 2, "start": "spawn"}
+    assert seen[0] == (None, {"i": 0, "threads": 4})  # 8 cores over 2 jobs
+    assert seen[1] == ("ValueError: bad point", None)
+    assert seen[2] == ("its worker process died; run the sweep again to resume it", None)
+    assert seen[3] == ("RuntimeError: ", None)
+    seen.clear()
+    sw._local(tasks_of(1), 3, 5, lambda t, err, res: seen.__setitem__(t.seed, res), work)
+    assert seen[0]["threads"] == 5  # an explicit thread count wins
+    monkeypatch.setattr(sw.os, "cpu_count", lambda: None)
+    sw._local(tasks_of(1), 3, None, lambda t, err, res: seen.__setitem__(t.seed, res), work)
+    assert seen[0]["threads"] == 1  # never below one
+
+
+class Ref:
+    """A task's handle (hashable, as Ray's ObjectRef)."""
+
+    def __init__(self, args, fn):
+        self.args, self.fn = args, fn
+
+
+class FakeRay:
+    """What the sweep's driver calls of Ray, recorded; tasks run at once in this process."""
+
+    def __init__(self, fail=()):
+        self.inits, self.remote_opts, self.fail, self.up = [], [], set(fail), False
+        self.shut = 0
+
+    def init(self, **kw):
+        self.inits.append(kw)
+        self.up = True
+
+    def is_initialized(self):
+        return self.up
+
+    def shutdown(self):
+        self.up, self.shut = False, self.shut + 1
+
+    def remote(self, **opts):
+        self.remote_opts.append(opts)
+
+        def wrap(fn):
+            class Remote:
+                @staticmethod
+                def remote(*args):
+                    return Ref(args, fn)
+            return Remote
+        return wrap
+
+    def wait(self, pending, num_returns):
+        return pending[:num_returns], pending[num_returns:]
+
+    def get(self, ref):
+        args, fn = ref.args, ref.fn
+        if args[0] in self.fail:
+            raise RuntimeError("RayTaskError(ValueError): traceback...\n  ...\nValueError: point failed")
+        return fn(*args)
+
+
+def test_a_local_ray_listens_on_127_0_0_1_in_a_temporary_folder_it_removes(monkeypatch):
+    from ticketlab.runs import sweep as sw
+
+    fake = FakeRay(fail={1})
+    monkeypatch.setattr(sw, "import_ray", lambda: fake)
+    temps = []
+    real = sw.tempfile.mkdtemp
+    monkeypatch.setattr(sw.tempfile, "mkdtemp", lambda prefix: temps.append(real(prefix=prefix)) or temps[-1])
+    seen = {}
+    times = sw._ray(tasks_of(3), None, 2.0, 0.5, 3, 4, lambda t, err, res: seen.__setitem__(t.seed, (err, res)),
+                    quiet=True, fn=lambda i, threads: (i, threads))
+    (init,) = fake.inits
+    assert init["_node_ip_address"] == "127.0.0.1" and init["include_dashboard"] is False
+    assert init["num_cpus"] == 3 and init["num_gpus"] is None and init["log_to_driver"] is False
+    assert init["_temp_dir"] == temps[0] and temps[0].split("/")[-1].startswith("tl-ray-")
+    assert not os.path.exists(temps[0])  # removed afterwards
+    assert fake.remote_opts == [{"num_cpus": 2.0, "num_gpus": 0.5, "max_retries": 4}]
+    assert seen[0] == (None, (0, 2)) and seen[2] == (None, (2, 2))  # threads: the CPUs per point
+    assert seen[1] == ("RuntimeError: ValueError: point failed", None)
+    assert fake.shut == 1 and set(times) == {"ray_startup_s", "ray_tasks_s", "ray_shutdown_s"}
+
+
+def test_a_local_ray_without_gpus_asks_for_none_and_all_cores_by_default(monkeypatch):
+    from ticketlab.runs import sweep as sw
+
+    fake = FakeRay()
+    monkeypatch.setattr(sw, "import_ray", lambda: fake)
+    monkeypatch.setattr(sw.os, "cpu_count", lambda: 6)
+    sw._ray(tasks_of(1), None, 0.5, 0, None, 0, lambda *a: None, quiet=False, fn=lambda i, t: t)
+    assert fake.inits[0]["num_cpus"] == 6 and fake.inits[0]["num_gpus"] == 0 and fake.inits[0]["log_to_driver"]
+    assert fake.remote_opts[0]["max_retries"] == 0
+
+
+def test_a_ray_cluster_address_is_joined_and_an_unreachable_one_is_one_line(monkeypatch):
+    from ticketlab.runs import sweep as sw
+
+    fake = FakeRay()
+    monkeypatch.setattr(sw, "import_ray", lambda: fake)
+    sw._ray(tasks_of(1), "10.0.0.1:6379", 1, 0, None, 3, lambda *a: None, quiet=True, fn=lambda i, t: t)
+    assert fake.inits == [{"address": "10.0.0.1:6379", "log_to_driver": False, "configure_logging": False}]
+
+    class Down(FakeRay):
+        def init(self, **kw):
+            raise ConnectionError("could not connect\nmore")
+
+    down = Down()
+    monkeypatch.setattr(sw, "import_ray", lambda: down)
+    with pytest.raises(UserError, match=r"cannot reach the Ray cluster at --ray-address h:1 \(could not connect\); "
+                                        "check the address or leave it out"):
+        sw._ray(tasks_of(1), "h:1", 1, 0, None, 3, lambda *a: None, quiet=True, fn=lambda i, t: t)
+    assert down.shut == 0
+
+
+def test_ray_is_shut_down_even_when_the_driver_is_interrupted(monkeypatch):
+    from ticketlab.runs import sweep as sw
+
+    fake = FakeRay()
+    monkeypatch.setattr(sw, "import_ray", lambda: fake)
+
+    def stop(*a):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sw._ray(tasks_of(2), None, 1, 0, None, 0, stop, quiet=True, fn=lambda i, t: t)
+    assert fake.shut == 1 and not fake.up
+
+
+def test_ray_settings_keep_it_local_and_quiet(monkeypatch):
+    from ticketlab.runs import sweep as sw
+
+    for k in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED", "RAY_DISABLE_IMPORT_WARNING"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")  # a user's own setting is kept
+    sw.ray_environment()
+    env = sw.os.environ
+    assert (env["RAY_AUTH_MODE"], env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"], env["RAY_USAGE_STATS_ENABLED"],
+            env["RAY_DISABLE_IMPORT_WARNING"]) == ("disabled", "0", "1", "1")
+
+
+def test_without_ray_the_ray_backend_is_one_line(monkeypatch):
+    import builtins
+
+    from ticketlab.runs import sweep as sw
+
+    real = builtins.__import__
+
+    def no_ray(name, *a, **k):
+        if name == "ray":
+            raise ImportError("no ray")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(UserError, match=r"--backend ray needs Ray: pip install 'ticketlab\[ray\]'"):
+        sw.import_ray()
+
+
+def test_a_sweep_on_the_ray_backend_checks_the_address_before_any_folder(tmp_path, monkeypatch):
+    from ticketlab.runs import sweep as sw
+
+    monkeypatch.setattr(sw, "import_ray", lambda: FakeRay())
+    with pytest.raises(UserError, match="expected HOST:PORT"):
+        run_sweep(EXP, Cfg(), grid(Cfg(), {"x": [1.0]}), [0], tmp_path / "sw", backend="ray", ray_address="nohost",
+                  check=False, quiet=True)
+    assert not (tmp_path / "sw").exists()
+    fake = FakeRay()
+    monkeypatch.setattr(sw, "import_ray", lambda: fake)
+    r = run_sweep(EXP, Cfg(), grid(Cfg(), {"x": [1.0, 2.0]}), [0], tmp_path / "sw", backend="ray", jobs=2,
+                  check=False, quiet=True)
+    assert all(p["state"] == "done" for p in r["points"]) and fake.inits[0]["num_cpus"] == 2
+    assert set(r) >= {"ray_startup_s", "ray_tasks_s", "ray_shutdown_s"}
