@@ -90,6 +90,7 @@ def test_robustness_on_cifar_runs_every_severity_and_caches_8_bit_sets(tmp_path,
 # transcribed here from make_cifar_c.py), on images whose statistics those parameters fix -----------------------
 
 REF = {
+    "glass_blur": [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],  # sigma, delta, passes
     "gaussian_noise": [0.04, 0.06, 0.08, 0.09, 0.10],
     "shot_noise": [500, 250, 100, 75, 50],
     "impulse_noise": [0.01, 0.02, 0.03, 0.05, 0.07],
@@ -192,6 +193,28 @@ def test_motion_blur_spreads_a_point_over_the_references_radius_with_its_sigma(s
     want = np.clip(line_blur(x.transpose(0, 2, 3, 1).astype(np.float64), radius, sigma, angles), 0, 1)
     assert np.allclose(y, want.transpose(0, 3, 1, 2), atol=1e-6)
     assert np.isclose(y.sum((1, 2, 3)), 3.0, atol=1e-4).all()  # the weights sum to 1: nothing is lost
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_glass_blur_keeps_the_mass_its_8_bit_blurred_point_has(s):
+    """Swaps and the second blur move mass but keep it; the first blur at the reference's sigma, floored to 8
+    bits, fixes how much of a point's mass survives."""
+    sigma = REF["glass_blur"][s - 1][0]
+    y = corrupt_cifar(point(20), "glass_blur", s).astype(np.float64)
+    once = ndimage.gaussian_filter(point()[0, 0].astype(np.float64), sigma, mode="nearest")
+    assert np.allclose(y.sum((2, 3)), (np.floor(np.clip(once, 0, 1) * 255) / 255).sum(), atol=1e-5)
+
+
+def test_a_second_glass_blur_pass_spreads_a_point_about_twice_as_far():
+    rr, cc = np.mgrid[0:32, 0:32]
+
+    def spread(s):
+        y = corrupt_cifar(point(300), "glass_blur", s).astype(np.float64)[:, 0]
+        m = y.sum((1, 2))
+        return np.var((y * rr).sum((1, 2)) / m) + np.var((y * cc).sum((1, 2)) / m)
+
+    # severities 2 and 4 share sigma 0.25 (1 and 2 passes), 3 and 5 sigma 0.4: the swaps are a random walk
+    assert 1.6 < spread(4) / spread(2) < 2.6 and 1.6 < spread(5) / spread(3) < 2.6
 
 
 def reference_clipped_zoom(img, z):
