@@ -217,3 +217,20 @@ def test_bad_deadwood_settings_are_refused(kw, msg):
         DeadwoodConfig(source="x", **kw).validate()
     with pytest.raises(UserError, match=r"--density must be in \(0, 1\]"):
         _dw(density=0.0)
+
+
+def test_a_short_deadwood_run_records_its_duals_mask_and_parent_and_reads_itself_back(source, tmp_path, monkeypatch):
+    c = DeadwoodConfig(dataset="digits", model="mlp1d", source=str(source), density=0.3, rob_eps=0.05, rob_steps=1,
+                       dual_every=5, prune_at=0.5, train=TrainConfig(iterations=20, eval_every=10, batch_size=32))
+    s = run_deadwood(c, tmp_path / "d", quiet=True)
+    assert s["density"] == pytest.approx(0.3, abs=2e-4) and len(s["duals"]) == 4
+    assert [d["iter"] for d in s["duals"]] == [5, 10, 15, 20] and set(s["multipliers"]) == {"accuracy", "robustness"}
+    assert s["dense_test_acc"] == 0.5 and s["config"]["source"] == str(source.resolve())
+    mask = load_tensors(tmp_path / "d" / "mask.safetensors")
+    final = load_tensors(tmp_path / "d" / "final.safetensors")
+    assert mask and set(mask) <= set(final)
+    assert all(torch.count_nonzero(final[n][~m]) == 0 for n, m in mask.items())
+    from ticketlab.runs import training
+
+    monkeypatch.setattr(training, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
+    assert run_deadwood(c, tmp_path / "d", quiet=True) == s  # a finished run reads itself back
