@@ -132,9 +132,9 @@ def test_conversion_casts_the_model_and_converts_only_the_2_4_linear_layers():
 
     from ticketlab.deploy.semi import convert_2_4_
 
-    model = nn.Sequential(nn.Linear(8, 4), nn.ReLU(), nn.Linear(4, 4), nn.Conv1d(1, 1, 3))
-    with torch.no_grad():
-        model[0].weight.copy_(torch.tensor([[1.0, 0.0, 2.0, 0.0, 0.0, 3.0, 0.0, 4.0]] * 4))
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 4), nn.Conv1d(1, 1, 3))
+    with torch.no_grad():  # a dense layer first, then a 2:4 one: every layer is looked at
+        model[2].weight.copy_(torch.tensor([[1.0, 0.0, 2.0, 0.0, 0.0, 3.0, 0.0, 4.0]] * 4))
     seen = []
 
     def convert(w):
@@ -142,10 +142,10 @@ def test_conversion_casts_the_model_and_converts_only_the_2_4_linear_layers():
         return w * 2
 
     report = convert_2_4_(model, torch.float64, convert)
-    assert report == {"0": "2:4", "2": "dense (not 2:4)"}
-    assert seen == [torch.float64] and model[2].weight.dtype == torch.float64 and model[3].weight.dtype == torch.float64
-    assert model[0].weight[0, 2] == 4.0 and not model[0].weight.requires_grad
-    assert model[2].weight.requires_grad  # a dense layer is left as it was
+    assert report == {"0": "dense (not 2:4)", "2": "2:4"}
+    assert seen == [torch.float64] and model[0].weight.dtype == torch.float64 and model[3].weight.dtype == torch.float64
+    assert model[2].weight[0, 2] == 4.0 and not model[2].weight.requires_grad
+    assert model[0].weight.requires_grad  # a dense layer is left as it was
 
 
 @pytest.mark.parametrize("error", [RuntimeError, ValueError])

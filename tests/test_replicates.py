@@ -397,7 +397,7 @@ def test_a_replicates_param_groups_show_its_parameters_and_share_the_settings():
     assert set(g) == set(opt.param_groups[0])
     g["lr"] = 0.05
     assert opt.param_groups[0]["lr"] == 0.05  # settings are the stack's
-    with pytest.raises(TypeError, match="parameters are fixed"):
+    with pytest.raises(TypeError, match="^a replicate's parameters are fixed$"):
         g["params"] = []
     g["extra"] = 1
     del g["extra"]

@@ -11,6 +11,7 @@ import torch
 
 from ticketlab.io import save_tensors
 from ticketlab.report import collect
+from ticketlab.report.figures import Series
 from ticketlab.report.collect import (
     _panel,
     _points,
@@ -120,11 +121,11 @@ def test_distance_series_plots_learning_distance_of_every_list_that_has_it():
 
 def test_layer_heatmap_rows_are_rounds_with_their_densities(drawn):
     rounds = [{"density": 1.0, "layer_densities": {"a": 1.0, "b": 1.0}},
-              {"density": 0.512, "layer_densities": {"a": 0.8, "b": stat(0.5, 0.7)}},
-              {"density": 0.1, "layer_densities": {"a": 0.2}}]
+              {"density": 0.512, "layer_densities": {"b": stat(0.5, 0.7), "a": 0.8, "c": 0.1}},
+              {"layer_densities": {"a": 0.2}}]
     assert collect.layer_heatmap({"rounds": rounds}, "T") == "<heatmap>"
     (args, _), = drawn["heatmap"]
-    assert args[0] == ["round 0 (100%)", "round 1 (51.2%)", "round 2 (10%)"] and args[1] == ["a", "b"]
+    assert args[0] == ["round 0 (100%)", "round 1 (51.2%)", "round 2 (0%)"] and args[1] == ["a", "b"]
     assert args[2] == [[1.0, 1.0], [0.8, pytest.approx(0.6)], [0.2, 0.0]] and args[3:] == ("T", "density")
     for bad in ({}, {"rounds": []}, {"rounds": [{"density": 1.0}]}, {"rounds": "x"}):
         assert collect.layer_heatmap(bad, "T") is None
@@ -132,12 +133,14 @@ def test_layer_heatmap_rows_are_rounds_with_their_densities(drawn):
 
 def test_flops_figure_bars_training_flops_per_round_and_forward_flops_when_every_round_has_them(drawn):
     rounds = [{"density": 1.0, "flops": {"training": 100, "forward": 10}},
-              {"density": 0.5, "flops": {"training": stat(40, 60), "forward": 5}}]
+              {"flops": {"training": stat(40, 60), "forward": 5}}]
     assert collect.flops_figure({"rounds": rounds}, "T") == "<categories><categories>"
     (train_args, _), (fwd_args, _) = drawn["categories"]
-    assert train_args[0] == ["100%", "50%"] and train_args[1][0].y == [100.0, 50.0]
-    assert train_args[1][0].err == [0, pytest.approx(statistics.stdev([40, 60]))]
-    assert fwd_args[1][0].y == [10.0, 5.0] and fwd_args[2] == "FLOPs per example"
+    sd = statistics.stdev([40, 60])
+    assert train_args == (["100%", "0%"], [Series("training (whole round)", [], [100.0, 50.0], [0, sd])],
+                          "training FLOPs", "T: training FLOPs per round, by density")
+    assert fwd_args == (["100%", "0%"], [Series("forward", [], [10.0, 5.0])], "FLOPs per example",
+                        "T: inference FLOPs per example")
     drawn.clear()
     rounds[1]["flops"].pop("forward")
     assert collect.flops_figure({"rounds": rounds}, "T") == "<categories>"
@@ -146,10 +149,12 @@ def test_flops_figure_bars_training_flops_per_round_and_forward_flops_when_every
 
 
 def test_calibration_shows_each_member_and_the_ensemble_of_several(drawn):
-    s = {"members": [{"ece": 0.1}, {"ece": 0.2}], "ensemble": {"ece": 0.05}}
+    s = {"members": [{"ece": 0.1}, {"ece": stat(0.2, 0.4)}], "ensemble": {"ece": 0.05}}
     assert collect.calibration_figure(s, "T") == "<categories>"
     (args, _), = drawn["categories"]
-    assert args[0] == ["member 0", "member 1", "ensemble"] and args[1][0].y == [0.1, 0.2, 0.05]
+    assert args == (["member 0", "member 1", "ensemble"],
+                    [Series("ECE", [], [0.1, pytest.approx(0.3), 0.05], [0, pytest.approx(statistics.stdev([0.2, 0.4])), 0])],
+                    "expected calibration error", "T: calibration (15 bins)")
     drawn.clear()
     collect.calibration_figure({"members": [{"ece": 0.1}], "ensemble": {"ece": 0.1}}, "T")
     assert drawn["categories"][0][0][0] == ["member 0"]  # an ensemble of one is its member
@@ -267,14 +272,15 @@ def test_row_metrics_pick_every_accuracy_like_number():
 
 
 def test_result_rows_become_lines_per_group_and_metric_with_controls_dashed(drawn):
-    rows = [{"group": "ticket", "density": 0.5, "clean_acc": 0.8}, {"group": "ticket", "density": 1.0, "clean_acc": 0.9},
-            {"group": "reinit", "density": 0.5, "clean_acc": 0.7}]
+    rows = [{"group": "ticket", "density": 0.5, "clean_acc": 0.9}, {"group": "ticket", "density": 1.0, "clean_acc": 0.8},
+            {"group": "reinit", "density": 0.5, "clean_acc": 0.7}, {"density": 0.2, "clean_acc": 0.1}]
     assert collect.rows_figure({"rows": rows}, "T") == "<accuracy_vs_density>"
     (series, title), kw = drawn["accuracy_vs_density"][0]
     s = by_label(series)
-    assert list(s) == ["ticket: clean_acc", "reinit: clean_acc"] and kw == {"ylabel": "accuracy"}
-    assert s["ticket: clean_acc"].x == [1.0, 0.5] and not s["ticket: clean_acc"].dashed
-    assert s["reinit: clean_acc"].dashed
+    assert list(s) == ["ticket: clean_acc", "reinit: clean_acc", ": clean_acc"] and kw == {"ylabel": "accuracy"}
+    assert title == "T" and s[": clean_acc"].dashed  # a row without a group is the group ""
+    assert s["ticket: clean_acc"].x == [1.0, 0.5] and s["ticket: clean_acc"].y == [0.8, 0.9]  # densest first
+    assert not s["ticket: clean_acc"].dashed and s["reinit: clean_acc"].dashed
     drawn.clear()
     collect.rows_figure({"rows": [{"density": 0.5, "a_acc": 0.1}]}, "T")
     assert drawn["accuracy_vs_density"][0][0][0][0].label == "a_acc"  # one group: no prefix
@@ -282,5 +288,6 @@ def test_result_rows_become_lines_per_group_and_metric_with_controls_dashed(draw
     drawn.clear()
     collect.rows_figure({"rows": many}, "T")
     assert len(drawn["accuracy_vs_density"][0][0][0]) == 20
-    for bad in ({}, {"rows": []}, {"rows": [{"clean_acc": 0.1}]}, {"rows": [{"density": 0.5, "loss": 1}]}):
+    for bad in ({}, {"rows": []}, {"rows": [{"clean_acc": 0.1}]}, {"rows": [{"density": 0.5, "loss": 1}]},
+                {"rows": [{"density": 0.5, "a_acc": 0.1}, 5]}, {"rows": "x"}):
         assert collect.rows_figure(bad, "T") is None

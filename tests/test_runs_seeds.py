@@ -202,20 +202,20 @@ def test_a_group_table_whose_formatter_fails_keeps_the_headline():
 
 
 def test_mean_std_is_the_value_alone_or_the_mean_and_sample_std():
-    assert mean_std([0.5]) == "0.5000"
+    assert mean_std([0.5]) == "0.5000" and mean_std([float("inf")]) == "inf"
     assert mean_std([1.0, 2.0, 6.0], ".2f") == f"3.00 ± {statistics.stdev([1.0, 2.0, 6.0]):.2f}" == "3.00 ± 2.65"
 
 
 def test_stat_arithmetic_keeps_the_spread_only_where_it_means_something():
     s = Stat(2.0, 0.5, 4, [1.5, 2.5])
     assert (s * 3).std == 1.5 and (3 * s).std == 1.5 and float(3 * s) == 6.0 and (s * -2).std == 1.0
-    assert (s / -4).std == 0.125 and float(s / -4) == -0.5
+    assert (s / -4).std == 0.125 and float(s / -4) == -0.5 and (s / -4).n == 4
     assert (1 + s).std == 0.5 and float(1 + s) == 3.0 and float(s - 0.5) == 1.5 and (s - 0.5).std == 0.5
     assert float(-s) == -2.0 and (-s).std == 0.5 and (-s).n == 4 and (s * 3).n == 4 and (s + 1).n == 4
-    other = Stat(1.0, 0.1, 4)
+    other = Stat(4.0, 0.1, 4)
     for r in (s + other, s - other, s / other):
         assert type(r) is float
-    assert s + other == 3.0 and s - other == 1.0 and s / other == 2.0
+    assert s + other == 6.0 and s - other == -2.0 and s / other == 0.5
     assert s.__mul__("x") is NotImplemented
 
 
