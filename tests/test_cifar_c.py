@@ -90,6 +90,7 @@ def test_robustness_on_cifar_runs_every_severity_and_caches_8_bit_sets(tmp_path,
 # transcribed here from make_cifar_c.py), on images whose statistics those parameters fix -----------------------
 
 REF = {
+    "elastic_transform": [(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)],
     "glass_blur": [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],  # sigma, delta, passes
     "gaussian_noise": [0.04, 0.06, 0.08, 0.09, 0.10],
     "shot_noise": [500, 250, 100, 75, 50],
@@ -215,6 +216,58 @@ def test_a_second_glass_blur_pass_spreads_a_point_about_twice_as_far():
 
     # severities 2 and 4 share sigma 0.25 (1 and 2 passes), 3 and 5 sigma 0.4: the swaps are a random walk
     assert 1.6 < spread(4) / spread(2) < 2.6 and 1.6 < spread(5) / spread(3) < 2.6
+
+
+def elastic_draws(s, n):
+    """The elastic corruption's random numbers, drawn as it draws them (per image: the three points' offsets,
+    then the two noise fields), with the reference's parameters in pixels."""
+    from ticketlab.robust.cifar_c import CIFAR10_C
+
+    alpha, sigma, affine = (np.array(REF["elastic_transform"][s - 1]) * 32)
+    rng = np.random.default_rng([0, list(CIFAR10_C).index("elastic_transform"), s])
+    for _ in range(n):
+        offsets = rng.uniform(-affine, affine, (3, 2))
+        fields = [ndimage.gaussian_filter(rng.uniform(-1, 1, (32, 32)), sigma, mode="reflect", truncate=3) * alpha
+                  for _ in range(2)]
+        yield offsets, fields[0], fields[1]
+
+
+SRC = np.array([[26.0, 26.0], [26.0, 6.0], [6.0, 6.0]])  # the reference's points: centre 16 +- 32 // 3, as (x, y)
+
+
+def test_elastic_severity_1_is_the_affine_map_moving_the_references_three_points():
+    rr, cc = np.mgrid[0:32, 0:32]
+    x = np.zeros((4, 3, 32, 32), np.float32)
+    for px, py in SRC:
+        x[:, :, int(py), int(px)] = 1.0
+    x = ndimage.gaussian_filter(x, (0, 0, 1.0, 1.0))
+    y = corrupt_cifar(x, "elastic_transform", 1).astype(np.float64)[:, 0]
+    for img, (offsets, dx, dy) in zip(y, elastic_draws(1, 4)):
+        assert not dx.any() and not dy.any()  # alpha 0: no displacement field
+        for (px, py), (ox, oy) in zip(SRC, offsets):
+            win = (np.abs(rr - (py + oy)) <= 3) & (np.abs(cc - (px + ox)) <= 3)  # (the border mirrors a tail)
+            w = img * win
+            com = ((w * cc).sum() / w.sum(), (w * rr).sum() / w.sum())
+            assert np.allclose(com, (px + ox, py + oy), atol=0.35), (com, px + ox, py + oy)
+        assert np.abs(offsets).max() <= 0.08 * 32
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_elastic_displaces_a_ramp_by_the_affine_map_plus_the_smoothed_noise_field(s):
+    """A ramp across the columns: its affine image is linear, and bilinear sampling of a linear image is exact, so
+    inside the image the output is the ramp at the affine map of (column + dx, row + dy)."""
+    x = np.broadcast_to(np.linspace(0.2, 0.8, 32, dtype=np.float32), (3, 3, 32, 32)).copy()
+    y = corrupt_cifar(x, "elastic_transform", s).astype(np.float64)[:, 0]
+    rows, cols = np.mgrid[0:32, 0:32].astype(np.float64)
+    inner = (slice(9, 23), slice(9, 23))
+    for img, (offsets, dx, dy) in zip(y, elastic_draws(s, 3)):
+        dst = SRC + offsets
+        inv = np.linalg.solve(np.c_[dst, np.ones(3)], np.c_[SRC, np.ones(3)]).T
+        c = inv[0, 0] * (cols + dx) + inv[0, 1] * (rows + dy) + inv[0, 2]
+        want = 0.2 + 0.6 * c / 31
+        assert np.allclose(img[inner], want[inner], atol=1e-5)
+        if s > 1:
+            assert np.abs(dx).max() > 0.05  # a field that moves pixels
 
 
 def reference_clipped_zoom(img, z):
@@ -343,3 +396,19 @@ def test_the_seed_and_severity_pick_the_random_numbers(images):
     assert not np.allclose(n1 / 0.04, n2 / 0.06, atol=1e-3)  # not the same draws scaled
     sh = corrupt_cifar(gray(0.5, 2), "speckle_noise", 1) - 0.5  # nor another corruption's stream
     assert not np.allclose(n1 / 0.04, sh / (0.5 * 0.06), atol=1e-3)
+
+
+def test_the_affine_warp_mirrors_the_image_at_its_border_as_opencvs_reflect_101():
+    x = np.broadcast_to(np.linspace(0.2, 0.8, 32, dtype=np.float32), (6, 3, 32, 32)).copy()
+    y = corrupt_cifar(x, "elastic_transform", 1).astype(np.float64)[:, 0]
+    rows, cols = np.mgrid[0:32, 0:32].astype(np.float64)
+    checked = 0
+    for img, (offsets, _, _) in zip(y, elastic_draws(1, 6)):
+        inv = np.linalg.solve(np.c_[SRC + offsets, np.ones(3)], np.c_[SRC, np.ones(3)]).T
+        c = inv[0, 0] * cols + inv[0, 1] * rows + inv[0, 2]
+        r = inv[1, 0] * cols + inv[1, 1] * rows + inv[1, 2]
+        outside = ((c < -1) | (c > 32)) & (r > 0) & (r < 31)  # both neighbours mirrored: no kink between them
+        mirrored = np.where(c < 0, -c, np.where(c > 31, 62 - c, c))  # reflect-101: -1 -> 1, 32 -> 30
+        assert np.allclose(img[outside], 0.2 + 0.6 * mirrored[outside] / 31, atol=1e-5)
+        checked += int(outside.sum())
+    assert checked > 0

@@ -60,6 +60,8 @@ def test_points_take_density_and_accuracy_and_average_per_segment_lists_with_sam
     assert ys == [pytest.approx(0.7)] and es == [pytest.approx(0.2)]  # n - 1: 0.2, not 0.163
     _, _, es = _points([{"density": 0.2, "test_acc": [0.5]}])
     assert es == [0.0]
+    _, _, es = _points([{"density": 0.2, "test_acc": [0.5, 0.7]}])
+    assert es == [pytest.approx(statistics.stdev([0.5, 0.7]))]  # two segments: n - 1 = 1
     assert _points([{"density": 0.2, "robust": 0.4}], "robust") == ([0.2], [0.4], [0.0])
     for bad in ([], [{"density": 1.0}], [{"test_acc": 0.5}], [1, 2], {"density": 1}, None,
                 [{"density": 1.0, "test_acc": [0.5, "x"]}]):
@@ -88,11 +90,20 @@ def test_imp_rounds_give_the_ticket_and_each_control_dashed_at_its_own_density()
     assert [x.label for x in density_series(IMP, "run A")] == ["run A: ticket", "run A: random-mask", "run A: reinit"]
 
 
-def test_rounds_without_test_acc_use_their_first_accuracy_column():
-    rounds = [{"density": 1.0, "pgd_test_acc": 0.3, "early_stop_test_acc": 0.9},
-              {"density": 0.5, "pgd_test_acc": 0.4, "early_stop_test_acc": 0.8}]
+def test_rounds_without_test_acc_use_their_first_accuracy_column_but_never_early_stopping():
+    rounds = [{"density": 1.0, "early_stop_test_acc": 0.9, "pgd_test_acc": 0.3},
+              {"density": 0.5, "early_stop_test_acc": 0.8, "pgd_test_acc": 0.4}]
     (s,) = density_series({"rounds": rounds})
     assert s.y == [0.3, 0.4]
+    both = [{"density": 1.0, "pgd_test_acc": 0.3, "test_acc": 0.9}, {"density": 0.5, "pgd_test_acc": 0.4, "test_acc": 0.8}]
+    assert density_series({"rounds": both})[0].y == [0.9, 0.8]  # test_acc wherever it stands
+
+
+def test_a_single_round_and_no_rounds_are_read_without_error():
+    (s,) = density_series({"rounds": [{"density": 1.0, "test_acc": 0.9}]})
+    assert s.x == [1.0] and s.y == [0.9]
+    assert density_series({"rounds": [], "density": 0.5, "test_acc": 0.7})[0].label == "run"
+    assert density_series({"rounds": ["x"]}) == []
 
 
 def test_other_lists_and_results_beside_the_rounds_become_their_own_lines_sorted_densest_first():

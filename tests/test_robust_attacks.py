@@ -94,6 +94,24 @@ def test_fgsm_is_one_step_of_eps_and_fgsm_rs_starts_at_random_and_steps_1_25_eps
     assert torch.allclose(got, want, atol=1e-12)
 
 
+class Bowl(nn.Module):
+    """logits (0, -(x - 0.03)^2): the attack on class 0 pulls x toward 0.03, so repeated steps of 0.07 from 0
+    would oscillate; one step lands at 0.07."""
+
+    def forward(self, x):
+        z = -((x.flatten(1) - 0.03) ** 2) * 100
+        return torch.cat([torch.zeros_like(z), z], 1)
+
+
+def test_fgsm_takes_exactly_one_step_and_clamps_to_the_pixel_range():
+    x = torch.zeros(1, 1, dtype=torch.float64)
+    assert torch.allclose(fgsm(Bowl(), x, torch.tensor([0]), 0.07), torch.tensor([[0.07]], dtype=torch.float64))
+    edge = torch.full((1, 1), 0.98, dtype=torch.float64)
+    up = fgsm(Identity(), torch.cat([edge, torch.zeros(1, 1, dtype=torch.float64)], 1), torch.tensor([1]), 0.07,
+              pixel_range=(0.0, 1.0))  # class 1's loss rises as x0 grows: x0 steps up and is clamped at 1
+    assert torch.allclose(up, torch.tensor([[1.0, 0.0]], dtype=torch.float64))
+
+
 def test_linf_random_starts_are_uniform_in_the_cube():
     d = _random_delta(torch.zeros(20000, 3), 0.2, "linf", torch.Generator().manual_seed(0))
     assert d.abs().max() <= 0.2 and d.min() < -0.199 and d.max() > 0.199

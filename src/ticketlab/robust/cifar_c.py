@@ -158,23 +158,28 @@ def saturate(x, s, rng):
 
 
 def elastic_transform(x, s, rng):
+    """The reference's two steps per image: a random affine map moving three points by up to ``affine`` pixels
+    (its cv2.getAffineTransform and warpAffine, bilinear, reflect-101 border), then a smooth displacement field
+    (uniform noise blurred with sigma, truncated at 3 sigma, times alpha) sampled bilinearly with a reflecting
+    border. Draws as the reference: the affine's offsets, then dx, then dy."""
     alpha, sigma, affine = (np.array([(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05),
                                       (0.1, 0.03, 0.03)][s - 1]) * SIZE)
+    centre, half = SIZE // 2, SIZE // 3  # the reference's centre_square and square_size
+    src = np.array([[centre + half, centre + half], [centre + half, centre - half], [centre - half, centre - half]],
+                   dtype=np.float64)  # (x, y) = (column, row)
+    rows, cols = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
     out = np.empty_like(x)
-    centre = SIZE / 2
-    grid = np.stack(np.meshgrid(np.arange(SIZE), np.arange(SIZE), indexing="ij"), 0).astype(np.float64)
     for i in range(len(x)):
-        # a random affine map of three points (the reference's cv2.getAffineTransform), then a smooth field
-        src = np.array([[centre + SIZE / 3, centre + SIZE / 3], [centre + SIZE / 3, centre - SIZE / 3],
-                        [centre - SIZE / 3, centre - SIZE / 3]])
         dst = src + rng.uniform(-affine, affine, src.shape)
-        m = np.linalg.solve(np.c_[dst, np.ones(3)], np.c_[src, np.ones(3)])[:, :2].T  # dst -> src
-        dy = ndimage.gaussian_filter(rng.uniform(-1, 1, (SIZE, SIZE)), sigma, mode="reflect") * alpha
-        dx = ndimage.gaussian_filter(rng.uniform(-1, 1, (SIZE, SIZE)), sigma, mode="reflect") * alpha
-        rows = m[1, 0] * grid[1] + m[1, 1] * grid[0] + m[1, 2] + dy
-        cols = m[0, 0] * grid[1] + m[0, 1] * grid[0] + m[0, 2] + dx
+        # warpAffine's output at q is its input at A^-1 q, A the map taking src to dst; here A^-1 in (x, y)
+        inv = np.linalg.solve(np.c_[dst, np.ones(3)], np.c_[src, np.ones(3)]).T
+        warp_cols = inv[0, 0] * cols + inv[0, 1] * rows + inv[0, 2]
+        warp_rows = inv[1, 0] * cols + inv[1, 1] * rows + inv[1, 2]
+        dx = ndimage.gaussian_filter(rng.uniform(-1, 1, (SIZE, SIZE)), sigma, mode="reflect", truncate=3) * alpha
+        dy = ndimage.gaussian_filter(rng.uniform(-1, 1, (SIZE, SIZE)), sigma, mode="reflect", truncate=3) * alpha
         for ch in range(3):
-            out[i, ..., ch] = ndimage.map_coordinates(x[i, ..., ch], [rows, cols], order=1, mode="mirror")
+            warped = ndimage.map_coordinates(x[i, ..., ch], [warp_rows, warp_cols], order=1, mode="mirror")
+            out[i, ..., ch] = ndimage.map_coordinates(warped, [rows + dy, cols + dx], order=1, mode="reflect")
     return _clip(out)
 
 
