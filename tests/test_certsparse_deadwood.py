@@ -1,5 +1,7 @@
 """Deadwooding: multipliers rise by dual ascent while a constraint is violated, the final mask has the exact
 density and holds through training, and runs resume bitwise."""
+import json
+
 import pytest
 import torch
 from helpers import killed_then_resumed, one_line_exit_2, without_config, write_imp_source
@@ -188,6 +190,7 @@ def test_the_updater_state_round_trips_into_a_fresh_one():
         opt.step()
         dw.step()
     tensors, meta = dw.state_dict()
+    assert json.loads(meta)["method"] == "deadwooding"  # the checkpoint names its method
     fresh, *_ = _dw(prune_step=1, density=0.3)
     fresh.load_state_dict(tensors, meta)
     assert all(torch.equal(a, b) for a, b in zip(fresh.masks, dw.masks))

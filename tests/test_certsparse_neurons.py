@@ -43,9 +43,10 @@ def test_nrs_divides_by_the_batchnorm_scale_squared():
 
 
 def test_channel_scores_are_position_means_and_dead_only_when_dead_everywhere():
-    s = torch.tensor([[[1.0, 3.0]], [[-math.inf, 0.5]], [[-math.inf, -math.inf]]])
+    s = torch.tensor([[[1.0, 3.0]], [[-math.inf, 0.5]], [[-math.inf, -math.inf]], [[-0.5, -0.25]]])
     c = per_channel(s)
-    assert c[0] == 2.0 and c[1] == 0.5 and c[2] == -math.inf
+    assert c[0] == 2.0 and c[1] == 0.5 and c[2] == -math.inf and c[3] == -0.375  # negative scores are no deaths
+    assert torch.equal(per_channel(torch.tensor([0.3, -0.2])), torch.tensor([0.3, -0.2]))  # a Linear's: as is
 
 
 def test_lowest_is_per_layer_or_global():
@@ -232,3 +233,6 @@ def test_more_bad_neurons_settings_are_refused(kw, msg):
     with pytest.raises(UserError, match=msg):
         NeuronsConfig(source="x", **kw).validate()
     NeuronsConfig(source="x", score="magnitude", score_eps=0.0).validate()  # only stability needs a radius
+    for ok in (dict(scope="global"), dict(scope="layerwise"), dict(score_bound="crown"), dict(score_bound="ibp"),
+               dict(method="graft"), dict(score="random"), dict(fraction=0.0), dict(score_samples=1)):
+        NeuronsConfig(source="x", **ok).validate()

@@ -239,3 +239,30 @@ def test_a_zigzag_stays_within_its_amplitude_of_a_line_from_column_2_to_25():
     for img in y:
         rows = np.flatnonzero(img.any(1))
         assert rows.max() - rows.min() <= 5 + 2 * 2 + 2 * 2.3 + 1  # slope <= 5 rows, amplitude 2, width 2.3
+
+
+def drawn_signs(name, n, seed=0):
+    """The signs a corruption draws for its n images (its generator is seeded by seed and corruption)."""
+    rng = np.random.default_rng([seed, list(MNIST_C).index(name)])
+    return rng.choice([-1.0, 1.0], n)
+
+
+def test_each_image_is_rotated_by_its_own_drawn_sign_as_skimages_inverse_map():
+    y = corrupt(blob(13.5, 20.5, n=30), "rotate", seed=0)
+    r = 0.4 * drawn_signs("rotate", 30)
+    # out(p) = in(R(r) p) about the centre: the point 7 columns right of it appears at R(-r) (7, 0)
+    want = np.stack([13.5 - 7 * np.sin(r), 13.5 + 7 * np.cos(r)], 1)
+    assert np.allclose(centre_of_mass(y), want, atol=0.1)
+
+
+def test_each_image_is_sheared_by_its_own_drawn_sign():
+    y = corrupt(blob(18.5, 13.5, n=30), "shear", seed=0)
+    s = 0.4 * drawn_signs("shear", 30)
+    want = np.stack([13.5 + 5 / np.cos(s), 13.5 + 5 * np.tan(s)], 1)
+    assert np.allclose(centre_of_mass(y), want, atol=0.15)
+
+
+def test_each_image_is_translated_against_its_own_drawn_offsets():
+    y = corrupt(blob(13.5, 13.5, n=30), "translate", seed=0)
+    d = 3.0 * drawn_signs("translate", 60).reshape(-1, 2)  # (dx, dy) per image: out(p) = in(p + d)
+    assert np.allclose(centre_of_mass(y), np.stack([13.5 - d[:, 1], 13.5 - d[:, 0]], 1), atol=0.05)

@@ -146,6 +146,11 @@ def test_the_references_are_each_members_augmented_training_spectra():
     idx = torch.randperm(len(x), generator=generator(0, "card-deck"))[:REFERENCE_IMAGES]
     assert torch.allclose(refs[0], spectra(x[idx]).mean(0))  # no augmentation: the images' own mean spectrum
     assert float(refs[1][1:, 1:].mean()) > float(refs[0][1:, 1:].mean()) + 0.1  # noise raises every frequency
+    members = [{"augment": "gaussian", "sigma": 0.5}] * 2
+    again = references(members, data, 0)
+    assert torch.equal(again, references(members, data, 0))  # seeded
+    assert not torch.equal(again[0], again[1])  # each member its own augmentation draws
+    assert not torch.equal(again, references(members, data, 1))  # by the seed
 
 
 def test_members_of_different_datasets_are_refused_before_anything_is_written(quick, tmp_path, capsys):
