@@ -37,6 +37,31 @@ def test_stability_scores_rank_a_stably_inactive_neuron_first_then_the_most_unst
     assert chosen.tolist() == [True, False, False, False]
 
 
+
+def test_stability_scores_pass_the_batchnorm_scale_on():
+    lo, hi, gamma = torch.tensor([[-1.0], [-1.0]]), torch.tensor([[2.0], [2.0]]), torch.tensor([2.0])
+    assert stability_scores(lo, hi, gamma).item() == pytest.approx(math.tanh(1 - 2 / 4))  # not tanh(1 - 2)
+
+
+def test_relu_inputs_with_crown_are_crowns_bounds_tighter_than_ibps():
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from ticketlab.certsparse.scores import relu_inputs
+    from ticketlab.verify import input_box, pre_bounds, to_ops
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    data = SimpleNamespace(input_shape=(3,), mean=None, std=None, pixel_range=(0.0, 1.0))
+    x = torch.rand(4, 3)
+    crown, ibp = relu_inputs(net, data, x, 0.2, "crown"), relu_inputs(net, data, x, 0.2)
+    ops = to_ops(net, (3,))
+    want, _ = pre_bounds(ops, *input_box(x, 0.2, (0.0, 1.0)), "crown")
+    assert all(torch.equal(a, b) for (c, w) in zip(crown, [want[i] for i in sorted(want)]) for a, b in zip(c, w))
+    assert torch.equal(crown[0][0], ibp[0][0])  # the first ReLU's input is exact either way
+    assert (crown[1][1] <= ibp[1][1] + 1e-6).all() and (crown[1][1] < ibp[1][1] - 1e-4).any()
+
 def test_nrs_divides_by_the_batchnorm_scale_squared():
     lo, hi, g = torch.tensor([-1.0]), torch.tensor([2.0]), torch.tensor([2.0])
     assert nrs(lo, hi, g).item() == pytest.approx(math.tanh(1 - 2 / 4))

@@ -108,6 +108,9 @@ REF = {
     "pixelate": [0.95, 0.9, 0.85, 0.75, 0.65],
     "jpeg_compression": [80, 65, 58, 50, 40],
     "spatter": [(0.5, 0), (0.5, 0), (0.5, 0), (0.6, 1), (0.6, 1)],  # (intensity, mud)
+    # the liquid layer: normal(loc, scale) blurred by sigma, cut below a threshold
+    "spatter_liquid": [(0.62, 0.1, 0.7, 0.7), (0.65, 0.1, 0.8, 0.7), (0.65, 0.3, 1, 0.69), (0.65, 0.1, 0.7, 0.69),
+                       (0.65, 0.1, 0.5, 0.68)],
 }
 SEV = [1, 2, 3, 4, 5]
 
@@ -387,6 +390,57 @@ def test_spatter_tints_toward_blue_grey_liquid_or_brown_mud(s):
     else:
         assert m.max() <= intensity + 1e-6
 
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_spatter_is_the_references_liquid_each_image_blurred_on_its_own(s):
+    """Black images show the tint alone: recomputed from the same draws as the benchmark script does it, one
+    image at a time (a blur across the batch, or another liquid setting, gives other pixels)."""
+    (loc, scale, sigma, thr), (intensity, mud) = REF["spatter_liquid"][s - 1], REF["spatter"][s - 1]
+    n = 6
+    y = corrupt_cifar(gray(0.0, n), "spatter", s).astype(np.float64).transpose(0, 2, 3, 1)
+    rng = np.random.default_rng([0, list(CIFAR10_C).index("spatter"), s])
+    draws = rng.normal(loc, scale, (n, 32, 32))
+    for i in range(n):
+        liquid = ndimage.gaussian_filter(draws[i], sigma)
+        liquid[liquid < thr] = 0
+        if mud:
+            m = ndimage.gaussian_filter((liquid > thr).astype(float), intensity, mode="nearest")
+            m[m < 0.8] = 0
+            colour = np.array([63, 42, 20]) / 255
+        else:
+            m = ndimage.gaussian_filter((liquid > 0).astype(float), 1) * intensity
+            colour = np.array([175, 238, 238]) / 255
+        assert np.allclose(y[i], m[..., None] * colour, atol=1e-6), i
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_snow_brightens_a_colour_image_toward_its_grey_by_the_references_weights(s):
+    """Where no flake falls, a pixel is blend x + (1 - blend) max(x, 1.5 grey + 0.5), grey the ITU-R 601 luma."""
+    blend = REF["snow"][s - 1]
+    colour = np.array([0.2, 0.05, 0.1])
+    x = np.ones((8, 3, 32, 32), dtype=np.float32) * colour.astype(np.float32)[None, :, None, None]
+    y = corrupt_cifar(x, "snow", s).astype(np.float64)
+    grey = 0.299 * 0.2 + 0.587 * 0.05 + 0.114 * 0.1
+    want = blend * colour + (1 - blend) * np.maximum(colour, 1.5 * grey + 0.5)
+    assert np.allclose(y.min(axis=(0, 2, 3)), want, atol=1e-6)  # flakes only add
+
+
+def test_snowflakes_fall_at_angles_between_minus_135_and_minus_45_degrees(monkeypatch):
+    import ticketlab.robust.cifar_c as cc
+
+    seen = []
+    real = cc.line_blur
+
+    def spy(x, radius, sigma, angles):
+        seen.append(np.asarray(angles))
+        return real(x, radius, sigma, angles)
+
+    monkeypatch.setattr(cc, "line_blur", spy)
+    corrupt_cifar(gray(0.0, 200), "snow", 1)
+    (angles,) = seen
+    assert angles.min() >= -135 and angles.max() <= -45
+    assert angles.min() < -125 and angles.max() > -55  # the whole range is drawn
 
 def test_the_seed_and_severity_pick_the_random_numbers(images):
     a = corrupt_cifar(images, "gaussian_noise", 1, seed=0)

@@ -78,6 +78,19 @@ def test_gradual_pruner_state_round_trips():
     assert b.step_count == 6 and b.log == a.log and torch.equal(b.masks[0], a.masks[0])
 
 
+
+def test_the_pruners_checkpoint_names_its_method_and_schedule_position():
+    import json
+
+    net = _net()
+    x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
+    pr = GradualPruner(net, torch.optim.SGD(net.parameters(), lr=0.1), ["0.weight"], PRUNERS.get("random"),
+                       final_density=0.5, total=10, steps=2, end_fraction=0.5, batches=lambda k: [(x, y)])
+    pr.step()
+    tensors, meta = pr.state_dict()
+    meta = json.loads(meta)
+    assert meta["method"] == pr.method and pr.method and meta["step_count"] == 1 and sorted(tensors) == ["mask.0"]
+
 def test_layerwise_steps_keep_each_layers_share_and_an_n_m_pattern_keeps_n_of_every_m():
     net = _net()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)

@@ -241,6 +241,37 @@ def test_a_zigzag_stays_within_its_amplitude_of_a_line_from_column_2_to_25():
         assert rows.max() - rows.min() <= 5 + 2 * 2 + 2 * 2.3 + 1  # slope <= 5 rows, amplitude 2, width 2.3
 
 
+
+class _Fixed:
+    """A generator stand-in whose ``integers`` returns the given values in turn."""
+
+    def __init__(self, *values):
+        self.values = list(values)
+
+    def integers(self, lo, hi=None):
+        return self.values.pop(0)
+
+
+def test_a_level_zigzag_peaks_two_rows_either_side_of_its_line_every_four_columns():
+    from ticketlab.robust.corruptions import zigzag
+
+    img = zigzag(np.zeros((1, 28, 28)), _Fixed(10, 0))[0]  # r0 = 10, r1 = r0: a level line at row 10
+    # vertices at columns 2 + 2, 2 + 6, ...: rows 10 + 2, 10 - 2, ... (amplitude b = 2), then back down
+    for col, row in [(4, 12), (8, 8), (12, 12), (16, 8), (20, 12)]:
+        assert img[row, col] == 1.0 and img[row + (1 if row > 10 else -1), col] < 0.5, (col, row)
+    assert img[:, :2].max() == 0 and img[:, 25:].max() == 0  # from column 2 up to column 25
+
+
+def test_a_tilted_zigzag_ends_on_its_line_offset_by_the_last_half_period():
+    """r0 = 10, r1 = 13: length d = sqrt(23^2 + 3^2) = 23.195, six vertices (the last at 22 along, -2 across),
+    then the end point 23.195 along and -2 / (2 (d - 20)) = -0.313 across. Rotated onto the line it is
+    (col 25.040, row 12.690), so the last segment crosses column 25 at row 12.613: pixel (13, 25) is 0.387
+    from it, intensity 1 + log(1 - 0.387 / 2.3) = 0.816."""
+    from ticketlab.robust.corruptions import zigzag
+
+    img = zigzag(np.zeros((1, 28, 28)), _Fixed(10, 3))[0]
+    assert img[13, 25] == pytest.approx(0.816, abs=0.002)
+
 def drawn_signs(name, n, seed=0):
     """The signs a corruption draws for its n images (its generator is seeded by seed and corruption)."""
     rng = np.random.default_rng([seed, list(MNIST_C).index(name)])
@@ -266,3 +297,16 @@ def test_each_image_is_translated_against_its_own_drawn_offsets():
     y = corrupt(blob(13.5, 13.5, n=30), "translate", seed=0)
     d = 3.0 * drawn_signs("translate", 60).reshape(-1, 2)  # (dx, dy) per image: out(p) = in(p + d)
     assert np.allclose(centre_of_mass(y), np.stack([13.5 - d[:, 1], 13.5 - d[:, 0]], 1), atol=0.05)
+
+
+@pytest.mark.parametrize("name", ["shear", "rotate", "scale"])
+def test_the_affine_corruptions_interpolate_bilinearly_as_mnist_cs_order_1_warp(name):
+    """A single lit pixel maps to the few pixels whose preimage lies within one pixel of it (a bilinear tent;
+    a higher-order spline rings over a hundred), with weights summing to the map's area change."""
+    x = np.zeros((1, 28, 28))
+    x[0, 9, 9] = 1.0
+    y = MNIST_C[name](x, np.random.default_rng(0))
+    lit = np.argwhere(y[0] > 1e-9)
+    assert 1 <= len(lit) <= 6 and np.ptp(lit, axis=0).max() <= 2
+    area = {"shear": 1.0, "rotate": 1.0, "scale": 0.7 ** 2}[name]
+    assert abs(y.sum() - area) < 0.35 * area

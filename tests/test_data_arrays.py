@@ -58,7 +58,8 @@ def test_a_bad_npz_file_is_one_line_and_exit_2(tmp_path, capsys):
     np.savez(tmp_path / "pickled.npz", **arrays(), extra=np.array([{"a": 1}], dtype=object))
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     np.savez(tmp_path / "objects.npz", **(arrays() | {"y_train": np.array([{"a": 1}] * 200, dtype=object)}))
-    for name, msg in (("missing.npz", "missing arrays y_test"), ("junk.npz", "is not a readable .npz file"),
+    junk = f"--dataset npz:{tmp_path / 'junk.npz'}: is not a readable .npz file"
+    for name, msg in (("missing.npz", "missing arrays y_test"), ("junk.npz", junk),
                       ("objects.npz", "without unpickling"), ("nope.npz", "no such file")):
         out = tmp_path / "run"
         code = main(["imp", "--dataset", f"npz:{tmp_path / name}", "--iterations", "5", "--rounds", "1", "--quiet",

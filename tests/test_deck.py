@@ -183,3 +183,31 @@ def test_the_deck_table_has_a_column_per_member_and_a_mean_over_corruptions():
     assert lines[2].split() == ["clean", "0.9000", "0.8000", "0.8500", "0.8750"]
     assert lines[-1].split() == ["mean", "over", "corruptions", "0.4000", "0.4000", "0.4000", "0.4500"]
     assert len(format_deck({"labels": ["a", "b"], "rows": rows[:1]}).splitlines()) == 3  # no corruptions: no mean
+
+
+def test_a_member_is_an_imp_compress_or_prune_init_runs_final_model_unaugmented_unless_it_says(monkeypatch, tmp_path):
+    import ticketlab.robust.deck as deck
+
+    asked = []
+
+    def fake(run, kinds, why):
+        asked.append((kinds, why))
+        models = [{"group": "ticket", "weights": "t0"}, {"group": "ticket", "weights": "t1"},
+                  {"group": "control", "weights": "c"}]
+        return {"kind": run.name, "config": {"model": "lenet", "dataset": "mnist", "train": {}}}, models
+
+    monkeypatch.setattr(deck, "trained_models", fake)
+    imp, compress = deck.member(tmp_path / "imp"), deck.member(tmp_path / "compress")
+    assert asked[0] == (("imp", "compress", "prune-init"), "CARD-Deck members are imp, compress or prune-init runs")
+    assert imp == {"label": "imp (none)", "model": "lenet", "dataset": "mnist", "augment": "none", "sigma": 0.1,
+                   "weights": "t1"}  # an IMP run's last ticket, an older run's missing augmentation is none
+    assert compress["weights"] == "c"  # any other run's last model
+
+
+def test_the_deck_reports_the_folder_it_wrote(quick, tmp_path):
+    from ticketlab.robust.deck import DeckConfig, run_deck
+
+    root, runs = quick
+    out = tmp_path / "deck"
+    result = run_deck(DeckConfig(members=runs[:2], samples=10), out, data_dir=str(root / "data"), quiet=True)
+    assert result["dir"] == str(out) and (out / "results.json").exists()

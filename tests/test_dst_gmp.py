@@ -127,3 +127,19 @@ def test_er_gmp_gives_layers_their_er_shares():
 def test_an_empty_window_jumps_to_the_final_density():
     assert cubic_density(10, 10, 10, 0.3) == 0.3 and cubic_density(9, 10, 10, 0.3) == 1.0
     assert cubic_density(12, 10, 5, 0.3) == 0.3
+
+
+def test_ties_among_equal_magnitudes_are_broken_by_the_seeded_generator_not_the_global_one():
+    def pruned(seed, global_seed):
+        model = two_layers()
+        t = gmp(model, seed=seed)
+        with torch.no_grad():
+            model[0].weight.fill_(0.5)  # every weight of layer 0 tied
+        torch.manual_seed(global_seed)
+        t.update(50, 0.0)
+        return t.masks[0].clone()
+
+    a = pruned(0, 0)
+    assert int(a.sum()) == round(0.2 * 512)
+    assert torch.equal(a, pruned(0, 123))  # the global RNG plays no part
+    assert not torch.equal(a, pruned(1, 0))  # the run's seed does

@@ -108,3 +108,22 @@ def test_allocate_gives_leftovers_to_the_largest_remainders_then_stops_when_noth
     assert allocate([5.0, 1.0, 1.0], 2, [0, 5, 5]) == [0, 1, 1]  # a full layer's share goes to the open ones
     assert allocate([1.0, 1.0, 1.0], 2, [5, 5, 5]) == [1, 1, 0]  # equal remainders: lowest index first
     assert allocate([1.0], 0, [3]) == [0]
+
+
+def test_ties_in_the_prune_and_the_regrowth_are_broken_by_the_runs_seed():
+    def updated(seed, global_seed):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(8, 8, bias=False), nn.Linear(8, 8, bias=False))
+        t = dst.make("snfs", model, torch.optim.SGD(model.parameters(), lr=0.1), density=0.5,
+                     distribution="uniform", total_steps=100, delta_t=10, input_shape=(8,), seed=seed)
+        t.set_masks([torch.arange(64).view(8, 8) % 2 == 0] * 2)  # the same masks whatever the seed drew
+        with torch.no_grad():
+            for p, m in zip(t.params, t.masks):
+                p.copy_(m.float())  # every active magnitude tied; zero momentum: every regrowth candidate tied too
+        torch.manual_seed(global_seed)
+        t.update(10, 0.5)
+        return [m.clone() for m in t.masks]
+
+    a = updated(0, 0)
+    assert all(torch.equal(x, y) for x, y in zip(a, updated(0, 99)))
+    assert not all(torch.equal(x, y) for x, y in zip(a, updated(1, 0)))

@@ -100,8 +100,32 @@ def test_semi_structured_export_checks_2_4_and_refuses_without_cuda():
 
     w = torch.tensor([[1.0, 0.0, 2.0, 0.0, 0.0, 3.0, 0.0, 4.0]])
     assert is_2_4(w) and not is_2_4(torch.ones(1, 8)) and not is_2_4(torch.zeros(2, 6))
-    with pytest.raises(UserError, match="run on CUDA only"):
+    with pytest.raises(UserError, match="run on CUDA only") as e:
         semi_structured_(nn.Sequential(nn.Linear(8, 4)))
+    assert str(e.value).endswith("export the sparse or compact form for the CPU")
+
+
+def test_a_cuda_model_is_converted_in_half_precision_by_torchs_semi_structured_format(monkeypatch):
+    """On CUDA, semi_structured_ hands the model, fp16 (the default) or the asked dtype, and torch's own
+    converter to convert_2_4_ (faked here: no test may need a GPU)."""
+    from types import SimpleNamespace
+
+    from torch import nn
+    from torch.sparse import to_sparse_semi_structured
+
+    import ticketlab.deploy.semi as semi
+
+    calls = []
+    monkeypatch.setattr(semi, "convert_2_4_", lambda *a: calls.append(a) or {"0": "2:4"})
+
+    class OnCuda(nn.Module):
+        def parameters(self, recurse=True):
+            yield SimpleNamespace(device=torch.device("cuda", 0))
+
+    model = OnCuda()
+    assert semi.semi_structured_(model) == {"0": "2:4"}
+    semi.semi_structured_(model, torch.bfloat16)
+    assert calls == [(model, torch.float16, to_sparse_semi_structured), (model, torch.bfloat16, to_sparse_semi_structured)]
 
 
 @pytest.mark.parametrize("w, ok", [

@@ -32,6 +32,12 @@ def test_grid_sets_typed_values_on_the_config_and_its_training_settings():
     assert pts[3].cfg.method == "rigl" and pts[3].cfg.train.lr == 0.2 and DSTConfig().train.lr != 0.2
 
 
+
+def test_an_axis_named_as_its_flag_sets_the_underscored_field_of_the_config_or_its_training():
+    cfg = set_field(set_field(DSTConfig(), "delta-t", 7), "weight-decay", 0.25)
+    assert cfg.delta_t == 7 and cfg.train.weight_decay == 0.25
+    assert DSTConfig().delta_t != 7 and DSTConfig().train.weight_decay != 0.25
+
 def test_setting_an_unknown_field_is_a_user_error():
     from ticketlab.errors import UserError
     with pytest.raises(UserError, match="unknown axis"):

@@ -17,10 +17,40 @@ from pathlib import Path
 
 from score import module_of
 
+# the modules issue 27 added to the mutation run (the default sample)
+NEWER = [
+    "ticketlab.certsparse.deadwood",
+    "ticketlab.certsparse.neurons",
+    "ticketlab.certsparse.scores",
+    "ticketlab.compress.gradual",
+    "ticketlab.data.arrays",
+    "ticketlab.deploy.semi",
+    "ticketlab.dst.gmp",
+    "ticketlab.dst.snfs",
+    "ticketlab.report.collect",
+    "ticketlab.robust.attacks",
+    "ticketlab.robust.cifar_c",
+    "ticketlab.robust.corruptions",
+    "ticketlab.robust.deck",
+    "ticketlab.robust.training",
+    "ticketlab.runs.lockstep",
+    "ticketlab.runs.rundir",
+    "ticketlab.runs.seeds",
+    "ticketlab.runs.store",
+    "ticketlab.runs.sweep",
+    "ticketlab.runs.training",
+    "ticketlab.train.replicates",
+    "ticketlab.verify.bounds",
+    "ticketlab.verify.complete",
+    "ticketlab.verify.graph",
+    "ticketlab.verify.training",
+]
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("modules", nargs="+", help="dotted module names (ticketlab.runs.seeds ...)")
+    ap.add_argument("modules", nargs="*", default=NEWER,
+                    help="dotted module names (ticketlab.runs.seeds ...); default: the newer modules")
     ap.add_argument("--root", default="mutants")
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--min", type=int, default=20)
