@@ -437,6 +437,8 @@ def test_a_replicate_without_state_yet_lists_nothing():
     own = [torch.nn.Parameter(torch.zeros(3))]
     view = _ReplicaOptimizer(opt, own, [stack], 0)
     assert list(view.state) == [] and len(view.state) == 0 and own[0] not in view.state
+    view.state[own[0]] = {"step": 3}  # a plain value starts the stack's state
+    assert opt.state[stack] == {"step": 3} and own[0] in view.state
 
 
 def test_pre_step_hooks_run_in_order_and_can_be_removed():
@@ -448,3 +450,19 @@ def test_pre_step_hooks_run_in_order_and_can_be_removed():
     h.remove()
     view.pre_step()
     assert calls == [("a", True, (), {}), ("b",), ("a", True, (), {})]
+
+
+def test_train_each_trains_every_model_alone_with_its_mask_seed_checkpointer_log_and_progress():
+    calls = []
+
+    def spy(model, data, cfg, **kw):
+        calls.append((model, kw))
+        return f"trained {model}"
+
+    out = train_each(["a", "b"], "data", "cfg", masks=["ma", "mb"], seeds=[3, 4], start_iter=2, total=9,
+                     checkpointers=["ca", "cb"], progress=True, desc="seeds", train_fn=spy)
+    assert out == ["trained a", "trained b"]
+    assert calls == [("a", dict(mask="ma", seed=3, start_iter=2, total=9, checkpointer="ca", log=None, progress=True,
+                                desc="seeds")),
+                     ("b", dict(mask="mb", seed=4, start_iter=2, total=9, checkpointer="cb", log=None, progress=True,
+                                desc="seeds"))]

@@ -129,6 +129,34 @@ def test_progress_lines_count_the_tasks_and_name_each_outcome(tmp_path, capsys):
     assert [line.split("  (")[0] for line in err[1:]] == [
         "[1/4] fail=False seed 0: done", "[2/4] fail=False seed 1: done", "[3/4] fail=True seed 0: done",
         "[4/4] fail=True seed 1: FAILED (seed 1 of x=1.0 cannot run)"]
+    elapsed = [int(line.rsplit("  (", 1)[1].removesuffix(" s)")) for line in err[1:]]
+    assert elapsed == sorted(elapsed) and 0 <= elapsed[0] and elapsed[-1] < 120  # seconds since the sweep began
+
+
+def test_the_log_kind_is_checked_before_the_sweeps_folder_and_handed_to_every_point(tmp_path):
+    from ticketlab.train import log as train_log
+
+    with pytest.raises(UserError, match="unknown --log 'xml'"):
+        sweep(tmp_path, {"x": [1.0]}, [0], log="xml")
+    assert not (tmp_path / "sw").exists() and CALLS == []
+    try:
+        sweep(tmp_path, {"x": [1.0]}, [0], log="jsonl")
+        assert len(CALLS) == 1 and train_log.current() == "jsonl"  # the point ran with the sweep's log kind
+    finally:
+        train_log.configure("none")
+
+
+@pytest.mark.parametrize("replicates, packed", [("sequential", False), ("vectorized", True)])
+def test_the_ray_backend_gets_the_tasks_or_the_packs_and_the_pack_runner(tmp_path, monkeypatch, replicates, packed):
+    from ticketlab.runs import sweep as sw
+
+    seen = []
+    monkeypatch.setattr(sw, "check_ray_address", lambda address: None)
+    monkeypatch.setattr(sw, "_ray", lambda units, *a: seen.append((units, a)) or {})
+    sweep(tmp_path, {"x": [1.0, 2.0]}, [0], backend="ray", replicates=replicates)
+    ((units, args),) = seen
+    assert args[-1] is (sw.run_pack if packed else None) and args[-2] is True  # the runner, quiet
+    assert len(units) == (1 if packed else 2)
 
 
 def test_bad_sweep_settings_are_refused_before_any_folder_is_made(tmp_path):

@@ -263,7 +263,9 @@ def test_verified_needs_every_row_above_zero():
 
 def test_stability_counts_each_kind_of_neuron_over_the_batch():
     ops = [ReLU((3,)), ReLU((2,), torch.tensor([True, False]), torch.ones(2), torch.zeros(2))]
-    pre = {0: (torch.tensor([[-1.0, 0.0, -2.0], [1.0, -1.0, -1.0]]), torch.tensor([[1.0, 2.0, 0.0], [2.0, 1.0, -0.5]])),
+    # an active neuron with u below 1 (0.25 <= x <= 0.5) counts as active like any other
+    pre = {0: (torch.tensor([[-1.0, 0.0, -2.0], [0.25, -1.0, -1.0]]),
+               torch.tensor([[1.0, 2.0, 0.0], [0.5, 1.0, -0.5]])),
            1: (torch.tensor([[-1.0, -1.0], [-1.0, -1.0]]), torch.tensor([[1.0, 1.0], [1.0, -1.0]]))}
     assert stability(ops, pre) == [
         {"layer": 0, "neurons": 3, "unstable": 2, "active": 2, "inactive": 2, "grafted": 0},

@@ -337,3 +337,57 @@ def test_lowering_keeps_grafted_neurons_and_max_windows():
     assert layers[2].windows.tolist() == [[0, 1], [2, 3], [4, 5], [6, 7]]
     pool2 = lower(to_ops(nn.Sequential(nn.MaxPool2d(2)).double(), (1, 2, 4)))
     assert pool2[0].windows.tolist() == [[0, 1, 4, 5], [2, 3, 6, 7]]
+
+
+def _grafted_net(seed):
+    from ticketlab.models.graft import GraftedReLU
+
+    torch.manual_seed(seed)
+    g = GraftedReLU((6,), slope=0.3, intercept=0.1)
+    g.graft[:2] = True
+    return nn.Sequential(nn.Linear(2, 6), g, nn.Linear(6, 3)).double(), (2,)
+
+
+def _pooled_net(seed):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Conv1d(1, 2, 2), nn.ReLU(), nn.MaxPool1d(2), nn.Flatten(), nn.Linear(2, 3)).double(), (1, 3)
+
+
+@pytest.mark.parametrize("make", [_grafted_net, _pooled_net])
+@pytest.mark.parametrize("seed", range(3))
+def test_the_milps_optimum_is_the_networks_margin_at_its_minimiser_and_below_every_sample(make, seed):
+    """The MILP is exact, not a relaxation: its minimum of logit_y - logit_j is what the network gives at the
+    minimiser (a relaxation's optimum sits where its variables are not the network's activations), and no
+    sampled point of the box has a lower margin (soundness)."""
+    from scipy.optimize import milp
+
+    from ticketlab.verify.bounds import pre_bounds
+
+    net, shape = make(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.dim() > 0 and p.dtype == torch.float64 and p.requires_grad:
+                p.normal_()
+    ops = to_ops(net, shape)
+    x = torch.rand(1, *shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    y = int(net(x).argmax())
+    lo, hi = input_box(x, 0.5, None)
+    with torch.no_grad():
+        pre, _ = pre_bounds(ops, lo, hi, "crown")
+    bounds = {i: (a[0].reshape(-1).numpy(), b[0].reshape(-1).numpy()) for i, (a, b) in pre.items()}
+    box, cons, integrality, logits, n0 = Complete(ops, net, 3, 0.5, None, "milp", attack_steps=0,
+                                                  shortcut=False)._milp_program(lo[0], hi[0], bounds)
+    g = torch.Generator().manual_seed(9)
+    samples = lo + (hi - lo) * torch.rand(20000, *shape, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        out = net(samples)
+    for j in (j for j in range(3) if j != y):
+        c = np.zeros(len(integrality))
+        c[logits[y]], c[logits[j]] = 1.0, -1.0
+        res = milp(c, integrality=integrality, bounds=box, constraints=cons)
+        assert res.status == 0
+        point = torch.as_tensor(res.x[:n0]).view(1, *shape)
+        with torch.no_grad():
+            at = net(point)[0]
+        assert float(at[y] - at[j]) == pytest.approx(res.fun, abs=1e-6)
+        assert res.fun <= float((out[:, y] - out[:, j]).min()) + 1e-9

@@ -129,6 +129,8 @@ def test_stability_loss_of_a_hand_worked_neuron(digits):
     rs = StabilityLoss(SimpleNamespace(rs_eps=0.4), data)
     x = torch.tensor([[0.6, 0.5]], dtype=torch.float64)
     assert rs(net, x).item() == pytest.approx(-math.tanh(0.85))
+    # the ball is cut to the pixel range: x_0 = 0.8 +- 0.4 is [0.4, 1], so l = -0.1, u = 0.5 (not 0.7)
+    assert rs(net, torch.tensor([[0.8, 0.5]], dtype=torch.float64)).item() == pytest.approx(-math.tanh(0.95))
 
 
 def test_the_stability_regulariser_cuts_unstable_relus(digits):
