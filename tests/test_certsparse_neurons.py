@@ -146,7 +146,7 @@ def test_verify_reads_a_grafted_run(source, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, msg", [
     ([], "neurons needs --source RUN"),
-    (["--source", "SRC", "--method", "nope"], "unknown --method 'nope'"),
+    (["--source", "SRC", "--method", "nope"], "unknown --method 'nope'; choose one of: prune, graft"),
     (["--source", "SRC", "--score", "nope"], "unknown --score 'nope'"),
     (["--source", "SRC", "--fraction", "1"], "--fraction must be in [0, 1)"),
     (["--source", "SRC", "--score-eps", "0"], "--score stability needs --score-eps > 0"),

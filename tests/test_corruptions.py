@@ -310,3 +310,13 @@ def test_the_affine_corruptions_interpolate_bilinearly_as_mnist_cs_order_1_warp(
     assert 1 <= len(lit) <= 6 and np.ptp(lit, axis=0).max() <= 2
     area = {"shear": 1.0, "rotate": 1.0, "scale": 0.7 ** 2}[name]
     assert abs(y.sum() - area) < 0.35 * area
+
+
+
+def test_line_blur_of_colour_images_blurs_each_channel_alone():
+    rng = np.random.default_rng(0)
+    x = rng.random((2, 12, 12, 3))
+    angles = np.array([30, -60])
+    out = line_blur(x, 3, 1.5, angles)
+    for c in range(3):
+        assert np.allclose(out[..., c], line_blur(np.ascontiguousarray(x[..., c]), 3, 1.5, angles))

@@ -120,6 +120,9 @@ def test_what_cannot_share_a_loop_is_refused(digits):
     with pytest.raises(NotVectorizable):
         train_replicates([a, copy.deepcopy(a)], digits, TrainConfig(iterations=2, adv="pgd", adv_eps=0.1),
                          masks=[None, None], seeds=[0, 1])
+    w = {"0.weight": torch.ones(300, 784, dtype=torch.bool)}
+    with pytest.raises(NotVectorizable, match="^the replicates mask different layers$"):
+        train_replicates([a, copy.deepcopy(a)], digits, TrainConfig(iterations=2), masks=[w, None], seeds=[0, 1])
 
 
 def imp_cfg(**kw):

@@ -279,6 +279,7 @@ def test_a_solver_point_is_clipped_into_the_box_and_rechecked_by_the_model(monke
     if m <= 0:
         _, m = _pgd_push(net, corner, y, lo[0], hi[0])
     assert v.verdict == ("falsified" if m > 0 else "unknown") and v.by == "milp"
+    assert isinstance(v.seconds, float) and 0 <= v.seconds < 60  # seconds spent on the sample
     if v.verdict == "falsified":
         assert ((v.counterexample >= lo[0]) & (v.counterexample <= hi[0])).all() and v.margin == pytest.approx(m)
 

@@ -102,8 +102,9 @@ def test_bad_certified_settings_are_user_errors(kw, msg):
 
 def test_certified_training_refuses_batch_norm_models(digits):
     model = build_model("conv2bn", digits.input_shape, digits.num_classes, seed=0)
-    with pytest.raises(UserError, match="does not support models with BatchNorm"):
+    with pytest.raises(UserError, match="does not support models with BatchNorm") as e:
         train(model, digits, TrainConfig(iterations=2, certified="ibp", cert_eps=0.1), seed=0)
+    assert str(e.value).endswith("pick lenet300, mlp1d, cnn-small, conv2/4/6 or cnn1d")
 
 
 def test_certified_training_flops_count_the_bound_passes():
