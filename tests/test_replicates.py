@@ -469,3 +469,34 @@ def test_train_each_trains_every_model_alone_with_its_mask_seed_checkpointer_log
                                 desc="seeds")),
                      ("b", dict(mask="mb", seed=4, start_iter=2, total=9, checkpointer="cb", log=None, progress=True,
                                 desc="seeds"))]
+
+
+class _Recorder:
+    """A training log that keeps every call: what the vectorised loop must log as the sequential one does."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        return lambda *a, **k: self.calls.append((name, a, k))
+
+
+def test_augmented_replicates_with_logs_equal_sequential_training_and_log_the_same(digits):
+    cfg = TrainConfig(iterations=12, eval_every=6, batch_size=32, augment="gaussian", augment_sigma=0.3)
+    seeds = [0, 1]
+    models, masks = replicas("lenet300", digits, seeds, density=0.5)
+    a, b = copy.deepcopy(models), copy.deepcopy(models)
+    la, lb = [_Recorder(), _Recorder()], [_Recorder(), _Recorder()]
+    train_replicates(a, digits, cfg, masks=masks, seeds=seeds, logs=la)
+    train_each(b, digits, cfg, masks=masks, seeds=seeds, logs=lb)
+    assert max_diff(a, b) < 1e-5  # the same noise, of sigma 0.3, per replicate
+    c = copy.deepcopy(models)
+    train_each(c, digits, TrainConfig(**(cfg.to_dict() | {"augment_sigma": 0.1})), masks=masks, seeds=seeds)
+    assert max_diff(b, c) > 1e-4  # (another sigma trains otherwise)
+    for x, y in zip(la, lb):
+        assert [(n, a[0] if a else None) for n, a, _ in x.calls] == [(n, a[0] if a else None) for n, a, _ in y.calls]
+        assert any(n == "scalars" and "loss/train" in a[1] for n, a, _ in x.calls)  # the steps' mean loss
+        for (_, p, _), (_, q, _) in zip(x.calls, y.calls):
+            if len(p) > 1 and isinstance(p[1], dict):
+                assert p[1].keys() == q[1].keys()
+                assert all(abs(p[1][k] - q[1][k]) < 1e-4 for k in p[1] if isinstance(p[1][k], float))

@@ -218,3 +218,9 @@ def test_resolve_is_sequential_under_data_parallel_training(monkeypatch):
 def test_run_all_runs_in_turn_or_in_one_lockstep(packed):
     assert run_all([lambda: 1, lambda: 2], "sequential") == [1, 2]
     assert run_all([training("a"), training("b")], "vectorized") == ["packed:a", "packed:b"]
+
+
+def test_each_run_has_its_own_named_thread():
+    names = []
+    Lockstep(quiet=True).run([lambda: names.append(threading.current_thread().name) for _ in range(2)])
+    assert sorted(names) == ["ticketlab-run-(0,)", "ticketlab-run-(1,)"]  # what a traceback or py-spy shows

@@ -324,3 +324,16 @@ def test_alpha_crown_with_no_steps_is_crown_and_more_steps_never_loosen():
     with torch.no_grad():
         exact = crown(relu_free, lo, hi, C, upper=False).lower
     assert torch.allclose(alpha_crown(relu_free, lo, hi, C).lower, exact)  # no slopes to optimise
+
+
+@pytest.mark.parametrize("steps", [0, 3])
+def test_alpha_crown_hands_back_the_pre_activation_bounds_it_used(steps):
+    net, shape = random_net("mlp", 2, None)
+    ops = to_ops(net, shape)
+    x = torch.rand(2, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    lo, hi = input_box(x, 0.05, (0.0, 1.0))
+    with torch.no_grad():
+        pre, _ = pre_bounds(ops, lo, hi, "crown")
+    b = alpha_crown(ops, lo, hi, steps=steps)
+    assert b.pre is not None and sorted(b.pre) == sorted(pre)
+    assert all(torch.equal(b.pre[i][0], pre[i][0]) and torch.equal(b.pre[i][1], pre[i][1]) for i in pre)
