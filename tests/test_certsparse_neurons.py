@@ -261,3 +261,22 @@ def test_more_bad_neurons_settings_are_refused(kw, msg):
     for ok in (dict(scope="global"), dict(scope="layerwise"), dict(score_bound="crown"), dict(score_bound="ibp"),
                dict(method="graft"), dict(score="random"), dict(fraction=0.0), dict(score_samples=1)):
         NeuronsConfig(source="x", **ok).validate()
+
+
+def test_random_neuron_scores_come_from_the_runs_seed_not_the_global_rng():
+    from ticketlab.certsparse.neurons import choose
+    from ticketlab.data import load_dataset
+    from ticketlab.models import build_model
+
+    data = load_dataset("digits")
+    model = build_model("lenet300", data.input_shape, data.num_classes, seed=0)
+
+    def chosen(seed, global_seed):
+        torch.manual_seed(global_seed)
+        cfg = NeuronsConfig(source="SRC", method="graft", score="random", fraction=0.25, seed=seed)
+        return choose(cfg, model, data)
+
+    a = chosen(0, 0)
+    assert [int(c.sum()) for c in a] == [75, 25]  # a quarter of each layer's 300 and 100 neurons
+    assert all(torch.equal(x, y) for x, y in zip(a, chosen(0, 7)))
+    assert not all(torch.equal(x, y) for x, y in zip(a, chosen(1, 0)))
