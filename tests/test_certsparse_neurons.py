@@ -61,6 +61,10 @@ def test_relu_inputs_with_crown_are_crowns_bounds_tighter_than_ibps():
     assert all(torch.equal(a, b) for (c, w) in zip(crown, [want[i] for i in sorted(want)]) for a, b in zip(c, w))
     assert torch.equal(crown[0][0], ibp[0][0])  # the first ReLU's input is exact either way
     assert (crown[1][1] <= ibp[1][1] + 1e-6).all() and (crown[1][1] < ibp[1][1] - 1e-4).any()
+    from ticketlab.certsparse.scores import neuron_scores
+
+    scores = neuron_scores("stability", net, data, x, eps=0.2, bound="crown")
+    assert all(torch.equal(s, stability_scores(lo, hi)) for s, (lo, hi) in zip(scores, crown))
 
 def test_nrs_divides_by_the_batchnorm_scale_squared():
     lo, hi, g = torch.tensor([-1.0]), torch.tensor([2.0]), torch.tensor([2.0])

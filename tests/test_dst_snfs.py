@@ -12,6 +12,7 @@ from ticketlab.train import TrainConfig
 
 def test_allocate_splits_by_share_with_an_exact_total_and_caps():
     assert allocate([3.0, 1.0], 8, [100, 100]) == [6, 2]
+    assert allocate([0.03, 0.01], 8, [100, 100]) == [6, 2]  # shares summing below 1 (small momenta) too
     assert allocate([3.0, 1.0], 8, [4, 100]) == [4, 4]          # the capped layer's excess goes on
     assert sum(allocate([1.0, 1.0, 1.0], 10, [100] * 3)) == 10  # remainders placed one by one
     assert allocate([0.0, 0.0], 3, [2, 2]) in ([2, 1], [1, 2])

@@ -337,3 +337,39 @@ def test_alpha_crown_hands_back_the_pre_activation_bounds_it_used(steps):
     b = alpha_crown(ops, lo, hi, steps=steps)
     assert b.pre is not None and sorted(b.pre) == sorted(pre)
     assert all(torch.equal(b.pre[i][0], pre[i][0]) and torch.equal(b.pre[i][1], pre[i][1]) for i in pre)
+
+
+def test_a_conv_then_a_dense_layer_before_a_relu_get_crowns_bounds_not_ibps_box():
+    """Two non-diagonal maps in a row: IBP's box of their composition is loose, so CROWN recomputes it."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv1d(1, 4, 3), nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2)).double()
+    ops = to_ops(net, (1, 6))
+    x = torch.rand(3, 1, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    lo, hi = input_box(x, 0.1, (0.0, 1.0))
+    with torch.no_grad():
+        c, _ = pre_bounds(ops, lo, hi, "crown")
+        i, _ = pre_bounds(ops, lo, hi, "ibp")
+    (k,) = c
+    assert (c[k][0] >= i[k][0] - 1e-12).all() and (c[k][0] > i[k][0] + 1e-6).any()
+
+
+def test_grafting_a_relu_leaves_the_crown_bounds_of_its_other_neurons_as_they_were():
+    """The bounds of a layer's input do not depend on that layer: the grafted net's ungrafted neurons get
+    the plain net's CROWN bounds (tighter than IBP's box), the grafted ones are linear and need none."""
+    from ticketlab.models.graft import GraftedReLU
+
+    torch.manual_seed(0)
+    g = GraftedReLU((8,), slope=0.5)
+    g.graft[:4] = True
+    grafted = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 8), g, nn.Linear(8, 2)).double()
+    plain = nn.Sequential(*[m for m in grafted[:3]], nn.ReLU(), grafted[4]).double()
+    x = torch.rand(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    lo, hi = input_box(x, 0.3, (0.0, 1.0))
+    with torch.no_grad():
+        pg, _ = pre_bounds(to_ops(grafted, (3,)), lo, hi, "crown")
+        pp, _ = pre_bounds(to_ops(plain, (3,)), lo, hi, "crown")
+        pi, _ = pre_bounds(to_ops(plain, (3,)), lo, hi, "ibp")
+    last = max(pp)
+    for b in (0, 1):
+        assert torch.allclose(pg[last][b][:, 4:], pp[last][b][:, 4:], atol=1e-12)
+    assert (pp[last][1][:, 4:] < pi[last][1][:, 4:] - 1e-6).any()
