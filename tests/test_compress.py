@@ -91,6 +91,19 @@ def test_the_pruners_checkpoint_names_its_method_and_schedule_position():
     meta = json.loads(meta)
     assert meta["method"] == pr.method and pr.method and meta["step_count"] == 1 and sorted(tensors) == ["mask.0"]
 
+
+def test_by_default_one_pruning_step_and_three_passes_per_training_example():
+    """steps 1: straight to the final density at the start; each training step costs forward + backward
+    (twice the forward: input and weight gradients) of the current sparse net."""
+    net = _net()
+    x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
+    pr = GradualPruner(net, torch.optim.SGD(net.parameters(), lr=0.1), ["0.weight"], PRUNERS.get("magnitude"),
+                       final_density=0.5, total=10, end_fraction=0.5, input_shape=(8,), batches=lambda k: [(x, y)])
+    assert [e["density"] for e in pr.log] == [0.5]
+    before = pr.flops_per_example
+    pr.step()
+    assert pr._fwd > 0 and pr.flops_per_example - before == 3 * pr._fwd
+
 def test_layerwise_steps_keep_each_layers_share_and_an_n_m_pattern_keeps_n_of_every_m():
     net = _net()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)

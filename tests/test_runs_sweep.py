@@ -493,3 +493,28 @@ def test_a_sweep_on_the_ray_backend_checks_the_address_before_any_folder(tmp_pat
                   check=False, quiet=True)
     assert all(p["state"] == "done" for p in r["points"]) and fake.inits[0]["num_cpus"] == 2
     assert set(r) >= {"ray_startup_s", "ray_tasks_s", "ray_shutdown_s"}
+
+
+@pytest.mark.parametrize("quiets, quiet", [((True, True), True), ((True, False), False)])
+def test_a_pack_runs_its_tasks_in_lockstep_quiet_only_when_every_task_is(monkeypatch, quiets, quiet):
+    from ticketlab.runs import lockstep
+    from ticketlab.runs import sweep as sw
+
+    seen = []
+
+    class Spy:
+        def __init__(self, quiet):
+            seen.append(quiet)
+
+        def run(self, fns):
+            return [f() for f in fns]
+
+    def task(*args):
+        if args[0] == "bad":
+            raise UserError("cannot run")
+
+    monkeypatch.setattr(lockstep, "Lockstep", Spy)
+    monkeypatch.setattr(sw, "run_task", task)
+    tasks = [("ok", None, None, {"quiet": quiets[0]}), ("bad", None, None, {"quiet": quiets[1]})]
+    assert sw.run_pack(tasks, None) == [None, "cannot run"]
+    assert seen == [quiet]
