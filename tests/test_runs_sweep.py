@@ -4,6 +4,7 @@ mixing models or datasets), the table's cells, the Ray address check and the plo
 import json
 import os
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import pytest
 
@@ -518,3 +519,14 @@ def test_a_pack_runs_its_tasks_in_lockstep_quiet_only_when_every_task_is(monkeyp
     tasks = [("ok", None, None, {"quiet": quiets[0]}), ("bad", None, None, {"quiet": quiets[1]})]
     assert sw.run_pack(tasks, None) == [None, "cannot run"]
     assert seen == [quiet]
+
+
+def test_a_sweep_without_out_goes_to_its_hashed_default_folder(tmp_path, monkeypatch):
+    from ticketlab.runs.rundir import default_run_dir
+    from ticketlab.runs.sweep import KIND
+
+    monkeypatch.chdir(tmp_path)
+    pts = grid(Cfg(), {"x": [1.0]})
+    r = run_sweep(EXP, Cfg(), pts, [0], None, check=False, quiet=True)
+    want = default_run_dir(KIND, sweep_config(EXP, Cfg(), pts))
+    assert KIND == "sweep" and Path(r["dir"]).resolve() == want.resolve() and want.name.startswith("sweep-")
