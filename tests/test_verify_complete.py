@@ -392,3 +392,20 @@ def test_the_milps_optimum_is_the_networks_margin_at_its_minimiser_and_below_eve
             at = net(point)[0]
         assert float(at[y] - at[j]) == pytest.approx(res.fun, abs=1e-6)
         assert res.fun <= float((out[:, y] - out[:, j]).min()) + 1e-9
+
+
+def test_a_solver_counterexample_that_flips_the_prediction_is_falsified_with_its_margin_and_time(monkeypatch):
+    net, x, y = sample()
+    eps = 3.0
+    lo, hi = input_box(x[None], eps, None)
+    pts = lo + (hi - lo) * torch.rand(4000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    with torch.no_grad():
+        flips = pts[net(pts).argmax(1) != y]
+    assert len(flips) > 0
+    fake_solver(monkeypatch, [("sat", flips[0].numpy())] * 2)
+    v = Complete(to_ops(net, (3,)), net, 3, eps, None, "milp", attack_steps=0, shortcut=False)(x, y)
+    from ticketlab.verify.complete import _margin
+
+    assert (v.verdict, v.by) == ("falsified", "milp") and torch.equal(v.counterexample, flips[0])
+    assert v.margin == pytest.approx(_margin(net, flips[0], y)) and v.margin > 0
+    assert isinstance(v.seconds, float) and 0 <= v.seconds < 60
