@@ -284,13 +284,12 @@ def run_sweep(exp: Experiment, base_cfg, points: list[Point], seeds: list[int], 
         from .setup import preflight
 
         preflight([replace(p.cfg, seed=s) for p in points for s in seeds], exp.check, data_dir)
-    if log != "none":
-        configure_log(log)  # checked here, before the sweep's folder is made
-    config = sweep_config(exp, base_cfg, points)
-    root = open_run_dir(out if out is not None else default_run_dir(KIND, config), KIND, config)
     runtime = {"device": device, "data_dir": data_dir, "quiet": True, "checkpoint_every": checkpoint_every}
     if log != "none":
+        configure_log(log)  # checked here, before the sweep's folder is made
         runtime["log"] = log
+    config = sweep_config(exp, base_cfg, points)
+    root = open_run_dir(out if out is not None else default_run_dir(KIND, config), KIND, config)
     done: dict[str, list[int]] = {}
     tasks = []
     for p in points:
