@@ -284,3 +284,11 @@ def test_random_neuron_scores_come_from_the_runs_seed_not_the_global_rng():
     assert [int(c.sum()) for c in a] == [75, 25]  # a quarter of each layer's 300 and 100 neurons
     assert all(torch.equal(x, y) for x, y in zip(a, chosen(0, 7)))
     assert not all(torch.equal(x, y) for x, y in zip(a, chosen(1, 0)))
+
+
+def test_neurons_shows_its_progress_by_default_labelled_with_method_and_score(source, tmp_path, capsys):
+    run_neurons(ncfg(source, method="prune", score="magnitude", fraction=0.25), tmp_path / "p")
+    err = capsys.readouterr().err
+    assert "neurons prune magnitude:" in err  # the progress bar's label (quiet is off unless asked)
+    run_neurons(ncfg(source, method="prune", score="magnitude", fraction=0.5), tmp_path / "q", quiet=True)
+    assert "neurons prune" not in capsys.readouterr().err

@@ -177,3 +177,34 @@ def test_a_grafted_weights_file_rebuilds_the_grafted_model(tmp_path):
     x = torch.randn(5, 3)
     with torch.no_grad():
         assert torch.equal(plain(x), net(x))
+
+
+def test_marabou_answers_a_grafted_margin_in_process_as_exhaustive_search_does_with_every_variable_bounded():
+    """The Marabou query of a grafted net, built and solved in this process: each grafted line's output is
+    a variable pinned by its equation and bounded by the line over its input's interval (only the logits are
+    left unbounded), and sat/unsat agree with exhaustive search."""
+    pytest.importorskip("maraboupy")
+    from ticketlab.verify.complete import _marabou_solve
+
+    seen = set()
+    for seed in (0, 1, 2):
+        net = grafted_net(seed)
+        ops = to_ops(net, (3,))
+        x = torch.randn(3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        with torch.no_grad():
+            y = int(net(x[None]).argmax())
+        lo, hi = input_box(x[None], 0.6, None)
+        with torch.no_grad():
+            pre, _ = pre_bounds(ops, lo, hi, "crown")
+        bounds = {i: (a[0].numpy(), b[0].numpy()) for i, (a, b) in pre.items()}
+        c = Complete(ops, net, 3, 0.6, None, "marabou", attack_steps=0, shortcut=False)
+        for j in (j for j in range(3) if j != y):
+            q, logits, n0 = c._marabou_query(lo[0], hi[0], bounds)
+            inner = set(range(q.getNumberOfVariables())) - {int(v) for v in logits}
+            assert all(abs(q.getLowerBound(v)) < 1e6 and abs(q.getUpperBound(v)) < 1e6 for v in inner)
+            status, point = _marabou_solve(q, logits, n0, y, j, 10)
+            exact = exhaustive_min_margin(net, lo[0].numpy(), hi[0].numpy(), y, j)
+            if abs(exact) > 1e-7:
+                assert status == ("unsat" if exact > 0 else "sat"), (seed, j, exact)
+                seen.add(status)
+    assert seen == {"sat", "unsat"}

@@ -2,6 +2,7 @@
 returns (and that it trains nothing), the start weights and mask, recorded extras, refusals of corrupt
 records, the printed line, and when a training is handed to a lockstep."""
 import json
+import re
 
 import pytest
 import torch
@@ -117,6 +118,18 @@ def test_a_training_prints_one_line_unless_quiet(tmp_path, tiny_data, capsys):
     assert capsys.readouterr().err.splitlines()[-1].startswith("dense: test acc ")
     cached(tmp_path / "v", net(), tiny_data)
     assert capsys.readouterr().err == ""
+
+
+def test_the_progress_bar_carries_the_label(tmp_path, tiny_data, capsys):
+    cached(tmp_path / "t", net(), tiny_data, quiet=False, label="round 7")
+    err = capsys.readouterr().err
+    assert re.search(r"round 7: +\d+%\|", err) and "train:" not in err
+
+
+def test_snapshots_are_handed_to_on_snapshot_at_the_asked_iterations(tmp_path, tiny_data):
+    seen = []
+    cached(tmp_path / "t", net(), tiny_data, snapshot_at={0, 4}, on_snapshot=lambda it, m: seen.append(it))
+    assert seen == [0, 4]
 
 
 def test_an_interrupted_training_resumes_from_its_checkpoint_to_the_same_bits(tmp_path, tiny_data, monkeypatch):

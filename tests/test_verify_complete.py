@@ -409,3 +409,40 @@ def test_a_solver_counterexample_that_flips_the_prediction_is_falsified_with_its
     assert (v.verdict, v.by) == ("falsified", "milp") and torch.equal(v.counterexample, flips[0])
     assert v.margin == pytest.approx(_margin(net, flips[0], y)) and v.margin > 0
     assert isinstance(v.seconds, float) and 0 <= v.seconds < 60
+
+
+def test_marabou_answers_a_max_pool_margin_in_process_as_the_milp_does():
+    """Marabou's max constraint, built and solved in this process on a conv + max-pool net: each margin's
+    sat/unsat is the MILP's verdict for it, and a sat point flips the margin when the network is run."""
+    pytest.importorskip("maraboupy")
+    from ticketlab.verify.bounds import pre_bounds
+    from ticketlab.verify.complete import _marabou_solve
+
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 3)).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_()
+    ops = to_ops(net, (1, 3, 3))
+    assert "max" in [layer.kind for layer in lower(ops)]
+    g, seen = torch.Generator().manual_seed(0), set()
+    for eps in (0.05, 0.5, 2.0, 4.0):
+        x = torch.randn(1, 3, 3, generator=g, dtype=torch.float64)
+        y = int(net(x[None]).argmax())
+        lo, hi = input_box(x[None], eps, None)
+        with torch.no_grad():
+            pre, _ = pre_bounds(ops, lo, hi, "crown")
+        bounds = {i: (a[0].reshape(-1).numpy(), b[0].reshape(-1).numpy()) for i, (a, b) in pre.items()}
+        c = Complete(ops, net, 3, eps, None, "marabou", attack_steps=0, shortcut=False)
+        milp = Complete(ops, net, 3, eps, None, "milp", attack_steps=0, shortcut=False)(x, y)
+        statuses = []
+        for j in (j for j in range(3) if j != y):
+            q, logits, n0 = c._marabou_query(lo[0], hi[0], bounds)
+            status, point = _marabou_solve(q, logits, n0, y, j, 10)
+            statuses.append(status)
+            if status == "sat":
+                out = net(torch.as_tensor(point).reshape(1, 1, 3, 3))[0].detach()
+                assert float(out[j] - out[y]) > -1e-6
+        assert milp.verdict == ("falsified" if "sat" in statuses else "verified"), (eps, statuses, milp)
+        seen.add(milp.verdict)
+    assert seen == {"verified", "falsified"}

@@ -171,9 +171,8 @@ def run_neurons(cfg: NeuronsConfig, out: str | Path | None = None, *, device: st
             if cfg.freeze_graft:
                 m.slope.requires_grad_(False)
                 m.intercept.requires_grad_(False)
-    start = {k: v.detach().clone() for k, v in model.state_dict().items()}
     total = cfg.train.total_iterations(len(data.y_train))
-    trained, _ = train_cached(run_dir, model, data, cfg.train, start=start, total=total, seed=cfg.seed,
+    trained, _ = train_cached(run_dir, model, data, cfg.train, start=None, total=total, seed=cfg.seed,
                               checkpoint_every=checkpoint_every, label=f"neurons {cfg.method} {cfg.score}",
                               quiet=quiet, mask=mask, reload_final=True, layout="result")
     summary = {"config": config, "dense_test_acc": src_summary["rounds"][0]["test_acc"],
