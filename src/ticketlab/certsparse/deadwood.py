@@ -249,9 +249,8 @@ def format_deadwood(s: dict) -> str:
             + "  ".join(f"{k} {v:.3g}" for k, v in lam.items()))
 
 
-register(Experiment(
+EXPERIMENT = register(Experiment(
     "deadwood", DeadwoodConfig, run_deadwood, format_deadwood, check=check_deadwood,
     headline=lambda s: {"density": s["density"], "test_acc": s["test_acc"], "dense_test_acc": s["dense_test_acc"]},
-    help="Deadwooding: global pruning under accuracy and robustness constraints (Lagrangian dual)",
     description="Prune an IMP run's trained dense round 0 by minimising mean |w| subject to distillation and "
                 "adversarial-distillation constraints, with multipliers raised by dual ascent (Kaur et al. 2022)."))

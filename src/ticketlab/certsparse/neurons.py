@@ -192,10 +192,9 @@ def format_neurons(s: dict) -> str:
             f"\ntest acc {s['test_acc']:.4f} (dense parent {s['dense_test_acc']:.4f})")
 
 
-register(Experiment(
+EXPERIMENT = register(Experiment(
     "neurons", NeuronsConfig, run_neurons, format_neurons, check=check_neurons,
     headline=lambda s: {"chosen": s["chosen"], "weight_density": s["weight_density"], "test_acc": s["test_acc"]},
-    help="stability-based neuron pruning (Li et al.) and linearity grafting (Chen et al.) of a trained net",
     description="Prune the least stable channels (--method prune --score stability) or graft the least "
                 "significant neurons as learnable lines (--method graft --score magnitude) of an IMP run's trained "
                 "dense round 0, then fine-tune; verify the result with `ticketlab verify`."))

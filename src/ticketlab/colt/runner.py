@@ -161,8 +161,7 @@ def colt_headline(s: dict) -> dict:
     return out
 
 
-register(Experiment(
+EXPERIMENT = register(Experiment(
     "colt", COLTConfig, run_colt, format_colt, colt_headline,
-    help="cyclic overlapping lottery tickets (data segments, mask overlap), vs IMP",
     description="Train the ticket on each data segment, keep the overlap of the pruned masks, rewind, cycle; then "
                 "train it on all data and compare with IMP at that density."))

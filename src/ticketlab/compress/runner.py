@@ -155,9 +155,8 @@ def format_compress(s: dict) -> str:
             f"fine-tuning FLOPs {f['training']:.3e} (dense {f['training_dense']:.3e})")
 
 
-register(Experiment(
+EXPERIMENT = register(Experiment(
     "compress", CompressConfig, run_compress, format_compress, check=check_compress,
     headline=lambda s: {"density": s["density"], "test_acc": s["test_acc"], "dense_test_acc": s["dense_test_acc"]},
-    help="prune a trained dense net (one-shot, gradual/GMP, GAP) while fine-tuning it",
     description="Compress an IMP run's trained dense round 0 with a pruner (magnitude, random, snip, gap, ...): "
                 "one-shot and fine-tune, or in --steps greedy steps on a schedule (cubic: Zhu & Gupta's GMP)."))

@@ -152,9 +152,8 @@ def double_descent_headline(s: dict) -> dict:
     return out
 
 
-register(Experiment(
+EXPERIMENT = register(Experiment(
     KIND, DoubleDescentConfig, run_double_descent, format_double_descent, double_descent_headline,
     legacy_kinds=LEGACY_KINDS,
-    help="sparse double descent: accuracy and learning distance over a density grid",
     description="IMP at a small rate down to --min-density, and one-shot masks at the same densities, optionally "
                 "with label noise (He et al. 2022)."))

@@ -304,9 +304,8 @@ def dst_headline(s: dict) -> dict:
     return out
 
 
-register(Experiment(
+EXPERIMENT = register(Experiment(
     "dst", DSTConfig, run_dst, format_dst, dst_headline,
-    help="dynamic sparse training: static, SET, RigL, CTRE, AC/DC, FreeTickets (EDST)",
     description="Train sparse from scratch at a fixed density while the mask evolves; --ensemble M averages M "
                 "independent runs, --method edst gets an ensemble from one run. Reports accuracy, NLL, ECE and "
                 "training/inference FLOPs."))

@@ -290,8 +290,7 @@ def imp_headline(s: dict) -> dict:
             **{f"{c}_test_acc": v["test_acc"] for c, v in last["controls"].items()}}
 
 
-register(Experiment(
-    "imp", IMPConfig, imp, format_table, imp_headline, presets=PRESETS,
+EXPERIMENT = register(Experiment(
+    "imp", IMPConfig, imp, format_table, imp_headline, presets=PRESETS, table=run_table,
     plot_group=lambda s, folder: plot_accuracy_vs_density(s, folder / "accuracy_vs_density.png"),
-    help="iterative magnitude pruning with rewinding (lottery tickets)",
     description="Rounds of train -> prune -> rewind. Round 0 is the dense net; --rounds N adds N pruning rounds."))

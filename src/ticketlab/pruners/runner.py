@@ -133,9 +133,8 @@ def format_prune_init(s: dict) -> str:
 __all__ = ["DEFAULT_ROUNDS", "PruneInitConfig", "format_prune_init", "run_prune_init"]
 
 
-register(Experiment(
+EXPERIMENT = register(Experiment(
     "prune-init", PruneInitConfig, run_prune_init, format_prune_init,
     headline=lambda s: {"density": s["density"], "test_acc": s["test_acc"],
                         "early_stop_test_acc": s["early_stop_test_acc"]},
-    help="prune at initialization (SNIP, GraSP, SynFlow, ...) and train",
     description="Score the initial weights, keep the top --density, train the sparse net."))

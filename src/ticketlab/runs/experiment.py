@@ -2,22 +2,19 @@
 
 An experiment is a typed config dataclass, a run function returning the summary dict, a table formatter
 and the few headline metrics a sweep table or ``ticketlab runs`` shows, registered once in EXPERIMENTS
-(by the family's own module). Everything above - flags, ``--seeds``, ``ticketlab sweep``, the run store -
+(by the family's own module) and listed in the command registry (``ticketlab.commands``: a built-in's line
+there, or a plugin's entry point). Everything above - flags, ``--seeds``, ``ticketlab sweep``, the run store -
 works for every registered experiment with no per-command code.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .. import commands
 from ..registry import Registry
 from .rundir import default_run_dir
-
-# The method families whose modules register experiments (imported on first use of the registry).
-FAMILIES = ("lottery", "supermask", "pruners", "colt", "double_descent", "dst.runner", "structured.runner",
-            "compress", "certsparse")
 
 
 @dataclass(frozen=True)
@@ -33,6 +30,8 @@ class Experiment:
     check: Callable | None = None               # check(cfg, model, data): method-specific refusals before training
     legacy_kinds: tuple[str, ...] = ()          # run kinds this experiment's folders were stored under before
     plot_group: Callable | None = None          # plot_group(summary, folder): plots of a seed group's means ± std
+    table: Callable | None = None               # table(folder, layers): `show`'s table of a finished run (default:
+                                                # format(summary.json)); layers: per-layer densities instead
 
     def run_dir(self, cfg, root: str | Path = "runs") -> Path:
         """The default run directory of ``cfg`` (an existing one under a legacy kind's name is reused)."""
@@ -43,14 +42,19 @@ EXPERIMENTS: Registry[Experiment] = Registry("command")
 
 
 def register(exp: Experiment) -> Experiment:
+    """Register a training command (in EXPERIMENTS, and as a command of this process)."""
     EXPERIMENTS.register(exp.name)(exp)
-    return exp
+    return commands.add(exp)
 
 
 def experiments() -> Registry[Experiment]:
-    """The registry with every family's experiments registered."""
-    for fam in FAMILIES:
-        importlib.import_module(f"ticketlab.{fam}")
+    """The registry with every training command registered: the built-ins and the plugins'
+    (``commands.entries``); a plugin's Experiment its module did not register is registered here."""
+    for e in commands.entries().values():
+        if e.group in ("", "training") and e.name not in EXPERIMENTS:
+            obj = commands.load(e)
+            if commands.is_training(obj) and obj.name not in EXPERIMENTS:
+                register(obj)
     return EXPERIMENTS
 
 

@@ -246,12 +246,11 @@ def structured_check(cfg: StructuredConfig, model, data) -> None:
         channel_scores(model, channel_groups(model, data.input_shape), METHODS[cfg.method])
 
 
-register(Experiment(
+EXPERIMENT = register(Experiment(
     "structured", StructuredConfig, run_structured, format_structured, check=structured_check,
     headline=lambda s: {"dense_acc": s["dense_acc"], "test_acc": s["test_acc"],
                         "params_ratio": s["params"]["compact"] / s["params"]["dense"],
                         "flops_ratio": s["forward_flops"]["compact"] / s["forward_flops"]["dense"]},
-    help="structured pruning: network slimming, L1 filter / neuron pruning, Gibbs",
     description="Train, remove whole channels (conv filters, MLP neurons) with their dependencies, fine-tune; "
                 "--passes for multi-pass slimming; --scratch e,b for Liu et al.'s scratch baselines of the pruned "
                 "architecture."))

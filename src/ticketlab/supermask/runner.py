@@ -169,10 +169,9 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
-register(Experiment(
+EXPERIMENT = register(Experiment(
     "supermask", SupermaskConfig, run_supermask, format_summary, presets=PRESETS,
     headline=lambda s: {"density": s["density"], "test_acc": s["test_acc"],
                         "untrained_mask_test_acc": s["untrained_mask_test_acc"]},
-    help="learn a mask over frozen weights (supermasks, edge-popup, jackpots)",
     description="Bernoulli supermasks (Zhou et al.), edge-popup (Ramanujan et al.) on untrained weights, or "
                 "lottery jackpots (mask search on trained weights)."))
