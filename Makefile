@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow test-random mutation mutation-sample mutation-score bench install clean
+.PHONY: demo lint format test test-slow test-random mutation mutation-sample mutation-score bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,16 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/ticketlab imp --rounds 6 --control reinit --out runs/demo
+
+# ruff: the tree formatted and clean under pyproject's rule set (`make format` rewrites it so).
+LINTED := src tests benchmarks experiments examples
+lint: $(STAMP)
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/ruff check $(LINTED)
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format $(LINTED)
+	$(VENV)/bin/ruff check --fix $(LINTED)
 
 # The suite without its few slow end-to-end tests (marked @pytest.mark.slow); `make test-slow` runs those.
 test: $(STAMP)

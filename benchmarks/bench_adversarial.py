@@ -6,6 +6,7 @@ forward); FGSM-RS is one attack step, TRADES-k adds a clean forward and a second
 
     .venv/bin/python benchmarks/bench_adversarial.py [--threads 1] [--steps 200] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,13 +30,17 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset, None, quiet=True)
-    settings = {"clean": {}, "fgsm-rs": dict(adv="fgsm-rs", adv_eps=0.1),
-                **{f"pgd-{k}": dict(adv="pgd", adv_eps=0.1, adv_steps=k) for k in (1, 3, 7, 10)},
-                "trades-10": dict(adv="trades", adv_eps=0.1, adv_steps=10)}
+    settings = {
+        "clean": {},
+        "fgsm-rs": dict(adv="fgsm-rs", adv_eps=0.1),
+        **{f"pgd-{k}": dict(adv="pgd", adv_eps=0.1, adv_steps=k) for k in (1, 3, 7, 10)},
+        "trades-10": dict(adv="trades", adv_eps=0.1, adv_steps=10),
+    }
     times: dict[str, list[float]] = {k: [] for k in settings}
+
     def timed(kw: dict, steps: int) -> float:
         model = build_model(args.model, data.input_shape, data.num_classes, seed=0)
-        cfg = TrainConfig(iterations=steps, batch_size=60, eval_every=10 ** 9, **kw)
+        cfg = TrainConfig(iterations=steps, batch_size=60, eval_every=10**9, **kw)
         t = time.perf_counter()
         train(model, data, cfg, seed=0)
         return time.perf_counter() - t
@@ -45,8 +50,10 @@ def main() -> None:
             # per step: a run of `steps` minus a run of 1 step (the evaluations at start and end cancel)
             times[name].append((timed(kw, args.steps) - timed(kw, 1)) / (args.steps - 1))
     base = statistics.median(times["clean"])
-    print(f"{args.model} on {args.dataset}, batch 60, {args.threads} torch thread(s), per step over {args.steps} "
-          f"steps (evaluations excluded), median of {args.repeats}")
+    print(
+        f"{args.model} on {args.dataset}, batch 60, {args.threads} torch thread(s), per step over {args.steps} "
+        f"steps (evaluations excluded), median of {args.repeats}"
+    )
     print(f"{'training':<10} {'ms/step':>8} {'x clean':>8} {'FLOPs model':>12}")
     for name, kw in settings.items():
         m = 1000 * statistics.median(times[name])

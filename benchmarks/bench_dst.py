@@ -9,6 +9,7 @@ similarity pass, SET's random scores). AC/DC alternates sparse and dense phases 
 
     .venv/bin/python benchmarks/bench_dst.py [--threads N] [--repeats R] [--steps S] [--delta-t D]
 """
+
 from __future__ import annotations
 
 import sys
@@ -24,7 +25,7 @@ import ticketlab.dst as dst  # noqa: E402
 from ticketlab.models import build_model  # noqa: E402
 from ticketlab.train import TrainConfig, make_optimizer  # noqa: E402
 
-TOTAL = 10 ** 6  # so the schedule never ends inside the benchmark
+TOTAL = 10**6  # so the schedule never ends inside the benchmark
 
 
 def main() -> None:
@@ -55,8 +56,18 @@ def main() -> None:
         trainer = None
         if case is not None:
             method, kw = case
-            trainer = dst.make(method, model, opt, density=0.1, total_steps=TOTAL, delta_t=args.delta_t,
-                               end_fraction=1.0, input_shape=shape, after_step=False, **kw)
+            trainer = dst.make(
+                method,
+                model,
+                opt,
+                density=0.1,
+                total_steps=TOTAL,
+                delta_t=args.delta_t,
+                end_fraction=1.0,
+                input_shape=shape,
+                after_step=False,
+                **kw,
+            )
 
         def block():
             for _ in range(args.steps):
@@ -66,13 +77,16 @@ def main() -> None:
                 opt.step()
                 if trainer is not None:
                     trainer.step()
+
         block()  # warm-up: allocations, optimizer state, first updates
         return block
 
     fns = {name: make(case) for name, case in cases.items()}
     t = interleaved(fns, args.repeats)
-    print(f"DST step cost: {args.model}, Adam, batch 60, density 10% (ERK), update every {args.delta_t} steps, "
-          f"torch threads = {args.threads}, median of {args.repeats} interleaved repeats of {args.steps} steps")
+    print(
+        f"DST step cost: {args.model}, Adam, batch 60, density 10% (ERK), update every {args.delta_t} steps, "
+        f"torch threads = {args.threads}, median of {args.repeats} interleaved repeats of {args.steps} steps"
+    )
     print(f"{'method':<18} {'ms/step':>8} {'/ static':>9}")
     for name in fns:
         print(f"{name:<18} {1e3 * median(t[name]) / args.steps:>8.3f} {ratio_median(t[name], t['static']):>9.3f}")

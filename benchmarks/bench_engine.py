@@ -9,6 +9,7 @@
 
     .venv/bin/python benchmarks/bench_engine.py [--point-seconds 20] [--points 10] [--skip-ray]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,9 +67,11 @@ def main() -> None:
             walls.append(w / args.points)
             over.append((w - spent[0]) / args.points)
         training.train = real_train
-        print(f"1 torch thread. per point of a local sequential sweep ({args.points} points, 1-iteration trainings, "
-              f"median of 3): {statistics.median(walls):.3f} s, of which outside the training "
-              f"{statistics.median(over):.3f} s (the engine, plus prune-init's scoring and mask)")
+        print(
+            f"1 torch thread. per point of a local sequential sweep ({args.points} points, 1-iteration trainings, "
+            f"median of 3): {statistics.median(walls):.3f} s, of which outside the training "
+            f"{statistics.median(over):.3f} s (the engine, plus prune-init's scoring and mask)"
+        )
 
         # 2. parallel efficiency: calibrate iterations to about point-seconds per point at one thread
         base.train.iterations = 500
@@ -78,13 +81,18 @@ def main() -> None:
         d8 = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]
         seq, _ = sweep(exp, base, d8, tmp / "seq", threads=1)
         par, _ = sweep(exp, base, d8, tmp / "jobs2", jobs=2, threads=1)
-        print(f"8 points of {its} iterations (~{seq / 8:.1f} s each sequentially): sequential {seq:.1f} s; "
-              f"local --jobs 2: {par:.1f} s ({par / seq:.2f}x)", end="")
+        print(
+            f"8 points of {its} iterations (~{seq / 8:.1f} s each sequentially): sequential {seq:.1f} s; "
+            f"local --jobs 2: {par:.1f} s ({par / seq:.2f}x)",
+            end="",
+        )
         if not args.skip_ray:
             ray_wall, r = sweep(exp, base, d8, tmp / "ray", backend="ray", jobs=2)
-            print(f"; ray (2 CPUs, local): {ray_wall:.1f} s ({ray_wall / seq:.2f}x), of which Ray start-up "
-                  f"{r['ray_startup_s']:.1f} s and shutdown {r['ray_shutdown_s']:.1f} s; its tasks "
-                  f"{r['ray_tasks_s']:.1f} s ({r['ray_tasks_s'] / seq:.2f}x)")
+            print(
+                f"; ray (2 CPUs, local): {ray_wall:.1f} s ({ray_wall / seq:.2f}x), of which Ray start-up "
+                f"{r['ray_startup_s']:.1f} s and shutdown {r['ray_shutdown_s']:.1f} s; its tasks "
+                f"{r['ray_tasks_s']:.1f} s ({r['ray_tasks_s'] / seq:.2f}x)"
+            )
         else:
             print()
     finally:

@@ -7,6 +7,7 @@ Prints the median over interleaved repetitions of (ticketlab time / hand-written
 
     .venv/bin/python benchmarks/bench_imp_round.py [--iterations N] [--threads N] [--repeats R]
 """
+
 from __future__ import annotations
 
 import shutil
@@ -46,7 +47,7 @@ def hand_written(data, iterations: int, eval_every: int) -> None:
         for it in range(iterations):
             if pos + 60 > n:
                 perm, pos = torch.randperm(n, generator=g), 0
-            idx = perm[pos:pos + 60]
+            idx = perm[pos : pos + 60]
             pos += 60
             loss = F.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
             opt.zero_grad()
@@ -76,9 +77,12 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset(args.dataset)
-    cfg = IMPConfig(model="lenet300", dataset=args.dataset, rounds=1,
-                    train=TrainConfig(optimizer="adam", lr=1.2e-3, batch_size=60, iterations=args.iterations,
-                                      eval_every=100))
+    cfg = IMPConfig(
+        model="lenet300",
+        dataset=args.dataset,
+        rounds=1,
+        train=TrainConfig(optimizer="adam", lr=1.2e-3, batch_size=60, iterations=args.iterations, eval_every=100),
+    )
 
     def ticketlab_run():
         out = Path(tempfile.mkdtemp()) / "run"
@@ -87,12 +91,17 @@ def main() -> None:
         finally:
             shutil.rmtree(out.parent)
 
-    t = interleaved({"ticketlab": ticketlab_run, "hand": lambda: hand_written(data, args.iterations, 100)},
-                    args.repeats)
-    print(f"IMP (2 rounds x {args.iterations} iterations, lenet300 on {args.dataset}), torch threads = "
-          f"{args.threads}, median of {args.repeats} interleaved repeats")
-    print(f"hand-written loop: {median(t['hand']):.2f} s   ticketlab imp: {median(t['ticketlab']):.2f} s   "
-          f"ticketlab / hand-written = {ratio_median(t['ticketlab'], t['hand']):.3f}")
+    t = interleaved(
+        {"ticketlab": ticketlab_run, "hand": lambda: hand_written(data, args.iterations, 100)}, args.repeats
+    )
+    print(
+        f"IMP (2 rounds x {args.iterations} iterations, lenet300 on {args.dataset}), torch threads = "
+        f"{args.threads}, median of {args.repeats} interleaved repeats"
+    )
+    print(
+        f"hand-written loop: {median(t['hand']):.2f} s   ticketlab imp: {median(t['ticketlab']):.2f} s   "
+        f"ticketlab / hand-written = {ratio_median(t['ticketlab'], t['hand']):.3f}"
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ leaves pruned weights exactly zero; the "both passes" column also zeroes the wei
 
     .venv/bin/python benchmarks/bench_mask_overhead.py [--threads N] [--repeats R]
 """
+
 from __future__ import annotations
 
 import sys
@@ -50,6 +51,7 @@ def bench(name: str, shape, steps: int, repeats: int, density: float = 0.2) -> d
                     opt.step()
                 else:
                     enf.step()
+
         block()  # warm-up (allocations, Adam state)
         return block
 
@@ -60,29 +62,40 @@ def bench(name: str, shape, steps: int, repeats: int, density: float = 0.2) -> d
         def block():
             for _ in range(steps):
                 fn()
+
         return block
 
     fns["grad pass"] = passes(enf.mask_grads_)
     fns["weight pass"] = passes(enf.mask_weights_)
     t = interleaved(fns, repeats)
-    return {"model": name, "step_ms_unmasked": 1e3 * median(t["unmasked"]) / steps,
-            "step_ms_masked": 1e3 * median(t["masked"]) / steps,
-            "ratio": ratio_median(t["masked"], t["unmasked"]), "ratio_both": ratio_median(t["both"], t["unmasked"]),
-            "grad_pass": ratio_median(t["grad pass"], t["unmasked"]),
-            "weight_pass": ratio_median(t["weight pass"], t["unmasked"])}
+    return {
+        "model": name,
+        "step_ms_unmasked": 1e3 * median(t["unmasked"]) / steps,
+        "step_ms_masked": 1e3 * median(t["masked"]) / steps,
+        "ratio": ratio_median(t["masked"], t["unmasked"]),
+        "ratio_both": ratio_median(t["both"], t["unmasked"]),
+        "grad_pass": ratio_median(t["grad pass"], t["unmasked"]),
+        "weight_pass": ratio_median(t["weight pass"], t["unmasked"]),
+    }
 
 
 def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     torch.set_num_threads(args.threads)
-    print(f"mask enforcement overhead (Adam, batch 60, density 20%), torch threads = {args.threads}, "
-          f"median of {args.repeats} interleaved repeats")
-    print(f"{'model':<10} {'unmasked ms/step':>17} {'masked ms/step':>15} {'masked/unmasked':>16} "
-          f"{'both passes/unmasked':>21} {'grad pass/step':>15} {'weight pass/step':>17}")
+    print(
+        f"mask enforcement overhead (Adam, batch 60, density 20%), torch threads = {args.threads}, "
+        f"median of {args.repeats} interleaved repeats"
+    )
+    print(
+        f"{'model':<10} {'unmasked ms/step':>17} {'masked ms/step':>15} {'masked/unmasked':>16} "
+        f"{'both passes/unmasked':>21} {'grad pass/step':>15} {'weight pass/step':>17}"
+    )
     for name, (shape, steps) in CASES.items():
         r = bench(name, shape, steps, args.repeats)
-        print(f"{r['model']:<10} {r['step_ms_unmasked']:>17.3f} {r['step_ms_masked']:>15.3f} {r['ratio']:>16.3f} "
-              f"{r['ratio_both']:>21.3f} {100 * r['grad_pass']:>14.2f}% {100 * r['weight_pass']:>16.2f}%")
+        print(
+            f"{r['model']:<10} {r['step_ms_unmasked']:>17.3f} {r['step_ms_masked']:>15.3f} {r['ratio']:>16.3f} "
+            f"{r['ratio_both']:>21.3f} {100 * r['grad_pass']:>14.2f}% {100 * r['weight_pass']:>16.2f}%"
+        )
     print("grad pass / weight pass: the enforcement itself, timed alone, as a fraction of an unmasked step")
 
 

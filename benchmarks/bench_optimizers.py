@@ -3,6 +3,7 @@ dense gradients and with 80% of the gradients exactly zero (a masked layer), and
 
     .venv/bin/python benchmarks/bench_optimizers.py [--threads N] [--repeats R]
 """
+
 from __future__ import annotations
 
 import sys
@@ -27,6 +28,7 @@ def adam_step(impl: str, zero_frac: float, steps: int = 200):
     def block():
         for _ in range(steps):
             opt.step()
+
     return block
 
 
@@ -34,14 +36,19 @@ def main() -> None:
     args = parser(__doc__.splitlines()[0]).parse_args()
     torch.set_num_threads(args.threads)
     steps = 200
-    fns = {f"{impl}, {int(100 * z)}% zero grads": adam_step(impl, z, steps)
-           for impl in ("foreach", "fused") for z in (0.0, 0.8)}
+    fns = {
+        f"{impl}, {int(100 * z)}% zero grads": adam_step(impl, z, steps)
+        for impl in ("foreach", "fused")
+        for z in (0.0, 0.8)
+    }
     rnd, zer, out = torch.rand(SHAPE), torch.zeros(SHAPE), torch.empty(SHAPE)
     fns["sqrt of random values"] = lambda: [torch.sqrt(rnd, out=out) for _ in range(steps)]
     fns["sqrt of exact zeros"] = lambda: [torch.sqrt(zer, out=out) for _ in range(steps)]
     t = interleaved(fns, args.repeats)
-    print(f"Adam step on a {SHAPE[0]}x{SHAPE[1]} weight, torch threads = {args.threads}, CPU capability "
-          f"{torch.backends.cpu.get_cpu_capability()}, median of {args.repeats} interleaved repeats")
+    print(
+        f"Adam step on a {SHAPE[0]}x{SHAPE[1]} weight, torch threads = {args.threads}, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, median of {args.repeats} interleaved repeats"
+    )
     base = median(t["fused, 0% zero grads"])
     for k, v in t.items():
         print(f"{k:<28} {1e6 * median(v) / steps:>8.1f} us   ({median(v) / base:.2f}x fused dense)")

@@ -11,6 +11,7 @@ Random inputs stand in for the datasets (only shapes matter for timing). Median 
 
     .venv/bin/python benchmarks/bench_replicates.py [--device cuda] [--threads 2] [--steps 50] [--repeats 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ def dataset(shape, n, device):
     rng = np.random.default_rng(0)
     x = rng.random((n, *shape), dtype=np.float32)
     y = rng.integers(0, 10, n)
-    d = build_dataset("bench", x[: n - 200], y[: n - 200], x[n - 200:], y[n - 200:], val_size=100, num_classes=10)
+    d = build_dataset("bench", x[: n - 200], y[: n - 200], x[n - 200 :], y[n - 200 :], val_size=100, num_classes=10)
     return d.to(device)
 
 
@@ -52,19 +53,32 @@ def timed(fn, device) -> float:
 
 def loop_bench(name, shape, rs, steps, repeats, device) -> list[str]:
     data = dataset(shape, 3200, device)
-    cfg = TrainConfig(iterations=steps, eval_every=10 ** 9, batch_size=60)  # evaluations at the start and end only
+    cfg = TrainConfig(iterations=steps, eval_every=10**9, batch_size=60)  # evaluations at the start and end only
     rows = []
     for r in rs:
         seeds = list(range(r))
         models = [build_model(name, shape, 10, seed=s).to(device) for s in seeds]
         g = torch.Generator().manual_seed(0)
-        masks = [{n: (torch.rand(p.shape, generator=g) < 0.2).to(device) for n, p in m.named_parameters()
-                  if n.endswith("weight") and p.dim() > 1} for m in models]
-        rows.append(compare(
-            name, r, steps, repeats, device,
-            lambda: train_each(copy.deepcopy(models[:1]), data, cfg, masks=masks[:1], seeds=[0]),
-            lambda: train_replicates(copy.deepcopy(models), data, cfg, masks=masks, seeds=seeds),
-            lambda: train_each(copy.deepcopy(models), data, cfg, masks=masks, seeds=seeds)))
+        masks = [
+            {
+                n: (torch.rand(p.shape, generator=g) < 0.2).to(device)
+                for n, p in m.named_parameters()
+                if n.endswith("weight") and p.dim() > 1
+            }
+            for m in models
+        ]
+        rows.append(
+            compare(
+                name,
+                r,
+                steps,
+                repeats,
+                device,
+                lambda: train_each(copy.deepcopy(models[:1]), data, cfg, masks=masks[:1], seeds=[0]),
+                lambda: train_replicates(copy.deepcopy(models), data, cfg, masks=masks, seeds=seeds),
+                lambda: train_each(copy.deepcopy(models), data, cfg, masks=masks, seeds=seeds),
+            )
+        )
     return rows
 
 
@@ -78,8 +92,9 @@ def compare(label, r, steps, repeats, device, one_fn, vec_fn, seq_fn) -> str:
             seq.append(timed(seq_fn, device))
     o, v = statistics.median(one) / steps, statistics.median(vec) / steps
     s = statistics.median(seq) / steps if seq else float("nan")
-    return (f"| {label} | {r} | {1e3 * o:.2f} | {1e3 * v:.2f} ({v / o:.2f}x) | {1e3 * s:.2f} ({s / o:.2f}x) | "
-            f"{r / v:.0f} |")
+    return (
+        f"| {label} | {r} | {1e3 * o:.2f} | {1e3 * v:.2f} ({v / o:.2f}x) | {1e3 * s:.2f} ({s / o:.2f}x) | {r / v:.0f} |"
+    )
 
 
 def dst_bench(rs, steps, repeats, device) -> list[str]:
@@ -88,26 +103,38 @@ def dst_bench(rs, steps, repeats, device) -> list[str]:
     from ticketlab.train import train
 
     data = dataset((1, 28, 28), 3200, device)
-    cfg = TrainConfig(iterations=steps, eval_every=10 ** 9, batch_size=60)
+    cfg = TrainConfig(iterations=steps, eval_every=10**9, batch_size=60)
     rows = []
     for r in rs:
         seeds = list(range(r))
         models = [build_model("lenet300", (1, 28, 28), 10, seed=s).to(device) for s in seeds]
 
         def rigl(m, s):
-            return lambda opt: dst.make("rigl", m, opt, density=0.1, total_steps=steps, seed=s,
-                                        delta_t=max(1, steps // 5), after_step=False, input_shape=(1, 28, 28))
+            return lambda opt: dst.make(
+                "rigl",
+                m,
+                opt,
+                density=0.1,
+                total_steps=steps,
+                seed=s,
+                delta_t=max(1, steps // 5),
+                after_step=False,
+                input_shape=(1, 28, 28),
+            )
 
         def vectorized():
             ms = copy.deepcopy(models)
-            train_replicates(ms, data, cfg, masks=[None] * r, seeds=seeds,
-                             sparse=[rigl(m, s) for m, s in zip(ms, seeds)])
+            train_replicates(
+                ms, data, cfg, masks=[None] * r, seeds=seeds, sparse=[rigl(m, s) for m, s in zip(ms, seeds)]
+            )
 
         def in_turn(k):
             for m, s in zip(copy.deepcopy(models[:k]), seeds):
                 train(m, data, cfg, seed=s, sparse=rigl(m, s))
-        rows.append(compare("lenet300 RigL", r, steps, repeats, device, lambda: in_turn(1), vectorized,
-                            lambda: in_turn(r)))
+
+        rows.append(
+            compare("lenet300 RigL", r, steps, repeats, device, lambda: in_turn(1), vectorized, lambda: in_turn(r))
+        )
     return rows
 
 
@@ -146,7 +173,9 @@ def baddbmm_vs_vmap(rs, steps, repeats, device) -> list[str]:
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+
             return run
+
         with torch.no_grad():
             assert torch.allclose(by_vmap(params), by_baddbmm(params), atol=1e-5)
         t = {"vmap": [], "baddbmm": []}
@@ -164,8 +193,9 @@ def imp_bench(r, device, repeats) -> str:
     from ticketlab.runs.seeds import run_seeds
 
     exp = get_experiment("imp")
-    base = dict(model="lenet300", dataset="digits", rounds=3, train=TrainConfig(iterations=300, eval_every=100,
-                                                                                 batch_size=60))
+    base = dict(
+        model="lenet300", dataset="digits", rounds=3, train=TrainConfig(iterations=300, eval_every=100, batch_size=60)
+    )
     times = {"single": [], "vectorized": [], "sequential": []}
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
@@ -174,13 +204,22 @@ def imp_bench(r, device, repeats) -> str:
             times["single"].append(time.perf_counter() - t)
             for mode in ("vectorized", "sequential"):
                 t = time.perf_counter()
-                run_seeds(exp, IMPConfig(**base, controls=["reinit"]), list(range(r)), Path(tmp) / mode,
-                          replicates=mode, device=device, quiet=True)
+                run_seeds(
+                    exp,
+                    IMPConfig(**base, controls=["reinit"]),
+                    list(range(r)),
+                    Path(tmp) / mode,
+                    replicates=mode,
+                    device=device,
+                    quiet=True,
+                )
                 times[mode].append(time.perf_counter() - t)
     m = {k: statistics.median(v) for k, v in times.items()}
-    return (f"| imp, 3 rounds x 300 steps, --control reinit --seeds {r} | {m['single']:.1f} | "
-            f"{m['vectorized']:.1f} ({m['vectorized'] / m['single']:.2f}x) | "
-            f"{m['sequential']:.1f} ({m['sequential'] / m['single']:.2f}x) |")
+    return (
+        f"| imp, 3 rounds x 300 steps, --control reinit --seeds {r} | {m['single']:.1f} | "
+        f"{m['vectorized']:.1f} ({m['vectorized'] / m['single']:.2f}x) | "
+        f"{m['sequential']:.1f} ({m['sequential'] / m['single']:.2f}x) |"
+    )
 
 
 def main() -> None:
@@ -195,8 +234,10 @@ def main() -> None:
     cuda = args.device.startswith("cuda")
     where = torch.cuda.get_device_name() if cuda else f"CPU, {args.threads} torch thread(s)"
     print(f"device: {where}; {args.steps} steps per training, median of {args.repeats}")
-    print("| model | R | one model, ms/step | R vectorized, ms/step (x one) | R in turn, ms/step (x one) | "
-          "model-steps/s vectorized |")
+    print(
+        "| model | R | one model, ms/step | R vectorized, ms/step (x one) | R in turn, ms/step (x one) | "
+        "model-steps/s vectorized |"
+    )
     print("| --- | --- | --- | --- | --- | --- |")
     rs = (1, 8, 64) if cuda else (1, 4, 8)
     for row in loop_bench("lenet300", (1, 28, 28), rs, args.steps, args.repeats, args.device):
@@ -209,8 +250,9 @@ def main() -> None:
         print(row)
     print()
     for name in ("conv2", "resnet20"):
-        for row in loop_bench(name, (3, 32, 32), (8,), max(5, args.steps // (1 if cuda else 10)), args.repeats,
-                              args.device):
+        for row in loop_bench(
+            name, (3, 32, 32), (8,), max(5, args.steps // (1 if cuda else 10)), args.repeats, args.device
+        ):
             print(row)
     if not args.skip_imp:
         print("\n| end to end | one seed, no controls, s | vectorized, s (x one) | sequential, s (x one) |")

@@ -7,6 +7,7 @@ For each (batch, in, out): a random 2:4-sparse weight, y = x W^T dense (cuBLAS) 
 CUDA-synchronised; the ratio says where 2:4 pays (large shapes) and where it does not (small ones, where
 launch overhead dominates). Without CUDA it says so and exits 0.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,15 @@ import time
 
 import torch
 
-SHAPES = [(1, 256, 256), (64, 256, 256), (64, 1024, 1024), (256, 1024, 1024), (1024, 4096, 4096),
-          (4096, 4096, 4096), (8192, 8192, 8192)]
+SHAPES = [
+    (1, 256, 256),
+    (64, 256, 256),
+    (64, 1024, 1024),
+    (256, 1024, 1024),
+    (1024, 4096, 4096),
+    (4096, 4096, 4096),
+    (8192, 8192, 8192),
+]
 
 
 def timed(fn, repeats: int) -> float:

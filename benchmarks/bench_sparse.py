@@ -10,6 +10,7 @@ ONNX Runtime.
 
     .venv/bin/python benchmarks/bench_sparse.py [--threads N] [--repeats R] [--density D]
 """
+
 from __future__ import annotations
 
 import sys
@@ -29,8 +30,9 @@ from ticketlab.sparse import apply_mask_, ones_mask  # noqa: E402
 
 def wide_mlp(width: int = 4096) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
-                         nn.Linear(width, 10))
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)
+    )
 
 
 def main() -> None:
@@ -38,8 +40,10 @@ def main() -> None:
     p.add_argument("--density", type=float, default=0.02)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"sparse vs dense inference, density {100 * args.density:g}% per layer, torch threads = {args.threads}, "
-          f"median of {args.repeats} interleaved repeats")
+    print(
+        f"sparse vs dense inference, density {100 * args.density:g}% per layer, torch threads = {args.threads}, "
+        f"median of {args.repeats} interleaved repeats"
+    )
     print(f"{'model':<12} {'batch':>5} {'dense ms':>9} {'sparse ms':>10} {'speedup':>8}  kernels")
     for name, model in (("lenet300", build_model("lenet300", (1, 28, 28), 10, seed=0)), ("mlp-4096", wide_mlp())):
         model.eval()
@@ -65,13 +69,17 @@ def main() -> None:
             x = torch.randn(batch, 1, 28, 28)
             calls = max(1, 2000 // batch) if name == "lenet300" else max(1, 200 // batch)
             t = interleaved({k: repeat(m, x, calls) for k, m in forms.items()}, args.repeats)
-            line = (f"{name:<12} {batch:>5} {1e3 * median(t['dense']) / calls:>9.3f} "
-                    f"{1e3 * median(t['sparse']) / calls:>10.3f} {ratio_median(t['dense'], t['sparse']):>8.2f}")
+            line = (
+                f"{name:<12} {batch:>5} {1e3 * median(t['dense']) / calls:>9.3f} "
+                f"{1e3 * median(t['sparse']) / calls:>10.3f} {ratio_median(t['dense'], t['sparse']):>8.2f}"
+            )
             if "dense-ort" in t:
-                line += (f" | ort dense {1e3 * median(t['dense-ort']) / calls:.3f} ms, sparse x ort "
-                         f"{ratio_median(t['dense-ort'], t['sparse']):.2f}, deployed "
-                         f"{1e3 * median(t['deployed']) / calls:.3f} ms ({forms['deployed'].paths[batch]}) x ort "
-                         f"{ratio_median(t['dense-ort'], t['deployed']):.2f}")
+                line += (
+                    f" | ort dense {1e3 * median(t['dense-ort']) / calls:.3f} ms, sparse x ort "
+                    f"{ratio_median(t['dense-ort'], t['sparse']):.2f}, deployed "
+                    f"{1e3 * median(t['deployed']) / calls:.3f} ms ({forms['deployed'].paths[batch]}) x ort "
+                    f"{ratio_median(t['dense-ort'], t['deployed']):.2f}"
+                )
             print(f"{line}  {kernels} (batch 1 / 256 per layer)")
 
 

@@ -16,6 +16,7 @@ thread count (median of interleaved repeats, per call):
 
     .venv/bin/python benchmarks/bench_sparse_candidates.py [--threads N] [--repeats R]
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,8 +52,8 @@ class Int8SparseLinear(nn.Module):
         self.rows = rows
 
     def forward(self, x):
-        self.layer.values = self.q.float() * self.scale[self.rows]   # dequantise: nnz multiplies per call
-        self.layer._csr = None                                       # rebuild the CSR view on the new values
+        self.layer.values = self.q.float() * self.scale[self.rows]  # dequantise: nnz multiplies per call
+        self.layer._csr = None  # rebuild the CSR view on the new values
         return self.layer(x)
 
 
@@ -73,8 +74,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore")
     torch._logging.set_logs(dynamo=logging.ERROR)  # its recompile notices (one graph per layer's kernel choice)
-    print(f"deployed-form candidates, 2% random masks, torch threads = {args.threads}, median of {args.repeats} "
-          "interleaved repeats; ms per call, and the reference sparse layers' time over each candidate's")
+    print(
+        f"deployed-form candidates, 2% random masks, torch threads = {args.threads}, median of {args.repeats} "
+        "interleaved repeats; ms per call, and the reference sparse layers' time over each candidate's"
+    )
     for name, model in (("lenet300", build_model("lenet300", (1, 28, 28), 10, seed=0)), ("mlp-4096", wide_mlp())):
         model.eval()
         g = torch.Generator().manual_seed(0)
@@ -93,8 +96,10 @@ def main() -> None:
             x = torch.randn(batch, 1, 28, 28)
             calls = max(1, 2000 // batch) if name == "lenet300" else max(1, 200 // batch)
             forms, err, failed = {"sparse": sp, "int8-sparse": q8}, {}, {}
-            builders = {"jit": lambda: torch.jit.freeze(torch.jit.trace(sp, x, check_trace=False).eval()),
-                        "compile": lambda: torch.compile(sp, dynamic=False)}
+            builders = {
+                "jit": lambda: torch.jit.freeze(torch.jit.trace(sp, x, check_trace=False).eval()),
+                "compile": lambda: torch.compile(sp, dynamic=False),
+            }
             with torch.no_grad():
                 ref = sp(x)
                 for k, build in builders.items():
@@ -111,11 +116,15 @@ def main() -> None:
             flat = x.reshape(batch, -1)
             forms["transpose"] = lambda _x, f=flat: f.t().contiguous()
             t = interleaved({k: repeat(m, x, calls) for k, m in forms.items()}, args.repeats)
-            cells = [f"{k} {1e3 * median(v) / calls:.4f} ms ({ratio_median(t['sparse'], v):.2f}x)"
-                     for k, v in t.items()]
+            cells = [
+                f"{k} {1e3 * median(v) / calls:.4f} ms ({ratio_median(t['sparse'], v):.2f}x)" for k, v in t.items()
+            ]
             print(f"{name:<9} batch {batch:>3}: " + ", ".join(cells))
-            print(f"{'':<9}           max |diff| vs sparse: " + ", ".join(f"{k} {v:.2e}" for k, v in err.items())
-                  + "".join(f"; {k} does not run: {why}" for k, why in failed.items()))
+            print(
+                f"{'':<9}           max |diff| vs sparse: "
+                + ", ".join(f"{k} {v:.2e}" for k, v in err.items())
+                + "".join(f"; {k} does not run: {why}" for k, why in failed.items())
+            )
 
     first_layer_without_transpose(args.repeats)
 
@@ -131,8 +140,9 @@ def first_layer_without_transpose(repeats: int) -> None:
     x, bias = torch.randn(256, 784, generator=g), torch.randn(300, 1, generator=g)
     cols, offsets, values = csr.col_indices(), csr.crow_indices()[:-1], csr.values()
     fns = {
-        "gather (transpose + embedding_bag, deployed)":
-            lambda: F.embedding_bag(cols, x.t().contiguous(), offsets, mode="sum", per_sample_weights=values),
+        "gather (transpose + embedding_bag, deployed)": lambda: F.embedding_bag(
+            cols, x.t().contiguous(), offsets, mode="sum", per_sample_weights=values
+        ),
         "csr (transpose + addmm)": lambda: torch.addmm(bias, csr, x.t().contiguous()),
         "csr on the untransposed view": lambda: torch.addmm(bias, csr, x.t()),
         "dense x CSR (no transpose)": lambda: torch.mm(x, csr_t),
@@ -144,10 +154,14 @@ def first_layer_without_transpose(repeats: int) -> None:
         def run():
             for _ in range(20):
                 f()
+
         return run
+
     t = interleaved({k: block(f) for k, f in fns.items()}, max(repeats, 7))
-    print("lenet300's first layer at batch 256, ms per call: "
-          + ", ".join(f"{k} {1e3 * median(v) / 20:.3f}" for k, v in t.items()))
+    print(
+        "lenet300's first layer at batch 256, ms per call: "
+        + ", ".join(f"{k} {1e3 * median(v) / 20:.3f}" for k, v in t.items())
+    )
 
 
 if __name__ == "__main__":

@@ -6,23 +6,25 @@ repetitions, median.
 
     .venv/bin/python benchmarks/bench_verify.py [--threads 1] [--widths 100,300,1000] [--device cpu|cuda]
 """
+
 from __future__ import annotations
 
 import statistics
 import time
 
 import torch
+from common import parser
 from torch import nn
 
-from common import parser
 from ticketlab.verify.bounds import alpha_crown, crown, ibp, input_box, margin_spec, pre_bounds
 from ticketlab.verify.graph import to_ops
 
 
 def mlp(width: int, density: float, seed: int) -> nn.Module:
     g = torch.Generator().manual_seed(seed)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
-                        nn.Linear(width, 10)).double()
+    net = nn.Sequential(
+        nn.Flatten(), nn.Linear(784, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)
+    ).double()
     with torch.no_grad():
         for m in net:
             if isinstance(m, nn.Linear):
@@ -47,8 +49,10 @@ def main() -> None:
     y = torch.randint(0, 10, (args.batch,), generator=g).to(dev)
     lo, hi = input_box(x, 0.02, (0.0, 1.0))
     C = margin_spec(y, 10).double()
-    print(f"threads {args.threads}, device {dev}, batch {args.batch}; ms per sample (median of {args.repeats}); "
-          "sparse/dense = the sparse weights' time over the dense weights'")
+    print(
+        f"threads {args.threads}, device {dev}, batch {args.batch}; ms per sample (median of {args.repeats}); "
+        "sparse/dense = the sparse weights' time over the dense weights'"
+    )
     print(f"{'width':>6} {'density':>8} {'ibp':>8} {'crown':>8} {'alpha':>8}   sparse/dense: ibp  crown  alpha")
     for w in [int(v) for v in args.widths.split(",")]:
         for d in [float(v) for v in args.densities.split(",")]:
@@ -64,18 +68,30 @@ def main() -> None:
 
             times = {(f, m): [] for f in forms for m in ("ibp", "crown", "alpha")}
             for r in range(args.repeats):
-                for f in (forms if r % 2 == 0 else list(forms)[::-1]):
+                for f in forms if r % 2 == 0 else list(forms)[::-1]:
                     ops = forms[f]
                     with torch.no_grad():
                         times[f, "ibp"].append(timed(lambda: ibp(ops, lo, hi, C)))
                         pre = {}
-                        times[f, "crown"].append(timed(lambda: (pre.update(pre_bounds(ops, lo, hi)[0]),
-                                                                crown(ops, lo, hi, C, upper=False, pre=pre))))
-                    times[f, "alpha"].append(times[f, "crown"][-1] + timed(lambda: alpha_crown(ops, lo, hi, C, pre=pre)))
+                        times[f, "crown"].append(
+                            timed(
+                                lambda: (
+                                    pre.update(pre_bounds(ops, lo, hi)[0]),
+                                    crown(ops, lo, hi, C, upper=False, pre=pre),
+                                )
+                            )
+                        )
+                    times[f, "alpha"].append(
+                        times[f, "crown"][-1] + timed(lambda: alpha_crown(ops, lo, hi, C, pre=pre))
+                    )
             med = {k: statistics.median(v) * 1000 / args.batch for k, v in times.items()}
-            print(f"{w:>6} {d:>8.2f} " + " ".join(f"{med['sparse', m]:>8.3f}" for m in ("ibp", "crown", "alpha"))
-                  + "   " + "  ".join(f"{med['sparse', m] / med['dense', m]:>5.2f}" for m in ("ibp", "crown", "alpha")),
-                  flush=True)
+            print(
+                f"{w:>6} {d:>8.2f} "
+                + " ".join(f"{med['sparse', m]:>8.3f}" for m in ("ibp", "crown", "alpha"))
+                + "   "
+                + "  ".join(f"{med['sparse', m] / med['dense', m]:>5.2f}" for m in ("ibp", "crown", "alpha")),
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Benchmark helpers: interleaved repeated timing, so both sides see the same machine load."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,7 @@ def interleaved(fns: dict, repeats: int) -> dict[str, list[float]]:
     times: dict[str, list[float]] = {k: [] for k in fns}
     names = list(fns)
     for r in range(repeats):
-        for k in (names if r % 2 == 0 else names[::-1]):
+        for k in names if r % 2 == 0 else names[::-1]:
             t = time.perf_counter()
             fns[k]()
             times[k].append(time.perf_counter() - t)
@@ -38,8 +39,10 @@ def ratio_median(a: list[float], b: list[float]) -> float:
 
 def calls(model, x, n: int):
     """A block that runs ``model(x)`` n times without gradients (a form's timed unit)."""
+
     def block():
         with torch.no_grad():
             for _ in range(n):
                 model(x)
+
     return block

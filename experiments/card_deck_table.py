@@ -11,6 +11,7 @@ corruption; mean ± std over seeds.
 Each seed's deck is `ticketlab card-deck GROUP_1/seed_s GROUP_2/seed_s ... --corruptions all` (results in
 runs/cards-deck/seed_<s>; reruns read them back).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,10 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path("runs/cards-deck"))
     a = p.parse_args()
     seeds = sorted(d.name for d in a.groups[0].glob("seed_*"))
-    results = [run_deck(DeckConfig(members=[str(g / s) for g in a.groups], corruptions=["all"]), a.out / s,
-                        quiet=True) for s in seeds]
+    results = [
+        run_deck(DeckConfig(members=[str(g / s) for g in a.groups], corruptions=["all"]), a.out / s, quiet=True)
+        for s in seeds
+    ]
     names = [g.name for g in a.groups]
     print(f"{len(results)} seed(s); members: {', '.join(names)}")
     print("| condition | " + " | ".join(names) + " | ensemble | deck | deck's most chosen |")

@@ -13,6 +13,7 @@ magnitude --schedule cubic --steps 10` from the same dense parent to the IMP tic
 number of iterations. Every model: `ticketlab robustness --eps 0.02,0.05 --corruptions all` (PGD-10 L-inf,
 MNIST-C). All runs are ordinary ticketlab run folders under --out: reruns resume.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,20 @@ from ticketlab.io import read_json
 from ticketlab.robust.evaluate import RobustnessConfig, run_robustness
 from ticketlab.runs.seeds import mean_std
 
-TRAIN = ["--optimizer", "sgd", "--lr", "0.05", "--momentum", "0.9", "--lr-schedule", "step", "--gamma", "0.1",
-         "--batch-size", "60"]
+TRAIN = [
+    "--optimizer",
+    "sgd",
+    "--lr",
+    "0.05",
+    "--momentum",
+    "0.9",
+    "--lr-schedule",
+    "step",
+    "--gamma",
+    "0.1",
+    "--batch-size",
+    "60",
+]
 METHODS = {"IMP, weight rewinding": "0", "IMP, learning-rate rewinding": "none", "IMP, fine-tuning": "finetune"}
 
 
@@ -35,17 +48,47 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--iterations", type=int, default=3000)
     a = p.parse_args()
-    common = ["--model", "lenet300", "--dataset", "fashion-mnist", "--iterations", str(a.iterations), *TRAIN,
-              "--milestones", f"{a.iterations // 2},{3 * a.iterations // 4}", "--quiet"]
+    common = [
+        "--model",
+        "lenet300",
+        "--dataset",
+        "fashion-mnist",
+        "--iterations",
+        str(a.iterations),
+        *TRAIN,
+        "--milestones",
+        f"{a.iterations // 2},{3 * a.iterations // 4}",
+        "--quiet",
+    ]
     rob = RobustnessConfig(eps=[0.02, 0.05], steps=10, corruptions=["all"])
     rows: dict[str, list[dict]] = {}
     for label, rw in METHODS.items():
         group = a.out / f"imp-rewind-{rw}"
-        assert ticketlab(["imp", *common, "--rate", "0.5", "--output-rate", "0.25", "--rounds", "3", "--rewind", rw,
-                          "--seeds", str(a.seeds), "--out", str(group)]) == 0
+        assert (
+            ticketlab(
+                [
+                    "imp",
+                    *common,
+                    "--rate",
+                    "0.5",
+                    "--output-rate",
+                    "0.25",
+                    "--rounds",
+                    "3",
+                    "--rewind",
+                    rw,
+                    "--seeds",
+                    str(a.seeds),
+                    "--out",
+                    str(group),
+                ]
+            )
+            == 0
+        )
         for s in range(a.seeds):
-            res = run_robustness(group / f"seed_{s}", RobustnessConfig(**{**rob.__dict__, "corruptions": ["all"]}),
-                                 quiet=True)
+            res = run_robustness(
+                group / f"seed_{s}", RobustnessConfig(**{**rob.__dict__, "corruptions": ["all"]}), quiet=True
+            )
             last = [r for r in res["rows"] if r["label"].endswith("ticket")][-1]
             rows.setdefault(label, []).append(last)
             if rw == "0":
@@ -54,8 +97,29 @@ def main() -> int:
         parent = a.out / "imp-rewind-0" / f"seed_{s}"
         dens = read_json(parent / "summary.json")["rounds"][-1]["density"]
         where = a.out / f"gmp-seed_{s}"
-        assert ticketlab(["compress", *common, "--source", str(parent), "--seed", str(s), "--method", "magnitude",
-                          "--schedule", "cubic", "--steps", "10", "--density", f"{dens:.6f}", "--out", str(where)]) == 0
+        assert (
+            ticketlab(
+                [
+                    "compress",
+                    *common,
+                    "--source",
+                    str(parent),
+                    "--seed",
+                    str(s),
+                    "--method",
+                    "magnitude",
+                    "--schedule",
+                    "cubic",
+                    "--steps",
+                    "10",
+                    "--density",
+                    f"{dens:.6f}",
+                    "--out",
+                    str(where),
+                ]
+            )
+            == 0
+        )
         res = run_robustness(where, RobustnessConfig(**{**rob.__dict__, "corruptions": ["all"]}), quiet=True)
         rows.setdefault("gradual magnitude pruning", []).append(res["rows"][1])
     print(f"{a.seeds} seed(s); PGD-10 L-inf (pixel units); MNIST-C: mean over its 14 corruptions here")
@@ -63,9 +127,11 @@ def main() -> int:
     print("| --- | --- | --- | --- | --- | --- |")
     for label in ["dense", *METHODS, "gradual magnitude pruning"]:
         rs = rows[label]
-        print(f"| {label} | {100 * statistics.mean(r['density'] for r in rs):.2f}% | "
-              f"{mean_std([r['clean_acc'] for r in rs])} | {mean_std([r['robust_acc']['0.02'] for r in rs])} | "
-              f"{mean_std([r['robust_acc']['0.05'] for r in rs])} | {mean_std([r['mean_corruption_acc'] for r in rs])} |")
+        print(
+            f"| {label} | {100 * statistics.mean(r['density'] for r in rs):.2f}% | "
+            f"{mean_std([r['clean_acc'] for r in rs])} | {mean_std([r['robust_acc']['0.02'] for r in rs])} | "
+            f"{mean_std([r['robust_acc']['0.05'] for r in rs])} | {mean_std([r['mean_corruption_acc'] for r in rs])} |"
+        )
     return 0
 
 

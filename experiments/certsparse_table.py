@@ -11,6 +11,7 @@ grafted neurons, and time per sample of CROWN and of complete verification (mean
 
 Runs `ticketlab verify` on each run (cached: reruns read the results).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,10 +40,15 @@ def main() -> None:
     args = p.parse_args()
     methods = [m for m in ALL_METHODS if m != "complete" or not args.bounds_only]
     cfg = VerifyConfig(eps=args.eps, methods=methods, samples=args.samples, timeout=args.timeout)
-    print(f"eps {args.eps} (L-inf, pixels), first {args.samples} test images, complete: milp, {args.timeout:g} s per "
-          "sample; mean ± std over seeds where there are several\n")
-    print("| method | weight density | clean | PGD | " + " | ".join(methods)
-          + " | timeouts | unstable ReLUs / sample | grafted | CROWN ms | complete ms (mean / median) |")
+    print(
+        f"eps {args.eps} (L-inf, pixels), first {args.samples} test images, complete: milp, {args.timeout:g} s per "
+        "sample; mean ± std over seeds where there are several\n"
+    )
+    print(
+        "| method | weight density | clean | PGD | "
+        + " | ".join(methods)
+        + " | timeouts | unstable ReLUs / sample | grafted | CROWN ms | complete ms (mean / median) |"
+    )
     print("| --- " * (9 + len(methods)) + "|")
     for spec in args.rows:
         label, runs = parse(spec)
@@ -53,17 +59,27 @@ def main() -> None:
 
         first = rows[0]
         crown = first["neurons_per_sample"]["crown"]
-        unstable = " / ".join(cell(lambda r, k=k: r["neurons_per_sample"]["crown"][k]["unstable"], ".1f")
-                              for k in range(len(crown)))
+        unstable = " / ".join(
+            cell(lambda r, k=k: r["neurons_per_sample"]["crown"][k]["unstable"], ".1f") for k in range(len(crown))
+        )
         grafted = cell(lambda r: sum(lay.get("grafted", 0) for lay in r["neurons_per_sample"]["crown"]), ".0f")
         timeouts = cell(lambda r: r["complete"]["timeout"], ".1f") if "complete" in first else "-"
-        complete_ms = (cell(lambda r: 1000 * r["complete"]["seconds_mean"], ".0f") + " / "
-                       + cell(lambda r: 1000 * r["complete"]["seconds_median"], ".0f")) if "complete" in first else "-"
-        print(f"| {label} | {cell(lambda r: 100 * r['density'], '.1f')}% | {cell(lambda r: r['clean_acc'])} "
-              f"| {cell(lambda r: r['pgd_acc'])} | "
-              + " | ".join(cell(lambda r, m=m: r["verified"][m]) for m in methods)
-              + f" | {timeouts} | {unstable} | {grafted} "
-              f"| {cell(lambda r: 1000 * r['seconds_per_sample']['crown'], '.0f')} | {complete_ms} |")
+        complete_ms = (
+            (
+                cell(lambda r: 1000 * r["complete"]["seconds_mean"], ".0f")
+                + " / "
+                + cell(lambda r: 1000 * r["complete"]["seconds_median"], ".0f")
+            )
+            if "complete" in first
+            else "-"
+        )
+        print(
+            f"| {label} | {cell(lambda r: 100 * r['density'], '.1f')}% | {cell(lambda r: r['clean_acc'])} "
+            f"| {cell(lambda r: r['pgd_acc'])} | "
+            + " | ".join(cell(lambda r, m=m: r["verified"][m]) for m in methods)
+            + f" | {timeouts} | {unstable} | {grafted} "
+            f"| {cell(lambda r: 1000 * r['seconds_per_sample']['crown'], '.0f')} | {complete_ms} |"
+        )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ RUN may be a seed group (``ticketlab imp --seeds N``): each seed's table, then m
 the script on the group's seed_<s> folders in parallel first to use several cores; the group's run then
 only reads them).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,14 @@ def compare_one(run: Path, use_rounds: str | None, methods: list[str], quiet: bo
         r = rounds[k]
         row = {"density": r["density"], "imp": b["method"], **{f"imp {n}": v for n, v in b["baselines"].items()}}
         for m in methods:
-            pc = PruneInitConfig(model=cfg["model"], dataset=cfg["dataset"], seed=cfg["seed"], method=m,
-                                 density=r["density"], train=TrainConfig(**cfg["train"]))
+            pc = PruneInitConfig(
+                model=cfg["model"],
+                dataset=cfg["dataset"],
+                seed=cfg["seed"],
+                method=m,
+                density=r["density"],
+                train=TrainConfig(**cfg["train"]),
+            )
             s = run_prune_init(pc, run / "compare" / f"{m}-r{k:02d}", quiet=quiet)
             row[m] = {"test_acc": s["test_acc"], "training_flops": s["flops"]["training"]}
         rows.append(row)
@@ -71,9 +78,11 @@ def main() -> int:
         print(f"compare_pruners: error: {e}", file=sys.stderr)
         return 2
     cols = [c for c in rows[0] if c != "density"]
-    print(f"test accuracy ({note}), {cfg['model']} on {cfg['dataset']} (from {run}); dense training "
-          f"{dense_flops:.2e} FLOPs; training FLOPs per density: "
-          + ", ".join(f"{row['imp']['training_flops']:.1e} at {100 * row['density']:.2f}%" for row in rows))
+    print(
+        f"test accuracy ({note}), {cfg['model']} on {cfg['dataset']} (from {run}); dense training "
+        f"{dense_flops:.2e} FLOPs; training FLOPs per density: "
+        + ", ".join(f"{row['imp']['training_flops']:.1e} at {100 * row['density']:.2f}%" for row in rows)
+    )
     print("| density | " + " | ".join(cols) + " |")
     print("| --- |" + " --- |" * len(cols))
     for row in rows:
@@ -85,11 +94,12 @@ def main() -> int:
         style = "o-" if c == "imp" else ("s--" if c.startswith("imp ") else "^-")
         x = [100 * r["density"] for r in rows]
         y = [float(r[c]["test_acc"]) for r in rows]
-        line, = ax.plot(x, y, style, label=c, markersize=4)
+        (line,) = ax.plot(x, y, style, label=c, markersize=4)
         sd = [getattr(r[c]["test_acc"], "std", 0.0) for r in rows]
         if any(sd):
-            ax.fill_between(x, [a - b for a, b in zip(y, sd)], [a + b for a, b in zip(y, sd)], alpha=0.12,
-                            color=line.get_color())
+            ax.fill_between(
+                x, [a - b for a, b in zip(y, sd)], [a + b for a, b in zip(y, sd)], alpha=0.12, color=line.get_color()
+            )
     density_axis(ax, [100 * r["density"] for r in rows])
     ax.set_ylabel("test accuracy" + (" (mean ± std)" if note != "one seed" else ""))
     ax.set_title(f"{cfg['model']} on {cfg['dataset']}: IMP, pruning at init, sanity checks")

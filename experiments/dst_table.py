@@ -10,6 +10,7 @@ Cached under --out: reruns resume and only print.
 
     .venv/bin/python experiments/dst_table.py [--densities 0.1,0.02] [--iterations 15000] [--quiet]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -67,15 +68,23 @@ def main() -> int:
     p.add_argument("--quiet", action="store_true")
     args = p.parse_args()
     out = Path(args.out)
-    train = TrainConfig(optimizer="adam", lr=args.lr, batch_size=args.batch_size, iterations=args.iterations,
-                        eval_every=args.eval_every)
+    train = TrainConfig(
+        optimizer="adam", lr=args.lr, batch_size=args.batch_size, iterations=args.iterations, eval_every=args.eval_every
+    )
     rows = []
     densities = [float(x) for x in args.densities.split(",")]
     try:
         for d in densities:
+
             def dst(method: str, **kw) -> dict:
-                cfg = DSTConfig(model=args.model, dataset=args.dataset, method=method, density=d,
-                                train=TrainConfig(**vars(train)), **kw)
+                cfg = DSTConfig(
+                    model=args.model,
+                    dataset=args.dataset,
+                    method=method,
+                    density=d,
+                    train=TrainConfig(**vars(train)),
+                    **kw,
+                )
                 tag = "-".join([method, *(f"{k}{v}" for k, v in kw.items())])
                 return run_dst(cfg, out / f"d{d:g}" / tag, quiet=args.quiet)
 
@@ -83,46 +92,80 @@ def main() -> int:
             runs["edst"] = dst("edst", members=args.ensemble)
             for m in SINGLE:
                 s = runs[m]
-                rows.append({"density": d, "method": m, "test_acc": s["members"][0]["acc"],
-                             "nll": s["members"][0]["nll"], "ece": s["members"][0]["ece"],
-                             "training_flops": s["runs"][0]["flops"]["training"],
-                             "training_flops_dense": s["flops"]["training_dense"],
-                             **({"dense_model_acc": s["dense_model"]["acc"]} if "dense_model" in s else {})})
-            for label, s in ((f"DST ensemble ({args.ensemble} x rigl)", runs["rigl"]),
-                             (f"EDST ({args.ensemble} members, 1 run)", runs["edst"])):
+                rows.append(
+                    {
+                        "density": d,
+                        "method": m,
+                        "test_acc": s["members"][0]["acc"],
+                        "nll": s["members"][0]["nll"],
+                        "ece": s["members"][0]["ece"],
+                        "training_flops": s["runs"][0]["flops"]["training"],
+                        "training_flops_dense": s["flops"]["training_dense"],
+                        **({"dense_model_acc": s["dense_model"]["acc"]} if "dense_model" in s else {}),
+                    }
+                )
+            for label, s in (
+                (f"DST ensemble ({args.ensemble} x rigl)", runs["rigl"]),
+                (f"EDST ({args.ensemble} members, 1 run)", runs["edst"]),
+            ):
                 e = s["ensemble"]
-                rows.append({"density": d, "method": label, "test_acc": e["acc"], "nll": e["nll"], "ece": e["ece"],
-                             "training_flops": s["flops"]["training"],
-                             "training_flops_dense": s["flops"]["training_dense"],
-                             "members_acc": [m["acc"] for m in s["members"]]})
+                rows.append(
+                    {
+                        "density": d,
+                        "method": label,
+                        "test_acc": e["acc"],
+                        "nll": e["nll"],
+                        "ece": e["ece"],
+                        "training_flops": s["flops"]["training"],
+                        "training_flops_dense": s["flops"]["training_dense"],
+                        "members_acc": [m["acc"] for m in s["members"]],
+                    }
+                )
         if not args.no_imp:
             rate = 1 - max(densities) ** (1 / args.imp_rounds)
             at = {d: round(math.log(d) / math.log(1 - rate)) for d in densities}
-            cfg = IMPConfig(model=args.model, dataset=args.dataset, rate=rate, global_pruning=True,
-                            output_rate=rate, rounds=max(at.values()), train=TrainConfig(**vars(train)))
+            cfg = IMPConfig(
+                model=args.model,
+                dataset=args.dataset,
+                rate=rate,
+                global_pruning=True,
+                output_rate=rate,
+                rounds=max(at.values()),
+                train=TrainConfig(**vars(train)),
+            )
             s = imp(cfg, out / "imp", quiet=args.quiet)
             for d in densities:
-                upto = s["rounds"][:at[d] + 1]
-                rows.append({"density": d, "method": f"imp (global, round {at[d]}, density "
-                                                     f"{100 * upto[-1]['density']:.2f}%)",
-                             "test_acc": upto[-1]["test_acc"], "nll": None, "ece": None,
-                             "training_flops": sum(r["flops"]["training"] for r in upto),
-                             "training_flops_dense": upto[0]["flops"]["training"]})
+                upto = s["rounds"][: at[d] + 1]
+                rows.append(
+                    {
+                        "density": d,
+                        "method": f"imp (global, round {at[d]}, density {100 * upto[-1]['density']:.2f}%)",
+                        "test_acc": upto[-1]["test_acc"],
+                        "nll": None,
+                        "ece": None,
+                        "training_flops": sum(r["flops"]["training"] for r in upto),
+                        "training_flops_dense": upto[0]["flops"]["training"],
+                    }
+                )
     except UserError as e:
         print(f"dst_table: error: {e}", file=sys.stderr)
         return 2
     write_json(out / "table.json", {"settings": vars(args), "rows": rows})
     plot(rows, out / "dst_accuracy_vs_flops.png", f"{args.model} on {args.dataset}")
-    print(f"{args.model} on {args.dataset}, Adam lr {args.lr}, batch {args.batch_size}, "
-          f"{args.iterations} iterations per training")
+    print(
+        f"{args.model} on {args.dataset}, Adam lr {args.lr}, batch {args.batch_size}, "
+        f"{args.iterations} iterations per training"
+    )
     print("| density | method | test acc | NLL | ECE | training FLOPs | x dense training |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         nll = f"{r['nll']:.4f}" if r["nll"] is not None else "-"
         ece = f"{r['ece']:.4f}" if r["ece"] is not None else "-"
         extra = f" (dense model {r['dense_model_acc']:.4f})" if "dense_model_acc" in r else ""
-        print(f"| {100 * r['density']:g}% | {r['method']}{extra} | {r['test_acc']:.4f} | {nll} | {ece} | "
-              f"{r['training_flops']:.3e} | {r['training_flops'] / r['training_flops_dense']:.3f} |")
+        print(
+            f"| {100 * r['density']:g}% | {r['method']}{extra} | {r['test_acc']:.4f} | {nll} | {ece} | "
+            f"{r['training_flops']:.3e} | {r['training_flops'] / r['training_flops_dense']:.3f} |"
+        )
     return 0
 
 

@@ -9,6 +9,7 @@ GROUP is a seed group of `ticketlab imp --seeds N` (each seed's round 0 is a par
 compression is a `ticketlab compress` run in GROUP/seed_<s>/compress/<method>-d<density>, each evaluation
 a `ticketlab robustness` folder inside it: reruns resume.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,22 +27,31 @@ def one_seed(run: Path, a) -> dict[str, dict]:
     cfg = read_json(run / "config.json")["config"]
     out: dict[str, dict] = {}
     for m in a.methods:
-        c = CompressConfig(model=cfg["model"], dataset=cfg["dataset"], seed=cfg["seed"], source=str(run), method=m,
-                           density=a.density, steps=a.steps,
-                           train=TrainConfig(**{**cfg["train"], "iterations": a.iterations, "epochs": None}))
+        c = CompressConfig(
+            model=cfg["model"],
+            dataset=cfg["dataset"],
+            seed=cfg["seed"],
+            source=str(run),
+            method=m,
+            density=a.density,
+            steps=a.steps,
+            train=TrainConfig(**{**cfg["train"], "iterations": a.iterations, "epochs": None}),
+        )
         where = run / "compress" / f"{m}-d{a.density}-s{a.steps}"
         run_compress(c, where, quiet=True)
         for transfer in (False, True):
-            res = run_robustness(where, RobustnessConfig(eps=a.eps, steps=10, transfer=transfer, int8=True),
-                                 quiet=True)
+            res = run_robustness(where, RobustnessConfig(eps=a.eps, steps=10, transfer=transfer, int8=True), quiet=True)
             for r in res["rows"]:
                 label = r["label"].replace(" (1 steps)", "").replace(f" ({a.steps} steps)", "")
                 row = out.setdefault(label, {"density": r["density"], "clean": r["clean_acc"]})
                 for e in a.eps:
                     row[f"{'transfer' if transfer else 'white-box'} {e}"] = r["robust_acc"][str(e)]
         if a.autoattack_samples:  # the standard AutoAttack ensemble (pyautoattack) on the first N test images
-            res = run_robustness(where, RobustnessConfig(attack="autoattack", eps=[a.autoattack_eps],
-                                                         samples=a.autoattack_samples), quiet=True)
+            res = run_robustness(
+                where,
+                RobustnessConfig(attack="autoattack", eps=[a.autoattack_eps], samples=a.autoattack_samples),
+                quiet=True,
+            )
             for r in res["rows"]:
                 label = r["label"].replace(" (1 steps)", "").replace(f" ({a.steps} steps)", "")
                 out[label][f"AutoAttack {a.autoattack_eps}"] = r["robust_acc"][str(a.autoattack_eps)]
@@ -69,8 +79,11 @@ def main() -> int:
     print("| --- | --- | " + " | ".join("---" for _ in cols) + " |")
     for label in [k for k in per_seed[0] if not (a.autoattack_samples and k.endswith("int8"))]:
         vals = [s[label] for s in per_seed]
-        print(f"| {label} | {100 * vals[0]['density']:.2f}% | " + " | ".join(mean_std([v[c] for v in vals]) for c in cols)
-              + " |")
+        print(
+            f"| {label} | {100 * vals[0]['density']:.2f}% | "
+            + " | ".join(mean_std([v[c] for v in vals]) for c in cols)
+            + " |"
+        )
     return 0
 
 

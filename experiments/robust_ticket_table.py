@@ -10,6 +10,7 @@ GROUP is a seed group of `ticketlab imp --seeds N` (each seed's round 0 is a par
 masks are `ticketlab supermask --preset robust-ticket` runs in GROUP/seed_<s>/robust-ticket/, evaluated by
 `ticketlab robustness` (PGD-10 L-inf, all test images): reruns resume.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,19 +60,43 @@ def one_seed(run: Path, a) -> dict[str, dict]:
             train |= {"adv_eps": a.adv_eps, "adv_steps": a.adv_steps}
         else:
             train.pop("adv_eps")
-        sc = SupermaskConfig(model=cfg["model"], dataset=cfg["dataset"], seed=cfg["seed"], method="hard-concrete",
-                             pretrained=str(run), density=a.density, init_logit=preset["init_logit"],
-                             l0_strength=preset["l0_strength"], hard_phase=a.hard_phase, train=TrainConfig(**train))
-        where = run / "robust-ticket" / (f"d{a.density}-{adv}-e{a.adv_eps}-s{a.adv_steps}-i{a.iterations}"
-                                         + (f"-h{a.hard_phase}" if a.hard_phase else ""))
+        sc = SupermaskConfig(
+            model=cfg["model"],
+            dataset=cfg["dataset"],
+            seed=cfg["seed"],
+            method="hard-concrete",
+            pretrained=str(run),
+            density=a.density,
+            init_logit=preset["init_logit"],
+            l0_strength=preset["l0_strength"],
+            hard_phase=a.hard_phase,
+            train=TrainConfig(**train),
+        )
+        where = (
+            run
+            / "robust-ticket"
+            / (
+                f"d{a.density}-{adv}-e{a.adv_eps}-s{a.adv_steps}-i{a.iterations}"
+                + (f"-h{a.hard_phase}" if a.hard_phase else "")
+            )
+        )
         run_supermask(sc, where, quiet=True)
         res = run_robustness(where, RobustnessConfig(eps=a.eps, steps=10), quiet=True)
-        aa = run_robustness(where, RobustnessConfig(attack="autoattack", eps=[a.autoattack_eps],
-                                                    samples=a.autoattack_samples), quiet=True)["rows"] \
-            if a.autoattack_samples else None
+        aa = (
+            run_robustness(
+                where,
+                RobustnessConfig(attack="autoattack", eps=[a.autoattack_eps], samples=a.autoattack_samples),
+                quiet=True,
+            )["rows"]
+            if a.autoattack_samples
+            else None
+        )
         for i, r in enumerate(res["rows"]):
-            label = "dense parent" if r["label"] == "dense parent" else \
-                f"hard-concrete, {'PGD' if adv == 'pgd' else 'clean'} loss"
+            label = (
+                "dense parent"
+                if r["label"] == "dense parent"
+                else f"hard-concrete, {'PGD' if adv == 'pgd' else 'clean'} loss"
+            )
             out[label] = {"clean": r["clean_acc"], **{f"pgd {e}": r["robust_acc"][str(e)] for e in a.eps}}
             if aa:
                 out[label][f"AutoAttack {a.autoattack_eps}"] = aa[i]["robust_acc"][str(a.autoattack_eps)]
@@ -89,20 +114,28 @@ def main() -> int:
     p.add_argument("--eps", default="0.02,0.05")
     p.add_argument("--autoattack-samples", type=int, default=0, help="also AutoAttack on the first N test images")
     p.add_argument("--autoattack-eps", type=float, default=0.05)
-    p.add_argument("--hard-phase", type=float, default=0.0,
-                   help="the last fraction of mask learning through the binary ticket (straight-through)")
+    p.add_argument(
+        "--hard-phase",
+        type=float,
+        default=0.0,
+        help="the last fraction of mask learning through the binary ticket (straight-through)",
+    )
     a = p.parse_args()
     a.eps = [float(e) for e in a.eps.split(",")]
     per_seed = [one_seed(r, a) for r in group_runs(a.group)]
     cols = ["clean"] + [f"pgd {e}" for e in a.eps]
     cols += [f"AutoAttack {a.autoattack_eps}"] if a.autoattack_samples else []
-    print(f"{len(per_seed)} seed(s); masks at {100 * a.density:.0f}% density per layer over frozen trained weights; "
-          f"PGD-10 L-inf, eps in pixel units; hard phase {a.hard_phase}")
+    print(
+        f"{len(per_seed)} seed(s); masks at {100 * a.density:.0f}% density per layer over frozen trained weights; "
+        f"PGD-10 L-inf, eps in pixel units; hard phase {a.hard_phase}"
+    )
     print("| mask | " + " | ".join(cols) + " |")
     print("| --- | " + " | ".join("---" for _ in cols) + " |")
     for label in ("dense parent", "magnitude mask", "hard-concrete, clean loss", "hard-concrete, PGD loss"):
         vals = [s[label] for s in per_seed]
-        print(f"| {label} | " + " | ".join(mean_std([v[c] for v in vals]) if c in vals[0] else "-" for c in cols) + " |")
+        print(
+            f"| {label} | " + " | ".join(mean_std([v[c] for v in vals]) if c in vals[0] else "-" for c in cols) + " |"
+        )
     return 0
 
 

@@ -5,6 +5,7 @@ shortcut and no attack first, so that the solvers decide every margin; agreement
 
 RUN is an IMP run (one seed); the model is its round's ticket.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,15 +36,24 @@ def main() -> None:
     mean, std = data.mean.double(), data.std.double()
     ops = to_ops(model, data.input_shape, mean, std, sparse=True)
     net = PixelSpace(model, mean, std).eval()
-    xp = to_pixels(data.x_test[:args.samples].double(), data)
+    xp = to_pixels(data.x_test[: args.samples].double(), data)
     counts = {"agree": 0, "disagree": 0, "undecided": 0}
     seconds = {"milp": 0.0, "marabou": 0.0}
     verdicts = {"verified": 0, "falsified": 0}
     for i in range(args.samples):
         vs = {}
         for solver in seconds:
-            c = Complete(ops, net, data.num_classes, args.eps, data.pixel_range, solver, timeout=args.timeout,
-                         attack_steps=0, shortcut=False)
+            c = Complete(
+                ops,
+                net,
+                data.num_classes,
+                args.eps,
+                data.pixel_range,
+                solver,
+                timeout=args.timeout,
+                attack_steps=0,
+                shortcut=False,
+            )
             t = time.perf_counter()
             vs[solver] = c(xp[i], int(data.y_test[i])).verdict
             seconds[solver] += time.perf_counter() - t
@@ -55,9 +65,11 @@ def main() -> None:
         else:
             counts["disagree"] += 1
             print(f"image {i}: milp {vs['milp']}, marabou {vs['marabou']}")
-    print(f"{cfg['model']} round {args.round}, eps {args.eps}, {args.samples} images: {counts} "
-          f"({verdicts}); seconds per image: milp {seconds['milp'] / args.samples:.2f}, "
-          f"marabou {seconds['marabou'] / args.samples:.2f}")
+    print(
+        f"{cfg['model']} round {args.round}, eps {args.eps}, {args.samples} images: {counts} "
+        f"({verdicts}); seconds per image: milp {seconds['milp'] / args.samples:.2f}, "
+        f"marabou {seconds['marabou'] / args.samples:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,10 +11,17 @@ from ticketlab.data import build_dataset
 
 # Property tests: a fixed sequence of examples (repeatable in CI), no example database written to disk.
 # TICKETLAB_HYPOTHESIS=explore draws 2000 fresh examples per property instead.
-settings.register_profile("ticketlab", derandomize=True, database=None, max_examples=60, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
-settings.register_profile("explore", database=None, max_examples=2000, deadline=None,
-                          suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ticketlab",
+    derandomize=True,
+    database=None,
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "explore", database=None, max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 settings.load_profile(os.environ.get("TICKETLAB_HYPOTHESIS", "ticketlab"))
 
 

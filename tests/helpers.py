@@ -1,4 +1,5 @@
 """Helpers shared by tests: writing small IDX files, dying after checkpoints, one-line errors."""
+
 import gzip
 import struct
 

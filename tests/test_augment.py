@@ -1,4 +1,5 @@
 """Training augmentations: Gaussian noise and AugMix in pixel space, seeded, in range, off by default."""
+
 import pytest
 import torch
 
@@ -39,8 +40,16 @@ def test_augmix_mixes_with_the_clean_image_so_it_stays_close_on_average(images):
 
 def test_augment_works_on_standardised_batches_and_none_is_identity(images):
     x = images.numpy()
-    d = build_dataset("img", x, torch.zeros(16, dtype=torch.long).numpy(), x, torch.zeros(16, dtype=torch.long).numpy(),
-                      val_size=4, num_classes=2, pixel_range=(0.0, 1.0))
+    d = build_dataset(
+        "img",
+        x,
+        torch.zeros(16, dtype=torch.long).numpy(),
+        x,
+        torch.zeros(16, dtype=torch.long).numpy(),
+        val_size=4,
+        num_classes=2,
+        pixel_range=(0.0, 1.0),
+    )
     xs = d.x_train
     assert augment("none", xs, d, torch.Generator()) is xs
     out = augment("gaussian", xs, d, torch.Generator().manual_seed(0))
@@ -60,18 +69,31 @@ def test_augment_fields_stay_out_of_old_configs_and_bad_names_are_refused():
 @pytest.mark.slow
 @pytest.mark.parametrize("aug", ["gaussian", "augmix"])
 def test_training_with_augmentation_resumes_bitwise(tmp_path, monkeypatch, aug):
-    from ticketlab.pruners import PruneInitConfig, run_prune_init
-
     from helpers import killed_then_resumed, without_config
 
-    cfg = PruneInitConfig(dataset="digits", model="lenet300", method="random", density=0.5,
-                          train=TrainConfig(iterations=40, eval_every=20, batch_size=60, augment=aug))
+    from ticketlab.pruners import PruneInitConfig, run_prune_init
+
+    cfg = PruneInitConfig(
+        dataset="digits",
+        model="lenet300",
+        method="random",
+        density=0.5,
+        train=TrainConfig(iterations=40, eval_every=20, batch_size=60, augment=aug),
+    )
     ref = run_prune_init(cfg, tmp_path / "ref", quiet=True, checkpoint_every=20)
     again = killed_then_resumed(run_prune_init, cfg, tmp_path / "r", monkeypatch, quiet=True, checkpoint_every=20)
     assert without_config(again) == without_config(ref)
-    plain = run_prune_init(PruneInitConfig(dataset="digits", model="lenet300", method="random", density=0.5,
-                                           train=TrainConfig(iterations=40, eval_every=20, batch_size=60)),
-                           tmp_path / "plain", quiet=True)
+    plain = run_prune_init(
+        PruneInitConfig(
+            dataset="digits",
+            model="lenet300",
+            method="random",
+            density=0.5,
+            train=TrainConfig(iterations=40, eval_every=20, batch_size=60),
+        ),
+        tmp_path / "plain",
+        quiet=True,
+    )
     assert plain["test_acc"] != ref["test_acc"] or plain["history"] != ref["history"]
 
 
@@ -88,7 +110,7 @@ def test_crop_flip_is_a_padded_crop_and_a_flip_per_image_and_seeded():
         found = None
         for dy in range(3):
             for dx in range(3):
-                crop = padded[dy:dy + 4, dx:dx + 4]
+                crop = padded[dy : dy + 4, dx : dx + 4]
                 for flipped in (False, True):
                     if torch.equal(img, crop.flip(1) if flipped else crop):
                         found = (dy, dx, flipped)
@@ -101,19 +123,28 @@ def test_a_crop_flip_run_killed_and_resumed_equals_the_uninterrupted_one(tmp_pat
     """CIFAR-shaped synthetic images (3 x 8 x 8) through your own arrays; the trainer seeds each step's
     augmentation by (seed, iteration), so a resume replays the same crops and flips."""
     import numpy as np
-
     from helpers import killed_then_resumed, without_config
+
     from ticketlab.data import from_arrays, register_dataset
     from ticketlab.io import load_tensors
     from ticketlab.pruners.runner import PruneInitConfig, run_prune_init
     from ticketlab.train import TrainConfig
 
     rng = np.random.default_rng(0)
-    arr = {"x_train": rng.random((300, 3, 8, 8), dtype=np.float32), "y_train": rng.integers(0, 4, 300),
-           "x_test": rng.random((60, 3, 8, 8), dtype=np.float32), "y_test": rng.integers(0, 4, 60)}
+    arr = {
+        "x_train": rng.random((300, 3, 8, 8), dtype=np.float32),
+        "y_train": rng.integers(0, 4, 300),
+        "x_test": rng.random((60, 3, 8, 8), dtype=np.float32),
+        "y_test": rng.integers(0, 4, 60),
+    }
     name = register_dataset("cifar-shaped-crop-flip-test", from_arrays(**arr, pixel_range=(0.0, 1.0)))
-    cfg = PruneInitConfig(dataset=name, model="conv2", method="random", density=0.5,
-                          train=TrainConfig(iterations=40, eval_every=20, batch_size=30, augment="crop-flip"))
+    cfg = PruneInitConfig(
+        dataset=name,
+        model="conv2",
+        method="random",
+        density=0.5,
+        train=TrainConfig(iterations=40, eval_every=20, batch_size=30, augment="crop-flip"),
+    )
     ref = run_prune_init(cfg, tmp_path / "ref", quiet=True, checkpoint_every=10)
     s = killed_then_resumed(run_prune_init, cfg, tmp_path / "r", monkeypatch, quiet=True, checkpoint_every=10)
     assert without_config(s) == without_config(ref)

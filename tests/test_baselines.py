@@ -5,8 +5,8 @@ from ticketlab.baselines import run_baselines
 from ticketlab.errors import UserError
 from ticketlab.io import load_tensors
 from ticketlab.lottery import IMPConfig, imp
-from ticketlab.runs import training as imp_runner  # the cached training unit every runner uses
 from ticketlab.pruners import PruneInitConfig, run_prune_init
+from ticketlab.runs import training as imp_runner  # the cached training unit every runner uses
 from ticketlab.train import TrainConfig
 
 TRAIN = TrainConfig(iterations=30, eval_every=10)
@@ -35,8 +35,7 @@ def test_baselines_beside_the_method_with_flops(imp_run, monkeypatch):
     mask = load_tensors(imp_run / "round_02" / "mask.safetensors")
     dense = load_tensors(imp_run / "round_00" / "final.safetensors")
     shuffle, reinit, scratch_b, finetune = starts
-    assert all(int(shuffle[0][n].sum()) == int(mask[n].sum()) and not torch.equal(shuffle[0][n], mask[n])
-               for n in mask)
+    assert all(int(shuffle[0][n].sum()) == int(mask[n].sum()) and not torch.equal(shuffle[0][n], mask[n]) for n in mask)
     assert all(torch.equal(shuffle[1][n][shuffle[0][n]], init[n][shuffle[0][n]]) for n in mask)
     assert all(torch.equal(reinit[0][n], mask[n]) and not torch.equal(reinit[1][n], init[n] * mask[n]) for n in mask)
     assert all(torch.equal(finetune[1][n], dense[n] * mask[n]) for n in mask)
@@ -47,8 +46,9 @@ def test_baselines_beside_the_method_with_flops(imp_run, monkeypatch):
 
 
 def test_prune_init_runs_get_all_but_finetune(tmp_path):
-    run_prune_init(PruneInitConfig(dataset="digits", method="snip", density=0.2, train=TRAIN), tmp_path / "p",
-                   quiet=True)
+    run_prune_init(
+        PruneInitConfig(dataset="digits", method="snip", density=0.2, train=TRAIN), tmp_path / "p", quiet=True
+    )
     r = run_baselines(tmp_path / "p", quiet=True)
     assert set(r["rows"][0]["baselines"]) == {"shuffle", "reinit", "scratch-b"}
     with pytest.raises(UserError, match="IMP runs only"):
@@ -66,6 +66,7 @@ def test_bad_input(imp_run, tmp_path):
 
 def test_imp_runs_from_before_a_new_setting_keep_their_baselines(imp_run, monkeypatch):
     import json
+
     first = run_baselines(imp_run, rounds=[1], which=["shuffle"], quiet=True)
     cfg_file = imp_run / "config.json"
     original = cfg_file.read_text()

@@ -1,5 +1,6 @@
 """Deadwooding: multipliers rise by dual ascent while a constraint is violated, the final mask has the exact
 density and holds through training, and runs resume bitwise."""
+
 import json
 
 import pytest
@@ -20,8 +21,20 @@ def _dw(dual_lr=2.0, acc_tol=0.0, rob_tol=10.0, prune_step=100, density=0.5):
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10))
     teacher = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 10)).eval()
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    dw = Deadwooding(model, opt, ["1.weight", "3.weight"], teacher, data, density=density, prune_step=prune_step,
-                     acc_tol=acc_tol, rob_tol=rob_tol, dual_lr=dual_lr, dual_every=2, rob_eps=0.0)
+    dw = Deadwooding(
+        model,
+        opt,
+        ["1.weight", "3.weight"],
+        teacher,
+        data,
+        density=density,
+        prune_step=prune_step,
+        acc_tol=acc_tol,
+        rob_tol=rob_tol,
+        dual_lr=dual_lr,
+        dual_every=2,
+        rob_eps=0.0,
+    )
     return dw, model, opt, data
 
 
@@ -81,9 +94,17 @@ def source(tmp_path_factory):
 
 
 def dcfg(source, **kw):
-    return DeadwoodConfig(dataset="digits", model="mlp1d", source=str(source), density=0.2, rob_eps=0.05,
-                          rob_steps=2, dual_every=10, train=TrainConfig(iterations=60, eval_every=20, batch_size=60),
-                          **kw)
+    return DeadwoodConfig(
+        dataset="digits",
+        model="mlp1d",
+        source=str(source),
+        density=0.2,
+        rob_eps=0.05,
+        rob_steps=2,
+        dual_every=10,
+        train=TrainConfig(iterations=60, eval_every=20, batch_size=60),
+        **kw,
+    )
 
 
 @pytest.mark.slow
@@ -101,13 +122,16 @@ def test_deadwood_run_reaches_the_density_and_resumes_bitwise(source, tmp_path, 
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-@pytest.mark.parametrize("args, msg", [
-    ([], "deadwood needs --source RUN"),
-    (["--source", "SRC", "--density", "0"], "--density must be in (0, 1]"),
-    (["--source", "SRC", "--acc-tol", "-1"], "--acc-tol must be >= 0"),
-    (["--source", "SRC", "--adv", "pgd", "--adv-eps", "0.1"], "deadwood sets its own loss"),
-    (["--source", "NOTRUN"], "is not an IMP run directory"),
-])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        ([], "deadwood needs --source RUN"),
+        (["--source", "SRC", "--density", "0"], "--density must be in (0, 1]"),
+        (["--source", "SRC", "--acc-tol", "-1"], "--acc-tol must be >= 0"),
+        (["--source", "SRC", "--adv", "pgd", "--adv-eps", "0.1"], "deadwood sets its own loss"),
+        (["--source", "NOTRUN"], "is not an IMP run directory"),
+    ],
+)
 def test_bad_deadwood_input_is_one_line(source, tmp_path, capsys, args, msg):
     args = [str(source) if a == "SRC" else str(tmp_path) if a == "NOTRUN" else a for a in args]
     base = ["deadwood", "--dataset", "digits", "--model", "mlp1d", "--quiet", "--out", str(tmp_path / "x")]
@@ -142,8 +166,15 @@ def test_a_dual_update_uses_the_mean_violation_since_the_last_and_never_goes_bel
     dw.step_count = 7
     dw.dual_update()
     assert dw.lam == {"accuracy": 1.75, "robustness": 0.25}
-    assert dw.log == [{"iter": 7, "lambda_accuracy": 1.75, "lambda_robustness": 0.25, "violation_accuracy": 1.5,
-                       "violation_robustness": 0.5}]
+    assert dw.log == [
+        {
+            "iter": 7,
+            "lambda_accuracy": 1.75,
+            "lambda_robustness": 0.25,
+            "violation_accuracy": 1.5,
+            "violation_robustness": 0.5,
+        }
+    ]
     assert dw._sum == {"accuracy": 0.0, "robustness": 0.0} and dw._n == 0
     dw.dual_lr = -10.0  # a (hypothetical) negative step is clipped at zero
     dw._sum, dw._n = {"accuracy": 1.0, "robustness": 1.0}, 1
@@ -171,12 +202,17 @@ def test_the_robustness_constraint_is_the_kl_on_pgd_examples_against_the_student
     dw.rob_eps, dw.rob_steps, dw.seed = 0.1, 3, 4
     x, y = data.x_train[:16], data.y_train[:16]
     got = dw.constraint_losses(model, x, y, 9)
-    adv = pgd(PixelSpace(model, data.mean, data.std), to_pixels(x, data), y, AttackConfig(eps=0.1, steps=3),
-              pixel_range=data.pixel_range, generator=generator(4, "deadwood-pgd", 9))
+    adv = pgd(
+        PixelSpace(model, data.mean, data.std),
+        to_pixels(x, data),
+        y,
+        AttackConfig(eps=0.1, steps=3),
+        pixel_range=data.pixel_range,
+        generator=generator(4, "deadwood-pgd", 9),
+    )
     with torch.no_grad():
         t = torch.softmax(dw.teacher(x), 1)
-        want = torch.nn.functional.kl_div(torch.log_softmax(model(from_pixels(adv, data)), 1), t,
-                                          reduction="batchmean")
+        want = torch.nn.functional.kl_div(torch.log_softmax(model(from_pixels(adv, data)), 1), t, reduction="batchmean")
     assert torch.allclose(got["robustness"], want) and model.training
     assert float(got["robustness"].detach()) > float(got["accuracy"].detach())
 
@@ -195,24 +231,43 @@ def test_the_updater_state_round_trips_into_a_fresh_one():
     fresh.load_state_dict(tensors, meta)
     assert all(torch.equal(a, b) for a, b in zip(fresh.masks, dw.masks))
     assert all(torch.equal(a, m.float()) for a, m in zip(fresh._float, dw.masks))
-    assert (fresh.step_count, fresh.pruned, fresh.log, fresh.lam, fresh._sum, fresh._n) == \
-        (dw.step_count, dw.pruned, dw.log, dw.lam, dw._sum, dw._n)
+    assert (fresh.step_count, fresh.pruned, fresh.log, fresh.lam, fresh._sum, fresh._n) == (
+        dw.step_count,
+        dw.pruned,
+        dw.log,
+        dw.lam,
+        dw._sum,
+        dw._n,
+    )
 
 
 def test_the_deadwood_table_names_the_run_density_accuracy_and_multipliers():
     from ticketlab.certsparse.deadwood import format_deadwood
 
-    s = {"config": {"model": "mlp1d", "dataset": "digits"}, "density": 0.1234, "test_acc": 0.81234,
-         "dense_test_acc": 0.9, "multipliers": {"accuracy": 1.23456, "robustness": 0.0}}
-    assert format_deadwood(s) == ("deadwooding on mlp1d / digits: density 12.34%  test acc 0.8123 (dense parent "
-                                  "0.9000)\nmultipliers: accuracy 1.23  robustness 0")
+    s = {
+        "config": {"model": "mlp1d", "dataset": "digits"},
+        "density": 0.1234,
+        "test_acc": 0.81234,
+        "dense_test_acc": 0.9,
+        "multipliers": {"accuracy": 1.23456, "robustness": 0.0},
+    }
+    assert format_deadwood(s) == (
+        "deadwooding on mlp1d / digits: density 12.34%  test acc 0.8123 (dense parent "
+        "0.9000)\nmultipliers: accuracy 1.23  robustness 0"
+    )
 
 
-@pytest.mark.parametrize("kw, msg", [
-    (dict(prune_at=1.5), "--prune-at must be in [0, 1]"), (dict(rob_tol=-1.0), "--rob-tol must be >= 0"),
-    (dict(dual_every=0), "--dual-every and --rob-steps must be >= 1"), (dict(l1=float("nan")), "--l1 must be >= 0"),
-    (dict(rob_steps=0), "--dual-every and --rob-steps must be >= 1"), (dict(density=1.5), "--density must be in"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(prune_at=1.5), "--prune-at must be in [0, 1]"),
+        (dict(rob_tol=-1.0), "--rob-tol must be >= 0"),
+        (dict(dual_every=0), "--dual-every and --rob-steps must be >= 1"),
+        (dict(l1=float("nan")), "--l1 must be >= 0"),
+        (dict(rob_steps=0), "--dual-every and --rob-steps must be >= 1"),
+        (dict(density=1.5), "--density must be in"),
+    ],
+)
 def test_bad_deadwood_settings_are_refused(kw, msg):
     from ticketlab.errors import UserError
 
@@ -223,8 +278,17 @@ def test_bad_deadwood_settings_are_refused(kw, msg):
 
 
 def test_a_short_deadwood_run_records_its_duals_mask_and_parent_and_reads_itself_back(source, tmp_path, monkeypatch):
-    c = DeadwoodConfig(dataset="digits", model="mlp1d", source=str(source), density=0.3, rob_eps=0.05, rob_steps=1,
-                       dual_every=5, prune_at=0.5, train=TrainConfig(iterations=20, eval_every=10, batch_size=32))
+    c = DeadwoodConfig(
+        dataset="digits",
+        model="mlp1d",
+        source=str(source),
+        density=0.3,
+        rob_eps=0.05,
+        rob_steps=1,
+        dual_every=5,
+        prune_at=0.5,
+        train=TrainConfig(iterations=20, eval_every=10, batch_size=32),
+    )
     s = run_deadwood(c, tmp_path / "d", quiet=True)
     assert s["density"] == pytest.approx(0.3, abs=2e-4) and len(s["duals"]) == 4
     assert [d["iter"] for d in s["duals"]] == [5, 10, 15, 20] and set(s["multipliers"]) == {"accuracy", "robustness"}

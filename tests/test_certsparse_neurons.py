@@ -1,4 +1,5 @@
 """Stability scores and ``ticketlab neurons``: stability-based neuron pruning and linearity grafting."""
+
 import json
 import math
 
@@ -21,6 +22,7 @@ from ticketlab.train import TrainConfig
 
 # -- scores, hand-worked -------------------------------------------------------------------------------------
 
+
 def test_stability_scores_rank_a_stably_inactive_neuron_first_then_the_most_unstable():
     """Four neurons over two samples: stably inactive (u <= 0 on both), unstable wide, unstable narrow,
     stably active. The dead one goes first; then the widest straddle of 0 (l u most negative)."""
@@ -35,7 +37,6 @@ def test_stability_scores_rank_a_stably_inactive_neuron_first_then_the_most_unst
     assert order == [0, 1, 2, 3]
     chosen = lowest([s], 0.25, "layerwise", torch.Generator().manual_seed(0))[0]
     assert chosen.tolist() == [True, False, False, False]
-
 
 
 def test_stability_scores_pass_the_batchnorm_scale_on():
@@ -66,6 +67,7 @@ def test_relu_inputs_with_crown_are_crowns_bounds_tighter_than_ibps():
     scores = neuron_scores("stability", net, data, x, eps=0.2, bound="crown")
     assert all(torch.equal(s, stability_scores(lo, hi)) for s, (lo, hi) in zip(scores, crown))
 
+
 def test_nrs_divides_by_the_batchnorm_scale_squared():
     lo, hi, g = torch.tensor([-1.0]), torch.tensor([2.0]), torch.tensor([2.0])
     assert nrs(lo, hi, g).item() == pytest.approx(math.tanh(1 - 2 / 4))
@@ -91,14 +93,21 @@ def test_lowest_is_per_layer_or_global():
 
 # -- ticketlab neurons --------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     return write_imp_source(tmp_path_factory.mktemp("src") / "imp")
 
 
 def ncfg(source, **kw):
-    return NeuronsConfig(dataset="digits", model="mlp1d", source=str(source), score_samples=200,
-                         train=TrainConfig(iterations=60, eval_every=20, batch_size=60), **kw)
+    return NeuronsConfig(
+        dataset="digits",
+        model="mlp1d",
+        source=str(source),
+        score_samples=200,
+        train=TrainConfig(iterations=60, eval_every=20, batch_size=60),
+        **kw,
+    )
 
 
 def test_stability_pruning_removes_whole_neurons_exactly(source, tmp_path):
@@ -120,7 +129,7 @@ def test_grafting_keeps_the_chosen_neurons_linear_and_trains_their_lines(source,
     final = load_tensors(tmp_path / "g" / "final.safetensors")
     grafts = {k: v for k, v in final.items() if k.endswith(".graft")}
     assert grafts and sum(int(v.sum()) for v in grafts.values()) == s["chosen"]
-    slopes = [final[k[:-len("graft")] + "slope"][v] for k, v in grafts.items()]
+    slopes = [final[k[: -len("graft")] + "slope"][v] for k, v in grafts.items()]
     assert any((sl != 0.4).any() for sl in slopes)  # the lines were trained
     assert s["weight_density"] == 1.0
 
@@ -136,11 +145,36 @@ def test_neurons_resumes_bitwise(source, tmp_path, monkeypatch):
 
 def test_verify_reads_a_grafted_run(source, tmp_path, capsys):
     run = tmp_path / "g"
-    assert main(["neurons", "--source", str(source), "--dataset", "digits", "--model", "mlp1d", "--method", "graft",
-                 "--score", "magnitude", "--fraction", "0.5", "--iterations", "30", "--score-samples", "100",
-                 "--quiet", "--out", str(run)]) == 0
-    assert main(["verify", str(run), "--eps", "0.01", "--samples", "5", "--method", "ibp,crown,complete",
-                 "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "neurons",
+                "--source",
+                str(source),
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp1d",
+                "--method",
+                "graft",
+                "--score",
+                "magnitude",
+                "--fraction",
+                "0.5",
+                "--iterations",
+                "30",
+                "--score-samples",
+                "100",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["verify", str(run), "--eps", "0.01", "--samples", "5", "--method", "ibp,crown,complete", "--quiet"]) == 0
+    )
     rows = json.loads(next(run.glob("verify-*")).joinpath("results.json").read_text())["rows"]
     assert [r["label"] for r in rows] == ["dense parent", "magnitude grafted 0.5"]
     grafted = rows[1]["neurons_per_sample"]["crown"]
@@ -148,15 +182,18 @@ def test_verify_reads_a_grafted_run(source, tmp_path, capsys):
     assert rows[0]["neurons_per_sample"]["crown"][0]["grafted"] == 0
 
 
-@pytest.mark.parametrize("args, msg", [
-    ([], "neurons needs --source RUN"),
-    (["--source", "SRC", "--method", "nope"], "unknown --method 'nope'; choose one of: prune, graft"),
-    (["--source", "SRC", "--score", "nope"], "unknown --score 'nope'"),
-    (["--source", "SRC", "--fraction", "1"], "--fraction must be in [0, 1)"),
-    (["--source", "SRC", "--score-eps", "0"], "--score stability needs --score-eps > 0"),
-    (["--source", "SRC", "--model", "lenet300"], "use the same --model and --dataset"),
-    (["--source", "NOTRUN"], "is not an IMP run directory"),
-])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        ([], "neurons needs --source RUN"),
+        (["--source", "SRC", "--method", "nope"], "unknown --method 'nope'; choose one of: prune, graft"),
+        (["--source", "SRC", "--score", "nope"], "unknown --score 'nope'"),
+        (["--source", "SRC", "--fraction", "1"], "--fraction must be in [0, 1)"),
+        (["--source", "SRC", "--score-eps", "0"], "--score stability needs --score-eps > 0"),
+        (["--source", "SRC", "--model", "lenet300"], "use the same --model and --dataset"),
+        (["--source", "NOTRUN"], "is not an IMP run directory"),
+    ],
+)
 def test_bad_neurons_input_is_one_line(source, tmp_path, capsys, args, msg):
     args = [str(source) if a == "SRC" else str(tmp_path) if a == "NOTRUN" else a for a in args]
     base = ["neurons", "--dataset", "digits", "--quiet", "--out", str(tmp_path / "x")]
@@ -171,6 +208,7 @@ def test_grafted_relu_is_a_module_of_the_models():
 
 
 # -- the pieces of ``neurons``, by hand --------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def digits_net():
@@ -208,14 +246,15 @@ def test_scoring_inputs_are_a_seeded_draw_of_at_most_the_training_set(digits_net
     x = scoring_inputs(NeuronsConfig(source="x", score_samples=7, seed=3), data)
     idx = torch.randperm(len(data.y_train), generator=generator(3, "neuron-scores"))[:7]
     assert torch.equal(x, data.x_train[idx])
-    assert len(scoring_inputs(NeuronsConfig(source="x", score_samples=10 ** 6), data)) == len(data.y_train)
+    assert len(scoring_inputs(NeuronsConfig(source="x", score_samples=10**6), data)) == len(data.y_train)
 
 
 def test_pruning_scores_channels_and_grafting_scores_every_neuron(monkeypatch):
     from ticketlab.certsparse import neurons as mod
 
-    conv = torch.nn.Sequential(torch.nn.Conv1d(1, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
-                               torch.nn.Linear(8, 3))
+    conv = torch.nn.Sequential(
+        torch.nn.Conv1d(1, 2, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8, 3)
+    )
     data = type("D", (), {"x_train": torch.randn(10, 1, 4), "y_train": torch.zeros(10, dtype=torch.long)})()
     seen = []
     monkeypatch.setattr(mod, "lowest", lambda s, *a: seen.append([t.shape for t in s]) or s)
@@ -227,8 +266,14 @@ def test_pruning_scores_channels_and_grafting_scores_every_neuron(monkeypatch):
 def test_each_relu_is_fed_by_the_layer_before_it():
     from ticketlab.certsparse.neurons import _roots
 
-    m = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.ReLU(), torch.nn.Dropout(), torch.nn.Linear(4, 4),
-                            GraftedReLU((4,)), torch.nn.Linear(4, 2))
+    m = torch.nn.Sequential(
+        torch.nn.Linear(4, 4),
+        torch.nn.ReLU(),
+        torch.nn.Dropout(),
+        torch.nn.Linear(4, 4),
+        GraftedReLU((4,)),
+        torch.nn.Linear(4, 2),
+    )
     assert _roots(m) == ["0", "3"]
 
 
@@ -244,26 +289,48 @@ def test_weight_density_counts_the_prunable_weights_a_mask_keeps():
 def test_the_neurons_table_says_what_was_chosen_where():
     from ticketlab.certsparse.neurons import format_neurons
 
-    s = {"config": {"method": "prune", "score": "stability", "model": "mlp1d", "dataset": "digits"}, "chosen": 5,
-         "neurons": 20, "chosen_per_layer": [3, 2], "weight_density": 0.71234, "test_acc": 0.9, "dense_test_acc": 0.95}
-    assert format_neurons(s) == ("prune by stability on mlp1d / digits: 5/20 channels pruned (3/2 per layer); weight "
-                                 "density 71.23%\ntest acc 0.9000 (dense parent 0.9500)")
+    s = {
+        "config": {"method": "prune", "score": "stability", "model": "mlp1d", "dataset": "digits"},
+        "chosen": 5,
+        "neurons": 20,
+        "chosen_per_layer": [3, 2],
+        "weight_density": 0.71234,
+        "test_acc": 0.9,
+        "dense_test_acc": 0.95,
+    }
+    assert format_neurons(s) == (
+        "prune by stability on mlp1d / digits: 5/20 channels pruned (3/2 per layer); weight "
+        "density 71.23%\ntest acc 0.9000 (dense parent 0.9500)"
+    )
     s["config"]["method"] = "graft"
     assert "5/20 neurons grafted" in format_neurons(s)
 
 
-@pytest.mark.parametrize("kw, msg", [
-    (dict(scope="local"), "unknown --scope 'local'"), (dict(score_bound="exact"), "unknown --score-bound 'exact'"),
-    (dict(score_samples=0), "--score-samples must be >= 1"), (dict(fraction=-0.1), r"--fraction must be in \[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(scope="local"), "unknown --scope 'local'"),
+        (dict(score_bound="exact"), "unknown --score-bound 'exact'"),
+        (dict(score_samples=0), "--score-samples must be >= 1"),
+        (dict(fraction=-0.1), r"--fraction must be in \[0, 1\)"),
+    ],
+)
 def test_more_bad_neurons_settings_are_refused(kw, msg):
     from ticketlab.errors import UserError
 
     with pytest.raises(UserError, match=msg):
         NeuronsConfig(source="x", **kw).validate()
     NeuronsConfig(source="x", score="magnitude", score_eps=0.0).validate()  # only stability needs a radius
-    for ok in (dict(scope="global"), dict(scope="layerwise"), dict(score_bound="crown"), dict(score_bound="ibp"),
-               dict(method="graft"), dict(score="random"), dict(fraction=0.0), dict(score_samples=1)):
+    for ok in (
+        dict(scope="global"),
+        dict(scope="layerwise"),
+        dict(score_bound="crown"),
+        dict(score_bound="ibp"),
+        dict(method="graft"),
+        dict(score="random"),
+        dict(fraction=0.0),
+        dict(score_samples=1),
+    ):
         NeuronsConfig(source="x", **ok).validate()
 
 

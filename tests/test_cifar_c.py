@@ -1,11 +1,13 @@
 """CIFAR-10-C corruptions: shape and range kept, seeded, stronger with severity, wired into `robustness`, and
 each corruption at each severity checked against the benchmark script's parameters on images whose statistics
 they fix."""
+
 import io
 import json
 
 import numpy as np
 import pytest
+from helpers import one_line_exit_2
 from matplotlib.colors import rgb_to_hsv
 from PIL import Image
 from scipy import ndimage
@@ -13,8 +15,6 @@ from scipy import ndimage
 from ticketlab.cli import main
 from ticketlab.errors import UserError
 from ticketlab.robust.cifar_c import CIFAR10_C, corrupt_cifar
-
-from helpers import one_line_exit_2
 
 # the reference's parameters are not monotone in every corruption: saturate first desaturates (severities
 # 1-2) then saturates; elastic's CIFAR severities trade the affine part against the smooth field
@@ -72,18 +72,56 @@ def test_robustness_on_cifar_runs_every_severity_and_caches_8_bit_sets(tmp_path,
     write_archive(tmp_path / "data" / "cifar-10-binary.tar.gz", n=1100)
     run = tmp_path / "imp"
     data = ["--data-dir", str(tmp_path / "data")]
-    assert main(["imp", "--dataset", "cifar10", *data, "--model", "lenet300", "--iterations", "3", "--rounds", "1",
-                 "--quiet", "--out", str(run)]) == 0
-    assert main(["robustness", str(run), "--eps", "0.01", "--steps", "2", "--samples", "16", "--corruptions",
-                 "contrast,gaussian_noise", *data, "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "cifar10",
+                *data,
+                "--model",
+                "lenet300",
+                "--iterations",
+                "3",
+                "--rounds",
+                "1",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "robustness",
+                str(run),
+                "--eps",
+                "0.01",
+                "--steps",
+                "2",
+                "--samples",
+                "16",
+                "--corruptions",
+                "contrast,gaussian_noise",
+                *data,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     res = next(run.glob("robustness-*"))
     rows = json.loads((res / "results.json").read_text())["rows"]
     assert set(rows[0]["corruption_acc"]) == {f"{c}/{s}" for c in ("contrast", "gaussian_noise") for s in range(1, 6)}
     from ticketlab.io import load_tensors
 
     assert load_tensors(res / "corrupted.safetensors")["contrast/5"].dtype.is_floating_point is False
-    one_line_exit_2(main(["robustness", str(run), "--corruptions", "rotate", *data]), capsys.readouterr().err,
-                    "unknown corruption 'rotate' for cifar10")
+    one_line_exit_2(
+        main(["robustness", str(run), "--corruptions", "rotate", *data]),
+        capsys.readouterr().err,
+        "unknown corruption 'rotate' for cifar10",
+    )
 
 
 # -- each corruption at each severity against the benchmark's CIFAR-10 script (its per-severity parameters,
@@ -100,7 +138,7 @@ REF = {
     "defocus_blur": [(0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)],
     "motion_blur": [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)],
     "zoom_blur": [1.06, 1.11, 1.16, 1.21, 1.26],  # np.arange(1, stop, 0.01)
-    "snow": [0.95, 0.9, 0.9, 0.85, 0.8],          # the blend with the brightened image
+    "snow": [0.95, 0.9, 0.9, 0.85, 0.8],  # the blend with the brightened image
     "fog": [0.2, 0.5, 0.75, 1.0, 1.5],
     "brightness": [0.05, 0.1, 0.15, 0.2, 0.3],
     "contrast": [0.75, 0.5, 0.4, 0.3, 0.15],
@@ -109,8 +147,13 @@ REF = {
     "jpeg_compression": [80, 65, 58, 50, 40],
     "spatter": [(0.5, 0), (0.5, 0), (0.5, 0), (0.6, 1), (0.6, 1)],  # (intensity, mud)
     # the liquid layer: normal(loc, scale) blurred by sigma, cut below a threshold
-    "spatter_liquid": [(0.62, 0.1, 0.7, 0.7), (0.65, 0.1, 0.8, 0.7), (0.65, 0.3, 1, 0.69), (0.65, 0.1, 0.7, 0.69),
-                       (0.65, 0.1, 0.5, 0.68)],
+    "spatter_liquid": [
+        (0.62, 0.1, 0.7, 0.7),
+        (0.65, 0.1, 0.8, 0.7),
+        (0.65, 0.3, 1, 0.69),
+        (0.65, 0.1, 0.7, 0.69),
+        (0.65, 0.1, 0.5, 0.68),
+    ],
 }
 SEV = [1, 2, 3, 4, 5]
 
@@ -165,11 +208,11 @@ def test_gaussian_blur_is_skimages_gaussian_at_the_references_sigma(s):
 
 def cv2_gaussian_3x3(k, sigma):
     """OpenCV's GaussianBlur with a 3x3 kernel: a normalised 3-tap Gaussian along each axis, reflect-101."""
-    t = np.exp(-np.arange(-1, 2) ** 2 / (2 * sigma ** 2))
+    t = np.exp(-(np.arange(-1, 2) ** 2) / (2 * sigma**2))
     t /= t.sum()
     k = np.pad(k, 1, mode="reflect")
-    k = sum(t[i] * k[:, i:i + k.shape[1] - 2] for i in range(3))
-    return sum(t[i] * k[i:i + k.shape[0] - 2] for i in range(3))
+    k = sum(t[i] * k[:, i : i + k.shape[1] - 2] for i in range(3))
+    return sum(t[i] * k[i : i + k.shape[0] - 2] for i in range(3))
 
 
 @pytest.mark.parametrize("s", SEV)
@@ -177,7 +220,7 @@ def test_defocus_blur_spreads_a_point_by_the_references_smoothed_disk(s):
     radius, alias = REF["defocus_blur"][s - 1]
     r = np.arange(-8, 9)
     xx, yy = np.meshgrid(r, r)
-    disk = ((xx ** 2 + yy ** 2) <= radius ** 2).astype(np.float64)
+    disk = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
     kernel = cv2_gaussian_3x3(disk / disk.sum(), alias)
     y = corrupt_cifar(point(), "defocus_blur", s).astype(np.float64)[0, 0]
     assert np.allclose(y[8:25, 8:25], kernel[::-1, ::-1], atol=1e-6)
@@ -226,12 +269,14 @@ def elastic_draws(s, n):
     then the two noise fields), with the reference's parameters in pixels."""
     from ticketlab.robust.cifar_c import CIFAR10_C
 
-    alpha, sigma, affine = (np.array(REF["elastic_transform"][s - 1]) * 32)
+    alpha, sigma, affine = np.array(REF["elastic_transform"][s - 1]) * 32
     rng = np.random.default_rng([0, list(CIFAR10_C).index("elastic_transform"), s])
     for _ in range(n):
         offsets = rng.uniform(-affine, affine, (3, 2))
-        fields = [ndimage.gaussian_filter(rng.uniform(-1, 1, (32, 32)), sigma, mode="reflect", truncate=3) * alpha
-                  for _ in range(2)]
+        fields = [
+            ndimage.gaussian_filter(rng.uniform(-1, 1, (32, 32)), sigma, mode="reflect", truncate=3) * alpha
+            for _ in range(2)
+        ]
         yield offsets, fields[0], fields[1]
 
 
@@ -278,9 +323,9 @@ def reference_clipped_zoom(img, z):
     h = img.shape[0]
     ch = int(np.ceil(h / z))
     top = (h - ch) // 2
-    out = ndimage.zoom(img[top:top + ch, top:top + ch], (z, z, 1), order=1)
+    out = ndimage.zoom(img[top : top + ch, top : top + ch], (z, z, 1), order=1)
     trim = (out.shape[0] - h) // 2
-    return out[trim:trim + h, trim:trim + h]
+    return out[trim : trim + h, trim : trim + h]
 
 
 @pytest.mark.parametrize("s", SEV)
@@ -391,7 +436,6 @@ def test_spatter_tints_toward_blue_grey_liquid_or_brown_mud(s):
         assert m.max() <= intensity + 1e-6
 
 
-
 @pytest.mark.parametrize("s", SEV)
 def test_spatter_is_the_references_liquid_each_image_blurred_on_its_own(s):
     """Black images show the tint alone: recomputed from the same draws as the benchmark script does it, one
@@ -441,6 +485,7 @@ def test_snowflakes_fall_at_angles_between_minus_135_and_minus_45_degrees(monkey
     (angles,) = seen
     assert angles.min() >= -135 and angles.max() <= -45
     assert angles.min() < -125 and angles.max() > -55  # the whole range is drawn
+
 
 def test_the_seed_and_severity_pick_the_random_numbers(images):
     a = corrupt_cifar(images, "gaussian_noise", 1, seed=0)

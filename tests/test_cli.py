@@ -37,8 +37,13 @@ def test_imp_prints_the_table_and_show_prints_it_again(tmp_path, capsys):
 def test_preset_fills_in_and_explicit_flags_win():
     ns = build_parser().parse_args(["imp", "--preset", "lth-lenet300", "--dataset", "digits", "--iterations", "20"])
     cfg = imp_config_from_args(ns)
-    assert (cfg.model, cfg.dataset, cfg.train.optimizer, cfg.train.lr, cfg.train.batch_size) == \
-        ("lenet300", "digits", "adam", 1.2e-3, 60)
+    assert (cfg.model, cfg.dataset, cfg.train.optimizer, cfg.train.lr, cfg.train.batch_size) == (
+        "lenet300",
+        "digits",
+        "adam",
+        1.2e-3,
+        60,
+    )
     assert cfg.train.iterations == 20 and cfg.rate == 0.2
     ns = build_parser().parse_args(["imp", "--preset", "lth-conv6", "--epochs", "3"])
     cfg = imp_config_from_args(ns)
@@ -71,13 +76,15 @@ BAD = {
 }
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c == "unknown model" else c
-                                  for c in sorted(BAD)])  # (that one generates MNIST-1D, the default dataset)
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=pytest.mark.slow) if c == "unknown model" else c for c in sorted(BAD)]
+)  # (that one generates MNIST-1D, the default dataset)
 def test_bad_input_is_one_line_exit_2(case, tmp_path, capsys):
     args, expected = BAD[case]
     if case == "no cuda":
         pytest.importorskip("torch")
         import torch
+
         if torch.cuda.is_available():
             pytest.skip("CUDA present")
     base = ["--dataset", "digits", "--model", "lenet300"] if case not in ("unknown model", "unknown dataset") else []
@@ -142,13 +149,29 @@ def test_list_names_everything(capsys):
 @pytest.mark.slow
 def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(tmp_path):
     """A real kill -9 in the middle of a round; rerunning the command finishes with identical results."""
-    args = [sys.executable, "-m", "ticketlab", "imp", "--dataset", "digits", "--model", "lenet300",
-            "--iterations", "600", "--eval-every", "50", "--checkpoint-every", "50", "--rounds", "2", "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "ticketlab",
+        "imp",
+        "--dataset",
+        "digits",
+        "--model",
+        "lenet300",
+        "--iterations",
+        "600",
+        "--eval-every",
+        "50",
+        "--checkpoint-every",
+        "50",
+        "--rounds",
+        "2",
+        "--quiet",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(args + ["--out", str(tmp_path / "ref")], check=True, env=env, capture_output=True)
     out = tmp_path / "r"
-    proc = subprocess.Popen(args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(args + ["--out", str(out)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (out / "round_01" / "checkpoint.safetensors").exists() and time.time() < deadline:
         time.sleep(0.02)
@@ -164,8 +187,18 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_uninterrupted_result(tmp_pat
 def test_supermask_bad_input(tmp_path, capsys):
     code, _, err = run_cli(capsys, "supermask", "--method", "nope", "--out", str(tmp_path / "s"))
     one_line_exit_2(code, err, "unknown supermask method")
-    code, _, err = run_cli(capsys, "supermask", "--method", "jackpot", "--dataset", "digits",
-                           "--pretrained", str(tmp_path), "--out", str(tmp_path / "s"))
+    code, _, err = run_cli(
+        capsys,
+        "supermask",
+        "--method",
+        "jackpot",
+        "--dataset",
+        "digits",
+        "--pretrained",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "s"),
+    )
     one_line_exit_2(code, err, "not an IMP run directory")
     assert not (tmp_path / "s").exists()
 
@@ -185,8 +218,9 @@ def test_pack_and_unpack_from_the_command_line(tmp_path, capsys):
     one_line_exit_2(code, err, "not empty")
     code, _, err = run_cli(capsys, "unpack", str(tmp_path / "r" / "config.json"), "--out", str(tmp_path / "v"))
     one_line_exit_2(code, err, "not a ticketlab ticket")
-    code, _, err = run_cli(capsys, "pack", str(tmp_path / "r"), "--round", "2", "--weights", "int3",
-                           "--out", str(tmp_path / "x.st"))
+    code, _, err = run_cli(
+        capsys, "pack", str(tmp_path / "r"), "--round", "2", "--weights", "int3", "--out", str(tmp_path / "x.st")
+    )
     one_line_exit_2(code, err, "--weights must be one of")
 
 
@@ -200,7 +234,9 @@ def test_deconstruct_bad_input(tmp_path, capsys):
 
 
 def test_checkpoint_every_below_one_is_refused_by_every_runner(tmp_path, capsys):
-    code, _, err = run_cli(capsys, "colt", "--dataset", "digits", "--checkpoint-every", "0", "--out", str(tmp_path / "c"))
+    code, _, err = run_cli(
+        capsys, "colt", "--dataset", "digits", "--checkpoint-every", "0", "--out", str(tmp_path / "c")
+    )
     one_line_exit_2(code, err, "--checkpoint-every must be >= 1")
     assert not (tmp_path / "c").exists()
 
@@ -216,17 +252,50 @@ def test_cifar_presets_run_on_cifar_shaped_arrays_with_open_lths_settings(tmp_pa
     from ticketlab.io import load_tensors
 
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "c.npz", x_train=rng.random((40, 3, 32, 32), dtype=np.float32),
-             y_train=rng.integers(0, 10, 40), x_test=rng.random((20, 3, 32, 32), dtype=np.float32),
-             y_test=rng.integers(0, 10, 20))
+    np.savez(
+        tmp_path / "c.npz",
+        x_train=rng.random((40, 3, 32, 32), dtype=np.float32),
+        y_train=rng.integers(0, 10, 40),
+        x_test=rng.random((20, 3, 32, 32), dtype=np.float32),
+        y_test=rng.integers(0, 10, 20),
+    )
     out = tmp_path / "r"
-    assert main(["imp", "--preset", preset, "--dataset", f"npz:{tmp_path / 'c.npz'}", "--iterations", "4",
-                 "--milestones", "2,3", "--batch-size", "8", "--rewind", "2", "--rounds", "1", "--eval-every", "2",
-                 "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--preset",
+                preset,
+                "--dataset",
+                f"npz:{tmp_path / 'c.npz'}",
+                "--iterations",
+                "4",
+                "--milestones",
+                "2,3",
+                "--batch-size",
+                "8",
+                "--rewind",
+                "2",
+                "--rounds",
+                "1",
+                "--eval-every",
+                "2",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     c = json.loads((out / "config.json").read_text())["config"]
     t = c["train"]
-    assert (t["optimizer"], t["lr"], t["momentum"], t["weight_decay"], t["augment"]) == ("sgd", 0.1, 0.9, 1e-4,
-                                                                                        "crop-flip")
+    assert (t["optimizer"], t["lr"], t["momentum"], t["weight_decay"], t["augment"]) == (
+        "sgd",
+        0.1,
+        0.9,
+        1e-4,
+        "crop-flip",
+    )
     assert c["global_pruning"] and c["rate"] == 0.2
     mask = load_tensors(out / "round_01" / "mask.safetensors")
     if preset == "lth-vgg16":

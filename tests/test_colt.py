@@ -42,8 +42,15 @@ def test_colt_keeps_the_overlap_and_compares_with_imp(tmp_path):
     assert run_colt(cfg, tmp_path / "c", quiet=True) == r  # cached: rerun gives the same result
 
 
-@pytest.mark.parametrize("kw,msg", [({"segments": 1}, "--segments"), ({"split": "odd"}, "unknown --split"),
-                                    ({"rate": 1.0}, "--rate"), ({"target_density": 0}, "--target-density")])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        ({"segments": 1}, "--segments"),
+        ({"split": "odd"}, "unknown --split"),
+        ({"rate": 1.0}, "--rate"),
+        ({"target_density": 0}, "--target-density"),
+    ],
+)
 def test_bad_settings(kw, msg):
     with pytest.raises(UserError, match=msg):
         COLTConfig(**kw).validate()
@@ -53,8 +60,10 @@ def test_bad_settings(kw, msg):
 def test_colt_reports_training_flops_of_every_training(tmp_path):
     cfg = COLTConfig(dataset="digits", target_density=0.7, train=TrainConfig(iterations=20, eval_every=10))
     r = run_colt(cfg, tmp_path / "c", quiet=True)
-    masks = [load_tensors(tmp_path / "c" / f"round_{k:02d}" / "mask.safetensors") for k in
-             range(1, r["colt"]["pruning_rounds"] + 1)]
+    masks = [
+        load_tensors(tmp_path / "c" / f"round_{k:02d}" / "mask.safetensors")
+        for k in range(1, r["colt"]["pruning_rounds"] + 1)
+    ]
     kept = [sum(int(m.sum()) for m in mk.values()) for mk in masks]
     n = 64 * 300 + 300 * 100 + 100 * 10  # lenet300 on 8x8 digits
     per = lambda k: 3 * 2 * k * 100 * 20  # noqa: E731  3 x (2 x kept) x batch 100 x 20 iterations

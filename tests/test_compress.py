@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import killed_then_resumed, one_line_exit_2, without_config, write_imp_source
 from torch import nn
 
 from ticketlab.cli import main
@@ -12,14 +13,12 @@ from ticketlab.io import load_tensors
 from ticketlab.pruners import PRUNERS, score
 from ticketlab.train import TrainConfig
 
-from helpers import killed_then_resumed, one_line_exit_2, without_config, write_imp_source
-
-
 # -- schedules, hand-worked ----------------------------------------------------------------------------------
 
+
 def test_cubic_schedule_is_zhu_and_gupta_density_path():
-    assert step_densities(0.1, 2, "cubic") == pytest.approx([0.1 + 0.9 * 0.5 ** 3, 0.1])
-    assert step_densities(0.1, 2, "exponential") == pytest.approx([0.1 ** 0.5, 0.1])
+    assert step_densities(0.1, 2, "cubic") == pytest.approx([0.1 + 0.9 * 0.5**3, 0.1])
+    assert step_densities(0.1, 2, "exponential") == pytest.approx([0.1**0.5, 0.1])
     assert step_densities(0.1, 2, "linear") == pytest.approx([0.55, 0.1])
     assert step_densities(0.3, 1, "cubic") == [0.3]
 
@@ -36,6 +35,7 @@ def test_steps_are_spaced_from_iteration_zero_to_the_prune_end():
 
 # -- the gradual pruner -------------------------------------------------------------------------------------
 
+
 def _net():
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
@@ -46,10 +46,20 @@ def test_gradual_pruner_reaches_each_density_exactly_and_keeps_pruned_weights_ze
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
     names = ["0.weight", "2.weight"]
     x, y = torch.randn(32, 8), torch.randint(0, 4, (32,))
-    pr = GradualPruner(net, opt, names, PRUNERS.get("magnitude"), final_density=0.25, total=20, steps=3,
-                       schedule="linear", end_fraction=0.5, batches=lambda k: [(x, y)])
+    pr = GradualPruner(
+        net,
+        opt,
+        names,
+        PRUNERS.get("magnitude"),
+        final_density=0.25,
+        total=20,
+        steps=3,
+        schedule="linear",
+        end_fraction=0.5,
+        batches=lambda k: [(x, y)],
+    )
     seen = {0: pr.log[-1]["density"]}
-    for it in range(20):
+    for _ in range(20):
         opt.zero_grad()
         F.cross_entropy(net(x), y).backward()
         opt.step()
@@ -78,14 +88,22 @@ def test_gradual_pruner_state_round_trips():
     assert b.step_count == 6 and b.log == a.log and torch.equal(b.masks[0], a.masks[0])
 
 
-
 def test_the_pruners_checkpoint_names_its_method_and_schedule_position():
     import json
 
     net = _net()
     x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
-    pr = GradualPruner(net, torch.optim.SGD(net.parameters(), lr=0.1), ["0.weight"], PRUNERS.get("random"),
-                       final_density=0.5, total=10, steps=2, end_fraction=0.5, batches=lambda k: [(x, y)])
+    pr = GradualPruner(
+        net,
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        ["0.weight"],
+        PRUNERS.get("random"),
+        final_density=0.5,
+        total=10,
+        steps=2,
+        end_fraction=0.5,
+        batches=lambda k: [(x, y)],
+    )
     pr.step()
     tensors, meta = pr.state_dict()
     meta = json.loads(meta)
@@ -97,23 +115,50 @@ def test_by_default_one_pruning_step_and_three_passes_per_training_example():
     (twice the forward: input and weight gradients) of the current sparse net."""
     net = _net()
     x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
-    pr = GradualPruner(net, torch.optim.SGD(net.parameters(), lr=0.1), ["0.weight"], PRUNERS.get("magnitude"),
-                       final_density=0.5, total=10, end_fraction=0.5, input_shape=(8,), batches=lambda k: [(x, y)])
+    pr = GradualPruner(
+        net,
+        torch.optim.SGD(net.parameters(), lr=0.1),
+        ["0.weight"],
+        PRUNERS.get("magnitude"),
+        final_density=0.5,
+        total=10,
+        end_fraction=0.5,
+        input_shape=(8,),
+        batches=lambda k: [(x, y)],
+    )
     assert [e["density"] for e in pr.log] == [0.5]
     before = pr.flops_per_example
     pr.step()
     assert pr._fwd > 0 and pr.flops_per_example - before == 3 * pr._fwd
+
 
 def test_layerwise_steps_keep_each_layers_share_and_an_n_m_pattern_keeps_n_of_every_m():
     net = _net()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
     kw = dict(total=10, batches=lambda k: [(x, y)])
-    lay = GradualPruner(net, opt, ["0.weight", "2.weight"], PRUNERS.get("magnitude"), final_density=0.25,
-                        scope="layerwise", steps=1, **kw)
+    lay = GradualPruner(
+        net,
+        opt,
+        ["0.weight", "2.weight"],
+        PRUNERS.get("magnitude"),
+        final_density=0.25,
+        scope="layerwise",
+        steps=1,
+        **kw,
+    )
     assert [int(m.sum()) for m in lay.masks] == [32, 16]  # a quarter of 128 and of 64
-    nm = GradualPruner(_net(), torch.optim.SGD(_net().parameters(), lr=0.1), ["0.weight"], PRUNERS.get("magnitude"),
-                       final_density=0.5, pattern=(2, 4), steps=3, end_fraction=0.5, **kw)
+    nm = GradualPruner(
+        _net(),
+        torch.optim.SGD(_net().parameters(), lr=0.1),
+        ["0.weight"],
+        PRUNERS.get("magnitude"),
+        final_density=0.5,
+        pattern=(2, 4),
+        steps=3,
+        end_fraction=0.5,
+        **kw,
+    )
     # step densities 0.648, 0.519, 0.5: round(4 d) = 3, then 2 of each group of 4 (never below N = 2)
     groups = lambda: nm.masks[0].view(16, 2, 4).sum(-1)  # noqa: E731
     assert (groups() == 3).all()
@@ -135,12 +180,21 @@ def test_a_step_scores_the_pruned_model_and_clears_the_removed_weights_state():
         seen.append(int((w["0.weight"] == 0).sum()))
         return {n: w[n].detach().abs() for n in names}
 
-    pr = GradualPruner(net, opt, ["0.weight"], scorer, final_density=0.25, total=4, steps=2, end_fraction=0.25,
-                       batches=lambda k: [(x, y)])
+    pr = GradualPruner(
+        net,
+        opt,
+        ["0.weight"],
+        scorer,
+        final_density=0.25,
+        total=4,
+        steps=2,
+        end_fraction=0.25,
+        batches=lambda k: [(x, y)],
+    )
     w = net[0].weight
     assert seen == [0] and torch.count_nonzero(opt.state[w]["exp_avg"][~pr.masks[0]]) == 0
     pr.step()  # iteration 1 = round(0.25 x 4): the second step sees the first's zeros
-    assert seen == [0, 128 - int(round(128 * (0.25 + 0.75 * 0.5 ** 3)))]  # the zeros of the first step's mask
+    assert seen == [0, 128 - int(round(128 * (0.25 + 0.75 * 0.5**3)))]  # the zeros of the first step's mask
     assert int(pr.masks[0].sum()) == 32
 
 
@@ -148,8 +202,18 @@ def test_without_after_step_the_weights_are_not_remultiplied_and_flops_follow_th
     net = _net()
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
-    pr = GradualPruner(net, opt, ["0.weight", "2.weight"], PRUNERS.get("magnitude"), final_density=0.5, total=4,
-                       batches=lambda k: [(x, y)], input_shape=(8,), passes_per_example=3, after_step=False)
+    pr = GradualPruner(
+        net,
+        opt,
+        ["0.weight", "2.weight"],
+        PRUNERS.get("magnitude"),
+        final_density=0.5,
+        total=4,
+        batches=lambda k: [(x, y)],
+        input_shape=(8,),
+        passes_per_example=3,
+        after_step=False,
+    )
     with torch.no_grad():
         net[0].weight.add_(1.0)  # writes into pruned places: only the multiply after a step would undo it
     pr.step()
@@ -157,20 +221,45 @@ def test_without_after_step_the_weights_are_not_remultiplied_and_flops_follow_th
     # forward FLOPs of the pruned net: 2 per kept weight (multiply-add) plus the biases, 3 passes per step
     fwd = pr._fwd
     assert fwd > 0 and pr.flops_per_example == 3 * fwd
-    dense = GradualPruner(_net(), torch.optim.SGD(_net().parameters(), lr=0.1), ["0.weight"],
-                          PRUNERS.get("magnitude"), final_density=1.0, total=4, batches=lambda k: [(x, y)],
-                          input_shape=(8,))
+    dense = GradualPruner(
+        _net(),
+        torch.optim.SGD(_net().parameters(), lr=0.1),
+        ["0.weight"],
+        PRUNERS.get("magnitude"),
+        final_density=1.0,
+        total=4,
+        batches=lambda k: [(x, y)],
+        input_shape=(8,),
+    )
     assert dense._fwd > fwd
-    assert GradualPruner(_net(), torch.optim.SGD(_net().parameters(), lr=0.1), ["0.weight"],
-                         PRUNERS.get("magnitude"), final_density=0.5, total=4, batches=lambda k: [(x, y)])._fwd == 0.0
+    assert (
+        GradualPruner(
+            _net(),
+            torch.optim.SGD(_net().parameters(), lr=0.1),
+            ["0.weight"],
+            PRUNERS.get("magnitude"),
+            final_density=0.5,
+            total=4,
+            batches=lambda k: [(x, y)],
+        )._fwd
+        == 0.0
+    )
 
 
 def test_the_pre_step_hook_masks_gradients_until_detached():
     net = _net()
     opt = torch.optim.SGD(net.parameters(), lr=1.0)
     x, y = torch.randn(8, 8), torch.randint(0, 4, (8,))
-    pr = GradualPruner(net, opt, ["0.weight"], PRUNERS.get("magnitude"), final_density=0.5, total=4,
-                       batches=lambda k: [(x, y)], after_step=False)
+    pr = GradualPruner(
+        net,
+        opt,
+        ["0.weight"],
+        PRUNERS.get("magnitude"),
+        final_density=0.5,
+        total=4,
+        batches=lambda k: [(x, y)],
+        after_step=False,
+    )
     F.cross_entropy(net(x), y).backward()
     opt.step()
     assert torch.count_nonzero(net[0].weight[~pr.masks[0]]) == 0
@@ -181,11 +270,15 @@ def test_the_pre_step_hook_masks_gradients_until_detached():
     assert torch.count_nonzero(net[0].weight[~pr.masks[0]]) > 0
 
 
-@pytest.mark.parametrize("kw, msg", [
-    (dict(final_density=0.0), r"--density must be in \(0, 1\]"), (dict(final_density=1.5), "--density must be"),
-    (dict(scope="local"), "unknown --scope 'local'; choose one of: global, layerwise"),
-    (dict(steps=0), "--steps must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(final_density=0.0), r"--density must be in \(0, 1\]"),
+        (dict(final_density=1.5), "--density must be"),
+        (dict(scope="local"), "unknown --scope 'local'; choose one of: global, layerwise"),
+        (dict(steps=0), "--steps must be >= 1"),
+    ],
+)
 def test_bad_gradual_settings_are_refused(kw, msg):
     net = _net()
     args = dict(final_density=0.5, total=10, batches=lambda k: []) | kw
@@ -194,10 +287,9 @@ def test_bad_gradual_settings_are_refused(kw, msg):
 
 
 def test_exponential_and_linear_paths_and_rounded_step_iterations():
-    assert step_densities(0.2, 4, "exponential") == pytest.approx([0.2 ** 0.25, 0.2 ** 0.5, 0.2 ** 0.75, 0.2])
+    assert step_densities(0.2, 4, "exponential") == pytest.approx([0.2**0.25, 0.2**0.5, 0.2**0.75, 0.2])
     assert step_densities(0.2, 4, "linear") == pytest.approx([0.8, 0.6, 0.4, 0.2])
-    assert step_densities(0.2, 4) == pytest.approx([0.2 + 0.8 * 0.75 ** 3, 0.2 + 0.8 * 0.5 ** 3,
-                                                    0.2 + 0.8 * 0.25 ** 3, 0.2])
+    assert step_densities(0.2, 4) == pytest.approx([0.2 + 0.8 * 0.75**3, 0.2 + 0.8 * 0.5**3, 0.2 + 0.8 * 0.25**3, 0.2])
     assert step_iterations(10, 3, 0.55) == [0, 3, 6]  # last = round(5.5) = 6, middle round(3.0)
     assert step_iterations(7, 2, 1.0) == [0, 7]
 
@@ -211,6 +303,7 @@ def digits():
 
 # -- the GAP score ------------------------------------------------------------------------------------------
 
+
 def test_gap_score_is_minus_w_times_the_adversarial_loss_gradient(digits):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
@@ -218,24 +311,43 @@ def test_gap_score_is_minus_w_times_the_adversarial_loss_gradient(digits):
     names = ["1.weight"]
     w = net[1].weight
     # eps 0: the adversarial inputs are the clean ones, so the score is -w * dL/dw on them
-    s0 = score(PRUNERS.get("gap"), net, names, [(x, y)], torch.Generator().manual_seed(0),
-               {"data": digits, "eps": 0.0, "steps": 3})
+    s0 = score(
+        PRUNERS.get("gap"),
+        net,
+        names,
+        [(x, y)],
+        torch.Generator().manual_seed(0),
+        {"data": digits, "eps": 0.0, "steps": 3},
+    )
     (g,) = torch.autograd.grad(F.cross_entropy(net(x), y), [w])
     assert torch.allclose(s0["1.weight"], -(w.detach() * g), atol=1e-6)
     # eps > 0: the gradient is taken at inputs with a higher loss
-    s1 = score(PRUNERS.get("gap"), net, names, [(x, y)], torch.Generator().manual_seed(0),
-               {"data": digits, "eps": 0.2, "steps": 5})
+    s1 = score(
+        PRUNERS.get("gap"),
+        net,
+        names,
+        [(x, y)],
+        torch.Generator().manual_seed(0),
+        {"data": digits, "eps": 0.2, "steps": 5},
+    )
     assert not torch.allclose(s1["1.weight"], s0["1.weight"])
 
 
 def test_gap_without_the_dataset_is_refused():
     net = _net()
     with pytest.raises(UserError, match="needs the dataset"):
-        score(PRUNERS.get("gap"), net, ["0.weight"], [(torch.randn(4, 8), torch.zeros(4, dtype=torch.long))],
-              torch.Generator(), None)
+        score(
+            PRUNERS.get("gap"),
+            net,
+            ["0.weight"],
+            [(torch.randn(4, 8), torch.zeros(4, dtype=torch.long))],
+            torch.Generator(),
+            None,
+        )
 
 
 # -- ticketlab compress --------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
@@ -243,8 +355,13 @@ def source(tmp_path_factory):
 
 
 def ccfg(source, **kw):
-    return CompressConfig(dataset="digits", model="mlp1d", source=str(source),
-                          train=TrainConfig(iterations=60, eval_every=20, batch_size=60), **kw)
+    return CompressConfig(
+        dataset="digits",
+        model="mlp1d",
+        source=str(source),
+        train=TrainConfig(iterations=60, eval_every=20, batch_size=60),
+        **kw,
+    )
 
 
 def test_compress_prunes_the_trained_parent_to_the_exact_density(source, tmp_path):
@@ -257,8 +374,7 @@ def test_compress_prunes_the_trained_parent_to_the_exact_density(source, tmp_pat
     parent = json.loads((source / "summary.json").read_text())["rounds"][0]["test_acc"]
     assert s["dense_test_acc"] == parent
     assert s["flops"]["training"] < s["flops"]["training_dense"]
-    assert run_compress(ccfg(source, method="gap", density=0.2, steps=3, gap_steps=3), tmp_path / "c",
-                        quiet=True) == s
+    assert run_compress(ccfg(source, method="gap", density=0.2, steps=3, gap_steps=3), tmp_path / "c", quiet=True) == s
 
 
 def test_compress_resumes_bitwise(source, tmp_path, monkeypatch):
@@ -272,29 +388,57 @@ def test_compress_resumes_bitwise(source, tmp_path, monkeypatch):
 
 def test_robustness_of_a_compress_run_has_the_parent_and_int8_forms(source, tmp_path, capsys):
     run = tmp_path / "c"
-    assert main(["compress", "--source", str(source), "--dataset", "digits", "--model", "mlp1d", "--method",
-                 "random", "--density", "0.3", "--iterations", "30", "--quiet", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                "--source",
+                str(source),
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp1d",
+                "--method",
+                "random",
+                "--density",
+                "0.3",
+                "--iterations",
+                "30",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     assert main(["robustness", str(run), "--eps", "0.05", "--steps", "3", "--transfer", "--int8", "--quiet"]) == 0
     out = capsys.readouterr().out
     res = next(run.glob("robustness-*"))
     rows = json.loads((res / "results.json").read_text())["rows"]
-    assert [r["label"] for r in rows] == ["dense parent", "dense parent int8", "random (1 steps)",
-                                         "random (1 steps) int8"]
+    assert [r["label"] for r in rows] == [
+        "dense parent",
+        "dense parent int8",
+        "random (1 steps)",
+        "random (1 steps) int8",
+    ]
     assert rows[0]["density"] == 1.0 and rows[2]["density"] == pytest.approx(0.3, abs=1e-4)
     assert "dense parent int8" in out
     # int8 is close to its float model on clean inputs
     assert abs(rows[1]["clean_acc"] - rows[0]["clean_acc"]) < 0.05
 
 
-@pytest.mark.parametrize("args, msg", [
-    ([], "compress needs --source RUN"),
-    (["--source", "SRC", "--method", "nope"], "unknown pruner 'nope'"),
-    (["--source", "SRC", "--density", "0"], "--density must be in (0, 1]"),
-    (["--source", "SRC", "--schedule", "square"], "unknown --schedule 'square'"),
-    (["--source", "SRC", "--steps", "50", "--iterations", "20"], "50 pruning steps need at least 49"),
-    (["--source", "SRC", "--model", "lenet300"], "use the same --model and --dataset"),
-    (["--source", "NOTRUN"], "is not an IMP run directory"),
-])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        ([], "compress needs --source RUN"),
+        (["--source", "SRC", "--method", "nope"], "unknown pruner 'nope'"),
+        (["--source", "SRC", "--density", "0"], "--density must be in (0, 1]"),
+        (["--source", "SRC", "--schedule", "square"], "unknown --schedule 'square'"),
+        (["--source", "SRC", "--steps", "50", "--iterations", "20"], "50 pruning steps need at least 49"),
+        (["--source", "SRC", "--model", "lenet300"], "use the same --model and --dataset"),
+        (["--source", "NOTRUN"], "is not an IMP run directory"),
+    ],
+)
 def test_bad_compress_input_is_one_line(source, tmp_path, capsys, args, msg):
     args = [str(source) if a == "SRC" else str(tmp_path) if a == "NOTRUN" else a for a in args]
     base = ["compress", "--dataset", "digits", "--quiet", "--out", str(tmp_path / "x")]

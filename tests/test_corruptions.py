@@ -1,6 +1,7 @@
 """MNIST-C corruptions: shape and range kept, seeded, bad names refused, and each one checked against its
 reference definition on images whose statistics it fixes (Poisson moments, salt-and-pepper fractions, blur
 weights, affine maps by the centre of mass, line profiles, the fog and mud formulas)."""
+
 import numpy as np
 import pytest
 from scipy import ndimage, stats
@@ -50,8 +51,9 @@ def test_translate_moves_by_three_pixels(images):
     t = corrupt(images, "translate", seed=0)
     shifts = {(dy, dx) for dy in (-3, 3) for dx in (-3, 3)}
     for a, b in zip(images, t):
-        assert any(np.allclose(np.roll(np.roll(a, -dy, 0), -dx, 1)[4:24, 4:24], b[4:24, 4:24], atol=1e-5)
-                   for dy, dx in shifts)
+        assert any(
+            np.allclose(np.roll(np.roll(a, -dy, 0), -dx, 1)[4:24, 4:24], b[4:24, 4:24], atol=1e-5) for dy, dx in shifts
+        )
 
 
 def test_unknown_corruption_and_wrong_size_are_user_errors(images):
@@ -75,7 +77,7 @@ def test_shot_noise_is_poisson_with_3_photons_per_unit_clipped_to_1(value):
     k = np.arange(60)
     pmf = stats.poisson.pmf(k, 3 * value)
     mean = float((np.minimum(k / 3, 1) * pmf).sum())
-    var = float((np.minimum(k / 3, 1) ** 2 * pmf).sum()) - mean ** 2
+    var = float((np.minimum(k / 3, 1) ** 2 * pmf).sum()) - mean**2
     assert abs(y.mean() - mean) < 0.004 and abs(y.var() - var) < 0.004
     assert abs(float((y == 0).mean()) - float(pmf[0])) < 0.005
 
@@ -110,17 +112,17 @@ def test_line_blur_spreads_a_point_along_its_angle_with_normalised_gaussian_weig
     x = np.zeros((2, 28, 28))
     x[:, 13, 20] = 1.0
     out = line_blur(x, 4, 2.0, np.array([0, 90]))
-    w = np.exp(-np.arange(5) ** 2 / 8.0)
+    w = np.exp(-(np.arange(5) ** 2) / 8.0)
     w /= w.sum()
     assert np.allclose(out[0, 13, 16:21], w[::-1]) and np.isclose(out[0].sum(), 1.0)  # angle 0: toward column 0
-    assert np.allclose(out[1, 9:14, 20], w[::-1]) and np.isclose(out[1].sum(), 1.0)   # angle 90: toward row 0
+    assert np.allclose(out[1, 9:14, 20], w[::-1]) and np.isclose(out[1].sum(), 1.0)  # angle 90: toward row 0
 
 
 def test_motion_blur_uses_radius_10_sigma_3_and_an_angle_within_45_degrees():
     x = np.zeros((300, 28, 28), dtype=np.float32)
     x[:, 14, 14] = 1.0
     y = corrupt(x, "motion_blur", seed=0).astype(np.float64)
-    w = np.exp(-np.arange(11) ** 2 / 18.0)
+    w = np.exp(-(np.arange(11) ** 2) / 18.0)
     w /= w.sum()
     assert np.isclose(y[:, 14, 14].min(), w[0], atol=1e-6)  # the point keeps weight w_0 (more off the axes)
     rr, cc = np.mgrid[0:28, 0:28]
@@ -134,7 +136,7 @@ def test_motion_blur_uses_radius_10_sigma_3_and_an_angle_within_45_degrees():
 
 def blob(row, col, n=2, sigma=1.2):
     rr, cc = np.mgrid[0:28, 0:28]
-    img = np.exp(-((rr - row) ** 2 + (cc - col) ** 2) / (2 * sigma ** 2))
+    img = np.exp(-((rr - row) ** 2 + (cc - col) ** 2) / (2 * sigma**2))
     return np.repeat((img / img.max())[None], n, 0).astype(np.float32)
 
 
@@ -241,7 +243,6 @@ def test_a_zigzag_stays_within_its_amplitude_of_a_line_from_column_2_to_25():
         assert rows.max() - rows.min() <= 5 + 2 * 2 + 2 * 2.3 + 1  # slope <= 5 rows, amplitude 2, width 2.3
 
 
-
 class _Fixed:
     """A generator stand-in whose ``integers`` returns the given values in turn."""
 
@@ -271,6 +272,7 @@ def test_a_tilted_zigzag_ends_on_its_line_offset_by_the_last_half_period():
 
     img = zigzag(np.zeros((1, 28, 28)), _Fixed(10, 3))[0]
     assert img[13, 25] == pytest.approx(0.816, abs=0.002)
+
 
 def drawn_signs(name, n, seed=0):
     """The signs a corruption draws for its n images (its generator is seeded by seed and corruption)."""
@@ -308,9 +310,8 @@ def test_the_affine_corruptions_interpolate_bilinearly_as_mnist_cs_order_1_warp(
     y = MNIST_C[name](x, np.random.default_rng(0))
     lit = np.argwhere(y[0] > 1e-9)
     assert 1 <= len(lit) <= 6 and np.ptp(lit, axis=0).max() <= 2
-    area = {"shear": 1.0, "rotate": 1.0, "scale": 0.7 ** 2}[name]
+    area = {"shear": 1.0, "rotate": 1.0, "scale": 0.7**2}[name]
     assert abs(y.sum() - area) < 0.35 * area
-
 
 
 def test_line_blur_of_colour_images_blurs_each_channel_alone():

@@ -11,20 +11,29 @@ ALL = torch.ones(6, dtype=torch.bool)
 
 def keep(name, k, kept=ALL, seed=0):
     d = k / 6
-    return criterion_mask(name, {"w": WI}, {"w": WF}, {"w": kept.clone()}, {"w": d},
-                          torch.Generator().manual_seed(seed))["w"].nonzero().flatten().tolist()
+    return (
+        criterion_mask(name, {"w": WI}, {"w": WF}, {"w": kept.clone()}, {"w": d}, torch.Generator().manual_seed(seed))[
+            "w"
+        ]
+        .nonzero()
+        .flatten()
+        .tolist()
+    )
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("large_final", [0, 4, 5]),           # |wf| = .9 .4 .2 .1 .7 .65
-    ("small_final", [1, 2, 3]),
-    ("large_init", [0, 3, 5]),            # |wi| = .5 .1 .3 .8 .05 .6
-    ("small_init", [1, 2, 4]),
-    ("magnitude_increase", [0, 1, 4]),    # |wf|-|wi| = .4 .3 -.1 -.7 .65 .05
-    ("movement", [3, 4]),                 # |wf-wi| = .4 .5 .5 .7 .65 .05
-    ("large_final_same_sign", [0, 4, 5]),  # same sign at 0, 3, 4, 5 -> scores .9 0 0 .1 .7 .65
-    ("large_final_diff_sign", [1, 2]),    # only 1 and 2 flip sign; the rest score 0 (ties)
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("large_final", [0, 4, 5]),  # |wf| = .9 .4 .2 .1 .7 .65
+        ("small_final", [1, 2, 3]),
+        ("large_init", [0, 3, 5]),  # |wi| = .5 .1 .3 .8 .05 .6
+        ("small_init", [1, 2, 4]),
+        ("magnitude_increase", [0, 1, 4]),  # |wf|-|wi| = .4 .3 -.1 -.7 .65 .05
+        ("movement", [3, 4]),  # |wf-wi| = .4 .5 .5 .7 .65 .05
+        ("large_final_same_sign", [0, 4, 5]),  # same sign at 0, 3, 4, 5 -> scores .9 0 0 .1 .7 .65
+        ("large_final_diff_sign", [1, 2]),  # only 1 and 2 flip sign; the rest score 0 (ties)
+    ],
+)
 def test_criteria_on_hand_made_weights(name, expected):
     got = keep(name, len(expected))
     assert got == expected
@@ -57,8 +66,9 @@ def test_random_criterion_depends_only_on_the_generator():
 def test_every_criterion_returns_scores_of_the_weight_shape():
     w = torch.randn(4, 5)
     for name in CRITERIA:
-        s = criterion_scores(name, {"w": w}, {"w": w * 2}, {"w": torch.ones(4, 5, dtype=torch.bool)},
-                             torch.Generator().manual_seed(0))
+        s = criterion_scores(
+            name, {"w": w}, {"w": w * 2}, {"w": torch.ones(4, 5, dtype=torch.bool)}, torch.Generator().manual_seed(0)
+        )
         assert s["w"].shape == (4, 5), name
 
 
@@ -73,14 +83,17 @@ def test_sign_rules_separate_same_sign_diff_sign_and_sign_blind():
 
     def pick(name, k):
         d = {"w": k / 6}
-        return criterion_mask(name, {"w": wi}, {"w": wf}, {"w": ALL.clone()}, d,
-                              torch.Generator().manual_seed(0))["w"].nonzero().flatten().tolist()
+        return (
+            criterion_mask(name, {"w": wi}, {"w": wf}, {"w": ALL.clone()}, d, torch.Generator().manual_seed(0))["w"]
+            .nonzero()
+            .flatten()
+            .tolist()
+        )
 
-    assert pick("large_final", 3) == [0, 1, 3]             # sign-blind: the flipped .8 is kept
-    assert pick("large_final_same_sign", 3) == [0, 3, 5]   # .9 .7 .4 among unflipped
-    assert pick("large_final_diff_sign", 2) == [1, 4]      # .8 .2 among flipped
-    scores = criterion_scores("large_final_same_sign", {"w": wi}, {"w": wf}, {"w": ALL},
-                              torch.Generator())["w"]
+    assert pick("large_final", 3) == [0, 1, 3]  # sign-blind: the flipped .8 is kept
+    assert pick("large_final_same_sign", 3) == [0, 3, 5]  # .9 .7 .4 among unflipped
+    assert pick("large_final_diff_sign", 2) == [1, 4]  # .8 .2 among flipped
+    scores = criterion_scores("large_final_same_sign", {"w": wi}, {"w": wf}, {"w": ALL}, torch.Generator())["w"]
     # the paper's max(0, w_i w_f / |w_i|)
     assert torch.allclose(scores, torch.clamp(wi * wf / wi.abs(), min=0))
 
@@ -104,6 +117,7 @@ def test_random_criterion_ignores_the_weights():
 
 def test_rank_among_kept_ranks_ties_in_index_order_and_marks_pruned_minus_one():
     from ticketlab.criteria.scores import rank_among_kept
+
     values = torch.tensor([[3.0, 1.0, 3.0], [1.0, 9.0, 2.0]])
     kept = torch.tensor([[True, True, True], [True, False, True]])
     assert rank_among_kept(values, kept).tolist() == [[3.0, 0.0, 4.0], [1.0, -1.0, 2.0]]

@@ -1,22 +1,26 @@
 """Your own data: ``--dataset npz:PATH`` and ``from_arrays``: loaded and checked like every dataset, a bad
 file is one line."""
+
 import re
 
 import numpy as np
 import pytest
 import torch
+from helpers import one_line_exit_2
 
 from ticketlab.cli import main
 from ticketlab.data import from_arrays, load_dataset
 from ticketlab.errors import UserError
 
-from helpers import one_line_exit_2
-
 
 def arrays(n=200, shape=(12,), k=3, seed=0):
     rng = np.random.default_rng(seed)
-    return {"x_train": rng.normal(size=(n, *shape)).astype(np.float32), "y_train": rng.integers(0, k, n),
-            "x_test": rng.normal(size=(50, *shape)).astype(np.float32), "y_test": rng.integers(0, k, 50)}
+    return {
+        "x_train": rng.normal(size=(n, *shape)).astype(np.float32),
+        "y_train": rng.integers(0, k, n),
+        "x_test": rng.normal(size=(50, *shape)).astype(np.float32),
+        "y_test": rng.integers(0, k, 50),
+    }
 
 
 def test_an_npz_file_is_a_dataset_with_a_held_out_validation_split(tmp_path):
@@ -37,13 +41,16 @@ def test_a_given_validation_split_is_kept_and_shapes_are_taken_as_given():
     assert torch.equal(d.y_val, torch.arange(30) % 3)
 
 
-@pytest.mark.parametrize("change, msg", [
-    (lambda a: a.update(y_train=a["y_train"][:-1]), "y_train must be a vector of 200 labels"),
-    (lambda a: a["x_train"].__setitem__((0, 0), np.nan), "x_train must hold finite numbers"),
-    (lambda a: a.update(x_test=np.zeros((50, 13), np.float32)), "inputs differ in shape"),
-    (lambda a: a.update(y_test=a["y_test"] - 5), "negative labels"),
-    (lambda a: a.update(y_train=a["y_train"] + 0.5), "must hold integer class labels"),
-])
+@pytest.mark.parametrize(
+    "change, msg",
+    [
+        (lambda a: a.update(y_train=a["y_train"][:-1]), "y_train must be a vector of 200 labels"),
+        (lambda a: a["x_train"].__setitem__((0, 0), np.nan), "x_train must hold finite numbers"),
+        (lambda a: a.update(x_test=np.zeros((50, 13), np.float32)), "inputs differ in shape"),
+        (lambda a: a.update(y_test=a["y_test"] - 5), "negative labels"),
+        (lambda a: a.update(y_train=a["y_train"] + 0.5), "must hold integer class labels"),
+    ],
+)
 def test_bad_arrays_are_user_errors(change, msg):
     a = arrays()
     change(a)
@@ -59,11 +66,27 @@ def test_a_bad_npz_file_is_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     np.savez(tmp_path / "objects.npz", **(arrays() | {"y_train": np.array([{"a": 1}] * 200, dtype=object)}))
     junk = f"--dataset npz:{tmp_path / 'junk.npz'}: is not a readable .npz file"
-    for name, msg in (("missing.npz", "missing arrays y_test"), ("junk.npz", junk),
-                      ("objects.npz", "without unpickling"), ("nope.npz", "no such file")):
+    for name, msg in (
+        ("missing.npz", "missing arrays y_test"),
+        ("junk.npz", junk),
+        ("objects.npz", "without unpickling"),
+        ("nope.npz", "no such file"),
+    ):
         out = tmp_path / "run"
-        code = main(["imp", "--dataset", f"npz:{tmp_path / name}", "--iterations", "5", "--rounds", "1", "--quiet",
-                     "--out", str(out)])
+        code = main(
+            [
+                "imp",
+                "--dataset",
+                f"npz:{tmp_path / name}",
+                "--iterations",
+                "5",
+                "--rounds",
+                "1",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
         one_line_exit_2(code, capsys.readouterr().err, msg)
         assert not out.exists()
     # an unrelated object array in the file is never unpickled, and not needed
@@ -73,10 +96,44 @@ def test_a_bad_npz_file_is_one_line_and_exit_2(tmp_path, capsys):
 @pytest.mark.slow
 def test_commands_train_on_your_own_data(tmp_path):
     np.savez(tmp_path / "d.npz", **arrays(shape=(1, 16)))
-    assert main(["imp", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--model", "mlp1d", "--iterations", "20",
-                 "--rounds", "1", "--quiet", "--out", str(tmp_path / "imp")]) == 0
-    assert main(["dst", "--dataset", f"npz:{tmp_path / 'd.npz'}", "--model", "cnn1d", "--iterations", "20",
-                 "--density", "0.2", "--quiet", "--out", str(tmp_path / "dst")]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                f"npz:{tmp_path / 'd.npz'}",
+                "--model",
+                "mlp1d",
+                "--iterations",
+                "20",
+                "--rounds",
+                "1",
+                "--quiet",
+                "--out",
+                str(tmp_path / "imp"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "dst",
+                "--dataset",
+                f"npz:{tmp_path / 'd.npz'}",
+                "--model",
+                "cnn1d",
+                "--iterations",
+                "20",
+                "--density",
+                "0.2",
+                "--quiet",
+                "--out",
+                str(tmp_path / "dst"),
+            ]
+        )
+        == 0
+    )
 
 
 def test_arrays_registered_by_name_run_through_any_runner(tmp_path):
@@ -85,8 +142,11 @@ def test_arrays_registered_by_name_run_through_any_runner(tmp_path):
     from ticketlab.train import TrainConfig
 
     name = register_dataset("my-arrays-test", from_arrays(**arrays(shape=(1, 16))))
-    s = run_dst(DSTConfig(dataset=name, model="cnn1d", density=0.2, train=TrainConfig(iterations=20, eval_every=10)),
-                tmp_path / "r", quiet=True)
+    s = run_dst(
+        DSTConfig(dataset=name, model="cnn1d", density=0.2, train=TrainConfig(iterations=20, eval_every=10)),
+        tmp_path / "r",
+        quiet=True,
+    )
     assert s["density"] == pytest.approx(0.2, abs=1e-3)
     with pytest.raises(UserError, match="is taken"):
         register_dataset("digits", from_arrays(**arrays()))
@@ -134,15 +194,21 @@ def test_labels_stored_as_whole_floats_are_accepted_as_integers():
     assert d.y_train.dtype == torch.int64 and d.num_classes == 3
 
 
-@pytest.mark.parametrize("change, msg", [
-    (lambda a: a.update(y_train=np.zeros(200, np.int64), y_test=np.zeros(50, np.int64)), "at least 2 classes"),
-    (lambda a: a.update(x_train=np.arange(200.0)), "x_train must be (N, ...) with at least one feature axis"),
-    (lambda a: a.update(x_test=np.zeros((0, 12), np.float32), y_test=np.zeros(0, np.int64)), "x_test is empty"),
-    (lambda a: a.update(y_test=a["y_test"][:, None]), "y_test must be a vector of 50 labels"),
-    (lambda a: a.update(x_test=np.array([["a"] * 12] * 50)), "x_test must hold finite numbers"),
-    (lambda a: a.update(y_train=np.where(np.arange(200) == 3, np.nan, 1.0)), "y_train must hold integer class labels"),
-    (lambda a: a.update(x_train=np.array([{"a": 1}] * 200, dtype=object)), "x_train is an object array"),
-])
+@pytest.mark.parametrize(
+    "change, msg",
+    [
+        (lambda a: a.update(y_train=np.zeros(200, np.int64), y_test=np.zeros(50, np.int64)), "at least 2 classes"),
+        (lambda a: a.update(x_train=np.arange(200.0)), "x_train must be (N, ...) with at least one feature axis"),
+        (lambda a: a.update(x_test=np.zeros((0, 12), np.float32), y_test=np.zeros(0, np.int64)), "x_test is empty"),
+        (lambda a: a.update(y_test=a["y_test"][:, None]), "y_test must be a vector of 50 labels"),
+        (lambda a: a.update(x_test=np.array([["a"] * 12] * 50)), "x_test must hold finite numbers"),
+        (
+            lambda a: a.update(y_train=np.where(np.arange(200) == 3, np.nan, 1.0)),
+            "y_train must hold integer class labels",
+        ),
+        (lambda a: a.update(x_train=np.array([{"a": 1}] * 200, dtype=object)), "x_train is an object array"),
+    ],
+)
 def test_more_bad_arrays_are_user_errors_naming_the_array(change, msg):
     a = arrays()
     change(a)
@@ -165,13 +231,16 @@ def test_the_dataset_name_leads_every_error():
         from_arrays(**(arrays() | {"x_train": np.zeros((0, 12)), "y_train": np.zeros(0, np.int64)}), name="mine")
 
 
-@pytest.mark.parametrize("x_range, stored, want", [
-    ((0.0, 1.0), None, (0.0, 1.0)),      # inputs inside [0, 1]: images scaled to [0, 1]
-    ((0.0, 1.5), None, None),            # some input above 1: no pixel range
-    ((-0.5, 1.0), None, None),           # some input below 0
-    ((-3.0, 3.0), [-3, 3], (-3.0, 3.0)),  # a stored range is taken as given
-    ((0.2, 0.4), [0.0, 255.0], (0.0, 255.0)),
-])
+@pytest.mark.parametrize(
+    "x_range, stored, want",
+    [
+        ((0.0, 1.0), None, (0.0, 1.0)),  # inputs inside [0, 1]: images scaled to [0, 1]
+        ((0.0, 1.5), None, None),  # some input above 1: no pixel range
+        ((-0.5, 1.0), None, None),  # some input below 0
+        ((-3.0, 3.0), [-3, 3], (-3.0, 3.0)),  # a stored range is taken as given
+        ((0.2, 0.4), [0.0, 255.0], (0.0, 255.0)),
+    ],
+)
 def test_the_pixel_range_is_stored_or_taken_as_0_1_for_inputs_inside_it(tmp_path, x_range, stored, want):
     a = arrays(k=3)
     lo, hi = x_range

@@ -2,11 +2,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import write_idx, write_idx_set
 
 from ticketlab.data.idx import DEBIAN_FASHION_DIR, load_fashion_mnist, load_mnist, read_idx
 from ticketlab.errors import UserError
-
-from helpers import write_idx, write_idx_set
 
 
 def test_idx_files_from_data_dir(tmp_path):

@@ -1,14 +1,14 @@
 """CARD-Deck: spectra, the gate's routing, and `ticketlab card-deck` end to end."""
+
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import one_line_exit_2, write_idx_set
 
 from ticketlab.cli import main
 from ticketlab.robust.deck import gate, spectra
-
-from helpers import one_line_exit_2, write_idx_set
 
 
 def test_spectrum_of_a_flat_image_is_zero_and_noise_raises_high_frequencies():
@@ -37,8 +37,29 @@ def members(tmp_path_factory):
     runs = []
     for aug in ("none", "gaussian", "augmix"):
         run = root / f"imp-{aug}"
-        assert main(["imp", "--dataset", "mnist", "--data-dir", str(root / "data"), "--model", "lenet300",
-                     "--iterations", "5", "--rounds", "1", "--augment", aug, "--quiet", "--out", str(run)]) == 0
+        assert (
+            main(
+                [
+                    "imp",
+                    "--dataset",
+                    "mnist",
+                    "--data-dir",
+                    str(root / "data"),
+                    "--model",
+                    "lenet300",
+                    "--iterations",
+                    "5",
+                    "--rounds",
+                    "1",
+                    "--augment",
+                    aug,
+                    "--quiet",
+                    "--out",
+                    str(run),
+                ]
+            )
+            == 0
+        )
         runs.append(str(run))
     return root, runs
 
@@ -67,8 +88,22 @@ def quick(tmp_path_factory):
 def test_card_deck_reports_members_ensemble_and_deck_per_condition(members, capsys):
     root, runs = members
     out = root / "deck"
-    assert main(["card-deck", *runs, "--corruptions", "shot_noise,rotate", "--data-dir", str(root / "data"),
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "card-deck",
+                *runs,
+                "--corruptions",
+                "shot_noise,rotate",
+                "--data-dir",
+                str(root / "data"),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["condition"] for r in rows] == ["clean", "shot_noise", "rotate"]
@@ -77,17 +112,37 @@ def test_card_deck_reports_members_ensemble_and_deck_per_condition(members, caps
         assert sum(r["chosen"].values()) == pytest.approx(1.0)
     assert "mean over corruptions" in printed
     # rerun: read back, the same numbers
-    assert main(["card-deck", *runs, "--corruptions", "shot_noise,rotate", "--data-dir", str(root / "data"),
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "card-deck",
+                *runs,
+                "--corruptions",
+                "shot_noise,rotate",
+                "--data-dir",
+                str(root / "data"),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert json.loads((out / "results.json").read_text())["rows"] == rows
 
 
 def test_a_deck_with_one_member_or_a_non_run_is_one_line(quick, tmp_path, capsys):
     root, runs = quick
-    one_line_exit_2(main(["card-deck", runs[0], "--data-dir", str(root / "data")]), capsys.readouterr().err,
-                    "needs at least two member runs")
-    one_line_exit_2(main(["card-deck", runs[0], str(tmp_path), "--data-dir", str(root / "data")]),
-                    capsys.readouterr().err, "is not a finished ticketlab run")
+    one_line_exit_2(
+        main(["card-deck", runs[0], "--data-dir", str(root / "data")]),
+        capsys.readouterr().err,
+        "needs at least two member runs",
+    )
+    one_line_exit_2(
+        main(["card-deck", runs[0], str(tmp_path), "--data-dir", str(root / "data")]),
+        capsys.readouterr().err,
+        "is not a finished ticketlab run",
+    )
 
 
 def test_members_with_the_same_name_and_augmentation_keep_a_column_each(quick, tmp_path):
@@ -110,8 +165,25 @@ def test_each_rows_numbers_are_the_members_own_predictions_routed_by_the_gate(qu
 
     root, runs = quick
     out = tmp_path / "deck"
-    assert main(["card-deck", runs[0], runs[1], "--samples", "20", "--seed", "3", "--data-dir", str(root / "data"),
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "card-deck",
+                runs[0],
+                runs[1],
+                "--samples",
+                "20",
+                "--seed",
+                "3",
+                "--data-dir",
+                str(root / "data"),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     (row,) = json.loads((out / "results.json").read_text())["rows"]
     data = load_dataset("mnist", str(root / "data"), quiet=True)
     ms = [member(Path(r)) for r in runs[:2]]
@@ -164,19 +236,27 @@ def test_members_of_different_datasets_are_refused_before_anything_is_written(qu
     cfg = {"model": "lenet300", "dataset": "digits", "method": "snip", "train": {}}
     write_json(other / "config.json", {"kind": "prune-init", "config": cfg})
     out = tmp_path / "deck"
-    one_line_exit_2(main(["card-deck", runs[0], str(other), "--data-dir", str(root / "data"), "--out", str(out)]),
-                    capsys.readouterr().err, "CARD-Deck members must share a dataset; got digits, mnist")
+    one_line_exit_2(
+        main(["card-deck", runs[0], str(other), "--data-dir", str(root / "data"), "--out", str(out)]),
+        capsys.readouterr().err,
+        "CARD-Deck members must share a dataset; got digits, mnist",
+    )
     assert not out.exists()
-    one_line_exit_2(main(["card-deck", runs[0], runs[1], "--samples", "0", "--data-dir", str(root / "data")]),
-                    capsys.readouterr().err, "--samples must be >= 1")
+    one_line_exit_2(
+        main(["card-deck", runs[0], runs[1], "--samples", "0", "--data-dir", str(root / "data")]),
+        capsys.readouterr().err,
+        "--samples must be >= 1",
+    )
 
 
 def test_the_deck_table_has_a_column_per_member_and_a_mean_over_corruptions():
     from ticketlab.robust.deck import format_deck
 
-    rows = [{"condition": "clean", "members": {"a": 0.9, "b": 0.8}, "ensemble": 0.85, "deck": 0.875},
-            {"condition": "fog", "members": {"a": 0.5, "b": 0.7}, "ensemble": 0.6, "deck": 0.65},
-            {"condition": "rotate", "members": {"a": 0.3, "b": 0.1}, "ensemble": 0.2, "deck": 0.25}]
+    rows = [
+        {"condition": "clean", "members": {"a": 0.9, "b": 0.8}, "ensemble": 0.85, "deck": 0.875},
+        {"condition": "fog", "members": {"a": 0.5, "b": 0.7}, "ensemble": 0.6, "deck": 0.65},
+        {"condition": "rotate", "members": {"a": 0.3, "b": 0.1}, "ensemble": 0.2, "deck": 0.25},
+    ]
     lines = format_deck({"labels": ["a", "b"], "rows": rows}).splitlines()
     assert lines[0].startswith("test accuracy per member")
     assert lines[1].split() == ["condition", "a", "b", "ensemble", "deck"]
@@ -192,15 +272,24 @@ def test_a_member_is_an_imp_compress_or_prune_init_runs_final_model_unaugmented_
 
     def fake(run, kinds, why):
         asked.append((kinds, why))
-        models = [{"group": "ticket", "weights": "t0"}, {"group": "ticket", "weights": "t1"},
-                  {"group": "control", "weights": "c"}]
+        models = [
+            {"group": "ticket", "weights": "t0"},
+            {"group": "ticket", "weights": "t1"},
+            {"group": "control", "weights": "c"},
+        ]
         return {"kind": run.name, "config": {"model": "lenet", "dataset": "mnist", "train": {}}}, models
 
     monkeypatch.setattr(deck, "trained_models", fake)
     imp, compress = deck.member(tmp_path / "imp"), deck.member(tmp_path / "compress")
     assert asked[0] == (("imp", "compress", "prune-init"), "CARD-Deck members are imp, compress or prune-init runs")
-    assert imp == {"label": "imp (none)", "model": "lenet", "dataset": "mnist", "augment": "none", "sigma": 0.1,
-                   "weights": "t1"}  # an IMP run's last ticket, an older run's missing augmentation is none
+    assert imp == {
+        "label": "imp (none)",
+        "model": "lenet",
+        "dataset": "mnist",
+        "augment": "none",
+        "sigma": 0.1,
+        "weights": "t1",
+    }  # an IMP run's last ticket, an older run's missing augmentation is none
     assert compress["weights"] == "c"  # any other run's last model
 
 

@@ -13,8 +13,9 @@ IMP = IMPConfig(model="lenet300", dataset="digits", rounds=2, train=TrainConfig(
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     run = tmp_path_factory.mktemp("dc") / "run"
-    d = DeconstructConfig(criteria=["large_final", "large_final_same_sign", "random"], kept=["original", "constant"],
-                          iterations=20)
+    d = DeconstructConfig(
+        criteria=["large_final", "large_final_same_sign", "random"], kept=["original", "constant"], iterations=20
+    )
     return run, d, run_deconstruct(run, d, IMP, quiet=True)
 
 
@@ -37,13 +38,15 @@ def test_same_densities_as_the_imp_rounds(result):
 
 def test_original_values_of_large_final_are_the_criteria_cell(result):
     _, _, r = result
-    assert [c["untrained_test_acc"] for c in r["kept_values"]["original"]] == \
-        [c["untrained_test_acc"] for c in r["criteria"]["large_final"]]
+    assert [c["untrained_test_acc"] for c in r["kept_values"]["original"]] == [
+        c["untrained_test_acc"] for c in r["criteria"]["large_final"]
+    ]
 
 
 def test_rerun_reuses_cached_cells_and_writes_plots(result, monkeypatch):
     run, d, r = result
     from ticketlab.runs import training as imp_runner
+
     monkeypatch.setattr(imp_runner, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     again = run_deconstruct(run, d, quiet=True)
     assert again["criteria"] == r["criteria"]
@@ -72,6 +75,7 @@ def test_cells_survive_an_upgrade_that_adds_imp_settings(result, monkeypatch):
     del stored["config"]["imp_run"]["label_noise"]  # as written by a ticketlab before --label-noise existed
     (out / "config.json").write_text(json.dumps(stored))
     from ticketlab.runs import training as imp_runner
+
     monkeypatch.setattr(imp_runner, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
     assert run_deconstruct(run, d, quiet=True)["criteria"] == r["criteria"]
     assert len(list(run.glob("deconstruct-*"))) == 1

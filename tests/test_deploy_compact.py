@@ -12,10 +12,19 @@ from ticketlab.models import build_model
 from ticketlab.sparse import apply_mask_
 from ticketlab.structured import channel_groups, group_mask
 
-ARCHITECTURES = [("lenet300", (1, 28, 28)), ("mlp1d", (1, 40)), ("cnn1d", (1, 40)), ("conv2", (1, 16, 16)),
-                 ("conv4", (3, 16, 16)), ("conv6", (3, 16, 16)), ("conv2bn", (1, 16, 16)),
-                 ("conv4bn", (3, 16, 16)), ("conv6bn", (3, 16, 16)), ("vgg16", (3, 16, 16)),
-                 ("resnet20", (3, 16, 16))]
+ARCHITECTURES = [
+    ("lenet300", (1, 28, 28)),
+    ("mlp1d", (1, 40)),
+    ("cnn1d", (1, 40)),
+    ("conv2", (1, 16, 16)),
+    ("conv4", (3, 16, 16)),
+    ("conv6", (3, 16, 16)),
+    ("conv2bn", (1, 16, 16)),
+    ("conv4bn", (3, 16, 16)),
+    ("conv6bn", (3, 16, 16)),
+    ("vgg16", (3, 16, 16)),
+    ("resnet20", (3, 16, 16)),
+]
 
 
 def randomised(name, shape, seed=0):
@@ -60,7 +69,9 @@ def test_compact_file_round_trip_and_plain_torch_reading(tmp_path):
     groups = channel_groups(model, shape)
     mask = group_mask(model, groups, {grp.name: torch.arange(grp.size) % 3 != 0 for grp in groups})
     small = compact(model, shape, mask)
-    save_compact(small, tmp_path / "c.safetensors", {"model": "resnet20", "input_shape": list(shape), "num_classes": 10})
+    save_compact(
+        small, tmp_path / "c.safetensors", {"model": "resnet20", "input_shape": list(shape), "num_classes": 10}
+    )
     back, recipe = load_compact(tmp_path / "c.safetensors")
     x = torch.randn(2, *shape)
     with torch.no_grad():
@@ -122,6 +133,7 @@ def test_a_residual_channel_dead_in_some_producers_only_is_kept():
         model.bn.weight[3] = 0
         model.bn.bias[3] = 0
     from ticketlab.structured import dead_channels
+
     assert not dead_channels(model, list(groups.values()))["conv"][3]  # ... but block 0 still adds to it
     small = compact(model, shape)
     assert small.conv.out_channels == stream.size == 16
@@ -142,9 +154,9 @@ def test_a_residual_channel_dead_in_some_producers_only_is_kept():
 def test_unstructured_zeros_remove_only_dead_neurons():
     model = build_model("lenet300", (1, 8, 8), 10, seed=0)
     mask = {n: torch.ones_like(p, dtype=torch.bool) for n, p in model.named_parameters() if n.endswith("weight")}
-    mask["1.weight"][5] = False          # neuron 5 of the first layer produces only its bias ...
-    mask["3.weight"][:, 9] = False       # ... neuron 9 of it is read by nobody
-    mask["1.weight"][7, :10] = False     # a partly pruned neuron stays
+    mask["1.weight"][5] = False  # neuron 5 of the first layer produces only its bias ...
+    mask["3.weight"][:, 9] = False  # ... neuron 9 of it is read by nobody
+    mask["1.weight"][7, :10] = False  # a partly pruned neuron stays
     with torch.no_grad():
         model[1].bias[5] = 0
     small = compact(model, (1, 8, 8), mask)
@@ -153,6 +165,7 @@ def test_unstructured_zeros_remove_only_dead_neurons():
 
 def test_corrupt_or_mismatched_compact_files_are_refused_in_one_line(tmp_path):
     from safetensors.torch import save_file
+
     small = compact(build_model("conv2", (1, 8, 8), 10), (1, 8, 8))
     recipe = {"model": "conv2", "input_shape": [1, 8, 8], "num_classes": 10}
     save_compact(small, tmp_path / "c.safetensors", recipe)
@@ -162,14 +175,21 @@ def test_corrupt_or_mismatched_compact_files_are_refused_in_one_line(tmp_path):
     save_file(tensors, str(tmp_path / "missing.safetensors"), metadata={"ticketlab": meta})
     with pytest.raises(UserError, match="does not match model 'conv2'"):
         load_compact(tmp_path / "missing.safetensors")
-    save_file(load_file(str(tmp_path / "c.safetensors")), str(tmp_path / "sparse.safetensors"),
-              metadata={"ticketlab": meta.replace("compact-v1", "sparse-v1")})
-    with pytest.raises(UserError, match=r"is not a ticketlab compact export \(corrupt or foreign file\); export it "
-                                        r"again with ticketlab export"):
+    save_file(
+        load_file(str(tmp_path / "c.safetensors")),
+        str(tmp_path / "sparse.safetensors"),
+        metadata={"ticketlab": meta.replace("compact-v1", "sparse-v1")},
+    )
+    with pytest.raises(
+        UserError,
+        match=r"is not a ticketlab compact export \(corrupt or foreign file\); export it "
+        r"again with ticketlab export",
+    ):
         load_compact(tmp_path / "sparse.safetensors")
     unknown = json.dumps({"format": "ticketlab-compact-v1", "recipe": {**recipe, "model": "nope", "widths": {}}})
-    save_file(load_file(str(tmp_path / "c.safetensors")), str(tmp_path / "u.safetensors"),
-              metadata={"ticketlab": unknown})
+    save_file(
+        load_file(str(tmp_path / "c.safetensors")), str(tmp_path / "u.safetensors"), metadata={"ticketlab": unknown}
+    )
     with pytest.raises(UserError, match="the export needs model 'nope', which this ticketlab does not have"):
         load_compact(tmp_path / "u.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a file")
@@ -184,17 +204,24 @@ def test_compact_model_is_a_cpu_eval_copy_that_trains_and_keeps_layer_settings()
     assert model.training and not small.training and small is not model
     assert all(p.requires_grad and p.device.type == "cpu" for p in small.parameters())
     from ticketlab.deploy.compact import build_compact
-    rebuilt = build_compact({"model": "conv2", "input_shape": [1, 8, 8], "num_classes": 10,
-                             "widths": {"0": [5, 1], "2": [64, 5]}})
+
+    rebuilt = build_compact(
+        {"model": "conv2", "input_shape": [1, 8, 8], "num_classes": 10, "widths": {"0": [5, 1], "2": [64, 5]}}
+    )
     assert rebuilt[0].out_channels == 5 and rebuilt[0].padding == (1, 1) and rebuilt[0].bias is not None
     assert rebuilt[2].in_channels == 5 and rebuilt[2].kernel_size == (3, 3)
     bn = build_compact({"model": "conv2bn", "input_shape": [1, 8, 8], "num_classes": 10, "widths": {"1": [7]}})[1]
     assert bn.num_features == 7 and bn.affine and bn.track_running_stats and bn.momentum == 0.1
-    fc = build_compact({"model": "lenet300", "input_shape": [1, 4, 4], "num_classes": 10,
-                        "widths": {"1": [30, 16]}})[1]
+    fc = build_compact({"model": "lenet300", "input_shape": [1, 4, 4], "num_classes": 10, "widths": {"1": [30, 16]}})[1]
     assert (fc.out_features, fc.in_features) == (30, 16) and fc.bias is not None
-    res = build_compact({"model": "resnet20", "input_shape": [3, 8, 8], "num_classes": 10,
-                         "widths": {"blocks.3.conv1": [20, 16], "blocks.3.shortcut.0": [30, 16]}})
+    res = build_compact(
+        {
+            "model": "resnet20",
+            "input_shape": [3, 8, 8],
+            "num_classes": 10,
+            "widths": {"blocks.3.conv1": [20, 16], "blocks.3.shortcut.0": [30, 16]},
+        }
+    )
     assert res.blocks[3].conv1.stride == (2, 2) and res.blocks[3].conv1.bias is None
     assert res.blocks[3].shortcut[0].stride == (2, 2) and res.blocks[3].shortcut[0].out_channels == 30
 
@@ -203,8 +230,8 @@ def test_a_group_with_every_channel_dead_keeps_one_and_later_groups_still_compac
     model = randomised("conv4", (3, 16, 16))
     groups = channel_groups(model, (3, 16, 16))
     keep = {g.name: torch.ones(g.size, dtype=torch.bool) for g in groups}  # the first group intact ...
-    keep["2"] = torch.arange(64) % 4 != 0                   # ... the second conv loses a quarter
-    keep["10.3"] = torch.arange(256) < 100                  # ... and the FC before the classifier 156
+    keep["2"] = torch.arange(64) % 4 != 0  # ... the second conv loses a quarter
+    keep["10.3"] = torch.arange(256) < 100  # ... and the FC before the classifier 156
     small = compact(model, (3, 16, 16), group_mask(model, groups, keep))
     w = widths(small)
     assert w["0"] == [64, 3] and w["2"] == [48, 64] and w["5"] == [128, 48] and w["10.3"] == [100, 256]
@@ -215,8 +242,15 @@ def test_a_group_with_every_channel_dead_keeps_one_and_later_groups_still_compac
     keep["10.3"] = torch.zeros(256, dtype=torch.bool)
     mask = group_mask(model, groups, keep)
     small = compact(model, (3, 16, 16), mask)
-    assert widths(small) == {"0": [64, 3], "2": [64, 64], "5": [128, 64], "7": [128, 128], "10.1": [1, 2048],
-                             "10.3": [1, 1], "10.5": [10, 1]}
+    assert widths(small) == {
+        "0": [64, 3],
+        "2": [64, 64],
+        "5": [128, 64],
+        "7": [128, 128],
+        "10.1": [1, 2048],
+        "10.3": [1, 1],
+        "10.5": [10, 1],
+    }
     apply_mask_(model, mask)
     x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -243,9 +277,9 @@ def test_constant_neurons_are_folded_into_the_next_bias_and_dropped():
 
     model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
     with torch.no_grad():
-        model[0].weight.copy_(torch.tensor([[1., 2, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]))
+        model[0].weight.copy_(torch.tensor([[1.0, 2, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]))
         model[0].bias.copy_(torch.tensor([0.5, 2.0, -1.0]))  # neuron 1: relu(2) = 2 always; neuron 2: relu(-1) = 0
-        model[2].weight.copy_(torch.tensor([[1., 3, 5], [2, 4, 6]]))
+        model[2].weight.copy_(torch.tensor([[1.0, 3, 5], [2, 4, 6]]))
         model[2].bias.copy_(torch.tensor([0.25, -0.25]))
     x = torch.randn(7, 4)
     with torch.no_grad():
@@ -254,7 +288,9 @@ def test_constant_neurons_are_folded_into_the_next_bias_and_dropped():
     assert fold_constant_neurons_(work) == 2
     # hand-worked: next bias += W[:, 1] * 2 + W[:, 2] * 0 = [6, 8]
     assert torch.equal(work[2].bias, torch.tensor([6.25, 7.75]))
-    assert torch.equal(work[2].weight[:, 1:], torch.zeros(2, 2)) and torch.equal(work[0].bias, torch.tensor([0.5, 0, 0]))
+    assert torch.equal(work[2].weight[:, 1:], torch.zeros(2, 2)) and torch.equal(
+        work[0].bias, torch.tensor([0.5, 0, 0])
+    )
     with torch.no_grad():
         assert torch.allclose(work(x), ref, atol=1e-6)
     small = compact(model, (4,))

@@ -12,8 +12,29 @@ from ticketlab.io import read_json
 @pytest.fixture(scope="module")
 def imp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("imp") / "run"
-    assert main(["imp", "--model", "lenet300", "--dataset", "digits", "--rounds", "2", "--rate", "0.8",
-                 "--iterations", "60", "--eval-every", "30", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--model",
+                "lenet300",
+                "--dataset",
+                "digits",
+                "--rounds",
+                "2",
+                "--rate",
+                "0.8",
+                "--iterations",
+                "60",
+                "--eval-every",
+                "30",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -54,12 +75,15 @@ def test_bench_times_every_form_and_states_threads(imp_run, capsys):
     assert set(r["latency_s"]) == {"1", "8"} and r["speedup"]["8"]["dense"] == 1.0
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["export", "nowhere"], "not a ticketlab run directory"),
-    (["export", "{run}", "--format", "tflite"], "unknown export format"),
-    (["export", "{run}", "--round", "9"], "no finished round 9"),
-    (["bench", "{run}", "--threads", "0"], "--threads must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["export", "nowhere"], "not a ticketlab run directory"),
+        (["export", "{run}", "--format", "tflite"], "unknown export format"),
+        (["export", "{run}", "--round", "9"], "no finished round 9"),
+        (["bench", "{run}", "--threads", "0"], "--threads must be >= 1"),
+    ],
+)
 def test_bad_export_and_bench_input_exits_2(imp_run, capsys, args, msg):
     assert main([a.replace("{run}", str(imp_run)) for a in args]) == 2
     err = capsys.readouterr().err

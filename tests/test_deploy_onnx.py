@@ -1,14 +1,14 @@
 """ONNX export and ONNX Runtime: round trips of every registered model's compact form, export --format onnx,
 the bench's onnxruntime rows, and a one-line error without the extra."""
+
 import pytest
 import torch
+from helpers import one_line_exit_2
 
 from ticketlab.cli import main
 from ticketlab.deploy.compact import compact
 from ticketlab.io import read_json
 from ticketlab.models import MODELS, build_model
-
-from helpers import one_line_exit_2
 
 pytest.importorskip("onnxruntime", reason="the onnx extra is not installed (pip install 'ticketlab[onnx]')")
 from ticketlab.deploy.onnx import OrtModel, max_difference, to_onnx  # noqa: E402
@@ -21,8 +21,11 @@ def test_every_registered_models_compact_form_round_trips_through_onnxruntime(na
     shape = SHAPES.get(name, (3, 32, 32))
     model = build_model(name, shape, 10)
     g = torch.Generator().manual_seed(0)
-    mask = {n: torch.rand(p.shape, generator=g) < 0.3 for n, p in model.named_parameters()
-            if n.endswith("weight") and p.dim() > 1}
+    mask = {
+        n: torch.rand(p.shape, generator=g) < 0.3
+        for n, p in model.named_parameters()
+        if n.endswith("weight") and p.dim() > 1
+    }
     small = compact(model, shape, mask)
     ort = OrtModel(to_onnx(small, shape, tmp_path / "m.onnx"), threads=1)
     x = torch.randn(5, *shape, generator=g)  # a batch size other than the export's: the batch axis is dynamic
@@ -34,8 +37,29 @@ def test_every_registered_models_compact_form_round_trips_through_onnxruntime(na
 @pytest.fixture(scope="module")
 def imp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("imp") / "run"
-    assert main(["imp", "--model", "lenet300", "--dataset", "digits", "--rounds", "2", "--rate", "0.8",
-                 "--iterations", "200", "--eval-every", "100", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--model",
+                "lenet300",
+                "--dataset",
+                "digits",
+                "--rounds",
+                "2",
+                "--rate",
+                "0.8",
+                "--iterations",
+                "200",
+                "--eval-every",
+                "100",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -95,8 +119,12 @@ def test_the_fastest_path_per_batch_size_is_stored_honoured_and_equal(tmp_path, 
         with tempfile.TemporaryDirectory() as d:
             fast = FastestPath(eager, to_onnx(small, (1, 8, 8), f"{d}/m.onnx").read_bytes(), {1: "eager"})
     fast.paths = {1: "onnxruntime", 256: "eager"}
-    recipe = {"model": "lenet300", "input_shape": [1, 8, 8], "num_classes": 10, "widths": __import__(
-        "ticketlab.deploy", fromlist=["widths"]).widths(small)}
+    recipe = {
+        "model": "lenet300",
+        "input_shape": [1, 8, 8],
+        "num_classes": 10,
+        "widths": __import__("ticketlab.deploy", fromlist=["widths"]).widths(small),
+    }
     save_sparse(fast, tmp_path / "s.safetensors", recipe)
     back, _ = load_sparse(tmp_path / "s.safetensors")
     assert isinstance(back, FastestPath) and back.paths == {1: "onnxruntime", 256: "eager"}

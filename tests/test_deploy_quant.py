@@ -7,8 +7,9 @@ from ticketlab.io import save_tensors
 from ticketlab.models import build_model
 
 
-@pytest.mark.parametrize("name,shape", [("lenet300", (1, 28, 28)), ("conv2bn", (1, 16, 16)),
-                                        ("resnet20", (3, 16, 16)), ("cnn1d", (1, 40))])
+@pytest.mark.parametrize(
+    "name,shape", [("lenet300", (1, 28, 28)), ("conv2bn", (1, 16, 16)), ("resnet20", (3, 16, 16)), ("cnn1d", (1, 40))]
+)
 def test_int8_model_is_close_and_its_file_restores_it_exactly(tmp_path, name, shape):
     model = build_model(name, shape, 10, seed=0).eval()
     x = torch.randn(32, *shape, generator=torch.Generator().manual_seed(0))

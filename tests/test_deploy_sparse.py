@@ -29,8 +29,10 @@ def test_sparse_linear_matches_the_masked_dense_layer(density, kernel):
         assert torch.allclose(layer(x, kernel=kernel), dense(x), atol=1e-5)
 
 
-@pytest.mark.parametrize("name,shape", [("lenet300", (1, 28, 28)), pytest.param("conv2", (1, 28, 28), marks=pytest.mark.slow),
-                                        ("mlp1d", (1, 40))])
+@pytest.mark.parametrize(
+    "name,shape",
+    [("lenet300", (1, 28, 28)), pytest.param("conv2", (1, 28, 28), marks=pytest.mark.slow), ("mlp1d", (1, 40))],
+)
 def test_sparsified_models_give_the_masked_models_outputs(name, shape):
     model = build_model(name, shape, 10, seed=0).eval()
     mask = random_mask(model, 0.05)
@@ -79,7 +81,9 @@ def test_save_and_load_round_trip_is_exact_and_small(tmp_path):
     x = torch.randn(8, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(loaded(x), sp(x))
-    assert {n: m.kernels for n, m in sparse_layers(loaded).items()} == {n: m.kernels for n, m in sparse_layers(sp).items()}
+    assert {n: m.kernels for n, m in sparse_layers(loaded).items()} == {
+        n: m.kernels for n, m in sparse_layers(sp).items()
+    }
     ratio = (tmp_path / "m.safetensors").stat().st_size / (tmp_path / "dense.safetensors").stat().st_size
     assert ratio < 0.05  # 2% of the weights, 8 bytes each (value, int32 column) against 4, plus biases
 
@@ -97,16 +101,22 @@ def test_a_file_with_broken_csr_indices_is_refused_not_crashed(tmp_path):
     model = build_model("lenet300", (1, 28, 28), 10, seed=0).eval()
     apply_mask_(model, random_mask(model, 0.02))
     sp = sparsify(model, tune=False)
-    sparse_layers(sp)["1"].col_indices[0] = 10 ** 6  # out of range: would read outside the input
-    save_sparse(sp, tmp_path / "bad.safetensors", {"model": "lenet300", "input_shape": [1, 28, 28],
-                                                   "num_classes": 10})
+    sparse_layers(sp)["1"].col_indices[0] = 10**6  # out of range: would read outside the input
+    save_sparse(sp, tmp_path / "bad.safetensors", {"model": "lenet300", "input_shape": [1, 28, 28], "num_classes": 10})
     with pytest.raises(UserError, match="does not match"):
         load_sparse(tmp_path / "bad.safetensors")
 
 
 @pytest.mark.parametrize("kernel", ["csr", "gather", "dense"])
-@pytest.mark.parametrize("conv", [nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2),
-                                  nn.Conv1d(2, 5, 5, stride=2, padding=2), nn.Conv2d(3, 4, 1, bias=False)])
+@pytest.mark.parametrize(
+    "conv",
+    [
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2),
+        nn.Conv1d(2, 5, 5, stride=2, padding=2),
+        nn.Conv2d(3, 4, 1, bias=False),
+    ],
+)
 def test_sparse_convolutions_match_the_masked_dense_convolution(conv, kernel):
     from ticketlab.deploy import SparseConv
 

@@ -1,5 +1,6 @@
 """Data-parallel training under torchrun (gloo, 2 CPU processes): the same results as one process up to float
 rounding, masks from rank 0, files from rank 0 only, resume after rank 0 is killed."""
+
 import os
 import shutil
 import subprocess
@@ -22,8 +23,13 @@ def torchrun(args, tmp_path, env=None, check=True):
     if not TORCHRUN.exists():
         pytest.skip("torchrun is not beside this Python")
     e = dict(os.environ, OMP_NUM_THREADS="1", TICKETLAB_CACHE=str(tmp_path / "cache")) | (env or {})
-    p = subprocess.run([str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "ticketlab", *args],
-                       capture_output=True, text=True, env=e, timeout=300)
+    p = subprocess.run(
+        [str(TORCHRUN), "--standalone", "--nproc-per-node", "2", "-m", "ticketlab", *args],
+        capture_output=True,
+        text=True,
+        env=e,
+        timeout=300,
+    )
     if check:
         assert p.returncode == 0, p.stderr[:1500] + " ... " + p.stderr[-1500:]
     return p
@@ -79,8 +85,9 @@ def test_dynamic_sparse_training_on_two_ranks_matches_one_process(tmp_path):
 
 def test_a_killed_data_parallel_run_resumes_from_rank_0s_checkpoint(tmp_path):
     args = ["imp", *TINY, "--iterations", "200", "--rounds", "1", "--checkpoint-every", "100"]
-    p = torchrun([*args, "--out", str(tmp_path / "r")], tmp_path,
-                 env={FAULT_ENV: str(tmp_path / "killed-once")}, check=False)
+    p = torchrun(
+        [*args, "--out", str(tmp_path / "r")], tmp_path, env={FAULT_ENV: str(tmp_path / "killed-once")}, check=False
+    )
     assert p.returncode != 0 and (tmp_path / "killed-once").exists()
     assert (tmp_path / "r" / "round_00" / "checkpoint.safetensors").exists()
     torchrun([*args, "--out", str(tmp_path / "r")], tmp_path)

@@ -77,10 +77,15 @@ def test_overrides_are_kept_and_the_rest_re_solved():
     assert d == pytest.approx({"a": 1.0, "b": 1 / 3}, rel=1e-12)
 
 
-@pytest.mark.parametrize("args,msg", [((SHAPES, 0.1, "gaussian"), "unknown sparsity distribution"),
-                                      ((SHAPES, 1.5, "erk"), "density must be in"),
-                                      ((SHAPES, 0.001, "erk", {"fc": 1.0}), "no feasible density"),
-                                      ((SHAPES, 0.1, "erk", {"nope": 1.0}), "unknown layer")])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        ((SHAPES, 0.1, "gaussian"), "unknown sparsity distribution"),
+        ((SHAPES, 1.5, "erk"), "density must be in"),
+        ((SHAPES, 0.001, "erk", {"fc": 1.0}), "no feasible density"),
+        ((SHAPES, 0.1, "erk", {"nope": 1.0}), "unknown layer"),
+    ],
+)
 def test_bad_requests(args, msg):
     with pytest.raises(UserError, match=msg):
         layer_densities(*args)
@@ -90,6 +95,7 @@ def test_bad_requests(args, msg):
 @pytest.mark.parametrize("density", [0.02, 0.1, 0.37])
 def test_layer_counts_sum_exactly_to_the_target(kind, density):
     from ticketlab.sparse.distributions import layer_counts
+
     shapes = {"a": (300, 784), "b": (100, 300), "c": (10, 100), "d": (16, 3, 3, 3)}
     counts = layer_counts(shapes, density, kind)
     n = sum(math.prod(s) for s in shapes.values())
@@ -102,14 +108,18 @@ def test_layer_counts_sum_exactly_to_the_target(kind, density):
 
 def test_layer_counts_hand_out_leftovers_by_largest_fraction():
     from ticketlab.sparse.distributions import layer_counts
+
     # shares 2.1, 2.7, 1.2 -> floors 2, 2, 1 = 5; round(20 x 0.3) = 6: the one left goes to b (.7)
     assert layer_counts({"a": (7,), "b": (9,), "c": (4,)}, 0.3, "uniform") == {"a": 2, "b": 3, "c": 1}
     # shares 2.5 each; round(7.5) = 8 (half to even): two leftovers, ties in layer order
     assert layer_counts({"a": (10,), "b": (10,), "c": (10,)}, 0.25, "uniform") == {"a": 3, "b": 3, "c": 2}
     # an overridden layer keeps its exact share; leftovers go to the free layers only
     # a: 10 x 0.55 = 5.5 -> 5 (fixed); b, c share 0.4 x 30 - 5.5 = 6.5 over 20: 3.25 each -> 3, 3; target 12
-    assert layer_counts({"a": (10,), "b": (10,), "c": (10,)}, 0.4, "uniform",
-                        overrides={"a": 0.55}) == {"a": 5, "b": 4, "c": 3}
+    assert layer_counts({"a": (10,), "b": (10,), "c": (10,)}, 0.4, "uniform", overrides={"a": 0.55}) == {
+        "a": 5,
+        "b": 4,
+        "c": 3,
+    }
     # a dense layer is never given more than its size
     assert layer_counts({"a": (2, 2), "b": (100, 100)}, 0.1, "erk") == {"a": 4, "b": 996}
 
@@ -119,8 +129,11 @@ def test_budget_edges_defaults_and_exact_messages():
     # overrides may leave exactly nothing or exactly everything for the rest
     assert layer_densities(shapes, 0.5, "uniform", overrides={"a": 1.0}) == {"a": 1.0, "b": 0.0}
     assert layer_densities(shapes, 1.0, "uniform", overrides={"a": 1.0}) == {"a": 1.0, "b": 1.0}
-    with pytest.raises(UserError, match=r"^the overrides leave no feasible density for the other layers at total "
-                                        r"0.78$"):
+    with pytest.raises(
+        UserError,
+        match=r"^the overrides leave no feasible density for the other layers at total "
+        r"0.78$",
+    ):
         layer_densities(shapes, 0.78, "uniform", overrides={"a": 0.5})  # b would need 10.6 of 10
     assert layer_densities(SHAPES, 0.1) == layer_densities(SHAPES, 0.1, "erk")  # ERK by default
     with pytest.raises(UserError, match=r"^unknown sparsity distribution 'gaussian'; choose one of: uniform, er, erk$"):
@@ -131,6 +144,7 @@ def test_budget_edges_defaults_and_exact_messages():
 
 def test_layer_counts_by_largest_fraction_not_largest_share():
     from ticketlab.sparse.distributions import layer_counts
+
     # shares 5.1 and 2.4 -> floors 5 + 2; round(7.5) = 8: the leftover goes to b (.4 > .1), not to the larger a
     assert layer_counts({"a": (17,), "b": (8,)}, 0.3, "uniform") == {"a": 5, "b": 3}
     assert layer_counts(SHAPES, 0.1) == layer_counts(SHAPES, 0.1, "erk")

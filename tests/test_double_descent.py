@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from ticketlab.data import load_dataset, with_label_noise
+from ticketlab.double_descent import DoubleDescentConfig, run_double_descent
 from ticketlab.errors import UserError
 from ticketlab.lottery import IMPConfig
-from ticketlab.double_descent import DoubleDescentConfig, run_double_descent
 from ticketlab.train import TrainConfig
 
 
@@ -19,8 +19,9 @@ def test_label_noise_flips_exactly_that_fraction_to_other_classes():
 
 
 def test_double_descent_records_accuracy_and_learning_distance_on_both_curves(tmp_path):
-    cfg = DoubleDescentConfig(dataset="digits", min_density=0.5, label_noise=0.1,
-                      train=TrainConfig(iterations=30, eval_every=10))
+    cfg = DoubleDescentConfig(
+        dataset="digits", min_density=0.5, label_noise=0.1, train=TrainConfig(iterations=30, eval_every=10)
+    )
     r = run_double_descent(cfg, tmp_path / "s", quiet=True)
     imp, one = r["imp"], r["one-shot"]
     assert [p["density"] for p in imp] == pytest.approx([p["density"] for p in one], abs=1e-3)
@@ -31,8 +32,11 @@ def test_double_descent_records_accuracy_and_learning_distance_on_both_curves(tm
 
 
 def test_bad_double_descent_settings():
-    for kw, msg in [({"label_noise": 1.0}, "--label-noise"), ({"retrain": "scratch"}, "unknown --retrain"),
-                    ({"min_density": 0}, "--min-density")]:
+    for kw, msg in [
+        ({"label_noise": 1.0}, "--label-noise"),
+        ({"retrain": "scratch"}, "unknown --retrain"),
+        ({"min_density": 0}, "--min-density"),
+    ]:
         with pytest.raises(UserError, match=msg):
             DoubleDescentConfig(**kw).validate()
     with pytest.raises(UserError, match="--label-noise"):

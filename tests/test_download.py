@@ -4,12 +4,11 @@ import threading
 from functools import partial
 
 import pytest
+from helpers import write_idx_set
 
 from ticketlab.data import download as dl
 from ticketlab.data import idx
 from ticketlab.errors import UserError
-
-from helpers import write_idx_set
 
 
 def remote_for(path, sha=None, urls=None):

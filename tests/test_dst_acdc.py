@@ -19,8 +19,9 @@ def test_dense_phases_train_every_weight_and_sparse_phases_hold_an_exact_global_
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    t = dst.make("acdc", model, opt, density=0.1, total_steps=100, warmup_fraction=0.1, phase_fraction=0.1,
-                 final_fraction=0.2)
+    t = dst.make(
+        "acdc", model, opt, density=0.1, total_steps=100, warmup_fraction=0.1, phase_fraction=0.1, final_fraction=0.2
+    )
     n = sum(p.numel() for p in t.params)
     g = torch.Generator().manual_seed(0)
     for step in range(100):
@@ -37,8 +38,7 @@ def test_dense_phases_train_every_weight_and_sparse_phases_hold_an_exact_global_
         if t.sparse_phase():
             assert sum(int(m.sum()) for m in t.masks) == round(0.1 * n)
             assert all(torch.count_nonzero(p[~m]) == 0 for p, m in zip(t.params, t.masks))
-            assert all(torch.count_nonzero(opt.state[p]["momentum_buffer"][~m]) == 0
-                       for p, m in zip(t.params, t.masks))
+            assert all(torch.count_nonzero(opt.state[p]["momentum_buffer"][~m]) == 0 for p, m in zip(t.params, t.masks))
         else:
             assert all(bool(m.all()) for m in t.masks)
     # the last dense phase trained weights that are pruned again at the end
@@ -48,8 +48,17 @@ def test_dense_phases_train_every_weight_and_sparse_phases_hold_an_exact_global_
 def test_flops_count_dense_phases_at_dense_cost():
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 20), nn.ReLU(), nn.Linear(20, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    t = dst.make("acdc", model, opt, density=0.25, total_steps=20, warmup_fraction=0.25, phase_fraction=0.25,
-                 final_fraction=0.25, input_shape=(1, 16))
+    t = dst.make(
+        "acdc",
+        model,
+        opt,
+        density=0.25,
+        total_steps=20,
+        warmup_fraction=0.25,
+        phase_fraction=0.25,
+        final_fraction=0.25,
+        input_shape=(1, 16),
+    )
     for _ in range(20):
         opt.zero_grad()
         F.cross_entropy(model(torch.randn(4, 1, 16)), torch.randint(0, 10, (4,))).backward()

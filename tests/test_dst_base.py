@@ -1,4 +1,5 @@
 """The sparse-trainer core, through static, SET and RigL: exact counts, zero weights, reset state, FLOPs."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -34,8 +35,17 @@ def run(trainer, model, opt, n, check=None):
 def test_drop_and_grow_keep_every_layer_count_exact_and_pruned_weights_zero(method, distribution, after_step):
     model = mlp()
     opt = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.1)
-    t = dst.make(method, model, opt, density=0.2, distribution=distribution, total_steps=120, delta_t=10,
-                 drop_fraction=0.5, after_step=after_step)
+    t = dst.make(
+        method,
+        model,
+        opt,
+        density=0.2,
+        distribution=distribution,
+        total_steps=120,
+        delta_t=10,
+        drop_fraction=0.5,
+        after_step=after_step,
+    )
     counts = [int(m.sum()) for m in t.masks]
     assert sum(counts) == round(0.2 * sum(m.numel() for m in t.masks))
     changed = []
@@ -55,9 +65,11 @@ def test_drop_and_grow_keep_every_layer_count_exact_and_pruned_weights_zero(meth
 def test_regrown_weights_start_at_zero_with_reset_optimizer_state(opt_name):
     model = mlp()
     params = model.parameters()
-    opt = {"sgd": lambda: torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=1e-3),
-           "adam": lambda: torch.optim.Adam(params, lr=1e-2, weight_decay=1e-3),
-           "adamw": lambda: torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)}[opt_name]()
+    opt = {
+        "sgd": lambda: torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=1e-3),
+        "adam": lambda: torch.optim.Adam(params, lr=1e-2, weight_decay=1e-3),
+        "adamw": lambda: torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1),
+    }[opt_name]()
     t = dst.make("rigl", model, opt, density=0.3, total_steps=100, delta_t=10, drop_fraction=0.3)
     seen = {"grown": 0}
     real_update = t.update
@@ -72,6 +84,7 @@ def test_regrown_weights_start_at_zero_with_reset_optimizer_state(opt_name):
             for value in opt.state[p].values():
                 if torch.is_tensor(value) and value.shape == p.shape:
                     assert torch.count_nonzero(value[grown | dropped]) == 0
+
     t.update = spy
 
     def state_zero_where_pruned():
@@ -90,8 +103,18 @@ def one_update(method):
     Returns (trainer, masks before, |dense gradient| of that step)."""
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    t = dst.make(method, model, opt, density=0.25, distribution="uniform", total_steps=10, delta_t=1,
-                 drop_fraction=0.5, drop_decay="constant", end_fraction=1.0)
+    t = dst.make(
+        method,
+        model,
+        opt,
+        density=0.25,
+        distribution="uniform",
+        total_steps=10,
+        delta_t=1,
+        drop_fraction=0.5,
+        drop_decay="constant",
+        end_fraction=1.0,
+    )
     x, y = next(batches(1))
     before = [m.clone() for m in t.masks]
     opt.zero_grad()
@@ -104,7 +127,7 @@ def one_update(method):
 
 def test_rigl_grows_where_the_dense_gradient_is_largest():
     t, before, grads = one_update("rigl")
-    for g, old, new, p in zip(grads, before, t.masks, t.params):
+    for g, old, new, _p in zip(grads, before, t.masks, t.params):
         grown = new & ~old
         k = int(old.sum()) // 2
         keep = new & old
@@ -122,6 +145,7 @@ def test_set_growth_is_seeded_and_deterministic():
         torch.manual_seed(global_seed)  # growth must not draw from the global RNG
         run(t, model, opt, 50)
         return t.masks
+
     a, b, c = masks(1), masks(1, global_seed=7), masks(2)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     assert not all(torch.equal(x, y) for x, y in zip(a, c))
@@ -163,6 +187,7 @@ def test_state_dict_round_trip_resumes_bitwise():
     ref_model, _, ref_t = train(60)
     m, o, t = train(23)
     import copy
+
     snapshot = (copy.deepcopy(m.state_dict()), copy.deepcopy(o.state_dict()), t.state_dict())
     m2, _, t2 = train(60 - 23, resume_from=snapshot)
     assert all(torch.equal(a, b) for a, b in zip(ref_model.state_dict().values(), m2.state_dict().values()))
@@ -176,7 +201,8 @@ def test_state_of_another_method_is_refused():
     tensors, meta = dst.make("set", model, opt, total_steps=10).state_dict()
     with pytest.raises(UserError, match="not 'rigl'"):
         dst.make("rigl", mlp(), torch.optim.SGD(mlp().parameters(), lr=0.1), total_steps=10).load_state_dict(
-            tensors, meta)
+            tensors, meta
+        )
 
 
 def test_unknown_method_and_bad_distribution_are_user_errors():
@@ -190,8 +216,14 @@ def test_unknown_method_and_bad_distribution_are_user_errors():
 
 def test_layer_counts_are_literal_with_the_leftover_to_the_largest_fraction():
     model = mlp()  # 16x64 = 1024, 64x32 = 2048, 32x10 = 320
-    t = dst.make("static", model, torch.optim.SGD(model.parameters(), lr=0.1), density=0.2,
-                 distribution="uniform", total_steps=10)
+    t = dst.make(
+        "static",
+        model,
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        density=0.2,
+        distribution="uniform",
+        total_steps=10,
+    )
     # shares 204.8, 409.6, 64.0 -> floors 204, 409, 64; round(3392 x 0.2) = 678: one more to the .8
     assert [int(m.sum()) for m in t.masks] == [205, 409, 64]
     assert t.names == ["1.weight", "3.weight", "5.weight"] and t.mask.keys() == {"1.weight", "3.weight", "5.weight"}
@@ -200,8 +232,19 @@ def test_layer_counts_are_literal_with_the_leftover_to_the_largest_fraction():
 def test_an_update_drops_the_smallest_active_weights_and_grows_as_many_elsewhere():
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.0)  # weights stay put: the drop is predictable
-    t = dst.make("set", model, opt, density=0.3, distribution="uniform", total_steps=10, delta_t=1,
-                 drop_fraction=0.25, drop_decay="constant", end_fraction=1.0, seed=1)
+    t = dst.make(
+        "set",
+        model,
+        opt,
+        density=0.3,
+        distribution="uniform",
+        total_steps=10,
+        delta_t=1,
+        drop_fraction=0.25,
+        drop_decay="constant",
+        end_fraction=1.0,
+        seed=1,
+    )
     before = [m.clone() for m in t.masks]
     weights = [p.detach().abs().clone() for p in t.params]
     run(t, model, opt, 1)
@@ -229,6 +272,7 @@ def test_set_grows_at_random_where_rigl_follows_the_gradient():
             ranks = gr[pool].argsort().argsort().float() / pool.sum()
             out.append(float(ranks[grown[pool]].mean()))
         return out
+
     assert all(r > 0.9 for r in grown_gradients("rigl"))
     assert all(0.3 < r < 0.7 for r in grown_gradients("set"))
 
@@ -258,8 +302,9 @@ def test_flops_need_the_input_shape_learned_on_the_first_forward():
     assert t.forward_flops(dense=True) == 2 * (1024 + 2048 + 320)
     assert t.forward_flops() == 2 * sum(int(m.sum()) for m in t.masks)
     assert t.flops_per_example == 2 * 3 * t.forward_flops()  # the shape is learned in the first forward
-    shaped = dst.make("static", mlp(), torch.optim.SGD(mlp().parameters(), lr=0.05), density=0.5, total_steps=5,
-                      input_shape=(1, 16))
+    shaped = dst.make(
+        "static", mlp(), torch.optim.SGD(mlp().parameters(), lr=0.05), density=0.5, total_steps=5, input_shape=(1, 16)
+    )
     assert shaped.forward_flops(dense=True) == 2 * 3392
 
 
@@ -285,8 +330,15 @@ def test_state_dict_carries_every_counter_and_names_both_methods_when_refused():
     run(t, model, opt, 12)
     t.extra_flops = 1234.5
     tensors, meta = t.state_dict()
-    fresh = dst.make("set", mlp(1), torch.optim.SGD(mlp(1).parameters(), lr=0.05), density=0.2, total_steps=40,
-                     delta_t=5, input_shape=(1, 16))
+    fresh = dst.make(
+        "set",
+        mlp(1),
+        torch.optim.SGD(mlp(1).parameters(), lr=0.05),
+        density=0.2,
+        total_steps=40,
+        delta_t=5,
+        input_shape=(1, 16),
+    )
     fresh.load_state_dict(tensors, meta)
     assert fresh.step_count == 12 and fresh.extra_flops == 1234.5 and fresh.flops_per_example == t.flops_per_example
     assert all(torch.equal(a, b) and b.dtype == torch.bool for a, b in zip(t.masks, fresh.masks))
@@ -294,7 +346,8 @@ def test_state_dict_carries_every_counter_and_names_both_methods_when_refused():
     assert t.training_flops(10) == t.flops_per_example * 10 + 1234.5
     with pytest.raises(UserError, match="sparse-trainer state is for 'set', not 'static'"):
         dst.make("static", mlp(), torch.optim.SGD(mlp().parameters(), lr=0.1), total_steps=10).load_state_dict(
-            tensors, meta)
+            tensors, meta
+        )
 
 
 def test_constructor_checks_and_options():
@@ -322,8 +375,10 @@ def test_constructor_checks_and_options():
 def test_initial_masks_depend_on_the_seed_only():
     def masks(seed, model_seed):
         model = mlp(model_seed)
-        return dst.make("static", model, torch.optim.SGD(model.parameters(), lr=0.1), density=0.2, seed=seed,
-                        total_steps=10).masks
+        return dst.make(
+            "static", model, torch.optim.SGD(model.parameters(), lr=0.1), density=0.2, seed=seed, total_steps=10
+        ).masks
+
     a, b, c = masks(3, 0), masks(3, 1), masks(4, 0)
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and not all(torch.equal(x, y) for x, y in zip(a, c))
 
@@ -372,8 +427,18 @@ def test_an_update_of_a_small_layer_replaces_one_weight_and_unused_layers_grow_f
     torch.manual_seed(0)
     model = WithUnused()
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    t = dst.make("rigl", model, opt, density=0.25, distribution="uniform", total_steps=10, delta_t=1,
-                 drop_fraction=0.25, drop_decay="constant", end_fraction=1.0)
+    t = dst.make(
+        "rigl",
+        model,
+        opt,
+        density=0.25,
+        distribution="uniform",
+        total_steps=10,
+        delta_t=1,
+        drop_fraction=0.25,
+        drop_decay="constant",
+        end_fraction=1.0,
+    )
     ks = []
     real = t.choose_growth
     t.choose_growth = lambda i, s, keep, old, k, g: ks.append((i, k)) or real(i, s, keep, old, k, g)
@@ -395,13 +460,21 @@ def test_dense_phase_steps_cost_three_dense_forwards_and_non_layer_parameters_co
     t = DensePhases(model, opt, density=0.2, total_steps=10, input_shape=(1, 16))
     run(t, model, opt, 2)
     assert t.flops_per_example == 2 * 3 * 2 * 3392
-    biases = dst.make("static", mlp(), torch.optim.SGD(mlp().parameters(), lr=0.05), density=0.5, total_steps=5,
-                      names=["1.weight", "1.bias"], input_shape=(1, 16))
+    biases = dst.make(
+        "static",
+        mlp(),
+        torch.optim.SGD(mlp().parameters(), lr=0.05),
+        density=0.5,
+        total_steps=5,
+        names=["1.weight", "1.bias"],
+        input_shape=(1, 16),
+    )
     assert biases.forward_flops(dense=True) == 2 * 1024
 
 
 def test_schedule_edges_inclusive_end_and_a_one_step_end():
     from ticketlab.dst import UpdateSchedule
+
     s = UpdateSchedule(total_steps=100, delta_t=10, end_fraction=0.5)
     assert [t for t in range(101) if s.is_update(t)] == [10, 20, 30, 40, 50]
     lin = UpdateSchedule(total_steps=3, delta_t=1, drop_fraction=0.5, decay="linear", end_fraction=0.5)
@@ -412,8 +485,18 @@ def test_ties_in_drop_and_growth_scores_are_broken_by_the_trainers_seed_alone():
     def after_update(global_seed):
         model = mlp()
         opt = torch.optim.SGD(model.parameters(), lr=0.0)
-        t = dst.make("rigl", model, opt, density=0.3, distribution="uniform", total_steps=10, delta_t=1,
-                     drop_fraction=0.5, drop_decay="constant", end_fraction=1.0)
+        t = dst.make(
+            "rigl",
+            model,
+            opt,
+            density=0.3,
+            distribution="uniform",
+            total_steps=10,
+            delta_t=1,
+            drop_fraction=0.5,
+            drop_decay="constant",
+            end_fraction=1.0,
+        )
         with torch.no_grad():
             for p in t.params:
                 p.fill_(1.0)  # every active magnitude ties
@@ -421,6 +504,7 @@ def test_ties_in_drop_and_growth_scores_are_broken_by_the_trainers_seed_alone():
         torch.manual_seed(global_seed)
         t.update(1, 0.5)
         return t.masks
+
     a, b = after_update(0), after_update(1)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
 
@@ -432,16 +516,23 @@ def test_rigls_update_iteration_applies_no_optimizer_step(opt_name):
     iterations (and with step_on_update=True) the step is applied."""
     for apply in (False, True):
         model = mlp()
-        opt = (torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9) if opt_name == "sgd"
-               else torch.optim.Adam(model.parameters(), lr=0.01))
-        t = dst.make("rigl", model, opt, density=0.3, total_steps=40, delta_t=5, seed=0,
-                     step_on_update=True if apply else None)
+        opt = (
+            torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+            if opt_name == "sgd"
+            else torch.optim.Adam(model.parameters(), lr=0.01)
+        )
+        t = dst.make(
+            "rigl", model, opt, density=0.3, total_steps=40, delta_t=5, seed=0, step_on_update=True if apply else None
+        )
         assert t.step_on_update is apply
         data = list(batches(5))
         for i, (x, y) in enumerate(data):
             before = {n: p.detach().clone() for n, p in model.named_parameters()}
-            state = {n: {k: v.clone() for k, v in opt.state[p].items()} for n, p in model.named_parameters()
-                     if p in opt.state}
+            state = {
+                n: {k: v.clone() for k, v in opt.state[p].items()}
+                for n, p in model.named_parameters()
+                if p in opt.state
+            }
             masks = [m.clone() for m in t.masks]
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()

@@ -32,14 +32,16 @@ def test_linear_scores_match_a_hand_computed_cosine_similarity():
     x = torch.randn(7, 4)
     t, scores = scores_after_forward(model, x)
     with torch.no_grad():
-        hidden = F.relu(model[0](x))          # weights already masked by the trainer
+        hidden = F.relu(model[0](x))  # weights already masked by the trainer
         out = torch.softmax(model[2](hidden), dim=1)
     for j in range(3):
         for i in range(4):
             assert scores[0][j, i].item() == pytest.approx(hand_cos(x[:, i].tolist(), hidden[:, j].tolist()), abs=1e-6)
     for j in range(2):
         for i in range(3):
-            assert scores[1][j, i].item() == pytest.approx(hand_cos(hidden[:, i].tolist(), out[:, j].tolist()), abs=1e-6)
+            assert scores[1][j, i].item() == pytest.approx(
+                hand_cos(hidden[:, i].tolist(), out[:, j].tolist()), abs=1e-6
+            )
 
 
 def test_conv_scores_use_channel_means_and_are_shared_by_kernel_positions():
@@ -119,6 +121,7 @@ def test_seq_mode_state_survives_a_state_dict_round_trip():
         model = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
         return dst.make("ctre", model, opt, density=0.3, total_steps=100, mode="seq", patience=2)
+
     t = make()
     for acc in (0.5, 0.6, 0.55, 0.52):
         t.observe({"val_acc": acc})

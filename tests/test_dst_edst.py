@@ -31,8 +31,8 @@ def test_learning_rate_restarts_each_refinement_phase():
         t.step()
     assert lrs[:30] == [0.1] * 30
     for start in (30, 50, 70):
-        assert lrs[start:start + 10] == pytest.approx([0.01] * 10)
-        assert lrs[start + 10:start + 20] == pytest.approx([0.001] * 10)
+        assert lrs[start : start + 10] == pytest.approx([0.01] * 10)
+        assert lrs[start + 10 : start + 20] == pytest.approx([0.001] * 10)
 
 
 def test_each_phase_opens_with_a_large_prune_and_regrow():
@@ -43,6 +43,7 @@ def test_each_phase_opens_with_a_large_prune_and_regrow():
     def spy(step, fraction):
         sizes[step] = fraction
         real(step, fraction)
+
     t.update = spy
     for _ in range(90):
         opt.zero_grad()
@@ -54,8 +55,15 @@ def test_each_phase_opens_with_a_large_prune_and_regrow():
     assert t.member_ends == [50, 70, 90]
 
 
-@pytest.mark.parametrize("kw,msg", [({"members": 0}, "--members"), ({"large_drop": 1.0}, "--large-drop"),
-                                    ({"grow": "cosine"}, "EDST growth"), ({"members": 60}, "too few")])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        ({"members": 0}, "--members"),
+        ({"large_drop": 1.0}, "--large-drop"),
+        ({"grow": "cosine"}, "EDST growth"),
+        ({"members": 60}, "too few"),
+    ],
+)
 def test_bad_settings(kw, msg):
     with pytest.raises(UserError, match=msg):
         make(**kw)

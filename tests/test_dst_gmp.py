@@ -1,5 +1,6 @@
 """GMP (Zhu & Gupta 2017) as a sparse trainer: the cubic schedule's values, monotone exact pruning, never
 regrowing, dense FLOPs at first."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ def test_cubic_schedule_values():
     assert cubic_density(5, 10, 50, 0.1) == 1.0
     assert cubic_density(10, 10, 50, 0.1) == 1.0
     assert cubic_density(30, 10, 50, 0.1) == pytest.approx(0.2125)
-    assert cubic_density(40, 10, 50, 0.1) == pytest.approx(0.1 + 0.9 * 0.25 ** 3)
+    assert cubic_density(40, 10, 50, 0.1) == pytest.approx(0.1 + 0.9 * 0.25**3)
     assert cubic_density(50, 10, 50, 0.1) == 0.1 == cubic_density(99, 10, 50, 0.1)
 
 
@@ -26,12 +27,22 @@ def test_gmp_prunes_monotonically_to_the_exact_density_and_never_regrows(distrib
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    t = dst.make("gmp", model, opt, density=0.2, distribution=distribution, total_steps=100, delta_t=10,
-                 start_fraction=0.1, end_fraction=0.5, input_shape=(16,))
+    t = dst.make(
+        "gmp",
+        model,
+        opt,
+        density=0.2,
+        distribution=distribution,
+        total_steps=100,
+        delta_t=10,
+        start_fraction=0.1,
+        end_fraction=0.5,
+        input_shape=(16,),
+    )
     g = torch.Generator().manual_seed(0)
     prev = [m.clone() for m in t.masks]
     kept = []
-    for step in range(100):
+    for _ in range(100):
         x, y = torch.randn(8, 16, generator=g), torch.randint(0, 10, (8,), generator=g)
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
@@ -51,8 +62,13 @@ def test_gmp_prunes_monotonically_to_the_exact_density_and_never_regrows(distrib
 
 
 def test_gmp_run_reports_flops_between_sparse_and_dense(tmp_path):
-    cfg = DSTConfig(dataset="digits", method="gmp", density=0.1, delta_t=10,
-                    train=TrainConfig(iterations=60, eval_every=20, batch_size=60))
+    cfg = DSTConfig(
+        dataset="digits",
+        method="gmp",
+        density=0.1,
+        delta_t=10,
+        train=TrainConfig(iterations=60, eval_every=20, batch_size=60),
+    )
     s = run_dst(cfg, tmp_path / "g", quiet=True)
     assert s["density"] == pytest.approx(0.1, abs=1e-4)
     f = s["flops"]

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from helpers import die_after_checkpoints
 
 from ticketlab.cli import main
 from ticketlab.dst.runner import DSTConfig, run_dst
@@ -7,12 +8,11 @@ from ticketlab.errors import UserError
 from ticketlab.io import load_tensors
 from ticketlab.train import TrainConfig
 
-from helpers import die_after_checkpoints
-
 
 def cfg(**kw):
-    return DSTConfig(**({"dataset": "digits", "train": TrainConfig(iterations=60, eval_every=20, batch_size=60),
-                         "delta_t": 10} | kw))
+    return DSTConfig(
+        **({"dataset": "digits", "train": TrainConfig(iterations=60, eval_every=20, batch_size=60), "delta_t": 10} | kw)
+    )
 
 
 def test_summary_reports_members_ensemble_and_flops(tmp_path):
@@ -56,10 +56,17 @@ def test_different_config_refused(tmp_path):
         run_dst(cfg(method="set"), tmp_path / "r", quiet=True)
 
 
-@pytest.mark.parametrize("kw,msg", [({"method": "nope"}, "unknown sparse trainer"), ({"density": 1.5}, "--density"),
-                                    ({"ensemble": 0}, "--ensemble"), ({"method": "edst", "ensemble": 2}, "--members"),
-                                    ({"method": "edst", "train": TrainConfig(lr_schedule="cosine")}, "constant"),
-                                    ({"ctre_probe": -1}, "--ctre-probe")])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        ({"method": "nope"}, "unknown sparse trainer"),
+        ({"density": 1.5}, "--density"),
+        ({"ensemble": 0}, "--ensemble"),
+        ({"method": "edst", "ensemble": 2}, "--members"),
+        ({"method": "edst", "train": TrainConfig(lr_schedule="cosine")}, "constant"),
+        ({"ctre_probe": -1}, "--ctre-probe"),
+    ],
+)
 def test_bad_settings(kw, msg):
     with pytest.raises(UserError, match=msg):
         cfg(**kw).validate()
@@ -67,11 +74,45 @@ def test_bad_settings(kw, msg):
 
 def test_cli_runs_and_rejects_bad_input(tmp_path, capsys):
     out = tmp_path / "r"
-    assert main(["dst", "--dataset", "digits", "--method", "set", "--iterations", "30", "--eval-every", "10",
-                 "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "dst",
+                "--dataset",
+                "digits",
+                "--method",
+                "set",
+                "--iterations",
+                "30",
+                "--eval-every",
+                "10",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "training FLOPs" in capsys.readouterr().out
-    assert main(["dst", "--dataset", "digits", "--method", "set", "--distribution", "normal", "--iterations", "30",
-                 "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "dst",
+                "--dataset",
+                "digits",
+                "--method",
+                "set",
+                "--distribution",
+                "normal",
+                "--iterations",
+                "30",
+                "--out",
+                str(tmp_path / "x"),
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "distribution" in err
 
@@ -85,11 +126,15 @@ def test_show_prints_a_finished_dst_run(tmp_path, capsys):
 def test_ensemble_metrics_are_those_of_the_mean_of_member_probabilities(tmp_path):
     from ticketlab.data import load_dataset
     from ticketlab.models import build_model
-    s = run_dst(cfg(method="set", density=0.2, ensemble=3, train=TrainConfig(iterations=30, eval_every=30, batch_size=60)),
-                tmp_path / "r", quiet=True)
+
+    s = run_dst(
+        cfg(method="set", density=0.2, ensemble=3, train=TrainConfig(iterations=30, eval_every=30, batch_size=60)),
+        tmp_path / "r",
+        quiet=True,
+    )
     data = load_dataset("digits")
     probs = []
-    for i, r in enumerate(s["runs"]):
+    for i, _r in enumerate(s["runs"]):
         m = build_model("lenet300", data.input_shape, data.num_classes, seed=0)
         m.load_state_dict(load_tensors(tmp_path / "r" / f"train_{i}" / "final.safetensors"))
         with torch.no_grad():
@@ -106,6 +151,7 @@ def test_ensemble_metrics_are_those_of_the_mean_of_member_probabilities(tmp_path
 def test_ensemble_members_train_from_their_own_seeds_and_data_orders(tmp_path, monkeypatch):
     from ticketlab.dst.runner import member_seed
     from ticketlab.train import loop
+
     seen = []
     real = loop.epoch_permutation
     monkeypatch.setattr(loop, "epoch_permutation", lambda seed, e, n: seen.append((seed, e)) or real(seed, e, n))
@@ -134,13 +180,49 @@ def test_an_older_rigl_folder_is_refused_under_the_new_default_and_resumes_with_
     import json
 
     run = tmp_path / "old"
-    assert main(["dst", "--dataset", "digits", "--method", "rigl", "--iterations", "20", "--step-on-update", "apply",
-                 "--quiet", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "dst",
+                "--dataset",
+                "digits",
+                "--method",
+                "rigl",
+                "--iterations",
+                "20",
+                "--step-on-update",
+                "apply",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     rec = json.loads((run / "config.json").read_text())
     del rec["config"]["step_on_update"]  # as an older folder has it
     (run / "config.json").write_text(json.dumps(rec))
-    assert main(["dst", "--dataset", "digits", "--method", "rigl", "--iterations", "20", "--step-on-update", "apply",
-                 "--quiet", "--out", str(run)]) == 0
-    assert main(["dst", "--dataset", "digits", "--method", "rigl", "--iterations", "20", "--quiet",
-                 "--out", str(run)]) == 2
+    assert (
+        main(
+            [
+                "dst",
+                "--dataset",
+                "digits",
+                "--method",
+                "rigl",
+                "--iterations",
+                "20",
+                "--step-on-update",
+                "apply",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(["dst", "--dataset", "digits", "--method", "rigl", "--iterations", "20", "--quiet", "--out", str(run)])
+        == 2
+    )
     assert "differs in: step_on_update" in capsys.readouterr().err

@@ -27,9 +27,16 @@ def test_cosine_linear_and_constant_decay():
     assert UpdateSchedule(total_steps=10, drop_fraction=0.5, decay="constant").fraction(7) == 0.5
 
 
-@pytest.mark.parametrize("kw,msg", [({"delta_t": 0}, "--delta-t"), ({"drop_fraction": 1.0}, "--drop-fraction"),
-                                    ({"decay": "step"}, "--drop-decay"), ({"end_fraction": 1.5}, "--end-fraction"),
-                                    ({"total_steps": 0}, "total steps")])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        ({"delta_t": 0}, "--delta-t"),
+        ({"drop_fraction": 1.0}, "--drop-fraction"),
+        ({"decay": "step"}, "--drop-decay"),
+        ({"end_fraction": 1.5}, "--end-fraction"),
+        ({"total_steps": 0}, "total steps"),
+    ],
+)
 def test_bad_schedule_settings(kw, msg):
     with pytest.raises(UserError, match=msg):
         UpdateSchedule(**({"total_steps": 100} | kw))
@@ -49,8 +56,11 @@ def test_decay_stays_at_zero_past_the_end_and_handles_an_end_of_zero():
     assert cos.fraction(80) == pytest.approx(0.0, abs=1e-15)
     assert UpdateSchedule(total_steps=100, drop_fraction=0.4, decay="linear", end_fraction=0.0).fraction(0) == 0.4
     assert UpdateSchedule(total_steps=3, delta_t=1, end_fraction=0.5).end == 1  # int(1.5)
-    assert [t for t in range(1, 11) if UpdateSchedule(total_steps=10, delta_t=3, end_fraction=1.0).is_update(t)] == \
-        [3, 6, 9]
+    assert [t for t in range(1, 11) if UpdateSchedule(total_steps=10, delta_t=3, end_fraction=1.0).is_update(t)] == [
+        3,
+        6,
+        9,
+    ]
 
 
 def test_a_one_step_run_is_valid_and_messages_list_the_choices():

@@ -1,5 +1,6 @@
 """SNFS (sparse momentum): momentum of every weight from dense gradients, momentum-based redistribution with
 an exact total, growth at the largest momentum."""
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,7 +14,7 @@ from ticketlab.train import TrainConfig
 def test_allocate_splits_by_share_with_an_exact_total_and_caps():
     assert allocate([3.0, 1.0], 8, [100, 100]) == [6, 2]
     assert allocate([0.03, 0.01], 8, [100, 100]) == [6, 2]  # shares summing below 1 (small momenta) too
-    assert allocate([3.0, 1.0], 8, [4, 100]) == [4, 4]          # the capped layer's excess goes on
+    assert allocate([3.0, 1.0], 8, [4, 100]) == [4, 4]  # the capped layer's excess goes on
     assert sum(allocate([1.0, 1.0, 1.0], 10, [100] * 3)) == 10  # remainders placed one by one
     assert allocate([0.0, 0.0], 3, [2, 2]) in ([2, 1], [1, 2])
 
@@ -24,8 +25,7 @@ def test_redistribution_follows_mean_momentum_and_growth_the_largest_momentum():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    t = dst.make("snfs", model, opt, density=0.5, distribution="uniform", total_steps=100, delta_t=10,
-                 input_shape=(4,))
+    t = dst.make("snfs", model, opt, density=0.5, distribution="uniform", total_steps=100, delta_t=10, input_shape=(4,))
     assert [int(m.sum()) for m in t.masks] == [8, 8]
     with torch.no_grad():
         for i, (m, mo) in enumerate(zip(t.masks, t._mom)):
@@ -45,8 +45,13 @@ def test_redistribution_follows_mean_momentum_and_growth_the_largest_momentum():
 
 
 def test_snfs_keeps_the_total_exact_and_pruned_weights_zero_and_resumes(tmp_path):
-    cfg = DSTConfig(dataset="digits", method="snfs", density=0.1, delta_t=10,
-                    train=TrainConfig(iterations=60, eval_every=20, batch_size=60))
+    cfg = DSTConfig(
+        dataset="digits",
+        method="snfs",
+        density=0.1,
+        delta_t=10,
+        train=TrainConfig(iterations=60, eval_every=20, batch_size=60),
+    )
     s = run_dst(cfg, tmp_path / "s", quiet=True)
     assert s["density"] == round(0.1 * 50200) / 50200
     f = s["flops"]
@@ -81,8 +86,15 @@ def test_the_momentum_is_saved_and_restored_with_the_masks():
     tensors, meta = t.state_dict()
     assert {k for k in tensors if k.startswith("momentum.")} == {f"momentum.{n}" for n in t.names}
     fresh_model = nn.Sequential(nn.Linear(8, 4), nn.Linear(4, 3))
-    fresh = dst.make("snfs", fresh_model, torch.optim.SGD(fresh_model.parameters(), lr=0.1), density=0.5,
-                     total_steps=100, delta_t=50, input_shape=(8,))
+    fresh = dst.make(
+        "snfs",
+        fresh_model,
+        torch.optim.SGD(fresh_model.parameters(), lr=0.1),
+        density=0.5,
+        total_steps=100,
+        delta_t=50,
+        input_shape=(8,),
+    )
     fresh.load_state_dict(tensors, meta)
     assert all(torch.equal(a, b) for a, b in zip(fresh._mom, t._mom)) and fresh._mom[0].abs().sum() > 0
     assert all(torch.equal(a, b) for a, b in zip(fresh.masks, t.masks))
@@ -104,8 +116,8 @@ def test_momentum_decays_by_mu_before_each_gradient_is_added():
 
 
 def test_allocate_gives_leftovers_to_the_largest_remainders_then_stops_when_nothing_has_room():
-    assert allocate([1.0, 2.0], 4, [10, 10]) == [1, 3]   # 4/3 and 8/3: floors 1 + 2, the last to 8/3's .67
-    assert allocate([1.0, 1.0], 5, [1, 1]) == [1, 1]      # no room left for the other 3
+    assert allocate([1.0, 2.0], 4, [10, 10]) == [1, 3]  # 4/3 and 8/3: floors 1 + 2, the last to 8/3's .67
+    assert allocate([1.0, 1.0], 5, [1, 1]) == [1, 1]  # no room left for the other 3
     assert allocate([5.0, 1.0, 1.0], 2, [0, 5, 5]) == [0, 1, 1]  # a full layer's share goes to the open ones
     assert allocate([1.0, 1.0, 1.0], 2, [5, 5, 5]) == [1, 1, 0]  # equal remainders: lowest index first
     assert allocate([1.0], 0, [3]) == [0]
@@ -115,8 +127,17 @@ def test_ties_in_the_prune_and_the_regrowth_are_broken_by_the_runs_seed():
     def updated(seed, global_seed):
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(8, 8, bias=False), nn.Linear(8, 8, bias=False))
-        t = dst.make("snfs", model, torch.optim.SGD(model.parameters(), lr=0.1), density=0.5,
-                     distribution="uniform", total_steps=100, delta_t=10, input_shape=(8,), seed=seed)
+        t = dst.make(
+            "snfs",
+            model,
+            torch.optim.SGD(model.parameters(), lr=0.1),
+            density=0.5,
+            distribution="uniform",
+            total_steps=100,
+            delta_t=10,
+            input_shape=(8,),
+            seed=seed,
+        )
         t.set_masks([torch.arange(64).view(8, 8) % 2 == 0] * 2)  # the same masks whatever the seed drew
         with torch.no_grad():
             for p, m in zip(t.params, t.masks):

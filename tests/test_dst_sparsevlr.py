@@ -1,4 +1,5 @@
 """SparseVLR: RigL's drop-and-grow on a verified-robust (CROWN-IBP) loss, sparse from scratch."""
+
 import pytest
 import torch
 
@@ -9,8 +10,15 @@ from ticketlab.train import TrainConfig
 
 
 def cfg(certified="crown-ibp", method="sparsevlr", density=0.05, **kw):
-    train = TrainConfig(iterations=60, eval_every=20, batch_size=60, certified=certified,
-                        cert_eps=0.05 if certified != "none" else 0.0, cert_start=0.0, cert_ramp=0.5)
+    train = TrainConfig(
+        iterations=60,
+        eval_every=20,
+        batch_size=60,
+        certified=certified,
+        cert_eps=0.05 if certified != "none" else 0.0,
+        cert_start=0.0,
+        cert_ramp=0.5,
+    )
     return DSTConfig(dataset="digits", method=method, density=density, delta_t=10, train=train, **kw)
 
 

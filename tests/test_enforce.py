@@ -166,6 +166,7 @@ def test_closure_is_passed_through():
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         return loss
+
     loss = enforcer.step(closure)
     assert torch.is_tensor(loss) and torch.count_nonzero(pruned_values(model, mask)) == 0
 

@@ -8,6 +8,7 @@ other instruction sets, so the earlier code's summaries are recorded per kind of
 finished training). A summary bitwise equal to one recorded passes; on a CPU of no recorded kind, the summary
 must agree with the reference machine's within the spread the recorded CPUs show (ints, strings and the
 config exactly), so a resume that diverges is still caught there."""
+
 import json
 import math
 import shutil
@@ -28,8 +29,11 @@ DEFAULT_TOLERANCE = dict(rel=1e-6, abs=0)
 
 def recorded(name: str) -> dict[str, dict]:
     """Each recorded CPU kind's summary of ``name``, by label."""
-    return {d.name: json.loads((d / f"{name}.json").read_text())
-            for d in sorted((LEGACY / "expected").iterdir()) if d.is_dir()}
+    return {
+        d.name: json.loads((d / f"{name}.json").read_text())
+        for d in sorted((LEGACY / "expected").iterdir())
+        if d.is_dir()
+    }
 
 
 def assert_agrees(got, want, rel: float, abs: float, where: str = "summary") -> None:
@@ -61,9 +65,13 @@ def test_the_recorded_cpu_kinds_finish_the_trainings_differently_only_in_their_l
 def test_agreement_within_tolerance_is_not_equality():
     want = {"acc": 0.5, "n": 3, "rows": [1.0, "a"]}
     assert_agrees({"acc": 0.5 + 1e-9, "n": 3, "rows": [1.0, "a"]}, want, rel=1e-6, abs=0)
-    for bad in ({"acc": 0.51, "n": 3, "rows": [1.0, "a"]}, {"acc": 0.5, "n": 4, "rows": [1.0, "a"]},
-                {"acc": 0.5, "n": 3, "rows": [1.0]}, {"acc": 0.5, "n": 3.0, "rows": [1.0, "a"]},
-                {"acc": 0.5, "n": 3, "rows": [1.0, "a"], "extra": 1}):
+    for bad in (
+        {"acc": 0.51, "n": 3, "rows": [1.0, "a"]},
+        {"acc": 0.5, "n": 4, "rows": [1.0, "a"]},
+        {"acc": 0.5, "n": 3, "rows": [1.0]},
+        {"acc": 0.5, "n": 3.0, "rows": [1.0, "a"]},
+        {"acc": 0.5, "n": 3, "rows": [1.0, "a"], "extra": 1},
+    ):
         with pytest.raises(AssertionError):
             assert_agrees(bad, want, rel=1e-6, abs=0)
 

@@ -1,4 +1,5 @@
 """The experiments/ scripts behind the README's tables still run (tiny settings)."""
+
 import runpy
 import sys
 from pathlib import Path
@@ -12,8 +13,27 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_compare_pruners_on_a_seed_group_prints_mean_and_std(tmp_path, monkeypatch, capsys):
     g = tmp_path / "g"
-    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--rounds", "1",
-                 "--seeds", "2", "--quiet", "--out", str(g)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp1d",
+                "--iterations",
+                "20",
+                "--rounds",
+                "1",
+                "--seeds",
+                "2",
+                "--quiet",
+                "--out",
+                str(g),
+            ]
+        )
+        == 0
+    )
     monkeypatch.setattr(sys, "argv", ["compare_pruners.py", str(g), "--methods", "random,magnitude", "--quiet"])
     try:
         runpy.run_path(str(ROOT / "experiments" / "compare_pruners.py"), run_name="__main__")
@@ -28,10 +48,33 @@ def test_compare_pruners_on_a_seed_group_prints_mean_and_std(tmp_path, monkeypat
 def test_verify_table_prints_a_row_per_ticket_for_a_seed_group_and_a_single_run(tmp_path, monkeypatch, capsys):
     g, one = tmp_path / "g", tmp_path / "one"
     for out, extra in ((g, ["--seeds", "2"]), (one, [])):
-        assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--rounds", "1",
-                     "--certified", "ibp", "--cert-eps", "0.02", "--quiet", "--out", str(out), *extra]) == 0
-    monkeypatch.setattr(sys, "argv", ["verify_table.py", str(g), str(one), "--eps", "0.02", "--samples", "4",
-                                      "--timeout", "5"])
+        assert (
+            main(
+                [
+                    "imp",
+                    "--dataset",
+                    "digits",
+                    "--model",
+                    "mlp1d",
+                    "--iterations",
+                    "20",
+                    "--rounds",
+                    "1",
+                    "--certified",
+                    "ibp",
+                    "--cert-eps",
+                    "0.02",
+                    "--quiet",
+                    "--out",
+                    str(out),
+                    *extra,
+                ]
+            )
+            == 0
+        )
+    monkeypatch.setattr(
+        sys, "argv", ["verify_table.py", str(g), str(one), "--eps", "0.02", "--samples", "4", "--timeout", "5"]
+    )
     runpy.run_path(str(ROOT / "experiments" / "verify_table.py"), run_name="__main__")
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| mlp1d")]
     assert len(rows) == 4 and " ± " in rows[0] and " ± " not in rows[2]  # 2 tickets each; mean ± std for the group
@@ -43,10 +86,28 @@ def test_verify_solvers_compares_milp_and_marabou_on_a_ticket(tmp_path, monkeypa
 
     pytest.importorskip("maraboupy")
     run = tmp_path / "r"
-    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--rounds", "1",
-                 "--quiet", "--out", str(run)]) == 0
-    monkeypatch.setattr(sys, "argv", ["verify_solvers.py", str(run), "--round", "1", "--eps", "0.005",
-                                      "--samples", "3"])
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp1d",
+                "--iterations",
+                "20",
+                "--rounds",
+                "1",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
+    monkeypatch.setattr(
+        sys, "argv", ["verify_solvers.py", str(run), "--round", "1", "--eps", "0.005", "--samples", "3"]
+    )
     runpy.run_path(str(ROOT / "experiments" / "verify_solvers.py"), run_name="__main__")
     assert "'disagree': 0" in capsys.readouterr().out
 
@@ -56,17 +117,59 @@ def test_certsparse_table_averages_seeds_and_picks_rows(tmp_path, monkeypatch, c
     runs = []
     for s in (0, 1):
         imp = tmp_path / f"imp{s}"
-        assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--rounds", "1",
-                     "--seed", str(s), "--quiet", "--out", str(imp)]) == 0
+        assert (
+            main(
+                [
+                    "imp",
+                    "--dataset",
+                    "digits",
+                    "--model",
+                    "mlp1d",
+                    "--iterations",
+                    "20",
+                    "--rounds",
+                    "1",
+                    "--seed",
+                    str(s),
+                    "--quiet",
+                    "--out",
+                    str(imp),
+                ]
+            )
+            == 0
+        )
         g = tmp_path / f"graft{s}"
-        assert main(["neurons", "--source", str(imp), "--dataset", "digits", "--model", "mlp1d", "--method", "graft",
-                     "--score", "magnitude", "--iterations", "10", "--score-samples", "50", "--quiet", "--out",
-                     str(g)]) == 0
+        assert (
+            main(
+                [
+                    "neurons",
+                    "--source",
+                    str(imp),
+                    "--dataset",
+                    "digits",
+                    "--model",
+                    "mlp1d",
+                    "--method",
+                    "graft",
+                    "--score",
+                    "magnitude",
+                    "--iterations",
+                    "10",
+                    "--score-samples",
+                    "50",
+                    "--quiet",
+                    "--out",
+                    str(g),
+                ]
+            )
+            == 0
+        )
         runs.append((imp, g))
     spec_imp = f"dense={runs[0][0]}@0,{runs[1][0]}@0"
     spec_graft = f"graft={runs[0][1]},{runs[1][1]}"
-    monkeypatch.setattr(sys, "argv", ["certsparse_table.py", spec_imp, spec_graft, "--eps", "0.01", "--samples", "4",
-                                      "--bounds-only"])
+    monkeypatch.setattr(
+        sys, "argv", ["certsparse_table.py", spec_imp, spec_graft, "--eps", "0.01", "--samples", "4", "--bounds-only"]
+    )
     runpy.run_path(str(ROOT / "experiments" / "certsparse_table.py"), run_name="__main__")
     out = capsys.readouterr().out
     rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in out.splitlines() if line.startswith("| ")}

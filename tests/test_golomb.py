@@ -6,8 +6,10 @@ import pytest
 from ticketlab.ticket.golomb import binary_entropy, decode, encode, golomb_parameter
 
 
-@pytest.mark.parametrize("density,ratio", [(0.5, 1.0), (0.2, 1.01), (0.05, 1.01), (0.01, 1.01), (0.002, 1.01),
-                                           (0.3, 1.01), (0.35, 1.03), (0.4, 1.03)])
+@pytest.mark.parametrize(
+    "density,ratio",
+    [(0.5, 1.0), (0.2, 1.01), (0.05, 1.01), (0.01, 1.01), (0.002, 1.01), (0.3, 1.01), (0.35, 1.03), (0.4, 1.03)],
+)
 def test_round_trip_and_cost_against_entropy(density, ratio):
     # The README's claim: within 1% of the binary entropy, except for a rarer symbol between about 30% and 50%,
     # where the best integer Golomb parameter (1 or 2) costs up to 3% (a plain bitmap would cost 1 bit).
@@ -50,15 +52,18 @@ def test_empty_and_trailing_garbage():
         decode(data, 1, 2, nbits)  # one codeword fewer than coded
 
 
-@pytest.mark.parametrize("M,positions,bits", [
-    # M = 1: unary gaps only (no remainder bits): gaps 0, 2, 0 -> "0", "110", "0"
-    (1, [0, 3, 4], [0, 1, 1, 0, 0]),
-    # M = 4 (a power of two, plain 2-bit remainders): gaps 5, 0 -> "1"+"0"+"01", "0"+"00"
-    (4, [5, 6], [1, 0, 0, 1, 0, 0, 0]),
-    # M = 5: b = 3, cutoff 3: r < 3 in 2 bits, else r + 3 in 3 bits: gaps 4, 2, 8 -> "0"+"111", "0"+"10",
-    # "10"+"110"
-    (5, [4, 7, 16], [0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 0]),
-])
+@pytest.mark.parametrize(
+    "M,positions,bits",
+    [
+        # M = 1: unary gaps only (no remainder bits): gaps 0, 2, 0 -> "0", "110", "0"
+        (1, [0, 3, 4], [0, 1, 1, 0, 0]),
+        # M = 4 (a power of two, plain 2-bit remainders): gaps 5, 0 -> "1"+"0"+"01", "0"+"00"
+        (4, [5, 6], [1, 0, 0, 1, 0, 0, 0]),
+        # M = 5: b = 3, cutoff 3: r < 3 in 2 bits, else r + 3 in 3 bits: gaps 4, 2, 8 -> "0"+"111", "0"+"10",
+        # "10"+"110"
+        (5, [4, 7, 16], [0, 1, 1, 1, 0, 1, 0, 1, 0, 1, 1, 0]),
+    ],
+)
 def test_more_hand_computed_codewords(M, positions, bits):
     data, nbits = encode(np.array(positions), M)
     assert nbits == len(bits)

@@ -1,6 +1,7 @@
 """Linearity grafting: a grafted neuron is its linear function everywhere - in the forward pass, in IBP,
 CROWN and alpha-CROWN (no relaxation: its bound is the line's), in both complete solvers, and through a
 weights file."""
+
 import importlib.util
 import itertools
 
@@ -72,8 +73,14 @@ def test_a_grafted_neurons_bound_equals_its_linear_functions():
         assert b.lower.item() == pytest.approx(-0.7) and b.upper.item() == pytest.approx(0.8)
     assert alpha_crown(ops, lo, hi).lower.item() == pytest.approx(-0.7)
     pre, _ = pre_bounds(ops, lo, hi)
-    assert stability(ops, pre)[0] | {"layer": 0} == {"layer": 0, "neurons": 1, "unstable": 0, "active": 0,
-                                                        "inactive": 0, "grafted": 1}
+    assert stability(ops, pre)[0] | {"layer": 0} == {
+        "layer": 0,
+        "neurons": 1,
+        "unstable": 0,
+        "active": 0,
+        "inactive": 0,
+        "grafted": 1,
+    }
 
 
 def test_a_fully_grafted_network_is_linear_and_crown_is_exact():
@@ -135,8 +142,13 @@ def exhaustive_min_margin(net, lo, hi, y, j) -> float:
                 scale[i] = float(on)
             A, c = A * scale[:, None], c * scale + shift
         obj = A[y] - A[j]
-        res = linprog(obj, A_ub=np.array(rows) if rows else None, b_ub=np.array(rhs) if rows else None,
-                      bounds=list(zip(lo, hi)), method="highs")
+        res = linprog(
+            obj,
+            A_ub=np.array(rows) if rows else None,
+            b_ub=np.array(rhs) if rows else None,
+            bounds=list(zip(lo, hi)),
+            method="highs",
+        )
         if res.status == 0:
             best = min(best, res.fun + c[y] - c[j])
     return best

@@ -52,8 +52,11 @@ def test_groups_come_in_module_order_with_their_sizes_and_exact_slices():
     assert [(g.name, g.size) for g in groups] == [("0", 32), ("2", 32), ("4", 32)]
     g = groups[1]
     assert g.producers == ["2"] and g.norms == []
-    assert [(s.param, s.dim, s.out) for s in g.slices] == [("2.weight", 0, True), ("2.bias", 0, True),
-                                                           ("4.weight", 1, False)]
+    assert [(s.param, s.dim, s.out) for s in g.slices] == [
+        ("2.weight", 0, True),
+        ("2.bias", 0, True),
+        ("4.weight", 1, False),
+    ]
     assert all(torch.equal(s.index, torch.arange(32)) and torch.equal(s.channel, torch.arange(32)) for s in g.slices)
     # the last group feeds the classifier through a flatten: 5 positions per channel
     [read] = [s for s in groups[2].slices if not s.out]
@@ -95,6 +98,7 @@ def test_a_channel_lives_while_any_producer_or_any_reader_is_nonzero():
 
 def test_unsupported_models_are_refused():
     from torch import nn
+
     with pytest.raises(ValueError, match="^the model has no Linear or Conv layer$"):
         output_layer(nn.Sequential(nn.ReLU()))
     grouped = nn.Sequential(nn.Conv2d(4, 8, 3, groups=2), nn.Flatten(), nn.Linear(8 * 4 * 4, 3))
@@ -111,8 +115,12 @@ def test_batchnorm_slices_produce_the_channel_and_group_names_are_the_roots():
     groups = channel_groups(model, (1, 8, 8))
     assert model.training and all(m.training for m in model.modules())  # the traced copy is a deep copy
     assert [g.name for g in groups] == ["0", "3", "7.1", "7.3"]
-    assert [(s.param, s.dim, s.out) for s in groups[0].slices] == [("0.weight", 0, True), ("1.weight", 0, True),
-                                                                   ("1.bias", 0, True), ("3.weight", 1, False)]
+    assert [(s.param, s.dim, s.out) for s in groups[0].slices] == [
+        ("0.weight", 0, True),
+        ("1.weight", 0, True),
+        ("1.bias", 0, True),
+        ("3.weight", 1, False),
+    ]
     assert groups[0].norms == ["1"] and groups[0].producers == ["0"]
 
 
@@ -122,9 +130,20 @@ def test_no_tensor_slice_is_listed_twice_even_across_residual_adds():
         keys = [(s.param, s.dim) for s in g.slices]
         assert len(keys) == len(set(keys)), g.name
     names = [g.name for g in channel_groups(model, (3, 8, 8))]
-    assert names == ["conv", "blocks.0.conv1", "blocks.1.conv1", "blocks.2.conv1", "blocks.3.conv1",
-                     "blocks.3.shortcut.0", "blocks.4.conv1", "blocks.5.conv1", "blocks.6.conv1",
-                     "blocks.6.shortcut.0", "blocks.7.conv1", "blocks.8.conv1"]
+    assert names == [
+        "conv",
+        "blocks.0.conv1",
+        "blocks.1.conv1",
+        "blocks.2.conv1",
+        "blocks.3.conv1",
+        "blocks.3.shortcut.0",
+        "blocks.4.conv1",
+        "blocks.5.conv1",
+        "blocks.6.conv1",
+        "blocks.6.shortcut.0",
+        "blocks.7.conv1",
+        "blocks.8.conv1",
+    ]
 
 
 def test_keep_vectors_of_any_dtype_mean_the_same():

@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from helpers import die_after_checkpoints
 from torch import nn
 
 from ticketlab.errors import UserError
@@ -10,8 +11,6 @@ from ticketlab.lottery import IMPConfig, imp
 from ticketlab.runs import training as imp_module  # the cached training unit IMP runs every training through
 from ticketlab.sparse import keep_count
 from ticketlab.train import TrainConfig
-
-from helpers import die_after_checkpoints
 
 TRAIN = TrainConfig(optimizer="adam", lr=0.01, batch_size=32, iterations=40, eval_every=10)
 
@@ -44,18 +43,30 @@ def test_summary_schema_and_exact_layer_densities(tiny_data, tmp_path):
     for r in s["rounds"]:
         assert {"round", "density", "test_acc", "early_stop_iter", "early_stop_test_acc", "controls"} <= set(r)
     assert set(s["rounds"][2]["controls"]) == {"reinit", "random-mask"}
-    assert set(s["rounds"][2]["controls"]["reinit"]) >= {"density", "test_acc", "early_stop_iter",
-                                                         "early_stop_test_acc"}
+    assert set(s["rounds"][2]["controls"]["reinit"]) >= {
+        "density",
+        "test_acc",
+        "early_stop_iter",
+        "early_stop_test_acc",
+    }
     for k in (1, 2, 3):
         mask = load_tensors(tmp_path / "r" / f"round_{k:02d}" / "mask.safetensors")
         rates = {"1.weight": 0.2, "3.weight": 0.2, "5.weight": 0.1}  # output layer at half rate
         for n, m in mask.items():
             assert int(m.sum()) == keep_count(m.numel(), (1 - rates[n]) ** k)
-        assert s["rounds"][k]["density"] == pytest.approx(sum(int(m.sum()) for m in mask.values())
-                                                          / sum(m.numel() for m in mask.values()))
-    for name in ("config.json", "init.safetensors", "summary.json", "accuracy_vs_density.png",
-                 "test_acc_by_round.png", "round_02/final.safetensors", "round_02/metrics.json",
-                 "round_02/reinit/metrics.json"):
+        assert s["rounds"][k]["density"] == pytest.approx(
+            sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
+        )
+    for name in (
+        "config.json",
+        "init.safetensors",
+        "summary.json",
+        "accuracy_vs_density.png",
+        "test_acc_by_round.png",
+        "round_02/final.safetensors",
+        "round_02/metrics.json",
+        "round_02/reinit/metrics.json",
+    ):
         assert (tmp_path / "r" / name).exists(), name
     assert not list((tmp_path / "r").rglob("checkpoint.safetensors"))
 
@@ -91,6 +102,7 @@ def test_late_rewinding_starts_from_iteration_k(tiny_data, tmp_path, spy):
     # The rewind point really is the dense net at iteration 15 (same seed, same data order).
     from ticketlab.models import build_model
     from ticketlab.train import train as plain_train
+
     model = build_model("mlp1d", tiny_data.input_shape, 10, seed=0)
     plain_train(model, tiny_data, TrainConfig(**{**TRAIN.__dict__, "iterations": 15}), seed=0)
     assert all(torch.equal(v, rewind[k]) for k, v in model.state_dict().items())
@@ -117,8 +129,12 @@ def test_rewind_finetune_trains_the_previous_weights_at_the_schedules_final_lr(t
 
     monkeypatch.setattr(imp_module, "train", wrapped)
     cosine = TrainConfig(optimizer="sgd", lr=0.1, batch_size=32, iterations=40, eval_every=10, lr_schedule="cosine")
-    imp(IMPConfig(model="mlp1d", dataset="tiny", train=cosine, rounds=1, rewind="finetune"), tmp_path / "ft",
-        data=tiny_data, quiet=True)
+    imp(
+        IMPConfig(model="mlp1d", dataset="tiny", train=cosine, rounds=1, rewind="finetune"),
+        tmp_path / "ft",
+        data=tiny_data,
+        quiet=True,
+    )
     assert seen[0] is not seen[1] and seen[0].lr_schedule == "cosine"
     assert seen[1].lr_schedule == "constant" and seen[1].lr == pytest.approx(0.05 * (1 + math.cos(math.pi * 39 / 40)))
     # under a constant schedule fine-tuning and learning-rate rewinding are the same training, bitwise
@@ -294,6 +310,7 @@ class Recording(nn.Module):
 
 def indexed(n=96, classes=10):
     from ticketlab.data import Dataset
+
     x = torch.arange(n, dtype=torch.float32).view(n, 1, 1).expand(n, 1, 16).contiguous()
     small = torch.zeros(8, 1, 16)
     labels = torch.arange(8) % classes
@@ -301,8 +318,10 @@ def indexed(n=96, classes=10):
 
 
 def kept_counts(out, rounds):
-    return [{n: int(m.sum()) for n, m in load_tensors(out / f"round_{k:02d}" / "mask.safetensors").items()}
-            for k in range(1, rounds + 1)]
+    return [
+        {n: int(m.sum()) for n, m in load_tensors(out / f"round_{k:02d}" / "mask.safetensors").items()}
+        for k in range(1, rounds + 1)
+    ]
 
 
 ADAM = TrainConfig(optimizer="adam", lr=1e-3, batch_size=32, iterations=12, eval_every=12)
@@ -311,29 +330,44 @@ ADAM = TrainConfig(optimizer="adam", lr=1e-3, batch_size=32, iterations=12, eval
 def test_imp_layer_counts_are_literal_at_half_weights(tmp_path):
     # fc: 112 weights at rate 0.5 -> 56, 28, 14, 7, 3.5 -> 4 (half to even);
     # head (output, half rate 0.25): 70 x 0.75^k = 52.5 -> 52, 39.375 -> 39, 29.53 -> 30, 22.15 -> 22, 16.6 -> 17
-    s = imp(IMPConfig(rate=0.5, rounds=5, train=ADAM), tmp_path / "r", model=Recording(), data=indexed(),
-            quiet=True)
-    assert kept_counts(tmp_path / "r", 5) == [{"fc.weight": a, "head.weight": b} for a, b in
-                                              [(56, 52), (28, 39), (14, 30), (7, 22), (4, 17)]]
+    s = imp(IMPConfig(rate=0.5, rounds=5, train=ADAM), tmp_path / "r", model=Recording(), data=indexed(), quiet=True)
+    assert kept_counts(tmp_path / "r", 5) == [
+        {"fc.weight": a, "head.weight": b} for a, b in [(56, 52), (28, 39), (14, 30), (7, 22), (4, 17)]
+    ]
     assert s["rounds"][5]["density"] == 21 / 182
 
 
 def test_global_imp_and_target_density_counts_are_literal(tmp_path):
     # 182 weights at 0.5 per round: 91, 45.5 -> 46, 22.75 -> 23
-    imp(IMPConfig(rate=0.5, rounds=3, global_pruning=True, train=ADAM), tmp_path / "g", model=Recording(),
-        data=indexed(), quiet=True)
+    imp(
+        IMPConfig(rate=0.5, rounds=3, global_pruning=True, train=ADAM),
+        tmp_path / "g",
+        model=Recording(),
+        data=indexed(),
+        quiet=True,
+    )
     assert [sum(c.values()) for c in kept_counts(tmp_path / "g", 3)] == [91, 46, 23]
     # target 0.3: rounds at 0.5 and then exactly 0.3: 182 x 0.3 = 54.6 -> 55
-    s = imp(IMPConfig(rate=0.5, target_density=0.3, global_pruning=True, train=ADAM), tmp_path / "t",
-            model=Recording(), data=indexed(), quiet=True)
+    s = imp(
+        IMPConfig(rate=0.5, target_density=0.3, global_pruning=True, train=ADAM),
+        tmp_path / "t",
+        model=Recording(),
+        data=indexed(),
+        quiet=True,
+    )
     assert [sum(c.values()) for c in kept_counts(tmp_path / "t", 2)] == [91, 55] and len(s["rounds"]) == 3
 
 
 def test_controls_train_on_the_tickets_data_order(tmp_path):
     model = Recording()
-    imp(IMPConfig(rate=0.5, rounds=1, controls=["reinit", "random-mask"], train=ADAM), tmp_path / "r",
-        model=model, data=indexed(), quiet=True)
-    runs = [model.batches[12 * i:12 * (i + 1)] for i in range(4)]  # dense, ticket, reinit, random-mask
+    imp(
+        IMPConfig(rate=0.5, rounds=1, controls=["reinit", "random-mask"], train=ADAM),
+        tmp_path / "r",
+        model=model,
+        data=indexed(),
+        quiet=True,
+    )
+    runs = [model.batches[12 * i : 12 * (i + 1)] for i in range(4)]  # dense, ticket, reinit, random-mask
     assert len(model.batches) == 48 and runs[0] == runs[1] == runs[2] == runs[3]
     other = Recording()
     imp(IMPConfig(rate=0.5, rounds=1, seed=1, train=ADAM), tmp_path / "s", model=other, data=indexed(), quiet=True)
@@ -342,6 +376,5 @@ def test_controls_train_on_the_tickets_data_order(tmp_path):
 
 def test_late_rewinding_continues_the_data_order_from_iteration_k(tmp_path):
     model = Recording()
-    imp(IMPConfig(rate=0.5, rounds=1, rewind="6", train=ADAM), tmp_path / "r", model=model, data=indexed(),
-        quiet=True)
+    imp(IMPConfig(rate=0.5, rounds=1, rewind="6", train=ADAM), tmp_path / "r", model=model, data=indexed(), quiet=True)
     assert len(model.batches) == 18 and model.batches[12:] == model.batches[6:12]

@@ -1,15 +1,15 @@
 """Linear mode connectivity / instability (Frankle et al. 2020): the barrier of identical copies is 0, the
 interpolation is linear, and `ticketlab instability` runs, caches and refuses bad input in one line."""
+
 import json
 
 import pytest
 import torch
+from helpers import one_line_exit_2
 from torch import nn
 
 from ticketlab.cli import main
 from ticketlab.lottery.instability import barrier, error_curve, interpolate
-
-from helpers import one_line_exit_2
 
 
 def test_interpolation_is_linear_and_keeps_integer_counters():
@@ -31,8 +31,25 @@ def test_the_barrier_of_two_identical_copies_is_zero():
 
 def test_instability_runs_for_rewinds_and_rounds_and_reads_back(tmp_path, capsys):
     run = tmp_path / "imp"
-    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "40", "--rounds", "1",
-                 "--quiet", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp1d",
+                "--iterations",
+                "40",
+                "--rounds",
+                "1",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     args = ["instability", str(run), "--rewind", "0,10", "--use-rounds", "0,1", "--points", "5", "--quiet"]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -46,14 +63,39 @@ def test_instability_runs_for_rewinds_and_rounds_and_reads_back(tmp_path, capsys
     assert again["rows"] == res["rows"]
 
 
-@pytest.mark.parametrize("extra, msg", [(["--rewind", "100000"], "is not before the end of training"),
-                                       (["--rewind", "0", "--use-rounds", "5"], "has no finished round 5"),
-                                       (["--rewind", "0", "--points", "2"], "--points must be >= 3")])
+@pytest.mark.parametrize(
+    "extra, msg",
+    [
+        (["--rewind", "100000"], "is not before the end of training"),
+        (["--rewind", "0", "--use-rounds", "5"], "has no finished round 5"),
+        (["--rewind", "0", "--points", "2"], "--points must be >= 3"),
+    ],
+)
 def test_bad_instability_input_is_one_line(tmp_path, capsys, extra, msg):
     run = tmp_path / "imp"
-    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--rounds", "1",
-                 "--quiet", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp1d",
+                "--iterations",
+                "20",
+                "--rounds",
+                "1",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     one_line_exit_2(main(["instability", str(run), *extra, "--quiet"]), capsys.readouterr().err, msg)
-    one_line_exit_2(main(["instability", str(tmp_path), "--rewind", "0", "--quiet"]), capsys.readouterr().err,
-                    "is not a finished IMP run")
+    one_line_exit_2(
+        main(["instability", str(tmp_path), "--rewind", "0", "--quiet"]),
+        capsys.readouterr().err,
+        "is not a finished IMP run",
+    )

@@ -2,13 +2,23 @@ import pytest
 import torch
 from torch import nn
 
-from ticketlab.sparse import (apply_mask_, density, density_report, from_torch_prune, layer_densities, ones_mask,
-                              prunable_names, sparsity, to_torch_prune)
+from ticketlab.sparse import (
+    apply_mask_,
+    density,
+    density_report,
+    from_torch_prune,
+    layer_densities,
+    ones_mask,
+    prunable_names,
+    sparsity,
+    to_torch_prune,
+)
 
 
 def net():
-    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 4 * 4, 5),
-                         nn.LayerNorm(5), nn.Linear(5, 3))
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4 * 4 * 4, 5), nn.LayerNorm(5), nn.Linear(5, 3)
+    )
 
 
 def test_default_prunable_are_linear_and_conv_weights_only():
@@ -39,8 +49,9 @@ def test_apply_mask_zeroes_pruned_entries():
 def test_torch_prune_round_trip():
     model = net()
     g = torch.Generator().manual_seed(0)
-    mask = {n: torch.rand(p.shape, generator=g) > 0.5 for n, p in model.named_parameters()
-            if n in prunable_names(model)}
+    mask = {
+        n: torch.rand(p.shape, generator=g) > 0.5 for n, p in model.named_parameters() if n in prunable_names(model)
+    }
     to_torch_prune(model, mask)
     assert torch.count_nonzero(model[3].weight[~mask["3.weight"]]) == 0
     back = from_torch_prune(model, remove=True)
@@ -104,4 +115,5 @@ def test_density_report_is_at_least_as_wide_as_its_header():
     assert density_report({"a": torch.tensor([True, False])}).splitlines() == [
         "layer        kept       total  density",
         "a               1           2   0.5000",
-        "total           1           2   0.5000"]
+        "total           1           2   0.5000",
+    ]

@@ -29,12 +29,24 @@ def test_metrics_and_ensemble_average():
 def test_ece_bins_are_right_closed_with_several_examples_per_bin():
     # 4 bins: (0, .25], (.25, .5], (.5, .75], (.75, 1]. Confidences on the edges .5, .75 and 1 belong to the
     # bin they close. Rows: (confidence of class 0, correct?) - label 0 when correct, 1 when not.
-    rows = [(0.25, True),                                  # bin 1: |1 - .25| = .75
-            (0.5, True), (0.375, False), (0.5, False),     # bin 2: |1 correct - 1.375 confidence| = .375
-            (0.75, True), (0.625, True), (0.75, True),     # bin 3: |3 - 2.125| = .875
-            (1.0, True), (0.875, False)]                   # bin 4: |1 - 1.875| = .875
-    probs = torch.tensor([[c, (1 - c) / 2, (1 - c) / 2, 0.0] if c > 0.4 else
-                          [c, 0.25, 0.25, 0.125] if c > 0.3 else [0.25] * 4 for c, _ in rows], dtype=torch.float64)
+    rows = [
+        (0.25, True),  # bin 1: |1 - .25| = .75
+        (0.5, True),
+        (0.375, False),
+        (0.5, False),  # bin 2: |1 correct - 1.375 confidence| = .375
+        (0.75, True),
+        (0.625, True),
+        (0.75, True),  # bin 3: |3 - 2.125| = .875
+        (1.0, True),
+        (0.875, False),
+    ]  # bin 4: |1 - 1.875| = .875
+    probs = torch.tensor(
+        [
+            [c, (1 - c) / 2, (1 - c) / 2, 0.0] if c > 0.4 else [c, 0.25, 0.25, 0.125] if c > 0.3 else [0.25] * 4
+            for c, _ in rows
+        ],
+        dtype=torch.float64,
+    )
     y = torch.tensor([0 if ok else 1 for _, ok in rows])
     assert probs.max(1).values.tolist() == [c for c, _ in rows] and probs.argmax(1).eq(0).all()
     assert expected_calibration_error(probs, y, bins=4) == (0.75 + 0.375 + 0.875 + 0.875) / 9
@@ -42,8 +54,9 @@ def test_ece_bins_are_right_closed_with_several_examples_per_bin():
     assert expected_calibration_error(probs, y, bins=4) != 1.875 / 9
     m = classification_metrics(probs, y, bins=4)
     assert m["acc"] == 6 / 9 and m["ece"] == 2.875 / 9
-    assert m["nll"] == pytest.approx(-sum(math.log(c if ok else (0.25 if c < 0.4 else (1 - c) / 2))
-                                          for c, ok in rows) / 9, rel=1e-12)
+    assert m["nll"] == pytest.approx(
+        -sum(math.log(c if ok else (0.25 if c < 0.4 else (1 - c) / 2)) for c, ok in rows) / 9, rel=1e-12
+    )
     # the bins argument reaches the ECE: one bin is |accuracy - mean confidence|
     one = classification_metrics(probs, y, bins=1)["ece"]
     assert one == pytest.approx(abs(6 - sum(c for c, _ in rows)) / 9, rel=1e-12)
@@ -64,6 +77,7 @@ def test_predict_probs_is_softmax_in_float64_batched_and_restores_the_mode():
     from torch import nn
 
     from ticketlab.metrics import predict_probs
+
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.9))  # dropout would show if not in eval mode
     model.train()
@@ -74,8 +88,10 @@ def test_predict_probs_is_softmax_in_float64_batched_and_restores_the_mode():
 
 
 def test_ensemble_averages_members_not_classes():
-    members = [torch.softmax(torch.randn(4, 3, generator=torch.Generator().manual_seed(s), dtype=torch.float64), 1)
-               for s in range(3)]
+    members = [
+        torch.softmax(torch.randn(4, 3, generator=torch.Generator().manual_seed(s), dtype=torch.float64), 1)
+        for s in range(3)
+    ]
     e = ensemble_probs(members)
     assert e.shape == (4, 3) and torch.allclose(e, (members[0] + members[1] + members[2]) / 3)
     assert torch.allclose(e.sum(1), torch.ones(4, dtype=torch.float64))

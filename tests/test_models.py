@@ -5,10 +5,21 @@ from torch import nn
 from ticketlab.errors import UserError
 from ticketlab.models import MODELS, build_model, glorot_normal_init
 
-SHAPES = {"lenet300": (1, 28, 28), "conv2": (1, 28, 28), "conv4": (3, 32, 32), "conv6": (3, 32, 32),
-          "resnet20": (3, 32, 32), "vgg16": (3, 32, 32), "mlp1d": (1, 40), "cnn1d": (1, 40),
-          "conv2bn": (1, 28, 28), "conv4bn": (3, 32, 32), "conv6bn": (3, 32, 32), "vit": (1, 28, 28),
-          "cnn-small": (1, 28, 28)}
+SHAPES = {
+    "lenet300": (1, 28, 28),
+    "conv2": (1, 28, 28),
+    "conv4": (3, 32, 32),
+    "conv6": (3, 32, 32),
+    "resnet20": (3, 32, 32),
+    "vgg16": (3, 32, 32),
+    "mlp1d": (1, 40),
+    "cnn1d": (1, 40),
+    "conv2bn": (1, 28, 28),
+    "conv4bn": (3, 32, 32),
+    "conv6bn": (3, 32, 32),
+    "vit": (1, 28, 28),
+    "cnn-small": (1, 28, 28),
+}
 
 
 def test_every_registered_model_has_a_shape_check_here():
@@ -23,8 +34,9 @@ def test_models_adapt_to_input_and_classes(name):
 
 
 def test_lenet300_is_784_300_100_10():
-    shapes = [tuple(p.shape) for n, p in build_model("lenet300", (1, 28, 28), 10).named_parameters()
-              if n.endswith("weight")]
+    shapes = [
+        tuple(p.shape) for n, p in build_model("lenet300", (1, 28, 28), 10).named_parameters() if n.endswith("weight")
+    ]
     assert shapes == [(300, 784), (100, 300), (10, 100)]
 
 
@@ -53,7 +65,9 @@ def test_vit_embeds_7x7_patches_and_exposes_every_weight_matrix_as_a_linear():
 
     names = prunable_names(model)
     assert names[0] == "embed.weight" and model.embed.weight.shape == (64, 49) and model.pos.shape == (1, 17, 64)
-    assert {"blocks.0.attn.qkv.weight", "blocks.1.attn.proj.weight", "blocks.1.mlp.2.weight", "head.weight"} <= set(names)
+    assert {"blocks.0.attn.qkv.weight", "blocks.1.attn.proj.weight", "blocks.1.mlp.2.weight", "head.weight"} <= set(
+        names
+    )
     assert build_model("vit", (3, 32, 32), 10).embed.weight.shape == (64, 48)  # 4x4 RGB patches
     # the class token and position embeddings are drawn from the seed, like the weights
     again, other = build_model("vit", (1, 28, 28), 10, seed=0), build_model("vit", (1, 28, 28), 10, seed=1)
@@ -69,8 +83,10 @@ def test_vit_attention_mixes_tokens():
     assert not torch.allclose(model(x), model(y))
 
 
-@pytest.mark.parametrize("name,shape", [("vit", (1, 16, 16)), ("conv2", (1, 40)), ("vgg16", (1, 8, 8)), ("cnn1d", (1, 28, 28)),
-                                        ("conv6", (1, 4, 4))])
+@pytest.mark.parametrize(
+    "name,shape",
+    [("vit", (1, 16, 16)), ("conv2", (1, 40)), ("vgg16", (1, 8, 8)), ("cnn1d", (1, 28, 28)), ("conv6", (1, 4, 4))],
+)
 def test_model_that_does_not_fit_the_input_is_a_user_error(name, shape):
     with pytest.raises(UserError, match="pick"):
         build_model(name, shape, 10)

@@ -1,5 +1,6 @@
 """N:M semi-structured sparsity: exactly N kept in every group of M along the input dimension, the best
 scores kept, held through training, and prune-init's --pattern."""
+
 import pytest
 import torch
 
@@ -10,13 +11,15 @@ from ticketlab.sparse import nm_prune, parse_pattern
 
 
 def test_two_of_four_keeps_the_two_best_of_each_group_of_four_inputs():
-    s = torch.tensor([[4.0, 1.0, 3.0, 2.0, 0.1, 0.4, 0.2, 0.3],
-                      [1.0, 1.0, 5.0, 0.0, 9.0, 8.0, 7.0, 6.0]])
+    s = torch.tensor([[4.0, 1.0, 3.0, 2.0, 0.1, 0.4, 0.2, 0.3], [1.0, 1.0, 5.0, 0.0, 9.0, 8.0, 7.0, 6.0]])
     m = nm_prune({"w": s}, {"w": torch.ones(2, 8, dtype=torch.bool)}, 2, 4, torch.Generator().manual_seed(0))["w"]
-    assert m.tolist() == [[True, False, True, False, False, True, False, True],
-                          [True, False, True, False, True, True, False, False]] or \
-        m.tolist() == [[True, False, True, False, False, True, False, True],
-                       [False, True, True, False, True, True, False, False]]  # the 1.0 tie goes either way
+    assert m.tolist() == [
+        [True, False, True, False, False, True, False, True],
+        [True, False, True, False, True, True, False, False],
+    ] or m.tolist() == [
+        [True, False, True, False, False, True, False, True],
+        [False, True, True, False, True, True, False, False],
+    ]  # the 1.0 tie goes either way
     assert (m.view(2, 2, 4).sum(-1) == 2).all()
 
 
@@ -42,15 +45,50 @@ def test_bad_patterns_and_shapes_are_user_errors():
 
 def test_prune_init_with_a_2_4_pattern_holds_it_through_training(tmp_path, capsys):
     out = tmp_path / "p"
-    assert main(["prune-init", "--dataset", "digits", "--model", "lenet300", "--method", "magnitude",
-                 "--density", "0.5", "--pattern", "2:4", "--iterations", "40", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "prune-init",
+                "--dataset",
+                "digits",
+                "--model",
+                "lenet300",
+                "--method",
+                "magnitude",
+                "--density",
+                "0.5",
+                "--pattern",
+                "2:4",
+                "--iterations",
+                "40",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     mask = load_tensors(out / "mask.safetensors")
     final = load_tensors(out / "final.safetensors")
     for n, m in mask.items():
         assert (m.reshape(m.shape[0], -1, 4).sum(-1) == 2).all()
         assert torch.count_nonzero(final[n][~m]) == 0
-    code = main(["prune-init", "--dataset", "digits", "--model", "lenet300", "--density", "0.1", "--pattern", "2:4",
-                 "--quiet", "--out", str(tmp_path / "x")])
+    code = main(
+        [
+            "prune-init",
+            "--dataset",
+            "digits",
+            "--model",
+            "lenet300",
+            "--density",
+            "0.1",
+            "--pattern",
+            "2:4",
+            "--quiet",
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "set --density 0.5" in err and not (tmp_path / "x").exists()
 
@@ -59,12 +97,55 @@ def test_gradual_compress_to_2_4_steps_through_3_of_4_and_ends_exactly_2_4(tmp_p
     """A trained lenet300 compressed to 2:4 in 3 steps on the linear path: densities 0.833, 0.667, 0.5 keep
     round(4 d) = 3, 3 and 2 of every 4 weights."""
     src = tmp_path / "imp"
-    assert main(["imp", "--dataset", "digits", "--model", "lenet300", "--iterations", "30", "--rounds", "1",
-                 "--quiet", "--out", str(src)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "digits",
+                "--model",
+                "lenet300",
+                "--iterations",
+                "30",
+                "--rounds",
+                "1",
+                "--quiet",
+                "--out",
+                str(src),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "c"
-    assert main(["compress", "--source", str(src), "--dataset", "digits", "--model", "lenet300", "--method",
-                 "magnitude", "--density", "0.5", "--pattern", "2:4", "--steps", "3", "--schedule", "linear",
-                 "--iterations", "30", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "compress",
+                "--source",
+                str(src),
+                "--dataset",
+                "digits",
+                "--model",
+                "lenet300",
+                "--method",
+                "magnitude",
+                "--density",
+                "0.5",
+                "--pattern",
+                "2:4",
+                "--steps",
+                "3",
+                "--schedule",
+                "linear",
+                "--iterations",
+                "30",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     s = __import__("json").loads((out / "summary.json").read_text())
     assert [round(st["density"], 4) for st in s["steps"]] == [0.75, 0.75, 0.5]
     mask = load_tensors(out / "mask.safetensors")
@@ -76,8 +157,29 @@ def test_gradual_compress_to_2_4_steps_through_3_of_4_and_ends_exactly_2_4(tmp_p
 
 def test_imp_with_a_2_4_pattern_ends_on_exact_2_4_tickets(tmp_path, capsys):
     out = tmp_path / "imp"
-    assert main(["imp", "--dataset", "digits", "--model", "lenet300", "--iterations", "20", "--rate", "0.3",
-                 "--target-density", "0.5", "--pattern", "2:4", "--quiet", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "digits",
+                "--model",
+                "lenet300",
+                "--iterations",
+                "20",
+                "--rate",
+                "0.3",
+                "--target-density",
+                "0.5",
+                "--pattern",
+                "2:4",
+                "--quiet",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     s = __import__("json").loads((out / "summary.json").read_text())
     last = len(s["rounds"]) - 1
     assert last >= 2 and s["rounds"][-1]["density"] == 0.5
@@ -125,19 +227,25 @@ def test_a_cuda_model_is_converted_in_half_precision_by_torchs_semi_structured_f
     model = OnCuda()
     assert semi.semi_structured_(model) == {"0": "2:4"}
     semi.semi_structured_(model, torch.bfloat16)
-    assert calls == [(model, torch.float16, to_sparse_semi_structured), (model, torch.bfloat16, to_sparse_semi_structured)]
+    assert calls == [
+        (model, torch.float16, to_sparse_semi_structured),
+        (model, torch.bfloat16, to_sparse_semi_structured),
+    ]
 
 
-@pytest.mark.parametrize("w, ok", [
-    ([[1.0, 1.0, 0.0, 0.0]], True),            # exactly 2 of 4
-    ([[1.0, 1.0, 1.0, 0.0]], False),           # 3 of 4
-    ([[0.0, 0.0, 0.0, 0.0]], True),            # fewer than 2 is still at most 2
-    ([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]], False),  # one bad row is enough
-    ([[1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0]], True),
-    ([[1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0]], False),    # the second group of four has 3
-    ([[1.0, 0.0, 1.0, 0.0, 0.0, 1.0]], False),  # inputs not a multiple of 4
-    ([[[1.0, 0.0, 0.0, 0.0]]], False),           # not a matrix
-])
+@pytest.mark.parametrize(
+    "w, ok",
+    [
+        ([[1.0, 1.0, 0.0, 0.0]], True),  # exactly 2 of 4
+        ([[1.0, 1.0, 1.0, 0.0]], False),  # 3 of 4
+        ([[0.0, 0.0, 0.0, 0.0]], True),  # fewer than 2 is still at most 2
+        ([[1.0, 0.0, 0.0, 1.0], [1.0, 1.0, 1.0, 1.0]], False),  # one bad row is enough
+        ([[1.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0]], True),
+        ([[1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 0.0]], False),  # the second group of four has 3
+        ([[1.0, 0.0, 1.0, 0.0, 0.0, 1.0]], False),  # inputs not a multiple of 4
+        ([[[1.0, 0.0, 0.0, 0.0]]], False),  # not a matrix
+    ],
+)
 def test_2_4_means_at_most_two_nonzeros_in_each_group_of_four_consecutive_inputs(w, ok):
     from ticketlab.deploy.semi import is_2_4
 
@@ -213,8 +321,17 @@ def test_sparse_trainers_keep_every_group_at_n_through_drop_and_grow(method):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    t = dst.make(method, model, opt, density=0.5, distribution="uniform", total_steps=60, delta_t=5,
-                 pattern=(2, 4), input_shape=(16,))
+    t = dst.make(
+        method,
+        model,
+        opt,
+        density=0.5,
+        distribution="uniform",
+        total_steps=60,
+        delta_t=5,
+        pattern=(2, 4),
+        input_shape=(16,),
+    )
     g = torch.Generator().manual_seed(1)
     changed = False
     for _ in range(40):

@@ -11,8 +11,7 @@ from ticketlab.train import TrainConfig
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("pack") / "run"
-    cfg = IMPConfig(model="lenet300", dataset="digits", rounds=3,
-                    train=TrainConfig(iterations=30, eval_every=10))
+    cfg = IMPConfig(model="lenet300", dataset="digits", rounds=3, train=TrainConfig(iterations=30, eval_every=10))
     imp(cfg, out, quiet=True)
     return out
 
@@ -61,6 +60,7 @@ def test_pack_refuses_unfinished_rounds_and_non_runs(run_dir, tmp_path):
 def test_describe_reports_bits_per_weight(run_dir, tmp_path):
     pack_run(run_dir, 1, tmp_path / "t.safetensors")
     from ticketlab.ticket import read_ticket
+
     header, _ = read_ticket(tmp_path / "t.safetensors")
     d = describe(header, tmp_path / "t.safetensors")
     assert 0.7 < d["density"] < 0.9 and d["bits_per_weight"] == pytest.approx(d["mask_bits"] / d["prunable_weights"])

@@ -47,14 +47,14 @@ def test_one_shot_prunes_to_the_same_densities_in_one_round():
 def test_solve_exponent_hits_target():
     sizes, rates = {"a": 100, "b": 10}, {"a": 0.2, "b": 0.1}
     t = solve_exponent(sizes, rates, 0.05)
-    assert (100 * 0.8 ** t + 10 * 0.9 ** t) / 110 == pytest.approx(0.05, rel=1e-9)
+    assert (100 * 0.8**t + 10 * 0.9**t) / 110 == pytest.approx(0.05, rel=1e-9)
 
 
 def test_layer_densities_per_round_are_powers_of_the_keep_factor():
     m = conv_mlp()
     plan = make_plan(m, prunable_names(m), IMPConfig(rate=0.5, conv_rate=0.25, rounds=3))
     assert plan.layer_densities(0) == {"0.weight": 1.0, "2.weight": 1.0, "3.weight": 1.0}
-    assert plan.layer_densities(3) == {"0.weight": 0.75 ** 3, "2.weight": 0.125, "3.weight": 0.75 ** 3}
+    assert plan.layer_densities(3) == {"0.weight": 0.75**3, "2.weight": 0.125, "3.weight": 0.75**3}
     assert plan.exponents == [1.0, 2.0, 3.0] and plan.global_rate is None
     # expected density: parameter-weighted, conv 36, fc 2880, out 200
     assert plan.expected_density(1) == pytest.approx((36 * 0.75 + 2880 * 0.5 + 200 * 0.75) / 3116, rel=1e-12)
@@ -105,13 +105,17 @@ def test_excluded_layers_count_in_the_global_rate_only_with_exclude_counts_all()
     names = prunable_names(net, None, ["2.weight"])
     assert names == ["0.weight"]
     inc = make_plan(net, names, IMPConfig(global_pruning=True, rate=0.5, rounds=1, prune_exclude=["2.weight"]))
-    every = make_plan(net, names, IMPConfig(global_pruning=True, rate=0.5, rounds=1, prune_exclude=["2.weight"],
-                                            exclude_counts="all"))
+    every = make_plan(
+        net, names, IMPConfig(global_pruning=True, rate=0.5, rounds=1, prune_exclude=["2.weight"], exclude_counts="all")
+    )
     assert inc.global_density(1) == 0.5 and every.global_density(1) == pytest.approx(0.2)
     assert every.global_density(0) == 1.0
     with pytest.raises(UserError, match="exceed what the last round keeps"):
-        make_plan(net, names, IMPConfig(global_pruning=True, rate=0.5, rounds=2, prune_exclude=["2.weight"],
-                                        exclude_counts="all"))
+        make_plan(
+            net,
+            names,
+            IMPConfig(global_pruning=True, rate=0.5, rounds=2, prune_exclude=["2.weight"], exclude_counts="all"),
+        )
     with pytest.raises(UserError, match="add --global"):
         IMPConfig(exclude_counts="all").validate()
     assert "exclude_counts" not in IMPConfig().to_dict()

@@ -1,6 +1,7 @@
 """Plugins: a package's ``ticketlab.commands`` entry points add commands that ticketlab's own machinery runs
 end to end - flags, --seeds, sweep, runs, show, report - with no code outside the plugin's one file (the
 example in examples/plugin, installed here as a dist-info on sys.path)."""
+
 import json
 import shutil
 import sys
@@ -30,8 +31,12 @@ def install(site: Path, name: str, entry_points: str, package: Path | None = Non
 @pytest.fixture
 def plugin(tmp_path, monkeypatch):
     site = tmp_path / "site"
-    install(site, "ticketlab-random-ticket", "random-ticket = ticketlab_random_ticket:EXPERIMENT\n"
-            "nonzeros = ticketlab_random_ticket:NONZEROS", EXAMPLE / "ticketlab_random_ticket")
+    install(
+        site,
+        "ticketlab-random-ticket",
+        "random-ticket = ticketlab_random_ticket:EXPERIMENT\nnonzeros = ticketlab_random_ticket:NONZEROS",
+        EXAMPLE / "ticketlab_random_ticket",
+    )
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.chdir(tmp_path)
     yield site
@@ -92,8 +97,13 @@ def test_a_command_registered_in_this_process_is_a_command(monkeypatch, capsys):
     from ticketlab.commands import Command
 
     seen = []
-    cmd = Command("hello-there", lambda p: p.add_argument("--who", default="you"),
-                  lambda ns: seen.append(ns.who) or 0, help="says hello", group="tools")
+    cmd = Command(
+        "hello-there",
+        lambda p: p.add_argument("--who", default="you"),
+        lambda ns: seen.append(ns.who) or 0,
+        help="says hello",
+        group="tools",
+    )
     monkeypatch.setitem(commands._ADDED, "hello-there", cmd)
     assert main(["hello-there", "--who", "me"]) == 0 and seen == ["me"]
     assert "hello-there" in top_help()
@@ -101,3 +111,9 @@ def test_a_command_registered_in_this_process_is_a_command(monkeypatch, capsys):
 
 def test_an_unknown_command_is_one_line_naming_the_choices(capsys):
     one_line_exit_2(main(["nope"]), capsys.readouterr().err, "unknown command 'nope'; choose one of: imp,")
+
+
+def test_the_extending_page_shows_the_example_plugin_file_as_it_is():
+    page = (EXAMPLE.parent.parent / "docs" / "extending.md").read_text()
+    for f in ("pyproject.toml", "ticketlab_random_ticket/__init__.py"):
+        assert (EXAMPLE / f).read_text().rstrip() in page

@@ -1,6 +1,8 @@
 """--precision bf16: autocast in the training step only; masks exact, pruned weights exactly zero, old hashes kept."""
+
 import pytest
 import torch
+from helpers import one_line_exit_2
 
 from ticketlab.cli import main
 from ticketlab.io import load_tensors
@@ -8,12 +10,16 @@ from ticketlab.lottery import IMPConfig, imp
 from ticketlab.runs.rundir import config_hash
 from ticketlab.train import TrainConfig
 
-from helpers import one_line_exit_2
-
 
 def cfg(precision):
-    return IMPConfig(model="lenet300", dataset="digits", rounds=2, rate=0.5, controls=["reinit"],
-                     train=TrainConfig(iterations=60, eval_every=20, batch_size=60, precision=precision))
+    return IMPConfig(
+        model="lenet300",
+        dataset="digits",
+        rounds=2,
+        rate=0.5,
+        controls=["reinit"],
+        train=TrainConfig(iterations=60, eval_every=20, batch_size=60, precision=precision),
+    )
 
 
 @pytest.mark.slow
@@ -50,6 +56,8 @@ def test_fp32_leaves_the_config_and_its_hash_as_before():
 
 
 def test_unknown_precision_is_one_line(tmp_path, capsys):
-    code = main(["imp", "--dataset", "digits", "--model", "lenet300", "--precision", "fp16", "--out", str(tmp_path / "r")])
+    code = main(
+        ["imp", "--dataset", "digits", "--model", "lenet300", "--precision", "fp16", "--out", str(tmp_path / "r")]
+    )
     one_line_exit_2(code, capsys.readouterr().err, "unknown --precision 'fp16'")
     assert not (tmp_path / "r").exists()

@@ -2,6 +2,7 @@
 
 Examples are derandomized (conftest's profile), so a run is repeatable; ``--hypothesis-seed`` explores others.
 """
+
 import math
 
 import numpy as np
@@ -23,7 +24,7 @@ def rand(shape, seed):
     return torch.rand(shape, generator=torch.Generator().manual_seed(seed))
 
 
-@given(shape=shapes, d=densities, seed=st.integers(0, 2 ** 16))
+@given(shape=shapes, d=densities, seed=st.integers(0, 2**16))
 def test_topk_keeps_exactly_the_count_and_only_the_largest(shape, d, seed):
     s = rand(shape, seed).round(decimals=1)  # many ties
     k = keep_count(s.numel(), d)
@@ -34,7 +35,7 @@ def test_topk_keeps_exactly_the_count_and_only_the_largest(shape, d, seed):
             assert s[m].min() >= s[~m].max()
 
 
-@given(layers=layer_shapes, d=densities, seed=st.integers(0, 2 ** 16), prior=st.floats(0.0, 1.0))
+@given(layers=layer_shapes, d=densities, seed=st.integers(0, 2**16), prior=st.floats(0.0, 1.0))
 def test_layerwise_prune_keeps_round_numel_times_density_capped_by_what_is_kept(layers, d, seed, prior):
     mask = {n: rand(s, seed + i) < prior for i, (n, s) in enumerate(layers.items())}
     scores = {n: rand(s, seed + 99 + i) for i, (n, s) in enumerate(layers.items())}
@@ -44,17 +45,19 @@ def test_layerwise_prune_keeps_round_numel_times_density_capped_by_what_is_kept(
         assert not (out[n] & ~m).any()  # nothing pruned comes back
 
 
-@given(layers=layer_shapes, d=densities, seed=st.integers(0, 2 ** 16), prior=st.floats(0.0, 1.0))
+@given(layers=layer_shapes, d=densities, seed=st.integers(0, 2**16), prior=st.floats(0.0, 1.0))
 def test_global_prune_keeps_round_total_times_density_capped_by_what_is_kept(layers, d, seed, prior):
     mask = {n: rand(s, seed + i) < prior for i, (n, s) in enumerate(layers.items())}
     scores = {n: rand(s, seed + 99 + i) for i, (n, s) in enumerate(layers.items())}
     out = global_prune(scores, mask, d, torch.Generator().manual_seed(seed))
     total = sum(m.numel() for m in mask.values())
-    assert sum(int(m.sum()) for m in out.values()) == min(int(round(total * d)), sum(int(m.sum()) for m in mask.values()))
+    assert sum(int(m.sum()) for m in out.values()) == min(
+        int(round(total * d)), sum(int(m.sum()) for m in mask.values())
+    )
     assert all(not (out[n] & ~mask[n]).any() and out[n].shape == mask[n].shape for n in mask)
 
 
-@given(layers=layer_shapes, seed=st.integers(0, 2 ** 16))
+@given(layers=layer_shapes, seed=st.integers(0, 2**16))
 def test_random_mask_keeps_every_layers_count(layers, seed):
     mask = {n: rand(s, seed + i) < 0.3 for i, (n, s) in enumerate(layers.items())}
     out = random_mask_like(mask, torch.Generator().manual_seed(seed))
@@ -73,7 +76,7 @@ def test_distributions_meet_the_target_and_counts_sum_to_it_exactly(layers, d, k
     assert all(0 <= counts[n] <= sizes[n] and abs(counts[n] - dens[n] * sizes[n]) < 1 + 1e-9 for n in layers)
 
 
-@given(n=st.integers(1, 3000), q=st.floats(0.0, 1.0), seed=st.integers(0, 2 ** 16), m_extra=st.integers(0, 3))
+@given(n=st.integers(1, 3000), q=st.floats(0.0, 1.0), seed=st.integers(0, 2**16), m_extra=st.integers(0, 3))
 def test_golomb_round_trips_any_positions_with_any_parameter(n, q, seed, m_extra):
     positions = np.flatnonzero(np.random.default_rng(seed).random(n) < q)
     for M in {golomb_parameter(positions.size / n), golomb_parameter(positions.size / n) + m_extra, 1}:

@@ -53,6 +53,7 @@ def test_random_mask_matches_per_layer_counts():
 
 def test_select_topk_mask_keeps_exactly_k_of_the_largest_and_breaks_ties_by_seed():
     from ticketlab.sparse import select_topk_mask
+
     scores = torch.arange(100.0).view(10, 10)
     m = select_topk_mask(scores, 7, torch.Generator().manual_seed(0))
     assert m.shape == (10, 10) and int(m.sum()) == 7 and bool(m.flatten()[93:].all())
@@ -73,8 +74,11 @@ def test_keep_count_rounds_half_to_even_on_the_full_layer_size():
 def test_layerwise_counts_at_half_weights_are_literal():
     # 6 x 0.75 = 4.5 -> 4 and 14 x 0.25 = 3.5 -> 4; a layer already sparser than asked keeps what it has.
     scores = {"a": torch.arange(6.0), "b": torch.arange(14.0).flip(0), "c": torch.arange(10.0)}
-    mask = {"a": torch.ones(6, dtype=torch.bool), "b": torch.ones(14, dtype=torch.bool),
-            "c": torch.tensor([True] * 3 + [False] * 7)}
+    mask = {
+        "a": torch.ones(6, dtype=torch.bool),
+        "b": torch.ones(14, dtype=torch.bool),
+        "c": torch.tensor([True] * 3 + [False] * 7),
+    }
     out = layerwise_prune(scores, mask, {"a": 0.75, "b": 0.25, "c": 0.5}, gen())
     assert {n: int(m.sum()) for n, m in out.items()} == {"a": 4, "b": 4, "c": 3}
     assert out["a"].tolist() == [False, False, True, True, True, True]
@@ -102,6 +106,7 @@ def test_topk_prefers_kept_scores_over_any_pruned_one_and_works_on_any_shape():
     assert topk_mask(s, 2, gen()).tolist() == [[False, True], [True, False]]
     assert topk_mask(s, 4, gen()).all() and not topk_mask(s, 0, gen()).any()
     from ticketlab.sparse.prune import masked_scores
+
     ms = masked_scores(torch.tensor([-100.0, 5.0, -200.0]), torch.tensor([True, False, True]))
     assert ms.tolist() == [-100.0, float("-inf"), -200.0]
 
@@ -132,8 +137,12 @@ def test_tie_breaking_comes_from_the_generator_alone():
     outs = []
     for global_seed in (0, 1):
         torch.manual_seed(global_seed)
-        outs.append((layerwise_prune(scores, mask, {"a": 0.5, "b": 0.5, "c": 0.5}, gen(3)),
-                     global_prune(scores, mask, 0.5, gen(3))))
+        outs.append(
+            (
+                layerwise_prune(scores, mask, {"a": 0.5, "b": 0.5, "c": 0.5}, gen(3)),
+                global_prune(scores, mask, 0.5, gen(3)),
+            )
+        )
     for (la, ga), (lb, gb) in [outs]:
         assert all(torch.equal(la[n], lb[n]) and torch.equal(ga[n], gb[n]) for n in scores)
     # three layers of different sizes: each layer gets its own slice of the global ranking
@@ -161,6 +170,7 @@ def test_keeping_nothing_draws_no_randomness():
 
 def test_masked_scores_are_float32_for_any_score_dtype():
     from ticketlab.sparse.prune import masked_scores
+
     keep = torch.tensor([True, False, True])
     for scores in (torch.tensor([3, 1, 2]), torch.tensor([3.0, 1.0, 2.0], dtype=torch.float64)):
         out = masked_scores(scores, keep)

@@ -1,12 +1,11 @@
 import pytest
 import torch
+from helpers import die_after_checkpoints
 
 from ticketlab.errors import UserError
 from ticketlab.io import load_tensors
 from ticketlab.pruners import PruneInitConfig, run_prune_init
 from ticketlab.train import TrainConfig
-
-from helpers import die_after_checkpoints
 
 
 def cfg(**kw):
@@ -40,9 +39,16 @@ def test_different_config_refused(tmp_path):
         run_prune_init(cfg(method="random", density=0.4), tmp_path / "r", quiet=True)
 
 
-@pytest.mark.parametrize("kw,msg", [({"method": "obd"}, "unknown pruner"), ({"scope": "local"}, "unknown --scope"),
-                                    ({"distribution": "gauss"}, "unknown --distribution"),
-                                    ({"density": 0}, "--density"), ({"prune_rounds": 0}, "--prune-rounds")])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        ({"method": "obd"}, "unknown pruner"),
+        ({"scope": "local"}, "unknown --scope"),
+        ({"distribution": "gauss"}, "unknown --distribution"),
+        ({"density": 0}, "--density"),
+        ({"prune_rounds": 0}, "--prune-rounds"),
+    ],
+)
 def test_bad_settings(kw, msg):
     with pytest.raises(UserError, match=msg):
         cfg(**kw).validate()
@@ -50,14 +56,27 @@ def test_bad_settings(kw, msg):
 
 def test_override_keeps_a_layer_at_its_density_and_meets_the_total(tmp_path):
     from ticketlab.sparse import layer_densities
-    s = run_prune_init(cfg(method="synflow", density=0.2, scope="layerwise", distribution="erk",
-                           override=["5.weight=1.0"], prune_rounds=5), tmp_path / "r", quiet=True)
+
+    s = run_prune_init(
+        cfg(
+            method="synflow",
+            density=0.2,
+            scope="layerwise",
+            distribution="erk",
+            override=["5.weight=1.0"],
+            prune_rounds=5,
+        ),
+        tmp_path / "r",
+        quiet=True,
+    )
     mask = load_tensors(tmp_path / "r" / "mask.safetensors")
     assert layer_densities(mask)["5.weight"] == 1.0 and s["density"] == pytest.approx(0.2, abs=1e-4)
 
 
-@pytest.mark.parametrize("override,msg", [(["1.weight"], "NAME=DENSITY"), (["1.weight=2"], "NAME=DENSITY"),
-                                          (["nope.weight=0.5"], "unknown layer")])
+@pytest.mark.parametrize(
+    "override,msg",
+    [(["1.weight"], "NAME=DENSITY"), (["1.weight=2"], "NAME=DENSITY"), (["nope.weight=0.5"], "unknown layer")],
+)
 def test_bad_overrides(tmp_path, override, msg):
     with pytest.raises(UserError, match=msg):
         run_prune_init(cfg(scope="layerwise", override=override), tmp_path / "r", quiet=True)

@@ -57,8 +57,15 @@ def test_exact_density_and_weights_left_intact(method):
     m = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
     before = {k: v.clone() for k, v in m.state_dict().items()}
     batches = [(torch.randn(20, 16), torch.randint(0, 10, (20,)))]
-    mask = prune_at_init(m, ["1.weight", "3.weight"], method, 0.1, batches, torch.Generator().manual_seed(0),
-                         rounds=5 if method == "synflow" else None)
+    mask = prune_at_init(
+        m,
+        ["1.weight", "3.weight"],
+        method,
+        0.1,
+        batches,
+        torch.Generator().manual_seed(0),
+        rounds=5 if method == "synflow" else None,
+    )
     assert sum(int(v.sum()) for v in mask.values()) == round(0.1 * (16 * 32 + 32 * 10))
     assert all(torch.equal(v, before[k]) for k, v in m.state_dict().items())
 
@@ -66,8 +73,9 @@ def test_exact_density_and_weights_left_intact(method):
 def test_layerwise_scope_follows_the_distribution():
     m = nn.Sequential(nn.Flatten(), nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
     batches = [(torch.randn(8, 16), torch.randint(0, 10, (8,)))]
-    mask = prune_at_init(m, ["1.weight", "3.weight"], "snip", 0.25, batches, torch.Generator().manual_seed(0),
-                         scope="layerwise")
+    mask = prune_at_init(
+        m, ["1.weight", "3.weight"], "snip", 0.25, batches, torch.Generator().manual_seed(0), scope="layerwise"
+    )
     assert layer_densities(mask) == {"1.weight": 0.25, "3.weight": 0.25}
 
 

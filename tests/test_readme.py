@@ -1,4 +1,5 @@
 """The README's own-loop example must run as written."""
+
 import re
 from pathlib import Path
 

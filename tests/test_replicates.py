@@ -1,15 +1,17 @@
 """Vectorised replicates: R models in one loop equal R sequential trainings up to float rounding; seeds of any
 command run in lockstep with their trainings packed; resume, BatchNorm, masks, fallbacks."""
+
 import copy
 import shutil
 
 import pytest
 import torch
+from helpers import die_after_checkpoints, one_line_exit_2
 
 from ticketlab.cli import main
 from ticketlab.data import load_dataset
-from ticketlab.io import load_tensors, read_json
 from ticketlab.dst.runner import DSTConfig
+from ticketlab.io import load_tensors, read_json
 from ticketlab.lottery import IMPConfig
 from ticketlab.models import build_model
 from ticketlab.runs import get_experiment
@@ -17,8 +19,6 @@ from ticketlab.runs.lockstep import Lockstep, resolve
 from ticketlab.runs.seeds import run_seeds
 from ticketlab.train import Checkpointer, TrainConfig, train
 from ticketlab.train.replicates import NotVectorizable, train_each, train_replicates
-
-from helpers import die_after_checkpoints, one_line_exit_2
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +31,23 @@ def replicas(name, data, seeds, density=None):
     masks = [None] * len(seeds)
     if density is not None:
         g = torch.Generator().manual_seed(1)
-        masks = [{n: torch.rand(p.shape, generator=g) < density for n, p in m.named_parameters()
-                  if n.endswith("weight") and p.dim() > 1} for m in models]
+        masks = [
+            {
+                n: torch.rand(p.shape, generator=g) < density
+                for n, p in m.named_parameters()
+                if n.endswith("weight") and p.dim() > 1
+            }
+            for m in models
+        ]
     return models, masks
 
 
 def max_diff(a, b):
-    return max((x.float() - y.float()).abs().max().item() for ma, mb in zip(a, b)
-               for x, y in zip(ma.state_dict().values(), mb.state_dict().values()))
+    return max(
+        (x.float() - y.float()).abs().max().item()
+        for ma, mb in zip(a, b)
+        for x, y in zip(ma.state_dict().values(), mb.state_dict().values())
+    )
 
 
 @pytest.mark.parametrize("optimizer,lr", [("adam", 2e-3), ("sgd", 0.05), ("adamw", 2e-3)])
@@ -118,16 +127,31 @@ def test_what_cannot_share_a_loop_is_refused(digits):
     with pytest.raises(NotVectorizable):
         train_replicates([a, b], digits, TrainConfig(iterations=2), masks=[None, None], seeds=[0, 1])
     with pytest.raises(NotVectorizable):
-        train_replicates([a, copy.deepcopy(a)], digits, TrainConfig(iterations=2, adv="pgd", adv_eps=0.1),
-                         masks=[None, None], seeds=[0, 1])
+        train_replicates(
+            [a, copy.deepcopy(a)],
+            digits,
+            TrainConfig(iterations=2, adv="pgd", adv_eps=0.1),
+            masks=[None, None],
+            seeds=[0, 1],
+        )
     w = {"0.weight": torch.ones(300, 784, dtype=torch.bool)}
     with pytest.raises(NotVectorizable, match="^the replicates mask different layers$"):
         train_replicates([a, copy.deepcopy(a)], digits, TrainConfig(iterations=2), masks=[w, None], seeds=[0, 1])
 
 
 def imp_cfg(**kw):
-    return IMPConfig(**({"model": "lenet300", "dataset": "digits", "rounds": 2, "controls": ["reinit"],
-                         "train": TrainConfig(iterations=40, eval_every=20, batch_size=60)} | kw))
+    return IMPConfig(
+        **(
+            {
+                "model": "lenet300",
+                "dataset": "digits",
+                "rounds": 2,
+                "controls": ["reinit"],
+                "train": TrainConfig(iterations=40, eval_every=20, batch_size=60),
+            }
+            | kw
+        )
+    )
 
 
 @pytest.fixture
@@ -171,8 +195,11 @@ def test_one_imp_run_in_lockstep_packs_each_rounds_ticket_with_its_controls(tmp_
         assert v["density"] == s["density"] and v["controls"].keys() == s["controls"].keys()
         assert abs(v["test_acc"] - s["test_acc"]) < 0.01
         assert all(abs(v["controls"][c]["test_acc"] - s["controls"][c]["test_acc"]) < 0.01 for c in v["controls"])
-    for f in ("round_02/final.safetensors", "round_02/reinit/final.safetensors",
-              "round_02/random-mask/final.safetensors"):
+    for f in (
+        "round_02/final.safetensors",
+        "round_02/reinit/final.safetensors",
+        "round_02/random-mask/final.safetensors",
+    ):
         a, b = load_tensors(tmp_path / "v" / f), load_tensors(tmp_path / "s" / f)
         assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4, f
 
@@ -181,8 +208,9 @@ def test_one_imp_run_in_lockstep_packs_each_rounds_ticket_with_its_controls(tmp_
 def test_batchnorm_models_and_a_killed_group_resume_in_lockstep(tmp_path, monkeypatch):
     monkeypatch.setattr(Lockstep, "cpu_convs", True)  # pack the convolutional net on CPU too
     exp = get_experiment("imp")
-    cfg = imp_cfg(model="conv2bn", rounds=1, controls=[], train=TrainConfig(iterations=20, eval_every=10,
-                                                                             batch_size=32))
+    cfg = imp_cfg(
+        model="conv2bn", rounds=1, controls=[], train=TrainConfig(iterations=20, eval_every=10, batch_size=32)
+    )
     ref = run_seeds(exp, cfg, [0, 1], tmp_path / "ref", replicates="vectorized", quiet=True, checkpoint_every=10)
     restore = die_after_checkpoints(monkeypatch, 2)
     with pytest.raises(KeyboardInterrupt):
@@ -198,8 +226,9 @@ def test_dynamic_sparse_replicates_each_drop_and_grow_as_alone(digits, method, o
     stack: the same masks as sequential training, weights within float rounding, pruned weights exactly zero."""
     from ticketlab import dst
 
-    cfg = TrainConfig(iterations=40, eval_every=20, batch_size=60, optimizer=optimizer,
-                      lr=0.05 if optimizer == "sgd" else 1e-3)
+    cfg = TrainConfig(
+        iterations=40, eval_every=20, batch_size=60, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 1e-3
+    )
     seeds = [0, 1, 2]
     models = [build_model("lenet300", digits.input_shape, digits.num_classes, seed=s) for s in seeds]
     a, b = copy.deepcopy(models), copy.deepcopy(models)
@@ -207,12 +236,26 @@ def test_dynamic_sparse_replicates_each_drop_and_grow_as_alone(digits, method, o
 
     def factory(side, m, s):
         def build(opt):
-            made[side].append(dst.make(method, m, opt, density=0.1, total_steps=40, seed=s, delta_t=10,
-                                       after_step=False, input_shape=digits.input_shape))
+            made[side].append(
+                dst.make(
+                    method,
+                    m,
+                    opt,
+                    density=0.1,
+                    total_steps=40,
+                    seed=s,
+                    delta_t=10,
+                    after_step=False,
+                    input_shape=digits.input_shape,
+                )
+            )
             return made[side][-1]
+
         return build
-    ra = train_replicates(a, digits, cfg, masks=[None] * 3, seeds=seeds,
-                          sparse=[factory("a", m, s) for m, s in zip(a, seeds)])
+
+    ra = train_replicates(
+        a, digits, cfg, masks=[None] * 3, seeds=seeds, sparse=[factory("a", m, s) for m, s in zip(a, seeds)]
+    )
     rb = [train(m, digits, cfg, seed=s, sparse=factory("b", m, s)) for m, s in zip(b, seeds)]
     for r in range(3):
         ua, ub = made["a"][r], made["b"][r]
@@ -221,14 +264,21 @@ def test_dynamic_sparse_replicates_each_drop_and_grow_as_alone(digits, method, o
         assert all(((p * ~m) == 0).all() for p, m in zip(ua.params, ua.masks))
         assert max((p - q).abs().max().item() for p, q in zip(a[r].parameters(), b[r].parameters())) < 1e-5
         assert abs(ra[r].history[-1]["test_acc"] - rb[r].history[-1]["test_acc"]) < 0.01
-        assert all(p.untyped_storage().nbytes() == p.numel() * p.element_size()
-                   for p in a[r].parameters())  # each model owns its weights again (no view of the stack)
+        assert all(
+            p.untyped_storage().nbytes() == p.numel() * p.element_size() for p in a[r].parameters()
+        )  # each model owns its weights again (no view of the stack)
 
 
 def test_dst_seeds_and_ensemble_members_pack_and_ctre_trains_one_by_one(tmp_path, packs_trained):
     exp = get_experiment("dst")
-    cfg = DSTConfig(model="lenet300", dataset="digits", method="rigl", density=0.2, delta_t=10,
-                    train=TrainConfig(iterations=30, eval_every=10, batch_size=60))
+    cfg = DSTConfig(
+        model="lenet300",
+        dataset="digits",
+        method="rigl",
+        density=0.2,
+        delta_t=10,
+        train=TrainConfig(iterations=30, eval_every=10, batch_size=60),
+    )
     v = run_seeds(exp, cfg, [0, 1], tmp_path / "v", replicates="vectorized", quiet=True)
     s = run_seeds(exp, cfg, [0, 1], tmp_path / "s", replicates="sequential", quiet=True)
     assert packs_trained == [2]
@@ -249,11 +299,45 @@ def test_dst_seeds_and_ensemble_members_pack_and_ctre_trains_one_by_one(tmp_path
 def test_replicates_flag(tmp_path, capsys):
     assert resolve("auto", "cpu") == "sequential" and resolve("auto", "cuda") == "vectorized"
     assert resolve("vectorized", "cpu") == "vectorized"
-    code = main(["imp", "--model", "lenet300", "--dataset", "digits", "--seeds", "2", "--replicates", "batched",
-                 "--out", str(tmp_path / "r")])
+    code = main(
+        [
+            "imp",
+            "--model",
+            "lenet300",
+            "--dataset",
+            "digits",
+            "--seeds",
+            "2",
+            "--replicates",
+            "batched",
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     one_line_exit_2(code, capsys.readouterr().err, "unknown --replicates 'batched'")
-    assert main(["imp", "--model", "lenet300", "--dataset", "digits", "--seeds", "2", "--replicates", "vectorized",
-                 "--rounds", "1", "--iterations", "20", "--quiet", "--out", str(tmp_path / "ok")]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--model",
+                "lenet300",
+                "--dataset",
+                "digits",
+                "--seeds",
+                "2",
+                "--replicates",
+                "vectorized",
+                "--rounds",
+                "1",
+                "--iterations",
+                "20",
+                "--quiet",
+                "--out",
+                str(tmp_path / "ok"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "ok" / "seed_1" / "round_01" / "final.safetensors").exists()
 
 
@@ -275,8 +359,23 @@ def test_packs_group_by_model_and_dataset_and_give_every_worker_one():
 @pytest.mark.slow
 def test_a_vectorized_sweep_packs_points_and_seeds(tmp_path, packs_trained):
     packs_seen = packs_trained
-    argv = ["sweep", "imp", "--vary", "rate=0.2,0.5", "--seeds", "2", "--model", "lenet300", "--dataset", "digits",
-            "--rounds", "1", "--iterations", "30", "--quiet"]
+    argv = [
+        "sweep",
+        "imp",
+        "--vary",
+        "rate=0.2,0.5",
+        "--seeds",
+        "2",
+        "--model",
+        "lenet300",
+        "--dataset",
+        "digits",
+        "--rounds",
+        "1",
+        "--iterations",
+        "30",
+        "--quiet",
+    ]
     assert main([*argv, "--replicates", "vectorized", "--out", str(tmp_path / "v")]) == 0
     assert packs_seen == [4, 4]  # round 0 and round 1 of 2 points x 2 seeds, each one loop
     assert main([*argv, "--replicates", "sequential", "--out", str(tmp_path / "s")]) == 0
@@ -296,9 +395,11 @@ def test_run_level_commands_pack_their_independent_cells_and_match_sequential(tm
     tiny = ["--quiet", "--iterations", "30", "--eval-every", "15"]
     assert main(["imp", "--model", "lenet300", "--dataset", "digits", "--rounds", "1", *tiny, "--out", str(run)]) == 0
     shutil.copytree(run, tmp_path / "seq")
-    commands = [["baselines", "--only", "shuffle,reinit,finetune"],
-                ["deconstruct", "--criteria", "large_final,random", "--kept", "original,constant"],
-                ["instability", "--rewind", "0", "--use-rounds", "0,1", "--points", "5"]]
+    commands = [
+        ["baselines", "--only", "shuffle,reinit,finetune"],
+        ["deconstruct", "--criteria", "large_final,random", "--kept", "original,constant"],
+        ["instability", "--rewind", "0", "--use-rounds", "0,1", "--points", "5"],
+    ]
     for c in commands:
         assert main([c[0], str(run), *c[1:], "--quiet", "--replicates", "vectorized"]) == 0
         assert main([c[0], str(tmp_path / "seq"), *c[1:], "--quiet", "--replicates", "sequential"]) == 0
@@ -326,8 +427,13 @@ def test_a_sweep_pack_of_prune_init_methods_at_one_density_shares_one_loop(tmp_p
     from ticketlab.runs.sweep import run_pack, run_task
 
     def task(method, root):
-        cfg = PruneInitConfig(model="lenet300", dataset="digits", method=method, density=0.1,
-                              train=TrainConfig(iterations=30, eval_every=15, batch_size=60))
+        cfg = PruneInitConfig(
+            model="lenet300",
+            dataset="digits",
+            method=method,
+            density=0.1,
+            train=TrainConfig(iterations=30, eval_every=15, batch_size=60),
+        )
         return ("prune-init", cfg.to_dict(), str(tmp_path / root / method), {"quiet": True})
 
     methods = ("snip", "synflow", "random")
@@ -343,8 +449,14 @@ def test_a_sweep_pack_of_prune_init_methods_at_one_density_shares_one_loop(tmp_p
 
 def test_a_killed_dst_group_in_lockstep_resumes_to_the_same_bits(tmp_path, monkeypatch, packs_trained):
     exp = get_experiment("dst")
-    cfg = DSTConfig(model="lenet300", dataset="digits", method="rigl", density=0.2, delta_t=10,
-                    train=TrainConfig(iterations=40, eval_every=10, batch_size=60))
+    cfg = DSTConfig(
+        model="lenet300",
+        dataset="digits",
+        method="rigl",
+        density=0.2,
+        delta_t=10,
+        train=TrainConfig(iterations=40, eval_every=10, batch_size=60),
+    )
     ref = run_seeds(exp, cfg, [0, 1], tmp_path / "ref", replicates="vectorized", quiet=True, checkpoint_every=10)
     restore = die_after_checkpoints(monkeypatch, 4)  # both seeds saved at iteration 20, then killed
     with pytest.raises(KeyboardInterrupt):
@@ -373,8 +485,9 @@ def test_plain_mlps_take_the_baddbmm_forward_equal_to_vmap_and_other_models_vmap
     x, shared = torch.randn(3, 5, 1, 8, 8), torch.randn(7, 1, 8, 8)
     with torch.no_grad():
         assert torch.allclose(f(params, x, False), vmap(one)(params, buffers, x), atol=1e-6)
-        assert torch.allclose(f(params, shared, True), vmap(one, in_dims=(0, 0, None))(params, buffers, shared),
-                              atol=1e-6)
+        assert torch.allclose(
+            f(params, shared, True), vmap(one, in_dims=(0, 0, None))(params, buffers, shared), atol=1e-6
+        )
     assert batched_mlp(build_model("conv2", (3, 32, 32), 10, seed=0)) is None
     assert batched_mlp(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))) is None
     assert batched_mlp(torch.nn.Sequential(torch.nn.Linear(4, 4))) is None  # no leading Flatten: vmap
@@ -382,14 +495,15 @@ def test_plain_mlps_take_the_baddbmm_forward_equal_to_vmap_and_other_models_vmap
 
 # -- a replicate's view of the stacked optimizer, by hand -----------------------------------------------------
 
+
 def stacked_adam():
     from ticketlab.train.replicates import _ReplicaOptimizer
 
-    stack = torch.nn.Parameter(torch.zeros(3, 4))   # 3 replicates of a 4-vector
+    stack = torch.nn.Parameter(torch.zeros(3, 4))  # 3 replicates of a 4-vector
     opt = torch.optim.Adam([stack], lr=0.1)
     stack.grad = torch.arange(12.0).view(3, 4)
     opt.step()
-    own = [torch.nn.Parameter(stack.detach()[1])]      # replicate 1's parameter
+    own = [torch.nn.Parameter(stack.detach()[1])]  # replicate 1's parameter
     return stack, opt, own, _ReplicaOptimizer(opt, own, [stack], 1)
 
 
@@ -462,13 +576,24 @@ def test_train_each_trains_every_model_alone_with_its_mask_seed_checkpointer_log
         calls.append((model, kw))
         return f"trained {model}"
 
-    out = train_each(["a", "b"], "data", "cfg", masks=["ma", "mb"], seeds=[3, 4], start_iter=2, total=9,
-                     checkpointers=["ca", "cb"], progress=True, desc="seeds", train_fn=spy)
+    out = train_each(
+        ["a", "b"],
+        "data",
+        "cfg",
+        masks=["ma", "mb"],
+        seeds=[3, 4],
+        start_iter=2,
+        total=9,
+        checkpointers=["ca", "cb"],
+        progress=True,
+        desc="seeds",
+        train_fn=spy,
+    )
     assert out == ["trained a", "trained b"]
-    assert calls == [("a", dict(mask="ma", seed=3, start_iter=2, total=9, checkpointer="ca", log=None, progress=True,
-                                desc="seeds")),
-                     ("b", dict(mask="mb", seed=4, start_iter=2, total=9, checkpointer="cb", log=None, progress=True,
-                                desc="seeds"))]
+    assert calls == [
+        ("a", dict(mask="ma", seed=3, start_iter=2, total=9, checkpointer="ca", log=None, progress=True, desc="seeds")),
+        ("b", dict(mask="mb", seed=4, start_iter=2, total=9, checkpointer="cb", log=None, progress=True, desc="seeds")),
+    ]
 
 
 class _Recorder:

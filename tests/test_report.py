@@ -1,12 +1,12 @@
 """ticketlab report: one self-contained page for runs of every kind, seed groups, sweeps and folders of runs."""
+
 import re
 
 import pytest
+from helpers import one_line_exit_2
 
 from ticketlab.cli import main
 from ticketlab.report import build_report
-
-from helpers import one_line_exit_2
 
 pytestmark = pytest.mark.slow  # end-to-end: `make test-slow` and CI run these
 
@@ -30,17 +30,65 @@ def runs(tmp_path_factory):
         imp = root / "imp"
         run("imp", *TINY, *TRAIN, "--rounds", "10", "--rate", "0.3", "--control", "reinit", "--out", str(imp))
         run("imp", *TINY, *TRAIN, "--rounds", "2", "--seeds", "2", "--out", str(root / "imp-seeds"))
-        run("sweep", "imp", "--vary", "rate=0.2,0.5", "--seeds", "2", *TINY, *TRAIN, "--rounds", "1",
-            "--out", str(root / "sweep"))
-        run("dst", *TINY, "--method", "rigl", "--density", "0.2", "--iterations", "40", "--eval-every", "20",
-            "--delta-t", "10", "--out", str(root / "dst"))
+        run(
+            "sweep",
+            "imp",
+            "--vary",
+            "rate=0.2,0.5",
+            "--seeds",
+            "2",
+            *TINY,
+            *TRAIN,
+            "--rounds",
+            "1",
+            "--out",
+            str(root / "sweep"),
+        )
+        run(
+            "dst",
+            *TINY,
+            "--method",
+            "rigl",
+            "--density",
+            "0.2",
+            "--iterations",
+            "40",
+            "--eval-every",
+            "20",
+            "--delta-t",
+            "10",
+            "--out",
+            str(root / "dst"),
+        )
         run("prune-init", *TINY, *TRAIN, "--method", "snip", "--density", "0.2", "--out", str(root / "snip"))
         run("structured", *TINY, *TRAIN, "--method", "l1", "--out", str(root / "structured"))
-        run("compress", *TINY, "--source", str(imp), "--density", "0.2", "--steps", "2", "--iterations", "20",
-            "--out", str(root / "compress"))
+        run(
+            "compress",
+            *TINY,
+            "--source",
+            str(imp),
+            "--density",
+            "0.2",
+            "--steps",
+            "2",
+            "--iterations",
+            "20",
+            "--out",
+            str(root / "compress"),
+        )
         run("colt", *TINY, *TRAIN, "--target-density", "0.5", "--skip-imp", "--out", str(root / "colt"))
-        run("double-descent", *TINY, *TRAIN, "--rate", "0.5", "--min-density", "0.2", "--imp-only",
-            "--out", str(root / "dd"))
+        run(
+            "double-descent",
+            *TINY,
+            *TRAIN,
+            "--rate",
+            "0.5",
+            "--min-density",
+            "0.2",
+            "--imp-only",
+            "--out",
+            str(root / "dd"),
+        )
         run("supermask", *TINY, *TRAIN, "--method", "edge-popup", "--density", "0.5", "--out", str(root / "sm"))
         run("baselines", str(imp), "--use-rounds", "1", "--only", "shuffle", "--quiet")
         run("deconstruct", str(imp), "--use-rounds", "1", "--untrained-only", "--criteria", "large_final", "--quiet")
@@ -62,18 +110,21 @@ def report(runs, tmp_path, *names) -> str:
     return out.read_text()
 
 
-@pytest.mark.parametrize("name,kind,plots", [
-    ("imp", "imp", 5),                # accuracy vs density, curves, heatmap, FLOPs, mask; + results inside
-    ("imp-seeds", "imp (seeds)", 5),
-    ("sweep", "imp (sweep)", 1),
-    ("dst", "dst", 3),                # curves, calibration, mask
-    ("snip", "prune-init", 2),        # curves, mask
-    ("structured", "structured", 1),
-    ("compress", "compress", 2),
-    ("colt", "colt", 2),
-    ("dd", "double-descent", 2),
-    ("sm", "supermask", 1),
-])
+@pytest.mark.parametrize(
+    "name,kind,plots",
+    [
+        ("imp", "imp", 5),  # accuracy vs density, curves, heatmap, FLOPs, mask; + results inside
+        ("imp-seeds", "imp (seeds)", 5),
+        ("sweep", "imp (sweep)", 1),
+        ("dst", "dst", 3),  # curves, calibration, mask
+        ("snip", "prune-init", 2),  # curves, mask
+        ("structured", "structured", 1),
+        ("compress", "compress", 2),
+        ("colt", "colt", 2),
+        ("dd", "double-descent", 2),
+        ("sm", "supermask", 1),
+    ],
+)
 def test_every_run_kind_gets_its_section_plots_table_and_config(runs, tmp_path, name, kind, plots):
     page = report(runs, tmp_path, name)
     assert sections(page)[0] == kind
@@ -145,12 +196,15 @@ def test_cli_writes_the_report_and_replaces_only_its_own(runs, tmp_path, capsys)
     assert other.read_text() == "<html>my notes</html>"
 
 
-@pytest.mark.parametrize("setup,msg", [
-    (lambda p: None, "does not exist"),
-    (lambda p: p.mkdir(), "holds no ticketlab runs"),
-    (lambda p: (p.mkdir(), (p / "config.json").write_text("[1, 2]")), "is not a ticketlab run config"),
-    (lambda p: p.write_text("x"), "is not a directory"),
-])
+@pytest.mark.parametrize(
+    "setup,msg",
+    [
+        (lambda p: None, "does not exist"),
+        (lambda p: p.mkdir(), "holds no ticketlab runs"),
+        (lambda p: (p.mkdir(), (p / "config.json").write_text("[1, 2]")), "is not a ticketlab run config"),
+        (lambda p: p.write_text("x"), "is not a directory"),
+    ],
+)
 def test_bad_paths_are_one_line_errors_and_write_nothing(tmp_path, capsys, setup, msg):
     setup(tmp_path / "p")
     code = main(["report", str(tmp_path / "p"), "--out", str(tmp_path / "r.html")])

@@ -1,6 +1,7 @@
 """What the report reads out of run files, on hand-written summaries and folders (the figure functions
 replaced by recorders, so each plot's data is checked, not its pixels): numbers and statistics, accuracy and
 distance against density, heatmaps, FLOPs, calibration, training curves over seeds, masks, result rows."""
+
 import json
 import math
 import statistics
@@ -11,7 +12,6 @@ import torch
 
 from ticketlab.io import save_tensors
 from ticketlab.report import collect
-from ticketlab.report.figures import Series
 from ticketlab.report.collect import (
     _panel,
     _points,
@@ -22,11 +22,18 @@ from ticketlab.report.collect import (
     text,
     value,
 )
+from ticketlab.report.figures import Series
 
 
 def stat(*v):
-    return {"mean": sum(v) / len(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0, "min": min(v),
-            "max": max(v), "n": len(v), "values": list(v)}
+    return {
+        "mean": sum(v) / len(v),
+        "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+        "min": min(v),
+        "max": max(v),
+        "n": len(v),
+        "values": list(v),
+    }
 
 
 @pytest.fixture
@@ -34,9 +41,11 @@ def drawn(monkeypatch):
     """Calls to each figure function: {name: [args]}; each returns a marker string."""
     calls = {}
     for name in ("heatmap", "categories", "training_curves", "mask_image", "accuracy_vs_density"):
+
         def rec(*a, _n=name, **k):
             calls.setdefault(_n, []).append((a, k))
             return f"<{_n}>"
+
         monkeypatch.setattr(collect.figures, name, rec)
     return calls
 
@@ -63,18 +72,31 @@ def test_points_take_density_and_accuracy_and_average_per_segment_lists_with_sam
     _, _, es = _points([{"density": 0.2, "test_acc": [0.5, 0.7]}])
     assert es == [pytest.approx(statistics.stdev([0.5, 0.7]))]  # two segments: n - 1 = 1
     assert _points([{"density": 0.2, "robust": 0.4}], "robust") == ([0.2], [0.4], [0.0])
-    for bad in ([], [{"density": 1.0}], [{"test_acc": 0.5}], [1, 2], {"density": 1}, None,
-                [{"density": 1.0, "test_acc": [0.5, "x"]}]):
+    for bad in (
+        [],
+        [{"density": 1.0}],
+        [{"test_acc": 0.5}],
+        [1, 2],
+        {"density": 1},
+        None,
+        [{"density": 1.0, "test_acc": [0.5, "x"]}],
+    ):
         assert _points(bad) is None
 
 
-IMP = {"rounds": [
-    {"density": 1.0, "test_acc": 0.90, "learning_distance": 3.0,
-     "controls": {"reinit": {"test_acc": 0.90}}},
-    {"density": 0.5, "test_acc": 0.92, "learning_distance": 2.0,
-     "controls": {"reinit": {"test_acc": 0.85}, "random-mask": {"test_acc": 0.80, "density": 0.49}}},
-    {"density": 0.25, "test_acc": 0.91, "learning_distance": 1.0, "controls": {}},
-], "config": {"rounds": 2}}
+IMP = {
+    "rounds": [
+        {"density": 1.0, "test_acc": 0.90, "learning_distance": 3.0, "controls": {"reinit": {"test_acc": 0.90}}},
+        {
+            "density": 0.5,
+            "test_acc": 0.92,
+            "learning_distance": 2.0,
+            "controls": {"reinit": {"test_acc": 0.85}, "random-mask": {"test_acc": 0.80, "density": 0.49}},
+        },
+        {"density": 0.25, "test_acc": 0.91, "learning_distance": 1.0, "controls": {}},
+    ],
+    "config": {"rounds": 2},
+}
 
 
 def by_label(series):
@@ -91,11 +113,16 @@ def test_imp_rounds_give_the_ticket_and_each_control_dashed_at_its_own_density()
 
 
 def test_rounds_without_test_acc_use_their_first_accuracy_column_but_never_early_stopping():
-    rounds = [{"density": 1.0, "early_stop_test_acc": 0.9, "pgd_test_acc": 0.3},
-              {"density": 0.5, "early_stop_test_acc": 0.8, "pgd_test_acc": 0.4}]
+    rounds = [
+        {"density": 1.0, "early_stop_test_acc": 0.9, "pgd_test_acc": 0.3},
+        {"density": 0.5, "early_stop_test_acc": 0.8, "pgd_test_acc": 0.4},
+    ]
     (s,) = density_series({"rounds": rounds})
     assert s.y == [0.3, 0.4]
-    both = [{"density": 1.0, "pgd_test_acc": 0.3, "test_acc": 0.9}, {"density": 0.5, "pgd_test_acc": 0.4, "test_acc": 0.8}]
+    both = [
+        {"density": 1.0, "pgd_test_acc": 0.3, "test_acc": 0.9},
+        {"density": 0.5, "pgd_test_acc": 0.4, "test_acc": 0.8},
+    ]
     assert density_series({"rounds": both})[0].y == [0.9, 0.8]  # test_acc wherever it stands
 
 
@@ -107,10 +134,14 @@ def test_a_single_round_and_no_rounds_are_read_without_error():
 
 
 def test_other_lists_and_results_beside_the_rounds_become_their_own_lines_sorted_densest_first():
-    summary = {"imp": [{"density": 0.3, "test_acc": 0.8}, {"density": 1.0, "test_acc": 0.7}],
-               "oneshot": [{"density": 0.3}],  # no accuracy: no line
-               "final": {"test_acc": 0.75}, "density": 0.3, "config": {"test_acc": 1.0},
-               "notes": {"test_acc": "n/a"}}
+    summary = {
+        "imp": [{"density": 0.3, "test_acc": 0.8}, {"density": 1.0, "test_acc": 0.7}],
+        "oneshot": [{"density": 0.3}],  # no accuracy: no line
+        "final": {"test_acc": 0.75},
+        "density": 0.3,
+        "config": {"test_acc": 1.0},
+        "notes": {"test_acc": "n/a"},
+    }
     s = by_label(density_series(summary))
     assert list(s) == ["imp", "final"]
     assert s["imp"].x == [1.0, 0.3] and s["imp"].y == [0.7, 0.8]
@@ -131,11 +162,13 @@ def test_distance_series_plots_learning_distance_of_every_list_that_has_it():
 
 
 def test_layer_heatmap_rows_are_rounds_with_their_densities(drawn):
-    rounds = [{"density": 1.0, "layer_densities": {"a": 1.0, "b": 1.0}},
-              {"density": 0.512, "layer_densities": {"b": stat(0.5, 0.7), "a": 0.8, "c": 0.1}},
-              {"layer_densities": {"a": 0.2}}]
+    rounds = [
+        {"density": 1.0, "layer_densities": {"a": 1.0, "b": 1.0}},
+        {"density": 0.512, "layer_densities": {"b": stat(0.5, 0.7), "a": 0.8, "c": 0.1}},
+        {"layer_densities": {"a": 0.2}},
+    ]
     assert collect.layer_heatmap({"rounds": rounds}, "T") == "<heatmap>"
-    (args, _), = drawn["heatmap"]
+    ((args, _),) = drawn["heatmap"]
     assert args[0] == ["round 0 (100%)", "round 1 (51.2%)", "round 2 (0%)"] and args[1] == ["a", "b"]
     assert args[2] == [[1.0, 1.0], [0.8, pytest.approx(0.6)], [0.2, 0.0]] and args[3:] == ("T", "density")
     for bad in ({}, {"rounds": []}, {"rounds": [{"density": 1.0}]}, {"rounds": "x"}):
@@ -143,15 +176,25 @@ def test_layer_heatmap_rows_are_rounds_with_their_densities(drawn):
 
 
 def test_flops_figure_bars_training_flops_per_round_and_forward_flops_when_every_round_has_them(drawn):
-    rounds = [{"density": 1.0, "flops": {"training": 100, "forward": 10}},
-              {"flops": {"training": stat(40, 60), "forward": 5}}]
+    rounds = [
+        {"density": 1.0, "flops": {"training": 100, "forward": 10}},
+        {"flops": {"training": stat(40, 60), "forward": 5}},
+    ]
     assert collect.flops_figure({"rounds": rounds}, "T") == "<categories><categories>"
     (train_args, _), (fwd_args, _) = drawn["categories"]
     sd = statistics.stdev([40, 60])
-    assert train_args == (["100%", "0%"], [Series("training (whole round)", [], [100.0, 50.0], [0, sd])],
-                          "training FLOPs", "T: training FLOPs per round, by density")
-    assert fwd_args == (["100%", "0%"], [Series("forward", [], [10.0, 5.0])], "FLOPs per example",
-                        "T: inference FLOPs per example")
+    assert train_args == (
+        ["100%", "0%"],
+        [Series("training (whole round)", [], [100.0, 50.0], [0, sd])],
+        "training FLOPs",
+        "T: training FLOPs per round, by density",
+    )
+    assert fwd_args == (
+        ["100%", "0%"],
+        [Series("forward", [], [10.0, 5.0])],
+        "FLOPs per example",
+        "T: inference FLOPs per example",
+    )
     drawn.clear()
     rounds[1]["flops"].pop("forward")
     assert collect.flops_figure({"rounds": rounds}, "T") == "<categories>"
@@ -162,10 +205,13 @@ def test_flops_figure_bars_training_flops_per_round_and_forward_flops_when_every
 def test_calibration_shows_each_member_and_the_ensemble_of_several(drawn):
     s = {"members": [{"ece": 0.1}, {"ece": stat(0.2, 0.4)}], "ensemble": {"ece": 0.05}}
     assert collect.calibration_figure(s, "T") == "<categories>"
-    (args, _), = drawn["categories"]
-    assert args == (["member 0", "member 1", "ensemble"],
-                    [Series("ECE", [], [0.1, pytest.approx(0.3), 0.05], [0, pytest.approx(statistics.stdev([0.2, 0.4])), 0])],
-                    "expected calibration error", "T: calibration (15 bins)")
+    ((args, _),) = drawn["categories"]
+    assert args == (
+        ["member 0", "member 1", "ensemble"],
+        [Series("ECE", [], [0.1, pytest.approx(0.3), 0.05], [0, pytest.approx(statistics.stdev([0.2, 0.4])), 0])],
+        "expected calibration error",
+        "T: calibration (15 bins)",
+    )
     drawn.clear()
     collect.calibration_figure({"members": [{"ece": 0.1}], "ensemble": {"ece": 0.1}}, "T")
     assert drawn["categories"][0][0][0] == ["member 0"]  # an ensemble of one is its member
@@ -176,8 +222,9 @@ def test_calibration_shows_each_member_and_the_ensemble_of_several(drawn):
 def write_history(path, accs, iters=None):
     path.mkdir(parents=True, exist_ok=True)
     iters = iters or list(range(0, 10 * len(accs), 10))
-    (path / "metrics.json").write_text(json.dumps({"history": [{"iter": i, "test_acc": a} for i, a in
-                                                               zip(iters, accs)]}))
+    (path / "metrics.json").write_text(
+        json.dumps({"history": [{"iter": i, "test_acc": a} for i, a in zip(iters, accs)]})
+    )
 
 
 def test_histories_are_found_in_the_run_but_not_in_runs_nested_inside_it(tmp_path):
@@ -195,9 +242,18 @@ def test_histories_are_found_in_the_run_but_not_in_runs_nested_inside_it(tmp_pat
     assert histories(run)["round_00"] == [{"iter": 0, "test_acc": 0.1}, {"iter": 10, "test_acc": 0.2}]
 
 
-@pytest.mark.parametrize("rel, panel", [(".", "training"), ("round_03", "ticket, per round"),
-                                        ("train_1", "training runs"), ("round_02/reinit", "reinit"),
-                                        ("seed_12", "seed"), ("cell_3x", "cell_3x"), ("42", "42")])
+@pytest.mark.parametrize(
+    "rel, panel",
+    [
+        (".", "training"),
+        ("round_03", "ticket, per round"),
+        ("train_1", "training runs"),
+        ("round_02/reinit", "reinit"),
+        ("seed_12", "seed"),
+        ("cell_3x", "cell_3x"),
+        ("42", "42"),
+    ],
+)
 def test_each_training_lands_in_the_panel_of_its_folder_name(rel, panel):
     assert _panel(rel) == panel
 
@@ -249,10 +305,15 @@ def test_the_mask_figure_shows_the_smallest_2d_layer_of_the_last_round(tmp_path,
     run = tmp_path / "imp"
     small = torch.tensor([[True, False, True], [False, True, True]])
     for r in ("round_00", "round_02"):
-        save_tensors(run / r / "mask.safetensors", {"big": torch.ones(8, 8, dtype=torch.bool),
-                                                    "small": small if r == "round_02" else torch.ones(2, 3).bool(),
-                                                    "vector": torch.ones(3, dtype=torch.bool),
-                                                    "one_row": torch.ones(1, 4, dtype=torch.bool)})
+        save_tensors(
+            run / r / "mask.safetensors",
+            {
+                "big": torch.ones(8, 8, dtype=torch.bool),
+                "small": small if r == "round_02" else torch.ones(2, 3).bool(),
+                "vector": torch.ones(3, dtype=torch.bool),
+                "one_row": torch.ones(1, 4, dtype=torch.bool),
+            },
+        )
     assert collect.mask_figure(run, "imp", "T") == "<mask_image>"
     (name, mask, title), _ = drawn["mask_image"][0]
     assert name == "small" and np.array_equal(mask, small.float().numpy()) and title == "T"
@@ -267,24 +328,44 @@ def test_the_mask_figure_shows_the_smallest_2d_layer_of_the_last_round(tmp_path,
 
 def test_a_mask_of_only_huge_or_one_dimensional_layers_gets_no_figure(tmp_path, monkeypatch, drawn):
     monkeypatch.setattr(collect, "MAX_MASK_ENTRIES", 10)
-    save_tensors(tmp_path / "mask.safetensors", {"w": torch.ones(4, 4, dtype=torch.bool),
-                                                 "b": torch.ones(5, dtype=torch.bool)})
+    save_tensors(
+        tmp_path / "mask.safetensors", {"w": torch.ones(4, 4, dtype=torch.bool), "b": torch.ones(5, dtype=torch.bool)}
+    )
     assert collect.mask_figure(tmp_path, "dst", "T") is None
 
 
 def test_row_metrics_pick_every_accuracy_like_number():
-    r = {"density": 0.5, "test_acc": 0.9, "clean_acc": 0.8, "pgd_acc": float("nan"), "loss": 0.1,
-         "robust_acc": {"0.1": 0.5, "0.2": None}, "verified": {"crown": 0.3},
-         "corruption_acc": {"fog": 0.4}, "method": {"test_acc": 0.7},
-         "baselines": {"shuffle": {"test_acc": 0.6}, "bad": {"test_acc": "x"}}}
-    assert _row_metrics(r) == {"test_acc": 0.9, "clean_acc": 0.8, "robust_acc 0.1": 0.5, "verified crown": 0.3,
-                               "corruption_acc fog": 0.4, "method": 0.7, "baselines shuffle": 0.6}
+    r = {
+        "density": 0.5,
+        "test_acc": 0.9,
+        "clean_acc": 0.8,
+        "pgd_acc": float("nan"),
+        "loss": 0.1,
+        "robust_acc": {"0.1": 0.5, "0.2": None},
+        "verified": {"crown": 0.3},
+        "corruption_acc": {"fog": 0.4},
+        "method": {"test_acc": 0.7},
+        "baselines": {"shuffle": {"test_acc": 0.6}, "bad": {"test_acc": "x"}},
+    }
+    assert _row_metrics(r) == {
+        "test_acc": 0.9,
+        "clean_acc": 0.8,
+        "robust_acc 0.1": 0.5,
+        "verified crown": 0.3,
+        "corruption_acc fog": 0.4,
+        "method": 0.7,
+        "baselines shuffle": 0.6,
+    }
     assert "corruption_acc fog" not in _row_metrics(r | {"mean_corruption_acc": 0.4})
 
 
 def test_result_rows_become_lines_per_group_and_metric_with_controls_dashed(drawn):
-    rows = [{"group": "ticket", "density": 0.5, "clean_acc": 0.9}, {"group": "ticket", "density": 1.0, "clean_acc": 0.8},
-            {"group": "reinit", "density": 0.5, "clean_acc": 0.7}, {"density": 0.2, "clean_acc": 0.1}]
+    rows = [
+        {"group": "ticket", "density": 0.5, "clean_acc": 0.9},
+        {"group": "ticket", "density": 1.0, "clean_acc": 0.8},
+        {"group": "reinit", "density": 0.5, "clean_acc": 0.7},
+        {"density": 0.2, "clean_acc": 0.1},
+    ]
     assert collect.rows_figure({"rows": rows}, "T") == "<accuracy_vs_density>"
     (series, title), kw = drawn["accuracy_vs_density"][0]
     s = by_label(series)
@@ -299,6 +380,12 @@ def test_result_rows_become_lines_per_group_and_metric_with_controls_dashed(draw
     drawn.clear()
     collect.rows_figure({"rows": many}, "T")
     assert len(drawn["accuracy_vs_density"][0][0][0]) == 20
-    for bad in ({}, {"rows": []}, {"rows": [{"clean_acc": 0.1}]}, {"rows": [{"density": 0.5, "loss": 1}]},
-                {"rows": [{"density": 0.5, "a_acc": 0.1}, 5]}, {"rows": "x"}):
+    for bad in (
+        {},
+        {"rows": []},
+        {"rows": [{"clean_acc": 0.1}]},
+        {"rows": [{"density": 0.5, "loss": 1}]},
+        {"rows": [{"density": 0.5, "a_acc": 0.1}, 5]},
+        {"rows": "x"},
+    ):
         assert collect.rows_figure(bad, "T") is None

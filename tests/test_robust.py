@@ -1,5 +1,6 @@
 """Attacks in pixel units and adversarial training: the budget is never exceeded, robust <= clean, PGD at
 least as strong as FGSM, adversarial training helps and keeps masks exact."""
+
 import json
 
 import pytest
@@ -48,8 +49,14 @@ def test_pgd_stays_in_the_eps_ball_and_the_pixel_range(digits, trained, norm):
     net = PixelSpace(trained, digits.mean, digits.std)
     x, y = to_pixels(digits.x_test[:64], digits), digits.y_test[:64]
     eps = 0.1 if norm == "linf" else 1.0
-    adv = pgd(net, x, y, AttackConfig(eps=eps, norm=norm, steps=7, restarts=2), pixel_range=(0.0, 1.0),
-              generator=torch.Generator().manual_seed(0))
+    adv = pgd(
+        net,
+        x,
+        y,
+        AttackConfig(eps=eps, norm=norm, steps=7, restarts=2),
+        pixel_range=(0.0, 1.0),
+        generator=torch.Generator().manual_seed(0),
+    )
     d = (adv - x).flatten(1)
     size = d.abs().max(1).values if norm == "linf" else d.norm(dim=1)
     assert size.max() <= eps + 1e-5 and size.max() > 0.5 * eps
@@ -65,8 +72,7 @@ def test_fgsm_rs_stays_in_the_ball_although_its_step_exceeds_eps(digits, trained
 
 def test_robust_accuracy_is_at_most_clean_and_pgd_is_at_least_as_strong_as_fgsm(digits, trained):
     clean, rob_pgd = robust_accuracy(trained, digits, AttackConfig(eps=0.1, steps=10, restarts=1))
-    _, rob_fgsm = robust_accuracy(trained, digits, AttackConfig(eps=0.1, steps=1, step_size=0.1,
-                                                                random_start=False))
+    _, rob_fgsm = robust_accuracy(trained, digits, AttackConfig(eps=0.1, steps=1, step_size=0.1, random_start=False))
     assert clean > 0.8 and rob_pgd <= rob_fgsm <= clean and rob_pgd < clean - 0.1
     _, zero = robust_accuracy(trained, digits, AttackConfig(eps=0.0, steps=3))
     assert zero == clean  # no budget, no change
@@ -85,8 +91,15 @@ def test_a_targeted_attack_moves_predictions_to_the_target(digits, trained):
     net = PixelSpace(trained, digits.mean, digits.std)
     x, y = to_pixels(digits.x_test[:100], digits), digits.y_test[:100]
     target = (y + 1) % 10
-    adv = pgd(net, x, y, AttackConfig(eps=0.3, steps=20, targeted=True), pixel_range=(0.0, 1.0), target=target,
-              generator=torch.Generator().manual_seed(0))
+    adv = pgd(
+        net,
+        x,
+        y,
+        AttackConfig(eps=0.3, steps=20, targeted=True),
+        pixel_range=(0.0, 1.0),
+        target=target,
+        generator=torch.Generator().manual_seed(0),
+    )
     with torch.no_grad():
         hit = (net(adv).argmax(1) == target).float().mean()
     assert hit > 0.5
@@ -118,8 +131,23 @@ def test_masks_stay_exact_under_adversarial_training(digits, adv):
     model = build_model("mlp1d", digits.input_shape, digits.num_classes, seed=0)
     g = torch.Generator().manual_seed(1)
     mask = {n: torch.rand(m.shape, generator=g) < 0.3 for n, m in ones_mask(model).items()}
-    train(model, digits, TrainConfig(iterations=30, batch_size=32, eval_every=30, optimizer="sgd", momentum=0.9,
-                                     weight_decay=1e-3, adv=adv, adv_eps=0.1, adv_steps=2), mask=mask, seed=0)
+    train(
+        model,
+        digits,
+        TrainConfig(
+            iterations=30,
+            batch_size=32,
+            eval_every=30,
+            optimizer="sgd",
+            momentum=0.9,
+            weight_decay=1e-3,
+            adv=adv,
+            adv_eps=0.1,
+            adv_steps=2,
+        ),
+        mask=mask,
+        seed=0,
+    )
     params = dict(model.named_parameters())
     assert all((params[n].detach()[~m] == 0).all() for n, m in mask.items())
 
@@ -127,20 +155,28 @@ def test_masks_stay_exact_under_adversarial_training(digits, adv):
 def test_adversarial_training_is_seeded_and_resumes_the_same(digits):
     def run():
         m = build_model("mlp1d", digits.input_shape, digits.num_classes, seed=0)
-        r = train(m, digits, TrainConfig(iterations=20, batch_size=32, eval_every=10, adv="pgd", adv_eps=0.1,
-                                         adv_steps=2), seed=3)
+        r = train(
+            m,
+            digits,
+            TrainConfig(iterations=20, batch_size=32, eval_every=10, adv="pgd", adv_eps=0.1, adv_steps=2),
+            seed=3,
+        )
         return r.history, [p.detach().clone() for p in m.parameters()]
+
     (h1, p1), (h2, p2) = run(), run()
     assert h1 == h2 and all(torch.equal(a, b) for a, b in zip(p1, p2))
 
 
-@pytest.mark.parametrize("kw, msg", [
-    (dict(adv="fgsm"), "unknown --adv 'fgsm'"),
-    (dict(adv="pgd"), "needs --adv-eps > 0"),
-    (dict(adv="pgd", adv_eps=-0.1), "needs --adv-eps > 0"),
-    (dict(adv="pgd", adv_eps=0.1, adv_steps=0), "--adv-steps must be >= 1"),
-    (dict(adv="trades", adv_eps=0.1, adv_norm="l2"), "trades: linf"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(adv="fgsm"), "unknown --adv 'fgsm'"),
+        (dict(adv="pgd"), "needs --adv-eps > 0"),
+        (dict(adv="pgd", adv_eps=-0.1), "needs --adv-eps > 0"),
+        (dict(adv="pgd", adv_eps=0.1, adv_steps=0), "--adv-steps must be >= 1"),
+        (dict(adv="trades", adv_eps=0.1, adv_norm="l2"), "trades: linf"),
+    ],
+)
 def test_bad_adversarial_settings_are_user_errors(kw, msg):
     with pytest.raises(UserError, match=msg):
         TrainConfig(**kw).validate()
@@ -176,8 +212,14 @@ def test_pgd_agrees_with_torchattacks_pgd_within_a_point(digits, trained):
     x, y = to_pixels(digits.x_test, digits).clamp(0, 1), digits.y_test
     torch.manual_seed(0)
     theirs = torchattacks.PGD(net, eps=0.1, alpha=0.01, steps=20, random_start=True)(x, y)
-    ours = pgd(net, x, y, AttackConfig(eps=0.1, steps=20, step_size=0.01), pixel_range=(0.0, 1.0),
-               generator=torch.Generator().manual_seed(0))
+    ours = pgd(
+        net,
+        x,
+        y,
+        AttackConfig(eps=0.1, steps=20, step_size=0.01),
+        pixel_range=(0.0, 1.0),
+        generator=torch.Generator().manual_seed(0),
+    )
     with torch.no_grad():
         acc = lambda a: (net(a).argmax(1) == y).float().mean().item()  # noqa: E731
     assert abs(acc(ours) - acc(theirs)) <= 0.01 and acc(ours) < acc(x) - 0.1
@@ -189,8 +231,27 @@ def test_pgd_agrees_with_torchattacks_pgd_within_a_point(digits, trained):
 @pytest.fixture(scope="module")
 def imp_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("rob") / "imp"
-    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "100", "--rounds", "2",
-                 "--control", "reinit", "--quiet", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp1d",
+                "--iterations",
+                "100",
+                "--rounds",
+                "2",
+                "--control",
+                "reinit",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -208,8 +269,13 @@ def test_robustness_of_every_ticket_and_control_is_cached_and_resumes(imp_run, c
     out = capsys.readouterr().out
     res_dir = results_dir(imp_run, eps=[0.0, 0.05], steps=5, transfer=False)
     rows = json.loads((res_dir / "results.json").read_text())["rows"]
-    assert [r["label"] for r in rows] == ["round 0 ticket", "round 1 ticket", "round 1 reinit", "round 2 ticket",
-                                         "round 2 reinit"]
+    assert [r["label"] for r in rows] == [
+        "round 0 ticket",
+        "round 1 ticket",
+        "round 1 reinit",
+        "round 2 ticket",
+        "round 2 reinit",
+    ]
     assert all(r["robust_acc"]["0.0"] == r["clean_acc"] >= r["robust_acc"]["0.05"] for r in rows)
     assert "round 2 reinit" in out and (res_dir / "robust_vs_density.png").exists()
     full = (res_dir / "results.json").read_text()
@@ -218,12 +284,15 @@ def test_robustness_of_every_ticket_and_control_is_cached_and_resumes(imp_run, c
     assert json.loads((res_dir / "results.json").read_text())["rows"] == rows  # the same numbers, seeded
 
 
-@pytest.mark.parametrize("args, msg", [
-    (["--eps", "-0.1"], "--eps must be >= 0"),
-    (["--attack", "cw"], "unknown --attack 'cw'"),
-    (["--norm", "l1"], "unknown --norm 'l1'"),
-    (["--samples", "0"], "--samples must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["--eps", "-0.1"], "--eps must be >= 0"),
+        (["--attack", "cw"], "unknown --attack 'cw'"),
+        (["--norm", "l1"], "unknown --norm 'l1'"),
+        (["--samples", "0"], "--samples must be >= 1"),
+    ],
+)
 def test_bad_robustness_flags_are_one_line(imp_run, capsys, args, msg):
     one_line_exit_2(main(["robustness", str(imp_run), *args]), capsys.readouterr().err, msg)
 
@@ -235,8 +304,10 @@ def test_robustness_of_a_folder_without_a_trained_model_is_one_line(tmp_path, ca
 def test_transfer_attacks_use_the_dense_models_examples_on_every_model(imp_run):
     assert main(["robustness", str(imp_run), "--eps", "0.05", "--steps", "5", "--quiet"]) == 0
     assert main(["robustness", str(imp_run), "--eps", "0.05", "--steps", "5", "--transfer", "--quiet"]) == 0
-    white, transfer = (json.loads((results_dir(imp_run, eps=[0.05], steps=5, transfer=t) / "results.json")
-                                  .read_text())["rows"] for t in (False, True))
+    white, transfer = (
+        json.loads((results_dir(imp_run, eps=[0.05], steps=5, transfer=t) / "results.json").read_text())["rows"]
+        for t in (False, True)
+    )
     assert transfer[0]["robust_acc"] == white[0]["robust_acc"]  # the source model meets its own examples
     assert all(t["clean_acc"] == w["clean_acc"] for t, w in zip(transfer, white))
     assert any(t["robust_acc"] != w["robust_acc"] for t, w in zip(transfer[1:], white[1:]))
@@ -244,12 +315,48 @@ def test_transfer_attacks_use_the_dense_models_examples_on_every_model(imp_run):
 
 def test_corruption_accuracy_of_every_model_on_28x28_images(tmp_path, capsys):
     from helpers import write_idx_set
+
     write_idx_set(tmp_path / "data" / "mnist", n_train=200, n_test=40)
     run = tmp_path / "imp"
-    assert main(["imp", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--model", "lenet300",
-                 "--iterations", "5", "--rounds", "1", "--quiet", "--out", str(run)]) == 0
-    assert main(["robustness", str(run), "--eps", "0.05", "--steps", "2", "--corruptions", "shot_noise,rotate",
-                 "--data-dir", str(tmp_path / "data"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "mnist",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--model",
+                "lenet300",
+                "--iterations",
+                "5",
+                "--rounds",
+                "1",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "robustness",
+                str(run),
+                "--eps",
+                "0.05",
+                "--steps",
+                "2",
+                "--corruptions",
+                "shot_noise,rotate",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "corruptions: mean test accuracy over shot_noise, rotate" in capsys.readouterr().out
     res = results_dir(run, corruptions=["shot_noise", "rotate"])
     rows = json.loads((res / "results.json").read_text())["rows"]
@@ -260,21 +367,32 @@ def test_corruption_accuracy_of_every_model_on_28x28_images(tmp_path, capsys):
 
 
 def test_corruptions_on_data_that_is_neither_mnist_nor_cifar_sized_are_one_line(imp_run, capsys):
-    one_line_exit_2(main(["robustness", str(imp_run), "--corruptions", "all"]), capsys.readouterr().err,
-                    "(28x28 grayscale) or CIFAR-10-C's (32x32 RGB); digits is neither")
-    one_line_exit_2(main(["robustness", str(imp_run), "--corruptions", "nope"]), capsys.readouterr().err,
-                    "unknown corruption 'nope'")
+    one_line_exit_2(
+        main(["robustness", str(imp_run), "--corruptions", "all"]),
+        capsys.readouterr().err,
+        "(28x28 grayscale) or CIFAR-10-C's (32x32 RGB); digits is neither",
+    )
+    one_line_exit_2(
+        main(["robustness", str(imp_run), "--corruptions", "nope"]),
+        capsys.readouterr().err,
+        "unknown corruption 'nope'",
+    )
 
 
-@pytest.mark.parametrize("argv, labels", [
-    (["dst", "--density", "0.3", "--ensemble", "2"], ["rigl run 0", "rigl run 1", "ensemble"]),
-    (["prune-init", "--method", "snip", "--density", "0.3"], ["snip"]),
-    (["structured", "--method", "l1", "--sparsity", "0.5"], ["structured (final)"]),
-])
+@pytest.mark.parametrize(
+    "argv, labels",
+    [
+        (["dst", "--density", "0.3", "--ensemble", "2"], ["rigl run 0", "rigl run 1", "ensemble"]),
+        (["prune-init", "--method", "snip", "--density", "0.3"], ["snip"]),
+        (["structured", "--method", "l1", "--sparsity", "0.5"], ["structured (final)"]),
+    ],
+)
 def test_robustness_of_dst_prune_init_and_structured_runs(tmp_path, argv, labels):
     run = tmp_path / "r"
-    assert main([*argv, "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--quiet",
-                 "--out", str(run)]) == 0
+    assert (
+        main([*argv, "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--quiet", "--out", str(run)])
+        == 0
+    )
     assert main(["robustness", str(run), "--eps", "0.05", "--steps", "3", "--quiet"]) == 0
     rows = json.loads((results_dir(run, eps=[0.05]) / "results.json").read_text())["rows"]
     assert [r["label"] for r in rows] == labels
@@ -285,8 +403,20 @@ def test_robustness_of_dst_prune_init_and_structured_runs(tmp_path, argv, labels
 
 
 def test_dst_training_flops_count_the_attack_passes(tmp_path):
-    common = ["dst", "--method", "set", "--density", "0.3", "--dataset", "digits", "--model", "mlp1d",
-              "--iterations", "10", "--quiet"]
+    common = [
+        "dst",
+        "--method",
+        "set",
+        "--density",
+        "0.3",
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp1d",
+        "--iterations",
+        "10",
+        "--quiet",
+    ]
     assert main([*common, "--out", str(tmp_path / "clean")]) == 0
     assert main([*common, "--adv", "pgd", "--adv-eps", "0.05", "--adv-steps", "3", "--out", str(tmp_path / "adv")]) == 0
     flops = lambda d: json.loads((tmp_path / d / "summary.json").read_text())["flops"]["training"]  # noqa: E731
@@ -295,12 +425,32 @@ def test_dst_training_flops_count_the_attack_passes(tmp_path):
 
 def test_robustness_of_a_seed_group_is_each_seeds_run_then_mean_and_std(tmp_path, capsys):
     group = tmp_path / "g"
-    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "40", "--rounds", "1",
-                 "--seeds", "2", "--quiet", "--out", str(group)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp1d",
+                "--iterations",
+                "40",
+                "--rounds",
+                "1",
+                "--seeds",
+                "2",
+                "--quiet",
+                "--out",
+                str(group),
+            ]
+        )
+        == 0
+    )
     assert main(["robustness", str(group), "--eps", "0.05", "--steps", "3", "--quiet"]) == 0
     assert "mean ± std over seeds [0, 1]" in capsys.readouterr().out
-    per_seed = [json.loads(next((group / f"seed_{s}").glob("robustness-*/results.json")).read_text())["rows"]
-                for s in (0, 1)]
+    per_seed = [
+        json.loads(next((group / f"seed_{s}").glob("robustness-*/results.json")).read_text())["rows"] for s in (0, 1)
+    ]
     agg = json.loads(next(group.glob("robustness-*/results.json")).read_text())["rows"]
     for i, row in enumerate(agg):
         vals = [rows[i]["robust_acc"]["0.05"] for rows in per_seed]

@@ -1,6 +1,7 @@
 """PGD, FGSM and FGSM-RS worked by hand on linear models whose input gradients are known in closed form:
 the step count, the default step size, L-inf and L2 steps and projections, targeted directions, the pixel
 clamp, the random starts' distributions, which restart each example keeps, and the accuracy counts."""
+
 import math
 
 import pytest
@@ -58,13 +59,19 @@ def test_projection_leaves_a_delta_inside_the_ball_alone():
     d = torch.tensor([[0.03, -0.04]], dtype=torch.float64)  # L2 norm 0.05, L-inf 0.04
     assert torch.equal(_project(d, 0.05, "l2"), d) and torch.equal(_project(d, 0.04, "linf"), d)
     assert torch.allclose(_project(d, 0.025, "l2"), d / 2) and torch.allclose(
-        _project(d, 0.035, "linf"), torch.tensor([[0.03, -0.035]], dtype=torch.float64))
+        _project(d, 0.035, "linf"), torch.tensor([[0.03, -0.035]], dtype=torch.float64)
+    )
 
 
 def test_a_targeted_attack_descends_the_targets_loss():
     target = torch.tensor([2])
-    adv = pgd(Identity(), X, Y, AttackConfig(eps=0.1, steps=1, step_size=0.05, random_start=False, targeted=True),
-              target=target)
+    adv = pgd(
+        Identity(),
+        X,
+        Y,
+        AttackConfig(eps=0.1, steps=1, step_size=0.05, random_start=False, targeted=True),
+        target=target,
+    )
     # untargeted would go along sign(p - e_0) = (-, +, +); toward class 2 is -sign(p - e_2) = (-, -, +)
     assert torch.allclose(adv - X, torch.tensor([[-0.05, -0.05, 0.05]], dtype=torch.float64), atol=1e-12)
     with pytest.raises(ValueError, match="needs target labels"):
@@ -73,12 +80,19 @@ def test_a_targeted_attack_descends_the_targets_loss():
 
 def test_every_iterate_is_clamped_to_the_pixel_range():
     x = torch.tensor([[0.02, 0.97, 0.5]], dtype=torch.float64)
-    adv = pgd(Identity(), x, Y, AttackConfig(eps=0.1, steps=1, step_size=0.1, random_start=False),
-              pixel_range=(0.0, 1.0))
+    adv = pgd(
+        Identity(), x, Y, AttackConfig(eps=0.1, steps=1, step_size=0.1, random_start=False), pixel_range=(0.0, 1.0)
+    )
     assert torch.allclose(adv, torch.tensor([[0.0, 1.0, 0.6]], dtype=torch.float64), atol=1e-12)
     # a random start outside the range is clamped before the first gradient is taken
-    start = pgd(Identity(), x, Y, AttackConfig(eps=0.1, steps=1, step_size=1e-12), pixel_range=(0.0, 1.0),
-                generator=torch.Generator().manual_seed(0))
+    start = pgd(
+        Identity(),
+        x,
+        Y,
+        AttackConfig(eps=0.1, steps=1, step_size=1e-12),
+        pixel_range=(0.0, 1.0),
+        generator=torch.Generator().manual_seed(0),
+    )
     assert start.min() >= 0 and start.max() <= 1
 
 
@@ -107,8 +121,13 @@ def test_fgsm_takes_exactly_one_step_and_clamps_to_the_pixel_range():
     x = torch.zeros(1, 1, dtype=torch.float64)
     assert torch.allclose(fgsm(Bowl(), x, torch.tensor([0]), 0.07), torch.tensor([[0.07]], dtype=torch.float64))
     edge = torch.full((1, 1), 0.98, dtype=torch.float64)
-    up = fgsm(Identity(), torch.cat([edge, torch.zeros(1, 1, dtype=torch.float64)], 1), torch.tensor([1]), 0.07,
-              pixel_range=(0.0, 1.0))  # class 1's loss rises as x0 grows: x0 steps up and is clamped at 1
+    up = fgsm(
+        Identity(),
+        torch.cat([edge, torch.zeros(1, 1, dtype=torch.float64)], 1),
+        torch.tensor([1]),
+        0.07,
+        pixel_range=(0.0, 1.0),
+    )  # class 1's loss rises as x0 grows: x0 steps up and is clamped at 1
     assert torch.allclose(up, torch.tensor([[1.0, 0.0]], dtype=torch.float64))
 
 
@@ -159,8 +178,13 @@ def test_each_example_keeps_its_first_successful_restart_else_the_last():
     pattern = {tuple(s.tolist()) for s in success}
     assert {(False, True, True), (True, True, False), (True, False, True)} <= pattern  # the cases that tell apart
     x = torch.full((n, 1), 0.5, dtype=torch.float64)
-    adv = pgd(Threshold(t), x, torch.zeros(n, dtype=torch.long),
-              AttackConfig(eps=eps, steps=1, step_size=1e-9, restarts=3), generator=torch.Generator().manual_seed(seed))
+    adv = pgd(
+        Threshold(t),
+        x,
+        torch.zeros(n, dtype=torch.long),
+        AttackConfig(eps=eps, steps=1, step_size=1e-9, restarts=3),
+        generator=torch.Generator().manual_seed(seed),
+    )
     first = torch.where(success.any(1), success.float().argmax(1), torch.full((n,), 2))
     want = x[:, 0] + d[torch.arange(n), first]
     assert torch.allclose(adv[:, 0], want, atol=1e-8)
@@ -173,8 +197,13 @@ def test_with_all_restarts_failing_the_last_restarts_result_is_kept():
     last = [(2 * torch.rand(n, 1, generator=g) - 1).double() * eps for _ in range(2)][-1]
     t = torch.full((n,), 10.0, dtype=torch.float64)  # out of reach: every restart fails
     x = torch.full((n, 1), 0.5, dtype=torch.float64)
-    adv = pgd(Threshold(t), x, torch.zeros(n, dtype=torch.long),
-              AttackConfig(eps=eps, steps=1, step_size=1e-9, restarts=2), generator=torch.Generator().manual_seed(2))
+    adv = pgd(
+        Threshold(t),
+        x,
+        torch.zeros(n, dtype=torch.long),
+        AttackConfig(eps=eps, steps=1, step_size=1e-9, restarts=2),
+        generator=torch.Generator().manual_seed(2),
+    )
     assert torch.allclose(adv, x + last, atol=1e-8)
 
 
@@ -186,8 +215,14 @@ def test_a_targeted_restart_succeeds_only_on_the_target():
     x = torch.full((n, 1), 0.5, dtype=torch.float64)
     y = torch.zeros(n, dtype=torch.long)
     target = torch.zeros(n, dtype=torch.long)  # the true class: "success" = staying below the threshold
-    adv = pgd(Threshold(t), x, y, AttackConfig(eps=0.1, steps=1, step_size=1e-9, restarts=2, targeted=True),
-              target=target, generator=torch.Generator().manual_seed(4))
+    adv = pgd(
+        Threshold(t),
+        x,
+        y,
+        AttackConfig(eps=0.1, steps=1, step_size=1e-9, restarts=2, targeted=True),
+        target=target,
+        generator=torch.Generator().manual_seed(4),
+    )
     # even examples: both restarts stay below (the target is hit at once: restart 1 kept); odd: both cross, so
     # the target is never hit and the last restart is kept
     want = torch.where(torch.arange(n) % 2 == 0, d[:, 0], d[:, 1])
@@ -267,14 +302,17 @@ def test_robust_accuracy_is_seeded():
     assert len(runs) > 1  # the random starts depend on the seed
 
 
-@pytest.mark.parametrize("kw, msg", [
-    (dict(eps=float("nan")), "--eps must be >= 0"),
-    (dict(eps=0.1, norm="l1"), "unknown norm 'l1'; choose one of: linf, l2"),
-    (dict(eps=0.1, steps=0), "steps and restarts must be >= 1"),
-    (dict(eps=0.1, restarts=0), "steps and restarts must be >= 1"),
-    (dict(eps=0.1, step_size=0.0), "--adv-step-size must be > 0, got 0.0"),
-    (dict(eps=0.1, step_size=float("nan")), "--adv-step-size must be > 0"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        (dict(eps=float("nan")), "--eps must be >= 0"),
+        (dict(eps=0.1, norm="l1"), "unknown norm 'l1'; choose one of: linf, l2"),
+        (dict(eps=0.1, steps=0), "steps and restarts must be >= 1"),
+        (dict(eps=0.1, restarts=0), "steps and restarts must be >= 1"),
+        (dict(eps=0.1, step_size=0.0), "--adv-step-size must be > 0, got 0.0"),
+        (dict(eps=0.1, step_size=float("nan")), "--adv-step-size must be > 0"),
+    ],
+)
 def test_bad_attack_budgets_are_refused(kw, msg):
     with pytest.raises(UserError, match=msg.replace("(", r"\(")):
         AttackConfig(**kw).validate()

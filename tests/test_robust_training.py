@@ -1,6 +1,7 @@
 """Adversarial training losses against the papers' algorithms written out here (TRADES as its reference code
 does it, Madry et al.'s PGD, Wong et al.'s FGSM-RS): same seeded noise, same modes (attack in eval, loss in
 train), so the losses agree to float precision; a BatchNorm model tells the modes apart."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -52,8 +53,9 @@ def trades_reference(model, x_nat_pix, y, eps, steps, step, beta, g):
         x_adv = torch.min(torch.max(x_adv, x_nat_pix - eps), x_nat_pix + eps).clamp(0.0, 1.0)
     model.train()
     logits = f(x_nat_pix)
-    loss_robust = (1.0 / len(y)) * F.kl_div(F.log_softmax(f(x_adv.detach()), dim=1), F.softmax(logits, dim=1),
-                                            reduction="sum")
+    loss_robust = (1.0 / len(y)) * F.kl_div(
+        F.log_softmax(f(x_adv.detach()), dim=1), F.softmax(logits, dim=1), reduction="sum"
+    )
     return F.cross_entropy(logits, y) + beta * loss_robust
 
 

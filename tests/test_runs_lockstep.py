@@ -1,6 +1,7 @@
 """The lockstep coordinator with trainings that are only records (the vectorised loop replaced by a spy):
 which trainings share a pack (never two with different settings, data, masks or budgets), pack sizes, the
 order of members, fallbacks to one-by-one training, errors, ``together`` and ``resolve``."""
+
 import threading
 
 import pytest
@@ -42,14 +43,27 @@ def model(tag, width=3, conv=False):
     return m
 
 
-def training(tag, *, cfg=None, width=3, data=DATA, mask=None, start=0, total=10, sparse=None, conv=False,
-             alone=None):
+def training(tag, *, cfg=None, width=3, data=DATA, mask=None, start=0, total=10, sparse=None, conv=False, alone=None):
     """A run that hands in one training and returns what it got back."""
+
     def run():
         m = model(tag, width, conv)
-        req = Request(lockstep.index(), m, data, cfg or TrainConfig(), mask, 0, start, total, None, None,
-                      alone or (lambda: f"alone:{tag}"), sparse=sparse)
+        req = Request(
+            lockstep.index(),
+            m,
+            data,
+            cfg or TrainConfig(),
+            mask,
+            0,
+            start,
+            total,
+            None,
+            None,
+            alone or (lambda: f"alone:{tag}"),
+            sparse=sparse,
+        )
         return lockstep.current().submit(req)
+
     return run
 
 
@@ -58,11 +72,18 @@ def test_trainings_with_the_same_settings_share_one_pack_in_run_order(packed):
     assert out == ["packed:a", "packed:b", "packed:c", "packed:d"] and packed == [["a", "b", "c", "d"]]
 
 
-@pytest.mark.parametrize("differ", [
-    dict(cfg=TrainConfig(lr=0.5)), dict(width=4), dict(start=5), dict(total=20),
-    dict(mask={"0.weight": torch.ones(2, 3, dtype=torch.bool)}), dict(data=Data(torch.zeros(9, 3))),
-    dict(sparse=lambda opt: None),
-])
+@pytest.mark.parametrize(
+    "differ",
+    [
+        dict(cfg=TrainConfig(lr=0.5)),
+        dict(width=4),
+        dict(start=5),
+        dict(total=20),
+        dict(mask={"0.weight": torch.ones(2, 3, dtype=torch.bool)}),
+        dict(data=Data(torch.zeros(9, 3))),
+        dict(sparse=lambda opt: None),
+    ],
+)
 def test_trainings_that_differ_in_any_setting_never_share_a_pack(packed, differ):
     out = Lockstep().run([training("a"), training("b", **differ), training("c"), training("d", **differ)])
     assert sorted(packed) == [["a", "c"], ["b", "d"]]
@@ -141,6 +162,7 @@ def test_runs_go_on_to_their_next_training_after_each_round(packed):
             first = training(tag)()
             second = training(tag + "2", width=7)()
             return first, second
+
         return run
 
     out = Lockstep().run([two_trainings("a"), two_trainings("b")])
@@ -174,6 +196,7 @@ def test_together_splits_pieces_into_max_pack_forks_and_raises_the_first_error(p
     def bad(msg):
         def f():
             raise ValueError(msg)
+
         return f
 
     with pytest.raises(ValueError, match="first"):

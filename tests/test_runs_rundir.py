@@ -1,6 +1,7 @@
 """Run directories: named by the config's hash, created with their config.json, reopened only by the same
 kind and config (after the stored config is brought to today's schema), refused with a line naming what
 differs otherwise."""
+
 import hashlib
 import json
 import os

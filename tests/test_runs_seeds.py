@@ -1,6 +1,7 @@
 """Seed groups, pinned on an experiment that trains nothing (its summary is a known function of its config
 and seed): the group's layout and summary, the order and progress of its seeds, what an interrupted or
 grown group holds, its corrupt-file refusals, its plot and table."""
+
 import json
 import math
 import statistics
@@ -50,8 +51,14 @@ def make_exp(calls=None, fail_at=None, plot=None, fmt=None):
         write_json(out / "summary.json", summary)
         return summary
 
-    return Experiment(name="fake", config=Cfg, run=run, format=fmt or (lambda s: f"acc {s['acc']}"),
-                      headline=lambda s: {"acc": s["acc"]}, plot_group=plot)
+    return Experiment(
+        name="fake",
+        config=Cfg,
+        run=run,
+        format=fmt or (lambda s: f"acc {s['acc']}"),
+        headline=lambda s: {"acc": s["acc"]},
+        plot_group=plot,
+    )
 
 
 def read(p):
@@ -73,8 +80,11 @@ def test_a_group_runs_its_seeds_in_order_each_in_its_own_folder_and_aggregates_t
     assert r["dir"] == str(tmp_path / "g") and r["seeds"] == [0, 1, 3]
     assert read(tmp_path / "g" / "config.json") == {"kind": "seeds", "config": group_config(make_exp(), Cfg(x=2.0))}
     err = capsys.readouterr().err.splitlines()
-    assert err == [f"seed 3 (1/3): {tmp_path / 'g' / 'seed_3'}", f"seed 0 (2/3): {tmp_path / 'g' / 'seed_0'}",
-                   f"seed 1 (3/3): {tmp_path / 'g' / 'seed_1'}"]
+    assert err == [
+        f"seed 3 (1/3): {tmp_path / 'g' / 'seed_3'}",
+        f"seed 0 (2/3): {tmp_path / 'g' / 'seed_0'}",
+        f"seed 1 (3/3): {tmp_path / 'g' / 'seed_1'}",
+    ]
 
 
 def test_a_quiet_group_prints_nothing(tmp_path, capsys):
@@ -107,17 +117,19 @@ def test_a_group_with_a_different_config_is_refused(tmp_path):
 def test_the_default_group_folder_is_named_by_the_config_without_its_seed(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     g = open_group(make_exp(), Cfg(x=3.0, seed=7), None)
-    assert g == tmp_path.joinpath("runs", f"fake-seeds-{config_hash({'experiment': 'fake', 'config': {'x': 3.0}})}") \
-        .relative_to(tmp_path)
+    assert g == tmp_path.joinpath(
+        "runs", f"fake-seeds-{config_hash({'experiment': 'fake', 'config': {'x': 3.0}})}"
+    ).relative_to(tmp_path)
     assert open_group(make_exp(), Cfg(x=3.0, seed=1), None) == g  # the seed is no part of a group's config
     assert group_config(make_exp(), Cfg(x=3.0, seed=7)) == {"experiment": "fake", "config": {"x": 3.0}}
 
 
 def test_the_group_plot_gets_the_displayed_means_and_the_folder(tmp_path):
     seen = []
-    run_seeds(make_exp(plot=lambda summary, folder: seen.append((summary, folder))), Cfg(), [0, 1],
-              tmp_path / "g", quiet=True)
-    (summary, folder), = seen
+    run_seeds(
+        make_exp(plot=lambda summary, folder: seen.append((summary, folder))), Cfg(), [0, 1], tmp_path / "g", quiet=True
+    )
+    ((summary, folder),) = seen
     assert folder == tmp_path / "g" and isinstance(summary["acc"], Stat) and math.isclose(summary["acc"], 1.5)
     assert summary["tag"] == "fake" and summary["rows"][0]["d"] == 1.0
 
@@ -197,8 +209,10 @@ def test_a_group_table_whose_formatter_fails_keeps_the_headline():
     lines = format_group(make_exp(fmt=broken), r).splitlines()
     assert lines[0].startswith("fake: 1 seed(s) 0;") and lines[1] == "" and lines[3].split()[0] == "acc"
     assert len(lines) == 4  # a headline entry that is not a statistic gets no row
-    assert format_group(make_exp(), {"seeds": [0], "aggregate": {"acc": 1.0}, "headline": {}}) == \
-        "fake: 1 seed(s) 0; mean ± std (sample std over seeds)\nacc 1.0"
+    assert (
+        format_group(make_exp(), {"seeds": [0], "aggregate": {"acc": 1.0}, "headline": {}})
+        == "fake: 1 seed(s) 0; mean ± std (sample std over seeds)\nacc 1.0"
+    )
 
 
 def test_mean_std_is_the_value_alone_or_the_mean_and_sample_std():

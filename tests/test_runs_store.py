@@ -1,5 +1,6 @@
 """The run store on run folders written by hand (config.json, summary.json, sweep.json): each state, kind and
 key setting an entry can have, what a folder of runs lists, how --where matches, and the table's layout."""
+
 import json
 
 import pytest
@@ -20,8 +21,14 @@ def run(path, kind, config, summary=None):
     return path
 
 
-DST = {"model": "mlp1d", "dataset": "digits", "method": "rigl", "density": 0.1, "seed": 0,
-       "train": {"lr": 0.1, "iterations": 50}}
+DST = {
+    "model": "mlp1d",
+    "dataset": "digits",
+    "method": "rigl",
+    "density": 0.1,
+    "seed": 0,
+    "train": {"lr": 0.1, "iterations": 50},
+}
 
 
 def test_a_finished_run_is_done_with_its_headline_and_key_settings(tmp_path):
@@ -58,13 +65,24 @@ def test_without_a_summary_a_run_is_partial_once_it_has_a_checkpoint_or_a_subfol
 FLOPS = {"training": 1, "training_dense": 2}
 
 
-@pytest.mark.parametrize("kind, summary", [
-    ("prune-init", {"density": 0.1}),                                                     # KeyError
-    ("dst", {"ensemble": 5, "flops": FLOPS, "density": 0.1, "test_acc": 0.5}),           # TypeError
-    ("dst", {"ensemble": {}, "flops": FLOPS, "density": 0.1, "test_acc": 0.5, "members": []}),  # IndexError
-    ("dst", {"ensemble": {"size": 1}, "flops": {"training": 1, "training_dense": 0}, "density": 0.1,
-             "test_acc": 0.5, "members": [{"nll": 1, "ece": 0}]}),                          # ZeroDivisionError
-])
+@pytest.mark.parametrize(
+    "kind, summary",
+    [
+        ("prune-init", {"density": 0.1}),  # KeyError
+        ("dst", {"ensemble": 5, "flops": FLOPS, "density": 0.1, "test_acc": 0.5}),  # TypeError
+        ("dst", {"ensemble": {}, "flops": FLOPS, "density": 0.1, "test_acc": 0.5, "members": []}),  # IndexError
+        (
+            "dst",
+            {
+                "ensemble": {"size": 1},
+                "flops": {"training": 1, "training_dense": 0},
+                "density": 0.1,
+                "test_acc": 0.5,
+                "members": [{"nll": 1, "ece": 0}],
+            },
+        ),  # ZeroDivisionError
+    ],
+)
 def test_a_summary_the_headline_cannot_read_is_done_with_no_metrics(tmp_path, kind, summary):
     e = describe(run(tmp_path / "r", kind, DST, summary), tmp_path)
     assert e["state"] == "done" and e["metrics"] == {}
@@ -101,10 +119,15 @@ def sweep(path, states, failed=None):
     return path
 
 
-@pytest.mark.parametrize("states, failed, want", [
-    (["done", "done"], None, "done"), (["done", "running"], None, "partial"), ([], None, "partial"),
-    (["done", "done"], ["p"], "failed"),
-])
+@pytest.mark.parametrize(
+    "states, failed, want",
+    [
+        (["done", "done"], None, "done"),
+        (["done", "running"], None, "partial"),
+        ([], None, "partial"),
+        (["done", "done"], ["p"], "failed"),
+    ],
+)
 def test_a_sweeps_state_comes_from_its_points(tmp_path, states, failed, want):
     e = describe(sweep(tmp_path / "s", states, failed), tmp_path)
     assert e["kind"] == "dst (sweep)" and e["state"] == want and e["settings"]["points"] == len(states)
@@ -181,16 +204,29 @@ def test_a_where_without_key_and_value_is_refused(bad):
 
 
 def test_metric_value_reads_a_number_or_a_statistics_mean():
-    e = {"metrics": {"acc": 0.5, "g": {"mean": 0.25, "std": 0.1, "min": 0.1, "max": 0.4, "n": 2, "values": [1]},
-                     "text": "x", "partial": {"mean": 0.3}}}
+    e = {
+        "metrics": {
+            "acc": 0.5,
+            "g": {"mean": 0.25, "std": 0.1, "min": 0.1, "max": 0.4, "n": 2, "values": [1]},
+            "text": "x",
+            "partial": {"mean": 0.3},
+        }
+    }
     assert metric_value(e, "acc") == 0.5 and metric_value(e, "g") == 0.25
     assert metric_value(e, "text") is None and metric_value(e, "partial") is None and metric_value(e, "nope") is None
 
 
 def test_the_table_has_aligned_columns_and_four_decimals():
-    entries = [{"path": "a-long-name", "kind": "dst", "state": "done", "metrics": {"test_acc": 0.91234},
-                "settings": {"model": "mlp1d", "density": 0.1}},
-               {"path": "b", "kind": "imp (seeds)", "state": "partial", "metrics": {}, "settings": {}}]
+    entries = [
+        {
+            "path": "a-long-name",
+            "kind": "dst",
+            "state": "done",
+            "metrics": {"test_acc": 0.91234},
+            "settings": {"model": "mlp1d", "density": 0.1},
+        },
+        {"path": "b", "kind": "imp (seeds)", "state": "partial", "metrics": {}, "settings": {}},
+    ]
     lines = format_runs(entries).splitlines()
     assert lines[0] == "run          kind         state    test_acc  settings"
     assert lines[1] == "a-long-name  dst          done     0.9123    model=mlp1d density=0.1"

@@ -1,6 +1,7 @@
 """Sweeps pinned on an experiment that trains nothing: the grid and its config, the state of every point
 after full, partial and failed invocations, what a resumed sweep runs, how tasks are cut into packs (never
 mixing models or datasets), the table's cells, the Ray address check and the plot's refusals."""
+
 import json
 import os
 from dataclasses import asdict, dataclass, fields
@@ -87,7 +88,9 @@ def test_every_point_and_seed_runs_once_with_the_runtime_settings(tmp_path):
     assert all(p["state"] == "done" and p["seeds"] == [0, 1] for p in r["points"])
     p = r["points"][2]
     assert p["values"] == {"x": "2.0", "mode": "a"} and p["headline"]["acc"]["values"] == [2.0, 3.0]
-    assert r["axes"] == ["x", "mode"] and r["seeds"] == [0, 1] and r["failed"] == [] and r["dir"] == str(tmp_path / "sw")
+    assert (
+        r["axes"] == ["x", "mode"] and r["seeds"] == [0, 1] and r["failed"] == [] and r["dir"] == str(tmp_path / "sw")
+    )
     assert json.loads((tmp_path / "sw" / "sweep.json").read_text()) == {k: v for k, v in r.items() if k != "dir"}
 
 
@@ -102,10 +105,16 @@ def test_a_finished_sweep_runs_nothing_and_more_seeds_run_only_the_new_ones(tmp_
 def test_a_failed_task_is_reported_and_its_point_is_partial_or_not_run(tmp_path):
     r = sweep(tmp_path, {"x": [1.0, 2.0], "fail": [False, True]}, [1])
     states = {p["point"]: p["state"] for p in r["points"]}
-    assert states == {"x=1.0,fail=False": "done", "x=1.0,fail=True": "not run", "x=2.0,fail=False": "done",
-                      "x=2.0,fail=True": "not run"}
-    assert r["failed"] == [{"point": "x=1.0,fail=True", "seed": 1, "error": "seed 1 of x=1.0 cannot run"},
-                           {"point": "x=2.0,fail=True", "seed": 1, "error": "seed 1 of x=2.0 cannot run"}]
+    assert states == {
+        "x=1.0,fail=False": "done",
+        "x=1.0,fail=True": "not run",
+        "x=2.0,fail=False": "done",
+        "x=2.0,fail=True": "not run",
+    }
+    assert r["failed"] == [
+        {"point": "x=1.0,fail=True", "seed": 1, "error": "seed 1 of x=1.0 cannot run"},
+        {"point": "x=2.0,fail=True", "seed": 1, "error": "seed 1 of x=2.0 cannot run"},
+    ]
     r = sweep(tmp_path / "again", {"x": [1.0], "fail": [True]}, [0, 1])
     assert r["points"][0]["state"] == "partial" and r["points"][0]["seeds"] == [0]
     assert r["points"][0]["headline"]["acc"]["values"] == [1.0]
@@ -128,8 +137,11 @@ def test_progress_lines_count_the_tasks_and_name_each_outcome(tmp_path, capsys):
     err = capsys.readouterr().err.splitlines()
     assert err[0] == f"sweep: {tmp_path / 'sw'} - 2 point(s) x 2 seed(s); 4 to run (local)"
     assert [line.split("  (")[0] for line in err[1:]] == [
-        "[1/4] fail=False seed 0: done", "[2/4] fail=False seed 1: done", "[3/4] fail=True seed 0: done",
-        "[4/4] fail=True seed 1: FAILED (seed 1 of x=1.0 cannot run)"]
+        "[1/4] fail=False seed 0: done",
+        "[2/4] fail=False seed 1: done",
+        "[3/4] fail=True seed 0: done",
+        "[4/4] fail=True seed 1: FAILED (seed 1 of x=1.0 cannot run)",
+    ]
     elapsed = [int(line.rsplit("  (", 1)[1].removesuffix(" s)")) for line in err[1:]]
     assert elapsed == sorted(elapsed) and 0 <= elapsed[0] and elapsed[-1] < 120  # seconds since the sweep began
 
@@ -162,8 +174,10 @@ def test_the_ray_backend_gets_the_tasks_or_the_packs_and_the_pack_runner(tmp_pat
 
 def test_bad_sweep_settings_are_refused_before_any_folder_is_made(tmp_path):
     pts = grid(Cfg(), {"x": [1.0]})
-    for kw, msg in ((dict(backend="slurm"), "unknown --backend 'slurm'; choose one of: local, ray"),
-                    (dict(jobs=0), "--jobs must be >= 1, got 0")):
+    for kw, msg in (
+        (dict(backend="slurm"), "unknown --backend 'slurm'; choose one of: local, ray"),
+        (dict(jobs=0), "--jobs must be >= 1, got 0"),
+    ):
         with pytest.raises(UserError, match=msg):
             run_sweep(EXP, Cfg(), pts, [0], tmp_path / "sw", check=False, quiet=True, **kw)
     with pytest.raises(UserError, match="the sweep has no points"):
@@ -180,9 +194,11 @@ def test_the_preflight_checks_every_points_config_first(tmp_path):
 def test_the_sweep_config_lists_each_axis_once_in_order_with_its_values_as_text():
     pts = grid(Cfg(), {"mode": ["b", "a"], "x": [2, 1.0]})
     c = sweep_config(EXP, Cfg(seed=4), pts)
-    assert c == {"experiment": NAME, "fixed": {"x": 1.0, "mode": "a", "fail": False, "model": "mlp1d",
-                                                               "dataset": "digits"},
-                 "axes": [["mode", ["b", "a"]], ["x", ["2", "1.0"]]]}
+    assert c == {
+        "experiment": NAME,
+        "fixed": {"x": 1.0, "mode": "a", "fail": False, "model": "mlp1d", "dataset": "digits"},
+        "axes": [["mode", ["b", "a"]], ["x", ["2", "1.0"]]],
+    }
 
 
 def test_a_sweep_folder_with_other_axes_is_refused(tmp_path):
@@ -229,10 +245,17 @@ def test_a_cell_shows_the_mean_alone_for_one_seed_or_no_spread():
 
 
 def test_the_table_keeps_the_axis_order_and_only_statistic_columns():
-    r = {"axes": ["b", "a"], "points": [
-        {"values": {"a": "1", "b": "x"}, "state": "done", "headline": {"acc": stat(1, 2), "note": "text",
-                                                                       "a": stat(1, 1)}},
-        {"values": {"a": "22", "b": "yy"}, "state": "not run", "headline": {}}]}
+    r = {
+        "axes": ["b", "a"],
+        "points": [
+            {
+                "values": {"a": "1", "b": "x"},
+                "state": "done",
+                "headline": {"acc": stat(1, 2), "note": "text", "a": stat(1, 1)},
+            },
+            {"values": {"a": "22", "b": "yy"}, "state": "not run", "headline": {}},
+        ],
+    }
     lines = format_sweep(r).splitlines()
     assert lines[0] == " b   a        acc    state"
     assert lines[1] == " x   1  1.5 ± 0.5     done"
@@ -295,12 +318,13 @@ def test_the_plot_refuses_a_metric_no_point_has_and_an_axis_the_sweep_lacks(tmp_
 
 # -- the backends' driver code, on stand-ins for the process pool and for Ray -----------------------------------
 
+
 def tasks_of(n):
     return [Task(Point(f"p{i}", {}, None), i, (i,)) for i in range(n)]
 
 
 def test_local_workers_report_each_result_error_and_dead_worker(monkeypatch):
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
     from ticketlab.runs import sweep as sw
@@ -371,7 +395,9 @@ class FakeRay:
                 @staticmethod
                 def remote(*args):
                     return Ref(args, fn)
+
             return Remote
+
         return wrap
 
     def wait(self, pending, num_returns):
@@ -393,8 +419,17 @@ def test_a_local_ray_listens_on_127_0_0_1_in_a_temporary_folder_it_removes(monke
     real = sw.tempfile.mkdtemp
     monkeypatch.setattr(sw.tempfile, "mkdtemp", lambda prefix: temps.append(real(prefix=prefix)) or temps[-1])
     seen = {}
-    times = sw._ray(tasks_of(3), None, 2.0, 0.5, 3, 4, lambda t, err, res: seen.__setitem__(t.seed, (err, res)),
-                    quiet=True, fn=lambda i, threads: (i, threads))
+    times = sw._ray(
+        tasks_of(3),
+        None,
+        2.0,
+        0.5,
+        3,
+        4,
+        lambda t, err, res: seen.__setitem__(t.seed, (err, res)),
+        quiet=True,
+        fn=lambda i, threads: (i, threads),
+    )
     (init,) = fake.inits
     assert init["_node_ip_address"] == "127.0.0.1" and init["include_dashboard"] is False
     assert init["num_cpus"] == 3 and init["num_gpus"] is None and init["log_to_driver"] is False
@@ -431,8 +466,11 @@ def test_a_ray_cluster_address_is_joined_and_an_unreachable_one_is_one_line(monk
 
     down = Down()
     monkeypatch.setattr(sw, "import_ray", lambda: down)
-    with pytest.raises(UserError, match=r"cannot reach the Ray cluster at --ray-address h:1 \(could not connect\); "
-                                        "check the address or leave it out"):
+    with pytest.raises(
+        UserError,
+        match=r"cannot reach the Ray cluster at --ray-address h:1 \(could not connect\); "
+        "check the address or leave it out",
+    ):
         sw._ray(tasks_of(1), "h:1", 1, 0, None, 3, lambda *a: None, quiet=True, fn=lambda i, t: t)
     assert down.shut == 0
 
@@ -454,13 +492,22 @@ def test_ray_is_shut_down_even_when_the_driver_is_interrupted(monkeypatch):
 def test_ray_settings_keep_it_local_and_quiet(monkeypatch):
     from ticketlab.runs import sweep as sw
 
-    for k in ("RAY_AUTH_MODE", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_USAGE_STATS_ENABLED", "RAY_DISABLE_IMPORT_WARNING"):
+    for k in (
+        "RAY_AUTH_MODE",
+        "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER",
+        "RAY_USAGE_STATS_ENABLED",
+        "RAY_DISABLE_IMPORT_WARNING",
+    ):
         monkeypatch.delenv(k, raising=False)
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")  # a user's own setting is kept
     sw.ray_environment()
     env = sw.os.environ
-    assert (env["RAY_AUTH_MODE"], env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"], env["RAY_USAGE_STATS_ENABLED"],
-            env["RAY_DISABLE_IMPORT_WARNING"]) == ("disabled", "0", "1", "1")
+    assert (
+        env["RAY_AUTH_MODE"],
+        env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"],
+        env["RAY_USAGE_STATS_ENABLED"],
+        env["RAY_DISABLE_IMPORT_WARNING"],
+    ) == ("disabled", "0", "1", "1")
 
 
 def test_without_ray_the_ray_backend_is_one_line(monkeypatch):
@@ -485,13 +532,23 @@ def test_a_sweep_on_the_ray_backend_checks_the_address_before_any_folder(tmp_pat
 
     monkeypatch.setattr(sw, "import_ray", lambda: FakeRay())
     with pytest.raises(UserError, match="expected HOST:PORT"):
-        run_sweep(EXP, Cfg(), grid(Cfg(), {"x": [1.0]}), [0], tmp_path / "sw", backend="ray", ray_address="nohost",
-                  check=False, quiet=True)
+        run_sweep(
+            EXP,
+            Cfg(),
+            grid(Cfg(), {"x": [1.0]}),
+            [0],
+            tmp_path / "sw",
+            backend="ray",
+            ray_address="nohost",
+            check=False,
+            quiet=True,
+        )
     assert not (tmp_path / "sw").exists()
     fake = FakeRay()
     monkeypatch.setattr(sw, "import_ray", lambda: fake)
-    r = run_sweep(EXP, Cfg(), grid(Cfg(), {"x": [1.0, 2.0]}), [0], tmp_path / "sw", backend="ray", jobs=2,
-                  check=False, quiet=True)
+    r = run_sweep(
+        EXP, Cfg(), grid(Cfg(), {"x": [1.0, 2.0]}), [0], tmp_path / "sw", backend="ray", jobs=2, check=False, quiet=True
+    )
     assert all(p["state"] == "done" for p in r["points"]) and fake.inits[0]["num_cpus"] == 2
     assert set(r) >= {"ray_startup_s", "ray_tasks_s", "ray_shutdown_s"}
 

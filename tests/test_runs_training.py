@@ -1,6 +1,7 @@
 """train_cached, the one cached training every runner repeats: what each layout writes, what a cache hit
 returns (and that it trains nothing), the start weights and mask, recorded extras, refusals of corrupt
 records, the printed line, and when a training is handed to a lockstep."""
+
 import json
 import re
 
@@ -91,8 +92,9 @@ def test_a_corrupt_record_is_refused_saying_what_to_delete(tmp_path, tiny_data, 
         cached(tmp_path / "t", net(), tiny_data, layout=layout)
 
 
-def test_training_starts_from_the_given_weights_under_the_mask_and_records_the_density(tmp_path, tiny_data,
-                                                                                      monkeypatch):
+def test_training_starts_from_the_given_weights_under_the_mask_and_records_the_density(
+    tmp_path, tiny_data, monkeypatch
+):
     start = {k: torch.full_like(v, 0.01) for k, v in net().state_dict().items()}
     mask = {"1.weight": torch.arange(160).view(10, 16) % 4 == 0}
     seen = {}
@@ -112,8 +114,10 @@ def test_a_training_prints_one_line_unless_quiet(tmp_path, tiny_data, capsys):
     mask = {"1.weight": torch.ones(10, 16, dtype=torch.bool)}
     s, _ = cached(tmp_path / "t", net(), tiny_data, quiet=False, label="round 2", mask=mask)
     err = capsys.readouterr().err.splitlines()[-1]
-    assert err == (f"round 2: density 100.00%  test acc {s['test_acc']:.4f}  early stop "
-                   f"{s['early_stop_test_acc']:.4f} @ {s['early_stop_iter']}")
+    assert err == (
+        f"round 2: density 100.00%  test acc {s['test_acc']:.4f}  early stop "
+        f"{s['early_stop_test_acc']:.4f} @ {s['early_stop_iter']}"
+    )
     cached(tmp_path / "u", net(), tiny_data, quiet=False, label="dense")
     assert capsys.readouterr().err.splitlines()[-1].startswith("dense: test acc ")
     cached(tmp_path / "v", net(), tiny_data)
@@ -146,8 +150,7 @@ def test_an_interrupted_training_resumes_from_its_checkpoint_to_the_same_bits(tm
     assert all(torch.equal(v, w[k]) for k, v in load_tensors(tmp_path / "t" / "final.safetensors").items())
 
 
-def test_in_lockstep_a_plain_training_is_handed_in_and_one_with_snapshots_or_frozen_weights_is_not(tmp_path,
-                                                                                                  tiny_data):
+def test_in_lockstep_a_plain_training_is_handed_in_and_one_with_snapshots_or_frozen_weights_is_not(tmp_path, tiny_data):
     seen = []
 
     class Spy(lockstep.Lockstep):

@@ -1,4 +1,5 @@
 """Seed groups: the statistics, their display as mean ± std, and groups of real runs."""
+
 import json
 import math
 
@@ -27,8 +28,12 @@ def test_one_seed_has_zero_std():
 
 
 def test_aggregate_goes_into_lists_and_keeps_what_does_not_vary():
-    agg = aggregate([{"rows": [{"k": 1, "acc": 0.5}], "name": "rigl", "seed": 0},
-                     {"rows": [{"k": 1, "acc": 0.7}], "name": "rigl", "seed": 1}])
+    agg = aggregate(
+        [
+            {"rows": [{"k": 1, "acc": 0.5}], "name": "rigl", "seed": 0},
+            {"rows": [{"k": 1, "acc": 0.7}], "name": "rigl", "seed": 1},
+        ]
+    )
     assert agg["name"] == "rigl"
     assert math.isclose(agg["rows"][0]["acc"]["mean"], 0.6)
     assert agg["seed"]["values"] == [0, 1]
@@ -64,23 +69,47 @@ def test_display_shows_a_constant_as_its_value_and_a_varying_number_as_a_stat():
     assert d["tag"] == "x"
 
 
-@pytest.mark.parametrize("seed, seeds, expected", [
-    (None, None, [0]), (None, 3, [0, 1, 2]), ([5], 2, [5, 6]), (7, None, [7]), ([2, 0], None, [2, 0]),
-])
+@pytest.mark.parametrize(
+    "seed, seeds, expected",
+    [
+        (None, None, [0]),
+        (None, 3, [0, 1, 2]),
+        ([5], 2, [5, 6]),
+        (7, None, [7]),
+        ([2, 0], None, [2, 0]),
+    ],
+)
 def test_seed_lists(seed, seeds, expected):
     assert parse_seeds(seed, seeds) == expected
 
 
-@pytest.mark.parametrize("seed, seeds, msg", [
-    (None, 0, "--seeds must be >= 1"), ([1, 2], 3, "not both"), ([1, 1], None, "twice"),
-])
+@pytest.mark.parametrize(
+    "seed, seeds, msg",
+    [
+        (None, 0, "--seeds must be >= 1"),
+        ([1, 2], 3, "not both"),
+        ([1, 1], None, "twice"),
+    ],
+)
 def test_bad_seed_lists_are_refused(seed, seeds, msg):
     with pytest.raises(UserError, match=msg):
         parse_seeds(seed, seeds)
 
 
-FAST = ["prune-init", "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--method", "magnitude",
-        "--density", "0.3", "--quiet"]
+FAST = [
+    "prune-init",
+    "--dataset",
+    "digits",
+    "--model",
+    "mlp1d",
+    "--iterations",
+    "20",
+    "--method",
+    "magnitude",
+    "--density",
+    "0.3",
+    "--quiet",
+]
 
 
 def test_each_seed_of_a_group_is_the_ordinary_run_of_that_seed_bitwise(tmp_path):
@@ -119,16 +148,52 @@ def test_a_group_folder_holding_a_different_config_is_refused_and_kept(tmp_path,
 
 def test_a_group_is_checked_whole_before_its_first_training(tmp_path, monkeypatch, capsys):
     from ticketlab.runs import training
+
     monkeypatch.setattr(training, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
-    code = main(["structured", "--dataset", "digits", "--model", "lenet300", "--method", "slimming",
-                 "--iterations", "5", "--seeds", "2", "--quiet", "--out", str(tmp_path / "g")])
+    code = main(
+        [
+            "structured",
+            "--dataset",
+            "digits",
+            "--model",
+            "lenet300",
+            "--method",
+            "slimming",
+            "--iterations",
+            "5",
+            "--seeds",
+            "2",
+            "--quiet",
+            "--out",
+            str(tmp_path / "g"),
+        ]
+    )
     one_line_exit_2(code, capsys.readouterr().err, "bn-scale needs BatchNorm")
     assert not (tmp_path / "g").exists()
 
 
 def test_an_imp_group_plots_its_mean_with_a_std_band(tmp_path):
-    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "10", "--rounds", "1",
-                 "--seeds", "2", "--quiet", "--out", str(tmp_path / "g")]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp1d",
+                "--iterations",
+                "10",
+                "--rounds",
+                "1",
+                "--seeds",
+                "2",
+                "--quiet",
+                "--out",
+                str(tmp_path / "g"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "g" / "accuracy_vs_density.png").stat().st_size > 0
 
 
@@ -143,8 +208,27 @@ def test_run_seeds_from_python_returns_the_group(tmp_path):
 
 def test_baselines_on_a_seed_group_run_for_every_seed_and_print_mean_and_std(tmp_path, capsys):
     g = tmp_path / "g"
-    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--rounds", "1",
-                 "--seeds", "2", "--quiet", "--out", str(g)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp1d",
+                "--iterations",
+                "20",
+                "--rounds",
+                "1",
+                "--seeds",
+                "2",
+                "--quiet",
+                "--out",
+                str(g),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["baselines", str(g), "--only", "shuffle", "--quiet"]) == 0
     out = capsys.readouterr().out
@@ -156,9 +240,45 @@ def test_group_runs_are_the_seeds_of_a_group_and_the_run_itself_otherwise(tmp_pa
     from ticketlab.runs.seeds import group_runs
 
     single, group = tmp_path / "one", tmp_path / "grp"
-    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "5", "--rounds", "1", "--quiet",
-                 "--out", str(single)]) == 0
-    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "5", "--rounds", "1", "--quiet",
-                 "--seeds", "2", "--out", str(group)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp1d",
+                "--iterations",
+                "5",
+                "--rounds",
+                "1",
+                "--quiet",
+                "--out",
+                str(single),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp1d",
+                "--iterations",
+                "5",
+                "--rounds",
+                "1",
+                "--quiet",
+                "--seeds",
+                "2",
+                "--out",
+                str(group),
+            ]
+        )
+        == 0
+    )
     assert group_runs(single) == [single]  # its own summary.json is not a group's
     assert group_runs(group) == [group / "seed_0", group / "seed_1"]

@@ -1,4 +1,5 @@
 """``ticketlab runs``: the run store read from the run directories themselves."""
+
 import json
 import shutil
 
@@ -16,8 +17,22 @@ def store(tmp_path_factory):
     root = tmp_path_factory.mktemp("store")
     assert main(["prune-init", "--method", "magnitude", "--density", "0.3", *FAST, "--out", str(root / "pi")]) == 0
     assert main(["dst", "--method", "set", "--density", "0.5", *FAST, "--seeds", "2", "--out", str(root / "g")]) == 0
-    assert main(["sweep", "prune-init", "--vary", "method=random,magnitude", "--density", "0.3", *FAST,
-                 "--out", str(root / "sw")]) == 0
+    assert (
+        main(
+            [
+                "sweep",
+                "prune-init",
+                "--vary",
+                "method=random,magnitude",
+                "--density",
+                "0.3",
+                *FAST,
+                "--out",
+                str(root / "sw"),
+            ]
+        )
+        == 0
+    )
     assert main(["imp", "--rounds", "1", *FAST, "--out", str(root / "imp")]) == 0
     shutil.copytree(root / "imp", root / "imp-partial")
     (root / "imp-partial" / "accuracy_vs_density.png").unlink()  # as a run interrupted between rounds

@@ -46,9 +46,13 @@ def test_scores_bn_scale_and_l1():
     groups = channel_groups(model, (1, 8, 8))
     s = channel_scores(model, groups, "bn-scale")
     assert torch.allclose(s["0"], torch.linspace(-1, 1, 64).abs())
-    l1 = channel_scores(build_model("lenet300", (1, 8, 8), 10), channel_groups(
-        build_model("lenet300", (1, 8, 8), 10), (1, 8, 8)), "l1")
+    l1 = channel_scores(
+        build_model("lenet300", (1, 8, 8), 10), channel_groups(build_model("lenet300", (1, 8, 8), 10), (1, 8, 8)), "l1"
+    )
     assert set(l1) == {"1", "3"} and l1["1"].shape == (300,)
     with pytest.raises(UserError, match="bn-scale needs BatchNorm"):
-        channel_scores(build_model("lenet300", (1, 8, 8), 10), channel_groups(
-            build_model("lenet300", (1, 8, 8), 10), (1, 8, 8)), "bn-scale")
+        channel_scores(
+            build_model("lenet300", (1, 8, 8), 10),
+            channel_groups(build_model("lenet300", (1, 8, 8), 10), (1, 8, 8)),
+            "bn-scale",
+        )

@@ -1,14 +1,23 @@
 import pytest
 import torch
+from helpers import killed_then_resumed, without_config
 
 from ticketlab.errors import UserError
 from ticketlab.models import build_model
 from ticketlab.sparse import prunable_names
-from ticketlab.supermask import (BernoulliMask, HardConcreteMask, L0Penalty, SupermaskConfig, TopKMask, attach,
-                                 hard_masks, run_supermask, set_eval_mode, signed_constant_)
+from ticketlab.supermask import (
+    BernoulliMask,
+    HardConcreteMask,
+    L0Penalty,
+    SupermaskConfig,
+    TopKMask,
+    attach,
+    hard_masks,
+    run_supermask,
+    set_eval_mode,
+    signed_constant_,
+)
 from ticketlab.train import TrainConfig, evaluate, train
-
-from helpers import killed_then_resumed, without_config
 
 
 def test_topk_mask_keeps_exactly_k_and_passes_gradients_straight_through():
@@ -77,8 +86,9 @@ def test_jackpot_starts_from_the_magnitude_mask(tiny_data):
 
 
 def test_learned_supermask_beats_chance_on_untrained_weights(tmp_path):
-    cfg = SupermaskConfig(dataset="digits", train=TrainConfig(optimizer="sgd", lr=100.0, momentum=0.9,
-                                                              iterations=150, eval_every=50))
+    cfg = SupermaskConfig(
+        dataset="digits", train=TrainConfig(optimizer="sgd", lr=100.0, momentum=0.9, iterations=150, eval_every=50)
+    )
     s = run_supermask(cfg, tmp_path / "sm", quiet=True)
     assert s["untrained_mask_test_acc"] < 0.4 and s["expected_mask_test_acc"] > 0.7
     assert s["sampled_mask_test_acc"]["samples"] == 10 and s["sampled_mask_test_acc"]["mean"] > 0.6
@@ -86,20 +96,25 @@ def test_learned_supermask_beats_chance_on_untrained_weights(tmp_path):
 
 
 def test_supermask_resume_is_bitwise(tmp_path, monkeypatch):
-    cfg = SupermaskConfig(dataset="digits", train=TrainConfig(optimizer="sgd", lr=100.0, momentum=0.9,
-                                                              iterations=60, eval_every=20))
+    cfg = SupermaskConfig(
+        dataset="digits", train=TrainConfig(optimizer="sgd", lr=100.0, momentum=0.9, iterations=60, eval_every=20)
+    )
     ref = run_supermask(cfg, tmp_path / "ref", quiet=True, checkpoint_every=20)
-    again = killed_then_resumed(run_supermask, cfg, tmp_path / "r", monkeypatch, quiet=True,
-                                checkpoint_every=20)
+    again = killed_then_resumed(run_supermask, cfg, tmp_path / "r", monkeypatch, quiet=True, checkpoint_every=20)
     assert without_config(again) == without_config(ref)
 
 
-@pytest.mark.parametrize("kw,msg", [({"method": "dropout"}, "unknown supermask method"),
-                                    ({"weights": "ones"}, "unknown --weights"),
-                                    ({"density": 0.0}, "--density"),
-                                    ({"method": "jackpot"}, "needs --pretrained"),
-                                    ({"method": "hard-concrete"}, "needs --pretrained"),
-                                    ({"l0_strength": -1.0}, "--l0-strength must be >= 0")])
+@pytest.mark.parametrize(
+    "kw,msg",
+    [
+        ({"method": "dropout"}, "unknown supermask method"),
+        ({"weights": "ones"}, "unknown --weights"),
+        ({"density": 0.0}, "--density"),
+        ({"method": "jackpot"}, "needs --pretrained"),
+        ({"method": "hard-concrete"}, "needs --pretrained"),
+        ({"l0_strength": -1.0}, "--l0-strength must be >= 0"),
+    ],
+)
 def test_bad_supermask_settings(kw, msg):
     with pytest.raises(UserError, match=msg):
         SupermaskConfig(**kw).validate()
@@ -115,6 +130,7 @@ def test_eval_modes_change_only_bernoulli_masks(tiny_data):
 
 
 # -- hard-concrete gates (robust tickets) ---------------------------------------------------------------------
+
 
 def test_hard_concrete_gates_are_exact_zeros_and_ones_often_and_differentiable():
     mod = HardConcreteMask(torch.Size([4000]), density=0.25, init_logit=0.0, seed=0)
@@ -152,15 +168,38 @@ def pretrained(tmp_path_factory):
     from ticketlab.cli import main
 
     run = tmp_path_factory.mktemp("hc") / "imp"
-    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "150", "--rounds", "1",
-                 "--quiet", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp1d",
+                "--iterations",
+                "150",
+                "--rounds",
+                "1",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     return run
 
 
 def hc_cfg(pretrained, **kw):
-    return SupermaskConfig(dataset="digits", model="mlp1d", method="hard-concrete", pretrained=str(pretrained),
-                           density=0.2, init_logit=3.0, **{"train": TrainConfig(optimizer="adam", lr=0.05,
-                                                                                  iterations=80, eval_every=20)} | kw)
+    return SupermaskConfig(
+        dataset="digits",
+        model="mlp1d",
+        method="hard-concrete",
+        pretrained=str(pretrained),
+        density=0.2,
+        init_logit=3.0,
+        **{"train": TrainConfig(optimizer="adam", lr=0.05, iterations=80, eval_every=20)} | kw,
+    )
 
 
 def test_hard_concrete_ticket_reaches_the_asked_density_and_keeps_the_pretrained_weights(pretrained, tmp_path):
@@ -185,11 +224,12 @@ def test_hard_concrete_with_pgd_resumes_bitwise_and_is_evaluated_by_robustness(p
 
     from ticketlab.cli import main
 
-    cfg = hc_cfg(pretrained, train=TrainConfig(optimizer="adam", lr=0.05, iterations=40, eval_every=20, adv="pgd",
-                                               adv_eps=0.1, adv_steps=3))
+    cfg = hc_cfg(
+        pretrained,
+        train=TrainConfig(optimizer="adam", lr=0.05, iterations=40, eval_every=20, adv="pgd", adv_eps=0.1, adv_steps=3),
+    )
     ref = run_supermask(cfg, tmp_path / "ref", quiet=True, checkpoint_every=20)
-    again = killed_then_resumed(run_supermask, cfg, tmp_path / "r", monkeypatch, quiet=True,
-                                checkpoint_every=20)
+    again = killed_then_resumed(run_supermask, cfg, tmp_path / "r", monkeypatch, quiet=True, checkpoint_every=20)
     assert without_config(again) == without_config(ref)
     assert main(["robustness", str(tmp_path / "r"), "--eps", "0.05", "--steps", "3", "--quiet"]) == 0
     rows = json.loads(next((tmp_path / "r").glob("robustness-*/results.json")).read_text())["rows"]
@@ -208,7 +248,8 @@ def test_hard_phase_learns_through_the_binary_ticket_and_resumes(pretrained, tmp
     # from iteration 40 of 80 the forward pass is the binary ticket: training's own evaluation is the ticket's
     assert ref["gate_test_acc"] == ref["test_acc"]
     assert ref["density"] == pytest.approx(0.2, abs=1e-3)
-    again = killed_then_resumed(run_supermask, cfg, tmp_path / "r", monkeypatch, n=3, quiet=True,
-                                checkpoint_every=20)  # killed inside the hard phase (after iteration 60)
+    again = killed_then_resumed(
+        run_supermask, cfg, tmp_path / "r", monkeypatch, n=3, quiet=True, checkpoint_every=20
+    )  # killed inside the hard phase (after iteration 60)
     assert without_config(again) == without_config(ref)
     assert "hard_phase" not in hc_cfg(pretrained).to_dict() and cfg.to_dict()["hard_phase"] == 0.5

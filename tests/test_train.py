@@ -7,8 +7,17 @@ from ticketlab.models import build_model
 from ticketlab.sparse import ones_mask
 from ticketlab.train import Checkpointer, TrainConfig, train
 
-CFG = TrainConfig(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=32, iterations=60,
-                  eval_every=10, lr_schedule="cosine", warmup=5)
+CFG = TrainConfig(
+    optimizer="sgd",
+    lr=0.05,
+    momentum=0.9,
+    weight_decay=1e-3,
+    batch_size=32,
+    iterations=60,
+    eval_every=10,
+    lr_schedule="cosine",
+    warmup=5,
+)
 
 
 def run(data, cfg=CFG, mask=None, **kw):
@@ -74,8 +83,7 @@ def test_start_iter_continues_the_schedule(tiny_data):
 
 
 @pytest.mark.parametrize("optimizer,wd", [("sgd", 1e-2), ("adam", 1e-2), ("adamw", 0.5)])
-def test_trainer_gradient_pass_alone_keeps_zeros_and_matches_both_passes_bitwise(tiny_data, optimizer, wd,
-                                                                                  monkeypatch):
+def test_trainer_gradient_pass_alone_keeps_zeros_and_matches_both_passes_bitwise(tiny_data, optimizer, wd, monkeypatch):
     cfg = TrainConfig(optimizer=optimizer, lr=0.01, weight_decay=wd, batch_size=32, iterations=40, eval_every=20)
     mask = ones_mask(build_model("mlp1d", tiny_data.input_shape, 10))
     g = torch.Generator().manual_seed(0)
@@ -86,9 +94,11 @@ def test_trainer_gradient_pass_alone_keeps_zeros_and_matches_both_passes_bitwise
     assert all(torch.count_nonzero(params[n][~m]) == 0 for n, m in mask.items())
     from ticketlab.sparse import MaskEnforcer
     from ticketlab.train import loop
+
     real = MaskEnforcer.__init__
-    monkeypatch.setattr(loop.MaskEnforcer, "__init__",
-                        lambda self, *a, after_step=True, **k: real(self, *a, after_step=True, **k))
+    monkeypatch.setattr(
+        loop.MaskEnforcer, "__init__", lambda self, *a, after_step=True, **k: real(self, *a, after_step=True, **k)
+    )
     safe_model, safe = run(tiny_data, cfg, mask=mask)
     assert fast.history == safe.history
     assert all(torch.equal(a, b) for a, b in zip(fast_model.state_dict().values(), safe_model.state_dict().values()))
@@ -113,6 +123,7 @@ class Recorder(torch.nn.Module):
 
 def indexed(n):
     from ticketlab.data import Dataset
+
     x = torch.arange(n, dtype=torch.float32).view(n, 1, 1)
     small, labels = torch.zeros(4, 1, 1), torch.zeros(4, dtype=torch.long)
     return Dataset("indexed", x, torch.arange(n) % 2, small, labels, small, labels, 2)
@@ -122,11 +133,13 @@ def record(data, cfg, seed=0, monkeypatch=None, **kw):
     model = Recorder()
     if monkeypatch is not None:  # capture the loop's optimizer so the model can read its learning rate
         from ticketlab.train import loop
+
         real = loop.make_optimizer
 
         def spy(m, c):
             model.opt = real(m, c)
             return model.opt
+
         monkeypatch.setattr(loop, "make_optimizer", spy)
     train(model, data, cfg, seed=seed, **kw)
     return model
@@ -136,7 +149,7 @@ def test_each_epoch_visits_every_example_exactly_once_in_a_new_order():
     cfg = TrainConfig(optimizer="sgd", lr=0.01, batch_size=32, iterations=12, eval_every=12)
     m = record(indexed(96), cfg)  # 3 steps per epoch, 4 epochs
     assert [len(b) for b in m.batches] == [32] * 12
-    epochs = [sum(m.batches[3 * e:3 * e + 3], []) for e in range(4)]
+    epochs = [sum(m.batches[3 * e : 3 * e + 3], []) for e in range(4)]
     assert all(sorted(e) == list(range(96)) for e in epochs)
     assert len({tuple(e) for e in epochs}) == 4  # the order differs between epochs
     other = record(indexed(96), cfg, seed=1)
@@ -146,12 +159,13 @@ def test_each_epoch_visits_every_example_exactly_once_in_a_new_order():
 
 def test_the_last_partial_batch_is_dropped_and_the_order_comes_from_seed_and_epoch():
     from ticketlab.train.loop import epoch_permutation
+
     cfg = TrainConfig(optimizer="sgd", lr=0.01, batch_size=32, iterations=9, eval_every=9)
     m = record(indexed(100), cfg, seed=5)  # 3 full batches per epoch, 4 examples left out of each
     for e in range(3):
-        seen = sum(m.batches[3 * e:3 * e + 3], [])
+        seen = sum(m.batches[3 * e : 3 * e + 3], [])
         assert len(set(seen)) == 96 and seen == epoch_permutation(5, e, 100)[:96].tolist()
-    left_out = [set(range(100)) - set(sum(m.batches[3 * e:3 * e + 3], [])) for e in range(3)]
+    left_out = [set(range(100)) - set(sum(m.batches[3 * e : 3 * e + 3], [])) for e in range(3)]
     assert len({frozenset(s) for s in left_out}) > 1  # not always the same four
 
 
@@ -162,15 +176,18 @@ def test_a_batch_larger_than_the_data_uses_it_all_every_step():
 
 
 def test_a_resumed_run_continues_the_same_order_and_learning_rates(tmp_path, monkeypatch):
-    cfg = TrainConfig(optimizer="sgd", lr=0.1, batch_size=16, iterations=20, eval_every=5, lr_schedule="cosine",
-                      warmup=3)
+    cfg = TrainConfig(
+        optimizer="sgd", lr=0.1, batch_size=16, iterations=20, eval_every=5, lr_schedule="cosine", warmup=3
+    )
     ref = record(indexed(48), cfg, seed=2, monkeypatch=monkeypatch)
     from ticketlab.train.schedule import lr_at
+
     assert ref.lrs == [lr_at(cfg, i, 20) for i in range(20)]  # each step trains at its own lr
     ck = Checkpointer(tmp_path / "ck.safetensors", every=5)
 
     def crash(it, model):
         raise Stop
+
     with pytest.raises(Stop):
         record(indexed(48), cfg, seed=2, checkpointer=ck, snapshot_at=13, on_snapshot=crash)
     resumed = record(indexed(48), cfg, seed=2, monkeypatch=monkeypatch, checkpointer=ck)
@@ -178,19 +195,31 @@ def test_a_resumed_run_continues_the_same_order_and_learning_rates(tmp_path, mon
 
 
 def test_constant_lr_is_never_touched_and_start_iter_continues_the_schedule(monkeypatch):
-    cfg = TrainConfig(optimizer="sgd", lr=0.1, batch_size=16, iterations=12, eval_every=4, lr_schedule="step",
-                      milestones=[6], gamma=0.5)
+    cfg = TrainConfig(
+        optimizer="sgd",
+        lr=0.1,
+        batch_size=16,
+        iterations=12,
+        eval_every=4,
+        lr_schedule="step",
+        milestones=[6],
+        gamma=0.5,
+    )
     m = record(indexed(48), cfg, monkeypatch=monkeypatch, start_iter=4)
     assert m.lrs == [0.1, 0.1, 0.05, 0.05, 0.05, 0.05, 0.05, 0.05]
     full = record(indexed(48), cfg)
     assert m.batches == full.batches[4:]  # step 4 draws epoch 1's first batch, as an uninterrupted run does
-    flat = record(indexed(48), TrainConfig(optimizer="sgd", lr=0.1, batch_size=16, iterations=3, eval_every=3),
-                  monkeypatch=monkeypatch)
+    flat = record(
+        indexed(48),
+        TrainConfig(optimizer="sgd", lr=0.1, batch_size=16, iterations=3, eval_every=3),
+        monkeypatch=monkeypatch,
+    )
     assert flat.lrs == [0.1, 0.1, 0.1]
 
 
 def test_evaluation_is_exact_and_in_eval_mode(tiny_data):
     from ticketlab.train.loop import evaluate
+
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10), torch.nn.Dropout(0.9))
     model.train()
@@ -212,16 +241,22 @@ def test_history_has_the_start_every_eval_every_and_the_end(tiny_data):
 
 def test_early_stop_takes_the_first_of_tied_minima():
     from ticketlab.train import TrainResult
-    rows = [{"iter": i, "val_loss": v, "test_acc": a, "val_acc": 0.0} for i, v, a in
-            [(0, 2.0, 0.1), (10, 1.0, 0.5), (20, 1.0, 0.6), (30, 1.5, 0.7)]]
+
+    rows = [
+        {"iter": i, "val_loss": v, "test_acc": a, "val_acc": 0.0}
+        for i, v, a in [(0, 2.0, 0.1), (10, 1.0, 0.5), (20, 1.0, 0.6), (30, 1.5, 0.7)]
+    ]
     r = TrainResult(history=rows, iterations=30)
     assert r.early_stop["iter"] == 10 and r.summary()["early_stop_test_acc"] == 0.5
     assert r.summary()["test_acc"] == 0.7 and r.final["iter"] == 30
 
 
-@pytest.mark.parametrize("name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)])
+@pytest.mark.parametrize(
+    "name,cls", [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)]
+)
 def test_make_optimizer_passes_every_setting_and_uses_fused_kernels(name, cls):
     from ticketlab.train.loop import make_optimizer
+
     model = torch.nn.Linear(3, 2)
     model.bias.requires_grad_(False)  # frozen parameters are left out
     opt = make_optimizer(model, TrainConfig(optimizer=name, lr=0.07, momentum=0.8, weight_decay=0.02))
@@ -240,6 +275,7 @@ def test_make_optimizer_falls_back_to_foreach_where_no_fused_kernel_exists(monke
             if fused:
                 raise RuntimeError("fused=True requires ...")
             super().__init__(params, **kw)
+
     monkeypatch.setattr(torch.optim, "Adam", NoFused)
     opt = make_optimizer(torch.nn.Linear(3, 2), TrainConfig(optimizer="adam", lr=0.1, weight_decay=0.5))
     group = opt.param_groups[0]
@@ -283,9 +319,10 @@ def test_progress_bar_runs_to_the_end(tiny_data, capsys):
 def test_epoch_orders_are_pinned_so_stored_runs_resume_identically():
     # Golden permutations: a change in how (seed, epoch) seeds the order would silently change every run.
     from ticketlab.train.loop import epoch_permutation
+
     assert epoch_permutation(0, 0, 12).tolist() == [8, 0, 5, 9, 7, 4, 2, 10, 3, 1, 11, 6]
     assert epoch_permutation(3, 2, 12).tolist() == [6, 11, 9, 5, 4, 0, 3, 10, 8, 7, 1, 2]
-    assert epoch_permutation(10 ** 13, 1, 12).tolist() == [8, 7, 0, 3, 1, 10, 9, 5, 11, 4, 2, 6]  # past 2^63
+    assert epoch_permutation(10**13, 1, 12).tolist() == [8, 7, 0, 3, 1, 10, 9, 5, 11, 4, 2, 6]  # past 2^63
     assert epoch_permutation(126, 0, 12).tolist() == [7, 5, 9, 8, 2, 11, 0, 4, 10, 1, 3, 6]
 
 
@@ -309,14 +346,20 @@ def test_frozen_entries_hold_their_values_through_training(tiny_data):
 
 def test_a_sparse_trainer_built_on_the_loops_optimizer_runs_every_step(tiny_data, tmp_path):
     import ticketlab.dst as dst
+
     model = build_model("mlp1d", tiny_data.input_shape, 10, seed=0)
     made = {}
 
     def factory(opt):
         made["t"] = dst.make("set", model, opt, density=0.3, total_steps=40, delta_t=10, seed=1)
         return made["t"]
-    r = train(model, tiny_data, TrainConfig(optimizer="adam", lr=0.01, batch_size=32, iterations=40, eval_every=20),
-              sparse=factory)
+
+    r = train(
+        model,
+        tiny_data,
+        TrainConfig(optimizer="adam", lr=0.01, batch_size=32, iterations=40, eval_every=20),
+        sparse=factory,
+    )
     t = made["t"]
     assert t.optimizer is not None and t.step_count == 40 and r.iterations == 40
     assert all(torch.count_nonzero(p[~m]) == 0 for p, m in zip(t.params, t.masks))
@@ -352,6 +395,7 @@ def test_the_sparse_updater_steps_sees_each_evaluation_and_resumes(tiny_data, tm
 
     def crash(it, model):
         raise Stop
+
     with pytest.raises(Stop):
         run(tiny_data, cfg, sparse=lambda opt: first, checkpointer=ck, snapshot_at=13, on_snapshot=crash)
     again = Updater()

@@ -1,32 +1,43 @@
 """Live logs (--log jsonl|tensorboard): named scalars per training stream, exact densities and FLOPs, mask
 changes of sparse trainers, no duplicate iterations after a resume."""
+
 import pytest
 import torch
+from helpers import die_after_checkpoints, one_line_exit_2
 
 from ticketlab import flops
 from ticketlab.cli import main
-from ticketlab.dst.runner import DSTConfig, run_dst
 from ticketlab.dst.evolutionary import SET
+from ticketlab.dst.runner import DSTConfig, run_dst
 from ticketlab.lottery import IMPConfig
 from ticketlab.lottery import imp as run_imp
 from ticketlab.train import TrainConfig
 from ticketlab.train import log as live
 from ticketlab.train.log import read_jsonl
 
-from helpers import die_after_checkpoints, one_line_exit_2
-
 
 @pytest.fixture
 def logging_as():
     def use(kind):
         live.configure(kind)
+
     yield use
     live.configure("none")
 
 
 def imp_cfg(**kw):
-    return IMPConfig(**({"model": "lenet300", "dataset": "digits", "rounds": 1, "controls": ["reinit"],
-                         "train": TrainConfig(iterations=40, eval_every=20, batch_size=60)} | kw))
+    return IMPConfig(
+        **(
+            {
+                "model": "lenet300",
+                "dataset": "digits",
+                "rounds": 1,
+                "controls": ["reinit"],
+                "train": TrainConfig(iterations=40, eval_every=20, batch_size=60),
+            }
+            | kw
+        )
+    )
 
 
 def test_jsonl_streams_per_training_hold_the_named_scalars_with_exact_density_and_flops(tmp_path, logging_as):
@@ -39,7 +50,7 @@ def test_jsonl_streams_per_training_hold_the_named_scalars_with_exact_density_an
     need = {"loss/train", "loss/val", "loss/test", "acc/val", "acc/test", "lr", "density", "flops"}
     assert need <= set(rows[-1]) and "loss/train" not in rows[0]  # no step before the first evaluation
     layers = s["rounds"][1]["layer_densities"]
-    assert {k[len("density/"):]: v for k, v in rows[-1].items() if k.startswith("density/")} == layers
+    assert {k[len("density/") :]: v for k, v in rows[-1].items() if k.startswith("density/")} == layers
     assert rows[-1]["density"] == s["rounds"][1]["density"]
     assert rows[-1]["acc/test"] == s["rounds"][1]["test_acc"] and rows[-1]["lr"] == TrainConfig().lr
     from ticketlab.io import load_tensors
@@ -73,8 +84,14 @@ def test_set_masks_records_the_fraction_of_kept_connections_that_are_new():
 
 def test_sparse_trainers_log_mask_change_at_each_update(tmp_path, logging_as):
     logging_as("jsonl")
-    cfg = DSTConfig(model="lenet300", dataset="digits", method="set", density=0.2, delta_t=10,
-                    train=TrainConfig(iterations=40, eval_every=20, batch_size=60))
+    cfg = DSTConfig(
+        model="lenet300",
+        dataset="digits",
+        method="set",
+        density=0.2,
+        delta_t=10,
+        train=TrainConfig(iterations=40, eval_every=20, batch_size=60),
+    )
     run_dst(cfg, tmp_path / "d", quiet=True)
     rows = read_jsonl(tmp_path / "d" / "train_0" / "log.jsonl")
     changes = [(r["iter"], r["mask_change"]) for r in rows if "mask_change" in r]
@@ -133,14 +150,37 @@ def test_log_flag_errors_are_one_line(tmp_path, capsys, monkeypatch):
         return real(name, *a, **kw)
 
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
-    code = main(["imp", "--model", "lenet300", "--dataset", "digits", "--log", "tensorboard", "--out", str(tmp_path / "r")])
+    code = main(
+        ["imp", "--model", "lenet300", "--dataset", "digits", "--log", "tensorboard", "--out", str(tmp_path / "r")]
+    )
     one_line_exit_2(code, capsys.readouterr().err, "pip install 'ticketlab[tensorboard]'")
     assert not (tmp_path / "r").exists()
 
 
 def test_sweep_points_log_in_their_own_folders(tmp_path):
-    code = main(["sweep", "imp", "--vary", "rate=0.2,0.5", "--model", "lenet300", "--dataset", "digits", "--rounds", "1", "--iterations",
-                 "20", "--eval-every", "10", "--log", "jsonl", "--quiet", "--out", str(tmp_path / "s")])
+    code = main(
+        [
+            "sweep",
+            "imp",
+            "--vary",
+            "rate=0.2,0.5",
+            "--model",
+            "lenet300",
+            "--dataset",
+            "digits",
+            "--rounds",
+            "1",
+            "--iterations",
+            "20",
+            "--eval-every",
+            "10",
+            "--log",
+            "jsonl",
+            "--quiet",
+            "--out",
+            str(tmp_path / "s"),
+        ]
+    )
     live.configure("none")
     assert code == 0
     streams = sorted(p.parent.relative_to(tmp_path / "s").as_posix() for p in (tmp_path / "s").rglob("log.jsonl"))

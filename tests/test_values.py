@@ -55,5 +55,6 @@ def test_pruned_values_rules():
 @pytest.mark.parametrize("rule", ["bogus"])
 def test_unknown_rules_are_user_errors(rule):
     from ticketlab.errors import UserError
+
     with pytest.raises(UserError):
         kv(rule, False)

@@ -1,5 +1,6 @@
 """IBP, CROWN and alpha-CROWN: sound on random dense and masked networks (sampled and PGD points never leave
 the bounds), worked by hand on a 2-2-2 network, exact at eps 0, ordered as the methods promise."""
+
 import pytest
 import torch
 from torch import nn
@@ -46,20 +47,36 @@ def test_bounds_of_the_hand_worked_2_2_2_network():
     # x = (1, -1))
     a = alpha_crown(ops, lo, hi, steps=50)
     assert torch.allclose(a.lower, torch.tensor([[-2.0, 0.0]], dtype=torch.float64), atol=1e-6)
-    assert stability(ops, c.pre) == [{"layer": 1, "neurons": 2, "unstable": 2, "active": 0, "inactive": 0,
-                                         "grafted": 0}]
+    assert stability(ops, c.pre) == [
+        {"layer": 1, "neurons": 2, "unstable": 2, "active": 0, "inactive": 0, "grafted": 0}
+    ]
 
 
 def random_net(kind: str, seed: int, density: float | None):
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     if kind == "mlp":
-        net, shape = nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(),
-                                   nn.Linear(16, 4)), (1, 3, 4)
+        net, shape = (
+            nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)),
+            (1, 3, 4),
+        )
     else:
-        net, shape = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
-                                   nn.Conv2d(3, 4, 3, stride=1, padding=1), nn.ReLU(), nn.AvgPool2d(2),
-                                   nn.Flatten(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4)), (1, 8, 8)
+        net, shape = (
+            nn.Sequential(
+                nn.Conv2d(1, 3, 3, padding=1),
+                nn.BatchNorm2d(3),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(3, 4, 3, stride=1, padding=1),
+                nn.ReLU(),
+                nn.AvgPool2d(2),
+                nn.Flatten(),
+                nn.Linear(16, 8),
+                nn.ReLU(),
+                nn.Linear(8, 4),
+            ),
+            (1, 8, 8),
+        )
     net = net.double().eval()
     with torch.no_grad():
         for m in net.modules():
@@ -81,7 +98,10 @@ def outputs(net, x, mean, std):
 @pytest.mark.parametrize("seed", range(4))
 def test_sampled_and_pgd_points_never_leave_the_bounds(kind, density, seed):
     net, shape = random_net(kind, seed, density)
-    mean, std = torch.tensor(0.4, dtype=torch.float64).view(1, 1, 1), torch.tensor(0.3, dtype=torch.float64).view(1, 1, 1)
+    mean, std = (
+        torch.tensor(0.4, dtype=torch.float64).view(1, 1, 1),
+        torch.tensor(0.3, dtype=torch.float64).view(1, 1, 1),
+    )
     ops = to_ops(net, shape, mean, std, sparse=density is not None)
     check_ops(ops, net, shape, mean, std)
     g = torch.Generator().manual_seed(100 + seed)
@@ -182,8 +202,16 @@ def test_an_unsupported_layer_is_named(name, layer):
         to_ops(model, (1, 28, 28) if name == "vit" else (3, 32, 32))
 
 
-@pytest.mark.parametrize("name, shape", [("lenet300", (1, 28, 28)), ("cnn-small", (1, 28, 28)),
-                                         ("conv2", (1, 16, 16)), ("cnn1d", (1, 40)), ("conv2bn", (1, 16, 16))])
+@pytest.mark.parametrize(
+    "name, shape",
+    [
+        ("lenet300", (1, 28, 28)),
+        ("cnn-small", (1, 28, 28)),
+        ("conv2", (1, 16, 16)),
+        ("cnn1d", (1, 40)),
+        ("conv2bn", (1, 16, 16)),
+    ],
+)
 def test_the_registrys_feed_forward_models_convert_exactly(name, shape):
     model = build_model(name, shape, 10, seed=0).eval()
     ops = to_ops(model, shape)
@@ -220,17 +248,21 @@ def test_relu_relaxation_per_case_and_crowns_adaptive_lower_slope():
     hi = torch.tensor([[1.0, 3.0, 2.0, -1.0, 0.0]], dtype=torch.float64)
     su, tu, sl, unstable = relu_relaxation(lo, hi)
     assert unstable.tolist() == [[True, True, False, False, False]]
-    assert su.tolist() == [[1 / 3, 0.75, 1.0, 0.0, 1.0]]           # u / (u - l); active 1; dead 0; l = 0 counts active
-    assert tu.tolist() == [[2 / 3, 0.75, 0.0, 0.0, 0.0]]            # -su * l
-    assert sl.tolist() == [[0.0, 1.0, 1.0, 0.0, 1.0]]               # 1 where u >= -l, else 0
+    assert su.tolist() == [[1 / 3, 0.75, 1.0, 0.0, 1.0]]  # u / (u - l); active 1; dead 0; l = 0 counts active
+    assert tu.tolist() == [[2 / 3, 0.75, 0.0, 0.0, 0.0]]  # -su * l
+    assert sl.tolist() == [[0.0, 1.0, 1.0, 0.0, 1.0]]  # 1 where u >= -l, else 0
     su, tu, sl, _ = relu_relaxation(torch.tensor([[-2.0]]), torch.tensor([[2.0]]))
     assert sl.tolist() == [[1.0]]  # u = -l: slope 1
 
 
 def test_grafted_neurons_are_their_own_line_above_and_below_and_never_unstable():
     d = dict(dtype=torch.float64)
-    op = ReLU((3,), torch.tensor([True, False, True]), torch.tensor([0.5, 1.0, -1.0], **d),
-              torch.tensor([0.25, 0.0, 1.0], **d))
+    op = ReLU(
+        (3,),
+        torch.tensor([True, False, True]),
+        torch.tensor([0.5, 1.0, -1.0], **d),
+        torch.tensor([0.25, 0.0, 1.0], **d),
+    )
     lo, hi = torch.tensor([[-1.0, -1.0, -1.0]], **d), torch.tensor([[1.0, 1.0, 1.0]], **d)
     su, tu, sl, unstable = relu_relaxation(lo, hi, op)
     assert unstable.tolist() == [[False, True, False]]
@@ -264,16 +296,19 @@ def test_verified_needs_every_row_above_zero():
 def test_stability_counts_each_kind_of_neuron_over_the_batch():
     ops = [ReLU((3,)), ReLU((2,), torch.tensor([True, False]), torch.ones(2), torch.zeros(2))]
     # an active neuron with u below 1 (0.25 <= x <= 0.5) counts as active like any other
-    pre = {0: (torch.tensor([[-1.0, 0.0, -2.0], [0.25, -1.0, -1.0]]),
-               torch.tensor([[1.0, 2.0, 0.0], [0.5, 1.0, -0.5]])),
-           1: (torch.tensor([[-1.0, -1.0], [-1.0, -1.0]]), torch.tensor([[1.0, 1.0], [1.0, -1.0]]))}
+    pre = {
+        0: (torch.tensor([[-1.0, 0.0, -2.0], [0.25, -1.0, -1.0]]), torch.tensor([[1.0, 2.0, 0.0], [0.5, 1.0, -0.5]])),
+        1: (torch.tensor([[-1.0, -1.0], [-1.0, -1.0]]), torch.tensor([[1.0, 1.0], [1.0, -1.0]])),
+    }
     assert stability(ops, pre) == [
         {"layer": 0, "neurons": 3, "unstable": 2, "active": 2, "inactive": 2, "grafted": 0},
-        {"layer": 1, "neurons": 2, "unstable": 1, "active": 0, "inactive": 1, "grafted": 2}]
+        {"layer": 1, "neurons": 2, "unstable": 1, "active": 0, "inactive": 1, "grafted": 2},
+    ]
 
 
 def test_intermediate_bounds_are_recomputed_only_for_neurons_ibp_leaves_unstable_and_in_chunks():
-    from ticketlab.verify.bounds import _crown_layer, pre_bounds as pb
+    from ticketlab.verify.bounds import _crown_layer
+    from ticketlab.verify.bounds import pre_bounds as pb
 
     net, shape = random_net("mlp", 1, None)
     ops = to_ops(net, shape)

@@ -1,6 +1,7 @@
 """`ticketlab verify RUN`: every model of a run gets clean, PGD and verified accuracy (verified <= PGD <=
 clean), unstable neurons per layer and time per sample; complete verdicts; cached and resumed; bad input in
 one line."""
+
 import json
 
 import pytest
@@ -12,29 +13,80 @@ from ticketlab.cli import main
 @pytest.fixture(scope="module")
 def imp_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("ver") / "imp"
-    assert main(["imp", "--dataset", "digits", "--model", "mlp1d", "--iterations", "150", "--rounds", "2",
-                 "--rate", "0.7", "--control", "reinit", "--certified", "ibp", "--cert-eps", "0.05", "--quiet",
-                 "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "digits",
+                "--model",
+                "mlp1d",
+                "--iterations",
+                "150",
+                "--rounds",
+                "2",
+                "--rate",
+                "0.7",
+                "--control",
+                "reinit",
+                "--certified",
+                "ibp",
+                "--cert-eps",
+                "0.05",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     return run
 
 
 def results(run):
-    (d,) = [d for d in run.glob("verify-*") if "complete" in json.loads((d / "config.json").read_text())["config"]["methods"]]
+    (d,) = [
+        d
+        for d in run.glob("verify-*")
+        if "complete" in json.loads((d / "config.json").read_text())["config"]["methods"]
+    ]
     return d, json.loads((d / "results.json").read_text())["rows"]
 
 
 @pytest.mark.slow
 def test_verify_every_ticket_and_control_with_bounds_and_complete_verification(imp_run, capsys):
-    args = ["verify", str(imp_run), "--eps", "0.05", "--samples", "30", "--method", "all", "--timeout", "20",
-            "--pgd-steps", "10", "--pgd-restarts", "1", "--quiet"]
+    args = [
+        "verify",
+        str(imp_run),
+        "--eps",
+        "0.05",
+        "--samples",
+        "30",
+        "--method",
+        "all",
+        "--timeout",
+        "20",
+        "--pgd-steps",
+        "10",
+        "--pgd-restarts",
+        "1",
+        "--quiet",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     d, rows = results(imp_run)
-    assert [r["label"] for r in rows] == ["round 0 ticket", "round 1 ticket", "round 1 reinit", "round 2 ticket",
-                                         "round 2 reinit"]
+    assert [r["label"] for r in rows] == [
+        "round 0 ticket",
+        "round 1 ticket",
+        "round 1 reinit",
+        "round 2 ticket",
+        "round 2 reinit",
+    ]
     for r in rows:
         v = r["verified"]
-        assert v["ibp"] <= v["complete"] and v["crown"] <= v["alpha-crown"] <= v["complete"] <= r["pgd_acc"] <= r["clean_acc"]
+        assert (
+            v["ibp"] <= v["complete"]
+            and v["crown"] <= v["alpha-crown"] <= v["complete"] <= r["pgd_acc"] <= r["clean_acc"]
+        )
         c = r["complete"]
         assert c["verified"] + c["falsified"] + c["timeout"] + c["unknown"] == 30
         assert c["min_counterexample_margin"] is None or c["min_counterexample_margin"] > 0
@@ -50,16 +102,23 @@ def test_verify_every_ticket_and_control_with_bounds_and_complete_verification(i
     assert [r["label"] for r in results(imp_run)[1]] == [r["label"] for r in rows]
     again = results(imp_run)[1]
     for a, b in zip(again, rows):
-        assert a["verified"] == b["verified"] and a["pgd_acc"] == b["pgd_acc"] and a["complete"]["verified"] == b["complete"]["verified"]
+        assert (
+            a["verified"] == b["verified"]
+            and a["pgd_acc"] == b["pgd_acc"]
+            and a["complete"]["verified"] == b["complete"]["verified"]
+        )
 
 
-@pytest.mark.parametrize("args, msg", [
-    (["--eps", "-0.1"], "--eps must be >= 0"),
-    (["--method", "lp"], "unknown --method 'lp'"),
-    (["--samples", "0"], "--samples must be >= 1"),
-    (["--method", "complete", "--solver", "z3"], "unknown --solver 'z3'"),
-    (["--timeout", "0"], "--timeout must be > 0"),
-])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["--eps", "-0.1"], "--eps must be >= 0"),
+        (["--method", "lp"], "unknown --method 'lp'"),
+        (["--samples", "0"], "--samples must be >= 1"),
+        (["--method", "complete", "--solver", "z3"], "unknown --solver 'z3'"),
+        (["--timeout", "0"], "--timeout must be > 0"),
+    ],
+)
 def test_bad_verify_flags_are_one_line(imp_run, capsys, args, msg):
     one_line_exit_2(main(["verify", str(imp_run), *args]), capsys.readouterr().err, msg)
     assert not [d for d in imp_run.glob("verify-*") if not (d / "results.json").exists()]
@@ -71,22 +130,45 @@ def test_verify_of_a_folder_without_a_trained_model_is_one_line(tmp_path, capsys
 
 def test_verify_of_a_model_with_an_unsupported_layer_names_it_before_any_work(tmp_path, capsys):
     run = tmp_path / "res"
-    assert main(["imp", "--dataset", "digits", "--model", "resnet20", "--iterations", "2", "--rounds", "1",
-                 "--quiet", "--out", str(run)]) == 0
+    assert (
+        main(
+            [
+                "imp",
+                "--dataset",
+                "digits",
+                "--model",
+                "resnet20",
+                "--iterations",
+                "2",
+                "--rounds",
+                "1",
+                "--quiet",
+                "--out",
+                str(run),
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    one_line_exit_2(main(["verify", str(run), "--samples", "5"]), capsys.readouterr().err,
-                    "does not support layer ResNet")
+    one_line_exit_2(
+        main(["verify", str(run), "--samples", "5"]), capsys.readouterr().err, "does not support layer ResNet"
+    )
     assert not list(run.glob("verify-*"))
 
 
-@pytest.mark.parametrize("argv, labels", [
-    (["dst", "--density", "0.3", "--ensemble", "2"], ["rigl run 0", "rigl run 1"]),  # not the softmax ensemble
-    (["prune-init", "--method", "snip", "--density", "0.3"], ["snip"]),
-])
+@pytest.mark.parametrize(
+    "argv, labels",
+    [
+        (["dst", "--density", "0.3", "--ensemble", "2"], ["rigl run 0", "rigl run 1"]),  # not the softmax ensemble
+        (["prune-init", "--method", "snip", "--density", "0.3"], ["snip"]),
+    ],
+)
 def test_verify_of_dst_members_and_prune_init_runs(tmp_path, argv, labels):
     run = tmp_path / "r"
-    assert main([*argv, "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--quiet",
-                 "--out", str(run)]) == 0
+    assert (
+        main([*argv, "--dataset", "digits", "--model", "mlp1d", "--iterations", "20", "--quiet", "--out", str(run)])
+        == 0
+    )
     assert main(["verify", str(run), "--eps", "0.02", "--samples", "10", "--pgd-steps", "3", "--quiet"]) == 0
     (d,) = run.glob("verify-*")
     rows = json.loads((d / "results.json").read_text())["rows"]

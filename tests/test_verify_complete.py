@@ -1,5 +1,6 @@
 """Complete verification: MILP and Marabou verdicts agree with each other and with exhaustive search over
 activation patterns on tiny networks; every counterexample really flips the prediction."""
+
 import importlib.util
 import itertools
 
@@ -36,7 +37,7 @@ def exhaustive_min_margin(net, lo, hi, y, j) -> float:
         rows, rhs, start = [], [], 0
         for W, b, n in zip(Ws[:-1], bs[:-1], sizes):
             za, zc = W @ A, W @ c + b
-            p = np.array(pattern[start:start + n])
+            p = np.array(pattern[start : start + n])
             start += n
             for i in range(n):  # active: z >= 0 (-z <= 0); inactive: z <= 0
                 sign = -1.0 if p[i] else 1.0
@@ -165,6 +166,7 @@ def test_an_unknown_solver_is_a_user_error():
 
 # -- each path to a verdict, and the lowering, on tiny nets -------------------------------------------------------
 
+
 def test_marabou_answers_a_margin_in_process_as_exhaustive_search_does():
     pytest.importorskip("maraboupy")
     from ticketlab.verify.bounds import pre_bounds
@@ -216,12 +218,15 @@ def test_a_tiny_ball_is_verified_by_the_bounds_and_a_huge_one_falsified_by_the_a
 
 def fake_solver(monkeypatch, answers, seen=None):
     """Replace the MILP by one that answers each margin from ``answers`` (a list, in the order asked)."""
+
     def make(self, lo, hi, bounds):
         def solve(y, j, timeout):
             if seen is not None:
                 seen.append((j, timeout))
             return answers.pop(0)
+
         return solve
+
     monkeypatch.setattr(Complete, "_milp", make)
 
 
@@ -376,8 +381,9 @@ def test_the_milps_optimum_is_the_networks_margin_at_its_minimiser_and_below_eve
     with torch.no_grad():
         pre, _ = pre_bounds(ops, lo, hi, "crown")
     bounds = {i: (a[0].reshape(-1).numpy(), b[0].reshape(-1).numpy()) for i, (a, b) in pre.items()}
-    box, cons, integrality, logits, n0 = Complete(ops, net, 3, 0.5, None, "milp", attack_steps=0,
-                                                  shortcut=False)._milp_program(lo[0], hi[0], bounds)
+    box, cons, integrality, logits, n0 = Complete(
+        ops, net, 3, 0.5, None, "milp", attack_steps=0, shortcut=False
+    )._milp_program(lo[0], hi[0], bounds)
     g = torch.Generator().manual_seed(9)
     samples = lo + (hi - lo) * torch.rand(20000, *shape, generator=g, dtype=torch.float64)
     with torch.no_grad():

@@ -1,6 +1,7 @@
 """Models as ops: every layer option's op computes the layer, every affine op's transpose and absolute value
 are those of its explicit matrix (built column by column), the sparse copy is used exactly below its density,
 MaxPool's relaxation on a hand-worked window, each refusal named, and check_ops catching a forward of its own."""
+
 import pytest
 import torch
 from torch import nn
@@ -85,8 +86,9 @@ def test_each_affine_layers_op_computes_it_and_its_transpose_and_absolute_value(
     a = matrix(op)  # and the box is exact for one affine map: its ends are m -+ |A| r
     mid, rad = ((lo + hi) / 2).reshape(4, -1), ((hi - lo) / 2).reshape(4, -1)
     m = op.forward((lo + hi) / 2).reshape(4, -1)
-    assert torch.allclose(l.reshape(4, -1), m - rad @ a.abs().t()) and torch.allclose(u.reshape(4, -1),
-                                                                                          m + rad @ a.abs().t())
+    assert torch.allclose(l.reshape(4, -1), m - rad @ a.abs().t()) and torch.allclose(
+        u.reshape(4, -1), m + rad @ a.abs().t()
+    )
     del mid
 
 
@@ -110,7 +112,7 @@ def test_a_dense_layer_keeps_a_sparse_copy_only_below_the_density_that_pays():
     check_affine(op)
     assert torch.allclose(matrix(op), w)
     w2 = w.clone()
-    w2.view(-1)[torch.randperm(1000)[:int(SPARSE_BELOW * 1000) + 1]] = 1.0
+    w2.view(-1)[torch.randperm(1000)[: int(SPARSE_BELOW * 1000) + 1]] = 1.0
     assert Dense(w2, None, sparse=True).csr is None
     assert Dense(w, None, sparse=False).csr is None
 
@@ -164,19 +166,22 @@ def test_maxpool_2d_ops_pool_and_scatter_in_two_dimensions():
     assert op.scatter(torch.ones(2, 1, 2, 3), idx).sum() == 12
 
 
-@pytest.mark.parametrize("layer, shape, why", [
-    (nn.Linear(4, 2), (1, 4), "Linear after a non-flat input"),
-    (nn.Conv1d(1, 1, 3, padding=1, padding_mode="reflect"), (1, 5), "Conv1d, padding mode reflect"),
-    (nn.Conv1d(1, 1, 2, padding="same"), (1, 5), "Conv1d, asymmetric 'same' padding"),
-    (nn.AvgPool1d(2, padding=1), (1, 6), "AvgPool1d with padding or ceil_mode"),
-    (nn.AvgPool2d(2, ceil_mode=True), (1, 5, 5), "AvgPool2d with padding or ceil_mode"),
-    (nn.MaxPool1d(2, stride=1), (1, 6), "MaxPool1d with stride != kernel, padding or dilation"),
-    (nn.MaxPool2d(2, padding=1), (1, 6, 6), "MaxPool2d with stride != kernel, padding or dilation"),
-    (nn.MaxPool1d(2, dilation=2), (1, 8), "MaxPool1d with stride != kernel, padding or dilation"),
-    (nn.MaxPool2d(2, ceil_mode=True), (1, 5, 5), "MaxPool2d with stride != kernel, padding or dilation"),
-    (nn.BatchNorm1d(3, track_running_stats=False), (3,), "BatchNorm1d without running statistics"),
-    (nn.Tanh(), (3,), "Tanh"),
-])
+@pytest.mark.parametrize(
+    "layer, shape, why",
+    [
+        (nn.Linear(4, 2), (1, 4), "Linear after a non-flat input"),
+        (nn.Conv1d(1, 1, 3, padding=1, padding_mode="reflect"), (1, 5), "Conv1d, padding mode reflect"),
+        (nn.Conv1d(1, 1, 2, padding="same"), (1, 5), "Conv1d, asymmetric 'same' padding"),
+        (nn.AvgPool1d(2, padding=1), (1, 6), "AvgPool1d with padding or ceil_mode"),
+        (nn.AvgPool2d(2, ceil_mode=True), (1, 5, 5), "AvgPool2d with padding or ceil_mode"),
+        (nn.MaxPool1d(2, stride=1), (1, 6), "MaxPool1d with stride != kernel, padding or dilation"),
+        (nn.MaxPool2d(2, padding=1), (1, 6, 6), "MaxPool2d with stride != kernel, padding or dilation"),
+        (nn.MaxPool1d(2, dilation=2), (1, 8), "MaxPool1d with stride != kernel, padding or dilation"),
+        (nn.MaxPool2d(2, ceil_mode=True), (1, 5, 5), "MaxPool2d with stride != kernel, padding or dilation"),
+        (nn.BatchNorm1d(3, track_running_stats=False), (3,), "BatchNorm1d without running statistics"),
+        (nn.Tanh(), (3,), "Tanh"),
+    ],
+)
 def test_each_unsupported_layer_option_is_refused_by_name(layer, shape, why):
     with pytest.raises(UserError, match=rf"does not support layer 0 \({why}\); it takes Linear"):
         to_ops(nn.Sequential(layer), shape)

@@ -1,5 +1,6 @@
 """Certified training (IBP, CROWN-IBP): the schedule of the reference code, more verified samples than natural
 training, masks exact, settings out of clean runs' configs, bad settings refused in one line."""
+
 import math
 
 import pytest
@@ -59,14 +60,32 @@ def test_certified_training_verifies_more_samples_than_natural_training(digits):
 def test_masks_stay_exact_under_certified_training(digits):
     model = build_model("mlp1d", digits.input_shape, digits.num_classes, seed=0)
     g = torch.Generator().manual_seed(0)
-    mask = Mask({n: (torch.rand(p.shape, generator=g) < 0.3).float() for n, p in model.named_parameters()
-                 if n.endswith("weight")})
+    mask = Mask(
+        {
+            n: (torch.rand(p.shape, generator=g) < 0.3).float()
+            for n, p in model.named_parameters()
+            if n.endswith("weight")
+        }
+    )
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n in mask:
                 p.mul_(mask[n])
-    train(model, digits, TrainConfig(iterations=60, batch_size=64, eval_every=60, certified="crown-ibp",
-                                     cert_eps=0.05, cert_start=0.0, cert_ramp=0.5), mask=mask, seed=0)
+    train(
+        model,
+        digits,
+        TrainConfig(
+            iterations=60,
+            batch_size=64,
+            eval_every=60,
+            certified="crown-ibp",
+            cert_eps=0.05,
+            cert_start=0.0,
+            cert_ramp=0.5,
+        ),
+        mask=mask,
+        seed=0,
+    )
     for n, p in model.named_parameters():
         if n in mask:
             assert torch.all(p[mask[n] == 0] == 0) and p[mask[n] == 1].abs().sum() > 0
@@ -76,8 +95,12 @@ def test_certified_training_is_seeded(digits):
     outs = []
     for _ in range(2):
         model = build_model("mlp1d", digits.input_shape, digits.num_classes, seed=0)
-        train(model, digits, TrainConfig(iterations=40, batch_size=64, eval_every=40, certified="ibp",
-                                         cert_eps=0.05, cert_start=0.0), seed=3)
+        train(
+            model,
+            digits,
+            TrainConfig(iterations=40, batch_size=64, eval_every=40, certified="ibp", cert_eps=0.05, cert_start=0.0),
+            seed=3,
+        )
         outs.append(torch.cat([p.flatten() for p in model.parameters()]))
     assert torch.equal(outs[0], outs[1])
 
@@ -88,13 +111,16 @@ def test_certified_settings_stay_out_of_a_clean_runs_config():
     assert d["certified"] == "ibp" and d["cert_eps"] == 0.1 and d["cert_ramp"] == 0.61
 
 
-@pytest.mark.parametrize("kw, msg", [
-    ({"certified": "lp"}, "unknown --certified 'lp'"),
-    ({"certified": "ibp"}, "needs --cert-eps > 0"),
-    ({"certified": "ibp", "cert_eps": 0.1, "adv": "pgd", "adv_eps": 0.1}, "give --adv or --certified"),
-    ({"certified": "ibp", "cert_eps": 0.1, "cert_start": 0.6, "cert_ramp": 0.6}, "sum <= 1"),
-    ({"certified": "ibp", "cert_eps": 0.1, "cert_kappa": 1.5}, "--cert-kappa must be in [0, 1]"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        ({"certified": "lp"}, "unknown --certified 'lp'"),
+        ({"certified": "ibp"}, "needs --cert-eps > 0"),
+        ({"certified": "ibp", "cert_eps": 0.1, "adv": "pgd", "adv_eps": 0.1}, "give --adv or --certified"),
+        ({"certified": "ibp", "cert_eps": 0.1, "cert_start": 0.6, "cert_ramp": 0.6}, "sum <= 1"),
+        ({"certified": "ibp", "cert_eps": 0.1, "cert_kappa": 1.5}, "--cert-kappa must be in [0, 1]"),
+    ],
+)
 def test_bad_certified_settings_are_user_errors(kw, msg):
     with pytest.raises(UserError, match=msg.replace("[", r"\[").replace("]", r"\]")):
         TrainConfig(**kw).validate()
@@ -114,6 +140,7 @@ def test_certified_training_flops_count_the_bound_passes():
 
 
 # -- the ReLU-stability regulariser (Xiao et al.'s RS loss, CertifiedPruning's rs_reg) -----------------------
+
 
 def test_stability_loss_of_a_hand_worked_neuron(digits):
     """One hidden neuron z = x_0 - 0.5 over pixel x_0 in [0.2, 1] (eps 0.4 around 0.6): l = -0.3, u = 0.5, so
@@ -161,6 +188,7 @@ def test_stability_settings_stay_out_of_a_clean_runs_config_and_are_checked():
 
 # -- the certified loss, by hand --------------------------------------------------------------------------------
 
+
 def certified_setup(certified="crown-ibp"):
     from types import SimpleNamespace
 
@@ -201,8 +229,9 @@ def test_after_the_ramp_crown_ibp_is_plain_ibp_at_the_final_weights():
     net, data, cfg, loss, x, y, pix = certified_setup("crown-ibp")
     ops = to_ops(net, (3,), data.mean, data.std)
     lo, hi = input_box(pix, 0.1, (0.0, 1.0))
-    want = 0.5 * torch.nn.functional.cross_entropy(net(x), y) + 0.5 * robust_ce(ibp(ops, lo, hi, margin_spec(
-        y, 3).double()).lower, y, 3)
+    want = 0.5 * torch.nn.functional.cross_entropy(net(x), y) + 0.5 * robust_ce(
+        ibp(ops, lo, hi, margin_spec(y, 3).double()).lower, y, 3
+    )
     assert torch.allclose(loss(net, x, y, 90), want, atol=1e-12)
 
 
@@ -235,8 +264,9 @@ def test_the_stability_loss_averages_every_relu_neuron_of_every_sample_and_is_ze
 
     from ticketlab.verify.training import StabilityLoss
 
-    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2), torch.nn.ReLU(),
-                              torch.nn.Linear(2, 2)).double()
+    net = torch.nn.Sequential(
+        torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2)
+    ).double()
     with torch.no_grad():
         net[0].weight.copy_(torch.eye(2))
         net[0].bias.copy_(torch.tensor([-0.5, 0.5]))

@@ -2,4 +2,5 @@
 
 Vocabulary: *density* = fraction of weights kept; *sparsity* = fraction removed = 1 - density.
 """
+
 __version__ = "0.1.0"

@@ -4,6 +4,7 @@
 imports that one command's module and builds its parser. Errors the user can fix print one line and exit
 with status 2; Ctrl-C exits 130 and the same command resumes the run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,11 @@ def top_help() -> str:
         if e.plugin:
             text += f" [plugin: {e.plugin}]"
         by_group.setdefault(group, []).append((e.name, text))
-    lines = ["usage: ticketlab [--version] COMMAND [flags]   (`ticketlab COMMAND --help`: its flags)", "",
-             "Find, train and study sparse neural networks."]
+    lines = [
+        "usage: ticketlab [--version] COMMAND [flags]   (`ticketlab COMMAND --help`: its flags)",
+        "",
+        "Find, train and study sparse neural networks.",
+    ]
     for group, items in by_group.items():
         if items:
             lines += ["", f"{group}: {GROUPS.get(group, '')}".rstrip(": ")]
@@ -44,8 +48,9 @@ def build_parser() -> Parser:
     for e in commands.entries().values():
         obj = commands.load(e)
         raw = isinstance(obj, Command) and obj.raw_args
-        p = sub.add_parser(e.name, help=commands.help_of(e), description=getattr(obj, "description", ""),
-                           add_help=not raw)
+        p = sub.add_parser(
+            e.name, help=commands.help_of(e), description=getattr(obj, "description", ""), add_help=not raw
+        )
         if commands.is_training(obj):
             commands.add_experiment_flags(p, obj)
         elif not raw:
@@ -109,8 +114,11 @@ def _main_data_parallel(argv: list[str]) -> int:
     try:
         local = distributed.init(device)
     except (RuntimeError, ValueError) as e:
-        print(f"ticketlab: error: cannot join torchrun's process group ({str(e).splitlines()[0]}); start it with "
-              "torchrun --nproc-per-node N -m ticketlab ...", file=sys.stderr)
+        print(
+            f"ticketlab: error: cannot join torchrun's process group ({str(e).splitlines()[0]}); start it with "
+            "torchrun --nproc-per-node N -m ticketlab ...",
+            file=sys.stderr,
+        )
         return 2
     follower = distributed.rank() != 0
     if follower:

@@ -13,21 +13,24 @@ The registry is a table of names -> "module:ATTRIBUTE" (the object), so that ``t
 built-in command is its file plus one line here) and the plugins, any installed package's entry points in
 the ``ticketlab.commands`` group (``name = "package.module:OBJECT"``).
 """
+
 from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
-from typing import Callable
 
 from .errors import UserError
 from .flags import add_dataclass_flags, config_file_values, dataclass_flag_dests, given_flags, merge
 
 ENTRY_POINTS = "ticketlab.commands"
-GROUPS = {"training": "train a model (each run folder hashed and resumable; --seeds, sweep, runs, show, report)",
-          "analysis": "study the trained models of finished runs (cached in RUN/<command>-<hash>/)",
-          "tools": "deploy, store, list and show runs"}
+GROUPS = {
+    "training": "train a model (each run folder hashed and resumable; --seeds, sweep, runs, show, report)",
+    "analysis": "study the trained models of finished runs (cached in RUN/<command>-<hash>/)",
+    "tools": "deploy, store, list and show runs",
+}
 
 
 @dataclass(frozen=True)
@@ -62,53 +65,145 @@ def _e(name: str, target: str, group: str, help: str) -> Entry:
 
 
 BUILTIN: tuple[Entry, ...] = (
-    _e("imp", "ticketlab.lottery.imp_runner:EXPERIMENT", "training",
-       "iterative magnitude pruning with rewinding (lottery tickets)"),
-    _e("supermask", "ticketlab.supermask.runner:EXPERIMENT", "training",
-       "learn a mask over frozen weights (supermasks, edge-popup, jackpots)"),
-    _e("prune-init", "ticketlab.pruners.runner:EXPERIMENT", "training",
-       "prune at initialization (SNIP, GraSP, SynFlow, ...) and train"),
-    _e("colt", "ticketlab.colt.runner:EXPERIMENT", "training",
-       "cyclic overlapping lottery tickets (data segments, mask overlap), vs IMP"),
-    _e("double-descent", "ticketlab.double_descent.runner:EXPERIMENT", "training",
-       "sparse double descent: accuracy and learning distance over a density grid"),
-    _e("dst", "ticketlab.dst.runner:EXPERIMENT", "training",
-       "dynamic sparse training: static, SET, RigL, CTRE, AC/DC, FreeTickets (EDST)"),
-    _e("structured", "ticketlab.structured.runner:EXPERIMENT", "training",
-       "structured pruning: network slimming, L1 filter / neuron pruning, Gibbs"),
-    _e("compress", "ticketlab.compress.runner:EXPERIMENT", "training",
-       "prune a trained dense net (one-shot, gradual/GMP, GAP) while fine-tuning it"),
-    _e("neurons", "ticketlab.certsparse.neurons:EXPERIMENT", "training",
-       "stability-based neuron pruning (Li et al.) and linearity grafting (Chen et al.) of a trained net"),
-    _e("deadwood", "ticketlab.certsparse.deadwood:EXPERIMENT", "training",
-       "Deadwooding: global pruning under accuracy and robustness constraints (Lagrangian dual)"),
-    _e("deconstruct", "ticketlab.deconstruct.command:COMMAND", "analysis",
-       "criteria x kept values x signs from an IMP run (Zhou et al. 2019)"),
-    _e("baselines", "ticketlab.baselines.command:COMMAND", "analysis",
-       "scratch, fine-tuning and sanity-check baselines for a run's masks"),
-    _e("instability", "ticketlab.lottery.instability_command:COMMAND", "analysis",
-       "linear mode connectivity: the error barrier of copies trained from iteration K (Frankle et al.)"),
-    _e("robustness", "ticketlab.robust.command:ROBUSTNESS", "analysis",
-       "clean and adversarial accuracy of every trained model of a run"),
-    _e("verify", "ticketlab.verify.command:COMMAND", "analysis",
-       "verified robustness (IBP, CROWN, alpha-CROWN, complete) of a run's models"),
-    _e("card-deck", "ticketlab.robust.command:CARD_DECK", "analysis",
-       "CARD-Deck: members trained with different augmentations, spectral gate"),
-    _e("sweep", "ticketlab.runs.sweep_command:COMMAND", "tools",
-       "run a command over a grid of settings and seeds (local processes or Ray)"),
-    _e("export", "ticketlab.deploy.command:EXPORT", "tools",
-       "write a run's pruned model as compact, sparse and int8 files"),
-    _e("bench", "ticketlab.deploy.command:BENCH", "tools",
-       "latency, file size and accuracy of a run's dense/compact/sparse/int8 forms"),
-    _e("pack", "ticketlab.ticket.command:PACK", "tools",
-       "store a ticket as seed + entropy-coded mask (optionally with weights)"),
-    _e("unpack", "ticketlab.ticket.command:UNPACK", "tools",
-       "rebuild a packed ticket's initial weights, mask (and weights)"),
+    _e(
+        "imp",
+        "ticketlab.lottery.imp_runner:EXPERIMENT",
+        "training",
+        "iterative magnitude pruning with rewinding (lottery tickets)",
+    ),
+    _e(
+        "supermask",
+        "ticketlab.supermask.runner:EXPERIMENT",
+        "training",
+        "learn a mask over frozen weights (supermasks, edge-popup, jackpots)",
+    ),
+    _e(
+        "prune-init",
+        "ticketlab.pruners.runner:EXPERIMENT",
+        "training",
+        "prune at initialization (SNIP, GraSP, SynFlow, ...) and train",
+    ),
+    _e(
+        "colt",
+        "ticketlab.colt.runner:EXPERIMENT",
+        "training",
+        "cyclic overlapping lottery tickets (data segments, mask overlap), vs IMP",
+    ),
+    _e(
+        "double-descent",
+        "ticketlab.double_descent.runner:EXPERIMENT",
+        "training",
+        "sparse double descent: accuracy and learning distance over a density grid",
+    ),
+    _e(
+        "dst",
+        "ticketlab.dst.runner:EXPERIMENT",
+        "training",
+        "dynamic sparse training: static, SET, RigL, CTRE, AC/DC, FreeTickets (EDST)",
+    ),
+    _e(
+        "structured",
+        "ticketlab.structured.runner:EXPERIMENT",
+        "training",
+        "structured pruning: network slimming, L1 filter / neuron pruning, Gibbs",
+    ),
+    _e(
+        "compress",
+        "ticketlab.compress.runner:EXPERIMENT",
+        "training",
+        "prune a trained dense net (one-shot, gradual/GMP, GAP) while fine-tuning it",
+    ),
+    _e(
+        "neurons",
+        "ticketlab.certsparse.neurons:EXPERIMENT",
+        "training",
+        "stability-based neuron pruning (Li et al.) and linearity grafting (Chen et al.) of a trained net",
+    ),
+    _e(
+        "deadwood",
+        "ticketlab.certsparse.deadwood:EXPERIMENT",
+        "training",
+        "Deadwooding: global pruning under accuracy and robustness constraints (Lagrangian dual)",
+    ),
+    _e(
+        "deconstruct",
+        "ticketlab.deconstruct.command:COMMAND",
+        "analysis",
+        "criteria x kept values x signs from an IMP run (Zhou et al. 2019)",
+    ),
+    _e(
+        "baselines",
+        "ticketlab.baselines.command:COMMAND",
+        "analysis",
+        "scratch, fine-tuning and sanity-check baselines for a run's masks",
+    ),
+    _e(
+        "instability",
+        "ticketlab.lottery.instability_command:COMMAND",
+        "analysis",
+        "linear mode connectivity: the error barrier of copies trained from iteration K (Frankle et al.)",
+    ),
+    _e(
+        "robustness",
+        "ticketlab.robust.command:ROBUSTNESS",
+        "analysis",
+        "clean and adversarial accuracy of every trained model of a run",
+    ),
+    _e(
+        "verify",
+        "ticketlab.verify.command:COMMAND",
+        "analysis",
+        "verified robustness (IBP, CROWN, alpha-CROWN, complete) of a run's models",
+    ),
+    _e(
+        "card-deck",
+        "ticketlab.robust.command:CARD_DECK",
+        "analysis",
+        "CARD-Deck: members trained with different augmentations, spectral gate",
+    ),
+    _e(
+        "sweep",
+        "ticketlab.runs.sweep_command:COMMAND",
+        "tools",
+        "run a command over a grid of settings and seeds (local processes or Ray)",
+    ),
+    _e(
+        "export",
+        "ticketlab.deploy.command:EXPORT",
+        "tools",
+        "write a run's pruned model as compact, sparse and int8 files",
+    ),
+    _e(
+        "bench",
+        "ticketlab.deploy.command:BENCH",
+        "tools",
+        "latency, file size and accuracy of a run's dense/compact/sparse/int8 forms",
+    ),
+    _e(
+        "pack",
+        "ticketlab.ticket.command:PACK",
+        "tools",
+        "store a ticket as seed + entropy-coded mask (optionally with weights)",
+    ),
+    _e(
+        "unpack",
+        "ticketlab.ticket.command:UNPACK",
+        "tools",
+        "rebuild a packed ticket's initial weights, mask (and weights)",
+    ),
     _e("show", "ticketlab.runs.commands:SHOW", "tools", "print a run's per-round table again"),
-    _e("runs", "ticketlab.runs.commands:RUNS", "tools",
-       "list the runs under runs/ (or DIR): kind, settings, state, headline metric"),
-    _e("report", "ticketlab.report.command:COMMAND", "tools",
-       "runs, seed groups and sweeps as one self-contained HTML page"),
+    _e(
+        "runs",
+        "ticketlab.runs.commands:RUNS",
+        "tools",
+        "list the runs under runs/ (or DIR): kind, settings, state, headline metric",
+    ),
+    _e(
+        "report",
+        "ticketlab.report.command:COMMAND",
+        "tools",
+        "runs, seed groups and sweeps as one self-contained HTML page",
+    ),
     _e("list", "ticketlab.cli:LIST", "tools", "list commands, models, datasets, presets and methods"),
 )
 
@@ -138,8 +233,10 @@ def entries() -> dict[str, Entry]:
     for e in _plugins():
         if e.name in table:
             other = table[e.name].plugin or "ticketlab"
-            raise UserError(f"the command {e.name!r} of the plugin {e.plugin} is already registered by {other}; "
-                            f"rename it in {e.plugin}'s entry points ({ENTRY_POINTS})")
+            raise UserError(
+                f"the command {e.name!r} of the plugin {e.plugin} is already registered by {other}; "
+                f"rename it in {e.plugin}'s entry points ({ENTRY_POINTS})"
+            )
         table[e.name] = e
     for name, obj in _ADDED.items():
         if name not in table:
@@ -168,8 +265,10 @@ def load(e: Entry):
     for part in filter(None, attr.split(".")):
         obj = getattr(obj, part, None)
     if obj is None or getattr(obj, "name", None) != e.name or not (hasattr(obj, "run") or hasattr(obj, "main")):
-        raise UserError(f"{where} points at {e.target}, which is not an Experiment or a Command named "
-                        f"{e.name!r}; fix its entry point")
+        raise UserError(
+            f"{where} points at {e.target}, which is not an Experiment or a Command named "
+            f"{e.name!r}; fix its entry point"
+        )
     return obj
 
 
@@ -201,8 +300,11 @@ def command_parser(e: Entry, obj=None) -> Parser:
     """The parser of one command: an Experiment's flags from its config, a Command's from its configure."""
     obj = load(e) if obj is None else obj
     help_text = e.help or getattr(obj, "help", "")
-    p = Parser(prog=f"ticketlab {e.name}", description=getattr(obj, "description", "") or help_text,
-               allow_abbrev=obj.name != "sweep")
+    p = Parser(
+        prog=f"ticketlab {e.name}",
+        description=getattr(obj, "description", "") or help_text,
+        allow_abbrev=obj.name != "sweep",
+    )
     if is_training(obj):
         add_experiment_flags(p, obj)
     else:
@@ -240,8 +342,11 @@ def seed_list(text: str) -> list[int]:
 
 def add_data_flags(p: argparse.ArgumentParser) -> None:
     """--data-dir and --quiet: what every command that reads a dataset takes."""
-    p.add_argument("--data-dir", default=None, help="folder with dataset files (else $TICKETLAB_DATA, system "
-                                                    "folders, then the download cache)")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with dataset files (else $TICKETLAB_DATA, system folders, then the download cache)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
@@ -250,23 +355,36 @@ def add_runtime_flags(p: argparse.ArgumentParser) -> None:
     add_data_flags(p)
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--out", default=None, help="run directory (default: runs/<kind>-<config hash>)")
-    p.add_argument("--checkpoint-every", type=int, default=2000, metavar="N",
-                   help="save a resumable checkpoint every N iterations (default: 2000)")
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="save a resumable checkpoint every N iterations (default: 2000)",
+    )
     add_log_flag(p)
 
 
 def add_replicates_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--replicates", default="auto", metavar="auto|vectorized|sequential",
-                   help="trainings that do not depend on each other (seeds, a round's ticket and controls, a "
-                        "table's cells): vectorized trains those of one architecture together in one loop "
-                        "(torch.func vmap), sequential one after another; auto (default): vectorized on CUDA, "
-                        "sequential on CPU")
+    p.add_argument(
+        "--replicates",
+        default="auto",
+        metavar="auto|vectorized|sequential",
+        help="trainings that do not depend on each other (seeds, a round's ticket and controls, a "
+        "table's cells): vectorized trains those of one architecture together in one loop "
+        "(torch.func vmap), sequential one after another; auto (default): vectorized on CUDA, "
+        "sequential on CPU",
+    )
 
 
 def add_log_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--log", default="none", metavar="none|jsonl|tensorboard",
-                   help="live log of every training in its folder: log.jsonl, or TensorBoard event files "
-                        "(tensorboard --logdir RUN); default none")
+    p.add_argument(
+        "--log",
+        default="none",
+        metavar="none|jsonl|tensorboard",
+        help="live log of every training in its folder: log.jsonl, or TensorBoard event files "
+        "(tensorboard --logdir RUN); default none",
+    )
 
 
 def runtime(ns: argparse.Namespace) -> dict:
@@ -279,19 +397,29 @@ def runtime(ns: argparse.Namespace) -> dict:
 def add_experiment_flags(p: argparse.ArgumentParser, exp) -> None:
     """A training command's flags: its config's, --preset, --config, --seeds, the runtime flags."""
     if exp.presets:
-        p.add_argument("--preset", metavar="NAME", help=f"paper settings: {', '.join(exp.presets)}; explicit "
-                                                        "flags override them")
-    p.add_argument("--config", metavar="FILE.toml", help="settings from a TOML file whose keys are these flags' "
-                                                          "names (flags given here win; `ticketlab show RUN "
-                                                          "--config` writes one)")
+        p.add_argument(
+            "--preset", metavar="NAME", help=f"paper settings: {', '.join(exp.presets)}; explicit flags override them"
+        )
+    p.add_argument(
+        "--config",
+        metavar="FILE.toml",
+        help="settings from a TOML file whose keys are these flags' "
+        "names (flags given here win; `ticketlab show RUN "
+        "--config` writes one)",
+    )
     add_dataclass_flags(p, exp.config)
     for action in p._actions:  # --seed takes a list too: one run directory per seed under a seed group
         if action.dest == "seed":
             action.type, action.metavar = seed_list, "S[,S...]"
             action.help = "seed, or comma-separated seeds for a seed group (default: 0)"
-    p.add_argument("--seeds", type=int, default=None, metavar="N",
-                   help="run N seeds (from --seed, default 0) as a seed group: each seed its own run directory "
-                        "under --out, the group's summary mean/std/min/max over them")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        metavar="N",
+        help="run N seeds (from --seed, default 0) as a seed group: each seed its own run directory "
+        "under --out, the group's summary mean/std/min/max over them",
+    )
     add_runtime_flags(p)
     add_replicates_flag(p)
 

@@ -3,6 +3,7 @@
 Every field becomes ``--field-name`` (or ``metadata['flag']``); nested dataclasses are flattened. Flags
 default to "not given", so presets can fill what the user left out and explicit flags always win.
 """
+
 from __future__ import annotations
 
 import argparse

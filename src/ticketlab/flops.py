@@ -7,6 +7,7 @@ the backward pass costs twice the forward one (gradients of inputs and of weight
 3x its sparse forward; a step that needs the dense weight gradient (RigL's updates) costs 2x sparse
 (forward, input gradients) + 1x dense (weight gradients).
 """
+
 from __future__ import annotations
 
 import math
@@ -30,6 +31,7 @@ def weight_uses(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, int
             def hook(mod, inp, out, key=key):
                 # Linear: once per position of any leading dims; Conv (grouped too): once per output position.
                 uses[key] = math.prod(out.shape[1:-1]) if isinstance(mod, nn.Linear) else math.prod(out.shape[2:])
+
             hooks.append(m.register_forward_hook(hook))
     was = model.training
     model.eval()
@@ -55,8 +57,14 @@ def forward_flops(model: nn.Module, input_shape: tuple[int, ...], mask: Mask | N
     return out
 
 
-def training_flops(model: nn.Module, input_shape: tuple[int, ...], iterations: int, batch_size: int,
-                   mask: Mask | None = None, passes: int = 3) -> int:
+def training_flops(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    iterations: int,
+    batch_size: int,
+    mask: Mask | None = None,
+    passes: int = 3,
+) -> int:
     """Total training FLOPs: ``passes`` x forward per example per step (3: forward + backward; adversarial
     training adds its attack's passes, ``TrainConfig.passes_per_example``), sparse where masked."""
     return passes * sum(forward_flops(model, input_shape, mask).values()) * batch_size * iterations

@@ -2,6 +2,7 @@
 
 A kill at any moment leaves either the old file or the new one, never half of one.
 """
+
 from __future__ import annotations
 
 import json

@@ -2,6 +2,7 @@
 
 Ensembles average their members' softmax outputs (``ensemble_probs``) and are scored the same way.
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +15,9 @@ def predict_probs(model: nn.Module, x: torch.Tensor, batch: int = 5000) -> torch
     model.eval()
     try:
         with torch.no_grad():
-            return torch.cat([torch.softmax(model(x[i:i + batch]).double(), dim=1).cpu()
-                              for i in range(0, len(x), batch)])
+            return torch.cat(
+                [torch.softmax(model(x[i : i + batch]).double(), dim=1).cpu() for i in range(0, len(x), batch)]
+            )
     finally:
         model.train(was)
 
@@ -39,5 +41,8 @@ def classification_metrics(probs: torch.Tensor, y: torch.Tensor, bins: int = 15)
     """{"acc", "nll", "ece"} of predicted probabilities against labels."""
     y = y.cpu()
     picked = probs[torch.arange(len(y)), y].clamp_min(1e-300)
-    return {"acc": float((probs.argmax(1) == y).double().mean()), "nll": float(-picked.log().mean()),
-            "ece": expected_calibration_error(probs, y, bins)}
+    return {
+        "acc": float((probs.argmax(1) == y).double().mean()),
+        "nll": float(-picked.log().mean()),
+        "ece": expected_calibration_error(probs, y, bins),
+    }

@@ -1,4 +1,5 @@
 """Shared plot pieces: a log density axis labelled in plain percentages, legends outside the data."""
+
 from __future__ import annotations
 
 import matplotlib

@@ -1,7 +1,9 @@
 """A name -> object registry, one per family (datasets, models, ...), so a new method is one registration."""
+
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from .errors import UserError
 
@@ -28,9 +30,7 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise UserError(
-                f"unknown {self.kind} {name!r}; choose one of: {', '.join(sorted(self._items))}"
-            ) from None
+            raise UserError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(sorted(self._items))}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -1,5 +1,6 @@
 """Generate mutmut's mutants (``mutants/`` and its ``*.py.meta`` files) without running any, so that
 ``sample.py`` can draw names from them before ``mutmut run NAME...`` runs only those."""
+
 import os
 
 import mutmut.__main__ as mutmut

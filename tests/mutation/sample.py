@@ -6,6 +6,7 @@ seed; prints the names, one per line, sorted. ``mutmut run $(cat FILE)`` then ru
 ``score.py --names FILE`` scores them. Sampling mutants to estimate a mutation score is standard practice
 (Wong & Mathur 1995; Zhang et al. 2013, "Operator-based and random mutant selection").
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,12 @@ NEWER = [
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("modules", nargs="*", default=NEWER,
-                    help="dotted module names (ticketlab.runs.seeds ...); default: the newer modules")
+    ap.add_argument(
+        "modules",
+        nargs="*",
+        default=NEWER,
+        help="dotted module names (ticketlab.runs.seeds ...); default: the newer modules",
+    )
     ap.add_argument("--root", default="mutants")
     ap.add_argument("--fraction", type=float, default=0.1)
     ap.add_argument("--min", type=int, default=20)
@@ -66,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         k = min(len(keys), max(args.min, math.ceil(args.fraction * len(keys))))
         names += random.Random(f"{args.seed}/{module}").sample(keys, k)
     if not names:
-        print(f"no mutants of {', '.join(args.modules)} under {root}/: run mutmut's generation first",
-              file=sys.stderr)
+        print(f"no mutants of {', '.join(args.modules)} under {root}/: run mutmut's generation first", file=sys.stderr)
         return 2
     print("\n".join(sorted(names)))
     return 0

@@ -13,6 +13,7 @@ judged equivalent; ``--json FILE`` writes the table. Exit code 1 if a module is 
 named mutants (say, the survivors of the full run in ``DIR/mutants`` after tests were added), and every mutant
 not re-tested keeps its earlier result. Killed mutants stay killed when tests are only added or tightened.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,9 @@ def module_of(meta: Path, root: Path) -> str:
     return rel.removeprefix("src/").replace("/", ".")
 
 
-def scores(root: Path = Path("mutants"), base: Path | None = None,
-           only: set[str] | None = None) -> tuple[dict[str, dict], list[str]]:
+def scores(
+    root: Path = Path("mutants"), base: Path | None = None, only: set[str] | None = None
+) -> tuple[dict[str, dict], list[str]]:
     eq = equivalent_names()
     table, survivors = {}, []
     for meta in sorted(root.rglob("*.py.meta")):
@@ -53,8 +55,7 @@ def scores(root: Path = Path("mutants"), base: Path | None = None,
             codes = {k: v for k, v in codes.items() if k in only}
             if not codes:
                 continue
-        row = {"mutants": len(codes), "killed": 0, "survived": 0, "no_tests": 0, "not_checked": 0,
-               "equivalent": 0}
+        row = {"mutants": len(codes), "killed": 0, "survived": 0, "no_tests": 0, "not_checked": 0, "equivalent": 0}
         for name, code in codes.items():
             if code in KILLED:
                 row["killed"] += 1
@@ -91,12 +92,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'module':<{w}}  mutants  killed  survived  no test  equivalent  score")
     tot = {k: 0 for k in ("mutants", "killed", "survived", "no_tests", "equivalent")}
     for m, r in table.items():
-        print(f"{m:<{w}}  {r['mutants']:>7}  {r['killed']:>6}  {r['survived']:>8}  {r['no_tests']:>7}  "
-              f"{r['equivalent']:>10}  {100 * r['score']:5.1f}%")
+        print(
+            f"{m:<{w}}  {r['mutants']:>7}  {r['killed']:>6}  {r['survived']:>8}  {r['no_tests']:>7}  "
+            f"{r['equivalent']:>10}  {100 * r['score']:5.1f}%"
+        )
         for k in tot:
             tot[k] += r[k]
-    print(f"{'all':<{w}}  {tot['mutants']:>7}  {tot['killed']:>6}  {tot['survived']:>8}  {tot['no_tests']:>7}  "
-          f"{tot['equivalent']:>10}  {100 * tot['killed'] / max(1, tot['mutants'] - tot['equivalent']):5.1f}%")
+    print(
+        f"{'all':<{w}}  {tot['mutants']:>7}  {tot['killed']:>6}  {tot['survived']:>8}  {tot['no_tests']:>7}  "
+        f"{tot['equivalent']:>10}  {100 * tot['killed'] / max(1, tot['mutants'] - tot['equivalent']):5.1f}%"
+    )
     if args.survivors:
         print("\n".join(["", "survivors (not judged equivalent):"] + survivors))
     if args.json:

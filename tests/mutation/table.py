@@ -7,6 +7,7 @@ killed / (sampled - equivalent); the total row has a 95% Wilson interval, as bef
 
 "Before" counts every surviving mutant as alive (its equivalents were judged on today's code only).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,13 +46,17 @@ def main(argv: list[str] | None = None) -> int:
         for key, v in zip(tot, (bn, bk, an, ak, eq)):
             tot[key] += v
         pb = f"{bk} ({100 * bk / bn:.0f}%)" if bn else "-"
-        print(f"| `{m.removeprefix('ticketlab.')}` | {bn} | {pb} | {an} | {ak} | {eq} | "
-              f"{100 * ak / max(1, an - eq):.1f}% |")
+        print(
+            f"| `{m.removeprefix('ticketlab.')}` | {bn} | {pb} | {an} | {ak} | {eq} | "
+            f"{100 * ak / max(1, an - eq):.1f}% |"
+        )
     lo_b, hi_b = wilson(tot["bk"], tot["bn"])
     lo_a, hi_a = wilson(tot["ak"], tot["an"] - tot["eq"])
-    print(f"| all | {tot['bn']} | {tot['bk']} ({100 * tot['bk'] / tot['bn']:.1f}%, 95% CI {100 * lo_b:.0f}-"
-          f"{100 * hi_b:.0f}%) | {tot['an']} | {tot['ak']} | {tot['eq']} | "
-          f"{100 * tot['ak'] / (tot['an'] - tot['eq']):.1f}% (95% CI {100 * lo_a:.0f}-{100 * hi_a:.0f}%) |")
+    print(
+        f"| all | {tot['bn']} | {tot['bk']} ({100 * tot['bk'] / tot['bn']:.1f}%, 95% CI {100 * lo_b:.0f}-"
+        f"{100 * hi_b:.0f}%) | {tot['an']} | {tot['ak']} | {tot['eq']} | "
+        f"{100 * tot['ak'] / (tot['an'] - tot['eq']):.1f}% (95% CI {100 * lo_a:.0f}-{100 * hi_a:.0f}%) |"
+    )
     return 0
 
 

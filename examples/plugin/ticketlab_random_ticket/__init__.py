@@ -2,6 +2,7 @@
 per-layer density drawn at initialisation, then trained), and an analysis, ``ticketlab nonzeros RUN`` (the
 kept weights per layer of a run's trained model). pyproject.toml's entry points register both; ticketlab
 then gives the method its flags, --seeds, sweep, runs, show and report with no other code."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -37,10 +38,19 @@ def run(cfg: RandomTicketConfig, out, *, device="cpu", data_dir=None, quiet=Fals
     for name in prunable_names(model):
         scores = params[name].detach().cpu().clone().uniform_(generator=g)
         mask[name] = topk_mask(scores, keep_count(scores.numel(), cfg.density), g).to(dev)
-    summary, history = train_cached(run_dir, model, data, cfg.train, start=None, seed=cfg.seed,
-                                    total=cfg.train.total_iterations(len(data.y_train)),
-                                    checkpoint_every=checkpoint_every, label=f"random ticket {cfg.density}",
-                                    quiet=quiet, mask=mask)
+    summary, history = train_cached(
+        run_dir,
+        model,
+        data,
+        cfg.train,
+        start=None,
+        seed=cfg.seed,
+        total=cfg.train.total_iterations(len(data.y_train)),
+        checkpoint_every=checkpoint_every,
+        label=f"random ticket {cfg.density}",
+        quiet=quiet,
+        mask=mask,
+    )
     summary = {"config": config, **summary}
     write_json(run_dir / "summary.json", summary)
     return summary
@@ -51,9 +61,13 @@ def format_summary(s: dict) -> str:
 
 
 EXPERIMENT = Experiment(
-    "random-ticket", RandomTicketConfig, run, format_summary,
+    "random-ticket",
+    RandomTicketConfig,
+    run,
+    format_summary,
     headline=lambda s: {"density": s["density"], "test_acc": s["test_acc"]},
-    help="a random mask of exact density at init, trained (the random-ticket baseline)")
+    help="a random mask of exact density at init, trained (the random-ticket baseline)",
+)
 
 
 def configure_nonzeros(p) -> None:

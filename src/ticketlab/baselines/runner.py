@@ -13,6 +13,7 @@ For each mask of an IMP run (chosen rounds) or a prune-init run:
 
 Every result carries its training FLOPs. Cells are cached in ``RUN/baselines-<hash>/`` (rerun resumes).
 """
+
 from __future__ import annotations
 
 import sys
@@ -47,9 +48,17 @@ def _masks_of(run_dir: Path, kind: str, stored: dict, rounds: list[int] | None) 
     return {f"round {k}": (run_dir / f"round_{k:02d}" / "mask.safetensors", by_round[k]) for k in use}
 
 
-def run_baselines(run_dir: str | Path, rounds: list[int] | None = None, which: list[str] | None = None,
-                  scratch_b_cap: float = 2.0, *, device: str = "cpu", data_dir: str | None = None,
-                  quiet: bool = False, checkpoint_every: int = 2000) -> dict:
+def run_baselines(
+    run_dir: str | Path,
+    rounds: list[int] | None = None,
+    which: list[str] | None = None,
+    scratch_b_cap: float = 2.0,
+    *,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    quiet: bool = False,
+    checkpoint_every: int = 2000,
+) -> dict:
     from ..data import load_dataset
     from ..runs import resolve_device
 
@@ -78,8 +87,12 @@ def run_baselines(run_dir: str | Path, rounds: list[int] | None = None, which: l
     names = prunable_names(model, cfg.get("prune_include"), cfg.get("prune_exclude"))
     own = {"rounds": rounds, "which": which, "scratch_b_cap": scratch_b_cap}
     config = {"run": normalize_config(cfg) if kind == "imp" else cfg, "kind": kind, **own}
-    out = open_run_dir(run_dir / f"baselines-{config_hash(own)}", "baselines", config,
-                       normalize=lambda c: {**c, "run": normalize_config(c["run"])} if kind == "imp" else c)
+    out = open_run_dir(
+        run_dir / f"baselines-{config_hash(own)}",
+        "baselines",
+        config,
+        normalize=lambda c: {**c, "run": normalize_config(c["run"])} if kind == "imp" else c,
+    )
     if not quiet:
         print(f"baselines directory: {out}", file=sys.stderr)
     init = load_state(run_dir / "init.safetensors", model)
@@ -92,10 +105,13 @@ def run_baselines(run_dir: str | Path, rounds: list[int] | None = None, which: l
     for i, (label, (mask_path, own)) in enumerate(masks.items()):
         mask: Mask = load_mask(mask_path, ones_mask(model, names))
         sparse_fwd = sum(forward_flops(model, data.input_shape, mask).values())
-        row = {"label": label, "density": own["density"],
-               "method": {k: own[k] for k in ("test_acc", "early_stop_iter", "early_stop_test_acc")}
-               | {"training_flops": training_flops(model, data.input_shape, total, tcfg.batch_size, mask)},
-               "baselines": {}}
+        row = {
+            "label": label,
+            "density": own["density"],
+            "method": {k: own[k] for k in ("test_acc", "early_stop_iter", "early_stop_test_acc")}
+            | {"training_flops": training_flops(model, data.input_shape, total, tcfg.batch_size, mask)},
+            "baselines": {},
+        }
         result["rows"].append(row)
         for b in which:
             start, m, iters = init, mask, total
@@ -113,13 +129,25 @@ def run_baselines(run_dir: str | Path, rounds: list[int] | None = None, which: l
 
     def train_cell(i: int, row: dict, b: str, m: Mask, start: dict, iters: int, flops: float) -> dict:
         net = lockstep.own_model(model)  # the cells may train together
-        s, _ = train_cached(out / f"{i:02d}_{b}", net, data, TrainConfig(**{**asdict(tcfg), "iterations": iters,
-                                                                             "epochs": None}),
-                            mask=m, start=start, start_iter=0, total=iters, seed=seed,
-                            checkpoint_every=checkpoint_every, label=f"{row['label']} {b}", quiet=quiet,
-                            save_final=False)
+        s, _ = train_cached(
+            out / f"{i:02d}_{b}",
+            net,
+            data,
+            TrainConfig(**{**asdict(tcfg), "iterations": iters, "epochs": None}),
+            mask=m,
+            start=start,
+            start_iter=0,
+            total=iters,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            label=f"{row['label']} {b}",
+            quiet=quiet,
+            save_final=False,
+        )
         return {k: s[k] for k in ("test_acc", "early_stop_iter", "early_stop_test_acc")} | {
-            "iterations": iters, "training_flops": flops}
+            "iterations": iters,
+            "training_flops": flops,
+        }
 
     done = lockstep.together([lambda c=c: train_cell(*c) for c in cells])
     for (_, row, b, *_), r in zip(cells, done):
@@ -135,7 +163,9 @@ def format_baselines(result: dict) -> str:
     lines = [head, "-" * len(head)]
     for r in result["rows"]:
         cell = lambda c: f"{c['test_acc']:.4f} ({c['training_flops']:.1e})"  # noqa: E731
-        lines.append(f"{r['label']:<10} {100 * r['density']:>7.2f}%  {cell(r['method']):>16}"
-                     + "".join(f"  {cell(r['baselines'][b]):>16}" for b in which))
+        lines.append(
+            f"{r['label']:<10} {100 * r['density']:>7.2f}%  {cell(r['method']):>16}"
+            + "".join(f"  {cell(r['baselines'][b]):>16}" for b in which)
+        )
     lines.append(f"\ntest accuracy (training FLOPs); dense training: {result['dense_training_flops']:.2e} FLOPs")
     return "\n".join(lines)

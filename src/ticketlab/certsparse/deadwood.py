@@ -21,6 +21,7 @@ The paper's text is not available to this project (no reference code is public);
 its abstract ("a Lagrangian Dual method to encourage model sparsity while retaining accuracy and ensuring
 robustness") and the dual-ascent scheme of Fioretto et al.; the README says so.
 """
+
 from __future__ import annotations
 
 import copy
@@ -60,10 +61,25 @@ class Deadwooding:
 
     method = "deadwooding"
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, names: list[str], teacher: nn.Module,
-                 data, *, density: float, prune_step: int, l1: float = 1.0, acc_tol: float = 0.05,
-                 rob_tol: float = 0.3, dual_lr: float = 1.0, dual_every: int = 100, rob_eps: float = 0.1,
-                 rob_steps: int = 5, seed: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        names: list[str],
+        teacher: nn.Module,
+        data,
+        *,
+        density: float,
+        prune_step: int,
+        l1: float = 1.0,
+        acc_tol: float = 0.05,
+        rob_tol: float = 0.3,
+        dual_lr: float = 1.0,
+        dual_every: int = 100,
+        rob_eps: float = 0.1,
+        rob_steps: int = 5,
+        seed: int = 0,
+    ):
         if not 0 < density <= 1:
             raise UserError(f"--density must be in (0, 1], got {density}")
         self.model, self.optimizer, self.names, self.teacher, self.data = model, optimizer, list(names), teacher, data
@@ -96,11 +112,18 @@ class Deadwooding:
         out = {"accuracy": F.kl_div(F.log_softmax(model(x), dim=1), t, reduction="batchmean")}
         if self.rob_eps > 0:
             net = PixelSpace(model, self.data.mean, self.data.std)
-            adv = pgd(net, to_pixels(x, self.data), y, AttackConfig(eps=self.rob_eps, steps=self.rob_steps),
-                      pixel_range=self.data.pixel_range, generator=generator(self.seed, "deadwood-pgd", it))
+            adv = pgd(
+                net,
+                to_pixels(x, self.data),
+                y,
+                AttackConfig(eps=self.rob_eps, steps=self.rob_steps),
+                pixel_range=self.data.pixel_range,
+                generator=generator(self.seed, "deadwood-pgd", it),
+            )
             model.train()
-            out["robustness"] = F.kl_div(F.log_softmax(model(from_pixels(adv, self.data)), dim=1), t,
-                                         reduction="batchmean")
+            out["robustness"] = F.kl_div(
+                F.log_softmax(model(from_pixels(adv, self.data)), dim=1), t, reduction="batchmean"
+            )
         else:
             out["robustness"] = out["accuracy"]
         return out
@@ -123,8 +146,13 @@ class Deadwooding:
             return
         for c in CONSTRAINTS:
             self.lam[c] = max(0.0, self.lam[c] + self.dual_lr * self._sum[c] / self._n)
-        self.log.append({"iter": self.step_count, **{f"lambda_{c}": self.lam[c] for c in CONSTRAINTS},
-                         **{f"violation_{c}": self._sum[c] / self._n for c in CONSTRAINTS}})
+        self.log.append(
+            {
+                "iter": self.step_count,
+                **{f"lambda_{c}": self.lam[c] for c in CONSTRAINTS},
+                **{f"violation_{c}": self._sum[c] / self._n for c in CONSTRAINTS},
+            }
+        )
         self._sum = {c: 0.0 for c in CONSTRAINTS}
         self._n = 0
 
@@ -152,8 +180,15 @@ class Deadwooding:
 
     def state_dict(self) -> tuple[dict, str]:
         tensors = {f"mask.{i}": m.cpu() for i, m in enumerate(self.masks)}
-        meta = {"method": self.method, "step_count": self.step_count, "pruned": self.pruned, "log": self.log,
-                "lam": self.lam, "sum": self._sum, "n": self._n}
+        meta = {
+            "method": self.method,
+            "step_count": self.step_count,
+            "pruned": self.pruned,
+            "log": self.log,
+            "lam": self.lam,
+            "sum": self._sum,
+            "n": self._n,
+        }
         return tensors, json.dumps(meta)
 
     def load_state_dict(self, tensors: dict, meta: str) -> None:
@@ -172,18 +207,22 @@ class DeadwoodConfig(RunConfig):
     model: str = field(default="lenet300", metadata={"help": "model name (that of --source)"})
     dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name (that of --source)"})
     seed: int = field(default=0, metadata={"help": "seed for data order, attacks and ties"})
-    source: str | None = field(default=None, metadata={"help": "an IMP run directory: its trained dense round 0 "
-                                                                "is the teacher and the starting point"})
+    source: str | None = field(
+        default=None,
+        metadata={"help": "an IMP run directory: its trained dense round 0 is the teacher and the starting point"},
+    )
     density: float = field(default=0.1, metadata={"help": "fraction of prunable weights kept (global pruning)"})
     prune_at: float = field(default=0.5, metadata={"help": "fraction of training at which the weights are pruned"})
     l1: float = field(default=1.0, metadata={"help": "weight of the sparsity objective, mean |w|"})
     acc_tol: float = field(default=0.05, metadata={"help": "accuracy constraint: KL(teacher || student) <= this"})
-    rob_tol: float = field(default=0.3, metadata={"help": "robustness constraint: KL(teacher(x) || "
-                                                          "student(x_adv)) <= this"})
+    rob_tol: float = field(
+        default=0.3, metadata={"help": "robustness constraint: KL(teacher(x) || student(x_adv)) <= this"}
+    )
     dual_lr: float = field(default=1.0, metadata={"help": "dual ascent step size of the multipliers"})
     dual_every: int = field(default=100, metadata={"help": "steps between dual updates"})
-    rob_eps: float = field(default=0.1, metadata={"help": "robustness constraint's PGD radius (pixel units; 0: "
-                                                          "no robustness constraint)"})
+    rob_eps: float = field(
+        default=0.1, metadata={"help": "robustness constraint's PGD radius (pixel units; 0: no robustness constraint)"}
+    )
     rob_steps: int = field(default=5, metadata={"help": "PGD steps of the robustness constraint"})
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=60, iterations=3000))
 
@@ -208,10 +247,18 @@ def check_deadwood(cfg: DeadwoodConfig, model, data):
     return imp_parent(cfg.source, cfg.model, cfg.dataset)
 
 
-def run_deadwood(cfg: DeadwoodConfig, out: str | Path | None = None, *, device: str = "cpu",
-                 data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
+def run_deadwood(
+    cfg: DeadwoodConfig,
+    out: str | Path | None = None,
+    *,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    quiet: bool = False,
+    checkpoint_every: int = 2000,
+) -> dict:
     dev, data, model, config, run_dir, (weights, src_summary) = start_derived_run(
-        cfg, "deadwood", out, device, data_dir, quiet, check_deadwood)
+        cfg, "deadwood", out, device, data_dir, quiet, check_deadwood
+    )
     if (run_dir / "summary.json").exists():
         return read_json(run_dir / "summary.json")
     dense = load_state(weights, model)
@@ -223,34 +270,73 @@ def run_deadwood(cfg: DeadwoodConfig, out: str | Path | None = None, *, device: 
     total = cfg.train.total_iterations(len(data.y_train))
 
     def updater(opt):
-        return Deadwooding(model, opt, names, teacher, data, density=cfg.density,
-                           prune_step=int(round(cfg.prune_at * total)), l1=cfg.l1, acc_tol=cfg.acc_tol,
-                           rob_tol=cfg.rob_tol, dual_lr=cfg.dual_lr, dual_every=cfg.dual_every,
-                           rob_eps=cfg.rob_eps, rob_steps=cfg.rob_steps, seed=cfg.seed)
+        return Deadwooding(
+            model,
+            opt,
+            names,
+            teacher,
+            data,
+            density=cfg.density,
+            prune_step=int(round(cfg.prune_at * total)),
+            l1=cfg.l1,
+            acc_tol=cfg.acc_tol,
+            rob_tol=cfg.rob_tol,
+            dual_lr=cfg.dual_lr,
+            dual_every=cfg.dual_every,
+            rob_eps=cfg.rob_eps,
+            rob_steps=cfg.rob_steps,
+            seed=cfg.seed,
+        )
 
     def record(result, u: Deadwooding) -> dict:
         save_tensors(run_dir / "mask.safetensors", {n: m.cpu() for n, m in u.mask.items()})
         return {"duals": u.log, "multipliers": u.lam}
 
-    trained, _ = train_cached(run_dir, model, data, cfg.train, start=dense, total=total, seed=cfg.seed,
-                              checkpoint_every=checkpoint_every, label="deadwood", quiet=quiet, sparse=updater,
-                              record=record, reload_final=True, layout="result")
+    trained, _ = train_cached(
+        run_dir,
+        model,
+        data,
+        cfg.train,
+        start=dense,
+        total=total,
+        seed=cfg.seed,
+        checkpoint_every=checkpoint_every,
+        label="deadwood",
+        quiet=quiet,
+        sparse=updater,
+        record=record,
+        reload_final=True,
+        layout="result",
+    )
     mask = load_mask(run_dir / "mask.safetensors", ones_mask(model, names))
-    summary = {"config": config, "dense_test_acc": src_summary["rounds"][0]["test_acc"], "density": density(mask),
-               **trained}
+    summary = {
+        "config": config,
+        "dense_test_acc": src_summary["rounds"][0]["test_acc"],
+        "density": density(mask),
+        **trained,
+    }
     write_json(run_dir / "summary.json", summary)
     return summary
 
 
 def format_deadwood(s: dict) -> str:
     c, lam = s["config"], s["multipliers"]
-    return (f"deadwooding on {c['model']} / {c['dataset']}: density {100 * s['density']:.2f}%  test acc "
-            f"{s['test_acc']:.4f} (dense parent {s['dense_test_acc']:.4f})\nmultipliers: "
-            + "  ".join(f"{k} {v:.3g}" for k, v in lam.items()))
+    return (
+        f"deadwooding on {c['model']} / {c['dataset']}: density {100 * s['density']:.2f}%  test acc "
+        f"{s['test_acc']:.4f} (dense parent {s['dense_test_acc']:.4f})\nmultipliers: "
+        + "  ".join(f"{k} {v:.3g}" for k, v in lam.items())
+    )
 
 
-EXPERIMENT = register(Experiment(
-    "deadwood", DeadwoodConfig, run_deadwood, format_deadwood, check=check_deadwood,
-    headline=lambda s: {"density": s["density"], "test_acc": s["test_acc"], "dense_test_acc": s["dense_test_acc"]},
-    description="Prune an IMP run's trained dense round 0 by minimising mean |w| subject to distillation and "
-                "adversarial-distillation constraints, with multipliers raised by dual ascent (Kaur et al. 2022)."))
+EXPERIMENT = register(
+    Experiment(
+        "deadwood",
+        DeadwoodConfig,
+        run_deadwood,
+        format_deadwood,
+        check=check_deadwood,
+        headline=lambda s: {"density": s["density"], "test_acc": s["test_acc"], "dense_test_acc": s["dense_test_acc"]},
+        description="Prune an IMP run's trained dense round 0 by minimising mean |w| subject to distillation and "
+        "adversarial-distillation constraints, with multipliers raised by dual ascent (Kaur et al. 2022).",
+    )
+)

@@ -16,6 +16,7 @@ The dense parent is an IMP run's trained round 0 (``--source``). Fine-tuning is 
 natural, adversarial (``--adv pgd``) or certified (``--certified crown-ibp``). Run folders as every
 command: hashed config, resume, refusal; ``ticketlab verify RUN`` evaluates the parent and the result.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -49,16 +50,21 @@ class NeuronsConfig(RunConfig):
     model: str = field(default="lenet300", metadata={"help": "model name (that of --source)"})
     dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name (that of --source)"})
     seed: int = field(default=0, metadata={"help": "seed for the scoring samples, ties and data order"})
-    source: str | None = field(default=None, metadata={"help": "an IMP run directory: its trained dense round 0 "
-                                                                "is the parent"})
+    source: str | None = field(
+        default=None, metadata={"help": "an IMP run directory: its trained dense round 0 is the parent"}
+    )
     method: str = field(default="prune", metadata={"help": "prune (remove channels) or graft (linearise neurons)"})
     score: str = field(default="stability", metadata={"help": f"neuron score, lowest first: {', '.join(SCORES)}"})
-    fraction: float = field(default=0.5, metadata={"help": "fraction of ReLU neurons (prune: channels) removed or "
-                                                           "grafted"})
-    scope: str = field(default="layerwise", metadata={"help": "layerwise (the same fraction per layer, the "
-                                                              "references' default) or global"})
-    score_eps: float = field(default=0.1, metadata={"help": "stability: L-inf radius of the balls scored (pixel "
-                                                            "units)"})
+    fraction: float = field(
+        default=0.5, metadata={"help": "fraction of ReLU neurons (prune: channels) removed or grafted"}
+    )
+    scope: str = field(
+        default="layerwise",
+        metadata={"help": "layerwise (the same fraction per layer, the references' default) or global"},
+    )
+    score_eps: float = field(
+        default=0.1, metadata={"help": "stability: L-inf radius of the balls scored (pixel units)"}
+    )
     score_bound: str = field(default="ibp", metadata={"help": "stability: ibp (the reference's) or crown bounds"})
     score_samples: int = field(default=1000, metadata={"help": "training samples scored (the references: 1000)"})
     slope: float = field(default=0.4, metadata={"help": "graft: initial slope a (reference 0.4)"})
@@ -118,8 +124,9 @@ def choose(cfg: NeuronsConfig, model, data) -> list[torch.Tensor]:
     for stack in layers:  # means over chunks weighted by size; -inf (dead) only where dead in every chunk
         w = torch.tensor([len(c) for c in x.split(250)], dtype=torch.float64, device=stack.device)
         dead = torch.isinf(stack) & (stack < 0)
-        mean = (torch.where(dead, torch.zeros_like(stack), stack).double() * w.view(-1, *[1] * (stack.dim() - 1))
-                ).sum(0) / w.sum()
+        mean = (torch.where(dead, torch.zeros_like(stack), stack).double() * w.view(-1, *[1] * (stack.dim() - 1))).sum(
+            0
+        ) / w.sum()
         merged.append(torch.where(dead.all(0), torch.full_like(mean, -float("inf")), mean))
     if cfg.method == "prune":
         merged = [per_channel(s) for s in merged]
@@ -145,10 +152,18 @@ def weight_density(model, mask: dict | None) -> float:
     return density(full)
 
 
-def run_neurons(cfg: NeuronsConfig, out: str | Path | None = None, *, device: str = "cpu",
-                data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
+def run_neurons(
+    cfg: NeuronsConfig,
+    out: str | Path | None = None,
+    *,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    quiet: bool = False,
+    checkpoint_every: int = 2000,
+) -> dict:
     dev, data, model, config, run_dir, (weights, src_summary) = start_derived_run(
-        cfg, "neurons", out, device, data_dir, quiet, check_neurons)
+        cfg, "neurons", out, device, data_dir, quiet, check_neurons
+    )
     if (run_dir / "summary.json").exists():
         return read_json(run_dir / "summary.json")
     model.load_state_dict(load_state(weights, model))
@@ -172,13 +187,31 @@ def run_neurons(cfg: NeuronsConfig, out: str | Path | None = None, *, device: st
                 m.slope.requires_grad_(False)
                 m.intercept.requires_grad_(False)
     total = cfg.train.total_iterations(len(data.y_train))
-    trained, _ = train_cached(run_dir, model, data, cfg.train, start=None, total=total, seed=cfg.seed,
-                              checkpoint_every=checkpoint_every, label=f"neurons {cfg.method} {cfg.score}",
-                              quiet=quiet, mask=mask, reload_final=True, layout="result")
-    summary = {"config": config, "dense_test_acc": src_summary["rounds"][0]["test_acc"],
-               "neurons": neurons, "chosen": int(sum(int(c.sum()) for c in chosen)),
-               "chosen_per_layer": [int(c.sum()) for c in chosen], "units_per_layer": [c.numel() for c in chosen],
-               "weight_density": weight_density(model, mask), **trained}
+    trained, _ = train_cached(
+        run_dir,
+        model,
+        data,
+        cfg.train,
+        start=None,
+        total=total,
+        seed=cfg.seed,
+        checkpoint_every=checkpoint_every,
+        label=f"neurons {cfg.method} {cfg.score}",
+        quiet=quiet,
+        mask=mask,
+        reload_final=True,
+        layout="result",
+    )
+    summary = {
+        "config": config,
+        "dense_test_acc": src_summary["rounds"][0]["test_acc"],
+        "neurons": neurons,
+        "chosen": int(sum(int(c.sum()) for c in chosen)),
+        "chosen_per_layer": [int(c.sum()) for c in chosen],
+        "units_per_layer": [c.numel() for c in chosen],
+        "weight_density": weight_density(model, mask),
+        **trained,
+    }
     summary["density"] = summary["weight_density"]
     write_json(run_dir / "summary.json", summary)
     return summary
@@ -187,14 +220,23 @@ def run_neurons(cfg: NeuronsConfig, out: str | Path | None = None, *, device: st
 def format_neurons(s: dict) -> str:
     c = s["config"]
     what = "channels pruned" if c["method"] == "prune" else "neurons grafted"
-    return (f"{c['method']} by {c['score']} on {c['model']} / {c['dataset']}: {s['chosen']}/{s['neurons']} {what} "
-            f"({'/'.join(map(str, s['chosen_per_layer']))} per layer); weight density {100 * s['weight_density']:.2f}%"
-            f"\ntest acc {s['test_acc']:.4f} (dense parent {s['dense_test_acc']:.4f})")
+    return (
+        f"{c['method']} by {c['score']} on {c['model']} / {c['dataset']}: {s['chosen']}/{s['neurons']} {what} "
+        f"({'/'.join(map(str, s['chosen_per_layer']))} per layer); weight density {100 * s['weight_density']:.2f}%"
+        f"\ntest acc {s['test_acc']:.4f} (dense parent {s['dense_test_acc']:.4f})"
+    )
 
 
-EXPERIMENT = register(Experiment(
-    "neurons", NeuronsConfig, run_neurons, format_neurons, check=check_neurons,
-    headline=lambda s: {"chosen": s["chosen"], "weight_density": s["weight_density"], "test_acc": s["test_acc"]},
-    description="Prune the least stable channels (--method prune --score stability) or graft the least "
-                "significant neurons as learnable lines (--method graft --score magnitude) of an IMP run's trained "
-                "dense round 0, then fine-tune; verify the result with `ticketlab verify`."))
+EXPERIMENT = register(
+    Experiment(
+        "neurons",
+        NeuronsConfig,
+        run_neurons,
+        format_neurons,
+        check=check_neurons,
+        headline=lambda s: {"chosen": s["chosen"], "weight_density": s["weight_density"], "test_acc": s["test_acc"]},
+        description="Prune the least stable channels (--method prune --score stability) or graft the least "
+        "significant neurons as learnable lines (--method graft --score magnitude) of an IMP run's trained "
+        "dense round 0, then fine-tune; verify the result with `ticketlab verify`.",
+    )
+)

@@ -15,6 +15,7 @@
 Scores are per neuron (every element of a convolution's output, as grafting wants) for each ReLU layer in
 order; ``per_channel`` averages them over a convolution's positions (structured pruning of channels).
 """
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,7 @@ SCORES = ("stability", "magnitude", "random")
 
 def nrs(lo: torch.Tensor, hi: torch.Tensor, gamma: torch.Tensor | None = None) -> torch.Tensor:
     """The stability term per sample and neuron: tanh(1 + l u / gamma^2) (gamma 1 without a BatchNorm)."""
-    prod = lo * hi if gamma is None else lo * hi / (gamma ** 2 + 1e-20)
+    prod = lo * hi if gamma is None else lo * hi / (gamma**2 + 1e-20)
     return torch.tanh(1 + prod)
 
 
@@ -62,8 +63,11 @@ def pre_activations(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     from ..models.graft import GraftedReLU
 
     found: list[torch.Tensor] = []
-    hooks = [m.register_forward_hook(lambda _m, inp, _o: found.append(inp[0].detach()))
-             for m in model.modules() if isinstance(m, (nn.ReLU, GraftedReLU))]
+    hooks = [
+        m.register_forward_hook(lambda _m, inp, _o: found.append(inp[0].detach()))
+        for m in model.modules()
+        if isinstance(m, (nn.ReLU, GraftedReLU))
+    ]
     was = model.training
     model.eval()
     try:
@@ -76,8 +80,16 @@ def pre_activations(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return found
 
 
-def neuron_scores(score: str, model: nn.Module, data, x: torch.Tensor, *, eps: float, bound: str = "ibp",
-                  generator: torch.Generator | None = None) -> list[torch.Tensor]:
+def neuron_scores(
+    score: str,
+    model: nn.Module,
+    data,
+    x: torch.Tensor,
+    *,
+    eps: float,
+    bound: str = "ibp",
+    generator: torch.Generator | None = None,
+) -> list[torch.Tensor]:
     """Scores (lowest go first) of every ReLU layer's neurons on the scoring inputs ``x`` (standardised)."""
     if score == "stability":
         if eps <= 0:

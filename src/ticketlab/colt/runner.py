@@ -8,6 +8,7 @@ model would, so fewer rounds reach a density. The final ticket is trained on all
 initial weights, and compared with IMP run to the same density with the same settings: accuracy and
 total training iterations of each.
 """
+
 from __future__ import annotations
 
 import sys
@@ -22,7 +23,7 @@ from ..errors import UserError
 from ..flops import forward_flops
 from ..io import save_tensors, write_json
 from ..lottery import IMPConfig, IMPRun, layer_rates
-from ..runs import Experiment, RunConfig, register, load_mask, load_state, start_run, train_cached
+from ..runs import Experiment, RunConfig, load_mask, load_state, register, start_run, train_cached
 from ..seeding import generator
 from ..sparse import density, layer_densities, layerwise_prune, magnitude_scores, ones_mask, prunable_names
 from ..train import TrainConfig
@@ -57,7 +58,6 @@ class COLTConfig(RunConfig):
             raise UserError(f"--max-rounds must be >= 1, got {self.max_rounds}")
 
 
-
 def split_segments(data: Dataset, segments: int, how: str, seed: int) -> list[Dataset]:
     """Non-overlapping training segments (validation and test sets are shared)."""
     y = data.y_train.cpu().numpy()
@@ -76,8 +76,15 @@ def split_segments(data: Dataset, segments: int, how: str, seed: int) -> list[Da
     return out
 
 
-def run_colt(cfg: COLTConfig, out: str | Path | None = None, *, device: str = "cpu", data_dir: str | None = None,
-             quiet: bool = False, checkpoint_every: int = 2000) -> dict:
+def run_colt(
+    cfg: COLTConfig,
+    out: str | Path | None = None,
+    *,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    quiet: bool = False,
+    checkpoint_every: int = 2000,
+) -> dict:
     dev, data, model, config, run_dir = start_run(cfg, "colt", out, device, data_dir, quiet)
     segs = split_segments(data, cfg.segments, cfg.split, cfg.seed)
     names = prunable_names(model)
@@ -99,12 +106,23 @@ def run_colt(cfg: COLTConfig, out: str | Path | None = None, *, device: str = "c
         seg_masks, accs = [], []
         for s, seg in enumerate(segs):
             total = cfg.train.total_iterations(len(seg.y_train))
-            summary, _ = train_cached(rdir / f"segment_{s}", model, seg, cfg.train, mask=mask, start=init,
-                                      start_iter=0, total=total, label=f"colt round {k} segment {s}", **kw)
+            summary, _ = train_cached(
+                rdir / f"segment_{s}",
+                model,
+                seg,
+                cfg.train,
+                mask=mask,
+                start=init,
+                start_iter=0,
+                total=total,
+                label=f"colt round {k} segment {s}",
+                **kw,
+            )
             final = load_state(rdir / f"segment_{s}" / "final.safetensors", model)
             dens = {n: d * (1 - rates[n]) for n, d in layer_densities(mask).items()}
-            seg_masks.append(layerwise_prune(magnitude_scores(final, names), mask, dens,
-                                             generator(cfg.seed, "colt", k, s)))
+            seg_masks.append(
+                layerwise_prune(magnitude_scores(final, names), mask, dens, generator(cfg.seed, "colt", k, s))
+            )
             accs.append(summary["test_acc"])
             seg_iters += total
             flops += cost(mask, total)
@@ -122,35 +140,65 @@ def run_colt(cfg: COLTConfig, out: str | Path | None = None, *, device: str = "c
         if not quiet:
             print(f"stopped after --max-rounds {cfg.max_rounds} at density {density(mask):.4f}", file=sys.stderr)
     total = cfg.train.total_iterations(len(data.y_train))
-    ticket, _ = train_cached(run_dir / "final", model, data, cfg.train, mask=mask, start=init, start_iter=0,
-                             total=total, label="colt ticket, all data", **kw)
-    result = {"config": config, "rounds": rows, "density": density(mask),
-              "colt": {k: ticket[k] for k in ("test_acc", "early_stop_iter", "early_stop_test_acc")}
-              | {"pruning_rounds": len(rows), "training_iterations": seg_iters + total,
-                 "training_flops": flops + cost(mask, total)}}
+    ticket, _ = train_cached(
+        run_dir / "final",
+        model,
+        data,
+        cfg.train,
+        mask=mask,
+        start=init,
+        start_iter=0,
+        total=total,
+        label="colt ticket, all data",
+        **kw,
+    )
+    result = {
+        "config": config,
+        "rounds": rows,
+        "density": density(mask),
+        "colt": {k: ticket[k] for k in ("test_acc", "early_stop_iter", "early_stop_test_acc")}
+        | {
+            "pruning_rounds": len(rows),
+            "training_iterations": seg_iters + total,
+            "training_flops": flops + cost(mask, total),
+        },
+    }
     if not cfg.skip_imp:
-        imp_cfg = IMPConfig(model=cfg.model, dataset=cfg.dataset, seed=cfg.seed, train=cfg.train, rate=cfg.rate,
-                            target_density=density(mask))
-        imp = IMPRun(imp_cfg, run_dir / "imp", data=data, device=device, quiet=quiet,
-                     checkpoint_every=checkpoint_every).run()
+        imp_cfg = IMPConfig(
+            model=cfg.model,
+            dataset=cfg.dataset,
+            seed=cfg.seed,
+            train=cfg.train,
+            rate=cfg.rate,
+            target_density=density(mask),
+        )
+        imp = IMPRun(
+            imp_cfg, run_dir / "imp", data=data, device=device, quiet=quiet, checkpoint_every=checkpoint_every
+        ).run()
         last = imp["rounds"][-1]
         result["imp"] = {k: last[k] for k in ("density", "test_acc", "early_stop_iter", "early_stop_test_acc")} | {
-            "pruning_rounds": len(imp["rounds"]) - 1, "training_iterations": imp["iterations"] * len(imp["rounds"]),
-            "training_flops": sum(r["flops"]["training"] for r in imp["rounds"])}
+            "pruning_rounds": len(imp["rounds"]) - 1,
+            "training_iterations": imp["iterations"] * len(imp["rounds"]),
+            "training_flops": sum(r["flops"]["training"] for r in imp["rounds"]),
+        }
     write_json(run_dir / "summary.json", result)
     return result
 
 
 def format_colt(r: dict) -> str:
-    lines = [f"{'':<6} {'density':>8} {'test acc':>9} {'early stop @ it':>18} {'rounds':>7} {'train iters':>12} "
-             f"{'train FLOPs':>12}"]
+    lines = [
+        f"{'':<6} {'density':>8} {'test acc':>9} {'early stop @ it':>18} {'rounds':>7} {'train iters':>12} "
+        f"{'train FLOPs':>12}"
+    ]
     for name in ("colt", "imp"):
         if name in r:
             c = r[name]
             d = r["density"] if name == "colt" else c["density"]
             es = f"{c['early_stop_test_acc']:.4f} @ {c['early_stop_iter']}"
-            lines.append(f"{name:<6} {100 * d:>7.2f}% {c['test_acc']:>9.4f} {es:>18} {c['pruning_rounds']:>7} "
-                         f"{c['training_iterations']:>12} {c['training_flops']:>12.3e}")
+            lines.append(
+                f"{name:<6} {100 * d:>7.2f}% {c['test_acc']:>9.4f} {es:>18} {c['pruning_rounds']:>7} "
+                f"{c['training_iterations']:>12} {c['training_flops']:>12.3e}"
+            )
     return "\n".join(lines)
 
 
@@ -161,7 +209,14 @@ def colt_headline(s: dict) -> dict:
     return out
 
 
-EXPERIMENT = register(Experiment(
-    "colt", COLTConfig, run_colt, format_colt, colt_headline,
-    description="Train the ticket on each data segment, keep the overlap of the pruned masks, rewind, cycle; then "
-                "train it on all data and compare with IMP at that density."))
+EXPERIMENT = register(
+    Experiment(
+        "colt",
+        COLTConfig,
+        run_colt,
+        format_colt,
+        colt_headline,
+        description="Train the ticket on each data segment, keep the overlap of the pruned masks, rewind, cycle; then "
+        "train it on all data and compare with IMP at that density.",
+    )
+)

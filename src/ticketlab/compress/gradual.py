@@ -18,10 +18,11 @@ skips the multiply, exact for elementwise optimizers (as for ``MaskEnforcer`` an
 scoring batches and tie-breaking come from generators seeded by (seed, step), and ``state_dict()`` holds
 the masks and counters, so a resumed training is bitwise the uninterrupted one.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -49,7 +50,7 @@ def step_densities(final: float, steps: int, schedule: str = "cubic") -> list[fl
         if schedule == "cubic":
             out.append(final + (1 - final) * (1 - f) ** 3)
         elif schedule == "exponential":
-            out.append(final ** f)
+            out.append(final**f)
         else:
             out.append(1 - (1 - final) * f)
     out[-1] = final
@@ -63,8 +64,10 @@ def step_iterations(total: int, steps: int, end_fraction: float) -> list[int]:
     last = int(round(end_fraction * total))
     at = [int(round(last * k / (steps - 1))) for k in range(steps)]
     if len(set(at)) < steps:
-        raise UserError(f"{steps} pruning steps need at least {steps - 1} iterations before the last one "
-                        f"(--prune-end {end_fraction} of {total}); use fewer --steps or more iterations")
+        raise UserError(
+            f"{steps} pruning steps need at least {steps - 1} iterations before the last one "
+            f"(--prune-end {end_fraction} of {total}); use fewer --steps or more iterations"
+        )
     return at
 
 
@@ -73,12 +76,28 @@ class GradualPruner:
 
     method = "gradual"
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, names: list[str],
-                 scorer: Callable, *, final_density: float, total: int, steps: int = 1, schedule: str = "cubic",
-                 end_fraction: float = 0.5, scope: str = "global", distribution: str = "uniform",
-                 batches: Callable[[int], list], seed: int = 0, context: dict | None = None,
-                 input_shape: tuple[int, ...] | None = None, passes_per_example: int = 3, after_step: bool = True,
-                 pattern: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        names: list[str],
+        scorer: Callable,
+        *,
+        final_density: float,
+        total: int,
+        steps: int = 1,
+        schedule: str = "cubic",
+        end_fraction: float = 0.5,
+        scope: str = "global",
+        distribution: str = "uniform",
+        batches: Callable[[int], list],
+        seed: int = 0,
+        context: dict | None = None,
+        input_shape: tuple[int, ...] | None = None,
+        passes_per_example: int = 3,
+        after_step: bool = True,
+        pattern: tuple[int, int] | None = None,
+    ):
         if not 0 < final_density <= 1:
             raise UserError(f"--density must be in (0, 1], got {final_density}")
         if scope not in ("global", "layerwise"):
@@ -151,8 +170,13 @@ class GradualPruner:
 
     def state_dict(self) -> tuple[dict, str]:
         tensors = {f"mask.{i}": m.cpu() for i, m in enumerate(self.masks)}
-        meta = {"method": self.method, "step_count": self.step_count, "done": self.done, "log": self.log,
-                "flops_per_example": self.flops_per_example}
+        meta = {
+            "method": self.method,
+            "step_count": self.step_count,
+            "done": self.done,
+            "log": self.log,
+            "flops_per_example": self.flops_per_example,
+        }
         return tensors, json.dumps(meta)
 
     def load_state_dict(self, tensors: dict, meta: str) -> None:

@@ -8,6 +8,7 @@ ranks rank among kept entries only.
 Registrations are calls at the bottom rather than decorators, so the mutation tests (mutmut, which skips
 decorated functions) reach every criterion.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Datasets as in-memory tensors with a fixed validation split (a registry: ``DATASETS``)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,5 +39,13 @@ def register_dataset(name: str, data: Dataset) -> str:
     return name
 
 
-__all__ = ["DATASETS", "Dataset", "build_dataset", "from_arrays", "load_dataset", "load_npz", "register_dataset",
-           "with_label_noise"]
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "build_dataset",
+    "from_arrays",
+    "load_dataset",
+    "load_npz",
+    "register_dataset",
+    "with_label_noise",
+]

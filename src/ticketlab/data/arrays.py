@@ -10,6 +10,7 @@ is read as signals). Labels are integers 0..K-1 (K = the largest label +
 valid range (for attacks and augmentations) is an optional ``pixel_range`` array [lo, hi]; without it,
 inputs that all lie in [0, 1] are taken as images scaled to (0, 1), others have no pixel range.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +27,18 @@ def _fail(where: str, what: str) -> UserError:
     return UserError(f"{where}: {what}")
 
 
-def from_arrays(x_train, y_train, x_test, y_test, x_val=None, y_val=None, *, name: str = "arrays",
-                num_classes: int | None = None, pixel_range: tuple[float, float] | None = None) -> Dataset:
+def from_arrays(
+    x_train,
+    y_train,
+    x_test,
+    y_test,
+    x_val=None,
+    y_val=None,
+    *,
+    name: str = "arrays",
+    num_classes: int | None = None,
+    pixel_range: tuple[float, float] | None = None,
+) -> Dataset:
     """A ``Dataset`` from arrays (numpy or anything ``np.asarray`` takes), checked: matching lengths, one input
     shape, finite values, integer labels in [0, num_classes). Accepted wherever a loaded dataset is."""
     arrays = {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
@@ -48,8 +59,9 @@ def from_arrays(x_train, y_train, x_test, y_test, x_val=None, y_val=None, *, nam
         if x.ndim < 2:
             raise _fail(name, f"x_{part} must be (N, ...) with at least one feature axis, got shape {x.shape}")
         if y.ndim != 1 or len(y) != len(x):
-            raise _fail(name, f"y_{part} must be a vector of {len(x)} labels (one per row of x_{part}), got shape "
-                              f"{y.shape}")
+            raise _fail(
+                name, f"y_{part} must be a vector of {len(x)} labels (one per row of x_{part}), got shape {y.shape}"
+            )
         if len(x) == 0:
             raise _fail(name, f"x_{part} is empty")
         if not np.issubdtype(x.dtype, np.number) or not np.isfinite(x).all():
@@ -74,8 +86,17 @@ def from_arrays(x_train, y_train, x_test, y_test, x_val=None, y_val=None, *, nam
     ys = {p: out[f"y_{p}"].astype(np.int64) for p in xs}
     if "val" in xs:  # the given validation split: appended, then carved back out exactly
         n, v = len(ys["train"]), len(ys["val"])
-        data = build_dataset(name, np.concatenate([xs["train"], xs["val"]]), np.concatenate([ys["train"], ys["val"]]),
-                             xs["test"], ys["test"], v, k, pixel_range, val_index=np.arange(n, n + v))
+        data = build_dataset(
+            name,
+            np.concatenate([xs["train"], xs["val"]]),
+            np.concatenate([ys["train"], ys["val"]]),
+            xs["test"],
+            ys["test"],
+            v,
+            k,
+            pixel_range,
+            val_index=np.arange(n, n + v),
+        )
     else:
         n = len(ys["train"])
         if n < 2:
@@ -106,7 +127,9 @@ def load_npz(path: str | Path) -> Dataset:
     except UserError:
         raise
     except ValueError as e:  # object arrays need pickle: refused
-        raise _fail(where, f"cannot be read without unpickling ({str(e).splitlines()[0]}); store plain arrays") from None
+        raise _fail(
+            where, f"cannot be read without unpickling ({str(e).splitlines()[0]}); store plain arrays"
+        ) from None
     except (OSError, EOFError, KeyError) as e:
         raise _fail(where, f"is not a readable .npz file ({type(e).__name__}); write it with numpy.savez") from None
     if rng is not None:
@@ -114,7 +137,10 @@ def load_npz(path: str | Path) -> Dataset:
             raise _fail(where, f"pixel_range must be two numbers lo < hi, got {rng.tolist()}")
         pixel_range = (float(rng[0]), float(rng[1]))
     else:  # inputs scaled to [0, 1], as images usually are: attacks and augmentations clamp to that range
-        inside = all(float(a.min()) >= 0 and float(a.max()) <= 1 for k, a in arrays.items() if k.startswith("x_")
-                     and np.issubdtype(a.dtype, np.number))
+        inside = all(
+            float(a.min()) >= 0 and float(a.max()) <= 1
+            for k, a in arrays.items()
+            if k.startswith("x_") and np.issubdtype(a.dtype, np.number)
+        )
         pixel_range = (0.0, 1.0) if inside else None
     return from_arrays(**arrays, name=where, pixel_range=pixel_range)

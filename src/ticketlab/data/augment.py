@@ -17,6 +17,7 @@ to the pixel range) and returns it standardised again. Everything is drawn from 
   out (a per-image histogram equalisation with no batched torch form here). The Jensen-Shannon consistency
   loss of the AugMix paper is not used: CARD-Deck trains its members with the plain augmented loss.
 """
+
 from __future__ import annotations
 
 import math
@@ -52,7 +53,7 @@ def _op(k: int, x: torch.Tensor, g: torch.Generator, lo: float, hi: float) -> to
         return torch.where(mx > mn, lo + (x - mn) / (mx - mn).clamp_min(1e-8) * span, x)
     if k == 1:  # posterize to 4..(8 - severity-scaled) bits
         bits = (4 - (torch.rand(n, generator=g) * SEVERITY / 10 * 4).floor()).view(-1, 1, 1, 1).to(x)
-        levels = 2 ** bits
+        levels = 2**bits
         return lo + torch.floor((x - lo) / span * levels) / levels * span
     if k == 2:  # solarize above a threshold
         thr = (1 - torch.rand(n, generator=g) * SEVERITY / 10).view(-1, 1, 1, 1).to(x)
@@ -119,16 +120,17 @@ def crop_flip(x: torch.Tensor, g: torch.Generator, fill: float = 0.0, pad: int =
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(x.device)
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=g).to(x.device)
     flip = (torch.rand(b, generator=g) < 0.5).to(x.device)
-    rows = dy[:, None] + torch.arange(h, device=x.device)                      # (B, H)
-    cols = dx[:, None] + torch.arange(w, device=x.device)                      # (B, W)
+    rows = dy[:, None] + torch.arange(h, device=x.device)  # (B, H)
+    cols = dx[:, None] + torch.arange(w, device=x.device)  # (B, W)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     bi = torch.arange(b, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def augment_pixels(name: str, xp: torch.Tensor, g: torch.Generator, pixel_range=(0.0, 1.0),
-                   sigma: float = 0.1) -> torch.Tensor:
+def augment_pixels(
+    name: str, xp: torch.Tensor, g: torch.Generator, pixel_range=(0.0, 1.0), sigma: float = 0.1
+) -> torch.Tensor:
     """``name``'s augmentation of a batch of pixels (B, C, H, W)."""
     lo, hi = pixel_range
     if name == "none":

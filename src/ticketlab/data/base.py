@@ -1,4 +1,5 @@
 """The in-memory dataset every trainer consumes, and the fixed validation split."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -30,22 +31,32 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
-    def to(self, device: str | torch.device) -> "Dataset":
+    def to(self, device: str | torch.device) -> Dataset:
         keys = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std")
         return replace(self, **{k: getattr(self, k).to(device) for k in keys if getattr(self, k) is not None})
 
     def __repr__(self) -> str:
-        return (f"Dataset({self.name}: train {len(self.y_train)}, val {len(self.y_val)}, "
-                f"test {len(self.y_test)}, input {self.input_shape}, {self.num_classes} classes)")
+        return (
+            f"Dataset({self.name}: train {len(self.y_train)}, val {len(self.y_val)}, "
+            f"test {len(self.y_test)}, input {self.input_shape}, {self.num_classes} classes)"
+        )
 
 
 # The validation split never depends on the run's seed: every run of a dataset sees the same one.
 VAL_SPLIT_SEED = 1234
 
 
-def build_dataset(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray,
-                  y_test: np.ndarray, val_size: int, num_classes: int,
-                  pixel_range: tuple[float, float] | None = None, val_index: np.ndarray | None = None) -> Dataset:
+def build_dataset(
+    name: str,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    val_size: int,
+    num_classes: int,
+    pixel_range: tuple[float, float] | None = None,
+    val_index: np.ndarray | None = None,
+) -> Dataset:
     """Carve a fixed validation set from the training set and standardise per channel with train statistics.
 
     Inputs arrive as (N, C, ...) float arrays; channel statistics are over the training part only.
@@ -73,8 +84,19 @@ def build_dataset(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: n
         return torch.from_numpy(np.asarray(a, dtype=np.int64))
 
     stats = lambda a: torch.from_numpy(a[0].astype(np.float32))  # noqa: E731  (C, 1, ...): one input's shape
-    return Dataset(name, norm(xt), lab(y_train[train_idx]), norm(xv), lab(y_train[val_idx]),
-                   norm(x_test), lab(y_test), num_classes, mean=stats(mean), std=stats(std), pixel_range=pixel_range)
+    return Dataset(
+        name,
+        norm(xt),
+        lab(y_train[train_idx]),
+        norm(xv),
+        lab(y_train[val_idx]),
+        norm(x_test),
+        lab(y_test),
+        num_classes,
+        mean=stats(mean),
+        std=stats(std),
+        pixel_range=pixel_range,
+    )
 
 
 def with_label_noise(data: Dataset, fraction: float, seed: int) -> Dataset:

@@ -1,4 +1,5 @@
 """CIFAR-10 from the binary-format archive (``cifar-10-binary.tar.gz``), parsed without pickle."""
+
 from __future__ import annotations
 
 import tarfile
@@ -54,8 +55,9 @@ def load_batches(batches: dict[str, bytes]):
     xtr = np.concatenate([p[0] for p in parts]).astype(np.float32) / 255.0
     ytr = np.concatenate([p[1] for p in parts])
     xte, yte = parse_batch(batches[TEST_BATCH], TEST_BATCH)
-    return build_dataset("cifar10", xtr, ytr, xte.astype(np.float32) / 255.0, yte, val_size=5000, num_classes=10,
-                         pixel_range=(0.0, 1.0))
+    return build_dataset(
+        "cifar10", xtr, ytr, xte.astype(np.float32) / 255.0, yte, val_size=5000, num_classes=10, pixel_range=(0.0, 1.0)
+    )
 
 
 @DATASETS.register("cifar10")

@@ -4,6 +4,7 @@ Search order: ``--data-dir``, then ``$TICKETLAB_DATA``, then dataset-specific sy
 cache (``$TICKETLAB_CACHE``, default ``~/.cache/ticketlab``), where downloads land. A download is written
 to a temporary name and renamed only after its checksum matches, so the cache never holds half a file.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,9 +12,9 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import UserError
 
@@ -52,8 +53,9 @@ def candidate_dirs(dataset: str, data_dir: str | Path | None, system_dirs: Seque
     return out
 
 
-def find_files(dataset: str, filenames: Sequence[str], data_dir: str | Path | None,
-               system_dirs: Sequence[str] = ()) -> Path | None:
+def find_files(
+    dataset: str, filenames: Sequence[str], data_dir: str | Path | None, system_dirs: Sequence[str] = ()
+) -> Path | None:
     """The first candidate folder that holds every one of ``filenames``, or None."""
     for d in candidate_dirs(dataset, data_dir, system_dirs):
         if all((d / f).is_file() for f in filenames):
@@ -102,8 +104,14 @@ class DownloadFailed(UserError):
         super().__init__(f"could not download {filename} ({'; '.join(errors)})")
 
 
-def locate_or_download(dataset: str, remotes: Sequence[RemoteFile], data_dir: str | Path | None,
-                       system_dirs: Sequence[str] = (), hint: str = "", quiet: bool = False) -> Path:
+def locate_or_download(
+    dataset: str,
+    remotes: Sequence[RemoteFile],
+    data_dir: str | Path | None,
+    system_dirs: Sequence[str] = (),
+    hint: str = "",
+    quiet: bool = False,
+) -> Path:
     """Folder holding all ``remotes`` files: found on disk, else downloaded into the cache."""
     names = [r.filename for r in remotes]
     found = find_files(dataset, names, data_dir, system_dirs)

@@ -1,4 +1,5 @@
 """MNIST and Fashion-MNIST from the standard IDX ``.gz`` files (parsed strictly, no pickle)."""
+
 from __future__ import annotations
 
 import gzip
@@ -13,8 +14,12 @@ from .base import build_dataset
 from .download import RemoteFile, locate_or_download
 from .registry import DATASETS
 
-IDX_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-             "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+IDX_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 MNIST_SHA256 = (
@@ -23,8 +28,10 @@ MNIST_SHA256 = (
     "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
     "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
 )
-FASHION_MIRRORS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-                   "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/")
+FASHION_MIRRORS = (
+    "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+    "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
+)
 FASHION_SHA256 = (
     "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
     "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
@@ -56,8 +63,10 @@ def read_idx(path: Path, expect_ndim: int) -> np.ndarray:
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     count = int(np.prod(dims))
     if len(raw) != header + count:
-        raise UserError(f"{path} is truncated or corrupt (expected {header + count} bytes, found {len(raw)}); "
-                        "replace it with a good copy")
+        raise UserError(
+            f"{path} is truncated or corrupt (expected {header + count} bytes, found {len(raw)}); "
+            "replace it with a good copy"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
@@ -68,8 +77,16 @@ def load_idx_folder(folder: Path, name: str, val_size: int = 5000):
     if ytr.max(initial=0) > 9 or yte.max(initial=0) > 9:
         raise UserError(f"{folder}: labels outside 0..9; these are not {name} files")
     as_float = lambda a: (a.astype(np.float32) / 255.0)[:, None]  # noqa: E731  (N, 1, 28, 28)
-    return build_dataset(name, as_float(xtr), ytr, as_float(xte), yte, val_size=min(val_size, len(ytr) // 10 or 1),
-                         num_classes=10, pixel_range=(0.0, 1.0))
+    return build_dataset(
+        name,
+        as_float(xtr),
+        ytr,
+        as_float(xte),
+        yte,
+        val_size=min(val_size, len(ytr) // 10 or 1),
+        num_classes=10,
+        pixel_range=(0.0, 1.0),
+    )
 
 
 @DATASETS.register("mnist")
@@ -80,7 +97,12 @@ def load_mnist(data_dir: str | Path | None = None, quiet: bool = False):
 
 @DATASETS.register("fashion-mnist")
 def load_fashion_mnist(data_dir: str | Path | None = None, quiet: bool = False):
-    folder = locate_or_download("fashion-mnist", remotes(FASHION_MIRRORS, FASHION_SHA256), data_dir,
-                                system_dirs=(DEBIAN_FASHION_DIR,),
-                                hint=", or `apt-get install dataset-fashion-mnist`", quiet=quiet)
+    folder = locate_or_download(
+        "fashion-mnist",
+        remotes(FASHION_MIRRORS, FASHION_SHA256),
+        data_dir,
+        system_dirs=(DEBIAN_FASHION_DIR,),
+        hint=", or `apt-get install dataset-fashion-mnist`",
+        quiet=quiet,
+    )
     return load_idx_folder(folder, "fashion-mnist")

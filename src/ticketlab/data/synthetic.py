@@ -1,4 +1,5 @@
 """Small datasets that need no files: MNIST-1D (generated) and scikit-learn's 8x8 digits."""
+
 from __future__ import annotations
 
 import random
@@ -38,5 +39,6 @@ def load_digits(data_dir=None, quiet: bool = False):
     y = d.target.astype(np.int64)
     perm = np.random.default_rng(0).permutation(len(y))
     test, train = perm[:360], perm[360:]
-    return build_dataset("digits", x[train], y[train], x[test], y[test], val_size=144, num_classes=10,
-                         pixel_range=(0.0, 1.0))
+    return build_dataset(
+        "digits", x[train], y[train], x[test], y[test], val_size=144, num_classes=10, pixel_range=(0.0, 1.0)
+    )

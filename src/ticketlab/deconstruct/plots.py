@@ -1,4 +1,5 @@
 """Plots of a deconstruct run: accuracy vs density per criterion (trained, untrained) and per kept-value rule."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,6 +27,10 @@ def _plot(rows: dict[str, list[dict]], key: str, title: str, path: Path) -> None
 def plot_deconstruct(result: dict, out: Path) -> None:
     kc = result["config"]["kept_criterion"]
     _plot(result["criteria"], "test_acc", "mask criteria, trained from init", out / "criteria_trained.png")
-    _plot(result["criteria"], "untrained_test_acc", "mask criteria, untrained (supermasks)",
-          out / "criteria_untrained.png")
+    _plot(
+        result["criteria"],
+        "untrained_test_acc",
+        "mask criteria, untrained (supermasks)",
+        out / "criteria_untrained.png",
+    )
     _plot(result["kept_values"], "test_acc", f"kept-weight values ({kc} masks), trained", out / "kept_values.png")

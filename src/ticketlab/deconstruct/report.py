@@ -1,4 +1,5 @@
 """Tables of a deconstruct run: one row per criterion (or kept-value rule), one column per density."""
+
 from __future__ import annotations
 
 
@@ -17,9 +18,11 @@ def _table(title: str, rows: dict[str, list[dict]], key: str) -> list[str]:
 def format_deconstruct(result: dict) -> str:
     crit, kept = result["criteria"], result["kept_values"]
     kc = result["config"]["kept_criterion"]
-    parts = (_table("trained: test acc", crit, "test_acc")
-             + _table("untrained (supermask): masked init", crit, "untrained_test_acc")
-             + _table("untrained: masked signed constant", crit, "untrained_signed_constant_test_acc")
-             + _table(f"kept values ({kc}), trained", kept, "test_acc")
-             + _table(f"kept values ({kc}), untrained", kept, "untrained_test_acc"))
+    parts = (
+        _table("trained: test acc", crit, "test_acc")
+        + _table("untrained (supermask): masked init", crit, "untrained_test_acc")
+        + _table("untrained: masked signed constant", crit, "untrained_signed_constant_test_acc")
+        + _table(f"kept values ({kc}), trained", kept, "test_acc")
+        + _table(f"kept values ({kc}), untrained", kept, "untrained_test_acc")
+    )
     return "\n".join(parts).rstrip()

@@ -7,6 +7,7 @@ weights, and masked signed constants) and, unless ``--untrained-only``, trained 
 The kept-value ablation retrains ``--kept-criterion``'s masks from original / reinit / reshuffle /
 constant values, each with random or original signs. Every cell is cached, so a rerun resumes.
 """
+
 from __future__ import annotations
 
 import sys
@@ -20,10 +21,10 @@ from ..criteria import CRITERIA, criterion_mask
 from ..errors import UserError
 from ..io import read_json, write_json
 from ..lottery import IMPConfig, IMPRun, normalize_config
-from ..sparse.values import KEPT_VALUES, kept_values
 from ..runs import config_hash, load_state, lockstep, open_run_dir
 from ..seeding import generator
 from ..sparse import Mask, apply_mask_, density
+from ..sparse.values import KEPT_VALUES, kept_values
 from ..train import TrainConfig, evaluate
 from .plots import plot_deconstruct
 from .report import format_deconstruct
@@ -55,8 +56,7 @@ def open_imp_run(run_dir: Path, imp_cfg: IMPConfig | None, **kw) -> IMPRun:
         stored = read_json(cfg_file)
         if not isinstance(stored, dict) or stored.get("kind") != "imp":
             raise UserError(f"{run_dir} is not an IMP run directory; give one made by `ticketlab imp`")
-        cfg = IMPConfig.from_dict({k: v for k, v in normalize_config(stored["config"]).items()
-                                   if k != "architecture"})
+        cfg = IMPConfig.from_dict({k: v for k, v in normalize_config(stored["config"]).items() if k != "architecture"})
         if str(cfg.model).startswith("custom:"):
             raise UserError(f"{run_dir} was made with a custom nn.Module; deconstruct it from Python")
         return IMPRun(cfg, run_dir, **kw)
@@ -65,13 +65,21 @@ def open_imp_run(run_dir: Path, imp_cfg: IMPConfig | None, **kw) -> IMPRun:
     return IMPRun(imp_cfg, run_dir, **kw)
 
 
-def run_deconstruct(run_dir: str | Path, dcfg: DeconstructConfig, imp_cfg: IMPConfig | None = None, *,
-                    device: str = "cpu", data_dir: str | None = None, quiet: bool = False,
-                    checkpoint_every: int = 2000) -> dict:
+def run_deconstruct(
+    run_dir: str | Path,
+    dcfg: DeconstructConfig,
+    imp_cfg: IMPConfig | None = None,
+    *,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    quiet: bool = False,
+    checkpoint_every: int = 2000,
+) -> dict:
     dcfg.validate()
     run_dir = Path(run_dir)
-    run = open_imp_run(run_dir, imp_cfg, device=device, data_dir=data_dir, quiet=quiet,
-                       checkpoint_every=checkpoint_every)
+    run = open_imp_run(
+        run_dir, imp_cfg, device=device, data_dir=data_dir, quiet=quiet, checkpoint_every=checkpoint_every
+    )
     imp_summary = run.run()  # resumes (or no-ops) so every round's densities exist
     rounds = {r["round"]: r for r in imp_summary["rounds"]}
     use = dcfg.rounds or [k for k in rounds if k > 0]
@@ -81,8 +89,12 @@ def run_deconstruct(run_dir: str | Path, dcfg: DeconstructConfig, imp_cfg: IMPCo
     # Named by its own options (the IMP run is the parent folder); the stored IMP config is compared in the
     # current schema, so a ticketlab upgrade that adds IMP settings does not orphan finished cells.
     config = asdict(dcfg) | {"imp_run": imp_summary["config"]}
-    out = open_run_dir(run_dir / f"deconstruct-{config_hash(asdict(dcfg))}", "deconstruct", config,
-                       normalize=lambda c: {**c, "imp_run": normalize_config(c["imp_run"])})
+    out = open_run_dir(
+        run_dir / f"deconstruct-{config_hash(asdict(dcfg))}",
+        "deconstruct",
+        config,
+        normalize=lambda c: {**c, "imp_run": normalize_config(c["imp_run"])},
+    )
     if not quiet:
         print(f"deconstruct directory: {out}", file=sys.stderr)
 
@@ -109,8 +121,16 @@ def run_deconstruct(run_dir: str | Path, dcfg: DeconstructConfig, imp_cfg: IMPCo
         if key.startswith("criterion__"):
             res["untrained_signed_constant_test_acc"] = untrained_acc(model, signed_const, mask)
         if dcfg.trained:
-            s, _ = run.train_one(out / "cells" / key, mask, {**init, **start}, 0, label, train_cfg=train_cfg,
-                                 save_final=False, model=model)
+            s, _ = run.train_one(
+                out / "cells" / key,
+                mask,
+                {**init, **start},
+                0,
+                label,
+                train_cfg=train_cfg,
+                save_final=False,
+                model=model,
+            )
             res.update({k: s[k] for k in ("test_acc", "early_stop_iter", "early_stop_test_acc")})
         write_json(path, res)
         return res
@@ -119,16 +139,18 @@ def run_deconstruct(run_dir: str | Path, dcfg: DeconstructConfig, imp_cfg: IMPCo
 
     def mask_for(crit: str, k: int) -> Mask:
         if (crit, k) not in masks:
-            masks[(crit, k)] = criterion_mask(crit, init, final, ones, rounds[k]["layer_densities"],
-                                              generator(run.cfg.seed, "deconstruct", crit, k))
+            masks[(crit, k)] = criterion_mask(
+                crit, init, final, ones, rounds[k]["layer_densities"], generator(run.cfg.seed, "deconstruct", crit, k)
+            )
         return masks[(crit, k)]
 
     result: dict = {"config": config, "criteria": {}, "kept_values": {}}
     cells = []  # (table, row name, round, cell key, mask, start, label): prepared first, then trained together
     for k in use:
         for crit in dcfg.criteria:
-            cells.append(("criteria", crit, k, f"criterion__{crit}__r{k:02d}", mask_for(crit, k), init,
-                          f"{crit} @ round {k}"))
+            cells.append(
+                ("criteria", crit, k, f"criterion__{crit}__r{k:02d}", mask_for(crit, k), init, f"{crit} @ round {k}")
+            )
         for rule in dcfg.kept:
             for signed in (False, True):
                 if rule == "original" and signed:
@@ -137,8 +159,17 @@ def run_deconstruct(run_dir: str | Path, dcfg: DeconstructConfig, imp_cfg: IMPCo
                 mask = mask_for(dcfg.kept_criterion, k)
                 fresh = run.reinit_state("deconstruct", k) if rule == "reinit" else {}
                 start = kept_values(rule, signed, init, mask, fresh, generator(run.cfg.seed, "kept", rule, k))
-                cells.append(("kept_values", name, k, f"kept__{name}__r{k:02d}", mask, start,
-                              f"{dcfg.kept_criterion} {name} @ round {k}"))
+                cells.append(
+                    (
+                        "kept_values",
+                        name,
+                        k,
+                        f"kept__{name}__r{k:02d}",
+                        mask,
+                        start,
+                        f"{dcfg.kept_criterion} {name} @ round {k}",
+                    )
+                )
     done = lockstep.together([lambda c=c: cell(*c[3:]) for c in cells])
     for (table, name, k, *_), r in zip(cells, done):
         result[table].setdefault(name, []).append({"round": k, **r})

@@ -5,12 +5,28 @@ layers into CSR layers with kernels chosen by measurement; ``quantize_int8`` mak
 a save/load pair writing safetensors with a JSON recipe (no pickle). ``export_run`` and ``bench_run`` do
 all of it for a finished run (``ticketlab export`` / ``ticketlab bench``).
 """
+
 from .compact import build_compact, compact, load_compact, save_compact, widths
 from .files import load_sparse, save_sparse
 from .quant import load_int8, quantize_int8, save_int8
 from .sparse import SparseLinear, sparse_layers, sparsify, tune_, tune_model_
 from .sparse_conv import SparseConv
 
-__all__ = ["SparseConv", "SparseLinear", "build_compact", "compact", "load_compact", "load_int8", "load_sparse",
-           "quantize_int8", "save_compact", "save_int8", "save_sparse", "sparse_layers", "sparsify", "tune_",
-           "tune_model_", "widths"]
+__all__ = [
+    "SparseConv",
+    "SparseLinear",
+    "build_compact",
+    "compact",
+    "load_compact",
+    "load_int8",
+    "load_sparse",
+    "quantize_int8",
+    "save_compact",
+    "save_int8",
+    "save_sparse",
+    "sparse_layers",
+    "sparsify",
+    "tune_",
+    "tune_model_",
+    "widths",
+]

@@ -7,6 +7,7 @@ at this thread count before timing, since the fastest kernel depends on it. With
 installed, ONNX Runtime's dense, compact and int8 forms (``deploy.onnx``) are timed too, with as many
 intra-op threads; every speedup is given against eager dense torch and against dense ONNX Runtime.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,16 @@ from .sparse import tune_model_
 from .timing import time_forms
 
 
-def bench_run(run_dir: str | Path, *, round: int | None = None, threads: int | None = None,
-              batch_sizes=(1, 256), repeats: int = 7, data_dir: str | None = None, quiet: bool = False) -> dict:
+def bench_run(
+    run_dir: str | Path,
+    *,
+    round: int | None = None,
+    threads: int | None = None,
+    batch_sizes=(1, 256),
+    repeats: int = 7,
+    data_dir: str | None = None,
+    quiet: bool = False,
+) -> dict:
     if threads is not None:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
@@ -43,29 +52,43 @@ def bench_run(run_dir: str | Path, *, round: int | None = None, threads: int | N
         if len(x) < b:
             x = x.repeat(math.ceil(b / len(x)), *[1] * (x.dim() - 1))[:b]
         latency[b] = time_forms(forms, x, repeats)
-    flops = {"dense": sum(forward_flops(rm.model, shape).values()),
-             "masked": sum(forward_flops(rm.model, shape, rm.mask).values()),
-             "compact": sum(forward_flops(forms["compact"], shape).values())}
-    result = {"source": info["source"], "threads": threads, "repeats": repeats,
-              "latency_s": {str(b): v for b, v in latency.items()},
-              "speedup": {str(b): {k: v["dense"] / t for k, t in v.items()} for b, v in latency.items()},
-              "speedup_vs_onnxruntime": {str(b): {k: v["dense-onnx"] / t for k, t in v.items()}
-                                         for b, v in latency.items() if "dense-onnx" in v},
-              "bytes": {k: info[k]["bytes"] for k in forms}, "test_acc": {k: info[k]["test_acc"] for k in forms},
-              "flops": flops, "params": info["params"]}
+    flops = {
+        "dense": sum(forward_flops(rm.model, shape).values()),
+        "masked": sum(forward_flops(rm.model, shape, rm.mask).values()),
+        "compact": sum(forward_flops(forms["compact"], shape).values()),
+    }
+    result = {
+        "source": info["source"],
+        "threads": threads,
+        "repeats": repeats,
+        "latency_s": {str(b): v for b, v in latency.items()},
+        "speedup": {str(b): {k: v["dense"] / t for k, t in v.items()} for b, v in latency.items()},
+        "speedup_vs_onnxruntime": {
+            str(b): {k: v["dense-onnx"] / t for k, t in v.items()} for b, v in latency.items() if "dense-onnx" in v
+        },
+        "bytes": {k: info[k]["bytes"] for k in forms},
+        "test_acc": {k: info[k]["test_acc"] for k in forms},
+        "flops": flops,
+        "params": info["params"],
+    }
     write_json(rm.export_dir / f"bench-{threads}t.json", result)
     return result
 
 
 def format_bench(r: dict) -> str:
     f, p = r["flops"], r["params"]
-    lines = [f"{r['source']}: {r['threads']} thread(s), median of {r['repeats']} interleaved rounds; "
-             f"density {p['kept'] / p['masked']:.4f}; forward FLOPs masked/dense {f['masked'] / f['dense']:.4f}, "
-             f"compact/dense {f['compact'] / f['dense']:.4f}"]
+    lines = [
+        f"{r['source']}: {r['threads']} thread(s), median of {r['repeats']} interleaved rounds; "
+        f"density {p['kept'] / p['masked']:.4f}; forward FLOPs masked/dense {f['masked'] / f['dense']:.4f}, "
+        f"compact/dense {f['compact'] / f['dense']:.4f}"
+    ]
     sizes = list(r["latency_s"])
     ort = r.get("speedup_vs_onnxruntime") or {}
-    head = "  form         " + "".join(f"{'batch ' + b + ' ms':>14s}{'x dense':>9s}" + (f"{'x ort':>8s}" if ort else "")
-                                      for b in sizes) + f"{'file bytes':>13s}{'x dense':>9s}{'test acc':>10s}"
+    head = (
+        "  form         "
+        + "".join(f"{'batch ' + b + ' ms':>14s}{'x dense':>9s}" + (f"{'x ort':>8s}" if ort else "") for b in sizes)
+        + f"{'file bytes':>13s}{'x dense':>9s}{'test acc':>10s}"
+    )
     lines.append(head)
     for form in r["bytes"]:
         row = f"  {form:12s} "

@@ -7,6 +7,7 @@ The file is safetensors (plain tensors; Torch-Pruning's pickled state is never u
 holding the registered model and the new shape of every layer, so ``load_compact`` rebuilds it, and plain
 torch can read the tensors with ``safetensors.torch.load_file``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -57,9 +58,11 @@ def compact(model: nn.Module, input_shape: tuple[int, ...], mask: Mask | None = 
     if not _same_outputs(work, masked, input_shape):
         import warnings
 
-        warnings.warn(f"compaction changed {type(model).__name__}'s outputs (its channel groups are not ones "
-                      "Torch-Pruning removes correctly, e.g. attention heads); the masked model is kept uncompacted",
-                      stacklevel=2)
+        warnings.warn(
+            f"compaction changed {type(model).__name__}'s outputs (its channel groups are not ones "
+            "Torch-Pruning removes correctly, e.g. attention heads); the masked model is kept uncompacted",
+            stacklevel=2,
+        )
         for p in masked.parameters():
             p.requires_grad_(True)
         return masked
@@ -67,8 +70,18 @@ def compact(model: nn.Module, input_shape: tuple[int, ...], mask: Mask | None = 
 
 
 # Modules that act on each feature alone in eval mode: a constant neuron stays a constant through them.
-_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.ELU, nn.Identity, nn.Dropout,
-                nn.BatchNorm1d)
+_ELEMENTWISE = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.SiLU,
+    nn.ELU,
+    nn.Identity,
+    nn.Dropout,
+    nn.BatchNorm1d,
+)
 
 
 @torch.no_grad()
@@ -136,10 +149,18 @@ def _resized(m: nn.Module, shape: list[int]) -> nn.Module:
     if isinstance(m, nn.Linear):
         return nn.Linear(shape[1], shape[0], bias=m.bias is not None)
     if isinstance(m, (nn.Conv1d, nn.Conv2d)):
-        return type(m)(shape[1], shape[0], m.kernel_size, stride=m.stride, padding=m.padding,
-                       dilation=m.dilation, groups=m.groups, bias=m.bias is not None, padding_mode=m.padding_mode)
-    return type(m)(shape[0], eps=m.eps, momentum=m.momentum, affine=m.affine,
-                   track_running_stats=m.track_running_stats)
+        return type(m)(
+            shape[1],
+            shape[0],
+            m.kernel_size,
+            stride=m.stride,
+            padding=m.padding,
+            dilation=m.dilation,
+            groups=m.groups,
+            bias=m.bias is not None,
+            padding_mode=m.padding_mode,
+        )
+    return type(m)(shape[0], eps=m.eps, momentum=m.momentum, affine=m.affine, track_running_stats=m.track_running_stats)
 
 
 def build_compact(recipe: dict) -> nn.Module:
@@ -172,8 +193,10 @@ def read_export(path: str | Path, fmt: str) -> tuple[dict, dict[str, torch.Tenso
             raise ValueError(meta.get("format"))
         meta["recipe"]["model"]
     except Exception:
-        raise UserError(f"{path} is not a ticketlab {fmt.split('-')[1]} export (corrupt or foreign file); "
-                        "export it again with ticketlab export") from None
+        raise UserError(
+            f"{path} is not a ticketlab {fmt.split('-')[1]} export (corrupt or foreign file); "
+            "export it again with ticketlab export"
+        ) from None
     return meta, tensors
 
 

@@ -6,6 +6,7 @@ first), so ``load_sparse`` rebuilds the architecture, swaps in ``SparseLinear`` 
 their stored CSR components (no dense weight is formed) with their measured kernel choices, and loads
 every other tensor strictly.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,12 +40,15 @@ def save_sparse(model: nn.Module, path: str | Path, recipe: dict) -> None:
     tensors = {k: v.contiguous() for k, v in model.state_dict().items()} | extra
     for n, m in layers.items():
         core, prefix = (m.core, f"{n}.core") if isinstance(m, SparseConv) else (m, n)
-        meta["layers"][n] = {"type": "conv" if isinstance(m, SparseConv) else "linear",
-                             "shape": [core.out_features, core.in_features], "bias": m.bias is not None,
-                             "kernels": {str(b): k for b, k in m.kernels.items()},
-                             "core_kernels": {str(b): k for b, k in core.kernels.items()}}
+        meta["layers"][n] = {
+            "type": "conv" if isinstance(m, SparseConv) else "linear",
+            "shape": [core.out_features, core.in_features],
+            "bias": m.bias is not None,
+            "kernels": {str(b): k for b, k in m.kernels.items()},
+            "core_kernels": {str(b): k for b, k in core.kernels.items()},
+        }
         # indices as int32 in the file (half the bytes); int64 again when loaded
-        if core.in_features >= 2 ** 31 or core.nnz >= 2 ** 31:
+        if core.in_features >= 2**31 or core.nnz >= 2**31:
             raise UserError(f"layer {n} is too large for 32-bit indices")
         tensors[f"{prefix}.crow_indices"] = core.crow_indices.to(torch.int32)
         tensors[f"{prefix}.col_indices"] = core.col_indices.to(torch.int32)
@@ -64,16 +68,23 @@ def load_sparse(path: str | Path) -> tuple[nn.Module, dict]:
     if recipe.get("model") not in MODELS:
         raise UserError(f"{path} needs model {recipe.get('model')!r}, which this ticketlab does not have")
     try:
-        model = build_compact(recipe) if "widths" in recipe else \
-            build_model(recipe["model"], tuple(recipe["input_shape"]), recipe["num_classes"], seed=0)
+        model = (
+            build_compact(recipe)
+            if "widths" in recipe
+            else build_model(recipe["model"], tuple(recipe["input_shape"]), recipe["num_classes"], seed=0)
+        )
         for name, info in meta["layers"].items():
             parent, child = _parent(model, name)
             conv = info.get("type") == "conv"
             prefix = f"{name}.core" if conv else name
-            core = SparseLinear.from_csr(tensors.pop(f"{prefix}.crow_indices"), tensors.pop(f"{prefix}.col_indices"),
-                                         tensors.pop(f"{prefix}.values"), tuple(info["shape"]),
-                                         None if conv or not info["bias"] else tensors.pop(f"{name}.bias"),
-                                         {int(b): k for b, k in info.get("core_kernels", info["kernels"]).items()})
+            core = SparseLinear.from_csr(
+                tensors.pop(f"{prefix}.crow_indices"),
+                tensors.pop(f"{prefix}.col_indices"),
+                tensors.pop(f"{prefix}.values"),
+                tuple(info["shape"]),
+                None if conv or not info["bias"] else tensors.pop(f"{name}.bias"),
+                {int(b): k for b, k in info.get("core_kernels", info["kernels"]).items()},
+            )
             core.csr()  # checks the CSR invariants (index ranges, row offsets) now
             if conv:
                 template = getattr(parent, child)

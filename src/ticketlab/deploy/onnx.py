@@ -10,6 +10,7 @@ opens a file with a stated number of intra-op threads (one inter-op thread, ever
 ``onnx`` and ``onnxruntime`` are the optional extra ``ticketlab[onnx]``; without them these functions stop
 with a one-line error.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -37,8 +38,9 @@ def available() -> bool:
 
 def require() -> None:
     if not available():
-        raise UserError("ONNX export and the onnxruntime bench need onnx and onnxruntime: "
-                        "pip install 'ticketlab[onnx]'")
+        raise UserError(
+            "ONNX export and the onnxruntime bench need onnx and onnxruntime: pip install 'ticketlab[onnx]'"
+        )
 
 
 def to_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
@@ -52,9 +54,16 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) ->
     def write(tmp: str) -> None:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, (torch.zeros(1, *input_shape),), tmp, input_names=["input"],
-                              output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
-                              opset_version=OPSET, dynamo=False)
+            torch.onnx.export(
+                model,
+                (torch.zeros(1, *input_shape),),
+                tmp,
+                input_names=["input"],
+                output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
 
     _atomic_write(path, write)
     return path
@@ -72,8 +81,9 @@ def session(model: str | Path | bytes, threads: int | None = None):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=opts,
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        model if isinstance(model, bytes) else str(model), sess_options=opts, providers=["CPUExecutionProvider"]
+    )
 
 
 class OrtModel:
@@ -87,10 +97,10 @@ class OrtModel:
         out = self.sess.run(["logits"], {"input": np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)})
         return torch.from_numpy(out[0])
 
-    def eval(self) -> "OrtModel":
+    def eval(self) -> OrtModel:
         return self
 
-    def train(self, mode: bool = True) -> "OrtModel":
+    def train(self, mode: bool = True) -> OrtModel:
         return self
 
     @property
@@ -102,14 +112,23 @@ def quantize_int8(fp32: str | Path, out: str | Path, calibration: torch.Tensor, 
     """ONNX Runtime's static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations) of the ONNX
     model ``fp32``, calibrated (min-max) on ``calibration`` inputs."""
     require()
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     class Reader(CalibrationDataReader):
         def __init__(self):
-            self.chunks = iter([{"input": calibration[i:i + batch].numpy().astype(np.float32)}
-                                for i in range(0, len(calibration), batch)])
+            self.chunks = iter(
+                [
+                    {"input": calibration[i : i + batch].numpy().astype(np.float32)}
+                    for i in range(0, len(calibration), batch)
+                ]
+            )
 
         def get_next(self):
             return next(self.chunks, None)
@@ -120,9 +139,16 @@ def quantize_int8(fp32: str | Path, out: str | Path, calibration: torch.Tensor, 
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
 
         def write(t: str) -> None:
-            quantize_static(str(pre), t, Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8,
-                            calibrate_method=CalibrationMethod.MinMax)
+            quantize_static(
+                str(pre),
+                t,
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+            )
 
         _atomic_write(out, write)
     return out
@@ -133,5 +159,5 @@ def max_difference(model, ort_model: OrtModel, x: torch.Tensor, batch: int = 100
     worst = 0.0
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            worst = max(worst, float((model(x[i:i + batch]) - ort_model(x[i:i + batch])).abs().max()))
+            worst = max(worst, float((model(x[i : i + batch]) - ort_model(x[i : i + batch])).abs().max()))
     return worst

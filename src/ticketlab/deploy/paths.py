@@ -7,6 +7,7 @@ this machine (the nearest measured size, in log scale, decides at run time). The
 the sparse file as a uint8 tensor (no second file, no pickle); without onnxruntime at load time the eager
 path serves every batch size.
 """
+
 from __future__ import annotations
 
 import torch
@@ -72,8 +73,9 @@ class FastestPath(nn.Module):
 
 
 @torch.no_grad()
-def choose_paths_(model: FastestPath, input_shape: tuple[int, ...], batch_sizes=(1, 256),
-                  repeats: int = 7, seed: int = 0) -> dict[int, dict[str, float]]:
+def choose_paths_(
+    model: FastestPath, input_shape: tuple[int, ...], batch_sizes=(1, 256), repeats: int = 7, seed: int = 0
+) -> dict[int, dict[str, float]]:
     """Time both paths at each batch size (interleaved) and keep the faster per size; returns the timings."""
     if not onnx.available():
         model.paths = {b: "eager" for b in batch_sizes}
@@ -87,8 +89,9 @@ def choose_paths_(model: FastestPath, input_shape: tuple[int, ...], batch_sizes=
     return timings
 
 
-def with_fastest_path(eager: nn.Module, compact_model: nn.Module, input_shape: tuple[int, ...],
-                      batch_sizes=(1, 256), repeats: int = 7) -> nn.Module:
+def with_fastest_path(
+    eager: nn.Module, compact_model: nn.Module, input_shape: tuple[int, ...], batch_sizes=(1, 256), repeats: int = 7
+) -> nn.Module:
     """``eager`` wrapped with ONNX Runtime on ``compact_model`` where that measures faster; ``eager`` itself
     when onnxruntime is missing or never faster."""
     if not onnx.available():

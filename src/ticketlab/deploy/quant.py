@@ -6,6 +6,7 @@ per tensor. ``save_int8`` writes the quantised state as plain tensors (int8 valu
 in safetensors with a JSON recipe; ``load_int8`` rebuilds the same graph from the recipe and restores the
 state exactly, so nothing is unpickled.
 """
+
 from __future__ import annotations
 
 import json
@@ -38,7 +39,7 @@ def quantize_int8(model: nn.Module, calibration: torch.Tensor, batch: int = 256)
         prepared = prepare_fx(float_model, get_default_qconfig_mapping(BACKEND), (calibration[:1].cpu(),))
         with torch.no_grad():
             for i in range(0, len(calibration), batch):
-                prepared(calibration[i:i + batch].cpu())
+                prepared(calibration[i : i + batch].cpu())
         return convert_fx(prepared)
 
 
@@ -83,16 +84,16 @@ def _unflatten(key: str, tensors: dict, info: dict):
     if kind == "tensor":
         return tensors[key]
     if kind == "qchannel":
-        return torch._make_per_channel_quantized_tensor(tensors[f"{key}.int"], tensors[f"{key}.scales"],
-                                                        tensors[f"{key}.zero_points"], d["axis"])
+        return torch._make_per_channel_quantized_tensor(
+            tensors[f"{key}.int"], tensors[f"{key}.scales"], tensors[f"{key}.zero_points"], d["axis"]
+        )
     return torch._make_per_tensor_quantized_tensor(tensors[f"{key}.int"], d["scale"], d["zero_point"])
 
 
 def save_int8(model: nn.Module, path: str | Path, recipe: dict) -> None:
     """Write a model from ``quantize_int8``; ``recipe``: model, input_shape, num_classes (+ widths)."""
     tensors, info = _flatten_state(model)
-    save_tensors(path, tensors, metadata={"ticketlab": json.dumps({"format": FORMAT, "recipe": recipe,
-                                                                   "state": info})})
+    save_tensors(path, tensors, metadata={"ticketlab": json.dumps({"format": FORMAT, "recipe": recipe, "state": info})})
 
 
 def load_int8(path: str | Path) -> tuple[nn.Module, dict]:
@@ -102,11 +103,17 @@ def load_int8(path: str | Path) -> tuple[nn.Module, dict]:
     meta, tensors = read_export(path, FORMAT)
     recipe = meta["recipe"]
     try:
-        float_model = build_compact(recipe) if "widths" in recipe else \
-            build_model(recipe["model"], tuple(recipe["input_shape"]), recipe["num_classes"], seed=0)
+        float_model = (
+            build_compact(recipe)
+            if "widths" in recipe
+            else build_model(recipe["model"], tuple(recipe["input_shape"]), recipe["num_classes"], seed=0)
+        )
         model = quantize_int8(float_model, torch.zeros(1, *recipe["input_shape"]))
-        state = OrderedDict((k, _unflatten(k, tensors, meta["state"])) for k in meta["state"]
-                            if "." not in k or k.rsplit(".", 1)[0] not in meta["state"])
+        state = OrderedDict(
+            (k, _unflatten(k, tensors, meta["state"]))
+            for k in meta["state"]
+            if "." not in k or k.rsplit(".", 1)[0] not in meta["state"]
+        )
         state._metadata = model.state_dict()._metadata  # module versions: quantised layers read them
         model.load_state_dict(state, strict=True)
     except (KeyError, RuntimeError, AttributeError, TypeError, ValueError, IndexError):

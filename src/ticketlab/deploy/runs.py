@@ -1,4 +1,5 @@
 """A finished run's pruned model: the trained weights and mask of an IMP round, a DST run or a structured run."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -24,8 +25,11 @@ class RunModel:
 
 def _files(run: Path, kind: str, round: int | None) -> tuple[Path, Path, str, Path]:
     if kind == "imp":
-        rounds = sorted(int(p.name[6:]) for p in run.glob("round_*")
-                        if p.name[6:].isdigit() and (p / "final.safetensors").exists() and (p / "mask.safetensors").exists())
+        rounds = sorted(
+            int(p.name[6:])
+            for p in run.glob("round_*")
+            if p.name[6:].isdigit() and (p / "final.safetensors").exists() and (p / "mask.safetensors").exists()
+        )
         if not rounds:
             raise UserError(f"{run} has no finished IMP round yet; run or resume it first")
         k = rounds[-1] if round is None else round
@@ -64,8 +68,11 @@ def load_run(run_dir: str | Path, round: int | None = None, data_dir: str | None
     state, mask = load_tensors(state_file), load_tensors(mask_file)
     ref = model.state_dict()
     params = dict(model.named_parameters())
-    if set(state) != set(ref) or any(state[k].shape != ref[k].shape for k in ref) or \
-            any(n not in params or m.shape != params[n].shape or m.dtype != torch.bool for n, m in mask.items()):
+    if (
+        set(state) != set(ref)
+        or any(state[k].shape != ref[k].shape for k in ref)
+        or any(n not in params or m.shape != params[n].shape or m.dtype != torch.bool for n, m in mask.items())
+    ):
         raise UserError(f"{state_file} or {mask_file} does not match model {name}; the run is damaged")
     model.load_state_dict(state)
     apply_mask_(model, mask)

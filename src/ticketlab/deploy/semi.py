@@ -7,6 +7,7 @@ anywhere else it is a one-line error. Layers that are not 2:4, or whose shapes t
 left dense and named in the returned report. ``benchmarks/bench_semi_structured.py`` times 2:4 against dense
 matmul over a range of shapes (it pays only for large ones) and skips without CUDA.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,10 @@ def semi_structured_(model: nn.Module, dtype: torch.dtype = torch.float16) -> di
     """Convert the 2:4 Linear layers of a CUDA ``model`` (cast to ``dtype``) in place; {layer: what happened}."""
     ref = next(model.parameters())
     if ref.device.type != "cuda":
-        raise UserError("2:4 semi-structured layers run on CUDA only (sparse tensor cores); move the model with "
-                        "--device cuda, or export the sparse or compact form for the CPU")
+        raise UserError(
+            "2:4 semi-structured layers run on CUDA only (sparse tensor cores); move the model with "
+            "--device cuda, or export the sparse or compact form for the CPU"
+        )
     from torch.sparse import to_sparse_semi_structured
 
     return convert_2_4_(model, dtype, to_sparse_semi_structured)

@@ -13,6 +13,7 @@ that ever takes the dense path keeps a dense copy of its weight in memory (never
 
 Convolutions stay dense modules here (their masked weights are kept as they are).
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,7 +35,7 @@ def nearest_batch(measured, batch: int) -> int:
 
 
 def split_choice(choice: str) -> tuple[str, int | None]:
-    """"gather@1" -> ("gather", 1): a kernel, and the thread count it runs with (None: the caller's)."""
+    """ "gather@1" -> ("gather", 1): a kernel, and the thread count it runs with (None: the caller's)."""
     kernel, _, threads = choice.partition("@")
     return kernel, (int(threads) if threads else None)
 
@@ -109,8 +110,15 @@ class SparseLinear(KernelTable, nn.Module):
         self._csr = self._dense = None
 
     @classmethod
-    def from_csr(cls, crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape: tuple[int, int],
-                 bias: torch.Tensor | None, kernels: dict[int, str] | None = None) -> "SparseLinear":
+    def from_csr(
+        cls,
+        crow: torch.Tensor,
+        col: torch.Tensor,
+        values: torch.Tensor,
+        shape: tuple[int, int],
+        bias: torch.Tensor | None,
+        kernels: dict[int, str] | None = None,
+    ) -> SparseLinear:
         """Rebuild from stored CSR components (no dense weight is ever formed)."""
         layer = cls.__new__(cls)
         nn.Module.__init__(layer)
@@ -132,8 +140,13 @@ class SparseLinear(KernelTable, nn.Module):
             # Invariants are checked once, here: indices from a file must never reach the kernel unchecked.
             with warnings.catch_warnings():  # torch calls its CSR support "beta" on every construction
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
-                self._csr = torch.sparse_csr_tensor(self.crow_indices, self.col_indices, self.values,
-                                                    (self.out_features, self.in_features), check_invariants=True)
+                self._csr = torch.sparse_csr_tensor(
+                    self.crow_indices,
+                    self.col_indices,
+                    self.values,
+                    (self.out_features, self.in_features),
+                    check_invariants=True,
+                )
             self._bcol = None if self.bias is None else self.bias[:, None]
             self._offsets = self.crow_indices[:-1]
         return self._csr
@@ -171,8 +184,10 @@ class SparseLinear(KernelTable, nn.Module):
 
     def extra_repr(self) -> str:
         density = self.nnz / (self.out_features * self.in_features)
-        return (f"in_features={self.in_features}, out_features={self.out_features}, density={density:.4f}, "
-                f"kernels={self.kernels}")
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, density={density:.4f}, "
+            f"kernels={self.kernels}"
+        )
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -186,8 +201,13 @@ def _median_time(fn, repeats: int) -> float:
 
 
 @torch.no_grad()
-def tune_(layer: nn.Module, batch_sizes=(1, 256), repeats: int = 15, seed: int = 0,
-          inputs: dict[int, torch.Tensor] | None = None) -> dict[int, dict]:
+def tune_(
+    layer: nn.Module,
+    batch_sizes=(1, 256),
+    repeats: int = 15,
+    seed: int = 0,
+    inputs: dict[int, torch.Tensor] | None = None,
+) -> dict[int, dict]:
     """Time every kernel of a sparse layer at each batch size on this machine, with the caller's thread count
     and with one thread; keep the fastest (kernel, threads) per size.
 
@@ -220,8 +240,9 @@ def tune_(layer: nn.Module, batch_sizes=(1, 256), repeats: int = 15, seed: int =
 
 
 @torch.no_grad()
-def tune_model_(model: nn.Module, input_shape: tuple[int, ...], batch_sizes=(1, 256), repeats: int = 15,
-                seed: int = 0) -> dict[str, dict]:
+def tune_model_(
+    model: nn.Module, input_shape: tuple[int, ...], batch_sizes=(1, 256), repeats: int = 15, seed: int = 0
+) -> dict[str, dict]:
     """Tune every sparse layer in the order the model runs them, each on the input it really receives
     (an earlier layer's choice changes a later layer's input layout: CSR outputs are transposed views).
     Returns the timings by layer name."""
@@ -251,9 +272,16 @@ def tune_model_(model: nn.Module, input_shape: tuple[int, ...], batch_sizes=(1, 
 
 
 @torch.no_grad()
-def sparsify(model: nn.Module, mask: dict[str, torch.Tensor] | None = None, *, tune: bool = True,
-             input_shape: tuple[int, ...] | None = None, batch_sizes=(1, 256), repeats: int = 15,
-             convs: bool = True) -> nn.Module:
+def sparsify(
+    model: nn.Module,
+    mask: dict[str, torch.Tensor] | None = None,
+    *,
+    tune: bool = True,
+    input_shape: tuple[int, ...] | None = None,
+    batch_sizes=(1, 256),
+    repeats: int = 15,
+    convs: bool = True,
+) -> nn.Module:
     """A copy of ``model`` (eval mode) whose Linear layers (and, with ``convs``, Conv1d/Conv2d layers) are
     sparse layers holding only their kept weights (weights times ``mask`` if given). With ``tune``, each
     layer's kernel per batch size is chosen by timing them on this machine: in place in the model when
@@ -263,8 +291,13 @@ def sparsify(model: nn.Module, mask: dict[str, torch.Tensor] | None = None, *, t
     out = copy.deepcopy(model).eval()
     for name, module in list(out.named_modules()):
         for child_name, child in list(module.named_children()):
-            is_conv = convs and isinstance(child, (nn.Conv1d, nn.Conv2d)) and child.groups == 1 \
-                and child.padding_mode == "zeros" and not isinstance(child.padding, str)
+            is_conv = (
+                convs
+                and isinstance(child, (nn.Conv1d, nn.Conv2d))
+                and child.groups == 1
+                and child.padding_mode == "zeros"
+                and not isinstance(child.padding, str)
+            )
             if not (isinstance(child, nn.Linear) or is_conv):
                 continue
             full = f"{name}.{child_name}" if name else child_name

@@ -6,6 +6,7 @@ ordinary (MKL-DNN) convolution with the masked dense weight. As for Linear layer
 on this machine per batch size and the layer keeps the fastest: unfolding copies the input k*k times, so
 convolutions gain only at high sparsity and usually stay dense at batch 1.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,16 +19,23 @@ from .sparse import KernelTable, SparseLinear
 class SparseConv(KernelTable, nn.Module):
     """A sparse ``nn.Conv1d`` / ``nn.Conv2d`` (groups 1, zero padding)."""
 
-    def __init__(self, conv: nn.Conv1d | nn.Conv2d, weight: torch.Tensor | None = None,
-                 kernels: dict[int, str] | None = None, core: SparseLinear | None = None):
+    def __init__(
+        self,
+        conv: nn.Conv1d | nn.Conv2d,
+        weight: torch.Tensor | None = None,
+        kernels: dict[int, str] | None = None,
+        core: SparseLinear | None = None,
+    ):
         super().__init__()
         if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
             raise ValueError("sparse convolutions support groups=1, numeric zero padding")
         self.dims = 1 if isinstance(conv, nn.Conv1d) else 2
         pair = (lambda v: (1, v[0])) if self.dims == 1 else tuple
         self.kernel_size, self.stride = pair(conv.kernel_size), pair(conv.stride)
-        self.padding, self.dilation = (0, conv.padding[0]) if self.dims == 1 else tuple(conv.padding), \
-            pair(conv.dilation)
+        self.padding, self.dilation = (
+            (0, conv.padding[0]) if self.dims == 1 else tuple(conv.padding),
+            pair(conv.dilation),
+        )
         self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
         w = (conv.weight if weight is None else weight).detach()
         self.core = core if core is not None else SparseLinear(w.reshape(w.shape[0], -1), None)
@@ -42,7 +50,7 @@ class SparseConv(KernelTable, nn.Module):
     def dense_weight(self) -> torch.Tensor:
         if self._dense is None:
             w = self.core.dense_weight()
-            shape = (self.out_channels, self.in_channels, *self.kernel_size[2 - self.dims:])
+            shape = (self.out_channels, self.in_channels, *self.kernel_size[2 - self.dims :])
             self._dense = w.reshape(shape)
         return self._dense
 
@@ -58,8 +66,11 @@ class SparseConv(KernelTable, nn.Module):
         if kernel == "dense":
             w = self.dense_weight()
             conv = F.conv1d if self.dims == 1 else F.conv2d
-            s, p, d = ((self.stride[1], self.padding[1], self.dilation[1]) if self.dims == 1
-                       else (self.stride, self.padding, self.dilation))
+            s, p, d = (
+                (self.stride[1], self.padding[1], self.dilation[1])
+                if self.dims == 1
+                else (self.stride, self.padding, self.dilation)
+            )
             return conv(x, w, self.bias, s, p, d)
         x4 = x.unsqueeze(2) if self.dims == 1 else x
         b, _, h, w_ = x4.shape
@@ -75,5 +86,7 @@ class SparseConv(KernelTable, nn.Module):
 
     def extra_repr(self) -> str:
         total = self.core.out_features * self.core.in_features
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size[2 - self.dims:]}, "
-                f"density={self.nnz / total:.4f}, kernels={self.kernels}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size[2 - self.dims :]}, "
+            f"density={self.nnz / total:.4f}, kernels={self.kernels}"
+        )

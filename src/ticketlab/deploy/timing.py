@@ -2,6 +2,7 @@
 
 Used by ``ticketlab bench`` and by the deployed form's choice of path per batch size (``deploy.paths``).
 """
+
 from __future__ import annotations
 
 import math

@@ -7,6 +7,7 @@ Both retrain with ``--retrain``: ``rewind`` (from the initial weights, the lotte
 (``--label-noise``), which is what exposes the second descent. Each point records test accuracy and the
 learning distance ||w_final - w_start||_2; ``double_descent.png`` plots both against density.
 """
+
 from __future__ import annotations
 
 import sys
@@ -61,9 +62,15 @@ class DoubleDescentConfig(RunConfig):
             raise UserError(f"unknown --retrain {self.retrain!r}; choose one of: {', '.join(RETRAIN)}")
 
 
-
-def run_double_descent(cfg: DoubleDescentConfig, out: str | Path | None = None, *, device: str = "cpu",
-                       data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
+def run_double_descent(
+    cfg: DoubleDescentConfig,
+    out: str | Path | None = None,
+    *,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    quiet: bool = False,
+    checkpoint_every: int = 2000,
+) -> dict:
     cfg.validate()
     config = cfg.to_dict()
     if out is None:
@@ -71,14 +78,25 @@ def run_double_descent(cfg: DoubleDescentConfig, out: str | Path | None = None, 
     run_dir = open_run_dir(out, KIND, config, legacy_kinds=LEGACY_KINDS)
     if not quiet:
         print(f"run directory: {run_dir}", file=sys.stderr)
-    imp_cfg = IMPConfig(model=cfg.model, dataset=cfg.dataset, seed=cfg.seed, label_noise=cfg.label_noise,
-                        train=cfg.train, rate=cfg.rate, target_density=cfg.min_density,
-                        rewind="0" if cfg.retrain == "rewind" else "none")
-    run = IMPRun(imp_cfg, run_dir / "imp", device=device, data_dir=data_dir, quiet=quiet,
-                 checkpoint_every=checkpoint_every)
+    imp_cfg = IMPConfig(
+        model=cfg.model,
+        dataset=cfg.dataset,
+        seed=cfg.seed,
+        label_noise=cfg.label_noise,
+        train=cfg.train,
+        rate=cfg.rate,
+        target_density=cfg.min_density,
+        rewind="0" if cfg.retrain == "rewind" else "none",
+    )
+    run = IMPRun(
+        imp_cfg, run_dir / "imp", device=device, data_dir=data_dir, quiet=quiet, checkpoint_every=checkpoint_every
+    )
     imp = run.run()
-    point = lambda r: {k: r[k] for k in ("density", "test_acc", "early_stop_test_acc",  # noqa: E731
-                                         "learning_distance")} | {"training_flops": r["flops"]["training"]}
+
+    def point(r: dict) -> dict:
+        keys = ("density", "test_acc", "early_stop_test_acc", "learning_distance")
+        return {k: r[k] for k in keys} | {"training_flops": r["flops"]["training"]}
+
     result = {"config": config, "imp": [point(r) for r in imp["rounds"]], "one-shot": []}
     if not cfg.imp_only:
         init = load_state(run.dir / "init.safetensors", run.model)
@@ -87,16 +105,23 @@ def run_double_descent(cfg: DoubleDescentConfig, out: str | Path | None = None, 
         result["one-shot"].append(result["imp"][0])
         for r in imp["rounds"][1:]:
             k = r["round"]
-            mask = layerwise_prune(magnitude_scores(dense, run.names), ones, r["layer_densities"],
-                                   generator(cfg.seed, "sweep-one-shot", k))
+            mask = layerwise_prune(
+                magnitude_scores(dense, run.names), ones, r["layer_densities"], generator(cfg.seed, "sweep-one-shot", k)
+            )
             start = init if cfg.retrain == "rewind" else dense
             s, _ = run.train_one(run_dir / "one-shot" / f"round_{k:02d}", mask, start, 0, f"one-shot {k}")
             final = load_state(run_dir / "one-shot" / f"round_{k:02d}" / "final.safetensors", run.model)
             dist = float(torch.sqrt(sum(((final[n] - start[n] * mask[n]) ** 2).sum() for n in run.names)))
             fwd = sum(forward_flops(run.model, run.data.input_shape, mask).values())
-            result["one-shot"].append({"density": density(mask), "test_acc": s["test_acc"],
-                                       "early_stop_test_acc": s["early_stop_test_acc"], "learning_distance": dist,
-                                       "training_flops": 3 * fwd * cfg.train.batch_size * run.total})
+            result["one-shot"].append(
+                {
+                    "density": density(mask),
+                    "test_acc": s["test_acc"],
+                    "early_stop_test_acc": s["early_stop_test_acc"],
+                    "learning_distance": dist,
+                    "training_flops": 3 * fwd * cfg.train.batch_size * run.total,
+                }
+            )
     write_json(run_dir / "summary.json", result)
     plot_double_descent(result, run_dir / "double_descent.png")
     result["dir"] = str(run_dir)
@@ -127,13 +152,17 @@ def plot_double_descent(result: dict, path: Path) -> None:
 
 
 def format_double_descent(result: dict) -> str:
-    lines = [f"{'density':>8}  {'train FLOPs':>11}  {'imp acc':>8} {'distance':>9}  {'one-shot acc':>12} {'distance':>9}"]
+    lines = [
+        f"{'density':>8}  {'train FLOPs':>11}  {'imp acc':>8} {'distance':>9}  {'one-shot acc':>12} {'distance':>9}"
+    ]
     one = {round(p["density"], 6): p for p in result["one-shot"]}
     for p in result["imp"]:
         o = one.get(round(p["density"], 6))
         tail = f"  {o['test_acc']:>12.4f} {o['learning_distance']:>9.3f}" if o else ""
-        lines.append(f"{100 * p['density']:>7.2f}%  {p['training_flops']:>11.3e}  {p['test_acc']:>8.4f} "
-                     f"{p['learning_distance']:>9.3f}{tail}")
+        lines.append(
+            f"{100 * p['density']:>7.2f}%  {p['training_flops']:>11.3e}  {p['test_acc']:>8.4f} "
+            f"{p['learning_distance']:>9.3f}{tail}"
+        )
     return "\n".join(lines)
 
 
@@ -147,13 +176,23 @@ def double_descent_headline(s: dict) -> dict:
         pts = s.get(mode) or []
         if pts:
             key = mode.replace("-", "_")
-            out |= {f"{key}_min_density": pts[-1]["density"], f"{key}_test_acc_at_min": pts[-1]["test_acc"],
-                    f"{key}_best_test_acc": max(p["test_acc"] for p in pts)}
+            out |= {
+                f"{key}_min_density": pts[-1]["density"],
+                f"{key}_test_acc_at_min": pts[-1]["test_acc"],
+                f"{key}_best_test_acc": max(p["test_acc"] for p in pts),
+            }
     return out
 
 
-EXPERIMENT = register(Experiment(
-    KIND, DoubleDescentConfig, run_double_descent, format_double_descent, double_descent_headline,
-    legacy_kinds=LEGACY_KINDS,
-    description="IMP at a small rate down to --min-density, and one-shot masks at the same densities, optionally "
-                "with label noise (He et al. 2022)."))
+EXPERIMENT = register(
+    Experiment(
+        KIND,
+        DoubleDescentConfig,
+        run_double_descent,
+        format_double_descent,
+        double_descent_headline,
+        legacy_kinds=LEGACY_KINDS,
+        description="IMP at a small rate down to --min-density, and one-shot masks at the same densities, optionally "
+        "with label noise (He et al. 2022).",
+    )
+)

@@ -9,6 +9,7 @@ state, and the mask is held for the phase; in dense phases every weight trains, 
 from zero. The run yields a sparse model (the end of training) and a dense one: the weights at the end of
 the last dense phase, which ``phases.dense_snapshot_step`` names.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,8 +26,11 @@ class ACDCPhases:
     """Which steps are sparse: dense warm-up, alternating sparse/dense phases, a final sparse phase."""
 
     def __init__(self, total: int, warmup_fraction: float, phase_fraction: float, final_fraction: float):
-        for flag, v in (("--acdc-warmup", warmup_fraction), ("--acdc-phase", phase_fraction),
-                        ("--acdc-final", final_fraction)):
+        for flag, v in (
+            ("--acdc-warmup", warmup_fraction),
+            ("--acdc-phase", phase_fraction),
+            ("--acdc-final", final_fraction),
+        ):
             if not 0 <= v <= 1:
                 raise UserError(f"{flag} must be a fraction of training in [0, 1], got {v}")
         if phase_fraction <= 0:
@@ -35,8 +39,10 @@ class ACDCPhases:
         self.phase = max(1, int(round(total * phase_fraction)))
         self.final_start = total - int(round(total * final_fraction))
         if self.final_start <= self.warmup:
-            raise UserError("AC/DC's warm-up and final sparse phase leave no alternating phases; "
-                            "lower --acdc-warmup or --acdc-final")
+            raise UserError(
+                "AC/DC's warm-up and final sparse phase leave no alternating phases; "
+                "lower --acdc-warmup or --acdc-final"
+            )
 
     def sparse_at(self, c: int) -> bool:
         """Whether the step after ``c`` completed steps is in a sparse phase."""
@@ -61,9 +67,18 @@ class ACDC(SparseTrainer):
     distributions = ("global",) + DISTRIBUTIONS
     default_distribution = "global"
 
-    def __init__(self, model, optimizer, density: float = 0.1, distribution: str | None = None, *,
-                 warmup_fraction: float = 0.1, phase_fraction: float = 0.05, final_fraction: float = 0.1,
-                 **kwargs):
+    def __init__(
+        self,
+        model,
+        optimizer,
+        density: float = 0.1,
+        distribution: str | None = None,
+        *,
+        warmup_fraction: float = 0.1,
+        phase_fraction: float = 0.05,
+        final_fraction: float = 0.1,
+        **kwargs,
+    ):
         self.phases = ACDCPhases(int(kwargs["total_steps"]), warmup_fraction, phase_fraction, final_fraction)
         super().__init__(model, optimizer, density, distribution, **kwargs)
 
@@ -93,8 +108,8 @@ class ACDC(SparseTrainer):
 
     def end_step(self, t: int) -> None:
         before, now = self.sparse_at(t - 1), self.sparse_at(t)
-        if now and not before:        # compress: prune by magnitude, hold the mask for the phase
+        if now and not before:  # compress: prune by magnitude, hold the mask for the phase
             self.set_masks(self.magnitude_masks(t))
-        elif before and not now:      # decompress: every weight trains again, pruned ones from zero
+        elif before and not now:  # decompress: every weight trains again, pruned ones from zero
             self.masks = [torch.ones_like(p, dtype=torch.bool) for p in self.params]
             self._refresh()

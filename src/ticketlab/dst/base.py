@@ -27,6 +27,7 @@ Counts are unchanged, so densities stay exact at every step. Randomness comes fr
 Training FLOPs are accumulated as the steps happen (see ``training_flops``), following RigL's accounting:
 a sparse step costs 3 sparse forwards; a step whose dense gradient is used costs 2 sparse + 1 dense.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,7 +43,6 @@ from ..sparse.distributions import DISTRIBUTIONS, layer_counts
 from ..sparse.enforce import clear_optimizer_state_, mask_grads_
 from .schedule import UpdateSchedule
 
-
 PATTERN_METHODS = ("static", "set", "rigl", "sparsevlr")  # drop-and-grow that can keep every group at N
 
 
@@ -53,23 +53,43 @@ class SparseTrainer:
     distributions = DISTRIBUTIONS
     default_distribution = "erk"
     uses_dense_grad = False  # grow scores need the dense gradient of the step before an update
-    step_on_update = True    # False: a mask-update iteration applies no optimizer step (RigL's reference code)
+    step_on_update = True  # False: a mask-update iteration applies no optimizer step (RigL's reference code)
     updates = False
     defaults: dict = {}
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, density: float = 0.1,
-                 distribution: str | None = None, *, total_steps: int, delta_t: int | None = None,
-                 drop_fraction: float | None = None, drop_decay: str | None = None,
-                 end_fraction: float | None = None, seed: int = 0, names: list[str] | None = None,
-                 overrides: dict[str, float] | None = None, input_shape: tuple[int, ...] | None = None,
-                 after_step: bool = True, attack_passes: int = 0, erk_power_scale: float = 1.0,
-                 step_on_update: bool | None = None, pattern: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        density: float = 0.1,
+        distribution: str | None = None,
+        *,
+        total_steps: int,
+        delta_t: int | None = None,
+        drop_fraction: float | None = None,
+        drop_decay: str | None = None,
+        end_fraction: float | None = None,
+        seed: int = 0,
+        names: list[str] | None = None,
+        overrides: dict[str, float] | None = None,
+        input_shape: tuple[int, ...] | None = None,
+        after_step: bool = True,
+        attack_passes: int = 0,
+        erk_power_scale: float = 1.0,
+        step_on_update: bool | None = None,
+        pattern: tuple[int, int] | None = None,
+    ):
         self.model, self.optimizer, self.seed = model, optimizer, int(seed)
         self.pattern = pattern  # (N, M): N of every M consecutive inputs, kept through every drop and grow
-        if pattern is not None and (self.name not in PATTERN_METHODS or abs(density - pattern[0] / pattern[1]) > 1e-9
-                                    or (distribution or "uniform") != "uniform"):
-            raise UserError(f"--pattern {pattern[0]}:{pattern[1]} takes {', '.join(PATTERN_METHODS)} with --density "
-                            f"{pattern[0] / pattern[1]:g} and --distribution uniform")
+        if pattern is not None and (
+            self.name not in PATTERN_METHODS
+            or abs(density - pattern[0] / pattern[1]) > 1e-9
+            or (distribution or "uniform") != "uniform"
+        ):
+            raise UserError(
+                f"--pattern {pattern[0]}:{pattern[1]} takes {', '.join(PATTERN_METHODS)} with --density "
+                f"{pattern[0] / pattern[1]:g} and --distribution uniform"
+            )
         # adversarial training's extra forward-equivalents per example and step (TrainConfig.passes_per_example
         # minus 3), charged at the step's forward cost like the training passes
         self.attack_passes = int(attack_passes)
@@ -77,12 +97,12 @@ class SparseTrainer:
         self.density = float(density)
         self.distribution = distribution or self.default_distribution
         if self.distribution not in self.distributions:
-            raise UserError(f"{self.name} takes --distribution {', '.join(self.distributions)}; "
-                            f"got {self.distribution!r}")
+            raise UserError(
+                f"{self.name} takes --distribution {', '.join(self.distributions)}; got {self.distribution!r}"
+            )
         if not 0 < self.density <= 1:
             raise UserError(f"--density must be in (0, 1], got {density}")
-        given = {"delta_t": delta_t, "drop_fraction": drop_fraction, "decay": drop_decay,
-                 "end_fraction": end_fraction}
+        given = {"delta_t": delta_t, "drop_fraction": drop_fraction, "decay": drop_decay, "end_fraction": end_fraction}
         sched = self.defaults | {k: v for k, v in given.items() if v is not None}
         self.schedule = UpdateSchedule(total_steps=int(total_steps), **sched)
         params = dict(model.named_parameters())
@@ -98,8 +118,8 @@ class SparseTrainer:
         self._held = None  # parameters and optimizer state from before a skipped optimizer step
         self.step_count = 0
         self.last_change = None  # (step, fraction of the kept connections that are new) of the last mask update
-        self.flops_per_example = 0.0   # sum over steps of (training FLOPs of one example at that step)
-        self.extra_flops = 0.0         # absolute FLOPs of mask updates (e.g. CTRE's similarity matrices)
+        self.flops_per_example = 0.0  # sum over steps of (training FLOPs of one example at that step)
+        self.extra_flops = 0.0  # absolute FLOPs of mask updates (e.g. CTRE's similarity matrices)
         self._uses: dict[str, int] | None = None
         self._input_shape = tuple(input_shape) if input_shape is not None else None
         self._shape_hook = None if self._input_shape else model.register_forward_pre_hook(self._learn_shape)
@@ -122,8 +142,10 @@ class SparseTrainer:
             full = {nm: torch.ones(p.shape, dtype=torch.bool) for nm, p in zip(self.names, self.params)}
             kept = nm_prune(rand, full, n, m, g)
             return [kept[nm].to(p.device) for nm, p in zip(self.names, self.params)]
-        return [select_topk_mask(torch.rand(p.shape, generator=g), self.counts[n], g).to(p.device)
-                for n, p in zip(self.names, self.params)]
+        return [
+            select_topk_mask(torch.rand(p.shape, generator=g), self.counts[n], g).to(p.device)
+            for n, p in zip(self.names, self.params)
+        ]
 
     def _refresh(self) -> None:
         self._float = [m.to(p.dtype) for m, p in zip(self.masks, self.params)]
@@ -151,8 +173,9 @@ class SparseTrainer:
             if not self.step_on_update and self.is_update(upcoming):
                 self._hold()
             if self.uses_dense_grad and self.wants_dense_grad(upcoming):
-                self._dense_grads = [p.grad.detach().abs().clone() if p.grad is not None else torch.zeros_like(p)
-                                     for p in self.params]
+                self._dense_grads = [
+                    p.grad.detach().abs().clone() if p.grad is not None else torch.zeros_like(p) for p in self.params
+                ]
             if self.sparse_phase():
                 mask_grads_(self.params, self._float)
 
@@ -160,8 +183,11 @@ class SparseTrainer:
         """Keep every parameter and its optimizer state as they are before this step, so that ``step()``
         can undo the optimizer's step: on a mask-update iteration the update replaces the step."""
         everything = [p for group in self.optimizer.param_groups for p in group["params"]]
-        state = {p: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in self.optimizer.state[p].items()}
-                 for p in everything if p in self.optimizer.state}
+        state = {
+            p: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in self.optimizer.state[p].items()}
+            for p in everything
+            if p in self.optimizer.state
+        }
         self._held = (everything, [p.detach().clone() for p in everything], state)
 
     def _undo_step(self) -> None:
@@ -243,8 +269,9 @@ class SparseTrainer:
                 new_masks.append(keep | grown)
             self.set_masks(new_masks)
 
-    def choose_growth(self, i: int, scores: torch.Tensor, keep: torch.Tensor, old: torch.Tensor, k: int,
-                      g: torch.Generator) -> torch.Tensor:
+    def choose_growth(
+        self, i: int, scores: torch.Tensor, keep: torch.Tensor, old: torch.Tensor, k: int, g: torch.Generator
+    ) -> torch.Tensor:
         """The ``k`` best-scoring positions outside ``keep`` (just-dropped ones included, as in RigL). Under an
         N:M pattern each group regrows what it lost, at its best-scoring free positions, so it keeps N."""
         if self.pattern is not None:
@@ -256,12 +283,14 @@ class SparseTrainer:
         kept = keep.movedim(1, -1)
         shape = kept.shape
         kept = kept.reshape(-1, m)
-        free = torch.where(kept, torch.full(kept.shape, -torch.inf, device=kept.device),
-                           scores.float().movedim(1, -1).reshape(-1, m))
+        free = torch.where(
+            kept, torch.full(kept.shape, -torch.inf, device=kept.device), scores.float().movedim(1, -1).reshape(-1, m)
+        )
         tie = torch.rand(free.shape, generator=g).to(free.device)
         order = torch.argsort(tie, dim=1)  # random order first, so ties are broken by the seed
-        ranked = torch.gather(order, 1, torch.argsort(torch.gather(free, 1, order), dim=1, descending=True,
-                                                      stable=True))
+        ranked = torch.gather(
+            order, 1, torch.argsort(torch.gather(free, 1, order), dim=1, descending=True, stable=True)
+        )
         deficit = (n - kept.sum(1)).clamp_min(0)
         grow = torch.zeros_like(kept)
         take = torch.arange(m, device=kept.device)[None] < deficit[:, None]
@@ -278,7 +307,7 @@ class SparseTrainer:
             both = [(old & new).to(p.dtype) for old, new, p in zip(self.masks, new_masks, self.params)]
             self.masks = [m.to(p.device) for m, p in zip(new_masks, self.params)]
             self._refresh()
-            torch._foreach_mul_(self.params, both)   # zero dropped and newly grown entries
+            torch._foreach_mul_(self.params, both)  # zero dropped and newly grown entries
             clear_optimizer_state_(self.optimizer, self.params, both)
 
     # ----- FLOPs -----------------------------------------------------------------------------------------
@@ -329,16 +358,22 @@ class SparseTrainer:
     def state_dict(self) -> tuple[dict[str, torch.Tensor], str]:
         """(tensors, JSON text): the masks, and the step count, FLOPs so far and method state."""
         tensors = {f"mask.{n}": m.contiguous() for n, m in zip(self.names, self.masks)}
-        meta = {"method": self.name, "step": self.step_count, "flops_per_example": self.flops_per_example,
-                "extra_flops": self.extra_flops, "extra": self.extra_state()}
+        meta = {
+            "method": self.name,
+            "step": self.step_count,
+            "flops_per_example": self.flops_per_example,
+            "extra_flops": self.extra_flops,
+            "extra": self.extra_state(),
+        }
         return tensors, json.dumps(meta)
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], meta: str) -> None:
         d = json.loads(meta)
         if d.get("method") != self.name:
             raise UserError(f"sparse-trainer state is for {d.get('method')!r}, not {self.name!r}")
-        self.masks = [tensors[f"mask.{n}"].to(device=p.device, dtype=torch.bool)
-                      for n, p in zip(self.names, self.params)]
+        self.masks = [
+            tensors[f"mask.{n}"].to(device=p.device, dtype=torch.bool) for n, p in zip(self.names, self.params)
+        ]
         self.step_count = int(d["step"])
         self.flops_per_example = float(d["flops_per_example"])
         self.extra_flops = float(d["extra_flops"])

@@ -17,6 +17,7 @@ Two variants (``mode``):
 For convolutions the neurons are channels: each channel's activation per example is its mean over
 spatial positions, and the (out, in) score is shared by the kernel's positions (ties broken at random).
 """
+
 from __future__ import annotations
 
 import math
@@ -33,8 +34,9 @@ from .registry import SPARSE_TRAINERS
 MODES = ("seq", "sim")
 
 
-def neuron_activations(module: nn.Module, inp: torch.Tensor, out: torch.Tensor,
-                       last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def neuron_activations(
+    module: nn.Module, inp: torch.Tensor, out: torch.Tensor, last: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(examples x inputs, examples x outputs) activations of one Linear/Conv layer's neurons."""
     act = torch.softmax(out, dim=1 if isinstance(module, nn.modules.conv._ConvNd) else -1) if last else F.relu(out)
     if isinstance(module, nn.Linear):
@@ -61,9 +63,19 @@ class CTRE(SparseTrainer):
     name = "ctre"
     updates = True
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, density: float = 0.1,
-                 distribution: str | None = None, *, mode: str = "sim", probe: torch.Tensor | None = None,
-                 probe_batch: int = 1000, patience: int = 5, **kwargs):
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        density: float = 0.1,
+        distribution: str | None = None,
+        *,
+        mode: str = "sim",
+        probe: torch.Tensor | None = None,
+        probe_batch: int = 1000,
+        patience: int = 5,
+        **kwargs,
+    ):
         if mode not in MODES:
             raise UserError(f"unknown CTRE mode {mode!r}; choose one of: {', '.join(MODES)}")
         if patience < 1:
@@ -96,6 +108,7 @@ class CTRE(SparseTrainer):
             s = self._stats.get(i)
             parts = [h.T @ a, (a * a).sum(0), (h * h).sum(0), a.shape[0]]
             self._stats[i] = parts if s is None else [x + y for x, y in zip(s, parts)]
+
         return hook
 
     def end_step(self, t: int) -> None:
@@ -153,12 +166,22 @@ class CTRE(SparseTrainer):
         grown = grown & ~redo
         fresh = ~(keep | grown | dropped)
         r = min(r, int(fresh.sum()))
-        pick = select_topk_mask(torch.where(fresh, torch.rand(fresh.shape, generator=g).to(fresh.device),
-                                     torch.full(fresh.shape, -1.0, device=fresh.device)), r, g)
+        pick = select_topk_mask(
+            torch.where(
+                fresh,
+                torch.rand(fresh.shape, generator=g).to(fresh.device),
+                torch.full(fresh.shape, -1.0, device=fresh.device),
+            ),
+            r,
+            g,
+        )
         out = grown | pick
         if int(out.sum()) < k:  # too few fresh positions: keep some regrown ones
-            out |= select_topk_mask(torch.where(redo, scores.float(), torch.full_like(scores, -1.0, dtype=torch.float)),
-                             k - int(out.sum()), g)
+            out |= select_topk_mask(
+                torch.where(redo, scores.float(), torch.full_like(scores, -1.0, dtype=torch.float)),
+                k - int(out.sum()),
+                g,
+            )
         return out
 
     def extra_state(self) -> dict:

@@ -12,6 +12,7 @@ or by ``gradient`` (RigL). One ensemble member is the model at the end of each r
 EDST sets the optimizer's learning rate itself after every step (base rate x the factor above); give it
 a constant schedule.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,9 +40,20 @@ class EDST(SparseTrainer):
     updates = True
     defaults = {"drop_fraction": 0.5, "decay": "constant", "end_fraction": 1.0}
 
-    def __init__(self, model, optimizer, density: float = 0.1, distribution: str | None = None, *,
-                 members: int = 3, explore_fraction: float = 1 / 3, large_drop: float = 0.8,
-                 grow: str = "random", lr_drop: float = 0.1, **kwargs):
+    def __init__(
+        self,
+        model,
+        optimizer,
+        density: float = 0.1,
+        distribution: str | None = None,
+        *,
+        members: int = 3,
+        explore_fraction: float = 1 / 3,
+        large_drop: float = 0.8,
+        grow: str = "random",
+        lr_drop: float = 0.1,
+        **kwargs,
+    ):
         if members < 1:
             raise UserError(f"--members must be >= 1, got {members}")
         if not 0 <= explore_fraction < 1:
@@ -71,7 +83,7 @@ class EDST(SparseTrainer):
             return 1.0
         m = max(i for i, s in enumerate(self.starts) if s <= c)
         half = (self.member_ends[m] - self.starts[m]) / 2
-        return self.lr_drop if c - self.starts[m] < half else self.lr_drop ** 2
+        return self.lr_drop if c - self.starts[m] < half else self.lr_drop**2
 
     def _set_lr(self, c: int) -> None:
         f = self.lr_factor(c)

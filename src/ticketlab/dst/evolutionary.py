@@ -1,5 +1,6 @@
 """``set``, Sparse Evolutionary Training (Mocanu et al. 2018): drop the smallest-magnitude weights, regrow as
 many at random positions."""
+
 from __future__ import annotations
 
 import torch

@@ -14,6 +14,7 @@ paper's: every layer at d(t); ``er``/``erk`` scale the layers' shares as for the
 Defaults: start at 10% of training, end at 75% (the sparse trainers' end), prune every 100 steps.
 FLOPs follow the density as it falls (dense at first).
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,8 +43,16 @@ class GMP(SparseTrainer):
     updates = True
     defaults = {"end_fraction": 0.75}
 
-    def __init__(self, model, optimizer, density: float = 0.1, distribution: str | None = None, *,
-                 start_fraction: float = 0.1, **kwargs):
+    def __init__(
+        self,
+        model,
+        optimizer,
+        density: float = 0.1,
+        distribution: str | None = None,
+        *,
+        start_fraction: float = 0.1,
+        **kwargs,
+    ):
         total = int(kwargs["total_steps"])
         self.start_fraction = float(start_fraction)
         super().__init__(model, optimizer, density, distribution, **kwargs)
@@ -69,14 +78,21 @@ class GMP(SparseTrainer):
         d = self.density_at(t)
         g = generator(self.seed, "gmp", t)
         with torch.no_grad():
-            scores = {n: torch.where(m, p.detach().abs(), torch.full_like(p, -1.0))
-                      for n, p, m in zip(self.names, self.params, self.masks)}
+            scores = {
+                n: torch.where(m, p.detach().abs(), torch.full_like(p, -1.0))
+                for n, p, m in zip(self.names, self.params, self.masks)
+            }
             if self.distribution == "global":
                 kept = global_prune({n: p.detach().abs() for n, p in zip(self.names, self.params)}, self.mask, d, g)
                 new = [kept[n].to(m.device) for n, m in zip(self.names, self.masks)]
             else:
-                counts = layer_counts(self.shapes, d, self.distribution) if d < 1 else \
-                    {n: m.numel() for n, m in zip(self.names, self.masks)}
-                new = [select_topk_mask(scores[n], min(counts[n], int(m.sum())), g) & m
-                       for n, m in zip(self.names, self.masks)]
+                counts = (
+                    layer_counts(self.shapes, d, self.distribution)
+                    if d < 1
+                    else {n: m.numel() for n, m in zip(self.names, self.masks)}
+                )
+                new = [
+                    select_topk_mask(scores[n], min(counts[n], int(m.sum())), g) & m
+                    for n, m in zip(self.names, self.masks)
+                ]
             self.set_masks(new)

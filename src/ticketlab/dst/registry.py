@@ -1,4 +1,5 @@
 """SPARSE_TRAINERS: method name -> SparseTrainer subclass; ``make`` builds one for a model and optimizer."""
+
 from __future__ import annotations
 
 import torch

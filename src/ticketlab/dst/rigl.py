@@ -10,6 +10,7 @@ before the update. ``step_on_update=True`` (``--step-on-update apply``) applies 
 what ticketlab's RigL did before and what SET and CTRE do (their reference codes prune and regrow after the
 epoch's training steps). The FLOPs are the same either way: the forward and backward passes ran.
 """
+
 from __future__ import annotations
 
 import torch

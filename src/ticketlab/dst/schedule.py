@@ -8,6 +8,7 @@ training). The drop fraction decays from ``drop_fraction`` at step 0 to 0 at ``e
 - ``linear``: ``drop_fraction * (1 - t / end)``,
 - ``constant``: ``drop_fraction`` throughout (SET's original rule).
 """
+
 from __future__ import annotations
 
 import math

@@ -15,6 +15,7 @@ m <- mu m + g (SGD's buffer, mu = 0.9 as the paper's SGD). At every update (ever
 The total count is exact; per-layer densities move with the redistribution. The dense gradient is read
 every step, so every step costs 2 sparse passes and a dense one in the FLOPs (the paper notes this).
 """
+
 from __future__ import annotations
 
 import torch
@@ -56,8 +57,16 @@ class SNFS(SparseTrainer):
     uses_dense_grad = True
     defaults = {"drop_fraction": 0.5, "decay": "cosine"}
 
-    def __init__(self, model, optimizer, density: float = 0.1, distribution: str | None = None, *,
-                 momentum: float = 0.9, **kwargs):
+    def __init__(
+        self,
+        model,
+        optimizer,
+        density: float = 0.1,
+        distribution: str | None = None,
+        *,
+        momentum: float = 0.9,
+        **kwargs,
+    ):
         self.mu = float(momentum)
         super().__init__(model, optimizer, density, distribution, **kwargs)
         self._mom = [torch.zeros_like(p) for p in self.params]
@@ -78,11 +87,15 @@ class SNFS(SparseTrainer):
             active = [int(m.sum()) for m in self.masks]
             mean_mom = [float(mo.abs()[m].mean()) if a else 0.0 for mo, m, a in zip(self._mom, self.masks, active)]
             kill = [int(fraction * a) for a in active]
-            keep = [select_topk_mask(torch.where(m, p.detach().abs(), torch.full_like(p, -1.0)), a - k, g)
-                    for p, m, a, k in zip(self.params, self.masks, active, kill)]
+            keep = [
+                select_topk_mask(torch.where(m, p.detach().abs(), torch.full_like(p, -1.0)), a - k, g)
+                for p, m, a, k in zip(self.params, self.masks, active, kill)
+            ]
             regrow = allocate(mean_mom, sum(kill), [m.numel() - int(k.sum()) for m, k in zip(self.masks, keep)])
-            new = [kp | select_topk_mask(torch.where(kp, torch.full_like(mo, -1.0), mo.abs()), r, g)
-                   for kp, mo, r in zip(keep, self._mom, regrow)]
+            new = [
+                kp | select_topk_mask(torch.where(kp, torch.full_like(mo, -1.0), mo.abs()), r, g)
+                for kp, mo, r in zip(keep, self._mom, regrow)
+            ]
             self.set_masks(new)
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], str]:

@@ -8,6 +8,7 @@ loss that SparseVLR optimises. The loss is the training loop's, so the grow scor
 the one difference from ``rigl`` is that a verified-robust loss is required (a natural loss would make it
 RigL). The paper's own repository is not public; its algorithm as published is this rule.
 """
+
 from __future__ import annotations
 
 from .registry import SPARSE_TRAINERS

@@ -1,7 +1,18 @@
 """Lottery tickets: iterative magnitude pruning with rewinding, and its controls."""
+
 from .config import CONTROLS, PRESETS, IMPConfig
 from .imp_runner import IMPRun, imp, normalize_config, run_table
 from .plan import Plan, layer_rates, make_plan
 
-__all__ = ["CONTROLS", "PRESETS", "IMPConfig", "IMPRun", "Plan", "imp", "layer_rates", "make_plan", "normalize_config",
-           "run_table"]
+__all__ = [
+    "CONTROLS",
+    "PRESETS",
+    "IMPConfig",
+    "IMPRun",
+    "Plan",
+    "imp",
+    "layer_rates",
+    "make_plan",
+    "normalize_config",
+    "run_table",
+]

@@ -7,6 +7,7 @@ Controls train on each round's mask (random reinit) or per-layer densities (rand
 Everything lands in a run directory, written atomically; rerunning resumes after the last finished
 training (and inside a training from its checkpoint), bitwise identical to an uninterrupted run on CPU.
 """
+
 from __future__ import annotations
 
 import sys
@@ -21,25 +22,46 @@ from ..errors import UserError
 from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
 from ..models import build_model, glorot_normal_init
-from ..runs import (FINAL, MASK, Experiment, check_fits, default_run_dir, load_mask, load_state, lockstep,
-                    open_run_dir, register, resolve_device, train_cached)
+from ..runs import (
+    FINAL,
+    MASK,
+    Experiment,
+    check_fits,
+    default_run_dir,
+    load_mask,
+    load_state,
+    lockstep,
+    open_run_dir,
+    register,
+    resolve_device,
+    train_cached,
+)
 from ..seeding import derive_seed, generator
-from ..sparse import Mask, density, global_prune, layer_densities, ones_mask, prunable_names
-from ..sparse import random_mask_like
+from ..sparse import Mask, density, global_prune, layer_densities, ones_mask, prunable_names, random_mask_like
+from ..sparse.values import kept_values, pruned_values
 from ..train import TrainConfig
 from .config import PRESETS, IMPConfig
 from .plan import Plan, make_plan
 from .plots import plot_accuracy_vs_density, plot_test_acc_curves
 from .report import format_layers, format_table
-from ..sparse.values import kept_values, pruned_values
 
 
 class IMPRun:
     """One IMP run bound to a directory; ``run()`` executes (or resumes) it and returns the summary."""
 
-    def __init__(self, cfg: IMPConfig, out: str | Path | None = None, *, model: nn.Module | None = None,
-                 data: Dataset | None = None, device: str = "cpu", data_dir: str | None = None,
-                 quiet: bool = False, checkpoint_every: int = 2000, runs_root: str | Path = "runs"):
+    def __init__(
+        self,
+        cfg: IMPConfig,
+        out: str | Path | None = None,
+        *,
+        model: nn.Module | None = None,
+        data: Dataset | None = None,
+        device: str = "cpu",
+        data_dir: str | None = None,
+        quiet: bool = False,
+        checkpoint_every: int = 2000,
+        runs_root: str | Path = "runs",
+    ):
         cfg.validate()
         self.cfg, self.quiet, self.checkpoint_every = cfg, quiet, checkpoint_every
         self.device = resolve_device(device)
@@ -65,8 +87,12 @@ class IMPRun:
         self.config = config
         if out is not None:
             extend_rounds(Path(out), config)
-        self.dir = open_run_dir(out if out is not None else default_run_dir("imp", config, runs_root), "imp", config,
-                                normalize=normalize_config)
+        self.dir = open_run_dir(
+            out if out is not None else default_run_dir("imp", config, runs_root),
+            "imp",
+            config,
+            normalize=normalize_config,
+        )
         if not quiet:
             print(f"run directory: {self.dir}", file=sys.stderr)
 
@@ -93,9 +119,19 @@ class IMPRun:
         return self.snapshot(model)
 
     # -- one training ----------------------------------------------------------------------------------
-    def train_one(self, where: Path, mask: Mask, start: dict, start_iter: int, label: str,
-                  snapshot_at: int | None = None, frozen: dict | None = None, train_cfg: TrainConfig | None = None,
-                  save_final: bool = True, model: nn.Module | None = None) -> tuple[dict, list[dict]]:
+    def train_one(
+        self,
+        where: Path,
+        mask: Mask,
+        start: dict,
+        start_iter: int,
+        label: str,
+        snapshot_at: int | None = None,
+        frozen: dict | None = None,
+        train_cfg: TrainConfig | None = None,
+        save_final: bool = True,
+        model: nn.Module | None = None,
+    ) -> tuple[dict, list[dict]]:
         """Train ``model`` (default: the run's) from ``start`` under ``mask``; cached in ``where`` (final
         weights + metrics). ``train_cfg`` overrides the run's training settings (its budget included).
         """
@@ -106,11 +142,24 @@ class IMPRun:
         def save_rewind(it: int, model: nn.Module) -> None:
             save_tensors(rewind_path, model.state_dict())
 
-        return train_cached(where, self.model if model is None else model, self.data, train_cfg, mask=mask,
-                            start=start, start_iter=start_iter, total=total, seed=self.cfg.seed,
-                            checkpoint_every=self.checkpoint_every, label=label, quiet=self.quiet, frozen=frozen,
-                            snapshot_at=snapshot_at, on_snapshot=save_rewind if snapshot_at else None,
-                            save_final=save_final)
+        return train_cached(
+            where,
+            self.model if model is None else model,
+            self.data,
+            train_cfg,
+            mask=mask,
+            start=start,
+            start_iter=start_iter,
+            total=total,
+            seed=self.cfg.seed,
+            checkpoint_every=self.checkpoint_every,
+            label=label,
+            quiet=self.quiet,
+            frozen=frozen,
+            snapshot_at=snapshot_at,
+            on_snapshot=save_rewind if snapshot_at else None,
+            save_final=save_final,
+        )
 
     def train_control(self, c: str, k: int, rdir: Path, mask: Mask, start: dict, start_iter: int):
         """Round k's control ``c``: the ticket's mask from a fresh init (reinit), or a random mask of the same
@@ -155,8 +204,15 @@ class IMPRun:
         from ..train import lr_at
 
         t = self.cfg.train
-        return replace(t, lr=lr_at(t, self.total - 1, self.total), lr_schedule="constant", warmup=0, milestones=[],
-                       iterations=self.total, epochs=None)
+        return replace(
+            t,
+            lr=lr_at(t, self.total - 1, self.total),
+            lr_schedule="constant",
+            warmup=0,
+            milestones=[],
+            iterations=self.total,
+            epochs=None,
+        )
 
     def start_point(self, k: int, init: dict) -> tuple[dict, int]:
         rw = self.cfg.rewind_iter
@@ -205,14 +261,27 @@ class IMPRun:
             # the ticket and its controls do not depend on each other: handed in together, they share a
             # vectorised pack under --replicates vectorized (each on a model object of its own)
             ticket_fn = lambda: self.train_one(  # noqa: E731
-                rdir, mask, ticket_start, start_iter, f"round {k}/{n} ticket", snapshot_at=snap, frozen=frozen,
-                train_cfg=self.finetune_cfg() if cfg.rewind == "finetune" and k else None)
+                rdir,
+                mask,
+                ticket_start,
+                start_iter,
+                f"round {k}/{n} ticket",
+                snapshot_at=snap,
+                frozen=frozen,
+                train_cfg=self.finetune_cfg() if cfg.rewind == "finetune" and k else None,
+            )
             (ticket, hist), *done = lockstep.together(
-                [ticket_fn] + [lambda c=c: self.train_control(c, k, rdir, mask, start, start_iter) for c in controls])
-            row = {"round": k, "density": density(mask), "layer_densities": layer_densities(mask), **ticket,
-                   "learning_distance": self.learning_distance(rdir, ticket_start, mask),
-                   "flops": self.flops(mask, self.total - start_iter),
-                   "controls": {c: s for c, (s, _) in zip(controls, done)}}
+                [ticket_fn] + [lambda c=c: self.train_control(c, k, rdir, mask, start, start_iter) for c in controls]
+            )
+            row = {
+                "round": k,
+                "density": density(mask),
+                "layer_densities": layer_densities(mask),
+                **ticket,
+                "learning_distance": self.learning_distance(rdir, ticket_start, mask),
+                "flops": self.flops(mask, self.total - start_iter),
+                "controls": {c: s for c, (s, _) in zip(controls, done)},
+            }
             curves.append((row["density"], hist))
             rows.append(row)
             write_json(self.dir / "summary.json", self.summary(rows))
@@ -225,8 +294,11 @@ class IMPRun:
     def write_plots(self, summary: dict, curves) -> None:
         """Plots are drawn once at the end (``ticketlab show`` prints the table of a run in progress)."""
         plot_accuracy_vs_density(summary, self.dir / "accuracy_vs_density.png")
-        plot_test_acc_curves(curves, self.dir / "test_acc_by_round.png",
-                             f"IMP tickets: {self.config['model']} on {self.config['dataset']}")
+        plot_test_acc_curves(
+            curves,
+            self.dir / "test_acc_by_round.png",
+            f"IMP tickets: {self.config['model']} on {self.config['dataset']}",
+        )
 
 
 def extend_rounds(run_dir: Path, config: dict) -> None:
@@ -241,9 +313,14 @@ def extend_rounds(run_dir: Path, config: dict) -> None:
     except (UserError, TypeError, KeyError, AttributeError):
         return  # open_run_dir reports what is wrong with it
     fixed = ("target_density", "one_shot")
-    if (stored.get("kind") == "imp" and old.get("rounds") and config.get("rounds")
-            and config["rounds"] > old["rounds"] and not any(old.get(k) or config.get(k) for k in fixed)
-            and {k: v for k, v in old.items() if k != "rounds"} == {k: v for k, v in config.items() if k != "rounds"}):
+    if (
+        stored.get("kind") == "imp"
+        and old.get("rounds")
+        and config.get("rounds")
+        and config["rounds"] > old["rounds"]
+        and not any(old.get(k) or config.get(k) for k in fixed)
+        and {k: v for k, v in old.items() if k != "rounds"} == {k: v for k, v in config.items() if k != "rounds"}
+    ):
         write_json(cfg_file, {**stored, "config": {**stored["config"], "rounds": config["rounds"]}})
 
 
@@ -279,18 +356,32 @@ def run_table(run_dir: str | Path, layers: bool = False) -> str:
     try:
         return format_layers(s) if layers else format_table(s)
     except (KeyError, TypeError, ValueError):
-        raise UserError(f"{path} is corrupt or from another program; give a run directory made by `ticketlab imp`") from None
+        raise UserError(
+            f"{path} is corrupt or from another program; give a run directory made by `ticketlab imp`"
+        ) from None
 
 
 def imp_headline(s: dict) -> dict:
     """The last round's density and accuracies (the ticket's and each control's)."""
     last = s["rounds"][-1]
-    return {"density": last["density"], "test_acc": last["test_acc"],
-            "early_stop_test_acc": last["early_stop_test_acc"],
-            **{f"{c}_test_acc": v["test_acc"] for c, v in last["controls"].items()}}
+    return {
+        "density": last["density"],
+        "test_acc": last["test_acc"],
+        "early_stop_test_acc": last["early_stop_test_acc"],
+        **{f"{c}_test_acc": v["test_acc"] for c, v in last["controls"].items()},
+    }
 
 
-EXPERIMENT = register(Experiment(
-    "imp", IMPConfig, imp, format_table, imp_headline, presets=PRESETS, table=run_table,
-    plot_group=lambda s, folder: plot_accuracy_vs_density(s, folder / "accuracy_vs_density.png"),
-    description="Rounds of train -> prune -> rewind. Round 0 is the dense net; --rounds N adds N pruning rounds."))
+EXPERIMENT = register(
+    Experiment(
+        "imp",
+        IMPConfig,
+        imp,
+        format_table,
+        imp_headline,
+        presets=PRESETS,
+        table=run_table,
+        plot_group=lambda s, folder: plot_accuracy_vs_density(s, folder / "accuracy_vs_density.png"),
+        description="Rounds of train -> prune -> rewind. Round 0 is the dense net; --rounds N adds N pruning rounds.",
+    )
+)

@@ -11,6 +11,7 @@ is the suggested ``--rewind K``.
 
 Every training is cached in ``RUN/instability-<hash>/`` (resumable); ``results.json`` holds the curves.
 """
+
 from __future__ import annotations
 
 import sys
@@ -47,9 +48,18 @@ def barrier(errors: list[float]) -> float:
     return max(errors) - (errors[0] + errors[-1]) / 2
 
 
-def run_instability(run: str | Path, rewinds: list[int], rounds: list[int] | None = None, points: int = 30,
-                    tolerance: float = 0.02, *, device: str = "cpu", data_dir: str | None = None,
-                    quiet: bool = False, checkpoint_every: int = 2000) -> dict:
+def run_instability(
+    run: str | Path,
+    rewinds: list[int],
+    rounds: list[int] | None = None,
+    points: int = 30,
+    tolerance: float = 0.02,
+    *,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    quiet: bool = False,
+    checkpoint_every: int = 2000,
+) -> dict:
     from ..data import load_dataset
     from ..models import build_model
     from ..runs import resolve_device
@@ -61,8 +71,10 @@ def run_instability(run: str | Path, rewinds: list[int], rounds: list[int] | Non
         cfg = IMPConfig.from_dict(record["config"])
         summary = read_json(run / "summary.json")
     except (UserError, KeyError, AssertionError, TypeError, FileNotFoundError):
-        raise UserError(f"{run} is not a finished IMP run (no readable config.json and summary.json of kind "
-                        "imp); give one made by `ticketlab imp`") from None
+        raise UserError(
+            f"{run} is not a finished IMP run (no readable config.json and summary.json of kind "
+            "imp); give one made by `ticketlab imp`"
+        ) from None
     if points < 3:
         raise UserError(f"--points must be >= 3, got {points}")
     if not rewinds or any(k < 0 for k in rewinds):
@@ -89,8 +101,19 @@ def run_instability(run: str | Path, rewinds: list[int], rounds: list[int] | Non
     for k in sorted(set(rewinds)):
         where = out / f"k{k}"
         if k > 0:  # the dense training replayed to iteration K: same init, seed and data order
-            train_cached(where / "dense_to_k", model, data, cfg.train, start=init, total=k, seed=cfg.seed,
-                         checkpoint_every=checkpoint_every, label=f"dense to {k}", quiet=True, reload_final=True)
+            train_cached(
+                where / "dense_to_k",
+                model,
+                data,
+                cfg.train,
+                start=init,
+                total=k,
+                seed=cfg.seed,
+                checkpoint_every=checkpoint_every,
+                label=f"dense to {k}",
+                quiet=True,
+                reload_final=True,
+            )
             at_k = {n: v.detach().clone() for n, v in model.state_dict().items()}
         else:
             at_k = {n: v.detach().clone() for n, v in init.items()}
@@ -101,28 +124,53 @@ def run_instability(run: str | Path, rewinds: list[int], rounds: list[int] | Non
             mask = masks[r]
             net = lockstep.own_model(model)
             start = {n: (v * mask[n].to(v.dtype) if mask is not None and n in mask else v) for n, v in at_k.items()}
-            train_cached(where / f"round_{r:02d}" / f"copy_{c}", net, data, cfg.train, start=start,
-                         total=total, start_iter=k, seed=derive_seed(cfg.seed, "instability", c),
-                         checkpoint_every=checkpoint_every, label=f"K={k} round {r} copy {c}", quiet=True,
-                         mask=mask, reload_final=True)
+            train_cached(
+                where / f"round_{r:02d}" / f"copy_{c}",
+                net,
+                data,
+                cfg.train,
+                start=start,
+                total=total,
+                start_iter=k,
+                seed=derive_seed(cfg.seed, "instability", c),
+                checkpoint_every=checkpoint_every,
+                label=f"K={k} round {r} copy {c}",
+                quiet=True,
+                mask=mask,
+                reload_final=True,
+            )
             return {n: v.detach().clone() for n, v in net.state_dict().items()}
 
         trained = lockstep.together([lambda r=r, c=c: copy_of(r, c) for r in rounds for c in (0, 1)])
         for i, r in enumerate(rounds):
-            mask, finals = masks[r], trained[2 * i: 2 * i + 2]
+            mask, finals = masks[r], trained[2 * i : 2 * i + 2]
             errs = error_curve(model, finals[0], finals[1], data.x_test, data.y_test, points)
-            row = {"rewind": k, "round": r, "density": 1.0 if mask is None else density(mask), "errors": errs,
-                   "barrier": barrier(errs)}
+            row = {
+                "rewind": k,
+                "round": r,
+                "density": 1.0 if mask is None else density(mask),
+                "errors": errs,
+                "barrier": barrier(errs),
+            }
             rows.append(row)
             if not quiet:
-                print(f"K={k:>6} round {r}: barrier {row['barrier']:.4f} (endpoints {errs[0]:.4f}, {errs[-1]:.4f})",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"K={k:>6} round {r}: barrier {row['barrier']:.4f} (endpoints {errs[0]:.4f}, {errs[-1]:.4f})",
+                    file=sys.stderr,
+                    flush=True,
+                )
     suggest = {}
     for r in rounds:
         stable = [row["rewind"] for row in rows if row["round"] == r and row["barrier"] < tolerance]
         suggest[str(r)] = min(stable) if stable else None
-    result = {"run": str(run), "settings": settings, "tolerance": tolerance, "rows": rows, "suggested_rewind": suggest,
-              "dir": str(out)}
+    result = {
+        "run": str(run),
+        "settings": settings,
+        "tolerance": tolerance,
+        "rows": rows,
+        "suggested_rewind": suggest,
+        "dir": str(out),
+    }
     write_json(out / "results.json", result)
     _plot(result, out / "instability.png")
     return result
@@ -137,8 +185,12 @@ def _plot(result: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for r in result["settings"]["rounds"]:
         rows = [row for row in result["rows"] if row["round"] == r]
-        ax.plot([row["rewind"] for row in rows], [100 * row["barrier"] for row in rows], marker="o",
-                label=f"round {r} ({100 * rows[0]['density']:.1f}%)")
+        ax.plot(
+            [row["rewind"] for row in rows],
+            [100 * row["barrier"] for row in rows],
+            marker="o",
+            label=f"round {r} ({100 * rows[0]['density']:.1f}%)",
+        )
     ax.axhline(100 * result["tolerance"], color="grey", lw=0.8, ls="--")
     ax.set_xlabel("rewinding iteration K")
     ax.set_ylabel("error barrier (points)")
@@ -152,9 +204,17 @@ def format_instability(result: dict) -> str:
     lines = ["     K  round  density  barrier   endpoint errors"]
     for row in result["rows"]:
         e = row["errors"]
-        lines.append(f"{row['rewind']:>6}  {row['round']:>5}  {100 * row['density']:6.2f}%  {row['barrier']:7.4f}"
-                     f"   {e[0]:.4f} / {e[-1]:.4f}")
+        lines.append(
+            f"{row['rewind']:>6}  {row['round']:>5}  {100 * row['density']:6.2f}%  {row['barrier']:7.4f}"
+            f"   {e[0]:.4f} / {e[-1]:.4f}"
+        )
     for r, k in result["suggested_rewind"].items():
-        lines.append(f"round {r}: " + (f"stable from K = {k} (barrier < {result['tolerance']:g}): try --rewind {k}"
-                                       if k is not None else f"no K given is stable (barrier >= {result['tolerance']:g})"))
+        lines.append(
+            f"round {r}: "
+            + (
+                f"stable from K = {k} (barrier < {result['tolerance']:g}): try --rewind {k}"
+                if k is not None
+                else f"no K given is stable (barrier >= {result['tolerance']:g})"
+            )
+        )
     return "\n".join(lines)

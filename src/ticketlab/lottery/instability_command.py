@@ -1,5 +1,6 @@
 """``ticketlab instability RUN --rewind K,...``: linear mode connectivity of an IMP run's dense net and tickets
 (Frankle et al. 2020), cached and resumable."""
+
 from __future__ import annotations
 
 from ..commands import Command, add_replicates_flag, add_runtime_flags, ints, runtime
@@ -10,8 +11,13 @@ from .instability import format_instability, run_instability
 def configure(p) -> None:
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("--rewind", type=ints, required=True, metavar="K,K,...", help="rewinding iterations to test")
-    p.add_argument("--use-rounds", type=ints, default=None, metavar="R,R,...",
-                   help="rounds whose tickets to test (default: 0, the dense net)")
+    p.add_argument(
+        "--use-rounds",
+        type=ints,
+        default=None,
+        metavar="R,R,...",
+        help="rounds whose tickets to test (default: 0, the dense net)",
+    )
     p.add_argument("--points", type=int, default=30, help="interpolation points (default 30)")
     add_runtime_flags(p)
     add_replicates_flag(p)
@@ -25,8 +31,12 @@ def main(ns) -> int:
     return 0
 
 
-COMMAND = Command("instability", configure, main,
-                  description="From the dense run's weights at each --rewind K, train two copies with different "
-                              "data orders (the dense net and the tickets of --use-rounds) and report the test-error "
-                              "barrier along the line between them; the smallest K with a barrier under 2 points is "
-                              "the suggested --rewind. Cached, resumable.")
+COMMAND = Command(
+    "instability",
+    configure,
+    main,
+    description="From the dense run's weights at each --rewind K, train two copies with different "
+    "data orders (the dense net and the tickets of --use-rounds) and report the test-error "
+    "barrier along the line between them; the smallest K with a barrier under 2 points is "
+    "the suggested --rewind. Cached, resumable.",
+)

@@ -5,6 +5,7 @@ connected layers, --conv-rate for conv layers and --output-rate (default half of
 layer, as in the LTH paper. Global: the whole net keeps (1 - rate)^k. With --target-density the exponent
 of the last round is fractional so the final total density is the target; one-shot jumps straight there.
 """
+
 from __future__ import annotations
 
 import math
@@ -107,6 +108,8 @@ def make_plan(model: nn.Module, names: list[str], cfg: IMPConfig) -> Plan:
     if excluded and plan.global_density(len(exps)) <= 0:
         from ..errors import UserError
 
-        raise UserError(f"the excluded layers ({excluded} weights) exceed what the last round keeps of all "
-                        "prunable weights; use fewer rounds, a lower --rate or --exclude-counts included")
+        raise UserError(
+            f"the excluded layers ({excluded} weights) exceed what the last round keeps of all "
+            "prunable weights; use fewer rounds, a lower --rate or --exclude-counts included"
+        )
     return plan

@@ -1,4 +1,5 @@
 """Plots of an IMP run: accuracy vs density, and test accuracy over training per round (LTH Figure 3)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,11 +11,17 @@ def _line(ax, x, y, style: str, label: str) -> None:
     """y may hold seed-group means (``runs.seeds.Stat``): the mean is drawn with a ±std band and each
     seed as a faint line."""
     x, m = [float(v) for v in x], [float(v) for v in y]
-    line, = ax.plot(x, m, style, label=label, markersize=4)
+    (line,) = ax.plot(x, m, style, label=label, markersize=4)
     sd = [getattr(v, "std", 0.0) for v in y]
     if any(sd):
-        ax.fill_between(x, [a - b for a, b in zip(m, sd)], [a + b for a, b in zip(m, sd)], alpha=0.15,
-                        color=line.get_color(), linewidth=0)
+        ax.fill_between(
+            x,
+            [a - b for a, b in zip(m, sd)],
+            [a + b for a, b in zip(m, sd)],
+            alpha=0.15,
+            color=line.get_color(),
+            linewidth=0,
+        )
         n = max(getattr(v, "n", 1) for v in y)
         per_seed = [getattr(v, "values", None) or [float(v)] * n for v in y]  # a constant: the same for every seed
         for s in range(min(len(p) for p in per_seed)):

@@ -1,4 +1,5 @@
 """The per-round table printed at the end of a run and by ``ticketlab show``."""
+
 from __future__ import annotations
 
 

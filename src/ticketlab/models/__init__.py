@@ -1,4 +1,5 @@
 """Models (a registry: ``MODELS``); each builder adapts to the dataset's input shape and class count."""
+
 from __future__ import annotations
 
 from torch import nn

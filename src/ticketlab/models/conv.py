@@ -1,4 +1,5 @@
 """Convolutional models: the LTH paper's Conv-2/4/6 (VGG-like, FC 256-256-10), and a 1D CNN for MNIST-1D."""
+
 from __future__ import annotations
 
 from torch import nn
@@ -10,17 +11,22 @@ from .registry import MODELS
 
 def need_image(name: str, input_shape: tuple[int, ...], min_side: int) -> tuple[int, int, int]:
     if len(input_shape) != 3:
-        raise UserError(f"model {name} needs image input (C, H, W) but the dataset gives shape "
-                        f"{tuple(input_shape)}; pick a model for this dataset (e.g. mlp1d/cnn1d for 1-D data)")
+        raise UserError(
+            f"model {name} needs image input (C, H, W) but the dataset gives shape "
+            f"{tuple(input_shape)}; pick a model for this dataset (e.g. mlp1d/cnn1d for 1-D data)"
+        )
     c, h, w = input_shape
     if h < min_side or w < min_side:
-        raise UserError(f"model {name} needs images of at least {min_side}x{min_side}, the dataset gives "
-                        f"{h}x{w}; pick a smaller model (e.g. lenet300 or conv2)")
+        raise UserError(
+            f"model {name} needs images of at least {min_side}x{min_side}, the dataset gives "
+            f"{h}x{w}; pick a smaller model (e.g. lenet300 or conv2)"
+        )
     return c, h, w
 
 
-def conv_net(name: str, input_shape: tuple[int, ...], num_classes: int, blocks: list[int],
-             batch_norm: bool = False) -> nn.Module:
+def conv_net(
+    name: str, input_shape: tuple[int, ...], num_classes: int, blocks: list[int], batch_norm: bool = False
+) -> nn.Module:
     """``blocks`` channels per stage; each stage is two 3x3 convs (same padding) + ReLU, then 2x2 max-pool.
     With ``batch_norm`` each conv is followed by BatchNorm (and has no bias): the variant network
     slimming needs."""
@@ -72,8 +78,10 @@ def conv6bn(input_shape, num_classes):
 def cnn1d(input_shape, num_classes):
     """Three stride-2 Conv1d layers (32 channels, kernel 5) + ReLU, then a linear classifier."""
     if len(input_shape) != 2:
-        raise UserError(f"model cnn1d needs 1-D input (C, L) but the dataset gives shape {tuple(input_shape)}; "
-                        "pick an image model (lenet300, conv2, ...)")
+        raise UserError(
+            f"model cnn1d needs 1-D input (C, L) but the dataset gives shape {tuple(input_shape)}; "
+            "pick an image model (lenet300, conv2, ...)"
+        )
     c, length = input_shape
     if length < 8:
         raise UserError(f"model cnn1d needs sequences of length >= 8, the dataset gives {length}")
@@ -90,6 +98,10 @@ def cnn_small(input_shape, num_classes):
     stride-2 convs (16, 32 channels) + ReLU, a 100-unit ReLU layer, the classifier. Small enough for CROWN
     and complete verification, unlike Conv-2 (64 channels at full resolution)."""
     c, h, w = need_image("cnn-small", input_shape, 4)
-    return nn.Sequential(nn.Conv2d(c, 16, 4, stride=2, padding=1), nn.ReLU(),
-                         nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU(),
-                         mlp(32 * (h // 4) * (w // 4), [100], num_classes))
+    return nn.Sequential(
+        nn.Conv2d(c, 16, 4, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 4, stride=2, padding=1),
+        nn.ReLU(),
+        mlp(32 * (h // 4) * (w // 4), [100], num_classes),
+    )

@@ -8,6 +8,7 @@ exactly (``ticketlab.verify``). Pruning a neuron is the special case ``a = b = 0
 It lives with the models because every family that loads a grafted net (verification, robustness) must
 rebuild it: ``graft_from_state`` swaps a model's ReLUs for grafted ones from the tensors in a weights file.
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,15 +42,19 @@ def _relus(model: nn.Module, prefix: str = ""):
             yield from _relus(child, full)
 
 
-def graft_relus(model: nn.Module, input_shape: tuple[int, ...], slope: float = 0.4,
-                intercept: float = 0.0) -> list[str]:
+def graft_relus(
+    model: nn.Module, input_shape: tuple[int, ...], slope: float = 0.4, intercept: float = 0.0
+) -> list[str]:
     """Replace every ReLU of ``model`` (in place) by a ``GraftedReLU`` with nothing grafted yet; returns
     their names in order. Shapes come from one forward pass of a zero input of ``input_shape``."""
     found = list(_relus(model))
     shapes: dict[str, tuple[int, ...]] = {}
-    hooks = [getattr(parent, name).register_forward_hook(
-        lambda _m, _i, out, full=full: shapes.__setitem__(full, tuple(out.shape[1:])))
-        for parent, name, full in found]
+    hooks = [
+        getattr(parent, name).register_forward_hook(
+            lambda _m, _i, out, full=full: shapes.__setitem__(full, tuple(out.shape[1:]))
+        )
+        for parent, name, full in found
+    ]
     ref = next(model.parameters())
     was = model.training
     model.eval()

@@ -1,4 +1,5 @@
 """Weight initialisation: Gaussian Glorot for Linear and Conv weights, as in the LTH paper."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Fully connected models: LeNet-300-100 (LTH paper) and a small MLP for MNIST-1D."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """ResNet-20 for CIFAR-size input (He et al. 2016): 3 stages of 3 basic blocks, 16/32/64 channels."""
+
 from __future__ import annotations
 
 import torch.nn.functional as F

@@ -1,4 +1,5 @@
 """VGG-16 with BatchNorm for CIFAR-size input (the CIFAR variant used in LTH follow-ups and open_lth)."""
+
 from __future__ import annotations
 
 from torch import nn

@@ -8,6 +8,7 @@ q/k/v and output projections, a GELU MLP) and a LayerNorm + Linear head on the c
 matrix is an ``nn.Linear``, so masks, pruners, FLOPs and exports see all of them; the class token and
 position embeddings are drawn from the model's seed (std 0.02) by ``glorot_normal_init``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -45,8 +46,16 @@ class Block(nn.Module):
 
 
 class ViT(nn.Module):
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, patch: int, dim: int = 64, depth: int = 2,
-                 heads: int = 4, hidden: int = 128):
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        num_classes: int,
+        patch: int,
+        dim: int = 64,
+        depth: int = 2,
+        heads: int = 4,
+        hidden: int = 128,
+    ):
         super().__init__()
         c, h, w = input_shape
         self.patch = patch
@@ -75,6 +84,8 @@ class ViT(nn.Module):
 @MODELS.register("vit")
 def vit(input_shape, num_classes):
     if len(input_shape) != 3 or input_shape[1:] not in ((28, 28), (32, 32)):
-        raise UserError(f"model vit takes 28x28 or 32x32 images, the dataset gives shape {tuple(input_shape)}; "
-                        "pick a dataset of those (mnist, fashion-mnist, cifar10) or another model")
+        raise UserError(
+            f"model vit takes 28x28 or 32x32 images, the dataset gives shape {tuple(input_shape)}; "
+            "pick a dataset of those (mnist, fashion-mnist, cifar10) or another model"
+        )
     return ViT(tuple(input_shape), num_classes, patch=7 if input_shape[1] == 28 else 4)

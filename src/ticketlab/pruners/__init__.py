@@ -1,4 +1,5 @@
 """Pruning at initialization (a registry: ``PRUNERS``): random, magnitude, SNIP, GraSP, SynFlow, GAP."""
+
 from . import scores  # noqa: F401  (registrations)
 from .prune import SCOPES, prune_at_init, score
 from .registry import PRUNERS

@@ -4,6 +4,7 @@
 given by a sparsity distribution (uniform, ER, ERK). Iterative pruning reaches density d in ``rounds``
 steps of d^(k/rounds), re-scoring the masked model each time (SynFlow's default: 100 rounds).
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,23 +19,34 @@ DEFAULT_ROUNDS = {"synflow": 100}
 SCOPES = ("global", "layerwise")
 
 
-def score(scorer, model: nn.Module, names: list[str], batches: list, generator: torch.Generator,
-          context: dict | None = None) -> dict[str, torch.Tensor]:
+def score(
+    scorer, model: nn.Module, names: list[str], batches: list, generator: torch.Generator, context: dict | None = None
+) -> dict[str, torch.Tensor]:
     """``scorer``'s scores of the model as it is (masked weights at zero), with ``context`` if it takes one."""
     extra = (context or {}) if getattr(scorer, "takes_context", False) else {}
     return scorer(model, names, batches, generator, **extra)
 
 
-def prune_at_init(model: nn.Module, names: list[str], method: str, density: float, batches: list,
-                  generator: torch.Generator, scope: str = "global", rounds: int | None = None,
-                  distribution: str = "uniform", overrides: dict[str, float] | None = None,
-                  context: dict | None = None, pattern: str | None = None) -> Mask:
+def prune_at_init(
+    model: nn.Module,
+    names: list[str],
+    method: str,
+    density: float,
+    batches: list,
+    generator: torch.Generator,
+    scope: str = "global",
+    rounds: int | None = None,
+    distribution: str = "uniform",
+    overrides: dict[str, float] | None = None,
+    context: dict | None = None,
+    pattern: str | None = None,
+) -> Mask:
     """Mask keeping ``density`` of the ``names`` weights by ``method``; the model's weights are left intact.
 
     ``pattern`` "N:M" keeps the N best-scored of every M consecutive weights along the input dimension
-    instead (density N / M; one round). ``overrides`` (layerwise scope) fix some layers' final densities; on an iterative schedule they are
-    reached along the same exponential path, d_l^(k/rounds). ``context`` (e.g. ``{"data": dataset}``) is
-    passed to scorers that take it (``gap``).
+    instead (density N / M; one round). ``overrides`` (layerwise scope) fix some layers' final densities; on
+    an iterative schedule they are reached along the same exponential path, d_l^(k/rounds). ``context``
+    (e.g. ``{"data": dataset}``) is passed to scorers that take it (``gap``).
     """
     scorer = PRUNERS.get(method)
     if scope not in SCOPES:
@@ -47,8 +59,9 @@ def prune_at_init(model: nn.Module, names: list[str], method: str, density: floa
         n, m = parse_pattern(pattern, density)
         original = {k: v.detach().clone() for k, v in model.state_dict().items()}
         try:
-            return nm_prune(score(scorer, model, names, batches, generator, context), ones_mask(model, names),
-                            n, m, generator)
+            return nm_prune(
+                score(scorer, model, names, batches, generator, context), ones_mask(model, names), n, m, generator
+            )
         finally:
             model.load_state_dict(original)
     rounds = rounds or DEFAULT_ROUNDS.get(method, 1)

@@ -5,6 +5,7 @@ different config): ``init.safetensors``, ``mask.safetensors``, ``final.safetenso
 and ``summary.json`` with accuracy, early stopping and FLOPs (dense and sparse forward per example,
 training total).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import torch
 from ..errors import UserError
 from ..flops import forward_flops, training_flops
 from ..io import read_json, save_tensors, write_json
-from ..runs import Experiment, RunConfig, register, load_mask, load_state, start_run, train_cached
+from ..runs import Experiment, RunConfig, load_mask, load_state, register, start_run, train_cached
 from ..seeding import generator
 from ..sparse import density, layer_densities, ones_mask, prunable_names
 from ..sparse.distributions import DISTRIBUTIONS
@@ -32,18 +33,26 @@ class PruneInitConfig(RunConfig):
     method: str = field(default="snip", metadata={"help": "random, magnitude, snip, grasp, synflow or gap"})
     density: float = field(default=0.1, metadata={"help": "fraction of prunable weights kept"})
     scope: str = field(default="global", metadata={"help": f"one of {', '.join(SCOPES)}"})
-    distribution: str = field(default="uniform",
-                              metadata={"help": f"layerwise scope: {', '.join(DISTRIBUTIONS)}"})
-    prune_rounds: int | None = field(default=None, metadata={"help": "scoring rounds, exponential schedule "
-                                                                     "(default: synflow 100, others 1)"})
+    distribution: str = field(default="uniform", metadata={"help": f"layerwise scope: {', '.join(DISTRIBUTIONS)}"})
+    prune_rounds: int | None = field(
+        default=None, metadata={"help": "scoring rounds, exponential schedule (default: synflow 100, others 1)"}
+    )
     prune_batches: int = field(default=1, metadata={"help": "labelled batches used by snip/grasp"})
-    override: list[str] = field(default_factory=list,
-                                metadata={"help": "layerwise scope: fix a layer's density, NAME=D (repeatable), "
-                                                  "e.g. 5.weight=1.0 keeps lenet300's output layer dense"})
-    pattern: str | None = field(default=None, metadata={
-        "omit_at_default": True,
-        "help": "N:M semi-structured sparsity (e.g. 2:4): the N best of every M consecutive weights along the "
-                "input dimension; --density must be N/M"})
+    override: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "layerwise scope: fix a layer's density, NAME=D (repeatable), "
+            "e.g. 5.weight=1.0 keeps lenet300's output layer dense"
+        },
+    )
+    pattern: str | None = field(
+        default=None,
+        metadata={
+            "omit_at_default": True,
+            "help": "N:M semi-structured sparsity (e.g. 2:4): the N best of every M consecutive weights along the "
+            "input dimension; --density must be N/M",
+        },
+    )
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=60))
 
     def validate(self) -> None:
@@ -56,8 +65,7 @@ class PruneInitConfig(RunConfig):
         if self.scope not in SCOPES:
             raise UserError(f"unknown --scope {self.scope!r}; choose one of: {', '.join(SCOPES)}")
         if self.distribution not in DISTRIBUTIONS:
-            raise UserError(f"unknown --distribution {self.distribution!r}; choose one of: "
-                            f"{', '.join(DISTRIBUTIONS)}")
+            raise UserError(f"unknown --distribution {self.distribution!r}; choose one of: {', '.join(DISTRIBUTIONS)}")
         if not 0 < self.density <= 1:
             raise UserError(f"--density must be in (0, 1], got {self.density}")
         if self.prune_rounds is not None and self.prune_rounds < 1:
@@ -82,9 +90,15 @@ class PruneInitConfig(RunConfig):
         return out
 
 
-
-def run_prune_init(cfg: PruneInitConfig, out: str | Path | None = None, *, device: str = "cpu",
-                   data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
+def run_prune_init(
+    cfg: PruneInitConfig,
+    out: str | Path | None = None,
+    *,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    quiet: bool = False,
+    checkpoint_every: int = 2000,
+) -> dict:
     dev, data, model, config, run_dir = start_run(cfg, "prune-init", out, device, data_dir, quiet)
     if (run_dir / "summary.json").exists():
         return read_json(run_dir / "summary.json")
@@ -100,41 +114,82 @@ def run_prune_init(cfg: PruneInitConfig, out: str | Path | None = None, *, devic
         n = len(data.y_train)
         idx = torch.randperm(n, generator=g)[: cfg.prune_batches * cfg.train.batch_size].to(dev)
         batches = [(data.x_train[c], data.y_train[c]) for c in idx.split(cfg.train.batch_size)]
-        mask = prune_at_init(model, names, cfg.method, cfg.density, batches, g, scope=cfg.scope,
-                             rounds=cfg.prune_rounds, distribution=cfg.distribution, overrides=cfg.overrides(),
-                             context={"data": data}, pattern=cfg.pattern)
+        mask = prune_at_init(
+            model,
+            names,
+            cfg.method,
+            cfg.density,
+            batches,
+            g,
+            scope=cfg.scope,
+            rounds=cfg.prune_rounds,
+            distribution=cfg.distribution,
+            overrides=cfg.overrides(),
+            context={"data": data},
+            pattern=cfg.pattern,
+        )
         save_tensors(run_dir / "mask.safetensors", mask)
     total = cfg.train.total_iterations(len(data.y_train))
     # The run's one training, in the run folder itself (result.json beside summary.json).
-    trained, _ = train_cached(run_dir, model, data, cfg.train, start=None, mask=mask, total=total, seed=cfg.seed,
-                              checkpoint_every=checkpoint_every, label=f"prune-init {cfg.method}", quiet=quiet,
-                              layout="result")
+    trained, _ = train_cached(
+        run_dir,
+        model,
+        data,
+        cfg.train,
+        start=None,
+        mask=mask,
+        total=total,
+        seed=cfg.seed,
+        checkpoint_every=checkpoint_every,
+        label=f"prune-init {cfg.method}",
+        quiet=quiet,
+        layout="result",
+    )
     dense_fwd = sum(forward_flops(model, data.input_shape).values())
     sparse_fwd = sum(forward_flops(model, data.input_shape, mask).values())
-    summary = {"config": config, "density": density(mask), "layer_densities": layer_densities(mask),
-               **trained,
-               "flops": {"forward_dense": dense_fwd, "forward_sparse": sparse_fwd,
-                         "training": training_flops(model, data.input_shape, total, cfg.train.batch_size, mask,
-                                                    cfg.train.passes_per_example()),
-                         "training_dense": training_flops(model, data.input_shape, total, cfg.train.batch_size)}}
+    summary = {
+        "config": config,
+        "density": density(mask),
+        "layer_densities": layer_densities(mask),
+        **trained,
+        "flops": {
+            "forward_dense": dense_fwd,
+            "forward_sparse": sparse_fwd,
+            "training": training_flops(
+                model, data.input_shape, total, cfg.train.batch_size, mask, cfg.train.passes_per_example()
+            ),
+            "training_dense": training_flops(model, data.input_shape, total, cfg.train.batch_size),
+        },
+    }
     write_json(run_dir / "summary.json", summary)
     return summary
 
 
 def format_prune_init(s: dict) -> str:
     f = s["flops"]
-    return (f"{s['config']['method']} ({s['config']['scope']}) on {s['config']['model']} / {s['config']['dataset']}: "
-            f"density {100 * s['density']:.2f}%  test acc {s['test_acc']:.4f}  early stop "
-            f"{s['early_stop_test_acc']:.4f} @ {s['early_stop_iter']}\n"
-            f"forward FLOPs per example {f['forward_sparse']:.3e} (dense {f['forward_dense']:.3e}); "
-            f"training FLOPs {f['training']:.3e} (dense {f['training_dense']:.3e})")
+    return (
+        f"{s['config']['method']} ({s['config']['scope']}) on {s['config']['model']} / {s['config']['dataset']}: "
+        f"density {100 * s['density']:.2f}%  test acc {s['test_acc']:.4f}  early stop "
+        f"{s['early_stop_test_acc']:.4f} @ {s['early_stop_iter']}\n"
+        f"forward FLOPs per example {f['forward_sparse']:.3e} (dense {f['forward_dense']:.3e}); "
+        f"training FLOPs {f['training']:.3e} (dense {f['training_dense']:.3e})"
+    )
 
 
 __all__ = ["DEFAULT_ROUNDS", "PruneInitConfig", "format_prune_init", "run_prune_init"]
 
 
-EXPERIMENT = register(Experiment(
-    "prune-init", PruneInitConfig, run_prune_init, format_prune_init,
-    headline=lambda s: {"density": s["density"], "test_acc": s["test_acc"],
-                        "early_stop_test_acc": s["early_stop_test_acc"]},
-    description="Score the initial weights, keep the top --density, train the sparse net."))
+EXPERIMENT = register(
+    Experiment(
+        "prune-init",
+        PruneInitConfig,
+        run_prune_init,
+        format_prune_init,
+        headline=lambda s: {
+            "density": s["density"],
+            "test_acc": s["test_acc"],
+            "early_stop_test_acc": s["early_stop_test_acc"],
+        },
+        description="Score the initial weights, keep the top --density, train the sparse net.",
+    )
+)

@@ -19,6 +19,7 @@
 
 Scores are computed on the masked model (pruned weights at zero), so iterative schedules re-score.
 """
+
 from __future__ import annotations
 
 import torch

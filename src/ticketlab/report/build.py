@@ -1,10 +1,11 @@
 """``ticketlab report PATH...``: runs, seed groups, sweeps and their results as one self-contained HTML page."""
+
 from __future__ import annotations
 
 import html
 import importlib
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from ..errors import UserError
@@ -68,12 +69,20 @@ def _add(figs: list, caption: str, svg: str | None) -> None:
 def _standard_figures(sec: Section, summary: dict, runs: list[Path], kind: str, name: str) -> None:
     sec.series = density_series(summary)
     if sec.series and (len(sec.series) > 1 or len(sec.series[0].x) > 1):
-        _add(sec.figures, "Accuracy against density (bands: ± std over seeds)",
-             figures.accuracy_vs_density(sec.series, f"{name}: test accuracy (final) against density"))
+        _add(
+            sec.figures,
+            "Accuracy against density (bands: ± std over seeds)",
+            figures.accuracy_vs_density(sec.series, f"{name}: test accuracy (final) against density"),
+        )
     dist = distance_series(summary)
     if dist and any(len(d.x) > 1 for d in dist):
-        _add(sec.figures, "Learning distance against density", figures.accuracy_vs_density(
-            dist, f"{name}: learning distance ||w_final - w_init||", ylabel="learning distance"))
+        _add(
+            sec.figures,
+            "Learning distance against density",
+            figures.accuracy_vs_density(
+                dist, f"{name}: learning distance ||w_final - w_init||", ylabel="learning distance"
+            ),
+        )
     _add(sec.figures, "Training curves: test accuracy over iterations", curves_figure(runs, name))
     _add(sec.figures, "Per-layer density per round", layer_heatmap(summary, f"{name}: per-layer density (%)"))
     _add(sec.figures, "FLOPs", flops_figure(summary, name))
@@ -108,9 +117,15 @@ def _nested(run: Path, prefix: str = "") -> list[Section]:
                 acc = f"test acc {text(m)}" if m is not None else ""
                 lines.append(f"{e['path']:<40} {e['kind']:<14} {e['state']:<8} {acc}")
         if lines:
-            out.append(Section(f"{prefix}runs inside", str(run), "runs",
-                               table="\n".join(lines) + "\n\n(each is a run directory of its own: "
-                                                        "`ticketlab report` it for its plots)"))
+            out.append(
+                Section(
+                    f"{prefix}runs inside",
+                    str(run),
+                    "runs",
+                    table="\n".join(lines) + "\n\n(each is a run directory of its own: "
+                    "`ticketlab report` it for its plots)",
+                )
+            )
     return out
 
 
@@ -186,8 +201,9 @@ def sweep_section(run: Path, rec: dict, title: str) -> Section:
     axes = [a for a in config.get("axes", []) if isinstance(a, list) and len(a) == 2]
     if name in exps:
         fixed = config_to_toml(config.get("fixed", {}), dataclass_flag_dests(exps.get(name).config))
-        vary = "\n".join(f"{k} = [{', '.join(repr(str(v)).replace(chr(39), chr(34)) for v in vals)}]"
-                         for k, vals in axes)
+        vary = "\n".join(
+            f"{k} = [{', '.join(repr(str(v)).replace(chr(39), chr(34)) for v in vals)}]" for k, vals in axes
+        )
         seeds = sw.get("seeds", [0]) if isinstance(sw, dict) else [0]
         sec.config = f'command = "{name}"\nseed = {seeds}\n\n[fixed]\n{fixed}\n[vary]\n{vary}\n'
         sec.config_file = f"{run.name}.toml"
@@ -200,8 +216,11 @@ def sweep_section(run: Path, rec: dict, title: str) -> Section:
         sec.table = format_sweep(sw)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError):
         pass
-    _add(sec.figures, "The headline metric over the sweep's axes (error bars: ± std over seeds)",
-         _sweep_figure(sw, [k for k, _ in axes], title))
+    _add(
+        sec.figures,
+        "The headline metric over the sweep's axes (error bars: ± std over seeds)",
+        _sweep_figure(sw, [k for k, _ in axes], title),
+    )
     for p in sw.get("points", []):
         d = run / p.get("point", "")
         prec = record(d) if d.is_dir() else None
@@ -267,11 +286,20 @@ def instability_section(d: Path, title: str) -> Section:
         sec.table = _format_exp(format_instability, data)
         rows = [r for r in data.get("rows", []) if isinstance(r, dict) and isinstance(r.get("errors"), list)]
         if rows:
-            series = [Series(f"K={r['rewind']} round {r['round']}", [i / (len(r["errors"]) - 1)
-                                                                    for i in range(len(r["errors"]))], r["errors"])
-                      for r in rows[:20] if len(r["errors"]) > 1]
-            _add(sec.figures, "Test error along the line between the two copies",
-                 figures.metric_vs(series, "interpolation", "test error", f"{title}: linear interpolation"))
+            series = [
+                Series(
+                    f"K={r['rewind']} round {r['round']}",
+                    [i / (len(r["errors"]) - 1) for i in range(len(r["errors"]))],
+                    r["errors"],
+                )
+                for r in rows[:20]
+                if len(r["errors"]) > 1
+            ]
+            _add(
+                sec.figures,
+                "Test error along the line between the two copies",
+                figures.metric_vs(series, "interpolation", "test error", f"{title}: linear interpolation"),
+            )
     return sec
 
 
@@ -286,8 +314,15 @@ def export_sections(d: Path, prefix: str) -> list[Section]:
             continue
         fmt = format_export if f.name == "export.json" else format_bench
         rel = f.relative_to(d.parent)
-        out.append(Section(f"{prefix}{rel}", str(f), "export" if f.name == "export.json" else "bench", state="done",
-                           table=_format_exp(fmt, data)))
+        out.append(
+            Section(
+                f"{prefix}{rel}",
+                str(f),
+                "export" if f.name == "export.json" else "bench",
+                state="done",
+                table=_format_exp(fmt, data),
+            )
+        )
     return out
 
 
@@ -323,11 +358,17 @@ def comparison(sections: list[Section]) -> Section | None:
     if len(sections) < 2:
         return None
     sec = Section("Comparison", "", "comparison")
-    series = [Series(f"{s.title}: {line.label}" if len(s.series) > 1 else s.title, line.x, line.y, line.err,
-                     line.dashed) for s in sections for line in s.series]
+    series = [
+        Series(f"{s.title}: {line.label}" if len(s.series) > 1 else s.title, line.x, line.y, line.err, line.dashed)
+        for s in sections
+        for line in s.series
+    ]
     if series:
-        _add(sec.figures, "All runs: test accuracy against density (bands and bars: ± std over seeds)",
-             figures.accuracy_vs_density(series, "test accuracy against density, every run"))
+        _add(
+            sec.figures,
+            "All runs: test accuracy against density (bands and bars: ± std over seeds)",
+            figures.accuracy_vs_density(series, "test accuracy against density, every run"),
+        )
     names = sorted({k for s in sections for k in s.headline})
     if names:
         w = max(len(s.title) for s in sections)
@@ -351,12 +392,21 @@ def render(sections: list[Section], paths: list[str]) -> str:
         raise UserError("ticketlab report needs jinja2: pip install jinja2") from None
     from .. import __version__
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("ticketlab.report", "templates"),
-                             autoescape=jinja2.select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("ticketlab.report", "templates"),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     _anchors(sections)
     return env.get_template("report.html.j2").render(
-        sections=sections, paths=paths, generator=GENERATOR, version=__version__,
-        created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), escape=html.escape)
+        sections=sections,
+        paths=paths,
+        generator=GENERATOR,
+        version=__version__,
+        created=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        escape=html.escape,
+    )
 
 
 def build_report(paths: list[str | Path], out: str | Path = "report.html") -> Path:
@@ -370,8 +420,9 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html") -> Pa
         except OSError as e:
             raise UserError(f"cannot read --out {out} ({e.strerror}); choose another file") from None
         if f'content="{GENERATOR}' not in head:
-            raise UserError(f"--out {out} exists and is not a ticketlab report; choose another file (nothing was "
-                            "overwritten)")
+            raise UserError(
+                f"--out {out} exists and is not a ticketlab report; choose another file (nothing was overwritten)"
+            )
     if not paths:
         raise UserError("give at least one run directory, seed group, sweep or folder of runs")
     sections = [s for p in paths for s in section(Path(p))]

@@ -6,6 +6,7 @@ the result folders inside it (robustness, verification, baselines, deconstruct, 
 Plots are chosen by what the files hold: a ``rounds`` list with densities gives accuracy against density,
 per-layer densities give a heatmap, histories give training curves, and so on for every kind.
 """
+
 from __future__ import annotations
 
 import re
@@ -21,7 +22,7 @@ from ..runs.seeds import is_stat
 from . import figures
 from .figures import Series, finite
 
-MAX_LINES = 24          # training curves per panel (evenly subsampled beyond)
+MAX_LINES = 24  # training curves per panel (evenly subsampled beyond)
 MAX_MASK_ENTRIES = 200_000
 
 
@@ -31,13 +32,13 @@ class Section:
     path: str
     kind: str
     state: str = ""
-    headline: dict = field(default_factory=dict)   # metric -> text
-    config: str | None = None                      # the run's config as a --config TOML file
-    config_file: str | None = None                 # the name the command gives that file
-    command: str | None = None                     # the command that reproduces the run from that file
-    table: str | None = None                       # the command's own table
+    headline: dict = field(default_factory=dict)  # metric -> text
+    config: str | None = None  # the run's config as a --config TOML file
+    config_file: str | None = None  # the name the command gives that file
+    command: str | None = None  # the command that reproduces the run from that file
+    table: str | None = None  # the command's own table
     figures: list[tuple[str, str]] = field(default_factory=list)  # (caption, svg)
-    children: list["Section"] = field(default_factory=list)
+    children: list[Section] = field(default_factory=list)
     series: list[Series] = field(default_factory=list)  # accuracy vs density, for the comparison of runs
     anchor: str = ""
 
@@ -84,15 +85,21 @@ def density_series(summary: dict, label: str = "") -> list[Series]:
     out: list[Series] = []
     pre = f"{label}: " if label else ""
     rounds = summary.get("rounds")
-    accs = [k for k in (rounds[0] if isinstance(rounds, list) and rounds and isinstance(rounds[0], dict) else {})
-            if k.endswith("test_acc") and not k.startswith("early")]
+    accs = [
+        k
+        for k in (rounds[0] if isinstance(rounds, list) and rounds and isinstance(rounds[0], dict) else {})
+        if k.endswith("test_acc") and not k.startswith("early")
+    ]
     pts = _points(rounds, "test_acc" if "test_acc" in accs else accs[0]) if accs else None
     if pts:
         out.append(Series(f"{pre}ticket", *pts))
         controls = sorted({c for r in rounds for c in (r.get("controls") or {})})
         for c in controls:
-            rows = [r["controls"][c] | {"density": r["controls"][c].get("density", r["density"])}
-                    for r in rounds if c in (r.get("controls") or {})]
+            rows = [
+                r["controls"][c] | {"density": r["controls"][c].get("density", r["density"])}
+                for r in rounds
+                if c in (r.get("controls") or {})
+            ]
             p = _points(rows)
             if p:
                 out.append(Series(f"{pre}{c}", *p, dashed=True))
@@ -129,8 +136,11 @@ def distance_series(summary: dict) -> list[Series]:
 
 def layer_heatmap(summary: dict, title: str) -> str | None:
     rounds = summary.get("rounds")
-    if not isinstance(rounds, list) or not all(isinstance(r, dict) and isinstance(r.get("layer_densities"), dict)
-                                               for r in rounds) or not rounds:
+    if (
+        not isinstance(rounds, list)
+        or not all(isinstance(r, dict) and isinstance(r.get("layer_densities"), dict) for r in rounds)
+        or not rounds
+    ):
         return None
     layers = list(rounds[0]["layer_densities"])
     vals = [[value(r["layer_densities"].get(n))[0] or 0.0 for n in layers] for r in rounds]
@@ -140,8 +150,13 @@ def layer_heatmap(summary: dict, title: str) -> str | None:
 
 def flops_figure(summary: dict, title: str) -> str | None:
     rounds = summary.get("rounds")
-    if not isinstance(rounds, list) or not rounds or not all(
-            isinstance(r, dict) and isinstance(r.get("flops"), dict) and "training" in r["flops"] for r in rounds):
+    if (
+        not isinstance(rounds, list)
+        or not rounds
+        or not all(
+            isinstance(r, dict) and isinstance(r.get("flops"), dict) and "training" in r["flops"] for r in rounds
+        )
+    ):
         return None
     labels = [f"{100 * (value(r.get('density'))[0] or 0):.3g}%" for r in rounds]
     train = [value(r["flops"]["training"]) for r in rounds]
@@ -149,8 +164,12 @@ def flops_figure(summary: dict, title: str) -> str | None:
     series = [Series("training (whole round)", [], [t[0] for t in train], [t[1] or 0 for t in train])]
     fig = figures.categories(labels, series, "training FLOPs", f"{title}: training FLOPs per round, by density")
     if all(f[0] is not None for f in fwd):
-        fig += figures.categories(labels, [Series("forward", [], [f[0] for f in fwd])], "FLOPs per example",
-                                  f"{title}: inference FLOPs per example")
+        fig += figures.categories(
+            labels,
+            [Series("forward", [], [f[0] for f in fwd])],
+            "FLOPs per example",
+            f"{title}: inference FLOPs per example",
+        )
     return fig
 
 
@@ -164,8 +183,12 @@ def calibration_figure(summary: dict, title: str) -> str | None:
         labels.append("ensemble")
         rows.append(summary["ensemble"])
     ece = [value(r["ece"]) for r in rows]
-    return figures.categories(labels, [Series("ECE", [], [e[0] for e in ece], [e[1] or 0 for e in ece])],
-                              "expected calibration error", f"{title}: calibration (15 bins)")
+    return figures.categories(
+        labels,
+        [Series("ECE", [], [e[0] for e in ece], [e[1] or 0 for e in ece])],
+        "expected calibration error",
+        f"{title}: calibration (15 bins)",
+    )
 
 
 # -- trainings ----------------------------------------------------------------------------------------------
@@ -191,8 +214,9 @@ def _panel(rel: str) -> str:
     last = rel.rsplit("/", 1)[-1]
     if last == ".":
         return "training"
-    return {"round_#": "ticket, per round", "train_#": "training runs"}.get(re.sub(r"\d+", "#", last),
-                                                                          re.sub(r"_?\d+$", "", last) or last)
+    return {"round_#": "ticket, per round", "train_#": "training runs"}.get(
+        re.sub(r"\d+", "#", last), re.sub(r"_?\d+$", "", last) or last
+    )
 
 
 def curves_figure(runs: list[Path], title: str) -> str | None:
@@ -230,8 +254,11 @@ def mask_figure(run: Path, kind: str, title: str) -> str | None:
                 mask = load_tensors(path)
             except (UserError, OSError, ValueError):
                 return None
-            layers = [(t.numel(), n) for n, t in mask.items()
-                      if t.dim() >= 2 and t.shape[0] >= 2 and t[0].numel() >= 2 and t.numel() <= MAX_MASK_ENTRIES]
+            layers = [
+                (t.numel(), n)
+                for n, t in mask.items()
+                if t.dim() >= 2 and t.shape[0] >= 2 and t[0].numel() >= 2 and t.numel() <= MAX_MASK_ENTRIES
+            ]
             if not layers:
                 return None
             name = min(layers)[1]

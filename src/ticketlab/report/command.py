@@ -1,4 +1,5 @@
 """``ticketlab report PATH...``: runs, seed groups and sweeps as one self-contained HTML page."""
+
 from __future__ import annotations
 
 from ..commands import Command
@@ -7,9 +8,12 @@ from .build import build_report
 
 def configure(p) -> None:
     p.add_argument("paths", metavar="PATH", nargs="+", help="run directories, seed groups, sweeps or folders of runs")
-    p.add_argument("--out", default="report.html", metavar="FILE.html",
-                   help="the page to write (default report.html; an existing file is replaced only if it is a "
-                        "ticketlab report)")
+    p.add_argument(
+        "--out",
+        default="report.html",
+        metavar="FILE.html",
+        help="the page to write (default report.html; an existing file is replaced only if it is a ticketlab report)",
+    )
 
 
 def main(ns) -> int:
@@ -18,8 +22,13 @@ def main(ns) -> int:
     return 0
 
 
-COMMAND = Command("report", configure, main, group="tools",
-                  description="Plots (inline SVG) and tables of every PATH: a run of any kind, a seed group (mean ± "
-                              "std bands), a sweep, or a folder of runs; results inside them (robustness, "
-                              "verification, baselines, export/bench) included; several PATHs are also overlaid for "
-                              "comparison. Opens offline in any browser.")
+COMMAND = Command(
+    "report",
+    configure,
+    main,
+    group="tools",
+    description="Plots (inline SVG) and tables of every PATH: a run of any kind, a seed group (mean ± "
+    "std bands), a sweep, or a folder of runs; results inside them (robustness, "
+    "verification, baselines, export/bench) included; several PATHs are also overlaid for "
+    "comparison. Opens offline in any browser.",
+)

@@ -3,6 +3,7 @@
 Text stays text (``svg.fonttype = none``), each figure gets its own id salt so that several inline SVGs in
 one page never share a clip-path id, and images (masks) are embedded PNGs, so a page needs no network.
 """
+
 from __future__ import annotations
 
 import io
@@ -20,6 +21,7 @@ _ids = itertools.count()
 @dataclass
 class Series:
     """One line (or point) of a plot: y over x, with an optional error (std over seeds) per point."""
+
     label: str
     x: list[float]
     y: list[float]
@@ -31,18 +33,27 @@ class Series:
 def to_svg(fig) -> str:
     """The figure as an ``<svg>`` element (no XML prolog), closed afterwards."""
     buf = io.StringIO()
-    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"ticketlab-{next(_ids)}",
-                         "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"]}):
-        fig.savefig(buf, format="svg", bbox_inches="tight",
-                    metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
+    with plt.rc_context(
+        {
+            "svg.fonttype": "none",
+            "svg.hashsalt": f"ticketlab-{next(_ids)}",
+            "font.sans-serif": ["DejaVu Sans", "Arial", "Helvetica"],
+        }
+    ):
+        fig.savefig(
+            buf,
+            format="svg",
+            bbox_inches="tight",
+            metadata={"Creator": None, "Date": None, "Format": None, "Type": None},
+        )
     plt.close(fig)
     text = buf.getvalue()
-    return text[text.index("<svg"):]
+    return text[text.index("<svg") :]
 
 
 def _band(ax, s: Series, marker: str | None, **kw) -> None:
     x, y = np.asarray(s.x, float), np.asarray(s.y, float)
-    line, = ax.plot(x, y, marker=marker, markersize=3.5, label=s.label, linestyle="--" if s.dashed else "-", **kw)
+    (line,) = ax.plot(x, y, marker=marker, markersize=3.5, label=s.label, linestyle="--" if s.dashed else "-", **kw)
     if s.err is not None and any(e > 0 for e in s.err):
         e = np.asarray(s.err, float)
         if len(x) > 1:
@@ -84,8 +95,14 @@ def training_curves(panels: dict[str, list[Series]], title: str, ylabel: str = "
         if len(lines) <= 12:
             ax.legend(fontsize=6, loc="lower right")
         else:  # too many for a legend: name the first and the last
-            ax.text(0.98, 0.04, f"{lines[0].label} (dark) ... {lines[-1].label} (light)", transform=ax.transAxes,
-                    fontsize=6, ha="right")
+            ax.text(
+                0.98,
+                0.04,
+                f"{lines[0].label} (dark) ... {lines[-1].label} (light)",
+                transform=ax.transAxes,
+                fontsize=6,
+                ha="right",
+            )
     late = [v for lines in panels.values() for s in lines for x, v in zip(s.x, s.y) if x >= 0.1 * max(s.x)]
     if late:  # zoom past the first steps' climb, so that late differences show
         lo, hi = float(np.percentile(late, 1)), max(late)
@@ -105,8 +122,9 @@ def heatmap(rows: list[str], cols: list[str], values: list[list[float]], title: 
     ax.set_yticks(range(len(rows)), rows, fontsize=7)
     if v.size <= 300:
         for (i, j), d in np.ndenumerate(v):
-            ax.text(j, i, f"{100 * d:.3g}", ha="center", va="center", fontsize=6,
-                    color="white" if d < 0.55 else "black")
+            ax.text(
+                j, i, f"{100 * d:.3g}", ha="center", va="center", fontsize=6, color="white" if d < 0.55 else "black"
+            )
     fig.colorbar(im, ax=ax, label=label, fraction=0.05)
     ax.set_title(title, fontsize=9)
     return to_svg(fig)

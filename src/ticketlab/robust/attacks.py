@@ -8,6 +8,7 @@ clamped to the valid pixel range there. Gradients are taken with respect to the 
 training step without disturbing the optimizer or the masks. The model is attacked in eval mode (BatchNorm
 uses its running statistics, no statistic is updated); its mode is restored afterwards.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -49,10 +50,10 @@ class AttackConfig:
     eps: float
     norm: str = "linf"
     steps: int = 10
-    step_size: float | None = None     # default 2.5 * eps / steps (Madry et al.'s choice)
+    step_size: float | None = None  # default 2.5 * eps / steps (Madry et al.'s choice)
     random_start: bool = True
     restarts: int = 1
-    targeted: bool = False             # then ``pgd``'s target labels are minimised toward, not y away from
+    targeted: bool = False  # then ``pgd``'s target labels are minimised toward, not y away from
 
     def validate(self) -> None:
         if not self.eps >= 0:
@@ -92,8 +93,16 @@ def _random_delta(x: torch.Tensor, eps: float, norm: str, g: torch.Generator | N
     return d / _flat_norm(d) * r.view(-1, *([1] * (x.dim() - 1))) * eps
 
 
-def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, *, pixel_range=None,
-        target: torch.Tensor | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: AttackConfig,
+    *,
+    pixel_range=None,
+    target: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Adversarial pixels for (x, y): PGD with ``cfg``'s budget on ``model`` (taking pixels; see PixelSpace).
 
     Untargeted: maximise the cross-entropy of y. Targeted (``cfg.targeted`` and ``target`` labels): minimise the
@@ -134,19 +143,40 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, *
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, pixel_range=None) -> torch.Tensor:
     """One signed-gradient step of size eps (Goodfellow et al. 2015)."""
-    return pgd(model, x, y, AttackConfig(eps=eps, steps=1, step_size=eps, random_start=False),
-               pixel_range=pixel_range)
+    return pgd(model, x, y, AttackConfig(eps=eps, steps=1, step_size=eps, random_start=False), pixel_range=pixel_range)
 
 
-def fgsm_rs(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, alpha: float | None = None,
-            pixel_range=None, generator: torch.Generator | None = None) -> torch.Tensor:
+def fgsm_rs(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    alpha: float | None = None,
+    pixel_range=None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """FGSM from a uniform random start, step 1.25 eps, projected back (Wong et al. 2020)."""
-    return pgd(model, x, y, AttackConfig(eps=eps, steps=1, step_size=alpha or 1.25 * eps, random_start=True),
-               pixel_range=pixel_range, generator=generator)
+    return pgd(
+        model,
+        x,
+        y,
+        AttackConfig(eps=eps, steps=1, step_size=alpha or 1.25 * eps, random_start=True),
+        pixel_range=pixel_range,
+        generator=generator,
+    )
 
 
-def robust_accuracy(model: nn.Module, data, cfg: AttackConfig, *, x: torch.Tensor | None = None,
-                    y: torch.Tensor | None = None, batch: int = 500, seed: int = 0) -> tuple[float, float]:
+def robust_accuracy(
+    model: nn.Module,
+    data,
+    cfg: AttackConfig,
+    *,
+    x: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
+    batch: int = 500,
+    seed: int = 0,
+) -> tuple[float, float]:
     """(clean accuracy, robust accuracy) of ``model`` (taking standardised inputs) on ``data``'s test set (or
     x, y), attacked in pixel units in batches; seeded, so the same call gives the same number."""
     x = data.x_test if x is None else x
@@ -158,7 +188,7 @@ def robust_accuracy(model: nn.Module, data, cfg: AttackConfig, *, x: torch.Tenso
     model.eval()
     try:
         for i in range(0, len(y), batch):
-            xp, yb = to_pixels(x[i:i + batch], data), y[i:i + batch]
+            xp, yb = to_pixels(x[i : i + batch], data), y[i : i + batch]
             adv = pgd(net, xp, yb, cfg, pixel_range=data.pixel_range, generator=g)
             with torch.no_grad():
                 clean += int((net(xp).argmax(1) == yb).sum())

@@ -12,6 +12,7 @@ with the benchmark's code and cannot be downloaded here). Spatter's liquid branc
 simplified form (blurred thresholded noise tinted blue-grey, without its Canny/distance-transform shaping);
 its mud branch is the reference's. Seeded: the same seed gives the same corrupted set.
 """
+
 from __future__ import annotations
 
 import io
@@ -63,7 +64,7 @@ def _disk(radius: float, alias_blur: float) -> np.ndarray:
     """The reference's aliased disk kernel, smoothed by a 3x3 Gaussian (its ksize for radii up to 8)."""
     r = np.arange(-8, 9)
     xx, yy = np.meshgrid(r, r)
-    k = ((xx ** 2 + yy ** 2) <= radius ** 2).astype(np.float64)
+    k = ((xx**2 + yy**2) <= radius**2).astype(np.float64)
     k /= k.sum()
     return ndimage.gaussian_filter(k, alias_blur, mode="mirror", truncate=1.0 / alias_blur)  # radius 1: 3x3
 
@@ -101,15 +102,20 @@ def _zoom(img, z: float):
     h = img.shape[1]
     ch = int(np.ceil(h / z))
     top = (h - ch) // 2
-    crop = img[:, top:top + ch, top:top + ch]
+    crop = img[:, top : top + ch, top : top + ch]
     out = ndimage.zoom(crop, (1, z, z, 1), order=1)
     trim = (out.shape[1] - h) // 2
-    return out[:, trim:trim + h, trim:trim + h]
+    return out[:, trim : trim + h, trim : trim + h]
 
 
 def zoom_blur(x, s, rng):
-    zooms = [np.arange(1, 1.06, 0.01), np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01),
-             np.arange(1, 1.21, 0.01), np.arange(1, 1.26, 0.01)][s - 1]
+    zooms = [
+        np.arange(1, 1.06, 0.01),
+        np.arange(1, 1.11, 0.01),
+        np.arange(1, 1.16, 0.01),
+        np.arange(1, 1.21, 0.01),
+        np.arange(1, 1.26, 0.01),
+    ][s - 1]
     out = x.copy()
     for z in zooms:
         out += _zoom(x, z)
@@ -118,8 +124,12 @@ def zoom_blur(x, s, rng):
 
 def snow(x, s, rng):
     loc, scale, zoom, thr, radius, sigma, blend = [
-        (0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9), (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
-        (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)][s - 1]
+        (0.1, 0.2, 1, 0.6, 8, 3, 0.95),
+        (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
+        (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+        (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
+        (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8),
+    ][s - 1]
     n = len(x)
     layer = rng.normal(loc, scale, (n, SIZE, SIZE, 1))
     layer = _zoom(layer, zoom)
@@ -162,11 +172,15 @@ def elastic_transform(x, s, rng):
     (its cv2.getAffineTransform and warpAffine, bilinear, reflect-101 border), then a smooth displacement field
     (uniform noise blurred with sigma, truncated at 3 sigma, times alpha) sampled bilinearly with a reflecting
     border. Draws as the reference: the affine's offsets, then dx, then dy."""
-    alpha, sigma, affine = (np.array([(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05),
-                                      (0.1, 0.03, 0.03)][s - 1]) * SIZE)
+    alpha, sigma, affine = (
+        np.array([(0, 0, 0.08), (0.05, 0.2, 0.07), (0.08, 0.06, 0.06), (0.1, 0.04, 0.05), (0.1, 0.03, 0.03)][s - 1])
+        * SIZE
+    )
     centre, half = SIZE // 2, SIZE // 3  # the reference's centre_square and square_size
-    src = np.array([[centre + half, centre + half], [centre + half, centre - half], [centre - half, centre - half]],
-                   dtype=np.float64)  # (x, y) = (column, row)
+    src = np.array(
+        [[centre + half, centre + half], [centre + half, centre - half], [centre - half, centre - half]],
+        dtype=np.float64,
+    )  # (x, y) = (column, row)
     rows, cols = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
     out = np.empty_like(x)
     for i in range(len(x)):
@@ -204,13 +218,18 @@ def jpeg_compression(x, s, rng):
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=q)
         return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
     return _pil_each(x, codec)
 
 
 def spatter(x, s, rng):
-    loc, scale, sigma, thr, intensity, mud = [(0.62, 0.1, 0.7, 0.7, 0.5, 0), (0.65, 0.1, 0.8, 0.7, 0.5, 0),
-                                              (0.65, 0.3, 1, 0.69, 0.5, 0), (0.65, 0.1, 0.7, 0.69, 0.6, 1),
-                                              (0.65, 0.1, 0.5, 0.68, 0.6, 1)][s - 1]
+    loc, scale, sigma, thr, intensity, mud = [
+        (0.62, 0.1, 0.7, 0.7, 0.5, 0),
+        (0.65, 0.1, 0.8, 0.7, 0.5, 0),
+        (0.65, 0.3, 1, 0.69, 0.5, 0),
+        (0.65, 0.1, 0.7, 0.69, 0.6, 1),
+        (0.65, 0.1, 0.5, 0.68, 0.6, 1),
+    ][s - 1]
     liquid = ndimage.gaussian_filter(rng.normal(loc, scale, x.shape[:3]), sigma=(0, sigma, sigma))
     liquid[liquid < thr] = 0
     if not mud:
@@ -225,12 +244,25 @@ def spatter(x, s, rng):
 
 
 CIFAR10_C = {
-    "gaussian_noise": gaussian_noise, "shot_noise": shot_noise, "impulse_noise": impulse_noise,
-    "defocus_blur": defocus_blur, "glass_blur": glass_blur, "motion_blur": motion_blur, "zoom_blur": zoom_blur,
-    "snow": snow, "fog": fog, "brightness": brightness, "contrast": contrast, "elastic_transform": elastic_transform,
-    "pixelate": pixelate, "jpeg_compression": jpeg_compression,
+    "gaussian_noise": gaussian_noise,
+    "shot_noise": shot_noise,
+    "impulse_noise": impulse_noise,
+    "defocus_blur": defocus_blur,
+    "glass_blur": glass_blur,
+    "motion_blur": motion_blur,
+    "zoom_blur": zoom_blur,
+    "snow": snow,
+    "fog": fog,
+    "brightness": brightness,
+    "contrast": contrast,
+    "elastic_transform": elastic_transform,
+    "pixelate": pixelate,
+    "jpeg_compression": jpeg_compression,
     # the benchmark's four extra corruptions
-    "speckle_noise": speckle_noise, "gaussian_blur": gaussian_blur, "spatter": spatter, "saturate": saturate,
+    "speckle_noise": speckle_noise,
+    "gaussian_blur": gaussian_blur,
+    "spatter": spatter,
+    "saturate": saturate,
 }
 SEVERITIES = (1, 2, 3, 4, 5)
 

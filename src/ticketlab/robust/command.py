@@ -1,5 +1,6 @@
 """``ticketlab robustness RUN`` (attacks and corruptions on every trained model of a run) and ``ticketlab
 card-deck RUN...`` (a spectral-gated deck of member runs)."""
+
 from __future__ import annotations
 
 from ..commands import Command, add_data_flags, floats, names
@@ -9,30 +10,57 @@ from .evaluate import RobustnessConfig, format_robustness, run_robustness
 
 def configure_robustness(p) -> None:
     p.add_argument("run_dir", metavar="RUN")
-    p.add_argument("--attack", default="pgd", help="pgd (default), fgsm or autoattack (pip install "
-                                                   "'ticketlab[robust]')")
-    p.add_argument("--eps", type=floats, default=[0.1], metavar="E[,E...]",
-                   help="radii in pixel units, images in [0, 1] (default 0.1)")
+    p.add_argument(
+        "--attack", default="pgd", help="pgd (default), fgsm or autoattack (pip install 'ticketlab[robust]')"
+    )
+    p.add_argument(
+        "--eps",
+        type=floats,
+        default=[0.1],
+        metavar="E[,E...]",
+        help="radii in pixel units, images in [0, 1] (default 0.1)",
+    )
     p.add_argument("--norm", default="linf", help="linf (default) or l2")
     p.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
     p.add_argument("--step-size", type=float, default=None, help="PGD step (default 2.5 eps / steps)")
     p.add_argument("--restarts", type=int, default=1, help="PGD random restarts (default 1)")
     p.add_argument("--samples", type=int, default=None, metavar="N", help="the first N test examples (default all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random starts")
-    p.add_argument("--corruptions", type=names, default=[], metavar="all|C[,C...]",
-                   help="also the accuracy under common corruptions: MNIST-C's (28x28 grayscale data) or "
-                        "CIFAR-10-C's at severities 1-5 (32x32 RGB)")
-    p.add_argument("--transfer", action="store_true",
-                   help="transfer attack: examples made on the run's first model (IMP: the dense round 0)")
-    p.add_argument("--int8", action="store_true",
-                   help="also each model's int8 form (as `export` makes it), met with its float model's examples")
+    p.add_argument(
+        "--corruptions",
+        type=names,
+        default=[],
+        metavar="all|C[,C...]",
+        help="also the accuracy under common corruptions: MNIST-C's (28x28 grayscale data) or "
+        "CIFAR-10-C's at severities 1-5 (32x32 RGB)",
+    )
+    p.add_argument(
+        "--transfer",
+        action="store_true",
+        help="transfer attack: examples made on the run's first model (IMP: the dense round 0)",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also each model's int8 form (as `export` makes it), met with its float model's examples",
+    )
     add_data_flags(p)
 
 
 def robustness(ns) -> int:
-    cfg = RobustnessConfig(attack=ns.attack, eps=ns.eps, norm=ns.norm, steps=ns.steps, step_size=ns.step_size,
-                           restarts=ns.restarts, samples=ns.samples, seed=ns.seed, transfer=ns.transfer,
-                           corruptions=ns.corruptions, int8=ns.int8)  # "all" resolved for the run's data
+    cfg = RobustnessConfig(
+        attack=ns.attack,
+        eps=ns.eps,
+        norm=ns.norm,
+        steps=ns.steps,
+        step_size=ns.step_size,
+        restarts=ns.restarts,
+        samples=ns.samples,
+        seed=ns.seed,
+        transfer=ns.transfer,
+        corruptions=ns.corruptions,
+        int8=ns.int8,
+    )  # "all" resolved for the run's data
     result = run_robustness(ns.run_dir, cfg, data_dir=ns.data_dir, quiet=ns.quiet)
     print(format_robustness(result))
     print(f"\nresults: {result['dir']}")
@@ -41,8 +69,13 @@ def robustness(ns) -> int:
 
 def configure_deck(p) -> None:
     p.add_argument("members", metavar="RUN", nargs="+", help="member runs (imp, compress or prune-init)")
-    p.add_argument("--corruptions", type=names, default=[], metavar="all|C[,C...]",
-                   help="also each corruption (MNIST-C or CIFAR-10-C, as `robustness`)")
+    p.add_argument(
+        "--corruptions",
+        type=names,
+        default=[],
+        metavar="all|C[,C...]",
+        help="also each corruption (MNIST-C or CIFAR-10-C, as `robustness`)",
+    )
     p.add_argument("--samples", type=int, default=None, metavar="N", help="the first N test examples (default all)")
     p.add_argument("--seed", type=int, default=0, help="seed of the corruptions and the gate's reference images")
     p.add_argument("--out", default=None, help="results folder (default runs/card-deck-<hash>)")
@@ -50,18 +83,30 @@ def configure_deck(p) -> None:
 
 
 def card_deck(ns) -> int:
-    result = run_deck(DeckConfig(members=ns.members, corruptions=ns.corruptions, samples=ns.samples, seed=ns.seed),
-                      ns.out, data_dir=ns.data_dir, quiet=ns.quiet)
+    result = run_deck(
+        DeckConfig(members=ns.members, corruptions=ns.corruptions, samples=ns.samples, seed=ns.seed),
+        ns.out,
+        data_dir=ns.data_dir,
+        quiet=ns.quiet,
+    )
     print(format_deck(result))
     print(f"\nresults: {result['dir']}")
     return 0
 
 
-ROBUSTNESS = Command("robustness", configure_robustness, robustness,
-                     description="Attacks (PGD, FGSM, AutoAttack) in pixel units on the test set of every trained "
-                                 "model of an IMP, prune-init, DST or structured run; cached in "
-                                 "RUN/robustness-<hash>/ and resumable.")
-CARD_DECK = Command("card-deck", configure_deck, card_deck,
-                    description="Each test input goes to the member run whose augmented training images' Fourier "
-                                "spectrum is nearest its own (Diffenderfer et al. 2021); accuracy per member, of the "
-                                "plain ensemble and of the deck, clean and per corruption.")
+ROBUSTNESS = Command(
+    "robustness",
+    configure_robustness,
+    robustness,
+    description="Attacks (PGD, FGSM, AutoAttack) in pixel units on the test set of every trained "
+    "model of an IMP, prune-init, DST or structured run; cached in "
+    "RUN/robustness-<hash>/ and resumable.",
+)
+CARD_DECK = Command(
+    "card-deck",
+    configure_deck,
+    card_deck,
+    description="Each test input goes to the member run whose augmented training images' Fourier "
+    "spectrum is nearest its own (Diffenderfer et al. 2021); accuracy per member, of the "
+    "plain ensemble and of the deck, clean and per corruption.",
+)

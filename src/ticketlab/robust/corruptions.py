@@ -12,6 +12,7 @@ reference code is ImageMagick/scikit-image based; these are written from its def
 15th corruption, Canny edges, is left out (it needs scikit-image's Canny detector, which does not install
 here). Seeded: the same seed gives the same corrupted set.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -53,7 +54,7 @@ def line_blur(x, radius: int, sigma: float, angles: np.ndarray) -> np.ndarray:
     """A one-sided Gaussian-weighted line blur along each image's angle in degrees (ImageMagick's
     -motion-blur), for batches (N, H, W) or (N, H, W, C); also CIFAR-10-C's motion blur and snow."""
     k = np.arange(radius + 1)
-    wts = np.exp(-k ** 2 / (2 * sigma ** 2))
+    wts = np.exp(-(k**2) / (2 * sigma**2))
     wts /= wts.sum()
     out = np.zeros_like(x)
     for a in np.unique(angles):
@@ -176,8 +177,8 @@ def _line(c0, r0, c1, r1) -> np.ndarray:
     cc, rr = np.meshgrid(np.linspace(0, 27, 28), np.linspace(0, 27, 28), sparse=True)
     dist = np.clip(np.abs(rr - ((r1 - r0) / (c1 - c0) * (cc - c0) + r0)), 0, 2.3 - 1e-10)
     out = np.clip(np.log(1 - dist / 2.3) + 1, 0, 1)
-    out[:, :int(np.floor(c0))] = 0
-    out[:, int(np.ceil(c1)):] = 0
+    out[:, : int(np.floor(c0))] = 0
+    out[:, int(np.ceil(c1)) :] = 0
     return out
 
 
@@ -185,7 +186,7 @@ def dotted_line(x, rng):
     out = x.copy()
     gaps = np.zeros(28, dtype=bool)
     for j in range(0, 28, 4):  # every other 2-column segment is blank
-        gaps[j:j + 2] = True
+        gaps[j : j + 2] = True
     for i in range(len(x)):
         r0, r1 = rng.integers(0, 27, size=2)
         line = _line(0, r0, 27, r1)
@@ -222,9 +223,19 @@ def zigzag(x, rng, a: float = 2.0, b: float = 2.0):
 
 
 MNIST_C = {
-    "shot_noise": shot_noise, "impulse_noise": impulse_noise, "glass_blur": glass_blur,
-    "motion_blur": motion_blur, "shear": shear, "scale": scale, "rotate": rotate, "brightness": brightness,
-    "translate": translate, "stripe": stripe, "fog": fog, "spatter": spatter, "dotted_line": dotted_line,
+    "shot_noise": shot_noise,
+    "impulse_noise": impulse_noise,
+    "glass_blur": glass_blur,
+    "motion_blur": motion_blur,
+    "shear": shear,
+    "scale": scale,
+    "rotate": rotate,
+    "brightness": brightness,
+    "translate": translate,
+    "stripe": stripe,
+    "fog": fog,
+    "spatter": spatter,
+    "dotted_line": dotted_line,
     "zigzag": zigzag,
 }
 

@@ -10,6 +10,7 @@ absolute difference). Reported per test condition (clean, and each corruption of
 each member's accuracy, the plain ensemble's (mean softmax of all members), the deck's, and how often
 the gate chose each member. ticketlab's reading of the paper's gate; its reference code is not at hand.
 """
+
 from __future__ import annotations
 
 import sys
@@ -21,8 +22,8 @@ import torch
 from ..errors import UserError
 from ..io import read_json, write_json
 from ..runs import config_hash, open_run_dir
-from .attacks import to_pixels
 from ..runs.models import load_weights, trained_models
+from .attacks import to_pixels
 from .evaluate import RobustnessConfig, _corrupted_sets, _standardised, corruption_names
 
 REFERENCE_IMAGES = 2000
@@ -44,13 +45,20 @@ class DeckConfig:
 
 def member(run: Path) -> dict:
     """{label, model, dataset, augment, weights} of a finished run's final model (an IMP run's last ticket)."""
-    record, models = trained_models(run, ("imp", "compress", "prune-init"),
-                                    "CARD-Deck members are imp, compress or prune-init runs")
+    record, models = trained_models(
+        run, ("imp", "compress", "prune-init"), "CARD-Deck members are imp, compress or prune-init runs"
+    )
     cfg = record["config"]
     final = [m for m in models if m["group"] == "ticket"][-1] if record["kind"] == "imp" else models[-1]
     aug = cfg["train"].get("augment", "none")
-    return {"label": f"{run.name} ({aug})", "model": cfg["model"], "dataset": cfg["dataset"], "augment": aug,
-            "sigma": cfg["train"].get("augment_sigma", 0.1), "weights": final["weights"]}
+    return {
+        "label": f"{run.name} ({aug})",
+        "model": cfg["model"],
+        "dataset": cfg["dataset"],
+        "augment": aug,
+        "sigma": cfg["train"].get("augment_sigma", 0.1),
+        "weights": final["weights"],
+    }
 
 
 def spectra(xp: torch.Tensor) -> torch.Tensor:
@@ -79,8 +87,9 @@ def gate(refs: torch.Tensor, xp: torch.Tensor) -> torch.Tensor:
     return (s[:, None] - refs[None]).abs().mean(dim=(-2, -1)).argmin(1)
 
 
-def run_deck(cfg: DeckConfig, out: str | Path | None = None, *, data_dir: str | None = None,
-             quiet: bool = False) -> dict:
+def run_deck(
+    cfg: DeckConfig, out: str | Path | None = None, *, data_dir: str | None = None, quiet: bool = False
+) -> dict:
     from ..data import load_dataset
     from ..models import build_model
 
@@ -97,8 +106,7 @@ def run_deck(cfg: DeckConfig, out: str | Path | None = None, *, data_dir: str | 
         raise UserError(f"CARD-Deck's spectral gate needs images; {data.name} is not an image dataset")
     cfg.corruptions = corruption_names(cfg.corruptions, data.input_shape)
     config = asdict(cfg) | {"members": [str(Path(r).resolve()) for r in cfg.members]}
-    where = open_run_dir(Path(out) if out else Path("runs") / f"card-deck-{config_hash(config)}", "card-deck",
-                         config)
+    where = open_run_dir(Path(out) if out else Path("runs") / f"card-deck-{config_hash(config)}", "card-deck", config)
     models = []
     for m in members:
         net = build_model(m["model"], data.input_shape, data.num_classes, seed=0)
@@ -106,7 +114,7 @@ def run_deck(cfg: DeckConfig, out: str | Path | None = None, *, data_dir: str | 
         models.append(net.eval())
     x, y = data.x_test, data.y_test
     if cfg.samples is not None:
-        x, y = x[:cfg.samples], y[:cfg.samples]
+        x, y = x[: cfg.samples], y[: cfg.samples]
     refs = references(members, data, cfg.seed)
     rc = RobustnessConfig(corruptions=cfg.corruptions, seed=cfg.seed)
     sets = {"clean": x} | (_corrupted_sets(rc, data, x, where) if cfg.corruptions else {})
@@ -118,14 +126,21 @@ def run_deck(cfg: DeckConfig, out: str | Path | None = None, *, data_dir: str | 
             continue
         xs = _standardised(xc, data)
         with torch.no_grad():
-            probs = torch.stack([torch.cat([m(xs[i:i + 1000]).softmax(1) for i in range(0, len(y), 1000)])
-                                 for m in models])  # (members, N, classes)
+            probs = torch.stack(
+                [torch.cat([m(xs[i : i + 1000]).softmax(1) for i in range(0, len(y), 1000)]) for m in models]
+            )  # (members, N, classes)
         choice = gate(refs, to_pixels(xs, data))
         deck = probs[choice, torch.arange(len(y))]
         acc = lambda p: float((p.argmax(1) == y).float().mean())  # noqa: E731
-        rows.append({"condition": cond, "members": {m["label"]: acc(p) for m, p in zip(members, probs)},
-                     "ensemble": acc(probs.mean(0)), "deck": acc(deck),
-                     "chosen": {m["label"]: float((choice == i).float().mean()) for i, m in enumerate(members)}})
+        rows.append(
+            {
+                "condition": cond,
+                "members": {m["label"]: acc(p) for m, p in zip(members, probs)},
+                "ensemble": acc(probs.mean(0)),
+                "deck": acc(deck),
+                "chosen": {m["label"]: float((choice == i).float().mean()) for i, m in enumerate(members)},
+            }
+        )
         write_json(path, {"config": config, "rows": rows})
         if not quiet:
             print(f"{cond}: deck {rows[-1]['deck']:.4f}  ensemble {rows[-1]['ensemble']:.4f}", file=sys.stderr)
@@ -137,12 +152,17 @@ def format_deck(result: dict) -> str:
     head = f"{'condition':<22}" + "".join(f" {lab[:22]:>22}" for lab in labels) + f" {'ensemble':>9} {'deck':>7}"
     lines = ["test accuracy per member, the plain ensemble (mean softmax) and the spectrally gated deck", head]
     for r in result["rows"]:
-        lines.append(f"{r['condition']:<22}" + "".join(f" {r['members'][lab]:>22.4f}" for lab in labels)
-                     + f" {r['ensemble']:>9.4f} {r['deck']:>7.4f}")
+        lines.append(
+            f"{r['condition']:<22}"
+            + "".join(f" {r['members'][lab]:>22.4f}" for lab in labels)
+            + f" {r['ensemble']:>9.4f} {r['deck']:>7.4f}"
+        )
     corr = [r for r in result["rows"] if r["condition"] != "clean"]
     if corr:
         mean = lambda k: sum(k(r) for r in corr) / len(corr)  # noqa: E731
-        lines.append(f"{'mean over corruptions':<22}" + "".join(f" {mean(lambda r: r['members'][lab]):>22.4f}"
-                                                                  for lab in labels)
-                     + f" {mean(lambda r: r['ensemble']):>9.4f} {mean(lambda r: r['deck']):>7.4f}")
+        lines.append(
+            f"{'mean over corruptions':<22}"
+            + "".join(f" {mean(lambda r: r['members'][lab]):>22.4f}" for lab in labels)
+            + f" {mean(lambda r: r['ensemble']):>9.4f} {mean(lambda r: r['deck']):>7.4f}"
+        )
     return "\n".join(lines)

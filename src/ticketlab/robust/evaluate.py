@@ -3,8 +3,8 @@
 every model, the transfer setting of GAP, O'Brien Weiss et al. 2022).
 
 Models: IMP rounds (ticket and each control), prune-init's, DST's members and their ensemble (mean softmax,
-attacked as one model), structured's final model, supermask's
-ticket (and its pretrained parent), compress's dense parent and compressed net; with ``int8``, each model's int8 form too (GAP's comparison with 8-bit
+attacked as one model), structured's final model, supermask's ticket (and its pretrained parent),
+compress's dense parent and compressed net; with ``int8``, each model's int8 form too (GAP's comparison with 8-bit
 quantisation), met with the adversarial examples of its float model - an int8 model has no gradients, so
 its white-box attack is the float twin's (a transfer from the model it was quantised from). Each is
 attacked on the test set (or its first ``samples`` examples) at every eps; results are cached in
@@ -12,6 +12,7 @@ attacked on the test set (or its first ``samples`` examples) at every eps; resul
 resumes where it stopped. For IMP runs, ``robust_vs_density.png`` plots robust accuracy against density,
 tickets against controls.
 """
+
 from __future__ import annotations
 
 import sys
@@ -38,13 +39,13 @@ class RobustnessConfig:
     steps: int = 10
     step_size: float | None = None
     restarts: int = 1
-    samples: int | None = None     # the first N test examples (default: all)
+    samples: int | None = None  # the first N test examples (default: all)
     seed: int = 0
-    transfer: bool = False         # attack the dense model (IMP round 0 / the first model) and evaluate every
-                                   # model on its adversarial examples (GAP's transfer setting)
+    transfer: bool = False  # attack the dense model (IMP round 0 / the first model) and evaluate every
+    # model on its adversarial examples (GAP's transfer setting)
     corruptions: list[str] = field(default_factory=list)  # MNIST-C corruptions (28x28 grayscale data)
-    int8: bool = False             # also each model's int8 form (PyTorch static quantisation, as `export`), met
-                                   # with the float model's examples (white-box) or the transferred ones
+    int8: bool = False  # also each model's int8 form (PyTorch static quantisation, as `export`), met
+    # with the float model's examples (white-box) or the transferred ones
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -73,15 +74,15 @@ class RobustnessConfig:
             self.attack_config(e).validate()
 
     def attack_config(self, eps: float) -> AttackConfig:
-        return AttackConfig(eps=eps, norm=self.norm, steps=self.steps, step_size=self.step_size,
-                            restarts=self.restarts)
+        return AttackConfig(eps=eps, norm=self.norm, steps=self.steps, step_size=self.step_size, restarts=self.restarts)
 
 
 def _accuracy(model, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
     """Accuracy of ``model`` (in eval mode) on (x, y), in batches."""
     with torch.no_grad():
-        return float((torch.cat([model(x[i:i + batch]) for i in range(0, len(y), batch)]).argmax(1) == y)
-                     .float().mean())
+        return float(
+            (torch.cat([model(x[i : i + batch]) for i in range(0, len(y), batch)]).argmax(1) == y).float().mean()
+        )
 
 
 class _Ensemble(torch.nn.Module):
@@ -112,8 +113,9 @@ def _int8(model, data):
     return quantize_int8(model, data.x_train[:1024])
 
 
-def _examples(net: PixelSpace, xp: torch.Tensor, y: torch.Tensor, cfg: RobustnessConfig, eps: float,
-              data) -> torch.Tensor:
+def _examples(
+    net: PixelSpace, xp: torch.Tensor, y: torch.Tensor, cfg: RobustnessConfig, eps: float, data
+) -> torch.Tensor:
     """Adversarial pixels for (xp, y) on ``net`` at ``eps`` with ``cfg``'s attack, seeded by ``cfg.seed``."""
     if cfg.attack == "autoattack":
         try:
@@ -122,15 +124,20 @@ def _examples(net: PixelSpace, xp: torch.Tensor, y: torch.Tensor, cfg: Robustnes
             raise UserError("--attack autoattack needs pyautoattack: pip install 'ticketlab[robust]'") from None
         if data.pixel_range is None:
             raise UserError(f"AutoAttack needs inputs in [0, 1]; {data.name} has no pixel range")
-        adversary = AutoAttack(net, eps=eps, norm="Linf" if cfg.norm == "linf" else "L2", seed=cfg.seed,
-                               device=xp.device)
+        adversary = AutoAttack(
+            net, eps=eps, norm="Linf" if cfg.norm == "linf" else "L2", seed=cfg.seed, device=xp.device
+        )
         adv, _ = adversary.run_standard_evaluation(xp.clamp(0, 1), y, batch_size=500)  # (x_adv, y_adv)
         return adv
     g = torch.Generator().manual_seed(cfg.seed)
-    return torch.cat([
-        pgd(net, xp[i:i + 500], y[i:i + 500], cfg.attack_config(eps), pixel_range=data.pixel_range, generator=g)
-        if cfg.attack == "pgd" else fgsm(net, xp[i:i + 500], y[i:i + 500], eps, pixel_range=data.pixel_range)
-        for i in range(0, len(y), 500)])
+    return torch.cat(
+        [
+            pgd(net, xp[i : i + 500], y[i : i + 500], cfg.attack_config(eps), pixel_range=data.pixel_range, generator=g)
+            if cfg.attack == "pgd"
+            else fgsm(net, xp[i : i + 500], y[i : i + 500], eps, pixel_range=data.pixel_range)
+            for i in range(0, len(y), 500)
+        ]
+    )
 
 
 def corruption_names(names: list[str], input_shape: tuple[int, ...]) -> list[str]:
@@ -156,8 +163,9 @@ def _corrupted_sets(cfg: RobustnessConfig, data, x: torch.Tensor, out: Path) -> 
     cifar = tuple(x.shape[1:]) == (3, 32, 32)
     table = CIFAR10_C if cifar else MNIST_C
     if data.pixel_range != (0.0, 1.0) or (not cifar and tuple(x.shape[1:]) != (1, 28, 28)):
-        raise UserError(f"--corruptions are MNIST-C's (28x28 grayscale) or CIFAR-10-C's (32x32 RGB); {data.name} "
-                        "is neither")
+        raise UserError(
+            f"--corruptions are MNIST-C's (28x28 grayscale) or CIFAR-10-C's (32x32 RGB); {data.name} is neither"
+        )
     bad = [c for c in cfg.corruptions if c not in table]
     if bad:
         raise UserError(f"unknown corruption {bad[0]!r} for {data.name}; choose from: all, {', '.join(table)}")
@@ -172,11 +180,13 @@ def _corrupted_sets(cfg: RobustnessConfig, data, x: torch.Tensor, out: Path) -> 
         sets = {}
         for c in cfg.corruptions:
             for s in SEVERITIES:
-                sets[f"{c}/{s}"] = torch.from_numpy(np.round(corrupt_cifar(pix, c, s, seed=cfg.seed) * 255)
-                                                    .astype(np.uint8))
+                sets[f"{c}/{s}"] = torch.from_numpy(
+                    np.round(corrupt_cifar(pix, c, s, seed=cfg.seed) * 255).astype(np.uint8)
+                )
     else:
-        sets = {c: from_pixels(torch.from_numpy(corrupt(pix, c, seed=cfg.seed)), data).contiguous()
-                for c in cfg.corruptions}
+        sets = {
+            c: from_pixels(torch.from_numpy(corrupt(pix, c, seed=cfg.seed)), data).contiguous() for c in cfg.corruptions
+        }
     save_tensors(cache, sets)
     return sets
 
@@ -201,9 +211,14 @@ def run_group(group: Path, cfg: RobustnessConfig, data_dir: str | None, quiet: b
     for sd in seeds:
         if not quiet:
             print(f"seed {sd}:", file=sys.stderr)
-        results.append(run_robustness(seed_dir(group, sd), replace(cfg, eps=list(cfg.eps),
-                                                                   corruptions=list(cfg.corruptions)),
-                                      data_dir=data_dir, quiet=quiet))
+        results.append(
+            run_robustness(
+                seed_dir(group, sd),
+                replace(cfg, eps=list(cfg.eps), corruptions=list(cfg.corruptions)),
+                data_dir=data_dir,
+                quiet=quiet,
+            )
+        )
     labels = [[r["label"] for r in res["rows"]] for res in results]
     if any(lab != labels[0] for lab in labels):
         raise UserError(f"the seeds of {group} hold different models; finish every seed first")
@@ -218,8 +233,9 @@ def run_group(group: Path, cfg: RobustnessConfig, data_dir: str | None, quiet: b
     return result
 
 
-def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str | None = None,
-                   quiet: bool = False) -> dict:
+def run_robustness(
+    run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str | None = None, quiet: bool = False
+) -> dict:
     """Every trained model of ``run_dir`` (a run, or a seed group: mean ± std over its seeds)."""
     from ..data import load_dataset
     from ..models import build_model
@@ -236,7 +252,7 @@ def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str 
     out = open_run_dir(run / f"robustness-{config_hash(config)}", "robustness", config)
     x, y = data.x_test, data.y_test
     if cfg.samples is not None:
-        x, y = x[:cfg.samples], y[:cfg.samples]
+        x, y = x[: cfg.samples], y[: cfg.samples]
     corrupted = _corrupted_sets(cfg, data, x, out) if cfg.corruptions else {}
     path = out / "results.json"
     rows = read_json(path)["rows"] if path.exists() else []
@@ -258,8 +274,13 @@ def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str 
             continue
         if "members" in m:
             main = _ensemble(m["members"], load, model)
-            advs = {e: transferred[e] if cfg.transfer else
-                    _examples(PixelSpace(main, data.mean, data.std), xp, y, cfg, e, data) for e in cfg.eps if e}
+            advs = {
+                e: transferred[e]
+                if cfg.transfer
+                else _examples(PixelSpace(main, data.mean, data.std), xp, y, cfg, e, data)
+                for e in cfg.eps
+                if e
+            }
         else:
             load(m["weights"])
             main = model
@@ -270,8 +291,13 @@ def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str 
         for label, group, fmodel in forms:
             pixel_net = PixelSpace(fmodel, data.mean, data.std)
             clean = _accuracy(fmodel, x, y)
-            row = {"label": label, "group": group, "density": m["density"], "clean_acc": clean,
-                   "robust_acc": {str(e): clean if e == 0 else _accuracy(pixel_net, advs[e], y) for e in cfg.eps}}
+            row = {
+                "label": label,
+                "group": group,
+                "density": m["density"],
+                "clean_acc": clean,
+                "robust_acc": {str(e): clean if e == 0 else _accuracy(pixel_net, advs[e], y) for e in cfg.eps},
+            }
             if corrupted:
                 acc = {c: _accuracy(fmodel, _standardised(xc, data), y) for c, xc in corrupted.items()}
                 row["corruption_acc"] = acc
@@ -281,8 +307,12 @@ def run_robustness(run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str 
         clean = rows[-len(forms)]["clean_acc"]
         write_json(path, {"run": str(run), "config": config, "rows": rows})
         if not quiet:
-            print(f"[{i + 1}/{len(models)}] {m['label']}: clean {clean:.4f}  " +
-                  "  ".join(f"eps {e}: {a:.4f}" for e, a in robust.items()), file=sys.stderr, flush=True)
+            print(
+                f"[{i + 1}/{len(models)}] {m['label']}: clean {clean:.4f}  "
+                + "  ".join(f"eps {e}: {a:.4f}" for e, a in robust.items()),
+                file=sys.stderr,
+                flush=True,
+            )
     result = {"run": str(run), "config": config, "rows": rows, "dir": str(out)}
     if record["kind"] == "imp":
         plot_robustness(result, out / "robust_vs_density.png", record["config"])
@@ -301,8 +331,14 @@ def plot_robustness(result: dict, path: Path, run_config: dict) -> None:
             (line,) = ax.plot(xs, ys, "o-", markersize=3, label=f"{g}, eps {e}")
             sd = [getattr(v, "std", 0.0) for v in ys]  # a seed group's means carry their std
             if any(sd):
-                ax.fill_between(xs, [v - d for v, d in zip(ys, sd)], [v + d for v, d in zip(ys, sd)],
-                                color=line.get_color(), alpha=0.2, linewidth=0)
+                ax.fill_between(
+                    xs,
+                    [v - d for v, d in zip(ys, sd)],
+                    [v + d for v, d in zip(ys, sd)],
+                    color=line.get_color(),
+                    alpha=0.2,
+                    linewidth=0,
+                )
     density_axis(ax, sorted({100 * r["density"] for r in rows}, reverse=True))
     c = result["config"]
     ax.set_ylabel(f"robust accuracy ({c['attack']}, {c['norm']})")
@@ -317,18 +353,27 @@ def plot_robustness(result: dict, path: Path, run_config: dict) -> None:
 def format_robustness(result: dict) -> str:
     eps = result["config"]["eps"]
     corr = bool(result["config"].get("corruptions"))
-    head = (f"{'model':<26} {'density':>8} {'clean':>7}" + "".join(f" {'eps ' + str(e):>10}" for e in eps)
-            + (f" {'corruptions':>12}" if corr else ""))
+    head = (
+        f"{'model':<26} {'density':>8} {'clean':>7}"
+        + "".join(f" {'eps ' + str(e):>10}" for e in eps)
+        + (f" {'corruptions':>12}" if corr else "")
+    )
     c = result["config"]
     source = "; examples made on the first (dense) model and transferred" if c.get("transfer") else ""
     seeds = f"; mean ± std over seeds {result['seeds']}" if result.get("seeds") else ""
-    lines = [f"{c['attack']} ({c['norm']}, {c['steps']} steps) robust accuracy; eps in pixel units{source}{seeds}",
-             head]
+    lines = [
+        f"{c['attack']} ({c['norm']}, {c['steps']} steps) robust accuracy; eps in pixel units{source}{seeds}",
+        head,
+    ]
     for r in result["rows"]:
-        lines.append(f"{r['label']:<26} {100 * r['density']:>7.2f}% {r['clean_acc']:>7.4f}"
-                     + "".join(f" {r['robust_acc'][str(e)]:>10.4f}" for e in eps)
-                     + (f" {r['mean_corruption_acc']:>12.4f}" if corr else ""))
+        lines.append(
+            f"{r['label']:<26} {100 * r['density']:>7.2f}% {r['clean_acc']:>7.4f}"
+            + "".join(f" {r['robust_acc'][str(e)]:>10.4f}" for e in eps)
+            + (f" {r['mean_corruption_acc']:>12.4f}" if corr else "")
+        )
     if corr:
-        lines.append(f"corruptions: mean test accuracy over {', '.join(result['config']['corruptions'])} "
-                     "(CIFAR-10-C: each at severities 1-5; per corruption in results.json)")
+        lines.append(
+            f"corruptions: mean test accuracy over {', '.join(result['config']['corruptions'])} "
+            "(CIFAR-10-C: each at severities 1-5; per corruption in results.json)"
+        )
     return "\n".join(lines)

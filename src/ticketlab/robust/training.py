@@ -7,6 +7,7 @@ only takes input gradients, so the step's parameter gradients - and with them th
 those of the loss below. Random starts are drawn from a generator seeded by (seed, iteration): a resumed
 run draws the same ones.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,8 +18,9 @@ from ..seeding import generator
 from .attacks import AttackConfig, PixelSpace, _clip, _project, fgsm_rs, from_pixels, pgd, to_pixels
 
 
-def trades_examples(net: nn.Module, x: torch.Tensor, eps: float, steps: int, alpha: float, pixel_range,
-                    g: torch.Generator) -> torch.Tensor:
+def trades_examples(
+    net: nn.Module, x: torch.Tensor, eps: float, steps: int, alpha: float, pixel_range, g: torch.Generator
+) -> torch.Tensor:
     """TRADES' inner maximisation: maximise KL(f(x) || f(x')) from x + 0.001 N(0, 1), L-inf steps."""
     was = net.training
     net.eval()
@@ -46,8 +48,9 @@ class AdversarialLoss:
         fgsm_rs_ = cfg.adv == "fgsm-rs"
         step = cfg.adv_step_size if cfg.adv_step_size is not None else 1.25 * cfg.adv_eps if fgsm_rs_ else None
         # step None: AttackConfig's default, 2.5 eps / steps
-        self.attack = AttackConfig(eps=cfg.adv_eps, norm=cfg.adv_norm, steps=1 if fgsm_rs_ else cfg.adv_steps,
-                                   step_size=step)
+        self.attack = AttackConfig(
+            eps=cfg.adv_eps, norm=cfg.adv_norm, steps=1 if fgsm_rs_ else cfg.adv_steps, step_size=step
+        )
 
     def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, it: int) -> torch.Tensor:
         g = generator(self.seed, "adversarial-training", it)
@@ -57,8 +60,11 @@ class AdversarialLoss:
         if self.method == "trades":
             adv = trades_examples(net, xp, a.eps, a.steps, a.alpha, self.range, g)
             logits = model(x)
-            kl = F.kl_div(F.log_softmax(model(from_pixels(adv, self.data)), dim=1), F.softmax(logits, dim=1),
-                          reduction="batchmean")
+            kl = F.kl_div(
+                F.log_softmax(model(from_pixels(adv, self.data)), dim=1),
+                F.softmax(logits, dim=1),
+                reduction="batchmean",
+            )
             return F.cross_entropy(logits, y) + self.beta * kl
         if self.method == "fgsm-rs":
             adv = fgsm_rs(net, xp, y, a.eps, alpha=a.alpha, pixel_range=self.range, generator=g)

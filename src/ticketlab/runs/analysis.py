@@ -1,11 +1,12 @@
 """What every analysis of finished runs shares: a run or a seed group as its input (each finished seed's run
 analysed as a run of its own, the group's numbers mean ± std over them), and the trainings it hands in
 together packed under ``--replicates vectorized``."""
+
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import UserError
 from ..io import read_json
@@ -33,8 +34,9 @@ def run_together(ns: argparse.Namespace, fns: list[Callable]) -> list:
     return run_all(fns, resolve(ns.replicates, ns.device), ns.quiet)
 
 
-def per_run(ns: argparse.Namespace, run_dir: str, fn: Callable[[Path], dict], fmt: Callable[[dict], str],
-            then: str = "results") -> int:
+def per_run(
+    ns: argparse.Namespace, run_dir: str, fn: Callable[[Path], dict], fmt: Callable[[dict], str], then: str = "results"
+) -> int:
     """``fn`` (an analysis of one run) on ``run_dir``, or on every finished seed of a seed group (printed as
     mean ± std over the seeds; each seed's table when the results do not average)."""
     runs = seed_group_runs(run_dir)

@@ -1,6 +1,7 @@
 """The engine's commands: every training command run from its flags (``train``: one run or a seed group),
 ``ticketlab show RUN`` (a finished run's, seed group's or sweep's table again, or its config as a file) and
 ``ticketlab runs [DIR]`` (the store: every run under a folder with its settings, state and headline)."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,11 @@ from .sweep import format_sweep
 
 def configure_show(p) -> None:
     p.add_argument("run_dir", metavar="DIR")
-    p.add_argument("--config", action="store_true", help="print the run's config as a TOML file instead (its "
-                                                         "command's --config reads it back)")
+    p.add_argument(
+        "--config",
+        action="store_true",
+        help="print the run's config as a TOML file instead (its command's --config reads it back)",
+    )
     p.add_argument("--layers", action="store_true", help="per-layer densities of each round's mask instead")
 
 
@@ -41,12 +45,15 @@ def show(ns) -> int:
     kind = rec["kind"] if rec is not None else None
     exps = experiments()
     if rec is None or (kind not in exps and kind not in (KIND, SWEEP)):
-        raise UserError(f"{run} is not a run directory of ticketlab (no readable config.json of a known kind); "
-                        "give a folder a ticketlab command made")
+        raise UserError(
+            f"{run} is not a run directory of ticketlab (no readable config.json of a known kind); "
+            "give a folder a ticketlab command made"
+        )
     if ns.config:
         if kind not in exps:
-            raise UserError(f"{run} is not a run directory of a training command; give one (a seed group's "
-                            "seeds are, each)")
+            raise UserError(
+                f"{run} is not a run directory of a training command; give one (a seed group's seeds are, each)"
+            )
         print(config_to_toml(rec["config"], dataclass_flag_dests(exps.get(kind).config)), end="")
         return 0
     try:
@@ -60,8 +67,9 @@ def show(ns) -> int:
         elif exps.get(kind).table is not None:
             print(exps.get(kind).table(run, layers=ns.layers))
         elif ns.layers:
-            raise UserError(f"--layers: a {kind} run has no per-round masks to list; `ticketlab show {run}` prints "
-                            "its table")
+            raise UserError(
+                f"--layers: a {kind} run has no per-round masks to list; `ticketlab show {run}` prints its table"
+            )
         else:
             print(exps.get(kind).format(_summary(run)))
     except (KeyError, TypeError, ValueError, AttributeError, IndexError):
@@ -71,8 +79,13 @@ def show(ns) -> int:
 
 def configure_runs(p) -> None:
     p.add_argument("dir", nargs="?", default="runs", metavar="DIR")
-    p.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
-                   help="keep runs whose config has KEY=VALUE (e.g. model=lenet300, method=rigl, lr=0.1)")
+    p.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep runs whose config has KEY=VALUE (e.g. model=lenet300, method=rigl, lr=0.1)",
+    )
     p.add_argument("--sort", default=None, metavar="METRIC", help="sort by this headline metric, highest first")
     p.add_argument("--metric", default="test_acc", help="the metric column (default test_acc)")
     p.add_argument("--recursive", action="store_true", help="runs at any depth (inside sweeps and groups too)")
@@ -94,14 +107,18 @@ def runs(ns) -> int:
 
 
 SHOW = Command("show", configure_show, show, group="tools")
-RUNS = Command("runs", configure_runs, runs, group="tools",
-               description="Reads every run directory's own files; DIR itself when it is a run, seed group or sweep "
-                           "(then its seeds or points).")
+RUNS = Command(
+    "runs",
+    configure_runs,
+    runs,
+    group="tools",
+    description="Reads every run directory's own files; DIR itself when it is a run, seed group or sweep "
+    "(then its seeds or points).",
+)
 
 
 def train(exp, ns) -> int:
     """A training command from its parsed flags: one run, or a seed group (--seeds N / --seed A,B,C)."""
-    from dataclasses import replace
 
     seed_arg = getattr(ns, "seed", None)  # (before config_from_args keeps a list's first seed only)
     cfg = config_from_args(ns, exp.config, exp.presets)

@@ -6,11 +6,12 @@ and the few headline metrics a sweep table or ``ticketlab runs`` shows, register
 there, or a plugin's entry point). Everything above - flags, ``--seeds``, ``ticketlab sweep``, the run store -
 works for every registered experiment with no per-command code.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .. import commands
 from ..registry import Registry
@@ -19,19 +20,19 @@ from .rundir import default_run_dir
 
 @dataclass(frozen=True)
 class Experiment:
-    name: str                                   # the command, and the run kind stored in config.json
-    config: type                                # a RunConfig dataclass with model, dataset and seed
-    run: Callable[..., dict]                    # run(cfg, out, *, device, data_dir, quiet, checkpoint_every)
-    format: Callable[[dict], str]               # the summary as the table the command prints
-    headline: Callable[[dict], dict]            # a few named numbers of a summary (sweep tables, runs listing)
+    name: str  # the command, and the run kind stored in config.json
+    config: type  # a RunConfig dataclass with model, dataset and seed
+    run: Callable[..., dict]  # run(cfg, out, *, device, data_dir, quiet, checkpoint_every)
+    format: Callable[[dict], str]  # the summary as the table the command prints
+    headline: Callable[[dict], dict]  # a few named numbers of a summary (sweep tables, runs listing)
     help: str = ""
     description: str = ""
     presets: dict = field(default_factory=dict)
-    check: Callable | None = None               # check(cfg, model, data): method-specific refusals before training
-    legacy_kinds: tuple[str, ...] = ()          # run kinds this experiment's folders were stored under before
-    plot_group: Callable | None = None          # plot_group(summary, folder): plots of a seed group's means ± std
-    table: Callable | None = None               # table(folder, layers): `show`'s table of a finished run (default:
-                                                # format(summary.json)); layers: per-layer densities instead
+    check: Callable | None = None  # check(cfg, model, data): method-specific refusals before training
+    legacy_kinds: tuple[str, ...] = ()  # run kinds this experiment's folders were stored under before
+    plot_group: Callable | None = None  # plot_group(summary, folder): plots of a seed group's means ± std
+    table: Callable | None = None  # table(folder, layers): `show`'s table of a finished run (default:
+    # format(summary.json)); layers: per-layer densities instead
 
     def run_dir(self, cfg, root: str | Path = "runs") -> Path:
         """The default run directory of ``cfg`` (an existing one under a legacy kind's name is reused)."""

@@ -1,4 +1,5 @@
 """Reading back what a run wrote: masks and weights, checked against the model they are for."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,10 +11,10 @@ from ..errors import UserError
 from ..io import load_tensors
 from ..sparse import Mask
 
+
 def load_mask(path: Path, reference: Mask) -> Mask:
     m = load_tensors(path)
-    if set(m) != set(reference) or any(m[n].shape != reference[n].shape or m[n].dtype != torch.bool
-                                       for n in reference):
+    if set(m) != set(reference) or any(m[n].shape != reference[n].shape or m[n].dtype != torch.bool for n in reference):
         raise UserError(f"{path} is not a mask for this model; delete it to recompute")
     return {n: m[n].to(reference[n].device) for n in reference}
 

@@ -12,12 +12,13 @@ Runners need no change: the packing happens below them, so every command's ``--s
 whose trainings do not depend on each other (IMP's ticket and controls of a round, the methods of a baseline
 table) may hand them in together with ``together``, so that they share a pack too, within one run as well.
 """
+
 from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import torch
 
@@ -43,14 +44,15 @@ def resolve(mode: str, device: str) -> str:
     return mode
 
 
-def current() -> "Lockstep | None":
+def current() -> Lockstep | None:
     return getattr(_local, "pack", None)
 
 
 @dataclass
 class Request:
     """One training a run hands to the coordinator (the arguments ``train`` would get)."""
-    index: tuple                     # the run's position (orders a pack's members; ``together`` adds levels)
+
+    index: tuple  # the run's position (orders a pack's members; ``together`` adds levels)
     model: torch.nn.Module
     data: object
     cfg: object
@@ -60,17 +62,24 @@ class Request:
     total: int
     checkpointer: object
     log: object
-    alone: Callable[[], object]      # the same training through ``train`` (when it cannot be packed)
-    sparse: Callable | None = None   # builds the training's dynamic sparse trainer (``train``'s ``sparse``)
+    alone: Callable[[], object]  # the same training through ``train`` (when it cannot be packed)
+    sparse: Callable | None = None  # builds the training's dynamic sparse trainer (``train``'s ``sparse``)
     result: object = None
     error: BaseException | None = None
     done: bool = False
     key: tuple = field(default=())
 
     def __post_init__(self):
-        self.key = (signature(self.model), repr(sorted(asdict(self.cfg).items())), self.start_iter, self.total,
-                    None if self.mask is None else tuple(self.mask), tuple(self.data.x_train.shape),
-                    str(self.data.x_train.device), self.sparse is not None)
+        self.key = (
+            signature(self.model),
+            repr(sorted(asdict(self.cfg).items())),
+            self.start_iter,
+            self.total,
+            None if self.mask is None else tuple(self.mask),
+            tuple(self.data.x_train.shape),
+            str(self.data.x_train.device),
+            self.sparse is not None,
+        )
 
 
 def _convolutional(model: torch.nn.Module) -> bool:
@@ -88,7 +97,7 @@ class Lockstep:
         self.unfinished = 0
         self.waiting: list[Request] = []
         self.quiet = quiet
-        self.packs: list[int] = []   # sizes of the vectorised packs trained (for tests and progress)
+        self.packs: list[int] = []  # sizes of the vectorised packs trained (for tests and progress)
 
     def run(self, fns: list[Callable[[], object]]) -> list:
         """Run every ``fns[i]()`` in its own thread, in lockstep; returns their results (re-raises the first
@@ -136,8 +145,10 @@ class Lockstep:
                         self.unfinished -= 1
                     self.cv.notify_all()
 
-        threads = [threading.Thread(target=body, args=(i,), daemon=True, name=f"ticketlab-run-{parent + (i,)}")
-                   for i in range(len(fns))]
+        threads = [
+            threading.Thread(target=body, args=(i,), daemon=True, name=f"ticketlab-run-{parent + (i,)}")
+            for i in range(len(fns))
+        ]
         for t in threads:
             t.start()
         return threads, results, errors
@@ -167,11 +178,15 @@ class Lockstep:
         for r in sorted(batch, key=lambda r: r.index):
             groups.setdefault(r.key, []).append(r)
         for reqs in groups.values():
-            packable = [r for r in reqs if torch.equal(r.data.x_train, reqs[0].data.x_train)
-                        and torch.equal(r.data.y_train, reqs[0].data.y_train)]
+            packable = [
+                r
+                for r in reqs
+                if torch.equal(r.data.x_train, reqs[0].data.x_train)
+                and torch.equal(r.data.y_train, reqs[0].data.y_train)
+            ]
             rest = [r for r in reqs if r not in packable]
             for i in range(0, len(packable), self.max_pack):
-                self._train_pack(packable[i:i + self.max_pack], rest if i == 0 else [])
+                self._train_pack(packable[i : i + self.max_pack], rest if i == 0 else [])
 
     def _train_pack(self, packable: list[Request], rest: list[Request]) -> None:
         """Train ``packable`` in one vectorised loop where it can (else one by one), then ``rest`` one by one."""
@@ -179,11 +194,19 @@ class Lockstep:
         if len(packable) > 1 and (self.cpu_convs or not on_cpu or not _convolutional(packable[0].model)):
             try:
                 results = train_replicates(
-                    [r.model for r in packable], packable[0].data, packable[0].cfg,
-                    masks=[r.mask for r in packable], seeds=[r.seed for r in packable],
-                    start_iter=packable[0].start_iter, total=packable[0].total,
-                    checkpointers=[r.checkpointer for r in packable], logs=[r.log for r in packable],
-                    progress=not self.quiet, desc="trainings", sparse=[r.sparse for r in packable])
+                    [r.model for r in packable],
+                    packable[0].data,
+                    packable[0].cfg,
+                    masks=[r.mask for r in packable],
+                    seeds=[r.seed for r in packable],
+                    start_iter=packable[0].start_iter,
+                    total=packable[0].total,
+                    checkpointers=[r.checkpointer for r in packable],
+                    logs=[r.log for r in packable],
+                    progress=not self.quiet,
+                    desc="trainings",
+                    sparse=[r.sparse for r in packable],
+                )
                 for r, res in zip(packable, results):
                     r.result = res
                 self.packs.append(len(packable))
@@ -227,7 +250,7 @@ def together(fns: list[Callable[[], object]]) -> list:
         return [f() for f in fns]
     out: list = []
     for i in range(0, len(fns), pack.max_pack):  # at most a pack's worth of models alive at once
-        out += pack.fork(fns[i:i + pack.max_pack])
+        out += pack.fork(fns[i : i + pack.max_pack])
     return out
 
 

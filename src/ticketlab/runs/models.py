@@ -1,6 +1,7 @@
 """The trained models of a finished run, for the commands that evaluate them (robustness, card-deck, verify):
 IMP rounds and controls, prune-init's, DST's members and their ensemble, structured's final model,
 supermask's ticket and its parent, compress's dense parent and compressed net."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,7 @@ from ..io import read_json
 from .files import fit_state
 
 
-def trained_models(run: Path, kinds: tuple[str, ...] | None = None,
-                   refusal: str = "") -> tuple[dict, list[dict]]:
+def trained_models(run: Path, kinds: tuple[str, ...] | None = None, refusal: str = "") -> tuple[dict, list[dict]]:
     """(the run's config record, [{"label", "group", "density", "weights": path}]) of a finished run.
 
     ``kinds``: the run kinds a caller takes; another kind is refused with ``refusal`` (what it takes)."""
@@ -29,51 +29,133 @@ def trained_models(run: Path, kinds: tuple[str, ...] | None = None,
     if kind == "imp":
         for r in summary["rounds"]:
             d = run / f"round_{r['round']:02d}"
-            out.append({"label": f"round {r['round']} ticket", "group": "ticket", "density": r["density"],
-                        "weights": d / "final.safetensors"})
+            out.append(
+                {
+                    "label": f"round {r['round']} ticket",
+                    "group": "ticket",
+                    "density": r["density"],
+                    "weights": d / "final.safetensors",
+                }
+            )
             for c in r["controls"]:
-                out.append({"label": f"round {r['round']} {c}", "group": c, "density": r["density"],
-                            "weights": d / c / "final.safetensors"})
+                out.append(
+                    {
+                        "label": f"round {r['round']} {c}",
+                        "group": c,
+                        "density": r["density"],
+                        "weights": d / c / "final.safetensors",
+                    }
+                )
     elif kind == "prune-init":
-        out.append({"label": summary["config"]["method"], "group": "prune-init", "density": summary["density"],
-                    "weights": run / "final.safetensors"})
+        out.append(
+            {
+                "label": summary["config"]["method"],
+                "group": "prune-init",
+                "density": summary["density"],
+                "weights": run / "final.safetensors",
+            }
+        )
     elif kind == "dst":
         for i, m in enumerate(summary["runs"]):
-            out.append({"label": f"{summary['config']['method']} run {i}", "group": "dst", "density": m["density"],
-                        "weights": run / f"train_{i}" / "final.safetensors"})
+            out.append(
+                {
+                    "label": f"{summary['config']['method']} run {i}",
+                    "group": "dst",
+                    "density": m["density"],
+                    "weights": run / f"train_{i}" / "final.safetensors",
+                }
+            )
         if len(out) > 1:  # the ensemble (mean softmax), attacked as one model
-            out.append({"label": "ensemble", "group": "ensemble", "density": out[0]["density"],
-                        "weights": out[0]["weights"], "members": [m["weights"] for m in list(out)]})
+            out.append(
+                {
+                    "label": "ensemble",
+                    "group": "ensemble",
+                    "density": out[0]["density"],
+                    "weights": out[0]["weights"],
+                    "members": [m["weights"] for m in list(out)],
+                }
+            )
     elif kind == "compress":
         src = Path(summary["config"]["source"]) / "round_00" / "final.safetensors"
         out.append({"label": "dense parent", "group": "dense", "density": 1.0, "weights": src})
         c = summary["config"]
-        out.append({"label": f"{c['method']} ({c['steps']} steps)", "group": c["method"],
-                    "density": summary["density"], "weights": run / "final.safetensors"})
+        out.append(
+            {
+                "label": f"{c['method']} ({c['steps']} steps)",
+                "group": c["method"],
+                "density": summary["density"],
+                "weights": run / "final.safetensors",
+            }
+        )
     elif kind == "neurons":
         c = summary["config"]
-        out.append({"label": "dense parent", "group": "dense", "density": 1.0,
-                    "weights": Path(c["source"]) / "round_00" / "final.safetensors"})
+        out.append(
+            {
+                "label": "dense parent",
+                "group": "dense",
+                "density": 1.0,
+                "weights": Path(c["source"]) / "round_00" / "final.safetensors",
+            }
+        )
         what = "grafted" if c["method"] == "graft" else "pruned"
-        out.append({"label": f"{c['score']} {what} {c['fraction']:g}", "group": f"{c['method']}-{c['score']}",
-                    "density": summary["weight_density"], "weights": run / "final.safetensors"})
+        out.append(
+            {
+                "label": f"{c['score']} {what} {c['fraction']:g}",
+                "group": f"{c['method']}-{c['score']}",
+                "density": summary["weight_density"],
+                "weights": run / "final.safetensors",
+            }
+        )
     elif kind == "deadwood":
-        out.append({"label": "dense parent", "group": "dense", "density": 1.0,
-                    "weights": Path(summary["config"]["source"]) / "round_00" / "final.safetensors"})
-        out.append({"label": "deadwooding", "group": "deadwood", "density": summary["density"],
-                    "weights": run / "final.safetensors"})
+        out.append(
+            {
+                "label": "dense parent",
+                "group": "dense",
+                "density": 1.0,
+                "weights": Path(summary["config"]["source"]) / "round_00" / "final.safetensors",
+            }
+        )
+        out.append(
+            {
+                "label": "deadwooding",
+                "group": "deadwood",
+                "density": summary["density"],
+                "weights": run / "final.safetensors",
+            }
+        )
     elif kind == "supermask":
         c = summary["config"]
         if c.get("pretrained"):
-            out.append({"label": "dense parent", "group": "dense", "density": 1.0,
-                        "weights": Path(c["pretrained"]) / "round_00" / "final.safetensors"})
-        out.append({"label": f"{c['method']} ticket", "group": c["method"], "density": summary["density"],
-                    "weights": run / "ticket.safetensors"})
+            out.append(
+                {
+                    "label": "dense parent",
+                    "group": "dense",
+                    "density": 1.0,
+                    "weights": Path(c["pretrained"]) / "round_00" / "final.safetensors",
+                }
+            )
+        out.append(
+            {
+                "label": f"{c['method']} ticket",
+                "group": c["method"],
+                "density": summary["density"],
+                "weights": run / "ticket.safetensors",
+            }
+        )
     elif kind == "structured":
-        out.append({"label": "structured (final)", "group": "structured",
-                    "density": summary["passes"][-1]["weight_density"], "weights": run / "final.safetensors"})
+        out.append(
+            {
+                "label": "structured (final)",
+                "group": "structured",
+                "density": summary["passes"][-1]["weight_density"],
+                "weights": run / "final.safetensors",
+            }
+        )
     else:
-        raise UserError(f"{run} is a {kind} run; robustness and verify take imp, prune-init, dst, structured, compress, neurons, deadwood and supermask runs")
+        raise UserError(
+            f"{run} is a {kind} run; robustness and verify take imp, prune-init, dst, structured, compress, neurons, "
+            "deadwood and supermask runs"
+        )
     missing = [m["label"] for m in out if not m["weights"].exists()]
     if missing:
         raise UserError(f"{run} holds no trained model for {missing[0]}; finish the run first")

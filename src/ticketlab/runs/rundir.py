@@ -2,13 +2,14 @@
 
 Only settings that change results are in ``config.json`` (not the output path, device or verbosity).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from ..errors import UserError
 from ..io import read_json, write_json
@@ -42,8 +43,13 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def open_run_dir(path: str | Path, kind: str, config: dict, normalize: Callable[[dict], dict] | None = None,
-                 legacy_kinds: tuple[str, ...] = ()) -> Path:
+def open_run_dir(
+    path: str | Path,
+    kind: str,
+    config: dict,
+    normalize: Callable[[dict], dict] | None = None,
+    legacy_kinds: tuple[str, ...] = (),
+) -> Path:
     """Create or reopen ``path`` for a run of ``config``; refuse foreign or mismatching directories.
 
     ``normalize`` maps a stored config to the current schema (new settings at their defaults), so runs
@@ -67,8 +73,10 @@ def open_run_dir(path: str | Path, kind: str, config: dict, normalize: Callable[
                 pass
         if stored != config:
             changed = ", ".join(_diff(stored if isinstance(stored, dict) else {}, config)) or "?"
-            raise UserError(f"{path} holds a run with a different config (differs in: {changed}); "
-                            "use another --out, or repeat the original command to resume it")
+            raise UserError(
+                f"{path} holds a run with a different config (differs in: {changed}); "
+                "use another --out, or repeat the original command to resume it"
+            )
         return path
     if path.exists() and any(path.iterdir()):
         raise UserError(f"{path} is not empty and is not a ticketlab run directory; choose an empty or new --out")

@@ -12,6 +12,7 @@ in the denominator; 0 for one seed); other leaves stay as they are when the seed
 ``{"values": [...]}``. ``display`` turns that back into a summary the experiment's own formatter prints,
 with ``Stat`` numbers that format as "mean ± std".
 """
+
 from __future__ import annotations
 
 import math
@@ -110,18 +111,27 @@ class Stat(float):
     __rmul__ = __mul__
 
     def __truediv__(self, c):
-        return Stat(float(self) / c, self.std / abs(c), self.n) if _number(c) and not isinstance(c, Stat) else \
-            float(self) / float(c)
+        return (
+            Stat(float(self) / c, self.std / abs(c), self.n)
+            if _number(c) and not isinstance(c, Stat)
+            else float(self) / float(c)
+        )
 
     def __add__(self, c):
-        return Stat(float(self) + c, self.std, self.n) if _number(c) and not isinstance(c, Stat) else \
-            float(self) + float(c)
+        return (
+            Stat(float(self) + c, self.std, self.n)
+            if _number(c) and not isinstance(c, Stat)
+            else float(self) + float(c)
+        )
 
     __radd__ = __add__
 
     def __sub__(self, c):
-        return Stat(float(self) - c, self.std, self.n) if _number(c) and not isinstance(c, Stat) else \
-            float(self) - float(c)
+        return (
+            Stat(float(self) - c, self.std, self.n)
+            if _number(c) and not isinstance(c, Stat)
+            else float(self) - float(c)
+        )
 
     def __neg__(self):
         return Stat(-float(self), self.std, self.n)
@@ -180,8 +190,9 @@ def finished_seeds(group: Path) -> list[int]:
         return []
     s = read_json(path)
     seeds = s.get("seeds") if isinstance(s, dict) else None
-    if not isinstance(seeds, list) or not all(isinstance(x, int) and (seed_dir(group, x) / SUMMARY).is_file()
-                                                for x in seeds):
+    if not isinstance(seeds, list) or not all(
+        isinstance(x, int) and (seed_dir(group, x) / SUMMARY).is_file() for x in seeds
+    ):
         raise UserError(f"{path} is corrupt; delete it and repeat the command to rebuild it")
     return seeds
 
@@ -191,10 +202,15 @@ def write_group_summary(exp: Experiment, group: Path, seeds: list[int]) -> dict:
     seeds = sorted(seeds)
     summaries = [read_json(seed_dir(group, s) / SUMMARY) for s in seeds]
     stored = read_json(group / CONFIG_FILE)["config"]
-    result = {"kind": KIND, "experiment": exp.name, "config": stored["config"], "seeds": seeds,
-              "runs": {str(s): seed_dir(group, s).name for s in seeds},
-              "headline": aggregate([exp.headline(s) for s in summaries]) if summaries else {},
-              "aggregate": aggregate(summaries) if summaries else {}}
+    result = {
+        "kind": KIND,
+        "experiment": exp.name,
+        "config": stored["config"],
+        "seeds": seeds,
+        "runs": {str(s): seed_dir(group, s).name for s in seeds},
+        "headline": aggregate([exp.headline(s) for s in summaries]) if summaries else {},
+        "aggregate": aggregate(summaries) if summaries else {},
+    }
     write_json(group / SUMMARY, result)
     return result
 
@@ -204,8 +220,9 @@ def open_group(exp: Experiment, cfg, out: str | Path | None) -> Path:
     return open_run_dir(out if out is not None else default_run_dir(f"{exp.name}-seeds", config), KIND, config)
 
 
-def run_seeds(exp: Experiment, cfg, seeds: list[int], out: str | Path | None = None, *,
-              replicates: str = "sequential", **runtime) -> dict:
+def run_seeds(
+    exp: Experiment, cfg, seeds: list[int], out: str | Path | None = None, *, replicates: str = "sequential", **runtime
+) -> dict:
     """Run ``exp`` at every seed (each resumable in its own folder) and aggregate; returns the group summary.
 
     The summary covers every seed the group has finished, this call's and earlier calls' (``--seeds 3`` then
@@ -223,8 +240,11 @@ def run_seeds(exp: Experiment, cfg, seeds: list[int], out: str | Path | None = N
         from .lockstep import Lockstep
 
         if not quiet:
-            print(f"seeds {', '.join(str(s) for s, _ in todo)} together (vectorized replicates) in {group}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"seeds {', '.join(str(s) for s, _ in todo)} together (vectorized replicates) in {group}",
+                file=sys.stderr,
+                flush=True,
+            )
         Lockstep(quiet=quiet).run([lambda c=c, s=s: exp.run(c, seed_dir(group, s), **runtime) for s, c in todo])
         done = sorted(set(done) | {s for s, _ in todo})
         write_group_summary(exp, group, done)
@@ -259,6 +279,7 @@ def format_group(exp: Experiment, result: dict) -> str:
         lines.append(f"{'metric':<24} {'mean':>11} {'std':>10} {'min':>11} {'max':>11} {'n':>3}")
         for k, st in head.items():
             if is_stat(st):
-                lines.append(f"{k:<24} {st['mean']:>11.5g} {st['std']:>10.3g} {st['min']:>11.5g} "
-                             f"{st['max']:>11.5g} {st['n']:>3}")
+                lines.append(
+                    f"{k:<24} {st['mean']:>11.5g} {st['std']:>10.3g} {st['min']:>11.5g} {st['max']:>11.5g} {st['n']:>3}"
+                )
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 Every method's runner starts here (``start_run``); nothing in this package imports a method family.
 """
+
 from __future__ import annotations
 
 import sys
@@ -30,11 +31,15 @@ def check_fits(model: nn.Module, data: Dataset) -> None:
         with torch.no_grad():
             out = model.eval()(data.x_train[:2].to(next(model.parameters()).device))
     except Exception as e:
-        raise UserError(f"the model does not accept {data.name}'s input shape {data.input_shape} "
-                        f"({str(e).splitlines()[0][:120]}); pick a model that fits") from None
+        raise UserError(
+            f"the model does not accept {data.name}'s input shape {data.input_shape} "
+            f"({str(e).splitlines()[0][:120]}); pick a model that fits"
+        ) from None
     if out.shape != (2, data.num_classes):
-        raise UserError(f"the model outputs shape {tuple(out.shape[1:])} but {data.name} has "
-                        f"{data.num_classes} classes; pick a model that fits")
+        raise UserError(
+            f"the model outputs shape {tuple(out.shape[1:])} but {data.name} has "
+            f"{data.num_classes} classes; pick a model that fits"
+        )
 
 
 class RunConfig:

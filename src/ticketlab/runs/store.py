@@ -1,5 +1,6 @@
 """The run store: the run directories under a folder, read from their own files (nothing else to keep in
 sync). Each entry: path, kind, key settings, state (done / partial / failed / empty) and headline metrics."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,17 @@ from .seeds import KIND as SEEDS
 from .seeds import display, is_stat
 from .sweep import KIND as SWEEP
 
-KEY_SETTINGS = ("model", "dataset", "method", "density", "criterion", "rounds", "target_density", "sparsity",
-                "min_density")
+KEY_SETTINGS = (
+    "model",
+    "dataset",
+    "method",
+    "density",
+    "criterion",
+    "rounds",
+    "target_density",
+    "sparsity",
+    "min_density",
+)
 # A finished IMP run has drawn its plots (its summary.json is rewritten after every round).
 DONE_FILES = {"imp": "accuracy_vs_density.png"}
 
@@ -42,8 +52,13 @@ def describe(run: Path, root: Path) -> dict | None:
     kind, config = rec["kind"], rec["config"]
     exps = experiments()
     varied: list[str] = []  # a sweep's axes: not fixed settings
-    entry = {"path": str(run.relative_to(root)) if run != root else ".", "kind": kind, "settings": {},
-             "state": "empty", "metrics": {}}
+    entry = {
+        "path": str(run.relative_to(root)) if run != root else ".",
+        "kind": kind,
+        "settings": {},
+        "state": "empty",
+        "metrics": {},
+    }
     summary = read_json_or_none(run / "summary.json")
     if kind == SEEDS:
         name = config.get("experiment")
@@ -61,8 +76,9 @@ def describe(run: Path, root: Path) -> dict | None:
         sw = read_json_or_none(run / "sweep.json")
         if isinstance(sw, dict):
             states = [p.get("state") for p in sw.get("points", [])]
-            entry["state"] = ("failed" if sw.get("failed") else "done" if states and all(s == "done" for s in states)
-                              else "partial")
+            entry["state"] = (
+                "failed" if sw.get("failed") else "done" if states and all(s == "done" for s in states) else "partial"
+            )
             entry["settings"]["points"] = len(states)
     else:
         cfg = config

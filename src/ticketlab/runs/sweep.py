@@ -10,6 +10,7 @@ or whose worker dies, leaves only its own run directory (which resumes from its 
 try: Ray retries it at once, the local backend on the next invocation). Group summaries and sweep.json are
 written by the driver alone, after each task, so no two processes ever write the same file.
 """
+
 from __future__ import annotations
 
 import math
@@ -39,6 +40,7 @@ FAULT_ENV = "TICKETLAB_FAULT_KILL_AFTER_CHECKPOINT"  # tests: the first worker t
 @dataclass
 class Point:
     """One grid point: its folder name, its axis values (as given) and its config (seed set per task)."""
+
     name: str
     values: dict
     cfg: object
@@ -125,6 +127,7 @@ def run_pack(tasks: list[tuple], threads: int | None) -> list[str | None]:
                 run_task(*args, threads)
             except UserError as e:
                 errors[i] = str(e)
+
         return run
 
     quiet = all(a[3].get("quiet", True) for a in tasks)
@@ -200,12 +203,15 @@ def check_ray_address(address: str, timeout: float = 5.0) -> None:
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as e:
-        raise UserError(f"cannot reach the Ray cluster at --ray-address {address} ({e.strerror or e}); check the "
-                        "address or leave it out to start a local Ray") from None
+        raise UserError(
+            f"cannot reach the Ray cluster at --ray-address {address} ({e.strerror or e}); check the "
+            "address or leave it out to start a local Ray"
+        ) from None
 
 
-def _ray(tasks, address: str | None, cpus: float, gpus: float, jobs: int | None, retries: int, on_done,
-         quiet: bool, fn=None) -> dict:
+def _ray(
+    tasks, address: str | None, cpus: float, gpus: float, jobs: int | None, retries: int, on_done, quiet: bool, fn=None
+) -> dict:
     ray = import_ray()
     temp = None
     t0 = time.perf_counter()
@@ -214,13 +220,22 @@ def _ray(tasks, address: str | None, cpus: float, gpus: float, jobs: int | None,
             try:
                 ray.init(address=address, log_to_driver=not quiet, configure_logging=False)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise UserError(f"cannot reach the Ray cluster at --ray-address {address} "
-                                f"({str(e).splitlines()[0][:100]}); check the address or leave it out") from None
+                raise UserError(
+                    f"cannot reach the Ray cluster at --ray-address {address} "
+                    f"({str(e).splitlines()[0][:100]}); check the address or leave it out"
+                ) from None
         else:
             temp = tempfile.mkdtemp(prefix="tl-ray-")  # short: Ray's socket paths must fit 107 bytes
-            ray.init(num_cpus=jobs or os.cpu_count(), num_gpus=None if gpus else 0, include_dashboard=False,
-                     object_store_memory=100 * 1024 ** 2, _temp_dir=temp, _node_ip_address="127.0.0.1",
-                     log_to_driver=not quiet, configure_logging=False)
+            ray.init(
+                num_cpus=jobs or os.cpu_count(),
+                num_gpus=None if gpus else 0,
+                include_dashboard=False,
+                object_store_memory=100 * 1024**2,
+                _temp_dir=temp,
+                _node_ip_address="127.0.0.1",
+                log_to_driver=not quiet,
+                configure_logging=False,
+            )
         startup = time.perf_counter() - t0
         remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(fn or run_task)
         threads = max(1, int(cpus))
@@ -261,12 +276,29 @@ def sweep_config(exp: Experiment, base_cfg, points: list[Point]) -> dict:
     return {"experiment": exp.name, "fixed": fixed, "axes": [[k, v] for k, v in axes.items()]}  # ordered
 
 
-def run_sweep(exp: Experiment, base_cfg, points: list[Point], seeds: list[int], out: str | Path | None = None, *,
-              backend: str = "local", jobs: int = 1, threads: int | None = None, ray_address: str | None = None,
-              cpus_per_point: float = 1, gpus_per_point: float = 0, retries: int = 3, check=True,
-              data_dir: str | None = None, device: str = "cpu", quiet: bool = False,
-              checkpoint_every: int = 2000, log: str = "none", replicates: str = "sequential",
-              pack_size: int = 64) -> dict:
+def run_sweep(
+    exp: Experiment,
+    base_cfg,
+    points: list[Point],
+    seeds: list[int],
+    out: str | Path | None = None,
+    *,
+    backend: str = "local",
+    jobs: int = 1,
+    threads: int | None = None,
+    ray_address: str | None = None,
+    cpus_per_point: float = 1,
+    gpus_per_point: float = 0,
+    retries: int = 3,
+    check=True,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    quiet: bool = False,
+    checkpoint_every: int = 2000,
+    log: str = "none",
+    replicates: str = "sequential",
+    pack_size: int = 64,
+) -> dict:
     """Run every (point, seed) not yet finished; returns sweep.json's content (``failed`` lists the tasks
     that did not finish this time). ``replicates="vectorized"``: tasks of one model and dataset run as packs
     (one per worker process or Ray task, at most ``pack_size`` tasks each), their trainings vectorised."""
@@ -302,8 +334,12 @@ def run_sweep(exp: Experiment, base_cfg, points: list[Point], seeds: list[int], 
     failed: list[dict] = []
     n = len(tasks)
     if not quiet:
-        print(f"sweep: {root} - {len(points)} point(s) x {len(seeds)} seed(s); {n} to run "
-              f"({backend}{f', {jobs} jobs' if backend == 'local' and jobs > 1 else ''})", file=sys.stderr, flush=True)
+        print(
+            f"sweep: {root} - {len(points)} point(s) x {len(seeds)} seed(s); {n} to run "
+            f"({backend}{f', {jobs} jobs' if backend == 'local' and jobs > 1 else ''})",
+            file=sys.stderr,
+            flush=True,
+        )
     counter = {"i": 0}
     t0 = time.perf_counter()
 
@@ -316,8 +352,11 @@ def run_sweep(exp: Experiment, base_cfg, points: list[Point], seeds: list[int], 
             failed.append({"point": t.point.name, "seed": t.seed, "error": error})
         if not quiet:
             state = "done" if error is None else f"FAILED ({error})"
-            print(f"[{counter['i']}/{n}] {t.point.name} seed {t.seed}: {state}  ({time.perf_counter() - t0:.0f} s)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"[{counter['i']}/{n}] {t.point.name} seed {t.seed}: {state}  ({time.perf_counter() - t0:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     units, fn, finish = tasks, None, on_done
     if replicates == "vectorized" and len(tasks) > 1:
@@ -329,21 +368,32 @@ def run_sweep(exp: Experiment, base_cfg, points: list[Point], seeds: list[int], 
         def finish(unit: Task, error: str | None, result) -> None:  # a pack: each of its tasks
             for i, t in enumerate(members[id(unit)]):
                 on_done(t, error if error is not None else result[i])
+
     extra = {}
     if units:
         if backend == "local":
             _local(units, jobs, threads, finish, fn)
         else:
-            extra = _ray(units, ray_address, cpus_per_point, gpus_per_point, jobs if jobs > 1 else None, retries,
-                         finish, quiet, fn)
+            extra = _ray(
+                units,
+                ray_address,
+                cpus_per_point,
+                gpus_per_point,
+                jobs if jobs > 1 else None,
+                retries,
+                finish,
+                quiet,
+                fn,
+            )
     result = write_sweep_json(exp, root, points, seeds, done, failed)
     result["dir"] = str(root)
     result |= extra
     return result
 
 
-def write_sweep_json(exp: Experiment, root: Path, points: list[Point], seeds: list[int],
-                     done: dict[str, list[int]], failed: list[dict]) -> dict:
+def write_sweep_json(
+    exp: Experiment, root: Path, points: list[Point], seeds: list[int], done: dict[str, list[int]], failed: list[dict]
+) -> dict:
     """sweep.json: every point's state and headline over its finished seeds, and the runs that failed in the
     last invocation (they resume on the next)."""
     rows = []
@@ -352,10 +402,22 @@ def write_sweep_json(exp: Experiment, root: Path, points: list[Point], seeds: li
         state = "done" if set(seeds) <= set(finished) else ("partial" if finished else "not run")
         # the point's seed-group summary already aggregates the headline over exactly these seeds
         headline = read_json(root / p.name / SUMMARY)["headline"] if finished else {}
-        rows.append({"point": p.name, "values": {k: str(v) for k, v in p.values.items()}, "seeds": finished,
-                     "state": state, "headline": headline})
-    result = {"experiment": exp.name, "axes": list(points[0].values) if points else [], "seeds": seeds,
-              "points": rows, "failed": failed}
+        rows.append(
+            {
+                "point": p.name,
+                "values": {k: str(v) for k, v in p.values.items()},
+                "seeds": finished,
+                "state": state,
+                "headline": headline,
+            }
+        )
+    result = {
+        "experiment": exp.name,
+        "axes": list(points[0].values) if points else [],
+        "seeds": seeds,
+        "points": rows,
+        "failed": failed,
+    }
     write_json(root / "sweep.json", result)
     return result
 
@@ -367,7 +429,9 @@ def format_sweep(result: dict) -> str:
     metrics: list[str] = []
     for r in rows:
         metrics += [m for m in r["headline"] if m not in metrics and m not in axes and is_stat(r["headline"][m])]
-    cells = [[*(r["values"][a] for a in axes), *(_cell(r["headline"].get(m)) for m in metrics), r["state"]] for r in rows]
+    cells = [
+        [*(r["values"][a] for a in axes), *(_cell(r["headline"].get(m)) for m in metrics), r["state"]] for r in rows
+    ]
     head = [*axes, *metrics, "state"]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)] if cells else [len(h) for h in head]
     line = lambda cs: "  ".join(f"{c:>{w}}" for c, w in zip(cs, widths))  # noqa: E731
@@ -410,9 +474,10 @@ def plot_sweep(result: dict, path: Path, x: str, hue: str | None, metric: str) -
         px = [num(r["values"][x]) if numeric else order.index(r["values"][x]) for r in pts]
         m = [r["headline"][metric]["mean"] for r in pts]
         s = [r["headline"][metric]["std"] for r in pts]
-        line, = ax.plot(px, m, "o-", markersize=4, label=f"{hue}={g}" if hue else None)
-        ax.fill_between(px, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], alpha=0.2,
-                        color=line.get_color())
+        (line,) = ax.plot(px, m, "o-", markersize=4, label=f"{hue}={g}" if hue else None)
+        ax.fill_between(
+            px, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], alpha=0.2, color=line.get_color()
+        )
     if not numeric:
         ax.set_xticks(range(len(order)), order)
     elif all(num(v) > 0 for v in order) and max(num(v) for v in order) / min(num(v) for v in order) > 20:

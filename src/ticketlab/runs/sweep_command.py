@@ -1,6 +1,7 @@
 """``ticketlab sweep COMMAND --vary NAME=V1,V2 ... [COMMAND's flags]``: a training command over a grid of
 settings and seeds (``runs.sweep``), from flags or a TOML spec file. The sweep's own flags come first or
 last; the rest are COMMAND's, fixed for every point."""
+
 from __future__ import annotations
 
 import sys
@@ -14,31 +15,82 @@ from .lockstep import resolve
 from .seeds import parse_seeds
 from .sweep import Point, format_sweep, plot_sweep, point_name, run_sweep
 
-SWEEP_RUNTIME = ("--out", "--device", "--data-dir", "--quiet", "--checkpoint-every", "--log", "--replicates",
-                 "--seed", "--seeds", "--help", "-h")
-SPEC_KEYS = {"command", "fixed", "vary", "seeds", "seed", "backend", "jobs", "threads", "ray_address",
-             "cpus_per_point", "gpus_per_point", "x", "hue", "metric", "out", "replicates"}
+SWEEP_RUNTIME = (
+    "--out",
+    "--device",
+    "--data-dir",
+    "--quiet",
+    "--checkpoint-every",
+    "--log",
+    "--replicates",
+    "--seed",
+    "--seeds",
+    "--help",
+    "-h",
+)
+SPEC_KEYS = {
+    "command",
+    "fixed",
+    "vary",
+    "seeds",
+    "seed",
+    "backend",
+    "jobs",
+    "threads",
+    "ray_address",
+    "cpus_per_point",
+    "gpus_per_point",
+    "x",
+    "hue",
+    "metric",
+    "out",
+    "replicates",
+}
 
 
 def configure(p) -> None:
     p.usage = "ticketlab sweep COMMAND --vary NAME=V1,V2 [--vary ...] [options] [COMMAND's flags]"
-    p.description = ("Run a command over a grid of settings and seeds. Every point is a seed group of ordinary run "
-                     "directories under the sweep's folder; finished points are skipped when the sweep runs again. "
-                     "COMMAND's own flags fix the settings that do not vary.")
-    p.add_argument("--vary", action="append", default=[], metavar="NAME=V1,V2",
-                   help="an axis: a flag of COMMAND without its dashes, and its values (repeat for a grid)")
-    p.add_argument("--spec", metavar="FILE.toml", help="the sweep as a TOML file (command, [fixed], [vary], seeds, "
-                                                       "backend, ...); flags given here override it")
+    p.description = (
+        "Run a command over a grid of settings and seeds. Every point is a seed group of ordinary run "
+        "directories under the sweep's folder; finished points are skipped when the sweep runs again. "
+        "COMMAND's own flags fix the settings that do not vary."
+    )
+    p.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="an axis: a flag of COMMAND without its dashes, and its values (repeat for a grid)",
+    )
+    p.add_argument(
+        "--spec",
+        metavar="FILE.toml",
+        help="the sweep as a TOML file (command, [fixed], [vary], seeds, backend, ...); flags given here override it",
+    )
     p.add_argument("--seeds", type=int, default=None, metavar="N", help="seeds per point (from --seed, default 0)")
     p.add_argument("--seed", type=seed_list, default=None, metavar="S[,S...]", help="seed(s) of every point")
-    p.add_argument("--backend", default=None, metavar="local|ray", help="local (default): points in turn or --jobs "
-                                                                        "worker processes; ray: Ray tasks")
-    p.add_argument("--jobs", type=int, default=None, metavar="N",
-                   help="local: worker processes at a time (default 1); ray: CPUs of a local Ray (default: all)")
-    p.add_argument("--threads", type=int, default=None, metavar="T",
-                   help="torch threads per local worker (default: cores / jobs)")
-    p.add_argument("--ray-address", default=None, metavar="ADDR", help="an existing Ray cluster (default: start a "
-                                                                        "local one on 127.0.0.1 for the sweep)")
+    p.add_argument(
+        "--backend",
+        default=None,
+        metavar="local|ray",
+        help="local (default): points in turn or --jobs worker processes; ray: Ray tasks",
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        metavar="N",
+        help="local: worker processes at a time (default 1); ray: CPUs of a local Ray (default: all)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, metavar="T", help="torch threads per local worker (default: cores / jobs)"
+    )
+    p.add_argument(
+        "--ray-address",
+        default=None,
+        metavar="ADDR",
+        help="an existing Ray cluster (default: start a local one on 127.0.0.1 for the sweep)",
+    )
     p.add_argument("--cpus-per-point", type=float, default=None, metavar="C", help="ray: CPUs per task (default 1)")
     p.add_argument("--gpus-per-point", type=float, default=None, metavar="G", help="ray: GPUs per task (default 0)")
     p.add_argument("--x", default=None, metavar="AXIS", help="plot against this axis (default: the first)")
@@ -50,9 +102,13 @@ def configure(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--checkpoint-every", type=int, default=2000, metavar="N", help="checkpoint interval of every run")
     add_log_flag(p)
-    p.add_argument("--replicates", default=None, metavar="auto|vectorized|sequential",
-                   help="vectorized: the points' and seeds' trainings of one model and dataset packed, one pack per "
-                        "worker (local process or Ray task); auto (default): vectorized on CUDA")
+    p.add_argument(
+        "--replicates",
+        default=None,
+        metavar="auto|vectorized|sequential",
+        help="vectorized: the points' and seeds' trainings of one model and dataset packed, one pack per "
+        "worker (local process or Ray task); auto (default): vectorized on CUDA",
+    )
 
 
 def read_spec(path: str) -> dict:
@@ -104,8 +160,10 @@ def main(argv: list[str]) -> int:
     elif "command" in spec:
         command, fixed = spec["command"], rest
     else:
-        raise UserError("`ticketlab sweep` runs a grid: ticketlab sweep COMMAND --vary NAME=V1,V2 ... (sparse double "
-                        "descent is now `ticketlab double-descent`)")
+        raise UserError(
+            "`ticketlab sweep` runs a grid: ticketlab sweep COMMAND --vary NAME=V1,V2 ... (sparse double "
+            "descent is now `ticketlab double-descent`)"
+        )
     e = commands.entry(command)
     exp = commands.load(e)
     if not commands.is_training(exp):
@@ -142,19 +200,35 @@ def main(argv: list[str]) -> int:
     for name, vals in axes.items():
         combos = [{**c, name: v} for c in combos for v in vals]
     points = [Point(point_name(c), c, parse([a for k, v in c.items() for a in axis_argv(k, v)])) for c in combos]
-    seeds = parse_seeds(sns.seed if sns.seed is not None else spec.get("seed"),
-                        sns.seeds if sns.seeds is not None else spec.get("seeds"))
+    seeds = parse_seeds(
+        sns.seed if sns.seed is not None else spec.get("seed"),
+        sns.seeds if sns.seeds is not None else spec.get("seeds"),
+    )
     if sns.checkpoint_every < 1:
         raise UserError(f"--checkpoint-every must be >= 1, got {sns.checkpoint_every}")
     opt = lambda k, default: getattr(sns, k) if getattr(sns, k) is not None else spec.get(k, default)  # noqa: E731
     threads = opt("threads", None)
     if threads is not None and threads < 1:
         raise UserError(f"--threads must be >= 1, got {threads}")
-    r = run_sweep(exp, base, points, seeds, opt("out", None), backend=opt("backend", "local"), jobs=opt("jobs", 1),
-                  threads=threads, ray_address=opt("ray_address", None), cpus_per_point=opt("cpus_per_point", 1),
-                  gpus_per_point=opt("gpus_per_point", 0), data_dir=sns.data_dir, device=sns.device,
-                  quiet=sns.quiet, checkpoint_every=sns.checkpoint_every, log=sns.log,
-                  replicates=resolve(opt("replicates", "auto"), sns.device))
+    r = run_sweep(
+        exp,
+        base,
+        points,
+        seeds,
+        opt("out", None),
+        backend=opt("backend", "local"),
+        jobs=opt("jobs", 1),
+        threads=threads,
+        ray_address=opt("ray_address", None),
+        cpus_per_point=opt("cpus_per_point", 1),
+        gpus_per_point=opt("gpus_per_point", 0),
+        data_dir=sns.data_dir,
+        device=sns.device,
+        quiet=sns.quiet,
+        checkpoint_every=sns.checkpoint_every,
+        log=sns.log,
+        replicates=resolve(opt("replicates", "auto"), sns.device),
+    )
     print(format_sweep(r))
     axis_names = list(axes)
     x = opt("x", axis_names[0])
@@ -163,13 +237,18 @@ def main(argv: list[str]) -> int:
     if any(p["state"] != "not run" for p in r["points"]):
         try:
             plot_sweep(r, Path(r["dir"]) / "sweep.png", x, hue, metric)
-            print(f"\nsweep: {r['dir']} (sweep.json, sweep.png: {metric} against {x}"
-                  f"{f', one line per {hue}' if hue else ''})")
+            print(
+                f"\nsweep: {r['dir']} (sweep.json, sweep.png: {metric} against {x}"
+                f"{f', one line per {hue}' if hue else ''})"
+            )
         except UserError as e:
             print(f"\nsweep: {r['dir']} (sweep.json; no plot: {e})")
     if r["failed"]:
-        print(f"ticketlab: {len(r['failed'])} run(s) did not finish (listed above); run the same command again to "
-              "retry them", file=sys.stderr)
+        print(
+            f"ticketlab: {len(r['failed'])} run(s) did not finish (listed above); run the same command again to "
+            "retry them",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -9,11 +9,12 @@ both read back as they were written (run directories made by earlier versions re
 - ``"result"`` (DST, structured): ``result.json`` = the summary plus the ``record`` extras, and
   ``metrics.json`` = {history} when ``keep_history``.
 """
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from torch import nn
 
@@ -26,17 +27,40 @@ from ..train.log import open_log
 from . import lockstep
 from .files import load_state
 
-FINAL, METRICS, MASK, CKPT, RESULT = ("final.safetensors", "metrics.json", "mask.safetensors",
-                                      "checkpoint.safetensors", "result.json")
+FINAL, METRICS, MASK, CKPT, RESULT = (
+    "final.safetensors",
+    "metrics.json",
+    "mask.safetensors",
+    "checkpoint.safetensors",
+    "result.json",
+)
 LAYOUTS = ("metrics", "result")
 
 
-def train_cached(where: Path, model: nn.Module, data: Dataset, train_cfg: TrainConfig, *, start: dict | None,
-                 total: int, seed: int, checkpoint_every: int, label: str, quiet: bool, mask: Mask | None = None,
-                 start_iter: int = 0, frozen: dict | None = None, sparse: Callable | None = None,
-                 snapshot_at=None, on_snapshot: Callable | None = None, save_final: bool = True,
-                 reload_final: bool = False, record: Callable[[TrainResult, object], dict] | None = None,
-                 layout: str = "metrics", keep_history: bool = True) -> tuple[dict, list[dict]]:
+def train_cached(
+    where: Path,
+    model: nn.Module,
+    data: Dataset,
+    train_cfg: TrainConfig,
+    *,
+    start: dict | None,
+    total: int,
+    seed: int,
+    checkpoint_every: int,
+    label: str,
+    quiet: bool,
+    mask: Mask | None = None,
+    start_iter: int = 0,
+    frozen: dict | None = None,
+    sparse: Callable | None = None,
+    snapshot_at=None,
+    on_snapshot: Callable | None = None,
+    save_final: bool = True,
+    reload_final: bool = False,
+    record: Callable[[TrainResult, object], dict] | None = None,
+    layout: str = "metrics",
+    keep_history: bool = True,
+) -> tuple[dict, list[dict]]:
     """One training of ``model`` from ``start`` (None: its current weights), cached in ``where``.
 
     Returns (summary, history). A finished training is read back, not redone (``reload_final`` then loads
@@ -72,16 +96,43 @@ def train_cached(where: Path, model: nn.Module, data: Dataset, train_cfg: TrainC
     checkpointer, log = Checkpointer(where / CKPT, checkpoint_every), open_log(where)
 
     def alone() -> TrainResult:
-        return train(model, data, train_cfg, mask=mask, frozen=frozen, seed=seed, start_iter=start_iter, total=total,
-                     sparse=factory if sparse is not None else None, checkpointer=checkpointer,
-                     snapshot_at=snapshot_at, on_snapshot=on_snapshot, progress=not quiet, desc=label, log=log)
+        return train(
+            model,
+            data,
+            train_cfg,
+            mask=mask,
+            frozen=frozen,
+            seed=seed,
+            start_iter=start_iter,
+            total=total,
+            sparse=factory if sparse is not None else None,
+            checkpointer=checkpointer,
+            snapshot_at=snapshot_at,
+            on_snapshot=on_snapshot,
+            progress=not quiet,
+            desc=label,
+            log=log,
+        )
 
     pack = lockstep.current()
     if pack is not None and frozen is None and not snapshot_at and on_snapshot is None:
         # several runs in lockstep (--replicates vectorized): this training may share a loop with theirs
-        result = pack.submit(lockstep.Request(lockstep.index(), model, data, train_cfg, mask, seed, start_iter,
-                                              total, checkpointer, log, alone,
-                                              sparse=factory if sparse is not None else None))
+        result = pack.submit(
+            lockstep.Request(
+                lockstep.index(),
+                model,
+                data,
+                train_cfg,
+                mask,
+                seed,
+                start_iter,
+                total,
+                checkpointer,
+                log,
+                alone,
+                sparse=factory if sparse is not None else None,
+            )
+        )
     else:
         result = alone()
     updater = holder.get("u")
@@ -101,6 +152,10 @@ def train_cached(where: Path, model: nn.Module, data: Dataset, train_cfg: TrainC
     (where / CKPT).unlink(missing_ok=True)
     if not quiet:
         dens = f"density {100 * summary['density']:.2f}%  " if "density" in summary else ""
-        print(f"{label}: {dens}test acc {summary['test_acc']:.4f}  early stop {summary['early_stop_test_acc']:.4f} "
-              f"@ {summary['early_stop_iter']}", file=sys.stderr, flush=True)
+        print(
+            f"{label}: {dens}test acc {summary['test_acc']:.4f}  early stop {summary['early_stop_test_acc']:.4f} "
+            f"@ {summary['early_stop_iter']}",
+            file=sys.stderr,
+            flush=True,
+        )
     return summary, result.history

@@ -14,6 +14,7 @@ For ER/ERK a layer whose density would exceed 1 is made dense and the scale is s
 rest, until every density is at most 1. ``overrides`` fix some layers' densities (e.g. a dense first
 layer); the others share what is left so the total still meets the target.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,13 @@ def _raw(shape: tuple[int, ...], kind: str, power_scale: float = 1.0) -> float:
     return (sum(shape) / math.prod(shape)) ** power_scale
 
 
-def layer_densities(shapes: dict[str, tuple[int, ...]], density: float, kind: str = "erk",
-                    overrides: dict[str, float] | None = None, power_scale: float = 1.0) -> dict[str, float]:
+def layer_densities(
+    shapes: dict[str, tuple[int, ...]],
+    density: float,
+    kind: str = "erk",
+    overrides: dict[str, float] | None = None,
+    power_scale: float = 1.0,
+) -> dict[str, float]:
     """Per-layer densities whose parameter-weighted mean is ``density``."""
     if not (0 <= power_scale and math.isfinite(power_scale)):
         raise UserError(f"--erk-power-scale must be >= 0, got {power_scale}")
@@ -72,8 +78,13 @@ def layer_densities(shapes: dict[str, tuple[int, ...]], density: float, kind: st
     return out | {n: 1.0 for n in dense}
 
 
-def layer_counts(shapes: dict[str, tuple[int, ...]], density: float, kind: str = "erk",
-                 overrides: dict[str, float] | None = None, power_scale: float = 1.0) -> dict[str, int]:
+def layer_counts(
+    shapes: dict[str, tuple[int, ...]],
+    density: float,
+    kind: str = "erk",
+    overrides: dict[str, float] | None = None,
+    power_scale: float = 1.0,
+) -> dict[str, int]:
     """Per-layer numbers of kept weights summing to exactly ``round(N x density)`` (N = all weights).
 
     Each layer gets the floor of its share from ``layer_densities``; the weights left over go, one each, to

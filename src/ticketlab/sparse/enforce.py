@@ -22,6 +22,7 @@ with or without weight decay): a pruned entry has weight 0, optimizer state 0 (c
 gradient 0 (the first pass), so its update is exactly 0. ticketlab's trainer uses it to halve the cost;
 keep the default for optimizers that couple entries or for held (``frozen``) values.
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,8 +40,9 @@ def mask_grads_(params: list[torch.Tensor], masks: list[torch.Tensor]) -> None:
             torch._foreach_mul_(list(grads), list(ms))
 
 
-def clear_optimizer_state_(optimizer: torch.optim.Optimizer, params: list[torch.Tensor],
-                           keep: list[torch.Tensor]) -> None:
+def clear_optimizer_state_(
+    optimizer: torch.optim.Optimizer, params: list[torch.Tensor], keep: list[torch.Tensor]
+) -> None:
     """Zero every per-element optimizer state tensor (momentum, moments) of ``params`` where ``keep`` is 0."""
     with torch.no_grad():
         for p, k in zip(params, keep):
@@ -50,8 +52,14 @@ def clear_optimizer_state_(optimizer: torch.optim.Optimizer, params: list[torch.
 
 
 class MaskEnforcer:
-    def __init__(self, model: nn.Module, mask: Mask, optimizer: torch.optim.Optimizer | None = None,
-                 frozen: dict[str, torch.Tensor] | None = None, after_step: bool = True):
+    def __init__(
+        self,
+        model: nn.Module,
+        mask: Mask,
+        optimizer: torch.optim.Optimizer | None = None,
+        frozen: dict[str, torch.Tensor] | None = None,
+        after_step: bool = True,
+    ):
         params = dict(model.named_parameters())
         unknown = [n for n in mask if n not in params]
         if unknown:
@@ -67,8 +75,10 @@ class MaskEnforcer:
         # Pruned entries' held values, zero where kept, so enforcement is ``w = w * m + held``.
         self.held = None
         if frozen is not None:
-            self.held = [(frozen[n].to(device=p.device, dtype=p.dtype) * (1 - m))
-                         for n, p, m in zip(self.names, self.params, self.masks)]
+            self.held = [
+                (frozen[n].to(device=p.device, dtype=p.dtype) * (1 - m))
+                for n, p, m in zip(self.names, self.params, self.masks)
+            ]
         self._handles: list = []
         self.mask_weights_()
         if optimizer is not None:
@@ -95,7 +105,7 @@ class MaskEnforcer:
             self.mask_weights_()
         return out
 
-    def attach(self) -> "MaskEnforcer":
+    def attach(self) -> MaskEnforcer:
         """Enforce around every ``optimizer.step()`` via optimizer hooks (no change to the user's loop)."""
         self._handles = [
             self.optimizer.register_step_pre_hook(lambda *_: self.mask_grads_()),

@@ -10,6 +10,7 @@ agree on one definition of a channel.
 A group is named by its root (the first layer whose output channels it holds). The model's output layer is
 never a root: its outputs are the classes.
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,6 +29,7 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d)
 class Slice:
     """Positions ``index`` along ``dim`` of parameter ``param``; ``channel[i]`` is the group channel of
     position ``index[i]``."""
+
     param: str
     dim: int
     index: torch.Tensor
@@ -61,7 +63,10 @@ def _param_slices(module: nn.Module, name: str, out: bool, idxs: list[int], root
     slices = []
     if isinstance(module, _NORMS):
         if out and module.affine:
-            slices = [Slice(prefix + "weight", 0, index, channel, True), Slice(prefix + "bias", 0, index, channel, True)]
+            slices = [
+                Slice(prefix + "weight", 0, index, channel, True),
+                Slice(prefix + "bias", 0, index, channel, True),
+            ]
     elif isinstance(module, _ROOTS):
         if getattr(module, "groups", 1) != 1:
             raise ValueError(f"grouped convolution {name} is not supported by structured pruning")
@@ -98,8 +103,9 @@ def channel_groups(model: nn.Module, input_shape: tuple[int, ...]) -> list[Chann
             if key in seen:
                 continue
             seen.add(key)
-            out.slices += _param_slices(module, names[module], is_out, [int(i) for i in item.idxs],
-                                        [int(i) for i in item.root_idxs])
+            out.slices += _param_slices(
+                module, names[module], is_out, [int(i) for i in item.idxs], [int(i) for i in item.root_idxs]
+            )
             if is_out and isinstance(module, _NORMS):
                 out.norms.append(names[module])
             if is_out and isinstance(module, _ROOTS):
@@ -113,8 +119,9 @@ def _out_channels(module: nn.Module) -> int:
     return module.out_features if isinstance(module, nn.Linear) else module.out_channels
 
 
-def group_mask(model: nn.Module, groups: list[ChannelGroup], keep: dict[str, torch.Tensor],
-               base: Mask | None = None) -> Mask:
+def group_mask(
+    model: nn.Module, groups: list[ChannelGroup], keep: dict[str, torch.Tensor], base: Mask | None = None
+) -> Mask:
     """The parameter mask that removes every channel not in ``keep`` (group name -> bool per channel):
     its producers' rows and biases, its norms' scale and shift, and its readers' input columns.
 

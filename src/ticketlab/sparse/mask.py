@@ -3,10 +3,11 @@
 Vocabulary used everywhere in ticketlab: *density* is the fraction of weights kept, *sparsity* the
 fraction removed (sparsity = 1 - density).
 """
+
 from __future__ import annotations
 
 import fnmatch
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -17,8 +18,9 @@ Mask = dict[str, torch.Tensor]
 PRUNABLE_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 
-def prunable_names(model: nn.Module, include: Iterable[str] | None = None,
-                   exclude: Iterable[str] | None = None) -> list[str]:
+def prunable_names(
+    model: nn.Module, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None
+) -> list[str]:
     """Names of prunable parameters, in module order.
 
     Default: the ``weight`` of every Linear and Conv layer (not biases, not norm layers). ``include``
@@ -29,8 +31,11 @@ def prunable_names(model: nn.Module, include: Iterable[str] | None = None,
         pats = list(include)
         names = [n for n, _ in model.named_parameters() if any(fnmatch.fnmatchcase(n, p) for p in pats)]
     else:
-        names = [f"{mn}.weight" if mn else "weight" for mn, m in model.named_modules()
-                 if isinstance(m, PRUNABLE_LAYERS) and getattr(m, "weight", None) is not None]
+        names = [
+            f"{mn}.weight" if mn else "weight"
+            for mn, m in model.named_modules()
+            if isinstance(m, PRUNABLE_LAYERS) and getattr(m, "weight", None) is not None
+        ]
     if exclude:
         pats = list(exclude)
         names = [n for n in names if not any(fnmatch.fnmatchcase(n, p) for p in pats)]

@@ -3,6 +3,7 @@
 Counts are always computed against a layer's full size (``round(numel * density)``), so densities are
 exact and do not drift across rounds. Ties in the score are broken at random by a seeded generator.
 """
+
 from __future__ import annotations
 
 import math
@@ -48,8 +49,9 @@ def masked_scores(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, scores.float(), torch.full_like(scores, -math.inf, dtype=torch.float32))
 
 
-def layerwise_prune(scores: dict[str, torch.Tensor], mask: Mask, densities: dict[str, float],
-                    generator: torch.Generator) -> Mask:
+def layerwise_prune(
+    scores: dict[str, torch.Tensor], mask: Mask, densities: dict[str, float], generator: torch.Generator
+) -> Mask:
     """Per layer, keep the top ``round(numel * density)`` scores among currently kept entries."""
     out: Mask = {}
     for n, m in mask.items():
@@ -58,8 +60,7 @@ def layerwise_prune(scores: dict[str, torch.Tensor], mask: Mask, densities: dict
     return out
 
 
-def global_prune(scores: dict[str, torch.Tensor], mask: Mask, density: float,
-                 generator: torch.Generator) -> Mask:
+def global_prune(scores: dict[str, torch.Tensor], mask: Mask, density: float, generator: torch.Generator) -> Mask:
     """Keep the top ``round(N * density)`` scores over all layers jointly (N = total masked weights)."""
     names = list(mask)
     flat = torch.cat([masked_scores(scores[n], mask[n]).flatten().cpu() for n in names])
@@ -68,7 +69,7 @@ def global_prune(scores: dict[str, torch.Tensor], mask: Mask, density: float,
     out, i = {}, 0
     for n in names:
         size = mask[n].numel()
-        out[n] = keep[i:i + size].view(mask[n].shape).to(mask[n].device)
+        out[n] = keep[i : i + size].view(mask[n].shape).to(mask[n].device)
         i += size
     return out
 
@@ -86,7 +87,7 @@ def random_mask_like(mask: Mask, generator: torch.Generator) -> Mask:
 
 
 def parse_pattern(pattern: str, density: float | None = None) -> tuple[int, int]:
-    """"N:M" -> (N, M) with 0 < N < M; anything else is a UserError, and so is a ``density`` other than N/M."""
+    """ "N:M" -> (N, M) with 0 < N < M; anything else is a UserError, and so is a ``density`` other than N/M."""
     try:
         n, m = (int(v) for v in pattern.split(":"))
     except ValueError:
@@ -98,8 +99,7 @@ def parse_pattern(pattern: str, density: float | None = None) -> tuple[int, int]
     return n, m
 
 
-def nm_prune(scores: dict[str, torch.Tensor], mask: Mask, n: int, m: int,
-             generator: torch.Generator) -> Mask:
+def nm_prune(scores: dict[str, torch.Tensor], mask: Mask, n: int, m: int, generator: torch.Generator) -> Mask:
     """N:M semi-structured masks: in every group of ``m`` consecutive weights along the input dimension (a
     Linear weight's columns; a conv weight's input channels, at each output channel and kernel position, as
     NVIDIA's sparse tensor cores group them) keep the ``n`` highest scores. Already-pruned weights score
@@ -111,13 +111,15 @@ def nm_prune(scores: dict[str, torch.Tensor], mask: Mask, n: int, m: int,
             raise UserError(f"--pattern needs weight matrices; {name} has shape {tuple(s.shape)}")
         c_in = s.shape[1]
         if c_in % m:
-            raise UserError(f"--pattern {n}:{m}: {name}'s input dimension {c_in} is not a multiple of {m}; "
-                            "exclude the layer or pick another M")
-        moved = s.movedim(1, -1)                                   # (out, *kernel, in)
+            raise UserError(
+                f"--pattern {n}:{m}: {name}'s input dimension {c_in} is not a multiple of {m}; "
+                "exclude the layer or pick another M"
+            )
+        moved = s.movedim(1, -1)  # (out, *kernel, in)
         shape = moved.shape
         key = torch.where(old.movedim(1, -1), moved, torch.full_like(moved, -torch.inf)).reshape(-1, m)
         tie = torch.rand(key.shape, generator=generator)
-        order = torch.argsort(tie, dim=1)                           # a random order first, then a stable sort
+        order = torch.argsort(tie, dim=1)  # a random order first, then a stable sort
         ranked = torch.argsort(torch.gather(key, 1, order), dim=1, descending=True, stable=True)
         keep = torch.zeros_like(key, dtype=torch.bool)
         keep.scatter_(1, torch.gather(order, 1, ranked[:, :n]), True)

@@ -9,6 +9,7 @@ Pruned weights (``--mask-zero``): ``zero`` (default), ``freeze-init`` (held at t
 never trained) or ``toward-zero`` (the paper's rule: zero where training moved them toward zero,
 |w_f| < |w_i|, frozen at init elsewhere).
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,8 +32,14 @@ def _random_signs(shape, g: torch.Generator) -> torch.Tensor:
     return torch.randint(0, 2, shape, generator=g).float() * 2 - 1
 
 
-def kept_values(rule: str, signed: bool, start: dict[str, torch.Tensor], mask: Mask, fresh: dict[str, torch.Tensor],
-                generator: torch.Generator) -> dict[str, torch.Tensor]:
+def kept_values(
+    rule: str,
+    signed: bool,
+    start: dict[str, torch.Tensor],
+    mask: Mask,
+    fresh: dict[str, torch.Tensor],
+    generator: torch.Generator,
+) -> dict[str, torch.Tensor]:
     """New starting values for the masked parameters (entries outside the mask are left as in ``start``).
 
     ``fresh`` is an independent draw from the init distribution (used by ``reinit``).
@@ -63,8 +70,9 @@ def kept_values(rule: str, signed: bool, start: dict[str, torch.Tensor], mask: M
     return out
 
 
-def pruned_values(rule: str, init: dict[str, torch.Tensor], final: dict[str, torch.Tensor] | None,
-                  mask: Mask) -> dict[str, torch.Tensor] | None:
+def pruned_values(
+    rule: str, init: dict[str, torch.Tensor], final: dict[str, torch.Tensor] | None, mask: Mask
+) -> dict[str, torch.Tensor] | None:
     """Values held at pruned positions, or None for zeros."""
     if rule == "zero":
         return None

@@ -19,6 +19,7 @@ Evaluation uses the deterministic mask (the reference's "filter"/"kernel" test m
 filters (or weights) with the smallest mean w^2, exactly counted. ``final_mask()`` returns it.
 The output layer is never pruned.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,9 @@ from ..sparse.groups import ChannelGroup, output_layer
 HAMILTONIANS = ("unstructured", "filter")
 
 
-def beta_at(step: int, total: int, beta_start: float = 1.0, beta_end: float = 1e4,
-            anneal_fraction: float = 0.64) -> float:
+def beta_at(
+    step: int, total: int, beta_start: float = 1.0, beta_end: float = 1e4, anneal_fraction: float = 0.64
+) -> float:
     """Log-linear annealing of beta from ``beta_start`` to ``beta_end`` over ``anneal_fraction`` of training."""
     end = max(1, int(round(anneal_fraction * total)))
     f = min(1.0, step / end)
@@ -65,9 +67,21 @@ class GibbsPruning:
 
     method = "gibbs"
 
-    def __init__(self, model: nn.Module, groups: list[ChannelGroup] | None, *, p: float, total_steps: int,
-                 hamiltonian: str = "unstructured", c: float = 1.0, mcmc_steps: int = 20,
-                 beta_start: float = 1.0, beta_end: float = 1e4, anneal_fraction: float = 0.64, seed: int = 0):
+    def __init__(
+        self,
+        model: nn.Module,
+        groups: list[ChannelGroup] | None,
+        *,
+        p: float,
+        total_steps: int,
+        hamiltonian: str = "unstructured",
+        c: float = 1.0,
+        mcmc_steps: int = 20,
+        beta_start: float = 1.0,
+        beta_end: float = 1e4,
+        anneal_fraction: float = 0.64,
+        seed: int = 0,
+    ):
         if hamiltonian not in HAMILTONIANS:
             raise ValueError(f"hamiltonian must be one of {HAMILTONIANS}, got {hamiltonian!r}")
         if not 0 <= p < 1:
@@ -77,8 +91,9 @@ class GibbsPruning:
         self.beta_start, self.beta_end, self.anneal_fraction = beta_start, beta_end, anneal_fraction
         self.step_count = 0
         last = output_layer(model)
-        layers = {n: m for n, m in model.named_modules()
-                  if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) and n != last}
+        layers = {
+            n: m for n, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)) and n != last
+        }
         if hamiltonian == "filter":
             if groups is None:
                 raise ValueError("the filter Hamiltonian needs the model's channel groups")
@@ -104,7 +119,7 @@ class GibbsPruning:
         for n in names:
             w = self.layers[n].weight
             width = w[0].numel()
-            out[n] = x[:, start:start + width].reshape(w.shape)
+            out[n] = x[:, start : start + width].reshape(w.shape)
             start += width
         return out
 
@@ -114,7 +129,7 @@ class GibbsPruning:
         if self._mask_step == self.step_count:
             return self._masks
         beta, masks = self.beta(), {}
-        for i, (unit, names) in enumerate(self.units):
+        for i, (_unit, names) in enumerate(self.units):
             g = torch.Generator(device=self.layers[names[0]].weight.device)
             g.manual_seed(derive_seed(self.seed, "gibbs", self.step_count, i))
             w2 = self._rows(names)
@@ -145,7 +160,7 @@ class GibbsPruning:
     def test_masks(self) -> dict[str, torch.Tensor]:
         """The deterministic masks (bool): exactly round(p n) weights, or filters, removed per unit."""
         masks = {}
-        for unit, names in self.units:
+        for _unit, names in self.units:
             w2 = self._rows(names)
             if self.hamiltonian == "unstructured":
                 keep = lowest_mask(w2, self.p)
@@ -174,6 +189,7 @@ class GibbsPruning:
             if isinstance(layer, nn.Linear):
                 return F.linear(x, w, b)
             return layer._conv_forward(x, w, b)
+
         return forward
 
     def _eval_mask(self, name: str) -> torch.Tensor:

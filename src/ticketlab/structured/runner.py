@@ -19,6 +19,7 @@ Layout::
     RUN/pass_<k>/train/, pass_<k>/finetune/ (final.safetensors, result.json), pass_<k>/mask.safetensors
     RUN/scratch_<e|b>/ (model.safetensors: the compact architecture, result.json)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,10 +34,10 @@ from ..models import glorot_normal_init
 from ..runs import Experiment, RunConfig, register, start_run, train_cached
 from ..seeding import derive_seed
 from ..sparse import Mask, apply_mask_, density
+from ..sparse.groups import channel_groups, group_mask
 from ..train import TrainConfig
 from ..train.loop import evaluate
 from .gibbs import HAMILTONIANS, GibbsPruning
-from ..sparse.groups import channel_groups, group_mask
 from .select import channel_scores, select_channels
 from .slimming import SlimmingPenalty
 
@@ -49,25 +50,34 @@ class StructuredConfig(RunConfig):
     dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
     seed: int = field(default=0, metadata={"help": "seed for init, data order and sampling"})
     method: str = field(default="slimming", metadata={"help": "slimming, l1 (filters / neurons) or gibbs"})
-    sparsity: float = field(default=0.5, metadata={
-        "help": "fraction of channels removed in all (gibbs: fraction pruned per layer)"})
-    threshold: float | None = field(default=None, metadata={
-        "help": "remove every channel whose score is below this (instead of --sparsity; one pass)"})
-    scope: str | None = field(default=None, metadata={
-        "help": "global or layerwise channel ranking (default: global for slimming, layerwise for l1)"})
+    sparsity: float = field(
+        default=0.5, metadata={"help": "fraction of channels removed in all (gibbs: fraction pruned per layer)"}
+    )
+    threshold: float | None = field(
+        default=None,
+        metadata={"help": "remove every channel whose score is below this (instead of --sparsity; one pass)"},
+    )
+    scope: str | None = field(
+        default=None,
+        metadata={"help": "global or layerwise channel ranking (default: global for slimming, layerwise for l1)"},
+    )
     passes: int = field(default=1, metadata={"help": "train-prune-fine-tune passes (slimming, l1)"})
     penalty: float = field(default=1e-4, metadata={"help": "slimming: L1 strength on BatchNorm scales"})
-    finetune_iterations: int | None = field(default=None, metadata={
-        "help": "fine-tuning steps after each prune (default: the training length; gibbs 0)"})
+    finetune_iterations: int | None = field(
+        default=None, metadata={"help": "fine-tuning steps after each prune (default: the training length; gibbs 0)"}
+    )
     hamiltonian: str = field(default="filter", metadata={"help": "gibbs: filter or unstructured"})
     gibbs_c: float = field(default=1.0, metadata={"help": "gibbs: coupling of a filter's weights"})
     mcmc_steps: int = field(default=20, metadata={"help": "gibbs: chromatic sampling sweeps per step"})
     anneal_fraction: float = field(default=0.64, metadata={"help": "gibbs: share of training annealing beta"})
     beta_end: float = field(default=1e4, metadata={"help": "gibbs: final inverse temperature (starts at 1)"})
-    scratch: list[str] = field(default_factory=list, metadata={
-        "help": "scratch baselines of the pruned architecture: e (same iterations), b (same FLOPs)"})
-    scratch_b_cap: float = field(default=2.0, metadata={
-        "help": "Scratch-B trains at most this many times the training's iterations"})
+    scratch: list[str] = field(
+        default_factory=list,
+        metadata={"help": "scratch baselines of the pruned architecture: e (same iterations), b (same FLOPs)"},
+    )
+    scratch_b_cap: float = field(
+        default=2.0, metadata={"help": "Scratch-B trains at most this many times the training's iterations"}
+    )
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
@@ -90,8 +100,9 @@ class StructuredConfig(RunConfig):
             raise UserError("--penalty, --finetune-iterations and --mcmc-steps must be >= 0")
         if not 0 < self.anneal_fraction <= 1 or self.beta_end < 1:
             raise UserError("--anneal-fraction must be in (0, 1] and --beta-end >= 1")
-        self.scratch = sorted({x.strip().lower() for s in self.scratch for x in s.split(",") if x.strip()},
-                              key="eb".find)  # --scratch e,b or --scratch e --scratch b
+        self.scratch = sorted(
+            {x.strip().lower() for s in self.scratch for x in s.split(",") if x.strip()}, key="eb".find
+        )  # --scratch e,b or --scratch e --scratch b
         if not self.scratch_b_cap >= 1:
             raise UserError(f"--scratch-b-cap must be >= 1, got {self.scratch_b_cap}")
         bad = [s for s in self.scratch if s not in ("e", "b")]
@@ -101,18 +112,47 @@ class StructuredConfig(RunConfig):
             raise UserError("scratch baselines need a structured method (unstructured gibbs removes no channel)")
 
 
-def _phase(where: Path, model, data, cfg: TrainConfig, *, start: dict, mask: Mask | None, total: int, seed: int,
-           updater=None, quiet: bool, checkpoint_every: int, label: str) -> dict:
+def _phase(
+    where: Path,
+    model,
+    data,
+    cfg: TrainConfig,
+    *,
+    start: dict,
+    mask: Mask | None,
+    total: int,
+    seed: int,
+    updater=None,
+    quiet: bool,
+    checkpoint_every: int,
+    label: str,
+) -> dict:
     """One training of ``model`` from ``start`` in ``where`` (the engine's cached unit, result.json layout);
     a cache hit loads the trained weights back. The updater is detached once its training ends."""
+
     def record(result, u) -> dict:
         if u is not None:
             u.detach()
         return {"iterations": total}
 
-    summary, _ = train_cached(where, model, data, cfg, start=start, mask=mask, total=total, seed=seed,
-                              sparse=updater, checkpoint_every=checkpoint_every, label=label, quiet=quiet,
-                              reload_final=True, record=record, layout="result", keep_history=False)
+    summary, _ = train_cached(
+        where,
+        model,
+        data,
+        cfg,
+        start=start,
+        mask=mask,
+        total=total,
+        seed=seed,
+        sparse=updater,
+        checkpoint_every=checkpoint_every,
+        label=label,
+        quiet=quiet,
+        reload_final=True,
+        record=record,
+        layout="result",
+        keep_history=False,
+    )
     return summary
 
 
@@ -126,8 +166,15 @@ def _accuracy(model, data, mask: Mask) -> float:
     return evaluate(model, data.x_test, data.y_test)[1]
 
 
-def run_structured(cfg: StructuredConfig, out: str | Path | None = None, *, device: str = "cpu",
-                   data_dir: str | None = None, quiet: bool = False, checkpoint_every: int = 2000) -> dict:
+def run_structured(
+    cfg: StructuredConfig,
+    out: str | Path | None = None,
+    *,
+    device: str = "cpu",
+    data_dir: str | None = None,
+    quiet: bool = False,
+    checkpoint_every: int = 2000,
+) -> dict:
     import copy
 
     from ..deploy import compact, widths
@@ -140,8 +187,9 @@ def run_structured(cfg: StructuredConfig, out: str | Path | None = None, *, devi
     if METHODS[cfg.method] is not None:  # refuse a model the score cannot rank before spending a training on it
         channel_scores(model, groups, METHODS[cfg.method])
     total = cfg.train.total_iterations(len(data.y_train))
-    finetune = cfg.finetune_iterations if cfg.finetune_iterations is not None else (
-        0 if cfg.method == "gibbs" else total)
+    finetune = (
+        cfg.finetune_iterations if cfg.finetune_iterations is not None else (0 if cfg.method == "gibbs" else total)
+    )
     dense_flops = sum(forward_flops(model, shape).values())
     common = dict(quiet=quiet, checkpoint_every=checkpoint_every)
     passes, keep, mask = [], None, None
@@ -154,12 +202,30 @@ def run_structured(cfg: StructuredConfig, out: str | Path | None = None, *, devi
             updater = lambda opt: SlimmingPenalty(opt, model, cfg.penalty)  # noqa: E731
         elif cfg.method == "gibbs":
             updater = lambda opt: GibbsPruning(  # noqa: E731
-                model, groups, p=cfg.sparsity, total_steps=total, hamiltonian=cfg.hamiltonian, c=cfg.gibbs_c,
-                mcmc_steps=cfg.mcmc_steps, beta_end=cfg.beta_end, anneal_fraction=cfg.anneal_fraction,
-                seed=derive_seed(cfg.seed, "gibbs"))
-        trained = _phase(pdir / "train", model, data, cfg.train, start=state, mask=mask, total=total,
-                         seed=derive_seed(cfg.seed, "pass", k), updater=updater,
-                         label=f"{cfg.method} pass {k + 1}/{cfg.passes} train", **common)
+                model,
+                groups,
+                p=cfg.sparsity,
+                total_steps=total,
+                hamiltonian=cfg.hamiltonian,
+                c=cfg.gibbs_c,
+                mcmc_steps=cfg.mcmc_steps,
+                beta_end=cfg.beta_end,
+                anneal_fraction=cfg.anneal_fraction,
+                seed=derive_seed(cfg.seed, "gibbs"),
+            )
+        trained = _phase(
+            pdir / "train",
+            model,
+            data,
+            cfg.train,
+            start=state,
+            mask=mask,
+            total=total,
+            seed=derive_seed(cfg.seed, "pass", k),
+            updater=updater,
+            label=f"{cfg.method} pass {k + 1}/{cfg.passes} train",
+            **common,
+        )
         if k == 0:
             dense_acc = trained["test_acc"]
         if cfg.method == "gibbs":
@@ -185,19 +251,32 @@ def run_structured(cfg: StructuredConfig, out: str | Path | None = None, *, devi
         mask = new_mask
         tuned = None
         if finetune:
-            tuned = _phase(pdir / "finetune", model, data, cfg.train, start=_state(model), mask=mask, total=finetune,
-                           seed=derive_seed(cfg.seed, "finetune", k),
-                           label=f"{cfg.method} pass {k + 1}/{cfg.passes} fine-tune", **common)
+            tuned = _phase(
+                pdir / "finetune",
+                model,
+                data,
+                cfg.train,
+                start=_state(model),
+                mask=mask,
+                total=finetune,
+                seed=derive_seed(cfg.seed, "finetune", k),
+                label=f"{cfg.method} pass {k + 1}/{cfg.passes} fine-tune",
+                **common,
+            )
         state = _state(model)
         small = compact(model, shape, mask)
-        passes.append({
-            "pass": k, "trained_acc": trained["test_acc"], "pruned_acc": pruned_acc,
-            "finetuned_acc": tuned["test_acc"] if tuned else None,
-            "channels": {n: [int(v.sum()), len(v)] for n, v in (keep or {}).items()},
-            "params": sum(p.numel() for p in small.parameters()),
-            "forward_flops": sum(forward_flops(small, shape).values()),
-            "weight_density": density({n: m for n, m in mask.items() if n.endswith("weight") and m.dim() > 1}),
-        })
+        passes.append(
+            {
+                "pass": k,
+                "trained_acc": trained["test_acc"],
+                "pruned_acc": pruned_acc,
+                "finetuned_acc": tuned["test_acc"] if tuned else None,
+                "channels": {n: [int(v.sum()), len(v)] for n, v in (keep or {}).items()},
+                "params": sum(p.numel() for p in small.parameters()),
+                "forward_flops": sum(forward_flops(small, shape).values()),
+                "weight_density": density({n: m for n, m in mask.items() if n.endswith("weight") and m.dim() > 1}),
+            }
+        )
     save_tensors(run_dir / "final.safetensors", _state(model))
     save_tensors(run_dir / "mask.safetensors", {n: m.contiguous() for n, m in mask.items()})
     final_acc = _accuracy(model, data, mask)
@@ -206,14 +285,31 @@ def run_structured(cfg: StructuredConfig, out: str | Path | None = None, *, devi
     for kind in cfg.scratch:
         its = total if kind == "e" else int(round(total * min(cfg.scratch_b_cap, dense_flops / small_flops)))
         net = glorot_normal_init(copy.deepcopy(small), derive_seed(cfg.seed, "scratch")).to(dev).train()
-        res = _phase(run_dir / f"scratch_{kind}", net, data, cfg.train, start=_state(net), mask=None, total=its,
-                     seed=derive_seed(cfg.seed, "scratch", kind), label=f"scratch-{kind.upper()}", **common)
+        res = _phase(
+            run_dir / f"scratch_{kind}",
+            net,
+            data,
+            cfg.train,
+            start=_state(net),
+            mask=None,
+            total=its,
+            seed=derive_seed(cfg.seed, "scratch", kind),
+            label=f"scratch-{kind.upper()}",
+            **common,
+        )
         scratch[kind] = res | {"iterations": its}
     summary = {
-        "config": config, "dense_acc": dense_acc, "test_acc": final_acc, "passes": passes,
-        "params": {"dense": sum(p.numel() for p in model.parameters()), "compact": sum(p.numel() for p in small.parameters())},
+        "config": config,
+        "dense_acc": dense_acc,
+        "test_acc": final_acc,
+        "passes": passes,
+        "params": {
+            "dense": sum(p.numel() for p in model.parameters()),
+            "compact": sum(p.numel() for p in small.parameters()),
+        },
         "forward_flops": {"dense": dense_flops, "compact": small_flops},
-        "widths": widths(small), "scratch": scratch,
+        "widths": widths(small),
+        "scratch": scratch,
     }
     write_json(run_dir / "summary.json", summary)
     return summary
@@ -222,16 +318,20 @@ def run_structured(cfg: StructuredConfig, out: str | Path | None = None, *, devi
 def format_structured(s: dict) -> str:
     c = s["config"]
     p, f = s["params"], s["forward_flops"]
-    lines = [f"{c['method']} on {c['model']} / {c['dataset']}: dense test acc {s['dense_acc']:.4f}, "
-             f"pruned {s['test_acc']:.4f}",
-             f"  parameters {p['compact']:,} of {p['dense']:,} ({p['compact'] / p['dense']:.3f}); forward FLOPs "
-             f"{f['compact']:.3e} of {f['dense']:.3e} ({f['compact'] / f['dense']:.3f})"]
+    lines = [
+        f"{c['method']} on {c['model']} / {c['dataset']}: dense test acc {s['dense_acc']:.4f}, "
+        f"pruned {s['test_acc']:.4f}",
+        f"  parameters {p['compact']:,} of {p['dense']:,} ({p['compact'] / p['dense']:.3f}); forward FLOPs "
+        f"{f['compact']:.3e} of {f['dense']:.3e} ({f['compact'] / f['dense']:.3f})",
+    ]
     for r in s["passes"]:
         ch = r["channels"]
         kept = sum(v[0] for v in ch.values()), sum(v[1] for v in ch.values())
         tuned = f", fine-tuned {r['finetuned_acc']:.4f}" if r["finetuned_acc"] is not None else ""
-        lines.append(f"  pass {r['pass'] + 1}: trained {r['trained_acc']:.4f}, pruned {r['pruned_acc']:.4f}{tuned}; "
-                     f"channels kept {kept[0]}/{kept[1]}")
+        lines.append(
+            f"  pass {r['pass'] + 1}: trained {r['trained_acc']:.4f}, pruned {r['pruned_acc']:.4f}{tuned}; "
+            f"channels kept {kept[0]}/{kept[1]}"
+        )
     for kind, r in s["scratch"].items():
         lines.append(f"  scratch-{kind.upper()} ({r['iterations']} iterations): test acc {r['test_acc']:.4f}")
     return "\n".join(lines)
@@ -246,11 +346,21 @@ def structured_check(cfg: StructuredConfig, model, data) -> None:
         channel_scores(model, channel_groups(model, data.input_shape), METHODS[cfg.method])
 
 
-EXPERIMENT = register(Experiment(
-    "structured", StructuredConfig, run_structured, format_structured, check=structured_check,
-    headline=lambda s: {"dense_acc": s["dense_acc"], "test_acc": s["test_acc"],
-                        "params_ratio": s["params"]["compact"] / s["params"]["dense"],
-                        "flops_ratio": s["forward_flops"]["compact"] / s["forward_flops"]["dense"]},
-    description="Train, remove whole channels (conv filters, MLP neurons) with their dependencies, fine-tune; "
-                "--passes for multi-pass slimming; --scratch e,b for Liu et al.'s scratch baselines of the pruned "
-                "architecture."))
+EXPERIMENT = register(
+    Experiment(
+        "structured",
+        StructuredConfig,
+        run_structured,
+        format_structured,
+        check=structured_check,
+        headline=lambda s: {
+            "dense_acc": s["dense_acc"],
+            "test_acc": s["test_acc"],
+            "params_ratio": s["params"]["compact"] / s["params"]["dense"],
+            "flops_ratio": s["forward_flops"]["compact"] / s["forward_flops"]["dense"],
+        },
+        description="Train, remove whole channels (conv filters, MLP neurons) with their dependencies, fine-tune; "
+        "--passes for multi-pass slimming; --scratch e,b for Liu et al.'s scratch baselines of the pruned "
+        "architecture.",
+    )
+)

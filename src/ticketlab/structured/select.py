@@ -12,6 +12,7 @@ Selection removes the lowest-scored channels: ``sparsity`` (fraction of channels
 all scored groups or per group, or every channel scored below an explicit ``threshold``. Every group
 keeps at least one channel, so no layer disappears.
 """
+
 from __future__ import annotations
 
 import torch
@@ -48,14 +49,21 @@ def channel_scores(model: nn.Module, groups: list[ChannelGroup], score: str) -> 
     fn = CHANNEL_SCORES.get(score)
     out = {g.name: s for g in groups if (s := fn(model, g)) is not None}
     if not out:
-        raise UserError(f"channel score {score!r} applies to no layer of this model "
-                        "(bn-scale needs BatchNorm layers: use a *bn model, vgg16 or resnet20)")
+        raise UserError(
+            f"channel score {score!r} applies to no layer of this model "
+            "(bn-scale needs BatchNorm layers: use a *bn model, vgg16 or resnet20)"
+        )
     return out
 
 
-def select_channels(scores: dict[str, torch.Tensor], *, sparsity: float | None = None,
-                    threshold: float | None = None, scope: str = "global",
-                    current: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+def select_channels(
+    scores: dict[str, torch.Tensor],
+    *,
+    sparsity: float | None = None,
+    threshold: float | None = None,
+    scope: str = "global",
+    current: dict[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
     """Keep vectors (group -> bool per channel). Exactly one of ``sparsity`` (fraction of the channels still
     kept in ``current`` that are removed, rounded to a count) or ``threshold`` (remove scores below it).
     Channels already removed in ``current`` stay removed and are not counted. Ties break by position."""
@@ -63,8 +71,10 @@ def select_channels(scores: dict[str, torch.Tensor], *, sparsity: float | None =
         raise ValueError("give exactly one of sparsity or threshold")
     if scope not in ("global", "layerwise"):
         raise UserError(f"--scope must be global or layerwise, got {scope!r}")
-    alive = {n: (current[n].clone().bool() if current and n in current else torch.ones(len(s), dtype=torch.bool))
-             for n, s in scores.items()}
+    alive = {
+        n: (current[n].clone().bool() if current and n in current else torch.ones(len(s), dtype=torch.bool))
+        for n, s in scores.items()
+    }
     keep = {n: a.clone() for n, a in alive.items()}
     if threshold is not None:
         for n, s in scores.items():

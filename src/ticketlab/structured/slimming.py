@@ -7,6 +7,7 @@ pruned. It plugs into ``ticketlab.train.train(..., sparse=lambda opt: SlimmingPe
 or into a user's loop unchanged (an optimizer hook). The paper's strength is 1e-4 (1e-5 for VGG on
 CIFAR-100 / ImageNet).
 """
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 robust tickets, Zheng et al. 2022: hard-concrete gates with a smoothed L0 penalty, learned with an
 adversarial loss when training takes ``--adv``).
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,9 @@ def signed_constant_(model: nn.Module, names: list[str]) -> None:
             w.copy_(torch.sign(w) * w.std(correction=0))
 
 
-def attach(model: nn.Module, names: list[str], method: str, density: float = 0.5, seed: int = 0,
-           init_logit: float = 0.0) -> dict[str, nn.Module]:
+def attach(
+    model: nn.Module, names: list[str], method: str, density: float = 0.5, seed: int = 0, init_logit: float = 0.0
+) -> dict[str, nn.Module]:
     """Freeze every parameter and put a learnable mask on each of ``names``; returns name -> mask module.
 
     ``bernoulli``: logits start at ``init_logit`` (0 = probability 1/2). ``edge-popup``: scores start from

@@ -14,6 +14,7 @@
 The sampling generator is re-seeded from (seed, step) on each draw, with ``step`` a buffer saved in
 the state dict, so a resumed run draws the same masks as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import json
@@ -79,7 +80,7 @@ class TopKMask(nn.Module):
         return _TopK.apply(self.scores.detach().abs(), self.k) > 0
 
 
-BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1   # Louizos et al.'s temperature and stretch interval
+BETA, GAMMA, ZETA = 2 / 3, -0.1, 1.1  # Louizos et al.'s temperature and stretch interval
 
 
 class HardConcreteMask(nn.Module):
@@ -132,8 +133,14 @@ class L0Penalty:
 
     method = "l0"
 
-    def __init__(self, optimizer: torch.optim.Optimizer, masks: list[HardConcreteMask], strength: float,
-                 target: float, hard_from: int | None = None):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        masks: list[HardConcreteMask],
+        strength: float,
+        target: float,
+        hard_from: int | None = None,
+    ):
         self.masks, self.strength, self.target = masks, float(strength), float(target)
         self.n = sum(m.scores.numel() for m in masks)
         self.hard_from, self.steps = hard_from, 0

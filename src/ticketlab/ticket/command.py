@@ -1,4 +1,5 @@
 """``ticketlab pack RUN --round K`` (a ticket as seed + entropy-coded mask) and ``ticketlab unpack FILE``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,13 @@ from .pack import pack_run, unpack_ticket
 def configure_pack(p) -> None:
     p.add_argument("run_dir", metavar="RUN")
     p.add_argument("--round", type=int, required=True, metavar="K", help="the IMP round to pack")
-    p.add_argument("--weights", choices=None, default=None, metavar="fp32|fp16",
-                   help="also store the trained values of the kept weights, for deployment")
+    p.add_argument(
+        "--weights",
+        choices=None,
+        default=None,
+        metavar="fp32|fp16",
+        help="also store the trained values of the kept weights, for deployment",
+    )
     p.add_argument("--out", default=None, help="file to write (default: RUN/ticket_round_KK[_fp16].safetensors)")
 
 
@@ -23,9 +29,11 @@ def pack_command(ns) -> int:
     if out.exists():
         raise UserError(f"{out} exists; choose another --out (nothing was overwritten)")
     d = pack_run(ns.run_dir, ns.round, out, weights=ns.weights)
-    print(f"{out}: {d['file_bytes']} bytes; density {100 * d['density']:.2f}%; mask "
-          f"{d['bits_per_weight']:.4f} bits per prunable weight vs entropy {d['entropy_bits_per_weight']:.4f} "
-          f"({d['ratio_to_entropy']:.3f}x); fp32 weights would be 32 bits each")
+    print(
+        f"{out}: {d['file_bytes']} bytes; density {100 * d['density']:.2f}%; mask "
+        f"{d['bits_per_weight']:.4f} bits per prunable weight vs entropy {d['entropy_bits_per_weight']:.4f} "
+        f"({d['ratio_to_entropy']:.3f}x); fp32 weights would be 32 bits each"
+    )
     return 0
 
 
@@ -49,8 +57,9 @@ def unpack_command(ns) -> int:
     if t.weights is not None:
         save_tensors(out / "weights.safetensors", t.weights)
         written.append("weights.safetensors")
-    print(f"{t.header['model']} (seed {t.header['seed']}, round {t.header['round']}): wrote "
-          f"{', '.join(written)} to {out}")
+    print(
+        f"{t.header['model']} (seed {t.header['seed']}, round {t.header['round']}): wrote {', '.join(written)} to {out}"
+    )
     return 0
 
 

@@ -5,6 +5,7 @@ the Golomb code with M = ceil(log(2 - q) / -log(1 - q)) (Gallager & van Voorhis 
 prefix code: within about 1% of the binary entropy H(q) per mask entry for the densities ticketlab uses.
 Encoding is vectorised with NumPy; decoding walks the codewords.
 """
+
 from __future__ import annotations
 
 import math

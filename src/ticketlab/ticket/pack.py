@@ -6,6 +6,7 @@ values of the kept weights (fp32 or fp16) and the unmasked parameters ride along
 Layout: tensors ``mask/<param>`` (uint8 code), ``kept/<param>`` (1-D kept values, row-major order),
 ``dense/<name>`` (other state: biases, norm layers); metadata key ``ticketlab`` = JSON header.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ WEIGHT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 @dataclass
 class Ticket:
-    model: nn.Module            # holds the rebuilt initial weights
+    model: nn.Module  # holds the rebuilt initial weights
     mask: dict[str, torch.Tensor]
     weights: dict[str, torch.Tensor] | None  # trained state (pruned entries zero), when packed with weights
     header: dict
@@ -43,10 +44,20 @@ def code_mask(mask: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], l
         positions = np.flatnonzero(flat if symbol else ~flat)
         M = golomb_parameter(positions.size / flat.size)
         data, nbits = encode(positions, M)
-        tensors[f"mask/{name}"] = torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else \
-            torch.zeros(0, dtype=torch.uint8)
-        layers.append({"name": name, "shape": list(m.shape), "kept": kept, "symbol": symbol,
-                       "count": int(positions.size), "M": M, "nbits": nbits})
+        tensors[f"mask/{name}"] = (
+            torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+        )
+        layers.append(
+            {
+                "name": name,
+                "shape": list(m.shape),
+                "kept": kept,
+                "symbol": symbol,
+                "count": int(positions.size),
+                "M": M,
+                "nbits": nbits,
+            }
+        )
     return tensors, layers
 
 
@@ -66,8 +77,13 @@ def decode_mask(tensors: dict[str, torch.Tensor], layers: list[dict]) -> dict[st
     return mask
 
 
-def pack(recipe: dict, mask: dict[str, torch.Tensor], out: str | Path, final: dict[str, torch.Tensor] | None = None,
-         weights: str | None = None) -> dict:
+def pack(
+    recipe: dict,
+    mask: dict[str, torch.Tensor],
+    out: str | Path,
+    final: dict[str, torch.Tensor] | None = None,
+    weights: str | None = None,
+) -> dict:
     """Write a ticket file: ``recipe`` = {model, input_shape, num_classes, seed, ...}; returns size figures.
 
     With ``weights`` ("fp32"/"fp16") the kept entries of ``final`` and its unmasked tensors are stored too.
@@ -75,8 +91,14 @@ def pack(recipe: dict, mask: dict[str, torch.Tensor], out: str | Path, final: di
     if weights is not None and weights not in WEIGHT_DTYPES:
         raise UserError(f"--weights must be one of: {', '.join(WEIGHT_DTYPES)}")
     tensors, layers = code_mask(mask)
-    header = {"format": FORMAT, "version": VERSION, "init": "glorot_normal", **recipe, "layers": layers,
-              "weights": weights}
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "init": "glorot_normal",
+        **recipe,
+        "layers": layers,
+        "weights": weights,
+    }
     if weights is not None:
         dt = WEIGHT_DTYPES[weights]
         for name, t in final.items():
@@ -103,8 +125,14 @@ def pack_run(run_dir: str | Path, round_: int, out: str | Path, weights: str | N
     if weights is not None and weights not in WEIGHT_DTYPES:
         raise UserError(f"--weights must be one of: {', '.join(WEIGHT_DTYPES)}")
     shape, classes = _shape_of(cfg)
-    recipe = {"model": cfg["model"], "input_shape": shape, "num_classes": classes, "seed": cfg["seed"],
-              "round": round_, "dataset": cfg["dataset"]}
+    recipe = {
+        "model": cfg["model"],
+        "input_shape": shape,
+        "num_classes": classes,
+        "seed": cfg["seed"],
+        "round": round_,
+        "dataset": cfg["dataset"],
+    }
     final = load_tensors(rdir / "final.safetensors") if weights is not None else None
     return pack(recipe, load_tensors(rdir / "mask.safetensors"), out, final=final, weights=weights)
 
@@ -112,12 +140,14 @@ def pack_run(run_dir: str | Path, round_: int, out: str | Path, weights: str | N
 def _shape_of(cfg: dict) -> tuple[list[int], int]:
     """The recipe's input shape and class count: those of the run's dataset."""
     from ..data import load_dataset
+
     d = load_dataset(cfg["dataset"], quiet=True)
     return list(d.input_shape), d.num_classes
 
 
 def _save(tensors: dict, header: dict, path: str) -> None:
     from safetensors.torch import save_file
+
     save_file(tensors, path, metadata={"ticketlab": json.dumps(header)})
 
 
@@ -131,8 +161,9 @@ def read_ticket(path: str | Path) -> tuple[dict, dict[str, torch.Tensor]]:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         header = json.loads(meta["ticketlab"])
     except (SafetensorError, OSError, KeyError, ValueError, json.JSONDecodeError):
-        raise UserError(f"{path} is not a ticketlab ticket (corrupt or foreign); pack one with `ticketlab pack`") \
-            from None
+        raise UserError(
+            f"{path} is not a ticketlab ticket (corrupt or foreign); pack one with `ticketlab pack`"
+        ) from None
     if header.get("format") != FORMAT:
         raise UserError(f"{path} is not a ticketlab ticket; pack one with `ticketlab pack`")
     if header.get("version") != VERSION:
@@ -172,8 +203,17 @@ def describe(header: dict, path: Path) -> dict:
     numel = sum(int(np.prod(L["shape"])) for L in header["layers"])
     kept = sum(L["kept"] for L in header["layers"])
     mask_bits = sum(L["nbits"] for L in header["layers"])
-    h_bits = sum(int(np.prod(L["shape"])) * binary_entropy(L["kept"] / int(np.prod(L["shape"])))
-                 for L in header["layers"])
-    return {"file_bytes": path.stat().st_size, "prunable_weights": numel, "kept": kept, "density": kept / numel,
-            "mask_bits": mask_bits, "bits_per_weight": mask_bits / numel, "entropy_bits_per_weight": h_bits / numel,
-            "ratio_to_entropy": mask_bits / h_bits if h_bits else float("nan"), "weights": header.get("weights")}
+    h_bits = sum(
+        int(np.prod(L["shape"])) * binary_entropy(L["kept"] / int(np.prod(L["shape"]))) for L in header["layers"]
+    )
+    return {
+        "file_bytes": path.stat().st_size,
+        "prunable_weights": numel,
+        "kept": kept,
+        "density": kept / numel,
+        "mask_bits": mask_bits,
+        "bits_per_weight": mask_bits / numel,
+        "entropy_bits_per_weight": h_bits / numel,
+        "ratio_to_entropy": mask_bits / h_bits if h_bits else float("nan"),
+        "weights": header.get("weights"),
+    }

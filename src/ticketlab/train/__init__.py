@@ -1,4 +1,5 @@
 """Training: a fast loop over in-memory tensors with masks, checkpoints and early-stopping metrics."""
+
 from .checkpoint import Checkpointer
 from .config import TrainConfig
 from .loop import TrainResult, evaluate, make_optimizer, train

@@ -2,6 +2,7 @@
 
 One file (JSON parts in its metadata) written atomically, so a kill never leaves a half checkpoint.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,7 @@ class Checkpointer:
         self.path = Path(path)
         self.every = max(1, int(every))
 
-    def save(self, it: int, model: nn.Module, opt: torch.optim.Optimizer, history: list[dict],
-             sparse=None) -> None:
+    def save(self, it: int, model: nn.Module, opt: torch.optim.Optimizer, history: list[dict], sparse=None) -> None:
         """``sparse``: a dynamic sparse trainer whose ``state_dict()`` is saved alongside."""
         opt_tensors, opt_meta = optimizer_to_flat(opt)
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | opt_tensors
@@ -69,13 +69,14 @@ class Checkpointer:
             opt_meta = json.loads(meta["optimizer"])
             device = next(model.parameters()).device
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-            optimizer_from_flat(opt, {k: v.to(device) for k, v in tensors.items() if k.startswith("opt.")},
-                                opt_meta)
+            optimizer_from_flat(opt, {k: v.to(device) for k, v in tensors.items() if k.startswith("opt.")}, opt_meta)
             if sparse is not None:
                 sparse.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("dst.")}, meta["dst"])
         except Exception as e:  # a foreign or damaged file: say so, do not guess
-            raise UserError(f"checkpoint {self.path} is corrupt or foreign ({type(e).__name__}); "
-                            "delete it to restart this training from its beginning") from None
+            raise UserError(
+                f"checkpoint {self.path} is corrupt or foreign ({type(e).__name__}); "
+                "delete it to restart this training from its beginning"
+            ) from None
         return it, history
 
     def clear(self) -> None:

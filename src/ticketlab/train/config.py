@@ -1,4 +1,5 @@
 """Training hyperparameters (a dataclass whose fields become CLI flags)."""
+
 from __future__ import annotations
 
 import math
@@ -34,38 +35,60 @@ class TrainConfig:
     iterations: int | None = field(default=None, metadata={"help": "training steps (or give --epochs; default 2000)"})
     epochs: float | None = field(default=None, metadata={"help": "training length in epochs"})
     lr_schedule: str = field(default="constant", metadata={"help": f"one of {', '.join(SCHEDULES)}"})
-    milestones: list[int] = field(default_factory=list,
-                                  metadata={"help": "step schedule: iterations at which lr *= gamma (comma list)"})
+    milestones: list[int] = field(
+        default_factory=list, metadata={"help": "step schedule: iterations at which lr *= gamma (comma list)"}
+    )
     gamma: float = field(default=0.1, metadata={"help": "step schedule factor"})
     warmup: int = field(default=0, metadata={"help": "linear lr warmup iterations"})
     eval_every: int = field(default=100, metadata={"help": "evaluate validation and test every N iterations"})
-    adv: str = field(default="none", metadata={
-        "help": "adversarial training: none, pgd (Madry et al.), trades (Zhang et al.) or fgsm-rs (Wong et al.)"})
+    adv: str = field(
+        default="none",
+        metadata={
+            "help": "adversarial training: none, pgd (Madry et al.), trades (Zhang et al.) or fgsm-rs (Wong et al.)"
+        },
+    )
     adv_eps: float = field(default=0.0, metadata={"help": "adversarial training radius, in pixel units"})
     adv_steps: int = field(default=10, metadata={"help": "attack steps per training step (pgd, trades)"})
-    adv_step_size: float | None = field(default=None, metadata={
-        "help": "attack step (default 2.5 eps / steps; fgsm-rs 1.25 eps)"})
+    adv_step_size: float | None = field(
+        default=None, metadata={"help": "attack step (default 2.5 eps / steps; fgsm-rs 1.25 eps)"}
+    )
     adv_norm: str = field(default="linf", metadata={"help": "linf or l2 (pgd, fgsm-rs)"})
     trades_beta: float = field(default=6.0, metadata={"help": "TRADES robustness weight"})
-    augment: str = field(default="none", metadata={
-        "help": "training augmentation: none, gaussian (noise) or augmix (Hendrycks et al.), in pixel space"})
+    augment: str = field(
+        default="none",
+        metadata={"help": "training augmentation: none, gaussian (noise) or augmix (Hendrycks et al.), in pixel space"},
+    )
     augment_sigma: float = field(default=0.1, metadata={"help": "gaussian augmentation std, pixel units"})
-    certified: str = field(default="none", metadata={
-        "help": "certified training: none, ibp (Gowal et al.) or crown-ibp (Zhang et al.)"})
+    certified: str = field(
+        default="none", metadata={"help": "certified training: none, ibp (Gowal et al.) or crown-ibp (Zhang et al.)"}
+    )
     cert_eps: float = field(default=0.0, metadata={"help": "certified training L-inf radius, in pixel units"})
-    cert_start: float = field(default=0.01, metadata={
-        "help": "fraction of training at eps 0 before the ramp (CROWN-IBP's Fashion-MNIST: 1 of 100 epochs)"})
-    cert_ramp: float = field(default=0.61, metadata={
-        "help": "fraction of training over which eps rises linearly to --cert-eps (kappa and beta follow)"})
-    cert_kappa: float = field(default=0.5, metadata={
-        "help": "final weight of the natural loss (it falls linearly from 1 during the ramp)"})
-    rs_weight: float = field(default=0.0, metadata={
-        "help": "ReLU-stability regulariser weight (Xiao et al.'s RS loss as Li et al.'s CertifiedPruning uses it: "
-                "0.01); 0 = off"})
+    cert_start: float = field(
+        default=0.01,
+        metadata={"help": "fraction of training at eps 0 before the ramp (CROWN-IBP's Fashion-MNIST: 1 of 100 epochs)"},
+    )
+    cert_ramp: float = field(
+        default=0.61,
+        metadata={"help": "fraction of training over which eps rises linearly to --cert-eps (kappa and beta follow)"},
+    )
+    cert_kappa: float = field(
+        default=0.5, metadata={"help": "final weight of the natural loss (it falls linearly from 1 during the ramp)"}
+    )
+    rs_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "ReLU-stability regulariser weight (Xiao et al.'s RS loss as Li et al.'s CertifiedPruning uses it: "
+            "0.01); 0 = off"
+        },
+    )
     rs_eps: float = field(default=0.0, metadata={"help": "the regulariser's L-inf radius (IBP bounds), pixel units"})
-    precision: str = field(default="fp32", metadata={
-        "help": "fp32, or bf16: the training step's forward and loss under bfloat16 autocast (weights, optimizer "
-                "state and evaluation stay fp32)"})
+    precision: str = field(
+        default="fp32",
+        metadata={
+            "help": "fp32, or bf16: the training step's forward and loss under bfloat16 autocast (weights, optimizer "
+            "state and evaluation stay fp32)"
+        },
+    )
 
     def validate(self) -> None:
         if self.optimizer not in OPTIMIZERS:

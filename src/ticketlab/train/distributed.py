@@ -9,7 +9,8 @@ by one flattened all-reduce (each rank's loss is its examples' sum / the global 
 global batch's mean gradient, as one process computes it); then every rank applies the same masked optimizer
 step. A sparse trainer (RigL, SET, AC/DC, ...) runs on rank 0 only - its masks, drop and grow, dense phases -
 and its weights are broadcast after every step, the other ranks only computing gradients. A static mask is
-sent from rank 0 and checked equal on every rank; the weights are checked equal at every evaluation. Only rank 0 writes files, so a run resumes from rank 0's checkpoint as any run does.
+sent from rank 0 and checked equal on every rank; the weights are checked equal at every evaluation. Only
+rank 0 writes files, so a run resumes from rank 0's checkpoint as any run does.
 
 This averages gradients as ``DistributedDataParallel`` does, without its module wrapper: the adversarial and
 certified losses run extra forward/backward passes per step (attacks, bounds) whose parameter gradients DDP's
@@ -17,6 +18,7 @@ hooks would also try to reduce.
 
 Messages are JSON and raw tensors (no pickle). Backends: gloo on CPU, NCCL on CUDA.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +32,7 @@ from torch import nn
 from ..errors import UserError
 from .checkpoint import optimizer_from_flat, optimizer_to_flat
 
-_data_tokens: dict[int, tuple[str, object]] = {}   # rank 0: id(dataset) -> (token, the dataset, kept alive)
+_data_tokens: dict[int, tuple[str, object]] = {}  # rank 0: id(dataset) -> (token, the dataset, kept alive)
 
 
 def requested() -> bool:
@@ -78,8 +80,9 @@ def _json(obj=None):
 
 def _tensors(tensors: dict[str, torch.Tensor] | None = None, device="cpu") -> dict[str, torch.Tensor]:
     """Broadcast a name -> tensor dict from rank 0 (bool sent as uint8); returns it on ``device``."""
-    head = _json({n: [list(t.shape), str(t.dtype).removeprefix("torch.")] for n, t in tensors.items()}
-                 if rank() == 0 else None)
+    head = _json(
+        {n: [list(t.shape), str(t.dtype).removeprefix("torch.")] for n, t in tensors.items()} if rank() == 0 else None
+    )
     out = {}
     for name, (shape, dtype) in head.items():
         dt = getattr(torch, dtype)
@@ -99,8 +102,9 @@ def _checksum(tensors: list[torch.Tensor]) -> torch.Tensor:
         for i, t in enumerate(tensors):
             t = t.detach().double().flatten()
             acc[0] += t.sum().to(_comm())
-            acc[1] += (t * torch.arange(1, t.numel() + 1, device=t.device, dtype=torch.float64).remainder(97)).sum(
-                ).to(_comm()) * (i + 1)
+            acc[1] += (t * torch.arange(1, t.numel() + 1, device=t.device, dtype=torch.float64).remainder(97)).sum().to(
+                _comm()
+            ) * (i + 1)
         return acc
 
 
@@ -123,9 +127,9 @@ def sum_gradients(params: list[torch.Tensor]) -> None:
     for p, g in zip(params, grads):
         n = g.numel()
         if p.grad is None:
-            p.grad = flat[off:off + n].view_as(p).clone()
+            p.grad = flat[off : off + n].view_as(p).clone()
         else:
-            p.grad.copy_(flat[off:off + n].view_as(p))
+            p.grad.copy_(flat[off : off + n].view_as(p))
         off += n
 
 
@@ -137,7 +141,7 @@ def broadcast_(params: list[torch.Tensor]) -> None:
         flat = flat.to(params[0].device)
         off = 0
         for p in params:
-            p.copy_(flat[off:off + p.numel()].view_as(p))
+            p.copy_(flat[off : off + p.numel()].view_as(p))
             off += p.numel()
 
 
@@ -150,8 +154,10 @@ def share(idx: torch.Tensor) -> torch.Tensor:
 def spec(model: nn.Module) -> dict:
     s = getattr(model, "ticketlab_spec", None)
     if s is None:
-        raise UserError("this command's models cannot be rebuilt on the other ranks (not a registered model); "
-                        "run it without torchrun")
+        raise UserError(
+            "this command's models cannot be rebuilt on the other ranks (not a registered model); "
+            "run it without torchrun"
+        )
     return s
 
 
@@ -159,8 +165,15 @@ def _data_token(data) -> str:
     key = id(data)
     if key not in _data_tokens:
         _data_tokens[key] = (f"d{len(_data_tokens)}", data)
-        _json({"op": "data", "token": _data_tokens[key][0], "name": data.name, "num_classes": data.num_classes,
-               "pixel_range": data.pixel_range})
+        _json(
+            {
+                "op": "data",
+                "token": _data_tokens[key][0],
+                "name": data.name,
+                "num_classes": data.num_classes,
+                "pixel_range": data.pixel_range,
+            }
+        )
         keys = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std")
         _tensors({k: getattr(data, k) for k in keys if getattr(data, k) is not None})
     return _data_tokens[key][0]
@@ -169,8 +182,7 @@ def _data_token(data) -> str:
 class Lead:
     """Rank 0's side of one training: announces it, then keeps the other ranks in step."""
 
-    def __init__(self, model, data, cfg, mask, frozen, updater, opt, seed: int, start: int, total: int,
-                 fresh: bool):
+    def __init__(self, model, data, cfg, mask, frozen, updater, opt, seed: int, start: int, total: int, fresh: bool):
         if updater is not None and hasattr(updater, "loss"):
             raise UserError("this method's own loss (Deadwooding) does not run data-parallel; run it without torchrun")
         s = spec(model)
@@ -178,9 +190,21 @@ class Lead:
         self.updater = updater
         self.params = [p for p in model.parameters() if p.requires_grad]
         masks = None if updater is not None else mask
-        _json({"op": "train", "spec": s, "data": token, "cfg": asdict(cfg), "seed": int(seed), "start": int(start),
-               "total": int(total), "mask": masks is not None, "frozen": frozen is not None,
-               "updater": updater is not None, "fresh": fresh})
+        _json(
+            {
+                "op": "train",
+                "spec": s,
+                "data": token,
+                "cfg": asdict(cfg),
+                "seed": int(seed),
+                "start": int(start),
+                "total": int(total),
+                "mask": masks is not None,
+                "frozen": frozen is not None,
+                "updater": updater is not None,
+                "fresh": fresh,
+            }
+        )
         _tensors(dict(model.state_dict()))
         if masks is not None:
             _tensors(dict(masks))
@@ -219,10 +243,19 @@ def follow(device: str) -> None:
             return
         if head["op"] == "data":
             t = _tensors(device=device)
-            datasets[head["token"]] = Dataset(head["name"], t["x_train"], t["y_train"], t["x_val"], t["y_val"],
-                                              t["x_test"], t["y_test"], head["num_classes"], t.get("mean"),
-                                              t.get("std"), tuple(head["pixel_range"]) if head["pixel_range"]
-                                              else None)
+            datasets[head["token"]] = Dataset(
+                head["name"],
+                t["x_train"],
+                t["y_train"],
+                t["x_val"],
+                t["y_val"],
+                t["x_test"],
+                t["y_test"],
+                head["num_classes"],
+                t.get("mean"),
+                t.get("std"),
+                tuple(head["pixel_range"]) if head["pixel_range"] else None,
+            )
             continue
         _follow(head, datasets[head["data"]], device)
 
@@ -243,8 +276,17 @@ def _follow(head: dict, data, device: str) -> None:
     if mask is not None:
         check_equal(list(mask.values()), "masks")
     frozen = _tensors(device=device) if head["frozen"] else None
-    train(model, data, cfg, mask=mask, frozen=frozen, seed=head["seed"], start_iter=head["start"],
-          total=head["total"], follower={"updater": head["updater"], "fresh": head["fresh"]})
+    train(
+        model,
+        data,
+        cfg,
+        mask=mask,
+        frozen=frozen,
+        seed=head["seed"],
+        start_iter=head["start"],
+        total=head["total"],
+        follower={"updater": head["updater"], "fresh": head["fresh"]},
+    )
 
 
 class Follow:

@@ -8,6 +8,7 @@ logdir. Scalars, at every evaluation: ``loss/train`` (mean over the steps since 
 connections that are new). JSONL rows are ``{"iter": i, name: value, ...}``; a resumed training first drops
 the rows after its checkpoint (TensorBoard: ``purge_step``), so a stream never holds an iteration twice.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,10 @@ def configure(kind: str) -> None:
         try:
             import tensorboard  # noqa: F401
         except ImportError:
-            raise UserError("--log tensorboard needs the tensorboard package: pip install 'ticketlab[tensorboard]' "
-                            "(or use --log jsonl)") from None
+            raise UserError(
+                "--log tensorboard needs the tensorboard package: pip install 'ticketlab[tensorboard]' "
+                "(or use --log jsonl)"
+            ) from None
     _kind = kind
 
 

@@ -4,10 +4,11 @@ Batches come from a per-epoch permutation drawn from ``(seed, epoch)``, and the 
 function of the iteration, so a run resumed from a checkpoint is bitwise identical to an uninterrupted
 one on CPU. Records the early-stopping iteration (minimum validation loss) and the test accuracy there.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
 
 import torch
 import torch.nn.functional as F
@@ -39,9 +40,13 @@ class TrainResult:
 
     def summary(self) -> dict:
         es = self.early_stop
-        return {"test_acc": self.final["test_acc"], "val_acc": self.final["val_acc"],
-                "early_stop_iter": es["iter"], "early_stop_test_acc": es["test_acc"],
-                "iterations": self.iterations}
+        return {
+            "test_acc": self.final["test_acc"],
+            "val_acc": self.final["val_acc"],
+            "early_stop_iter": es["iter"],
+            "early_stop_test_acc": es["test_acc"],
+            "iterations": self.iterations,
+        }
 
     def to_json(self) -> dict:
         return asdict(self) | {"summary": self.summary()}
@@ -74,9 +79,9 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 50
     loss, correct = 0.0, 0
     with torch.no_grad():
         for i in range(0, len(y), batch):
-            out = model(x[i:i + batch])
-            loss += float(F.cross_entropy(out, y[i:i + batch], reduction="sum"))
-            correct += int((out.argmax(1) == y[i:i + batch]).sum())
+            out = model(x[i : i + batch])
+            loss += float(F.cross_entropy(out, y[i : i + batch], reduction="sum"))
+            correct += int((out.argmax(1) == y[i : i + batch]).sum())
     model.train(was_training)
     return loss / len(y), correct / len(y)
 
@@ -88,17 +93,29 @@ def mixed_precision(cfg: TrainConfig, device: torch.device):
 
 
 def epoch_permutation(seed: int, epoch: int, n: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch)) % (2 ** 63))
+    g = torch.Generator().manual_seed((int(seed) * 1_000_003 + int(epoch)) % (2**63))
     return torch.randperm(n, generator=g)
 
 
-def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | None = None,
-          frozen: dict[str, torch.Tensor] | None = None, seed: int = 0,
-          start_iter: int = 0, total: int | None = None, checkpointer: Checkpointer | None = None,
-          snapshot_at: int | Iterable[int] | None = None,
-          on_snapshot: Callable[[int, nn.Module], None] | None = None,
-          sparse: Callable[[torch.optim.Optimizer], object] | None = None,
-          progress: bool = False, desc: str = "train", log=None, follower: dict | None = None) -> TrainResult:
+def train(
+    model: nn.Module,
+    data: Dataset,
+    cfg: TrainConfig,
+    *,
+    mask: Mask | None = None,
+    frozen: dict[str, torch.Tensor] | None = None,
+    seed: int = 0,
+    start_iter: int = 0,
+    total: int | None = None,
+    checkpointer: Checkpointer | None = None,
+    snapshot_at: int | Iterable[int] | None = None,
+    on_snapshot: Callable[[int, nn.Module], None] | None = None,
+    sparse: Callable[[torch.optim.Optimizer], object] | None = None,
+    progress: bool = False,
+    desc: str = "train",
+    log=None,
+    follower: dict | None = None,
+) -> TrainResult:
     """Train ``model`` in place on ``data`` (already on the model's device) from ``start_iter`` to ``total``.
 
     ``mask`` keeps pruned weights at exactly zero (or at ``frozen``'s values, untrained).
@@ -174,6 +191,7 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
     bar = None
     if progress and follow is None:
         from tqdm import tqdm
+
         bar = tqdm(total=total, initial=it, desc=desc, leave=False, mininterval=0.5, dynamic_ncols=True)
 
     autocast = mixed_precision(cfg, x.device)
@@ -184,13 +202,16 @@ def train(model: nn.Module, data: Dataset, cfg: TrainConfig, *, mask: Mask | Non
             e, pos = divmod(it, spe)
             if e != epoch:
                 epoch, perm = e, epoch_permutation(seed, e, n).to(x.device)
-            idx = perm[pos * bs:(pos + 1) * bs]
+            idx = perm[pos * bs : (pos + 1) * bs]
             if varying_lr:
                 lr = lr_at(cfg, it, total)
                 for group in opt.param_groups:
                     group["lr"] = lr
-            xb = x[idx] if cfg.augment == "none" else augment(cfg.augment, x[idx], data,
-                                                              generator(seed, "augment", it), cfg.augment_sigma)
+            xb = (
+                x[idx]
+                if cfg.augment == "none"
+                else augment(cfg.augment, x[idx], data, generator(seed, "augment", it), cfg.augment_sigma)
+            )
             yb = y[idx]
             if parallel:  # this rank's share of the global batch (augmented whole, as in one process)
                 share = distributed.share(torch.arange(len(idx), device=idx.device))
@@ -248,8 +269,18 @@ class _Live:
     """What a live log gets from the loop: evaluation rows with the train loss since the last one, the
     learning rate, densities and FLOPs so far, and a sparse trainer's mask changes."""
 
-    def __init__(self, log, model: nn.Module, data: Dataset, cfg: TrainConfig, mask: Mask | None, updater, opt,
-                 batch: int, start: int):
+    def __init__(
+        self,
+        log,
+        model: nn.Module,
+        data: Dataset,
+        cfg: TrainConfig,
+        mask: Mask | None,
+        updater,
+        opt,
+        batch: int,
+        start: int,
+    ):
         self.log, self.model, self.mask, self.updater, self.opt, self.batch = log, model, mask, updater, opt, batch
         self._sum, self._n, self._change_at = None, 0, None
         self._step_flops = None
@@ -275,14 +306,18 @@ class _Live:
         return {"density": sum(kept.values()) / total} | {f"density/{n}": kept[n] / m[n].numel() for n in m}
 
     def record(self, it: int, row: dict) -> None:
-        values = {"loss/val": row["val_loss"], "loss/test": row["test_loss"], "acc/val": row["val_acc"],
-                  "acc/test": row["test_acc"], "lr": self.opt.param_groups[0]["lr"]}
+        values = {
+            "loss/val": row["val_loss"],
+            "loss/test": row["test_loss"],
+            "acc/val": row["val_acc"],
+            "acc/test": row["test_acc"],
+            "lr": self.opt.param_groups[0]["lr"],
+        }
         if self._n:
             values["loss/train"] = float(self._sum) / self._n
             self._sum, self._n = None, 0
         values |= self._density()
-        values["flops"] = (self.updater.training_flops(self.batch) if self._step_flops is None
-                           else self._step_flops * it)
+        values["flops"] = self.updater.training_flops(self.batch) if self._step_flops is None else self._step_flops * it
         self.log.scalars(it, values)
 
     def mask_change(self, it: int) -> None:

@@ -20,12 +20,12 @@ Results equal R sequential trainings up to float rounding (batched kernels sum i
 this mode the same seeds give the same bits on CPU. Checkpoints are written per replicate in the sequential
 trainer's format, so either mode resumes the other's.
 """
+
 from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import MutableMapping
-from typing import Callable
+from collections.abc import Callable, MutableMapping
 
 import torch
 import torch.nn.functional as F
@@ -50,9 +50,11 @@ class NotVectorizable(Exception):
 def signature(model: nn.Module) -> tuple:
     """What must match for models to be stacked: class, and every parameter's and buffer's name, shape, dtype,
     device and trainability."""
-    return (type(model).__name__,
-            tuple((n, tuple(p.shape), p.dtype, str(p.device), p.requires_grad) for n, p in model.named_parameters()),
-            tuple((n, tuple(b.shape), b.dtype) for n, b in model.named_buffers()))
+    return (
+        type(model).__name__,
+        tuple((n, tuple(p.shape), p.dtype, str(p.device), p.requires_grad) for n, p in model.named_parameters()),
+        tuple((n, tuple(b.shape), b.dtype) for n, b in model.named_buffers()),
+    )
 
 
 def _per_replicate(v) -> bool:
@@ -154,9 +156,13 @@ def batched_mlp(model: nn.Module) -> Callable | None:
     ``f(params, x, shared)``, R such MLPs' forward from stacked parameters with one ``baddbmm`` per layer; ``x``
     is (R, n, ...) (each replicate its own batch) or, ``shared``, (n, ...) (one batch for all, broadcast without
     a copy). Else None (use vmap)."""
-    if (not isinstance(model, nn.Sequential) or len(model) < 2 or not isinstance(model[0], nn.Flatten)
-            or (model[0].start_dim, model[0].end_dim) != (1, -1)
-            or not all(isinstance(m, (nn.Linear, nn.ReLU)) for m in list(model)[1:])):
+    if (
+        not isinstance(model, nn.Sequential)
+        or len(model) < 2
+        or not isinstance(model[0], nn.Flatten)
+        or (model[0].start_dim, model[0].end_dim) != (1, -1)
+        or not all(isinstance(m, (nn.Linear, nn.ReLU)) for m in list(model)[1:])
+    ):
         return None
     layers = list(model)[1:]
 
@@ -172,6 +178,7 @@ def batched_mlp(model: nn.Module) -> Callable | None:
             w = w.transpose(1, 2)
             h = torch.bmm(h, w) if m.bias is None else torch.baddbmm(p[f"{i}.bias"][:, None], h, w)
         return h
+
     return forward
 
 
@@ -185,11 +192,22 @@ def supported(cfg: TrainConfig) -> bool:
     return cfg.adv == "none" and cfg.certified == "none" and cfg.rs_weight == 0
 
 
-def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *, masks: list[Mask | None],
-                     seeds: list[int], start_iter: int = 0, total: int | None = None,
-                     checkpointers: list[Checkpointer | None] | None = None, logs: list | None = None,
-                     progress: bool = False, desc: str = "replicates", chunk: int = 2500,
-                     sparse: list[Callable | None] | None = None) -> list[TrainResult]:
+def train_replicates(
+    models: list[nn.Module],
+    data: Dataset,
+    cfg: TrainConfig,
+    *,
+    masks: list[Mask | None],
+    seeds: list[int],
+    start_iter: int = 0,
+    total: int | None = None,
+    checkpointers: list[Checkpointer | None] | None = None,
+    logs: list | None = None,
+    progress: bool = False,
+    desc: str = "replicates",
+    chunk: int = 2500,
+    sparse: list[Callable | None] | None = None,
+) -> list[TrainResult]:
     """Train ``models`` (same architecture, on ``data``'s device, already at their starting weights and masked)
     in place, replicate ``r`` with ``masks[r]`` and the data order of ``seeds[r]``; returns one TrainResult each,
     as ``train`` would. ``sparse[r](optimizer)`` builds replicate r's dynamic sparse trainer (as ``train``'s
@@ -212,14 +230,22 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
         if any(f is None for f in sparse) or masks[0] is not None:
             raise NotVectorizable("some replicates have sparse trainers, others not")
         ups = [f(o) for f, o in zip(sparse, singles)]  # as train(): built on the optimizer, before a resume
-        if (len({(type(u), getattr(u, "step_on_update", None)) for u in ups}) != 1
-                or not all(hasattr(u, "rebind") for u in ups) or hasattr(ups[0], "loss") or _hooked(models)):
+        if (
+            len({(type(u), getattr(u, "step_on_update", None)) for u in ups}) != 1
+            or not all(hasattr(u, "rebind") for u in ups)
+            or hasattr(ups[0], "loss")
+            or _hooked(models)
+        ):
             for u in ups:  # (their masks are drawn again, the same, by the sequential trainings)
                 getattr(u, "detach", lambda: None)()
-            raise NotVectorizable("the sparse trainers differ, have a loss of their own, cannot be rebound or "
-                                  "watch the model's forward (CTRE's activation statistics)")
-    resumed = [cp.load(m, o, *([u] if ups else [])) if cp is not None else None
-               for cp, m, o, u in zip(checkpointers, models, singles, ups or [None] * R)]
+            raise NotVectorizable(
+                "the sparse trainers differ, have a loss of their own, cannot be rebound or "
+                "watch the model's forward (CTRE's activation statistics)"
+            )
+    resumed = [
+        cp.load(m, o, *([u] if ups else [])) if cp is not None else None
+        for cp, m, o, u in zip(checkpointers, models, singles, ups or [None] * R)
+    ]
     if any(r is not None for r in resumed) and len({None if r is None else r[0] for r in resumed}) != 1:
         raise NotVectorizable("the replicates' checkpoints are at different iterations")
     it = resumed[0][0] if resumed[0] is not None else start_iter
@@ -241,8 +267,9 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
         for i, p in enumerate(order):
             states = [o.state.get(own[i], {}) for o, own in zip(singles, owns)]
             if states[0]:
-                opt.state[p] = {k: (torch.stack([s[k] for s in states]) if _per_replicate(v) else v)
-                                for k, v in states[0].items()}
+                opt.state[p] = {
+                    k: (torch.stack([s[k] for s in states]) if _per_replicate(v) else v) for k, v in states[0].items()
+                }
     stacked_masks = [torch.stack([mk[n].to(device=device, dtype=params[n].dtype) for mk in masks]) for n in names]
     masked = [params[n] for n in names]
     with torch.no_grad():
@@ -269,9 +296,10 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
 
     mlp = batched_mlp(base)
     if mlp is None:
-        forward = torch.func.vmap(one)                       # each replicate its own batch
+        forward = torch.func.vmap(one)  # each replicate its own batch
         forward_shared = torch.func.vmap(one, in_dims=(0, 0, None))  # one batch for all (evaluation)
     else:  # a plain MLP: one baddbmm per layer, faster than vmap (benchmarks/bench_replicates.py)
+
         def forward(p, b, x):
             return mlp(p, x, False)
 
@@ -284,8 +312,8 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
         correct = torch.zeros(R, dtype=torch.long, device=device)
         with torch.no_grad():
             for i in range(0, len(y), chunk):
-                out = forward_shared(params, buffers, x[i:i + chunk])          # (R, n, C)
-                yy = y[i:i + chunk]
+                out = forward_shared(params, buffers, x[i : i + chunk])  # (R, n, C)
+                yy = y[i : i + chunk]
                 loss += F.cross_entropy(out.flatten(0, 1), yy.repeat(R), reduction="none").view(R, -1).sum(1).double()
                 correct += (out.argmax(2) == yy).sum(1)
         base.train()
@@ -293,14 +321,23 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
 
     lives = [None] * R
     if logs is not None:
-        lives = [_Live(log, m, data, cfg, mk, u, opt, min(cfg.batch_size, len(data.y_train)), it)
-                 if log is not None else None for log, m, mk, u in zip(logs, models, masks, ups or [None] * R)]
+        lives = [
+            _Live(log, m, data, cfg, mk, u, opt, min(cfg.batch_size, len(data.y_train)), it)
+            if log is not None
+            else None
+            for log, m, mk, u in zip(logs, models, masks, ups or [None] * R)
+        ]
 
     def record(i: int) -> None:
         val, test = evaluate(data.x_val, data.y_val), evaluate(data.x_test, data.y_test)
         for r in range(R):
-            row = {"iter": i, "val_loss": val[r][0], "val_acc": val[r][1], "test_loss": test[r][0],
-                   "test_acc": test[r][1]}
+            row = {
+                "iter": i,
+                "val_loss": val[r][0],
+                "val_acc": val[r][1],
+                "test_loss": test[r][0],
+                "test_acc": test[r][1],
+            }
             histories[r].append(row)
             if ups:
                 ups[r].observe(row)
@@ -337,6 +374,7 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
     bar = None
     if progress:
         from tqdm import tqdm
+
         bar = tqdm(total=total, initial=it, desc=f"{desc} (x{R})", leave=False, mininterval=0.5, dynamic_ncols=True)
     base.train()
     epoch, perms = -1, None
@@ -346,7 +384,7 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
             if e != epoch:
                 epoch = e
                 perms = torch.stack([epoch_permutation(s, e, n) for s in seeds]).to(x.device)
-            idx = perms[:, pos * bs:(pos + 1) * bs]                     # (R, bs): each replicate's own order
+            idx = perms[:, pos * bs : (pos + 1) * bs]  # (R, bs): each replicate's own order
             if varying_lr:
                 lr = lr_at(cfg, it, total)
                 for group in opt.param_groups:
@@ -354,10 +392,14 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
             if cfg.augment == "none":
                 xb = x[idx]
             else:
-                xb = torch.stack([augment(cfg.augment, x[idx[r]], data, generator(seeds[r], "augment", it),
-                                          cfg.augment_sigma) for r in range(R)])
+                xb = torch.stack(
+                    [
+                        augment(cfg.augment, x[idx[r]], data, generator(seeds[r], "augment", it), cfg.augment_sigma)
+                        for r in range(R)
+                    ]
+                )
             with autocast:
-                out = forward(params, buffers, xb)                       # (R, bs, C)
+                out = forward(params, buffers, xb)  # (R, bs, C)
                 per = F.cross_entropy(out.flatten(0, 1), y[idx].flatten(), reduction="none").view(R, bs).mean(1)
                 loss = per.sum()
             opt.zero_grad(set_to_none=True)
@@ -403,14 +445,40 @@ def train_replicates(models: list[nn.Module], data: Dataset, cfg: TrainConfig, *
     return [TrainResult(history=h, iterations=total - start_iter) for h in histories]
 
 
-def train_each(models, data, cfg, *, masks, seeds, start_iter=0, total=None, checkpointers=None, logs=None,
-               progress=False, desc="replicates", train_fn: Callable | None = None) -> list[TrainResult]:
+def train_each(
+    models,
+    data,
+    cfg,
+    *,
+    masks,
+    seeds,
+    start_iter=0,
+    total=None,
+    checkpointers=None,
+    logs=None,
+    progress=False,
+    desc="replicates",
+    train_fn: Callable | None = None,
+) -> list[TrainResult]:
     """The sequential reference: ``train`` once per model (what ``--replicates sequential`` runs)."""
     from .loop import train
 
     train_fn = train_fn or train
     checkpointers = checkpointers or [None] * len(models)
     logs = logs or [None] * len(models)
-    return [train_fn(m, data, cfg, mask=mk, seed=s, start_iter=start_iter, total=total, checkpointer=cp, log=lg,
-                     progress=progress, desc=desc)
-            for m, mk, s, cp, lg in zip(models, masks, seeds, checkpointers, logs)]
+    return [
+        train_fn(
+            m,
+            data,
+            cfg,
+            mask=mk,
+            seed=s,
+            start_iter=start_iter,
+            total=total,
+            checkpointer=cp,
+            log=lg,
+            progress=progress,
+            desc=desc,
+        )
+        for m, mk, s, cp, lg in zip(models, masks, seeds, checkpointers, logs)
+    ]

@@ -1,4 +1,5 @@
 """Learning rate as a pure function of the iteration (so resuming needs no scheduler state)."""
+
 from __future__ import annotations
 
 import bisect

@@ -16,6 +16,7 @@ Specifications are rows of a matrix C on the logits: ``margin_spec`` gives y_tru
 so a sample is verified when every lower bound is > 0. Everything is batched, runs on any device and is
 differentiable in the model's parameters.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,9 @@ from .graph import Dense, MaxPool, Op, ReLU
 METHODS = ("ibp", "crown", "alpha-crown")
 
 
-def input_box(x: torch.Tensor, eps: float, pixel_range: tuple[float, float] | None) -> tuple[torch.Tensor, torch.Tensor]:
+def input_box(
+    x: torch.Tensor, eps: float, pixel_range: tuple[float, float] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The L-inf ball of radius ``eps`` around pixel-space ``x``, clipped to the valid pixel range."""
     lo, hi = x - eps, x + eps
     if pixel_range is not None:
@@ -58,10 +61,10 @@ def _spec(C: torch.Tensor | None, ops: list[Op], lo: torch.Tensor) -> torch.Tens
 
 @dataclass
 class Bounds:
-    lower: torch.Tensor                    # (B, S) lower bounds on the specification rows (or outputs)
-    upper: torch.Tensor | None             # (B, S); None where only lower bounds were computed
+    lower: torch.Tensor  # (B, S) lower bounds on the specification rows (or outputs)
+    upper: torch.Tensor | None  # (B, S); None where only lower bounds were computed
     pre: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # op index -> (l, u) of
-                                           # the input of every ReLU and max-pool
+    # the input of every ReLU and max-pool
 
     def verified(self) -> torch.Tensor:
         """(B,) True where every specification row is bounded above 0."""
@@ -77,14 +80,21 @@ def stability(ops: list[Op], pre: dict) -> list[dict]:
         if isinstance(op, ReLU):
             lo, hi = pre[i]
             live = torch.ones_like(lo, dtype=torch.bool) if op.graft is None else ~op.graft.expand_as(lo)
-            out.append({"layer": i, "neurons": math.prod(op.in_shape),
-                        "unstable": int(((lo < 0) & (hi > 0) & live).sum()),
-                        "active": int(((lo >= 0) & (hi > 0) & live).sum()),
-                        "inactive": int(((hi <= 0) & live).sum()), "grafted": int((~live).sum())})
+            out.append(
+                {
+                    "layer": i,
+                    "neurons": math.prod(op.in_shape),
+                    "unstable": int(((lo < 0) & (hi > 0) & live).sum()),
+                    "active": int(((lo >= 0) & (hi > 0) & live).sum()),
+                    "inactive": int(((hi <= 0) & live).sum()),
+                    "grafted": int((~live).sum()),
+                }
+            )
     return out
 
 
 # ---- IBP ----------------------------------------------------------------------------------------------
+
 
 def _spec_interval(C: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
     mid, rad = (hi + lo) / 2, (hi - lo) / 2
@@ -95,7 +105,7 @@ def _spec_interval(C: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
 
 def _spec_last(op: Dense, C: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor):
     """IBP of C (W h + b) with C folded into the last layer (tighter than bounding W h + b first)."""
-    w = C @ op.weight                                    # (B, S, in)
+    w = C @ op.weight  # (B, S, in)
     mid, rad = (hi + lo) / 2, (hi - lo) / 2
     m = torch.einsum("bsi,bi->bs", w, mid)
     if op.bias is not None:
@@ -120,6 +130,7 @@ def ibp(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | Non
 
 # ---- CROWN --------------------------------------------------------------------------------------------
 
+
 def relu_relaxation(lo: torch.Tensor, hi: torch.Tensor, op: ReLU | None = None):
     """(upper slope, upper intercept, CROWN's adaptive lower slope, unstable) of ReLU over [lo, hi]. A
     grafted neuron of ``op`` is its own line, upper and lower (``graft_line``), and never unstable."""
@@ -143,8 +154,15 @@ def graft_intercept(op: ReLU, like: torch.Tensor) -> torch.Tensor | None:
     return torch.where(op.graft, op.intercept, torch.zeros_like(op.intercept)).expand_as(like)
 
 
-def backward(ops: list[Op], end: int, lam: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, pre: dict,
-             alphas: dict[int, torch.Tensor] | None = None) -> torch.Tensor:
+def backward(
+    ops: list[Op],
+    end: int,
+    lam: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    pre: dict,
+    alphas: dict[int, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Lower bound over the box [lo, hi] of lam . f(x), f the output of ``ops[:end]``; ``lam`` (B, S, *shape).
     ``alphas``: lower ReLU slopes per op index, (B, S, *shape) in [0, 1], instead of CROWN's choice."""
     b, s = lam.shape[:2]
@@ -209,7 +227,7 @@ def _crown_layer(ops, end, lo, hi, pre, chunk: int, box: tuple[torch.Tensor, tor
     l, u = l.reshape(b, -1).clone(), u.reshape(b, -1).clone()
     last = ops[end - 1]
     for j in range(0, len(unstable), chunk):
-        idx = unstable[j:j + chunk]
+        idx = unstable[j : j + chunk]
         c = len(idx)
         if isinstance(last, Dense):
             w = last.weight[idx]
@@ -228,8 +246,9 @@ def _crown_layer(ops, end, lo, hi, pre, chunk: int, box: tuple[torch.Tensor, tor
     return l.view(b, *shape), u.view(b, *shape)
 
 
-def pre_bounds(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, intermediate: str = "crown",
-               chunk: int = 1024) -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
+def pre_bounds(
+    ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, intermediate: str = "crown", chunk: int = 1024
+) -> tuple[dict, tuple[torch.Tensor, torch.Tensor]]:
     """Bounds of the input of every nonlinear op ({op index: (l, u)}) and IBP's box of the output."""
     pre: dict = {}
     l, u = lo, hi
@@ -242,8 +261,15 @@ def pre_bounds(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, intermediate: 
     return pre, (l, u)
 
 
-def crown(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | None = None,
-          intermediate: str = "crown", upper: bool = True, pre: dict | None = None) -> Bounds:
+def crown(
+    ops: list[Op],
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    C: torch.Tensor | None = None,
+    intermediate: str = "crown",
+    upper: bool = True,
+    pre: dict | None = None,
+) -> Bounds:
     """CROWN bounds of C @ outputs (outputs when C is None) over [lo, hi]; ``pre`` reuses pre-activation
     bounds already computed by ``pre_bounds``."""
     if pre is None:
@@ -256,8 +282,15 @@ def crown(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | N
     return Bounds(r[:, :s], -r[:, s:], pre)
 
 
-def alpha_crown(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, C: torch.Tensor | None = None,
-                steps: int = 20, lr: float = 0.1, pre: dict | None = None) -> Bounds:
+def alpha_crown(
+    ops: list[Op],
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    C: torch.Tensor | None = None,
+    steps: int = 20,
+    lr: float = 0.1,
+    pre: dict | None = None,
+) -> Bounds:
     """alpha-CROWN lower bounds of C @ outputs: CROWN's lower slopes of every ReLU optimised for each
     specification row, starting from CROWN's choice; the best bound of every row over the steps."""
     if pre is None:
@@ -290,4 +323,3 @@ def alpha_crown(ops: list[Op], lo: torch.Tensor, hi: torch.Tensor, C: torch.Tens
     with torch.no_grad():
         best = torch.maximum(best, backward(ops, len(ops), C, lo, hi, pre_d, alphas))
     return Bounds(best, None, pre)
-

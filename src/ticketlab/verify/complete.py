@@ -16,6 +16,7 @@ model's margin for some other class is > 0 there; one that sits on the decision 
 from where it lies, and is "unknown" if they do not push it over (as is a solver error). Verdicts: verified,
 falsified, timeout, unknown.
 """
+
 from __future__ import annotations
 
 import os
@@ -34,11 +35,11 @@ SOLVERS = ("marabou", "milp")
 
 @dataclass
 class Layer:
-    kind: str                        # "affine", "relu" or "max"
-    A: object = None                 # scipy.sparse csr (n_out, n_in) for affine
+    kind: str  # "affine", "relu" or "max"
+    A: object = None  # scipy.sparse csr (n_out, n_in) for affine
     b: np.ndarray | None = None
     windows: np.ndarray | None = None  # (n_out, k) input indices of each max window
-    op: int = -1                     # index of the op in ``ops`` (nonlinear layers: its pre-activation bounds)
+    op: int = -1  # index of the op in ``ops`` (nonlinear layers: its pre-activation bounds)
     graft: np.ndarray | None = None  # relu layers: True where the neuron is grafted, slope * z + intercept
     slope: np.ndarray | None = None
     intercept: np.ndarray | None = None
@@ -62,8 +63,13 @@ def lower(ops: list[Op]) -> list[Layer]:
             z = torch.zeros(1, *shape, dtype=dtype, device=device)
             for op in chain:
                 e, z = op.apply(e), op.forward(z)
-        layers.append(Layer("affine", sp.csr_matrix(e.reshape(n, -1).t().double().cpu().numpy()),
-                            z.reshape(-1).double().cpu().numpy()))
+        layers.append(
+            Layer(
+                "affine",
+                sp.csr_matrix(e.reshape(n, -1).t().double().cpu().numpy()),
+                z.reshape(-1).double().cpu().numpy(),
+            )
+        )
         chain.clear()
 
     for i, op in enumerate(ops):
@@ -105,10 +111,10 @@ def _dtype(chain):
 
 @dataclass
 class Verdict:
-    verdict: str                     # verified | falsified | timeout | unknown
+    verdict: str  # verified | falsified | timeout | unknown
     seconds: float
-    by: str                          # clean | bounds | attack | marabou | milp
-    margin: float | None = None      # the counterexample's margin (> 0) when falsified
+    by: str  # clean | bounds | attack | marabou | milp
+    margin: float | None = None  # the counterexample's margin (> 0) when falsified
     counterexample: torch.Tensor | None = None
 
 
@@ -116,7 +122,7 @@ def _margin(model_fn, x: torch.Tensor, y: int) -> float:
     """max_j logit_j - logit_y of the model at pixel-space ``x`` (one sample)."""
     with torch.no_grad():
         out = model_fn(x[None]).double()[0]
-    others = torch.cat([out[:y], out[y + 1:]])
+    others = torch.cat([out[:y], out[y + 1 :]])
     return float(others.max() - out[y])
 
 
@@ -128,7 +134,7 @@ def _pgd_push(model_fn, x0, y, lo, hi, steps=20):
     for _ in range(steps):
         x = x.detach().requires_grad_(True)
         out = model_fn(x[None])[0]
-        m = torch.cat([out[:y], out[y + 1:]]).max() - out[y]
+        m = torch.cat([out[:y], out[y + 1 :]]).max() - out[y]
         (g,) = torch.autograd.grad(m, x)
         with torch.no_grad():
             x = torch.minimum(torch.maximum(x + step * g.sign(), lo), hi)
@@ -141,16 +147,27 @@ def _pgd_push(model_fn, x0, y, lo, hi, steps=20):
 class Complete:
     """Complete verification of one network at one eps (``solver`` marabou or milp)."""
 
-    def __init__(self, ops: list[Op], model_fn, num_classes: int, eps: float, pixel_range, solver: str = "milp",
-                 timeout: float = 60.0, attack_steps: int = 50, shortcut: bool = True):
+    def __init__(
+        self,
+        ops: list[Op],
+        model_fn,
+        num_classes: int,
+        eps: float,
+        pixel_range,
+        solver: str = "milp",
+        timeout: float = 60.0,
+        attack_steps: int = 50,
+        shortcut: bool = True,
+    ):
         if solver not in SOLVERS:
             raise UserError(f"unknown --solver {solver!r}; choose one of: {', '.join(SOLVERS)}")
         if solver == "marabou":
             try:
                 from maraboupy import MarabouCore  # noqa: F401
             except ImportError:
-                raise UserError("--solver marabou needs maraboupy: pip install 'ticketlab[verify]' "
-                                "(or use --solver milp)") from None
+                raise UserError(
+                    "--solver marabou needs maraboupy: pip install 'ticketlab[verify]' (or use --solver milp)"
+                ) from None
         self.ops, self.model_fn, self.k, self.eps, self.range = ops, model_fn, num_classes, eps, pixel_range
         self.solver, self.timeout, self.attack_steps = solver, timeout, attack_steps
         self.shortcut = shortcut  # False: every margin goes to the solver (tests, solver timings)
@@ -174,8 +191,10 @@ class Complete:
             return Verdict("falsified", time.perf_counter() - t0, "attack", m, adv)
         others = other_classes(torch.tensor([y]), self.k)[0].tolist()
         open_ = sorted((float(lb[r]), others[r]) for r in range(len(others)) if lb[r] <= 0)
-        bounds = {i: (a[0].reshape(-1).double().cpu().numpy(), b[0].reshape(-1).double().cpu().numpy())
-                  for i, (a, b) in pre.items()}
+        bounds = {
+            i: (a[0].reshape(-1).double().cpu().numpy(), b[0].reshape(-1).double().cpu().numpy())
+            for i, (a, b) in pre.items()
+        }
         # the sample's program (MILP) or query (Marabou) is built once, for its first open margin
         solve = (self._marabou if self.solver == "marabou" else self._milp)(lo[0], hi[0], bounds)
         for _, j in open_:
@@ -217,8 +236,13 @@ class Complete:
             box, cons, integrality, logits, n0 = program
             c = np.zeros(len(integrality))
             c[logits[y]], c[logits[j]] = 1.0, -1.0
-            res = milp(c, integrality=integrality, bounds=box, constraints=cons,
-                       options={"time_limit": max(timeout, 0.01), "disp": False})
+            res = milp(
+                c,
+                integrality=integrality,
+                bounds=box,
+                constraints=cons,
+                options={"time_limit": max(timeout, 0.01), "disp": False},
+            )
             if res.x is not None and res.fun is not None and res.fun <= 0:
                 return "sat", res.x[:n0]
             if res.status == 0:
@@ -241,7 +265,7 @@ class Complete:
         vhi = [hi.reshape(-1).cpu().numpy()]
         vint = [np.zeros(n0)]
         nvars = n0
-        blocks = []          # (rows, cols, vals, row_lo, row_hi)
+        blocks = []  # (rows, cols, vals, row_lo, row_hi)
         nrows = 0
 
         def new(lo_, hi_, integer=False):
@@ -259,8 +283,15 @@ class Complete:
             nonlocal nrows
             cols, vals = np.atleast_2d(cols), np.broadcast_to(np.atleast_2d(vals), np.atleast_2d(cols).shape)
             m, width = cols.shape
-            blocks.append((np.repeat(np.arange(nrows, nrows + m), width), cols.reshape(-1), vals.reshape(-1),
-                           np.asarray(rlo, float).reshape(-1), np.asarray(rhi, float).reshape(-1)))
+            blocks.append(
+                (
+                    np.repeat(np.arange(nrows, nrows + m), width),
+                    cols.reshape(-1),
+                    vals.reshape(-1),
+                    np.asarray(rlo, float).reshape(-1),
+                    np.asarray(rhi, float).reshape(-1),
+                )
+            )
             nrows += m
 
         prev = np.arange(n0)
@@ -306,10 +337,10 @@ class Complete:
                     d = new(np.zeros(len(zu)), np.ones(len(zu)), integer=True)
                     out[unstable] = a
                     k, one = len(zu), np.ones(len(zu))
-                    rows(np.stack([a, zu], 1), [1.0, -1.0], np.zeros(k), np.full(k, np.inf))            # a >= z
+                    rows(np.stack([a, zu], 1), [1.0, -1.0], np.zeros(k), np.full(k, np.inf))  # a >= z
                     rows(np.stack([a, d], 1), np.stack([one, -uu], 1), np.full(k, -np.inf), np.zeros(k))  # a <= u d
                     rows(np.stack([a, zu, d], 1), np.stack([one, -one, -lu], 1), np.full(k, -np.inf), -lu)
-                prev = out                                                          # a <= z - l (1 - d)
+                prev = out  # a <= z - l (1 - d)
             else:  # max over windows (Tjeng et al.'s encoding; inputs that cannot be the max left out)
                 out = []
                 for w in layer.windows:
@@ -321,12 +352,16 @@ class Complete:
                     umax = us[cand].max()
                     (a,) = new([ls.max()], [umax])
                     ds = new(np.zeros(len(cand)), np.ones(len(cand)), integer=True)
-                    rows(ds[None], 1.0, [1.0], [1.0])                                      # one of them
+                    rows(ds[None], 1.0, [1.0], [1.0])  # one of them
                     v, gap = z[w[cand]], umax - ls[cand]
                     k = len(cand)
                     rows(np.stack([np.full(k, a), v], 1), [1.0, -1.0], np.zeros(k), np.full(k, np.inf))  # a >= z_i
-                    rows(np.stack([np.full(k, a), v, ds], 1), np.stack([np.ones(k), -np.ones(k), gap], 1),
-                         np.full(k, -np.inf), gap)                                  # a <= z_i + gap (1 - d_i)
+                    rows(
+                        np.stack([np.full(k, a), v, ds], 1),
+                        np.stack([np.ones(k), -np.ones(k), gap], 1),
+                        np.full(k, -np.inf),
+                        gap,
+                    )  # a <= z_i + gap (1 - d_i)
                     out.append(a)
                 prev = np.array(out)
         r = np.concatenate([b[0] for b in blocks])
@@ -394,8 +429,13 @@ class Complete:
                 z = np.array([new_var() for _ in range(A.shape[0])])
                 for o in range(A.shape[0]):
                     s, e = A.indptr[o], A.indptr[o + 1]
-                    equations.append(([(1.0, int(z[o]))] + [(-float(v), int(prev[c])) for c, v in
-                                                           zip(A.indices[s:e], A.data[s:e])], float(layer.b[o])))
+                    equations.append(
+                        (
+                            [(1.0, int(z[o]))]
+                            + [(-float(v), int(prev[c])) for c, v in zip(A.indices[s:e], A.data[s:e])],
+                            float(layer.b[o]),
+                        )
+                    )
                 prev = z
                 continue
             z = prev

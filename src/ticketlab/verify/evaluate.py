@@ -9,6 +9,7 @@ Bounds run in float64 (rounding cannot flip a verdict at the margins seen here) 
 matrices where that is faster. Results are cached in ``RUN/verify-<hash of the settings>/results.json``
 after each model, so an interrupted evaluation resumes; seed groups give mean ± std rows.
 """
+
 from __future__ import annotations
 
 import sys
@@ -33,9 +34,9 @@ ALL_METHODS = (*METHODS, "complete")
 class VerifyConfig:
     eps: float = 0.1
     methods: list[str] = field(default_factory=lambda: ["ibp", "crown", "alpha-crown"])
-    samples: int = 100             # the first N test examples
-    solver: str = "milp"           # complete verification: milp (HiGHS, always there) or marabou (extra)
-    timeout: float = 30.0          # seconds per sample, complete verification
+    samples: int = 100  # the first N test examples
+    solver: str = "milp"  # complete verification: milp (HiGHS, always there) or marabou (extra)
+    timeout: float = 30.0  # seconds per sample, complete verification
     pgd_steps: int = 50
     pgd_restarts: int = 3
     alpha_steps: int = 20
@@ -54,8 +55,10 @@ class VerifyConfig:
             raise UserError(f"--eps must be >= 0 (pixel units), got {self.eps}")
         bad = [m for m in self.methods if m not in ALL_METHODS]
         if bad or not self.methods:
-            raise UserError(f"unknown --method {bad[0] if bad else ''!r}; choose from: {', '.join(ALL_METHODS)} "
-                            "(a comma list, or all)")
+            raise UserError(
+                f"unknown --method {bad[0] if bad else ''!r}; choose from: {', '.join(ALL_METHODS)} "
+                "(a comma list, or all)"
+            )
         if self.solver not in SOLVERS:
             raise UserError(f"unknown --solver {self.solver!r}; choose one of: {', '.join(SOLVERS)}")
         if self.samples < 1:
@@ -66,8 +69,15 @@ class VerifyConfig:
             raise UserError("--pgd-steps, --pgd-restarts and --batch must be >= 1, --alpha-steps >= 0")
 
 
-def verify_model(model: torch.nn.Module, data, x: torch.Tensor, y: torch.Tensor, cfg: VerifyConfig,
-                 progress=None, device: str | torch.device = "cpu") -> dict:
+def verify_model(
+    model: torch.nn.Module,
+    data,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: VerifyConfig,
+    progress=None,
+    device: str | torch.device = "cpu",
+) -> dict:
     """The row of one model (converted to float64 in place; ``x`` standardised test inputs). Bounds and the
     attack run on ``device``; complete verification on the CPU (its solvers are CPU programs)."""
     import copy
@@ -93,17 +103,17 @@ def verify_model(model: torch.nn.Module, data, x: torch.Tensor, y: torch.Tensor,
     robust = clean.clone()
     if cfg.eps > 0:
         for i in range(0, n, 500):
-            adv = pgd(net, xp[i:i + 500], y[i:i + 500], attack, pixel_range=data.pixel_range, generator=g)
+            adv = pgd(net, xp[i : i + 500], y[i : i + 500], attack, pixel_range=data.pixel_range, generator=g)
             with torch.no_grad():
-                robust[i:i + 500] &= net(adv).argmax(1) == y[i:i + 500]
+                robust[i : i + 500] &= net(adv).argmax(1) == y[i : i + 500]
     row["pgd_acc"] = int(robust.sum()) / n
     methods = [m for m in cfg.methods if m != "complete"]
     ok = {m: [] for m in methods}
     spent = dict.fromkeys(methods, 0.0)
     stats: dict[str, list] = {m: [] for m in methods if m in ("ibp", "crown")}  # per batch, per layer
     for i in range(0, n, cfg.batch):
-        lo, hi = input_box(xp[i:i + cfg.batch], cfg.eps, data.pixel_range)
-        C = margin_spec(y[i:i + cfg.batch], k).double()
+        lo, hi = input_box(xp[i : i + cfg.batch], cfg.eps, data.pixel_range)
+        C = margin_spec(y[i : i + cfg.batch], k).double()
         found = {}
         if "ibp" in methods:
             t0 = time.perf_counter()
@@ -111,7 +121,7 @@ def verify_model(model: torch.nn.Module, data, x: torch.Tensor, y: torch.Tensor,
                 found["ibp"] = ibp(ops, lo, hi, C)
             spent["ibp"] += time.perf_counter() - t0
         if "crown" in methods or "alpha-crown" in methods:  # CROWN's pre-activation bounds serve both; the
-            t0 = time.perf_counter()                        # time of each includes them
+            t0 = time.perf_counter()  # time of each includes them
             with torch.no_grad():
                 pre, _ = pre_bounds(ops, lo, hi, "crown")
             t_pre = time.perf_counter() - t0
@@ -131,18 +141,26 @@ def verify_model(model: torch.nn.Module, data, x: torch.Tensor, y: torch.Tensor,
     verified = {m: int(torch.cat(ok[m]).sum()) / n for m in methods}
     seconds = {m: spent[m] / n for m in methods}
     keys = ("unstable", "active", "inactive", "grafted")
-    unstable = {m: [{"layer": layers[0]["layer"], "neurons": layers[0]["neurons"],
-                     **{key: sum(lay[key] for lay in layers) / n for key in keys}}
-                    for layers in zip(*per_batch)]
-                for m, per_batch in stats.items()}
+    unstable = {
+        m: [
+            {
+                "layer": layers[0]["layer"],
+                "neurons": layers[0]["neurons"],
+                **{key: sum(lay[key] for lay in layers) / n for key in keys},
+            }
+            for layers in zip(*per_batch)
+        ]
+        for m, per_batch in stats.items()
+    }
     if progress:
         progress("  ".join(f"{m} {verified[m]:.3f}" for m in methods))
     row.update(verified=verified, seconds_per_sample=seconds, neurons_per_sample=unstable)
     if "complete" in cfg.methods:
         cmean, cstd = (None, None) if mean is None else (mean.cpu(), std.cpu())
         cops = to_ops(cpu_model, data.input_shape, cmean, cstd, sparse=True)
-        row["complete"] = complete_verdicts(cops, PixelSpace(cpu_model, cmean, cstd).eval(), xp.cpu(), y.cpu(), k,
-                                            data.pixel_range, cfg, progress)
+        row["complete"] = complete_verdicts(
+            cops, PixelSpace(cpu_model, cmean, cstd).eval(), xp.cpu(), y.cpu(), k, data.pixel_range, cfg, progress
+        )
         verified["complete"] = row["complete"]["verified"] / n
         seconds["complete"] = row["complete"]["seconds_mean"]
     return row
@@ -169,12 +187,19 @@ def complete_verdicts(ops, net, xp, y, k, pixel_range, cfg: VerifyConfig, progre
         if progress and (i + 1) % 10 == 0:
             progress(f"complete {i + 1}/{len(y)}")
     ts = sorted(times)
-    return {**counts, "by": by, "seconds_mean": sum(ts) / len(ts), "seconds_median": ts[len(ts) // 2],
-            "seconds_max": ts[-1], "min_counterexample_margin": min(margins) if margins else None}
+    return {
+        **counts,
+        "by": by,
+        "seconds_mean": sum(ts) / len(ts),
+        "seconds_median": ts[len(ts) // 2],
+        "seconds_max": ts[-1],
+        "min_counterexample_margin": min(margins) if margins else None,
+    }
 
 
-def run_verify(run_dir: str | Path, cfg: VerifyConfig, *, data_dir: str | None = None, quiet: bool = False,
-               device: str = "cpu") -> dict:
+def run_verify(
+    run_dir: str | Path, cfg: VerifyConfig, *, data_dir: str | None = None, quiet: bool = False, device: str = "cpu"
+) -> dict:
     """Every trained model of ``run_dir`` (or of each seed of a seed group, then mean ± std)."""
     from ..data import load_dataset
     from ..models import build_model
@@ -186,8 +211,9 @@ def run_verify(run_dir: str | Path, cfg: VerifyConfig, *, data_dir: str | None =
     rec = read_json(run / "config.json") if (run / "config.json").is_file() else None
     if isinstance(rec, dict) and rec.get("kind") == "seeds":
         return _run_group(run, cfg, data_dir, quiet, device)
-    record, models = trained_models(run, refusal="verify takes imp, prune-init, dst, structured, compress, "
-                                                   "neurons, deadwood and supermask runs")
+    record, models = trained_models(
+        run, refusal="verify takes imp, prune-init, dst, structured, compress, neurons, deadwood and supermask runs"
+    )
     data = load_dataset(record["config"]["dataset"], data_dir, quiet=True)
     name = record["config"]["model"]
     model = build_model(name, data.input_shape, data.num_classes, seed=0)
@@ -196,7 +222,7 @@ def run_verify(run_dir: str | Path, cfg: VerifyConfig, *, data_dir: str | None =
         Complete([], None, data.num_classes, cfg.eps, data.pixel_range, cfg.solver)  # the solver is there
     config = cfg.to_dict()
     out = open_run_dir(run / f"verify-{config_hash(config)}", "verify", config)
-    x, y = data.x_test[:cfg.samples], data.y_test[:cfg.samples]
+    x, y = data.x_test[: cfg.samples], data.y_test[: cfg.samples]
     path = out / "results.json"
     rows = read_json(path)["rows"] if path.exists() else []
     done = {r["label"] for r in rows}
@@ -204,10 +230,17 @@ def run_verify(run_dir: str | Path, cfg: VerifyConfig, *, data_dir: str | None =
         if m["label"] in done or "members" in m:  # an ensemble averages softmaxes: not a ReLU network
             continue
         load_weights(model, m["weights"], name)
-        say = (lambda s, i=i, m=m: print(f"[{i + 1}/{len(models)}] {m['label']}: {s}", file=sys.stderr,
-                                         flush=True)) if not quiet else None
-        row = {"label": m["label"], "group": m["group"], "density": m["density"],
-               **verify_model(model, data, x, y, cfg, say, dev)}
+        say = (
+            (lambda s, i=i, m=m: print(f"[{i + 1}/{len(models)}] {m['label']}: {s}", file=sys.stderr, flush=True))
+            if not quiet
+            else None
+        )
+        row = {
+            "label": m["label"],
+            "group": m["group"],
+            "density": m["density"],
+            **verify_model(model, data, x, y, cfg, say, dev),
+        }
         model.cpu().float()
         rows.append(row)
         write_json(path, {"run": str(run), "config": config, "rows": rows})
@@ -222,8 +255,12 @@ def _run_group(group: Path, cfg: VerifyConfig, data_dir, quiet, device) -> dict:
     seeds = finished_seeds(group)
     if not seeds:
         raise UserError(f"{group} is a seed group with no finished seed yet; finish it first")
-    results = [run_verify(seed_dir(group, s), replace(cfg, methods=list(cfg.methods)), data_dir=data_dir,
-                          quiet=quiet, device=device) for s in seeds]
+    results = [
+        run_verify(
+            seed_dir(group, s), replace(cfg, methods=list(cfg.methods)), data_dir=data_dir, quiet=quiet, device=device
+        )
+        for s in seeds
+    ]
     labels = [[r["label"] for r in res["rows"]] for res in results]
     if any(lab != labels[0] for lab in labels):
         raise UserError(f"the seeds of {group} hold different models; finish every seed first")
@@ -236,8 +273,7 @@ def _run_group(group: Path, cfg: VerifyConfig, data_dir, quiet, device) -> dict:
 
 def _numbers(row: dict) -> dict:
     """A row with what averages over seeds (accuracies, times, unstable counts per layer)."""
-    out = {k: row[k] for k in ("label", "group", "density", "clean_acc", "pgd_acc", "verified",
-                               "seconds_per_sample")}
+    out = {k: row[k] for k in ("label", "group", "density", "clean_acc", "pgd_acc", "verified", "seconds_per_sample")}
     out["unstable"] = {m: [lay["unstable"] for lay in layers] for m, layers in row["neurons_per_sample"].items()}
     if "complete" in row:
         out["complete_timeouts"] = row["complete"]["timeout"]
@@ -248,24 +284,32 @@ def format_verify(result: dict) -> str:
     c = result["config"]
     methods = list(c["methods"])
     seeds = f"; mean ± std over seeds {result['seeds']}" if result.get("seeds") else ""
-    lines = [f"verified accuracy at eps {c['eps']} (L-inf, pixel units) on the first {c['samples']} test examples"
-             f"{seeds}",
-             f"{'model':<24} {'density':>8} {'clean':>7} {'pgd':>7}" + "".join(f" {m:>11}" for m in methods)
-             + "  unstable ReLUs/sample (crown)   ms/sample " + " ".join(methods)]
+    lines = [
+        f"verified accuracy at eps {c['eps']} (L-inf, pixel units) on the first {c['samples']} test examples{seeds}",
+        f"{'model':<24} {'density':>8} {'clean':>7} {'pgd':>7}"
+        + "".join(f" {m:>11}" for m in methods)
+        + "  unstable ReLUs/sample (crown)   ms/sample "
+        + " ".join(methods),
+    ]
     for r in result["rows"]:
         unst = r.get("neurons_per_sample", {}).get("crown") or r.get("neurons_per_sample", {}).get("ibp")
         if unst is not None:
             u = "/".join(f"{lay['unstable']:.1f}" for lay in unst)
         else:
             u = "/".join(f"{v}" for v in (r.get("unstable", {}).get("crown") or r.get("unstable", {}).get("ibp") or []))
-        lines.append(f"{r['label']:<24} {100 * r['density']:>7.2f}% {_f(r['clean_acc'])} {_f(r['pgd_acc'])}"
-                     + "".join(f" {_f(r['verified'][m]):>11}" for m in methods)
-                     + f"  {u:<30} " + " ".join(_ms(r["seconds_per_sample"][m]) for m in methods))
+        lines.append(
+            f"{r['label']:<24} {100 * r['density']:>7.2f}% {_f(r['clean_acc'])} {_f(r['pgd_acc'])}"
+            + "".join(f" {_f(r['verified'][m]):>11}" for m in methods)
+            + f"  {u:<30} "
+            + " ".join(_ms(r["seconds_per_sample"][m]) for m in methods)
+        )
         if "complete" in r:
             cc = r["complete"]
-            lines.append(f"{'':<24} complete ({c['solver']}): {cc['verified']} verified, {cc['falsified']} falsified, "
-                         f"{cc['timeout']} timeout, {cc['unknown']} unknown; "
-                         + ", ".join(f"{k}: {v}" for k, v in sorted(cc["by"].items())))
+            lines.append(
+                f"{'':<24} complete ({c['solver']}): {cc['verified']} verified, {cc['falsified']} falsified, "
+                f"{cc['timeout']} timeout, {cc['unknown']} unknown; "
+                + ", ".join(f"{k}: {v}" for k, v in sorted(cc["by"].items()))
+            )
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ Every affine op is "A x + b" with ``apply`` (A x), ``apply_t`` (lam A, for backw
 when ``sparse=True`` and the weight is sparse enough to gain from it (pruned weights are exact zeros), so a
 pruned weight costs nothing in the matrix products of IBP and CROWN.
 """
+
 from __future__ import annotations
 
 import math
@@ -109,8 +110,10 @@ class Conv(Affine):
         self.in_shape, self.out_shape = tuple(in_shape), tuple(out_shape)
         self.bias = None if bias is None else bias.view(-1, *([1] * self.dim))
         k = weight.shape[2:]
-        full = [(o - 1) * s - 2 * p + d * (kk - 1) + 1
-                for o, s, p, d, kk in zip(out_shape[1:], stride, padding, dilation, k)]
+        full = [
+            (o - 1) * s - 2 * p + d * (kk - 1) + 1
+            for o, s, p, d, kk in zip(out_shape[1:], stride, padding, dilation, k)
+        ]
         self.output_padding = tuple(i - f for i, f in zip(in_shape[1:], full))
         self._conv = F.conv1d if self.dim == 1 else F.conv2d
         self._conv_t = F.conv_transpose1d if self.dim == 1 else F.conv_transpose2d
@@ -125,8 +128,9 @@ class Conv(Affine):
         return self._fwd(r, self.weight.abs())
 
     def apply_t(self, lam):
-        return self._conv_t(lam, self.weight, None, self.stride, self.padding, self.output_padding, self.groups,
-                            self.dilation)
+        return self._conv_t(
+            lam, self.weight, None, self.stride, self.padding, self.output_padding, self.groups, self.dilation
+        )
 
 
 class Scale(Affine):
@@ -178,8 +182,10 @@ class ReLU(Op):
             return lo.clamp_min(0), hi.clamp_min(0)
         a, b = self.slope, self.intercept
         ll, lh = lo * a + b, hi * a + b
-        return (torch.where(self.graft, torch.minimum(ll, lh), lo.clamp_min(0)),
-                torch.where(self.graft, torch.maximum(ll, lh), hi.clamp_min(0)))
+        return (
+            torch.where(self.graft, torch.minimum(ll, lh), lo.clamp_min(0)),
+            torch.where(self.graft, torch.maximum(ll, lh), hi.clamp_min(0)),
+        )
 
 
 class MaxPool(Op):
@@ -225,13 +231,20 @@ def _leaves(module: nn.Module, prefix: str):
 
 
 def unsupported(name: str, module: nn.Module, why: str = "") -> UserError:
-    return UserError(f"verification does not support layer {name} ({type(module).__name__}{why}); it takes "
-                     "Linear, Conv1d/2d, ReLU (or grafted), BatchNorm, Flatten, AvgPool and MaxPool (stride = kernel) in "
-                     "nn.Sequential models (lenet300, mlp1d, cnn-small, conv2/4/6, cnn1d)")
+    return UserError(
+        f"verification does not support layer {name} ({type(module).__name__}{why}); it takes "
+        "Linear, Conv1d/2d, ReLU (or grafted), BatchNorm, Flatten, AvgPool and MaxPool (stride = kernel) in "
+        "nn.Sequential models (lenet300, mlp1d, cnn-small, conv2/4/6, cnn1d)"
+    )
 
 
-def to_ops(model: nn.Module, input_shape: tuple[int, ...], mean: torch.Tensor | None = None,
-           std: torch.Tensor | None = None, sparse: bool = False) -> list[Op]:
+def to_ops(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+    sparse: bool = False,
+) -> list[Op]:
     """``model`` (evaluated as in eval mode) as ops taking pixel-space input of ``input_shape``; ``mean`` and
     ``std`` the standardisation the model expects. Parameters are shared with the model, not copied, so
     bounds are differentiable in them (certified training)."""
@@ -261,8 +274,10 @@ def to_ops(model: nn.Module, input_shape: tuple[int, ...], mean: torch.Tensor | 
                 pad = tuple(dd * (kk - 1) // 2 for kk, dd in zip(k, d))
             else:
                 pad = _tuple(mod.padding, dim)
-            out_shape = (mod.out_channels, *[(i + 2 * p - dd * (kk - 1) - 1) // s + 1
-                                             for i, p, dd, kk, s in zip(shape[1:], pad, d, k, st)])
+            out_shape = (
+                mod.out_channels,
+                *[(i + 2 * p - dd * (kk - 1) - 1) // s + 1 for i, p, dd, kk, s in zip(shape[1:], pad, d, k, st)],
+            )
             op = Conv(mod.weight, mod.bias, st, pad, d, mod.groups, shape, out_shape)
         elif isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
             if mod.running_mean is None:
@@ -282,15 +297,23 @@ def to_ops(model: nn.Module, input_shape: tuple[int, ...], mean: torch.Tensor | 
                 raise unsupported(name, mod, " with padding or ceil_mode")
             c = shape[0]
             ref = next(iter(model.parameters()), None)  # the pool's weights in the model's dtype and device
-            w = torch.full((c, 1, *k), 1 / math.prod(k), dtype=torch.get_default_dtype() if ref is None else ref.dtype,
-                           device=None if ref is None else ref.device)
+            w = torch.full(
+                (c, 1, *k),
+                1 / math.prod(k),
+                dtype=torch.get_default_dtype() if ref is None else ref.dtype,
+                device=None if ref is None else ref.device,
+            )
             out_shape = (c, *[(i - kk) // s + 1 for i, kk, s in zip(shape[1:], k, st)])
             op = Conv(w, None, st, (0,) * dim, (1,) * dim, c, shape, out_shape)
         elif isinstance(mod, (nn.MaxPool1d, nn.MaxPool2d)):
             dim = 1 if isinstance(mod, nn.MaxPool1d) else 2
             k, st = _tuple(mod.kernel_size, dim), _tuple(mod.stride or mod.kernel_size, dim)
-            if k != st or any(_tuple(mod.padding, dim)) or any(d != 1 for d in _tuple(mod.dilation, dim)) \
-                    or mod.ceil_mode:
+            if (
+                k != st
+                or any(_tuple(mod.padding, dim))
+                or any(d != 1 for d in _tuple(mod.dilation, dim))
+                or mod.ceil_mode
+            ):
                 raise unsupported(name, mod, " with stride != kernel, padding or dilation")
             out_shape = (shape[0], *[i // kk for i, kk in zip(shape[1:], k)])
             op = MaxPool(k, dim, shape, out_shape)
@@ -325,5 +348,7 @@ def check_ops(ops: list[Op], model: nn.Module, input_shape, mean, std) -> None:
         got = forward(ops, x)
     model.train(was)
     if want.shape != got.shape or not torch.allclose(want, got, rtol=1e-4, atol=1e-4 * (1 + float(want.abs().max()))):
-        raise UserError(f"verification cannot follow {type(model).__name__}: its forward is not the sequence of its "
-                        "layers (residual or custom modules are not supported)")
+        raise UserError(
+            f"verification cannot follow {type(model).__name__}: its forward is not the sequence of its "
+            "layers (residual or custom modules are not supported)"
+        )

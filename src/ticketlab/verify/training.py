@@ -11,6 +11,7 @@ Bounds are computed in train mode on the model's live parameters, so gradients r
 then enforced by the loop as for any loss. Models with BatchNorm are refused (their bounds would need the
 batch's statistics, which the reference code handles and ticketlab does not).
 """
+
 from __future__ import annotations
 
 import torch
@@ -47,8 +48,10 @@ class CertifiedLoss:
     def _ops(self, model: nn.Module):
         if self.ops is None:
             if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-                raise UserError("--certified does not support models with BatchNorm; pick lenet300, mlp1d, "
-                                "cnn-small, conv2/4/6 or cnn1d")
+                raise UserError(
+                    "--certified does not support models with BatchNorm; pick lenet300, mlp1d, "
+                    "cnn-small, conv2/4/6 or cnn1d"
+                )
             d = self.data  # on the model's device, standardisation included (Dataset.to)
             self.ops = to_ops(model, d.input_shape, d.mean, d.std)
             check_ops(self.ops, model, d.input_shape, d.mean, d.std)
@@ -83,8 +86,10 @@ class StabilityLoss:
     def __call__(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if self.ops is None:
             if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-                raise UserError("--rs-weight does not support models with BatchNorm; pick lenet300, mlp1d, "
-                                "cnn-small, conv2/4/6 or cnn1d")
+                raise UserError(
+                    "--rs-weight does not support models with BatchNorm; pick lenet300, mlp1d, "
+                    "cnn-small, conv2/4/6 or cnn1d"
+                )
             d = self.data
             self.ops = to_ops(model, d.input_shape, d.mean, d.std)
             check_ops(self.ops, model, d.input_shape, d.mean, d.std)
