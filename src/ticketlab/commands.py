@@ -26,6 +26,9 @@ from .errors import UserError
 from .flags import add_dataclass_flags, config_file_values, dataclass_flag_dests, given_flags, merge
 
 ENTRY_POINTS = "ticketlab.commands"
+LOSS_ENTRY_POINTS = "ticketlab.losses"
+# The modules whose import registers the built-in loss terms (train.losses): the family code stays out of the loop.
+BUILTIN_LOSSES = ("ticketlab.robust.training", "ticketlab.verify.training")
 GROUPS = {
     "training": "train a model (each run folder hashed and resumable; --seeds, sweep, runs, show, report)",
     "analysis": "study the trained models of finished runs (cached in RUN/<command>-<hash>/)",
@@ -270,6 +273,22 @@ def load(e: Entry):
             f"{e.name!r}; fix its entry point"
         )
     return obj
+
+
+def load_losses() -> None:
+    """Import every module that registers loss terms: the built-ins', then each plugin's (``ticketlab.losses``
+    entry points: a module, or "module:OBJECT" with the term in it, registered by its module's import)."""
+    for module in BUILTIN_LOSSES:
+        importlib.import_module(module)
+    for ep in metadata.entry_points(group=LOSS_ENTRY_POINTS):
+        try:
+            importlib.import_module(ep.value.partition(":")[0])
+        except ImportError as err:
+            dist = getattr(ep, "dist", None)
+            raise UserError(
+                f"the loss term {ep.name!r} of the plugin {dist.name if dist else '?'} cannot be loaded "
+                f"({err}); reinstall it"
+            ) from None
 
 
 def is_training(obj) -> bool:

@@ -35,6 +35,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..io import read_json, save_tensors, write_json
+from ..lottery import imp_parent, round_weights
 from ..runs import (
     Experiment,
     RunConfig,
@@ -44,7 +45,7 @@ from ..runs import (
     start_derived_run,
     train_cached,
 )
-from ..runs.models import imp_parent
+from ..runs.models import trained_model
 from ..seeding import generator
 from ..sparse import density, global_prune, ones_mask, prunable_names
 from ..sparse.enforce import clear_optimizer_state_, mask_grads_
@@ -328,6 +329,14 @@ def format_deadwood(s: dict) -> str:
     )
 
 
+def deadwood_models(run: Path, summary: dict) -> list[dict]:
+    """The dense parent and the deadwooded net."""
+    return [
+        trained_model("dense parent", "dense", 1.0, round_weights(summary["config"]["source"], 0)),
+        trained_model("deadwooding", "deadwood", summary["density"], run / "final.safetensors"),
+    ]
+
+
 EXPERIMENT = register(
     Experiment(
         "deadwood",
@@ -336,6 +345,7 @@ EXPERIMENT = register(
         format_deadwood,
         check=check_deadwood,
         headline=lambda s: {"density": s["density"], "test_acc": s["test_acc"], "dense_test_acc": s["dense_test_acc"]},
+        models=deadwood_models,
         description="Prune an IMP run's trained dense round 0 by minimising mean |w| subject to distillation and "
         "adversarial-distillation constraints, with multipliers raised by dual ascent (Kaur et al. 2022).",
     )

@@ -26,6 +26,7 @@ import torch
 
 from ..errors import UserError
 from ..io import read_json, save_tensors, write_json
+from ..lottery import imp_parent, round_weights
 from ..models.graft import GraftedReLU, graft_relus, grafted_modules
 from ..runs import (
     Experiment,
@@ -35,7 +36,7 @@ from ..runs import (
     start_derived_run,
     train_cached,
 )
-from ..runs.models import imp_parent
+from ..runs.models import trained_model
 from ..seeding import generator
 from ..sparse import density, prunable_names
 from ..sparse.groups import channel_groups, group_mask
@@ -227,6 +228,21 @@ def format_neurons(s: dict) -> str:
     )
 
 
+def neurons_models(run: Path, summary: dict) -> list[dict]:
+    """The dense parent and the pruned or grafted net."""
+    c = summary["config"]
+    what = "grafted" if c["method"] == "graft" else "pruned"
+    return [
+        trained_model("dense parent", "dense", 1.0, round_weights(c["source"], 0)),
+        trained_model(
+            f"{c['score']} {what} {c['fraction']:g}",
+            f"{c['method']}-{c['score']}",
+            summary["weight_density"],
+            run / "final.safetensors",
+        ),
+    ]
+
+
 EXPERIMENT = register(
     Experiment(
         "neurons",
@@ -235,6 +251,7 @@ EXPERIMENT = register(
         format_neurons,
         check=check_neurons,
         headline=lambda s: {"chosen": s["chosen"], "weight_density": s["weight_density"], "test_acc": s["test_acc"]},
+        models=neurons_models,
         description="Prune the least stable channels (--method prune --score stability) or graft the least "
         "significant neurons as learnable lines (--method graft --score magnitude) of an IMP run's trained "
         "dense round 0, then fine-tune; verify the result with `ticketlab verify`.",

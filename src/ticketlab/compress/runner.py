@@ -19,6 +19,7 @@ import torch
 from ..errors import UserError
 from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
+from ..lottery import imp_parent, round_weights
 from ..pruners import PRUNERS
 from ..runs import (
     Experiment,
@@ -29,7 +30,7 @@ from ..runs import (
     start_derived_run,
     train_cached,
 )
-from ..runs.models import imp_parent
+from ..runs.models import trained_model
 from ..seeding import generator
 from ..sparse import density, layer_densities, ones_mask, parse_pattern, prunable_names
 from ..sparse.distributions import DISTRIBUTIONS
@@ -210,6 +211,17 @@ def format_compress(s: dict) -> str:
     )
 
 
+def compress_models(run: Path, summary: dict) -> list[dict]:
+    """The dense parent and the compressed net."""
+    c = summary["config"]
+    return [
+        trained_model("dense parent", "dense", 1.0, round_weights(c["source"], 0)),
+        trained_model(
+            f"{c['method']} ({c['steps']} steps)", c["method"], summary["density"], run / "final.safetensors"
+        ),
+    ]
+
+
 EXPERIMENT = register(
     Experiment(
         "compress",
@@ -218,6 +230,7 @@ EXPERIMENT = register(
         format_compress,
         check=check_compress,
         headline=lambda s: {"density": s["density"], "test_acc": s["test_acc"], "dense_test_acc": s["dense_test_acc"]},
+        models=compress_models,
         description="Compress an IMP run's trained dense round 0 with a pruner (magnitude, random, snip, gap, ...): "
         "one-shot and fine-tune, or in --steps greedy steps on a schedule (cubic: Zhu & Gupta's GMP).",
     )

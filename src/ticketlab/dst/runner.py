@@ -28,6 +28,7 @@ from ..io import read_json, save_tensors, write_json
 from ..metrics import classification_metrics, ensemble_probs, predict_probs
 from ..models import build_model
 from ..runs import Experiment, RunConfig, load_mask, load_state, lockstep, register, start_run, train_cached
+from ..runs.models import trained_model
 from ..seeding import derive_seed, generator
 from ..sparse import density, layer_densities, ones_mask, parse_pattern
 from ..train import TrainConfig
@@ -421,6 +422,19 @@ def dst_headline(s: dict) -> dict:
     return out
 
 
+def dst_models(run: Path, summary: dict) -> list[dict]:
+    """Each run of the ensemble, then (with more than one) the ensemble itself, attacked as one model."""
+    method = summary["config"]["method"]
+    out = [
+        trained_model(f"{method} run {i}", "dst", m["density"], run / f"train_{i}" / "final.safetensors")
+        for i, m in enumerate(summary["runs"])
+    ]
+    if len(out) > 1:  # the mean softmax of the members
+        ens = trained_model("ensemble", "ensemble", out[0]["density"], out[0]["weights"])
+        out.append(ens | {"members": [m["weights"] for m in out]})
+    return out
+
+
 EXPERIMENT = register(
     Experiment(
         "dst",
@@ -428,6 +442,7 @@ EXPERIMENT = register(
         run_dst,
         format_dst,
         dst_headline,
+        models=dst_models,
         description="Train sparse from scratch at a fixed density while the mask evolves; --ensemble M averages M "
         "independent runs, --method edst gets an ensemble from one run. Reports accuracy, NLL, ECE and "
         "training/inference FLOPs.",

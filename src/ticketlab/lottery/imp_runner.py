@@ -36,6 +36,7 @@ from ..runs import (
     resolve_device,
     train_cached,
 )
+from ..runs.models import trained_model
 from ..seeding import derive_seed, generator
 from ..sparse import Mask, density, global_prune, layer_densities, ones_mask, prunable_names, random_mask_like
 from ..sparse.values import kept_values, pruned_values
@@ -343,6 +344,29 @@ def imp(config: IMPConfig | dict | None = None, out: str | Path | None = None, *
     return IMPRun(config, out, **kwargs).run()
 
 
+def round_weights(run: str | Path, k: int) -> Path:
+    """The trained weights file of round ``k`` of an IMP run (round 0: the dense net)."""
+    return Path(run) / f"round_{k:02d}" / "final.safetensors"
+
+
+def imp_parent(source: str | Path, model: str, dataset: str) -> tuple[Path, dict]:
+    """(the trained dense round 0's weights file, the IMP run's summary) of ``--source``, refused in one line
+    unless it is a finished round 0 of ``model`` on ``dataset``: the dense parent that compress, neurons and
+    deadwood start from."""
+    src = Path(source)
+    rec = read_json(src / "config.json") if (src / "config.json").exists() else None
+    if not isinstance(rec, dict) or rec.get("kind") != "imp":
+        raise UserError(f"--source {src} is not an IMP run directory; give one made by `ticketlab imp`")
+    c = rec["config"]
+    if (c["model"], c["dataset"]) != (model, dataset):
+        raise UserError(f"--source {src} trained {c['model']} on {c['dataset']}; use the same --model and --dataset")
+    weights = round_weights(src, 0)
+    summary = read_json(src / "summary.json") if (src / "summary.json").exists() else None
+    if not weights.exists() or not summary or not summary.get("rounds"):
+        raise UserError(f"--source {src} has no trained round 0 yet; finish it first (rerun its command)")
+    return weights, summary
+
+
 def run_table(run_dir: str | Path, layers: bool = False) -> str:
     """The per-round table of a run directory (``ticketlab show``); ``layers``: per-layer densities."""
     path = Path(run_dir) / "summary.json"
@@ -372,6 +396,17 @@ def imp_headline(s: dict) -> dict:
     }
 
 
+def imp_models(run: Path, summary: dict) -> list[dict]:
+    """Every round's ticket and each of its controls."""
+    out = []
+    for r in summary["rounds"]:
+        d = run / f"round_{r['round']:02d}"
+        out.append(trained_model(f"round {r['round']} ticket", "ticket", r["density"], d / "final.safetensors"))
+        for c in r["controls"]:
+            out.append(trained_model(f"round {r['round']} {c}", c, r["density"], d / c / "final.safetensors"))
+    return out
+
+
 EXPERIMENT = register(
     Experiment(
         "imp",
@@ -382,6 +417,7 @@ EXPERIMENT = register(
         presets=PRESETS,
         table=run_table,
         plot_group=lambda s, folder: plot_accuracy_vs_density(s, folder / "accuracy_vs_density.png"),
+        models=imp_models,
         description="Rounds of train -> prune -> rewind. Round 0 is the dense net; --rounds N adds N pruning rounds.",
     )
 )

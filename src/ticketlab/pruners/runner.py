@@ -17,6 +17,7 @@ from ..errors import UserError
 from ..flops import forward_flops, training_flops
 from ..io import read_json, save_tensors, write_json
 from ..runs import Experiment, RunConfig, load_mask, load_state, register, start_run, train_cached
+from ..runs.models import trained_model
 from ..seeding import generator
 from ..sparse import density, layer_densities, ones_mask, prunable_names
 from ..sparse.distributions import DISTRIBUTIONS
@@ -179,6 +180,10 @@ def format_prune_init(s: dict) -> str:
 __all__ = ["DEFAULT_ROUNDS", "PruneInitConfig", "format_prune_init", "run_prune_init"]
 
 
+def prune_init_models(run: Path, summary: dict) -> list[dict]:
+    return [trained_model(summary["config"]["method"], "prune-init", summary["density"], run / "final.safetensors")]
+
+
 EXPERIMENT = register(
     Experiment(
         "prune-init",
@@ -190,6 +195,7 @@ EXPERIMENT = register(
             "test_acc": s["test_acc"],
             "early_stop_test_acc": s["early_stop_test_acc"],
         },
+        models=prune_init_models,
         description="Score the initial weights, keep the top --density, train the sparse net.",
     )
 )

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..seeding import generator
+from ..train.losses import LossTerm, register_loss
 from .attacks import AttackConfig, PixelSpace, _clip, _project, fgsm_rs, from_pixels, pgd, to_pixels
 
 
@@ -71,3 +72,13 @@ class AdversarialLoss:
         else:
             adv = pgd(net, xp, y, a, pixel_range=self.range, generator=g)
         return F.cross_entropy(model(from_pixels(adv, self.data)), y)
+
+
+ADVERSARIAL = register_loss(
+    LossTerm(
+        "adversarial",
+        "objective",
+        lambda cfg: cfg.adv != "none",
+        lambda cfg, data, seed, total: AdversarialLoss(cfg, data, seed),
+    )
+)

@@ -32,6 +32,7 @@ from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
 from ..models import glorot_normal_init
 from ..runs import Experiment, RunConfig, register, start_run, train_cached
+from ..runs.models import trained_model
 from ..seeding import derive_seed
 from ..sparse import Mask, apply_mask_, density
 from ..sparse.groups import channel_groups, group_mask
@@ -346,6 +347,11 @@ def structured_check(cfg: StructuredConfig, model, data) -> None:
         channel_scores(model, channel_groups(model, data.input_shape), METHODS[cfg.method])
 
 
+def structured_models(run: Path, summary: dict) -> list[dict]:
+    density = summary["passes"][-1]["weight_density"]
+    return [trained_model("structured (final)", "structured", density, run / "final.safetensors")]
+
+
 EXPERIMENT = register(
     Experiment(
         "structured",
@@ -359,6 +365,7 @@ EXPERIMENT = register(
             "params_ratio": s["params"]["compact"] / s["params"]["dense"],
             "flops_ratio": s["forward_flops"]["compact"] / s["forward_flops"]["dense"],
         },
+        models=structured_models,
         description="Train, remove whole channels (conv filters, MLP neurons) with their dependencies, fine-tune; "
         "--passes for multi-pass slimming; --scratch e,b for Liu et al.'s scratch baselines of the pruned "
         "architecture.",

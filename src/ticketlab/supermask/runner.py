@@ -16,7 +16,9 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import read_json, save_tensors, write_json
+from ..lottery import round_weights
 from ..runs import Experiment, RunConfig, default_run_dir, load_state, open_run_dir, prepare, register, train_cached
+from ..runs.models import trained_model
 from ..sparse import density, layer_densities, prunable_names
 from ..train import TrainConfig, evaluate
 from .learn import METHODS, WEIGHTS, attach, expected_density, hard_masks, set_eval_mode, signed_constant_
@@ -234,6 +236,17 @@ def format_summary(s: dict) -> str:
     return "\n".join(lines)
 
 
+def supermask_models(run: Path, summary: dict) -> list[dict]:
+    """The ticket (mask times its weights), after its pretrained dense parent when it has one."""
+    c = summary["config"]
+    parent = (
+        [trained_model("dense parent", "dense", 1.0, round_weights(c["pretrained"], 0))] if c.get("pretrained") else []
+    )
+    return parent + [
+        trained_model(f"{c['method']} ticket", c["method"], summary["density"], run / "ticket.safetensors")
+    ]
+
+
 EXPERIMENT = register(
     Experiment(
         "supermask",
@@ -246,6 +259,7 @@ EXPERIMENT = register(
             "test_acc": s["test_acc"],
             "untrained_mask_test_acc": s["untrained_mask_test_acc"],
         },
+        models=supermask_models,
         description="Bernoulli supermasks (Zhou et al.), edge-popup (Ramanujan et al.) on untrained weights, or "
         "lottery jackpots (mask search on trained weights).",
     )

@@ -21,6 +21,7 @@ from ..sparse import Mask, MaskEnforcer
 from . import distributed
 from .checkpoint import Checkpointer
 from .config import TrainConfig
+from .losses import build_losses
 from .schedule import lr_at
 
 
@@ -149,20 +150,7 @@ def train(
     parallel = lead is not None or follow is not None
     trainable = [p for p in model.parameters() if p.requires_grad]
 
-    adversarial = None
-    if cfg.adv != "none":  # the loss on adversarial examples (ticketlab.robust.training)
-        from ..robust.training import AdversarialLoss
-
-        adversarial = AdversarialLoss(cfg, data, seed)
-    elif cfg.certified != "none":  # the loss on certified bounds (ticketlab.verify.training)
-        from ..verify.training import CertifiedLoss
-
-        adversarial = CertifiedLoss(cfg, data, total)
-    stability = None
-    if cfg.rs_weight > 0:  # the ReLU-stability regulariser (ticketlab.verify.training)
-        from ..verify.training import StabilityLoss
-
-        stability = StabilityLoss(cfg, data)
+    objective, penalties = build_losses(cfg, data, seed, total)  # adversarial, certified, stability (train.losses)
     x, y = data.x_train, data.y_train
     n, bs = len(y), min(cfg.batch_size, len(y))
     spe = cfg.steps_per_epoch(n)
@@ -219,12 +207,12 @@ def train(
             with autocast:
                 if updater is not None and hasattr(updater, "loss"):  # a method with a loss of its own (Deadwooding)
                     loss = updater.loss(model, xb, yb, it)
-                elif adversarial is None:
+                elif objective is None:
                     loss = F.cross_entropy(model(xb), yb)
                 else:
-                    loss = adversarial(model, xb, yb, it)
-                if stability is not None:
-                    loss = loss + cfg.rs_weight * stability(model, xb)
+                    loss = objective(model, xb, yb, it)
+                for penalty in penalties:
+                    loss = loss + penalty(model, xb, yb, it)
                 if parallel:  # this share's mean, weighted so that the ranks' sum is the global batch's mean
                     loss = loss * (len(yb) / len(idx))
             opt.zero_grad(set_to_none=True)

@@ -40,6 +40,7 @@ from ..sparse.enforce import clear_optimizer_state_, mask_grads_
 from .checkpoint import Checkpointer
 from .config import TrainConfig
 from .loop import TrainResult, _Live, epoch_permutation, make_optimizer, mixed_precision
+from .losses import enabled_terms
 from .schedule import lr_at
 
 
@@ -188,8 +189,9 @@ def _hooked(models: list[nn.Module]) -> bool:
 
 
 def supported(cfg: TrainConfig) -> bool:
-    """The training settings the vectorised loop implements (the others need per-model losses)."""
-    return cfg.adv == "none" and cfg.certified == "none" and cfg.rs_weight == 0
+    """The training settings the vectorised loop implements: no loss term (train.losses) on, as those need
+    per-model losses."""
+    return not enabled_terms(cfg)
 
 
 def train_replicates(

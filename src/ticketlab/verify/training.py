@@ -20,6 +20,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..robust import to_pixels
+from ..train.losses import LossTerm, register_loss
 from .bounds import crown, ibp, input_box, margin_spec, other_classes
 from .graph import ReLU, check_ops, to_ops
 
@@ -97,3 +98,20 @@ class StabilityLoss:
         pre = ibp(self.ops, lo, hi).pre
         terms = [-torch.tanh(1 + l * u).flatten() for i, (l, u) in pre.items() if isinstance(self.ops[i], ReLU)]
         return torch.cat(terms).mean() if terms else x.new_zeros(())
+
+
+def _stability_penalty(cfg, data, seed: int, total: int):
+    """--rs-weight times the ReLU-stability loss of the batch."""
+    loss = StabilityLoss(cfg, data)
+    return lambda model, x, y, it: cfg.rs_weight * loss(model, x)
+
+
+CERTIFIED = register_loss(
+    LossTerm(
+        "certified",
+        "objective",
+        lambda cfg: cfg.certified != "none",
+        lambda cfg, data, seed, total: CertifiedLoss(cfg, data, total),
+    )
+)
+STABILITY = register_loss(LossTerm("stability", "penalty", lambda cfg: cfg.rs_weight > 0, _stability_penalty))
