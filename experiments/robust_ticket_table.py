@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
+from ticketlab.attacks import AttackConfig, robust_accuracy
 from ticketlab.data import load_dataset
 from ticketlab.io import read_json
 from ticketlab.models import build_model
-from ticketlab.robust.attacks import AttackConfig, robust_accuracy
 from ticketlab.robust.evaluate import RobustnessConfig, run_robustness
 from ticketlab.runs import load_state
 from ticketlab.runs.seeds import group_runs, mean_std

@@ -157,9 +157,9 @@ def test_members_with_the_same_name_and_augmentation_keep_a_column_each(quick, t
 def test_each_rows_numbers_are_the_members_own_predictions_routed_by_the_gate(quick, tmp_path):
     """Recomputed from the members' weight files: each member's accuracy, the mean-softmax ensemble, the deck
     (every input answered by the member the gate picks) and the share of inputs each member got."""
+    from ticketlab.attacks import to_pixels
     from ticketlab.data import load_dataset
     from ticketlab.models import build_model
-    from ticketlab.robust.attacks import to_pixels
     from ticketlab.robust.deck import member, references
     from ticketlab.runs.models import load_weights
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from ticketlab.attacks import _project, _random_delta, from_pixels, to_pixels
 from ticketlab.errors import UserError
 from ticketlab.robust import AttackConfig, PixelSpace, fgsm, fgsm_rs, pgd, robust_accuracy
-from ticketlab.robust.attacks import _project, _random_delta, from_pixels, to_pixels
 
 
 class Identity(nn.Module):

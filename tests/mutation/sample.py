@@ -29,7 +29,7 @@ NEWER = [
     "ticketlab.dst.gmp",
     "ticketlab.dst.snfs",
     "ticketlab.report.collect",
-    "ticketlab.robust.attacks",
+    "ticketlab.attacks",
     "ticketlab.robust.cifar_c",
     "ticketlab.robust.corruptions",
     "ticketlab.robust.deck",

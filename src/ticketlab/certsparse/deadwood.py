@@ -106,7 +106,7 @@ class Deadwooding:
 
     # ---- the Lagrangian --------------------------------------------------------------------------------
     def constraint_losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, it: int) -> dict:
-        from ..robust import AttackConfig, PixelSpace, from_pixels, pgd, to_pixels
+        from ..attacks import AttackConfig, PixelSpace, from_pixels, pgd, to_pixels
 
         with torch.no_grad():
             t = F.softmax(self.teacher(x), dim=1)

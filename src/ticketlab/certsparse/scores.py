@@ -24,8 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..verify import input_box, pre_bounds, to_ops
-from ..verify.graph import ReLU
+from ..verify import ReLU, input_box, pre_bounds, to_ops
 
 SCORES = ("stability", "magnitude", "random")
 
@@ -46,7 +45,7 @@ def stability_scores(lo: torch.Tensor, hi: torch.Tensor, gamma: torch.Tensor | N
 def relu_inputs(model: nn.Module, data, x: torch.Tensor, eps: float, bound: str = "ibp"):
     """Pre-activation bounds of every ReLU over the eps-balls (pixel units) around standardised ``x``:
     [(l, u)] in ReLU order. ``bound``: ibp (the reference's pruning scores) or crown (tighter)."""
-    from ..robust import to_pixels
+    from ..attacks import to_pixels
 
     ops = to_ops(model, data.input_shape, data.mean, data.std)
     lo, hi = input_box(to_pixels(x, data), eps, data.pixel_range)

@@ -79,8 +79,8 @@ def grasp_scores(model, names, batches, g):
 
 @PRUNERS.register("gap")
 def gap_scores(model, names, batches, g, *, data=None, eps: float = 0.1, steps: int = 10):
+    from ..attacks import AttackConfig, PixelSpace, pgd, to_pixels
     from ..errors import UserError
-    from ..robust.attacks import AttackConfig, PixelSpace, pgd, to_pixels
 
     if data is None:
         raise UserError("the gap pruner attacks the model: it needs the dataset (context={'data': ...})")

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
+from ..attacks import to_pixels
 from ..errors import UserError
 from ..io import read_json, write_json
 from ..runs import config_hash, open_run_dir
 from ..runs.models import load_weights, trained_models
-from .attacks import to_pixels
 from .evaluate import RobustnessConfig, _corrupted_sets, _standardised, corruption_names
 
 REFERENCE_IMAGES = 2000

@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..attacks import NORMS, AttackConfig, PixelSpace, fgsm, pgd, to_pixels
 from ..errors import UserError
 from ..io import load_tensors, read_json, write_json
 from ..runs import config_hash, open_run_dir
 from ..runs.models import load_weights, trained_models
-from .attacks import NORMS, AttackConfig, PixelSpace, fgsm, pgd, to_pixels
 
 ATTACKS = ("pgd", "fgsm", "autoattack")
 
@@ -155,8 +155,8 @@ def _corrupted_sets(cfg: RobustnessConfig, data, x: torch.Tensor, out: Path) -> 
     (``corrupted.safetensors``). MNIST-C (28x28 grayscale): one set per corruption, standardised floats.
     CIFAR-10-C (32x32 RGB): one set per corruption and severity 1-5 (``name/severity``), kept as 8-bit
     pixels as the benchmark stores them (90 sets of floats would not fit in memory), standardised when used."""
+    from ..attacks import from_pixels
     from ..io import save_tensors
-    from .attacks import from_pixels
     from .cifar_c import CIFAR10_C, SEVERITIES, corrupt_cifar
     from .corruptions import MNIST_C, corrupt
 
@@ -192,7 +192,7 @@ def _corrupted_sets(cfg: RobustnessConfig, data, x: torch.Tensor, out: Path) -> 
 
 
 def _standardised(xc: torch.Tensor, data) -> torch.Tensor:
-    from .attacks import from_pixels
+    from ..attacks import from_pixels
 
     return from_pixels(xc.float() / 255, data) if xc.dtype == torch.uint8 else xc
 

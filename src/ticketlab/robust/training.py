@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..attacks import AttackConfig, PixelSpace, _clip, _project, fgsm_rs, from_pixels, pgd, to_pixels
 from ..seeding import generator
 from ..train.losses import LossTerm, register_loss
-from .attacks import AttackConfig, PixelSpace, _clip, _project, fgsm_rs, from_pixels, pgd, to_pixels
 
 
 def trades_examples(

@@ -3,11 +3,12 @@ certified training losses (IBP, CROWN-IBP), for feed-forward ReLU networks in pi
 
 from .bounds import METHODS, Bounds, alpha_crown, crown, ibp, input_box, margin_spec, pre_bounds, stability
 from .complete import SOLVERS, Complete, Verdict
-from .graph import check_ops, to_ops
+from .graph import ReLU, check_ops, to_ops
 from .training import CertifiedLoss, StabilityLoss
 
 __all__ = [
     "METHODS",
+    "ReLU",
     "SOLVERS",
     "Bounds",
     "CertifiedLoss",

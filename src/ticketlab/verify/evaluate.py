@@ -82,7 +82,7 @@ def verify_model(
     attack run on ``device``; complete verification on the CPU (its solvers are CPU programs)."""
     import copy
 
-    from ..robust import AttackConfig, PixelSpace, pgd
+    from ..attacks import AttackConfig, PixelSpace, pgd
 
     device = torch.device(device)
     cpu_model = copy.deepcopy(model).double().eval() if "complete" in cfg.methods else None

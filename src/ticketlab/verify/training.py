@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..attacks import to_pixels
 from ..errors import UserError
-from ..robust import to_pixels
 from ..train.losses import LossTerm, register_loss
 from .bounds import crown, ibp, input_box, margin_spec, other_classes
 from .graph import ReLU, check_ops, to_ops

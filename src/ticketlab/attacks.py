@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import UserError
+from .errors import UserError
 
 NORMS = ("linf", "l2")
 
