@@ -1,7 +1,9 @@
 """Helpers shared by tests: writing small IDX files, dying after checkpoints, one-line errors."""
 
 import gzip
+import os
 import struct
+from pathlib import Path
 
 import numpy as np
 
@@ -80,3 +82,19 @@ def write_imp_source(path, model: str = "mlp1d", dataset: str = "digits", seed: 
     write_json(path / "summary.json", {"rounds": [{"round": 0, "density": 1.0, "test_acc": test_acc}]})
     save_tensors(path / "round_00" / "final.safetensors", net.state_dict())
     return path
+
+
+FAULTS = Path(__file__).parent / "faults"  # sitecustomize.py: fault injection in child processes
+FAULT_ENV = "TICKETLAB_TEST_KILL_AFTER_CHECKPOINT"
+
+
+def fault_env(marker: Path) -> dict:
+    """The environment under which the first child process to save a checkpoint creates ``marker`` and is
+    killed (tests/faults/sitecustomize.py)."""
+    path = os.pathsep.join(p for p in (str(FAULTS), os.environ.get("PYTHONPATH", "")) if p)
+    return {FAULT_ENV: str(marker), "PYTHONPATH": path}
+
+
+def arm_fault(monkeypatch, marker: Path) -> None:
+    for k, v in fault_env(marker).items():
+        monkeypatch.setenv(k, v)

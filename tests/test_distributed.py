@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import fault_env
 
 from ticketlab.io import load_tensors, read_json
-from ticketlab.runs.sweep import FAULT_ENV
 
 pytestmark = pytest.mark.slow  # end-to-end: `make test-slow` and CI run these
 
@@ -85,9 +85,7 @@ def test_dynamic_sparse_training_on_two_ranks_matches_one_process(tmp_path):
 
 def test_a_killed_data_parallel_run_resumes_from_rank_0s_checkpoint(tmp_path):
     args = ["imp", *TINY, "--iterations", "200", "--rounds", "1", "--checkpoint-every", "100"]
-    p = torchrun(
-        [*args, "--out", str(tmp_path / "r")], tmp_path, env={FAULT_ENV: str(tmp_path / "killed-once")}, check=False
-    )
+    p = torchrun([*args, "--out", str(tmp_path / "r")], tmp_path, env=fault_env(tmp_path / "killed-once"), check=False)
     assert p.returncode != 0 and (tmp_path / "killed-once").exists()
     assert (tmp_path / "r" / "round_00" / "checkpoint.safetensors").exists()
     torchrun([*args, "--out", str(tmp_path / "r")], tmp_path)

@@ -6,11 +6,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import one_line_exit_2
+from helpers import FAULT_ENV, arm_fault, one_line_exit_2
 
 from ticketlab.cli import main
 from ticketlab.dst.runner import DSTConfig
-from ticketlab.runs.sweep import FAULT_ENV, format_sweep, grid, point_name, set_field
+from ticketlab.runs.sweep import format_sweep, grid, point_name, set_field
 
 FAST = [
     "prune-init",
@@ -159,7 +159,7 @@ def test_a_spec_file_is_the_same_sweep_as_its_flags(tmp_path, capsys):
 def test_local_jobs_give_the_sequential_summaries_bitwise_and_a_killed_worker_resumes(tmp_path, monkeypatch, capsys):
     seq, par = tmp_path / "seq", tmp_path / "par"
     assert main(["sweep", *FAST, *GRID, "--threads", "1", "--out", str(seq), "--quiet"]) == 0
-    monkeypatch.setenv(FAULT_ENV, str(tmp_path / "killed-once"))
+    arm_fault(monkeypatch, tmp_path / "killed-once")
     assert main(["sweep", *FAST, *GRID, "--jobs", "2", "--threads", "1", "--out", str(par), "--quiet"]) == 1
     assert (tmp_path / "killed-once").exists()
     assert "run the same command again" in capsys.readouterr().err
@@ -175,14 +175,14 @@ def test_ray_runs_the_grid_to_the_local_summaries_bitwise_retrying_a_killed_work
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
-    monkeypatch.setenv(FAULT_ENV, str(tmp_path / "killed-once"))
+    arm_fault(monkeypatch, tmp_path / "killed-once")
     grid_ = ["--vary", "method=magnitude,random", "--vary", "density=0.3", "--seeds", "2"]
     assert (
         main(["sweep", *FAST, *grid_, "--backend", "ray", "--jobs", "2", "--out", str(tmp_path / "ray"), "--quiet"])
         == 0
     )
     assert (tmp_path / "killed-once").exists()  # a worker was killed mid-point (after a checkpoint) and retried
-    monkeypatch.delenv(FAULT_ENV)
+    monkeypatch.delenv(FAULT_ENV)  # (PYTHONPATH may keep the folder: nothing is armed without the marker)
     assert main(["sweep", *FAST, *grid_, "--threads", "1", "--out", str(tmp_path / "local"), "--quiet"]) == 0
     assert summaries(tmp_path / "ray") == summaries(tmp_path / "local") and len(summaries(tmp_path / "local")) == 4
     assert list(home.iterdir()) == []  # no ~/.ray, ~/ray_results, auth token or anything else

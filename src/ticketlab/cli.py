@@ -107,7 +107,7 @@ def _main_data_parallel(argv: list[str]) -> int:
     """Under torchrun: rank 0 runs the command, the other ranks follow its trainings (train.distributed)."""
     import torch.distributed as dist
 
-    from .train import distributed
+    from .train import distributed, train
 
     device = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--device"), None)
     device = next((a.split("=", 1)[1] for a in argv if a.startswith("--device=")), device) or "cpu"
@@ -122,14 +122,10 @@ def _main_data_parallel(argv: list[str]) -> int:
         return 2
     follower = distributed.rank() != 0
     if follower:
-        distributed.follow(local)  # an error here ends this process; torchrun then stops the others
+        distributed.follow(local, train)  # an error here ends this process; torchrun then stops the others
         dist.barrier()  # every rank at the end before any tears down (gloo aborts on a peer's early close)
         dist.destroy_process_group()
         _exit_now(0)
-    from .runs.sweep import FAULT_ENV, _arm_fault
-
-    if os.environ.get(FAULT_ENV):  # the tests' kill of rank 0 right after a checkpoint
-        _arm_fault(os.environ[FAULT_ENV])
     code = _main(argv)  # an unexpected error ends this process (the others are stopped by torchrun)
     distributed.stop()
     dist.barrier()

@@ -9,8 +9,9 @@ all of it for a finished run (``ticketlab export`` / ``ticketlab bench``).
 from .compact import build_compact, compact, load_compact, save_compact, widths
 from .files import load_sparse, save_sparse
 from .quant import load_int8, quantize_int8, save_int8
-from .sparse import SparseLinear, sparse_layers, sparsify, tune_, tune_model_
+from .sparse import SparseLinear, tune_
 from .sparse_conv import SparseConv
+from .sparsify import sparse_layers, sparsify, tune_model_
 
 __all__ = [
     "SparseConv",

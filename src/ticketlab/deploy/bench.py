@@ -21,7 +21,7 @@ from . import onnx
 from .export import FORMATS, export_loaded
 from .paths import FastestPath, choose_paths_
 from .runs import load_run
-from .sparse import tune_model_
+from .sparsify import tune_model_
 from .timing import time_forms
 
 

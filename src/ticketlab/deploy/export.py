@@ -35,7 +35,7 @@ from .files import load_sparse, save_sparse
 from .paths import with_fastest_path
 from .quant import load_int8, quantize_int8, save_int8
 from .runs import RunModel, load_run
-from .sparse import sparsify
+from .sparsify import sparsify
 
 FORMATS = ("compact", "sparse", "int8")
 # ``onnx``: the dense, compact and int8 forms for ONNX Runtime (deploy.onnx; optional extra ticketlab[onnx])

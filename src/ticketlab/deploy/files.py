@@ -20,8 +20,9 @@ from ..io import save_tensors
 from ..models import MODELS, build_model
 from .compact import build_compact, read_export
 from .paths import FastestPath
-from .sparse import SparseLinear, sparse_layers
+from .sparse import SparseLinear
 from .sparse_conv import SparseConv
+from .sparsify import sparse_layers
 
 FORMAT = "ticketlab-sparse-v1"
 ONNX_KEY = "__onnx_model"  # the FastestPath's ONNX model (uint8 bytes)

@@ -34,7 +34,6 @@ from .seeds import SUMMARY, finished_seeds, is_stat, open_group, seed_dir, write
 
 KIND = "sweep"
 BACKENDS = ("local", "ray")
-FAULT_ENV = "TICKETLAB_FAULT_KILL_AFTER_CHECKPOINT"  # tests: the first worker to save a checkpoint dies
 
 
 @dataclass
@@ -78,35 +77,12 @@ def set_field(cfg, name: str, value):
 
 
 # -- running one task (in the driver, a worker process, or a Ray worker) --------------------------------------
-def _arm_fault(marker: str) -> None:
-    """Fault injection for the tests: the first process to save a checkpoint (creating ``marker``) is killed."""
-    # pragma: no mutate block (runs only in the sweep tests' worker processes, where mutmut cannot trace it)
-    import signal
-
-    from ..train import Checkpointer
-
-    real = Checkpointer.save
-
-    def save(self, *a, **kw):
-        real(self, *a, **kw)
-        try:
-            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            return
-        os.close(fd)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    Checkpointer.save = save
-
-
 def run_task(name: str, config: dict, out: str, runtime: dict, threads: int | None) -> dict:
     """Run one (point, seed) of experiment ``name``; returns its headline metrics."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    if os.environ.get(FAULT_ENV):
-        _arm_fault(os.environ[FAULT_ENV])
     exp = get_experiment(name)
     runtime = dict(runtime)
     configure_log(runtime.pop("log", "none"))  # a worker process logs as the sweep was asked to

@@ -232,8 +232,9 @@ def stop() -> None:
         _json({"op": "stop"})
 
 
-def follow(device: str) -> None:
-    """A rank other than 0: take part in rank 0's trainings until it stops."""
+def follow(device: str, train) -> None:
+    """A rank other than 0: take part in rank 0's trainings until it stops, each run by ``train``
+    (``train.loop.train``, handed in: this module is below the loop)."""
     from ..data import Dataset
 
     datasets: dict[str, Dataset] = {}
@@ -257,14 +258,13 @@ def follow(device: str) -> None:
                 tuple(head["pixel_range"]) if head["pixel_range"] else None,
             )
             continue
-        _follow(head, datasets[head["data"]], device)
+        _follow(head, datasets[head["data"]], device, train)
 
 
-def _follow(head: dict, data, device: str) -> None:
+def _follow(head: dict, data, device: str, train) -> None:
     from ..models import build_model
     from ..models.graft import graft_from_state
     from .config import TrainConfig
-    from .loop import train
 
     cfg = TrainConfig(**head["cfg"])
     s = head["spec"]
