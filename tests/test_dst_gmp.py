@@ -159,3 +159,20 @@ def test_ties_among_equal_magnitudes_are_broken_by_the_seeded_generator_not_the_
     assert int(a.sum()) == round(0.2 * 512)
     assert torch.equal(a, pruned(0, 123))  # the global RNG plays no part
     assert not torch.equal(a, pruned(1, 0))  # the run's seed does
+
+
+def test_global_ties_are_broken_by_the_seeded_generator_not_the_global_one():
+    def pruned(seed, global_seed):
+        model = two_layers()
+        t = gmp(model, seed=seed, distribution="global")
+        with torch.no_grad():
+            for p in (model[0].weight, model[2].weight):
+                p.fill_(0.5)  # every prunable weight tied
+        torch.manual_seed(global_seed)
+        t.update(50, 0.0)
+        return torch.cat([m.flatten() for m in t.masks]).clone()
+
+    a = pruned(0, 0)
+    assert int(a.sum()) == round(0.2 * (512 + 320))
+    assert torch.equal(a, pruned(0, 123))  # the global RNG plays no part
+    assert not torch.equal(a, pruned(1, 0))  # the run's seed does

@@ -202,8 +202,9 @@ def test_semi_structured_export_checks_2_4_and_refuses_without_cuda():
 
     w = torch.tensor([[1.0, 0.0, 2.0, 0.0, 0.0, 3.0, 0.0, 4.0]])
     assert is_2_4(w) and not is_2_4(torch.ones(1, 8)) and not is_2_4(torch.zeros(2, 6))
-    with pytest.raises(UserError, match="run on CUDA only") as e:
+    with pytest.raises(UserError, match="^2:4 semi-structured layers run on CUDA only") as e:
         semi_structured_(nn.Sequential(nn.Linear(8, 4)))
+    assert "move the model with --device cuda, or export" in str(e.value)
     assert str(e.value).endswith("export the sparse or compact form for the CPU")
 
 

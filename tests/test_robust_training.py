@@ -116,6 +116,14 @@ def test_trades_examples_stay_in_the_ball_and_leave_the_mode():
     assert (adv - pix).abs().max() > 0.04 and model.training and not adv.requires_grad
 
 
+def test_trades_random_start_is_clipped_to_the_pixel_range():
+    """Pixels at 0 and 1 plus TRADES' 0.001 N(0, 1) start: the start itself (0 steps) is already clipped."""
+    model = nn.Sequential(nn.Flatten(), nn.Linear(6, 3)).double()
+    pix = torch.tensor([[0.0, 1.0, 0.0, 1.0, 0.0, 1.0]] * 8, dtype=torch.float64)
+    start = trades_examples(model, pix, 0.05, 0, 0.02, (0.0, 1.0), torch.Generator().manual_seed(0))
+    assert start.min() >= 0 and start.max() <= 1 and not torch.equal(start, pix)
+
+
 @pytest.mark.parametrize("norm", ["linf", "l2"])
 def test_pgd_training_loss_is_madrys_on_the_seeded_start(norm):
     x, y, pix = batch()
