@@ -226,3 +226,53 @@ def test_an_older_rigl_folder_is_refused_under_the_new_default_and_resumes_with_
         == 2
     )
     assert "differs in: step_on_update" in capsys.readouterr().err
+
+
+def test_a_new_method_is_one_class_whose_hooks_the_runner_calls(tmp_path):
+    """A method defined and registered here, in one class: its refusal, its snapshots as the ensemble's
+    members and its own keyword arguments all come from its hooks (the runner names no method)."""
+    from ticketlab.dst import SparseTrainer
+    from ticketlab.dst.registry import SPARSE_TRAINERS
+
+    seen = {}
+
+    class Halves(SparseTrainer):
+        """Static sparse training whose ensemble is the model at half time and at the end."""
+
+        name = "test-halves"
+
+        def __init__(self, *a, marker=None, **kw):
+            seen["marker"] = marker
+            super().__init__(*a, **kw)
+
+        @classmethod
+        def check_config(cls, cfg):
+            if cfg.density > 0.5:
+                raise UserError("test-halves keeps at most half")
+
+        @classmethod
+        def config_kwargs(cls, cfg):
+            return {"marker": cfg.seed + 7}
+
+        @classmethod
+        def snapshots(cls, cfg, total):
+            return {total // 2: "half", total: "end"}
+
+        @classmethod
+        def ensemble_members(cls, cfg):
+            return ["half", "end"]
+
+    SPARSE_TRAINERS.register("test-halves")(Halves)
+    try:
+        with pytest.raises(UserError, match="at most half"):
+            cfg(method="test-halves", density=0.8).validate()
+        s = run_dst(cfg(method="test-halves", density=0.2), tmp_path / "r", quiet=True)
+        assert seen["marker"] == 7 and s["ensemble"]["size"] == 2
+        assert {p.name for p in (tmp_path / "r" / "train_0").glob("*.safetensors")} >= {
+            "half.safetensors",
+            "half_mask.safetensors",
+            "end.safetensors",
+            "end_mask.safetensors",
+        }
+    finally:
+        SPARSE_TRAINERS._items.pop("test-halves")

@@ -29,7 +29,10 @@ def _int_list(text: str) -> list[int]:
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
+    """Each field a flag; a field whose metadata names a ``group`` (a method's own option) is listed in --help
+    under that group's heading."""
     hints = typing.get_type_hints(cls)
+    groups: dict[str, argparse._ArgumentGroup] = {}
     for f in fields(cls):
         tp = _unwrap_optional(hints[f.name])
         if is_dataclass(tp):
@@ -42,14 +45,18 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, prefix: str = "") 
         if default not in (None, MISSING) and not isinstance(default, bool) and f.default_factory is MISSING:
             help_text += f" (default: {default})"
         kw = dict(dest=dest, default=argparse.SUPPRESS, help=help_text)
+        group = f.metadata.get("group")
+        target = parser if group is None else groups.get(group)
+        if target is None:
+            target = groups[group] = parser.add_argument_group(f"{group} options", f"used with --method {group}")
         if tp is bool:
-            parser.add_argument(flag, action="store_true", **kw)
+            target.add_argument(flag, action="store_true", **kw)
         elif typing.get_origin(tp) is list and typing.get_args(tp) == (int,):
-            parser.add_argument(flag, type=_int_list, metavar="N,N,...", **kw)
+            target.add_argument(flag, type=_int_list, metavar="N,N,...", **kw)
         elif typing.get_origin(tp) is list:
-            parser.add_argument(flag, action="append", metavar=f.name.upper().rstrip("S"), **kw)
+            target.add_argument(flag, action="append", metavar=f.name.upper().rstrip("S"), **kw)
         else:
-            parser.add_argument(flag, type=tp, metavar=f.name.upper(), **kw)
+            target.add_argument(flag, type=tp, metavar=f.name.upper(), **kw)
 
 
 def merge(base: dict, update: dict) -> dict:

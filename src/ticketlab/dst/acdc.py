@@ -12,6 +12,8 @@ the last dense phase, which ``phases.dense_snapshot_step`` names.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from ..errors import UserError
@@ -61,11 +63,29 @@ class ACDCPhases:
         return None
 
 
+@dataclass
+class ACDCOptions:
+    acdc_warmup: float = field(default=0.1, metadata={"help": "dense warm-up share of training", "group": "acdc"})
+    acdc_phase: float = field(default=0.05, metadata={"help": "length of each sparse/dense phase", "group": "acdc"})
+    acdc_final: float = field(default=0.1, metadata={"help": "final sparse phase share", "group": "acdc"})
+
+
 @SPARSE_TRAINERS.register("acdc")
 class ACDC(SparseTrainer):
     name = "acdc"
     distributions = ("global",) + DISTRIBUTIONS
     default_distribution = "global"
+    options = ACDCOptions
+
+    @classmethod
+    def config_kwargs(cls, cfg) -> dict:
+        return dict(warmup_fraction=cfg.acdc_warmup, phase_fraction=cfg.acdc_phase, final_fraction=cfg.acdc_final)
+
+    @classmethod
+    def snapshots(cls, cfg, total: int) -> dict[int, str]:
+        """The dense model at the end of the last dense phase (its accuracy beside the sparse one's)."""
+        t = ACDCPhases(total, cfg.acdc_warmup, cfg.acdc_phase, cfg.acdc_final).dense_snapshot_step
+        return {} if t is None else {t: "dense"}
 
     def __init__(
         self,

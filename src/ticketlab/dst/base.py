@@ -56,6 +56,39 @@ class SparseTrainer:
     step_on_update = True  # False: a mask-update iteration applies no optimizer step (RigL's reference code)
     updates = False
     defaults: dict = {}
+    # What `ticketlab dst` asks of a method (dst.runner names none): its own settings, a dataclass whose fields
+    # join DSTConfig's (flags listed under the method's name in --help), and the hooks below.
+    options: type | None = None
+    omit_unless_chosen: tuple[str, ...] = ()  # own fields left out of other methods' stored configs
+    records_step_on_update = False  # its stored config always says whether it skips the step on an update
+
+    @classmethod
+    def check_options(cls, cfg) -> None:
+        """Refusals of its own options' values (UserError), whichever method runs: a config holds them all."""
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        """Refusals of a DSTConfig when this method runs (UserError)."""
+
+    @classmethod
+    def config_kwargs(cls, cfg) -> dict:
+        """This method's own keyword arguments, from its options in a DSTConfig."""
+        return {}
+
+    @classmethod
+    def run_inputs(cls, cfg, data, seed: int) -> dict:
+        """Keyword arguments drawn from the training's data (none by default)."""
+        return {}
+
+    @classmethod
+    def snapshots(cls, cfg, total: int) -> dict[int, str]:
+        """{step: name}: the states saved during training (RUN/train_0/<name>.safetensors, with the mask)."""
+        return {}
+
+    @classmethod
+    def ensemble_members(cls, cfg) -> list[str] | None:
+        """Names of snapshots that are the ensemble's members (None: each independent run's final model)."""
+        return None
 
     def __init__(
         self,

@@ -21,12 +21,14 @@ spatial positions, and the (out, in) score is shared by the kernel's positions (
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..seeding import generator
 from ..sparse import select_topk_mask
 from .base import SparseTrainer
 from .registry import SPARSE_TRAINERS
@@ -58,10 +60,44 @@ def cosine_scores(a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     return similarity(h.T @ a, (a * a).sum(0), (h * h).sum(0))
 
 
+@dataclass
+class CTREOptions:
+    ctre_mode: str = field(default="sim", metadata={"help": "sim or seq", "group": "ctre"})
+    ctre_probe: int = field(
+        default=1000,
+        metadata={
+            "help": "training examples whose activations score growth (0: the update step's batch)",
+            "group": "ctre",
+        },
+    )
+    ctre_patience: int = field(
+        default=5, metadata={"help": "seq: evaluations without improvement before random growth", "group": "ctre"}
+    )
+
+
 @SPARSE_TRAINERS.register("ctre")
 class CTRE(SparseTrainer):
     name = "ctre"
     updates = True
+    options = CTREOptions
+
+    @classmethod
+    def check_options(cls, cfg) -> None:
+        if cfg.ctre_probe < 0:
+            raise UserError(f"--ctre-probe must be >= 0, got {cfg.ctre_probe}")
+
+    @classmethod
+    def config_kwargs(cls, cfg) -> dict:
+        return dict(mode=cfg.ctre_mode, patience=cfg.ctre_patience)
+
+    @classmethod
+    def run_inputs(cls, cfg, data, seed: int) -> dict:
+        """The probe: a seeded draw of ``ctre_probe`` training examples whose activations score growth."""
+        if not cfg.ctre_probe:
+            return {}
+        n = min(cfg.ctre_probe, len(data.y_train))
+        pick = torch.randperm(len(data.y_train), generator=generator(seed, "ctre-probe"))[:n]
+        return {"probe": data.x_train[pick.to(data.x_train.device)]}
 
     def __init__(
         self,

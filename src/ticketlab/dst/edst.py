@@ -15,6 +15,8 @@ a constant schedule.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from ..errors import UserError
@@ -34,11 +36,51 @@ def edst_phases(total: int, members: int, explore_fraction: float) -> tuple[list
     return starts, starts[1:] + [total]
 
 
+@dataclass
+class EDSTOptions:
+    members: int = field(default=3, metadata={"help": "refinement phases = ensemble members", "group": "edst"})
+    explore_fraction: float = field(default=1 / 3, metadata={"help": "exploration share of training", "group": "edst"})
+    large_drop: float = field(
+        default=0.8, metadata={"help": "drop fraction opening each refinement phase", "group": "edst"}
+    )
+    edst_grow: str = field(default="random", metadata={"help": "random or gradient growth", "group": "edst"})
+    lr_drop: float = field(
+        default=0.1, metadata={"help": "lr factor in each phase's first half (squared in the second)", "group": "edst"}
+    )
+
+
 @SPARSE_TRAINERS.register("edst")
 class EDST(SparseTrainer):
     name = "edst"
     updates = True
     defaults = {"drop_fraction": 0.5, "decay": "constant", "end_fraction": 1.0}
+    options = EDSTOptions
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if cfg.ensemble != 1:
+            raise UserError("edst is an ensemble from one run: set its size with --members, not --ensemble")
+        if cfg.train.lr_schedule != "constant" or cfg.train.warmup:
+            raise UserError("edst restarts the learning rate itself: use --lr-schedule constant, no --warmup")
+
+    @classmethod
+    def config_kwargs(cls, cfg) -> dict:
+        return dict(
+            members=cfg.members,
+            explore_fraction=cfg.explore_fraction,
+            large_drop=cfg.large_drop,
+            grow=cfg.edst_grow,
+            lr_drop=cfg.lr_drop,
+        )
+
+    @classmethod
+    def snapshots(cls, cfg, total: int) -> dict[int, str]:
+        _, ends = edst_phases(total, cfg.members, cfg.explore_fraction)
+        return {t: f"member_{m}" for m, t in enumerate(ends)}
+
+    @classmethod
+    def ensemble_members(cls, cfg) -> list[str]:
+        return [f"member_{k}" for k in range(cfg.members)]
 
     def __init__(
         self,

@@ -17,8 +17,11 @@ FLOPs follow the density as it falls (dense at first).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
+from ..errors import UserError
 from ..seeding import generator
 from ..sparse import global_prune, select_topk_mask
 from ..sparse.distributions import DISTRIBUTIONS, layer_counts
@@ -35,6 +38,17 @@ def cubic_density(t: int, start: int, end: int, final: float) -> float:
     return final + (1 - final) * (1 - (t - start) / (end - start)) ** 3
 
 
+@dataclass
+class GMPOptions:
+    gmp_start: float = field(
+        default=0.1,
+        metadata={
+            "help": "fraction of training before the first pruning step (it ends at --end-fraction, default 0.75)",
+            "group": "gmp",
+        },
+    )
+
+
 @SPARSE_TRAINERS.register("gmp")
 class GMP(SparseTrainer):
     name = "gmp"
@@ -42,6 +56,20 @@ class GMP(SparseTrainer):
     default_distribution = "uniform"
     updates = True
     defaults = {"end_fraction": 0.75}
+    options = GMPOptions
+    omit_unless_chosen = ("gmp_start",)  # configs stored before gmp existed keep their hash
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if not 0 <= cfg.gmp_start < (cfg.end_fraction or 0.75) <= 1:
+            raise UserError(
+                f"gmp prunes from --gmp-start to --end-fraction: need 0 <= {cfg.gmp_start} < "
+                f"{cfg.end_fraction or 0.75} <= 1"
+            )
+
+    @classmethod
+    def config_kwargs(cls, cfg) -> dict:
+        return dict(start_fraction=cfg.gmp_start)
 
     def __init__(
         self,

@@ -25,6 +25,8 @@ class RigL(SparseTrainer):
     updates = True
     step_on_update = False
     uses_dense_grad = True
+    # rigl's default changed to the reference's skip: an older rigl folder is refused rather than silently reused
+    records_step_on_update = True
 
     def grow_scores(self, t: int, g: torch.Generator) -> list[torch.Tensor]:
         return self._dense_grads

@@ -17,7 +17,8 @@ gradients, AC/DC's dense phases, CTRE's similarity passes) and inference FLOPs, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import typing
+from dataclasses import dataclass, field, fields, make_dataclass
 from pathlib import Path
 
 import torch
@@ -29,16 +30,16 @@ from ..metrics import classification_metrics, ensemble_probs, predict_probs
 from ..models import build_model
 from ..runs import Experiment, RunConfig, load_mask, load_state, lockstep, register, start_run, train_cached
 from ..runs.models import trained_model
-from ..seeding import derive_seed, generator
+from ..seeding import derive_seed
 from ..sparse import density, layer_densities, ones_mask, parse_pattern
 from ..train import TrainConfig
-from .acdc import ACDCPhases
-from .edst import edst_phases
 from .registry import SPARSE_TRAINERS, make
 
 
 @dataclass
-class DSTConfig(RunConfig):
+class _DSTSettings(RunConfig):
+    """The settings every method shares; each method's own (its ``options``) are added below."""
+
     model: str = field(default="lenet300", metadata={"help": "model name"})
     dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
     seed: int = field(default=0, metadata={"help": "seed for init, masks, data order and growth"})
@@ -82,31 +83,7 @@ class DSTConfig(RunConfig):
             "consecutive inputs, kept through every drop and grow; --density N/M, --distribution uniform",
         },
     )
-    gmp_start: float = field(
-        default=0.1,
-        metadata={
-            "help": "gmp: fraction of training before the first pruning step (it ends at --end-fraction, default 0.75)"
-        },
-    )
     ensemble: int = field(default=1, metadata={"help": "independent runs averaged as an ensemble (FreeTickets)"})
-    members: int = field(default=3, metadata={"help": "edst: refinement phases = ensemble members"})
-    explore_fraction: float = field(default=1 / 3, metadata={"help": "edst: exploration share of training"})
-    large_drop: float = field(default=0.8, metadata={"help": "edst: drop fraction opening each refinement phase"})
-    edst_grow: str = field(default="random", metadata={"help": "edst: random or gradient growth"})
-    lr_drop: float = field(
-        default=0.1, metadata={"help": "edst: lr factor in each phase's first half (squared in the second)"}
-    )
-    ctre_mode: str = field(default="sim", metadata={"help": "ctre: sim or seq"})
-    ctre_probe: int = field(
-        default=1000,
-        metadata={"help": "ctre: training examples whose activations score growth (0: the update step's batch)"},
-    )
-    ctre_patience: int = field(
-        default=5, metadata={"help": "ctre seq: evaluations without improvement before random growth"}
-    )
-    acdc_warmup: float = field(default=0.1, metadata={"help": "acdc: dense warm-up share of training"})
-    acdc_phase: float = field(default=0.05, metadata={"help": "acdc: length of each sparse/dense phase"})
-    acdc_final: float = field(default=0.1, metadata={"help": "acdc: final sparse phase share"})
     train: TrainConfig = field(default_factory=lambda: TrainConfig(batch_size=60))
 
     def validate(self) -> None:
@@ -116,20 +93,9 @@ class DSTConfig(RunConfig):
             raise UserError(f"--density must be in (0, 1], got {self.density}")
         if self.ensemble < 1:
             raise UserError(f"--ensemble must be >= 1, got {self.ensemble}")
-        if self.method == "edst":
-            if self.ensemble != 1:
-                raise UserError("edst is an ensemble from one run: set its size with --members, not --ensemble")
-            if self.train.lr_schedule != "constant" or self.train.warmup:
-                raise UserError("edst restarts the learning rate itself: use --lr-schedule constant, no --warmup")
-        if self.method == "sparsevlr" and self.train.certified == "none":
-            raise UserError(
-                "sparsevlr trains on a verified-robust loss: give --certified crown-ibp (or ibp) --cert-eps E"
-            )
-        if self.method == "gmp" and not 0 <= self.gmp_start < (self.end_fraction or 0.75) <= 1:
-            raise UserError(
-                f"gmp prunes from --gmp-start to --end-fraction: need 0 <= {self.gmp_start} < "
-                f"{self.end_fraction or 0.75} <= 1"
-            )
+        SPARSE_TRAINERS.get(self.method).check_config(self)
+        for name in SPARSE_TRAINERS:
+            SPARSE_TRAINERS.get(name).check_options(self)
         if self.pattern is not None:
             from .base import PATTERN_METHODS
 
@@ -147,8 +113,6 @@ class DSTConfig(RunConfig):
             raise UserError(f"unknown --step-on-update {self.step_on_update!r}; choose one of: auto, skip, apply")
         if not self.erk_power_scale >= 0:
             raise UserError(f"--erk-power-scale must be >= 0, got {self.erk_power_scale}")
-        if self.ctre_probe < 0:
-            raise UserError(f"--ctre-probe must be >= 0, got {self.ctre_probe}")
 
     def resolved_step_on_update(self) -> bool:
         if self.step_on_update == "auto":
@@ -156,13 +120,16 @@ class DSTConfig(RunConfig):
         return self.step_on_update == "apply"
 
     def to_dict(self) -> dict:
-        """As every config (settings at their defaults left out), with two rules of their own: gmp_start only
-        for gmp, and a rigl run always records whether it skips the optimizer step on mask updates - rigl's
-        default changed to the reference's, so an older rigl folder is refused rather than silently reused."""
+        """As every config (settings at their defaults left out), with two rules the methods set: a method's
+        ``omit_unless_chosen`` options only when it is the method, and a method that ``records_step_on_update``
+        (rigl) always records whether it skips the optimizer step on mask updates - rigl's default changed to
+        the reference's, so an older rigl folder is refused rather than silently reused."""
         d = super().to_dict()
-        if self.method != "gmp":
-            d.pop("gmp_start")
-        if self.method == "rigl":
+        for name in SPARSE_TRAINERS:
+            if name != self.method:
+                for f in SPARSE_TRAINERS.get(name).omit_unless_chosen:
+                    d.pop(f, None)
+        if SPARSE_TRAINERS.get(self.method).records_step_on_update:
             d["step_on_update"] = "apply" if self.resolved_step_on_update() else "skip"
         return d
 
@@ -179,21 +146,26 @@ class DSTConfig(RunConfig):
             step_on_update=self.resolved_step_on_update(),
             pattern=parse_pattern(self.pattern) if self.pattern else None,
         )
-        if self.method == "edst":
-            kw |= dict(
-                members=self.members,
-                explore_fraction=self.explore_fraction,
-                large_drop=self.large_drop,
-                grow=self.edst_grow,
-                lr_drop=self.lr_drop,
-            )
-        elif self.method == "ctre":
-            kw |= dict(mode=self.ctre_mode, patience=self.ctre_patience)
-        elif self.method == "gmp":
-            kw |= dict(start_fraction=self.gmp_start)
-        elif self.method == "acdc":
-            kw |= dict(warmup_fraction=self.acdc_warmup, phase_fraction=self.acdc_phase, final_fraction=self.acdc_final)
+        kw |= SPARSE_TRAINERS.get(self.method).config_kwargs(self)
         return kw
+
+
+def _with_method_options(base: type) -> type:
+    """``base`` with every registered method's own options as fields (flags grouped under the method)."""
+    extra, seen = [], set()
+    for name in SPARSE_TRAINERS:
+        opts = SPARSE_TRAINERS.get(name).options
+        if opts is None or opts in seen:
+            continue
+        seen.add(opts)
+        hints = typing.get_type_hints(opts)
+        extra += [(f.name, hints[f.name], field(default=f.default, metadata=f.metadata)) for f in fields(opts)]
+    cls = make_dataclass("DSTConfig", extra, bases=(base,))
+    cls.__module__, cls.__doc__ = __name__, "The settings of `ticketlab dst`: the shared ones and each method's own."
+    return cls
+
+
+DSTConfig = _with_method_options(_DSTSettings)
 
 
 def normalize_dst(stored: dict) -> dict:
@@ -232,25 +204,15 @@ def _train_one(
         "after_step": False,
         "attack_passes": cfg.train.passes_per_example() - 3,
     }
-    if cfg.method == "ctre" and cfg.ctre_probe:
-        n = min(cfg.ctre_probe, len(data.y_train))
-        kw["probe"] = data.x_train[
-            torch.randperm(len(data.y_train), generator=generator(seed, "ctre-probe"))[:n].to(data.x_train.device)
-        ]
+    method = SPARSE_TRAINERS.get(cfg.method)
+    kw |= method.run_inputs(cfg, data, seed)
     holder = {}
 
     def factory(opt):  # the trainer is kept for the snapshots taken during training
         holder["t"] = make(cfg.method, model, opt, **kw)
         return holder["t"]
 
-    snaps: dict[int, str] = {}
-    if cfg.method == "edst":
-        _, ends = edst_phases(total, cfg.members, cfg.explore_fraction)
-        snaps = {t: f"member_{m}" for m, t in enumerate(ends)}
-    elif cfg.method == "acdc":
-        t_dense = ACDCPhases(total, cfg.acdc_warmup, cfg.acdc_phase, cfg.acdc_final).dense_snapshot_step
-        if t_dense is not None:
-            snaps = {t_dense: "dense"}
+    snaps = method.snapshots(cfg, total)
 
     def on_snapshot(it: int, m) -> None:
         t = holder["t"]
@@ -339,12 +301,10 @@ def run_dst(
             **classification_metrics(probs, data.y_test),
         }
 
-    if cfg.method == "edst":
+    snapshots = SPARSE_TRAINERS.get(cfg.method).ensemble_members(cfg)
+    if snapshots is not None:  # one run's snapshots (edst)
         where = run_dir / "train_0"
-        members = [
-            member(where / f"member_{k}.safetensors", where / f"member_{k}_mask.safetensors", cfg.seed)
-            for k in range(cfg.members)
-        ]
+        members = [member(where / f"{k}.safetensors", where / f"{k}_mask.safetensors", cfg.seed) for k in snapshots]
     else:
         members = [
             member(run_dir / f"train_{i}" / "final.safetensors", run_dir / f"train_{i}" / "mask.safetensors", r["seed"])
@@ -368,7 +328,7 @@ def run_dst(
             "forward_dense": dense_fwd,
         },
     }
-    if cfg.method == "acdc" and (run_dir / "train_0" / "dense.safetensors").exists():
+    if (run_dir / "train_0" / "dense.safetensors").exists():  # a method's dense snapshot (acdc)
         m = build_model(cfg.model, data.input_shape, data.num_classes, seed=cfg.seed).to(dev)
         m.load_state_dict(load_state(run_dir / "train_0" / "dense.safetensors", m))
         summary["dense_model"] = classification_metrics(predict_probs(m, data.x_test), data.y_test)

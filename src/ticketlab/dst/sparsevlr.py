@@ -11,6 +11,7 @@ RigL). The paper's own repository is not public; its algorithm as published is t
 
 from __future__ import annotations
 
+from ..errors import UserError
 from .registry import SPARSE_TRAINERS
 from .rigl import RigL
 
@@ -19,3 +20,11 @@ from .rigl import RigL
 class SparseVLR(RigL):
     name = "sparsevlr"
     step_on_update = True  # its code is not public; the README's runs apply the step (``--step-on-update``)
+    records_step_on_update = False
+
+    @classmethod
+    def check_config(cls, cfg) -> None:
+        if cfg.train.certified == "none":
+            raise UserError(
+                "sparsevlr trains on a verified-robust loss: give --certified crown-ibp (or ibp) --cert-eps E"
+            )
