@@ -176,3 +176,10 @@ def test_global_ties_are_broken_by_the_seeded_generator_not_the_global_one():
     assert int(a.sum()) == round(0.2 * (512 + 320))
     assert torch.equal(a, pruned(0, 123))  # the global RNG plays no part
     assert not torch.equal(a, pruned(1, 0))  # the run's seed does
+
+
+def test_the_defaults_prune_to_a_tenth_from_a_tenth_of_training():
+    model = two_layers()
+    t = dst.make("gmp", model, torch.optim.SGD(model.parameters(), lr=0.1), total_steps=100, input_shape=(16,))
+    assert t.start == 10 and t.end == 75  # start_fraction 0.1, end_fraction 0.75
+    assert t.density_at(9) == 1.0 and t.density_at(75) == pytest.approx(0.1)
