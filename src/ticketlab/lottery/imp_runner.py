@@ -416,6 +416,7 @@ EXPERIMENT = register(
         imp_headline,
         presets=PRESETS,
         table=run_table,
+        done_file="accuracy_vs_density.png",  # drawn once the last round is done
         plot_group=lambda s, folder: plot_accuracy_vs_density(s, folder / "accuracy_vs_density.png"),
         models=imp_models,
         description="Rounds of train -> prune -> rewind. Round 0 is the dense net; --rounds N adds N pruning rounds.",

@@ -37,6 +37,8 @@ class Experiment:
     # table(folder, layers): `show`'s table of a finished run (default: format(summary.json)); layers: per-layer
     # densities instead
     table: Callable | None = None
+    # a file whose presence marks a finished run, when summary.json is written before the end (imp: per round)
+    done_file: str | None = None
 
     def run_dir(self, cfg, root: str | Path = "runs") -> Path:
         """The default run directory of ``cfg`` (an existing one under a legacy kind's name is reused)."""

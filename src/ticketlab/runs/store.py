@@ -24,8 +24,6 @@ KEY_SETTINGS = (
     "sparsity",
     "min_density",
 )
-# A finished IMP run has drawn its plots (its summary.json is rewritten after every round).
-DONE_FILES = {"imp": "accuracy_vs_density.png"}
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -83,7 +81,7 @@ def describe(run: Path, root: Path) -> dict | None:
     else:
         cfg = config
         if isinstance(summary, dict):
-            marker = DONE_FILES.get(kind)
+            marker = exps.get(kind).done_file if kind in exps else None
             entry["state"] = "done" if marker is None or (run / marker).exists() else "partial"
             if kind in exps:
                 try:
