@@ -29,3 +29,14 @@ def test_digits_shapes_and_determinism():
     assert d.input_shape == (1, 8, 8)
     assert len(d.y_train) + len(d.y_val) + len(d.y_test) == 1797
     assert set(d.y_test.tolist()) == set(range(10))
+
+
+def test_digits_read_from_sklearns_file_are_sklearns_load_digits_exactly():
+    from sklearn.datasets import load_digits  # the oracle: scikit-learn's own loader
+
+    from ticketlab.data.synthetic import digits_arrays
+
+    images, target = digits_arrays()
+    d = load_digits()
+    assert images.dtype == d.images.dtype and np.array_equal(images, d.images)
+    assert target.dtype == d.target.dtype and np.array_equal(target, d.target)
