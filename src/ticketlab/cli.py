@@ -59,7 +59,7 @@ def build_parser() -> Parser:
 
 
 def imp_config_from_args(ns: argparse.Namespace):
-    from .lottery import PRESETS, IMPConfig
+    from .lottery import PRESETS, IMPConfig  # (cli imports families only in the command that needs them)
 
     return config_from_args(ns, IMPConfig, PRESETS)
 
@@ -69,6 +69,7 @@ def list_configure(p) -> None:
 
 
 def list_main(ns) -> int:
+    # the registries' names, imported here only: `ticketlab --help` imports no family (nor torch)
     from .criteria import CRITERIA
     from .data import DATASETS
     from .dst import SPARSE_TRAINERS

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import tomllib
 import types
 import typing
 from dataclasses import MISSING, fields, is_dataclass
+
+from .errors import UserError
 
 
 def _unwrap_optional(tp):
@@ -115,9 +118,6 @@ def dataclass_flag_dests(cls) -> dict[str, str]:
 def config_file_values(path: str, dests: dict[str, str], allowed: set[str]) -> dict:
     """A TOML file's values (keys: flag names, with dashes or underscores) as a nested dict shaped like the
     config; an unknown key, or one that is not a setting of the run, is a one-line error naming it."""
-    import tomllib
-
-    from .errors import UserError
 
     try:
         with open(path, "rb") as f:

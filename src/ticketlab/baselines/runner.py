@@ -20,12 +20,13 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from ..data import load_dataset
 from ..errors import UserError
 from ..flops import forward_flops, training_flops
 from ..io import read_json, write_json
 from ..lottery import normalize_config
 from ..models import build_model, glorot_normal_init
-from ..runs import config_hash, load_mask, load_state, lockstep, open_run_dir, train_cached
+from ..runs import config_hash, load_mask, load_state, lockstep, open_run_dir, resolve_device, train_cached
 from ..seeding import derive_seed, generator
 from ..sparse import Mask, ones_mask, prunable_names, random_mask_like
 from ..train import TrainConfig
@@ -59,9 +60,6 @@ def run_baselines(
     quiet: bool = False,
     checkpoint_every: int = 2000,
 ) -> dict:
-    from ..data import load_dataset
-    from ..runs import resolve_device
-
     run_dir = Path(run_dir)
     stored = read_json(run_dir / "config.json") if (run_dir / "config.json").exists() else None
     kind = stored.get("kind") if isinstance(stored, dict) else None

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..attacks import AttackConfig, PixelSpace, from_pixels, pgd, to_pixels
 from ..errors import UserError
 from ..io import read_json, save_tensors, write_json
 from ..lottery import imp_parent, round_weights
@@ -106,8 +107,6 @@ class Deadwooding:
 
     # ---- the Lagrangian --------------------------------------------------------------------------------
     def constraint_losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, it: int) -> dict:
-        from ..attacks import AttackConfig, PixelSpace, from_pixels, pgd, to_pixels
-
         with torch.no_grad():
             t = F.softmax(self.teacher(x), dim=1)
         out = {"accuracy": F.kl_div(F.log_softmax(model(x), dim=1), t, reduction="batchmean")}

@@ -41,6 +41,7 @@ from ..seeding import generator
 from ..sparse import density, prunable_names
 from ..sparse.groups import channel_groups, group_mask
 from ..train import TrainConfig
+from ..verify import check_ops, to_ops
 from .scores import SCORES, lowest, neuron_scores, per_channel
 
 METHODS = ("prune", "graft")
@@ -97,8 +98,6 @@ def check_neurons(cfg: NeuronsConfig, model, data):
     """Refusals needing the model: the source run, and a net the bounds can follow (stability scores)."""
     parent = imp_parent(cfg.source, cfg.model, cfg.dataset)
     if cfg.score == "stability":
-        from ..verify import check_ops, to_ops
-
         check_ops(to_ops(model, data.input_shape, data.mean, data.std), model, data.input_shape, data.mean, data.std)
     if not any(isinstance(m, torch.nn.ReLU) for m in model.modules()):
         raise UserError(f"{cfg.model} has no ReLU modules to prune or graft")

@@ -23,7 +23,9 @@ import math
 import torch
 from torch import nn
 
+from ..attacks import to_pixels
 from ..errors import UserError
+from ..models.graft import GraftedReLU
 from ..verify import ReLU, input_box, pre_bounds, to_ops
 
 SCORES = ("stability", "magnitude", "random")
@@ -45,7 +47,6 @@ def stability_scores(lo: torch.Tensor, hi: torch.Tensor, gamma: torch.Tensor | N
 def relu_inputs(model: nn.Module, data, x: torch.Tensor, eps: float, bound: str = "ibp"):
     """Pre-activation bounds of every ReLU over the eps-balls (pixel units) around standardised ``x``:
     [(l, u)] in ReLU order. ``bound``: ibp (the reference's pruning scores) or crown (tighter)."""
-    from ..attacks import to_pixels
 
     ops = to_ops(model, data.input_shape, data.mean, data.std)
     lo, hi = input_box(to_pixels(x, data), eps, data.pixel_range)
@@ -59,7 +60,6 @@ def relu_inputs(model: nn.Module, data, x: torch.Tensor, eps: float, bound: str 
 
 def pre_activations(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     """The input of every ReLU (grafted or not) on ``x``, in order."""
-    from ..models.graft import GraftedReLU
 
     found: list[torch.Tensor] = []
     hooks = [

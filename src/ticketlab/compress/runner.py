@@ -78,8 +78,6 @@ class CompressConfig(RunConfig):
         self.train.validate()
         PRUNERS.get(self.method)
         if self.pattern is not None:
-            from ..sparse import parse_pattern
-
             parse_pattern(self.pattern, self.density)
         if not self.source:
             raise UserError("compress needs --source RUN (an IMP run directory with a trained round 0)")

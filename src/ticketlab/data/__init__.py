@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import UserError
 from . import cifar10, idx, synthetic  # noqa: F401  (registrations)
 from .arrays import from_arrays, load_npz
 from .base import Dataset, build_dataset, with_label_noise
@@ -31,7 +32,6 @@ def register_dataset(name: str, data: Dataset) -> str:
     """Make an in-memory dataset (``from_arrays(...)``) loadable by name for this process, so every runner
     and config (``IMPConfig(dataset=name)``, ``run_dst``, ...) takes it. Returns the name. A name taken by a
     built-in dataset, or by another dataset, is refused."""
-    from ..errors import UserError
 
     if name in DATASETS or name.startswith("npz:"):
         raise UserError(f"dataset name {name!r} is taken; pick another")

@@ -13,6 +13,7 @@ inputs that all lie in [0, 1] are taken as images scaled to (0, 1), others have 
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +113,6 @@ def load_npz(path: str | Path) -> Dataset:
     where = f"npz:{path}"
     if not p.is_file():
         raise UserError(f"--dataset {where}: no such file")
-    import zipfile
-
     if not zipfile.is_zipfile(p):  # np.load would take anything else for a pickle (and refuse it)
         raise _fail(f"--dataset {where}", "is not a readable .npz file; write it with numpy.savez")
     try:

@@ -19,7 +19,7 @@ def load_mnist1d(data_dir=None, quiet: bool = False):
 
     The generator reseeds Python's and NumPy's global RNGs; their states are restored afterwards.
     """
-    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.data import get_dataset_args, make_dataset  # mnist1d: a second of imports, only for its data
 
     py_state, np_state = random.getstate(), np.random.get_state()
     try:

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import copy
 import json
+import warnings
 from pathlib import Path
 
 import torch
+import torch_pruning as tp
 from safetensors import safe_open
 from torch import nn
 
 from ..errors import UserError
 from ..io import save_tensors
 from ..models import MODELS, build_model
+from ..models.graft import GraftedReLU
 from ..sparse import Mask
 from ..sparse.groups import channel_groups, dead_channels
 
@@ -31,8 +34,6 @@ def compact(model: nn.Module, input_shape: tuple[int, ...], mask: Mask | None = 
     """A smaller copy of ``model`` (on CPU, eval mode) without its dead channels; ``mask`` applied first.
 
     Each group keeps at least one channel (a zero one if all are dead), so every layer still exists."""
-    import torch_pruning as tp
-
     work = copy.deepcopy(model).cpu().eval()
     params = dict(work.named_parameters())
     with torch.no_grad():
@@ -56,8 +57,6 @@ def compact(model: nn.Module, input_shape: tuple[int, ...], mask: Mask | None = 
     for p in work.parameters():
         p.requires_grad_(True)
     if not _same_outputs(work, masked, input_shape):
-        import warnings
-
         warnings.warn(
             f"compaction changed {type(model).__name__}'s outputs (its channel groups are not ones "
             "Torch-Pruning removes correctly, e.g. attention heads); the masked model is kept uncompacted",
@@ -90,7 +89,6 @@ def fold_constant_neurons_(model: nn.Module) -> int:
     Linear layer's bias and zero the neuron, so compaction drops it. Only between two Linear layers of one
     ``nn.Sequential`` joined by per-feature modules (activations, dropout, eval BatchNorm1d), where the
     constant is exactly ``f(bias)``; the model (eval mode) computes the same function. Returns how many."""
-    from ..models.graft import GraftedReLU
 
     folded = 0
     for seq in (m for m in model.modules() if isinstance(m, nn.Sequential)):

@@ -22,6 +22,7 @@ An existing export file is reused, not rewritten (``force=True`` rewrites it).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -86,7 +87,6 @@ def export_loaded(
     quiet: bool = False,
 ) -> tuple[dict, dict]:
     """``export_run`` for a run already loaded; returns (info, {form: the model loaded back from its file})."""
-    import sys
 
     shape = tuple(rm.recipe["input_shape"])
     out = rm.export_dir

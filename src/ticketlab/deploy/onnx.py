@@ -14,6 +14,7 @@ with a one-line error.
 from __future__ import annotations
 
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +30,8 @@ OPSET = 17
 def available() -> bool:
     """Whether the optional extra (onnx and onnxruntime) is installed."""
     try:
-        import onnx  # noqa: F401
-        import onnxruntime  # noqa: F401
+        import onnx  # noqa: F401  (optional: the onnx extra)
+        import onnxruntime  # noqa: F401  (optional: the onnx extra)
     except ImportError:
         return False
     return True
@@ -46,7 +47,6 @@ def require() -> None:
 def to_onnx(model: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
     """Write ``model`` (eval mode, on CPU) as ONNX with a dynamic batch dimension."""
     require()
-    import warnings
 
     model = model.cpu().eval()
     path = Path(path)
@@ -73,7 +73,7 @@ def session(model: str | Path | bytes, threads: int | None = None):
     """An ONNX Runtime CPU session of ``model`` (a file, or the model's bytes) with ``threads`` intra-op threads
     (default: torch's count)."""
     require()
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional: the onnx extra
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = int(threads or torch.get_num_threads())
@@ -112,14 +112,14 @@ def quantize_int8(fp32: str | Path, out: str | Path, calibration: torch.Tensor, 
     """ONNX Runtime's static int8 quantisation (QDQ, per-channel int8 weights, uint8 activations) of the ONNX
     model ``fp32``, calibrated (min-max) on ``calibration`` inputs."""
     require()
-    from onnxruntime.quantization import (
+    from onnxruntime.quantization import (  # optional: the onnx extra
         CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # optional: the onnx extra
 
     class Reader(CalibrationDataReader):
         def __init__(self):

@@ -10,6 +10,9 @@ path serves every batch size.
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import torch
 from torch import nn
 
@@ -96,8 +99,6 @@ def with_fastest_path(
     when onnxruntime is missing or never faster."""
     if not onnx.available():
         return eager
-    import os
-    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         path = onnx.to_onnx(compact_model, input_shape, os.path.join(tmp, "compact.onnx"))

@@ -9,6 +9,7 @@ state exactly, so nothing is unpickled.
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
 from collections import OrderedDict
@@ -16,9 +17,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
 from ..errors import UserError
 from ..io import save_tensors
+from ..models import build_model
 from .compact import build_compact, read_export
 
 FORMAT = "ticketlab-int8-v1"
@@ -27,10 +31,6 @@ BACKEND = "x86"
 
 def quantize_int8(model: nn.Module, calibration: torch.Tensor, batch: int = 256) -> nn.Module:
     """An int8 copy of ``model`` (CPU, eval), activation ranges observed on ``calibration`` inputs."""
-    import copy
-
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     torch.backends.quantized.engine = BACKEND
     float_model = copy.deepcopy(model).cpu().eval()
@@ -98,7 +98,6 @@ def save_int8(model: nn.Module, path: str | Path, recipe: dict) -> None:
 
 def load_int8(path: str | Path) -> tuple[nn.Module, dict]:
     """(int8 model, recipe) from a file written by ``save_int8``."""
-    from ..models import build_model
 
     meta, tensors = read_export(path, FORMAT)
     recipe = meta["recipe"]

@@ -8,8 +8,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data import load_dataset
 from ..errors import UserError
 from ..io import load_tensors, read_json
+from ..models import build_model
 from ..sparse import Mask, apply_mask_
 
 
@@ -52,8 +54,6 @@ def _files(run: Path, kind: str, round: int | None) -> tuple[Path, Path, str, Pa
 
 def load_run(run_dir: str | Path, round: int | None = None, data_dir: str | None = None) -> RunModel:
     """The pruned model of a finished run (on CPU), its mask and dataset."""
-    from ..data import load_dataset
-    from ..models import build_model
 
     run = Path(run_dir)
     try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.sparse import to_sparse_semi_structured
 
 from ..errors import UserError
 
@@ -31,8 +32,6 @@ def semi_structured_(model: nn.Module, dtype: torch.dtype = torch.float16) -> di
             "2:4 semi-structured layers run on CUDA only (sparse tensor cores); move the model with "
             "--device cuda, or export the sparse or compact form for the CPU"
         )
-    from torch.sparse import to_sparse_semi_structured
-
     return convert_2_4_(model, dtype, to_sparse_semi_structured)
 
 

@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..flops import forward_flops
 from ..io import write_json
 from ..lottery import IMPConfig, IMPRun
+from ..plotting import density_axis, plt
 from ..runs import (
     Experiment,
     RunConfig,
@@ -129,8 +130,6 @@ def run_double_descent(
 
 
 def plot_double_descent(result: dict, path: Path) -> None:
-    from ..plotting import density_axis, plt
-
     c = result["config"]
     fig, (a1, a2) = plt.subplots(2, 1, figsize=(6.5, 6), sharex=True)
     for mode in MODES:

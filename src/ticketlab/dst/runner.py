@@ -33,6 +33,7 @@ from ..runs.models import trained_model
 from ..seeding import derive_seed
 from ..sparse import density, layer_densities, ones_mask, parse_pattern
 from ..train import TrainConfig
+from .base import PATTERN_METHODS
 from .registry import SPARSE_TRAINERS, make
 
 
@@ -97,8 +98,6 @@ class _DSTSettings(RunConfig):
         for name in SPARSE_TRAINERS:
             SPARSE_TRAINERS.get(name).check_options(self)
         if self.pattern is not None:
-            from .base import PATTERN_METHODS
-
             n, m = parse_pattern(self.pattern)
             if (
                 self.method not in PATTERN_METHODS

@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from ..criteria import CRITERIA
 from ..errors import UserError
 from ..runs import RunConfig
+from ..sparse import parse_pattern
 from ..sparse.values import KEPT_VALUES, PRUNED_VALUES, check_rules
 from ..train import TrainConfig
 
@@ -115,8 +117,6 @@ class IMPConfig(RunConfig):
             raise UserError(f"unknown control {bad[0]!r}; choose one of: {', '.join(CONTROLS)}")
         self.controls = list(dict.fromkeys(self.controls))
         if self.pattern is not None:
-            from ..sparse import parse_pattern
-
             n, m = parse_pattern(self.pattern)
             if self.target_density is None or abs(self.target_density - n / m) > 1e-9:
                 raise UserError(f"--pattern {self.pattern} ends at density {n / m:g}: give --target-density {n / m:g}")
@@ -124,7 +124,6 @@ class IMPConfig(RunConfig):
             raise UserError(f"unknown --exclude-counts {self.exclude_counts!r}; choose one of: included, all")
         if self.exclude_counts == "all" and not self.global_pruning:
             raise UserError("--exclude-counts all is a rule of global pruning; add --global")
-        from ..criteria import CRITERIA
 
         CRITERIA.get(self.criterion)
         check_rules(self.reinit, self.mask_zero)

@@ -11,6 +11,7 @@ training (and inside a training from its checkpoint), bitwise identical to an un
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -38,9 +39,19 @@ from ..runs import (
 )
 from ..runs.models import trained_model
 from ..seeding import derive_seed, generator
-from ..sparse import Mask, density, global_prune, layer_densities, ones_mask, prunable_names, random_mask_like
+from ..sparse import (
+    Mask,
+    density,
+    global_prune,
+    layer_densities,
+    nm_prune,
+    ones_mask,
+    parse_pattern,
+    prunable_names,
+    random_mask_like,
+)
 from ..sparse.values import kept_values, pruned_values
-from ..train import TrainConfig
+from ..train import TrainConfig, lr_at
 from .config import PRESETS, IMPConfig
 from .plan import Plan, make_plan
 from .plots import plot_accuracy_vs_density, plot_test_acc_curves
@@ -184,8 +195,6 @@ class IMPRun:
             final = load_state(self.round_dir(k - 1) / FINAL, self.model)
             g = generator(self.cfg.seed, "prune", k)
             if self.cfg.pattern is not None:  # N:M: each group keeps max(N, round(M x the round's density))
-                from ..sparse import nm_prune, parse_pattern
-
                 n, m = parse_pattern(self.cfg.pattern)
                 scores = criterion_scores(self.cfg.criterion, init, final, prev, g)
                 keep = max(n, min(m, int(round(m * self.plan.expected_density(k)))))
@@ -200,9 +209,6 @@ class IMPRun:
 
     def finetune_cfg(self) -> TrainConfig:
         """Fine-tuning (Renda et al.'s baseline): the same budget at the schedule's final learning rate."""
-        from dataclasses import replace
-
-        from ..train import lr_at
 
         t = self.cfg.train
         return replace(

@@ -19,11 +19,15 @@ from pathlib import Path
 
 import torch
 
+from ..data import load_dataset
 from ..errors import UserError
 from ..io import read_json, write_json
-from ..runs import config_hash, load_mask, load_state, lockstep, train_cached
+from ..models import build_model
+from ..plotting import plt
+from ..runs import config_hash, load_mask, load_state, lockstep, resolve_device, train_cached
 from ..seeding import derive_seed
 from ..sparse import density, ones_mask, prunable_names
+from ..train.loop import evaluate
 from .config import IMPConfig
 
 
@@ -34,7 +38,6 @@ def interpolate(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], alpha: f
 
 def error_curve(model, a: dict, b: dict, x: torch.Tensor, y: torch.Tensor, points: int = 30) -> list[float]:
     """Test error of the interpolations at ``points`` evenly spaced alphas from 0 to 1."""
-    from ..train.loop import evaluate
 
     out = []
     for i in range(points):
@@ -60,10 +63,6 @@ def run_instability(
     quiet: bool = False,
     checkpoint_every: int = 2000,
 ) -> dict:
-    from ..data import load_dataset
-    from ..models import build_model
-    from ..runs import resolve_device
-
     run = Path(run)
     try:
         record = read_json(run / "config.json")
@@ -177,11 +176,6 @@ def run_instability(
 
 
 def _plot(result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for r in result["settings"]["rounds"]:
         rows = [row for row in result["rows"] if row["round"] == r]

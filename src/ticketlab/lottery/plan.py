@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..errors import UserError
+from ..sparse import prunable_names
 from .config import IMPConfig
 
 DEFAULT_ROUNDS = 5
@@ -100,14 +102,10 @@ def make_plan(model: nn.Module, names: list[str], cfg: IMPConfig) -> Plan:
         exps = [float(min(k, t_final)) for k in range(1, n_rounds + 1)]
     excluded = 0
     if cfg.global_pruning and getattr(cfg, "exclude_counts", "included") == "all":
-        from ..sparse import prunable_names
-
         every = prunable_names(model, cfg.prune_include)
         excluded = sum(params[n].numel() for n in every if n not in sizes)
     plan = Plan(sizes, rates, cfg.rate if cfg.global_pruning else None, exps, excluded)
     if excluded and plan.global_density(len(exps)) <= 0:
-        from ..errors import UserError
-
         raise UserError(
             f"the excluded layers ({excluded} weights) exceed what the last round keeps of all "
             "prunable weights; use fewer rounds, a lower --rate or --exclude-counts included"

@@ -19,7 +19,7 @@ from ..io import read_json, save_tensors, write_json
 from ..runs import Experiment, RunConfig, load_mask, load_state, register, start_run, train_cached
 from ..runs.models import trained_model
 from ..seeding import generator
-from ..sparse import density, layer_densities, ones_mask, prunable_names
+from ..sparse import density, layer_densities, ones_mask, parse_pattern, prunable_names
 from ..sparse.distributions import DISTRIBUTIONS
 from ..train import TrainConfig
 from .prune import DEFAULT_ROUNDS, SCOPES, prune_at_init
@@ -60,8 +60,6 @@ class PruneInitConfig(RunConfig):
         self.train.validate()
         PRUNERS.get(self.method)
         if self.pattern is not None:
-            from ..sparse import parse_pattern
-
             parse_pattern(self.pattern, self.density)
         if self.scope not in SCOPES:
             raise UserError(f"unknown --scope {self.scope!r}; choose one of: {', '.join(SCOPES)}")

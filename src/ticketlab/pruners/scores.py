@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..attacks import AttackConfig, PixelSpace, pgd, to_pixels
+from ..errors import UserError
 from .registry import PRUNERS
 
 GRASP_TEMPERATURE = 200.0
@@ -79,9 +81,6 @@ def grasp_scores(model, names, batches, g):
 
 @PRUNERS.register("gap")
 def gap_scores(model, names, batches, g, *, data=None, eps: float = 0.1, steps: int = 10):
-    from ..attacks import AttackConfig, PixelSpace, pgd, to_pixels
-    from ..errors import UserError
-
     if data is None:
         raise UserError("the gap pruner attacks the model: it needs the dataset (context={'data': ...})")
     params = _params(model, names)

@@ -8,13 +8,20 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
+from .. import __version__
+from ..deploy.bench import format_bench
+from ..deploy.export import format_export
 from ..errors import UserError
 from ..flags import config_to_toml, dataclass_flag_dests
 from ..io import read_json_or_none
+from ..lottery.instability import format_instability
 from ..runs import experiments
 from ..runs.seeds import KIND as SEEDS
+from ..runs.seeds import format_group
+from ..runs.store import describe
 from ..runs.store import run_record as record
 from ..runs.sweep import KIND as SWEEP
+from ..runs.sweep import format_sweep
 from . import figures
 from .collect import (
     CONFIG,
@@ -107,8 +114,6 @@ def _nested(run: Path, prefix: str = "") -> list[Section]:
         elif rec is None and not (d / "metrics.json").exists() and not d.name.startswith(("round_", "seed_")):
             others += [c for c in sorted(d.iterdir()) if c.is_dir() and record(c) is not None]
     if others:
-        from ..runs.store import describe
-
         lines = []
         for o in others:
             e = describe(o, run)
@@ -161,8 +166,6 @@ def _format_exp(fmt, summary) -> str | None:
 
 
 def group_section(run: Path, rec: dict, title: str) -> Section:
-    from ..runs.seeds import format_group
-
     exps = experiments()
     name = rec["config"].get("experiment")
     if name not in exps:
@@ -191,8 +194,6 @@ def group_section(run: Path, rec: dict, title: str) -> Section:
 
 
 def sweep_section(run: Path, rec: dict, title: str) -> Section:
-    from ..runs.sweep import format_sweep
-
     sw = read_json_or_none(run / "sweep.json")
     config = rec["config"]
     sec = Section(title, str(run), f"{config.get('experiment')} (sweep)", state="not run")
@@ -278,8 +279,6 @@ def result_section(d: Path, rec: dict, title: str) -> Section:
 
 
 def instability_section(d: Path, title: str) -> Section:
-    from ..lottery.instability import format_instability
-
     data = read_json_or_none(d / "results.json")
     sec = Section(title, str(d), "instability", state="done" if isinstance(data, dict) else "not finished")
     if isinstance(data, dict):
@@ -304,9 +303,6 @@ def instability_section(d: Path, title: str) -> Section:
 
 
 def export_sections(d: Path, prefix: str) -> list[Section]:
-    from ..deploy.bench import format_bench
-    from ..deploy.export import format_export
-
     out = []
     for f in sorted(d.rglob("export.json")) + sorted(d.rglob("bench-*.json")):
         data = read_json_or_none(f)
@@ -387,10 +383,9 @@ def _anchors(sections: list[Section], prefix: str = "s") -> None:
 
 def render(sections: list[Section], paths: list[str]) -> str:
     try:
-        import jinja2
+        import jinja2  # a dependency, but the page says how to install it where it is missing
     except ImportError:
         raise UserError("ticketlab report needs jinja2: pip install jinja2") from None
-    from .. import __version__
 
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("ticketlab.report", "templates"),

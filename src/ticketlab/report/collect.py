@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..io import read_json_or_none
+from ..io import load_tensors, read_json_or_none
 from ..runs.rundir import CONFIG_FILE as CONFIG
 from ..runs.seeds import is_stat
 from . import figures
@@ -244,7 +244,6 @@ def curves_figure(runs: list[Path], title: str) -> str | None:
 
 def mask_figure(run: Path, kind: str, title: str) -> str | None:
     """The mask of the smallest 2-D layer of the run's final mask (IMP: the last round's)."""
-    from ..io import load_tensors
 
     candidates = sorted(run.glob("round_*/mask.safetensors"))[-1:] if kind == "imp" else []
     candidates += [run / "mask.safetensors", run / "train_0" / "mask.safetensors"]

@@ -22,6 +22,7 @@ from matplotlib.colors import hsv_to_rgb, rgb_to_hsv
 from PIL import Image
 from scipy import ndimage
 
+from ..errors import UserError
 from .corruptions import line_blur, plasma_crops
 
 SIZE = 32
@@ -269,7 +270,6 @@ SEVERITIES = (1, 2, 3, 4, 5)
 
 def corrupt_cifar(x: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
     """Corrupt a batch (N, 3, 32, 32) of [0, 1] pixels at ``severity``; seeded by (seed, corruption, severity)."""
-    from ..errors import UserError
 
     if name not in CIFAR10_C:
         raise UserError(f"unknown corruption {name!r}; choose from: {', '.join(CIFAR10_C)}")

@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from ..errors import UserError
+
 CENTRE = 13.5
 
 
@@ -242,7 +244,6 @@ MNIST_C = {
 
 def corrupt(x: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
     """Corrupt a batch (N, 28, 28) or (N, 1, 28, 28) of [0, 1] pixels; seeded by (seed, corruption)."""
-    from ..errors import UserError
 
     if name not in MNIST_C:
         raise UserError(f"unknown corruption {name!r}; choose from: {', '.join(MNIST_C)}")

@@ -20,10 +20,14 @@ from pathlib import Path
 import torch
 
 from ..attacks import to_pixels
+from ..data import load_dataset
+from ..data.augment import augment_pixels
 from ..errors import UserError
 from ..io import read_json, write_json
+from ..models import build_model
 from ..runs import config_hash, open_run_dir
 from ..runs.models import load_weights, trained_models
+from ..seeding import generator
 from .evaluate import RobustnessConfig, _corrupted_sets, _standardised, corruption_names
 
 REFERENCE_IMAGES = 2000
@@ -69,8 +73,6 @@ def spectra(xp: torch.Tensor) -> torch.Tensor:
 
 def references(members: list[dict], data, seed: int) -> torch.Tensor:
     """(members, H, W): each member's mean spectrum of its augmented training images."""
-    from ..data.augment import augment_pixels
-    from ..seeding import generator
 
     idx = torch.randperm(len(data.y_train), generator=generator(seed, "card-deck"))[:REFERENCE_IMAGES]
     xp = to_pixels(data.x_train[idx], data)
@@ -90,9 +92,6 @@ def gate(refs: torch.Tensor, xp: torch.Tensor) -> torch.Tensor:
 def run_deck(
     cfg: DeckConfig, out: str | Path | None = None, *, data_dir: str | None = None, quiet: bool = False
 ) -> dict:
-    from ..data import load_dataset
-    from ..models import build_model
-
     cfg.validate()
     members = [member(Path(r)) for r in cfg.members]
     if len({m["label"] for m in members}) < len(members):  # e.g. seed_0 of two groups, same augmentation

@@ -15,18 +15,26 @@ tickets against controls.
 
 from __future__ import annotations
 
+import copy
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..attacks import NORMS, AttackConfig, PixelSpace, fgsm, pgd, to_pixels
+from ..attacks import NORMS, AttackConfig, PixelSpace, fgsm, from_pixels, pgd, to_pixels
+from ..data import load_dataset
+from ..deploy import quantize_int8
 from ..errors import UserError
-from ..io import load_tensors, read_json, write_json
+from ..io import load_tensors, read_json, save_tensors, write_json
+from ..models import build_model
+from ..plotting import density_axis, plt
 from ..runs import config_hash, open_run_dir
 from ..runs.models import load_weights, trained_models
+from ..runs.seeds import aggregate, display, finished_seeds, seed_dir
+from .cifar_c import CIFAR10_C, SEVERITIES, corrupt_cifar
+from .corruptions import MNIST_C, corrupt
 
 ATTACKS = ("pgd", "fgsm", "autoattack")
 
@@ -62,8 +70,6 @@ class RobustnessConfig:
             raise UserError(f"--eps must be >= 0 (pixel units), got {self.eps}")
         if self.norm not in NORMS:
             raise UserError(f"unknown --norm {self.norm!r}; choose one of: {', '.join(NORMS)}")
-        from .cifar_c import CIFAR10_C
-        from .corruptions import MNIST_C
 
         bad = [c for c in self.corruptions if c not in MNIST_C and c not in CIFAR10_C and c != "all"]
         if bad:
@@ -97,8 +103,6 @@ class _Ensemble(torch.nn.Module):
 
 
 def _ensemble(paths: list[Path], load, model) -> _Ensemble:
-    import copy
-
     nets = []
     for p in paths:
         load(p)
@@ -108,7 +112,6 @@ def _ensemble(paths: list[Path], load, model) -> _Ensemble:
 
 def _int8(model, data):
     """``model``'s int8 form as `ticketlab export` makes it (activation ranges from 1024 training inputs)."""
-    from ..deploy import quantize_int8
 
     return quantize_int8(model, data.x_train[:1024])
 
@@ -119,7 +122,7 @@ def _examples(
     """Adversarial pixels for (xp, y) on ``net`` at ``eps`` with ``cfg``'s attack, seeded by ``cfg.seed``."""
     if cfg.attack == "autoattack":
         try:
-            from pyautoattack import AutoAttack
+            from pyautoattack import AutoAttack  # optional: the robust extra
         except ImportError:
             raise UserError("--attack autoattack needs pyautoattack: pip install 'ticketlab[robust]'") from None
         if data.pixel_range is None:
@@ -142,8 +145,6 @@ def _examples(
 
 def corruption_names(names: list[str], input_shape: tuple[int, ...]) -> list[str]:
     """``names`` with ``all`` resolved for the data: MNIST-C's for 28x28 grayscale, CIFAR-10-C's for 32x32 RGB."""
-    from .cifar_c import CIFAR10_C
-    from .corruptions import MNIST_C
 
     if names != ["all"]:
         return names
@@ -155,10 +156,6 @@ def _corrupted_sets(cfg: RobustnessConfig, data, x: torch.Tensor, out: Path) -> 
     (``corrupted.safetensors``). MNIST-C (28x28 grayscale): one set per corruption, standardised floats.
     CIFAR-10-C (32x32 RGB): one set per corruption and severity 1-5 (``name/severity``), kept as 8-bit
     pixels as the benchmark stores them (90 sets of floats would not fit in memory), standardised when used."""
-    from ..attacks import from_pixels
-    from ..io import save_tensors
-    from .cifar_c import CIFAR10_C, SEVERITIES, corrupt_cifar
-    from .corruptions import MNIST_C, corrupt
 
     cifar = tuple(x.shape[1:]) == (3, 32, 32)
     table = CIFAR10_C if cifar else MNIST_C
@@ -192,17 +189,12 @@ def _corrupted_sets(cfg: RobustnessConfig, data, x: torch.Tensor, out: Path) -> 
 
 
 def _standardised(xc: torch.Tensor, data) -> torch.Tensor:
-    from ..attacks import from_pixels
-
     return from_pixels(xc.float() / 255, data) if xc.dtype == torch.uint8 else xc
 
 
 def run_group(group: Path, cfg: RobustnessConfig, data_dir: str | None, quiet: bool) -> dict:
     """A seed group: each seed's run evaluated (and cached) as a run of its own, then every number of the rows
     as mean ± std over the seeds (``GROUP/robustness-<hash>/results.json``)."""
-    from dataclasses import replace
-
-    from ..runs.seeds import aggregate, display, finished_seeds, seed_dir
 
     seeds = finished_seeds(group)
     if not seeds:
@@ -237,8 +229,6 @@ def run_robustness(
     run_dir: str | Path, cfg: RobustnessConfig, *, data_dir: str | None = None, quiet: bool = False
 ) -> dict:
     """Every trained model of ``run_dir`` (a run, or a seed group: mean ± std over its seeds)."""
-    from ..data import load_dataset
-    from ..models import build_model
 
     cfg.validate()
     run = Path(run_dir)
@@ -320,8 +310,6 @@ def run_robustness(
 
 
 def plot_robustness(result: dict, path: Path, run_config: dict) -> None:
-    from ..plotting import density_axis, plt
-
     rows = result["rows"]
     fig, ax = plt.subplots(figsize=(6.5, 4))
     for g in dict.fromkeys(r["group"] for r in rows):

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..errors import UserError
+from ..train import distributed
 from ..train.replicates import NotVectorizable, signature, train_replicates
 
 _local = threading.local()
@@ -31,11 +33,9 @@ REPLICATE_MODES = ("auto", "vectorized", "sequential")
 def resolve(mode: str, device: str) -> str:
     """``auto``: vectorised on CUDA (a step of a small net is launch-bound there), sequential on CPU (measured:
     no faster there, and slower for convolutions; see benchmarks/bench_replicates.py)."""
-    from ..errors import UserError
 
     if mode not in REPLICATE_MODES:
         raise UserError(f"unknown --replicates {mode!r}; choose one of: {', '.join(REPLICATE_MODES)}")
-    from ..train import distributed
 
     if distributed.active():  # data-parallel trainings run one at a time across the ranks
         return "sequential"

@@ -9,7 +9,8 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
-from ..io import read_json
+from ..io import load_tensors, read_json
+from ..models.graft import graft_from_state
 from .experiment import experiments
 from .files import fit_state
 
@@ -51,8 +52,6 @@ def load_weights(model: torch.nn.Module, path: Path, name: str) -> None:
     """``path``'s weights into ``model`` (a ``name``), refused in one line unless every tensor fits
     (``files.fit_state``'s check, with the message of a finished run's evaluation). A file of a grafted
     net (``ticketlab neurons --method graft``) first turns ``model``'s ReLUs into grafted ones."""
-    from ..io import load_tensors
-    from ..models.graft import graft_from_state
 
     try:
         state = load_tensors(path)  # read once: the grafted layers' shapes, then the weights

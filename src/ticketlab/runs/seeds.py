@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from pathlib import Path
 from ..errors import UserError
 from ..io import read_json, write_json
 from .experiment import Experiment
+from .lockstep import Lockstep
 from .rundir import CONFIG_FILE, default_run_dir, open_run_dir
 
 KIND = "seeds"
@@ -156,8 +158,6 @@ def display(agg):
 
 def mean_std(values: list[float], spec: str = ".4f") -> str:
     """Numbers over seeds as a table cell: "mean ± std" (sample std), or the one value if there is one."""
-    import statistics
-
     if len(values) == 1:
         return format(values[0], spec)
     return f"{format(statistics.mean(values), spec)} ± {format(statistics.stdev(values), spec)}"
@@ -237,8 +237,6 @@ def run_seeds(
     quiet = runtime.get("quiet", False)
     todo = list(zip(seeds, cfgs))  # finished seeds too: a finished run reads itself back (or continues, --rounds)
     if replicates == "vectorized" and len(todo) > 1:
-        from .lockstep import Lockstep
-
         if not quiet:
             print(
                 f"seeds {', '.join(str(s) for s, _ in todo)} together (vectorized replicates) in {group}",

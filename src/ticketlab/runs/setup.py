@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict, fields
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..data import Dataset
+from ..data import Dataset, load_dataset
 from ..errors import UserError
+from ..models import build_model
 from ..train import TrainConfig
 from .rundir import default_run_dir, open_run_dir
 
@@ -71,8 +73,6 @@ def prepare(cfg, device: str, data_dir: str | None, quiet: bool):
 
     ``cfg`` has ``model``, ``dataset`` and ``seed``; a model that does not fit the data is a UserError.
     """
-    from ..data import load_dataset
-    from ..models import build_model
 
     cfg.validate()
     dev = resolve_device(device)
@@ -85,8 +85,6 @@ def prepare(cfg, device: str, data_dir: str | None, quiet: bool):
 def preflight(cfgs, check=None, data_dir: str | None = None) -> None:
     """Everything ``cfgs`` need, checked before any training: each config's values, its model on its data
     (built on the CPU; each dataset loaded once) and ``check(cfg, model, data)``, the method's own refusals."""
-    from ..data import load_dataset
-    from ..models import build_model
 
     datasets: dict = {}
     for cfg in cfgs:
@@ -105,7 +103,6 @@ def start_derived_run(cfg, kind: str, out, device: str, data_dir: str | None, qu
     ``check(cfg, model, data)`` refuses what does not fit before any folder is made, and the config records
     the source as an absolute path. Returns (device, data on the device, model, config, run directory,
     what ``check`` returned)."""
-    from pathlib import Path
 
     dev, data, model = prepare(cfg, device, data_dir, quiet)
     checked = check(cfg, model, data)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -25,12 +26,17 @@ from dataclasses import dataclass, fields, is_dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
+import torch
+
 from ..errors import UserError
 from ..io import read_json, write_json
+from ..plotting import plt
 from ..train.log import configure as configure_log
+from . import lockstep
 from .experiment import Experiment, get_experiment
 from .rundir import default_run_dir, open_run_dir
 from .seeds import SUMMARY, finished_seeds, is_stat, open_group, seed_dir, write_group_summary
+from .setup import preflight
 
 KIND = "sweep"
 BACKENDS = ("local", "ray")
@@ -79,8 +85,6 @@ def set_field(cfg, name: str, value):
 # -- running one task (in the driver, a worker process, or a Ray worker) --------------------------------------
 def run_task(name: str, config: dict, out: str, runtime: dict, threads: int | None) -> dict:
     """Run one (point, seed) of experiment ``name``; returns its headline metrics."""
-    import torch
-
     if threads:
         torch.set_num_threads(threads)
     exp = get_experiment(name)
@@ -93,7 +97,6 @@ def run_task(name: str, config: dict, out: str, runtime: dict, threads: int | No
 def run_pack(tasks: list[tuple], threads: int | None) -> list[str | None]:
     """Run several (point, seed) tasks of one architecture and dataset in lockstep, their trainings packed
     into vectorised loops (``runs.lockstep``); returns each task's error (None when it finished)."""
-    from .lockstep import Lockstep
 
     errors: list[str | None] = [None] * len(tasks)
 
@@ -107,7 +110,7 @@ def run_pack(tasks: list[tuple], threads: int | None) -> list[str | None]:
         return run
 
     quiet = all(a[3].get("quiet", True) for a in tasks)
-    Lockstep(quiet=quiet).run([one(i, a) for i, a in enumerate(tasks)])
+    lockstep.Lockstep(quiet=quiet).run([one(i, a) for i, a in enumerate(tasks)])
     return errors
 
 
@@ -160,7 +163,7 @@ def ray_environment() -> None:
 def import_ray():
     ray_environment()
     try:
-        import ray
+        import ray  # optional: the ray extra
     except ImportError:
         raise UserError("--backend ray needs Ray: pip install 'ticketlab[ray]'") from None
     return ray
@@ -168,7 +171,6 @@ def import_ray():
 
 def check_ray_address(address: str, timeout: float = 5.0) -> None:
     """Refuse an address nothing answers at (Ray itself retries for minutes): HOST:PORT or ray://HOST:PORT."""
-    import socket
 
     if address == "auto":
         return
@@ -289,8 +291,6 @@ def run_sweep(
         if ray_address:
             check_ray_address(ray_address)
     if check:
-        from .setup import preflight
-
         preflight([replace(p.cfg, seed=s) for p in points for s in seeds], exp.check, data_dir)
     runtime = {"device": device, "data_dir": data_dir, "quiet": True, "checkpoint_every": checkpoint_every}
     if log != "none":
@@ -424,7 +424,6 @@ def _cell(st) -> str:
 
 def plot_sweep(result: dict, path: Path, x: str, hue: str | None, metric: str) -> None:
     """``metric`` (mean, with a ±std band) against axis ``x``, one line per value of axis ``hue``."""
-    from ..plotting import plt
 
     rows = [r for r in result["points"] if is_stat(r["headline"].get(metric))]
     if not rows:

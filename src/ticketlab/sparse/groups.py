@@ -17,6 +17,7 @@ import copy
 from dataclasses import dataclass, field
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
 from ..sparse import Mask
@@ -81,8 +82,6 @@ def _param_slices(module: nn.Module, name: str, out: bool, idxs: list[int], root
 
 def channel_groups(model: nn.Module, input_shape: tuple[int, ...]) -> list[ChannelGroup]:
     """Every prunable channel group of ``model`` (one example has shape ``input_shape``), in module order."""
-    import torch_pruning as tp
-
     work = copy.deepcopy(model).cpu().eval()
     names = {m: n for n, m in work.named_modules()}
     last = work.get_submodule(output_layer(work))

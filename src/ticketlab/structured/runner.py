@@ -22,11 +22,13 @@ Layout::
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from ..deploy import compact, widths
 from ..errors import UserError
 from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
@@ -176,10 +178,6 @@ def run_structured(
     quiet: bool = False,
     checkpoint_every: int = 2000,
 ) -> dict:
-    import copy
-
-    from ..deploy import compact, widths
-
     dev, data, model, config, run_dir = start_run(cfg, "structured", out, device, data_dir, quiet)
     if (run_dir / "summary.json").exists():
         return read_json(run_dir / "summary.json")

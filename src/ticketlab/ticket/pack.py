@@ -16,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import nn
 
+from ..data import load_dataset
 from ..errors import UserError
 from ..io import _atomic_write, load_tensors, read_json
 from ..models import MODELS, build_model
@@ -139,15 +141,12 @@ def pack_run(run_dir: str | Path, round_: int, out: str | Path, weights: str | N
 
 def _shape_of(cfg: dict) -> tuple[list[int], int]:
     """The recipe's input shape and class count: those of the run's dataset."""
-    from ..data import load_dataset
 
     d = load_dataset(cfg["dataset"], quiet=True)
     return list(d.input_shape), d.num_classes
 
 
 def _save(tensors: dict, header: dict, path: str) -> None:
-    from safetensors.torch import save_file
-
     save_file(tensors, path, metadata={"ticketlab": json.dumps(header)})
 
 

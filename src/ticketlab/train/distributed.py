@@ -29,8 +29,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..data import Dataset
 from ..errors import UserError
+from ..models import build_model
+from ..models.graft import graft_from_state
 from .checkpoint import optimizer_from_flat, optimizer_to_flat
+from .config import TrainConfig
 
 _data_tokens: dict[int, tuple[str, object]] = {}  # rank 0: id(dataset) -> (token, the dataset, kept alive)
 
@@ -235,7 +239,6 @@ def stop() -> None:
 def follow(device: str, train) -> None:
     """A rank other than 0: take part in rank 0's trainings until it stops, each run by ``train``
     (``train.loop.train``, handed in: this module is below the loop)."""
-    from ..data import Dataset
 
     datasets: dict[str, Dataset] = {}
     while True:
@@ -262,10 +265,6 @@ def follow(device: str, train) -> None:
 
 
 def _follow(head: dict, data, device: str, train) -> None:
-    from ..models import build_model
-    from ..models.graft import graft_from_state
-    from .config import TrainConfig
-
     cfg = TrainConfig(**head["cfg"])
     s = head["spec"]
     model = build_model(s["name"], tuple(s["input_shape"]), s["num_classes"]).to(device)

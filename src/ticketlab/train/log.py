@@ -29,7 +29,7 @@ def configure(kind: str) -> None:
         raise UserError(f"unknown --log {kind!r}; choose one of: {', '.join(LOG_KINDS)}")
     if kind == "tensorboard":
         try:
-            import tensorboard  # noqa: F401
+            import tensorboard  # noqa: F401  (optional: the tensorboard extra)
         except ImportError:
             raise UserError(
                 "--log tensorboard needs the tensorboard package: pip install 'ticketlab[tensorboard]' "
@@ -82,7 +82,7 @@ class TensorBoardLog:
         self._w = None
 
     def start(self, it: int) -> None:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # optional: the tensorboard extra
 
         self._w = SummaryWriter(log_dir=str(self.folder), purge_step=it if it > 0 else None)
 

@@ -13,9 +13,11 @@ from dataclasses import asdict, dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from ..data import Dataset
 from ..data.augment import augment
+from ..flops import forward_flops
 from ..seeding import generator
 from ..sparse import Mask, MaskEnforcer
 from . import distributed
@@ -178,8 +180,6 @@ def train(
 
     bar = None
     if progress and follow is None:
-        from tqdm import tqdm
-
         bar = tqdm(total=total, initial=it, desc=desc, leave=False, mininterval=0.5, dynamic_ncols=True)
 
     autocast = mixed_precision(cfg, x.device)
@@ -273,8 +273,6 @@ class _Live:
         self._sum, self._n, self._change_at = None, 0, None
         self._step_flops = None
         if updater is None or not hasattr(updater, "training_flops"):
-            from ..flops import forward_flops
-
             fwd = sum(forward_flops(model, tuple(data.x_train.shape[1:]), mask).values())
             self._step_flops = cfg.passes_per_example() * fwd * batch
         log.start(start)

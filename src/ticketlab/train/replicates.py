@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.hooks import RemovableHandle
+from tqdm import tqdm
 
 from ..data import Dataset
 from ..data.augment import augment
@@ -39,7 +40,7 @@ from ..sparse import Mask
 from ..sparse.enforce import clear_optimizer_state_, mask_grads_
 from .checkpoint import Checkpointer
 from .config import TrainConfig
-from .loop import TrainResult, _Live, epoch_permutation, make_optimizer, mixed_precision
+from .loop import TrainResult, _Live, epoch_permutation, make_optimizer, mixed_precision, train
 from .losses import enabled_terms
 from .schedule import lr_at
 
@@ -375,8 +376,6 @@ def train_replicates(
     autocast = mixed_precision(cfg, device)
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=total, initial=it, desc=f"{desc} (x{R})", leave=False, mininterval=0.5, dynamic_ncols=True)
     base.train()
     epoch, perms = -1, None
@@ -463,7 +462,6 @@ def train_each(
     train_fn: Callable | None = None,
 ) -> list[TrainResult]:
     """The sequential reference: ``train`` once per model (what ``--replicates sequential`` runs)."""
-    from .loop import train
 
     train_fn = train_fn or train
     checkpointers = checkpointers or [None] * len(models)

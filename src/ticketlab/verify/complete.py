@@ -19,12 +19,17 @@ falsified, timeout, unknown.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import os
+import tempfile
 import time
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 import torch
+from scipy.optimize import Bounds as Box
+from scipy.optimize import LinearConstraint, milp
 
 from ..errors import UserError
 from .bounds import alpha_crown, input_box, margin_spec, other_classes, pre_bounds
@@ -47,8 +52,6 @@ class Layer:
 
 def lower(ops: list[Op]) -> list[Layer]:
     """``ops`` as alternating composed affine maps and nonlinear layers (float64)."""
-    import scipy.sparse as sp
-
     layers: list[Layer] = []
     chain: list[Op] = []
 
@@ -163,7 +166,7 @@ class Complete:
             raise UserError(f"unknown --solver {solver!r}; choose one of: {', '.join(SOLVERS)}")
         if solver == "marabou":
             try:
-                from maraboupy import MarabouCore  # noqa: F401
+                from maraboupy import MarabouCore  # noqa: F401  (optional: the verify extra)
             except ImportError:
                 raise UserError(
                     "--solver marabou needs maraboupy: pip install 'ticketlab[verify]' (or use --solver milp)"
@@ -226,8 +229,6 @@ class Complete:
         """``solve(y, j, timeout)`` for one sample: min logit_y - logit_j over the box, "sat" with the minimiser
         if <= 0, "unsat" if > 0 (or HiGHS's dual bound is > 0 at the time limit), else "timeout". The program
         is built on the first call and shared by the sample's margins (only the objective changes)."""
-        from scipy.optimize import milp
-
         program = []
 
         def solve(y, j, timeout):
@@ -256,10 +257,6 @@ class Complete:
 
     def _milp_program(self, lo, hi, bounds):
         """Variables: the input, then per layer its outputs (and binaries); constraints as sparse blocks."""
-        import scipy.sparse as sp
-        from scipy.optimize import Bounds as Box
-        from scipy.optimize import LinearConstraint
-
         n0 = lo.numel()
         vlo = [lo.reshape(-1).cpu().numpy()]
         vhi = [hi.reshape(-1).cpu().numpy()]
@@ -379,7 +376,6 @@ class Complete:
         in a forked child that is killed at the deadline: Marabou 2.0's local search can loop past its own
         timeout and it traps SIGINT/SIGTERM, so only a child process can be stopped reliably. The child runs in
         a temporary folder (Marabou writes failedMarabouQuery.ipq into the working folder on an error)."""
-        import multiprocessing as mp
 
         query = []
 
@@ -407,7 +403,7 @@ class Complete:
 
     def _marabou_query(self, lo, hi, bounds):
         """(the InputQuery of the network over the box, the logits' variables, the input size)."""
-        from maraboupy import MarabouCore
+        from maraboupy import MarabouCore  # optional: the verify extra
 
         q = MarabouCore.InputQuery()
         lo_np, hi_np = lo.reshape(-1).cpu().numpy(), hi.reshape(-1).cpu().numpy()
@@ -483,7 +479,7 @@ class Complete:
 def _marabou_solve(q, logits, n0: int, y: int, j: int, timeout: float):
     """The margin's property (logit_j - logit_y >= 0) added to ``q`` and solved: ("sat", the input), ("unsat",
     None), ("timeout", None) or ("unknown", None). Changes ``q``: the caller runs it on a forked child's copy."""
-    from maraboupy import MarabouCore
+    from maraboupy import MarabouCore  # optional: the verify extra
 
     prop = MarabouCore.Equation(MarabouCore.Equation.GE)
     prop.addAddend(1.0, int(logits[j]))
@@ -505,7 +501,6 @@ def _marabou_child(send, q, logits, n0, y, j, timeout):
     """In the forked child, in a temporary folder: ``_marabou_solve``'s answer sent back, then exit."""
     # pragma: no mutate block (process plumbing: it runs in a forked child, where mutmut cannot see which tests
     # reach it; every Marabou test goes through it, and _marabou_solve's mutants are tested in-process)
-    import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)

@@ -12,17 +12,23 @@ after each model, so an interrupted evaluation resumes; seed groups give mean ±
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
+from ..attacks import AttackConfig, PixelSpace, pgd
+from ..data import load_dataset
 from ..errors import UserError
 from ..io import read_json, write_json
+from ..models import build_model
 from ..runs import config_hash, open_run_dir
 from ..runs.models import load_weights, trained_models
+from ..runs.seeds import aggregate, display, finished_seeds, seed_dir
+from ..runs.setup import resolve_device
 from .bounds import METHODS, alpha_crown, crown, ibp, input_box, margin_spec, pre_bounds, stability
 from .complete import SOLVERS, Complete
 from .graph import check_ops, to_ops
@@ -80,9 +86,6 @@ def verify_model(
 ) -> dict:
     """The row of one model (converted to float64 in place; ``x`` standardised test inputs). Bounds and the
     attack run on ``device``; complete verification on the CPU (its solvers are CPU programs)."""
-    import copy
-
-    from ..attacks import AttackConfig, PixelSpace, pgd
 
     device = torch.device(device)
     cpu_model = copy.deepcopy(model).double().eval() if "complete" in cfg.methods else None
@@ -201,9 +204,6 @@ def run_verify(
     run_dir: str | Path, cfg: VerifyConfig, *, data_dir: str | None = None, quiet: bool = False, device: str = "cpu"
 ) -> dict:
     """Every trained model of ``run_dir`` (or of each seed of a seed group, then mean ± std)."""
-    from ..data import load_dataset
-    from ..models import build_model
-    from ..runs.setup import resolve_device
 
     cfg.validate()
     dev = resolve_device(device)
@@ -248,10 +248,6 @@ def run_verify(
 
 
 def _run_group(group: Path, cfg: VerifyConfig, data_dir, quiet, device) -> dict:
-    from dataclasses import replace
-
-    from ..runs.seeds import aggregate, display, finished_seeds, seed_dir
-
     seeds = finished_seeds(group)
     if not seeds:
         raise UserError(f"{group} is a seed group with no finished seed yet; finish it first")
