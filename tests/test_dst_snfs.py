@@ -149,3 +149,18 @@ def test_ties_in_the_prune_and_the_regrowth_are_broken_by_the_runs_seed():
     a = updated(0, 0)
     assert all(torch.equal(x, y) for x, y in zip(a, updated(0, 99)))
     assert not all(torch.equal(x, y) for x, y in zip(a, updated(1, 0)))
+
+
+def test_the_defaults_and_a_given_distribution_reach_the_trainer():
+    def model():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10))
+
+    m = model()
+    t = dst.make("snfs", m, torch.optim.SGD(m.parameters(), lr=0.1), total_steps=100, input_shape=(16,))
+    assert t.density == 0.1 and t.mu == 0.9 and t.distribution == "erk"
+    m = model()
+    u = dst.make(
+        "snfs", m, torch.optim.SGD(m.parameters(), lr=0.1), distribution="uniform", total_steps=100, input_shape=(16,)
+    )
+    assert u.distribution == "uniform" and [int(k.sum()) for k in u.masks] == [round(0.1 * 512), round(0.1 * 320)]

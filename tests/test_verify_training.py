@@ -285,5 +285,9 @@ def test_the_stability_loss_averages_every_relu_neuron_of_every_sample_and_is_ze
     assert rs(net, x).item() == pytest.approx(sum(terms) / len(terms))
     linear = torch.nn.Sequential(torch.nn.Linear(2, 2)).double()
     assert StabilityLoss(SimpleNamespace(rs_eps=0.1), data)(linear, x).item() == 0.0
-    with pytest.raises(UserError, match="--rs-weight does not support models with BatchNorm"):
+    with pytest.raises(
+        UserError,
+        match=r"^--rs-weight does not support models with BatchNorm; pick lenet300, mlp1d, "
+        r"cnn-small, conv2/4/6 or cnn1d$",
+    ):
         StabilityLoss(SimpleNamespace(rs_eps=0.1), data)(torch.nn.Sequential(torch.nn.BatchNorm1d(2)), x)
