@@ -31,6 +31,18 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _comma_list(elem: type, name: str):
+    """A comma-separated list of ``elem`` (``metadata={"comma": True}`` on a list field)."""
+
+    def parse(text: str) -> list:
+        try:
+            return [elem(v.strip()) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated values for {name}, got {text!r}") from None
+
+    return parse
+
+
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
     """Each field a flag; a field whose metadata names a ``group`` (a method's own option) is listed in --help
     under that group's heading."""
@@ -54,12 +66,15 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, prefix: str = "") 
             target = groups[group] = parser.add_argument_group(f"{group} options", f"used with --method {group}")
         if tp is bool:
             target.add_argument(flag, action="store_true", **kw)
+        elif typing.get_origin(tp) is list and f.metadata.get("comma"):
+            (elem,) = typing.get_args(tp)
+            target.add_argument(flag, type=_comma_list(elem, flag), metavar=f.metadata.get("metavar", "A,B,..."), **kw)
         elif typing.get_origin(tp) is list and typing.get_args(tp) == (int,):
             target.add_argument(flag, type=_int_list, metavar="N,N,...", **kw)
         elif typing.get_origin(tp) is list:
             target.add_argument(flag, action="append", metavar=f.name.upper().rstrip("S"), **kw)
         else:
-            target.add_argument(flag, type=tp, metavar=f.name.upper(), **kw)
+            target.add_argument(flag, type=tp, metavar=f.metadata.get("metavar", f.name.upper()), **kw)
 
 
 def merge(base: dict, update: dict) -> dict:

@@ -3,64 +3,20 @@ card-deck RUN...`` (a spectral-gated deck of member runs)."""
 
 from __future__ import annotations
 
-from ..commands import Command, add_data_flags, floats, names
+from ..commands import Command, add_data_flags, names
+from ..flags import add_dataclass_flags, given_flags
 from .deck import DeckConfig, format_deck, run_deck
 from .evaluate import RobustnessConfig, format_robustness, run_robustness
 
 
 def configure_robustness(p) -> None:
     p.add_argument("run_dir", metavar="RUN")
-    p.add_argument(
-        "--attack", default="pgd", help="pgd (default), fgsm or autoattack (pip install 'ticketlab[robust]')"
-    )
-    p.add_argument(
-        "--eps",
-        type=floats,
-        default=[0.1],
-        metavar="E[,E...]",
-        help="radii in pixel units, images in [0, 1] (default 0.1)",
-    )
-    p.add_argument("--norm", default="linf", help="linf (default) or l2")
-    p.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
-    p.add_argument("--step-size", type=float, default=None, help="PGD step (default 2.5 eps / steps)")
-    p.add_argument("--restarts", type=int, default=1, help="PGD random restarts (default 1)")
-    p.add_argument("--samples", type=int, default=None, metavar="N", help="the first N test examples (default all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random starts")
-    p.add_argument(
-        "--corruptions",
-        type=names,
-        default=[],
-        metavar="all|C[,C...]",
-        help="also the accuracy under common corruptions: MNIST-C's (28x28 grayscale data) or "
-        "CIFAR-10-C's at severities 1-5 (32x32 RGB)",
-    )
-    p.add_argument(
-        "--transfer",
-        action="store_true",
-        help="transfer attack: examples made on the run's first model (IMP: the dense round 0)",
-    )
-    p.add_argument(
-        "--int8",
-        action="store_true",
-        help="also each model's int8 form (as `export` makes it), met with its float model's examples",
-    )
+    add_dataclass_flags(p, RobustnessConfig)
     add_data_flags(p)
 
 
 def robustness(ns) -> int:
-    cfg = RobustnessConfig(
-        attack=ns.attack,
-        eps=ns.eps,
-        norm=ns.norm,
-        steps=ns.steps,
-        step_size=ns.step_size,
-        restarts=ns.restarts,
-        samples=ns.samples,
-        seed=ns.seed,
-        transfer=ns.transfer,
-        corruptions=ns.corruptions,
-        int8=ns.int8,
-    )  # "all" resolved for the run's data
+    cfg = RobustnessConfig(**given_flags(ns, RobustnessConfig))  # corruptions "all": resolved for the run's data
     result = run_robustness(ns.run_dir, cfg, data_dir=ns.data_dir, quiet=ns.quiet)
     print(format_robustness(result))
     print(f"\nresults: {result['dir']}")

@@ -41,19 +41,42 @@ ATTACKS = ("pgd", "fgsm", "autoattack")
 
 @dataclass
 class RobustnessConfig:
-    attack: str = "pgd"
-    eps: list[float] = field(default_factory=lambda: [0.1])
-    norm: str = "linf"
-    steps: int = 10
-    step_size: float | None = None
-    restarts: int = 1
-    samples: int | None = None  # the first N test examples (default: all)
-    seed: int = 0
-    transfer: bool = False  # attack the dense model (IMP round 0 / the first model) and evaluate every
-    # model on its adversarial examples (GAP's transfer setting)
-    corruptions: list[str] = field(default_factory=list)  # MNIST-C corruptions (28x28 grayscale data)
-    int8: bool = False  # also each model's int8 form (PyTorch static quantisation, as `export`), met
-    # with the float model's examples (white-box) or the transferred ones
+    """The settings of `ticketlab robustness` (its flags: each field's, with its help)."""
+
+    attack: str = field(default="pgd", metadata={"help": "pgd, fgsm or autoattack (pip install 'ticketlab[robust]')"})
+    eps: list[float] = field(
+        default_factory=lambda: [0.1],
+        metadata={"comma": True, "metavar": "E[,E...]", "help": "radii in pixel units, images in [0, 1] (default 0.1)"},
+    )
+    norm: str = field(default="linf", metadata={"help": "linf or l2"})
+    steps: int = field(default=10, metadata={"help": "PGD steps"})
+    step_size: float | None = field(default=None, metadata={"help": "PGD step (default 2.5 eps / steps)"})
+    restarts: int = field(default=1, metadata={"help": "PGD random restarts"})
+    samples: int | None = field(
+        default=None, metadata={"metavar": "N", "help": "the first N test examples (default all)"}
+    )
+    seed: int = field(default=0, metadata={"help": "seed of the random starts"})
+    # transfer: attack the first model (IMP: the dense round 0) and evaluate every model on its examples (GAP's
+    # transfer setting)
+    transfer: bool = field(
+        default=False,
+        metadata={"help": "transfer attack: examples made on the run's first model (IMP: the dense round 0)"},
+    )
+    corruptions: list[str] = field(
+        default_factory=list,
+        metadata={
+            "comma": True,
+            "metavar": "all|C[,C...]",
+            "help": "also the accuracy under common corruptions: MNIST-C's (28x28 grayscale data) or CIFAR-10-C's at "
+            "severities 1-5 (32x32 RGB)",
+        },
+    )
+    # int8: each model's int8 form (PyTorch static quantisation, as `export`), met with the float model's
+    # examples (white-box) or the transferred ones
+    int8: bool = field(
+        default=False,
+        metadata={"help": "also each model's int8 form (as `export` makes it), met with its float model's examples"},
+    )
 
     def to_dict(self) -> dict:
         d = asdict(self)

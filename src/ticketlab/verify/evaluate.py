@@ -38,16 +38,31 @@ ALL_METHODS = (*METHODS, "complete")
 
 @dataclass
 class VerifyConfig:
-    eps: float = 0.1
-    methods: list[str] = field(default_factory=lambda: ["ibp", "crown", "alpha-crown"])
-    samples: int = 100  # the first N test examples
-    solver: str = "milp"  # complete verification: milp (HiGHS, always there) or marabou (extra)
-    timeout: float = 30.0  # seconds per sample, complete verification
-    pgd_steps: int = 50
-    pgd_restarts: int = 3
-    alpha_steps: int = 20
-    batch: int = 25
-    seed: int = 0
+    """The settings of `ticketlab verify` (its flags: each field's, with its help)."""
+
+    eps: float = field(default=0.1, metadata={"help": "radius in pixel units, images in [0, 1]"})
+    methods: list[str] = field(
+        default_factory=lambda: ["ibp", "crown", "alpha-crown"],
+        metadata={
+            "flag": "--method",
+            "comma": True,
+            "metavar": "M[,M...]",
+            "help": "ibp, crown, alpha-crown, complete, or all (default ibp,crown,alpha-crown)",
+        },
+    )
+    samples: int = field(default=100, metadata={"metavar": "N", "help": "the first N test examples"})
+    solver: str = field(
+        default="milp",
+        metadata={
+            "help": "complete verification: milp (HiGHS through scipy) or marabou (pip install 'ticketlab[verify]')"
+        },
+    )
+    timeout: float = field(default=30.0, metadata={"metavar": "S", "help": "complete verification: seconds per sample"})
+    pgd_steps: int = field(default=50, metadata={"help": "PGD steps of the attack"})
+    pgd_restarts: int = field(default=3, metadata={"help": "PGD random restarts"})
+    alpha_steps: int = field(default=20, metadata={"help": "alpha-CROWN optimisation steps"})
+    batch: int = field(default=25, metadata={"help": "samples bounded together"})
+    seed: int = field(default=0, metadata={"help": "seed of the attack's random starts"})
 
     def to_dict(self) -> dict:
         d = asdict(self)
