@@ -18,9 +18,11 @@ def fake_run(path, kind, summary):
 
 def test_a_kind_without_trained_models_is_refused_naming_the_kinds_that_have_them(tmp_path):
     run = fake_run(tmp_path / "c", "colt", {})
-    with pytest.raises(UserError, match=r"is a colt run; robustness and verify take .*imp.*prune-init") as e:
+    with pytest.raises(
+        UserError, match=r"is a colt run, which holds no trained models to evaluate; give a run of: .*imp.*prune-init"
+    ) as e:
         trained_models(run)
-    assert "colt" not in str(e.value).split("take")[1]
+    assert "colt" not in str(e.value).split("run of:")[1]
 
 
 def test_the_experiments_models_are_read_and_their_files_checked(tmp_path):

@@ -31,8 +31,8 @@ class Experiment:
     check: Callable | None = None  # check(cfg, model, data): method-specific refusals before training
     legacy_kinds: tuple[str, ...] = ()  # run kinds this experiment's folders were stored under before
     plot_group: Callable | None = None  # plot_group(summary, folder): plots of a seed group's means ± std
-    # models(folder, summary): a finished run's trained models, [runs.models.trained_model(...)] (what robustness,
-    # verify and card-deck evaluate); None: it has none to evaluate
+    # models(folder, summary): a finished run's trained models, [runs.models.trained_model(...)] (what the analyses
+    # that attack, verify or ensemble models evaluate); None: it has none to evaluate
     models: Callable | None = None
     # table(folder, layers): `show`'s table of a finished run (default: format(summary.json)); layers: per-layer
     # densities instead

@@ -1,4 +1,4 @@
-"""The trained models of a finished run, for the commands that evaluate them (robustness, card-deck, verify):
+"""The trained models of a finished run, for the analyses that evaluate them:
 each experiment's ``models`` says which files of its run folder hold them (IMP's rounds and controls, DST's
 members and their ensemble, ...); here they are read back and checked."""
 
@@ -37,7 +37,9 @@ def trained_models(run: Path, kinds: tuple[str, ...] | None = None, refusal: str
     exps = experiments()
     if kind not in exps or exps.get(kind).models is None:
         takes = [k for k in exps if exps.get(k).models is not None]
-        raise UserError(f"{run} is a {kind} run; robustness and verify take {', '.join(takes)} runs")
+        raise UserError(
+            f"{run} is a {kind} run, which holds no trained models to evaluate; give a run of: {', '.join(takes)}"
+        )
     try:
         out = exps.get(kind).models(run, summary)
     except (KeyError, TypeError, IndexError, AttributeError):
