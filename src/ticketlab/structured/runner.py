@@ -65,15 +65,17 @@ class StructuredConfig(RunConfig):
         metadata={"help": "global or layerwise channel ranking (default: global for slimming, layerwise for l1)"},
     )
     passes: int = field(default=1, metadata={"help": "train-prune-fine-tune passes (slimming, l1)"})
-    penalty: float = field(default=1e-4, metadata={"help": "slimming: L1 strength on BatchNorm scales"})
+    penalty: float = field(default=1e-4, metadata={"group": "slimming", "help": "L1 strength on BatchNorm scales"})
     finetune_iterations: int | None = field(
         default=None, metadata={"help": "fine-tuning steps after each prune (default: the training length; gibbs 0)"}
     )
-    hamiltonian: str = field(default="filter", metadata={"help": "gibbs: filter or unstructured"})
-    gibbs_c: float = field(default=1.0, metadata={"help": "gibbs: coupling of a filter's weights"})
-    mcmc_steps: int = field(default=20, metadata={"help": "gibbs: chromatic sampling sweeps per step"})
-    anneal_fraction: float = field(default=0.64, metadata={"help": "gibbs: share of training annealing beta"})
-    beta_end: float = field(default=1e4, metadata={"help": "gibbs: final inverse temperature (starts at 1)"})
+    hamiltonian: str = field(default="filter", metadata={"group": "gibbs", "help": "filter or unstructured"})
+    gibbs_c: float = field(default=1.0, metadata={"group": "gibbs", "help": "coupling of a filter's weights"})
+    mcmc_steps: int = field(default=20, metadata={"group": "gibbs", "help": "chromatic sampling sweeps per step"})
+    anneal_fraction: float = field(
+        default=0.64, metadata={"group": "gibbs", "help": "share of training annealing beta"}
+    )
+    beta_end: float = field(default=1e4, metadata={"group": "gibbs", "help": "final inverse temperature (starts at 1)"})
     scratch: list[str] = field(
         default_factory=list,
         metadata={"help": "scratch baselines of the pruned architecture: e (same iterations), b (same FLOPs)"},

@@ -46,16 +46,18 @@ class SupermaskConfig(RunConfig):
     hard_phase: float = field(
         default=0.0,
         metadata={
-            "help": "hard-concrete: the last fraction of training learns through the binary ticket (straight-through)"
+            "group": "hard-concrete",
+            "help": "the last fraction of training learns through the binary ticket (straight-through)",
         },
     )
     l0_strength: float = field(
         default=100.0,
-        metadata={"help": "hard-concrete: smoothed L0 penalty per unit of expected density above --density"},
+        metadata={"group": "hard-concrete", "help": "smoothed L0 penalty per unit of expected density above --density"},
     )
-    eval_samples: int = field(default=10, metadata={"help": "bernoulli: sampled masks evaluated"})
+    eval_samples: int = field(default=10, metadata={"group": "bernoulli", "help": "sampled masks evaluated"})
     pretrained: str | None = field(
-        default=None, metadata={"help": "jackpot: an IMP run directory; its dense trained weights are searched"}
+        default=None,
+        metadata={"group": "jackpot", "help": "an IMP run directory; its dense trained weights are searched"},
     )
     train: TrainConfig = field(default_factory=_default_train)
 
