@@ -77,3 +77,18 @@ def test_two_objectives_at_once_are_refused(term):
 def test_a_term_of_an_unknown_kind_is_a_programming_error():
     with pytest.raises(ValueError, match="kind is one of"):
         register_loss(LossTerm("test-odd", "bonus", lambda cfg: False, lambda *a: None))
+
+
+def test_the_stability_penalty_is_rs_weight_times_the_rs_loss_of_the_batch():
+    from types import SimpleNamespace
+
+    from ticketlab.verify import StabilityLoss
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2)).double()
+    data = SimpleNamespace(input_shape=(2,), mean=None, std=None, pixel_range=(0.0, 1.0))
+    x, y = torch.rand(4, 2, dtype=torch.float64), torch.tensor([0, 1, 0, 1])
+    cfg = TrainConfig(rs_weight=0.25, rs_eps=0.1)
+    objective, (penalty,) = build_losses(cfg, data, 0, 10)
+    want = 0.25 * StabilityLoss(cfg, data)(net, x)
+    assert objective is None and want.item() != 0 and torch.equal(penalty(net, x, y, 3), want)
