@@ -164,3 +164,12 @@ def test_in_lockstep_a_plain_training_is_handed_in_and_one_with_snapshots_or_fro
     ls.run([lambda: cached(tmp_path / "b", net(), tiny_data, frozen={"1.bias": torch.zeros(10)})])
     ls.run([lambda: cached(tmp_path / "c", net(), tiny_data, snapshot_at={3}, on_snapshot=lambda *a: None)])
     assert seen == [True] and (tmp_path / "c" / "metrics.json").exists()
+
+
+def test_with_a_live_log_configured_the_training_writes_it_in_its_own_folder(tmp_path, tiny_data, monkeypatch):
+    from ticketlab.train import log
+
+    monkeypatch.setattr(log, "_kind", "jsonl")
+    cached(tmp_path / "t", net(), tiny_data)
+    rows = log.read_jsonl(tmp_path / "t" / "log.jsonl")
+    assert rows and not (tmp_path / "log.jsonl").exists()
