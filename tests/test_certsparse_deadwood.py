@@ -61,6 +61,11 @@ def test_multipliers_rise_while_a_constraint_is_violated_and_stay_once_it_holds(
     assert dw.lam["robustness"] == 0.0
 
 
+def test_the_updater_defaults_are_the_papers_l1_weight_and_seed_0():
+    dw, *_ = _dw()
+    assert dw.l1 == 1.0 and dw.seed == 0 and dw.rob_steps == 5 and dw.tol == {"accuracy": 0.0, "robustness": 10.0}
+
+
 def test_a_satisfied_constraint_leaves_its_multiplier_at_zero():
     dw, model, opt, data = _dw(acc_tol=100.0)
     x, y = data.x_train[:32], data.y_train[:32]
@@ -125,7 +130,7 @@ def test_deadwood_run_reaches_the_density_and_resumes_bitwise(source, tmp_path, 
 @pytest.mark.parametrize(
     "args, msg",
     [
-        ([], "deadwood needs --source RUN"),
+        ([], "error: deadwood needs --source RUN (an IMP run directory with a trained round 0)"),
         (["--source", "SRC", "--density", "0"], "--density must be in (0, 1]"),
         (["--source", "SRC", "--acc-tol", "-1"], "--acc-tol must be >= 0"),
         (["--source", "SRC", "--adv", "pgd", "--adv-eps", "0.1"], "deadwood sets its own loss"),
@@ -297,6 +302,20 @@ def test_a_short_deadwood_run_records_its_duals_mask_and_parent_and_reads_itself
     final = load_tensors(tmp_path / "d" / "final.safetensors")
     assert mask and set(mask) <= set(final)
     assert all(torch.count_nonzero(final[n][~m]) == 0 for n, m in mask.items())
+    assert (tmp_path / "d" / "result.json").is_file()  # the result layout, as its folders have always been
+    from ticketlab.lottery import round_weights
+    from ticketlab.runs.models import trained_models
+
+    _, models = trained_models(tmp_path / "d")
+    assert models == [
+        {"label": "dense parent", "group": "dense", "density": 1.0, "weights": round_weights(source.resolve(), 0)},
+        {
+            "label": "deadwooding",
+            "group": "deadwood",
+            "density": s["density"],
+            "weights": tmp_path / "d" / "final.safetensors",
+        },
+    ]
     from ticketlab.runs import training
 
     monkeypatch.setattr(training, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))

@@ -357,5 +357,8 @@ def test_neurons_shows_its_progress_by_default_labelled_with_method_and_score(so
     run_neurons(ncfg(source, method="prune", score="magnitude", fraction=0.25), tmp_path / "p")
     err = capsys.readouterr().err
     assert "neurons prune magnitude:" in err  # the progress bar's label (quiet is off unless asked)
+    from ticketlab.runs.models import trained_models
+
+    assert [m["label"] for m in trained_models(tmp_path / "p")[1]] == ["dense parent", "magnitude pruned 0.25"]
     run_neurons(ncfg(source, method="prune", score="magnitude", fraction=0.5), tmp_path / "q", quiet=True)
     assert "neurons prune" not in capsys.readouterr().err

@@ -183,3 +183,23 @@ def test_the_defaults_prune_to_a_tenth_from_a_tenth_of_training():
     t = dst.make("gmp", model, torch.optim.SGD(model.parameters(), lr=0.1), total_steps=100, input_shape=(16,))
     assert t.start == 10 and t.end == 75  # start_fraction 0.1, end_fraction 0.75
     assert t.density_at(9) == 1.0 and t.density_at(75) == pytest.approx(0.1)
+
+
+def test_the_tie_breaks_are_the_runs_gmp_stream_at_that_step():
+    from ticketlab.seeding import generator
+    from ticketlab.sparse import global_prune
+
+    model = two_layers()
+    t = gmp(model, seed=3, distribution="global")
+    with torch.no_grad():
+        for p in (model[0].weight, model[2].weight):
+            p.fill_(0.5)
+    names = ["0.weight", "2.weight"]
+    want = global_prune(
+        {n: p.detach().abs() for n, p in zip(names, (model[0].weight, model[2].weight))},
+        {n: torch.ones_like(p, dtype=torch.bool) for n, p in zip(names, (model[0].weight, model[2].weight))},
+        t.density_at(50),
+        generator(3, "gmp", 50),
+    )
+    t.update(50, 0.0)
+    assert all(torch.equal(m, want[n]) for n, m in zip(names, t.masks))

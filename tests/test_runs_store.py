@@ -234,3 +234,9 @@ def test_the_table_has_aligned_columns_and_four_decimals():
     assert format_runs([]) == "no runs found"
     other = format_runs(entries, metric="val_acc").splitlines()
     assert other[0].split()[3] == "val_acc" and other[1].split()[3] == "model=mlp1d"
+
+
+def test_a_where_value_may_hold_an_equals_sign():
+    entry = {"config": {"source": "runs/s/method=rigl/seed_0"}, "settings": {}}
+    assert matches(entry, ["source=runs/s/method=rigl/seed_0"])
+    assert not matches(entry, ["source=runs/s/method=set/seed_0"])
