@@ -625,3 +625,15 @@ def test_augmented_replicates_with_logs_equal_sequential_training_and_log_the_sa
             if len(p) > 1 and isinstance(p[1], dict):
                 assert p[1].keys() == q[1].keys()
                 assert all(abs(p[1][k] - q[1][k]) < 1e-4 for k in p[1] if isinstance(p[1][k], float))
+
+
+def test_evaluation_in_chunks_sums_every_chunks_loss_and_counts(digits):
+    """Evaluation over 360 test examples in chunks of 50 (the last one short) gives the one-chunk numbers."""
+    cfg = TrainConfig(iterations=20, eval_every=20, batch_size=32)
+    models, masks = replicas("lenet300", digits, [0, 1], density=0.5)
+    one = train_replicates(copy.deepcopy(models), digits, cfg, masks=masks, seeds=[0, 1])
+    many = train_replicates(copy.deepcopy(models), digits, cfg, masks=masks, seeds=[0, 1], chunk=50)
+    for x, y in zip(one, many):
+        for p, q in zip(x.history, y.history):
+            assert p["test_acc"] == q["test_acc"] and p["val_acc"] == q["val_acc"]
+            assert p["test_loss"] == pytest.approx(q["test_loss"], rel=1e-6)
