@@ -287,3 +287,24 @@ def test_a_missing_file_and_a_file_missing_arrays_say_what_to_do(tmp_path):
     np.savez(tmp_path / "none.npz")
     with pytest.raises(UserError, match=r"\(it has: none\)$"):
         load_dataset(f"npz:{tmp_path / 'none.npz'}")
+
+
+def test_each_refusal_of_an_npz_file_is_its_whole_message_led_by_the_file(tmp_path):
+    where = f"npz:{tmp_path / 'd.npz'}"
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((3, 2)), x_test=np.zeros((3, 2)))
+    with pytest.raises(
+        UserError, match=re.escape(f"{where}: missing arrays y_train, y_test (it has: x_test, x_train)")
+    ):
+        load_dataset(where)
+    np.savez(tmp_path / "d.npz", **(arrays() | {"y_train": np.array([{"a": 1}] * 200, dtype=object)}))
+    with pytest.raises(UserError) as e:
+        load_dataset(where)
+    msg = str(e.value)
+    assert msg.startswith(f"{where}: cannot be read without unpickling (") and "allow_pickle" in msg
+    assert msg.endswith("); store plain arrays")
+    np.savez(tmp_path / "d.npz", **arrays(), pixel_range=np.array([1.0, 0.0]))
+    with pytest.raises(UserError, match=re.escape(f"{where}: pixel_range must be two numbers lo < hi, got [1.0, 0.0]")):
+        load_dataset(where)
+    np.savez(tmp_path / "d.npz", **(arrays() | {"x_train": np.zeros((0, 12)), "y_train": np.zeros(0, int)}))
+    with pytest.raises(UserError, match=re.escape(f"{where}: x_train is empty")):  # the file names the dataset
+        load_dataset(where)

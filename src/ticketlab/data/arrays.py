@@ -139,7 +139,7 @@ def load_npz(path: str | Path) -> Dataset:
         inside = all(
             float(a.min()) >= 0 and float(a.max()) <= 1
             for k, a in arrays.items()
-            if k.startswith("x_") and np.issubdtype(a.dtype, np.number)
+            if k.startswith("x_") and np.issubdtype(a.dtype, np.number) and a.size  # (empty: refused below)
         )
         pixel_range = (0.0, 1.0) if inside else None
     return from_arrays(**arrays, name=where, pixel_range=pixel_range)
