@@ -362,3 +362,56 @@ def test_neurons_shows_its_progress_by_default_labelled_with_method_and_score(so
     assert [m["label"] for m in trained_models(tmp_path / "p")[1]] == ["dense parent", "magnitude pruned 0.25"]
     run_neurons(ncfg(source, method="prune", score="magnitude", fraction=0.5), tmp_path / "q", quiet=True)
     assert "neurons prune" not in capsys.readouterr().err
+
+
+def test_nrs_squares_the_scale_and_survives_a_zero_one():
+    lo, hi = torch.tensor([-1.0, -1.0]), torch.tensor([2.0, 2.0])
+    s = nrs(lo, hi, torch.tensor([3.0, 0.0]))
+    assert s[0].item() == pytest.approx(math.tanh(1 - 2 / 9))  # gamma^2 = 9, not 2 gamma = 6
+    assert s[1].item() == -1.0  # a zero scale: l u / (0 + tiny) -> -inf, tanh -1 (not +1)
+
+
+def test_global_ties_come_from_the_given_generator_in_score_then_tie_order():
+    import numpy as np
+
+    s = [torch.tensor([0.5] * 6 + [0.1] * 4), torch.tensor([0.5] * 10)]
+    torch.manual_seed(0)
+    a = lowest(s, 0.4, "global", torch.Generator().manual_seed(7))
+    torch.manual_seed(99)
+    b = lowest(s, 0.4, "global", torch.Generator().manual_seed(7))
+    assert all(torch.equal(x, y) for x, y in zip(a, b))  # the global RNG plays no part
+    flat = torch.cat(s)
+    tie = torch.rand(flat.numel(), generator=torch.Generator().manual_seed(7))
+    want = np.lexsort((tie.numpy(), flat.double().numpy()))[:8]  # by score, then by the tie draw
+    got = torch.cat([x.reshape(-1) for x in a])
+    assert sorted(torch.nonzero(got).flatten().tolist()) == sorted(want.tolist())
+
+
+def test_an_unknown_scope_says_the_choices():
+    from ticketlab.errors import UserError
+
+    with pytest.raises(UserError, match=r"^unknown --scope 'per-unit'; choose one of: layerwise, global$"):
+        lowest([torch.zeros(3)], 0.5, "per-unit", torch.Generator())
+
+
+def test_relu_inputs_take_the_datas_standardisation_into_the_bounds():
+    """Standardised inputs: the eps-ball is in pixels, so the bounds are those of the graph with the data's
+    mean and std in front (as verify builds it), not of the bare net."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from ticketlab.attacks import to_pixels
+    from ticketlab.certsparse.scores import relu_inputs
+    from ticketlab.verify import input_box, pre_bounds, to_ops
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 2))
+    mean, std = torch.tensor([0.4, 0.5, 0.6]), torch.tensor([0.2, 0.25, 0.3])
+    data = SimpleNamespace(input_shape=(3,), mean=mean, std=std, pixel_range=(0.0, 1.0))
+    x = (torch.rand(4, 3) - mean) / std  # standardised, as datasets hold them
+    got = relu_inputs(net, data, x, 0.1)
+    ops = to_ops(net, (3,), mean, std)
+    want, _ = pre_bounds(ops, *input_box(to_pixels(x, data), 0.1, (0.0, 1.0)), "ibp")
+    assert torch.allclose(got[0][0], want[sorted(want)[0]][0], atol=1e-6)
+    assert torch.allclose(got[0][1], want[sorted(want)[0]][1], atol=1e-6)
