@@ -51,10 +51,7 @@ def build_parser() -> Parser:
         p = sub.add_parser(
             e.name, help=commands.help_of(e), description=getattr(obj, "description", ""), add_help=not raw
         )
-        if commands.is_training(obj):
-            commands.add_experiment_flags(p, obj)
-        elif not raw:
-            obj.configure(p)
+        commands.add_flags(p, obj)
     return parser
 
 

@@ -17,13 +17,15 @@ the ``ticketlab.commands`` group (``name = "package.module:OBJECT"``).
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 
 from .errors import UserError
-from .flags import add_dataclass_flags, config_file_values, dataclass_flag_dests, given_flags, merge
+from .flags import add_dataclass_flags, comma_list, config_file_values, dataclass_flag_dests, given_flags, merge
 
 ENTRY_POINTS = "ticketlab.commands"
 LOSS_ENTRY_POINTS = "ticketlab.losses"
@@ -211,9 +213,16 @@ BUILTIN: tuple[Entry, ...] = (
 )
 
 
+@functools.cache
+def _entry_points(group: str, path: tuple[str, ...]) -> tuple:
+    """The installed entry points of ``group``, read once per ``sys.path`` (the scan costs ~2 ms, and the run
+    store asks for the registry once per run it lists)."""
+    return tuple(metadata.entry_points(group=group))
+
+
 def _plugins() -> list[Entry]:
     out = []
-    for ep in metadata.entry_points(group=ENTRY_POINTS):
+    for ep in _entry_points(ENTRY_POINTS, tuple(sys.path)):
         dist = getattr(ep, "dist", None)
         out.append(Entry(ep.name, ep.value, plugin=dist.name if dist is not None else "?"))
     return out
@@ -280,7 +289,7 @@ def load_losses() -> None:
     entry points: a module, or "module:OBJECT" with the term in it, registered by its module's import)."""
     for module in BUILTIN_LOSSES:
         importlib.import_module(module)
-    for ep in metadata.entry_points(group=LOSS_ENTRY_POINTS):
+    for ep in _entry_points(LOSS_ENTRY_POINTS, tuple(sys.path)):
         try:
             importlib.import_module(ep.value.partition(":")[0])
         except ImportError as err:
@@ -319,16 +328,18 @@ def command_parser(e: Entry, obj=None) -> Parser:
     """The parser of one command: an Experiment's flags from its config, a Command's from its configure."""
     obj = load(e) if obj is None else obj
     help_text = e.help or getattr(obj, "help", "")
-    p = Parser(
-        prog=f"ticketlab {e.name}",
-        description=getattr(obj, "description", "") or help_text,
-        allow_abbrev=obj.name != "sweep",
-    )
+    p = Parser(prog=f"ticketlab {e.name}", description=getattr(obj, "description", "") or help_text)
+    add_flags(p, obj)
+    return p
+
+
+def add_flags(p: argparse.ArgumentParser, obj) -> None:
+    """A command's flags into ``p``: an Experiment's from its config, a Command's from its configure (none for a
+    command that parses its own arguments)."""
     if is_training(obj):
         add_experiment_flags(p, obj)
-    else:
+    elif not obj.raw_args:
         obj.configure(p)
-    return p
 
 
 # -- flags shared by commands -------------------------------------------------------------------------------
@@ -338,18 +349,7 @@ def names(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
-def ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in names(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def floats(text: str) -> list[float]:
-    try:
-        return [float(t) for t in names(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+ints = comma_list(int, "integers")
 
 
 def seed_list(text: str) -> list[int]:

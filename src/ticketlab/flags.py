@@ -24,23 +24,20 @@ def _unwrap_optional(tp):
     return tp
 
 
-def _int_list(text: str) -> list[int]:
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _comma_list(elem: type, name: str):
-    """A comma-separated list of ``elem`` (``metadata={"comma": True}`` on a list field)."""
+def comma_list(elem: type, what: str):
+    """An argparse type: a comma-separated list of ``elem`` (empty items skipped); a bad item is the error
+    "expected comma-separated <what>"."""
 
     def parse(text: str) -> list:
         try:
             return [elem(v.strip()) for v in text.split(",") if v.strip()]
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected comma-separated values for {name}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}") from None
 
     return parse
+
+
+_int_list = comma_list(int, "integers")
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
@@ -68,7 +65,9 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, prefix: str = "") 
             target.add_argument(flag, action="store_true", **kw)
         elif typing.get_origin(tp) is list and f.metadata.get("comma"):
             (elem,) = typing.get_args(tp)
-            target.add_argument(flag, type=_comma_list(elem, flag), metavar=f.metadata.get("metavar", "A,B,..."), **kw)
+            target.add_argument(
+                flag, type=comma_list(elem, f"values for {flag}"), metavar=f.metadata.get("metavar", "A,B,..."), **kw
+            )
         elif typing.get_origin(tp) is list and typing.get_args(tp) == (int,):
             target.add_argument(flag, type=_int_list, metavar="N,N,...", **kw)
         elif typing.get_origin(tp) is list:

@@ -36,7 +36,7 @@ from torch import nn
 from ..attacks import AttackConfig, PixelSpace, from_pixels, pgd, to_pixels
 from ..errors import UserError
 from ..io import read_json, save_tensors, write_json
-from ..lottery import imp_parent, round_weights
+from ..lottery import dense_parent, imp_parent
 from ..runs import (
     Experiment,
     RunConfig,
@@ -331,7 +331,7 @@ def format_deadwood(s: dict) -> str:
 def deadwood_models(run: Path, summary: dict) -> list[dict]:
     """The dense parent and the deadwooded net."""
     return [
-        trained_model("dense parent", "dense", 1.0, round_weights(summary["config"]["source"], 0)),
+        dense_parent(summary["config"]["source"]),
         trained_model("deadwooding", "deadwood", summary["density"], run / "final.safetensors"),
     ]
 

@@ -26,7 +26,7 @@ import torch
 
 from ..errors import UserError
 from ..io import read_json, save_tensors, write_json
-from ..lottery import imp_parent, round_weights
+from ..lottery import dense_parent, imp_parent
 from ..models.graft import GraftedReLU, graft_relus, grafted_modules
 from ..runs import (
     Experiment,
@@ -232,7 +232,7 @@ def neurons_models(run: Path, summary: dict) -> list[dict]:
     c = summary["config"]
     what = "grafted" if c["method"] == "graft" else "pruned"
     return [
-        trained_model("dense parent", "dense", 1.0, round_weights(c["source"], 0)),
+        dense_parent(c["source"]),
         trained_model(
             f"{c['score']} {what} {c['fraction']:g}",
             f"{c['method']}-{c['score']}",

@@ -19,7 +19,7 @@ import torch
 from ..errors import UserError
 from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
-from ..lottery import imp_parent, round_weights
+from ..lottery import dense_parent, imp_parent
 from ..pruners import PRUNERS
 from ..runs import (
     Experiment,
@@ -213,7 +213,7 @@ def compress_models(run: Path, summary: dict) -> list[dict]:
     """The dense parent and the compressed net."""
     c = summary["config"]
     return [
-        trained_model("dense parent", "dense", 1.0, round_weights(c["source"], 0)),
+        dense_parent(c["source"]),
         trained_model(
             f"{c['method']} ({c['steps']} steps)", c["method"], summary["density"], run / "final.safetensors"
         ),

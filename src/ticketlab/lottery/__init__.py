@@ -1,7 +1,7 @@
 """Lottery tickets: iterative magnitude pruning with rewinding, and its controls."""
 
 from .config import CONTROLS, PRESETS, IMPConfig
-from .imp_runner import IMPRun, imp, imp_parent, normalize_config, round_weights, run_table
+from .imp_runner import IMPRun, dense_parent, imp, imp_parent, normalize_config, round_weights, run_table
 from .plan import Plan, layer_rates, make_plan
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "IMPConfig",
     "IMPRun",
     "Plan",
+    "dense_parent",
     "imp",
     "imp_parent",
     "round_weights",

@@ -355,6 +355,12 @@ def round_weights(run: str | Path, k: int) -> Path:
     return Path(run) / f"round_{k:02d}" / "final.safetensors"
 
 
+def dense_parent(source: str | Path) -> dict:
+    """The trained dense round 0 of the IMP run ``source``, as a trained model of a run built on it (compress,
+    neurons, deadwood, a jackpot supermask): its weights beside the derived run's own in robustness and verify."""
+    return trained_model("dense parent", "dense", 1.0, round_weights(source, 0))
+
+
 def imp_parent(source: str | Path, model: str, dataset: str) -> tuple[Path, dict]:
     """(the trained dense round 0's weights file, the IMP run's summary) of ``--source``, refused in one line
     unless it is a finished round 0 of ``model`` on ``dataset``: the dense parent that compress, neurons and

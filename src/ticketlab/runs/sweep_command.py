@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 
 from .. import commands
-from ..commands import Command, Parser, add_log_flag, config_from_args, names, seed_list
+from ..commands import Command, Parser, add_data_flags, add_log_flag, config_from_args, names, seed_list
 from ..errors import UserError
 from .lockstep import resolve
 from .seeds import parse_seeds
@@ -97,9 +97,8 @@ def configure(p) -> None:
     p.add_argument("--hue", default=None, metavar="AXIS", help="one line per value of this axis (default: the second)")
     p.add_argument("--metric", default=None, metavar="NAME", help="plotted metric (default test_acc)")
     p.add_argument("--out", default=None, help="the sweep's folder (default: runs/sweep-<config hash>)")
-    p.add_argument("--data-dir", default=None, help="folder with dataset files")
+    add_data_flags(p)  # --data-dir, --quiet
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--checkpoint-every", type=int, default=2000, metavar="N", help="checkpoint interval of every run")
     add_log_flag(p)
     p.add_argument(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import read_json, save_tensors, write_json
-from ..lottery import round_weights
+from ..lottery import dense_parent
 from ..runs import Experiment, RunConfig, default_run_dir, load_state, open_run_dir, prepare, register, train_cached
 from ..runs.models import trained_model
 from ..sparse import density, layer_densities, prunable_names
@@ -241,9 +241,7 @@ def format_summary(s: dict) -> str:
 def supermask_models(run: Path, summary: dict) -> list[dict]:
     """The ticket (mask times its weights), after its pretrained dense parent when it has one."""
     c = summary["config"]
-    parent = (
-        [trained_model("dense parent", "dense", 1.0, round_weights(c["pretrained"], 0))] if c.get("pretrained") else []
-    )
+    parent = [dense_parent(c["pretrained"])] if c.get("pretrained") else []
     return parent + [
         trained_model(f"{c['method']} ticket", c["method"], summary["density"], run / "ticket.safetensors")
     ]
