@@ -15,6 +15,7 @@ from scipy import ndimage
 from ticketlab.cli import main
 from ticketlab.errors import UserError
 from ticketlab.robust.cifar_c import CIFAR10_C, corrupt_cifar
+from ticketlab.robust.corruptions import PerImage
 
 # the reference's parameters are not monotone in every corruption: saturate first desaturates (severities
 # 1-2) then saturates; elastic's CIFAR severities trade the affine part against the smooth field
@@ -235,7 +236,7 @@ def test_motion_blur_spreads_a_point_over_the_references_radius_with_its_sigma(s
     x = point(40)
     y = corrupt_cifar(x, "motion_blur", s).astype(np.float64)
     # the angles the corruption draws (its generator is seeded by seed, corruption and severity)
-    rng = np.random.default_rng([0, list(CIFAR10_C).index("motion_blur"), s])
+    rng = PerImage([0, list(CIFAR10_C).index("motion_blur"), s], 40)  # each image's own generator
     angles = np.round(rng.uniform(-45, 45, 40)).astype(int)
     want = np.clip(line_blur(x.transpose(0, 2, 3, 1).astype(np.float64), radius, sigma, angles), 0, 1)
     assert np.allclose(y, want.transpose(0, 3, 1, 2), atol=1e-6)
@@ -270,8 +271,8 @@ def elastic_draws(s, n):
     from ticketlab.robust.cifar_c import CIFAR10_C
 
     alpha, sigma, affine = np.array(REF["elastic_transform"][s - 1]) * 32
-    rng = np.random.default_rng([0, list(CIFAR10_C).index("elastic_transform"), s])
-    for _ in range(n):
+    for i in range(n):
+        rng = np.random.default_rng([0, list(CIFAR10_C).index("elastic_transform"), s, i])  # image i's own
         offsets = rng.uniform(-affine, affine, (3, 2))
         fields = [
             ndimage.gaussian_filter(rng.uniform(-1, 1, (32, 32)), sigma, mode="reflect", truncate=3) * alpha
@@ -443,8 +444,7 @@ def test_spatter_is_the_references_liquid_each_image_blurred_on_its_own(s):
     (loc, scale, sigma, thr), (intensity, mud) = REF["spatter_liquid"][s - 1], REF["spatter"][s - 1]
     n = 6
     y = corrupt_cifar(gray(0.0, n), "spatter", s).astype(np.float64).transpose(0, 2, 3, 1)
-    rng = np.random.default_rng([0, list(CIFAR10_C).index("spatter"), s])
-    draws = rng.normal(loc, scale, (n, 32, 32))
+    draws = PerImage([0, list(CIFAR10_C).index("spatter"), s], n).normal(loc, scale, (n, 32, 32))
     for i in range(n):
         liquid = ndimage.gaussian_filter(draws[i], sigma)
         liquid[liquid < thr] = 0
@@ -511,3 +511,9 @@ def test_the_affine_warp_mirrors_the_image_at_its_border_as_opencvs_reflect_101(
         assert np.allclose(img[outside], 0.2 + 0.6 * mirrored[outside] / 31, atol=1e-5)
         checked += int(outside.sum())
     assert checked > 0
+
+
+@pytest.mark.parametrize("name", list(CIFAR10_C))
+def test_an_images_cifar_corruption_does_not_depend_on_how_many_are_corrupted_with_it(name):
+    x = np.random.default_rng(4).random((5, 3, 32, 32)).astype(np.float32)
+    assert np.array_equal(corrupt_cifar(x, name, 3, seed=1)[:2], corrupt_cifar(x[:2], name, 3, seed=1))

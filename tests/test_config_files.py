@@ -87,3 +87,52 @@ def test_bad_config_files_are_one_line(tmp_path, capsys):
         )
         assert not (tmp_path / "x").exists()
     one_line_exit_2(main(["show", str(tmp_path), "--config"]), capsys.readouterr().err, "not a run directory")
+
+
+@pytest.mark.parametrize(
+    ("line", "said"),
+    [
+        ('iterations = "fifty"', "--iterations must be an integer (or left out), got 'fifty'"),
+        ("iterations = true", "--iterations must be an integer (or left out), got True"),  # bool is not an int
+        ("iterations = [1, 2]", "--iterations must be an integer (or left out), got [1, 2]"),
+        ("lr = nan", "--lr must be a finite number, got nan"),
+        ("lr = inf", "--lr must be a finite number, got inf"),
+        ("lr = true", "--lr must be a finite number, got True"),
+        ('control = "reinit"', "--control must be a list of strings, got 'reinit'"),
+        ("rounds = 2.5", "--rounds must be an integer (or left out), got 2.5"),
+    ],
+)
+def test_a_config_value_of_the_wrong_type_is_refused_naming_the_file_and_flag(tmp_path, capsys, line, said):
+    (tmp_path / "c.toml").write_text(line + "\n")
+    code = main(["imp", "--config", str(tmp_path / "c.toml"), "--out", str(tmp_path / "r")])
+    one_line_exit_2(code, capsys.readouterr().err, f"--config {tmp_path / 'c.toml'}: {said}")
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_integer_is_a_number_where_a_float_goes(tmp_path, capsys):
+    (tmp_path / "c.toml").write_text("lr = 1\niterations = 2\neval-every = 1\n")
+    args = ["--dataset", "digits", "--model", "lenet300", "--rounds", "1", "--quiet", "--out", str(tmp_path / "r")]
+    assert main(["imp", "--config", str(tmp_path / "c.toml"), *args]) == 0
+
+
+@pytest.mark.parametrize("flag", [["--lr", "nan"], ["--lr", "inf"], ["--rate", "nan"]])
+def test_a_non_finite_flag_value_is_refused(tmp_path, capsys, flag):
+    code = main(["imp", *flag, "--out", str(tmp_path / "r")])
+    one_line_exit_2(code, capsys.readouterr().err, f"{flag[0]} must be")
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        (["--adv-eps", "0.1"], "--adv-eps is used only with --adv pgd, trades or fgsm-rs"),
+        (["--adv-norm", "l2"], "--adv-norm is used only with --adv"),
+        (["--cert-eps", "0.1"], "--cert-eps is used only with --certified ibp or crown-ibp"),
+        (["--augment-sigma", "0.2"], "--augment-sigma is used only with --augment gaussian or augmix"),
+        (["--rs-eps", "0.1"], "--rs-eps is used only with --rs-weight > 0"),
+    ],
+)
+def test_a_setting_of_a_training_term_that_is_off_is_refused_in_a_single_run(tmp_path, capsys, flags, said):
+    code = main(["imp", *flags, "--out", str(tmp_path / "r")])
+    one_line_exit_2(code, capsys.readouterr().err, said)
+    assert not (tmp_path / "r").exists()

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage, stats
 
 from ticketlab.errors import UserError
-from ticketlab.robust.corruptions import MNIST_C, _line, corrupt, line_blur, plasma
+from ticketlab.robust.corruptions import MNIST_C, PerImage, _line, corrupt, glass_blur, line_blur, plasma
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +98,11 @@ def test_glass_blur_moves_pixels_by_at_most_its_window_and_blurs_with_sigma_0_7(
     x = np.zeros((200, 28, 28), dtype=np.float32)
     x[:, 14, 14] = 1.0
     y = corrupt(x, "glass_blur", seed=0).astype(np.float64)
-    once = ndimage.gaussian_filter(x[0].astype(np.float64), 0.7, mode="nearest")
-    # without swaps the result would be the point blurred, quantised and blurred again; swaps (with the pixel
-    # above, to the left or diagonal, as the reference's randint(-1, 1)) only move mass up and left
+    once = ndimage.gaussian_filter(x[0].astype(np.float64), (0.7, 0), mode="nearest")  # down the columns only
+    # without swaps the result would be the point blurred, quantised and blurred again (down the columns)
     rr, cc = np.mgrid[0:28, 0:28]
-    assert ((y * rr).sum((1, 2)) / y.sum((1, 2))).mean() < 14 and ((y * cc).sum((1, 2)) / y.sum((1, 2))).mean() < 14
-    twice = ndimage.gaussian_filter(np.floor(np.clip(once, 0, 1) * 255) / 255, 0.7, mode="nearest")
+    assert (np.abs(cc - 14) * y).sum((1, 2)).max() <= 2 * 2 * 1.0 + 1e-6  # two passes, each moves a pixel <= 1 column
+    twice = ndimage.gaussian_filter(np.floor(np.clip(once, 0, 1) * 255) / 255, (0.7, 0), mode="nearest")
     assert not np.allclose(y.mean(0), twice, atol=1e-3)  # the swaps moved something
     assert abs(y.sum(axis=(1, 2)).mean() - twice.sum()) < 0.02  # swaps move mass, never add any
 
@@ -252,6 +251,9 @@ class _Fixed:
     def integers(self, lo, hi=None):
         return self.values.pop(0)
 
+    def at(self, i):  # every image draws from this one
+        return self
+
 
 def test_a_level_zigzag_peaks_two_rows_either_side_of_its_line_every_four_columns():
     from ticketlab.robust.corruptions import zigzag
@@ -274,10 +276,9 @@ def test_a_tilted_zigzag_ends_on_its_line_offset_by_the_last_half_period():
     assert img[13, 25] == pytest.approx(0.816, abs=0.002)
 
 
-def drawn_signs(name, n, seed=0):
-    """The signs a corruption draws for its n images (its generator is seeded by seed and corruption)."""
-    rng = np.random.default_rng([seed, list(MNIST_C).index(name)])
-    return rng.choice([-1.0, 1.0], n)
+def drawn_signs(name, n, each=(), seed=0):
+    """The signs a corruption draws for its n images (image i's generator is seeded by seed, corruption, i)."""
+    return PerImage([seed, list(MNIST_C).index(name)], n).choice([-1.0, 1.0], (n, *each))
 
 
 def test_each_image_is_rotated_by_its_own_drawn_sign_as_skimages_inverse_map():
@@ -297,7 +298,7 @@ def test_each_image_is_sheared_by_its_own_drawn_sign():
 
 def test_each_image_is_translated_against_its_own_drawn_offsets():
     y = corrupt(blob(13.5, 13.5, n=30), "translate", seed=0)
-    d = 3.0 * drawn_signs("translate", 60).reshape(-1, 2)  # (dx, dy) per image: out(p) = in(p + d)
+    d = 3.0 * drawn_signs("translate", 30, (2,))  # (dx, dy) per image: out(p) = in(p + d)
     assert np.allclose(centre_of_mass(y), np.stack([13.5 - d[:, 1], 13.5 - d[:, 0]], 1), atol=0.05)
 
 
@@ -307,7 +308,7 @@ def test_the_affine_corruptions_interpolate_bilinearly_as_mnist_cs_order_1_warp(
     a higher-order spline rings over a hundred), with weights summing to the map's area change."""
     x = np.zeros((1, 28, 28))
     x[0, 9, 9] = 1.0
-    y = MNIST_C[name](x, np.random.default_rng(0))
+    y = MNIST_C[name](x, PerImage([0], 1))
     lit = np.argwhere(y[0] > 1e-9)
     assert 1 <= len(lit) <= 6 and np.ptp(lit, axis=0).max() <= 2
     area = {"shear": 1.0, "rotate": 1.0, "scale": 0.7**2}[name]
@@ -321,3 +322,33 @@ def test_line_blur_of_colour_images_blurs_each_channel_alone():
     out = line_blur(x, 3, 1.5, angles)
     for c in range(3):
         assert np.allclose(out[..., c], line_blur(np.ascontiguousarray(x[..., c]), 3, 1.5, angles))
+
+
+def test_glass_blur_blurs_down_the_columns_only_as_the_references_2d_multichannel_call():
+    """skimage's gaussian(img2d, multichannel=True) takes the columns for channels: a vertical edge (each column
+    constant) comes through untouched, a horizontal edge is the 1-D Gaussian of a step down each column."""
+    vertical = np.zeros((1, 28, 28))
+    vertical[:, :, 14:] = 1.0
+    out = glass_blur(vertical, PerImage([0], 1), passes=0)
+    assert np.array_equal(out, vertical)  # a blur across the columns would smooth this edge
+    horizontal = vertical.transpose(0, 2, 1).copy()
+    col = np.floor(np.clip(ndimage.gaussian_filter1d(horizontal[0, :, 0], 0.7, mode="nearest"), 0, 1) * 255) / 255
+    want = ndimage.gaussian_filter1d(col, 0.7, mode="nearest")
+    out = glass_blur(horizontal, PerImage([0], 1), passes=0)
+    assert np.allclose(out[0], np.repeat(want[:, None], 28, axis=1), atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(MNIST_C))
+def test_an_images_corruption_does_not_depend_on_how_many_are_corrupted_with_it(images, name):
+    many = np.concatenate([images, images[::-1]])
+    assert np.array_equal(corrupt(many, name, seed=3)[:4], corrupt(many[:4], name, seed=3))
+    assert np.array_equal(corrupt(many, name, seed=3)[:1], corrupt(many[:1], name, seed=3))
+
+
+def test_per_image_draws_come_from_each_images_own_generator_and_refuse_a_wrong_batch_size():
+    rng = PerImage([5, 1], 3)
+    got = rng.random((3, 2))
+    assert np.array_equal(got[2], np.random.default_rng([5, 1, 2]).random(2))
+    assert np.array_equal(PerImage([5, 1], 4).sub(2, 4).random((2, 2))[0], got[2])
+    with pytest.raises(ValueError, match="leading size of 3"):
+        rng.random((4, 2))

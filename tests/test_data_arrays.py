@@ -308,3 +308,17 @@ def test_each_refusal_of_an_npz_file_is_its_whole_message_led_by_the_file(tmp_pa
     np.savez(tmp_path / "d.npz", **(arrays() | {"x_train": np.zeros((0, 12)), "y_train": np.zeros(0, int)}))
     with pytest.raises(UserError, match=re.escape(f"{where}: x_train is empty")):  # the file names the dataset
         load_dataset(where)
+
+
+def test_a_label_beyond_any_sane_class_count_is_refused_before_anything_is_allocated(monkeypatch):
+    from ticketlab.data import arrays as mod
+
+    a = arrays()
+    a["y_train"] = a["y_train"].copy()
+    a["y_train"][3] = 10**9  # one label typed wrong: 10^9 classes would be a 400 GB one-hot
+    monkeypatch.setattr(mod, "build_dataset", lambda *x, **k: pytest.fail("allocated a dataset"))
+    with pytest.raises(UserError, match=r"labels go up to 1,000,000,000, more than 100,000 classes"):
+        from_arrays(**a)
+    a["y_train"][3] = mod.MAX_CLASSES - 1  # at the cap: accepted (checked up to the allocation)
+    with pytest.raises(pytest.fail.Exception, match="allocated a dataset"):
+        from_arrays(**a)

@@ -31,3 +31,48 @@ def test_corrupt_json_is_a_user_error(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(UserError, match="corrupt"):
         read_json(tmp_path / "bad.json")
+
+
+def _disk_full(monkeypatch, after: int = 0):
+    """os.fsync fails with ENOSPC from its ``after``-th call on (a disk that fills up)."""
+    import errno
+    import os
+
+    calls = {"n": 0}
+    real = os.fsync
+
+    def fsync(fd):
+        calls["n"] += 1
+        if calls["n"] > after:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+@pytest.mark.parametrize("write", ["json", "tensors"])
+def test_a_full_disk_is_one_line_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch, write):
+    path = tmp_path / ("a.json" if write == "json" else "a.safetensors")
+    old = {"a": 1} if write == "json" else {"a": torch.ones(3)}
+    (write_json if write == "json" else save_tensors)(path, old)
+    before = path.read_bytes()
+    _disk_full(monkeypatch)
+    with pytest.raises(UserError, match=r"^cannot write .*a\.\w+ \(No space left on device\); free some space"):
+        (write_json if write == "json" else save_tensors)(path, {"b": 2} if write == "json" else {"b": torch.ones(2)})
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_a_disk_that_fills_during_a_run_exits_2_in_one_line_and_the_rerun_finishes_it(tmp_path, monkeypatch, capsys):
+    from ticketlab.cli import main
+
+    argv = ["imp", "--dataset", "digits", "--model", "lenet300", "--iterations", "20", "--quiet", "--rounds", "1"]
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    with monkeypatch.context() as m:
+        _disk_full(m, after=3)
+        code = main([*argv, "--out", str(tmp_path / "full")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and "No space left on device" in err, err
+    assert not [p for p in (tmp_path / "full").rglob("*.tmp")]
+    assert main([*argv, "--out", str(tmp_path / "full")]) == 0
+    whole, full = read_json(tmp_path / "whole/summary.json"), read_json(tmp_path / "full/summary.json")
+    assert whole["rounds"] == full["rounds"]

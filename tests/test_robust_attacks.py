@@ -327,3 +327,23 @@ def test_pixel_space_standardises_before_the_model():
     model = Identity()
     mean, std = torch.tensor([0.5]), torch.tensor([0.25])
     assert torch.allclose(PixelSpace(model, mean, std)(torch.tensor([[1.0]])), torch.tensor([[2.0]]))
+
+
+def test_l2_fgsm_steps_eps_along_the_normalised_gradient_not_its_sign():
+    """Asked for L2 eps 0.5, the perturbation's L2 norm is 0.5 (an L-inf step of 0.5 on every one of d inputs
+    would have norm 0.5 sqrt(d)), in the gradient's direction."""
+    x = torch.randn(4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = torch.tensor([0, 1, 2, 3])
+    d = fgsm(Identity(), x, y, 0.5, norm="l2") - x
+    assert torch.allclose(d.norm(dim=1), torch.full((4,), 0.5, dtype=torch.float64), atol=1e-12)
+    xr = x.clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(xr, y, reduction="sum").backward()
+    g = xr.grad / xr.grad.norm(dim=1, keepdim=True)
+    assert torch.allclose(d, 0.5 * g, atol=1e-12)
+
+
+def test_l2_fgsm_rs_starts_and_stays_inside_the_l2_ball():
+    x = torch.zeros(50, 6, dtype=torch.float64)
+    y = torch.zeros(50, dtype=torch.long)
+    d = fgsm_rs(Identity(), x, y, 0.3, norm="l2", generator=torch.Generator().manual_seed(0)) - x
+    assert float(d.norm(dim=1).max()) <= 0.3 + 1e-12 and float(d.abs().max()) > 0.3 / 6**0.5

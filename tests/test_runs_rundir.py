@@ -45,7 +45,7 @@ def test_a_new_folder_gets_its_kind_and_config_and_nothing_else(tmp_path):
     path = open_run_dir(tmp_path / "a" / "b", "imp", {"lr": 0.1})
     assert path == tmp_path / "a" / "b"
     assert json.loads((path / CONFIG_FILE).read_text()) == {"kind": "imp", "config": {"lr": 0.1}}
-    assert sorted(os.listdir(path)) == [CONFIG_FILE]  # the write test leaves nothing behind
+    assert sorted(os.listdir(path)) == [".lock", CONFIG_FILE]  # the write test leaves nothing behind
 
 
 def test_an_existing_empty_folder_is_taken(tmp_path):

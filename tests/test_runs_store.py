@@ -93,13 +93,37 @@ def test_an_unknown_kind_is_listed_without_metrics(tmp_path):
     assert e["kind"] == "someone-elses" and e["state"] == "done" and e["metrics"] == {}
 
 
-@pytest.mark.parametrize("record", [None, {"config": {}}, {"kind": "imp"}, {"kind": "imp", "config": [1]}, [1]])
-def test_a_folder_without_a_readable_run_record_is_not_a_run(tmp_path, record):
+@pytest.mark.parametrize("record", [None, {"config": {}}, [1]])
+def test_a_folder_without_a_ticketlab_run_record_is_not_a_run(tmp_path, record):
     d = tmp_path / "d"
     d.mkdir()
     if record is not None:
         (d / "config.json").write_text(json.dumps(record))
     assert describe(d, tmp_path) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ('{"kind": "imp"', "config.json is not JSON"),
+        ('{"kind": "imp"}', "config.json is not a ticketlab run config"),
+        ('{"kind": "imp", "config": [1]}', "config.json is not a ticketlab run config"),
+    ],
+)
+def test_a_run_whose_config_cannot_be_read_is_listed_as_damaged_with_the_reason(tmp_path, text, reason):
+    d = tmp_path / "runs" / "r"
+    d.mkdir(parents=True)
+    (d / "config.json").write_text(text)
+    (entry,) = list_runs(tmp_path / "runs")
+    assert (entry["path"], entry["state"], entry["reason"]) == ("r", "damaged", reason)
+    assert format_runs([entry]).splitlines()[1].split(None, 3) == ["r", "?", "damaged", reason]
+
+
+def test_a_run_whose_summary_is_not_an_object_is_damaged_under_its_own_kind(tmp_path):
+    d = run(tmp_path / "r", "dst", DST)
+    (d / "summary.json").write_text("[1,")
+    e = describe(d, tmp_path)
+    assert (e["kind"], e["state"], e["reason"]) == ("dst", "damaged", "summary.json is not a JSON object")
 
 
 def test_a_seed_group_lists_its_seed_count_and_the_mean_headline(tmp_path):

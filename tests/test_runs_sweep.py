@@ -416,8 +416,8 @@ def test_a_local_ray_listens_on_127_0_0_1_in_a_temporary_folder_it_removes(monke
     fake = FakeRay(fail={1})
     monkeypatch.setattr(sw, "import_ray", lambda: fake)
     temps = []
-    real = sw.tempfile.mkdtemp
-    monkeypatch.setattr(sw.tempfile, "mkdtemp", lambda prefix: temps.append(real(prefix=prefix)) or temps[-1])
+    real = sw.watchdog.make_folder
+    monkeypatch.setattr(sw.watchdog, "make_folder", lambda: temps.append(real()) or temps[-1])
     seen = {}
     times = sw._ray(
         tasks_of(3),
@@ -433,7 +433,7 @@ def test_a_local_ray_listens_on_127_0_0_1_in_a_temporary_folder_it_removes(monke
     (init,) = fake.inits
     assert init["_node_ip_address"] == "127.0.0.1" and init["include_dashboard"] is False
     assert init["num_cpus"] == 3 and init["num_gpus"] is None and init["log_to_driver"] is False
-    assert init["_temp_dir"] == temps[0] and temps[0].split("/")[-1].startswith("tl-ray-")
+    assert init["_temp_dir"] == temps[0] and temps[0].name.startswith("tl-ray-")
     assert not os.path.exists(temps[0])  # removed afterwards
     assert fake.remote_opts == [{"num_cpus": 2.0, "num_gpus": 0.5, "max_retries": 4}]
     assert seen[0] == (None, (0, 2)) and seen[2] == (None, (2, 2))  # threads: the CPUs per point
@@ -587,3 +587,16 @@ def test_a_sweep_without_out_goes_to_its_hashed_default_folder(tmp_path, monkeyp
     r = run_sweep(EXP, Cfg(), pts, [0], None, check=False, quiet=True)
     want = default_run_dir(KIND, sweep_config(EXP, Cfg(), pts))
     assert KIND == "sweep" and Path(r["dir"]).resolve() == want.resolve() and want.name.startswith("sweep-")
+
+
+def test_a_grid_over_the_cap_is_refused_with_its_count_before_any_point_is_built(monkeypatch):
+    import ticketlab.runs.sweep as sweep
+
+    built = []
+    monkeypatch.setattr(sweep, "Point", lambda *a: built.append(a))
+    axes = {"lr": list(range(60)), "density": list(range(60)), "seed": list(range(60))}
+    with pytest.raises(
+        UserError, match=r"^the sweep has 216,000 points \(60 lr x 60 density x 60 seed\); at most 10,000"
+    ):
+        grid(None, axes)
+    assert built == []

@@ -407,3 +407,52 @@ def test_the_sparse_updater_steps_sees_each_evaluation_and_resumes(tiny_data, tm
 def test_a_budget_in_epochs_counts_steps_of_the_training_set():
     m = record(indexed(96), TrainConfig(optimizer="sgd", lr=0.01, batch_size=32, epochs=2, eval_every=100))
     assert len(m.batches) == 6 and sorted(sum(m.batches[:3], [])) == list(range(96))
+
+
+def _poisoned(tiny_data, example: int):
+    """tiny_data with one training example's inputs all NaN."""
+    from dataclasses import replace as dc_replace
+
+    x = tiny_data.x_train.clone()
+    x[example] = float("nan")
+    return dc_replace(tiny_data, x_train=x)
+
+
+def _first_step_with(example: int, seed: int, n: int, bs: int) -> int:
+    from ticketlab.train.loop import epoch_permutation
+
+    pos = int((epoch_permutation(seed, 0, n) == example).nonzero())
+    return pos // bs + 1
+
+
+def test_a_nan_loss_stops_training_naming_its_iteration_and_keeps_the_checkpoint_before_it(tiny_data, tmp_path):
+    from safetensors import safe_open
+
+    from ticketlab.errors import UserError
+
+    data = _poisoned(tiny_data, 123)
+    bad = _first_step_with(123, 0, len(data.y_train), 10)
+    assert 2 <= bad <= 30
+    model = build_model("mlp1d", tiny_data.input_shape, 10, seed=0)
+    cfg = TrainConfig(iterations=30, batch_size=10, eval_every=100, lr=0.1, optimizer="sgd")
+    cp = Checkpointer(tmp_path / "ck.safetensors", every=1)
+    with pytest.raises(
+        UserError, match=rf"^tiny run: the training loss is not finite \(NaN or inf\) at iteration {bad};"
+    ):
+        train(model, data, cfg, seed=0, checkpointer=cp, desc="tiny run")
+    with safe_open(str(tmp_path / "ck.safetensors"), framework="pt") as f:
+        assert int(f.metadata()["iteration"]) == bad - 1
+        assert all(bool(torch.isfinite(f.get_tensor(k)).all()) for k in f.keys() if k.startswith("model."))
+
+
+def test_vectorised_replicates_name_the_first_non_finite_iteration_of_any_replicate(tiny_data):
+    from ticketlab.errors import UserError
+    from ticketlab.train.replicates import train_replicates
+
+    data = _poisoned(tiny_data, 77)
+    first = min(_first_step_with(77, s, len(data.y_train), 10) for s in (0, 1))
+    assert first <= 30
+    models = [build_model("mlp1d", tiny_data.input_shape, 10, seed=s) for s in (0, 1)]
+    cfg = TrainConfig(iterations=30, batch_size=10, eval_every=100, lr=0.1, optimizer="sgd")
+    with pytest.raises(UserError, match=rf"not finite \(NaN or inf\) at iteration {first};"):
+        train_replicates(models, data, cfg, masks=[None, None], seeds=[0, 1])

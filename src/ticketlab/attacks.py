@@ -141,9 +141,13 @@ def pgd(
     return best
 
 
-def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, pixel_range=None) -> torch.Tensor:
-    """One signed-gradient step of size eps (Goodfellow et al. 2015)."""
-    return pgd(model, x, y, AttackConfig(eps=eps, steps=1, step_size=eps, random_start=False), pixel_range=pixel_range)
+def fgsm(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, *, norm: str = "linf", pixel_range=None
+) -> torch.Tensor:
+    """One gradient step of size eps (Goodfellow et al. 2015): the gradient's sign under L-inf, the gradient
+    scaled to L2 norm eps under L2 (the fast gradient method)."""
+    cfg = AttackConfig(eps=eps, norm=norm, steps=1, step_size=eps, random_start=False)
+    return pgd(model, x, y, cfg, pixel_range=pixel_range)
 
 
 def fgsm_rs(
@@ -153,15 +157,16 @@ def fgsm_rs(
     eps: float,
     *,
     alpha: float | None = None,
+    norm: str = "linf",
     pixel_range=None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """FGSM from a uniform random start, step 1.25 eps, projected back (Wong et al. 2020)."""
+    """FGSM from a uniform random start in the ``norm`` ball, step 1.25 eps, projected back (Wong et al. 2020)."""
     return pgd(
         model,
         x,
         y,
-        AttackConfig(eps=eps, steps=1, step_size=alpha or 1.25 * eps, random_start=True),
+        AttackConfig(eps=eps, norm=norm, steps=1, step_size=alpha or 1.25 * eps, random_start=True),
         pixel_range=pixel_range,
         generator=generator,
     )

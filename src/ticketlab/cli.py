@@ -179,6 +179,14 @@ def _main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("\nticketlab: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except OSError as e:  # the system refused (disk full, permissions, a vanished file): say what, not where
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"ticketlab: error: {e.strerror or e}{where}; fix that and run the same command again", file=sys.stderr)
+        return 2
+    finally:
+        lock = sys.modules.get("ticketlab.runs.lock")  # loaded only if a run folder was opened
+        if lock is not None:
+            lock.release_all()  # the run folders this command locked
 
 
 if __name__ == "__main__":

@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from importlib import metadata
 
 from .errors import UserError
-from .flags import add_dataclass_flags, comma_list, config_file_values, dataclass_flag_dests, given_flags, merge
+from .flags import (
+    add_dataclass_flags,
+    check_types,
+    comma_list,
+    config_file_values,
+    dataclass_flag_dests,
+    given_flags,
+    merge,
+)
 
 ENTRY_POINTS = "ticketlab.commands"
 LOSS_ENTRY_POINTS = "ticketlab.losses"
@@ -455,7 +463,9 @@ def config_from_args(ns: argparse.Namespace, cls, presets: dict):
         cfg = merge(cfg, presets[ns.preset])
     if getattr(ns, "config", None) is not None:  # a config file: above the preset, below the flags given
         dests = dataclass_flag_dests(cls)
-        cfg = merge(cfg, config_file_values(ns.config, dests, set(dests.values())))
+        values = config_file_values(ns.config, dests, set(dests.values()))
+        check_types(cls, values, f"--config {ns.config}: ")
+        cfg = merge(cfg, values)
     given = given_flags(ns, cls)
     train_given = given.get("train", {})
     # A budget given explicitly replaces the preset's budget, whichever unit it is in.

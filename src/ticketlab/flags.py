@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import math
 import tomllib
 import types
 import typing
@@ -22,6 +23,62 @@ def _unwrap_optional(tp):
         if len(args) == 1:
             return args[0]
     return tp
+
+
+def _what(tp) -> str:
+    """``tp`` in words, as a message says what a value must be."""
+    tp = _unwrap_optional(tp)
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (elem,) = typing.get_args(tp) or (object,)
+        return f"a list of {_what(elem).removeprefix('a ').removeprefix('an ')}s"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return {bool: "true or false", int: "an integer", float: "a finite number", str: "a string"}.get(tp, "a table")
+
+
+def _fits(tp, value) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(a, value) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is list:
+        (elem,) = typing.get_args(tp) or (object,)
+        return isinstance(value, list) and all(_fits(elem, v) for v in value)
+    if origin is typing.Literal:
+        return value in typing.get_args(tp)
+    if origin is dict or tp is dict or is_dataclass(tp):
+        return isinstance(value, dict)
+    return True  # a type no config value is checked against
+
+
+def check_types(cls, values: dict, where: str = "") -> None:
+    """Refuse (one line naming the flag) a value of ``values`` (a dict shaped like the dataclass ``cls``) that
+    is not of its field's type: bool is not an integer, a number is finite, a list holds its element type.
+    ``where`` prefixes the message (the config file's name)."""
+    hints = typing.get_type_hints(cls)
+    by_name = {f.name: f for f in fields(cls)}
+    for key, value in values.items():
+        f = by_name.get(key)
+        if f is None:
+            continue
+        tp = hints[f.name]
+        sub = _unwrap_optional(tp)
+        if is_dataclass(sub) and isinstance(value, dict):
+            check_types(sub, value, where)
+        elif not _fits(tp, value):
+            flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+            none = " (or left out)" if _unwrap_optional(tp) is not tp else ""
+            raise UserError(f"{where}{flag} must be {_what(tp)}{none}, got {value!r}")
 
 
 def comma_list(elem: type, what: str):

@@ -19,29 +19,51 @@ from .errors import UserError
 
 
 def _atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` to a temporary file of a name of its own beside ``path``, then renamed onto it. A failed
+    write (disk full, no permission) is a one-line UserError; the old file, if any, is left as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as e:
+        _discard(tmp)
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0] if str(e) else ""
+        raise UserError(
+            f"cannot write {path} ({reason or type(e).__name__}); free some space or fix the permissions, then run "
+            "the same command again (everything written before is kept)"
+        ) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
 
 
-def write_json(path: str | Path, obj: Any) -> None:
-    text = json.dumps(obj, indent=2, sort_keys=True) + "\n"
+def _discard(tmp: str | None) -> None:
+    if tmp is not None and os.path.exists(tmp):
+        os.unlink(tmp)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    """``data`` as the whole of ``path``, atomically (a plot, a report page, a rewritten log)."""
 
     def write(tmp: str) -> None:
-        with open(tmp, "w") as f:
-            f.write(text)
+        with open(tmp, "wb") as f:
+            f.write(data)
 
     _atomic_write(Path(path), write)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def read_json(path: str | Path) -> Any:
@@ -53,6 +75,10 @@ def read_json(path: str | Path) -> Any:
         raise UserError(f"{path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is corrupt or not JSON ({e}); delete it or restore it") from None
+    except NotADirectoryError:
+        raise UserError(f"{path.parent} is a file, not a folder; give a run directory") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror or type(e).__name__})") from None
 
 
 def read_json_or_none(path: str | Path) -> Any:

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402,F401  (re-exported for the plot modules)
 from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
+
+from .io import write_bytes  # noqa: E402
+
+
+def save_figure(fig, path, dpi: int = 110) -> None:
+    """``fig`` as a PNG at ``path``, written atomically (a kill leaves the old plot or the new one), then closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    write_bytes(path, buf.getvalue())
 
 
 def many_lines(ax) -> None:

@@ -24,6 +24,9 @@ from .base import Dataset, build_dataset
 REQUIRED = ("x_train", "y_train", "x_test", "y_test")
 
 
+MAX_CLASSES = 100_000  # a label beyond this is a mistake (a model's output layer would be that wide)
+
+
 def _fail(where: str, what: str) -> UserError:
     return UserError(f"{where}: {what}")
 
@@ -76,6 +79,10 @@ def from_arrays(
     if len(set(shapes.values())) != 1:
         raise _fail(name, f"inputs differ in shape: {shapes}")
     k = int(max(int(out[f"y_{p}"].max()) for p in ("train", "test", "val") if f"y_{p}" in out)) + 1
+    if k > MAX_CLASSES and (num_classes is None or num_classes > MAX_CLASSES):
+        raise _fail(
+            name, f"labels go up to {k - 1:,}, more than {MAX_CLASSES:,} classes; labels are 0..K-1 (renumber them)"
+        )
     if num_classes is not None:
         if k > num_classes:
             raise _fail(name, f"labels go up to {k - 1}, beyond num_classes {num_classes}")

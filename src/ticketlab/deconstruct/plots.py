@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..plotting import density_axis, many_lines, outside_legend, plt
+from ..plotting import density_axis, many_lines, outside_legend, plt, save_figure
 
 
 def _plot(rows: dict[str, list[dict]], key: str, title: str, path: Path) -> None:
@@ -20,8 +20,7 @@ def _plot(rows: dict[str, list[dict]], key: str, title: str, path: Path) -> None
     ax.grid(alpha=0.3)
     outside_legend(ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_deconstruct(result: dict, out: Path) -> None:

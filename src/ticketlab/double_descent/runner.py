@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..flops import forward_flops
 from ..io import write_json
 from ..lottery import IMPConfig, IMPRun
-from ..plotting import density_axis, plt
+from ..plotting import density_axis, plt, save_figure
 from ..runs import (
     Experiment,
     RunConfig,
@@ -146,8 +146,7 @@ def plot_double_descent(result: dict, path: Path) -> None:
         a.grid(alpha=0.3)
         a.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def format_double_descent(result: dict) -> str:

@@ -21,13 +21,14 @@ from ..criteria import criterion_mask, criterion_scores
 from ..data import Dataset, load_dataset, with_label_noise
 from ..errors import UserError
 from ..flops import forward_flops
-from ..io import read_json, save_tensors, write_json
+from ..io import read_json, read_json_or_none, save_tensors, write_json
 from ..models import build_model, glorot_normal_init
 from ..runs import (
     FINAL,
     MASK,
     Experiment,
     check_fits,
+    check_run_files,
     default_run_dir,
     load_mask,
     load_state,
@@ -97,14 +98,10 @@ class IMPRun:
             raise UserError(f"--rewind {k} is not before the end of training ({self.total} iterations)")
         self.plan: Plan = make_plan(model, self.names, cfg)
         self.config = config
-        if out is not None:
-            extend_rounds(Path(out), config)
-        self.dir = open_run_dir(
-            out if out is not None else default_run_dir("imp", config, runs_root),
-            "imp",
-            config,
-            normalize=normalize_config,
-        )
+        where = Path(out) if out is not None else default_run_dir("imp", config, runs_root)
+        check_run_files(where, "imp")  # before extend_rounds' write: a damaged run is refused as it is
+        extend_rounds(where, config)
+        self.dir = open_run_dir(where, "imp", config, normalize=normalize_config, check=False)
         if not quiet:
             print(f"run directory: {self.dir}", file=sys.stderr)
 
@@ -257,6 +254,7 @@ class IMPRun:
         init = self.init_state()
         mask = ones_mask(self.model, self.names)
         rows, curves = [], []
+        stored = read_json_or_none(self.dir / "summary.json")  # rows of rounds ahead stay until redone
         n = plan.rounds
         for k in range(n + 1):
             rdir = self.round_dir(k)
@@ -291,7 +289,13 @@ class IMPRun:
             }
             curves.append((row["density"], hist))
             rows.append(row)
-            write_json(self.dir / "summary.json", self.summary(rows))
+            ahead = (
+                stored["rounds"][len(rows) :]
+                if isinstance(stored, dict) and isinstance(stored.get("rounds"), list)
+                else []
+            )
+            if self.summary(rows + ahead) != stored:
+                write_json(self.dir / "summary.json", self.summary(rows + ahead))
         self.write_plots(self.summary(rows), curves)
         return read_json(self.dir / "summary.json")
 

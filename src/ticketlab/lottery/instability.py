@@ -23,7 +23,7 @@ from ..data import load_dataset
 from ..errors import UserError
 from ..io import read_json, write_json
 from ..models import build_model
-from ..plotting import plt
+from ..plotting import plt, save_figure
 from ..runs import config_hash, load_mask, load_state, lockstep, resolve_device, train_cached
 from ..seeding import derive_seed
 from ..sparse import density, ones_mask, prunable_names
@@ -190,8 +190,7 @@ def _plot(result: dict, path: Path) -> None:
     ax.set_ylabel("error barrier (points)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def format_instability(result: dict) -> str:

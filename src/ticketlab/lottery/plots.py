@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..plotting import density_axis, plt
+from ..plotting import density_axis, plt, save_figure
 
 
 def _line(ax, x, y, style: str, label: str) -> None:
@@ -46,8 +46,7 @@ def plot_accuracy_vs_density(summary: dict, path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_test_acc_curves(histories: list[tuple[float, list[dict]]], path: Path, title: str) -> None:
@@ -71,5 +70,4 @@ def plot_test_acc_curves(histories: list[tuple[float, list[dict]]], path: Path, 
     ax.grid(alpha=0.3)
     ax.legend(title="density", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

@@ -13,7 +13,7 @@ from ..deploy.bench import format_bench
 from ..deploy.export import format_export
 from ..errors import UserError
 from ..flags import config_to_toml, dataclass_flag_dests
-from ..io import read_json_or_none
+from ..io import read_json_or_none, write_text
 from ..lottery.instability import format_instability
 from ..runs import experiments
 from ..runs.seeds import KIND as SEEDS
@@ -423,12 +423,5 @@ def build_report(paths: list[str | Path], out: str | Path = "report.html") -> Pa
     sections = [s for p in paths for s in section(Path(p))]
     comp = comparison(sections)
     page = render(([comp] if comp else []) + sections, [str(p) for p in paths])
-    tmp = out.with_name(out.name + ".tmp")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(page, encoding="utf-8")
-        tmp.replace(out)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise UserError(f"cannot write --out {out} ({e.strerror}); choose a writable place") from None
+    write_text(out, page)  # atomically, through a temporary file of a name of its own
     return out

@@ -23,7 +23,7 @@ from PIL import Image
 from scipy import ndimage
 
 from ..errors import UserError
-from .corruptions import line_blur, plasma_crops
+from .corruptions import PerImage, line_blur, plasma_crops
 
 SIZE = 32
 
@@ -81,14 +81,16 @@ def glass_blur(x, s, rng):
     blur = lambda a: ndimage.gaussian_filter(a, sigma=(0, sigma, sigma, 0), mode="nearest")  # noqa: E731
     out = np.floor(_clip(blur(x)) * 255) / 255  # the reference quantises to 8 bits here
     n = len(x)
-    rows = np.arange(n)
+    rows, span = np.arange(n), range(SIZE - delta, delta, -1)
+    offsets = rng.integers(-delta, delta, size=(n, passes * len(span) ** 2, 2))  # every pixel swaps with a neighbour
+    k = 0
     for _ in range(passes):
-        for h in range(SIZE - delta, delta, -1):
-            for w in range(SIZE - delta, delta, -1):
-                dx, dy = rng.integers(-delta, delta, size=(2, n))  # every pixel swaps with a neighbour
-                h2, w2 = h + dy, w + dx
+        for h in span:
+            for w in span:
+                h2, w2 = h + offsets[:, k, 1], w + offsets[:, k, 0]
                 a, b = out[rows, h, w].copy(), out[rows, h2, w2].copy()
                 out[rows, h, w], out[rows, h2, w2] = b, a
+                k += 1
     return _clip(blur(out))
 
 
@@ -185,13 +187,14 @@ def elastic_transform(x, s, rng):
     rows, cols = np.mgrid[0:SIZE, 0:SIZE].astype(np.float64)
     out = np.empty_like(x)
     for i in range(len(x)):
-        dst = src + rng.uniform(-affine, affine, src.shape)
+        g = rng.at(i)
+        dst = src + g.uniform(-affine, affine, src.shape)
         # warpAffine's output at q is its input at A^-1 q, A the map taking src to dst; here A^-1 in (x, y)
         inv = np.linalg.solve(np.c_[dst, np.ones(3)], np.c_[src, np.ones(3)]).T
         warp_cols = inv[0, 0] * cols + inv[0, 1] * rows + inv[0, 2]
         warp_rows = inv[1, 0] * cols + inv[1, 1] * rows + inv[1, 2]
-        dx = ndimage.gaussian_filter(rng.uniform(-1, 1, (SIZE, SIZE)), sigma, mode="reflect", truncate=3) * alpha
-        dy = ndimage.gaussian_filter(rng.uniform(-1, 1, (SIZE, SIZE)), sigma, mode="reflect", truncate=3) * alpha
+        dx = ndimage.gaussian_filter(g.uniform(-1, 1, (SIZE, SIZE)), sigma, mode="reflect", truncate=3) * alpha
+        dy = ndimage.gaussian_filter(g.uniform(-1, 1, (SIZE, SIZE)), sigma, mode="reflect", truncate=3) * alpha
         for ch in range(3):
             warped = ndimage.map_coordinates(x[i, ..., ch], [warp_rows, warp_cols], order=1, mode="mirror")
             out[i, ..., ch] = ndimage.map_coordinates(warped, [rows + dy, cols + dx], order=1, mode="reflect")
@@ -278,5 +281,5 @@ def corrupt_cifar(x: np.ndarray, name: str, severity: int, seed: int = 0) -> np.
     if x.shape[1:] != (3, SIZE, SIZE):
         raise UserError(f"CIFAR-10-C corruptions take 32x32 RGB images, got shape {tuple(x.shape[1:])}")
     hwc = np.asarray(x, dtype=np.float64).transpose(0, 2, 3, 1)
-    rng = np.random.default_rng([seed, list(CIFAR10_C).index(name), severity])
+    rng = PerImage([seed, list(CIFAR10_C).index(name), severity], len(hwc))  # per image: nested across --samples
     return CIFAR10_C[name](hwc, severity, rng).transpose(0, 3, 1, 2).astype(np.float32)

@@ -8,9 +8,10 @@ angle uniform in +-45 degrees), shear (0.4), scale (1 / 0.7), rotate (0.4 rad), 
 about the image centre (13.5, 13.5) with bilinear interpolation and zero fill, a random sign -,
 brightness (+0.5), stripe (the outer 7 columns inverted), fog (a plasma fractal of decay 1.4 at 3x),
 spatter (severity 4's mud), dotted line and zigzag (random lines of MNIST-C's decaying profile). The
-reference code is ImageMagick/scikit-image based; these are written from its definitions, and MNIST-C's
-15th corruption, Canny edges, is left out (it needs scikit-image's Canny detector, which does not install
-here). Seeded: the same seed gives the same corrupted set.
+reference code is ImageMagick/scikit-image based; these are written from its definitions (motion blur
+approximates ImageMagick's kernel), and MNIST-C's 15th corruption, Canny edges, is left out (it needs
+scikit-image's Canny detector, which does not install here). Seeded per image (``PerImage``): the same seed
+gives the same corrupted image, whatever the number of images corrupted with it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,53 @@ from scipy import ndimage
 from ..errors import UserError
 
 CENTRE = 13.5
+
+
+class PerImage:
+    """Random draws for a batch made image by image, image i's from its own generator (the key's words, then
+    i), stacked along a leading batch axis: an image's corruption is the same however many images are corrupted
+    with it (sets made with different ``--samples`` are nested). Each draw's ``size`` starts with the batch."""
+
+    def __init__(self, key: list[int], n: int, start: int = 0):
+        self.key, self.start, self.n = list(key), start, n
+        self.gens = [np.random.default_rng([*self.key, start + i]) for i in range(n)]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def at(self, i: int) -> np.random.Generator:
+        """Image i's own generator (for code that loops over the images)."""
+        return self.gens[i]
+
+    def sub(self, i: int, j: int) -> PerImage:
+        """Images i..j-1 (their generators, in the state they are in)."""
+        out = PerImage.__new__(PerImage)
+        out.key, out.start, out.n, out.gens = self.key, self.start + i, j - i, self.gens[i:j]
+        return out
+
+    def _each(self, size, draw) -> np.ndarray:
+        size = (size,) if isinstance(size, int) else tuple(size)
+        if size[0] != self.n:
+            raise ValueError(f"a draw for {self.n} images needs a leading size of {self.n}, got {size}")
+        return np.stack([draw(g, size[1:]) for g in self.gens]) if self.n else np.zeros(size)
+
+    def random(self, size) -> np.ndarray:
+        return self._each(size, lambda g, sz: g.random(sz))
+
+    def integers(self, low, high, size) -> np.ndarray:
+        return self._each(size, lambda g, sz: g.integers(low, high, size=sz))
+
+    def uniform(self, low, high, size) -> np.ndarray:
+        return self._each(size, lambda g, sz: g.uniform(low, high, sz))
+
+    def normal(self, loc, scale, size) -> np.ndarray:
+        return self._each(size, lambda g, sz: g.normal(loc, scale, sz))
+
+    def choice(self, a, size) -> np.ndarray:
+        return self._each(size, lambda g, sz: g.choice(a, sz))
+
+    def poisson(self, lam: np.ndarray) -> np.ndarray:
+        return np.stack([g.poisson(lam[i]) for i, g in enumerate(self.gens)]) if self.n else np.zeros(lam.shape)
 
 
 def shot_noise(x, rng):
@@ -36,19 +84,26 @@ def impulse_noise(x, rng, amount: float = 0.17):
 
 
 def glass_blur(x, rng, sigma: float = 0.7, delta: int = 1, passes: int = 2):
+    """MNIST-C's glass blur as its code does it: its 2-D image goes through scikit-image's ``gaussian`` with
+    ``multichannel=True``, which takes the last axis for channels, so both blurs run down the columns only
+    (along the row index), not across them; between them, 8-bit quantisation and random local swaps."""
     n = len(x)
-    blur = lambda a: ndimage.gaussian_filter(a, sigma=(0, sigma, sigma), mode="nearest")  # noqa: E731
+    blur = lambda a: ndimage.gaussian_filter(a, sigma=(0, sigma, 0), mode="nearest")  # noqa: E731
     out = np.floor(np.clip(blur(x), 0, 1) * 255) / 255  # the reference quantises to 8 bits here
-    rows = np.arange(n)
+    span = range(28 - delta, delta, -1)
+    steps = passes * len(span) ** 2
+    swaps = rng.random((n, steps)) < 0.5  # per image: a coin, then an offset, at every position of every pass
+    offsets = rng.integers(-delta, delta, size=(n, steps, 2))  # (dx, dy)
+    rows, k = np.arange(n), 0
     for _ in range(passes):
-        for h in range(28 - delta, delta, -1):
-            for w in range(28 - delta, delta, -1):
-                swap = rng.random(n) < 0.5
-                dx, dy = rng.integers(-delta, delta, size=(2, n))
+        for h in span:
+            for w in span:
+                swap = swaps[:, k]
                 i = rows[swap]
-                h2, w2 = h + dy[swap], w + dx[swap]
+                h2, w2 = h + offsets[swap, k, 1], w + offsets[swap, k, 0]
                 a, b = out[i, h, w].copy(), out[i, h2, w2].copy()
                 out[i, h, w], out[i, h2, w2] = b, a
+                k += 1
     return np.clip(blur(out), 0, 1)
 
 
@@ -68,6 +123,8 @@ def line_blur(x, radius: int, sigma: float, angles: np.ndarray) -> np.ndarray:
 
 
 def motion_blur(x, rng, radius: int = 10, sigma: float = 3.0):
+    """An approximation of MNIST-C's motion blur, which is ImageMagick's (through Wand): a one-sided Gaussian
+    line kernel of radius + 1 = 11 taps at angles rounded to whole degrees, bilinear sub-pixel shifts."""
     angles = np.round(rng.uniform(-45, 45, len(x))).astype(int)
     return np.clip(line_blur(x, radius, sigma, angles), 0, 1)
 
@@ -111,7 +168,7 @@ def scale(x, rng, c: float = 1 / 0.7):
 
 
 def translate(x, rng, c: float = 3.0):
-    d = c * _signs(rng, 2 * len(x)).reshape(-1, 2)  # (dx, dy)
+    d = c * rng.choice([-1.0, 1.0], (len(x), 2))  # (dx, dy)
     return _affine(x, np.tile(np.eye(2), (len(x), 1, 1)), np.stack([d[:, 1], d[:, 0]], -1))
 
 
@@ -156,7 +213,8 @@ def plasma(rng, n: int, size: int = 256, decay: float = 1.4) -> np.ndarray:
 def plasma_crops(rng, n: int, crop: int, decay: float, chunk: int = 256) -> np.ndarray:
     """(n, crop, crop): the top-left corners of 256x256 plasma maps (the references crop their one map size),
     made ``chunk`` maps at a time to bound memory."""
-    return np.concatenate([plasma(rng, min(chunk, n - i), decay=decay)[:, :crop, :crop] for i in range(0, n, chunk)])
+    parts = [plasma(rng.sub(i, min(n, i + chunk)), min(chunk, n - i), decay=decay) for i in range(0, n, chunk)]
+    return np.concatenate([p[:, :crop, :crop] for p in parts])
 
 
 def fog(x, rng, c: float = 3.0, decay: float = 1.4):
@@ -190,7 +248,7 @@ def dotted_line(x, rng):
     for j in range(0, 28, 4):  # every other 2-column segment is blank
         gaps[j : j + 2] = True
     for i in range(len(x)):
-        r0, r1 = rng.integers(0, 27, size=2)
+        r0, r1 = rng.at(i).integers(0, 27, size=2)
         line = _line(0, r0, 27, r1)
         line[:, gaps] = 0
         out[i] = np.clip(out[i] + line, 0, 1)
@@ -201,8 +259,8 @@ def zigzag(x, rng, a: float = 2.0, b: float = 2.0):
     out = x.copy()
     c0, c1 = 2, 25
     for i in range(len(x)):
-        r0 = rng.integers(0, 27)
-        r1 = r0 + rng.integers(-5, 5)
+        r0 = rng.at(i).integers(0, 27)
+        r1 = r0 + rng.at(i).integers(-5, 5)
         theta = np.arctan((r1 - r0) / (c1 - c0))
         d = (c1 - c0) / np.cos(theta)
         pts = [(0.0, 0.0)]
@@ -251,5 +309,5 @@ def corrupt(x: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
     if x.shape[-2:] != (28, 28):
         raise UserError(f"MNIST-C corruptions take 28x28 grayscale images, got shape {tuple(shape[1:])}")
     flat = np.asarray(x, dtype=np.float64).reshape(-1, 28, 28)
-    rng = np.random.default_rng([seed, list(MNIST_C).index(name)])
+    rng = PerImage([seed, list(MNIST_C).index(name)], len(flat))
     return MNIST_C[name](flat, rng).reshape(shape).astype(np.float32)

@@ -29,7 +29,7 @@ from ..deploy import quantize_int8
 from ..errors import UserError
 from ..io import load_tensors, read_json, save_tensors, write_json
 from ..models import build_model
-from ..plotting import density_axis, plt
+from ..plotting import density_axis, plt, save_figure
 from ..runs import config_hash, open_run_dir
 from ..runs.models import load_weights, trained_models
 from ..runs.seeds import aggregate, display, finished_seeds, seed_dir
@@ -82,6 +82,10 @@ class RobustnessConfig:
         d = asdict(self)
         if not self.int8:
             d.pop("int8")  # results folders made before the int8 option keep their hash
+        if self.corruptions:
+            # corrupted sets drawn per image, MNIST-C's glass blur down the columns (as its code): a new folder, so
+            # folders made with the earlier per-batch draws keep their cached sets and hash
+            d["corruption_draws"] = "per-image"
         return d
 
     def validate(self) -> None:
@@ -160,7 +164,7 @@ def _examples(
         [
             pgd(net, xp[i : i + 500], y[i : i + 500], cfg.attack_config(eps), pixel_range=data.pixel_range, generator=g)
             if cfg.attack == "pgd"
-            else fgsm(net, xp[i : i + 500], y[i : i + 500], eps, pixel_range=data.pixel_range)
+            else fgsm(net, xp[i : i + 500], y[i : i + 500], eps, norm=cfg.norm, pixel_range=data.pixel_range)
             for i in range(0, len(y), 500)
         ]
     )
@@ -357,8 +361,7 @@ def plot_robustness(result: dict, path: Path, run_config: dict) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def format_robustness(result: dict) -> str:

@@ -68,7 +68,7 @@ class AdversarialLoss:
             )
             return F.cross_entropy(logits, y) + self.beta * kl
         if self.method == "fgsm-rs":
-            adv = fgsm_rs(net, xp, y, a.eps, alpha=a.alpha, pixel_range=self.range, generator=g)
+            adv = fgsm_rs(net, xp, y, a.eps, alpha=a.alpha, norm=a.norm, pixel_range=self.range, generator=g)
         else:
             adv = pgd(net, xp, y, a, pixel_range=self.range, generator=g)
         return F.cross_entropy(model(from_pixels(adv, self.data)), y)

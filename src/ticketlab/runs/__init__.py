@@ -2,6 +2,7 @@
 setting a run up, reading back masks and weights, the cached resumable training unit, the experiment
 registry, seed groups and sweeps. Nothing here imports a method family."""
 
+from .check import check_run_files
 from .experiment import EXPERIMENTS, Experiment, experiments, get_experiment, register
 from .files import load_mask, load_state
 from .rundir import config_hash, default_run_dir, open_run_dir
@@ -18,6 +19,7 @@ __all__ = [
     "RESULT",
     "RunConfig",
     "check_fits",
+    "check_run_files",
     "config_hash",
     "default_run_dir",
     "experiments",

@@ -122,6 +122,8 @@ def train(exp, ns) -> int:
 
     seed_arg = getattr(ns, "seed", None)  # (before config_from_args keeps a list's first seed only)
     cfg = config_from_args(ns, exp.config, exp.presets)
+    if hasattr(getattr(cfg, "train", None), "refuse_stray_settings"):
+        cfg.train.refuse_stray_settings()
     seeds = parse_seeds(seed_arg, ns.seeds)
     rt = runtime(ns)
     mode = resolve(ns.replicates, ns.device)

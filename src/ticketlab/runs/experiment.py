@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .. import commands
 from ..registry import Registry
+from .check import SUMMARY_CHECKS
 from .rundir import default_run_dir
 
 
@@ -51,6 +52,7 @@ EXPERIMENTS: Registry[Experiment] = Registry("command")
 def register(exp: Experiment) -> Experiment:
     """Register a training command (in EXPERIMENTS, and as a command of this process)."""
     EXPERIMENTS.register(exp.name)(exp)
+    SUMMARY_CHECKS[exp.name] = lambda s: (exp.format(s), exp.headline(s))
     return commands.add(exp)
 
 

@@ -28,5 +28,11 @@ def fit_state(state: dict[str, torch.Tensor], model: nn.Module, path: Path) -> d
     ref = model.state_dict()
     if set(state) != set(ref) or any(state[k].shape != ref[k].shape for k in ref):
         raise UserError(f"{path} holds weights for a different model; delete it or use another --out")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise UserError(
+            f"{path} holds non-finite weights (NaN or inf in {bad[0]}): a diverged training or a damaged file; "
+            "delete it to retrain it (with a lower --lr if it diverged)"
+        )
     dev = next(model.parameters()).device
     return {k: v.to(dev) for k, v in state.items()}

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import read_json, write_json
-
-CONFIG_FILE = "config.json"
+from .check import CONFIG_FILE, check_run_files
+from .lock import LOCK_FILE, acquire
 
 
 def config_hash(config: dict) -> str:
@@ -49,12 +49,14 @@ def open_run_dir(
     config: dict,
     normalize: Callable[[dict], dict] | None = None,
     legacy_kinds: tuple[str, ...] = (),
+    check: bool = True,
 ) -> Path:
     """Create or reopen ``path`` for a run of ``config``; refuse foreign or mismatching directories.
 
     ``normalize`` maps a stored config to the current schema (new settings at their defaults), so runs
     made before a setting existed still resume; a folder stored under one of ``legacy_kinds`` (the kind's
-    name before a rename) is reopened as it is.
+    name before a rename) is reopened as it is. A reopened folder's files are checked whole (``check``:
+    ``runs.check``) before the run writes anything, so a refusal changes nothing.
     """
     path = Path(path)
     record = {"kind": kind, "config": config}
@@ -77,8 +79,11 @@ def open_run_dir(
                 f"{path} holds a run with a different config (differs in: {changed}); "
                 "use another --out, or repeat the original command to resume it"
             )
+        if check:
+            check_run_files(path)
+        acquire(path)
         return path
-    if path.exists() and any(path.iterdir()):
+    if path.exists() and any(p.name != LOCK_FILE for p in path.iterdir()):
         raise UserError(f"{path} is not empty and is not a ticketlab run directory; choose an empty or new --out")
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -87,5 +92,6 @@ def open_run_dir(
         probe.unlink()
     except OSError as e:
         raise UserError(f"cannot write to --out {path} ({e.strerror}); choose a writable directory") from None
+    acquire(path)
     write_json(cfg_file, record)
     return path

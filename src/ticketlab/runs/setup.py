@@ -14,6 +14,7 @@ from torch import nn
 
 from ..data import Dataset, load_dataset
 from ..errors import UserError
+from ..flags import check_types
 from ..models import build_model
 from ..train import TrainConfig
 from .rundir import default_run_dir, open_run_dir
@@ -65,6 +66,10 @@ class RunConfig:
         unknown = (set(d) - {f.name for f in fields(cls)}) | (set(train) - {f.name for f in fields(TrainConfig)})
         if unknown:
             raise UserError(f"unknown config keys {sorted(unknown)}")
+        if not isinstance(train, dict):
+            raise UserError(f"the training settings must be a table, got {train!r}")
+        check_types(cls, d)
+        check_types(TrainConfig, train)
         return cls(train=TrainConfig(**train), **d)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
-from ..io import read_json_or_none
+from ..io import read_json, read_json_or_none
 from .experiment import experiments
 from .rundir import CONFIG_FILE
 from .seeds import KIND as SEEDS
@@ -42,11 +42,35 @@ def run_record(run: Path) -> dict | None:
     return rec if isinstance(rec, dict) and "kind" in rec and isinstance(rec.get("config"), dict) else None
 
 
+def _damaged(run: Path, root: Path, reason: str) -> dict:
+    path = str(run.relative_to(root)) if run != root else "."
+    return {
+        "path": path,
+        "kind": "?",
+        "settings": {},
+        "state": "damaged",
+        "metrics": {},
+        "config": {},
+        "reason": reason,
+    }
+
+
 def describe(run: Path, root: Path) -> dict | None:
-    """One entry of the store, or None when ``run`` is not a ticketlab run directory."""
+    """One entry of the store, or None when ``run`` is not a ticketlab run directory. A folder whose
+    config.json or summary.json cannot be read is listed as ``damaged``, with the reason."""
     rec = run_record(run)
     if rec is None:
-        return None
+        if not (run / CONFIG_FILE).is_file():
+            return None
+        try:
+            obj = read_json(run / CONFIG_FILE)
+        except UserError:
+            return _damaged(run, root, "config.json is not JSON")
+        if not isinstance(obj, dict) or "kind" not in obj:
+            return None  # another program's config.json
+        return _damaged(run, root, "config.json is not a ticketlab run config")
+    if (run / "summary.json").is_file() and not isinstance(read_json_or_none(run / "summary.json"), dict):
+        return _damaged(run, root, "summary.json is not a JSON object") | {"kind": str(rec["kind"])}
     kind, config = rec["kind"], rec["config"]
     exps = experiments()
     varied: list[str] = []  # a sweep's axes: not fixed settings
@@ -152,7 +176,7 @@ def format_runs(entries: list[dict], metric: str = "test_acc") -> str:
         return "no runs found"
     rows = []
     for e in entries:
-        settings = " ".join(f"{k}={v}" for k, v in e["settings"].items())
+        settings = e.get("reason") or " ".join(f"{k}={v}" for k, v in e["settings"].items())
         m = display(e["metrics"].get(metric)) if metric in e["metrics"] else None
         rows.append([e["path"], e["kind"], e["state"], "" if m is None else format(m, ".4f"), settings])
     head = ["run", "kind", "state", metric, "settings"]

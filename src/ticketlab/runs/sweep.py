@@ -18,7 +18,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -30,15 +29,16 @@ import torch
 
 from ..errors import UserError
 from ..io import read_json, write_json
-from ..plotting import plt
+from ..plotting import plt, save_figure
 from ..train.log import configure as configure_log
-from . import lockstep
+from . import lockstep, watchdog
 from .experiment import Experiment, get_experiment
 from .rundir import default_run_dir, open_run_dir
 from .seeds import SUMMARY, finished_seeds, is_stat, open_group, seed_dir, write_group_summary
 from .setup import preflight
 
 KIND = "sweep"
+MAX_POINTS = 10_000
 BACKENDS = ("local", "ray")
 
 
@@ -58,7 +58,14 @@ def point_name(values: dict) -> str:
 
 def grid(cfg, axes: dict[str, list]) -> list[Point]:
     """Points of the full grid over ``axes`` (config field names, ``train``'s fields by their own names)
-    with typed values: ``grid(DSTConfig(), {"method": ["set", "rigl"], "lr": [0.1]})``."""
+    with typed values: ``grid(DSTConfig(), {"method": ["set", "rigl"], "lr": [0.1]})``. A grid of more than
+    MAX_POINTS points is refused before any is built (a typo in a range would otherwise hang silently)."""
+    count = math.prod(len(v) for v in axes.values())
+    if count > MAX_POINTS:
+        sizes = " x ".join(f"{len(v)} {k}" for k, v in axes.items())
+        raise UserError(
+            f"the sweep has {count:,} points ({sizes}); at most {MAX_POINTS:,} at once: split it into several sweeps"
+        )
     points = [Point("", {}, cfg)]
     for axis, values in axes.items():
         nxt = []
@@ -191,7 +198,7 @@ def _ray(
     tasks, address: str | None, cpus: float, gpus: float, jobs: int | None, retries: int, on_done, quiet: bool, fn=None
 ) -> dict:
     ray = import_ray()
-    temp = None
+    temp = dog = None
     t0 = time.perf_counter()
     try:
         if address:
@@ -203,7 +210,8 @@ def _ray(
                     f"({str(e).splitlines()[0][:100]}); check the address or leave it out"
                 ) from None
         else:
-            temp = tempfile.mkdtemp(prefix="tl-ray-")  # short: Ray's socket paths must fit 107 bytes
+            temp = watchdog.make_folder()  # in $TMPDIR, short: Ray's socket paths must fit 107 bytes
+            dog = watchdog.start(temp)  # the local Ray dies with this process, even under kill -9
             ray.init(
                 num_cpus=jobs or os.cpu_count(),
                 num_gpus=None if gpus else 0,
@@ -214,6 +222,8 @@ def _ray(
                 log_to_driver=not quiet,
                 configure_logging=False,
             )
+        if dog is not None:
+            dog.track(watchdog.children())
         startup = time.perf_counter() - t0
         remote = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=retries)(fn or run_task)
         threads = max(1, int(cpus))
@@ -232,6 +242,8 @@ def _ray(
             ray.shutdown()
         if temp:
             shutil.rmtree(temp, ignore_errors=True)
+        if dog is not None:
+            dog.stop()
     return times | {"ray_shutdown_s": time.perf_counter() - t1}
 
 
@@ -465,5 +477,4 @@ def plot_sweep(result: dict, path: Path, x: str, hue: str | None, metric: str) -
     if hue:
         ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from ..data.augment import AUGMENTATIONS
 from ..errors import UserError
@@ -149,6 +149,23 @@ class TrainConfig:
             raise UserError(f"--rs-weight must be >= 0, got {self.rs_weight}")
         if self.rs_weight > 0 and not (self.rs_eps > 0 and math.isfinite(self.rs_eps)):
             raise UserError(f"--rs-weight needs --rs-eps > 0 (pixel units), got {self.rs_eps}")
+
+    def refuse_stray_settings(self) -> None:
+        """Refuse a setting of a training term that is off (``--adv-eps`` without ``--adv``): in one run it would
+        do nothing (a sweep over ``adv=none,pgd`` shares such settings on purpose, so validate does not call this)."""
+        defaults = {f.name: f.default for f in fields(self)}
+        for group, off, use in (
+            (ADV_FIELDS, "none", "--adv pgd, trades or fgsm-rs"),
+            (CERTIFIED_FIELDS, "none", "--certified ibp or crown-ibp"),
+            (AUGMENT_FIELDS, "none", "--augment gaussian or augmix"),
+            (RS_FIELDS, 0, "--rs-weight > 0"),
+        ):
+            if getattr(self, group[0]) != off:
+                continue
+            stray = [k for k in group[1:] if getattr(self, k) != defaults[k]]
+            if stray:
+                flag = "--" + stray[0].replace("_", "-")
+                raise UserError(f"{flag} is used only with {use}; add that, or leave {flag} out")
 
     def to_dict(self) -> dict:
         """The fields as a dict, without the adversarial ones while --adv is none (see ADV_FIELDS) and the

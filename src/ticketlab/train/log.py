@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 from ..errors import UserError
+from ..io import write_text
 
 LOG_KINDS = ("none", "jsonl", "tensorboard")
 JSONL = "log.jsonl"
@@ -58,11 +59,9 @@ class JsonlLog:
                         kept.append(line)
                 except (ValueError, AttributeError):
                     break  # a line cut by the interruption: drop it and what follows
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(self.path, "w")
-        for line in kept:
-            self._f.write(line + "\n")
-        self._f.flush()
+        # the kept lines replace the file atomically (a kill now leaves the old log or the kept part), then appended to
+        write_text(self.path, "".join(line + "\n" for line in kept))
+        self._f = open(self.path, "a")
 
     def scalars(self, it: int, values: dict[str, float]) -> None:
         self._f.write(json.dumps({"iter": int(it), **{k: float(v) for k, v in values.items()}}) + "\n")

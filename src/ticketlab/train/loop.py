@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from ..data import Dataset
 from ..data.augment import augment
+from ..errors import UserError
 from ..flops import forward_flops
 from ..seeding import generator
 from ..sparse import Mask, MaskEnforcer
@@ -53,6 +54,31 @@ class TrainResult:
 
     def to_json(self) -> dict:
         return asdict(self) | {"summary": self.summary()}
+
+
+class LossWatch:
+    """The first step whose training loss was not finite, noted without a device sync per step; ``check``
+    (before every evaluation and checkpoint, so the last checkpoint kept is a good one) stops the training with
+    a one-line error naming it. A loss of several values (vectorised replicates) is watched elementwise."""
+
+    def __init__(self, desc: str):
+        self.desc, self.first = desc, None
+
+    def see(self, loss: torch.Tensor, step: int) -> None:
+        bad = ~torch.isfinite(loss.detach())
+        if self.first is None:
+            self.first = torch.full(bad.shape, -1, dtype=torch.long, device=bad.device)
+        self.first = torch.where((self.first < 0) & bad, step, self.first)
+
+    def check(self) -> None:
+        if self.first is None:
+            return
+        hit = self.first[self.first >= 0]
+        if hit.numel():
+            raise UserError(
+                f"{self.desc}: the training loss is not finite (NaN or inf) at iteration {int(hit.min())}; "
+                "lower --lr or check the data (the last checkpoint, from before it, is kept)"
+            )
 
 
 def make_optimizer(model: nn.Module | list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -160,7 +186,10 @@ def train(
 
     live = _Live(log, model, data, cfg, mask, updater, opt, bs, it) if log is not None else None
 
+    watch = LossWatch(desc)
+
     def record(i: int) -> None:
+        watch.check()
         if parallel:  # every rank's weights must still be the same
             distributed.check_equal(trainable, "weights")
         if follow is not None:
@@ -215,6 +244,7 @@ def train(
                     loss = loss + penalty(model, xb, yb, it)
                 if parallel:  # this share's mean, weighted so that the ranks' sum is the global batch's mean
                     loss = loss * (len(yb) / len(idx))
+            watch.see(loss, it + 1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if parallel:
@@ -244,7 +274,9 @@ def train(
                     bar.update(it - bar.n)
                     bar.set_postfix(val_acc=f"{history[-1]['val_acc']:.3f}", refresh=False)
             if checkpointer is not None and it % checkpointer.every == 0 and it < total:
+                watch.check()
                 checkpointer.save(it, model, opt, history, updater)
+        watch.check()
     finally:
         if bar is not None:
             bar.close()

@@ -40,7 +40,7 @@ from ..sparse import Mask
 from ..sparse.enforce import clear_optimizer_state_, mask_grads_
 from .checkpoint import Checkpointer
 from .config import TrainConfig
-from .loop import TrainResult, _Live, epoch_permutation, make_optimizer, mixed_precision, train
+from .loop import LossWatch, TrainResult, _Live, epoch_permutation, make_optimizer, mixed_precision, train
 from .losses import enabled_terms
 from .schedule import lr_at
 
@@ -331,7 +331,10 @@ def train_replicates(
             for log, m, mk, u in zip(logs, models, masks, ups or [None] * R)
         ]
 
+    watch = LossWatch(f"{desc} (x{R})")
+
     def record(i: int) -> None:
+        watch.check()
         val, test = evaluate(data.x_val, data.y_val), evaluate(data.x_test, data.y_test)
         for r in range(R):
             row = {
@@ -403,6 +406,7 @@ def train_replicates(
                 out = forward(params, buffers, xb)  # (R, bs, C)
                 per = F.cross_entropy(out.flatten(0, 1), y[idx].flatten(), reduction="none").view(R, bs).mean(1)
                 loss = per.sum()
+            watch.see(per, it + 1)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if logs is not None:
@@ -427,7 +431,9 @@ def train_replicates(
                 if bar is not None:
                     bar.update(it - bar.n)
             if it % save_every == 0 and it < total:
+                watch.check()
                 save(it)
+        watch.check()
     finally:
         if bar is not None:
             bar.close()
