@@ -70,3 +70,24 @@ def test_no_two_modules_import_each_other():
     packages = {m for m in graph if (SRC / Path(*m.split("."))).is_dir()}
     cycles = [(a, b) for a, b in cycles if a not in packages and b not in packages]  # a package's __init__ re-exports
     assert not cycles, f"import circles: {cycles}"
+
+
+def test_files_are_written_only_through_the_atomic_writers():
+    """No module writes a file in place: plots go through plotting.save_figure, everything else through io's
+    writers (a temporary file of its own, renamed onto the target). The report's SVGs go to memory, a download
+    streams to a temporary of its own (checked, then renamed), a new Ray folder's owner file is in a fresh folder."""
+    allowed = {
+        "plotting.py": "savefig(",
+        "report/figures.py": "savefig(",
+        "io.py": 'open(tmp, "wb")',
+        "data/download.py": 'open(tmp, "wb")',
+        "runs/watchdog.py": ".write_text(",
+    }
+    bad = []
+    for path in sorted(SRC.rglob("*.py")):
+        rel = str(path.relative_to(SRC))
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            for pattern in ("savefig(", ".write_text(", ".write_bytes(", 'open(tmp, "wb")', ', "w")'):
+                if pattern in line and allowed.get(rel) != pattern and "probe" not in line:
+                    bad.append(f"{rel}:{n}: {line.strip()}")
+    assert bad == []

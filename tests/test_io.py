@@ -76,3 +76,20 @@ def test_a_disk_that_fills_during_a_run_exits_2_in_one_line_and_the_rerun_finish
     assert main([*argv, "--out", str(tmp_path / "full")]) == 0
     whole, full = read_json(tmp_path / "whole/summary.json"), read_json(tmp_path / "full/summary.json")
     assert whole["rounds"] == full["rounds"]
+
+
+def test_a_plot_replaces_the_old_one_whole_through_a_temporary_file(tmp_path, monkeypatch):
+    import os
+
+    from ticketlab.plotting import plt, save_figure
+
+    (tmp_path / "p.png").write_bytes(b"old plot")
+    renamed = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: renamed.append(os.path.basename(a)) or real(a, b))
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    save_figure(fig, tmp_path / "p.png")
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(renamed) == 1 and renamed[0].startswith(".p.png.") and renamed[0].endswith(".tmp")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png"]

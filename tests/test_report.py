@@ -196,6 +196,14 @@ def test_cli_writes_the_report_and_replaces_only_its_own(runs, tmp_path, capsys)
     assert other.read_text() == "<html>my notes</html>"
 
 
+def test_the_report_is_written_through_a_temporary_of_its_own_sparing_a_users_tmp_file(runs, tmp_path):
+    out = tmp_path / "r.html"
+    (tmp_path / "r.html.tmp").write_text("my draft")  # a fixed temporary name would destroy this
+    assert main(["report", str(runs / "snip"), "--out", str(out)]) == 0
+    assert (tmp_path / "r.html.tmp").read_text() == "my draft"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.html", "r.html.tmp"]
+
+
 @pytest.mark.parametrize(
     "setup,msg",
     [

@@ -457,3 +457,12 @@ def test_robustness_of_a_seed_group_is_each_seeds_run_then_mean_and_std(tmp_path
         assert row["robust_acc"]["0.05"]["values"] == vals
         assert row["robust_acc"]["0.05"]["mean"] == pytest.approx(sum(vals) / 2)
     assert next(group.glob("robustness-*/robust_vs_density.png")).exists()
+
+
+@pytest.mark.parametrize("command", ["robustness", "verify", "show", "runs", "report"])
+def test_a_regular_file_where_a_run_folder_goes_is_one_line(tmp_path, capsys, command):
+    f = tmp_path / "notes.txt"
+    f.write_text("not a run")
+    code = main([command, str(f)] + (["--out", str(tmp_path / "r.html")] if command == "report" else []))
+    one_line_exit_2(code, capsys.readouterr().err, str(f))
+    assert f.read_text() == "not a run" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

@@ -4,6 +4,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from ticketlab.runs import watchdog
 
 DRIVER = r"""
@@ -70,3 +72,38 @@ def test_stale_folders_of_dead_owners_are_removed_on_the_next_start(tmp_path):
     (live / watchdog.OWNER).write_text(f"{os.getpid()}\n")
     assert watchdog.sweep_stale(tmp_path) == [stale]
     assert not stale.exists() and live.exists() and foreign.exists()
+
+
+@pytest.mark.slow
+def test_killing_a_ray_sweeps_driver_kills_its_local_ray_and_removes_its_folder(tmp_path):
+    """The real thing (ray 2.60): kill -9 the driver mid-sweep; within seconds no process names the Ray folder,
+    no Ray worker is left and the folder is gone."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    pytest.importorskip("ray")
+    short = Path(tempfile.mkdtemp(prefix="tlw", dir="/tmp"))  # Ray's socket paths must fit 107 bytes
+    try:
+        _ray_driver_killed(tmp_path, short)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def _ray_driver_killed(tmp_path, short):
+    env = dict(os.environ, TMPDIR=str(short))
+    argv = [sys.executable, "-m", "ticketlab", "sweep", "imp", "--vary", "rate=0.2,0.3", "--dataset", "digits"]
+    argv += ["--model", "lenet300", "--iterations", "200000", "--rounds", "1", "--backend", "ray", "--jobs", "2"]
+    driver = subprocess.Popen([*argv, "--quiet", "--out", str(tmp_path / "sw")], env=env, stderr=subprocess.DEVNULL)
+    try:
+        assert _wait(lambda: any(short.glob("tl-ray-*/session_*")), timeout=120)
+        (folder,) = short.glob("tl-ray-*")
+        time.sleep(5)  # the tasks are running in Ray's workers
+        ray_pids = [
+            int(p) for p in subprocess.run(["pgrep", "-f", str(folder)], capture_output=True, text=True).stdout.split()
+        ]
+        assert ray_pids
+    finally:
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert _wait(lambda: all(_gone(p) for p in ray_pids) and not folder.exists(), timeout=30)

@@ -185,3 +185,23 @@ def test_sweep_points_log_in_their_own_folders(tmp_path):
     assert code == 0
     streams = sorted(p.parent.relative_to(tmp_path / "s").as_posix() for p in (tmp_path / "s").rglob("log.jsonl"))
     assert streams == [f"rate={r}/seed_0/round_0{k}" for r in ("0.2", "0.5") for k in (0, 1)]
+
+
+def test_resuming_rewrites_the_kept_log_atomically_then_appends(tmp_path, monkeypatch):
+    """A kill between the rewrite and the first new line leaves the kept part, never an empty file: the kept
+    lines go through a temporary file renamed onto the log."""
+    import os
+
+    from ticketlab.train.log import JsonlLog
+
+    log = JsonlLog(tmp_path)
+    (tmp_path / "log.jsonl").write_text('{"iter": 10, "a": 1}\n{"iter": 20, "a": 2}\n{"iter": 30, "a": 3}\n')
+    renamed = []
+    real = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: renamed.append((a, b)) or real(a, b))
+    log.start(20)
+    assert [os.path.basename(b) for _, b in renamed] == ["log.jsonl"]
+    log.scalars(25, {"a": 9.0})
+    log.close()
+    lines = (tmp_path / "log.jsonl").read_text().splitlines()
+    assert lines == ['{"iter": 10, "a": 1}', '{"iter": 20, "a": 2}', '{"iter": 25, "a": 9.0}']
