@@ -18,6 +18,7 @@ RUNS = {
     "dst": ["dst", *TINY, "--method", "rigl", "--density", "0.2", "--delta-t", "5"],
     "supermask": ["supermask", *TINY],
     "seeds": ["imp", *TINY, "--rounds", "1", "--seeds", "2"],
+    "sweep": ["sweep", "imp", "--vary", "rate=0.2,0.3", *TINY, "--rounds", "1"],
 }
 # the commands that read a finished run, beside resuming it ({run}: its folder)
 READERS = {
@@ -25,6 +26,7 @@ READERS = {
     "dst": [["show", "{run}"]],
     "supermask": [["show", "{run}"]],
     "seeds": [["show", "{run}"]],
+    "sweep": [["show", "{run}"], ["runs", "{run}"]],
 }
 
 
@@ -116,6 +118,8 @@ def _cases():
         "supermask": ["config.json", "summary.json", "final.safetensors", "mask.safetensors", "result.json"],
         "seeds": ["config.json", "summary.json", "seed_1/config.json", "seed_1/round_01/final.safetensors"]
         + ["seed_1/round_01/metrics.json", "seed_1/summary.json"],
+        "sweep": ["config.json", "sweep.json", "rate=0.2/config.json", "rate=0.2/summary.json"]
+        + ["rate=0.3/seed_0/round_01/final.safetensors", "rate=0.3/seed_0/summary.json"],
     }
     for kind, names in files.items():
         for name in names:

@@ -264,3 +264,10 @@ def test_a_where_value_may_hold_an_equals_sign():
     entry = {"config": {"source": "runs/s/method=rigl/seed_0"}, "settings": {}}
     assert matches(entry, ["source=runs/s/method=rigl/seed_0"])
     assert not matches(entry, ["source=runs/s/method=set/seed_0"])
+
+
+def test_a_sweep_whose_files_have_the_wrong_shape_is_damaged_not_a_traceback(tmp_path):
+    d = run(tmp_path / "s", "sweep", {"experiment": "dst", "fixed": DST, "axes": [["method", ["set"]]]})
+    put(d, "sweep.json", {"points": 7})
+    e = describe(d, tmp_path)
+    assert (e["kind"], e["state"]) == ("sweep", "damaged") and "not of its kind's shape" in e["reason"]

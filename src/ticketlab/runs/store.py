@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..io import read_json, read_json_or_none
+from .check import READ_ERRORS
 from .experiment import experiments
 from .rundir import CONFIG_FILE
 from .seeds import KIND as SEEDS
@@ -57,7 +58,17 @@ def _damaged(run: Path, root: Path, reason: str) -> dict:
 
 def describe(run: Path, root: Path) -> dict | None:
     """One entry of the store, or None when ``run`` is not a ticketlab run directory. A folder whose
-    config.json or summary.json cannot be read is listed as ``damaged``, with the reason."""
+    config.json, summary.json or sweep.json cannot be read is listed as ``damaged``, with the reason."""
+    try:
+        return _describe(run, root)
+    except READ_ERRORS:
+        rec = run_record(run) or {}
+        return _damaged(run, root, "config.json, summary.json or sweep.json is not of its kind's shape") | {
+            "kind": str(rec.get("kind", "?"))
+        }
+
+
+def _describe(run: Path, root: Path) -> dict | None:
     rec = run_record(run)
     if rec is None:
         if not (run / CONFIG_FILE).is_file():
