@@ -322,3 +322,10 @@ def test_a_label_beyond_any_sane_class_count_is_refused_before_anything_is_alloc
     a["y_train"][3] = mod.MAX_CLASSES - 1  # at the cap: accepted (checked up to the allocation)
     with pytest.raises(pytest.fail.Exception, match="allocated a dataset"):
         from_arrays(**a)
+
+
+def test_own_arrays_are_named_where_datasets_are_listed_and_where_an_unknown_one_is_refused(tmp_path, capsys):
+    with pytest.raises(UserError, match=r"unknown dataset 'nope'; choose one of: .*digits.*, or npz:PATH for your own"):
+        load_dataset("nope")
+    assert main(["list"]) == 0
+    assert "npz:PATH (your own arrays)" in capsys.readouterr().out

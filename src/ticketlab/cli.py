@@ -79,7 +79,7 @@ def list_main(ns) -> int:
     table = commands.entries()
     print("commands: " + ", ".join(n + (f" ({e.plugin})" if e.plugin else "") for n, e in table.items()))
     print("models:   " + ", ".join(MODELS.names()))
-    print("datasets: " + ", ".join(DATASETS.names()))
+    print("datasets: " + ", ".join(DATASETS.names()) + ", npz:PATH (your own arrays)")
     print("presets:  " + ", ".join(PRESETS))
     print("criteria: " + ", ".join(CRITERIA.names()))
     print("pruners:  " + ", ".join(PRUNERS.names()))

@@ -11,8 +11,9 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str):
-        self.kind = kind
+    def __init__(self, kind: str, hint: str = ""):
+        """``hint`` ends the unknown-name message (a way to name something not registered)."""
+        self.kind, self.hint = kind, hint
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -30,7 +31,8 @@ class Registry(Generic[T]):
         try:
             return self._items[name]
         except KeyError:
-            raise UserError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(sorted(self._items))}") from None
+            names = ", ".join(sorted(self._items))
+            raise UserError(f"unknown {self.kind} {name!r}; choose one of: {names}{self.hint}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -2,4 +2,4 @@
 
 from ..registry import Registry
 
-DATASETS: Registry = Registry("dataset")
+DATASETS: Registry = Registry("dataset", hint=", or npz:PATH for your own arrays (x_train, y_train, x_test, y_test)")
