@@ -302,3 +302,12 @@ def test_cifar_presets_run_on_cifar_shaped_arrays_with_open_lths_settings(tmp_pa
         assert c["exclude_counts"] == "all" and "fc.weight" not in mask
     else:
         assert "fc.weight" in mask
+
+
+def test_a_mistyped_flag_is_answered_with_the_nearest_flag_and_the_commands_help(capsys):
+    code = main(["imp", "--iteratons", "5"])
+    one_line_exit_2(code, capsys.readouterr().err, "did you mean --iterations? (see `ticketlab imp --help`)")
+    code = main(["dst", "--zzzzzz", "5"])
+    err = capsys.readouterr().err
+    one_line_exit_2(code, err, "unrecognized arguments: --zzzzzz 5 (see `ticketlab dst --help`)")
+    assert "did you mean" not in err

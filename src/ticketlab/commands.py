@@ -17,6 +17,7 @@ the ``ticketlab.commands`` group (``name = "package.module:OBJECT"``).
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
 import importlib
 import sys
@@ -328,8 +329,14 @@ def help_of(e: Entry) -> str:
 
 
 class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, exit 2, no usage dump
-        raise UserError(f"{message} (see `{self.prog} --help`)")
+    def error(self, message: str):  # one line, exit 2, no usage dump; a mistyped flag gets its nearest flags
+        hint = ""
+        if message.startswith("unrecognized arguments:"):
+            flags = [o for a in self._actions for o in a.option_strings if o.startswith("--")]
+            given = [w.split("=", 1)[0] for w in message.split(":", 1)[1].split() if w.startswith("--")]
+            near = [m for g in given for m in difflib.get_close_matches(g, flags, n=1, cutoff=0.75)]
+            hint = f"; did you mean {' or '.join(dict.fromkeys(near))}?" if near else ""
+        raise UserError(f"{message}{hint} (see `{self.prog} --help`)")
 
 
 def command_parser(e: Entry, obj=None) -> Parser:

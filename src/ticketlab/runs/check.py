@@ -21,6 +21,7 @@ from ..io import read_json, read_json_or_none
 
 CONFIG_FILE = "config.json"
 NUMBERS = (int, float)
+OBJECTS = ("summary.json", "sweep.json", "results.json")  # the engine's files that hold one JSON object (others: any)
 # kind -> a function that reads a summary.json of that kind whole (its table and headline): what a finished run
 # hands back as it is, so a damaged one is refused rather than printed. Filled by runs.experiment.register.
 SUMMARY_CHECKS: dict[str, Callable[[dict], object]] = {}
@@ -79,7 +80,7 @@ def check_json(path: Path) -> object:
             raise UserError(f"{path} is not a ticketlab run config; restore it, or use another --out")
     elif path.name in ("metrics.json", "result.json"):
         check_record(path, obj)
-    elif not isinstance(obj, dict):
+    elif path.name in OBJECTS and not isinstance(obj, dict):
         raise UserError(f"{path} is damaged (not a JSON object); delete it to recompute it")
     elif path.name == "summary.json":
         rec = read_json_or_none(path.parent / CONFIG_FILE)
