@@ -52,6 +52,16 @@ def clear_optimizer_state_(
 
 
 class MaskEnforcer:
+    """Keeps ``model``'s pruned weights at exactly zero (or at ``frozen``'s held values) through training: call
+    ``step()`` in place of ``optimizer.step()``, or ``attach()`` once to do it through the optimizer's hooks.
+    Pruned weights' gradients are zeroed before each step; with an elementwise optimizer (SGD, momentum, Adam,
+    weight decay) and its state cleared at pruned positions (``clear_optimizer_state_``, when a mask is set) the
+    step cannot move them. ``after_step`` also multiplies the weights by the mask after the step (needed for
+    held values).
+
+    >>> enforcer = MaskEnforcer(model, mask, optimizer).attach()  # then train as usual
+    """
+
     def __init__(
         self,
         model: nn.Module,

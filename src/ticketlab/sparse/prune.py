@@ -75,6 +75,8 @@ def global_prune(scores: dict[str, torch.Tensor], mask: Mask, density: float, ge
 
 
 def magnitude_scores(weights: dict[str, torch.Tensor], names) -> dict[str, torch.Tensor]:
+    """|w| per prunable tensor: the score magnitude pruning keeps the largest of. ``names`` lists the tensors to
+    score (any iterable of names; a mask ``{name: bool tensor}`` iterates over its names)."""
     return {n: weights[n].detach().abs() for n in names}
 
 
