@@ -96,6 +96,11 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: d
     _atomic_write(Path(path), lambda tmp: save_file(flat, tmp, metadata=metadata))
 
 
+def first_non_finite(tensors) -> str | None:
+    """The name of the first floating tensor of ``tensors`` ((name, tensor) pairs) holding a NaN or inf."""
+    return next((k for k, v in tensors if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+
+
 def load_tensors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.exists():

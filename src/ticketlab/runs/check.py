@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..errors import UserError
-from ..io import read_json, read_json_or_none
+from ..io import first_non_finite, read_json, read_json_or_none
 
 CONFIG_FILE = "config.json"
 NUMBERS = (int, float)
@@ -114,6 +114,15 @@ def check_record(path: Path, obj: object) -> None:
         raise UserError(f"{path} is damaged (not a training record of this shape); delete it to retrain")
 
 
+def _weights(f, checkpoint: bool) -> Iterator[tuple[str, torch.Tensor]]:
+    """Every tensor of the open file ``f`` read one at a time (a damaged one fails here), the weights yielded (a
+    checkpoint's optimizer state may hold any value)."""
+    for k in f.keys():
+        t = f.get_tensor(k)
+        if not checkpoint or k.startswith("model."):
+            yield k, t
+
+
 def check_tensors(path: Path) -> None:
     """``path`` loads as safetensors and its weights are finite (a checkpoint's optimizer state may hold any
     value; its JSON metadata must parse)."""
@@ -121,15 +130,12 @@ def check_tensors(path: Path) -> None:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
             checkpoint = "iteration" in meta
-            for k in f.keys():
-                t = f.get_tensor(k)
-                if checkpoint and not k.startswith("model."):
-                    continue
-                if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                    raise UserError(
-                        f"{path} holds non-finite values (NaN or inf in {k}): a diverged training or a damaged "
-                        "file; delete it to recompute it (with a lower --lr if it diverged)"
-                    )
+            bad = first_non_finite(_weights(f, checkpoint))
+            if bad is not None:
+                raise UserError(
+                    f"{path} holds non-finite values (NaN or inf in {bad}): a diverged training or a damaged "
+                    "file; delete it to recompute it (with a lower --lr if it diverged)"
+                )
         if checkpoint:
             int(meta["iteration"])
             json.loads(meta["history"])

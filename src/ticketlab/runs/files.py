@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
-from ..io import load_tensors
+from ..io import first_non_finite, load_tensors
 from ..sparse import Mask
 
 
@@ -28,10 +28,10 @@ def fit_state(state: dict[str, torch.Tensor], model: nn.Module, path: Path) -> d
     ref = model.state_dict()
     if set(state) != set(ref) or any(state[k].shape != ref[k].shape for k in ref):
         raise UserError(f"{path} holds weights for a different model; delete it or use another --out")
-    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
+    bad = first_non_finite(state.items())
+    if bad is not None:
         raise UserError(
-            f"{path} holds non-finite weights (NaN or inf in {bad[0]}): a diverged training or a damaged file; "
+            f"{path} holds non-finite weights (NaN or inf in {bad}): a diverged training or a damaged file; "
             "delete it to retrain it (with a lower --lr if it diverged)"
         )
     dev = next(model.parameters()).device
