@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo lint format test test-slow test-random mutation mutation-sample mutation-score bench install clean
+.PHONY: docs docs-serve demo lint format test test-slow test-random mutation mutation-sample mutation-score bench install clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,3 +81,10 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs/demo
+
+# The docs site (mkdocs.yml): strict, so a broken link, anchor or API reference fails the build.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --dev-addr 127.0.0.1:8000

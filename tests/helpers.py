@@ -98,3 +98,22 @@ def fault_env(marker: Path) -> dict:
 def arm_fault(monkeypatch, marker: Path) -> None:
     for k, v in fault_env(marker).items():
         monkeypatch.setenv(k, v)
+
+
+# Chromium's flags on a closed network: no sandbox (root in CI), and none of its own background requests.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+def chromium():
+    """(playwright.sync_api, the chromium executable): Debian's headless Chromium (.ci/run installs it), driven
+    by Playwright; the browser tests skip, saying why, without either."""
+    import shutil
+
+    import pytest
+
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    exe = os.environ.get("TICKETLAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        pytest.skip("no chromium here: apt-get install chromium (the browser tests skip without it)")
+    return sync_api, exe

@@ -86,9 +86,9 @@ def test_pruning_is_global_by_magnitude_to_the_exact_density_and_holds():
         opt.step()
         dw.step()
         if dw.pruned:
-            kept = sum(int(m.sum()) for m in dw.masks)
+            kept = sum(int(m.sum()) for m in dw.mask_list)
             assert kept == round(0.25 * (64 * 16 + 16 * 10))
-            for p, m in zip(dw.params, dw.masks):
+            for p, m in zip(dw.params, dw.mask_list):
                 assert torch.count_nonzero(p[~m]) == 0
     assert dw.pruned
 
@@ -234,8 +234,8 @@ def test_the_updater_state_round_trips_into_a_fresh_one():
     assert json.loads(meta)["method"] == "deadwooding"  # the checkpoint names its method
     fresh, *_ = _dw(prune_step=1, density=0.3)
     fresh.load_state_dict(tensors, meta)
-    assert all(torch.equal(a, b) for a, b in zip(fresh.masks, dw.masks))
-    assert all(torch.equal(a, m.float()) for a, m in zip(fresh._float, dw.masks))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.mask_list, dw.mask_list))
+    assert all(torch.equal(a, m.float()) for a, m in zip(fresh._float, dw.mask_list))
     assert (fresh.step_count, fresh.pruned, fresh.log, fresh.lam, fresh._sum, fresh._n) == (
         dw.step_count,
         dw.pruned,

@@ -85,7 +85,7 @@ def test_gradual_pruner_state_round_trips():
         a.step()
     b = GradualPruner(_net(), torch.optim.SGD(_net().parameters(), lr=0.1), ["0.weight"], PRUNERS.get("random"), **kw)
     b.load_state_dict(*a.state_dict())
-    assert b.step_count == 6 and b.log == a.log and torch.equal(b.masks[0], a.masks[0])
+    assert b.step_count == 6 and b.log == a.log and torch.equal(b.mask_list[0], a.mask_list[0])
 
 
 def test_the_pruners_checkpoint_names_its_method_and_schedule_position():
@@ -147,7 +147,7 @@ def test_layerwise_steps_keep_each_layers_share_and_an_n_m_pattern_keeps_n_of_ev
         steps=1,
         **kw,
     )
-    assert [int(m.sum()) for m in lay.masks] == [32, 16]  # a quarter of 128 and of 64
+    assert [int(m.sum()) for m in lay.mask_list] == [32, 16]  # a quarter of 128 and of 64
     nm = GradualPruner(
         _net(),
         torch.optim.SGD(_net().parameters(), lr=0.1),
@@ -160,7 +160,7 @@ def test_layerwise_steps_keep_each_layers_share_and_an_n_m_pattern_keeps_n_of_ev
         **kw,
     )
     # step densities 0.648, 0.519, 0.5: round(4 d) = 3, then 2 of each group of 4 (never below N = 2)
-    groups = lambda: nm.masks[0].view(16, 2, 4).sum(-1)  # noqa: E731
+    groups = lambda: nm.mask_list[0].view(16, 2, 4).sum(-1)  # noqa: E731
     assert (groups() == 3).all()
     for _ in range(6):
         nm.step()
@@ -192,10 +192,10 @@ def test_a_step_scores_the_pruned_model_and_clears_the_removed_weights_state():
         batches=lambda k: [(x, y)],
     )
     w = net[0].weight
-    assert seen == [0] and torch.count_nonzero(opt.state[w]["exp_avg"][~pr.masks[0]]) == 0
+    assert seen == [0] and torch.count_nonzero(opt.state[w]["exp_avg"][~pr.mask_list[0]]) == 0
     pr.step()  # iteration 1 = round(0.25 x 4): the second step sees the first's zeros
     assert seen == [0, 128 - int(round(128 * (0.25 + 0.75 * 0.5**3)))]  # the zeros of the first step's mask
-    assert int(pr.masks[0].sum()) == 32
+    assert int(pr.mask_list[0].sum()) == 32
 
 
 def test_without_after_step_the_weights_are_not_remultiplied_and_flops_follow_the_density():
@@ -217,7 +217,7 @@ def test_without_after_step_the_weights_are_not_remultiplied_and_flops_follow_th
     with torch.no_grad():
         net[0].weight.add_(1.0)  # writes into pruned places: only the multiply after a step would undo it
     pr.step()
-    assert (net[0].weight[~pr.masks[0]] != 0).all()
+    assert (net[0].weight[~pr.mask_list[0]] != 0).all()
     # forward FLOPs of the pruned net: 2 per kept weight (multiply-add) plus the biases, 3 passes per step
     fwd = pr._fwd
     assert fwd > 0 and pr.flops_per_example == 3 * fwd
@@ -262,12 +262,12 @@ def test_the_pre_step_hook_masks_gradients_until_detached():
     )
     F.cross_entropy(net(x), y).backward()
     opt.step()
-    assert torch.count_nonzero(net[0].weight[~pr.masks[0]]) == 0
+    assert torch.count_nonzero(net[0].weight[~pr.mask_list[0]]) == 0
     pr.detach()
     opt.zero_grad()
     F.cross_entropy(net(x), y).backward()
     opt.step()
-    assert torch.count_nonzero(net[0].weight[~pr.masks[0]]) > 0
+    assert torch.count_nonzero(net[0].weight[~pr.mask_list[0]]) > 0
 
 
 @pytest.mark.parametrize(

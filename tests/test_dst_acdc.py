@@ -28,7 +28,7 @@ def test_dense_phases_train_every_weight_and_sparse_phases_hold_an_exact_global_
         x, y = torch.randn(32, 1, 16, generator=g), torch.randint(0, 10, (32,), generator=g)
         if step == 10:  # the first compression just happened: the mask is the global top-|w|
             w = torch.cat([p.detach().abs().flatten() for p in t.params])
-            kept = torch.cat([m.flatten() for m in t.masks])
+            kept = torch.cat([m.flatten() for m in t.mask_list])
             assert int(kept.sum()) == round(0.1 * n)
             assert w[kept].min() >= w[~kept].max()
         opt.zero_grad()
@@ -36,13 +36,15 @@ def test_dense_phases_train_every_weight_and_sparse_phases_hold_an_exact_global_
         opt.step()
         t.step()
         if t.sparse_phase():
-            assert sum(int(m.sum()) for m in t.masks) == round(0.1 * n)
-            assert all(torch.count_nonzero(p[~m]) == 0 for p, m in zip(t.params, t.masks))
-            assert all(torch.count_nonzero(opt.state[p]["momentum_buffer"][~m]) == 0 for p, m in zip(t.params, t.masks))
+            assert sum(int(m.sum()) for m in t.mask_list) == round(0.1 * n)
+            assert all(torch.count_nonzero(p[~m]) == 0 for p, m in zip(t.params, t.mask_list))
+            assert all(
+                torch.count_nonzero(opt.state[p]["momentum_buffer"][~m]) == 0 for p, m in zip(t.params, t.mask_list)
+            )
         else:
-            assert all(bool(m.all()) for m in t.masks)
+            assert all(bool(m.all()) for m in t.mask_list)
     # the last dense phase trained weights that are pruned again at the end
-    assert sum(int(m.sum()) for m in t.masks) == round(0.1 * n)
+    assert sum(int(m.sum()) for m in t.mask_list) == round(0.1 * n)
 
 
 def test_flops_count_dense_phases_at_dense_cost():

@@ -46,15 +46,15 @@ def test_drop_and_grow_keep_every_layer_count_exact_and_pruned_weights_zero(meth
         drop_fraction=0.5,
         after_step=after_step,
     )
-    counts = [int(m.sum()) for m in t.masks]
-    assert sum(counts) == round(0.2 * sum(m.numel() for m in t.masks))
+    counts = [int(m.sum()) for m in t.mask_list]
+    assert sum(counts) == round(0.2 * sum(m.numel() for m in t.mask_list))
     changed = []
 
     def check():
-        assert [int(m.sum()) for m in t.masks] == counts
-        for p, m in zip(t.params, t.masks):
+        assert [int(m.sum()) for m in t.mask_list] == counts
+        for p, m in zip(t.params, t.mask_list):
             assert torch.count_nonzero(p[~m]) == 0
-        changed.append([m.clone() for m in t.masks])
+        changed.append([m.clone() for m in t.mask_list])
 
     run(t, model, opt, 120, check)
     moved = any(not torch.equal(a, b) for a, b in zip(changed[0], changed[-1]))
@@ -75,9 +75,9 @@ def test_regrown_weights_start_at_zero_with_reset_optimizer_state(opt_name):
     real_update = t.update
 
     def spy(step, fraction):
-        before = [m.clone() for m in t.masks]
+        before = [m.clone() for m in t.mask_list]
         real_update(step, fraction)
-        for p, old, new in zip(t.params, before, t.masks):
+        for p, old, new in zip(t.params, before, t.mask_list):
             grown, dropped = new & ~old, old & ~new
             seen["grown"] += int(grown.sum())
             assert torch.count_nonzero(p[grown | dropped]) == 0
@@ -88,7 +88,7 @@ def test_regrown_weights_start_at_zero_with_reset_optimizer_state(opt_name):
     t.update = spy
 
     def state_zero_where_pruned():
-        for p, m in zip(t.params, t.masks):
+        for p, m in zip(t.params, t.mask_list):
             assert torch.count_nonzero(p[~m]) == 0
             for value in opt.state[p].values():
                 if torch.is_tensor(value) and value.shape == p.shape:
@@ -116,7 +116,7 @@ def one_update(method):
         end_fraction=1.0,
     )
     x, y = next(batches(1))
-    before = [m.clone() for m in t.masks]
+    before = [m.clone() for m in t.mask_list]
     opt.zero_grad()
     F.cross_entropy(model(x), y).backward()
     grads = [p.grad.abs().clone() for p in t.params]
@@ -127,7 +127,7 @@ def one_update(method):
 
 def test_rigl_grows_where_the_dense_gradient_is_largest():
     t, before, grads = one_update("rigl")
-    for g, old, new, _p in zip(grads, before, t.masks, t.params):
+    for g, old, new, _p in zip(grads, before, t.mask_list, t.params):
         grown = new & ~old
         k = int(old.sum()) // 2
         keep = new & old
@@ -144,7 +144,7 @@ def test_set_growth_is_seeded_and_deterministic():
         t = dst.make("set", model, opt, density=0.2, total_steps=50, delta_t=10, seed=seed)
         torch.manual_seed(global_seed)  # growth must not draw from the global RNG
         run(t, model, opt, 50)
-        return t.masks
+        return t.mask_list
 
     a, b, c = masks(1), masks(1, global_seed=7), masks(2)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
@@ -155,8 +155,8 @@ def test_training_flops_count_sparse_steps_and_rigl_dense_gradients():
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     t = dst.make("rigl", model, opt, density=0.2, total_steps=40, delta_t=10, end_fraction=1.0)
-    kept = sum(int(m.sum()) for m in t.masks)
-    dense = sum(m.numel() for m in t.masks)
+    kept = sum(int(m.sum()) for m in t.mask_list)
+    dense = sum(m.numel() for m in t.mask_list)
     run(t, model, opt, 40)
     # an MLP uses each weight once per example: sparse forward 2*kept, dense 2*dense
     updates = 3  # after steps 10, 20, 30
@@ -191,7 +191,7 @@ def test_state_dict_round_trip_resumes_bitwise():
     snapshot = (copy.deepcopy(m.state_dict()), copy.deepcopy(o.state_dict()), t.state_dict())
     m2, _, t2 = train(60 - 23, resume_from=snapshot)
     assert all(torch.equal(a, b) for a, b in zip(ref_model.state_dict().values(), m2.state_dict().values()))
-    assert all(torch.equal(a, b) for a, b in zip(ref_t.masks, t2.masks))
+    assert all(torch.equal(a, b) for a, b in zip(ref_t.mask_list, t2.mask_list))
     assert ref_t.flops_per_example == t2.flops_per_example
 
 
@@ -225,7 +225,7 @@ def test_layer_counts_are_literal_with_the_leftover_to_the_largest_fraction():
         total_steps=10,
     )
     # shares 204.8, 409.6, 64.0 -> floors 204, 409, 64; round(3392 x 0.2) = 678: one more to the .8
-    assert [int(m.sum()) for m in t.masks] == [205, 409, 64]
+    assert [int(m.sum()) for m in t.mask_list] == [205, 409, 64]
     assert t.names == ["1.weight", "3.weight", "5.weight"] and t.mask.keys() == {"1.weight", "3.weight", "5.weight"}
 
 
@@ -245,10 +245,10 @@ def test_an_update_drops_the_smallest_active_weights_and_grows_as_many_elsewhere
         end_fraction=1.0,
         seed=1,
     )
-    before = [m.clone() for m in t.masks]
+    before = [m.clone() for m in t.mask_list]
     weights = [p.detach().abs().clone() for p in t.params]
     run(t, model, opt, 1)
-    for old, new, w in zip(before, t.masks, weights):
+    for old, new, w in zip(before, t.mask_list, weights):
         active = int(old.sum())
         k = int(active * 0.25)  # floor
         survivors = torch.topk(torch.where(old, w, torch.full_like(w, -1.0)).flatten(), active - k).indices
@@ -267,7 +267,7 @@ def test_set_grows_at_random_where_rigl_follows_the_gradient():
         t, before, g = one_update(method)
         # mean rank (0 = smallest) of the grown positions' gradients among all positions not kept
         out = []
-        for gr, old, new in zip(g, before, t.masks):
+        for gr, old, new in zip(g, before, t.mask_list):
             grown, pool = new & ~old, ~(new & old)
             ranks = gr[pool].argsort().argsort().float() / pool.sum()
             out.append(float(ranks[grown[pool]].mean()))
@@ -300,7 +300,7 @@ def test_flops_need_the_input_shape_learned_on_the_first_forward():
     assert t.forward_flops(dense=True) == 0.0  # nothing run yet: no input shape
     run(t, model, opt, 2)
     assert t.forward_flops(dense=True) == 2 * (1024 + 2048 + 320)
-    assert t.forward_flops() == 2 * sum(int(m.sum()) for m in t.masks)
+    assert t.forward_flops() == 2 * sum(int(m.sum()) for m in t.mask_list)
     assert t.flops_per_example == 2 * 3 * t.forward_flops()  # the shape is learned in the first forward
     shaped = dst.make(
         "static", mlp(), torch.optim.SGD(mlp().parameters(), lr=0.05), density=0.5, total_steps=5, input_shape=(1, 16)
@@ -320,7 +320,7 @@ def test_detach_removes_the_gradient_hook():
     opt.zero_grad()
     F.cross_entropy(model(x), y).backward()
     opt.step()
-    assert any(torch.count_nonzero(p[~m]) > 0 for p, m in zip(t.params, t.masks))
+    assert any(torch.count_nonzero(p[~m]) > 0 for p, m in zip(t.params, t.mask_list))
 
 
 def test_state_dict_carries_every_counter_and_names_both_methods_when_refused():
@@ -341,7 +341,7 @@ def test_state_dict_carries_every_counter_and_names_both_methods_when_refused():
     )
     fresh.load_state_dict(tensors, meta)
     assert fresh.step_count == 12 and fresh.extra_flops == 1234.5 and fresh.flops_per_example == t.flops_per_example
-    assert all(torch.equal(a, b) and b.dtype == torch.bool for a, b in zip(t.masks, fresh.masks))
+    assert all(torch.equal(a, b) and b.dtype == torch.bool for a, b in zip(t.mask_list, fresh.mask_list))
     assert fresh.forward_flops() == t.forward_flops() and fresh.training_flops(10) == t.training_flops(10)
     assert t.training_flops(10) == t.flops_per_example * 10 + 1234.5
     with pytest.raises(UserError, match="sparse-trainer state is for 'set', not 'static'"):
@@ -364,9 +364,9 @@ def test_constructor_checks_and_options():
     with pytest.raises(UserError, match="^parameters not in the model: x0, x1, x2$"):  # the first three
         dst.make("static", model, opt, names=["x0", "x1", "x2", "x3"], total_steps=10)
     t = dst.make("static", model, opt, density=0.5, names=["3.weight"], total_steps=10, overrides={"3.weight": 0.25})
-    assert t.names == ["3.weight"] and [int(m.sum()) for m in t.masks] == [512]
+    assert t.names == ["3.weight"] and [int(m.sum()) for m in t.mask_list] == [512]
     full = dst.make("static", mlp(), torch.optim.SGD(mlp().parameters(), lr=0.1), density=1.0, total_steps=10)
-    assert all(m.all() for m in full.masks) and full.distribution == "erk"
+    assert all(m.all() for m in full.mask_list) and full.distribution == "erk"
     # defaults are the schedule's unless given
     s = dst.make("set", mlp(), torch.optim.SGD(mlp().parameters(), lr=0.1), total_steps=1000).schedule
     assert (s.delta_t, s.drop_fraction, s.decay, s.end_fraction) == (100, 0.3, "cosine", 0.75)
@@ -377,7 +377,7 @@ def test_initial_masks_depend_on_the_seed_only():
         model = mlp(model_seed)
         return dst.make(
             "static", model, torch.optim.SGD(model.parameters(), lr=0.1), density=0.2, seed=seed, total_steps=10
-        ).masks
+        ).mask_list
 
     a, b, c = masks(3, 0), masks(3, 1), masks(4, 0)
     assert all(torch.equal(x, y) for x, y in zip(a, b)) and not all(torch.equal(x, y) for x, y in zip(a, c))
@@ -394,10 +394,10 @@ def test_masks_are_pinned_so_stored_runs_resume_identically(method, after_update
     model = mlp()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     t = dst.make(method, model, opt, density=0.2, total_steps=40, delta_t=10)  # the default seed is 0
-    assert index_sums(t.masks) == [131364, 312773, 19391]
+    assert index_sums(t.mask_list) == [131364, 312773, 19391]
     torch.manual_seed(123)  # the global RNG plays no part
     run(t, model, opt, 10)
-    assert index_sums(t.masks) == after_update
+    assert index_sums(t.mask_list) == after_update
 
 
 @pytest.mark.parametrize("after_step", [True, False])
@@ -408,9 +408,9 @@ def test_the_after_step_pass_re_masks_weights_unless_turned_off(after_step):
     t = dst.make("static", model, opt, density=0.2, total_steps=10, **kw)
     run(t, model, opt, 1)
     with torch.no_grad():  # something outside the optimizer writes a pruned entry
-        t.params[0][~t.masks[0]] = 1.0
+        t.params[0][~t.mask_list[0]] = 1.0
     t.step()
-    assert bool((t.params[0][~t.masks[0]] == 0).all()) == after_step
+    assert bool((t.params[0][~t.mask_list[0]] == 0).all()) == after_step
 
 
 def test_an_update_of_a_small_layer_replaces_one_weight_and_unused_layers_grow_from_zero_gradients():
@@ -446,7 +446,7 @@ def test_an_update_of_a_small_layer_replaces_one_weight_and_unused_layers_grow_f
     # shares 20, 12.5, 5 -> floors 37 of round(37.5) = 38: out gets the leftover. fc: 20 active, drops 5;
     # out: 13, drops 3; spare: 5, drops 1
     assert ks == [(0, 5), (1, 3), (2, 1)]
-    assert [int(m.sum()) for m in t.masks] == [20, 13, 5]
+    assert [int(m.sum()) for m in t.mask_list] == [20, 13, 5]
     t.detach()  # after the first forward the shape hook is gone already
 
 
@@ -503,7 +503,7 @@ def test_ties_in_drop_and_growth_scores_are_broken_by_the_trainers_seed_alone():
         t._dense_grads = [torch.zeros_like(p) for p in t.params]  # every growth score ties
         torch.manual_seed(global_seed)
         t.update(1, 0.5)
-        return t.masks
+        return t.mask_list
 
     a, b = after_update(0), after_update(1)
     assert all(torch.equal(x, y) for x, y in zip(a, b))
@@ -533,7 +533,7 @@ def test_rigls_update_iteration_applies_no_optimizer_step(opt_name):
                 for n, p in model.named_parameters()
                 if p in opt.state
             }
-            masks = [m.clone() for m in t.masks]
+            masks = [m.clone() for m in t.mask_list]
             opt.zero_grad()
             F.cross_entropy(model(x), y).backward()
             opt.step()
@@ -543,7 +543,7 @@ def test_rigls_update_iteration_applies_no_optimizer_step(opt_name):
                 assert not torch.equal(params["1.bias"], before["1.bias"])
                 continue
             # iteration 5 is an update
-            assert any(not torch.equal(a, b) for a, b in zip(masks, t.masks))
+            assert any(not torch.equal(a, b) for a, b in zip(masks, t.mask_list))
             for n, p in params.items():
                 if n in t.names:
                     m = t.mask[n] & masks[t.names.index(n)]

@@ -71,7 +71,7 @@ def test_sim_mode_replaces_just_dropped_links_by_fresh_ones():
     model = nn.Sequential(nn.Linear(10, 10))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     t = dst.make("ctre", model, opt, density=0.3, total_steps=100, mode="sim")
-    old = t.masks[0]
+    old = t.mask_list[0]
     g = generator(0, "x")
     keep = old.clone()
     dropped_idx = old.nonzero()[:5]

@@ -40,7 +40,7 @@ def test_gmp_prunes_monotonically_to_the_exact_density_and_never_regrows(distrib
         input_shape=(16,),
     )
     g = torch.Generator().manual_seed(0)
-    prev = [m.clone() for m in t.masks]
+    prev = [m.clone() for m in t.mask_list]
     kept = []
     for _ in range(100):
         x, y = torch.randn(8, 16, generator=g), torch.randint(0, 10, (8,), generator=g)
@@ -48,17 +48,17 @@ def test_gmp_prunes_monotonically_to_the_exact_density_and_never_regrows(distrib
         F.cross_entropy(model(x), y).backward()
         opt.step()
         t.step()
-        assert all((m <= p).all() for m, p in zip(t.masks, prev))  # never regrows
-        for p, m in zip(t.params, t.masks):
+        assert all((m <= p).all() for m, p in zip(t.mask_list, prev))  # never regrows
+        for p, m in zip(t.params, t.mask_list):
             assert torch.count_nonzero(p[~m]) == 0
-        prev = [m.clone() for m in t.masks]
-        kept.append(sum(int(m.sum()) for m in t.masks))
+        prev = [m.clone() for m in t.mask_list]
+        kept.append(sum(int(m.sum()) for m in t.mask_list))
     n = 16 * 32 + 32 * 10
     assert kept[8] == n  # dense until step 10
     assert kept[29] == pytest.approx(n * cubic_density(30, 10, 50, 0.2), abs=2)
     assert kept[-1] == round(0.2 * n) and kept[49] == kept[-1]
     if distribution == "uniform":
-        assert [int(m.sum()) for m in t.masks] == [round(0.2 * 512), round(0.2 * 320)]
+        assert [int(m.sum()) for m in t.mask_list] == [round(0.2 * 512), round(0.2 * 320)]
 
 
 def test_gmp_run_reports_flops_between_sparse_and_dense(tmp_path):
@@ -99,13 +99,13 @@ def test_updates_come_every_delta_t_from_start_and_at_the_end():
 def test_the_net_starts_dense_and_each_update_lands_on_the_schedules_count():
     model = two_layers()
     t = gmp(model)
-    assert all(m.all() for m in t.masks)
+    assert all(m.all() for m in t.mask_list)
     t.update(30, 0.0)
     d = cubic_density(30, 10, 50, 0.2)
-    assert [int(m.sum()) for m in t.masks] == [round(d * 512), round(d * 320)]
-    kept_before = [m.clone() for m in t.masks]
+    assert [int(m.sum()) for m in t.mask_list] == [round(d * 512), round(d * 320)]
+    kept_before = [m.clone() for m in t.mask_list]
     t.update(40, 0.0)
-    assert all((m <= k).all() for m, k in zip(t.masks, kept_before))  # only active weights compete
+    assert all((m <= k).all() for m, k in zip(t.mask_list, kept_before))  # only active weights compete
 
 
 def test_each_update_keeps_the_largest_magnitudes_of_the_active_weights():
@@ -115,7 +115,7 @@ def test_each_update_keeps_the_largest_magnitudes_of_the_active_weights():
         model[0].weight.copy_(torch.arange(512, dtype=torch.float32).view(32, 16) - 256)  # |w| known
     t.update(50, 0.0)  # final density: 102 of 512 kept in layer 0
     w = model[0].weight.detach().abs().flatten()
-    kept = t.masks[0].flatten()
+    kept = t.mask_list[0].flatten()
     assert int(kept.sum()) == round(0.2 * 512) and w[kept].min() >= w[~kept].max()
 
 
@@ -127,7 +127,7 @@ def test_global_gmp_ranks_every_layer_together():
         model[2].weight.uniform_(-1, 1)
     t.update(50, 0.0)
     n = round(0.2 * (512 + 320))
-    assert int(t.masks[0].sum()) == min(512, n) and int(t.masks[1].sum()) == n - min(512, n)
+    assert int(t.mask_list[0].sum()) == min(512, n) and int(t.mask_list[1].sum()) == n - min(512, n)
 
 
 def test_er_gmp_gives_layers_their_er_shares():
@@ -136,8 +136,8 @@ def test_er_gmp_gives_layers_their_er_shares():
     t = gmp(two_layers(), distribution="er")
     t.update(50, 0.0)
     want = layer_counts({"0.weight": (32, 16), "2.weight": (10, 32)}, 0.2, "er")
-    assert [int(m.sum()) for m in t.masks] == [want["0.weight"], want["2.weight"]]
-    assert int(t.masks[0].sum()) != round(0.2 * 512)  # not uniform
+    assert [int(m.sum()) for m in t.mask_list] == [want["0.weight"], want["2.weight"]]
+    assert int(t.mask_list[0].sum()) != round(0.2 * 512)  # not uniform
 
 
 def test_an_empty_window_jumps_to_the_final_density():
@@ -153,7 +153,7 @@ def test_ties_among_equal_magnitudes_are_broken_by_the_seeded_generator_not_the_
             model[0].weight.fill_(0.5)  # every weight of layer 0 tied
         torch.manual_seed(global_seed)
         t.update(50, 0.0)
-        return t.masks[0].clone()
+        return t.mask_list[0].clone()
 
     a = pruned(0, 0)
     assert int(a.sum()) == round(0.2 * 512)
@@ -170,7 +170,7 @@ def test_global_ties_are_broken_by_the_seeded_generator_not_the_global_one():
                 p.fill_(0.5)  # every prunable weight tied
         torch.manual_seed(global_seed)
         t.update(50, 0.0)
-        return torch.cat([m.flatten() for m in t.masks]).clone()
+        return torch.cat([m.flatten() for m in t.mask_list]).clone()
 
     a = pruned(0, 0)
     assert int(a.sum()) == round(0.2 * (512 + 320))
@@ -202,4 +202,4 @@ def test_the_tie_breaks_are_the_runs_gmp_stream_at_that_step():
         generator(3, "gmp", 50),
     )
     t.update(50, 0.0)
-    assert all(torch.equal(m, want[n]) for n, m in zip(names, t.masks))
+    assert all(torch.equal(m, want[n]) for n, m in zip(names, t.mask_list))

@@ -26,17 +26,17 @@ def test_redistribution_follows_mean_momentum_and_growth_the_largest_momentum():
     model = nn.Sequential(nn.Linear(4, 4, bias=False), nn.Linear(4, 4, bias=False))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     t = dst.make("snfs", model, opt, density=0.5, distribution="uniform", total_steps=100, delta_t=10, input_shape=(4,))
-    assert [int(m.sum()) for m in t.masks] == [8, 8]
+    assert [int(m.sum()) for m in t.mask_list] == [8, 8]
     with torch.no_grad():
-        for i, (m, mo) in enumerate(zip(t.masks, t._mom)):
+        for i, (m, mo) in enumerate(zip(t.mask_list, t._mom)):
             mo.copy_(torch.where(m, torch.full_like(mo, 3.0 if i == 0 else 1.0), torch.zeros_like(mo)))
             # growth candidates: inactive positions get momentum rising with their index
             idx = torch.arange(16, dtype=mo.dtype).view(4, 4) / 100
             mo.add_(torch.where(m, torch.zeros_like(mo), idx))
-    before = [m.clone() for m in t.masks]
+    before = [m.clone() for m in t.mask_list]
     t.update(10, 0.5)
-    assert [int(m.sum()) for m in t.masks] == [10, 6]
-    grown0 = t.masks[0] & ~before[0]
+    assert [int(m.sum()) for m in t.mask_list] == [10, 6]
+    grown0 = t.mask_list[0] & ~before[0]
     inactive = (~before[0]).flatten().nonzero().flatten()
     assert set(grown0.flatten().nonzero().flatten().tolist()) <= set(inactive.tolist())
     assert int(grown0.sum()) >= 2  # new positions: the highest-momentum inactive ones
@@ -70,7 +70,7 @@ def test_momentum_accumulates_dense_gradients_of_pruned_weights_too():
     opt.step()
     t.step()
     assert torch.allclose(t._mom[0], g)
-    assert (t._mom[0][~t.masks[0]] != 0).any()
+    assert (t._mom[0][~t.mask_list[0]] != 0).any()
 
 
 def test_the_momentum_is_saved_and_restored_with_the_masks():
@@ -97,7 +97,7 @@ def test_the_momentum_is_saved_and_restored_with_the_masks():
     )
     fresh.load_state_dict(tensors, meta)
     assert all(torch.equal(a, b) for a, b in zip(fresh._mom, t._mom)) and fresh._mom[0].abs().sum() > 0
-    assert all(torch.equal(a, b) for a, b in zip(fresh.masks, t.masks))
+    assert all(torch.equal(a, b) for a, b in zip(fresh.mask_list, t.mask_list))
 
 
 def test_momentum_decays_by_mu_before_each_gradient_is_added():
@@ -140,11 +140,11 @@ def test_ties_in_the_prune_and_the_regrowth_are_broken_by_the_runs_seed():
         )
         t.set_masks([torch.arange(64).view(8, 8) % 2 == 0] * 2)  # the same masks whatever the seed drew
         with torch.no_grad():
-            for p, m in zip(t.params, t.masks):
+            for p, m in zip(t.params, t.mask_list):
                 p.copy_(m.float())  # every active magnitude tied; zero momentum: every regrowth candidate tied too
         torch.manual_seed(global_seed)
         t.update(10, 0.5)
-        return [m.clone() for m in t.masks]
+        return [m.clone() for m in t.mask_list]
 
     a = updated(0, 0)
     assert all(torch.equal(x, y) for x, y in zip(a, updated(0, 99)))
@@ -163,4 +163,4 @@ def test_the_defaults_and_a_given_distribution_reach_the_trainer():
     u = dst.make(
         "snfs", m, torch.optim.SGD(m.parameters(), lr=0.1), distribution="uniform", total_steps=100, input_shape=(16,)
     )
-    assert u.distribution == "uniform" and [int(k.sum()) for k in u.masks] == [round(0.1 * 512), round(0.1 * 320)]
+    assert u.distribution == "uniform" and [int(k.sum()) for k in u.mask_list] == [round(0.1 * 512), round(0.1 * 320)]

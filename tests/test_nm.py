@@ -336,14 +336,14 @@ def test_sparse_trainers_keep_every_group_at_n_through_drop_and_grow(method):
     g = torch.Generator().manual_seed(1)
     changed = False
     for _ in range(40):
-        before = [m.clone() for m in t.masks]
+        before = [m.clone() for m in t.mask_list]
         x, y = torch.randn(8, 16, generator=g), torch.randint(0, 8, (8,), generator=g)
         opt.zero_grad()
         F.cross_entropy(model(x), y).backward()
         opt.step()
         t.step()
-        changed |= any(not torch.equal(a, b) for a, b in zip(before, t.masks))
-        for p, m in zip(t.params, t.masks):
+        changed |= any(not torch.equal(a, b) for a, b in zip(before, t.mask_list))
+        for p, m in zip(t.params, t.mask_list):
             assert (m.reshape(m.shape[0], -1, 4).sum(-1) == 2).all()
             assert torch.count_nonzero(p[~m]) == 0
     assert changed is (method != "static")

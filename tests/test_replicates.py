@@ -260,8 +260,8 @@ def test_dynamic_sparse_replicates_each_drop_and_grow_as_alone(digits, method, o
     for r in range(3):
         ua, ub = made["a"][r], made["b"][r]
         assert ua.step_count == ub.step_count == 40 and ua.training_flops(60) == ub.training_flops(60)
-        assert all(torch.equal(x, y) for x, y in zip(ua.masks, ub.masks))
-        assert all(((p * ~m) == 0).all() for p, m in zip(ua.params, ua.masks))
+        assert all(torch.equal(x, y) for x, y in zip(ua.mask_list, ub.mask_list))
+        assert all(((p * ~m) == 0).all() for p, m in zip(ua.params, ua.mask_list))
         assert max((p - q).abs().max().item() for p, q in zip(a[r].parameters(), b[r].parameters())) < 1e-5
         assert abs(ra[r].history[-1]["test_acc"] - rb[r].history[-1]["test_acc"]) < 0.01
         assert all(

@@ -2,6 +2,7 @@
 
 import re
 
+import helpers
 import pytest
 from helpers import one_line_exit_2
 
@@ -221,17 +222,6 @@ def test_bad_paths_are_one_line_errors_and_write_nothing(tmp_path, capsys, setup
 
 
 # -- in a real browser: headless Chromium (Debian's; .ci/run installs it), driven by Playwright ---------------
-def chromium():
-    import os
-    import shutil
-
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-    exe = os.environ.get("TICKETLAB_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not exe:
-        pytest.skip("no chromium here: apt-get install chromium (the browser tests skip without it)")
-    return sync_api, exe
-
-
 def nonblank(png: bytes) -> tuple[float, int]:
     """(fraction of pixels that are not background white, number of distinct colours) of a screenshot."""
     import io
@@ -251,7 +241,7 @@ def test_the_page_renders_in_chromium_with_every_plot_visible_and_nothing_failin
     TICKETLAB_SCREENSHOT=FILE.png saves the top of the page (the README's screenshot)."""
     import os
 
-    sync_api, exe = chromium()
+    sync_api, exe = helpers.chromium()
     given = os.environ.get("TICKETLAB_REPORT_PATHS")
     paths = given.split(os.pathsep) if given else [runs / "imp-seeds", runs / "sweep", runs / "dst", runs / "imp"]
     page_file = build_report(paths, tmp_path / "report.html")

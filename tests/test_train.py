@@ -362,7 +362,7 @@ def test_a_sparse_trainer_built_on_the_loops_optimizer_runs_every_step(tiny_data
     )
     t = made["t"]
     assert t.optimizer is not None and t.step_count == 40 and r.iterations == 40
-    assert all(torch.count_nonzero(p[~m]) == 0 for p, m in zip(t.params, t.masks))
+    assert all(torch.count_nonzero(p[~m]) == 0 for p, m in zip(t.params, t.mask_list))
 
 
 class Updater:

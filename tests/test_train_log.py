@@ -72,7 +72,7 @@ def test_set_masks_records_the_fraction_of_kept_connections_that_are_new():
     model = torch.nn.Sequential(torch.nn.Linear(2, 2))
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
     t = SET(model, opt, density=0.5, total_steps=10, seed=0)
-    old = t.masks[0].clone()
+    old = t.mask_list[0].clone()
     new = old.clone().flatten()
     kept, free = torch.nonzero(new).flatten(), torch.nonzero(~new).flatten()
     new[kept[0]], new[free[0]] = False, True  # one of the 2 kept connections replaced

@@ -94,16 +94,23 @@ class Deadwooding:
         self.lam = {c: 0.0 for c in CONSTRAINTS}
         self._sum = {c: 0.0 for c in CONSTRAINTS}
         self._n = 0
-        self.masks = [torch.ones_like(p, dtype=torch.bool) for p in self.params]
-        self._float = [m.to(p.dtype) for m, p in zip(self.masks, self.params)]
+        self.mask_list = [torch.ones_like(p, dtype=torch.bool) for p in self.params]
+        self._float = [m.to(p.dtype) for m, p in zip(self.mask_list, self.params)]
         self.step_count, self.pruned, self.log = 0, False, []
         self._hook = optimizer.register_step_pre_hook(lambda *_: mask_grads_(self.params, self._float))
         if prune_step == 0:
             self.prune()
 
     @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """The current masks, ``{param name: bool tensor}`` (True = kept), as static masks are named;
+        ``mask_list`` holds the same tensors in parameter order."""
+        return dict(zip(self.names, self.mask_list))
+
+    @property
     def mask(self) -> dict[str, torch.Tensor]:
-        return dict(zip(self.names, self.masks))
+        """The same as ``masks``."""
+        return self.masks
 
     # ---- the Lagrangian --------------------------------------------------------------------------------
     def constraint_losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, it: int) -> dict:
@@ -160,8 +167,8 @@ class Deadwooding:
         """Global magnitude pruning of the prunable weights to the final density; optimizer state cleared."""
         scores = {n: p.detach().abs() for n, p in zip(self.names, self.params)}
         new = global_prune(scores, self.mask, self.final_density, generator(self.seed, "deadwood-prune"))
-        self.masks = [new[n].to(p.device) for n, p in zip(self.names, self.params)]
-        self._float = [m.to(p.dtype) for m, p in zip(self.masks, self.params)]
+        self.mask_list = [new[n].to(p.device) for n, p in zip(self.names, self.params)]
+        self._float = [m.to(p.dtype) for m, p in zip(self.mask_list, self.params)]
         clear_optimizer_state_(self.optimizer, self.params, self._float)
         with torch.no_grad():
             torch._foreach_mul_(self.params, self._float)
@@ -179,7 +186,7 @@ class Deadwooding:
         pass
 
     def state_dict(self) -> tuple[dict, str]:
-        tensors = {f"mask.{i}": m.cpu() for i, m in enumerate(self.masks)}
+        tensors = {f"mask.{i}": m.cpu() for i, m in enumerate(self.mask_list)}
         meta = {
             "method": self.method,
             "step_count": self.step_count,
@@ -193,8 +200,8 @@ class Deadwooding:
 
     def load_state_dict(self, tensors: dict, meta: str) -> None:
         m = json.loads(meta)
-        self.masks = [tensors[f"mask.{i}"].to(p.device).bool() for i, p in enumerate(self.params)]
-        self._float = [mk.to(p.dtype) for mk, p in zip(self.masks, self.params)]
+        self.mask_list = [tensors[f"mask.{i}"].to(p.device).bool() for i, p in enumerate(self.params)]
+        self._float = [mk.to(p.dtype) for mk, p in zip(self.mask_list, self.params)]
         self.step_count, self.pruned, self.log = m["step_count"], m["pruned"], m["log"]
         self.lam, self._sum, self._n = m["lam"], m["sum"], m["n"]
 

@@ -113,8 +113,8 @@ class GradualPruner:
         self.input_shape, self.passes = input_shape, passes_per_example
         self.after_step = after_step
         self.pattern = pattern  # (N, M): every step keeps max(N, round(M d)) of each group of M; the last, N
-        self.masks = [torch.ones(p.shape, dtype=torch.bool, device=p.device) for p in self.params]
-        self._float = [m.to(p.dtype) for m, p in zip(self.masks, self.params)]
+        self.mask_list = [torch.ones(p.shape, dtype=torch.bool, device=p.device) for p in self.params]
+        self._float = [m.to(p.dtype) for m, p in zip(self.mask_list, self.params)]
         self.step_count, self.done, self.log = 0, 0, []
         self.flops_per_example = 0.0
         self._fwd = self._forward_flops()
@@ -122,8 +122,15 @@ class GradualPruner:
         self._maybe_prune()
 
     @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """The current masks, ``{param name: bool tensor}`` (True = kept), as static masks are named;
+        ``mask_list`` holds the same tensors in parameter order."""
+        return dict(zip(self.names, self.mask_list))
+
+    @property
     def mask(self) -> dict[str, torch.Tensor]:
-        return dict(zip(self.names, self.masks))
+        """The same as ``masks``."""
+        return self.masks
 
     def _forward_flops(self) -> float:
         if self.input_shape is None:
@@ -147,8 +154,8 @@ class GradualPruner:
             new = global_prune(scores, self.mask, d, g)
         else:
             new = layerwise_prune(scores, self.mask, layer_densities(self.shapes, d, self.distribution), g)
-        self.masks = [new[n].to(p.device) for n, p in zip(self.names, self.params)]
-        self._float = [m.to(p.dtype) for m, p in zip(self.masks, self.params)]
+        self.mask_list = [new[n].to(p.device) for n, p in zip(self.names, self.params)]
+        self._float = [m.to(p.dtype) for m, p in zip(self.mask_list, self.params)]
         clear_optimizer_state_(self.optimizer, self.params, self._float)
         with torch.no_grad():
             torch._foreach_mul_(self.params, self._float)
@@ -169,7 +176,7 @@ class GradualPruner:
         pass
 
     def state_dict(self) -> tuple[dict, str]:
-        tensors = {f"mask.{i}": m.cpu() for i, m in enumerate(self.masks)}
+        tensors = {f"mask.{i}": m.cpu() for i, m in enumerate(self.mask_list)}
         meta = {
             "method": self.method,
             "step_count": self.step_count,
@@ -181,8 +188,8 @@ class GradualPruner:
 
     def load_state_dict(self, tensors: dict, meta: str) -> None:
         m = json.loads(meta)
-        self.masks = [tensors[f"mask.{i}"].to(p.device).bool() for i, p in enumerate(self.params)]
-        self._float = [mk.to(p.dtype) for mk, p in zip(self.masks, self.params)]
+        self.mask_list = [tensors[f"mask.{i}"].to(p.device).bool() for i, p in enumerate(self.params)]
+        self._float = [mk.to(p.dtype) for mk, p in zip(self.mask_list, self.params)]
         self.step_count, self.done, self.log = m["step_count"], m["done"], m["log"]
         self.flops_per_example = m["flops_per_example"]
         self._fwd = self._forward_flops()

@@ -131,5 +131,5 @@ class ACDC(SparseTrainer):
         if now and not before:  # compress: prune by magnitude, hold the mask for the phase
             self.set_masks(self.magnitude_masks(t))
         elif before and not now:  # decompress: every weight trains again, pruned ones from zero
-            self.masks = [torch.ones_like(p, dtype=torch.bool) for p in self.params]
+            self.mask_list = [torch.ones_like(p, dtype=torch.bool) for p in self.params]
             self._refresh()

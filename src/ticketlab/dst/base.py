@@ -157,7 +157,7 @@ class SparseTrainer:
         self._input_shape = tuple(input_shape) if input_shape is not None else None
         self._shape_hook = None if self._input_shape else model.register_forward_pre_hook(self._learn_shape)
         self._dense_grads: list[torch.Tensor] | None = None
-        self.masks: list[torch.Tensor] = self.initial_masks()
+        self.mask_list: list[torch.Tensor] = self.initial_masks()
         self._refresh()
         self.apply_()
         self._hook = optimizer.register_step_pre_hook(self._pre_step)
@@ -181,12 +181,19 @@ class SparseTrainer:
         ]
 
     def _refresh(self) -> None:
-        self._float = [m.to(p.dtype) for m, p in zip(self.masks, self.params)]
+        self._float = [m.to(p.dtype) for m, p in zip(self.mask_list, self.params)]
         self._fwd = None  # sparse forward FLOPs per example, recomputed lazily
 
     @property
+    def masks(self) -> Mask:
+        """The current masks, ``{param name: bool tensor}`` (True = kept), as static masks are named;
+        ``mask_list`` holds the same tensors in parameter order."""
+        return dict(zip(self.names, self.mask_list))
+
+    @property
     def mask(self) -> Mask:
-        return dict(zip(self.names, self.masks))
+        """The same as ``masks``."""
+        return self.masks
 
     def sparse_phase(self) -> bool:
         """Whether the mask is enforced at the coming step (AC/DC's dense phases say no); before ``step()``
@@ -291,7 +298,7 @@ class SparseTrainer:
             g = generator(self.seed, "dst-update", t)
             scores = self.grow_scores(t, g)
             new_masks = []
-            for i, (p, m, s) in enumerate(zip(self.params, self.masks, scores)):
+            for i, (p, m, s) in enumerate(zip(self.params, self.mask_list, scores)):
                 active = int(m.sum())
                 k = int(active * fraction)
                 if k == 0 or active == m.numel():
@@ -335,10 +342,10 @@ class SparseTrainer:
         a weight is no longer active."""
         with torch.no_grad():
             new_masks = [m.to(p.device) for m, p in zip(new_masks, self.params)]
-            grown = sum(int((new & ~old).sum()) for old, new in zip(self.masks, new_masks))
+            grown = sum(int((new & ~old).sum()) for old, new in zip(self.mask_list, new_masks))
             self.last_change = (self.step_count, grown / max(1, sum(int(m.sum()) for m in new_masks)))
-            both = [(old & new).to(p.dtype) for old, new, p in zip(self.masks, new_masks, self.params)]
-            self.masks = [m.to(p.device) for m, p in zip(new_masks, self.params)]
+            both = [(old & new).to(p.dtype) for old, new, p in zip(self.mask_list, new_masks, self.params)]
+            self.mask_list = [m.to(p.device) for m, p in zip(new_masks, self.params)]
             self._refresh()
             torch._foreach_mul_(self.params, both)  # zero dropped and newly grown entries
             clear_optimizer_state_(self.optimizer, self.params, both)
@@ -366,7 +373,7 @@ class SparseTrainer:
         if dense:
             return self._flops(None)
         if self._fwd is None:
-            self._fwd = self._flops(self.masks)
+            self._fwd = self._flops(self.mask_list)
         return self._fwd
 
     def _account(self, t: int, sparse: bool) -> None:
@@ -390,7 +397,7 @@ class SparseTrainer:
 
     def state_dict(self) -> tuple[dict[str, torch.Tensor], str]:
         """(tensors, JSON text): the masks, and the step count, FLOPs so far and method state."""
-        tensors = {f"mask.{n}": m.contiguous() for n, m in zip(self.names, self.masks)}
+        tensors = {f"mask.{n}": m.contiguous() for n, m in zip(self.names, self.mask_list)}
         meta = {
             "method": self.name,
             "step": self.step_count,
@@ -404,7 +411,7 @@ class SparseTrainer:
         d = json.loads(meta)
         if d.get("method") != self.name:
             raise UserError(f"sparse-trainer state is for {d.get('method')!r}, not {self.name!r}")
-        self.masks = [
+        self.mask_list = [
             tensors[f"mask.{n}"].to(device=p.device, dtype=torch.bool) for n, p in zip(self.names, self.params)
         ]
         self.step_count = int(d["step"])

@@ -108,19 +108,19 @@ class GMP(SparseTrainer):
         with torch.no_grad():
             scores = {
                 n: torch.where(m, p.detach().abs(), torch.full_like(p, -1.0))
-                for n, p, m in zip(self.names, self.params, self.masks)
+                for n, p, m in zip(self.names, self.params, self.mask_list)
             }
             if self.distribution == "global":
                 kept = global_prune({n: p.detach().abs() for n, p in zip(self.names, self.params)}, self.mask, d, g)
-                new = [kept[n].to(m.device) for n, m in zip(self.names, self.masks)]
+                new = [kept[n].to(m.device) for n, m in zip(self.names, self.mask_list)]
             else:
                 counts = (
                     layer_counts(self.shapes, d, self.distribution)
                     if d < 1
-                    else {n: m.numel() for n, m in zip(self.names, self.masks)}
+                    else {n: m.numel() for n, m in zip(self.names, self.mask_list)}
                 )
                 new = [
                     select_topk_mask(scores[n], min(counts[n], int(m.sum())), g) & m
-                    for n, m in zip(self.names, self.masks)
+                    for n, m in zip(self.names, self.mask_list)
                 ]
             self.set_masks(new)

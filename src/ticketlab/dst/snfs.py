@@ -84,14 +84,14 @@ class SNFS(SparseTrainer):
     def update(self, t: int, fraction: float) -> None:
         with torch.no_grad():
             g = generator(self.seed, "snfs", t)
-            active = [int(m.sum()) for m in self.masks]
-            mean_mom = [float(mo.abs()[m].mean()) if a else 0.0 for mo, m, a in zip(self._mom, self.masks, active)]
+            active = [int(m.sum()) for m in self.mask_list]
+            mean_mom = [float(mo.abs()[m].mean()) if a else 0.0 for mo, m, a in zip(self._mom, self.mask_list, active)]
             kill = [int(fraction * a) for a in active]
             keep = [
                 select_topk_mask(torch.where(m, p.detach().abs(), torch.full_like(p, -1.0)), a - k, g)
-                for p, m, a, k in zip(self.params, self.masks, active, kill)
+                for p, m, a, k in zip(self.params, self.mask_list, active, kill)
             ]
-            regrow = allocate(mean_mom, sum(kill), [m.numel() - int(k.sum()) for m, k in zip(self.masks, keep)])
+            regrow = allocate(mean_mom, sum(kill), [m.numel() - int(k.sum()) for m, k in zip(self.mask_list, keep)])
             new = [
                 kp | select_topk_mask(torch.where(kp, torch.full_like(mo, -1.0), mo.abs()), r, g)
                 for kp, mo, r in zip(keep, self._mom, regrow)
