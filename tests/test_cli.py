@@ -23,7 +23,14 @@ def test_imp_prints_the_table_and_show_prints_it_again(tmp_path, capsys):
     code, out, _ = run_cli(capsys, "imp", *SMALL, "--rounds", "2", "--control", "reinit", "--out", str(tmp_path / "r"))
     assert code == 0
     assert "round" in out and "reinit acc" in out and "accuracy_vs_density.png" in out
-    table = out.split("\n\nplots:")[0]
+    table, files = out.split("\n\nrun: ")
+    run = tmp_path / "r"
+    assert files.splitlines() == [
+        f"{run}  (`ticketlab show {run}` prints this again; `ticketlab report` makes a page)",
+        f"summary: {run / 'summary.json'}",
+        f"plots: {run / 'accuracy_vs_density.png'}",
+        f"       {run / 'test_acc_by_round.png'}",
+    ]
     code, shown, _ = run_cli(capsys, "show", str(tmp_path / "r"))
     assert code == 0 and shown.strip() == table.strip()
     code, layers, _ = run_cli(capsys, "show", str(tmp_path / "r"), "--layers")
@@ -311,3 +318,68 @@ def test_a_mistyped_flag_is_answered_with_the_nearest_flag_and_the_commands_help
     err = capsys.readouterr().err
     one_line_exit_2(code, err, "unrecognized arguments: --zzzzzz 5 (see `ticketlab dst --help`)")
     assert "did you mean" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, near",
+    [
+        (["dst", "--method", "rigll"], "did you mean 'rigl'?"),
+        (["imp", "--model", "lenet30"], "did you mean 'lenet300'?"),
+        (["imp", "--dataset", "fashion_mnist"], "did you mean 'fashion-mnist'?"),
+        (["prune-init", "--method", "snp"], "did you mean 'snip'?"),
+    ],
+)
+def test_a_mistyped_name_is_answered_with_the_nearest_name(argv, near, capsys, tmp_path):
+    code = main([*argv, "--out", str(tmp_path / "r"), "--quiet"])
+    one_line_exit_2(code, capsys.readouterr().err, near)
+    assert not (tmp_path / "r").exists()
+
+
+def help_sections(command: str, capsys) -> dict[str, list[str]]:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    out, sections, current = capsys.readouterr().out, {}, None
+    for line in out.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            current = sections.setdefault(line[:-1], [])
+        elif current is not None and line.startswith("  --"):
+            current.append(line.split()[0])
+    return sections
+
+
+def test_a_training_commands_help_is_in_sections_each_flag_once(capsys):
+    imp = help_sections("imp", capsys)
+    assert list(imp)[:5] == ["options", "settings from a preset or a file", "model and data", "imp options", "training"]
+    assert list(imp)[-1] == "run: folder, device, progress, checkpoints, logs"
+    assert {"--model", "--dataset", "--seed", "--seeds"} <= set(imp["model and data"])
+    assert {"--rate", "--rounds", "--rewind", "--control"} <= set(imp["imp options"])
+    assert {"--lr", "--iterations", "--optimizer"} <= set(imp["training"]) and "--adv-eps" not in imp["training"]
+    assert {"--adv", "--adv-eps", "--trades-beta"} <= set(imp["adversarial training"])
+    assert {"--certified", "--cert-eps"} <= set(imp["certified training"])
+    assert {"--out", "--device", "--quiet", "--log"} <= set(imp["run: folder, device, progress, checkpoints, logs"])
+    flags = [f for fs in imp.values() for f in fs]
+    assert len(flags) == len(set(flags))
+    dst = help_sections("dst", capsys)
+    assert {"--ctre-mode", "--ctre-probe"} <= set(dst["ctre options"])  # a method's own options
+    assert {"--method", "--density"} <= set(dst["dst options"])
+
+
+def test_every_training_command_prints_its_table_then_the_files_it_wrote(tmp_path, capsys):
+    run = tmp_path / "d"
+    code, out, _ = run_cli(capsys, "dst", *SMALL, "--method", "set", "--density", "0.2", "--out", str(run))
+    assert code == 0
+    head, table, flops, files = out.split("\n\n")
+    assert table.splitlines()[0].split() == ["model", "density", "test", "acc", "NLL", "ECE"]
+    assert table.splitlines()[2].split()[:3] == ["member", "0", "20.00%"]
+    assert files.splitlines()[1:] == [f"summary: {run / 'summary.json'}", f"plots: {run / 'test_acc_by_iteration.png'}"]
+    assert (run / "test_acc_by_iteration.png").stat().st_size > 5000
+
+
+def test_the_rounds_plot_draws_every_round_labelled_by_density(tmp_path, monkeypatch):
+    from ticketlab.lottery import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "plot_curves", lambda curves, *a, **k: drawn.append(curves))
+    hist = [{"iter": 0, "test_acc": 0.1}, {"iter": 10, "test_acc": 0.9}]
+    plots.plot_test_acc_curves([(0.8**k, hist) for k in range(7)], tmp_path / "p.png", "T")
+    assert [label for label, _ in drawn[0]] == ["100.0%", "80.0%", "64.0%", "51.2%", "41.0%", "32.8%", "26.2%"]

@@ -280,3 +280,18 @@ def test_the_page_renders_in_chromium_with_every_plot_visible_and_nothing_failin
             browser.close()
     assert errors == [] and failed == []
     assert requests == [page_file.as_uri()]  # self-contained: the page loads nothing else
+
+
+def test_a_categorical_sweep_axis_is_drawn_as_named_categories_in_the_tables_order(tmp_path):
+    """`--vary method=set,rigl`: the plot's ticks name the methods in the table's order (set, then rigl; not
+    sorted, not a numeric 0-1 axis), and the points are not joined by a line."""
+    out = tmp_path / "sweep"
+    run("sweep", "dst", "--vary", "method=set,rigl", "--vary", "density=0.2,0.1", *TINY, *TRAIN, "--out", str(out))
+    page = build_report([out], tmp_path / "report.html").read_text()
+    svg = next(s for s in re.findall(r"<svg.*?</svg>", page, re.S) if "test_acc" in s and ">method<" in s)
+    texts = [t.strip() for t in re.findall(r"<text[^>]*>([^<]*)</text>", svg) if t.strip()]
+    assert "set" in texts and "rigl" in texts and texts.index("set") < texts.index("rigl")
+    assert "density=0.2" in texts and "density=0.1" in texts  # the second axis: the legend
+    table = page[page.index("method") :]
+    assert table.index("set") < table.index("rigl")  # the table below lists them in the same order
+    assert "one seed: no error bars" in page and "± std over seeds" not in page

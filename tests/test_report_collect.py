@@ -294,11 +294,29 @@ def test_a_panel_shows_at_most_24_curves_the_last_always_and_at_most_4_panels(tm
     for name in ("a_1", "b_1", "c_1", "d_1"):
         (tmp_path / "r" / name / "metrics.json").unlink()
     collect.curves_figure([tmp_path / "r"], "T")
-    lines = drawn["training_curves"][0][0][0]["ticket, per round"]
+    lines = drawn["training_curves"][0][0][0]["ticket, per round (24 of 30 shown)"]  # the title says so
     step = 30 / 24
     assert [s.label for s in lines] == [f"round_{int(i * step):02d}" for i in range(23)] + ["round_29"]
     (tmp_path / "nothing-here").mkdir()
     assert collect.curves_figure([tmp_path / "nothing-here"], "T") is None
+
+
+def test_imp_curves_are_labelled_by_density_and_controls_keep_their_round(tmp_path, drawn):
+    for i in range(3):
+        write_history(tmp_path / "r" / f"round_{i:02d}", [0.5])
+        write_history(tmp_path / "r" / f"round_{i:02d}" / "reinit", [0.4])
+    summary = {"rounds": [{"round": 0, "density": 1.0}, {"round": 1, "density": 0.8}, {"round": 2, "density": 0.64}]}
+    collect.curves_figure([tmp_path / "r"], "T", summary)
+    panels = drawn["training_curves"][0][0][0]
+    assert [s.label for s in panels["ticket, per round"]] == ["100% (round 0)", "80% (round 1)", "64% (round 2)"]
+    assert [s.label for s in panels["reinit"]] == ["100% (round 0)", "80% (round 1)", "64% (round 2)"]
+    drawn.clear()
+    collect.curves_figure([tmp_path / "r"], "T")  # no summary (a run in progress): the folder names
+    assert [s.label for s in drawn["training_curves"][0][0][0]["ticket, per round"]] == [
+        "round_00",
+        "round_01",
+        "round_02",
+    ]
 
 
 def test_the_mask_figure_shows_the_smallest_2d_layer_of_the_last_round(tmp_path, drawn):

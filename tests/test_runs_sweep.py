@@ -4,6 +4,7 @@ mixing models or datasets), the table's cells, the Ray address check and the plo
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -19,10 +20,12 @@ from ticketlab.runs.sweep import (
     _cell,
     _local,
     check_ray_address,
+    duration,
     format_sweep,
     grid,
     packs,
     plot_sweep,
+    progress_time,
     run_sweep,
     sweep_config,
     write_sweep_json,
@@ -142,8 +145,9 @@ def test_progress_lines_count_the_tasks_and_name_each_outcome(tmp_path, capsys):
         "[3/4] fail=True seed 0: done",
         "[4/4] fail=True seed 1: FAILED (seed 1 of x=1.0 cannot run)",
     ]
-    elapsed = [int(line.rsplit("  (", 1)[1].removesuffix(" s)")) for line in err[1:]]
-    assert elapsed == sorted(elapsed) and 0 <= elapsed[0] and elapsed[-1] < 120  # seconds since the sweep began
+    times = [line.rsplit("  (", 1)[1] for line in err[1:]]
+    assert all(re.fullmatch(r"\d+ s since the sweep began, about \d+ s left\)", s) for s in times[:3]), times
+    assert re.fullmatch(r"\d+ s since the sweep began\)", times[3]), times  # the last: nothing left
 
 
 def test_the_log_kind_is_checked_before_the_sweeps_folder_and_handed_to_every_point(tmp_path):
@@ -239,9 +243,26 @@ def stat(*v, std=0.5):
     return {"mean": sum(v) / len(v), "std": std, "min": min(v), "max": max(v), "n": len(v), "values": list(v)}
 
 
-def test_a_cell_shows_the_mean_alone_for_one_seed_or_no_spread():
-    assert _cell(stat(0.123456)) == "0.1235" and _cell(stat(1.0, 1.0, std=0.0)) == "1"
-    assert _cell(stat(0.5, 0.7, std=0.1414)) == "0.6 ± 0.14" and _cell(0.5) == "" and _cell(None) == ""
+def test_a_cell_is_mean_and_std_in_its_columns_format_and_one_seed_the_mean_alone():
+    assert _cell(stat(0.123456)) == "0.1235" and _cell(stat(1.0, 1.0, std=0.0)) == "1.0000 ± 0.0000"
+    assert _cell(stat(0.5, 0.7, std=0.1414)) == "0.6000 ± 0.1414" and _cell(0.5) == "" and _cell(None) == ""
+    assert _cell(stat(2e9, 4e9, std=1.4e9), ".3e") == "3.000e+09 ± 1.400e+09"
+
+
+def test_every_number_of_a_metric_column_has_the_same_precision():
+    points = [
+        {"values": {"m": m}, "state": "done", "headline": {"acc": stat(a, a + 0.01), "flops": stat(f, 2 * f)}}
+        for m, a, f in (("set", 0.9, 3e8), ("rigl", 0.912345, 1.5e9))
+    ]
+    lines = format_sweep({"axes": ["m"], "points": points}).splitlines()
+    assert lines[1].split() == ["set", "0.9050", "±", "0.5000", "4.500e+08", "±", "5.000e-01", "done"]
+    assert lines[2].split() == ["rigl", "0.9173", "±", "0.5000", "2.250e+09", "±", "5.000e-01", "done"]
+
+
+def test_a_sweep_progress_line_says_what_its_time_is_and_what_is_left():
+    assert duration(42.4) == "42 s" and duration(185) == "3 min 05 s" and duration(3725) == "1 h 02 min"
+    assert progress_time(30, 1, 4) == "30 s since the sweep began, about 1 min 30 s left"
+    assert progress_time(100, 4, 4) == "1 min 40 s since the sweep began"
 
 
 def test_the_table_keeps_the_axis_order_and_only_statistic_columns():
@@ -257,9 +278,9 @@ def test_the_table_keeps_the_axis_order_and_only_statistic_columns():
         ],
     }
     lines = format_sweep(r).splitlines()
-    assert lines[0] == " b   a        acc    state"
-    assert lines[1] == " x   1  1.5 ± 0.5     done"
-    assert lines[2] == "yy  22             not run"
+    assert lines[0] == " b   a              acc    state"
+    assert lines[1] == " x   1  1.5000 ± 0.5000     done"
+    assert lines[2] == "yy  22                   not run"
     assert format_sweep({"points": []}) == "state"
 
 

@@ -73,7 +73,7 @@ def test_the_table_has_a_row_per_point_with_mean_and_std_over_seeds():
     }
     lines = format_sweep(r).splitlines()
     assert lines[0].split() == ["a", "test_acc", "state"]
-    assert lines[1].split() == ["1", "1.5", "±", "0.5", "done"] and lines[2].split() == ["2", "partial"]
+    assert lines[1].split() == ["1", "1.5000", "±", "0.5000", "done"] and lines[2].split() == ["2", "partial"]
 
 
 def test_every_point_is_an_ordinary_run_and_a_finished_sweep_is_not_rerun(tmp_path, capsys):

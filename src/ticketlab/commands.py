@@ -34,6 +34,7 @@ from .flags import (
     dataclass_flag_dests,
     given_flags,
     merge,
+    section,
 )
 
 ENTRY_POINTS = "ticketlab.commands"
@@ -343,7 +344,8 @@ def command_parser(e: Entry, obj=None) -> Parser:
     """The parser of one command: an Experiment's flags from its config, a Command's from its configure."""
     obj = load(e) if obj is None else obj
     help_text = e.help or getattr(obj, "help", "")
-    p = Parser(prog=f"ticketlab {e.name}", description=getattr(obj, "description", "") or help_text)
+    usage = f"ticketlab {e.name} [flags]  (the flags by section below)" if is_training(obj) else None
+    p = Parser(prog=f"ticketlab {e.name}", usage=usage, description=getattr(obj, "description", "") or help_text)
     add_flags(p, obj)
     return p
 
@@ -384,8 +386,12 @@ def add_data_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
+RUN_SECTION = "run: folder, device, progress, checkpoints, logs"
+
+
 def add_runtime_flags(p: argparse.ArgumentParser) -> None:
     """The flags of every command that trains: data, device, run folder, progress, checkpoints, live log."""
+    p = section(p, RUN_SECTION)
     add_data_flags(p)
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--out", default=None, help="run directory (default: runs/<kind>-<config hash>)")
@@ -429,7 +435,13 @@ def runtime(ns: argparse.Namespace) -> dict:
 
 
 def add_experiment_flags(p: argparse.ArgumentParser, exp) -> None:
-    """A training command's flags: its config's, --preset, --config, --seeds, the runtime flags."""
+    """A training command's flags: its config's, --preset, --config, --seeds, the runtime flags; --help in
+    sections: settings, model and data, the command's own options (then each method's), training and its
+    variants, the run."""
+    top = p
+    p = section(top, "settings from a preset or a file")
+    for title in ("model and data", f"{top.prog.removeprefix('ticketlab ')} options", "training"):
+        section(top, title)
     if exp.presets:
         p.add_argument(
             "--preset", metavar="NAME", help=f"paper settings: {', '.join(exp.presets)}; explicit flags override them"
@@ -441,12 +453,12 @@ def add_experiment_flags(p: argparse.ArgumentParser, exp) -> None:
         "names (flags given here win; `ticketlab show RUN "
         "--config` writes one)",
     )
-    add_dataclass_flags(p, exp.config)
-    for action in p._actions:  # --seed takes a list too: one run directory per seed under a seed group
+    add_dataclass_flags(top, exp.config)
+    for action in top._actions:  # --seed takes a list too: one run directory per seed under a seed group
         if action.dest == "seed":
             action.type, action.metavar = seed_list, "S[,S...]"
             action.help = "seed, or comma-separated seeds for a seed group (default: 0)"
-    p.add_argument(
+    section(top, "model and data").add_argument(
         "--seeds",
         type=int,
         default=None,
@@ -454,8 +466,8 @@ def add_experiment_flags(p: argparse.ArgumentParser, exp) -> None:
         help="run N seeds (from --seed, default 0) as a seed group: each seed its own run directory "
         "under --out, the group's summary mean/std/min/max over them",
     )
-    add_runtime_flags(p)
-    add_replicates_flag(p)
+    add_runtime_flags(top)
+    add_replicates_flag(section(top, RUN_SECTION))
 
 
 def config_from_args(ns: argparse.Namespace, cls, presets: dict):

@@ -97,9 +97,27 @@ def comma_list(elem: type, what: str):
 _int_list = comma_list(int, "integers")
 
 
+def section(parser: argparse.ArgumentParser, title: str, description: str | None = None):
+    """The --help section of that title (made on first use; sections print in the order they were made, and an
+    empty one not at all)."""
+    for g in parser._action_groups:
+        if g.title == title:
+            return g
+    return parser.add_argument_group(title, description)
+
+
+def help_section(cls, name: str, parser: argparse.ArgumentParser) -> str:
+    """The --help section of field ``name`` of ``cls``: the first of ``cls.HELP_SECTIONS`` (name or name prefix
+    -> title) that matches, else ``cls.HELP_SECTION``, else the command's own options."""
+    for key, title in getattr(cls, "HELP_SECTIONS", {}).items():
+        if name == key or name.startswith(key + "_"):
+            return title
+    return getattr(cls, "HELP_SECTION", None) or f"{parser.prog.removeprefix('ticketlab ')} options"
+
+
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls, prefix: str = "") -> None:
-    """Each field a flag; a field whose metadata names a ``group`` (a method's own option) is listed in --help
-    under that group's heading."""
+    """Each field a flag, listed in --help under its section (``help_section``); a field whose metadata names a
+    ``group`` (a method's own option) is listed under that group's heading."""
     hints = typing.get_type_hints(cls)
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in fields(cls):
@@ -115,9 +133,12 @@ def add_dataclass_flags(parser: argparse.ArgumentParser, cls, prefix: str = "") 
             help_text += f" (default: {default})"
         kw = dict(dest=dest, default=argparse.SUPPRESS, help=help_text)
         group = f.metadata.get("group")
-        target = parser if group is None else groups.get(group)
-        if target is None:
-            target = groups[group] = parser.add_argument_group(f"{group} options", f"used with --method {group}")
+        if group is not None:
+            target = groups.get(group)
+            if target is None:
+                target = groups[group] = section(parser, f"{group} options", f"used with --method {group}")
+        else:
+            target = section(parser, help_section(cls, f.name, parser))
         if tp is bool:
             target.add_argument(flag, action="store_true", **kw)
         elif typing.get_origin(tp) is list and f.metadata.get("comma"):

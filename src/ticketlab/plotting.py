@@ -1,4 +1,5 @@
-"""Shared plot pieces: a log density axis labelled in plain percentages, legends outside the data."""
+"""Shared plot pieces: a log density axis labelled in plain percentages, legends outside the data, curves over
+training."""
 
 from __future__ import annotations
 
@@ -40,3 +41,29 @@ def density_axis(ax, densities_pct: list[float]) -> None:
 
 def outside_legend(ax, **kw) -> None:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, **kw)
+
+
+def plot_curves(
+    curves: list[tuple[str, list[dict]]], path, title: str, legend_title: str, key: str = "test_acc"
+) -> None:
+    """``key`` over training iterations, one line per (label, history): every curve drawn (a colour map orders
+    them when there are many), the y axis covering all of every curve."""
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colours = (
+        plt.cm.viridis([i / max(1, len(curves) - 1) * 0.9 for i in range(len(curves))]) if len(curves) > 10 else None
+    )
+    for i, (label, hist) in enumerate(curves):
+        pts = [(h["iter"], h[key]) for h in hist if key in h]
+        if pts:
+            kw = {"color": colours[i]} if colours is not None else {}
+            ax.plot(*zip(*pts), label=label, lw=1.2, **kw)
+    ax.set_xlabel("training iteration")
+    ax.set_ylabel(key.replace("_", " ").replace("acc", "accuracy"))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    if len(curves) > 8:
+        outside_legend(ax, title=legend_title)
+    else:
+        ax.legend(title=legend_title, fontsize=8)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=110)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -32,7 +33,9 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             names = ", ".join(sorted(self._items))
-            raise UserError(f"unknown {self.kind} {name!r}; choose one of: {names}{self.hint}") from None
+            near = difflib.get_close_matches(str(name), list(self._items), n=1, cutoff=0.6)
+            mean = f"did you mean {near[0]!r}? " if near else ""
+            raise UserError(f"unknown {self.kind} {name!r}; {mean}choose one of: {names}{self.hint}") from None
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -28,6 +28,7 @@ from ..flops import forward_flops
 from ..io import read_json, save_tensors, write_json
 from ..metrics import classification_metrics, ensemble_probs, predict_probs
 from ..models import build_model
+from ..plotting import plot_curves
 from ..runs import Experiment, RunConfig, load_mask, load_state, lockstep, register, start_run, train_cached
 from ..runs.models import trained_model
 from ..seeding import derive_seed
@@ -332,35 +333,43 @@ def run_dst(
         m.load_state_dict(load_state(run_dir / "train_0" / "dense.safetensors", m))
         summary["dense_model"] = classification_metrics(predict_probs(m, data.x_test), data.y_test)
     write_json(run_dir / "summary.json", summary)
+    curves = [
+        (f"run {i}", read_json(run_dir / f"train_{i}" / "metrics.json").get("history", [])) for i in range(len(runs))
+    ]
+    plot_curves(
+        curves,
+        run_dir / "test_acc_by_iteration.png",
+        f"{cfg.method} at density {100 * summary['density']:.2f}%: {cfg.model} on {cfg.dataset}",
+        "training run",
+    )
     return summary
 
 
 def format_dst(s: dict) -> str:
+    """The command's table: a row per trained model (each member, the ensemble, AC/DC's dense model), then
+    the FLOPs."""
     c, f = s["config"], s["flops"]
-    lines = [
+    head = (
         f"{c['method']} on {c['model']} / {c['dataset']}: density {100 * s['density']:.2f}% "
-        f"({s.get('distribution') or c['distribution'] or 'default'} distribution), "
-        f"{len(s['runs'])} training run(s)"
-    ]
-    for i, m in enumerate(s["members"]):
-        lines.append(
-            f"  member {i}: test acc {m['acc']:.4f}  NLL {m['nll']:.4f}  ECE {m['ece']:.4f}  "
-            f"density {100 * m['density']:.2f}%"
-        )
+        f"({s.get('distribution') or c['distribution'] or 'default'} distribution)"
+    )
+    rows = [(f"member {i}", m["density"], m) for i, m in enumerate(s["members"])]
     e = s["ensemble"]
     if e["size"] > 1:
-        lines.append(f"  ensemble of {e['size']}: test acc {e['acc']:.4f}  NLL {e['nll']:.4f}  ECE {e['ece']:.4f}")
+        rows.append((f"ensemble of {e['size']}", None, e))
     if "dense_model" in s:
-        d = s["dense_model"]
-        lines.append(
-            f"  dense model (end of the last dense phase): test acc {d['acc']:.4f}  NLL {d['nll']:.4f}  "
-            f"ECE {d['ece']:.4f}"
-        )
-    lines.append(
+        rows.append(("dense model (end of the last dense phase)", 1.0, s["dense_model"]))
+    width = max(len("model"), *(len(r[0]) for r in rows))
+    lines = [head, "", f"{'model':<{width}}  density  test acc     NLL     ECE", "-" * (width + 34)]
+    for name, kept, m in rows:
+        d = f"{100 * kept:6.2f}%" if kept is not None else f"{'':7}"
+        lines.append(f"{name:<{width}}  {d}  {m['acc']:8.4f}  {m['nll']:6.4f}  {m['ece']:6.4f}")
+    lines += [
+        "",
         f"training FLOPs {f['training']:.3e} (dense training {f['training_dense']:.3e}, "
         f"ratio {f['training'] / f['training_dense']:.3f}); inference FLOPs per example "
-        f"{f['inference']:.3e} (dense {f['forward_dense']:.3e})"
-    )
+        f"{f['inference']:.3e} (dense {f['forward_dense']:.3e})",
+    ]
     return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..plotting import density_axis, plt, save_figure
+from ..plotting import density_axis, plot_curves, plt, save_figure
 
 
 def _line(ax, x, y, style: str, label: str) -> None:
@@ -50,24 +50,6 @@ def plot_accuracy_vs_density(summary: dict, path: Path) -> None:
 
 
 def plot_test_acc_curves(histories: list[tuple[float, list[dict]]], path: Path, title: str) -> None:
-    """Test accuracy over training for up to 6 evenly spaced rounds, the y axis zoomed past the first 5%."""
-    if len(histories) > 6:
-        idx = sorted({round(i * (len(histories) - 1) / 5) for i in range(6)})
-        histories = [histories[i] for i in idx]
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    late = []
-    for density, hist in histories:
-        ax.plot([h["iter"] for h in hist], [h["test_acc"] for h in hist], label=f"{100 * density:.1f}%", lw=1)
-        end = hist[-1]["iter"]
-        late += [h["test_acc"] for h in hist if h["iter"] >= 0.05 * end]
-    if late:
-        lo, hi = min(late), max(late)
-        pad = 0.1 * (hi - lo) + 1e-3
-        ax.set_ylim(lo - pad, hi + pad)
-    ax.set_xlabel("training iteration")
-    ax.set_ylabel("test accuracy")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(title="density", fontsize=8)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
+    """Test accuracy over training for every round (LTH Figure 3), labelled by density; none left out, the y
+    axis covering every curve."""
+    plot_curves([(f"{100 * d:.1f}%", h) for d, h in histories], path, title, "density")

@@ -78,7 +78,9 @@ def _standard_figures(sec: Section, summary: dict, runs: list[Path], kind: str, 
     if sec.series and (len(sec.series) > 1 or len(sec.series[0].x) > 1):
         _add(
             sec.figures,
-            "Accuracy against density (bands: ± std over seeds)",
+            f"Accuracy against density (bands: ± std over {len(runs)} seeds)"
+            if len(runs) > 1
+            else "Accuracy against density (one seed: no bands)",
             figures.accuracy_vs_density(sec.series, f"{name}: test accuracy (final) against density"),
         )
     dist = distance_series(summary)
@@ -90,7 +92,12 @@ def _standard_figures(sec: Section, summary: dict, runs: list[Path], kind: str, 
                 dist, f"{name}: learning distance ||w_final - w_init||", ylabel="learning distance"
             ),
         )
-    _add(sec.figures, "Training curves: test accuracy over iterations", curves_figure(runs, name))
+    _add(
+        sec.figures,
+        "Training curves: test accuracy over iterations"
+        + (f" (mean ± std over {len(runs)} seeds)" if len(runs) > 1 else ""),
+        curves_figure(runs, name, summary),
+    )
     _add(sec.figures, "Per-layer density per round", layer_heatmap(summary, f"{name}: per-layer density (%)"))
     _add(sec.figures, "FLOPs", flops_figure(summary, name))
     _add(sec.figures, "Calibration", calibration_figure(summary, name))
@@ -217,9 +224,12 @@ def sweep_section(run: Path, rec: dict, title: str) -> Section:
         sec.table = format_sweep(sw)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError):
         pass
+    n = len(sw.get("seeds") or [0])
     _add(
         sec.figures,
-        "The headline metric over the sweep's axes (error bars: ± std over seeds)",
+        f"The headline metric over the sweep's axes (error bars: ± std over {n} seeds)"
+        if n > 1
+        else "The headline metric over the sweep's axes (one seed: no error bars)",
         _sweep_figure(sw, [k for k, _ in axes], title),
     )
     for p in sw.get("points", []):
@@ -240,6 +250,9 @@ def _num(v):
 
 
 def _sweep_figure(sw: dict, axes: list[str], title: str) -> str | None:
+    """The headline metric over the first axis, one series per value of the second. A numeric axis is a line
+    plot; a categorical one (``--vary method=set,rigl``) is points with error bars at named ticks, in the
+    table's order (the order the sweep lists its points), series side by side."""
     points = [p for p in sw.get("points", []) if p.get("state") == "done" and isinstance(p.get("headline"), dict)]
     if not points or not axes:
         return None
@@ -249,16 +262,19 @@ def _sweep_figure(sw: dict, axes: list[str], title: str) -> str | None:
     for p in points:
         groups.setdefault(str(p["values"].get(hue)) if hue else "", []).append(p)
     numeric = all(_num(p["values"].get(x)) is not None for p in points)
+    labels = list(dict.fromkeys(str(p["values"].get(x)) for p in sw.get("points", []) if isinstance(p, dict)))
     series = []
-    labels = sorted({str(p["values"].get(x)) for p in points}, key=lambda v: (_num(v) is None, _num(v) or 0, v))
     for g, ps in groups.items():
         ps = sorted(ps, key=lambda p: _num(p["values"][x]) if numeric else labels.index(str(p["values"][x])))
         vals = [value(p["headline"].get(metric)) for p in ps]
         xs = [_num(p["values"][x]) if numeric else labels.index(str(p["values"][x])) for p in ps]
         series.append(Series(f"{hue}={g}" if hue else "", xs, [v[0] for v in vals], [v[1] or 0 for v in vals]))
-    positive = numeric and all(v > 0 for s in series for v in s.x)
-    svg = figures.metric_vs(series, x, metric, f"{title}: {metric}", log_x=positive and _spread(series) > 20)
-    return svg
+    seeds = len(sw.get("seeds") or [0])
+    ylabel = f"{metric} (mean ± std, {seeds} seeds)" if seeds > 1 else f"{metric} (one seed)"
+    if not numeric:
+        return figures.metric_vs(series, x, ylabel, f"{title}: {metric}", categories=labels)
+    positive = all(v > 0 for s in series for v in s.x)
+    return figures.metric_vs(series, x, ylabel, f"{title}: {metric}", log_x=positive and _spread(series) > 20)
 
 
 def _spread(series: list[Series]) -> float:

@@ -219,8 +219,24 @@ def _panel(rel: str) -> str:
     )
 
 
-def curves_figure(runs: list[Path], title: str) -> str | None:
-    """Test accuracy over iterations of every training, by panel; over several seeds, mean ± std."""
+def curve_label(rel: str, summary: dict | None) -> str:
+    """A training's legend entry: an IMP round by its density (``round_03/reinit`` -> ``51.2% (round 3)``), any
+    other training by its path in the run."""
+    m = re.fullmatch(r"(?:.*/)?round_(\d+)(?:/.*)?", rel)
+    rounds = (summary or {}).get("rounds")
+    if m and isinstance(rounds, list):
+        k = int(m.group(1))
+        row = next((r for r in rounds if isinstance(r, dict) and r.get("round") == k), None)
+        d = value(row.get("density"))[0] if row else None
+        if d is not None:
+            return f"{100 * d:.3g}% (round {k})"
+    return rel
+
+
+def curves_figure(runs: list[Path], title: str, summary: dict | None = None) -> str | None:
+    """Test accuracy over iterations of every training, by panel; over several seeds, mean ± std. IMP rounds
+    are labelled by their density (from ``summary``); a panel with more than MAX_LINES trainings shows evenly
+    spaced ones and says how many in its title."""
     per_seed = [histories(r) for r in runs]
     names = [n for n in per_seed[0] if all(n in h for h in per_seed)] if per_seed else []
     panels: dict[str, list[Series]] = {}
@@ -231,14 +247,18 @@ def curves_figure(runs: list[Path], title: str) -> str | None:
             hs = hs[:1]
         acc = np.array([[row["test_acc"] for row in h] for h in hs], float)
         err = list(acc.std(0, ddof=1)) if len(hs) > 1 else None
-        panels.setdefault(_panel(n), []).append(Series(n, iters, list(acc.mean(0)), err))
+        panels.setdefault(_panel(n), []).append(Series(curve_label(n, summary), iters, list(acc.mean(0)), err))
     if not panels:
         return None
-    for k, lines in panels.items():
+    shown = {}
+    for k, lines in panels.items():  # (in panel order)
         if len(lines) > MAX_LINES:
             step = len(lines) / MAX_LINES
-            panels[k] = [lines[int(i * step)] for i in range(MAX_LINES - 1)] + [lines[-1]]
-    panels = dict(list(panels.items())[:4])
+            some = [lines[int(i * step)] for i in range(MAX_LINES - 1)] + [lines[-1]]
+            shown[f"{k} ({len(some)} of {len(lines)} shown)"] = some
+        else:
+            shown[k] = lines
+    panels = dict(list(shown.items())[:4])
     return figures.training_curves(panels, title)
 
 

@@ -93,7 +93,7 @@ def training_curves(panels: dict[str, list[Series]], title: str, ylabel: str = "
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)
         if len(lines) <= 12:
-            ax.legend(fontsize=6, loc="lower right")
+            ax.legend(fontsize=7, loc="lower right")
         else:  # too many for a legend: name the first and the last
             ax.text(
                 0.98,
@@ -104,10 +104,11 @@ def training_curves(panels: dict[str, list[Series]], title: str, ylabel: str = "
                 ha="right",
             )
     late = [v for lines in panels.values() for s in lines for x, v in zip(s.x, s.y) if x >= 0.1 * max(s.x)]
-    if late:  # zoom past the first steps' climb, so that late differences show
-        lo, hi = float(np.percentile(late, 1)), max(late)
+    if late:  # zoom past the first tenth of training (said on the axis), every later point inside the axis
+        lo, hi = min(late), max(late)
         pad = 0.08 * max(hi - lo, 1e-3)
         axes[0][0].set_ylim(lo - pad, hi + pad)
+        ylabel += " (after the first 10%)"
     axes[0][0].set_ylabel(ylabel)
     fig.suptitle(title, fontsize=9)
     return to_svg(fig)
@@ -143,19 +144,32 @@ def mask_image(name: str, mask: np.ndarray, title: str) -> str:
     ax.set_xlabel("input", fontsize=7)
     ax.set_ylabel("output", fontsize=7)
     ax.tick_params(labelsize=6)
-    return to_svg(fig)
+    return to_svg(fig).replace("<svg", '<svg class="small"', 1)  # drawn at its own size, not the page's
 
 
-def metric_vs(series: list[Series], xlabel: str, ylabel: str, title: str, log_x: bool = False) -> str:
-    """A metric over a sweep axis (one line per value of the second axis), error bars ± std over seeds."""
-    fig, ax = plt.subplots(figsize=(6.0, 3.4))
-    for s in series:
-        ax.errorbar(s.x, s.y, yerr=s.err, fmt="o-", markersize=4, capsize=3, label=s.label)
-    if log_x:
+def metric_vs(
+    series: list[Series], xlabel: str, ylabel: str, title: str, log_x: bool = False, categories: list[str] | None = None
+) -> str:
+    """A metric over a sweep axis (one line per value of the second axis), error bars ± std over seeds. With
+    ``categories`` the x values are indices into them: points with error bars at ticks named by the categories,
+    in that order, the series side by side and not joined (an order between categories means nothing)."""
+    fig, ax = plt.subplots(figsize=(7.0, 3.8))
+    k = len(series)
+    for i, s in enumerate(series):
+        if categories is None:
+            ax.errorbar(s.x, s.y, yerr=s.err, fmt="o-", markersize=4, capsize=3, label=s.label)
+        else:
+            shift = (i - (k - 1) / 2) * min(0.12, 0.6 / max(1, k))
+            xs = [v + shift for v in s.x]
+            ax.errorbar(xs, s.y, yerr=s.err, fmt="o", markersize=5, capsize=4, label=s.label)
+    if categories is not None:
+        ax.set_xticks(range(len(categories)), categories)
+        ax.set_xlim(-0.5, len(categories) - 0.5)
+    elif log_x:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     if len(series) > 1 or series and series[0].label:
         outside_legend(ax)

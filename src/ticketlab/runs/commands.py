@@ -131,13 +131,22 @@ def train(exp, ns) -> int:
     if ns.seeds is not None or len(seeds) > 1:
         result = run_seeds(exp, cfg, seeds, ns.out, replicates=mode, **rt)
         print(format_group(exp, result))
-        print(f"\nseed group: {result['dir']} (`ticketlab show` prints it again)")
+        print(files_written(Path(result["dir"]), "seed group"))
         return 0
     cfg.seed = seeds[0]
     out = Path(ns.out) if ns.out is not None else exp.run_dir(cfg)
     summary = run_all([lambda: exp.run(cfg, out, **rt)], mode, ns.quiet)[0]  # packs within the one run
     print(exp.format(summary))
-    plots = sorted(out.glob("*.png"))
-    if plots:
-        print("\nplots: " + "\n       ".join(str(p) for p in plots))
+    print(files_written(out, "run"))
     return 0
+
+
+def files_written(folder: Path, what: str) -> str:
+    """The footer every training command prints under its table: where the run is, its summary, its plots."""
+    lines = ["", f"{what}: {folder}  (`ticketlab show {folder}` prints this again; `ticketlab report` makes a page)"]
+    if (folder / "summary.json").is_file():
+        lines.append(f"summary: {folder / 'summary.json'}")
+    plots = sorted(folder.glob("*.png"))
+    if plots:
+        lines.append("plots: " + "\n       ".join(str(p) for p in plots))
+    return "\n".join(lines)

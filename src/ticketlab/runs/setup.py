@@ -48,6 +48,9 @@ def check_fits(model: nn.Module, data: Dataset) -> None:
 class RunConfig:
     """``to_dict`` / ``from_dict`` for dataclass configs (JSON in config.json; unknown keys refused)."""
 
+    # --help: the settings every training command shares come first, under one heading (flags.help_section)
+    HELP_SECTIONS = {n: "model and data" for n in ("model", "dataset", "seed", "label_noise")}
+
     def to_dict(self) -> dict:
         """The fields as a dict; a field marked ``metadata={"omit_at_default": True}`` is left out while it has
         its default, so adding a setting keeps the configs (and folder hashes) of runs made before it."""

@@ -90,6 +90,22 @@ def set_field(cfg, name: str, value):
 
 
 # -- running one task (in the driver, a worker process, or a Ray worker) --------------------------------------
+def duration(seconds: float) -> str:
+    """``42 s``, ``3 min 05 s``, ``1 h 02 min``."""
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def progress_time(elapsed: float, finished: int, total: int) -> str:
+    """A sweep's progress line's time: since the sweep began, and what is left at the pace so far."""
+    left = f", about {duration(elapsed / finished * (total - finished))} left" if 0 < finished < total else ""
+    return f"{duration(elapsed)} since the sweep began{left}"
+
+
 def run_task(name: str, config: dict, out: str, runtime: dict, threads: int | None) -> dict:
     """Run one (point, seed) of experiment ``name``; returns its headline metrics."""
     if threads:
@@ -340,11 +356,8 @@ def run_sweep(
             failed.append({"point": t.point.name, "seed": t.seed, "error": error})
         if not quiet:
             state = "done" if error is None else f"FAILED ({error})"
-            print(
-                f"[{counter['i']}/{n}] {t.point.name} seed {t.seed}: {state}  ({time.perf_counter() - t0:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+            when = progress_time(time.perf_counter() - t0, counter["i"], n)
+            print(f"[{counter['i']}/{n}] {t.point.name} seed {t.seed}: {state}  ({when})", file=sys.stderr, flush=True)
 
     units, fn, finish = tasks, None, on_done
     if replicates == "vectorized" and len(tasks) > 1:
@@ -417,8 +430,10 @@ def format_sweep(result: dict) -> str:
     metrics: list[str] = []
     for r in rows:
         metrics += [m for m in r["headline"] if m not in metrics and m not in axes and is_stat(r["headline"][m])]
+    fmts = {m: column_format([r["headline"].get(m) for r in rows]) for m in metrics}
     cells = [
-        [*(r["values"][a] for a in axes), *(_cell(r["headline"].get(m)) for m in metrics), r["state"]] for r in rows
+        [*(str(r["values"][a]) for a in axes), *(_cell(r["headline"].get(m), fmts[m]) for m in metrics), r["state"]]
+        for r in rows
     ]
     head = [*axes, *metrics, "state"]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)] if cells else [len(h) for h in head]
@@ -426,12 +441,20 @@ def format_sweep(result: dict) -> str:
     return "\n".join([line(head), *(line(c) for c in cells)])
 
 
-def _cell(st) -> str:
+def _cell(st, fmt: str = ".4f") -> str:
+    """mean ± std (sample std over the point's seeds) in the column's format; a single seed: the mean alone."""
     if not is_stat(st):
         return ""
-    if st["n"] == 1 or st["std"] == 0:
-        return f"{st['mean']:.4g}"
-    return f"{st['mean']:.4g} ± {st['std']:.2g}"
+    if st["n"] == 1:
+        return f"{st['mean']:{fmt}}"
+    return f"{st['mean']:{fmt}} ± {st['std']:{fmt}}"
+
+
+def column_format(stats: list) -> str:
+    """One format per metric column, so its numbers line up: 4 decimals for values below 1000, else 3 significant
+    digits in exponent form (FLOPs)."""
+    big = any(is_stat(s) and abs(s["mean"]) >= 1000 for s in stats)
+    return ".3e" if big else ".4f"
 
 
 def plot_sweep(result: dict, path: Path, x: str, hue: str | None, metric: str) -> None:
@@ -452,26 +475,33 @@ def plot_sweep(result: dict, path: Path, x: str, hue: str | None, metric: str) -
 
     xs = [r["values"][x] for r in rows]
     numeric = all(num(v) is not None and math.isfinite(num(v)) for v in xs)
-    order = sorted(set(xs), key=num) if numeric else list(dict.fromkeys(xs))
+    order = sorted(set(xs), key=num) if numeric else list(dict.fromkeys(xs))  # categories in the table's order
     fig, ax = plt.subplots(figsize=(6.5, 4))
     groups = dict.fromkeys(r["values"][hue] for r in rows) if hue else {None: None}
-    for g in groups:
+    for i, g in enumerate(groups):
         pts = [r for r in rows if hue is None or r["values"][hue] == g]
         pts.sort(key=lambda r: order.index(r["values"][x]))
-        px = [num(r["values"][x]) if numeric else order.index(r["values"][x]) for r in pts]
         m = [r["headline"][metric]["mean"] for r in pts]
         s = [r["headline"][metric]["std"] for r in pts]
-        (line,) = ax.plot(px, m, "o-", markersize=4, label=f"{hue}={g}" if hue else None)
-        ax.fill_between(
-            px, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], alpha=0.2, color=line.get_color()
-        )
+        label = f"{hue}={g}" if hue else None
+        if numeric:  # a line with a ±std band
+            px = [num(r["values"][x]) for r in pts]
+            (line,) = ax.plot(px, m, "o-", markersize=4, label=label)
+            ax.fill_between(
+                px, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], alpha=0.2, color=line.get_color()
+            )
+        else:  # categories: points with error bars, side by side, never joined
+            shift = (i - (len(groups) - 1) / 2) * min(0.12, 0.6 / len(groups))
+            px = [order.index(r["values"][x]) + shift for r in pts]
+            ax.errorbar(px, m, yerr=s, fmt="o", markersize=5, capsize=4, label=label)
     if not numeric:
         ax.set_xticks(range(len(order)), order)
+        ax.set_xlim(-0.5, len(order) - 0.5)
     elif all(num(v) > 0 for v in order) and max(num(v) for v in order) / min(num(v) for v in order) > 20:
         ax.set_xscale("log")
     n = max((r["headline"][metric]["n"] for r in rows), default=1)
     ax.set_xlabel(x)
-    ax.set_ylabel(f"{metric} (mean ± std, up to {n} seeds)")
+    ax.set_ylabel(f"{metric} (mean ± std, up to {n} seeds)" if n > 1 else f"{metric} (one seed)")
     ax.set_title(f"ticketlab sweep: {result['experiment']}")
     ax.grid(alpha=0.3)
     if hue:

@@ -27,6 +27,17 @@ DEFAULT_ITERATIONS = 2000
 
 @dataclass
 class TrainConfig:
+    # --help sections of these fields (flags.help_section): by name or name prefix, the rest under "training"
+    HELP_SECTION = "training"
+    HELP_SECTIONS = {
+        "adv": "adversarial training",
+        "trades": "adversarial training",
+        "augment": "augmentation",
+        "certified": "certified training",
+        "cert": "certified training",
+        "rs": "ReLU-stability regulariser",
+    }
+
     optimizer: str = field(default="adam", metadata={"help": f"one of {', '.join(OPTIMIZERS)}"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate"})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
