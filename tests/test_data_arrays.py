@@ -328,4 +328,4 @@ def test_own_arrays_are_named_where_datasets_are_listed_and_where_an_unknown_one
     with pytest.raises(UserError, match=r"unknown dataset 'nope'; choose one of: .*digits.*, or npz:PATH for your own"):
         load_dataset("nope")
     assert main(["list"]) == 0
-    assert "npz:PATH (your own arrays)" in capsys.readouterr().out
+    assert "npz:PATH (your own arrays; from Python: ticketlab.data.from_arrays)" in capsys.readouterr().out

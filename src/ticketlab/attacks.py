@@ -40,6 +40,7 @@ def to_pixels(x: torch.Tensor, data) -> torch.Tensor:
 
 
 def from_pixels(x: torch.Tensor, data) -> torch.Tensor:
+    """Pixel-unit inputs standardised as ``data``'s model inputs are (the inverse of ``to_pixels``)."""
     return x if data.mean is None else (x - data.mean) / data.std
 
 

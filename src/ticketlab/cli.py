@@ -79,7 +79,11 @@ def list_main(ns) -> int:
     table = commands.entries()
     print("commands: " + ", ".join(n + (f" ({e.plugin})" if e.plugin else "") for n, e in table.items()))
     print("models:   " + ", ".join(MODELS.names()))
-    print("datasets: " + ", ".join(DATASETS.names()) + ", npz:PATH (your own arrays)")
+    print(
+        "datasets: "
+        + ", ".join(DATASETS.names())
+        + ", npz:PATH (your own arrays; from Python: ticketlab.data.from_arrays)"
+    )
     print("presets:  " + ", ".join(PRESETS))
     print("criteria: " + ", ".join(CRITERIA.names()))
     print("pruners:  " + ", ".join(PRUNERS.names()))

@@ -23,6 +23,7 @@ def predict_probs(model: nn.Module, x: torch.Tensor, batch: int = 5000) -> torch
 
 
 def ensemble_probs(probs: list[torch.Tensor]) -> torch.Tensor:
+    """The ensemble's predictive distribution: the mean of its members' softmax outputs."""
     return torch.stack(probs).mean(0)
 
 

@@ -211,8 +211,11 @@ class Deadwooding:
 
 @dataclass
 class DeadwoodConfig(RunConfig):
+    """A Deadwooding run: a trained source run pruned by Lagrangian dual ascent to ``density`` under accuracy
+    and robustness constraints. The flags of ``ticketlab deadwood``."""
+
     model: str = field(default="lenet300", metadata={"help": "model name (that of --source)"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name (that of --source)"})
+    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name or npz:PATH (that of --source)"})
     seed: int = field(default=0, metadata={"help": "seed for data order, attacks and ties"})
     source: str | None = field(
         default=None,
@@ -263,6 +266,7 @@ def run_deadwood(
     quiet: bool = False,
     checkpoint_every: int = 2000,
 ) -> dict:
+    """Deadwooding of ``cfg.source``'s trained weights into the run folder ``out`` (resumable). Returns the summary."""
     dev, data, model, config, run_dir, (weights, src_summary) = start_derived_run(
         cfg, "deadwood", out, device, data_dir, quiet, check_deadwood
     )
@@ -327,6 +331,7 @@ def run_deadwood(
 
 
 def format_deadwood(s: dict) -> str:
+    """The table ``ticketlab deadwood`` prints."""
     c, lam = s["config"], s["multipliers"]
     return (
         f"deadwooding on {c['model']} / {c['dataset']}: density {100 * s['density']:.2f}%  test acc "

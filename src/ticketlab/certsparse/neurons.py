@@ -49,8 +49,11 @@ METHODS = ("prune", "graft")
 
 @dataclass
 class NeuronsConfig(RunConfig):
+    """Neuron-level pruning or linearity grafting of a trained source run by a neuron score (stability, NRS,
+    magnitude, random), then fine-tuning. The flags of ``ticketlab neurons``."""
+
     model: str = field(default="lenet300", metadata={"help": "model name (that of --source)"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name (that of --source)"})
+    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name or npz:PATH (that of --source)"})
     seed: int = field(default=0, metadata={"help": "seed for the scoring samples, ties and data order"})
     source: str | None = field(
         default=None, metadata={"help": "an IMP run directory: its trained dense round 0 is the parent"}
@@ -161,6 +164,8 @@ def run_neurons(
     quiet: bool = False,
     checkpoint_every: int = 2000,
 ) -> dict:
+    """Prune or graft ``cfg.source``'s neurons by their scores, then fine-tune, in the run folder ``out``
+    (resumable). Returns the summary."""
     dev, data, model, config, run_dir, (weights, src_summary) = start_derived_run(
         cfg, "neurons", out, device, data_dir, quiet, check_neurons
     )
@@ -218,6 +223,7 @@ def run_neurons(
 
 
 def format_neurons(s: dict) -> str:
+    """The table ``ticketlab neurons`` prints."""
     c = s["config"]
     what = "channels pruned" if c["method"] == "prune" else "neurons grafted"
     return (

@@ -34,7 +34,10 @@ SPLITS = ("classes", "random")
 @dataclass
 class COLTConfig(RunConfig):
     model: str = field(default="lenet300", metadata={"help": "model name"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
+    dataset: str = field(
+        default="fashion-mnist",
+        metadata={"help": "dataset name, or npz:PATH for your own arrays (see `ticketlab list`)"},
+    )
     seed: int = field(default=0, metadata={"help": "seed for init, data order, splits and ties"})
     segments: int = field(default=2, metadata={"help": "number of non-overlapping data segments"})
     split: str = field(default="classes", metadata={"help": "segments by class (the paper) or random"})

@@ -41,7 +41,7 @@ from .gradual import SCHEDULES, GradualPruner, step_iterations
 @dataclass
 class CompressConfig(RunConfig):
     model: str = field(default="lenet300", metadata={"help": "model name (that of --source)"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name (that of --source)"})
+    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name or npz:PATH (that of --source)"})
     seed: int = field(default=0, metadata={"help": "seed for data order, scoring batches, attacks and ties"})
     source: str | None = field(
         default=None, metadata={"help": "an IMP run directory: its trained dense round 0 is compressed"}

@@ -42,7 +42,10 @@ RETRAIN = ("rewind", "finetune")
 @dataclass
 class DoubleDescentConfig(RunConfig):
     model: str = field(default="lenet300", metadata={"help": "model name"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
+    dataset: str = field(
+        default="fashion-mnist",
+        metadata={"help": "dataset name, or npz:PATH for your own arrays (see `ticketlab list`)"},
+    )
     seed: int = field(default=0, metadata={"help": "seed"})
     label_noise: float = field(default=0.2, metadata={"help": "fraction of noisy training labels"})
     rate: float = field(default=0.2, metadata={"help": "IMP pruning rate per round: the grid's step"})

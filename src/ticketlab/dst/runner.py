@@ -43,7 +43,10 @@ class _DSTSettings(RunConfig):
     """The settings every method shares; each method's own (its ``options``) are added below."""
 
     model: str = field(default="lenet300", metadata={"help": "model name"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
+    dataset: str = field(
+        default="fashion-mnist",
+        metadata={"help": "dataset name, or npz:PATH for your own arrays (see `ticketlab list`)"},
+    )
     seed: int = field(default=0, metadata={"help": "seed for init, masks, data order and growth"})
     method: str = field(
         default="rigl", metadata={"help": "static, set, rigl, snfs, sparsevlr, ctre, acdc, edst or gmp"}

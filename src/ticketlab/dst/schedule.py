@@ -21,6 +21,10 @@ DECAYS = ("cosine", "linear", "constant")
 
 @dataclass(frozen=True)
 class UpdateSchedule:
+    """When a sparse trainer updates its mask and how much: every ``delta_t`` steps, dropping a fraction that
+    starts at ``drop_fraction`` and decays (``cosine``, ``linear``, ``constant``) to zero at ``end_fraction``
+    of ``total_steps``."""
+
     total_steps: int
     delta_t: int = 100
     drop_fraction: float = 0.3

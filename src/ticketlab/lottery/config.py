@@ -17,8 +17,14 @@ CONTROLS = ("reinit", "random-mask")
 
 @dataclass
 class IMPConfig(RunConfig):
+    """An IMP run: model, dataset, seed, training, and the pruning (per-round rate, layerwise or global,
+    rounds or target density, rewinding, controls, mask criterion, kept and pruned values). The flags of
+    ``ticketlab imp``; ``--preset`` fills in the papers' settings."""
+
     model: str = field(default="cnn1d", metadata={"help": "model name (see `ticketlab list`)"})
-    dataset: str = field(default="mnist1d", metadata={"help": "dataset name (see `ticketlab list`)"})
+    dataset: str = field(
+        default="mnist1d", metadata={"help": "dataset name, or npz:PATH for your own arrays (see `ticketlab list`)"}
+    )
     seed: int = field(default=0, metadata={"help": "seed for init, data order and tie-breaking"})
     label_noise: float = field(
         default=0.0,

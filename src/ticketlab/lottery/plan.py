@@ -84,6 +84,8 @@ def solve_exponent(sizes: dict[str, int], rates: dict[str, float], target: float
 
 
 def make_plan(model: nn.Module, names: list[str], cfg: IMPConfig) -> Plan:
+    """The densities of every round of an IMP run of ``cfg`` on ``model``'s ``names``: per-layer rates, the
+    number of rounds (from ``--rounds`` or ``--target-density``) and each round's exact per-layer kept counts."""
     params = dict(model.named_parameters())
     sizes = {n: params[n].numel() for n in names}
     rates = layer_rates(model, names, cfg)

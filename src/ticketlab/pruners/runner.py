@@ -28,8 +28,14 @@ from .registry import PRUNERS
 
 @dataclass
 class PruneInitConfig(RunConfig):
+    """A pruning-at-initialization run: the pruner, density, scope and schedule, then training of the mask
+    from the initial weights. The flags of ``ticketlab prune-init``."""
+
     model: str = field(default="lenet300", metadata={"help": "model name"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
+    dataset: str = field(
+        default="fashion-mnist",
+        metadata={"help": "dataset name, or npz:PATH for your own arrays (see `ticketlab list`)"},
+    )
     seed: int = field(default=0, metadata={"help": "seed for init, data order, scoring batches and ties"})
     method: str = field(default="snip", metadata={"help": "random, magnitude, snip, grasp, synflow or gap"})
     density: float = field(default=0.1, metadata={"help": "fraction of prunable weights kept"})
@@ -98,6 +104,8 @@ def run_prune_init(
     quiet: bool = False,
     checkpoint_every: int = 2000,
 ) -> dict:
+    """Score the initial weights, keep ``cfg.density`` of them, train the mask from the initial weights, in
+    the run folder ``out`` (resumable; a finished run returns its summary at once). Returns the summary."""
     dev, data, model, config, run_dir = start_run(cfg, "prune-init", out, device, data_dir, quiet)
     if (run_dir / "summary.json").exists():
         return read_json(run_dir / "summary.json")
@@ -165,6 +173,7 @@ def run_prune_init(
 
 
 def format_prune_init(s: dict) -> str:
+    """The table ``ticketlab prune-init`` prints: the pruner, scope and density, accuracy and FLOPs."""
     f = s["flops"]
     return (
         f"{s['config']['method']} ({s['config']['scope']}) on {s['config']['model']} / {s['config']['dataset']}: "

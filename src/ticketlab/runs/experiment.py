@@ -21,6 +21,10 @@ from .rundir import default_run_dir
 
 @dataclass(frozen=True)
 class Experiment:
+    """What a training command tells the engine: its name (the run kind), config dataclass, run function,
+    formatter and headline numbers, and optional presets, checks, plots, trained models and table. Registered
+    once, it gets flags, ``--seeds``, ``sweep``, ``runs``, ``show`` and ``report`` with no other code."""
+
     name: str  # the command, and the run kind stored in config.json
     config: type  # a RunConfig dataclass with model, dataset and seed
     run: Callable[..., dict]  # run(cfg, out, *, device, data_dir, quiet, checkpoint_every)
@@ -68,4 +72,6 @@ def experiments() -> Registry[Experiment]:
 
 
 def get_experiment(name: str) -> Experiment:
+    """The registered training command ``name`` (its config class, run function, formatter, headline);
+    an unknown name is a one-line error listing the known ones."""
     return experiments().get(name)

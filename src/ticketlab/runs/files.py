@@ -13,6 +13,8 @@ from ..sparse import Mask
 
 
 def load_mask(path: Path, reference: Mask) -> Mask:
+    """A mask file read back for a model whose mask is shaped like ``reference``; refused (one line) unless
+    every layer is there, bool and of the right shape."""
     m = load_tensors(path)
     if set(m) != set(reference) or any(m[n].shape != reference[n].shape or m[n].dtype != torch.bool for n in reference):
         raise UserError(f"{path} is not a mask for this model; delete it to recompute")
@@ -20,6 +22,7 @@ def load_mask(path: Path, reference: Mask) -> Mask:
 
 
 def load_state(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    """A weights file read back for ``model``: refused unless every tensor fits it and is finite."""
     return fit_state(load_tensors(path), model, path)
 
 

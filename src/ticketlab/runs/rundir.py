@@ -18,6 +18,7 @@ from .lock import LOCK_FILE, acquire
 
 
 def config_hash(config: dict) -> str:
+    """The run folder's name suffix: 12 hex digits of the SHA-256 of the config as sorted-key JSON."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -21,6 +21,7 @@ from .rundir import default_run_dir, open_run_dir
 
 
 def resolve_device(device: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N`` as a torch device; CUDA asked for where there is none is a one-line error."""
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"--device {device} requested but CUDA is not available here; use --device cpu")
     try:
@@ -30,6 +31,7 @@ def resolve_device(device: str) -> torch.device:
 
 
 def check_fits(model: nn.Module, data: Dataset) -> None:
+    """Refuse (one line) a model that cannot take the dataset's inputs or does not give one logit per class."""
     try:
         with torch.no_grad():
             out = model.eval()(data.x_train[:2].to(next(model.parameters()).device))

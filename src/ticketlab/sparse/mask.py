@@ -50,10 +50,12 @@ def ones_mask(model: nn.Module, names: Iterable[str] | None = None) -> Mask:
 
 
 def kept(mask: Mask) -> int:
+    """Number of weights kept (True entries) over all layers of the mask."""
     return int(sum(int(m.sum()) for m in mask.values()))
 
 
 def total(mask: Mask) -> int:
+    """Number of masked weights, kept or pruned, over all layers of the mask."""
     return int(sum(m.numel() for m in mask.values()))
 
 
@@ -64,10 +66,12 @@ def density(mask: Mask) -> float:
 
 
 def sparsity(mask: Mask) -> float:
+    """Fraction of masked weights removed: 1 - density."""
     return 1.0 - density(mask)
 
 
 def layer_densities(mask: Mask) -> dict[str, float]:
+    """``{name: fraction kept}`` per layer of the mask."""
     return {n: float(m.sum()) / m.numel() for n, m in mask.items()}
 
 

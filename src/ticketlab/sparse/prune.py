@@ -15,6 +15,8 @@ from .mask import Mask
 
 
 def keep_count(numel: int, density: float) -> int:
+    """Weights kept out of ``numel`` at ``density``: round(numel x density), halves to even (Python's round),
+    the exact count every mask of ticketlab keeps."""
     return int(round(numel * density))
 
 

@@ -50,7 +50,10 @@ METHODS = {"slimming": "bn-scale", "l1": "l1", "gibbs": None}
 @dataclass
 class StructuredConfig(RunConfig):
     model: str = field(default="conv2bn", metadata={"help": "model name"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
+    dataset: str = field(
+        default="fashion-mnist",
+        metadata={"help": "dataset name, or npz:PATH for your own arrays (see `ticketlab list`)"},
+    )
     seed: int = field(default=0, metadata={"help": "seed for init, data order and sampling"})
     method: str = field(default="slimming", metadata={"help": "slimming, l1 (filters / neurons) or gibbs"})
     sparsity: float = field(

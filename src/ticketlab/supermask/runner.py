@@ -32,7 +32,10 @@ def _default_train() -> TrainConfig:
 @dataclass
 class SupermaskConfig(RunConfig):
     model: str = field(default="lenet300", metadata={"help": "model name"})
-    dataset: str = field(default="fashion-mnist", metadata={"help": "dataset name"})
+    dataset: str = field(
+        default="fashion-mnist",
+        metadata={"help": "dataset name, or npz:PATH for your own arrays (see `ticketlab list`)"},
+    )
     seed: int = field(default=0, metadata={"help": "seed for the weights, the mask scores and sampling"})
     method: str = field(default="bernoulli", metadata={"help": f"one of {', '.join(METHODS)}"})
     weights: str = field(

@@ -27,6 +27,10 @@ DEFAULT_ITERATIONS = 2000
 
 @dataclass
 class TrainConfig:
+    """How one network trains: optimizer, learning-rate schedule, batch, length, evaluation, and the loss
+    terms' settings (adversarial, certified, ReLU-stability, augmentation). Every field is a flag of every
+    training command; ``validate()`` refuses impossible values in one line."""
+
     # --help sections of these fields (flags.help_section): by name or name prefix, the rest under "training"
     HELP_SECTION = "training"
     HELP_SECTIONS = {

@@ -30,6 +30,9 @@ from .schedule import lr_at
 
 @dataclass
 class TrainResult:
+    """What ``train`` returns: the evaluation history (one row per evaluation: iteration, losses, accuracies)
+    and the iterations run; ``summary()`` gives final, early-stop and validation numbers."""
+
     history: list[dict] = field(default_factory=list)  # one row per evaluation
     iterations: int = 0
 

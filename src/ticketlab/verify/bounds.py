@@ -61,6 +61,9 @@ def _spec(C: torch.Tensor | None, ops: list[Op], lo: torch.Tensor) -> torch.Tens
 
 @dataclass
 class Bounds:
+    """Bounds of a batch: ``lower`` (and ``upper``) per specification row, and ``pre``, every ReLU's and
+    max-pool's input bounds by op index (what stability counts and complete verification reuses)."""
+
     lower: torch.Tensor  # (B, S) lower bounds on the specification rows (or outputs)
     upper: torch.Tensor | None  # (B, S); None where only lower bounds were computed
     pre: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)  # op index -> (l, u) of

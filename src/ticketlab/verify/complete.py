@@ -114,6 +114,9 @@ def _dtype(chain):
 
 @dataclass
 class Verdict:
+    """One sample's outcome: ``verdict`` (verified, falsified, timeout, unknown), the seconds it took, what
+    decided it (``by``), and for a falsified sample the counterexample and its margin, re-checked on the model."""
+
     verdict: str  # verified | falsified | timeout | unknown
     seconds: float
     by: str  # clean | bounds | attack | marabou | milp
