@@ -43,8 +43,6 @@ def prune(
     (default: the weights of Linear and Conv layers). With ``optimizer``, a ``MaskEnforcer`` is attached to
     it, so the pruned weights stay exactly zero however you then train. Ties break by ``seed``: the same
     seed gives the same masks.
-
-    >>> masks = ticketlab.prune(model, density=0.1)            # doctest: +SKIP
     """
     from .pruners import PRUNERS, prune_at_init
 
