@@ -246,7 +246,7 @@ def test_the_page_renders_in_chromium_with_every_plot_visible_and_nothing_failin
     paths = given.split(os.pathsep) if given else [runs / "imp-seeds", runs / "sweep", runs / "dst", runs / "imp"]
     page_file = build_report(paths, tmp_path / "report.html")
     expected = page_file.read_text().count('<figure class="plot"')
-    assert expected >= 10
+    assert expected >= (1 if given else 10)
     errors, failed, requests = [], [], []
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox"])
