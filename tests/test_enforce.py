@@ -224,3 +224,11 @@ def test_held_values_touch_only_pruned_entries():
 def test_detach_before_attach_is_harmless():
     model, mask = setup()
     MaskEnforcer(model, mask, torch.optim.SGD(model.parameters(), lr=0.1)).detach()
+
+
+def test_the_enforcers_masks_are_named_bool_tensors_as_given():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2))
+    mask = {"0.weight": torch.tensor([[True, False, True], [False, False, True]]), "2.weight": torch.eye(2).bool()}
+    enf = MaskEnforcer(net, mask)
+    assert list(enf.masks) == ["0.weight", "2.weight"]
+    assert all(enf.masks[n].dtype == torch.bool and torch.equal(enf.masks[n], mask[n]) for n in mask)

@@ -81,31 +81,38 @@ class MaskEnforcer:
         self.names = list(mask)
         self.params = [params[n] for n in self.names]
         # Float copies on the parameter's device, so enforcement is one multiply with no conversion.
-        self.masks = [mask[n].to(device=p.device, dtype=p.dtype) for n, p in zip(self.names, self.params)]
+        self._float = [mask[n].to(device=p.device, dtype=p.dtype) for n, p in zip(self.names, self.params)]
         # Pruned entries' held values, zero where kept, so enforcement is ``w = w * m + held``.
         self.held = None
         if frozen is not None:
             self.held = [
                 (frozen[n].to(device=p.device, dtype=p.dtype) * (1 - m))
-                for n, p, m in zip(self.names, self.params, self.masks)
+                for n, p, m in zip(self.names, self.params, self._float)
             ]
         self._handles: list = []
         self.mask_weights_()
         if optimizer is not None:
             self.clear_optimizer_state_()
 
+    @property
+    def masks(self) -> Mask:
+        """The masks it enforces, ``{param name: bool tensor}`` (True = kept)."""
+        return {n: m.bool() for n, m in zip(self.names, self._float)}
+
     def mask_weights_(self) -> None:
+        """Multiply the weights by the mask now (and put held values back)."""
         with torch.no_grad():
-            torch._foreach_mul_(self.params, self.masks)
+            torch._foreach_mul_(self.params, self._float)
             if self.held is not None:
                 torch._foreach_add_(self.params, self.held)
 
     def mask_grads_(self) -> None:
-        mask_grads_(self.params, self.masks)
+        """Zero the pruned weights' gradients now."""
+        mask_grads_(self.params, self._float)
 
     def clear_optimizer_state_(self) -> None:
         """Zero every per-element optimizer state tensor (momentum, moments) at pruned positions."""
-        clear_optimizer_state_(self.optimizer, self.params, self.masks)
+        clear_optimizer_state_(self.optimizer, self.params, self._float)
 
     def step(self, closure=None):
         """Masked ``optimizer.step()``."""
