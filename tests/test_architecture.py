@@ -13,8 +13,8 @@ FAMILIES = {
     "lottery", "pruners", "report", "robust", "structured", "supermask", "ticket", "verify",
 }  # fmt: skip
 FLOORS = ("train", "runs", "data", "models", "sparse")
-SHARED = ("attacks.py", "commands.py", "errors.py", "flags.py", "flops.py", "io.py", "metrics.py", "registry.py",
-          "seeding.py")  # fmt: skip
+SHARED = ("attacks.py", "commands.py", "errors.py", "flags.py", "flops.py", "hooks.py", "io.py", "metrics.py",
+          "registry.py", "seeding.py")  # fmt: skip
 
 
 def module_name(path: Path) -> str:

@@ -1,6 +1,7 @@
 """Complete verification: MILP and Marabou verdicts agree with each other and with exhaustive search over
 activation patterns on tiny networks; every counterexample really flips the prediction."""
 
+import copy
 import importlib.util
 import itertools
 
@@ -451,4 +452,27 @@ def test_marabou_answers_a_max_pool_margin_in_process_as_the_milp_does():
                 assert float(out[j] - out[y]) > -1e-6
         assert milp.verdict == ("falsified" if "sat" in statuses else "verified"), (eps, statuses, milp)
         seen.add(milp.verdict)
+    assert seen == {"verified", "falsified"}
+
+
+def test_float32_ops_and_model_get_the_verdicts_of_their_float64_copies():
+    """The library recipe (to_ops of a float32 model, then Complete) works: Complete solves in float64 copies of
+    the ops and re-checks counterexamples on a float64 copy of the model, leaving the caller's model as it was."""
+    seen = set()
+    for seed in range(4):
+        net32 = tiny(seed).float()
+        with torch.no_grad():
+            for p in net32.parameters():
+                p.normal_()
+        net64 = copy.deepcopy(net32).double()
+        c32 = Complete(to_ops(net32, (3,)), net32, 3, 0.5, None, "milp", attack_steps=0, shortcut=False)
+        c64 = Complete(to_ops(net64, (3,)), net64, 3, 0.5, None, "milp", attack_steps=0, shortcut=False)
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(3):
+            x = torch.randn(3, generator=g)
+            y = int(net32(x[None]).argmax())
+            a, b = c32(x, y), c64(x.double(), y)
+            assert a.verdict == b.verdict and a.by == b.by == "milp", (seed, a, b)
+            seen.add(a.verdict)
+        assert all(p.dtype == torch.float32 for p in net32.parameters())
     assert seen == {"verified", "falsified"}

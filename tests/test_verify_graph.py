@@ -215,10 +215,10 @@ class Residual(nn.Sequential):
         return x + super().forward(x)
 
 
-def test_check_ops_refuses_a_model_whose_forward_is_not_its_layers_and_restores_its_mode():
-    model = Residual(nn.Linear(3, 3)).train()
-    ops = to_ops(model, (3,))
-    with pytest.raises(UserError, match="verification cannot follow Residual: its forward is not the sequence"):
+def test_check_ops_refuses_ops_that_do_not_compute_the_model_and_restores_its_mode():
+    model = nn.Sequential(nn.Linear(3, 3), nn.ReLU()).train()
+    ops = to_ops(nn.Sequential(nn.Linear(3, 3)), (3,))  # another function
+    with pytest.raises(UserError, match="verification cannot follow Sequential: its forward is not the sequence"):
         check_ops(ops, model, (3,), None, None)
     assert model.training
     plain = nn.Sequential(nn.Linear(3, 3)).train()
@@ -234,3 +234,116 @@ def test_check_ops_compares_on_the_standardised_input():
         check_ops(to_ops(model, (3,)), model, (3,), mean, std)  # ops without the standardisation differ
     with pytest.raises(UserError, match="cannot follow"):
         check_ops(to_ops(nn.Sequential(nn.Linear(3, 3)), (3,)), model, (3,), None, None)  # other shape
+
+
+# -- every entry point is sound: to_ops itself refuses a module whose function is not the one its ops model ----
+
+
+class OwnLinear(nn.Linear):
+    def forward(self, x):
+        return 2 * super().forward(x)
+
+
+class OwnConv(nn.Conv2d):
+    def forward(self, x):
+        return super().forward(x).abs()
+
+
+class OwnReLU(nn.ReLU):
+    def forward(self, x):
+        return super().forward(x) - 1
+
+
+class PlainLinear(nn.Linear):  # a subclass that keeps Linear's forward computes a Linear: accepted
+    pass
+
+
+@pytest.mark.parametrize(
+    "model, shape, why",
+    [
+        (Residual(nn.Linear(3, 3)), (3,), r"layer Residual \(Residual, a Sequential with a forward of its own\)"),
+        (nn.Sequential(nn.Sequential(Residual(nn.Linear(3, 3)))), (3,), r"layer 0\.0 \(Residual, a Sequential"),
+        (nn.Sequential(OwnLinear(3, 2)), (3,), r"layer 0 \(OwnLinear, a Linear with a forward of its own\)"),
+        (nn.Sequential(OwnConv(1, 1, 3)), (1, 5, 5), r"layer 0 \(OwnConv, a Conv2d with a forward of its own\)"),
+        (nn.Sequential(nn.Linear(3, 3), OwnReLU()), (3,), r"layer 1 \(OwnReLU, a ReLU with a forward of its own\)"),
+        (nn.Sequential(nn.AvgPool2d(2, divisor_override=3)), (1, 4, 4), r"AvgPool2d with divisor_override"),
+        (nn.Sequential(nn.MaxPool2d(2, return_indices=True)), (1, 4, 4), r"MaxPool2d with return_indices"),
+        (nn.Sequential(nn.Flatten(2)), (2, 3, 3), r"Flatten of dims 2\.\.-1"),
+        (nn.Sequential(nn.Flatten(1, 2)), (2, 3, 3), r"Flatten of dims 1\.\.2"),
+    ],
+)
+def test_to_ops_refuses_every_module_whose_function_its_ops_do_not_compute(model, shape, why):
+    with pytest.raises(UserError, match=why):
+        to_ops(model, shape)
+
+
+def test_a_torch_prune_reparametrised_layer_is_refused_with_the_way_out():
+    import torch.nn.utils.prune as tprune
+
+    net = nn.Sequential(nn.Linear(4, 3))
+    tprune.l1_unstructured(net[0], "weight", amount=0.5)  # a forward pre-hook recomputes the weight
+    with pytest.raises(UserError, match=r"layer 0 \(Linear with a forward hook .*from_torch_prune"):
+        to_ops(net, (4,))
+    tprune.remove(net[0], "weight")
+    to_ops(net, (4,))  # the mask made permanent: a plain Linear
+
+
+def test_a_plain_subclass_and_an_observing_hook_are_accepted():
+    from ticketlab.verify.graph import observes_only
+
+    net = nn.Sequential(PlainLinear(3, 2))
+    seen = []
+    net[0].register_forward_hook(observes_only(lambda m, i, o: seen.append(o.shape)))
+    (op,) = to_ops(net, (3,))
+    x = torch.randn(4, 3)
+    assert torch.allclose(op.forward(x), net(x)) and seen == [(4, 2)]
+    net[0].register_forward_hook(lambda m, i, o: o * 0)  # may change the output: refused
+    with pytest.raises(UserError, match="forward hook"):
+        to_ops(net, (3,))
+
+
+TRAPS = {
+    "own-linear": lambda: OwnLinear(6, 6),
+    "own-relu": lambda: OwnReLU(),
+    "residual": lambda: Residual(nn.Linear(6, 6)),
+    "hooked": lambda: hooked(nn.Linear(6, 6)),
+}
+BENIGN = {"plain-linear": lambda: PlainLinear(6, 6), "linear": lambda: nn.Linear(6, 6), "relu": lambda: nn.ReLU()}
+
+
+def hooked(m):
+    m.register_forward_hook(lambda _m, _i, out: out + 0.5)
+    return m
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_library_api_fuzz_every_net_is_refused_or_its_crown_bounds_hold_on_the_module_itself(seed):
+    """Random nets of modelled layers, some with a trap: ``to_ops`` then refuses; otherwise CROWN's bounds
+    (no check_ops) contain the module's own outputs at sampled points of the box, and at eps 0 they are its
+    outputs."""
+    from ticketlab.verify.bounds import crown, input_box
+
+    g = torch.Generator().manual_seed(seed)
+    picks = [list(BENIGN)[int(i)] for i in torch.randint(len(BENIGN), (4,), generator=g)]
+    if seed % 2:  # every other net hides one trap somewhere
+        picks[int(torch.randint(4, (1,), generator=g))] = list(TRAPS)[int(torch.randint(len(TRAPS), (1,), generator=g))]
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Linear(5, 6), *[(BENIGN | TRAPS)[n]() for n in picks], nn.ReLU(), nn.Linear(6, 3)).double()
+    trapped = any(n in TRAPS for n in picks)
+    try:
+        ops = to_ops(net, (5,))
+    except UserError:
+        assert trapped, picks
+        return
+    assert not trapped, picks
+    x = torch.rand(3, 5, generator=g, dtype=torch.float64)
+    lo, hi = input_box(x, 0.0, (0.0, 1.0))
+    b = crown(ops, lo, hi)
+    with torch.no_grad():
+        assert torch.allclose(b.lower, net(x), atol=1e-9) and torch.allclose(b.upper, net(x), atol=1e-9)
+    lo, hi = input_box(x, 0.1, (0.0, 1.0))
+    b = crown(ops, lo, hi)
+    pts = lo + (hi - lo) * torch.rand(500, *lo.shape, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        out = torch.stack([net(p) for p in pts])
+    assert (out >= b.lower - 1e-9).all() and (out <= b.upper + 1e-9).all()

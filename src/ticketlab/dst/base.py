@@ -37,6 +37,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..flops import weight_uses
+from ..hooks import observes_only
 from ..seeding import generator
 from ..sparse import Mask, nm_prune, prunable_names, select_topk_mask
 from ..sparse.distributions import DISTRIBUTIONS, layer_counts
@@ -351,6 +352,7 @@ class SparseTrainer:
             clear_optimizer_state_(self.optimizer, self.params, both)
 
     # ----- FLOPs -----------------------------------------------------------------------------------------
+    @observes_only
     def _learn_shape(self, module, inputs) -> None:
         if inputs and torch.is_tensor(inputs[0]) and inputs[0].dim() >= 1:
             self._input_shape = tuple(inputs[0].shape[1:])

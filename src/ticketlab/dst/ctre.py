@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..hooks import observes_only
 from ..seeding import generator
 from ..sparse import select_topk_mask
 from .base import SparseTrainer
@@ -145,7 +146,7 @@ class CTRE(SparseTrainer):
             parts = [h.T @ a, (a * a).sum(0), (h * h).sum(0), a.shape[0]]
             self._stats[i] = parts if s is None else [x + y for x, y in zip(s, parts)]
 
-        return hook
+        return observes_only(hook)  # records activations, returns nothing
 
     def end_step(self, t: int) -> None:
         self._armed = self.probe is None and self.is_update(t + 1)

@@ -19,6 +19,7 @@ falsified, timeout, unknown.
 
 from __future__ import annotations
 
+import copy
 import multiprocessing as mp
 import os
 import tempfile
@@ -33,7 +34,7 @@ from scipy.optimize import LinearConstraint, milp
 
 from ..errors import UserError
 from .bounds import alpha_crown, input_box, margin_spec, other_classes, pre_bounds
-from .graph import MaxPool, Op, ReLU
+from .graph import MaxPool, Op, ReLU, as_float64
 
 SOLVERS = ("marabou", "milp")
 
@@ -151,7 +152,12 @@ def _pgd_push(model_fn, x0, y, lo, hi, steps=20):
 
 
 class Complete:
-    """Complete verification of one network at one eps (``solver`` marabou or milp)."""
+    """Complete verification of one network at one eps (``solver`` marabou or milp).
+
+    ``ops`` are ``to_ops`` of the network (any dtype: they are copied to float64, which the bounds seeding the
+    solver and the solver work in); ``model_fn`` the network in pixel space (``PixelSpace(model, mean, std)``),
+    on which attacks run and every counterexample is re-checked (a float64 copy of it when it is a module of
+    another dtype). Call it on one pixel-space sample and its label for a ``Verdict``."""
 
     def __init__(
         self,
@@ -174,6 +180,9 @@ class Complete:
                 raise UserError(
                     "--solver marabou needs maraboupy: pip install 'ticketlab[verify]' (or use --solver milp)"
                 ) from None
+        ops = as_float64(ops)  # the bounds that seed the solver, and the solver, work in float64
+        if isinstance(model_fn, torch.nn.Module) and any(p.dtype != torch.float64 for p in model_fn.parameters()):
+            model_fn = copy.deepcopy(model_fn).double().eval()  # counterexamples are re-checked in float64
         self.ops, self.model_fn, self.k, self.eps, self.range = ops, model_fn, num_classes, eps, pixel_range
         self.solver, self.timeout, self.attack_steps = solver, timeout, attack_steps
         self.shortcut = shortcut  # False: every margin goes to the solver (tests, solver timings)

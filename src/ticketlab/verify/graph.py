@@ -3,8 +3,11 @@
 Supported: Linear, Conv1d/Conv2d (any stride, padding, dilation, groups), BatchNorm1d/2d (eval: a per-channel
 affine map), Flatten, AvgPool1d/2d (a fixed depthwise convolution), MaxPool1d/2d with stride = kernel and no
 padding (IBP is exact for it; CROWN uses the relaxation in ``MaxPool``), ReLU, Identity and Dropout (identity
-in eval mode), in ``nn.Sequential`` containers nested to any depth. Residual blocks, attention and any module
-with a forward of its own are refused by name. The dataset's standardisation becomes the first op, so bounds
+in eval mode), in ``nn.Sequential`` containers nested to any depth. Residual blocks, attention, a subclass of any
+of these with a forward of its own, a module with a forward hook (but ``observes_only`` ones) and any option the
+ops do not model (pool padding, ``ceil_mode``, ``divisor_override``, ``return_indices``, partial flattening) are
+refused by ``to_ops`` itself, naming the module: every entry point, not only ``ticketlab verify``, gets bounds
+of the module's own function. The dataset's standardisation becomes the first op, so bounds
 take boxes in pixel units.
 
 Every affine op is "A x + b" with ``apply`` (A x), ``apply_t`` (lam A, for backward bound propagation),
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
+from ..hooks import is_observer, observes_only  # noqa: F401  (observes_only: re-exported)
 from ..models.graft import GraftedReLU
 
 SPARSE_BELOW = 0.04  # weight density under which torch's CSR products beat dense ones on a CPU (measured with
@@ -222,7 +226,33 @@ def _tuple(v, n):
     return tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
 
 
+# The modules the ops model, each with the forward it is modelled by: a subclass that overrides it computes
+# another function and is refused (by ``_own_forward``).
+MODELLED = (
+    nn.Sequential, nn.Identity, nn.Dropout, nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d,
+    nn.Flatten, nn.AvgPool1d, nn.AvgPool2d, nn.MaxPool1d, nn.MaxPool2d, nn.ReLU, GraftedReLU,
+)  # fmt: skip
+
+
+def _refuse_other_functions(name: str, module: nn.Module) -> None:
+    """Refuse a module that would not compute what its ops compute: a forward of its own (a subclass of a
+    modelled module that overrides it) or a hook that may change its input or output (torch.nn.utils.prune's
+    reparametrisation is one)."""
+    base = next((c for c in MODELLED if isinstance(module, c)), None)
+    if base is not None and type(module).forward is not base.forward:
+        raise unsupported(name, module, f", a {base.__name__} with a forward of its own")
+    hooks = [*module._forward_pre_hooks.values(), *module._forward_hooks.values()]
+    if any(not is_observer(h) for h in hooks):
+        raise unsupported(
+            name,
+            module,
+            " with a forward hook (remove it; a torch.nn.utils.prune mask: prune.remove, or "
+            "ticketlab.sparse.from_torch_prune(model, remove=True))",
+        )
+
+
 def _leaves(module: nn.Module, prefix: str):
+    _refuse_other_functions(prefix or type(module).__name__, module)
     if isinstance(module, nn.Sequential):
         for name, child in module.named_children():
             yield from _leaves(child, f"{prefix}.{name}" if prefix else name)
@@ -289,12 +319,17 @@ def to_ops(
             view = (-1, *([1] * (len(shape) - 1)))
             op = Scale(s.view(view), (b - mod.running_mean * s).view(view), shape)
         elif isinstance(mod, nn.Flatten):
+            last = mod.end_dim if mod.end_dim >= 0 else len(shape) + 1 + mod.end_dim  # of the batched input
+            if mod.start_dim != 1 or last != len(shape):
+                raise unsupported(name, mod, f" of dims {mod.start_dim}..{mod.end_dim} (only 1..-1: all but the batch)")
             op = Reshape(shape, (math.prod(shape),))
         elif isinstance(mod, (nn.AvgPool1d, nn.AvgPool2d)):
             dim = 1 if isinstance(mod, nn.AvgPool1d) else 2
             k, st = _tuple(mod.kernel_size, dim), _tuple(mod.stride or mod.kernel_size, dim)
             if mod.ceil_mode or any(_tuple(mod.padding, dim)):
                 raise unsupported(name, mod, " with padding or ceil_mode")
+            if getattr(mod, "divisor_override", None) is not None:
+                raise unsupported(name, mod, " with divisor_override")
             c = shape[0]
             ref = next(iter(model.parameters()), None)  # the pool's weights in the model's dtype and device
             w = torch.full(
@@ -315,6 +350,8 @@ def to_ops(
                 or mod.ceil_mode
             ):
                 raise unsupported(name, mod, " with stride != kernel, padding or dilation")
+            if mod.return_indices:
+                raise unsupported(name, mod, " with return_indices")
             out_shape = (shape[0], *[i // kk for i, kk in zip(shape[1:], k)])
             op = MaxPool(k, dim, shape, out_shape)
         elif isinstance(mod, nn.ReLU):
@@ -328,6 +365,41 @@ def to_ops(
         ops.append(op)
         shape = op.out_shape
     return ops
+
+
+def as_float64(ops: list[Op]) -> list[Op]:
+    """The same ops with float64 copies of their tensors (detached): what complete verification solves in.
+    Ops already in float64 are returned as they are."""
+
+    def d(x):
+        return None if x is None else x.detach().double()
+
+    out: list[Op] = []
+    for op in ops:
+        if isinstance(op, Dense):
+            out.append(op if op.weight.dtype == torch.float64 else Dense(d(op.weight), d(op.bias), op.csr is not None))
+            if op.csr is not None and out[-1].csr is None:  # keep the sparse products whatever the threshold
+                w = out[-1].weight
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    out[-1].csr, out[-1].csr_t = w.to_sparse_csr(), w.t().contiguous().to_sparse_csr()
+                    out[-1].csr_abs = w.abs().to_sparse_csr()
+        elif isinstance(op, Conv):
+            bias = None if op.bias is None else op.bias.reshape(-1)
+            out.append(
+                op
+                if op.weight.dtype == torch.float64
+                else Conv(
+                    d(op.weight), d(bias), op.stride, op.padding, op.dilation, op.groups, op.in_shape, op.out_shape
+                )
+            )
+        elif isinstance(op, Scale):
+            out.append(op if op.s.dtype == torch.float64 else Scale(d(op.s), d(op.bias), op.in_shape))
+        elif isinstance(op, ReLU) and op.graft is not None:
+            out.append(ReLU(op.in_shape, op.graft, d(op.slope), d(op.intercept)))
+        else:  # Reshape, MaxPool, plain ReLU: no tensors
+            out.append(op)
+    return out
 
 
 def forward(ops: list[Op], x: torch.Tensor) -> torch.Tensor:
