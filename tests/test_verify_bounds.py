@@ -60,6 +60,21 @@ def random_net(kind: str, seed: int, density: float | None):
             nn.Sequential(nn.Flatten(), nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)),
             (1, 3, 4),
         )
+    elif kind == "cnn-plain":  # convolutions, BatchNorm and ReLUs only: CROWN's patches path
+        net, shape = (
+            nn.Sequential(
+                nn.Conv2d(1, 4, 4, stride=2, padding=1),
+                nn.BatchNorm2d(4),
+                nn.ReLU(),
+                nn.Conv2d(4, 3, 3, stride=1, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(3, 4, 3, stride=2, padding=0),
+                nn.ReLU(),
+                nn.Flatten(),
+                nn.Linear(4, 4),
+            ),
+            (1, 8, 8),
+        )
     else:
         net, shape = (
             nn.Sequential(
@@ -93,7 +108,7 @@ def outputs(net, x, mean, std):
     return net((x - mean) / std)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "cnn-plain"])
 @pytest.mark.parametrize("density", [None, 0.3])
 @pytest.mark.parametrize("seed", range(4))
 def test_sampled_and_pgd_points_never_leave_the_bounds(kind, density, seed):
@@ -361,17 +376,25 @@ def test_alpha_crown_with_no_steps_is_crown_and_more_steps_never_loosen():
     assert torch.allclose(alpha_crown(relu_free, lo, hi, C).lower, exact)  # no slopes to optimise
 
 
-@pytest.mark.parametrize("steps", [0, 3])
-def test_alpha_crown_hands_back_the_pre_activation_bounds_it_used(steps):
+@pytest.mark.parametrize("steps", [0, 20])
+def test_alpha_crown_hands_back_pre_activation_bounds_inside_crowns(steps):
+    """Fixed intermediate bounds are CROWN's exactly; optimised ones are inside CROWN's (both sound: the
+    sampling test checks them) and strictly tighter somewhere once optimised."""
     net, shape = random_net("mlp", 2, None)
     ops = to_ops(net, shape)
     x = torch.rand(2, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     lo, hi = input_box(x, 0.05, (0.0, 1.0))
     with torch.no_grad():
         pre, _ = pre_bounds(ops, lo, hi, "crown")
-    b = alpha_crown(ops, lo, hi, steps=steps)
-    assert b.pre is not None and sorted(b.pre) == sorted(pre)
-    assert all(torch.equal(b.pre[i][0], pre[i][0]) and torch.equal(b.pre[i][1], pre[i][1]) for i in pre)
+    fixed = alpha_crown(ops, lo, hi, steps=steps, intermediate="fixed")
+    assert sorted(fixed.pre) == sorted(pre)
+    assert all(torch.equal(fixed.pre[i][0], pre[i][0]) and torch.equal(fixed.pre[i][1], pre[i][1]) for i in pre)
+    opt = alpha_crown(ops, lo, hi, steps=steps)
+    assert sorted(opt.pre) == sorted(pre)
+    assert all((opt.pre[i][0] >= pre[i][0]).all() and (opt.pre[i][1] <= pre[i][1]).all() for i in pre)
+    tighter = any((opt.pre[i][0] > pre[i][0] + 1e-9).any() or (opt.pre[i][1] < pre[i][1] - 1e-9).any() for i in pre)
+    assert tighter == (steps > 0)
+    assert (opt.lower >= fixed.lower - 1e-9).all() if steps else torch.equal(opt.lower, fixed.lower)
 
 
 def test_a_conv_then_a_dense_layer_before_a_relu_get_crowns_bounds_not_ibps_box():
@@ -408,3 +431,35 @@ def test_grafting_a_relu_leaves_the_crown_bounds_of_its_other_neurons_as_they_we
     for b in (0, 1):
         assert torch.allclose(pg[last][b][:, 4:], pp[last][b][:, 4:], atol=1e-12)
     assert (pp[last][1][:, 4:] < pi[last][1][:, 4:] - 1e-6).any()
+
+
+@pytest.mark.parametrize(
+    "k1, s1, p1, k2, s2, p2", [(4, 2, 1, 4, 2, 1), (3, 1, 1, 3, 2, 0), (5, 2, 2, 3, 1, 1), (3, 2, 0, 2, 2, 1)]
+)
+def test_crown_on_convolutions_as_patches_equals_the_dense_backward_pass(k1, s1, p1, k2, s2, p2):
+    """Every neuron of the second conv's output, both signs: the patches give the dense pass's bounds."""
+    from ticketlab.verify.bounds import backward_patches, patches_apply
+
+    torch.manual_seed(k1 + 10 * s2)
+    net = nn.Sequential(nn.Conv2d(2, 5, k1, s1, p1), nn.BatchNorm2d(5), nn.ReLU(), nn.Conv2d(5, 4, k2, s2, p2)).double()
+    net.eval()
+    with torch.no_grad():
+        net[1].running_mean.normal_()
+        net[1].running_var.uniform_(0.5, 2)
+    mean, std = torch.tensor(0.3).view(1, 1, 1).double(), torch.tensor(0.2).view(1, 1, 1).double()
+    ops = to_ops(net, (2, 11, 11), mean, std)
+    x = torch.rand(3, 2, 11, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    lo, hi = input_box(x, 0.05, (0.0, 1.0))
+    pre, _ = pre_bounds(ops, lo, hi)
+    end = len(ops)
+    assert patches_apply(ops, end)
+    shape = ops[-1].out_shape
+    n = shape[0] * shape[1] * shape[2]
+    with torch.no_grad():
+        r = backward_patches(ops, end, torch.arange(shape[1] * shape[2]), lo, hi, pre)  # (B, positions, 2 Co)
+        got = torch.cat(
+            [r[..., : shape[0]].transpose(1, 2).flatten(1), r[..., shape[0] :].transpose(1, 2).flatten(1)], 1
+        )
+        eye = torch.eye(n, dtype=torch.float64)
+        want = backward(ops, end, torch.cat([eye, -eye]).expand(3, 2 * n, n).reshape(3, 2 * n, *shape), lo, hi, pre)
+    assert torch.allclose(got, want, atol=1e-12, rtol=0)

@@ -5,6 +5,7 @@ one line."""
 import json
 
 import pytest
+import torch
 from helpers import one_line_exit_2
 
 from ticketlab.cli import main
@@ -216,3 +217,33 @@ def test_complete_verification_killed_mid_run_resumes_to_the_uninterrupted_verdi
     assert main(["verify", str(killed), *args]) == 0
     got = json.loads(next(killed.glob("verify-*/results.json")).read_text())["rows"]
     assert _without_times(got) == _without_times(want)
+
+
+def test_the_alpha_setting_is_stored_but_the_earlier_one_keeps_the_folders_hash():
+    """``--alpha last-layer`` (the setting before the field existed) leaves it out of the config, so results
+    folders made before resume bitwise; the new default is stored, so it gets folders of its own."""
+    from ticketlab.errors import UserError
+    from ticketlab.verify.evaluate import VerifyConfig
+
+    old = VerifyConfig(alpha="last-layer").to_dict()
+    assert "alpha" not in old and set(old) == set(VerifyConfig().to_dict()) - {"alpha"}
+    assert VerifyConfig().to_dict()["alpha"] == "optimized"
+    with pytest.raises(UserError, match="unknown --alpha 'best'; choose one of: optimized, last-layer"):
+        VerifyConfig(alpha="best").validate()
+
+
+def test_optimized_alpha_crown_is_never_looser_than_the_last_layer_setting():
+    from ticketlab.verify.bounds import ALPHA, alpha_crown, input_box, margin_spec
+    from ticketlab.verify.graph import to_ops
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(6, 20), torch.nn.ReLU(), torch.nn.Linear(20, 20), torch.nn.ReLU(), torch.nn.Linear(20, 4)
+    ).double()
+    ops = to_ops(net, (6,))
+    x = torch.rand(8, 6, dtype=torch.float64)
+    lo, hi = input_box(x, 0.1, None)
+    C = margin_spec(net(x).argmax(1), 4).double()
+    a = alpha_crown(ops, lo, hi, C, **ALPHA["optimized"]).lower
+    b = alpha_crown(ops, lo, hi, C, **ALPHA["last-layer"]).lower
+    assert (a >= b - 1e-9).all() and (a > b + 1e-6).any()

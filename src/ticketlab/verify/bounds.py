@@ -7,10 +7,10 @@
   Pre-activation bounds of every ReLU come from CROWN run to that layer (``intermediate="crown"``), each
   intersected with IBP's (both are sound, so their intersection is); ``intermediate="ibp"`` takes IBP's
   instead: CROWN-IBP (Zhang et al. 2020), the cheap variant certified training uses.
-- alpha-CROWN (Xu et al. 2021): the lower slopes of the last bound as free parameters in [0, 1], one per
+- alpha-CROWN (Xu et al. 2021): the lower slopes of every unstable ReLU as free parameters in [0, 1], one per
   specification row and neuron, raised by projected gradient ascent (Adam) on the bound from CROWN's choice;
-  every bound is the best seen, so never looser than CROWN. Intermediate bounds are CROWN's (the full method
-  also optimises slopes for every intermediate layer; not done here).
+  by default every intermediate bound has slopes of its own too and is recomputed each step (as auto_LiRPA
+  does); every bound kept is the best seen, so never looser than CROWN.
 
 Specifications are rows of a matrix C on the logits: ``margin_spec`` gives y_true - y_j for every j != y_true,
 so a sample is verified when every lower bound is > 0. Everything is batched, runs on any device and is
@@ -23,10 +23,18 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
-from .graph import Dense, MaxPool, Op, ReLU
+from .graph import Conv, Dense, MaxPool, Op, ReLU, Scale
 
 METHODS = ("ibp", "crown", "alpha-crown")
+# alpha-CROWN's settings by name: "optimized" (auto_LiRPA's: every intermediate bound's slopes optimised too, Adam
+# at lr 0.5 decayed by 0.98 a step) and "last-layer" (ticketlab's before: only the final bound's slopes, lr 0.1;
+# what the results folders made before it hold)
+ALPHA = {
+    "optimized": {"intermediate": "optimize", "lr": 0.5, "lr_decay": 0.98},
+    "last-layer": {"intermediate": "fixed", "lr": 0.1, "lr_decay": 1.0},
+}
 
 
 def input_box(
@@ -229,6 +237,12 @@ def _crown_layer(ops, end, lo, hi, pre, chunk: int, box: tuple[torch.Tensor, tor
         return l, u
     l, u = l.reshape(b, -1).clone(), u.reshape(b, -1).clone()
     last = ops[end - 1]
+    if patches_apply(ops, end):  # a conv's output: every channel at the unstable neurons' positions, as patches
+        for pos, sel in patch_chunks(ops, end, unstable):
+            rl, ru = patch_rows(backward_patches(ops, end, pos, lo, hi, pre), pos, shape, sel)
+            l[:, sel] = torch.maximum(l[:, sel], rl)
+            u[:, sel] = torch.minimum(u[:, sel], -ru)
+        return l.view(b, *shape), u.view(b, *shape)
     for j in range(0, len(unstable), chunk):
         idx = unstable[j : j + chunk]
         c = len(idx)
@@ -285,44 +299,258 @@ def crown(
     return Bounds(r[:, :s], -r[:, s:], pre)
 
 
+def _unstable_rows(ops: list[Op], end: int, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Indices (flat) of the neurons feeding ops[end] that are unstable in some sample of the batch: the only
+    ones whose tighter bounds change anything (a grafted neuron is linear, so never)."""
+    split = (l < 0) & (u > 0)
+    nxt = ops[end]
+    if isinstance(nxt, ReLU) and nxt.graft is not None:
+        split = split & ~nxt.graft
+    return split.reshape(l.shape[0], -1).any(0).nonzero().flatten()
+
+
+def _rows(ops: list[Op], end: int, idx: torch.Tensor, b: int, like: torch.Tensor):
+    """(lam, stop, bias) to bound neurons ``idx`` of the output of ops[:end] below and above (rows [e, -e]) with
+    ``backward(ops, stop, lam, ...) + bias``: from a Dense layer's weight rows when ops[end - 1] is one."""
+    last, c = ops[end - 1], len(idx)
+    if isinstance(last, Dense):
+        w = last.weight[idx]
+        bias = None if last.bias is None else torch.cat([last.bias[idx], -last.bias[idx]])
+        return torch.cat([w, -w]).expand(b, 2 * c, w.shape[1]), end - 1, bias
+    shape = last.out_shape
+    n = math.prod(shape)
+    eye = torch.zeros(c, n, dtype=like.dtype, device=like.device)
+    eye[torch.arange(c), idx] = 1
+    return torch.cat([eye, -eye]).expand(b, 2 * c, n).reshape(b, 2 * c, *shape), end, None
+
+
 def alpha_crown(
     ops: list[Op],
     lo: torch.Tensor,
     hi: torch.Tensor,
     C: torch.Tensor | None = None,
     steps: int = 20,
-    lr: float = 0.1,
+    lr: float = 0.5,
     pre: dict | None = None,
+    lr_decay: float = 0.98,
+    intermediate: str = "optimize",
+    chunk: int = 1024,
 ) -> Bounds:
-    """alpha-CROWN lower bounds of C @ outputs: CROWN's lower slopes of every ReLU optimised for each
-    specification row, starting from CROWN's choice; the best bound of every row over the steps."""
+    """alpha-CROWN lower bounds of C @ outputs: the lower slopes of every unstable ReLU optimised (Adam, lr 0.5
+    decayed by 0.98 a step, 20 steps: auto_LiRPA's defaults) from CROWN's choice, a set per specification row.
+
+    ``intermediate="optimize"`` (the default, as auto_LiRPA does when no intermediate bounds are given; Xu et al.
+    2021): every intermediate bound CROWN refines has slopes of its own, a set per bounded neuron, and is
+    recomputed each step, so the final bound's gradient also tightens the bounds it is built on; every bound
+    kept is the best seen (intersected with CROWN's), so never looser than CROWN. ``"fixed"``: CROWN's
+    intermediate bounds as they are, only the final bound's slopes optimised (cheaper, looser)."""
+    if intermediate not in ("optimize", "fixed"):
+        raise ValueError(f"intermediate is 'optimize' or 'fixed', got {intermediate!r}")
     if pre is None:
         pre, _ = pre_bounds(ops, lo, hi, "crown")
     C = _spec(C, ops, lo)
-    s = C.shape[1]
-    alphas = {}
-    for i, op in enumerate(ops):
-        if isinstance(op, ReLU):
-            sl = relu_relaxation(*pre[i], op)[2].detach()
-            alphas[i] = sl[:, None].expand(lo.shape[0], s, *sl.shape[1:]).clone().requires_grad_(True)
-    pre_d = {i: (a.detach(), b.detach()) for i, (a, b) in pre.items()}
+    b, s = lo.shape[0], C.shape[1]
+    best_pre = {i: (a.detach(), c.detach()) for i, (a, c) in pre.items()}
     lo, hi, C = lo.detach(), hi.detach(), C.detach()
-    if not alphas or steps <= 0:
+
+    def init(i: int, rows: int) -> torch.Tensor:
+        sl = relu_relaxation(*best_pre[i], ops[i])[2].detach()
+        return sl[:, None].expand(b, rows, *sl.shape[1:]).clone().requires_grad_(True)
+
+    final = {i: init(i, s) for i, op in enumerate(ops) if isinstance(op, ReLU)}
+    # layer i -> [(neuron indices, their rows' slopes {relu j: (B, 2c, *shape_j)})]: the refined bounds
+    layers: dict[int, list] = {}
+    if intermediate == "optimize":
+        for i, op in enumerate(ops):
+            if op.affine or i not in best_pre or _affine_prefix_exact(ops, i):
+                continue
+            unstable = _unstable_rows(ops, i, *best_pre[i])
+            stop = i - 1 if isinstance(ops[i - 1], Dense) else i
+            earlier = [j for j in final if j < stop]
+            if len(unstable) and earlier and patches_apply(ops, i):  # slopes in the windows, made on first use
+                layers[i] = [((pos, sel), {}) for pos, sel in patch_chunks(ops, i, unstable)]
+            elif len(unstable) and earlier:
+                layers[i] = [
+                    (idx, {j: init(j, 2 * len(idx)) for j in earlier})
+                    for idx in (unstable[k : k + chunk] for k in range(0, len(unstable), chunk))
+                ]
+    if not final or steps <= 0:
         with torch.no_grad():
-            return Bounds(backward(ops, len(ops), C, lo, hi, pre_d), None, pre)
-    best = None  # the first step's bound is CROWN's: the slopes start at CROWN's choice
-    opt = torch.optim.Adam(list(alphas.values()), lr=lr)
+            return Bounds(backward(ops, len(ops), C, lo, hi, best_pre), None, best_pre)
+
+    crown_pre = dict(best_pre)
+
+    def bound_once() -> torch.Tensor:
+        """The final bound from intermediate bounds recomputed with the current slopes, each intersected with
+        CROWN's (not with the best so far: a bound that is not the best still passes its gradient on)."""
+        cur = dict(crown_pre)
+        for i in sorted(layers):
+            bl, bu = crown_pre[i]
+            l, u = bl.reshape(b, -1), bu.reshape(b, -1)
+            for rows, al in layers[i]:
+                if isinstance(rows, tuple):
+                    pos, idx = rows
+                    rl, ru = patch_rows(backward_patches(ops, i, pos, lo, hi, cur, al), pos, ops[i - 1].out_shape, idx)
+                else:
+                    idx = rows
+                    lam, stop, bias = _rows(ops, i, idx, b, lo)
+                    r = backward(ops, stop, lam, lo, hi, cur, al)
+                    if bias is not None:
+                        r = r + bias
+                    rl, ru = r[:, : len(idx)], r[:, len(idx) :]
+                l = l.index_copy(1, idx, torch.maximum(l[:, idx], rl))
+                u = u.index_copy(1, idx, torch.minimum(u[:, idx], -ru))
+            cur[i] = (l.view_as(bl), u.view_as(bu))
+            kl, ku = best_pre[i]  # both sound: keep the tighter
+            best_pre[i] = (torch.maximum(kl, cur[i][0].detach()), torch.minimum(ku, cur[i][1].detach()))
+        return backward(ops, len(ops), C, lo, hi, cur, final)
+
+    best = None  # the first step's bound is CROWN's (or tighter): the slopes start at CROWN's choice
     with torch.enable_grad():
-        for _ in range(steps):
-            bound = backward(ops, len(ops), C, lo, hi, pre_d, alphas)
+        first = bound_once()  # (makes the patch-shaped slopes)
+    params = list(final.values()) + [a for chunks in layers.values() for _, al in chunks for a in al.values()]
+    opt = torch.optim.Adam(params, lr=lr)
+    decay = torch.optim.lr_scheduler.ExponentialLR(opt, lr_decay)
+    with torch.enable_grad():
+        for step in range(steps):
+            bound = first if step == 0 else bound_once()
             best = bound.detach() if best is None else torch.maximum(best, bound.detach())
-            grads = torch.autograd.grad(-bound.sum(), list(alphas.values()))  # not into the model's weights
-            for a, g in zip(alphas.values(), grads):
+            grads = torch.autograd.grad(-bound.sum(), params, allow_unused=True)  # not into the model's weights
+            for a, g in zip(params, grads):
                 a.grad = g
             opt.step()
+            decay.step()
             with torch.no_grad():
-                for a in alphas.values():
+                for a in params:
                     a.clamp_(0, 1)
     with torch.no_grad():
-        best = torch.maximum(best, backward(ops, len(ops), C, lo, hi, pre_d, alphas))
-    return Bounds(best, None, pre)
+        best = torch.maximum(best, bound_once())
+        if layers:  # the final slopes over the best intermediate bounds of every step: sound, often tighter
+            best = torch.maximum(best, backward(ops, len(ops), C, lo, hi, best_pre, final))
+    return Bounds(best, None, best_pre)
+
+
+# -- CROWN's intermediate bounds on convolutions as patches ------------------------------------------------------
+# A neuron of a conv layer's output depends on a window of each earlier map only, so the linear coefficients
+# of its bound are kept as a patch anchored at the neuron's position (auto_LiRPA's "patches" mode): the backward
+# pass through a convolution is a transposed convolution of the patch (the window grows by the kernel), through
+# a ReLU or a per-channel scale a product with that map's values in the window; the windows of every row are cut
+# from the maps with one unfold (zero outside the map, where the padding's zeros make any coefficient void).
+
+
+def patches_apply(ops: list[Op], end: int) -> bool:
+    """Whether the bounds of ops[end - 1]'s output can go backward as patches: a 2-d convolution fed by 2-d
+    convolutions, per-channel scales and ReLUs only (no pooling, dilation or groups)."""
+
+    def plain_conv(op) -> bool:
+        return isinstance(op, Conv) and op.dim == 2 and op.groups == 1 and all(d == 1 for d in op.dilation)
+
+    if end < 1 or not plain_conv(ops[end - 1]):
+        return False
+    return all(plain_conv(op) or isinstance(op, (Scale, ReLU)) for op in ops[: end - 1])
+
+
+def _windows(x: torch.Tensor, size: int, stride: tuple, start: tuple, grid: tuple, pos: torch.Tensor) -> torch.Tensor:
+    """(B, P, 1, C, size, size): for each anchor ``pos[p]`` (a flat position of the ``grid``), the window of
+    the map ``x`` (B, C, H, W) starting at (i * stride - start); zero outside the map."""
+    b, c, h, w = x.shape
+    pad = [start[1], max(0, (grid[1] - 1) * stride[1] - start[1] + size - w),
+           start[0], max(0, (grid[0] - 1) * stride[0] - start[0] + size - h)]  # fmt: skip
+    xp = F.pad(x, pad)
+    u = F.unfold(xp, size, stride=stride)  # (B, C*size*size, Lh*Lw)
+    lh = (xp.shape[2] - size) // stride[0] + 1
+    lw = (xp.shape[3] - size) // stride[1] + 1
+    u = u.view(b, c * size * size, lh, lw)[:, :, : grid[0], : grid[1]].reshape(b, c * size * size, -1)
+    return u[:, :, pos].permute(0, 2, 1).reshape(b, len(pos), 1, c, size, size)
+
+
+def backward_patches(ops, end, pos, lo, hi, pre, alphas: dict | None = None) -> torch.Tensor:
+    """Lower bounds (B, len(pos), 2 Co) of the rows [+y_c for every channel c, then -y_c] of ops[end - 1]'s
+    output at the flat positions ``pos``, over the box [lo, hi]: CROWN's backward pass as patches
+    (``patches_apply`` must hold). The same numbers as ``backward`` from identity rows, at the cost of the
+    windows instead of the whole maps. ``alphas`` ({relu op index: (B, len(pos), 2 Co, C, size, size)}, in the
+    windows): lower slopes of the unstable neurons instead of CROWN's; a missing entry is made from CROWN's
+    choice (requiring grad) and put in the dict."""
+    last = ops[end - 1]
+    co, gh, gw = last.out_shape
+    b = lo.shape[0]
+    eye = torch.eye(co, dtype=lo.dtype, device=lo.device)
+    A = torch.cat([eye, -eye]).view(1, 1, 2 * co, co, 1, 1)  # (batch, positions, rows, C, size, size)
+    size, stride, start = 1, (1, 1), (0, 0)
+    bias = lo.new_zeros(1, 1, 2 * co)
+
+    def win(m):
+        return _windows(m, size, stride, start, (gh, gw), pos)
+
+    for i in reversed(range(end)):
+        op = ops[i]
+        if isinstance(op, Conv):
+            if i != end - 1:  # coefficients outside this conv's output map are of padding, not neurons: void
+                A = A * win(torch.ones(1, *op.out_shape, dtype=lo.dtype, device=lo.device))
+            if op.bias is not None:
+                bias = bias + _dot(A, win(op.bias.expand(1, *op.out_shape).to(lo.dtype)))
+            lead = A.shape[:3]
+            A = F.conv_transpose2d(A.reshape(-1, *A.shape[3:]), op.weight, stride=op.stride)
+            A = A.view(*lead, *A.shape[1:])
+            size = (size - 1) * op.stride[0] + op.weight.shape[2]
+            start = (start[0] * op.stride[0] + op.padding[0], start[1] * op.stride[1] + op.padding[1])
+            stride = (stride[0] * op.stride[0], stride[1] * op.stride[1])
+            continue
+        if isinstance(op, Scale):
+            if op.bias is not None:
+                bias = bias + _dot(A, win(op.bias.expand(1, *op.in_shape).to(lo.dtype)))
+            A = A * win(op.s.expand(1, *op.in_shape).to(lo.dtype))
+            continue
+        pl, pu = pre[i]  # a ReLU
+        su, tu, sl, unstable = relu_relaxation(pl, pu, op)
+        sl = win(sl)
+        if alphas is not None:
+            if i not in alphas:
+                full = (b, len(pos), 2 * co, *sl.shape[3:])
+                alphas[i] = sl.detach().expand(full).clone().requires_grad_(True)
+            sl = torch.where(win(unstable.to(lo.dtype)) > 0, alphas[i], sl)
+        bias = bias + _dot(A.clamp(max=0), win(tu))
+        tl = graft_intercept(op, pl)
+        if tl is not None:
+            bias = bias + _dot(A.clamp(min=0), win(tl))
+        A = torch.where(A >= 0, sl, win(su)) * A
+    out = bias + _dot(A, win((hi + lo) / 2)) - _dot(A.abs(), win((hi - lo) / 2))
+    return out.expand(b, len(pos), 2 * co)
+
+
+def _dot(A: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """sum over each row's window of A * w: (B, P, R, C, s, s) . (B, P, 1, C, s, s) -> (B, P, R), one matmul."""
+    return (A.flatten(3) @ w.flatten(3).transpose(-1, -2))[..., 0]
+
+
+def patch_positions(ops: list[Op], end: int, budget: int = 2**24) -> int:
+    """How many anchor positions one ``backward_patches`` call takes: its largest patch tensor (B x positions x
+    rows x C x size x size) kept near ``budget`` elements per sample."""
+    co = ops[end - 1].out_shape[0]
+    size, worst = 1, 1
+    for op in reversed(ops[:end]):
+        if isinstance(op, Conv):
+            size = (size - 1) * op.stride[0] + op.weight.shape[2]
+            worst = max(worst, op.in_shape[0] * size * size)
+    return max(1, budget // (2 * co * worst))
+
+
+def patch_chunks(ops: list[Op], end: int, unstable: torch.Tensor):
+    """(positions, the unstable neurons there) per ``backward_patches`` call, for the flat neurons ``unstable``
+    of ops[end - 1]'s output."""
+    hw = ops[end - 1].out_shape[1] * ops[end - 1].out_shape[2]
+    positions = torch.unique(unstable % hw)
+    step = patch_positions(ops, end)
+    for k in range(0, len(positions), step):
+        pos = positions[k : k + step]
+        yield pos, unstable[torch.isin(unstable % hw, pos)]
+
+
+def patch_rows(r: torch.Tensor, pos: torch.Tensor, shape: tuple, idx: torch.Tensor):
+    """``backward_patches``' (B, P, 2 Co) lower bounds at positions ``pos`` as (lower, -upper) of the flat
+    neurons ``idx`` (each at one of those positions)."""
+    co, gh, gw = shape
+    where = torch.full((gh * gw,), -1, dtype=torch.long, device=r.device)
+    where[pos] = torch.arange(len(pos), device=r.device)
+    p, c = where[idx % (gh * gw)], idx // (gh * gw)
+    return r[:, p, c], r[:, p, co + c]

@@ -33,7 +33,7 @@ from scipy.optimize import Bounds as Box
 from scipy.optimize import LinearConstraint, milp
 
 from ..errors import UserError
-from .bounds import alpha_crown, input_box, margin_spec, other_classes, pre_bounds
+from .bounds import ALPHA, alpha_crown, input_box, margin_spec, other_classes, pre_bounds
 from .graph import MaxPool, Op, ReLU, as_float64
 
 SOLVERS = ("marabou", "milp")
@@ -170,7 +170,10 @@ class Complete:
         timeout: float = 60.0,
         attack_steps: int = 50,
         shortcut: bool = True,
+        alpha: str = "optimized",
     ):
+        if alpha not in ALPHA:
+            raise UserError(f"unknown alpha-CROWN setting {alpha!r}; choose one of: {', '.join(ALPHA)}")
         if solver not in SOLVERS:
             raise UserError(f"unknown --solver {solver!r}; choose one of: {', '.join(SOLVERS)}")
         if solver == "marabou":
@@ -185,6 +188,7 @@ class Complete:
             model_fn = copy.deepcopy(model_fn).double().eval()  # counterexamples are re-checked in float64
         self.ops, self.model_fn, self.k, self.eps, self.range = ops, model_fn, num_classes, eps, pixel_range
         self.solver, self.timeout, self.attack_steps = solver, timeout, attack_steps
+        self.alpha = alpha  # alpha-CROWN's settings (bounds.ALPHA), for the margins it proves before the solver
         self.shortcut = shortcut  # False: every margin goes to the solver (tests, solver timings)
         self.layers = lower(ops)
 
@@ -198,7 +202,11 @@ class Complete:
         C = margin_spec(torch.tensor([y]), self.k).double()
         with torch.no_grad():
             pre, _ = pre_bounds(self.ops, lo, hi, "crown")
-        lb = alpha_crown(self.ops, lo, hi, C, pre=pre).lower[0] if self.shortcut else torch.zeros(self.k - 1)
+        lb = (
+            alpha_crown(self.ops, lo, hi, C, pre=pre, **ALPHA[self.alpha]).lower[0]
+            if self.shortcut
+            else torch.zeros(self.k - 1)
+        )
         if bool((lb > 0).all()):
             return Verdict("verified", time.perf_counter() - t0, "bounds")
         adv, m = self._attack(x, y, lo[0], hi[0])

@@ -29,7 +29,7 @@ from ..runs import config_hash, open_run_dir
 from ..runs.models import load_weights, trained_models
 from ..runs.seeds import aggregate, display, finished_seeds, seed_dir
 from ..runs.setup import resolve_device
-from .bounds import METHODS, alpha_crown, crown, ibp, input_box, margin_spec, pre_bounds, stability
+from .bounds import ALPHA, METHODS, alpha_crown, crown, ibp, input_box, margin_spec, pre_bounds, stability
 from .complete import SOLVERS, Complete
 from .graph import check_ops, to_ops
 
@@ -61,11 +61,20 @@ class VerifyConfig:
     pgd_steps: int = field(default=50, metadata={"help": "PGD steps of the attack"})
     pgd_restarts: int = field(default=3, metadata={"help": "PGD random restarts"})
     alpha_steps: int = field(default=20, metadata={"help": "alpha-CROWN optimisation steps"})
+    alpha: str = field(
+        default="optimized",
+        metadata={
+            "help": "alpha-CROWN: optimized (every intermediate bound's slopes too, auto_LiRPA's settings) or "
+            "last-layer (only the final bound's: the setting of results folders made before it)"
+        },
+    )
     batch: int = field(default=25, metadata={"help": "samples bounded together"})
     seed: int = field(default=0, metadata={"help": "seed of the attack's random starts"})
 
     def to_dict(self) -> dict:
         d = asdict(self)
+        if self.alpha == "last-layer":  # the setting before the field: earlier folders keep their hash
+            d.pop("alpha")
         if "complete" not in self.methods:
             d.pop("solver")
             d.pop("timeout")
@@ -80,6 +89,8 @@ class VerifyConfig:
                 f"unknown --method {bad[0] if bad else ''!r}; choose from: {', '.join(ALL_METHODS)} "
                 "(a comma list, or all)"
             )
+        if self.alpha not in ALPHA:
+            raise UserError(f"unknown --alpha {self.alpha!r}; choose one of: {', '.join(ALPHA)}")
         if self.solver not in SOLVERS:
             raise UserError(f"unknown --solver {self.solver!r}; choose one of: {', '.join(SOLVERS)}")
         if self.samples < 1:
@@ -150,7 +161,7 @@ def verify_model(
                 spent["crown"] += t_pre + time.perf_counter() - t0
             if "alpha-crown" in methods:
                 t0 = time.perf_counter()
-                found["alpha-crown"] = alpha_crown(ops, lo, hi, C, steps=cfg.alpha_steps, pre=pre)
+                found["alpha-crown"] = alpha_crown(ops, lo, hi, C, steps=cfg.alpha_steps, pre=pre, **ALPHA[cfg.alpha])
                 spent["alpha-crown"] += t_pre + time.perf_counter() - t0
         for m, b in found.items():
             ok[m].append(b.verified())
@@ -187,7 +198,7 @@ def verify_model(
 def complete_verdicts(ops, net, xp, y, k, pixel_range, cfg: VerifyConfig, progress=None) -> dict:
     """Counts of each verdict, the methods that decided them, time per sample (mean, median, max), and the
     counterexamples' margins (each re-checked on ``net``)."""
-    solver = Complete(ops, net, k, cfg.eps, pixel_range, cfg.solver, cfg.timeout)
+    solver = Complete(ops, net, k, cfg.eps, pixel_range, cfg.solver, cfg.timeout, alpha=cfg.alpha)
     counts = {"verified": 0, "falsified": 0, "timeout": 0, "unknown": 0}
     by: dict[str, int] = {}
     times, margins = [], []
