@@ -20,16 +20,14 @@ PLUGIN_COMMANDS = set(tomllib.loads(PLUGIN.read_text())["project"]["entry-points
 
 
 def shell_lines() -> list[str]:
-    """The ticketlab lines of every plain block, but the example plugin's commands (tested by test_plugins.py)."""
+    """The ticketlab lines of every plain block, but the example plugin's commands (tested by test_plugins.py)
+    and sentences of a diagram that happen to start with the word."""
     out = []
     for b in blocks():
-        if b.lang != "":
-            continue
-        for line in b.code.replace("\\\n", " ").splitlines():
-            line = re.sub(r"^\$ ", "", line.split("  #")[0].strip())
+        for line in b.commands() if b.lang == "" else []:
             bare = line.replace("...", "")
-            prose = ". " in bare or bare.endswith(".")  # a sentence in a diagram, not a command
-            if line.startswith("ticketlab ") and not prose and not PLUGIN_COMMANDS & set(line.split()):
+            prose = ". " in bare or bare.endswith(".")
+            if not prose and not PLUGIN_COMMANDS & set(line.split()):
                 out.append(line)
     return out
 

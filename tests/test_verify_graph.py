@@ -289,7 +289,7 @@ def test_a_torch_prune_reparametrised_layer_is_refused_with_the_way_out():
 
 
 def test_a_plain_subclass_and_an_observing_hook_are_accepted():
-    from ticketlab.verify.graph import observes_only
+    from ticketlab.hooks import observes_only
 
     net = nn.Sequential(PlainLinear(3, 2))
     seen = []
@@ -347,3 +347,17 @@ def test_library_api_fuzz_every_net_is_refused_or_its_crown_bounds_hold_on_the_m
     with torch.no_grad():
         out = torch.stack([net(p) for p in pts])
     assert (out >= b.lower - 1e-9).all() and (out <= b.upper + 1e-9).all()
+
+
+def test_float64_copies_of_the_ops_keep_the_sparse_products():
+    from ticketlab.verify.graph import Dense, as_float64
+
+    net = nn.Sequential(nn.Linear(400, 300))
+    with torch.no_grad():
+        net[0].weight.mul_((torch.rand(300, 400) < 0.01).float())
+    (op,) = to_ops(net, (400,), sparse=True)
+    assert op.csr is not None
+    (op64,) = as_float64([op])
+    assert isinstance(op64, Dense) and op64.csr is not None and op64.weight.dtype == torch.float64
+    x = torch.rand(3, 400, dtype=torch.float64)
+    assert torch.allclose(op64.forward(x), net.double()(x))

@@ -47,9 +47,7 @@ def prune(
     from .pruners import PRUNERS, prune_at_init
 
     if not isinstance(density, (int, float)) or isinstance(density, bool) or not math.isfinite(density):
-        raise UserError(f"density must be a number in (0, 1], got {density!r}")
-    if not 0 < density <= 1:
-        raise UserError(f"density is the fraction of weights kept: it must be in (0, 1], got {density}")
+        raise UserError(f"density must be a number in (0, 1], got {density!r}")  # its range: prune_at_init's
     PRUNERS.get(method)  # an unknown name: one line listing the known ones
     if batch is None and method not in DATA_FREE:
         raise UserError(f"the {method} pruner scores with data: pass batch=(inputs, labels)")

@@ -39,6 +39,19 @@ def density_axis(ax, densities_pct: list[float]) -> None:
     ax.set_xlabel("density: % of weights kept (log)")
 
 
+def category_points(ax, positions, y, err, series: int, of: int, label=None) -> None:
+    """Points with error bars at category indices ``positions``, the ``series``-th of ``of`` series nudged
+    sideways so they sit side by side; never joined (an order between categories means nothing)."""
+    shift = (series - (of - 1) / 2) * min(0.12, 0.6 / max(1, of))
+    ax.errorbar([p + shift for p in positions], y, yerr=err, fmt="o", markersize=5, capsize=4, label=label)
+
+
+def category_axis(ax, names) -> None:
+    """An x axis of named categories at 0, 1, ... in the order given."""
+    ax.set_xticks(range(len(names)), names)
+    ax.set_xlim(-0.5, len(names) - 0.5)
+
+
 def outside_legend(ax, **kw) -> None:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0, **kw)
 

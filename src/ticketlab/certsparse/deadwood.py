@@ -48,14 +48,14 @@ from ..runs import (
 )
 from ..runs.models import trained_model
 from ..seeding import generator
-from ..sparse import density, global_prune, ones_mask, prunable_names
+from ..sparse import NamedMasks, density, global_prune, ones_mask, prunable_names
 from ..sparse.enforce import clear_optimizer_state_, mask_grads_
 from ..train import TrainConfig
 
 CONSTRAINTS = ("accuracy", "robustness")
 
 
-class Deadwooding:
+class Deadwooding(NamedMasks):
     """A trainer updater (``ticketlab.train.train(..., sparse=...)``) that also supplies the loss.
 
     ``loss(model, x, y, it)`` is the Lagrangian at the current multipliers; ``step()`` after every optimizer
@@ -100,17 +100,6 @@ class Deadwooding:
         self._hook = optimizer.register_step_pre_hook(lambda *_: mask_grads_(self.params, self._float))
         if prune_step == 0:
             self.prune()
-
-    @property
-    def masks(self) -> dict[str, torch.Tensor]:
-        """The current masks, ``{param name: bool tensor}`` (True = kept), as static masks are named;
-        ``mask_list`` holds the same tensors in parameter order."""
-        return dict(zip(self.names, self.mask_list))
-
-    @property
-    def mask(self) -> dict[str, torch.Tensor]:
-        """The same as ``masks``."""
-        return self.masks
 
     # ---- the Lagrangian --------------------------------------------------------------------------------
     def constraint_losses(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, it: int) -> dict:

@@ -31,7 +31,7 @@ from ..errors import UserError
 from ..flops import forward_flops
 from ..pruners import score
 from ..seeding import generator
-from ..sparse import density, global_prune, layerwise_prune, nm_prune
+from ..sparse import NamedMasks, density, global_prune, layerwise_prune, nm_prune
 from ..sparse.distributions import layer_densities
 from ..sparse.enforce import clear_optimizer_state_, mask_grads_
 
@@ -71,7 +71,7 @@ def step_iterations(total: int, steps: int, end_fraction: float) -> list[int]:
     return at
 
 
-class GradualPruner:
+class GradualPruner(NamedMasks):
     """Prune ``names`` of a dense model to ``final_density`` in ``steps`` scored steps during training."""
 
     method = "gradual"
@@ -120,17 +120,6 @@ class GradualPruner:
         self._fwd = self._forward_flops()
         self._hook = optimizer.register_step_pre_hook(lambda *_: mask_grads_(self.params, self._float))
         self._maybe_prune()
-
-    @property
-    def masks(self) -> dict[str, torch.Tensor]:
-        """The current masks, ``{param name: bool tensor}`` (True = kept), as static masks are named;
-        ``mask_list`` holds the same tensors in parameter order."""
-        return dict(zip(self.names, self.mask_list))
-
-    @property
-    def mask(self) -> dict[str, torch.Tensor]:
-        """The same as ``masks``."""
-        return self.masks
 
     def _forward_flops(self) -> float:
         if self.input_shape is None:

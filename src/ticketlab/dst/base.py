@@ -39,7 +39,7 @@ from ..errors import UserError
 from ..flops import weight_uses
 from ..hooks import observes_only
 from ..seeding import generator
-from ..sparse import Mask, nm_prune, prunable_names, select_topk_mask
+from ..sparse import NamedMasks, nm_prune, prunable_names, select_topk_mask
 from ..sparse.distributions import DISTRIBUTIONS, layer_counts
 from ..sparse.enforce import clear_optimizer_state_, mask_grads_
 from .schedule import UpdateSchedule
@@ -47,7 +47,7 @@ from .schedule import UpdateSchedule
 PATTERN_METHODS = ("static", "set", "rigl", "sparsevlr")  # drop-and-grow that can keep every group at N
 
 
-class SparseTrainer:
+class SparseTrainer(NamedMasks):
     """Static sparse training (a fixed random mask); subclasses override ``grow_scores`` and the schedule."""
 
     name = "static"
@@ -184,17 +184,6 @@ class SparseTrainer:
     def _refresh(self) -> None:
         self._float = [m.to(p.dtype) for m, p in zip(self.mask_list, self.params)]
         self._fwd = None  # sparse forward FLOPs per example, recomputed lazily
-
-    @property
-    def masks(self) -> Mask:
-        """The current masks, ``{param name: bool tensor}`` (True = kept), as static masks are named;
-        ``mask_list`` holds the same tensors in parameter order."""
-        return dict(zip(self.names, self.mask_list))
-
-    @property
-    def mask(self) -> Mask:
-        """The same as ``masks``."""
-        return self.masks
 
     def sparse_phase(self) -> bool:
         """Whether the mask is enforced at the coming step (AC/DC's dense phases say no); before ``step()``

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..plotting import density_axis, outside_legend, plt
+from ..plotting import category_axis, category_points, density_axis, outside_legend, plt
 
 _ids = itertools.count()
 
@@ -159,12 +159,9 @@ def metric_vs(
         if categories is None:
             ax.errorbar(s.x, s.y, yerr=s.err, fmt="o-", markersize=4, capsize=3, label=s.label)
         else:
-            shift = (i - (k - 1) / 2) * min(0.12, 0.6 / max(1, k))
-            xs = [v + shift for v in s.x]
-            ax.errorbar(xs, s.y, yerr=s.err, fmt="o", markersize=5, capsize=4, label=s.label)
+            category_points(ax, s.x, s.y, s.err, i, k, s.label)
     if categories is not None:
-        ax.set_xticks(range(len(categories)), categories)
-        ax.set_xlim(-0.5, len(categories) - 0.5)
+        category_axis(ax, categories)
     elif log_x:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)

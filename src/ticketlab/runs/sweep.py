@@ -29,7 +29,7 @@ import torch
 
 from ..errors import UserError
 from ..io import read_json, write_json
-from ..plotting import plt, save_figure
+from ..plotting import category_axis, category_points, plt, save_figure
 from ..train.log import configure as configure_log
 from . import lockstep, watchdog
 from .experiment import Experiment, get_experiment
@@ -491,12 +491,9 @@ def plot_sweep(result: dict, path: Path, x: str, hue: str | None, metric: str) -
                 px, [a - b for a, b in zip(m, s)], [a + b for a, b in zip(m, s)], alpha=0.2, color=line.get_color()
             )
         else:  # categories: points with error bars, side by side, never joined
-            shift = (i - (len(groups) - 1) / 2) * min(0.12, 0.6 / len(groups))
-            px = [order.index(r["values"][x]) + shift for r in pts]
-            ax.errorbar(px, m, yerr=s, fmt="o", markersize=5, capsize=4, label=label)
+            category_points(ax, [order.index(r["values"][x]) for r in pts], m, s, i, len(groups), label)
     if not numeric:
-        ax.set_xticks(range(len(order)), order)
-        ax.set_xlim(-0.5, len(order) - 0.5)
+        category_axis(ax, order)
     elif all(num(v) > 0 for v in order) and max(num(v) for v in order) / min(num(v) for v in order) > 20:
         ax.set_xscale("log")
     n = max((r["headline"][metric]["n"] for r in rows), default=1)

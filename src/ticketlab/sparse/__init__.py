@@ -3,6 +3,7 @@
 from .enforce import MaskEnforcer
 from .mask import (
     Mask,
+    NamedMasks,
     apply_mask_,
     density,
     density_report,
@@ -30,6 +31,7 @@ from .prune import (
 __all__ = [
     "Mask",
     "MaskEnforcer",
+    "NamedMasks",
     "apply_mask_",
     "density",
     "density_report",

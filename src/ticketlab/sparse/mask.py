@@ -15,6 +15,25 @@ from torch.nn.utils import prune as torch_prune
 
 Mask = dict[str, torch.Tensor]
 
+
+class NamedMasks:
+    """``masks`` (and its alias ``mask``) as ``{param name: bool tensor}`` (True = kept) for a pruner or sparse
+    trainer that keeps ``names`` and the same tensors in parameter order as ``mask_list`` (its hot loops')."""
+
+    names: list[str]
+    mask_list: list[torch.Tensor]
+
+    @property
+    def masks(self) -> Mask:
+        """The current masks, named as static masks are."""
+        return dict(zip(self.names, self.mask_list))
+
+    @property
+    def mask(self) -> Mask:
+        """The same as ``masks``."""
+        return self.masks
+
+
 PRUNABLE_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
 

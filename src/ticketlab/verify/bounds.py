@@ -224,42 +224,19 @@ def _crown_layer(ops, end, lo, hi, pre, chunk: int, box: tuple[torch.Tensor, tor
     leaves unstable in some sample of the batch are bounded again: a stable neuron's relaxation is exact
     whatever its bounds, so tighter ones would change nothing. That is what makes CROWN's cost follow the
     number of unstable neurons, which pruning and certified training cut. When ops[end - 1] is a Dense layer
-    the backward pass starts from its weight rows instead of multiplying an identity by them."""
+    the backward pass starts from its weight rows instead of multiplying an identity by them; on a
+    convolution's output it runs as patches."""
     l, u = box
     shape = ops[end - 1].out_shape
     b = lo.shape[0]
-    split = (l < 0) & (u > 0)
-    nxt = ops[end]
-    if isinstance(nxt, ReLU) and nxt.graft is not None:  # a grafted neuron is linear: its bounds change nothing
-        split = split & ~nxt.graft
-    unstable = split.reshape(b, -1).any(0).nonzero().flatten()
+    unstable = _unstable_rows(ops, end, l, u)
     if len(unstable) == 0:
         return l, u
     l, u = l.reshape(b, -1).clone(), u.reshape(b, -1).clone()
-    last = ops[end - 1]
-    if patches_apply(ops, end):  # a conv's output: every channel at the unstable neurons' positions, as patches
-        for pos, sel in patch_chunks(ops, end, unstable):
-            rl, ru = patch_rows(backward_patches(ops, end, pos, lo, hi, pre), pos, shape, sel)
-            l[:, sel] = torch.maximum(l[:, sel], rl)
-            u[:, sel] = torch.minimum(u[:, sel], -ru)
-        return l.view(b, *shape), u.view(b, *shape)
-    for j in range(0, len(unstable), chunk):
-        idx = unstable[j : j + chunk]
-        c = len(idx)
-        if isinstance(last, Dense):
-            w = last.weight[idx]
-            lam = torch.cat([w, -w]).expand(b, 2 * c, w.shape[1])
-            r = backward(ops, end - 1, lam, lo, hi, pre)
-            if last.bias is not None:
-                r = r + torch.cat([last.bias[idx], -last.bias[idx]])
-        else:
-            n = l.shape[1]
-            eye = torch.zeros(c, n, dtype=lo.dtype, device=lo.device)
-            eye[torch.arange(c), idx] = 1
-            lam = torch.cat([eye, -eye]).expand(b, 2 * c, n).reshape(b, 2 * c, *shape)
-            r = backward(ops, end, lam, lo, hi, pre)
-        l[:, idx] = torch.maximum(l[:, idx], r[:, :c])
-        u[:, idx] = torch.minimum(u[:, idx], -r[:, c:])
+    for rows in _row_chunks(ops, end, unstable, chunk):
+        idx, rl, ru = _bound_rows(ops, end, rows, lo, hi, pre)
+        l[:, idx] = torch.maximum(l[:, idx], rl)
+        u[:, idx] = torch.minimum(u[:, idx], -ru)
     return l.view(b, *shape), u.view(b, *shape)
 
 
@@ -324,6 +301,28 @@ def _rows(ops: list[Op], end: int, idx: torch.Tensor, b: int, like: torch.Tensor
     return torch.cat([eye, -eye]).expand(b, 2 * c, n).reshape(b, 2 * c, *shape), end, None
 
 
+def _row_chunks(ops: list[Op], end: int, unstable: torch.Tensor, chunk: int) -> list:
+    """The unstable neurons of ops[end - 1]'s output cut into the pieces one backward pass bounds: (positions,
+    neurons there) on a convolution's output (patches), else at most ``chunk`` neuron indices."""
+    if patches_apply(ops, end):
+        return list(patch_chunks(ops, end, unstable))
+    return [unstable[k : k + chunk] for k in range(0, len(unstable), chunk)]
+
+
+def _bound_rows(ops, end, rows, lo, hi, pre, alphas: dict | None = None):
+    """(neuron indices, their lower bounds, minus their upper bounds) for one piece of ``_row_chunks``, with
+    CROWN's lower slopes or ``alphas`` (per the piece's rows)."""
+    if isinstance(rows, tuple):
+        pos, idx = rows
+        r = backward_patches(ops, end, pos, lo, hi, pre, alphas)
+        return (idx, *patch_rows(r, pos, ops[end - 1].out_shape, idx))
+    lam, stop, bias = _rows(ops, end, rows, lo.shape[0], lo)
+    r = backward(ops, stop, lam, lo, hi, pre, alphas)
+    if bias is not None:
+        r = r + bias
+    return rows, r[:, : len(rows)], r[:, len(rows) :]
+
+
 def alpha_crown(
     ops: list[Op],
     lo: torch.Tensor,
@@ -367,12 +366,10 @@ def alpha_crown(
             unstable = _unstable_rows(ops, i, *best_pre[i])
             stop = i - 1 if isinstance(ops[i - 1], Dense) else i
             earlier = [j for j in final if j < stop]
-            if len(unstable) and earlier and patches_apply(ops, i):  # slopes in the windows, made on first use
-                layers[i] = [((pos, sel), {}) for pos, sel in patch_chunks(ops, i, unstable)]
-            elif len(unstable) and earlier:
+            if len(unstable) and earlier:  # patches make their slopes (in the windows) on first use
                 layers[i] = [
-                    (idx, {j: init(j, 2 * len(idx)) for j in earlier})
-                    for idx in (unstable[k : k + chunk] for k in range(0, len(unstable), chunk))
+                    (rows, {} if isinstance(rows, tuple) else {j: init(j, 2 * len(rows)) for j in earlier})
+                    for rows in _row_chunks(ops, i, unstable, chunk)
                 ]
     if not final or steps <= 0:
         with torch.no_grad():
@@ -388,16 +385,7 @@ def alpha_crown(
             bl, bu = crown_pre[i]
             l, u = bl.reshape(b, -1), bu.reshape(b, -1)
             for rows, al in layers[i]:
-                if isinstance(rows, tuple):
-                    pos, idx = rows
-                    rl, ru = patch_rows(backward_patches(ops, i, pos, lo, hi, cur, al), pos, ops[i - 1].out_shape, idx)
-                else:
-                    idx = rows
-                    lam, stop, bias = _rows(ops, i, idx, b, lo)
-                    r = backward(ops, stop, lam, lo, hi, cur, al)
-                    if bias is not None:
-                        r = r + bias
-                    rl, ru = r[:, : len(idx)], r[:, len(idx) :]
+                idx, rl, ru = _bound_rows(ops, i, rows, lo, hi, cur, al)
                 l = l.index_copy(1, idx, torch.maximum(l[:, idx], rl))
                 u = u.index_copy(1, idx, torch.minimum(u[:, idx], -ru))
             cur[i] = (l.view_as(bl), u.view_as(bu))

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from ..hooks import is_observer, observes_only  # noqa: F401  (observes_only: re-exported)
+from ..hooks import is_observer
 from ..models.graft import GraftedReLU
 
 SPARSE_BELOW = 0.04  # weight density under which torch's CSR products beat dense ones on a CPU (measured with
@@ -227,7 +227,7 @@ def _tuple(v, n):
 
 
 # The modules the ops model, each with the forward it is modelled by: a subclass that overrides it computes
-# another function and is refused (by ``_own_forward``).
+# another function and is refused (by ``_refuse_other_functions``).
 MODELLED = (
     nn.Sequential, nn.Identity, nn.Dropout, nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d,
     nn.Flatten, nn.AvgPool1d, nn.AvgPool2d, nn.MaxPool1d, nn.MaxPool2d, nn.ReLU, GraftedReLU,
@@ -377,13 +377,8 @@ def as_float64(ops: list[Op]) -> list[Op]:
     out: list[Op] = []
     for op in ops:
         if isinstance(op, Dense):
+            # the same zeros, so the copy keeps the sparse products exactly when the original has them
             out.append(op if op.weight.dtype == torch.float64 else Dense(d(op.weight), d(op.bias), op.csr is not None))
-            if op.csr is not None and out[-1].csr is None:  # keep the sparse products whatever the threshold
-                w = out[-1].weight
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    out[-1].csr, out[-1].csr_t = w.to_sparse_csr(), w.t().contiguous().to_sparse_csr()
-                    out[-1].csr_abs = w.abs().to_sparse_csr()
         elif isinstance(op, Conv):
             bias = None if op.bias is None else op.bias.reshape(-1)
             out.append(
