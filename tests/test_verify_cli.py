@@ -3,6 +3,7 @@ clean), unstable neurons per layer and time per sample; complete verdicts; cache
 one line."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -247,3 +248,23 @@ def test_optimized_alpha_crown_is_never_looser_than_the_last_layer_setting():
     a = alpha_crown(ops, lo, hi, C, **ALPHA["optimized"]).lower
     b = alpha_crown(ops, lo, hi, C, **ALPHA["last-layer"]).lower
     assert (a >= b - 1e-9).all() and (a > b + 1e-6).any()
+
+
+def test_branch_and_bound_through_the_command_gives_the_milps_verdicts(imp_run, tmp_path):
+    run = tmp_path / "imp"
+    shutil.copytree(imp_run, run, ignore=shutil.ignore_patterns("verify-*"))
+    args = ["verify", str(run), "--eps", "0.12", "--samples", "12", "--method", "complete", "--timeout", "30"]
+    got = {}
+    for solver in ("milp", "bab"):
+        assert main([*args, "--solver", solver, "--quiet"]) == 0
+        (d,) = [
+            d for d in run.glob("verify-*") if json.loads((d / "config.json").read_text())["config"]["solver"] == solver
+        ]
+        got[solver] = json.loads((d / "results.json").read_text())["rows"]
+    asked = 0
+    for a, b in zip(got["milp"], got["bab"]):
+        ca, cb = a["complete"], b["complete"]
+        assert ca["timeout"] == cb["timeout"] == 0
+        assert (ca["verified"], ca["falsified"]) == (cb["verified"], cb["falsified"]), a["label"]
+        asked += sum(n for k, n in cb["by"].items() if k.endswith("by bab"))
+    assert asked > 0

@@ -165,17 +165,21 @@ def graft_intercept(op: ReLU, like: torch.Tensor) -> torch.Tensor | None:
     return torch.where(op.graft, op.intercept, torch.zeros_like(op.intercept)).expand_as(like)
 
 
-def backward(
+def backward_linear(
     ops: list[Op],
     end: int,
     lam: torch.Tensor,
-    lo: torch.Tensor,
-    hi: torch.Tensor,
     pre: dict,
     alphas: dict[int, torch.Tensor] | None = None,
-) -> torch.Tensor:
-    """Lower bound over the box [lo, hi] of lam . f(x), f the output of ``ops[:end]``; ``lam`` (B, S, *shape).
-    ``alphas``: lower ReLU slopes per op index, (B, S, *shape) in [0, 1], instead of CROWN's choice."""
+    betas: dict[int, torch.Tensor] | None = None,
+    record: dict | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CROWN's linear lower bound of lam . f(x), f the output of ``ops[:end]``: (bias (B, S), coefficients on the
+    input (B, S, n_in)), so that lam . f(x) >= bias + coefficients . x wherever ``pre`` holds. ``lam`` (B, S,
+    *shape). ``alphas``: lower ReLU slopes per op index, (B, S, *shape) in [0, 1], instead of CROWN's choice.
+    ``betas``: per ReLU op index, a (B, S, *shape) term added to the coefficients on that ReLU's input (beta-CROWN's
+    -beta * sign for split constraints sign * z >= 0). ``record``: filled with each ReLU's relaxation cost per
+    neuron, (B, S, *shape), what its upper line's intercept takes off the bound (branching scores)."""
     b, s = lam.shape[:2]
     bias = lam.new_zeros(b, s)
     lam = lam.reshape(b * s, *lam.shape[2:])
@@ -196,10 +200,15 @@ def backward(
             if alphas is not None and i in alphas:
                 sl = torch.where(unstable[:, None], alphas[i], sl)
             new = pos * sl + neg * su
-            bias = bias + (neg * tu).flatten(2).sum(2)
+            cost = neg * tu
+            bias = bias + cost.flatten(2).sum(2)
+            if record is not None:
+                record[i] = -cost
             tl = graft_intercept(op, pl)
             if tl is not None:
                 bias = bias + (pos * tl[:, None]).flatten(2).sum(2)
+            if betas is not None and i in betas:
+                new = new + betas[i]
             lam = new.reshape(b * s, *new.shape[2:])
         elif isinstance(op, MaxPool):
             idx, exact, umax = op.relaxation(pl, pu)
@@ -209,9 +218,28 @@ def backward(
             lam = op.scatter(to_in.reshape(b * s, *to_in.shape[2:]), idx)
         else:  # pragma: no cover - to_ops makes no other op
             raise TypeError(type(op).__name__)
-    lam = lam.reshape(b, s, -1)
+    return bias, lam.reshape(b, s, -1)
+
+
+def minimise(bias: torch.Tensor, lam: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """min over the box [lo, hi] of bias + lam . x: (B, S) from bias (B, S) and lam (B, S, n_in)."""
     mid, rad = ((hi + lo) / 2).flatten(1)[:, None], ((hi - lo) / 2).flatten(1)[:, None]
     return bias + (lam * mid).sum(-1) - (lam.abs() * rad).sum(-1)
+
+
+def backward(
+    ops: list[Op],
+    end: int,
+    lam: torch.Tensor,
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    pre: dict,
+    alphas: dict[int, torch.Tensor] | None = None,
+    betas: dict[int, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Lower bound over the box [lo, hi] of lam . f(x), f the output of ``ops[:end]``; ``lam`` (B, S, *shape).
+    ``alphas``, ``betas``: as ``backward_linear``'s."""
+    return minimise(*backward_linear(ops, end, lam, pre, alphas, betas), lo, hi)
 
 
 def _affine_prefix_exact(ops: list[Op], end: int) -> bool:

@@ -9,7 +9,8 @@ composed, pruned weights absent), ReLUs and max-pool windows. Each sample is dec
 4. for every margin y_true - y_j still open, an exact solver: Marabou (Katz et al. 2019, through ``maraboupy``;
    the query "y_j - y_true >= 0 for some input in the box" with CROWN's pre-activation bounds given), or the
    MILP of Tjeng et al. 2019 (big-M with CROWN's bounds; the minimum of the margin) solved by HiGHS through
-   ``scipy.optimize.milp``.
+   ``scipy.optimize.milp``, or branch and bound with beta-CROWN (``bab``; from alpha-CROWN's intermediate
+   bounds, the MILP as its fallback where a leaf is beyond a linear program).
 
 A counterexample from a solver is clipped into the box and re-run through the model: it counts only if the
 model's margin for some other class is > 0 there; one that sits on the decision boundary gets 20 PGD steps
@@ -33,10 +34,11 @@ from scipy.optimize import Bounds as Box
 from scipy.optimize import LinearConstraint, milp
 
 from ..errors import UserError
+from .bab import BaB, Settings
 from .bounds import ALPHA, alpha_crown, input_box, margin_spec, other_classes, pre_bounds
 from .graph import MaxPool, Op, ReLU, as_float64
 
-SOLVERS = ("marabou", "milp")
+SOLVERS = ("marabou", "milp", "bab")
 
 
 @dataclass
@@ -171,6 +173,7 @@ class Complete:
         attack_steps: int = 50,
         shortcut: bool = True,
         alpha: str = "optimized",
+        bab: Settings | None = None,
     ):
         if alpha not in ALPHA:
             raise UserError(f"unknown alpha-CROWN setting {alpha!r}; choose one of: {', '.join(ALPHA)}")
@@ -189,6 +192,8 @@ class Complete:
         self.ops, self.model_fn, self.k, self.eps, self.range = ops, model_fn, num_classes, eps, pixel_range
         self.solver, self.timeout, self.attack_steps = solver, timeout, attack_steps
         self.alpha = alpha  # alpha-CROWN's settings (bounds.ALPHA), for the margins it proves before the solver
+        self.bab = bab or Settings()  # branch and bound's settings (solver "bab")
+        self.domains = 0  # domains branch and bound has bounded, over every call
         self.shortcut = shortcut  # False: every margin goes to the solver (tests, solver timings)
         self.layers = lower(ops)
 
@@ -202,11 +207,11 @@ class Complete:
         C = margin_spec(torch.tensor([y]), self.k).double()
         with torch.no_grad():
             pre, _ = pre_bounds(self.ops, lo, hi, "crown")
-        lb = (
-            alpha_crown(self.ops, lo, hi, C, pre=pre, **ALPHA[self.alpha]).lower[0]
-            if self.shortcut
-            else torch.zeros(self.k - 1)
-        )
+        if self.shortcut:
+            ab = alpha_crown(self.ops, lo, hi, C, pre=pre, **ALPHA[self.alpha])
+            lb, root = ab.lower[0], ab.pre  # alpha-CROWN's intermediate bounds seed branch and bound
+        else:
+            lb, root = torch.zeros(self.k - 1), pre
         if bool((lb > 0).all()):
             return Verdict("verified", time.perf_counter() - t0, "bounds")
         adv, m = self._attack(x, y, lo[0], hi[0])
@@ -219,7 +224,10 @@ class Complete:
             for i, (a, b) in pre.items()
         }
         # the sample's program (MILP) or query (Marabou) is built once, for its first open margin
-        solve = (self._marabou if self.solver == "marabou" else self._milp)(lo[0], hi[0], bounds)
+        if self.solver == "bab":
+            solve = self._bab(lo, hi, root, bounds)
+        else:
+            solve = (self._marabou if self.solver == "marabou" else self._milp)(lo[0], hi[0], bounds)
         for _, j in open_:
             left = self.timeout - (time.perf_counter() - t0)
             if left <= 0:
@@ -243,6 +251,30 @@ class Complete:
         g = torch.Generator().manual_seed(0)
         start = lo + (hi - lo) * torch.rand(x.shape, generator=g, dtype=torch.float64)
         return _pgd_push(self.model_fn, start, y, lo, hi, steps=self.attack_steps)
+
+    # ---- branch and bound (beta-CROWN) ----
+    def _bab(self, lo, hi, root: dict, bounds):
+        """``solve(y, j, timeout)`` by branch and bound (``bab.BaB``) over the box, from ``root`` (alpha-CROWN's
+        intermediate bounds): "unsat" when verified, "sat" with a point the model misclassifies (or one on the
+        boundary, which the caller pushes with PGD), "timeout"; where a leaf is beyond its LPs (an inexact
+        max-pool window) the margin goes to the MILP with the time left."""
+        search = BaB(self.ops, self.model_fn, lo, hi, root, self.bab)
+        exact = []
+
+        def solve(y, j, timeout):
+            r = search.margin(y, j, time.perf_counter() + timeout)
+            self.domains += r.domains
+            if r.status == "verified":
+                return "unsat", None
+            if r.point is not None:
+                return "sat", r.point.reshape(-1).numpy()
+            if r.status == "timeout":
+                return "timeout", None
+            if not exact:
+                exact.append(self._milp(lo[0], hi[0], bounds))
+            return exact[0](y, j, max(timeout - r.seconds, 0.0))
+
+        return solve
 
     # ---- MILP (Tjeng et al. 2019) through HiGHS ----
     def _milp(self, lo, hi, bounds):

@@ -54,7 +54,8 @@ class VerifyConfig:
     solver: str = field(
         default="milp",
         metadata={
-            "help": "complete verification: milp (HiGHS through scipy) or marabou (pip install 'ticketlab[verify]')"
+            "help": "complete verification: milp (HiGHS through scipy), bab (branch and bound with beta-CROWN, the "
+            "MILP its fallback) or marabou (pip install 'ticketlab[verify]')"
         },
     )
     timeout: float = field(default=30.0, metadata={"metavar": "S", "help": "complete verification: seconds per sample"})

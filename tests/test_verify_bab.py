@@ -1,0 +1,232 @@
+"""Branch and bound with beta-CROWN: its verdicts are exhaustive search's and the MILP's, its domain bounds hold
+on the domain and beta tightens them where a split constraint matters, its leaves are exact LPs, its
+counterexamples are real, and it stops at its deadline."""
+
+import functools
+import time
+
+import pytest
+import torch
+from test_verify_complete import exhaustive_min_margin, tiny
+from torch import nn
+
+from ticketlab.verify.bab import BaB, Result, Settings
+from ticketlab.verify.bounds import input_box, pre_bounds
+from ticketlab.verify.complete import Complete
+from ticketlab.verify.graph import forward, to_ops
+
+
+def normal_net(seed, **kw):
+    net = tiny(seed, **kw)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_()
+    return net
+
+
+@functools.cache
+def exact_margin(seed: int, eps: float, j: int) -> float:
+    net, x, y = case(seed, eps)
+    lo, hi = input_box(x[None], eps, None)
+    return exhaustive_min_margin(net, lo[0].numpy(), hi[0].numpy(), y, j)
+
+
+@functools.cache
+def case(seed: int, eps: float):
+    net = normal_net(seed, hidden=(3, 3))
+    g = torch.Generator().manual_seed(seed * 10 + int(eps * 10))
+    x = torch.randn(3, generator=g, dtype=torch.float64)
+    return net, x, int(net(x[None]).argmax())
+
+
+@pytest.mark.parametrize("steps", [20, 0])
+def test_bab_verdicts_are_exhaustive_searchs_on_every_margin(steps):
+    """steps=0 (CROWN's slopes, no beta) leaves the bounds loose, so the search goes down to its LP leaves."""
+    seen, leaves = set(), 0
+    for seed in range(6):
+        for eps in (0.2, 0.5, 1.0):
+            net, x, y = case(seed, eps)
+            ops = to_ops(net, (3,))
+            lo, hi = input_box(x[None], eps, None)
+            search = BaB(ops, net, lo, hi, pre_bounds(ops, lo, hi)[0], Settings(steps=steps, root_steps=steps))
+            for j in (k for k in range(3) if k != y):
+                r = search.margin(y, j, time.perf_counter() + 30)
+                leaves += r.leaves
+                if r.status == "falsified":  # a point the model misclassifies (maybe as another class than j)
+                    assert ((r.point - x).abs() <= eps + 1e-12).all()
+                    assert int(net(r.point[None]).argmax()) != y
+                    seen.add("falsified")
+                    continue
+                assert r.status == "verified", (seed, eps, j, r)
+                assert exact_margin(seed, eps, j) > -1e-9, (seed, eps, j)
+                seen.add("verified")
+    assert seen == {"verified", "falsified"}
+    if steps == 0:
+        assert leaves > 0
+
+
+@pytest.mark.parametrize(
+    "hidden, seeds, least", [((10, 10), 2, 5), pytest.param((16, 16, 16), 4, 10, marks=pytest.mark.slow)]
+)
+def test_bab_and_the_milp_agree_where_both_decide(hidden, seeds, least):
+    pairs = 0
+    for seed in range(seeds):
+        net = tiny(seed, hidden=hidden, n_in=8, k=4)
+        ops = to_ops(net, (8,))
+        g = torch.Generator().manual_seed(seed)
+        for eps in (0.1, 0.3, 0.6):
+            x = torch.rand(8, generator=g, dtype=torch.float64)
+            y = int(net(x[None]).argmax())
+            a = Complete(ops, net, 4, eps, (0.0, 1.0), "milp", attack_steps=0, timeout=30, shortcut=False)(x, y)
+            b = Complete(ops, net, 4, eps, (0.0, 1.0), "bab", attack_steps=0, timeout=30, shortcut=False)(x, y)
+            assert b.by == "bab"
+            if "timeout" not in (a.verdict, b.verdict):
+                assert a.verdict == b.verdict, (seed, eps, a, b)
+                pairs += 1
+    assert pairs >= least
+
+
+def test_bab_and_the_milp_agree_on_a_conv_net():
+    torch.manual_seed(3)
+    net = nn.Sequential(
+        nn.Conv2d(1, 3, 3, stride=2, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(27, 8), nn.ReLU(), nn.Linear(8, 3)
+    ).double()
+    ops = to_ops(net, (1, 6, 6))
+    g = torch.Generator().manual_seed(0)
+    verdicts = set()
+    for eps in (0.05, 0.2, 0.4):
+        for _ in range(3):
+            x = torch.rand(1, 6, 6, generator=g, dtype=torch.float64)
+            y = int(net(x[None]).argmax())
+            a = Complete(ops, net, 3, eps, (0.0, 1.0), "milp", attack_steps=0, timeout=30, shortcut=False)(x, y)
+            b = Complete(ops, net, 3, eps, (0.0, 1.0), "bab", attack_steps=0, timeout=30, shortcut=False)(x, y)
+            assert a.verdict == b.verdict, (eps, a, b)
+            verdicts.add(a.verdict)
+    assert verdicts == {"verified", "falsified"}
+
+
+def hand_net():
+    """o = -relu(-x) on x in [-1, 1], a first neuron z1 = x beside it: split z1 >= 0, the true minimum is 0;
+    the split neuron alone (no beta) leaves CROWN's -1 (the upper line of relu(-x) over [-1, 1], minimised at
+    x = -1, outside the split's region); with beta the bound is that line's minimum over x >= 0: -1/2."""
+    net = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 1)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0], [-1.0]]))
+        net[0].bias.zero_()
+        net[2].weight.copy_(torch.tensor([[0.0, -1.0]]))
+        net[2].bias.zero_()
+    return net
+
+
+def test_beta_brings_a_split_domains_bound_from_minus_one_to_minus_a_half():
+    net = hand_net()
+    ops = to_ops(net, (1,))
+    lo, hi = torch.tensor([[-1.0]], dtype=torch.float64), torch.tensor([[1.0]], dtype=torch.float64)
+    C = torch.ones(1, 1, 1, dtype=torch.float64)
+    sign = {1: torch.tensor([[1, 0]], dtype=torch.int8)}
+    alpha = {1: torch.zeros(1, 1, 2, dtype=torch.float64)}
+    beta = {1: torch.zeros(1, 2, dtype=torch.float64)}
+    for lr_beta, want in ((0.0, -1.0), (0.05, -0.5)):
+        search = BaB(ops, net, lo, hi, pre_bounds(ops, lo, hi)[0], Settings(lr_beta=lr_beta, steps=200))
+        lower, *_, b = search._bound(C, sign, alpha, beta, 200)
+        assert float(lower[0]) == pytest.approx(want, abs=1e-3)
+        assert float(b[1][0, 1]) == 0.0  # an unsplit neuron's multiplier stays 0 (its sign is 0)
+
+
+def test_a_domains_bound_holds_at_every_sampled_point_of_its_region():
+    for seed in range(5):
+        net = normal_net(seed, hidden=(6, 6), n_in=4, k=3)
+        ops = to_ops(net, (4,))
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(4, generator=g, dtype=torch.float64)
+        lo, hi = input_box(x[None], 0.8, None)
+        search = BaB(ops, net, lo, hi, pre_bounds(ops, lo, hi)[0])
+        pts = lo + (hi - lo) * torch.rand(20000, 4, generator=g, dtype=torch.float64)
+        z1 = pts @ net[0].weight.T + net[0].bias  # the first layer's pre-activations
+        free = ((search.pre[1][0] < 0) & (search.pre[1][1] > 0))[0].nonzero().flatten()
+        k = int(free[0])
+        for s in (1, -1):
+            sign = {i: torch.zeros(1, *ops[i].in_shape, dtype=torch.int8) for i in search.relus}
+            sign[1][0, k] = s
+            alpha = {i: torch.full((1, 1, *ops[i].in_shape), 0.5, dtype=torch.float64) for i in search.relus}
+            beta = {i: torch.zeros(1, *ops[i].in_shape, dtype=torch.float64) for i in search.relus}
+            C = torch.tensor([[[1.0, -1.0, 0.0]]], dtype=torch.float64)
+            lower = search._bound(C, sign, alpha, beta, 30)[0]
+            inside = pts[s * z1[:, k] >= 0]
+            with torch.no_grad():
+                margins = (forward(ops, inside) @ C[0].T)[:, 0]
+            assert len(inside) > 100 and float(lower[0]) <= float(margins.min()) + 1e-9
+
+
+@torch.no_grad()
+def test_a_leafs_lp_is_the_exact_minimum_over_its_activation_region():
+    """Every unstable neuron fixed by its phase at x (a region holding x): the LP's answer against 50,000
+    samples of the region, on margins where it is sat and where it is verified."""
+    statuses = set()
+    g = torch.Generator().manual_seed(0)
+    for seed in range(4):
+        net = normal_net(seed)
+        ops = to_ops(net, (3,))
+        x = torch.randn(3, generator=g, dtype=torch.float64)
+        lo, hi = input_box(x[None], 1.0, None)
+        search = BaB(ops, net, lo, hi, pre_bounds(ops, lo, hi)[0])
+        y = int(net(x[None]).argmax())
+        sign = {i: torch.zeros(1, *ops[i].in_shape, dtype=torch.int8) for i in search.relus}
+        for i in search.relus:
+            l, u = search.pre[i]
+            free = (l < 0) & (u > 0)
+            sign[i][free] = torch.where(forward(ops[:i], x[None]) > 0, 1, -1)[free].to(torch.int8)
+        pts = lo + (hi - lo) * torch.rand(50000, 3, generator=g, dtype=torch.float64)
+        inside = torch.ones(len(pts), dtype=torch.bool)
+        for i in search.relus:
+            s = sign[i].expand(len(pts), -1)
+            inside &= ((s == 0) | (s * forward(ops[:i], pts) >= 0)).all(1)
+        for j in (k for k in range(3) if k != y):
+            C = torch.zeros(1, 1, 3, dtype=torch.float64)
+            C[0, 0, y], C[0, 0, j] = 1.0, -1.0
+            status, point = search._leaf(C, sign)
+            sampled = float((forward(ops, pts[inside]) @ C[0].T).min())
+            statuses.add(status)
+            if status == "sat":  # the minimiser is in the region, no higher than any sample there, and <= 0
+                m = float((forward(ops, point[None]) @ C[0].T)[0, 0])
+                assert m <= sampled + 1e-9 and m <= 1e-9
+                for i in search.relus:
+                    s = sign[i][0]
+                    assert ((s == 0) | (s * forward(ops[:i], point[None])[0] >= -1e-9)).all()
+            else:
+                assert status == "verified" and sampled > 0
+    assert statuses == {"sat", "verified"}
+
+
+def test_a_deadline_already_past_is_a_timeout_with_the_open_bound():
+    net = tiny(0, hidden=(16, 16, 16), n_in=8, k=4)
+    ops = to_ops(net, (8,))
+    x = torch.full((8,), 0.5, dtype=torch.float64)
+    y = int(net(x[None]).argmax())
+    lo, hi = input_box(x[None], 0.6, (0.0, 1.0))
+    search = BaB(ops, net, lo, hi, pre_bounds(ops, lo, hi)[0])
+    j = (y + 1) % 4
+    r = search.margin(y, j, time.perf_counter() - 1)
+    if r.status != "falsified":  # the root's corner may already misclassify
+        assert r.status == "timeout" and r.domains == 1 and r.lower <= 0
+
+
+def test_a_leaf_beyond_its_lp_sends_the_margin_to_the_milp(monkeypatch):
+    net = tiny(1, hidden=(8, 8), n_in=6, k=4)
+    ops = to_ops(net, (6,))
+    x = torch.full((6,), 0.5, dtype=torch.float64)
+    y = int(net(x[None]).argmax())
+    monkeypatch.setattr(BaB, "margin", lambda self, y, j, deadline: Result("unknown", None, 7, -1.0, 0.1))
+    asked = []
+    real = Complete._milp
+
+    def milp(self, lo, hi, bounds):
+        solve = real(self, lo, hi, bounds)
+        return lambda y, j, t: asked.append(j) or solve(y, j, t)
+
+    monkeypatch.setattr(Complete, "_milp", milp)
+    c = Complete(ops, net, 4, 0.3, (0.0, 1.0), "bab", attack_steps=0, shortcut=False)
+    want = Complete(ops, net, 4, 0.3, (0.0, 1.0), "milp", attack_steps=0, shortcut=False)(x, y)
+    asked.clear()
+    v = c(x, y)
+    assert asked and v.verdict == want.verdict and c.domains >= 7
