@@ -76,6 +76,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_engine.py
 	$(PY) benchmarks/bench_adversarial.py
 	$(PY) benchmarks/bench_verify.py
+	$(PY) benchmarks/bench_verify_complete.py
 	$(PY) benchmarks/bench_semi_structured.py
 	$(PY) benchmarks/bench_replicates.py
 

@@ -1,6 +1,8 @@
-"""Verified robustness: sound bounds (IBP, CROWN, alpha-CROWN), complete verification (MILP, Marabou) and
-certified training losses (IBP, CROWN-IBP), for feed-forward ReLU networks in pixel units."""
+"""Verified robustness: sound bounds (IBP, CROWN, alpha-CROWN), complete verification (MILP, Marabou, branch and
+bound with beta-CROWN) and certified training losses (IBP, CROWN-IBP), for feed-forward ReLU networks in pixel
+units."""
 
+from .bab import BaB
 from .bounds import METHODS, Bounds, alpha_crown, crown, ibp, input_box, margin_spec, pre_bounds, stability
 from .complete import SOLVERS, Complete, Verdict
 from .graph import ReLU, check_ops, to_ops
@@ -8,6 +10,7 @@ from .training import CertifiedLoss, StabilityLoss
 
 __all__ = [
     "METHODS",
+    "BaB",
     "ReLU",
     "SOLVERS",
     "Bounds",
