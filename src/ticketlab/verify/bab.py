@@ -238,24 +238,21 @@ class BaB:
         C = torch.zeros(1, 1, k, dtype=self.lo.dtype)
         C[0, 0, y], C[0, 0, j] = 1.0, -1.0
         sign = {i: torch.zeros(1, *self.ops[i].in_shape, dtype=torch.int8) for i in self.relus}
-        alpha = {}
-        for i in self.relus:
-            sl = relu_relaxation(*self.pre[i], self.ops[i])[2]
-            alpha[i] = sl[:, None].clone()
+        alpha = {i: relu_relaxation(*self.pre[i], self.ops[i])[2][:, None].clone() for i in self.relus}
         beta = {i: torch.zeros(1, *self.ops[i].in_shape, dtype=self.lo.dtype) for i in self.relus}
-        lower, corner, score, alpha, beta = self._bound(C, sign, alpha, beta, self.cfg.root_steps, deadline)
-        if (hit := self._falsifies(corner, y)) is not None:
-            return Result("falsified", corner[hit].view(self.lo.shape[1:]), 1, float(lower[0]))
-        open_ = _Domains(sign, alpha, beta, score, lower)
-        count = 1
-        settled = self._settle(open_, C, y)
-        if isinstance(settled, Result):
-            settled.domains = count
-            return settled
-        open_ = settled
-        while len(open_):
+        found, count = self._step(C, y, sign, alpha, beta, self.cfg.root_steps, deadline), 1
+        open_ = None
+        while not isinstance(found, Result):
+            if open_ is None:
+                open_ = found
+            else:
+                open_.add(found)
+            if not len(open_):
+                found = Result("verified", None, 0, 0.0)
+                break
             if time.perf_counter() >= deadline or len(open_) > self.cfg.max_domains:
-                return Result("timeout", None, count, float(open_.lower.min()))
+                found = Result("timeout", None, 0, float(open_.lower.min()))
+                break
             parents = open_.pop(self.cfg.batch)
             n = len(parents)
             pick = parents.score.argmax(1)
@@ -269,16 +266,18 @@ class BaB:
                     flat[rows + n, pick[rows] - start] = -1
             alpha = {i: torch.cat([v, v]) for i, v in parents.alpha.items()}
             beta = {i: torch.cat([v, v]) for i, v in parents.beta.items()}
-            lower, corner, score, alpha, beta = self._bound(C, sign, alpha, beta, self.cfg.steps, deadline)
+            found = self._step(C, y, sign, alpha, beta, self.cfg.steps, deadline)
             count += 2 * n
-            if (hit := self._falsifies(corner, y)) is not None:
-                return Result("falsified", corner[hit].view(self.lo.shape[1:]), count, float(lower.min()))
-            settled = self._settle(_Domains(sign, alpha, beta, score, lower), C, y)
-            if isinstance(settled, Result):
-                settled.domains = count
-                return settled
-            open_.add(settled)
-        return Result("verified", None, count, 0.0)
+        found.domains = count
+        return found
+
+    def _step(self, C, y, sign, alpha, beta, steps, deadline):
+        """Bound a batch of domains: a ``Result`` when one's corner falsifies the margin or a leaf ends the search,
+        else those still open (``_settle``)."""
+        lower, corner, score, alpha, beta = self._bound(C, sign, alpha, beta, steps, deadline)
+        if (hit := self._falsifies(corner, y)) is not None:
+            return Result("falsified", corner[hit].view(self.lo.shape[1:]), 0, float(lower.min()))
+        return self._settle(_Domains(sign, alpha, beta, score, lower), C, y)
 
     def _settle(self, doms: _Domains, C: torch.Tensor, y: int):
         """The domains still open: those bounded <= 0 with an unstable ReLU left; each one without is solved as

@@ -259,7 +259,7 @@ class Complete:
         boundary, which the caller pushes with PGD), "timeout"; where a leaf is beyond its LPs (an inexact
         max-pool window) the margin goes to the MILP with the time left."""
         search = BaB(self.ops, self.model_fn, lo, hi, root, self.bab)
-        exact = []
+        exact = self._milp(lo[0], hi[0], bounds)  # builds its program only if it is asked
 
         def solve(y, j, timeout):
             r = search.margin(y, j, time.perf_counter() + timeout)
@@ -270,9 +270,7 @@ class Complete:
                 return "sat", r.point.reshape(-1).numpy()
             if r.status == "timeout":
                 return "timeout", None
-            if not exact:
-                exact.append(self._milp(lo[0], hi[0], bounds))
-            return exact[0](y, j, max(timeout - r.seconds, 0.0))
+            return exact(y, j, max(timeout - r.seconds, 0.0))
 
         return solve
 
