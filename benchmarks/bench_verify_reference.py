@@ -35,13 +35,22 @@ def reference():
     return BoundedModule, BoundedTensor, PerturbationLpNorm
 
 
-def timed(fn, repeats):
-    times, out = [], None
+def timed(fns: dict, repeats: int) -> tuple[dict, dict]:
+    """Median seconds and last result of each callable: one warm-up call each, then ``repeats`` rounds that call
+    them in turn (interleaved, so a change in the machine's load falls on all of them alike)."""
+    times = {k: [] for k in fns}
+    out = {k: f() for k, f in fns.items()}
     for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+        for k, f in fns.items():
+            t = time.perf_counter()
+            out[k] = f()
+            times[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}, out
+
+
+def torch_no_grad(fn):
+    with torch.no_grad():
+        return fn()
 
 
 def main() -> None:
@@ -57,7 +66,8 @@ def main() -> None:
     ref = reference()
     data = load_dataset("fashion-mnist")
     print(
-        f"threads {args.threads}; {args.images} images; ms per image (median of {args.repeats}); "
+        f"threads {args.threads}; {args.images} images; ms per image (one warm-up, then the median of "
+        f"{args.repeats} interleaved runs); "
         f"auto_LiRPA {'present' if ref else 'absent (its columns are blank)'}"
     )
     print(f"{'model':>10} {'eps':>5} | {'crown':>8} {'ref':>8} {'|diff|':>8} | {'alpha':>8} {'ref':>8} "
@@ -73,33 +83,36 @@ def main() -> None:
         C = margin_spec(y, data.num_classes).double()
         for eps in [float(e) for e in args.eps.split(",")]:
             lo, hi = input_box(x, eps, data.pixel_range)
-            with torch.no_grad():
-                t_crown, c = timed(lambda: crown(ops, lo, hi, C, upper=False), args.repeats)
-            t_alpha, a = timed(lambda: alpha_crown(ops, lo, hi, C, steps=args.alpha_steps), args.repeats)
-            row = f"{name:>10} {eps:>5} | {1000 * t_crown / len(x):8.1f} "
-            rc = ra = None
+            fns = {
+                "crown": lambda: torch_no_grad(lambda: crown(ops, lo, hi, C, upper=False)),
+                "alpha": lambda: alpha_crown(ops, lo, hi, C, steps=args.alpha_steps),
+            }
             if ref:
                 BoundedModule, BoundedTensor, PerturbationLpNorm = ref
                 torch.set_default_dtype(torch.float64)  # auto_LiRPA makes its buffers in the default dtype
                 bm = BoundedModule(net, torch.zeros(1, *data.input_shape, dtype=torch.float64), verbose=0)
                 bm = bm.double()
+                bm.set_bound_opts({"optimize_bound_args": {"iteration": args.alpha_steps}})
                 ptb = PerturbationLpNorm(norm=float("inf"), x_L=(lo - mean) / std, x_U=(hi - mean) / std)
                 bx = BoundedTensor((x - mean) / std, ptb)
-                with torch.no_grad():
-                    t_rc, (rc, _) = timed(
-                        lambda: bm.compute_bounds(x=(bx,), C=C, method="CROWN", bound_upper=False), args.repeats
-                    )
-                bm.set_bound_opts({"optimize_bound_args": {"iteration": args.alpha_steps}})
-                t_ra, (ra, _) = timed(
-                    lambda: bm.compute_bounds(x=(bx,), C=C, method="CROWN-Optimized", bound_upper=False), args.repeats
+                fns["ref-crown"] = lambda: torch_no_grad(
+                    lambda: bm.compute_bounds(x=(bx,), C=C, method="CROWN", bound_upper=False)[0]
                 )
-                torch.set_default_dtype(torch.float32)
+                fns["ref-alpha"] = lambda: bm.compute_bounds(x=(bx,), C=C, method="CROWN-Optimized", bound_upper=False)[
+                    0
+                ]
+            t, out = timed(fns, args.repeats)
+            torch.set_default_dtype(torch.float32)
+            c, a = out["crown"], out["alpha"]
+            rc, ra = out.get("ref-crown"), out.get("ref-alpha")
+            row = f"{name:>10} {eps:>5} | {1000 * t['crown'] / len(x):8.1f} "
+            if ref:
                 d = a.lower - ra
-                row += (f"{1000 * t_rc / len(x):8.1f} {float((c.lower - rc).abs().max()):8.1e} | "
-                        f"{1000 * t_alpha / len(x):8.1f} {1000 * t_ra / len(x):8.1f} "
+                row += (f"{1000 * t['ref-crown'] / len(x):8.1f} {float((c.lower - rc).abs().max()):8.1e} | "
+                        f"{1000 * t['alpha'] / len(x):8.1f} {1000 * t['ref-alpha'] / len(x):8.1f} "
                         f"{float(d.mean()):9.2e} {float(d.min()):9.2e} | ")  # fmt: skip
             else:
-                row += f"{'':8} {'':8} | {1000 * t_alpha / len(x):8.1f} {'':8} {'':9} {'':9} | "
+                row += f"{'':8} {'':8} | {1000 * t['alpha'] / len(x):8.1f} {'':8} {'':9} {'':9} | "
             ver = [int((b.lower > 0).all(1).sum()) for b in (c, a)] + (
                 [int((ra > 0).all(1).sum())] if ra is not None else []
             )

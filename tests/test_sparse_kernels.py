@@ -1,0 +1,234 @@
+"""Sparse training kernels against the masked dense layer: outputs, gradients and whole optimizer steps."""
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ticketlab.sparse import MaskEnforcer
+from ticketlab.sparse import kernels as K
+
+pytestmark = pytest.mark.skipif(not K.available(), reason="the sparse kernels need a C compiler")
+
+
+def _masked_linear(n_in, n_out, density, seed, bias=True):
+    g = torch.Generator().manual_seed(seed)
+    layer = nn.Linear(n_in, n_out, bias=bias)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(n_out, n_in, generator=g))
+        if bias:
+            layer.bias.copy_(torch.randn(n_out, generator=g))
+        mask = torch.rand(n_out, n_in, generator=g) < density
+        layer.weight.mul_(mask)
+    return layer, mask
+
+
+def test_tile_and_untile_are_inverse_and_pad_with_zeros():
+    x = torch.arange(70 * 3, dtype=torch.float32).view(70, 3)
+    t = K.tile(x)
+    assert t.shape == (2, 3, 64)
+    assert torch.equal(t[0, :, 5], x[5]) and torch.equal(t[1, :, 1], x[65])
+    assert torch.equal(t[1, :, 6:], torch.zeros(3, 58))  # rows 70..127 are padding
+    assert torch.equal(K.untile(t, 70), x)
+
+
+def test_structure_orders_match_the_mask():
+    mask = torch.tensor([[1, 0, 1], [0, 0, 0], [1, 1, 0]], dtype=torch.bool)
+    st = K.Structure(mask)
+    assert st.nnz == 4
+    assert st.ptr.tolist() == [0, 2, 2, 4] and st.idx.tolist() == [0, 2, 0, 1]
+    assert st.pos.tolist() == [0, 2, 6, 7]
+    assert st.cptr.tolist() == [0, 2, 3, 4] and st.cidx.tolist() == [0, 2, 2, 0]
+    assert st.cpos.tolist() == [0, 6, 7, 2]
+    assert st.cpos[st.cslot].tolist() == st.pos.tolist()  # cslot: row order -> column order
+
+
+@pytest.mark.parametrize("batch", [1, 64, 100])
+@pytest.mark.parametrize("bias", [True, False])
+def test_forward_and_gradients_equal_the_masked_dense_layer(batch, bias):
+    layer, mask = _masked_linear(37, 29, 0.3, seed=batch, bias=bias)
+    st = K.Structure(mask)
+    x = torch.randn(batch, 37, requires_grad=True)
+    gy = torch.randn(batch, 29)
+    h = torch.zeros(st.nnz, requires_grad=True)
+    y = K._SparseLinear.apply(x, h, layer.weight, layer.bias, st)
+    y.backward(gy)
+    gx, gh = x.grad.clone(), h.grad.clone()
+    gb = None if not bias else layer.bias.grad.clone()
+    x.grad = None
+    if bias:
+        layer.bias.grad = None
+    yd = layer(x)
+    yd.backward(gy)
+    torch.testing.assert_close(y, yd, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, x.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gh, layer.weight.grad[mask], rtol=1e-5, atol=1e-5)
+    if bias:
+        torch.testing.assert_close(gb, layer.bias.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_leading_dimensions_are_kept():
+    layer, mask = _masked_linear(8, 5, 0.5, seed=3)
+    st = K.Structure(mask)
+    x = torch.randn(2, 3, 8)
+    y = K._SparseLinear.apply(x, torch.zeros(st.nnz), layer.weight, layer.bias, st)
+    torch.testing.assert_close(y, layer(x), rtol=1e-5, atol=1e-5)
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(30, 40), nn.ReLU(), nn.Linear(40, 40), nn.ReLU(), nn.Linear(40, 5))
+
+
+OPTIMIZERS = {
+    "sgd": lambda p: torch.optim.SGD(p, lr=0.05),
+    "momentum": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
+    "nesterov": lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "adam": lambda p: torch.optim.Adam(p, lr=1e-2, weight_decay=1e-3),
+    "adamw": lambda p: torch.optim.AdamW(p, lr=1e-2, weight_decay=0.1),
+}
+
+
+def _pair(name, density=0.3):
+    a = _net()
+    b = copy.deepcopy(a)
+    g = torch.Generator().manual_seed(1)
+    mask = {n: torch.rand(p.shape, generator=g) < density for n, p in a.named_parameters() if n.endswith("weight")}
+    oa, ob = OPTIMIZERS[name](a.parameters()), OPTIMIZERS[name](b.parameters())
+    ea, eb = MaskEnforcer(a, mask, oa, after_step=False), MaskEnforcer(b, mask, ob, after_step=False)
+    return a, b, mask, oa, ob, ea, eb
+
+
+def _steps(model, opt, enforcer, n, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        x, y = torch.randn(70, 30, generator=g), torch.randint(0, 5, (70,), generator=g)
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        enforcer.step()
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_one_sparse_step_equals_the_masked_dense_step(name):
+    a, b, mask, oa, ob, ea, eb = _pair(name)
+    _steps(a, oa, ea, 1)
+    with K.SparseKernels(b, lambda: mask, ob):
+        _steps(b, ob, eb, 1)
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pb, pa, rtol=0, atol=1e-6, msg=n)
+    for pa, pb in zip(a.parameters(), b.parameters()):  # optimizer state in torch's own keys, same values
+        sa, sb = oa.state[pa], ob.state[pb]
+        assert set(sa) == set(sb)
+        for k in sa:
+            torch.testing.assert_close(torch.as_tensor(sb[k]), torch.as_tensor(sa[k]), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["momentum", "adam"])
+def test_training_stays_with_the_dense_path_and_pruned_weights_stay_exactly_zero(name):
+    a, b, mask, oa, ob, ea, eb = _pair(name, density=0.2)
+    _steps(a, oa, ea, 15)
+    with K.SparseKernels(b, lambda: mask, ob):
+        _steps(b, ob, eb, 15)
+    for n, p in b.named_parameters():
+        if n in mask:
+            assert torch.count_nonzero(p[~mask[n]]) == 0
+            assert p.grad is None  # the sparse layers' gradients never went dense
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pb, pa, rtol=0, atol=5e-5)
+
+
+def test_leaving_restores_the_dense_forward_and_drops_the_hooks():
+    a, b, mask, oa, ob, ea, eb = _pair("momentum")
+    with K.SparseKernels(b, lambda: mask, ob):
+        assert "forward" in vars(b[0])
+    assert all("forward" not in vars(m) for m in b)
+    assert not ob._optimizer_step_pre_hooks and not ob._optimizer_step_post_hooks
+    _steps(a, oa, ea, 2)
+    _steps(b, ob, eb, 2)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)  # outside, exactly the dense path
+
+
+def test_a_mask_change_rebuilds_the_structure():
+    a, b, mask, oa, ob, ea, eb = _pair("sgd")
+    current = dict(mask)
+    k = K.SparseKernels(b, lambda: current, ob)
+    with k:
+        _steps(b, ob, eb, 1)
+        before = k.layers[0].st
+        new = torch.zeros_like(mask["0.weight"])
+        new[:, :3] = True  # only the first three inputs
+        current["0.weight"] = new
+        with torch.no_grad():
+            b[0].weight.mul_(new)
+        x = torch.randn(4, 30)
+        y = b(x)
+        assert k.layers[0].st is not before and k.layers[0].st.nnz == int(new.sum())
+        x2 = x.clone()
+        x2[:, 3:] = 0  # inputs the new mask does not read
+        torch.testing.assert_close(b(x2), y)
+
+
+def test_a_weight_changed_in_place_is_read_again():
+    layer, mask = _masked_linear(20, 10, 0.5, seed=2)
+    k = K.SparseKernels(nn.Sequential(layer), lambda: {"0.weight": mask})
+    with k, torch.no_grad():
+        x = torch.randn(3, 20)
+        layer(x)
+        layer.weight.mul_(2)  # an in-place change bumps the weight's version
+        torch.testing.assert_close(layer(x), F.linear(x, layer.weight, layer.bias), rtol=1e-5, atol=1e-5)
+
+
+def test_no_masks_or_a_dense_step_runs_the_dense_layer():
+    a, b, mask, oa, ob, ea, eb = _pair("momentum")
+    state = {"masks": mask, "dense": False}
+    with K.SparseKernels(b, lambda: state["masks"], ob, dense_step=lambda: state["dense"]):
+        state["dense"] = True
+        _steps(b, ob, eb, 1)
+        assert b[0].weight.grad is not None  # the dense gradient, as a growth step needs
+        state["dense"], state["masks"] = False, None
+        _steps(b, ob, eb, 1)
+        assert b[0].weight.grad is not None
+    _steps(a, oa, ea, 1)
+    _steps(a, oa, ea, 1)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_a_dense_gradient_of_the_same_weight_is_merged_into_one_step():
+    """A loss that reads a weight directly as well as through the layer (certified training's bounds) gets one
+    optimizer step from the sum of both gradients."""
+    a, b, mask, oa, ob, ea, eb = _pair("momentum")
+    x, y = torch.randn(70, 30), torch.randint(0, 5, (70,))
+    for model, opt, enf, sparse in ((a, oa, ea, False), (b, ob, eb, True)):
+        ctx = K.SparseKernels(model, lambda: mask, opt) if sparse else None
+        if ctx:
+            ctx.__enter__()
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y) + model[2].weight.square().sum()
+        loss.backward()
+        enf.step()
+        if ctx:
+            ctx.__exit__(None, None, None)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pb, pa, rtol=0, atol=1e-6)
+
+
+def test_auto_keeps_the_dense_layer_where_sparse_does_not_pay():
+    model = nn.Sequential(nn.Linear(8, 8))
+    mask = {"0.weight": torch.ones(8, 8, dtype=torch.bool)}
+    k = K.SparseKernels(model, lambda: mask, mode="auto", batch=4)
+    with k, torch.no_grad():
+        model(torch.randn(4, 8))
+    assert k.choices() == {"0.weight": "dense"}  # a full 8x8 layer at batch 4: padding to 64 columns costs
+
+
+def test_unsupported_optimizers_are_refused():
+    model = _net()
+    mask = {"0.weight": torch.ones(40, 30, dtype=torch.bool)}
+    with pytest.raises(K.KernelsUnavailable, match="SGD, Adam and AdamW"):
+        K.SparseKernels(model, lambda: mask, torch.optim.RMSprop(model.parameters()))
+    with pytest.raises(K.KernelsUnavailable, match="amsgrad"):
+        K.SparseKernels(model, lambda: mask, torch.optim.Adam(model.parameters(), amsgrad=True))
