@@ -33,6 +33,19 @@ def test_models_adapt_to_input_and_classes(name):
     assert model(torch.randn(2, *SHAPES[name])).shape == (2, 7)
 
 
+def test_an_mlp_family_name_gives_those_hidden_sizes():
+    shapes = [
+        tuple(p.shape) for n, p in build_model("mlp-64-32", (1, 28, 28), 10).named_parameters() if n.endswith("weight")
+    ]
+    assert shapes == [(64, 784), (32, 64), (10, 32)]
+    assert "mlp-4096-4096" in MODELS and "mlp-4096-x" not in MODELS and "mlp-0" not in MODELS
+
+
+def test_an_unreadable_mlp_name_is_refused_in_one_line():
+    with pytest.raises(UserError, match="dash-separated"):
+        build_model("mlp-4096,4096", (1, 28, 28), 10)
+
+
 def test_lenet300_is_784_300_100_10():
     shapes = [
         tuple(p.shape) for n, p in build_model("lenet300", (1, 28, 28), 10).named_parameters() if n.endswith("weight")

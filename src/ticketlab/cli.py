@@ -78,7 +78,7 @@ def list_main(ns) -> int:
 
     table = commands.entries()
     print("commands: " + ", ".join(n + (f" ({e.plugin})" if e.plugin else "") for n, e in table.items()))
-    print("models:   " + ", ".join(MODELS.names()))
+    print("models:   " + ", ".join(MODELS.names() + MODELS.families()))
     print(
         "datasets: "
         + ", ".join(DATASETS.names())

@@ -76,6 +76,7 @@ class ACDC(SparseTrainer):
     distributions = ("global",) + DISTRIBUTIONS
     default_distribution = "global"
     options = ACDCOptions
+    sparse_kernels = False  # dense phases train every weight: the dense kernels throughout
 
     @classmethod
     def config_kwargs(cls, cfg) -> dict:

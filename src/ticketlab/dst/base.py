@@ -54,6 +54,7 @@ class SparseTrainer(NamedMasks):
     distributions = DISTRIBUTIONS
     default_distribution = "erk"
     uses_dense_grad = False  # grow scores need the dense gradient of the step before an update
+    sparse_kernels = True  # pruned weights are zero at every step, so --kernels sparse computes the same
     step_on_update = True  # False: a mask-update iteration applies no optimizer step (RigL's reference code)
     updates = False
     defaults: dict = {}

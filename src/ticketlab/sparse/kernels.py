@@ -193,15 +193,14 @@ class _Layer:
 
     def __init__(self, name: str, module: nn.Linear):
         self.name, self.module = name, module
-        self.key = None
+        self.key: tuple | None = None  # (the mask tensor itself, its version): held, so never a stale match
         self.st: Structure | None = None
         self.handle: torch.Tensor | None = None
         self.sparse = True  # auto's choice for this layer
 
     def update(self, mask: torch.Tensor) -> None:
-        key = (id(mask), mask._version)
-        if key != self.key:
-            self.key, self.st = key, Structure(mask)
+        if self.key is None or self.key[0] is not mask or self.key[1] != mask._version:
+            self.key, self.st = (mask, mask._version), Structure(mask)
             self.handle = torch.zeros(self.st.nnz, requires_grad=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ CERTIFIED_FIELDS = ("certified", "cert_eps", "cert_start", "cert_ramp", "cert_ka
 # ReLU-stability regulariser fields: left out of a stored config while --rs-weight is 0, for the same reason.
 RS_FIELDS = ("rs_weight", "rs_eps")
 PRECISIONS = ("fp32", "bf16")
+KERNELS = ("dense", "sparse", "auto")  # --kernels: see ticketlab.sparse.kernels
 DEFAULT_ITERATIONS = 2000
 
 
@@ -97,6 +98,14 @@ class TrainConfig:
         },
     )
     rs_eps: float = field(default=0.0, metadata={"help": "the regulariser's L-inf radius (IBP bounds), pixel units"})
+    kernels: str = field(
+        default="dense",
+        metadata={
+            "help": "masked layers' kernels: dense, sparse (forward, backward and optimizer update over the kept "
+            "weights only: float32 Linear layers on the CPU; needs a C compiler) or auto (per layer, whichever "
+            "measures faster at the batch size)"
+        },
+    )
     precision: str = field(
         default="fp32",
         metadata={
@@ -128,6 +137,8 @@ class TrainConfig:
             raise UserError(f"--eval-every must be >= 1, got {self.eval_every}")
         if self.warmup < 0:
             raise UserError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.kernels not in KERNELS:
+            raise UserError(f"unknown --kernels {self.kernels!r}; choose one of: {', '.join(KERNELS)}")
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown --precision {self.precision!r}; choose one of: {', '.join(PRECISIONS)}")
         if self.augment not in AUGMENTATIONS:
@@ -200,6 +211,8 @@ class TrainConfig:
                 d.pop(k)
         if self.precision == "fp32":  # left out at its default, as above
             d.pop("precision")
+        if self.kernels == "dense":  # left out at its default (sparse kernels round differently: own folders)
+            d.pop("kernels")
         return d
 
     def passes_per_example(self) -> int:

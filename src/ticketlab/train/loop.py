@@ -215,9 +215,11 @@ def train(
         bar = tqdm(total=total, initial=it, desc=desc, leave=False, mininterval=0.5, dynamic_ncols=True)
 
     autocast = mixed_precision(cfg, x.device)
+    kernels = sparse_kernels(model, cfg, opt, mask, frozen, updater, parallel, bs)
     model.train()
     epoch, perm = -1, None
     try:
+        kernels.__enter__()
         while it < total:
             e, pos = divmod(it, spe)
             if e != epoch:
@@ -281,11 +283,48 @@ def train(
                 checkpointer.save(it, model, opt, history, updater)
         watch.check()
     finally:
+        kernels.__exit__(None, None, None)
         if bar is not None:
             bar.close()
         if live is not None:
             live.close()
     return TrainResult(history=history, iterations=total - start_iter)
+
+
+def sparse_kernels(model, cfg: TrainConfig, opt, mask, frozen, updater, parallel: bool, batch: int):
+    """The loop's ``--kernels`` as a context manager: ``SparseKernels`` over the masked Linear layers when asked
+    and where they compute what the dense path does (pruned weights held at zero: no held values, no dense
+    phases of their own), else a no-op. ``sparse`` without a C compiler is refused in one line."""
+    from contextlib import nullcontext
+
+    from ..sparse.kernels import KernelsUnavailable, SparseKernels
+
+    if cfg.kernels == "dense" or frozen is not None or parallel or cfg.precision != "fp32":
+        return nullcontext()
+    if updater is not None:
+        if not getattr(updater, "sparse_kernels", False):
+            return nullcontext()  # a method that does not say its pruned weights stay zero (AC/DC's dense phases)
+
+        def masks():
+            return updater.masks
+
+        def dense_step():
+            return bool(updater.uses_dense_grad and updater.wants_dense_grad(updater.step_count + 1))
+
+    elif mask is not None:
+
+        def masks():
+            return mask
+
+        dense_step = None
+    else:
+        return nullcontext()
+    try:
+        return SparseKernels(model, masks, opt, dense_step, mode=cfg.kernels, batch=batch)
+    except KernelsUnavailable as e:
+        if cfg.kernels == "auto":
+            return nullcontext()
+        raise UserError(f"--kernels sparse: {e}; use --kernels dense or auto") from None
 
 
 class _Live:
