@@ -79,6 +79,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_verify_complete.py
 	$(PY) benchmarks/bench_semi_structured.py
 	$(PY) benchmarks/bench_replicates.py
+	$(PY) benchmarks/bench_sparse_training.py
 
 clean:
 	rm -rf $(VENV) runs/demo

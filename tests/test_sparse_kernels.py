@@ -232,3 +232,50 @@ def test_unsupported_optimizers_are_refused():
         K.SparseKernels(model, lambda: mask, torch.optim.RMSprop(model.parameters()))
     with pytest.raises(K.KernelsUnavailable, match="amsgrad"):
         K.SparseKernels(model, lambda: mask, torch.optim.Adam(model.parameters(), amsgrad=True))
+
+
+def test_kernels_enter_the_stored_config_only_when_not_dense():
+    from ticketlab.train import TrainConfig
+
+    assert "kernels" not in TrainConfig().to_dict()  # old run folders keep their hashes
+    assert TrainConfig(kernels="sparse").to_dict()["kernels"] == "sparse"
+
+
+def test_an_unknown_kernels_value_is_refused():
+    from ticketlab.errors import UserError
+    from ticketlab.train import TrainConfig
+
+    with pytest.raises(UserError, match="unknown --kernels 'fast'"):
+        TrainConfig(kernels="fast").validate()
+
+
+@pytest.mark.parametrize("method", ["static", "rigl"])
+def test_the_trainer_on_sparse_kernels_follows_the_dense_run(tiny_data, method):
+    """Static masks and RigL (whose growth steps read dense gradients) through ``train``: the same masks,
+    weights to float rounding, pruned weights exactly zero."""
+    from ticketlab import dst
+    from ticketlab.models import build_model
+    from ticketlab.train import TrainConfig, train
+
+    runs = {}
+    for kernels in ("dense", "sparse"):
+        model = build_model("mlp-64", (1, 16), 10, seed=0)
+        cfg = TrainConfig(iterations=60, batch_size=50, optimizer="sgd", lr=0.05, eval_every=30, kernels=kernels)
+        made = []
+
+        def updater(opt, model=model, made=made):
+            made.append(dst.make(method, model, opt, density=0.3, total_steps=60, delta_t=20, seed=0))
+            return made[0]
+
+        result = train(model, tiny_data, cfg, sparse=updater, seed=0)
+        runs[kernels] = (model, result, made[0].masks)
+    (a, ra, ma), (b, rb, mb) = runs["dense"], runs["sparse"]
+    assert set(ma) == set(mb) and all(torch.equal(ma[n], mb[n]) for n in ma)
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pb, pa, rtol=0, atol=1e-4, msg=n)
+        if n in mb:
+            assert torch.count_nonzero(pb[~mb[n]]) == 0
+    assert abs(ra.final["test_acc"] - rb.final["test_acc"]) <= 0.02
+    if method == "static":  # the sparse path ran: its weights' gradients never went dense
+        assert all(p.grad is None for n, p in b.named_parameters() if n in mb)
+        assert all(p.grad is not None for n, p in a.named_parameters() if n in ma)
