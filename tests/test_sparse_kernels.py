@@ -279,3 +279,26 @@ def test_the_trainer_on_sparse_kernels_follows_the_dense_run(tiny_data, method):
     if method == "static":  # the sparse path ran: its weights' gradients never went dense
         assert all(p.grad is None for n, p in b.named_parameters() if n in mb)
         assert all(p.grad is not None for n, p in a.named_parameters() if n in ma)
+
+
+def test_auto_takes_its_choices_from_a_preset_and_drops_the_dense_layers_wrapper():
+    model = _net()
+    mask = {n: torch.ones(p.shape, dtype=torch.bool) for n, p in model.named_parameters() if n.endswith("weight")}
+    preset = {"0.weight": "sparse", "2.weight": "dense", "4.weight": "dense"}
+    k = K.SparseKernels(model, lambda: mask, mode="auto", preset=preset)
+    assert k.choices() == preset  # nothing measured
+    with k:
+        assert "forward" in vars(model[0]) and "forward" not in vars(model[2])
+
+
+def test_a_checkpoint_keeps_autos_choices(tmp_path):
+    from ticketlab.train.checkpoint import Checkpointer
+
+    model = _net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    ck = Checkpointer(tmp_path / "c.safetensors")
+    ck.save(3, model, opt, [], kernels={"0.weight": "sparse"})
+    again = Checkpointer(tmp_path / "c.safetensors")
+    assert again.load(model, opt) == (3, []) and again.kernels == {"0.weight": "sparse"}
+    ck.save(3, model, opt, [])
+    assert again.load(model, opt) == (3, []) and again.kernels is None

@@ -81,7 +81,8 @@ def load():
     lib.tl_sddmm.argtypes = [i64, i64, i64, vp, vp, vp, vp, vp, i32]
     lib.tl_sgd.argtypes = [i64, vp, vp, vp, vp, f32, f32, f32, i32, i32, vp, vp, vp, i32]
     lib.tl_adam.argtypes = [i64, vp, vp, vp, vp, vp, f32, f32, f32, f32, f32, i32, f32, f32, vp, vp, vp, i32]
-    for f in (lib.tl_spmm, lib.tl_sddmm, lib.tl_sgd, lib.tl_adam):
+    lib.tl_gather.argtypes = [i64, vp, vp, vp, vp, vp, i32]
+    for f in (lib.tl_spmm, lib.tl_sddmm, lib.tl_sgd, lib.tl_adam, lib.tl_gather):
         f.restype = None
     _LIB = lib
     return lib
@@ -142,8 +143,11 @@ class Structure:
         step writes both) and read again whenever anything else has changed it in place (its version)."""
         key = (weight.data_ptr(), weight._version)
         if key != self._key:
-            w = weight.detach().reshape(-1)
-            self.vals, self.cvals = w[self.pos], w[self.cpos]
+            w = weight.detach().contiguous()
+            self.vals, self.cvals = torch.empty(self.nnz), torch.empty(self.nnz)
+            load().tl_gather(
+                self.nnz, _p(self.pos), _p(w), _p(self.cslot), _p(self.vals), _p(self.cvals), torch.get_num_threads()
+            )
             self._key = key
         return self.vals, self.cvals
 
@@ -235,6 +239,7 @@ class SparseKernels:
         dense_step: Callable[[], bool] | None = None,
         mode: str = "sparse",
         batch: int | None = None,
+        preset: dict[str, str] | None = None,
     ):
         if mode not in ("sparse", "auto"):
             raise ValueError(f"mode is 'sparse' or 'auto', got {mode!r}")
@@ -252,11 +257,17 @@ class SparseKernels:
             if _eligible(m) and (f"{mn}.weight" if mn else "weight") in names
         ]
         self._tuned = mode != "auto"
+        if mode == "auto" and preset is not None:  # auto's choices from the run's start (a resumed run keeps them)
+            for layer in self.layers:
+                layer.sparse = preset.get(layer.name) == "sparse"
+            self._tuned = True
         self._hooks: list = []
 
     # -- the forward -------------------------------------------------------------------------------------------
     def __enter__(self) -> SparseKernels:
         for layer in self.layers:
+            if not layer.sparse:
+                continue
             layer.module.forward = types.MethodType(_forward_for(self, layer), layer.module)
         if self.optimizer is not None:
             self._hooks = [
@@ -274,8 +285,11 @@ class SparseKernels:
             h.remove()
         self._hooks = []
 
-    def choices(self) -> dict[str, str]:
-        """{weight name: "sparse" or "dense"}: what each masked Linear runs on (after auto's measurement)."""
+    def choices(self) -> dict[str, str] | None:
+        """{weight name: "sparse" or "dense"}: what each masked Linear runs on; None while auto has not measured
+        yet (it does on the first forward)."""
+        if not self._tuned:
+            return None
         return {layer.name: "sparse" if layer.sparse else "dense" for layer in self.layers}
 
     def _use(self, layer: _Layer) -> bool:
@@ -297,6 +311,8 @@ class SparseKernels:
         for layer in self.layers:
             layer.update(masks[layer.name])
             layer.sparse = _measure(layer, self.batch or 256) < 0.8
+            if not layer.sparse:  # exactly the dense layer from now on, with no wrapper in its way
+                layer.module.__dict__.pop("forward", None)
 
     # -- the optimizer step ------------------------------------------------------------------------------------
     def _merge(self) -> None:

@@ -45,12 +45,24 @@ class Checkpointer:
     def __init__(self, path: str | Path, every: int = 2000):
         self.path = Path(path)
         self.every = max(1, int(every))
+        self.kernels: dict[str, str] | None = None  # --kernels auto's per-layer choices, from the loaded checkpoint
 
-    def save(self, it: int, model: nn.Module, opt: torch.optim.Optimizer, history: list[dict], sparse=None) -> None:
-        """``sparse``: a dynamic sparse trainer whose ``state_dict()`` is saved alongside."""
+    def save(
+        self,
+        it: int,
+        model: nn.Module,
+        opt: torch.optim.Optimizer,
+        history: list[dict],
+        sparse=None,
+        kernels: dict[str, str] | None = None,
+    ) -> None:
+        """``sparse``: a dynamic sparse trainer whose ``state_dict()`` is saved alongside; ``kernels``: the
+        per-layer kernels ``--kernels auto`` chose, so a resumed run makes the same choice."""
         opt_tensors, opt_meta = optimizer_to_flat(opt)
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()} | opt_tensors
         meta = {"iteration": str(it), "history": json.dumps(history), "optimizer": json.dumps(opt_meta)}
+        if kernels is not None:
+            meta["kernels"] = json.dumps(kernels)
         if sparse is not None:
             dst_tensors, meta["dst"] = sparse.state_dict()
             tensors |= {f"dst.{k}": v for k, v in dst_tensors.items()}
@@ -72,6 +84,12 @@ class Checkpointer:
             optimizer_from_flat(opt, {k: v.to(device) for k, v in tensors.items() if k.startswith("opt.")}, opt_meta)
             if sparse is not None:
                 sparse.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("dst.")}, meta["dst"])
+            kernels = json.loads(meta["kernels"]) if "kernels" in meta else None
+            if kernels is not None and not (
+                isinstance(kernels, dict) and all(v in ("sparse", "dense") for v in kernels.values())
+            ):
+                raise ValueError("kernels")
+            self.kernels = kernels
         except Exception as e:  # a foreign or damaged file: say so, do not guess
             raise UserError(
                 f"checkpoint {self.path} is corrupt or foreign ({type(e).__name__}); "

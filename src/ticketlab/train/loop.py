@@ -215,7 +215,9 @@ def train(
         bar = tqdm(total=total, initial=it, desc=desc, leave=False, mininterval=0.5, dynamic_ncols=True)
 
     autocast = mixed_precision(cfg, x.device)
-    kernels = sparse_kernels(model, cfg, opt, mask, frozen, updater, parallel, bs)
+    preset = checkpointer.kernels if checkpointer is not None else None
+    kernels = sparse_kernels(model, cfg, opt, mask, frozen, updater, parallel, bs, preset)
+    choices = getattr(kernels, "choices", lambda: None)
     model.train()
     epoch, perm = -1, None
     try:
@@ -280,7 +282,7 @@ def train(
                     bar.set_postfix(val_acc=f"{history[-1]['val_acc']:.3f}", refresh=False)
             if checkpointer is not None and it % checkpointer.every == 0 and it < total:
                 watch.check()
-                checkpointer.save(it, model, opt, history, updater)
+                checkpointer.save(it, model, opt, history, updater, kernels=choices())
         watch.check()
     finally:
         kernels.__exit__(None, None, None)
@@ -291,7 +293,7 @@ def train(
     return TrainResult(history=history, iterations=total - start_iter)
 
 
-def sparse_kernels(model, cfg: TrainConfig, opt, mask, frozen, updater, parallel: bool, batch: int):
+def sparse_kernels(model, cfg: TrainConfig, opt, mask, frozen, updater, parallel: bool, batch: int, preset=None):
     """The loop's ``--kernels`` as a context manager: ``SparseKernels`` over the masked Linear layers when asked
     and where they compute what the dense path does (pruned weights held at zero: no held values, no dense
     phases of their own), else a no-op. ``sparse`` without a C compiler is refused in one line."""
@@ -320,7 +322,7 @@ def sparse_kernels(model, cfg: TrainConfig, opt, mask, frozen, updater, parallel
     else:
         return nullcontext()
     try:
-        return SparseKernels(model, masks, opt, dense_step, mode=cfg.kernels, batch=batch)
+        return SparseKernels(model, masks, opt, dense_step, mode=cfg.kernels, batch=batch, preset=preset)
     except KernelsUnavailable as e:
         if cfg.kernels == "auto":
             return nullcontext()
