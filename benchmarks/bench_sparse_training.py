@@ -1,12 +1,14 @@
-"""Training step time of masked MLPs: dense torch, ticketlab's masked dense step, ticketlab's sparse kernels (and
-auto, which picks per layer by measurement), and SparseProp (Nikdan et al. 2023) where it is installed.
+"""Training step time of masked nets (LeNet-300-100, a 784-4096-4096-10 MLP, Conv-2): dense torch, ticketlab's
+masked dense step, ticketlab's sparse kernels (and auto, which picks per layer by measurement), and SparseProp
+(Nikdan et al. 2023) where it is installed.
 
-A step is forward + cross-entropy + backward + SGD (momentum 0.9) on a random batch; every layer's weight has
-the density given (uniform, random mask). Times are medians of --repeats interleaved runs after a warm-up, in
-ms, with each column's ratio to dense torch. SparseProp is not a dependency (`pip install pybind11 scipy`,
-then `pip install --no-deps --no-build-isolation sparseprop`); without it its column is blank.
+A step is forward + cross-entropy + backward + SGD (momentum 0.9) on a random batch of 28x28 inputs, 10
+classes; every Linear and Conv2d weight has the density given (uniform, random mask). Times are medians of
+--repeats interleaved runs after a warm-up, in ms, with each column's ratio to dense torch. SparseProp is not a
+dependency (`pip install pybind11 scipy`, then `pip install --no-deps --no-build-isolation sparseprop`); without
+it its column is blank.
 
-    .venv/bin/python benchmarks/bench_sparse_training.py [--nets lenet300,mlp4096] [--thread-counts 1,2]
+    .venv/bin/python benchmarks/bench_sparse_training.py [--nets lenet300,mlp4096,conv2] [--thread-counts 1,2]
 """
 
 from __future__ import annotations
@@ -18,25 +20,29 @@ import torch.nn.functional as F
 from common import interleaved, median, parser
 from torch import nn
 
-from ticketlab.sparse import MaskEnforcer
+from ticketlab.models import build_model
+from ticketlab.sparse import MaskEnforcer, prunable_names
 from ticketlab.sparse.kernels import SparseKernels, available
 
-NETS = {"lenet300": (784, 300, 100, 10), "mlp4096": (784, 4096, 4096, 10)}
-
-
-def mlp(sizes: tuple[int, ...]) -> nn.Sequential:
-    layers: list[nn.Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
-        layers += [nn.Linear(a, b), nn.ReLU()]
-    return nn.Sequential(*layers[:-1])
+NETS = {"lenet300": "lenet300", "mlp4096": "mlp-4096-4096", "conv2": "conv2"}
 
 
 def sparseprop():
     try:
-        from sparseprop.modules import SparseLinear
+        from sparseprop.modules import SparseConv2d, SparseLinear
     except ImportError:
         return None
-    return SparseLinear
+    return {nn.Linear: SparseLinear, nn.Conv2d: SparseConv2d}
+
+
+def to_sparseprop(model: nn.Module, classes: dict) -> nn.Module:
+    """Every Linear and Conv2d swapped for SparseProp's module of the same (masked) weights."""
+    for name, child in model.named_children():
+        if type(child) in classes:
+            setattr(model, name, classes[type(child)].from_dense(child))
+        else:
+            to_sparseprop(child, classes)
+    return model
 
 
 def step_fn(model, opt, x, y, enforcer=None):
@@ -50,7 +56,7 @@ def step_fn(model, opt, x, y, enforcer=None):
 
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
-    p.add_argument("--nets", default="lenet300,mlp4096")
+    p.add_argument("--nets", default="lenet300,mlp4096,conv2")
     p.add_argument("--densities", default="1,0.2,0.1,0.05,0.02")
     p.add_argument("--batches", default="64,256")
     p.add_argument("--thread-counts", default="1,2", help="comma list of torch thread counts")
@@ -67,16 +73,14 @@ def main() -> None:
     for threads in [int(t) for t in args.thread_counts.split(",")]:
         torch.set_num_threads(threads)
         for net in args.nets.split(","):
-            sizes = NETS[net]
             for batch in [int(b) for b in args.batches.split(",")]:
                 g = torch.Generator().manual_seed(0)
-                x = torch.randn(batch, sizes[0], generator=g)
-                y = torch.randint(0, sizes[-1], (batch,), generator=g)
+                x = torch.randn(batch, 1, 28, 28, generator=g)
+                y = torch.randint(0, 10, (batch,), generator=g)
                 for density in [float(d) for d in args.densities.split(",")]:
-                    torch.manual_seed(0)
-                    base = mlp(sizes)
-                    mask = {n: torch.rand(w.shape, generator=g) < density for n, w in base.named_parameters()
-                            if n.endswith("weight")}  # fmt: skip
+                    base = build_model(NETS[net], (1, 28, 28), 10, seed=0)
+                    params = dict(base.named_parameters())
+                    mask = {n: torch.rand(params[n].shape, generator=g) < density for n in prunable_names(base)}
 
                     def sgd(m):
                         return torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
@@ -101,9 +105,7 @@ def main() -> None:
                             for n, w in m.named_parameters():
                                 if n in mask:
                                     w.mul_(mask[n])
-                        for i, layer in enumerate(m):
-                            if isinstance(layer, nn.Linear):
-                                m[i] = sp.from_dense(layer)
+                        m = to_sparseprop(m, sp)
                         fns["sparseprop"] = step_fn(m, sgd(m), x, y)
                     for f in fns.values():
                         f()

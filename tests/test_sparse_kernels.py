@@ -302,3 +302,71 @@ def test_a_checkpoint_keeps_autos_choices(tmp_path):
     assert again.load(model, opt) == (3, []) and again.kernels == {"0.weight": "sparse"}
     ck.save(3, model, opt, [])
     assert again.load(model, opt) == (3, []) and again.kernels is None
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        dict(kernel_size=3, padding=1),
+        dict(kernel_size=3, stride=2),
+        dict(kernel_size=(2, 3), padding=(1, 0), dilation=(2, 1)),
+        dict(kernel_size=1, bias=False),
+    ],
+)
+def test_conv_forward_and_gradients_equal_the_masked_dense_conv(kw):
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 5, **kw)
+    mask = torch.rand(conv.weight.shape) < 0.4
+    with torch.no_grad():
+        conv.weight.mul_(mask)
+    st = K.Structure(mask)
+    x = torch.randn(6, 3, 9, 8, requires_grad=True)
+    layer = K._Layer("weight", conv)
+    layer.update(mask)
+    y = layer.forward(x)
+    gy = torch.randn_like(y)
+    y.backward(gy)
+    gx, gh = x.grad.clone(), layer.handle.grad.clone()
+    gb = None if conv.bias is None else conv.bias.grad.clone()
+    x.grad = None
+    if conv.bias is not None:
+        conv.bias.grad = None
+    yd = conv(x)
+    yd.backward(gy)
+    assert st.nnz == layer.st.nnz
+    torch.testing.assert_close(y, yd, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx, x.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gh, conv.weight.grad[mask], rtol=1e-5, atol=1e-4)
+    if gb is not None:
+        torch.testing.assert_close(gb, conv.bias.grad, rtol=1e-5, atol=1e-4)
+
+
+def test_a_conv_net_trains_as_on_the_dense_path():
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 6, 3, stride=2), nn.ReLU(),
+                      nn.Flatten(), nn.Linear(6 * 3 * 3, 5))  # fmt: skip
+    b = copy.deepcopy(a)
+    g = torch.Generator().manual_seed(1)
+    mask = {n: torch.rand(p.shape, generator=g) < 0.5 for n, p in a.named_parameters() if n.endswith("weight")}
+    oa = torch.optim.SGD(a.parameters(), lr=0.05, momentum=0.9)
+    ob = torch.optim.SGD(b.parameters(), lr=0.05, momentum=0.9)
+    ea, eb = MaskEnforcer(a, mask, oa, after_step=False), MaskEnforcer(b, mask, ob, after_step=False)
+    k = K.SparseKernels(b, lambda: mask, ob)
+    assert [layer.name for layer in k.layers] == ["0.weight", "2.weight", "5.weight"]
+    with k:
+        for _ in range(5):
+            x, y = torch.randn(20, 1, 8, 8, generator=g), torch.randint(0, 5, (20,), generator=g)
+            for model, opt, enf in ((a, oa, ea), (b, ob, eb)):
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x), y).backward()
+                enf.step()
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pb, pa, rtol=0, atol=1e-5, msg=n)
+        if n in mask:
+            assert torch.count_nonzero(pb[~mask[n]]) == 0
+
+
+def test_grouped_or_named_padding_convs_stay_dense():
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=2), nn.Conv2d(4, 4, 3, padding="same"), nn.Conv2d(4, 4, 3))
+    mask = {n: torch.ones(p.shape, dtype=torch.bool) for n, p in model.named_parameters() if n.endswith("weight")}
+    assert [layer.name for layer in K.SparseKernels(model, lambda: mask).layers] == ["2.weight"]

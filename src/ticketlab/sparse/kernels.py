@@ -1,7 +1,8 @@
-"""Sparse training kernels: masked Linear layers trained at the cost of their kept weights, not their dense size.
+"""Sparse training kernels: masked layers trained at the cost of their kept weights, not their dense size.
 
-A masked layer's forward, input gradient and weight gradient run over the mask's kept positions only (C
-kernels in ``kernels.c``, compiled for this CPU on first use and loaded with ctypes), and the optimizer's
+A masked Linear or Conv2d layer's forward, input gradient and weight gradient run over the mask's kept
+positions only (C kernels in ``kernels.c``, compiled for this CPU on first use and loaded with ctypes; a
+convolution as a sparse product with its input's patches, im2col), and the optimizer's
 update of such a weight touches only those positions. Results equal the masked dense layer's to float
 rounding (tests pin outputs, gradients and whole training steps against it); pruned weights stay exactly
 zero, because nothing ever writes them.
@@ -121,6 +122,7 @@ class Structure:
 
     def __init__(self, mask: torch.Tensor):
         mask = mask.detach().to("cpu", torch.bool)
+        mask = mask.reshape(mask.shape[0], -1)  # a conv's (out, in, kh, kw) as (out, in * kh * kw)
         n, m = mask.shape
         self.shape = (n, m)
         rows, cols = mask.nonzero(as_tuple=True)  # row-major order
@@ -191,12 +193,62 @@ class _SparseLinear(torch.autograd.Function):
         return gx, ghandle, None, gb, None
 
 
-class _Layer:
-    """One masked Linear under sparse kernels: its structure (rebuilt when the mask changes) and the handle
-    whose gradient is the weight's at the kept positions."""
+class _SparseConv2d(torch.autograd.Function):
+    """A 2-d convolution over W's kept positions, as a sparse product with the input's patches (im2col): the
+    columns are (example, output position) pairs, tiled as the linear layer's batch is. ``handle`` as there."""
 
-    def __init__(self, name: str, module: nn.Linear):
+    @staticmethod
+    def forward(ctx, x, handle, weight, bias, st: Structure, geom: tuple):
+        lib, nth = load(), torch.get_num_threads()
+        kernel, dilation, padding, stride = geom
+        b, _, h, w = x.shape
+        cols = nn.functional.unfold(x, kernel, dilation, padding, stride)  # (B, m, L)
+        m, L = cols.shape[1], cols.shape[2]
+        ho = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
+        wo = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
+        ct = tile(cols.transpose(1, 2).reshape(b * L, m))
+        vals, _ = st.values(weight)
+        n = st.shape[0]
+        yt = torch.empty(ct.shape[0], n, TILE)
+        bias_c = None if bias is None else bias.detach().contiguous()
+        lib.tl_spmm(ct.shape[0], n, m, _p(st.ptr), _p(st.idx), _p(vals), _p(bias_c), _p(ct), _p(yt), nth)
+        ctx.st, ctx.geom, ctx.shape, ctx.L, ctx.has_bias = st, geom, (b, h, w), L, bias is not None
+        ctx.save_for_backward(ct, weight)
+        return untile(yt, b * L).view(b, L, n).transpose(1, 2).reshape(b, n, ho, wo)
+
+    @staticmethod
+    def backward(ctx, gy):
+        lib, nth = load(), torch.get_num_threads()
+        st, (kernel, dilation, padding, stride), (b, h, w), L = ctx.st, ctx.geom, ctx.shape, ctx.L
+        ct, weight = ctx.saved_tensors
+        n, m = st.shape
+        g2 = gy.reshape(b, n, L).transpose(1, 2).reshape(b * L, n)
+        gyt = tile(g2)
+        gx = ghandle = None
+        if ctx.needs_input_grad[0]:
+            _, cvals = st.values(weight)
+            gct = torch.empty(gyt.shape[0], m, TILE)
+            lib.tl_spmm(gyt.shape[0], m, n, _p(st.cptr), _p(st.cidx), _p(cvals), None, _p(gyt), _p(gct), nth)
+            gcols = untile(gct, b * L).view(b, L, m).transpose(1, 2)
+            gx = nn.functional.fold(gcols, (h, w), kernel, dilation, padding, stride)
+        if ctx.needs_input_grad[1]:
+            ghandle = torch.empty(st.nnz)
+            lib.tl_sddmm(gyt.shape[0], n, m, _p(st.ptr), _p(st.idx), _p(gyt), _p(ct), _p(ghandle), nth)
+        gb = g2.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
+        return gx, ghandle, None, gb, None, None
+
+
+def _geometry(m: nn.Conv2d) -> tuple:
+    return (tuple(m.kernel_size), tuple(m.dilation), tuple(m.padding), tuple(m.stride))
+
+
+class _Layer:
+    """One masked Linear or Conv2d under sparse kernels: its structure (rebuilt when the mask changes) and the
+    handle whose gradient is the weight's at the kept positions."""
+
+    def __init__(self, name: str, module: nn.Module):
         self.name, self.module = name, module
+        self.tuned = False
         self.key: tuple | None = None  # (the mask tensor itself, its version): held, so never a stale match
         self.st: Structure | None = None
         self.handle: torch.Tensor | None = None
@@ -207,14 +259,29 @@ class _Layer:
             self.key, self.st = (mask, mask._version), Structure(mask)
             self.handle = torch.zeros(self.st.nnz, requires_grad=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, handle: torch.Tensor | None = None, weight=None) -> torch.Tensor:
         m = self.module
-        return _SparseLinear.apply(x, self.handle, m.weight, m.bias, self.st)
+        handle = self.handle if handle is None else handle
+        weight = m.weight if weight is None else weight
+        bias = m.bias if weight is m.weight or m.bias is None else m.bias.detach()
+        if isinstance(m, nn.Conv2d):
+            return _SparseConv2d.apply(x, handle, weight, bias, self.st, _geometry(m))
+        return _SparseLinear.apply(x, handle, weight, bias, self.st)
 
 
 def _eligible(module: nn.Module) -> bool:
+    """A plain Linear, or a Conv2d without groups and with zero padding given as numbers, float32 on the CPU."""
     w = getattr(module, "weight", None)
-    return type(module) is nn.Linear and w is not None and w.dtype == torch.float32 and w.device.type == "cpu"
+    if w is None or w.dtype != torch.float32 or w.device.type != "cpu":
+        return False
+    if type(module) is nn.Linear:
+        return True
+    return (
+        type(module) is nn.Conv2d
+        and module.groups == 1
+        and module.padding_mode == "zeros"
+        and not isinstance(module.padding, str)
+    )
 
 
 SUPPORTED_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
@@ -256,11 +323,10 @@ class SparseKernels:
             for mn, m in model.named_modules()
             if _eligible(m) and (f"{mn}.weight" if mn else "weight") in names
         ]
-        self._tuned = mode != "auto"
-        if mode == "auto" and preset is not None:  # auto's choices from the run's start (a resumed run keeps them)
-            for layer in self.layers:
-                layer.sparse = preset.get(layer.name) == "sparse"
-            self._tuned = True
+        for layer in self.layers:
+            layer.tuned = mode != "auto"
+            if mode == "auto" and preset is not None:  # auto's choices from the run's start (a resumed run keeps them)
+                layer.sparse, layer.tuned = preset.get(layer.name) == "sparse", True
         self._hooks: list = []
 
     # -- the forward -------------------------------------------------------------------------------------------
@@ -286,33 +352,30 @@ class SparseKernels:
         self._hooks = []
 
     def choices(self) -> dict[str, str] | None:
-        """{weight name: "sparse" or "dense"}: what each masked Linear runs on; None while auto has not measured
-        yet (it does on the first forward)."""
-        if not self._tuned:
+        """{weight name: "sparse" or "dense"}: what each masked layer runs on; None while auto has not measured
+        them all yet (each on its first forward)."""
+        if not all(layer.tuned for layer in self.layers):
             return None
         return {layer.name: "sparse" if layer.sparse else "dense" for layer in self.layers}
 
-    def _use(self, layer: _Layer) -> bool:
+    def _use(self, layer: _Layer, x: torch.Tensor) -> bool:
         """Whether this forward of ``layer`` goes sparse (refreshing its structure from the mask)."""
         masks = self.masks()
         if masks is None or layer.name not in masks:
             return False
         if self.dense_step is not None and self.dense_step():
             return False
-        if not self._tuned:
-            self._tune(masks)
-        if not layer.sparse:
-            return False
         layer.update(masks[layer.name])
-        return True
+        if not layer.tuned:
+            self._tune(layer, x)
+        return layer.sparse
 
-    def _tune(self, masks: dict) -> None:
-        self._tuned = True
-        for layer in self.layers:
-            layer.update(masks[layer.name])
-            layer.sparse = _measure(layer, self.batch or 256) < 0.8
-            if not layer.sparse:  # exactly the dense layer from now on, with no wrapper in its way
-                layer.module.__dict__.pop("forward", None)
+    def _tune(self, layer: _Layer, x: torch.Tensor) -> None:
+        """auto: time ``layer`` both ways on an input shaped as this one, at the training batch size."""
+        layer.tuned = True
+        layer.sparse = _measure(layer, (self.batch or x.shape[0], *x.shape[1:])) < 0.8
+        if not layer.sparse:  # exactly the dense layer from now on, with no wrapper in its way
+            layer.module.__dict__.pop("forward", None)
 
     # -- the optimizer step ------------------------------------------------------------------------------------
     def _merge(self) -> None:
@@ -343,7 +406,7 @@ def _forward_for(kernels: SparseKernels, layer: _Layer):
     dense = type(layer.module).forward
 
     def forward(self, x):
-        if kernels._use(layer):
+        if kernels._use(layer, x):
             return layer.forward(x)
         return dense(self, x)
 
@@ -398,20 +461,22 @@ def _update(opt: torch.optim.Optimizer, group: dict, p: torch.Tensor, st: Struct
     )  # fmt: skip
 
 
-def _measure(layer: _Layer, batch: int, repeats: int = 3) -> float:
-    """Sparse over dense time of one forward + backward of ``layer`` at ``batch`` (median of ``repeats``)."""
+def _measure(layer: _Layer, shape: tuple, repeats: int = 3) -> float:
+    """Sparse over dense time of one forward + backward of ``layer`` on an input of ``shape`` (median of
+    ``repeats``, interleaved, after a warm-up)."""
     m = layer.module
-    x = torch.randn(batch, m.in_features, requires_grad=True)
-    bias = None if m.bias is None else m.bias.detach()
+    x = torch.randn(*shape, requires_grad=True)
+    w = m.weight.detach()
 
     def dense():
-        w = m.weight.detach().requires_grad_(True)
-        y = nn.functional.linear(x, w, bias)
+        wd = w.detach().requires_grad_(True)
+        bias = None if m.bias is None else m.bias.detach()
+        y = nn.functional.linear(x, wd, bias) if isinstance(m, nn.Linear) else m._conv_forward(x, wd, bias)
         y.backward(torch.ones_like(y))
 
     def sparse():
         h = torch.zeros(layer.st.nnz, requires_grad=True)
-        y = _SparseLinear.apply(x, h, m.weight.detach(), bias, layer.st)
+        y = layer.forward(x, h, w)
         y.backward(torch.ones_like(y))
 
     times = {dense: [], sparse: []}
