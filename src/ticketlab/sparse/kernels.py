@@ -140,9 +140,15 @@ class Structure:
         self.cslot[order] = torch.arange(self.nnz)
         self._key = None  # (data_ptr, version) of the weight the compact copies were read from
 
+    def forget(self) -> None:
+        """Read the kept weights again at the next use."""
+        self._key = None
+
     def values(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The kept weights in row and in column order: copies kept in step with the weight (the optimizer
-        step writes both) and read again whenever anything else has changed it in place (its version)."""
+        """The kept weights in row and in column order: copies kept in step with the weight (the sparse update
+        writes both) and read again when the weight changed otherwise: its version moved (any in-place torch op),
+        or torch's optimizer stepped it (``forget``: fused optimizers do not move the version). A change made
+        through ``.data`` moves neither: make it with the weight itself, under ``torch.no_grad()``."""
         key = (weight.data_ptr(), weight._version)
         if key != self._key:
             w = weight.detach().contiguous()
@@ -393,10 +399,11 @@ class SparseKernels:
         opt = self.optimizer
         with torch.no_grad():
             for layer in self.layers:
-                h = layer.handle
+                h, p = layer.handle, layer.module.weight
+                if p.grad is not None and layer.st is not None:
+                    layer.st.forget()  # torch's step moved it, and fused steps leave its version as it was
                 if h is None or h.grad is None:
                     continue
-                p = layer.module.weight
                 group = next(g for g in opt.param_groups if any(q is p for q in g["params"]))
                 _update(opt, group, p, layer.st, h.grad.contiguous())
                 h.grad = None
