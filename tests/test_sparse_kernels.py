@@ -310,9 +310,13 @@ def test_a_checkpoint_keeps_autos_choices(tmp_path):
         dict(kernel_size=3, stride=2),
         dict(kernel_size=(2, 3), padding=(1, 0), dilation=(2, 1)),
         dict(kernel_size=1, bias=False),
+        dict(kernel_size=3, padding=2, dilation=2),
+        dict(kernel_size=(2, 3), padding=(1, 0)),
     ],
+    ids=["pad1", "stride2", "dilation21", "1x1", "dilation2", "2x3"],
 )
 def test_conv_forward_and_gradients_equal_the_masked_dense_conv(kw):
+    """Stride 1 with equal dilation goes the direct way (shifted planes), the rest through patches."""
     torch.manual_seed(0)
     conv = nn.Conv2d(3, 5, **kw)
     mask = torch.rand(conv.weight.shape) < 0.4

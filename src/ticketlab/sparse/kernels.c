@@ -128,3 +128,88 @@ void tl_gather(int64_t nnz, const int64_t *pos, const float *w, const int64_t *c
         cvals[cslot[k]] = v;
     }
 }
+
+/* Direct sparse convolution, stride 1 (any dilation): planes are kept in "padded width" layout, the input
+   zero-padded to (Hp, Wp) (plus slack past its end) and the output computed as Ho rows of Wp columns, of which
+   the last Wp - Wo are junk and cut off afterwards. Then a kept weight (ci, ky, kx) of output channel co adds
+   one shifted copy of input plane ci to output plane co: a single run of Ho * Wp fused multiply-adds, offset
+   by ky * dil * Wp + kx * dil, with no per-row loop or border test. idx[k] = ci * kh * kw + ky * kw + kx. */
+static inline int64_t conv_shift(int64_t r, int64_t kh, int64_t kw, int64_t dil, int64_t wp, int64_t *ci) {
+    *ci = r / (kh * kw);
+    const int64_t q = r % (kh * kw);
+    return (q / kw) * dil * wp + (q % kw) * dil;
+}
+
+/* out[b, co] (Ho x Wp) = bias[co] + sum_k val[k] * shift(x[b, ci_k]); x (B, Ci, plane) with plane = Hp * Wp. */
+void tl_conv_fwd(int64_t B, int64_t ci_n, int64_t plane, int64_t co_n, int64_t len, int64_t kh, int64_t kw,
+                 int64_t dil, int64_t wp, const int64_t *ptr, const int64_t *idx, const float *val,
+                 const float *bias, const float *x, float *out, int nthreads) {
+#pragma omp parallel for collapse(2) num_threads(nthreads) schedule(static)
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t co = 0; co < co_n; co++) {
+            float *o = out + (b * co_n + co) * len;
+            const float b0 = bias ? bias[co] : 0.f;
+            for (int64_t i = 0; i < len; i++) o[i] = b0;
+            for (int64_t k = ptr[co]; k < ptr[co + 1]; k++) {
+                int64_t ci;
+                const int64_t s = conv_shift(idx[k], kh, kw, dil, wp, &ci);
+                const float v = val[k];
+                const float *xp = x + (b * ci_n + ci) * plane + s;
+                for (int64_t i = 0; i < len; i++) o[i] += v * xp[i];
+            }
+        }
+    }
+}
+
+/* The input gradient in the padded layout: gx[b, ci] (plane) = sum over kept (co, ky, kx) of column ci of
+   val * gy[b, co] shifted back; gy (B, Co, len) with zeros in its junk columns. By input channel (CSC: cptr,
+   cidx = co, cr = the weight's (ci, ky, kx) index), so no two threads write one plane. */
+void tl_conv_bwd_input(int64_t B, int64_t ci_n, int64_t plane, int64_t co_n, int64_t len, int64_t kh, int64_t kw,
+                       int64_t dil, int64_t wp, const int64_t *cptr, const int64_t *cidx, const int64_t *cr,
+                       const float *cval, const float *gy, float *gx, int nthreads) {
+#pragma omp parallel for collapse(2) num_threads(nthreads) schedule(static)
+    for (int64_t b = 0; b < B; b++) {
+        for (int64_t ci = 0; ci < ci_n; ci++) {
+            float *g = gx + (b * ci_n + ci) * plane;
+            for (int64_t i = 0; i < plane; i++) g[i] = 0.f;
+            for (int64_t k = cptr[ci]; k < cptr[ci + 1]; k++) {
+                int64_t unused;
+                const int64_t s = conv_shift(cr[k], kh, kw, dil, wp, &unused);
+                const float v = cval[k];
+                const float *gp = gy + (b * co_n + cidx[k]) * len;
+                float *gs = g + s;
+                for (int64_t i = 0; i < len; i++) gs[i] += v * gp[i];
+            }
+        }
+    }
+}
+
+/* The weight gradient at the kept positions: g[k] = sum_b dot(gy[b, co], shift(x[b, ci_k])), summed over b in
+   order; gy with zeros in its junk columns. */
+void tl_conv_bwd_weight(int64_t B, int64_t ci_n, int64_t plane, int64_t co_n, int64_t len, int64_t kh, int64_t kw,
+                        int64_t dil, int64_t wp, const int64_t *ptr, const int64_t *idx, const float *gy,
+                        const float *x, float *g, int nthreads) {
+#pragma omp parallel for num_threads(nthreads) schedule(static)
+    for (int64_t co = 0; co < co_n; co++) {
+        for (int64_t k = ptr[co]; k < ptr[co + 1]; k++) {
+            int64_t ci;
+            const int64_t s = conv_shift(idx[k], kh, kw, dil, wp, &ci);
+            float tot = 0.f;
+            for (int64_t b = 0; b < B; b++) {
+                const float *gp = gy + (b * co_n + co) * len;
+                const float *xp = x + (b * ci_n + ci) * plane + s;
+                float acc[16];
+                for (int l = 0; l < 16; l++) acc[l] = 0.f;
+                int64_t i = 0;
+                for (; i + 16 <= len; i += 16)
+                    for (int l = 0; l < 16; l++) acc[l] += gp[i + l] * xp[i + l];
+                float tail = 0.f;
+                for (; i < len; i++) tail += gp[i] * xp[i];
+                for (int l = 0; l < 8; l++) acc[l] += acc[l + 8];
+                for (int l = 0; l < 4; l++) acc[l] += acc[l + 4];
+                tot += ((acc[0] + acc[2]) + (acc[1] + acc[3])) + tail;
+            }
+            g[k] = tot;
+        }
+    }
+}

@@ -83,7 +83,12 @@ def load():
     lib.tl_sgd.argtypes = [i64, vp, vp, vp, vp, f32, f32, f32, i32, i32, vp, vp, vp, i32]
     lib.tl_adam.argtypes = [i64, vp, vp, vp, vp, vp, f32, f32, f32, f32, f32, i32, f32, f32, vp, vp, vp, i32]
     lib.tl_gather.argtypes = [i64, vp, vp, vp, vp, vp, i32]
-    for f in (lib.tl_spmm, lib.tl_sddmm, lib.tl_sgd, lib.tl_adam, lib.tl_gather):
+    conv = [i64] * 9
+    lib.tl_conv_fwd.argtypes = conv + [vp, vp, vp, vp, vp, vp, i32]
+    lib.tl_conv_bwd_input.argtypes = conv + [vp, vp, vp, vp, vp, vp, i32]
+    lib.tl_conv_bwd_weight.argtypes = conv + [vp, vp, vp, vp, vp, i32]
+    for f in (lib.tl_spmm, lib.tl_sddmm, lib.tl_sgd, lib.tl_adam, lib.tl_gather, lib.tl_conv_fwd,
+              lib.tl_conv_bwd_input, lib.tl_conv_bwd_weight):  # fmt: skip
         f.restype = None
     _LIB = lib
     return lib
@@ -136,6 +141,7 @@ class Structure:
         self.cptr[1:] = torch.bincount(cols, minlength=m).cumsum(0)
         self.cidx = rows[order].contiguous()
         self.cpos = self.pos[order].contiguous()
+        self.ccol = cols[order].contiguous()  # the column of each entry in column order
         self.cslot = torch.empty_like(order)  # row-order index -> its slot in column order
         self.cslot[order] = torch.arange(self.nnz)
         self._key = None  # (data_ptr, version) of the weight the compact copies were read from
@@ -244,6 +250,53 @@ class _SparseConv2d(torch.autograd.Function):
         return gx, ghandle, None, gb, None, None
 
 
+class _DirectConv2d(torch.autograd.Function):
+    """A stride-1 2-d convolution over W's kept positions computed on the planes themselves (no patches): each
+    kept weight adds one shifted copy of an input plane to an output plane (``tl_conv_fwd`` says how). Same
+    ``handle`` as the linear layer's."""
+
+    @staticmethod
+    def forward(ctx, x, handle, weight, bias, st: Structure, geom: tuple):
+        lib, nth = load(), torch.get_num_threads()
+        (kh, kw), (dil, _), (ph, pw), _ = geom
+        b, ci, h, w = x.shape
+        hp, wp = h + 2 * ph, w + 2 * pw
+        ho, wo = hp - dil * (kh - 1), wp - dil * (kw - 1)
+        xp = nn.functional.pad(x.detach(), (pw, pw, ph, ph + 1)).contiguous()  # + a zero row of slack
+        n, length, plane = st.shape[0], ho * wp, (hp + 1) * wp
+        out = torch.empty(b, n, ho, wp)
+        vals, _ = st.values(weight)
+        bias_c = None if bias is None else bias.detach().contiguous()
+        lib.tl_conv_fwd(b, ci, plane, n, length, kh, kw, dil, wp, _p(st.ptr), _p(st.idx), _p(vals), _p(bias_c),
+                        _p(xp), _p(out), nth)  # fmt: skip
+        ctx.st, ctx.dims, ctx.has_bias = st, (b, ci, h, w, hp, wp, ho, wo, kh, kw, dil, ph, pw), bias is not None
+        ctx.save_for_backward(xp, weight)
+        return out[..., :wo].contiguous()
+
+    @staticmethod
+    def backward(ctx, gy):
+        lib, nth = load(), torch.get_num_threads()
+        st = ctx.st
+        b, ci, h, w, hp, wp, ho, wo, kh, kw, dil, ph, pw = ctx.dims
+        xp, weight = ctx.saved_tensors
+        n, length, plane = st.shape[0], ho * wp, (hp + 1) * wp
+        gyp = nn.functional.pad(gy, (0, wp - wo)).contiguous()  # zeros in the junk columns
+        gx = ghandle = None
+        if ctx.needs_input_grad[0]:
+            _, cvals = st.values(weight)
+            cptr = st.cptr[:: kh * kw].contiguous()  # by input channel: its kh * kw columns are adjacent
+            gxp = torch.empty(b, ci, hp + 1, wp)
+            lib.tl_conv_bwd_input(b, ci, plane, n, length, kh, kw, dil, wp, _p(cptr), _p(st.cidx), _p(st.ccol),
+                                  _p(cvals), _p(gyp), _p(gxp), nth)  # fmt: skip
+            gx = gxp[:, :, ph : ph + h, pw : pw + w].contiguous()
+        if ctx.needs_input_grad[1]:
+            ghandle = torch.empty(st.nnz)
+            lib.tl_conv_bwd_weight(b, ci, plane, n, length, kh, kw, dil, wp, _p(st.ptr), _p(st.idx), _p(gyp),
+                                   _p(xp), _p(ghandle), nth)  # fmt: skip
+        gb = gy.sum((0, 2, 3)) if ctx.has_bias and ctx.needs_input_grad[3] else None
+        return gx, ghandle, None, gb, None, None
+
+
 def _geometry(m: nn.Conv2d) -> tuple:
     return (tuple(m.kernel_size), tuple(m.dilation), tuple(m.padding), tuple(m.stride))
 
@@ -271,7 +324,9 @@ class _Layer:
         weight = m.weight if weight is None else weight
         bias = m.bias if weight is m.weight or m.bias is None else m.bias.detach()
         if isinstance(m, nn.Conv2d):
-            return _SparseConv2d.apply(x, handle, weight, bias, self.st, _geometry(m))
+            geom = _geometry(m)
+            direct = geom[3] == (1, 1) and geom[1][0] == geom[1][1]
+            return (_DirectConv2d if direct else _SparseConv2d).apply(x, handle, weight, bias, self.st, geom)
         return _SparseLinear.apply(x, handle, weight, bias, self.st)
 
 
