@@ -224,6 +224,22 @@ def test_auto_keeps_the_dense_layer_where_sparse_does_not_pay():
     assert k.choices() == {"0.weight": "dense"}  # a full 8x8 layer at batch 4: padding to 64 columns costs
 
 
+@pytest.mark.parametrize(
+    ("density", "ratio", "choice"), [(0.1, 0.5, "sparse"), (0.1, 0.9, "dense"), (0.5, 0.1, "dense")]
+)
+def test_auto_goes_sparse_only_on_a_sparse_layer_that_measured_faster(monkeypatch, density, ratio, choice):
+    """Under 0.75x the dense time, and never above 30% density (there it is not even timed)."""
+    seen = []
+    monkeypatch.setattr(K, "_measure", lambda layer, shape: seen.append(shape) or ratio)
+    model = nn.Sequential(nn.Linear(20, 10))
+    mask = {"0.weight": torch.arange(200).view(10, 20) < 200 * density}
+    k = K.SparseKernels(model, lambda: mask, mode="auto", batch=32)
+    with k, torch.no_grad():
+        model(torch.randn(5, 20))
+    assert k.choices() == {"0.weight": choice}
+    assert seen == ([] if density > 0.3 else [(32, 20)])  # timed at the training batch, not this one's
+
+
 def test_unsupported_optimizers_are_refused():
     model = _net()
     mask = {"0.weight": torch.ones(40, 30, dtype=torch.bool)}

@@ -185,18 +185,18 @@ void tl_conv_bwd_input(int64_t B, int64_t ci_n, int64_t plane, int64_t co_n, int
 }
 
 /* The weight gradient at the kept positions: g[k] = sum_b dot(gy[b, co], shift(x[b, ci_k])), summed over b in
-   order; gy with zeros in its junk columns. */
+   order; gy with zeros in its junk columns. Example by example (b outer), so one example's planes stay in cache
+   while every kept weight reads them. */
 void tl_conv_bwd_weight(int64_t B, int64_t ci_n, int64_t plane, int64_t co_n, int64_t len, int64_t kh, int64_t kw,
                         int64_t dil, int64_t wp, const int64_t *ptr, const int64_t *idx, const float *gy,
                         const float *x, float *g, int nthreads) {
+    for (int64_t b = 0; b < B; b++) {
 #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t co = 0; co < co_n; co++) {
-        for (int64_t k = ptr[co]; k < ptr[co + 1]; k++) {
-            int64_t ci;
-            const int64_t s = conv_shift(idx[k], kh, kw, dil, wp, &ci);
-            float tot = 0.f;
-            for (int64_t b = 0; b < B; b++) {
-                const float *gp = gy + (b * co_n + co) * len;
+        for (int64_t co = 0; co < co_n; co++) {
+            const float *gp = gy + (b * co_n + co) * len;
+            for (int64_t k = ptr[co]; k < ptr[co + 1]; k++) {
+                int64_t ci;
+                const int64_t s = conv_shift(idx[k], kh, kw, dil, wp, &ci);
                 const float *xp = x + (b * ci_n + ci) * plane + s;
                 float acc[16];
                 for (int l = 0; l < 16; l++) acc[l] = 0.f;
@@ -207,9 +207,9 @@ void tl_conv_bwd_weight(int64_t B, int64_t ci_n, int64_t plane, int64_t co_n, in
                 for (; i < len; i++) tail += gp[i] * xp[i];
                 for (int l = 0; l < 8; l++) acc[l] += acc[l + 8];
                 for (int l = 0; l < 4; l++) acc[l] += acc[l + 4];
-                tot += ((acc[0] + acc[2]) + (acc[1] + acc[3])) + tail;
+                const float dot = ((acc[0] + acc[2]) + (acc[1] + acc[3])) + tail;
+                g[k] = b ? g[k] + dot : dot;
             }
-            g[k] = tot;
         }
     }
 }

@@ -346,6 +346,10 @@ def _eligible(module: nn.Module) -> bool:
 
 
 SUPPORTED_OPTIMIZERS = (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW)
+# auto: a layer goes sparse only at most this dense (no measured layer won above 0.2; timing noise on a shared
+# machine must not send a dense layer to kernels 5-10x slower) and only when it measured this much faster.
+AUTO_MAX_DENSITY = 0.3
+AUTO_RATIO = 0.75
 
 
 class SparseKernels:
@@ -354,8 +358,9 @@ class SparseKernels:
     ``masks()`` gives the masks now ({weight name: bool tensor}), or None when pruned weights are not held at
     zero (a dense phase): then every layer runs dense. ``dense_step()``, if given, is asked before each forward
     whether this step needs dense weight gradients (a sparse trainer's growth step). ``mode``: "sparse" (every
-    eligible layer), or "auto": each layer's forward and backward timed both ways at ``batch`` once, on the
-    first forward, and the faster kept (sparse only when clearly faster, so near ties stay dense).
+    eligible layer), or "auto": each layer's forward and backward timed both ways at ``batch`` once, on its
+    first forward, and sparse kept only where the layer is at most 30% dense and measured under 0.75x (near
+    ties stay dense).
     ``optimizer``: updated at the kept positions of the sparse layers after each of its steps (SGD, Adam or
     AdamW, amsgrad and maximize off); None for a loop that steps nothing (input gradients only)."""
 
@@ -434,7 +439,8 @@ class SparseKernels:
     def _tune(self, layer: _Layer, x: torch.Tensor) -> None:
         """auto: time ``layer`` both ways on an input shaped as this one, at the training batch size."""
         layer.tuned = True
-        layer.sparse = _measure(layer, (self.batch or x.shape[0], *x.shape[1:])) < 0.8
+        dense_enough = layer.st.nnz > AUTO_MAX_DENSITY * layer.module.weight.numel()
+        layer.sparse = not dense_enough and _measure(layer, (self.batch or x.shape[0], *x.shape[1:])) < AUTO_RATIO
         if not layer.sparse:  # exactly the dense layer from now on, with no wrapper in its way
             layer.module.__dict__.pop("forward", None)
 
@@ -523,7 +529,7 @@ def _update(opt: torch.optim.Optimizer, group: dict, p: torch.Tensor, st: Struct
     )  # fmt: skip
 
 
-def _measure(layer: _Layer, shape: tuple, repeats: int = 3) -> float:
+def _measure(layer: _Layer, shape: tuple, repeats: int = 5) -> float:
     """Sparse over dense time of one forward + backward of ``layer`` on an input of ``shape`` (median of
     ``repeats``, interleaved, after a warm-up)."""
     m = layer.module
