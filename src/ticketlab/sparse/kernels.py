@@ -431,18 +431,24 @@ class SparseKernels:
             return False
         if self.dense_step is not None and self.dense_step():
             return False
-        layer.update(masks[layer.name])
         if not layer.tuned:
-            self._tune(layer, x)
-        return layer.sparse
+            self._tune(layer, masks[layer.name], x)
+        if not layer.sparse:
+            return False
+        layer.update(masks[layer.name])
+        return True
 
-    def _tune(self, layer: _Layer, x: torch.Tensor) -> None:
-        """auto: time ``layer`` both ways on an input shaped as this one, at the training batch size."""
+    def _tune(self, layer: _Layer, mask: torch.Tensor, x: torch.Tensor) -> None:
+        """auto: time ``layer`` both ways on an input shaped as this one, at the training batch size (a layer
+        over 30% dense is not even timed, nor its structure built)."""
         layer.tuned = True
-        dense_enough = layer.st.nnz > AUTO_MAX_DENSITY * layer.module.weight.numel()
-        layer.sparse = not dense_enough and _measure(layer, (self.batch or x.shape[0], *x.shape[1:])) < AUTO_RATIO
+        layer.sparse = False
+        if int(mask.count_nonzero()) <= AUTO_MAX_DENSITY * mask.numel():
+            layer.update(mask)
+            layer.sparse = _measure(layer, (self.batch or x.shape[0], *x.shape[1:])) < AUTO_RATIO
         if not layer.sparse:  # exactly the dense layer from now on, with no wrapper in its way
             layer.module.__dict__.pop("forward", None)
+            layer.st = layer.handle = layer.key = None
 
     # -- the optimizer step ------------------------------------------------------------------------------------
     def _merge(self) -> None:
