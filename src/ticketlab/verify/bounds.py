@@ -477,7 +477,9 @@ def _windows(x: torch.Tensor, size: int, stride: tuple, start: tuple, grid: tupl
     lh = (xp.shape[2] - size) // stride[0] + 1
     lw = (xp.shape[3] - size) // stride[1] + 1
     u = u.view(b, c * size * size, lh, lw)[:, :, : grid[0], : grid[1]].reshape(b, c * size * size, -1)
-    return u[:, :, pos].permute(0, 2, 1).reshape(b, len(pos), 1, c, size, size)
+    # contiguous: a permuted view here would hand its strides to every product with the patches (the rows
+    # times larger), and each later reshape of those would copy them
+    return u[:, :, pos].permute(0, 2, 1).reshape(b, len(pos), 1, c, size, size).contiguous()
 
 
 def backward_patches(ops, end, pos, lo, hi, pre, alphas: dict | None = None) -> torch.Tensor:
@@ -535,7 +537,11 @@ def backward_patches(ops, end, pos, lo, hi, pre, alphas: dict | None = None) -> 
 
 
 def _dot(A: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """sum over each row's window of A * w: (B, P, R, C, s, s) . (B, P, 1, C, s, s) -> (B, P, R), one matmul."""
+    """sum over each row's window of A * w: (B, P, R, C, s, s) . (B, P, 1, C, s, s) -> (B, P, R), one matmul.
+    While A is still the same for every sample and position (1, 1, R, ...), as it is until the first ReLU, that
+    is one (B P, K) x (K, R) product: a batched one would first copy A out to every sample and position."""
+    if A.shape[0] == 1 and A.shape[1] == 1 and (w.shape[0] > 1 or w.shape[1] > 1):
+        return w.flatten(3)[:, :, 0] @ A.flatten(3)[0, 0].transpose(0, 1)
     return (A.flatten(3) @ w.flatten(3).transpose(-1, -2))[..., 0]
 
 
