@@ -417,3 +417,34 @@ def test_adversarial_and_certified_training_on_sparse_kernels_follow_the_dense_r
         torch.testing.assert_close(pb, pa, rtol=0, atol=1e-4, msg=n)
         if n in mask:
             assert torch.count_nonzero(pb[~mask[n]]) == 0
+
+
+@pytest.mark.parametrize(("method", "kernels"), [("static", "sparse"), ("rigl", "sparse"), ("static", "auto")])
+def test_an_interrupted_run_on_sparse_kernels_resumes_bitwise(tmp_path, monkeypatch, method, kernels):
+    from helpers import die_after_checkpoints
+
+    from ticketlab.dst.runner import DSTConfig, run_dst
+    from ticketlab.train import TrainConfig
+
+    def cfg():
+        train = TrainConfig(iterations=60, eval_every=20, batch_size=60, kernels=kernels)
+        return DSTConfig(dataset="digits", method=method, density=0.2, delta_t=10, train=train)
+
+    ref = run_dst(cfg(), tmp_path / "ref", quiet=True, checkpoint_every=20)
+    restore = die_after_checkpoints(monkeypatch, n=2)
+    with pytest.raises(KeyboardInterrupt):
+        run_dst(cfg(), tmp_path / "r", quiet=True, checkpoint_every=20)
+    restore()
+    assert run_dst(cfg(), tmp_path / "r", quiet=True, checkpoint_every=20) == ref
+    assert f'"kernels": "{kernels}"' in (tmp_path / "r" / "config.json").read_text()
+
+
+def test_a_run_folder_of_dense_kernels_refuses_sparse_ones(tmp_path, capsys):
+    from ticketlab.cli import main
+
+    argv = ["dst", "--dataset", "digits", "--method", "static", "--iterations", "20", "--quiet", "--out"]
+    assert main([*argv, str(tmp_path / "r")]) == 0
+    before = {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()}
+    assert main([*argv, str(tmp_path / "r"), "--kernels", "sparse"]) == 2
+    assert "differs in: train.kernels" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in (tmp_path / "r").rglob("*") if p.is_file()} == before
