@@ -60,16 +60,11 @@ class Registry(Generic[T]):
         return [form for _, form in self._families.values()]
 
     def __contains__(self, name: object) -> bool:
-        if name in self._items:
-            return True
-        for prefix, (make, _) in self._families.items():
-            if isinstance(name, str) and name.startswith(prefix):
-                try:
-                    make(name[len(prefix) :])
-                except UserError:
-                    return False
-                return True
-        return False
+        try:
+            self.get(name)  # a registered name, or one a family can read
+        except UserError:
+            return False
+        return True
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._items))

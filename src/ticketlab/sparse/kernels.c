@@ -1,4 +1,4 @@
-/* Sparse training kernels for masked Linear layers (float32, CPU), loaded by ticketlab.sparse.kernels.
+/* Sparse training kernels for masked Linear and Conv2d layers (float32, CPU), loaded by ticketlab.sparse.kernels.
 
    Layout: a batch of B rows of width m travels "tiled", as (nt, m, T) with T = 64 batch columns per tile
    (zero-padded): the rows a sparse weight selects are then contiguous runs of T floats, so every nonzero
@@ -18,6 +18,25 @@ static inline void prefetch_row(const float *r) {
     for (int c = 0; c < T; c += 16) __builtin_prefetch(r + c);
 }
 
+/* o[i] += v * x[i] for i < n: every kernel's inner run (n = T in the tiled ones, a plane in the direct conv). */
+static inline void axpy(float *o, float v, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) o[i] += v * x[i];
+}
+
+/* sum_i a[i] * b[i] in 16 lanes reduced by a fixed tree (not a serial chain of 16), then the tail. */
+static inline float dot(const float *a, const float *b, int64_t n) {
+    float s[16];
+    int64_t i = n < 16 ? 0 : 16;
+    for (int l = 0; l < 16; l++) s[l] = i ? a[l] * b[l] : 0.f;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) s[l] += a[i + l] * b[i + l];
+    float tail = 0.f;
+    for (; i < n; i++) tail += a[i] * b[i];
+    for (int l = 0; l < 8; l++) s[l] += s[l + 8];
+    for (int l = 0; l < 4; l++) s[l] += s[l + 4];
+    return ((s[0] + s[2]) + (s[1] + s[3])) + tail;
+}
+
 /* out[t, i, :] = bias[i] + sum_{k in ptr[i]..ptr[i+1]} val[k] * in[t, idx[k], :]   (bias may be NULL) */
 void tl_spmm(int64_t nt, int64_t n, int64_t m, const int64_t *ptr, const int64_t *idx, const float *val,
              const float *bias, const float *in, float *out, int nthreads) {
@@ -32,9 +51,7 @@ void tl_spmm(int64_t nt, int64_t n, int64_t m, const int64_t *ptr, const int64_t
             for (int b = 0; b < T; b++) acc[b] = b0;
             for (int64_t k = ptr[i]; k < ptr[i + 1]; k++) {
                 if (k + PF < end) prefetch_row(it + idx[k + PF] * T);
-                const float v = val[k];
-                const float *r = it + idx[k] * T;
-                for (int b = 0; b < T; b++) acc[b] += v * r[b];
+                axpy(acc, val[k], it + idx[k] * T, T);
             }
             float *o = ot + i * T;
             for (int b = 0; b < T; b++) o[b] = acc[b];
@@ -54,14 +71,7 @@ void tl_sddmm(int64_t nt, int64_t n, int64_t m, const int64_t *ptr, const int64_
             const float *ar = at + i * T;
             for (int64_t k = ptr[i]; k < ptr[i + 1]; k++) {
                 if (k + PF < end) prefetch_row(ct + idx[k + PF] * T);
-                const float *cr = ct + idx[k] * T;
-                float s[16];
-                for (int l = 0; l < 16; l++) s[l] = ar[l] * cr[l];
-                for (int b = 16; b < T; b += 16)
-                    for (int l = 0; l < 16; l++) s[l] += ar[b + l] * cr[b + l];
-                for (int l = 0; l < 8; l++) s[l] += s[l + 8];  /* a fixed tree, not a serial chain of 16 */
-                for (int l = 0; l < 4; l++) s[l] += s[l + 4];
-                const float tot = (s[0] + s[2]) + (s[1] + s[3]);
+                const float tot = dot(ar, ct + idx[k] * T, T);
                 g[k] = t ? g[k] + tot : tot;
             }
         }
@@ -153,9 +163,7 @@ void tl_conv_fwd(int64_t B, int64_t ci_n, int64_t plane, int64_t co_n, int64_t l
             for (int64_t k = ptr[co]; k < ptr[co + 1]; k++) {
                 int64_t ci;
                 const int64_t s = conv_shift(idx[k], kh, kw, dil, wp, &ci);
-                const float v = val[k];
-                const float *xp = x + (b * ci_n + ci) * plane + s;
-                for (int64_t i = 0; i < len; i++) o[i] += v * xp[i];
+                axpy(o, val[k], x + (b * ci_n + ci) * plane + s, len);
             }
         }
     }
@@ -175,10 +183,7 @@ void tl_conv_bwd_input(int64_t B, int64_t ci_n, int64_t plane, int64_t co_n, int
             for (int64_t k = cptr[ci]; k < cptr[ci + 1]; k++) {
                 int64_t unused;
                 const int64_t s = conv_shift(cr[k], kh, kw, dil, wp, &unused);
-                const float v = cval[k];
-                const float *gp = gy + (b * co_n + cidx[k]) * len;
-                float *gs = g + s;
-                for (int64_t i = 0; i < len; i++) gs[i] += v * gp[i];
+                axpy(g + s, cval[k], gy + (b * co_n + cidx[k]) * len, len);
             }
         }
     }
@@ -197,18 +202,8 @@ void tl_conv_bwd_weight(int64_t B, int64_t ci_n, int64_t plane, int64_t co_n, in
             for (int64_t k = ptr[co]; k < ptr[co + 1]; k++) {
                 int64_t ci;
                 const int64_t s = conv_shift(idx[k], kh, kw, dil, wp, &ci);
-                const float *xp = x + (b * ci_n + ci) * plane + s;
-                float acc[16];
-                for (int l = 0; l < 16; l++) acc[l] = 0.f;
-                int64_t i = 0;
-                for (; i + 16 <= len; i += 16)
-                    for (int l = 0; l < 16; l++) acc[l] += gp[i + l] * xp[i + l];
-                float tail = 0.f;
-                for (; i < len; i++) tail += gp[i] * xp[i];
-                for (int l = 0; l < 8; l++) acc[l] += acc[l + 8];
-                for (int l = 0; l < 4; l++) acc[l] += acc[l + 4];
-                const float dot = ((acc[0] + acc[2]) + (acc[1] + acc[3])) + tail;
-                g[k] = b ? g[k] + dot : dot;
+                const float d = dot(gp, x + (b * ci_n + ci) * plane + s, len);
+                g[k] = b ? g[k] + d : d;
             }
         }
     }

@@ -2,8 +2,8 @@
 
 A masked Linear or Conv2d layer's forward, input gradient and weight gradient run over the mask's kept
 positions only (C kernels in ``kernels.c``, compiled for this CPU on first use and loaded with ctypes; a
-convolution as a sparse product with its input's patches, im2col), and the optimizer's
-update of such a weight touches only those positions. Results equal the masked dense layer's to float
+stride-1 convolution on its planes directly, a strided one as a sparse product with its input's patches), and
+the optimizer's update of such a weight touches only those positions. Results equal the masked dense layer's to float
 rounding (tests pin outputs, gradients and whole training steps against it); pruned weights stay exactly
 zero, because nothing ever writes them.
 
@@ -166,41 +166,52 @@ class Structure:
         return self.vals, self.cvals
 
 
+def _rows_forward(st: Structure, weight: torch.Tensor, bias: torch.Tensor | None, xt: torch.Tensor) -> torch.Tensor:
+    """(nt, n, 64): bias + W x over W's kept positions, for a tiled input ``xt`` (nt, m, 64)."""
+    vals, _ = st.values(weight)
+    yt = torch.empty(xt.shape[0], st.shape[0], TILE)
+    bias_c = None if bias is None else bias.detach().contiguous()
+    load().tl_spmm(xt.shape[0], st.shape[0], st.shape[1], _p(st.ptr), _p(st.idx), _p(vals), _p(bias_c), _p(xt),
+                   _p(yt), torch.get_num_threads())  # fmt: skip
+    return yt
+
+
+def _rows_backward(st: Structure, weight: torch.Tensor, gyt: torch.Tensor, xt: torch.Tensor, needs: tuple):
+    """(W^T gy tiled (nt, m, 64) or None, the weight gradient at the kept positions (nnz,) or None) for the
+    tiled output gradient ``gyt`` of ``_rows_forward`` on ``xt``; ``needs`` says which of the two to compute."""
+    lib, nth = load(), torch.get_num_threads()
+    n, m = st.shape
+    gxt = ghandle = None
+    if needs[0]:
+        _, cvals = st.values(weight)
+        gxt = torch.empty(gyt.shape[0], m, TILE)
+        lib.tl_spmm(gyt.shape[0], m, n, _p(st.cptr), _p(st.cidx), _p(cvals), None, _p(gyt), _p(gxt), nth)
+    if needs[1]:
+        ghandle = torch.empty(st.nnz)
+        lib.tl_sddmm(gyt.shape[0], n, m, _p(st.ptr), _p(st.idx), _p(gyt), _p(xt), _p(ghandle), nth)
+    return gxt, ghandle
+
+
 class _SparseLinear(torch.autograd.Function):
     """y = x W^T + b over W's kept positions. ``handle`` is a leaf of one value per kept weight: its
     gradient is the weight's gradient at those positions (the weight itself gets none)."""
 
     @staticmethod
     def forward(ctx, x, handle, weight, bias, st: Structure):
-        lib, nth = load(), torch.get_num_threads()
         lead, b = x.shape[:-1], x[..., 0].numel()
         xt = tile(x.reshape(b, -1))
-        vals, _ = st.values(weight)
-        n = st.shape[0]
-        yt = torch.empty(xt.shape[0], n, TILE)
-        bias_c = None if bias is None else bias.detach().contiguous()
-        lib.tl_spmm(xt.shape[0], n, st.shape[1], _p(st.ptr), _p(st.idx), _p(vals), _p(bias_c), _p(xt), _p(yt), nth)
+        yt = _rows_forward(st, weight, bias, xt)
         ctx.st, ctx.b, ctx.lead, ctx.has_bias = st, b, lead, bias is not None
         ctx.save_for_backward(xt, weight)
-        return untile(yt, b).reshape(*lead, n)
+        return untile(yt, b).reshape(*lead, st.shape[0])
 
     @staticmethod
     def backward(ctx, gy):
-        lib, nth = load(), torch.get_num_threads()
         st, b = ctx.st, ctx.b
         xt, weight = ctx.saved_tensors
-        n, m = st.shape
-        gy2 = gy.reshape(b, n).contiguous()
-        gyt = tile(gy2)
-        gx = ghandle = None
-        if ctx.needs_input_grad[0]:
-            _, cvals = st.values(weight)
-            gxt = torch.empty(gyt.shape[0], m, TILE)
-            lib.tl_spmm(gyt.shape[0], m, n, _p(st.cptr), _p(st.cidx), _p(cvals), None, _p(gyt), _p(gxt), nth)
-            gx = untile(gxt, b).reshape(*ctx.lead, m)
-        if ctx.needs_input_grad[1]:
-            ghandle = torch.empty(st.nnz)
-            lib.tl_sddmm(gyt.shape[0], n, m, _p(st.ptr), _p(st.idx), _p(gyt), _p(xt), _p(ghandle), nth)
+        gy2 = gy.reshape(b, st.shape[0]).contiguous()
+        gxt, ghandle = _rows_backward(st, weight, tile(gy2), xt, ctx.needs_input_grad[:2])
+        gx = None if gxt is None else untile(gxt, b).reshape(*ctx.lead, st.shape[1])
         gb = gy2.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
         return gx, ghandle, None, gb, None
 
@@ -211,7 +222,6 @@ class _SparseConv2d(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, handle, weight, bias, st: Structure, geom: tuple):
-        lib, nth = load(), torch.get_num_threads()
         kernel, dilation, padding, stride = geom
         b, _, h, w = x.shape
         cols = nn.functional.unfold(x, kernel, dilation, padding, stride)  # (B, m, L)
@@ -219,33 +229,23 @@ class _SparseConv2d(torch.autograd.Function):
         ho = (h + 2 * padding[0] - dilation[0] * (kernel[0] - 1) - 1) // stride[0] + 1
         wo = (w + 2 * padding[1] - dilation[1] * (kernel[1] - 1) - 1) // stride[1] + 1
         ct = tile(cols.transpose(1, 2).reshape(b * L, m))
-        vals, _ = st.values(weight)
+        yt = _rows_forward(st, weight, bias, ct)
         n = st.shape[0]
-        yt = torch.empty(ct.shape[0], n, TILE)
-        bias_c = None if bias is None else bias.detach().contiguous()
-        lib.tl_spmm(ct.shape[0], n, m, _p(st.ptr), _p(st.idx), _p(vals), _p(bias_c), _p(ct), _p(yt), nth)
         ctx.st, ctx.geom, ctx.shape, ctx.L, ctx.has_bias = st, geom, (b, h, w), L, bias is not None
         ctx.save_for_backward(ct, weight)
         return untile(yt, b * L).view(b, L, n).transpose(1, 2).reshape(b, n, ho, wo)
 
     @staticmethod
     def backward(ctx, gy):
-        lib, nth = load(), torch.get_num_threads()
         st, (kernel, dilation, padding, stride), (b, h, w), L = ctx.st, ctx.geom, ctx.shape, ctx.L
         ct, weight = ctx.saved_tensors
         n, m = st.shape
         g2 = gy.reshape(b, n, L).transpose(1, 2).reshape(b * L, n)
-        gyt = tile(g2)
-        gx = ghandle = None
-        if ctx.needs_input_grad[0]:
-            _, cvals = st.values(weight)
-            gct = torch.empty(gyt.shape[0], m, TILE)
-            lib.tl_spmm(gyt.shape[0], m, n, _p(st.cptr), _p(st.cidx), _p(cvals), None, _p(gyt), _p(gct), nth)
+        gct, ghandle = _rows_backward(st, weight, tile(g2), ct, ctx.needs_input_grad[:2])
+        gx = None
+        if gct is not None:
             gcols = untile(gct, b * L).view(b, L, m).transpose(1, 2)
             gx = nn.functional.fold(gcols, (h, w), kernel, dilation, padding, stride)
-        if ctx.needs_input_grad[1]:
-            ghandle = torch.empty(st.nnz)
-            lib.tl_sddmm(gyt.shape[0], n, m, _p(st.ptr), _p(st.idx), _p(gyt), _p(ct), _p(ghandle), nth)
         gb = g2.sum(0) if ctx.has_bias and ctx.needs_input_grad[3] else None
         return gx, ghandle, None, gb, None, None
 
@@ -312,6 +312,7 @@ class _Layer:
         self.st: Structure | None = None
         self.handle: torch.Tensor | None = None
         self.sparse = True  # auto's choice for this layer
+        self.group: dict | None = None  # the optimizer's param group holding the weight
 
     def update(self, mask: torch.Tensor) -> None:
         if self.key is None or self.key[0] is not mask or self.key[1] != mask._version:
@@ -353,7 +354,7 @@ AUTO_RATIO = 0.75
 
 
 class SparseKernels:
-    """Run ``model``'s masked Linear layers on sparse kernels while active (a context manager).
+    """Run ``model``'s masked Linear and Conv2d layers on sparse kernels while active (a context manager).
 
     ``masks()`` gives the masks now ({weight name: bool tensor}), or None when pruned weights are not held at
     zero (a dense phase): then every layer runs dense. ``dense_step()``, if given, is asked before each forward
@@ -390,6 +391,9 @@ class SparseKernels:
             if _eligible(m) and (f"{mn}.weight" if mn else "weight") in names
         ]
         for layer in self.layers:
+            if optimizer is not None:  # the param group whose settings its sparse update uses
+                p = layer.module.weight
+                layer.group = next(g for g in optimizer.param_groups if any(q is p for q in g["params"]))
             layer.tuned = mode != "auto"
             if mode == "auto" and preset is not None:  # auto's choices from the run's start (a resumed run keeps them)
                 layer.sparse, layer.tuned = preset.get(layer.name) == "sparse", True
@@ -471,8 +475,7 @@ class SparseKernels:
                     layer.st.forget()  # torch's step moved it, and fused steps leave its version as it was
                 if h is None or h.grad is None:
                     continue
-                group = next(g for g in opt.param_groups if any(q is p for q in g["params"]))
-                _update(opt, group, p, layer.st, h.grad.contiguous())
+                _update(opt, layer.group, p, layer.st, h.grad.contiguous())
                 h.grad = None
 
 

@@ -102,8 +102,8 @@ class TrainConfig:
         default="dense",
         metadata={
             "help": "masked layers' kernels: dense, sparse (forward, backward and optimizer update over the kept "
-            "weights only: float32 Linear layers on the CPU; needs a C compiler) or auto (per layer, whichever "
-            "measures faster at the batch size)"
+            "weights only: float32 Linear and Conv2d layers on the CPU; needs a C compiler) or auto (per layer, "
+            "whichever measures faster at the batch size)"
         },
     )
     precision: str = field(

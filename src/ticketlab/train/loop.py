@@ -8,6 +8,7 @@ one on CPU. Records the early-stopping iteration (minimum validation loss) and t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -21,6 +22,7 @@ from ..errors import UserError
 from ..flops import forward_flops
 from ..seeding import generator
 from ..sparse import Mask, MaskEnforcer
+from ..sparse.kernels import KernelsUnavailable, SparseKernels
 from . import distributed
 from .checkpoint import Checkpointer
 from .config import TrainConfig
@@ -294,13 +296,9 @@ def train(
 
 
 def sparse_kernels(model, cfg: TrainConfig, opt, mask, frozen, updater, parallel: bool, batch: int, preset=None):
-    """The loop's ``--kernels`` as a context manager: ``SparseKernels`` over the masked Linear layers when asked
-    and where they compute what the dense path does (pruned weights held at zero: no held values, no dense
-    phases of their own), else a no-op. ``sparse`` without a C compiler is refused in one line."""
-    from contextlib import nullcontext
-
-    from ..sparse.kernels import KernelsUnavailable, SparseKernels
-
+    """The loop's ``--kernels`` as a context manager: ``SparseKernels`` over the masked Linear and Conv2d layers
+    when asked and where they compute what the dense path does (pruned weights held at zero: no held values, no
+    dense phases of their own), else a no-op. ``sparse`` without a C compiler is refused in one line."""
     if cfg.kernels == "dense" or frozen is not None or parallel or cfg.precision != "fp32":
         return nullcontext()
     if updater is not None:
