@@ -463,3 +463,66 @@ def test_crown_on_convolutions_as_patches_equals_the_dense_backward_pass(k1, s1,
         eye = torch.eye(n, dtype=torch.float64)
         want = backward(ops, end, torch.cat([eye, -eye]).expand(3, 2 * n, n).reshape(3, 2 * n, *shape), lo, hi, pre)
     assert torch.allclose(got, want, atol=1e-12, rtol=0)
+
+
+def test_each_samples_own_unstable_neurons_come_first_padded_with_distinct_stable_ones():
+    from ticketlab.verify.bounds import _sample_rows
+
+    ops = to_ops(hand_net(), (2,))  # ops[1] is the ReLU: the rows of ops[:1]'s output feed it
+    # sample 0: neuron 1 unstable; sample 1: both; sample 2: none
+    l = torch.tensor([[0.5, -1.0], [-1.0, -2.0], [1.0, -3.0]], dtype=torch.float64)
+    u = torch.tensor([[2.0, 1.0], [1.0, 0.5], [2.0, -1.0]], dtype=torch.float64)
+    idx, valid = _sample_rows(ops, 1, l, u)
+    assert idx.tolist() == [[1, 0], [0, 1], [0, 1]]
+    assert valid.tolist() == [[True, False], [True, True], [False, False]]
+    idx, valid = _sample_rows(ops, 1, l.abs() + 1, u.abs() + 2)  # nothing unstable: no rows at all
+    assert idx.shape == (3, 0) and valid.shape == (3, 0)
+
+
+@pytest.mark.parametrize("k1, s1, p1, k2, s2, p2", [(4, 2, 1, 4, 2, 1), (3, 1, 1, 3, 2, 0)])
+def test_patches_of_one_neuron_per_anchor_per_sample_equal_the_dense_backward_pass(k1, s1, p1, k2, s2, p2):
+    """Each sample bounding its own neurons (different ones, repeated anchors, one channel each) gets the dense
+    pass's bounds of those neurons, not another sample's."""
+    from ticketlab.verify.bounds import backward_patches
+
+    torch.manual_seed(k1 + 10 * s2)
+    net = nn.Sequential(nn.Conv2d(2, 5, k1, s1, p1), nn.BatchNorm2d(5), nn.ReLU(), nn.Conv2d(5, 4, k2, s2, p2)).double()
+    net.eval()
+    with torch.no_grad():
+        net[1].running_mean.normal_()
+        net[1].running_var.uniform_(0.5, 2)
+    ops = to_ops(net, (2, 11, 11))
+    x = torch.rand(3, 2, 11, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    lo, hi = input_box(x, 0.05, (0.0, 1.0))
+    pre, _ = pre_bounds(ops, lo, hi)
+    shape = ops[-1].out_shape
+    n, hw = shape[0] * shape[1] * shape[2], shape[1] * shape[2]
+    g = torch.Generator().manual_seed(2)
+    neurons = torch.stack([torch.randperm(n, generator=g)[:7] for _ in range(3)])  # (B, 7), distinct per sample
+    with torch.no_grad():
+        r = backward_patches(ops, len(ops), neurons % hw, lo, hi, pre, channels=neurons // hw)  # (B, 7, 2)
+        eye = torch.eye(n, dtype=torch.float64)
+        want = backward(
+            ops, len(ops), torch.cat([eye, -eye]).expand(3, 2 * n, n).reshape(3, 2 * n, *shape), lo, hi, pre
+        )
+    assert torch.allclose(r[..., 0], want.gather(1, neurons), atol=1e-12, rtol=0)
+    assert torch.allclose(r[..., 1], want.gather(1, neurons + n), atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn-plain"])
+def test_alpha_crown_of_a_batch_is_alpha_crown_of_each_sample_alone(kind):
+    """The slopes, Adam's moments and the refined neurons are each sample's own: a batch whose samples have
+    different unstable neurons gives every sample the bounds it gets alone."""
+    net, shape = random_net(kind, 4, None)
+    ops = to_ops(net, shape)
+    x = torch.rand(4, *shape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    lo, hi = input_box(x, 0.06, (0.0, 1.0))
+    C = margin_spec(net(x).argmax(1), 4).double()
+    together = alpha_crown(ops, lo, hi, C, steps=8)
+    unstable = [
+        stability(ops, {i: (a[k : k + 1], c[k : k + 1]) for i, (a, c) in together.pre.items()}) for k in range(4)
+    ]
+    assert len({str(s) for s in unstable}) > 1  # the samples do differ
+    for k in range(4):
+        alone = alpha_crown(ops, lo[k : k + 1], hi[k : k + 1], C[k : k + 1], steps=8)
+        assert torch.allclose(together.lower[k : k + 1], alone.lower, atol=1e-10, rtol=0)

@@ -314,16 +314,35 @@ def _unstable_rows(ops: list[Op], end: int, l: torch.Tensor, u: torch.Tensor) ->
     return split.reshape(l.shape[0], -1).any(0).nonzero().flatten()
 
 
+def _sample_rows(ops: list[Op], end: int, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(idx, valid), both (B, R): per sample, the flat indices of the neurons feeding ops[end] that are unstable
+    in that sample first, padded with distinct stable ones (valid False) to the largest count R of any sample.
+    Against ``_unstable_rows`` (the union over the batch) a sample bounds only its own unstable neurons, often a
+    fraction of the union, and the batch stays one tensor."""
+    split = (l < 0) & (u > 0)
+    nxt = ops[end]
+    if isinstance(nxt, ReLU) and nxt.graft is not None:
+        split = split & ~nxt.graft
+    split = split.reshape(l.shape[0], -1)
+    r = int(split.sum(1).max()) if split.numel() else 0
+    idx = torch.argsort((~split).to(torch.int8), dim=1, stable=True)[:, :r]
+    return idx, split.gather(1, idx)
+
+
 def _rows(ops: list[Op], end: int, idx: torch.Tensor, b: int, like: torch.Tensor):
-    """(lam, stop, bias) to bound neurons ``idx`` of the output of ops[:end] below and above (rows [e, -e]) with
-    ``backward(ops, stop, lam, ...) + bias``: from a Dense layer's weight rows when ops[end - 1] is one."""
-    last, c = ops[end - 1], len(idx)
+    """(lam, stop, bias) to bound neurons ``idx`` ((R,) for every sample, or (B, R) a set per sample) of the
+    output of ops[:end] below and above (rows [e, -e]) with ``backward(ops, stop, lam, ...) + bias``: from a
+    Dense layer's weight rows when ops[end - 1] is one."""
+    last, c = ops[end - 1], idx.shape[-1]
     if isinstance(last, Dense):
         w = last.weight[idx]
-        bias = None if last.bias is None else torch.cat([last.bias[idx], -last.bias[idx]])
-        return torch.cat([w, -w]).expand(b, 2 * c, w.shape[1]), end - 1, bias
+        bias = None if last.bias is None else torch.cat([last.bias[idx], -last.bias[idx]], -1)
+        return torch.cat([w, -w], -2).expand(b, 2 * c, w.shape[-1]), end - 1, bias
     shape = last.out_shape
     n = math.prod(shape)
+    if idx.dim() == 2:
+        eye = torch.zeros(b, c, n, dtype=like.dtype, device=like.device).scatter_(2, idx[..., None], 1.0)
+        return torch.cat([eye, -eye], 1).view(b, 2 * c, *shape), end, None
     eye = torch.zeros(c, n, dtype=like.dtype, device=like.device)
     eye[torch.arange(c), idx] = 1
     return torch.cat([eye, -eye]).expand(b, 2 * c, n).reshape(b, 2 * c, *shape), end, None
@@ -338,17 +357,23 @@ def _row_chunks(ops: list[Op], end: int, unstable: torch.Tensor, chunk: int) -> 
 
 
 def _bound_rows(ops, end, rows, lo, hi, pre, alphas: dict | None = None):
-    """(neuron indices, their lower bounds, minus their upper bounds) for one piece of ``_row_chunks``, with
-    CROWN's lower slopes or ``alphas`` (per the piece's rows)."""
+    """(neuron indices, their lower bounds, minus their upper bounds) for one piece of ``_row_chunks`` or for
+    neurons (B, R), a set per sample (``_sample_rows``), with CROWN's lower slopes or ``alphas`` (per the
+    piece's rows)."""
     if isinstance(rows, tuple):
         pos, idx = rows
         r = backward_patches(ops, end, pos, lo, hi, pre, alphas)
         return (idx, *patch_rows(r, pos, ops[end - 1].out_shape, idx))
+    if rows.dim() == 2 and patches_apply(ops, end):  # each neuron its own anchor, one channel's two rows
+        hw = ops[end - 1].out_shape[1] * ops[end - 1].out_shape[2]
+        r = backward_patches(ops, end, rows % hw, lo, hi, pre, alphas, channels=rows // hw)
+        return rows, r[..., 0], r[..., 1]
     lam, stop, bias = _rows(ops, end, rows, lo.shape[0], lo)
     r = backward(ops, stop, lam, lo, hi, pre, alphas)
     if bias is not None:
         r = r + bias
-    return rows, r[:, : len(rows)], r[:, len(rows) :]
+    c = rows.shape[-1]
+    return rows, r[:, :c], r[:, c:]
 
 
 def alpha_crown(
@@ -368,8 +393,9 @@ def alpha_crown(
 
     ``intermediate="optimize"`` (the default, as auto_LiRPA does when no intermediate bounds are given; Xu et al.
     2021): every intermediate bound CROWN refines has slopes of its own, a set per bounded neuron, and is
-    recomputed each step, so the final bound's gradient also tightens the bounds it is built on; every bound
-    kept is the best seen (intersected with CROWN's), so never looser than CROWN. ``"fixed"``: CROWN's
+    recomputed each step from the current slopes alone, so the final bound's gradient also tightens the bounds
+    it is built on; every bound kept is the best seen (intersected with CROWN's), and the result is never
+    looser than CROWN's. ``"fixed"``: CROWN's
     intermediate bounds as they are, only the final bound's slopes optimised (cheaper, looser)."""
     if intermediate not in ("optimize", "fixed"):
         raise ValueError(f"intermediate is 'optimize' or 'fixed', got {intermediate!r}")
@@ -385,19 +411,23 @@ def alpha_crown(
         return sl[:, None].expand(b, rows, *sl.shape[1:]).clone().requires_grad_(True)
 
     final = {i: init(i, s) for i, op in enumerate(ops) if isinstance(op, ReLU)}
-    # layer i -> [(neuron indices, their rows' slopes {relu j: (B, 2c, *shape_j)})]: the refined bounds
+    # layer i -> [(neurons (B, c) a set per sample, valid (B, c), their rows' slopes {relu j: (B, 2c, *shape_j)})]:
+    # the refined bounds, of each sample's own unstable neurons (padded rows, valid False, keep CROWN's)
     layers: dict[int, list] = {}
     if intermediate == "optimize":
         for i, op in enumerate(ops):
             if op.affine or i not in best_pre or _affine_prefix_exact(ops, i):
                 continue
-            unstable = _unstable_rows(ops, i, *best_pre[i])
+            idx, valid = _sample_rows(ops, i, *best_pre[i])
             stop = i - 1 if isinstance(ops[i - 1], Dense) else i
             earlier = [j for j in final if j < stop]
-            if len(unstable) and earlier:  # patches make their slopes (in the windows) on first use
+            if idx.shape[1] and earlier:  # patches make their slopes (in the windows) on first use
+                patches = patches_apply(ops, i)
+                step = patch_neurons(ops, i) if patches else chunk
                 layers[i] = [
-                    (rows, {} if isinstance(rows, tuple) else {j: init(j, 2 * len(rows)) for j in earlier})
-                    for rows in _row_chunks(ops, i, unstable, chunk)
+                    (rows, valid[:, k : k + step], {} if patches else {j: init(j, 2 * rows.shape[1]) for j in earlier})
+                    for k in range(0, idx.shape[1], step)
+                    for rows in [idx[:, k : k + step]]
                 ]
     if not final or steps <= 0:
         with torch.no_grad():
@@ -406,16 +436,18 @@ def alpha_crown(
     crown_pre = dict(best_pre)
 
     def bound_once() -> torch.Tensor:
-        """The final bound from intermediate bounds recomputed with the current slopes, each intersected with
-        CROWN's (not with the best so far: a bound that is not the best still passes its gradient on)."""
+        """The final bound from intermediate bounds recomputed with the current slopes alone, as auto_LiRPA
+        does: intersected with CROWN's (or the best so far), a neuron where that bound is the tighter would pass
+        no gradient to its slopes, and the optimum reached was measured looser on some margins. Each is sound,
+        so the best of every step is kept for the final pass."""
         cur = dict(crown_pre)
         for i in sorted(layers):
             bl, bu = crown_pre[i]
             l, u = bl.reshape(b, -1), bu.reshape(b, -1)
-            for rows, al in layers[i]:
-                idx, rl, ru = _bound_rows(ops, i, rows, lo, hi, cur, al)
-                l = l.index_copy(1, idx, torch.maximum(l[:, idx], rl))
-                u = u.index_copy(1, idx, torch.minimum(u[:, idx], -ru))
+            for idx, valid, al in layers[i]:
+                _, rl, ru = _bound_rows(ops, i, idx, lo, hi, cur, al)
+                l = l.scatter(1, idx, torch.where(valid, rl, l.gather(1, idx)))
+                u = u.scatter(1, idx, torch.where(valid, -ru, u.gather(1, idx)))
             cur[i] = (l.view_as(bl), u.view_as(bu))
             kl, ku = best_pre[i]  # both sound: keep the tighter
             best_pre[i] = (torch.maximum(kl, cur[i][0].detach()), torch.minimum(ku, cur[i][1].detach()))
@@ -424,7 +456,7 @@ def alpha_crown(
     best = None  # the first step's bound is CROWN's (or tighter): the slopes start at CROWN's choice
     with torch.enable_grad():
         first = bound_once()  # (makes the patch-shaped slopes)
-    params = list(final.values()) + [a for chunks in layers.values() for _, al in chunks for a in al.values()]
+    params = list(final.values()) + [a for chunks in layers.values() for *_, al in chunks for a in al.values()]
     opt = torch.optim.Adam(params, lr=lr)
     decay = torch.optim.lr_scheduler.ExponentialLR(opt, lr_decay)
     with torch.enable_grad():
@@ -443,6 +475,9 @@ def alpha_crown(
         best = torch.maximum(best, bound_once())
         if layers:  # the final slopes over the best intermediate bounds of every step: sound, often tighter
             best = torch.maximum(best, backward(ops, len(ops), C, lo, hi, best_pre, final))
+            # and CROWN's own bound (its slopes over its intermediate bounds, which IBP's intersect): the steps
+            # above start from CROWN's slopes but not from IBP's intersection, so this keeps "never looser"
+            best = torch.maximum(best, backward(ops, len(ops), C, lo, hi, crown_pre))
     return Bounds(best, None, best_pre)
 
 
@@ -467,8 +502,9 @@ def patches_apply(ops: list[Op], end: int) -> bool:
 
 
 def _windows(x: torch.Tensor, size: int, stride: tuple, start: tuple, grid: tuple, pos: torch.Tensor) -> torch.Tensor:
-    """(B, P, 1, C, size, size): for each anchor ``pos[p]`` (a flat position of the ``grid``), the window of
-    the map ``x`` (B, C, H, W) starting at (i * stride - start); zero outside the map."""
+    """(B, P, 1, C, size, size): for each anchor ``pos[p]`` (a flat position of the ``grid``; or ``pos[b, p]``,
+    anchors per sample), the window of the map ``x`` (B or 1, C, H, W) starting at (i * stride - start); zero
+    outside the map."""
     b, c, h, w = x.shape
     pad = [start[1], max(0, (grid[1] - 1) * stride[1] - start[1] + size - w),
            start[0], max(0, (grid[0] - 1) * stride[0] - start[0] + size - h)]  # fmt: skip
@@ -477,25 +513,35 @@ def _windows(x: torch.Tensor, size: int, stride: tuple, start: tuple, grid: tupl
     lh = (xp.shape[2] - size) // stride[0] + 1
     lw = (xp.shape[3] - size) // stride[1] + 1
     u = u.view(b, c * size * size, lh, lw)[:, :, : grid[0], : grid[1]].reshape(b, c * size * size, -1)
+    if pos.dim() == 2:  # (B, P, K) whatever x's batch: the sample index broadcast against the anchors
+        bi = torch.arange(b, device=pos.device)[:, None] if b > 1 else pos.new_zeros(1, 1)
+        return u[bi, :, pos].reshape(*pos.shape, 1, c, size, size)
     # contiguous: a permuted view here would hand its strides to every product with the patches (the rows
     # times larger), and each later reshape of those would copy them
     return u[:, :, pos].permute(0, 2, 1).reshape(b, len(pos), 1, c, size, size).contiguous()
 
 
-def backward_patches(ops, end, pos, lo, hi, pre, alphas: dict | None = None) -> torch.Tensor:
-    """Lower bounds (B, len(pos), 2 Co) of the rows [+y_c for every channel c, then -y_c] of ops[end - 1]'s
-    output at the flat positions ``pos``, over the box [lo, hi]: CROWN's backward pass as patches
-    (``patches_apply`` must hold). The same numbers as ``backward`` from identity rows, at the cost of the
-    windows instead of the whole maps. ``alphas`` ({relu op index: (B, len(pos), 2 Co, C, size, size)}, in the
-    windows): lower slopes of the unstable neurons instead of CROWN's; a missing entry is made from CROWN's
-    choice (requiring grad) and put in the dict."""
+def backward_patches(
+    ops, end, pos, lo, hi, pre, alphas: dict | None = None, channels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Lower bounds (B, P, 2 Co) of the rows [+y_c for every channel c, then -y_c] of ops[end - 1]'s output at
+    the P flat positions ``pos``, over the box [lo, hi]: CROWN's backward pass as patches (``patches_apply``
+    must hold). The same numbers as ``backward`` from identity rows, at the cost of the windows instead of the
+    whole maps. With ``channels`` (B, P), ``pos`` is (B, P) too: one neuron per anchor, a set per sample, and
+    the rows (B, P, 2) are [+y, -y] of that neuron only. ``alphas`` ({relu op index: (B, P, rows, C, size,
+    size)}, in the windows): lower slopes of the unstable neurons instead of CROWN's; a missing entry is made
+    from CROWN's choice (requiring grad) and put in the dict."""
     last = ops[end - 1]
     co, gh, gw = last.out_shape
     b = lo.shape[0]
-    eye = torch.eye(co, dtype=lo.dtype, device=lo.device)
-    A = torch.cat([eye, -eye]).view(1, 1, 2 * co, co, 1, 1)  # (batch, positions, rows, C, size, size)
+    if channels is None:
+        eye = torch.eye(co, dtype=lo.dtype, device=lo.device)
+        A = torch.cat([eye, -eye]).view(1, 1, 2 * co, co, 1, 1)  # (batch, positions, rows, C, size, size)
+    else:
+        one = F.one_hot(channels, co).to(lo.dtype)
+        A = torch.stack([one, -one], 2)[..., None, None]
     size, stride, start = 1, (1, 1), (0, 0)
-    bias = lo.new_zeros(1, 1, 2 * co)
+    bias = lo.new_zeros(1, 1, A.shape[2])
 
     def win(m):
         return _windows(m, size, stride, start, (gh, gw), pos)
@@ -524,7 +570,7 @@ def backward_patches(ops, end, pos, lo, hi, pre, alphas: dict | None = None) -> 
         sl = win(sl)
         if alphas is not None:
             if i not in alphas:
-                full = (b, len(pos), 2 * co, *sl.shape[3:])
+                full = (b, pos.shape[-1], A.shape[2], *sl.shape[3:])
                 alphas[i] = sl.detach().expand(full).clone().requires_grad_(True)
             sl = torch.where(win(unstable.to(lo.dtype)) > 0, alphas[i], sl)
         bias = bias + _dot(A.clamp(max=0), win(tu))
@@ -533,7 +579,7 @@ def backward_patches(ops, end, pos, lo, hi, pre, alphas: dict | None = None) -> 
             bias = bias + _dot(A.clamp(min=0), win(tl))
         A = torch.where(A >= 0, sl, win(su)) * A
     out = bias + _dot(A, win((hi + lo) / 2)) - _dot(A.abs(), win((hi - lo) / 2))
-    return out.expand(b, len(pos), 2 * co)
+    return out.expand(b, pos.shape[-1], A.shape[2])
 
 
 def _dot(A: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -555,6 +601,12 @@ def patch_positions(ops: list[Op], end: int, budget: int = 2**24) -> int:
             size = (size - 1) * op.stride[0] + op.weight.shape[2]
             worst = max(worst, op.in_shape[0] * size * size)
     return max(1, budget // (2 * co * worst))
+
+
+def patch_neurons(ops: list[Op], end: int, budget: int = 2**24) -> int:
+    """How many neurons (anchors with one channel's two rows) one per-sample ``backward_patches`` call takes,
+    on the same budget as ``patch_positions``."""
+    return patch_positions(ops, end, budget) * ops[end - 1].out_shape[0]
 
 
 def patch_chunks(ops: list[Op], end: int, unstable: torch.Tensor):
