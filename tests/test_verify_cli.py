@@ -227,8 +227,10 @@ def test_the_alpha_setting_is_stored_but_the_earlier_one_keeps_the_folders_hash(
     from ticketlab.verify.evaluate import VerifyConfig
 
     old = VerifyConfig(alpha="last-layer").to_dict()
-    assert "alpha" not in old and set(old) == set(VerifyConfig().to_dict()) - {"alpha"}
+    assert "alpha" not in old and set(old) == set(VerifyConfig().to_dict()) - {"alpha", "alpha_revision"}
     assert VerifyConfig().to_dict()["alpha"] == "optimized"
+    # the optimized setting's second revision bounds differently from the first: its folders get a new hash
+    assert VerifyConfig().to_dict()["alpha_revision"] == 2 and "alpha_revision" not in old
     with pytest.raises(UserError, match="unknown --alpha 'best'; choose one of: optimized, last-layer"):
         VerifyConfig(alpha="best").validate()
 

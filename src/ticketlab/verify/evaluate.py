@@ -76,6 +76,9 @@ class VerifyConfig:
         d = asdict(self)
         if self.alpha == "last-layer":  # the setting before the field: earlier folders keep their hash
             d.pop("alpha")
+        else:  # its second revision (each sample's own neurons, intermediate bounds from the current slopes
+            # alone) gives tighter bounds than the first: a folder of the first is not resumed with them
+            d["alpha_revision"] = 2
         if "complete" not in self.methods:
             d.pop("solver")
             d.pop("timeout")
