@@ -184,3 +184,27 @@ def test_the_run_scripts_parse():
 
     for script in sorted((ROOT / "experiments").glob("*.sh")):
         assert subprocess.run(["bash", "-n", str(script)]).returncode == 0, script
+
+
+def test_mask_agreement_counts_the_first_runs_kept_weights_the_second_keeps(tmp_path, monkeypatch, capsys):
+    agreement = runpy.run_path(str(ROOT / "experiments" / "mask_agreement.py"))["agreement"]
+    import torch
+
+    a = {"w": torch.tensor([[1, 1, 0], [1, 0, 0]]), "v": torch.tensor([1, 1])}
+    b = {"w": torch.tensor([[1, 0, 1], [1, 0, 1]]), "v": torch.tensor([0, 1])}
+    per, total = agreement(a, b)
+    assert per == {"w": 2 / 3, "v": 1 / 2} and total == 3 / 5  # not b's 6 kept, nor the 9 positions
+    runs = []
+    for density in ("0.3", "0.5"):
+        out = tmp_path / density
+        args = ["dst", "--method", "static", "--density", density, "--dataset", "digits", "--model", "lenet300"]
+        assert main([*args, "--iterations", "5", "--quiet", "--out", str(out)]) == 0
+        runs.append(str(out))
+    monkeypatch.setattr(sys, "argv", ["mask_agreement.py", runs[0], runs[0]])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / "experiments" / "mask_agreement.py"), run_name="__main__")
+    assert e.value.code == 0 and "all layers: 1.000 of the kept weights shared" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "argv", ["mask_agreement.py", runs[0], str(tmp_path / "missing")])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(str(ROOT / "experiments" / "mask_agreement.py"), run_name="__main__")
+    assert e.value.code == 2 and "missing/train_0/mask.safetensors does not exist" in capsys.readouterr().err
