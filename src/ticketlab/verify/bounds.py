@@ -395,8 +395,8 @@ def alpha_crown(
     2021): every intermediate bound CROWN refines has slopes of its own, a set per bounded neuron, and is
     recomputed each step from the current slopes alone, so the final bound's gradient also tightens the bounds
     it is built on; every bound kept is the best seen (intersected with CROWN's), and the result is never
-    looser than CROWN's. ``"fixed"``: CROWN's
-    intermediate bounds as they are, only the final bound's slopes optimised (cheaper, looser)."""
+    looser than CROWN's. ``"fixed"``: CROWN's intermediate bounds as they are, only the final bound's slopes
+    optimised (cheaper, looser)."""
     if intermediate not in ("optimize", "fixed"):
         raise ValueError(f"intermediate is 'optimize' or 'fixed', got {intermediate!r}")
     if pre is None:
@@ -453,7 +453,7 @@ def alpha_crown(
             best_pre[i] = (torch.maximum(kl, cur[i][0].detach()), torch.minimum(ku, cur[i][1].detach()))
         return backward(ops, len(ops), C, lo, hi, cur, final)
 
-    best = None  # the first step's bound is CROWN's (or tighter): the slopes start at CROWN's choice
+    best = None  # the slopes start at CROWN's choice (CROWN's own bound joins the max at the end)
     with torch.enable_grad():
         first = bound_once()  # (makes the patch-shaped slopes)
     params = list(final.values()) + [a for chunks in layers.values() for *_, al in chunks for a in al.values()]
