@@ -1,6 +1,8 @@
 """IBP, CROWN and alpha-CROWN: sound on random dense and masked networks (sampled and PGD points never leave
 the bounds), worked by hand on a 2-2-2 network, exact at eps 0, ordered as the methods promise."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -433,13 +435,9 @@ def test_grafting_a_relu_leaves_the_crown_bounds_of_its_other_neurons_as_they_we
     assert (pp[last][1][:, 4:] < pi[last][1][:, 4:] - 1e-6).any()
 
 
-@pytest.mark.parametrize(
-    "k1, s1, p1, k2, s2, p2", [(4, 2, 1, 4, 2, 1), (3, 1, 1, 3, 2, 0), (5, 2, 2, 3, 1, 1), (3, 2, 0, 2, 2, 1)]
-)
-def test_crown_on_convolutions_as_patches_equals_the_dense_backward_pass(k1, s1, p1, k2, s2, p2):
-    """Every neuron of the second conv's output, both signs: the patches give the dense pass's bounds."""
-    from ticketlab.verify.bounds import backward_patches, patches_apply
-
+def conv_bn_relu_conv(k1, s1, p1, k2, s2, p2):
+    """ops, box and CROWN's pre-activation bounds of a standardised conv - BatchNorm - ReLU - conv net on 3
+    random 2x11x11 images."""
     torch.manual_seed(k1 + 10 * s2)
     net = nn.Sequential(nn.Conv2d(2, 5, k1, s1, p1), nn.BatchNorm2d(5), nn.ReLU(), nn.Conv2d(5, 4, k2, s2, p2)).double()
     net.eval()
@@ -451,18 +449,37 @@ def test_crown_on_convolutions_as_patches_equals_the_dense_backward_pass(k1, s1,
     x = torch.rand(3, 2, 11, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     lo, hi = input_box(x, 0.05, (0.0, 1.0))
     pre, _ = pre_bounds(ops, lo, hi)
+    return ops, lo, hi, pre
+
+
+def every_neurons_dense_bounds(ops, lo, hi, pre):
+    """(B, 2n): the dense backward pass's lower bounds of +y then -y for every neuron of the output."""
+    shape = ops[-1].out_shape
+    n, b = math.prod(shape), lo.shape[0]
+    eye = torch.eye(n, dtype=torch.float64)
+    with torch.no_grad():
+        return backward(
+            ops, len(ops), torch.cat([eye, -eye]).expand(b, 2 * n, n).reshape(b, 2 * n, *shape), lo, hi, pre
+        )
+
+
+@pytest.mark.parametrize(
+    "k1, s1, p1, k2, s2, p2", [(4, 2, 1, 4, 2, 1), (3, 1, 1, 3, 2, 0), (5, 2, 2, 3, 1, 1), (3, 2, 0, 2, 2, 1)]
+)
+def test_crown_on_convolutions_as_patches_equals_the_dense_backward_pass(k1, s1, p1, k2, s2, p2):
+    """Every neuron of the second conv's output, both signs: the patches give the dense pass's bounds."""
+    from ticketlab.verify.bounds import backward_patches, patches_apply
+
+    ops, lo, hi, pre = conv_bn_relu_conv(k1, s1, p1, k2, s2, p2)
     end = len(ops)
     assert patches_apply(ops, end)
     shape = ops[-1].out_shape
-    n = shape[0] * shape[1] * shape[2]
     with torch.no_grad():
         r = backward_patches(ops, end, torch.arange(shape[1] * shape[2]), lo, hi, pre)  # (B, positions, 2 Co)
         got = torch.cat(
             [r[..., : shape[0]].transpose(1, 2).flatten(1), r[..., shape[0] :].transpose(1, 2).flatten(1)], 1
         )
-        eye = torch.eye(n, dtype=torch.float64)
-        want = backward(ops, end, torch.cat([eye, -eye]).expand(3, 2 * n, n).reshape(3, 2 * n, *shape), lo, hi, pre)
-    assert torch.allclose(got, want, atol=1e-12, rtol=0)
+    assert torch.allclose(got, every_neurons_dense_bounds(ops, lo, hi, pre), atol=1e-12, rtol=0)
 
 
 def test_each_samples_own_unstable_neurons_come_first_padded_with_distinct_stable_ones():
@@ -485,26 +502,14 @@ def test_patches_of_one_neuron_per_anchor_per_sample_equal_the_dense_backward_pa
     pass's bounds of those neurons, not another sample's."""
     from ticketlab.verify.bounds import backward_patches
 
-    torch.manual_seed(k1 + 10 * s2)
-    net = nn.Sequential(nn.Conv2d(2, 5, k1, s1, p1), nn.BatchNorm2d(5), nn.ReLU(), nn.Conv2d(5, 4, k2, s2, p2)).double()
-    net.eval()
-    with torch.no_grad():
-        net[1].running_mean.normal_()
-        net[1].running_var.uniform_(0.5, 2)
-    ops = to_ops(net, (2, 11, 11))
-    x = torch.rand(3, 2, 11, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    lo, hi = input_box(x, 0.05, (0.0, 1.0))
-    pre, _ = pre_bounds(ops, lo, hi)
+    ops, lo, hi, pre = conv_bn_relu_conv(k1, s1, p1, k2, s2, p2)
     shape = ops[-1].out_shape
     n, hw = shape[0] * shape[1] * shape[2], shape[1] * shape[2]
     g = torch.Generator().manual_seed(2)
     neurons = torch.stack([torch.randperm(n, generator=g)[:7] for _ in range(3)])  # (B, 7), distinct per sample
     with torch.no_grad():
         r = backward_patches(ops, len(ops), neurons % hw, lo, hi, pre, channels=neurons // hw)  # (B, 7, 2)
-        eye = torch.eye(n, dtype=torch.float64)
-        want = backward(
-            ops, len(ops), torch.cat([eye, -eye]).expand(3, 2 * n, n).reshape(3, 2 * n, *shape), lo, hi, pre
-        )
+    want = every_neurons_dense_bounds(ops, lo, hi, pre)
     assert torch.allclose(r[..., 0], want.gather(1, neurons), atol=1e-12, rtol=0)
     assert torch.allclose(r[..., 1], want.gather(1, neurons + n), atol=1e-12, rtol=0)
 

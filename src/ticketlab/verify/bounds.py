@@ -304,14 +304,19 @@ def crown(
     return Bounds(r[:, :s], -r[:, s:], pre)
 
 
-def _unstable_rows(ops: list[Op], end: int, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """Indices (flat) of the neurons feeding ops[end] that are unstable in some sample of the batch: the only
-    ones whose tighter bounds change anything (a grafted neuron is linear, so never)."""
+def _split(ops: list[Op], end: int, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """(B, N): which neurons feeding ops[end] are unstable in each sample: the only ones whose tighter bounds
+    change anything (a grafted neuron is linear, so never)."""
     split = (l < 0) & (u > 0)
     nxt = ops[end]
     if isinstance(nxt, ReLU) and nxt.graft is not None:
         split = split & ~nxt.graft
-    return split.reshape(l.shape[0], -1).any(0).nonzero().flatten()
+    return split.reshape(l.shape[0], -1)
+
+
+def _unstable_rows(ops: list[Op], end: int, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Indices (flat) of the neurons feeding ops[end] that are unstable in some sample of the batch."""
+    return _split(ops, end, l, u).any(0).nonzero().flatten()
 
 
 def _sample_rows(ops: list[Op], end: int, l: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -319,11 +324,7 @@ def _sample_rows(ops: list[Op], end: int, l: torch.Tensor, u: torch.Tensor) -> t
     in that sample first, padded with distinct stable ones (valid False) to the largest count R of any sample.
     Against ``_unstable_rows`` (the union over the batch) a sample bounds only its own unstable neurons, often a
     fraction of the union, and the batch stays one tensor."""
-    split = (l < 0) & (u > 0)
-    nxt = ops[end]
-    if isinstance(nxt, ReLU) and nxt.graft is not None:
-        split = split & ~nxt.graft
-    split = split.reshape(l.shape[0], -1)
+    split = _split(ops, end, l, u)
     r = int(split.sum(1).max()) if split.numel() else 0
     idx = torch.argsort((~split).to(torch.int8), dim=1, stable=True)[:, :r]
     return idx, split.gather(1, idx)
@@ -424,11 +425,11 @@ def alpha_crown(
             if idx.shape[1] and earlier:  # patches make their slopes (in the windows) on first use
                 patches = patches_apply(ops, i)
                 step = patch_neurons(ops, i) if patches else chunk
-                layers[i] = [
-                    (rows, valid[:, k : k + step], {} if patches else {j: init(j, 2 * rows.shape[1]) for j in earlier})
-                    for k in range(0, idx.shape[1], step)
-                    for rows in [idx[:, k : k + step]]
-                ]
+                layers[i] = []
+                for k in range(0, idx.shape[1], step):
+                    rows = idx[:, k : k + step]
+                    slopes = {} if patches else {j: init(j, 2 * rows.shape[1]) for j in earlier}
+                    layers[i].append((rows, valid[:, k : k + step], slopes))
     if not final or steps <= 0:
         with torch.no_grad():
             return Bounds(backward(ops, len(ops), C, lo, hi, best_pre), None, best_pre)
