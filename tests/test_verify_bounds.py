@@ -77,6 +77,21 @@ def random_net(kind: str, seed: int, density: float | None):
             ),
             (1, 8, 8),
         )
+    elif kind == "cnn-rect":  # a non-square kernel and stride, padding per axis: the dense pass, not patches
+        net, shape = (
+            nn.Sequential(
+                nn.Conv2d(1, 4, 3, stride=1, padding=(1, 0)),
+                nn.BatchNorm2d(4),
+                nn.ReLU(),
+                nn.Conv2d(4, 3, (3, 5), stride=(2, 1), padding=(1, 2)),
+                nn.ReLU(),
+                nn.Conv2d(3, 2, 3, stride=2, padding=(0, 1)),
+                nn.ReLU(),
+                nn.Flatten(),
+                nn.Linear(6, 4),
+            ),
+            (1, 8, 8),
+        )
     else:
         net, shape = (
             nn.Sequential(
@@ -110,7 +125,7 @@ def outputs(net, x, mean, std):
     return net((x - mean) / std)
 
 
-@pytest.mark.parametrize("kind", ["mlp", "cnn", "cnn-plain"])
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "cnn-plain", "cnn-rect"])
 @pytest.mark.parametrize("density", [None, 0.3])
 @pytest.mark.parametrize("seed", range(4))
 def test_sampled_and_pgd_points_never_leave_the_bounds(kind, density, seed):
@@ -464,7 +479,8 @@ def every_neurons_dense_bounds(ops, lo, hi, pre):
 
 
 @pytest.mark.parametrize(
-    "k1, s1, p1, k2, s2, p2", [(4, 2, 1, 4, 2, 1), (3, 1, 1, 3, 2, 0), (5, 2, 2, 3, 1, 1), (3, 2, 0, 2, 2, 1)]
+    "k1, s1, p1, k2, s2, p2",
+    [(4, 2, 1, 4, 2, 1), (3, 1, 1, 3, 2, 0), (5, 2, 2, 3, 1, 1), (3, 2, 0, 2, 2, 1), (3, 1, (2, 0), 3, 2, (0, 1))],
 )
 def test_crown_on_convolutions_as_patches_equals_the_dense_backward_pass(k1, s1, p1, k2, s2, p2):
     """Every neuron of the second conv's output, both signs: the patches give the dense pass's bounds."""
@@ -482,6 +498,23 @@ def test_crown_on_convolutions_as_patches_equals_the_dense_backward_pass(k1, s1,
     assert torch.allclose(got, every_neurons_dense_bounds(ops, lo, hi, pre), atol=1e-12, rtol=0)
 
 
+def test_patches_need_square_kernels_and_one_stride_and_fall_back_to_the_dense_pass_otherwise():
+    """Patches are square windows: a (3, 5) kernel or a (2, 1) stride would make them the wrong size (it crashed
+    CROWN); any padding per axis is fine."""
+    from ticketlab.verify.bounds import patches_apply
+
+    def second_conv_patches(k, s, p):
+        net = nn.Sequential(nn.Conv2d(1, 2, k, s, p), nn.ReLU(), nn.Conv2d(2, 2, 3, 1, 1)).double()
+        return patches_apply(to_ops(net, (1, 9, 9)), 3)
+
+    assert second_conv_patches(3, 1, (1, 0)) and second_conv_patches(3, 2, (0, 2))
+    assert not second_conv_patches((3, 5), 1, 1)
+    assert not second_conv_patches(3, (2, 1), 1)
+    assert not second_conv_patches((1, 3), (1, 2), 0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, 1, 1), nn.ReLU(), nn.Conv2d(2, 2, (3, 1), 1, 1)).double()
+    assert not patches_apply(to_ops(net, (1, 9, 9)), 3)
+
+
 def test_each_samples_own_unstable_neurons_come_first_padded_with_distinct_stable_ones():
     from ticketlab.verify.bounds import _sample_rows
 
@@ -496,7 +529,9 @@ def test_each_samples_own_unstable_neurons_come_first_padded_with_distinct_stabl
     assert idx.shape == (3, 0) and valid.shape == (3, 0)
 
 
-@pytest.mark.parametrize("k1, s1, p1, k2, s2, p2", [(4, 2, 1, 4, 2, 1), (3, 1, 1, 3, 2, 0)])
+@pytest.mark.parametrize(
+    "k1, s1, p1, k2, s2, p2", [(4, 2, 1, 4, 2, 1), (3, 1, 1, 3, 2, 0), (3, 2, (0, 1), 3, 1, (1, 0))]
+)
 def test_patches_of_one_neuron_per_anchor_per_sample_equal_the_dense_backward_pass(k1, s1, p1, k2, s2, p2):
     """Each sample bounding its own neurons (different ones, repeated anchors, one channel each) gets the dense
     pass's bounds of those neurons, not another sample's."""
@@ -531,3 +566,18 @@ def test_alpha_crown_of_a_batch_is_alpha_crown_of_each_sample_alone(kind):
     for k in range(4):
         alone = alpha_crown(ops, lo[k : k + 1], hi[k : k + 1], C[k : k + 1], steps=8)
         assert torch.allclose(together.lower[k : k + 1], alone.lower, atol=1e-10, rtol=0)
+
+
+def test_one_patches_call_takes_as_many_anchors_or_neurons_as_its_budget_allows():
+    """Hand-worked: the output conv (2 -> 4 channels, 3x3 stride 2) and the first (1 -> 2, 3x3) make windows of
+    3 then 5 pixels, the largest patch C x size x size = max(2 x 9, 1 x 25) = 25 per row, 2 x 4 rows per anchor:
+    a budget of 2,000 elements is 10 anchors, or 40 neurons (one channel each, its two rows)."""
+    from ticketlab.verify.bounds import patch_neurons, patch_positions
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, 1, 1), nn.ReLU(), nn.Conv2d(2, 4, 3, 2, 1), nn.ReLU()).double()
+    ops = to_ops(net, (1, 5, 5))
+    assert ops[1].out_shape == (2, 5, 5) and ops[2].out_shape == (4, 3, 3)
+    assert patch_positions(ops, 3, budget=2000) == 10
+    assert patch_neurons(ops, 3, budget=2000) == 40
+    assert patch_neurons(ops, 3) == (2**24 // 200) * 4
+    assert patch_positions(ops, 3, budget=10) == 1  # never none

@@ -492,31 +492,34 @@ def alpha_crown(
 
 def patches_apply(ops: list[Op], end: int) -> bool:
     """Whether the bounds of ops[end - 1]'s output can go backward as patches: a 2-d convolution fed by 2-d
-    convolutions, per-channel scales and ReLUs only (no pooling, dilation or groups)."""
+    convolutions, per-channel scales and ReLUs only (no pooling, dilation or groups), every kernel square with
+    one stride for both axes (the windows are square; padding may differ per axis). Otherwise the dense pass."""
 
     def plain_conv(op) -> bool:
-        return isinstance(op, Conv) and op.dim == 2 and op.groups == 1 and all(d == 1 for d in op.dilation)
+        if not (isinstance(op, Conv) and op.dim == 2 and op.groups == 1 and all(d == 1 for d in op.dilation)):
+            return False
+        return op.weight.shape[2] == op.weight.shape[3] and op.stride[0] == op.stride[1]
 
     if end < 1 or not plain_conv(ops[end - 1]):
         return False
     return all(plain_conv(op) or isinstance(op, (Scale, ReLU)) for op in ops[: end - 1])
 
 
-def _windows(x: torch.Tensor, size: int, stride: tuple, start: tuple, grid: tuple, pos: torch.Tensor) -> torch.Tensor:
-    """(B, P, 1, C, size, size): for each anchor ``pos[p]`` (a flat position of the ``grid``; or ``pos[b, p]``,
-    anchors per sample), the window of the map ``x`` (B or 1, C, H, W) starting at (i * stride - start); zero
-    outside the map."""
+def _windows(x: torch.Tensor, size: int, stride: int, start: tuple, grid: tuple, pos: torch.Tensor) -> torch.Tensor:
+    """(B, P, 1, C, size, size): for each anchor ``pos[p]`` (a flat position (i, j) of the ``grid``; or
+    ``pos[b, p]``, anchors per sample), the window of the map ``x`` (B or 1, C, H, W) starting at (i * stride -
+    start[0], j * stride - start[1]); zero outside the map. The pads after the map only need to be large enough:
+    the windows past the grid are dropped."""
     b, c, h, w = x.shape
-    pad = [start[1], max(0, (grid[1] - 1) * stride[1] - start[1] + size - w),
-           start[0], max(0, (grid[0] - 1) * stride[0] - start[0] + size - h)]  # fmt: skip
+    pad = [start[1], max(0, (grid[1] - 1) * stride - start[1] + size - w),
+           start[0], max(0, (grid[0] - 1) * stride - start[0] + size - h)]  # fmt: skip
     xp = F.pad(x, pad)
     u = F.unfold(xp, size, stride=stride)  # (B, C*size*size, Lh*Lw)
-    lh = (xp.shape[2] - size) // stride[0] + 1
-    lw = (xp.shape[3] - size) // stride[1] + 1
+    lh = (xp.shape[2] - size) // stride + 1
+    lw = (xp.shape[3] - size) // stride + 1
     u = u.view(b, c * size * size, lh, lw)[:, :, : grid[0], : grid[1]].reshape(b, c * size * size, -1)
-    if pos.dim() == 2:  # (B, P, K) whatever x's batch: the sample index broadcast against the anchors
-        bi = torch.arange(b, device=pos.device)[:, None] if b > 1 else pos.new_zeros(1, 1)
-        return u[bi, :, pos].reshape(*pos.shape, 1, c, size, size)
+    if pos.dim() == 2:  # (B, P, K) whatever x's batch (1 for a map shared by every sample): broadcast to pos
+        return u[torch.arange(b, device=pos.device)[:, None], :, pos].reshape(*pos.shape, 1, c, size, size)
     # contiguous: a permuted view here would hand its strides to every product with the patches (the rows
     # times larger), and each later reshape of those would copy them
     return u[:, :, pos].permute(0, 2, 1).reshape(b, len(pos), 1, c, size, size).contiguous()
@@ -541,7 +544,7 @@ def backward_patches(
     else:
         one = F.one_hot(channels, co).to(lo.dtype)
         A = torch.stack([one, -one], 2)[..., None, None]
-    size, stride, start = 1, (1, 1), (0, 0)
+    size, stride, start = 1, 1, (0, 0)  # the windows: square, one stride (``patches_apply``), padding per axis
     bias = lo.new_zeros(1, 1, A.shape[2])
 
     def win(m):
@@ -558,8 +561,8 @@ def backward_patches(
             A = F.conv_transpose2d(A.reshape(-1, *A.shape[3:]), op.weight, stride=op.stride)
             A = A.view(*lead, *A.shape[1:])
             size = (size - 1) * op.stride[0] + op.weight.shape[2]
-            start = (start[0] * op.stride[0] + op.padding[0], start[1] * op.stride[1] + op.padding[1])
-            stride = (stride[0] * op.stride[0], stride[1] * op.stride[1])
+            start = (start[0] * op.stride[0] + op.padding[0], start[1] * op.stride[0] + op.padding[1])
+            stride = stride * op.stride[0]
             continue
         if isinstance(op, Scale):
             if op.bias is not None:
