@@ -527,6 +527,43 @@ def test_each_samples_own_unstable_neurons_come_first_padded_with_distinct_stabl
     assert valid.tolist() == [[True, False], [True, True], [False, False]]
     idx, valid = _sample_rows(ops, 1, l.abs() + 1, u.abs() + 2)  # nothing unstable: no rows at all
     assert idx.shape == (3, 0) and valid.shape == (3, 0)
+    idx, valid = _sample_rows(ops, 1, l[:0], u[:0])  # no samples
+    assert idx.shape == (0, 0) and valid.shape == (0, 0)
+
+
+def test_only_bounds_strictly_either_side_of_zero_make_a_neuron_unstable_and_never_a_grafted_one():
+    """Unstable is l < 0 < u: a neuron with l = 0 (linear on its box) or u = 0 (dead) is stable; a grafted one
+    is linear whatever its bounds. Per sample: R is the largest count of any one sample, not the batch's."""
+    from ticketlab.verify.bounds import _sample_rows, _unstable_rows
+
+    l = torch.tensor([[0.0, -1.0, -1.0, -2.0], [-1.0, -1.0, 0.0, -1.0]], dtype=torch.float64)
+    u = torch.tensor([[1.0, 0.0, 2.0, -1.0], [0.0, 1.0, 1.0, 1.0]], dtype=torch.float64)
+    plain = [None, ReLU((4,))]  # only ops[end], the ReLU fed, is read
+    idx, valid = _sample_rows(plain, 1, l, u)
+    assert idx.tolist() == [[2, 0], [1, 3]] and valid.tolist() == [[True, False], [True, True]]
+    assert _unstable_rows(plain, 1, l, u).tolist() == [1, 2, 3]
+    d = dict(dtype=torch.float64)
+    grafted = [None, ReLU((4,), torch.tensor([False, False, False, True]), torch.ones(4, **d), torch.zeros(4, **d))]
+    idx, valid = _sample_rows(grafted, 1, l, u)
+    assert idx.tolist() == [[2], [1]] and valid.tolist() == [[True], [True]]
+    assert _unstable_rows(grafted, 1, l, u).tolist() == [1, 2]
+
+
+def test_each_samples_rows_keep_index_order_unstable_then_stable():
+    """300 neurons: the unstable ones in increasing index, then the first stable ones in increasing index (an
+    unstable sort would scramble them: the rows would differ between devices)."""
+    from ticketlab.verify.bounds import _sample_rows
+
+    g = torch.Generator().manual_seed(0)
+    l = torch.where(torch.rand(3, 300, generator=g) < 0.3, -1.0, 1.0).double()
+    u = torch.full_like(l, 2.0)
+    idx, valid = _sample_rows([None, ReLU((300,))], 1, l, u)
+    r = int((l < 0).sum(1).max())
+    for k in range(3):
+        unstable = [i for i in range(300) if l[k, i] < 0]
+        stable = [i for i in range(300) if l[k, i] >= 0]
+        assert idx[k].tolist() == (unstable + stable)[:r]
+        assert valid[k].tolist() == [True] * len(unstable) + [False] * (r - len(unstable))
 
 
 @pytest.mark.parametrize(
@@ -581,3 +618,14 @@ def test_one_patches_call_takes_as_many_anchors_or_neurons_as_its_budget_allows(
     assert patch_neurons(ops, 3, budget=2000) == 40
     assert patch_neurons(ops, 3) == (2**24 // 200) * 4
     assert patch_positions(ops, 3, budget=10) == 1  # never none
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "cnn-plain"])
+def test_an_empty_batch_has_empty_bounds(kind):
+    """No sample left (say, none classified right): every method returns (0, specs), as IBP did, not a crash."""
+    net, shape = random_net(kind, 0, None)
+    ops = to_ops(net, shape)
+    lo, hi = input_box(torch.rand(0, *shape, dtype=torch.float64), 0.1, (0.0, 1.0))
+    C = margin_spec(torch.zeros(0, dtype=torch.long), 4).double()
+    for method in (ibp, crown, alpha_crown):
+        assert method(ops, lo, hi, C).lower.shape == (0, 3), method.__name__

@@ -218,7 +218,7 @@ def backward_linear(
             lam = op.scatter(to_in.reshape(b * s, *to_in.shape[2:]), idx)
         else:  # pragma: no cover - to_ops makes no other op
             raise TypeError(type(op).__name__)
-    return bias, lam.reshape(b, s, -1)
+    return bias, lam.reshape(b, s, math.prod(lam.shape[1:]))  # (not -1: a batch may be empty)
 
 
 def minimise(bias: torch.Tensor, lam: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
@@ -260,7 +260,7 @@ def _crown_layer(ops, end, lo, hi, pre, chunk: int, box: tuple[torch.Tensor, tor
     unstable = _unstable_rows(ops, end, l, u)
     if len(unstable) == 0:
         return l, u
-    l, u = l.reshape(b, -1).clone(), u.reshape(b, -1).clone()
+    l, u = l.flatten(1).clone(), u.flatten(1).clone()
     for rows in _row_chunks(ops, end, unstable, chunk):
         idx, rl, ru = _bound_rows(ops, end, rows, lo, hi, pre)
         l[:, idx] = torch.maximum(l[:, idx], rl)
@@ -311,7 +311,7 @@ def _split(ops: list[Op], end: int, l: torch.Tensor, u: torch.Tensor) -> torch.T
     nxt = ops[end]
     if isinstance(nxt, ReLU) and nxt.graft is not None:
         split = split & ~nxt.graft
-    return split.reshape(l.shape[0], -1)
+    return split.flatten(1)
 
 
 def _unstable_rows(ops: list[Op], end: int, l: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -326,7 +326,7 @@ def _sample_rows(ops: list[Op], end: int, l: torch.Tensor, u: torch.Tensor) -> t
     fraction of the union, and the batch stays one tensor."""
     split = _split(ops, end, l, u)
     r = int(split.sum(1).max()) if split.numel() else 0
-    idx = torch.argsort((~split).to(torch.int8), dim=1, stable=True)[:, :r]
+    idx = torch.argsort(~split, dim=1, stable=True)[:, :r]  # stable: each part in index order, on every device
     return idx, split.gather(1, idx)
 
 
@@ -444,7 +444,7 @@ def alpha_crown(
         cur = dict(crown_pre)
         for i in sorted(layers):
             bl, bu = crown_pre[i]
-            l, u = bl.reshape(b, -1), bu.reshape(b, -1)
+            l, u = bl.flatten(1), bu.flatten(1)
             for idx, valid, al in layers[i]:
                 _, rl, ru = _bound_rows(ops, i, idx, lo, hi, cur, al)
                 l = l.scatter(1, idx, torch.where(valid, rl, l.gather(1, idx)))
@@ -517,7 +517,7 @@ def _windows(x: torch.Tensor, size: int, stride: int, start: tuple, grid: tuple,
     u = F.unfold(xp, size, stride=stride)  # (B, C*size*size, Lh*Lw)
     lh = (xp.shape[2] - size) // stride + 1
     lw = (xp.shape[3] - size) // stride + 1
-    u = u.view(b, c * size * size, lh, lw)[:, :, : grid[0], : grid[1]].reshape(b, c * size * size, -1)
+    u = u.view(b, c * size * size, lh, lw)[:, :, : grid[0], : grid[1]].flatten(2)
     if pos.dim() == 2:  # (B, P, K) whatever x's batch (1 for a map shared by every sample): broadcast to pos
         return u[torch.arange(b, device=pos.device)[:, None], :, pos].reshape(*pos.shape, 1, c, size, size)
     # contiguous: a permuted view here would hand its strides to every product with the patches (the rows
