@@ -480,7 +480,14 @@ def every_neurons_dense_bounds(ops, lo, hi, pre):
 
 @pytest.mark.parametrize(
     "k1, s1, p1, k2, s2, p2",
-    [(4, 2, 1, 4, 2, 1), (3, 1, 1, 3, 2, 0), (5, 2, 2, 3, 1, 1), (3, 2, 0, 2, 2, 1), (3, 1, (2, 0), 3, 2, (0, 1)), (3, 1, (1, 2), 3, 2, (1, 2))],
+    [
+        (4, 2, 1, 4, 2, 1),
+        (3, 1, 1, 3, 2, 0),
+        (5, 2, 2, 3, 1, 1),
+        (3, 2, 0, 2, 2, 1),
+        (3, 1, (2, 0), 3, 2, (0, 1)),
+        (3, 1, (1, 2), 3, 2, (1, 2)),
+    ],
 )
 def test_crown_on_convolutions_as_patches_equals_the_dense_backward_pass(k1, s1, p1, k2, s2, p2):
     """Every neuron of the second conv's output, both signs: the patches give the dense pass's bounds."""
