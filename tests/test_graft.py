@@ -193,8 +193,8 @@ def test_a_grafted_weights_file_rebuilds_the_grafted_model(tmp_path):
 
 def test_marabou_answers_a_grafted_margin_in_process_as_exhaustive_search_does_with_every_variable_bounded():
     """The Marabou query of a grafted net, built and solved in this process: each grafted line's output is
-    a variable pinned by its equation and bounded by the line over its input's interval (only the logits are
-    left unbounded), and sat/unsat agree with exhaustive search."""
+    a variable pinned by its equation and bounded by the line over its input's interval (every variable,
+    the logits too, has a finite range), and sat/unsat agree with exhaustive search."""
     pytest.importorskip("maraboupy")
     from ticketlab.verify.complete import _marabou_solve
 
@@ -211,10 +211,11 @@ def test_marabou_answers_a_grafted_margin_in_process_as_exhaustive_search_does_w
         bounds = {i: (a[0].numpy(), b[0].numpy()) for i, (a, b) in pre.items()}
         c = Complete(ops, net, 3, 0.6, None, "marabou", attack_steps=0, shortcut=False)
         for j in (j for j in range(3) if j != y):
-            q, logits, n0 = c._marabou_query(lo[0], hi[0], bounds)
-            inner = set(range(q.getNumberOfVariables())) - {int(v) for v in logits}
-            assert all(abs(q.getLowerBound(v)) < 1e6 and abs(q.getUpperBound(v)) < 1e6 for v in inner)
-            status, point = _marabou_solve(q, logits, n0, y, j, 10)
+            q, logits, inputs = c._marabou_query(lo[0], hi[0], bounds)
+            big = 1e6 * logits[2]  # the query's scale
+            every = range(q.getNumberOfVariables())
+            assert all(abs(q.getLowerBound(v)) < big and abs(q.getUpperBound(v)) < big for v in every)
+            status, point = _marabou_solve(q, logits, inputs, y, j, 10)
             exact = exhaustive_min_margin(net, lo[0].numpy(), hi[0].numpy(), y, j)
             if abs(exact) > 1e-7:
                 assert status == ("unsat" if exact > 0 else "sat"), (seed, j, exact)

@@ -188,8 +188,8 @@ def test_marabou_answers_a_margin_in_process_as_exhaustive_search_does():
         bounds = {i: (a[0].numpy(), b[0].numpy()) for i, (a, b) in pre.items()}
         c = Complete(ops, net, 3, 0.6, None, "marabou", attack_steps=0, shortcut=False)
         for j in (j for j in range(3) if j != y):
-            q, logits, n0 = c._marabou_query(lo[0], hi[0], bounds)  # a fresh query per margin
-            status, point = _marabou_solve(q, logits, n0, y, j, 10)
+            q, logits, inputs = c._marabou_query(lo[0], hi[0], bounds)  # a fresh query per margin
+            status, point = _marabou_solve(q, logits, inputs, y, j, 10)
             exact = exhaustive_min_margin(net, lo[0].numpy(), hi[0].numpy(), y, j)
             if abs(exact) > 1e-7:
                 assert status == ("unsat" if exact > 0 else "sat"), (seed, j, exact)
@@ -444,8 +444,8 @@ def test_marabou_answers_a_max_pool_margin_in_process_as_the_milp_does():
         milp = Complete(ops, net, 3, eps, None, "milp", attack_steps=0, shortcut=False)(x, y)
         statuses = []
         for j in (j for j in range(3) if j != y):
-            q, logits, n0 = c._marabou_query(lo[0], hi[0], bounds)
-            status, point = _marabou_solve(q, logits, n0, y, j, 10)
+            q, logits, inputs = c._marabou_query(lo[0], hi[0], bounds)
+            status, point = _marabou_solve(q, logits, inputs, y, j, 10)
             statuses.append(status)
             if status == "sat":
                 out = net(torch.as_tensor(point).reshape(1, 1, 3, 3))[0].detach()
@@ -476,3 +476,158 @@ def test_float32_ops_and_model_get_the_verdicts_of_their_float64_copies():
             seen.add(a.verdict)
         assert all(p.dtype == torch.float32 for p in net32.parameters())
     assert seen == {"verified", "falsified"}
+
+
+# -- Marabou's query: no variable Marabou would pin, constants folded out ------------------------------------------
+
+
+def narrow_net():
+    """h1 = 0.5 + 1e-6 x and h2 = 0.5 - 1e-6 x (ranges 1e-6 wide over x in [0, 1]), h3 = relu(x); logits
+    (h1 + h2, 2 h3) = (1, 2x): class 0 at x = 0.25, class 1 for x > 0.5 (margin 1 at x = 1)."""
+    net = nn.Sequential(nn.Linear(1, 3), nn.ReLU(), nn.Linear(3, 2)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1e-6], [-1e-6], [1.0]]))
+        net[0].bias.copy_(torch.tensor([0.5, 0.5, 0.0]))
+        net[2].weight.copy_(torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 2.0]]))
+        net[2].bias.zero_()
+    return net
+
+
+@pytest.mark.parametrize("solver", ["milp", "marabou"])
+def test_neurons_narrower_than_marabous_fixing_threshold_do_not_make_a_falsifiable_sample_verified(solver):
+    """Marabou 2.0 fixes a variable whose range is under 1e-5 wide at its lower bound: h1 pinned forces x = 0,
+    h2 pinned forces x = 1, and the feasible query became unsat ("verified" with a margin-1 counterexample).
+    The query is scaled so that no range is that narrow; both solvers find the flip."""
+    if solver == "marabou":
+        pytest.importorskip("maraboupy")
+    net = narrow_net()
+    x = torch.tensor([0.25], dtype=torch.float64)
+    v = Complete(to_ops(net, (1,)), net, 2, 0.75, (0.0, 1.0), solver, attack_steps=0, shortcut=False)(x, 0)
+    assert v.verdict == "falsified" and v.margin > 0.5
+    assert int(net(v.counterexample[None]).argmax()) == 1
+
+
+def test_the_query_scale_makes_the_narrowest_range_a_thousandth_wide_within_its_cap():
+    from ticketlab.verify.complete import _scale
+
+    assert _scale(np.array([1e-6, 2.0, np.inf, 0.0])) == pytest.approx(1e3)  # zero and infinite widths ignored
+    assert _scale(np.array([5e-4, 0.1])) == pytest.approx(2.0)
+    assert _scale(np.array([0.5, 3.0])) == 1.0  # never below 1
+    assert _scale(np.array([1e-12])) == 1e6  # capped
+    assert _scale(np.array([0.0, np.inf])) == 1.0
+
+
+def constants_net():
+    """A 3-input net with a constant active neuron (zero weights, bias 0.7), a dead one (bias -0.3) and two
+    live ones; the third input fixed by the box."""
+    torch.manual_seed(5)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 3)).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_()
+        net[0].weight[:2] = 0.0
+        net[0].bias[:2] = torch.tensor([0.7, -0.3])
+    return net
+
+
+def test_marabous_query_holds_no_variable_with_equal_bounds_and_answers_as_exhaustive_search():
+    """Fixed inputs, zero-weight neurons and dead ReLUs are folded into the equations' scalars (Marabou 2.0
+    mishandles variables with equal bounds); every margin's sat/unsat is exhaustive search's, over boxes whose
+    third input has lo == hi, and a sat point lies in the box with that input at its value."""
+    pytest.importorskip("maraboupy")
+    from ticketlab.verify.bounds import pre_bounds
+    from ticketlab.verify.complete import _marabou_solve
+
+    net = constants_net()
+    ops = to_ops(net, (3,))
+    g, seen = torch.Generator().manual_seed(0), set()
+    for _ in range(6):
+        x = torch.randn(3, generator=g, dtype=torch.float64)
+        y = int(net(x[None]).argmax())
+        lo, hi = input_box(x[None], 0.8, None)
+        lo[0, 2] = hi[0, 2] = x[2]
+        with torch.no_grad():
+            pre, _ = pre_bounds(ops, lo, hi, "crown")
+        bounds = {i: (a[0].numpy(), b[0].numpy()) for i, (a, b) in pre.items()}
+        c = Complete(ops, net, 3, 0.8, None, "marabou", attack_steps=0, shortcut=False)
+        for j in (j for j in range(3) if j != y):
+            q, logits, inputs = c._marabou_query(lo[0], hi[0], bounds)
+            n = q.getNumberOfVariables()
+            assert all(q.getLowerBound(v) < q.getUpperBound(v) for v in range(n))
+            assert list(inputs[0] >= 0) == [True, True, False] and inputs[1][2] == x[2]
+            status, point = _marabou_solve(q, logits, inputs, y, j, 10)
+            exact = exhaustive_min_margin(net, lo[0].numpy(), hi[0].numpy(), y, j)
+            if abs(exact) > 1e-7:
+                assert status == ("unsat" if exact > 0 else "sat"), (j, exact)
+                seen.add(status)
+            if status == "sat":
+                p = torch.as_tensor(point)
+                assert p[2] == x[2] and ((p >= lo[0] - 1e-9) & (p <= hi[0] + 1e-9)).all()
+                out = net(p[None])[0].detach()
+                assert float(out[j] - out[y]) > -1e-6
+    assert seen == {"sat", "unsat"}
+
+
+def test_a_margin_whose_logits_the_box_fixes_is_answered_without_solving():
+    """Every input fixed: both logits are constants and the margin is decided from them, with the input as the
+    point when it is sat."""
+    pytest.importorskip("maraboupy")
+    from ticketlab.verify.bounds import pre_bounds
+    from ticketlab.verify.complete import _marabou_solve
+
+    net = constants_net()
+    ops = to_ops(net, (3,))
+    x = torch.tensor([0.3, -1.2, 0.8], dtype=torch.float64)
+    out = net(x[None])[0].detach()
+    lo = hi = x[None].clone()
+    with torch.no_grad():
+        pre, _ = pre_bounds(ops, lo, hi, "crown")
+    bounds = {i: (a[0].numpy(), b[0].numpy()) for i, (a, b) in pre.items()}
+    c = Complete(ops, net, 3, 0.0, None, "marabou", attack_steps=0, shortcut=False)
+    for y in range(3):
+        for j in (j for j in range(3) if j != y):
+            q, logits, inputs = c._marabou_query(lo[0], hi[0], bounds)
+            assert q.getNumberOfVariables() == 0
+            status, point = _marabou_solve(q, logits, inputs, y, j, 10)
+            assert status == ("sat" if out[j] >= out[y] else "unsat")
+            if status == "sat":
+                assert torch.equal(torch.as_tensor(point), x)
+
+
+def test_a_max_pool_window_mixing_constants_and_variables_gets_the_milps_answer():
+    """Pixels the box fixes make some conv outputs of a pool window constants: the window's max is
+    c + relu(max(variables) - c) for its largest constant c (no variable fixed at c), and each margin's
+    sat/unsat is the MILP's where Marabou finishes (in its child process: Marabou 2.0 crashes on some of these
+    queries, as on some of its old form's), every sat point inside the box with the fixed pixels at their values."""
+    pytest.importorskip("maraboupy")
+    from ticketlab.verify.bounds import pre_bounds
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(1, 1, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4, 3)).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.normal_()
+        net[0].bias.fill_(1.0)
+    ops = to_ops(net, (1, 5, 5))
+    g, seen = torch.Generator().manual_seed(0), set()
+    for eps in (0.2, 0.6, 1.0, 1.5, 2.5):
+        x = torch.randn(1, 5, 5, generator=g, dtype=torch.float64)
+        y = int(net(x[None]).argmax())
+        lo, hi = input_box(x[None], eps, None)
+        lo[0, 0, :2], hi[0, 0, :2] = x[0, :2], x[0, :2]  # rows 0-1 fixed: conv row 0 is constant
+        with torch.no_grad():
+            pre, _ = pre_bounds(ops, lo, hi, "crown")
+        bounds = {i: (a[0].reshape(-1).numpy(), b[0].reshape(-1).numpy()) for i, (a, b) in pre.items()}
+        c = Complete(ops, net, 3, eps, None, "marabou", attack_steps=0, shortcut=False)
+        milp, marabou = c._milp(lo[0], hi[0], bounds), c._marabou(lo[0], hi[0], bounds)
+        for j in (j for j in range(3) if j != y):
+            status, point = marabou(y, j, 10)
+            if status in ("sat", "unsat"):
+                assert status == milp(y, j, 10)[0], (eps, j)
+                seen.add(status)
+            if status == "sat":
+                p = torch.as_tensor(point).reshape(1, 5, 5)
+                assert torch.equal(p[0, :2], x[0, :2]) and ((p >= lo[0] - 1e-9) & (p <= hi[0] + 1e-9)).all()
+                out = net(p[None])[0].detach()
+                assert float(out[j] - out[y]) > -1e-6
+    assert seen == {"sat", "unsat"}

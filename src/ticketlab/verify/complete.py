@@ -452,102 +452,166 @@ class Complete:
         return solve
 
     def _marabou_query(self, lo, hi, bounds):
-        """(the InputQuery of the network over the box, the logits' variables, the input size)."""
+        """(the InputQuery of the network over the box, the logits, the inputs), logits and inputs as (variable
+        per entry, -1 where the entry is a constant; the constants; the query's scale ``_scale``). Every quantity
+        the box fixes (an input with lo == hi, an affine output all of whose inputs are constant, a dead ReLU's
+        zero) is folded into the equations' scalars rather than made a variable with equal bounds, and stable
+        active ReLUs pass their input on (its bounds, >= 0, make it exact): a smaller query, none of whose
+        variables Marabou's preprocessor would fix. Every variable has a finite range (CROWN's where the solver
+        is given one, interval arithmetic through the equations elsewhere), which sets the scale."""
         from maraboupy import MarabouCore  # optional: the verify extra
 
         q = MarabouCore.InputQuery()
         lo_np, hi_np = lo.reshape(-1).cpu().numpy(), hi.reshape(-1).cpu().numpy()
-        n0 = len(lo_np)
-        nvars = [n0]
-        var_lo, var_hi = list(lo_np), list(hi_np)
+        var_lo, var_hi = [], []
 
         def new_var(a=-1e9, b=1e9):
-            var_lo.append(a)
-            var_hi.append(b)
-            nvars[0] += 1
-            return nvars[0] - 1
+            var_lo.append(float(a))
+            var_hi.append(float(b))
+            return len(var_lo) - 1
 
+        fixed = lo_np >= hi_np
+        pvar = np.array([-1 if f else new_var(a, b) for f, a, b in zip(fixed, lo_np, hi_np)], dtype=np.int64)
+        pval = np.where(fixed, lo_np, 0.0)
+        inputs = (pvar.copy(), pval.copy())
         equations, relus, maxes = [], [], []
-        prev = np.arange(n0)
         for layer in self.layers:
             if layer.kind == "affine":
-                A = layer.A
-                z = np.array([new_var() for _ in range(A.shape[0])])
+                A = layer.A.tocsr()
+                zvar, zval = np.full(A.shape[0], -1, dtype=np.int64), np.zeros(A.shape[0])
                 for o in range(A.shape[0]):
                     s, e = A.indptr[o], A.indptr[o + 1]
-                    equations.append(
-                        (
-                            [(1.0, int(z[o]))]
-                            + [(-float(v), int(prev[c])) for c, v in zip(A.indices[s:e], A.data[s:e])],
-                            float(layer.b[o]),
-                        )
+                    cols, vals = A.indices[s:e], A.data[s:e]
+                    live = pvar[cols] >= 0
+                    scalar = float(layer.b[o]) + float(np.dot(vals[~live], pval[cols[~live]]))
+                    if not live.any():
+                        zval[o] = scalar
+                        continue
+                    lv, vv = pvar[cols[live]], vals[live]  # interval bounds: every variable gets a finite range
+                    vlo, vhi = np.array([var_lo[v] for v in lv]), np.array([var_hi[v] for v in lv])
+                    zvar[o] = new_var(
+                        scalar + float(np.minimum(vv * vlo, vv * vhi).sum()),
+                        scalar + float(np.maximum(vv * vlo, vv * vhi).sum()),
                     )
-                prev = z
+                    terms = [(-float(v), int(var)) for var, v in zip(lv, vv)]
+                    equations.append(([(1.0, int(zvar[o]))] + terms, scalar))
+                pvar, pval = zvar, zval
                 continue
-            z = prev
             pl, pu = bounds[layer.op]
-            for v, a_, b_ in zip(z, pl, pu):
-                var_lo[v], var_hi[v] = max(var_lo[v], float(a_)), min(var_hi[v], float(b_))
+            for v, a_, b_ in zip(pvar, pl, pu):
+                if v >= 0:
+                    var_lo[v], var_hi[v] = max(var_lo[v], float(a_)), min(var_hi[v], float(b_))
             if layer.kind == "relu":
-                out = []
-                for k, (v, l_, u_) in enumerate(zip(z, pl, pu)):
+                ovar, oval = np.full(len(pvar), -1, dtype=np.int64), np.zeros(len(pvar))
+                for k, (v, l_, u_) in enumerate(zip(pvar, pl, pu)):
                     if layer.graft is not None and layer.graft[k]:  # f = slope * v + intercept
                         a, c = float(layer.slope[k]), float(layer.intercept[k])
-                        f = new_var(min(a * l_, a * u_) + c, max(a * l_, a * u_) + c)
-                        equations.append(([(1.0, f), (-a, int(v))], c))
+                        if v < 0:
+                            oval[k] = a * pval[k] + c
+                        else:
+                            ovar[k] = new_var(min(a * l_, a * u_) + c, max(a * l_, a * u_) + c)
+                            equations.append(([(1.0, int(ovar[k])), (-a, int(v))], c))
+                    elif v < 0:
+                        oval[k] = max(pval[k], 0.0)
+                    elif u_ <= 0:
+                        continue  # dead: the constant 0
+                    elif l_ >= 0:
+                        ovar[k] = v  # active: its bounds (>= 0) already make it the ReLU's output
                     else:
-                        f = new_var(max(0.0, float(l_)), max(0.0, float(u_)))
-                        relus.append((int(v), f))
-                    out.append(f)
-                prev = np.array(out)
+                        ovar[k] = new_var(0.0, float(u_))
+                        relus.append((int(v), int(ovar[k])))
+                pvar, pval = ovar, oval
             else:
-                out = []
-                for w in layer.windows:
-                    f = new_var(float(pl[w].max()), float(pu[w].max()))
-                    maxes.append(({int(z[i]) for i in w}, f))
-                    out.append(f)
-                prev = np.array(out)
-        q.setNumberOfVariables(nvars[0])
-        for v in range(nvars[0]):
-            q.setLowerBound(v, float(var_lo[v]))
-            q.setUpperBound(v, float(var_hi[v]))
-        for i in range(n0):
-            q.markInputVariable(i, i)
+                ovar, oval = np.full(len(layer.windows), -1, dtype=np.int64), np.zeros(len(layer.windows))
+                for k, w in enumerate(layer.windows):
+                    v, ls, us = pvar[w], np.where(pvar[w] < 0, pval[w], pl[w]), np.where(pvar[w] < 0, pval[w], pu[w])
+                    cand = us >= ls.max()  # inputs that can be the max
+                    live, const = cand & (v >= 0), cand & (v < 0)
+                    cmax = float(pval[w][const].max()) if const.any() else -np.inf
+                    if not live.any():
+                        oval[k] = cmax
+                        continue
+                    if ls[live].max() >= cmax:  # some variable is never below the constants
+                        const[:] = False
+                    if live.sum() == 1:
+                        g = int(v[live][0])
+                    else:
+                        g = new_var(float(ls[live].max()), float(us[live].max()))
+                        maxes.append(({int(i) for i in v[live]}, g))
+                    if const.any():  # max(g, c) = c + relu(g - c), without a variable fixed at c
+                        h = new_var(float(ls[live].max()) - cmax, float(us[live].max()) - cmax)
+                        equations.append(([(1.0, h), (-1.0, g)], -cmax))
+                        r = new_var(0.0, max(float(us[live].max()) - cmax, 0.0))
+                        relus.append((h, r))
+                        ovar[k] = new_var(cmax, max(float(us[live].max()), cmax))
+                        equations.append(([(1.0, int(ovar[k])), (-1.0, r)], cmax))
+                    else:
+                        ovar[k] = g
+                pvar, pval = ovar, oval
+        S = _scale(np.array(var_hi) - np.array(var_lo))
+        q.setNumberOfVariables(len(var_lo))
+        for v, (a, b) in enumerate(zip(var_lo, var_hi)):
+            q.setLowerBound(v, a * S)
+            q.setUpperBound(v, b * S)
+        for i, v in enumerate(inputs[0][inputs[0] >= 0]):
+            q.markInputVariable(int(v), i)
         for terms, scalar in equations:
             eq = MarabouCore.Equation()
             for coef, var in terms:
                 eq.addAddend(coef, var)
-            eq.setScalar(scalar)
+            eq.setScalar(scalar * S)
             q.addEquation(eq)
         for b, f in relus:
             MarabouCore.addReluConstraint(q, b, f)
         for ins, f in maxes:
             MarabouCore.addMaxConstraint(q, ins, f)
-        return q, prev, n0
+        return q, (pvar, pval, S), (*inputs, S)
 
 
-def _marabou_solve(q, logits, n0: int, y: int, j: int, timeout: float):
+def _scale(width: np.ndarray, target: float = 1e-3, cap: float = 1e6) -> float:
+    """The factor S the whole query is multiplied by (Marabou sees S v for every variable v): enough that the
+    narrowest range is ``target`` wide (100 times Marabou's threshold below), at most ``cap``, at least 1.
+    Marabou 2.0's preprocessor fixes any variable whose range is narrower than 1e-5 (an absolute constant,
+    PREPROCESSOR_ALMOST_FIXED_THRESHOLD) at its lower bound: two such neurons that move oppositely with one
+    input pin that input to two values and make a feasible query unsat (a pruned ticket's tiny surviving
+    weights do it). ReLU, max and the affine maps are positively homogeneous, so the scaled query is the same
+    problem with its scalars and bounds times S and its coefficients unchanged (no worse conditioned)."""
+    w = width[np.isfinite(width) & (width > 0)]
+    if not len(w):
+        return 1.0
+    return float(min(cap, max(1.0, target / w.min())))
+
+
+def _marabou_solve(q, logits, inputs, y: int, j: int, timeout: float):
     """The margin's property (logit_j - logit_y >= 0) added to ``q`` and solved: ("sat", the input), ("unsat",
-    None), ("timeout", None) or ("unknown", None). Changes ``q``: the caller runs it on a forked child's copy."""
+    None), ("timeout", None) or ("unknown", None). ``logits`` and ``inputs`` as ``_marabou_query`` gives them.
+    Changes ``q``: the caller runs it on a forked child's copy."""
     from maraboupy import MarabouCore  # optional: the verify extra
 
+    (lvar, lval, S), (ivar, ival, _) = logits, inputs
+    terms = [(coef, int(lvar[k])) for coef, k in ((1.0, j), (-1.0, y)) if lvar[k] >= 0]
+    scalar = float(lval[y] - lval[j])  # logit_j - logit_y >= 0, with the constant parts moved right
+    if not terms:  # both logits constant over the box: any input answers
+        if scalar > 0:
+            return "unsat", None
+        return "sat", np.array([ival[i] if v < 0 else q.getLowerBound(int(v)) / S for i, v in enumerate(ivar)])
     prop = MarabouCore.Equation(MarabouCore.Equation.GE)
-    prop.addAddend(1.0, int(logits[j]))
-    prop.addAddend(-1.0, int(logits[y]))
-    prop.setScalar(0.0)
+    for coef, var in terms:
+        prop.addAddend(coef, var)
+    prop.setScalar(scalar * S)
     q.addEquation(prop)
     opts = MarabouCore.Options()
     opts._timeoutInSeconds = max(1, int(np.ceil(timeout)))
     opts._verbosity = 0
     code, vals, _stats = MarabouCore.solve(q, opts, os.devnull)
     if code == "sat":
-        return "sat", np.array([vals[i] for i in range(n0)])
+        return "sat", np.array([ival[i] if v < 0 else vals[int(v)] / S for i, v in enumerate(ivar)])
     if code == "unsat":
         return "unsat", None
     return ("timeout", None) if code.lower() == "timeout" else ("unknown", None)
 
 
-def _marabou_child(send, q, logits, n0, y, j, timeout):
+def _marabou_child(send, q, logits, inputs, y, j, timeout):
     """In the forked child, in a temporary folder: ``_marabou_solve``'s answer sent back, then exit."""
     # pragma: no mutate block (process plumbing: it runs in a forked child, where mutmut cannot see which tests
     # reach it; every Marabou test goes through it, and _marabou_solve's mutants are tested in-process)
@@ -555,7 +619,7 @@ def _marabou_child(send, q, logits, n0, y, j, timeout):
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         try:
-            result = _marabou_solve(q, logits, n0, y, j, timeout)
+            result = _marabou_solve(q, logits, inputs, y, j, timeout)
         except Exception:
             result = ("unknown", None)
         send.send(result)
