@@ -481,12 +481,12 @@ def test_float32_ops_and_model_get_the_verdicts_of_their_float64_copies():
 # -- Marabou's query: no variable Marabou would pin, constants folded out ------------------------------------------
 
 
-def narrow_net():
-    """h1 = 0.5 + 1e-6 x and h2 = 0.5 - 1e-6 x (ranges 1e-6 wide over x in [0, 1]), h3 = relu(x); logits
+def narrow_net(w=1e-6):
+    """h1 = 0.5 + w x and h2 = 0.5 - w x (ranges w wide over x in [0, 1]), h3 = relu(x); logits
     (h1 + h2, 2 h3) = (1, 2x): class 0 at x = 0.25, class 1 for x > 0.5 (margin 1 at x = 1)."""
     net = nn.Sequential(nn.Linear(1, 3), nn.ReLU(), nn.Linear(3, 2)).double()
     with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([[1e-6], [-1e-6], [1.0]]))
+        net[0].weight.copy_(torch.tensor([[w], [-w], [1.0]]))
         net[0].bias.copy_(torch.tensor([0.5, 0.5, 0.0]))
         net[2].weight.copy_(torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 2.0]]))
         net[2].bias.zero_()
@@ -505,6 +505,20 @@ def test_neurons_narrower_than_marabous_fixing_threshold_do_not_make_a_falsifiab
     v = Complete(to_ops(net, (1,)), net, 2, 0.75, (0.0, 1.0), solver, attack_steps=0, shortcut=False)(x, 0)
     assert v.verdict == "falsified" and v.margin > 0.5
     assert int(net(v.counterexample[None]).argmax()) == 1
+
+
+def test_marabous_unsat_is_not_trusted_where_a_range_stays_too_narrow_beyond_the_scales_cap():
+    """x in [0, 0.4]: 2x < 1 everywhere, so the margin is unsat. With ranges 1e-6 wide the query is scaled
+    and Marabou's unsat is "verified"; with ranges 1e-12 wide they stay 1e-7 wide at the cap (1e6), where
+    Marabou could have fixed them, so its unsat is "unknown"."""
+    pytest.importorskip("maraboupy")
+    x = torch.tensor([0.2], dtype=torch.float64)
+    verdicts = []
+    for w in (1e-6, 1e-12):
+        net = narrow_net(w)
+        c = Complete(to_ops(net, (1,)), net, 2, 0.2, (0.0, 1.0), "marabou", attack_steps=0, shortcut=False)
+        verdicts.append(c(x, 0).verdict)
+    assert verdicts == ["verified", "unknown"]
 
 
 def test_the_query_scale_makes_the_narrowest_range_a_thousandth_wide_within_its_cap():

@@ -453,7 +453,8 @@ class Complete:
 
     def _marabou_query(self, lo, hi, bounds):
         """(the InputQuery of the network over the box, the logits, the inputs), logits and inputs as (variable
-        per entry, -1 where the entry is a constant; the constants; the query's scale ``_scale``). Every quantity
+        per entry, -1 where the entry is a constant; the constants; the query's scale ``_scale``; logits also the
+        narrowest range once scaled, below which Marabou's unsat is not trusted). Every quantity
         the box fixes (an input with lo == hi, an affine output all of whose inputs are constant, a dead ReLU's
         zero) is folded into the equations' scalars rather than made a variable with equal bounds, and stable
         active ReLUs pass their input on (its bounds, >= 0, make it exact): a smaller query, none of whose
@@ -548,7 +549,9 @@ class Complete:
                     else:
                         ovar[k] = g
                 pvar, pval = ovar, oval
-        S = _scale(np.array(var_hi) - np.array(var_lo))
+        width = np.array(var_hi) - np.array(var_lo)
+        S = _scale(width)
+        narrowest = float(width[width > 0].min() * S) if (width > 0).any() else np.inf
         q.setNumberOfVariables(len(var_lo))
         for v, (a, b) in enumerate(zip(var_lo, var_hi)):
             q.setLowerBound(v, a * S)
@@ -565,7 +568,7 @@ class Complete:
             MarabouCore.addReluConstraint(q, b, f)
         for ins, f in maxes:
             MarabouCore.addMaxConstraint(q, ins, f)
-        return q, (pvar, pval, S), (*inputs, S)
+        return q, (pvar, pval, S, narrowest), (*inputs, S)
 
 
 def _scale(width: np.ndarray, target: float = 1e-3, cap: float = 1e6) -> float:
@@ -588,7 +591,7 @@ def _marabou_solve(q, logits, inputs, y: int, j: int, timeout: float):
     Changes ``q``: the caller runs it on a forked child's copy."""
     from maraboupy import MarabouCore  # optional: the verify extra
 
-    (lvar, lval, S), (ivar, ival, _) = logits, inputs
+    (lvar, lval, S, narrowest), (ivar, ival, _) = logits, inputs
     terms = [(coef, int(lvar[k])) for coef, k in ((1.0, j), (-1.0, y)) if lvar[k] >= 0]
     scalar = float(lval[y] - lval[j])  # logit_j - logit_y >= 0, with the constant parts moved right
     if not terms:  # both logits constant over the box: any input answers
@@ -606,8 +609,8 @@ def _marabou_solve(q, logits, inputs, y: int, j: int, timeout: float):
     code, vals, _stats = MarabouCore.solve(q, opts, os.devnull)
     if code == "sat":
         return "sat", np.array([ival[i] if v < 0 else vals[int(v)] / S for i, v in enumerate(ivar)])
-    if code == "unsat":
-        return "unsat", None
+    if code == "unsat":  # not where a range is still narrow enough for Marabou to fix it (beyond the cap)
+        return ("unsat", None) if narrowest >= 1e-4 else ("unknown", None)
     return ("timeout", None) if code.lower() == "timeout" else ("unknown", None)
 
 
