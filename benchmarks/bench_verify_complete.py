@@ -8,6 +8,7 @@ test images, one CPU thread.
 
     .venv/bin/python benchmarks/bench_verify_complete.py [--models lenet300,cnn-small]
         [--trainings natural:0.01,pgd:0.02,crown-ibp:0.1] [--densities 1,0.25,0.06] [--images 20] [--timeout 10]
+        [--cache DIR]
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from __future__ import annotations
 import copy
 import statistics
 import time
+from pathlib import Path
 
 import torch
 from common import parser
+from safetensors.torch import load_file, save_file
 
 import ticketlab
 from ticketlab.attacks import PixelSpace, to_pixels
@@ -39,8 +42,26 @@ def training(kind: str, eps: float, iterations: int) -> TrainConfig:
     raise SystemExit(f"unknown training {kind!r}: natural, pgd or crown-ibp")
 
 
-def ticket(name, data, cfg, density):
+def ticket(name, data, cfg, density, cache=None):
+    """The one-shot ticket, trained here or loaded from ``cache/<net>-<training>-<eps>-<iterations>-<density>``
+    (``.safetensors``, written on its first training there): solvers re-run on the same nets without training."""
     model = build_model(name, data.input_shape, data.num_classes, seed=0)
+    path = None
+    if cache is not None:
+        tag = cfg.certified or cfg.adv or "natural"
+        eps = cfg.cert_eps if cfg.certified else cfg.adv_eps if cfg.adv else 0
+        path = Path(cache) / f"{name}-{tag}-{eps:g}-{cfg.iterations}-{density:g}.safetensors"
+        if path.exists():
+            model.load_state_dict(load_file(path))
+            return model.eval()
+    model = _train_ticket(model, data, cfg, density)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    return model
+
+
+def _train_ticket(model, data, cfg, density):
     init = copy.deepcopy(model.state_dict())
     train(model, data, cfg, seed=0)
     if density >= 1:
@@ -61,6 +82,7 @@ def main() -> None:
     p.add_argument("--images", type=int, default=20)
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument("--cache", default=None, help="folder that keeps the trained tickets (safetensors) for re-runs")
     p.set_defaults(threads=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -85,7 +107,7 @@ def main() -> None:
             kind, eps = spec.split(":")
             eps = float(eps)
             for density in [float(d) for d in args.densities.split(",")]:
-                model = ticket(name, data, training(kind, eps, args.iterations), density)
+                model = ticket(name, data, training(kind, eps, args.iterations), density, args.cache)
                 net = PixelSpace(copy.deepcopy(model).double().eval(), data.mean.double(), data.std.double())
                 ops = to_ops(
                     copy.deepcopy(model).double().eval(), data.input_shape, data.mean.double(), data.std.double()

@@ -230,3 +230,34 @@ def test_a_leaf_beyond_its_lp_sends_the_margin_to_the_milp(monkeypatch):
     asked.clear()
     v = c(x, y)
     assert asked and v.verdict == want.verdict and c.domains >= 7
+
+
+@pytest.mark.parametrize("share", [0.25, 0.5])
+def test_a_margin_branch_and_bound_leaves_open_in_its_share_of_the_time_goes_to_the_milp(monkeypatch, share):
+    """Branch and bound gets ``share`` of the margin's time; on a timeout the MILP decides with what is left."""
+    net = tiny(1, hidden=(8, 8), n_in=6, k=4)
+    ops = to_ops(net, (6,))
+    x = torch.full((6,), 0.5, dtype=torch.float64)
+    y = int(net(x[None]).argmax())
+    deadlines, asked = [], []
+
+    def margin(self, y, j, deadline):
+        deadlines.append(deadline - time.perf_counter())
+        time.sleep(0.2)
+        return Result("timeout", None, 3, -1.0, 0.2)
+
+    monkeypatch.setattr(BaB, "margin", margin)
+    real = Complete._milp
+
+    def milp(self, lo, hi, bounds):
+        solve = real(self, lo, hi, bounds)
+        return lambda y, j, t: asked.append(t) or solve(y, j, t)
+
+    monkeypatch.setattr(Complete, "_milp", milp)
+    c = Complete(ops, net, 4, 0.3, (0.0, 1.0), "bab", 100.0, attack_steps=0, shortcut=False, bab=Settings(share=share))
+    want = Complete(ops, net, 4, 0.3, (0.0, 1.0), "milp", attack_steps=0, shortcut=False)(x, y)
+    asked.clear()
+    v = c(x, y)
+    assert v.verdict == want.verdict and c.domains == 3 * len(deadlines)
+    assert 100 * share - 1 < deadlines[0] <= 100 * share  # its share of the first margin's time
+    assert 100 - 1 < asked[0] <= 100 - 0.2  # the MILP: what the search (0.2 s) left

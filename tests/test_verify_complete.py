@@ -645,3 +645,77 @@ def test_a_max_pool_window_mixing_constants_and_variables_gets_the_milps_answer(
                 out = net(p[None])[0].detach()
                 assert float(out[j] - out[y]) > -1e-6
     assert seen == {"sat", "unsat"}
+
+
+def test_marabous_exit_codes_become_statuses_with_unsat_trusted_only_where_no_range_is_narrow():
+    from ticketlab.verify.complete import _status
+
+    assert [_status(c, 1.0) for c in ("sat", "unsat", "TIMEOUT", "timeout", "ERROR", "")] == [
+        "sat",
+        "unsat",
+        "timeout",
+        "timeout",
+        "unknown",
+        "unknown",
+    ]
+    assert (_status("unsat", 1e-4), _status("unsat", 9.9e-5), _status("sat", 1e-9)) == ("unsat", "unknown", "sat")
+
+
+def test_a_scaled_query_keeps_a_constant_logit_scaled_and_gives_its_point_in_the_inputs_units():
+    """logit0 = 1 (a constant), logit1 = 2 relu(x) + (h1 - h2) with h1, h2 ranges 1e-6 wide, so the query is
+    scaled by about 1e3: over x in [0, 1] the margin is sat at a point in the box where logit1 >= logit0; over
+    [0, 0.4] (2x + 2e-6 x < 1) it is unsat."""
+    pytest.importorskip("maraboupy")
+    from ticketlab.verify.bounds import pre_bounds
+    from ticketlab.verify.complete import _marabou_solve
+
+    net = narrow_net()
+    with torch.no_grad():
+        net[2].weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [1.0, -1.0, 2.0]]))
+        net[2].bias.copy_(torch.tensor([1.0, 0.0]))
+    ops = to_ops(net, (1,))
+    c = Complete(ops, net, 2, 0.5, None, "marabou", attack_steps=0, shortcut=False)
+    statuses = []
+    for hi_ in (1.0, 0.4):
+        lo, hi = torch.tensor([[0.0]], dtype=torch.float64), torch.tensor([[hi_]], dtype=torch.float64)
+        with torch.no_grad():
+            pre, _ = pre_bounds(ops, lo, hi, "crown")
+        bounds = {i: (a[0].numpy(), b[0].numpy()) for i, (a, b) in pre.items()}
+        q, logits, inputs = c._marabou_query(lo[0], hi[0], bounds)
+        assert logits[0][0] == -1 and logits[1][0] == 1.0 and logits[2] > 100
+        status, point = _marabou_solve(q, logits, inputs, 0, 1, 10)
+        statuses.append(status)
+        if status == "sat":
+            p = torch.as_tensor(point)
+            out = net(p[None])[0].detach()
+            assert 0.0 <= float(p[0]) <= hi_ and float(out[1] - out[0]) > -1e-6
+    assert statuses == ["sat", "unsat"]
+
+
+def test_constant_logits_over_a_box_of_free_inputs_are_decided_with_the_boxs_corner_as_the_point():
+    """A first layer of zero weights makes every logit a constant although the inputs vary: a tie
+    (logit_j == logit_y) is sat, with the box's lower corner as the point; a strict loss is unsat."""
+    pytest.importorskip("maraboupy")
+    from ticketlab.verify.bounds import pre_bounds
+    from ticketlab.verify.complete import _marabou_solve
+
+    net = nn.Sequential(nn.Linear(2, 2), nn.ReLU(), nn.Linear(2, 3)).double()
+    with torch.no_grad():
+        net[0].weight.zero_()
+        net[0].bias.copy_(torch.tensor([0.5, -0.2]))
+        net[2].weight.copy_(torch.tensor([[1.0, 3.0], [1.0, 3.0], [-1.0, 0.0]]))
+        net[2].bias.copy_(torch.tensor([0.1, 0.1, 0.0]))  # logits (0.6, 0.6, -0.5)
+    ops = to_ops(net, (2,))
+    lo = torch.tensor([[-1.0, 0.5]], dtype=torch.float64)
+    hi = lo + 1e-4  # ranges 1e-4 wide: the query is scaled by 10
+    with torch.no_grad():
+        pre, _ = pre_bounds(ops, lo, hi, "crown")
+    bounds = {i: (a[0].numpy(), b[0].numpy()) for i, (a, b) in pre.items()}
+    c = Complete(ops, net, 3, 0.5, None, "marabou", attack_steps=0, shortcut=False)
+    answers = {}
+    for y, j in ((0, 1), (1, 0), (0, 2), (2, 0)):
+        q, logits, inputs = c._marabou_query(lo[0], hi[0], bounds)
+        assert list(inputs[0] >= 0) == [True, True] and (logits[0] < 0).all() and logits[2] == pytest.approx(10)
+        answers[y, j] = _marabou_solve(q, logits, inputs, y, j, 10)
+    assert [answers[k][0] for k in ((0, 1), (1, 0), (0, 2), (2, 0))] == ["sat", "sat", "unsat", "sat"]
+    assert np.allclose(answers[0, 1][1], lo[0].numpy(), rtol=0, atol=1e-12)

@@ -30,7 +30,8 @@ from .graph import MaxPool, Op, ReLU
 class Settings:
     """Branch and bound's settings: ``batch`` domains split per step (2 x batch bounded at once), ``steps``
     Adam steps per bound on the slopes (lr ``lr_alpha``) and multipliers (``lr_beta``), decayed by ``lr_decay``
-    a step (alpha,beta-CROWN's values); ``root_steps`` for the first bound; at most ``max_domains`` open (memory)."""
+    a step (alpha,beta-CROWN's values); ``root_steps`` for the first bound; at most ``max_domains`` open (memory);
+    ``share`` of a margin's time limit before the MILP, the exact fallback, gets what is left (``Complete``)."""
 
     batch: int = 64
     steps: int = 20
@@ -39,6 +40,7 @@ class Settings:
     lr_beta: float = 0.05
     lr_decay: float = 0.98
     max_domains: int = 100_000
+    share: float = 0.5
 
 
 @dataclass
