@@ -239,10 +239,11 @@ def test_a_margin_branch_and_bound_leaves_open_in_its_share_of_the_time_goes_to_
     ops = to_ops(net, (6,))
     x = torch.full((6,), 0.5, dtype=torch.float64)
     y = int(net(x[None]).argmax())
-    deadlines, asked = [], []
+    deadlines, searched, asked = [], [], []
 
     def margin(self, y, j, deadline):
         deadlines.append(deadline - time.perf_counter())
+        searched.append((y, j))
         time.sleep(0.2)
         return Result("timeout", None, 3, -1.0, 0.2)
 
@@ -251,7 +252,7 @@ def test_a_margin_branch_and_bound_leaves_open_in_its_share_of_the_time_goes_to_
 
     def milp(self, lo, hi, bounds):
         solve = real(self, lo, hi, bounds)
-        return lambda y, j, t: asked.append(t) or solve(y, j, t)
+        return lambda y, j, t: asked.append((y, j, t)) or solve(y, j, t)
 
     monkeypatch.setattr(Complete, "_milp", milp)
     c = Complete(ops, net, 4, 0.3, (0.0, 1.0), "bab", 100.0, attack_steps=0, shortcut=False, bab=Settings(share=share))
@@ -260,4 +261,32 @@ def test_a_margin_branch_and_bound_leaves_open_in_its_share_of_the_time_goes_to_
     v = c(x, y)
     assert v.verdict == want.verdict and c.domains == 3 * len(deadlines)
     assert 100 * share - 1 < deadlines[0] <= 100 * share  # its share of the first margin's time
-    assert 100 - 1 < asked[0] <= 100 - 0.2  # the MILP: what the search (0.2 s) left
+    assert 100 - 1 < asked[0][2] <= 100 - 0.2  # the MILP: what the search (0.2 s) left, on the same margins
+    assert [a[:2] for a in asked] == searched and all(y_ == y for y_, _ in searched)
+
+
+def test_the_milp_gets_no_time_a_search_has_used_up(monkeypatch):
+    net = tiny(1, hidden=(8, 8), n_in=6, k=4)
+    ops = to_ops(net, (6,))
+    x = torch.full((6,), 0.5, dtype=torch.float64)
+    y = int(net(x[None]).argmax())
+    monkeypatch.setattr(BaB, "margin", lambda self, y, j, d: time.sleep(0.3) or Result("timeout", None, 1, -1.0, 0.3))
+    asked = []
+    monkeypatch.setattr(Complete, "_milp", lambda self, lo, hi, b: lambda y, j, t: asked.append(t) or ("timeout", None))
+    c = Complete(ops, net, 4, 0.3, (0.0, 1.0), "bab", 0.2, attack_steps=0, shortcut=False, bab=Settings(share=1.0))
+    assert c(x, y).verdict == "timeout" and asked == [0.0]
+
+
+def test_a_margin_branch_and_bound_verifies_is_not_asked_again_and_it_runs_with_completes_settings(monkeypatch):
+    net = tiny(1, hidden=(8, 8), n_in=6, k=4)
+    ops = to_ops(net, (6,))
+    x = torch.full((6,), 0.5, dtype=torch.float64)
+    y = int(net(x[None]).argmax())
+    cfgs, asked = [], []
+    monkeypatch.setattr(BaB, "margin", lambda self, y, j, d: cfgs.append(self.cfg) or Result("verified", None, 5, 1.0))
+    monkeypatch.setattr(Complete, "_milp", lambda self, lo, hi, b: lambda y, j, t: asked.append(j) or ("sat", None))
+    settings = Settings(batch=3)
+    c = Complete(ops, net, 4, 0.3, (0.0, 1.0), "bab", attack_steps=0, shortcut=False, bab=settings)
+    v = c(x, y)
+    assert (v.verdict, v.by) == ("verified", "bab") and not asked and len(cfgs) == 3
+    assert all(cfg is settings for cfg in cfgs) and c.domains == 15

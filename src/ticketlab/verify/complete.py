@@ -233,8 +233,8 @@ class Complete:
             if left <= 0:
                 return Verdict("timeout", time.perf_counter() - t0, self.solver)
             status, point = solve(y, j, left)
-            if status in ("timeout", "unknown"):  # unknown: the solver failed
-                return Verdict(status, time.perf_counter() - t0, self.solver)
+            if status not in ("sat", "unsat"):  # timeout, or unknown: the solver failed (only unsat verifies)
+                return Verdict("timeout" if status == "timeout" else "unknown", time.perf_counter() - t0, self.solver)
             if status == "sat":
                 cex = torch.minimum(torch.maximum(torch.as_tensor(point, dtype=torch.float64).view_as(x), lo[0]), hi[0])
                 m = _margin(self.model_fn, cex, y)
