@@ -191,16 +191,24 @@ def test_a_grafted_weights_file_rebuilds_the_grafted_model(tmp_path):
         assert torch.equal(plain(x), net(x))
 
 
-def test_marabou_answers_a_grafted_margin_in_process_as_exhaustive_search_does_with_every_variable_bounded():
+@pytest.mark.parametrize("constant", [False, True])
+def test_marabou_answers_a_grafted_margin_in_process_as_exhaustive_search_does_with_every_variable_bounded(
+    constant,
+):
     """The Marabou query of a grafted net, built and solved in this process: each grafted line's output is
     a variable pinned by its equation and bounded by the line over its input's interval (every variable,
-    the logits too, has a finite range), and sat/unsat agree with exhaustive search."""
+    the logits too, has a finite range), and sat/unsat agree with exhaustive search. ``constant``: the first
+    layer's first two neurons have no weights left and are grafted, so their lines are constants."""
     pytest.importorskip("maraboupy")
     from ticketlab.verify.complete import _marabou_solve
 
     seen = set()
     for seed in (0, 1, 2):
         net = grafted_net(seed)
+        if constant:
+            with torch.no_grad():
+                net[0].weight[:2] = 0.0
+                net[1].graft[:2] = True
         ops = to_ops(net, (3,))
         x = torch.randn(3, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
         with torch.no_grad():
