@@ -609,22 +609,23 @@ def test_a_margin_whose_logits_the_box_fixes_is_answered_without_solving():
 
 
 def test_a_max_pool_window_mixing_constants_and_variables_gets_the_milps_answer():
-    """Pixels the box fixes make some conv outputs of a pool window constants: the window's max is
-    c + relu(max(variables) - c) for its largest constant c (no variable fixed at c), and each margin's
-    sat/unsat is the MILP's where Marabou finishes (in its child process: Marabou 2.0 crashes on some of these
-    queries, as on some of its old form's), every sat point inside the box with the fixed pixels at their values."""
+    """Pixels the box fixes make some conv outputs of a pool window constants (conv -> max-pool, no ReLU, so
+    a variable can sit below a constant): the window's max is c + relu(max(variables) - c) for its largest
+    constant c (no variable fixed at c). Marabou decides every margin, each as the MILP does, every sat point
+    inside the box with the fixed pixels at their values."""
     pytest.importorskip("maraboupy")
     from ticketlab.verify.bounds import pre_bounds
 
-    torch.manual_seed(1)
-    net = nn.Sequential(nn.Conv2d(1, 1, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4, 3)).double()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.normal_()
-        net[0].bias.fill_(1.0)
-    ops = to_ops(net, (1, 5, 5))
-    g, seen = torch.Generator().manual_seed(0), set()
-    for eps in (0.2, 0.6, 1.0, 1.5, 2.5):
+    seen = []
+    for seed, eps in itertools.product((0, 2), (0.2, 0.6, 1.0, 1.5, 2.5)):
+        if eps == 0.2:
+            torch.manual_seed(seed)
+            net = nn.Sequential(nn.Conv2d(1, 1, 2), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4, 3)).double()
+            with torch.no_grad():
+                for p in net.parameters():
+                    p.normal_()
+            ops = to_ops(net, (1, 5, 5))
+            g = torch.Generator().manual_seed(0)
         x = torch.randn(1, 5, 5, generator=g, dtype=torch.float64)
         y = int(net(x[None]).argmax())
         lo, hi = input_box(x[None], eps, None)
@@ -636,15 +637,14 @@ def test_a_max_pool_window_mixing_constants_and_variables_gets_the_milps_answer(
         milp, marabou = c._milp(lo[0], hi[0], bounds), c._marabou(lo[0], hi[0], bounds)
         for j in (j for j in range(3) if j != y):
             status, point = marabou(y, j, 10)
-            if status in ("sat", "unsat"):
-                assert status == milp(y, j, 10)[0], (eps, j)
-                seen.add(status)
+            assert status == milp(y, j, 10)[0], (eps, j, status)
+            seen.append(status)
             if status == "sat":
                 p = torch.as_tensor(point).reshape(1, 5, 5)
                 assert torch.equal(p[0, :2], x[0, :2]) and ((p >= lo[0] - 1e-9) & (p <= hi[0] + 1e-9)).all()
                 out = net(p[None])[0].detach()
                 assert float(out[j] - out[y]) > -1e-6
-    assert seen == {"sat", "unsat"}
+    assert seen.count("sat") >= 3 and seen.count("unsat") >= 3
 
 
 def test_marabous_exit_codes_become_statuses_with_unsat_trusted_only_where_no_range_is_narrow():
