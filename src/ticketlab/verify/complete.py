@@ -425,8 +425,8 @@ class Complete:
         """``solve(y, j, timeout)`` for one sample: is logit_j - logit_y >= 0 anywhere in the box? The sample's
         query (network and bounds) is built on the first call, here; each margin adds its property and solves
         in a forked child that is killed at the deadline: Marabou 2.0's local search can loop past its own
-        timeout and it traps SIGINT/SIGTERM, so only a child process can be stopped reliably. The child runs in
-        a temporary folder (Marabou writes failedMarabouQuery.ipq into the working folder on an error)."""
+        timeout and it traps SIGINT/SIGTERM, so only a child process can be stopped reliably. ``_marabou_solve``
+        runs it in a temporary folder (Marabou writes failedMarabouQuery.ipq into the working folder on an error)."""
 
         query = []
 
@@ -589,7 +589,7 @@ def _scale(width: np.ndarray, target: float = 1e-3, cap: float = 1e6) -> float:
 def _marabou_solve(q, logits, inputs, y: int, j: int, timeout: float):
     """The margin's property (logit_j - logit_y >= 0) added to ``q`` and solved: ("sat", the input), ("unsat",
     None), ("timeout", None) or ("unknown", None). ``logits`` and ``inputs`` as ``_marabou_query`` gives them.
-    Changes ``q``: the caller runs it on a forked child's copy."""
+    Solved in a temporary working folder. Changes ``q``: the caller runs it on a forked child's copy."""
     from maraboupy import MarabouCore  # optional: the verify extra
 
     (lvar, lval, S, narrowest), (ivar, ival, _) = logits, inputs
@@ -607,7 +607,13 @@ def _marabou_solve(q, logits, inputs, y: int, j: int, timeout: float):
     opts = MarabouCore.Options()
     opts._timeoutInSeconds = max(1, int(np.ceil(timeout)))
     opts._verbosity = 0
-    code, vals, _stats = MarabouCore.solve(q, opts, os.devnull)
+    here = os.getcwd()  # Marabou writes failedMarabouQuery.ipq into the working folder on an error
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        try:
+            code, vals, _stats = MarabouCore.solve(q, opts, os.devnull)
+        finally:
+            os.chdir(here)
     status = _status(code, narrowest)
     if status == "sat":
         return "sat", np.array([ival[i] if v < 0 else vals[int(v)] / S for i, v in enumerate(ivar)])
@@ -625,15 +631,13 @@ def _status(code: str, narrowest: float) -> str:
 
 
 def _marabou_child(send, q, logits, inputs, y, j, timeout):
-    """In the forked child, in a temporary folder: ``_marabou_solve``'s answer sent back, then exit."""
+    """In the forked child: ``_marabou_solve``'s answer sent back, then exit."""
     # pragma: no mutate block (process plumbing: it runs in a forked child, where mutmut cannot see which tests
     # reach it; every Marabou test goes through it, and _marabou_solve's mutants are tested in-process)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        os.chdir(tmp)
-        try:
-            result = _marabou_solve(q, logits, inputs, y, j, timeout)
-        except Exception:
-            result = ("unknown", None)
-        send.send(result)
+    try:
+        result = _marabou_solve(q, logits, inputs, y, j, timeout)
+    except Exception:
+        result = ("unknown", None)
+    send.send(result)
     os._exit(0)
