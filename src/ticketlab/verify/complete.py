@@ -533,19 +533,20 @@ class Complete:
                     if not live.any():
                         oval[k] = cmax
                         continue
-                    if ls[live].max() >= cmax:  # some variable is never below the constants
+                    glo, ghi = float(ls[live].max()), float(us[live].max())  # the variables' max's range
+                    if glo >= cmax:  # some variable is never below the constants
                         const[:] = False
                     if live.sum() == 1:
                         g = int(v[live][0])
                     else:
-                        g = new_var(float(ls[live].max()), float(us[live].max()))
+                        g = new_var(glo, ghi)
                         maxes.append(({int(i) for i in v[live]}, g))
                     if const.any():  # max(g, c) = c + relu(g - c), without a variable fixed at c
-                        h = new_var(float(ls[live].max()) - cmax, float(us[live].max()) - cmax)
+                        h = new_var(glo - cmax, ghi - cmax)
                         equations.append(([(1.0, h), (-1.0, g)], -cmax))
-                        r = new_var(0.0, max(float(us[live].max()) - cmax, 0.0))
+                        r = new_var(0.0, max(ghi - cmax, 0.0))
                         relus.append((h, r))
-                        ovar[k] = new_var(cmax, max(float(us[live].max()), cmax))
+                        ovar[k] = new_var(cmax, max(ghi, cmax))
                         equations.append(([(1.0, int(ovar[k])), (-1.0, r)], cmax))
                     else:
                         ovar[k] = g
