@@ -48,8 +48,11 @@ def ticket(name, data, cfg, density, cache=None):
     model = build_model(name, data.input_shape, data.num_classes, seed=0)
     path = None
     if cache is not None:
-        tag = cfg.certified or cfg.adv or "natural"
-        eps = cfg.cert_eps if cfg.certified else cfg.adv_eps if cfg.adv else 0
+        tag, eps = "natural", 0.0  # cfg.certified and cfg.adv are the string "none" when off
+        if cfg.certified != "none":
+            tag, eps = cfg.certified, cfg.cert_eps
+        elif cfg.adv != "none":
+            tag, eps = cfg.adv, cfg.adv_eps
         path = Path(cache) / f"{name}-{tag}-{eps:g}-{cfg.iterations}-{density:g}.safetensors"
         if path.exists():
             model.load_state_dict(load_file(path))

@@ -719,3 +719,116 @@ def test_constant_logits_over_a_box_of_free_inputs_are_decided_with_the_boxs_cor
         answers[y, j] = _marabou_solve(q, logits, inputs, y, j, 10)
     assert [answers[k][0] for k in ((0, 1), (1, 0), (0, 2), (2, 0))] == ["sat", "sat", "unsat", "sat"]
     assert np.allclose(answers[0, 1][1], lo[0].numpy(), rtol=0, atol=1e-12)
+
+
+def _equations(q, capfd) -> set:
+    """The query's equations, each as (frozenset of (variable, coefficient), scalar), read from Marabou's dump."""
+    capfd.readouterr()
+    q.dump()
+    text = capfd.readouterr().out.split("Equations:")[1]
+    eqs = set()
+    for line in filter(None, (s.strip() for s in text.splitlines())):
+        lhs, rhs = line.split("=")
+        terms = frozenset((int(v), float(c)) for c, v in (t.split("x") for t in lhs.split()))
+        eqs.add((terms, float(rhs)))
+    return eqs
+
+
+def _ranges(q) -> list:
+    return [(q.getLowerBound(v), q.getUpperBound(v)) for v in range(q.getNumberOfVariables())]
+
+
+def test_marabous_query_of_a_grafted_mlp_is_the_hand_worked_one(capfd):
+    """x0 in [0, 1], x1 fixed at 0.5: z0 = x0 - 1 (dead at its upper bound 0: folded to 0), z1 = x0 (active at
+    its lower bound 0: passes through; its given bounds [-0.5, 1.5] are looser than the box's and not used),
+    z2 = x0 - 0.5 (unstable: a ReLU, with the given bounds [-0.4, 0.45] that are tighter), z3 = 2 x1 = 1
+    (constant; grafted 3 z - 1 = 2), z4 = z5 = 2 x0 grafted with slopes 0.5 and -0.5 (ranges [0.5, 1.5] and
+    [-0.5, 0.5]), z6 = 5 + 1e-17 x0 (a range below 5's rounding: the constant 5). Every range is the interval
+    through the equations, clipped to the given bounds."""
+    pytest.importorskip("maraboupy")
+    from ticketlab.models.graft import GraftedReLU
+
+    g = GraftedReLU((7,))
+    g.graft[3:6] = True
+    net = nn.Sequential(nn.Linear(2, 7), g, nn.Linear(7, 2)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 1], [1, 0], [1, -1], [0, 2], [2, 0], [2, 0], [1e-17, 0]]))
+        net[0].bias.copy_(torch.tensor([-1.5, 0, 0, 0, 0, 0, 5]))
+        g.slope.copy_(torch.tensor([0.4, 0.4, 0.4, 3.0, 0.5, -0.5, 0.4]))
+        g.intercept.copy_(torch.tensor([0.0, 0, 0, -1, 0.5, 0.5, 0]))
+        net[2].weight.copy_(torch.tensor([[1.0, 1, 1, 1, 1, 1, 1], [0, 1, -1, 0, 1, -1, 0]]))
+        net[2].bias.copy_(torch.tensor([0.0, 0.25]))
+    ops = to_ops(net, (2,))
+    bounds = {1: (np.array([-1.0, -0.5, -0.4, 1, 0, 0, 5]), np.array([0.0, 1.5, 0.45, 1, 2, 2, 5]))}
+    c = Complete(ops, net, 2, 0.5, None, "marabou", attack_steps=0, shortcut=False)
+    lo, hi = torch.tensor([0.0, 0.5], dtype=torch.float64), torch.tensor([1.0, 0.5], dtype=torch.float64)
+    q, logits, inputs = c._marabou_query(lo, hi, bounds)
+    want = [(0, 1), (-1, 0), (0, 1), (-0.4, 0.45), (0, 2), (0, 2), (0, 0.45), (0.5, 1.5), (-0.5, 0.5)]
+    want += [(7, 10.45), (-0.2, 3.25)]
+    assert _ranges(q) == [pytest.approx(w, abs=1e-12) for w in want]
+    assert _equations(q, capfd) == {
+        (frozenset({(1, 1.0), (0, -1.0)}), -1.0),
+        (frozenset({(2, 1.0), (0, -1.0)}), 0.0),
+        (frozenset({(3, 1.0), (0, -1.0)}), -0.5),
+        (frozenset({(4, 1.0), (0, -2.0)}), 0.0),
+        (frozenset({(5, 1.0), (0, -2.0)}), 0.0),
+        (frozenset({(7, 1.0), (4, -0.5)}), 0.5),  # the grafted 0.5 z4 + 0.5
+        (frozenset({(8, 1.0), (5, 0.5)}), 0.5),  # the grafted -0.5 z5 + 0.5
+        (frozenset({(9, 1.0), (2, -1.0), (6, -1.0), (7, -1.0), (8, -1.0)}), 7.0),  # the constants 2 and 5
+        (frozenset({(10, 1.0), (2, -1.0), (6, 1.0), (7, -1.0), (8, 1.0)}), 0.25),
+    }
+    assert logits[0].tolist() == [9, 10] and logits[2] == 1.0 and logits[3] == pytest.approx(0.45)
+    assert inputs[0].tolist() == [0, -1] and inputs[1].tolist() == [0.0, 0.5]
+
+
+def test_a_given_bound_that_would_empty_a_variables_range_is_not_applied():
+    """Bounds disjoint from a variable's interval range (as rounding can make two sound bounds of a nearly
+    fixed neuron) would make the query infeasible, so unsat for any property: the interval range is kept."""
+    pytest.importorskip("maraboupy")
+    net = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 2)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0], [1.0]]))
+        net[0].bias.copy_(torch.tensor([-0.5, 0.0]))
+        net[2].weight.copy_(torch.eye(2, dtype=torch.float64))
+        net[2].bias.zero_()
+    ops = to_ops(net, (1,))
+    bounds = {1: (np.array([0.6, 0.2]), np.array([0.7, 0.9]))}  # z0 = x - 0.5 in [-0.5, 0.5]
+    c = Complete(ops, net, 2, 0.5, None, "marabou", attack_steps=0, shortcut=False)
+    q, _, _ = c._marabou_query(torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64), bounds)
+    assert _ranges(q) == [(0, 1), (-0.5, 0.5), (0.2, 0.9), (0, 0.5), (0, 0.5), (0.2, 0.9)]
+
+
+def test_marabous_query_of_max_windows_is_the_hand_worked_one(capfd):
+    """An identity 1x1 conv and a 2x2 max-pool over a 2x6 image. Window A: the constant 0.5 and variables in
+    [0, 1], [0.2, 0.9] and [-1, 0.3] (below 0.5: never the max, left out): g = max of the two in [0.2, 1],
+    the output 0.5 + relu(g - 0.5) in [0.5, 1]. Window B: the constant 0.4, one variable in [0.4, 0.8] that
+    is never below it, and a constant 0.3 and a variable in [0, 0.35] that cannot be the max: the output is
+    that one variable, no new one. Window C: the constant 0.5 and a variable in [0, 0.5] that can tie it but
+    never exceed it: the constant 0.5."""
+    pytest.importorskip("maraboupy")
+    net = nn.Sequential(nn.Conv2d(1, 1, 1), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(3, 2)).double()
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+        net[0].bias.zero_()
+        net[3].weight.copy_(torch.tensor([[1.0, 1, 1], [-2, 1, 2]]))
+        net[3].bias.copy_(torch.tensor([0.0, 1]))
+    ops = to_ops(net, (1, 2, 6))
+    lo = torch.tensor([[[0.5, 0, 0.4, 0.4, 0.5, 0], [0.2, -1, 0.3, 0, -1, 0.1]]], dtype=torch.float64)
+    hi = torch.tensor([[[0.5, 1, 0.4, 0.8, 0.5, 0.5], [0.9, 0.3, 0.3, 0.35, 0.2, 0.1]]], dtype=torch.float64)
+    bounds = {1: (lo.reshape(-1).numpy(), hi.reshape(-1).numpy())}
+    c = Complete(ops, net, 2, 0.5, None, "marabou", attack_steps=0, shortcut=False)
+    q, logits, inputs = c._marabou_query(lo, hi, bounds)
+    free = [(0, 1), (0.4, 0.8), (0, 0.5), (0.2, 0.9), (-1, 0.3), (0, 0.35), (-1, 0.2)]
+    want = free + free + [(0.2, 1), (-0.3, 0.5), (0, 0.5), (0.5, 1), (1.4, 2.3), (0.4, 1.8)]
+    assert _ranges(q) == [pytest.approx(w, abs=1e-12) for w in want]
+    eqs = {(frozenset({(v + 7, 1.0), (v, -1.0)}), 0.0) for v in range(7)}
+    eqs |= {
+        (frozenset({(15, 1.0), (14, -1.0)}), -0.5),  # h = g - 0.5
+        (frozenset({(17, 1.0), (16, -1.0)}), 0.5),  # out = relu(h) + 0.5
+        (frozenset({(18, 1.0), (17, -1.0), (8, -1.0)}), 0.5),  # window C's constant 0.5 moved right
+        (frozenset({(19, 1.0), (17, 2.0), (8, -1.0)}), 2.0),
+    }
+    assert _equations(q, capfd) == eqs
+    assert inputs[0].tolist() == [-1, 0, -1, 1, -1, 2, 3, 4, -1, 5, 6, -1]
+    assert inputs[1][[0, 2, 4, 8, 11]].tolist() == [0.5, 0.4, 0.5, 0.3, 0.1]
+    assert logits[0].tolist() == [18, 19] and logits[3] == pytest.approx(0.35)

@@ -456,18 +456,20 @@ class Complete:
         """(the InputQuery of the network over the box, the logits, the inputs), logits and inputs as (variable
         per entry, -1 where the entry is a constant; the constants; the query's scale ``_scale``; logits also the
         narrowest range once scaled, below which Marabou's unsat is not trusted). Every quantity
-        the box fixes (an input with lo == hi, an affine output all of whose inputs are constant, a dead ReLU's
-        zero) is folded into the equations' scalars rather than made a variable with equal bounds, and stable
-        active ReLUs pass their input on (its bounds, >= 0, make it exact): a smaller query, none of whose
-        variables Marabou's preprocessor would fix. Every variable has a finite range (CROWN's where the solver
-        is given one, interval arithmetic through the equations elsewhere), which sets the scale."""
+        the box fixes (an input with lo == hi, an affine output all of whose inputs are constant or whose range
+        is below its scalar's rounding, a dead ReLU's zero, a max window no variable of which exceeds its largest
+        constant) is folded into the equations' scalars rather than made a variable with equal bounds, and
+        stable active ReLUs pass their input on (its bounds, >= 0, make it exact): a smaller query, none of whose
+        variables Marabou's preprocessor would fix. Every variable has a finite range (interval arithmetic
+        through the equations, intersected with the given bounds where that leaves it non-empty), which sets
+        the scale and decides which ReLUs are stable."""
         from maraboupy import MarabouCore  # optional: the verify extra
 
         q = MarabouCore.InputQuery()
         lo_np, hi_np = lo.reshape(-1).cpu().numpy(), hi.reshape(-1).cpu().numpy()
         var_lo, var_hi = [], []
 
-        def new_var(a=-1e9, b=1e9):
+        def new_var(a, b):
             var_lo.append(float(a))
             var_hi.append(float(b))
             return len(var_lo) - 1
@@ -491,21 +493,28 @@ class Complete:
                         continue
                     lv, vv = pvar[cols[live]], vals[live]  # interval bounds: every variable gets a finite range
                     vlo, vhi = np.array([var_lo[v] for v in lv]), np.array([var_hi[v] for v in lv])
-                    zvar[o] = new_var(
-                        scalar + float(np.minimum(vv * vlo, vv * vhi).sum()),
-                        scalar + float(np.maximum(vv * vlo, vv * vhi).sum()),
-                    )
+                    zlo = scalar + float(np.minimum(vv * vlo, vv * vhi).sum())
+                    zhi = scalar + float(np.maximum(vv * vlo, vv * vhi).sum())
+                    if zlo >= zhi:  # a range below the scalar's rounding: the constant it is
+                        zval[o] = zlo
+                        continue
+                    zvar[o] = new_var(zlo, zhi)
                     terms = [(-float(v), int(var)) for var, v in zip(lv, vv)]
                     equations.append(([(1.0, int(zvar[o]))] + terms, scalar))
                 pvar, pval = zvar, zval
                 continue
             pl, pu = bounds[layer.op]
             for v, a_, b_ in zip(pvar, pl, pu):
-                if v >= 0:
-                    var_lo[v], var_hi[v] = max(var_lo[v], float(a_)), min(var_hi[v], float(b_))
+                if v < 0:
+                    continue
+                a_, b_ = max(var_lo[v], float(a_)), min(var_hi[v], float(b_))
+                if a_ < b_:  # the given bounds where tighter, never emptying a range by rounding
+                    var_lo[v], var_hi[v] = a_, b_
+            el = np.array([var_lo[v] if v >= 0 else c for v, c in zip(pvar, pval)])  # constants: their value
+            eu = np.array([var_hi[v] if v >= 0 else c for v, c in zip(pvar, pval)])
             if layer.kind == "relu":
                 ovar, oval = np.full(len(pvar), -1, dtype=np.int64), np.zeros(len(pvar))
-                for k, (v, l_, u_) in enumerate(zip(pvar, pl, pu)):
+                for k, (v, l_, u_) in enumerate(zip(pvar, el, eu)):
                     if layer.graft is not None and layer.graft[k]:  # f = slope * v + intercept
                         a, c = float(layer.slope[k]), float(layer.intercept[k])
                         if v < 0:
@@ -526,29 +535,28 @@ class Complete:
             else:
                 ovar, oval = np.full(len(layer.windows), -1, dtype=np.int64), np.zeros(len(layer.windows))
                 for k, w in enumerate(layer.windows):
-                    v, ls, us = pvar[w], np.where(pvar[w] < 0, pval[w], pl[w]), np.where(pvar[w] < 0, pval[w], pu[w])
+                    v, ls, us = pvar[w], el[w], eu[w]
                     cand = us >= ls.max()  # inputs that can be the max
                     live, const = cand & (v >= 0), cand & (v < 0)
                     cmax = float(pval[w][const].max()) if const.any() else -np.inf
-                    if not live.any():
+                    ghi = float(us[live].max()) if live.any() else -np.inf
+                    if ghi <= cmax:  # no variable exceeds the largest constant: the max is that constant
                         oval[k] = cmax
                         continue
-                    glo, ghi = float(ls[live].max()), float(us[live].max())  # the variables' max's range
-                    if glo >= cmax:  # some variable is never below the constants
-                        const[:] = False
+                    glo = float(ls[live].max())  # the variables' max lies in [glo, ghi]
                     if live.sum() == 1:
                         g = int(v[live][0])
                     else:
                         g = new_var(glo, ghi)
                         maxes.append(({int(i) for i in v[live]}, g))
-                    if const.any():  # max(g, c) = c + relu(g - c), without a variable fixed at c
+                    if glo < cmax:  # max(g, c) = c + relu(g - c), without a variable fixed at c
                         h = new_var(glo - cmax, ghi - cmax)
                         equations.append(([(1.0, h), (-1.0, g)], -cmax))
-                        r = new_var(0.0, max(ghi - cmax, 0.0))
+                        r = new_var(0.0, ghi - cmax)
                         relus.append((h, r))
-                        ovar[k] = new_var(cmax, max(ghi, cmax))
+                        ovar[k] = new_var(cmax, ghi)
                         equations.append(([(1.0, int(ovar[k])), (-1.0, r)], cmax))
-                    else:
+                    else:  # some variable is never below the constants
                         ovar[k] = g
                 pvar, pval = ovar, oval
         width = np.array(var_hi) - np.array(var_lo)
