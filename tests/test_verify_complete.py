@@ -743,8 +743,9 @@ def test_marabous_query_of_a_grafted_mlp_is_the_hand_worked_one(capfd):
     its lower bound 0: passes through; its given bounds [-0.5, 1.5] are looser than the box's and not used),
     z2 = x0 - 0.5 (unstable: a ReLU, with the given bounds [-0.4, 0.45] that are tighter), z3 = 2 x1 = 1
     (constant; grafted 3 z - 1 = 2), z4 = z5 = 2 x0 grafted with slopes 0.5 and -0.5 (ranges [0.5, 1.5] and
-    [-0.5, 0.5]), z6 = 5 + 1e-17 x0 (a range below 5's rounding: the constant 5). Every range is the interval
-    through the equations, clipped to the given bounds."""
+    [-0.5, 0.5]; z5's given bounds [0, 1.8], after a constant neuron, make it [-0.4, 0.5]), z6 = 5 + 1e-17 x0
+    (a range below 5's rounding: the constant 5). Every range is the interval through the equations, clipped
+    to the given bounds."""
     pytest.importorskip("maraboupy")
     from ticketlab.models.graft import GraftedReLU
 
@@ -759,12 +760,12 @@ def test_marabous_query_of_a_grafted_mlp_is_the_hand_worked_one(capfd):
         net[2].weight.copy_(torch.tensor([[1.0, 1, 1, 1, 1, 1, 1], [0, 1, -1, 0, 1, -1, 0]]))
         net[2].bias.copy_(torch.tensor([0.0, 0.25]))
     ops = to_ops(net, (2,))
-    bounds = {1: (np.array([-1.0, -0.5, -0.4, 1, 0, 0, 5]), np.array([0.0, 1.5, 0.45, 1, 2, 2, 5]))}
+    bounds = {1: (np.array([-1.0, -0.5, -0.4, 1, 0, 0, 5]), np.array([0.0, 1.5, 0.45, 1, 2, 1.8, 5]))}
     c = Complete(ops, net, 2, 0.5, None, "marabou", attack_steps=0, shortcut=False)
     lo, hi = torch.tensor([0.0, 0.5], dtype=torch.float64), torch.tensor([1.0, 0.5], dtype=torch.float64)
     q, logits, inputs = c._marabou_query(lo, hi, bounds)
-    want = [(0, 1), (-1, 0), (0, 1), (-0.4, 0.45), (0, 2), (0, 2), (0, 0.45), (0.5, 1.5), (-0.5, 0.5)]
-    want += [(7, 10.45), (-0.2, 3.25)]
+    want = [(0, 1), (-1, 0), (0, 1), (-0.4, 0.45), (0, 2), (0, 1.8), (0, 0.45), (0.5, 1.5), (-0.4, 0.5)]
+    want += [(7.1, 10.45), (-0.2, 3.15)]
     assert _ranges(q) == [pytest.approx(w, abs=1e-12) for w in want]
     assert _equations(q, capfd) == {
         (frozenset({(1, 1.0), (0, -1.0)}), -1.0),
@@ -782,20 +783,56 @@ def test_marabous_query_of_a_grafted_mlp_is_the_hand_worked_one(capfd):
 
 
 def test_a_given_bound_that_would_empty_a_variables_range_is_not_applied():
-    """Bounds disjoint from a variable's interval range (as rounding can make two sound bounds of a nearly
-    fixed neuron) would make the query infeasible, so unsat for any property: the interval range is kept."""
+    """Bounds disjoint from a variable's interval range, or touching it in one point (as rounding can make two
+    sound bounds of a nearly fixed neuron), would make the query infeasible or fix a variable: the interval
+    range is kept. The first neuron, 5 + 1e-17 x, is the constant 5 (the neurons after it still variables)."""
     pytest.importorskip("maraboupy")
-    net = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 2)).double()
+    net = nn.Sequential(nn.Linear(1, 4), nn.ReLU(), nn.Linear(4, 2)).double()
     with torch.no_grad():
-        net[0].weight.copy_(torch.tensor([[1.0], [1.0]]))
-        net[0].bias.copy_(torch.tensor([-0.5, 0.0]))
-        net[2].weight.copy_(torch.eye(2, dtype=torch.float64))
+        net[0].weight.copy_(torch.tensor([[1e-17], [1.0], [1.0], [1.0]]))
+        net[0].bias.copy_(torch.tensor([5.0, -0.5, 0.0, 0.0]))
+        net[2].weight.copy_(torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1]]))
         net[2].bias.zero_()
     ops = to_ops(net, (1,))
-    bounds = {1: (np.array([0.6, 0.2]), np.array([0.7, 0.9]))}  # z0 = x - 0.5 in [-0.5, 0.5]
+    # z1 = x - 0.5 in [-0.5, 0.5] given [0.6, 0.7]; z2 = x given [0.2, 0.9]; z3 = x given [1, 2]
+    bounds = {1: (np.array([5.0, 0.6, 0.2, 1.0]), np.array([5.0, 0.7, 0.9, 2.0]))}
     c = Complete(ops, net, 2, 0.5, None, "marabou", attack_steps=0, shortcut=False)
     q, _, _ = c._marabou_query(torch.zeros(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64), bounds)
-    assert _ranges(q) == [(0, 1), (-0.5, 0.5), (0.2, 0.9), (0, 0.5), (0, 0.5), (0.2, 0.9)]
+    assert _ranges(q) == [(0, 1), (-0.5, 0.5), (0.2, 0.9), (0, 1), (0, 0.5), (5, 5.5), (0.2, 1.9)]
+
+
+def test_a_nonlinear_layer_straight_on_the_inputs_keeps_input_variable_0_a_variable():
+    """A ReLU, a grafted ReLU and a max-pool applied to the inputs themselves: input 0 (variable 0) in [-1, 1]
+    is an unstable ReLU's input, a grafted neuron's (slope -2; input 1's slope 0 makes it the constant 0.3) and
+    a pool window's with input 1 in [0.2, 0.6]."""
+    pytest.importorskip("maraboupy")
+    from ticketlab.models.graft import GraftedReLU
+
+    g = GraftedReLU((2,))
+    g.graft[:] = True
+    with torch.no_grad():
+        g.slope.copy_(torch.tensor([-2.0, 0.0]))
+        g.intercept.copy_(torch.tensor([0.5, 0.3]))
+    nets = {
+        "relu": (nn.Sequential(nn.ReLU(), nn.Linear(2, 2)), (2,)),
+        "graft": (nn.Sequential(g, nn.Linear(2, 2)), (2,)),
+        "max": (nn.Sequential(nn.MaxPool1d(2), nn.Flatten(), nn.Linear(1, 2)), (1, 2)),
+    }
+    lo, hi = torch.tensor([-1.0, 0.2], dtype=torch.float64), torch.tensor([1.0, 0.6], dtype=torch.float64)
+    got = {}
+    for name, (net, shape) in nets.items():
+        net = net.double()
+        with torch.no_grad():
+            net[-1].weight.fill_(1.0)
+            net[-1].bias.zero_()
+        ops = to_ops(net, shape)
+        c = Complete(ops, net, 2, 0.5, None, "marabou", attack_steps=0, shortcut=False)
+        q, _, _ = c._marabou_query(lo.reshape(shape), hi.reshape(shape), {0: (lo.numpy(), hi.numpy())})
+        got[name] = _ranges(q)
+    out = (0.2, 1.6)  # relu(x0) + x1
+    assert got["relu"] == [(-1, 1), (0.2, 0.6), (0, 1), pytest.approx(out), pytest.approx(out)]
+    assert got["graft"] == [(-1, 1), (0.2, 0.6), (-1.5, 2.5)] + [pytest.approx((-1.2, 2.8))] * 2
+    assert got["max"] == [(-1, 1), (0.2, 0.6), (0.2, 1), (0.2, 1), (0.2, 1)]
 
 
 def test_marabous_query_of_max_windows_is_the_hand_worked_one(capfd):

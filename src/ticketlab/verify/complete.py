@@ -517,10 +517,11 @@ class Complete:
                 for k, (v, l_, u_) in enumerate(zip(pvar, el, eu)):
                     if layer.graft is not None and layer.graft[k]:  # f = slope * v + intercept
                         a, c = float(layer.slope[k]), float(layer.intercept[k])
-                        if v < 0:
-                            oval[k] = a * pval[k] + c
+                        glo, ghi = min(a * l_, a * u_) + c, max(a * l_, a * u_) + c
+                        if v < 0 or glo >= ghi:  # a constant input, or a slope of 0 (or below c's rounding)
+                            oval[k] = glo
                         else:
-                            ovar[k] = new_var(min(a * l_, a * u_) + c, max(a * l_, a * u_) + c)
+                            ovar[k] = new_var(glo, ghi)
                             equations.append(([(1.0, int(ovar[k])), (-a, int(v))], c))
                     elif v < 0:
                         oval[k] = max(pval[k], 0.0)
