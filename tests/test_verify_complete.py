@@ -4,6 +4,7 @@ activation patterns on tiny networks; every counterexample really flips the pred
 import copy
 import importlib.util
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -15,6 +16,15 @@ from ticketlab.errors import UserError
 from ticketlab.verify.bounds import input_box
 from ticketlab.verify.complete import Complete, lower
 from ticketlab.verify.graph import to_ops
+
+
+def timed(c, x, y):
+    """``c(x, y)``, checking the verdict's seconds are the time the call took (never more, never negative)."""
+    t = time.perf_counter()
+    v = c(x, y)
+    wall = time.perf_counter() - t
+    assert isinstance(v.seconds, float) and 0 <= v.seconds <= wall
+    return v
 
 
 def tiny(seed: int, hidden=(4, 4), n_in=3, k=3):
@@ -125,7 +135,7 @@ def test_a_misclassified_sample_is_falsified_by_itself():
     net = tiny(0)
     x = torch.rand(3, dtype=torch.float64)
     wrong = (int(net(x[None]).argmax()) + 1) % 3
-    v = Complete(to_ops(net, (3,)), net, 3, 0.1, (0.0, 1.0), "milp")(x, wrong)
+    v = timed(Complete(to_ops(net, (3,)), net, 3, 0.1, (0.0, 1.0), "milp"), x, wrong)
     assert v.verdict == "falsified" and v.by == "clean"
 
 
@@ -210,9 +220,9 @@ def test_a_tiny_ball_is_verified_by_the_bounds_and_a_huge_one_falsified_by_the_a
     net = small_net()
     x = torch.rand(3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     y = int(net(x[None]).argmax())
-    v = Complete(to_ops(net, (3,)), net, 3, 1e-4, None, "milp")(x, y)
-    assert (v.verdict, v.by, v.margin, v.counterexample) == ("verified", "bounds", None, None) and v.seconds >= 0
-    v = Complete(to_ops(net, (3,)), net, 3, 50.0, None, "milp")(x, y)
+    v = timed(Complete(to_ops(net, (3,)), net, 3, 1e-4, None, "milp"), x, y)
+    assert (v.verdict, v.by, v.margin, v.counterexample) == ("verified", "bounds", None, None)
+    v = timed(Complete(to_ops(net, (3,)), net, 3, 50.0, None, "milp"), x, y)
     assert (v.verdict, v.by) == ("falsified", "attack") and v.margin > 0
     assert (v.counterexample - x).abs().max() <= 50.0 and int(net(v.counterexample[None]).argmax()) != y
 
@@ -249,7 +259,7 @@ def test_every_open_margin_is_asked_until_one_is_sat_most_likely_first(monkeypat
     lb = alpha_crown(c.ops, lo, hi, margin_spec(torch.tensor([y]), 3).double(), pre=pre).lower[0]
     others = [j for j in range(3) if j != y]
     assert (lb <= 0).all(), "the example needs both margins open"
-    v = c(x, y)
+    v = timed(c, x, y)
     assert (v.verdict, v.by) == ("verified", "milp")
     assert [j for j, _ in seen] == [others[i] for i in torch.argsort(lb).tolist()]  # lowest bound first
     assert 0 < seen[0][1] <= 30 and seen[1][1] <= seen[0][1]  # each gets the time left
@@ -259,7 +269,7 @@ def test_every_open_margin_is_asked_until_one_is_sat_most_likely_first(monkeypat
 def test_a_solver_that_gives_up_ends_the_sample_with_its_answer(monkeypatch, answer):
     net, x, y = sample()
     fake_solver(monkeypatch, [(answer, None)])
-    v = Complete(to_ops(net, (3,)), net, 3, 0.3, None, "milp", attack_steps=0, shortcut=False)(x, y)
+    v = timed(Complete(to_ops(net, (3,)), net, 3, 0.3, None, "milp", attack_steps=0, shortcut=False), x, y)
     assert (v.verdict, v.by) == (answer, "milp")
 
 
@@ -267,7 +277,8 @@ def test_no_time_left_is_a_timeout_before_the_solver_is_asked(monkeypatch):
     net, x, y = sample()
     seen = []
     fake_solver(monkeypatch, [], seen)
-    v = Complete(to_ops(net, (3,)), net, 3, 0.3, None, "milp", attack_steps=0, timeout=0.0, shortcut=False)(x, y)
+    c = Complete(to_ops(net, (3,)), net, 3, 0.3, None, "milp", attack_steps=0, timeout=0.0, shortcut=False)
+    v = timed(c, x, y)
     assert (v.verdict, v.by) == ("timeout", "milp") and seen == []
 
 
@@ -295,6 +306,88 @@ def test_a_solver_point_that_flips_nothing_even_after_pgd_is_unknown_not_falsifi
     fake_solver(monkeypatch, [("sat", x.numpy())])  # the clean point: correctly classified, far from flipping
     v = Complete(to_ops(net, (3,)), net, 3, 1e-6, None, "milp", attack_steps=0, shortcut=False)(x, y)
     assert (v.verdict, v.by, v.counterexample) == ("unknown", "milp", None)
+
+
+def line_net(*rows):
+    """logit_k = a_k * x + b_k of one input x, from rows (a_k, b_k)."""
+    net = nn.Sequential(nn.Linear(1, len(rows))).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[a] for a, _ in rows]))
+        net[0].bias.copy_(torch.tensor([b for _, b in rows]))
+    return net
+
+
+def test_a_tie_between_logits_is_never_a_counterexample():
+    """Every logit 0 everywhere: no point is misclassified and none classified, so neither the clean point,
+    the attack nor the solver's minimiser (margin 0) falsifies it, and the bounds (margin 0) do not verify it."""
+    net = line_net((0.0, 0.0), (0.0, 0.0))
+    x = torch.tensor([0.3], dtype=torch.float64)
+    v = timed(Complete(to_ops(net, (1,)), net, 2, 0.5, None, "milp"), x, 0)
+    assert (v.verdict, v.by, v.counterexample) == ("unknown", "milp", None)
+
+
+def test_the_attack_falsifies_with_any_positive_margin_however_small():
+    """logits (x, -x) at x = 0.3, label 0, eps 0.5: the margin -2x is largest, 0.4, at x = -0.2."""
+    net = line_net((1.0, 0.0), (-1.0, 0.0))
+    x = torch.tensor([0.3], dtype=torch.float64)
+    v = timed(Complete(to_ops(net, (1,)), net, 2, 0.5, None, "milp"), x, 0)
+    assert (v.verdict, v.by) == ("falsified", "attack") and v.margin == pytest.approx(0.4)
+    assert float(v.counterexample) == pytest.approx(-0.2)
+
+
+def test_a_margin_the_bounds_prove_is_not_sent_to_the_solver(monkeypatch):
+    """logits (x, -x, -0.5) at x = 0.3, label 0, eps 0.5 (x in [-0.2, 0.8], bounds exact on a linear net): the
+    margin over class 2, x + 0.5 >= 0.3, is proven (by less than 1); only class 1's, 2x >= -0.4, is asked."""
+    net = line_net((1.0, 0.0), (-1.0, 0.0), (0.0, -0.5))
+    x = torch.tensor([0.3], dtype=torch.float64)
+    seen = []
+    fake_solver(monkeypatch, [("unsat", None)], seen)
+    v = timed(Complete(to_ops(net, (1,)), net, 3, 0.5, None, "milp", attack_steps=0), x, 0)
+    assert (v.verdict, v.by) == ("verified", "milp") and [j for j, _ in seen] == [1]
+
+
+def test_the_exact_solver_starts_from_crowns_intermediate_bounds(monkeypatch):
+    """The bounds handed to the solver are CROWN's (tighter than IBP's on this two-hidden-layer net)."""
+    from ticketlab.verify.bounds import pre_bounds
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 6), nn.ReLU(), nn.Linear(6, 6), nn.ReLU(), nn.Linear(6, 3)).double()
+    x = torch.rand(3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y, got = int(net(x[None]).argmax()), []
+
+    def make(self, lo, hi, bounds):
+        got.append(bounds)
+        return lambda y, j, timeout: ("unsat", None)
+
+    monkeypatch.setattr(Complete, "_milp", make)
+    c = Complete(to_ops(net, (3,)), net, 3, 0.5, None, "milp", attack_steps=0, shortcut=False)
+    timed(c, x, y)
+    lo, hi = input_box(x[None], 0.5, None)
+    with torch.no_grad():
+        want = {m: pre_bounds(c.ops, lo, hi, m)[0] for m in ("crown", "ibp")}
+    assert len(got) == 1 and sorted(got[0]) == sorted(want["crown"])
+    for i, (a, b) in want["crown"].items():
+        assert np.array_equal(got[0][i][0], a[0].reshape(-1).numpy())
+        assert np.array_equal(got[0][i][1], b[0].reshape(-1).numpy())
+    assert any(not torch.equal(want["crown"][i][1], want["ibp"][i][1]) for i in want["crown"]), "CROWN = IBP here"
+
+
+@pytest.mark.parametrize("alpha", ["optimized", "last-layer"])
+def test_the_shortcut_runs_alpha_crown_with_the_chosen_settings(monkeypatch, alpha):
+    import ticketlab.verify.complete as complete
+    from ticketlab.verify.bounds import ALPHA
+
+    net, x, y = sample()
+    real, got = complete.alpha_crown, []
+
+    def spy(*args, **kwargs):
+        got.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(complete, "alpha_crown", spy)
+    fake_solver(monkeypatch, [("unsat", None)] * 2)
+    timed(Complete(to_ops(net, (3,)), net, 3, 3.0, None, "milp", attack_steps=0, alpha=alpha), x, y)
+    assert len(got) == 1 and {k: got[0][k] for k in ALPHA[alpha]} == ALPHA[alpha]
 
 
 def test_margin_is_the_largest_other_logit_minus_the_true_one():
@@ -804,7 +897,7 @@ def test_a_given_bound_that_would_empty_a_variables_range_is_not_applied():
 def test_a_nonlinear_layer_straight_on_the_inputs_keeps_input_variable_0_a_variable():
     """A ReLU, a grafted ReLU and a max-pool applied to the inputs themselves: input 0 (variable 0) in [-1, 1]
     is an unstable ReLU's input, a grafted neuron's (slope -2; input 1's slope 0 makes it the constant 0.3) and
-    a pool window's with input 1 in [0.2, 0.6]."""
+    a pool window's with input 1 in [0.2, 0.6], and again with input 1 in [-0.6, -0.2]."""
     pytest.importorskip("maraboupy")
     from ticketlab.models.graft import GraftedReLU
 
@@ -817,10 +910,13 @@ def test_a_nonlinear_layer_straight_on_the_inputs_keeps_input_variable_0_a_varia
         "relu": (nn.Sequential(nn.ReLU(), nn.Linear(2, 2)), (2,)),
         "graft": (nn.Sequential(g, nn.Linear(2, 2)), (2,)),
         "max": (nn.Sequential(nn.MaxPool1d(2), nn.Flatten(), nn.Linear(1, 2)), (1, 2)),
+        "max-": (nn.Sequential(nn.MaxPool1d(2), nn.Flatten(), nn.Linear(1, 2)), (1, 2)),
     }
-    lo, hi = torch.tensor([-1.0, 0.2], dtype=torch.float64), torch.tensor([1.0, 0.6], dtype=torch.float64)
     got = {}
     for name, (net, shape) in nets.items():
+        lo, hi = torch.tensor([-1.0, 0.2], dtype=torch.float64), torch.tensor([1.0, 0.6], dtype=torch.float64)
+        if name == "max-":  # both inputs can be below 0: no constant 0 joins the window
+            lo, hi = torch.tensor([-1.0, -0.6], dtype=torch.float64), torch.tensor([1.0, -0.2], dtype=torch.float64)
         net = net.double()
         with torch.no_grad():
             net[-1].weight.fill_(1.0)
@@ -833,6 +929,7 @@ def test_a_nonlinear_layer_straight_on_the_inputs_keeps_input_variable_0_a_varia
     assert got["relu"] == [(-1, 1), (0.2, 0.6), (0, 1), pytest.approx(out), pytest.approx(out)]
     assert got["graft"] == [(-1, 1), (0.2, 0.6), (-1.5, 2.5)] + [pytest.approx((-1.2, 2.8))] * 2
     assert got["max"] == [(-1, 1), (0.2, 0.6), (0.2, 1), (0.2, 1), (0.2, 1)]
+    assert got["max-"] == [(-1, 1), (-0.6, -0.2), (-0.6, 1), (-0.6, 1), (-0.6, 1)]
 
 
 def test_marabous_query_of_max_windows_is_the_hand_worked_one(capfd):
