@@ -4,6 +4,7 @@ activation patterns on tiny networks; every counterexample really flips the pred
 import copy
 import importlib.util
 import itertools
+import os
 import time
 
 import numpy as np
@@ -966,3 +967,179 @@ def test_marabous_query_of_max_windows_is_the_hand_worked_one(capfd):
     assert inputs[0].tolist() == [-1, 0, -1, 1, -1, 2, 3, 4, -1, 5, 6, -1]
     assert inputs[1][[0, 2, 4, 8, 11]].tolist() == [0.5, 0.4, 0.5, 0.3, 0.1]
     assert logits[0].tolist() == [18, 19] and logits[3] == pytest.approx(0.35)
+
+
+def test_lowering_windows_of_a_non_square_max_pool_and_chains_in_the_ops_dtype():
+    """A 2x3 max-pool over a 2x6 image: windows of 6 cells. A float32 net lowers (its chains computed in
+    float32, the ops' dtype) to its float64 copy's layers; a chain of a Flatten alone is the identity."""
+    pool = lower(to_ops(nn.Sequential(nn.MaxPool2d((2, 3))).double(), (1, 2, 6)))
+    assert pool[0].windows.tolist() == [[0, 1, 2, 6, 7, 8], [3, 4, 5, 9, 10, 11]]
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 4), nn.Linear(4, 2))
+    got, want = lower(to_ops(net, (3,))), lower(to_ops(copy.deepcopy(net).double(), (3,)))
+    assert [la.kind for la in got] == ["affine", "relu", "affine"]
+    for a, b in zip(got, want):
+        if a.kind == "affine":
+            assert np.allclose(a.A.toarray(), b.A.toarray(), atol=1e-6) and np.allclose(a.b, b.b, atol=1e-6)
+    flat = lower(to_ops(nn.Sequential(nn.Flatten(), nn.ReLU(), nn.Linear(4, 2)).double(), (2, 2)))
+    assert np.array_equal(flat[0].A.toarray(), np.eye(4)) and np.array_equal(flat[0].b, np.zeros(4))
+
+
+def test_pgd_push_steps_an_eighth_of_the_box_keeps_still_inputs_and_earlier_ties():
+    """Logits (0, x0), label 0: the margin is x0 (input 1 unused, its gradient 0). Box
+    [0, 1]^2 from (0.5, 0.5): one step moves x0 by 1/8 and leaves x1; a constant model never replaces the start;
+    the default is 20 steps (one model call per step for the gradient, one for the margin, one at the start)."""
+    from ticketlab.verify.complete import _pgd_push
+
+    lin = nn.Sequential(nn.Linear(2, 2)).double()
+    with torch.no_grad():
+        lin[0].weight.copy_(torch.tensor([[0.0, 0.0], [1.0, 0.0]]))
+        lin[0].bias.zero_()
+    lo, hi = torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    x0 = torch.tensor([0.5, 0.5], dtype=torch.float64)
+    best, m = _pgd_push(lin, x0, 0, lo, hi, steps=1)
+    assert best[0] == pytest.approx(0.625, abs=1e-9) and best[1] == 0.5 and m == pytest.approx(0.625, abs=1e-9)
+    flat = nn.Sequential(nn.Linear(2, 2)).double()
+    with torch.no_grad():
+        flat[0].weight.zero_()
+        flat[0].bias.copy_(torch.tensor([0.0, 0.0]))
+    best, m = _pgd_push(flat, x0, 0, lo, hi, steps=3)
+    assert best is x0 and m == 0.0
+    calls = []
+
+    def counted(x):
+        calls.append(1)
+        return lin(x)
+
+    _pgd_push(counted, x0, 0, lo, hi)
+    assert len(calls) == 1 + 2 * 20
+
+
+def test_the_attack_is_pgd_from_a_seeded_random_point_of_the_box_for_the_set_number_of_steps():
+    from ticketlab.verify.complete import _pgd_push
+
+    net, x, y = sample()
+    lo, hi = input_box(x[None], 0.3, None)
+    start = lo[0] + (hi[0] - lo[0]) * torch.rand(3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for steps in (1, 3):
+        c = Complete(to_ops(net, (3,)), net, 3, 0.3, None, "milp", attack_steps=steps)
+        got, m = c._attack(x, y, lo[0], hi[0])
+        want, wm = _pgd_push(c.model_fn, start, y, lo[0], hi[0], steps=steps)
+        assert torch.equal(got, want) and m == wm and not torch.equal(got, x)
+    c = Complete(to_ops(net, (3,)), net, 3, 0.3, None, "milp", attack_steps=0)
+    got, m = c._attack(x, y, lo[0], hi[0])  # no attack: the clean point and its margin
+    from ticketlab.verify.complete import _margin
+
+    assert got is x and m == _margin(net, x, y)
+
+
+def test_completes_defaults_and_refusals(monkeypatch):
+    import sys
+
+    net, x, y = sample()
+    ops = to_ops(net, (3,))
+    c = Complete(ops, net, 3, 0.3, None)
+    assert (c.solver, c.timeout, c.attack_steps, c.alpha, c.shortcut) == ("milp", 60.0, 50, "optimized", True)
+    with pytest.raises(UserError) as e:
+        Complete(ops, net, 3, 0.3, None, alpha="tight")
+    assert str(e.value) == "unknown alpha-CROWN setting 'tight'; choose one of: optimized, last-layer"
+    with pytest.raises(UserError) as e:
+        Complete(ops, net, 3, 0.3, None, solver="gurobi")
+    assert str(e.value) == "unknown --solver 'gurobi'; choose one of: " + ", ".join(
+        __import__("ticketlab.verify.complete", fromlist=["SOLVERS"]).SOLVERS
+    )
+    monkeypatch.setitem(sys.modules, "maraboupy", None)  # not installed
+    Complete(ops, net, 3, 0.3, None, solver="milp")
+    Complete(ops, net, 3, 0.3, None, solver="bab")
+    with pytest.raises(UserError) as e:
+        Complete(ops, net, 3, 0.3, None, solver="marabou")
+    assert str(e.value) == "--solver marabou needs maraboupy: pip install 'ticketlab[verify]' (or use --solver milp)"
+
+
+class _Res:
+    def __init__(self, **kw):
+        self.x, self.fun, self.status = None, None, 1
+        self.__dict__.update(kw)
+
+
+@pytest.mark.parametrize(
+    "res, want",
+    [
+        (_Res(mip_dual_bound=0.5), "unsat"),  # HiGHS's dual bound proves the margin at the time limit
+        (_Res(mip_dual_bound=0.0), "timeout"),  # a bound of 0 proves nothing (verified needs > 0)
+        (_Res(mip_dual_bound=-1.0), "timeout"),
+        (_Res(mip_dual_bound=float("nan")), "timeout"),
+        (_Res(mip_dual_bound=float("inf")), "timeout"),
+        (_Res(), "timeout"),  # no dual bound reported
+        (_Res(status=0, x=np.array([0.1, 0.2, 0.3]), fun=0.2), "unsat"),
+        (_Res(status=1, x=np.array([0.1, 0.2, 0.3]), fun=-0.2), "sat"),
+    ],
+)
+def test_the_milps_answer_at_its_time_limit_is_decided_by_its_dual_bound(monkeypatch, res, want):
+    import ticketlab.verify.complete as complete
+
+    net, x, y = sample()
+    seen = []
+
+    def fake(c, **kw):
+        seen.append(kw["options"])
+        return res
+
+    monkeypatch.setattr(complete, "milp", fake)
+    c = Complete(to_ops(net, (3,)), net, 3, 0.3, None, "milp")
+    lo, hi = input_box(x[None], 0.3, None)
+    with torch.no_grad():
+        pre, _ = complete.pre_bounds(c.ops, lo, hi, "crown")
+    bounds = {i: (a[0].reshape(-1).numpy(), b[0].reshape(-1).numpy()) for i, (a, b) in pre.items()}
+    solve = c._milp(lo[0], hi[0], bounds)
+    j = (y + 1) % 3
+    status, point = solve(y, j, 2.5)
+    assert status == want and (point is None) == (want != "sat")
+    solve(y, j, -1.0)
+    assert seen == [{"time_limit": 2.5, "disp": False}, {"time_limit": 0.01, "disp": False}]
+
+
+def _fake_child(kind):
+    def child(send, *args):
+        if kind == "late":
+            time.sleep(1.0)
+            send.send(("unsat", None))
+        elif kind == "silent":
+            time.sleep(30)
+        os._exit(0)  # "dies": exits without an answer
+
+    return child
+
+
+@pytest.mark.parametrize("kind, want", [("late", "unsat"), ("dies", "unknown"), ("silent", "timeout")])
+def test_marabous_child_is_waited_for_five_seconds_past_its_limit_then_killed(monkeypatch, kind, want):
+    """A child that answers 1 s after a 0.1 s limit is heard (Marabou overruns its own timeout); one that
+    exits without answering is unknown; one that never answers is a timeout after limit + 5 s, and is killed."""
+    import multiprocessing as mp
+
+    import ticketlab.verify.complete as complete
+
+    pytest.importorskip("maraboupy")
+    net, x, y = sample()
+    monkeypatch.setattr(complete, "_marabou_child", _fake_child(kind))
+    monkeypatch.setattr(Complete, "_marabou_query", lambda self, lo, hi, bounds: (None, None, None))
+    solve = Complete(to_ops(net, (3,)), net, 3, 0.3, None, "marabou")._marabou(None, None, None)
+    t = time.perf_counter()
+    assert solve(y, (y + 1) % 3, 0.1) == (want, None)
+    assert time.perf_counter() - t < 8 and not mp.active_children()
+
+
+def test_a_relu_whose_upper_bound_is_exactly_0_is_dead_in_the_milp():
+    """z = x over x in [-1, 0], logits (relu(z), -0.5), label 0: the margin relu(z) + 0.5 is 0.5 everywhere.
+    A neuron with u = 0 is the constant 0; passed on as z (as if active) it would reach -0.5, a false "sat"."""
+    net = nn.Sequential(nn.Linear(1, 1), nn.ReLU(), nn.Linear(1, 2)).double()
+    with torch.no_grad():
+        net[0].weight.fill_(1.0)
+        net[0].bias.zero_()
+        net[2].weight.copy_(torch.tensor([[1.0], [0.0]]))
+        net[2].bias.copy_(torch.tensor([0.0, -0.5]))
+    c = Complete(to_ops(net, (1,)), net, 2, 0.5, None, "milp")
+    lo, hi = torch.tensor([-1.0], dtype=torch.float64), torch.tensor([0.0], dtype=torch.float64)
+    relu = next(la.op for la in c.layers if la.kind == "relu")
+    solve = c._milp(lo, hi, {relu: (np.array([-1.0]), np.array([0.0]))})
+    assert solve(0, 1, 10.0) == ("unsat", None)
