@@ -290,3 +290,41 @@ def test_a_margin_branch_and_bound_verifies_is_not_asked_again_and_it_runs_with_
     v = c(x, y)
     assert (v.verdict, v.by) == ("verified", "bab") and not asked and len(cfgs) == 3
     assert all(cfg is settings for cfg in cfgs) and c.domains == 15
+
+
+def test_a_search_reports_its_domains_leaves_bound_and_seconds_and_stops_at_its_domain_cap():
+    """A margin (seed 11, eps 0.8, 2 over 1; exact minimum 0.044) whose root bound is open: past its deadline
+    the search is a timeout at the root with the root's open bound; with time it is verified after 7
+    domains and no LP leaf (no point, no open bound: 0); with at most 1 domain open it still is (never more
+    than 1 is open at a check); with at most 0 it stops at the root."""
+    net, x, y = case(11, 0.8)
+    assert (y, exact_margin(11, 0.8, 2) > 0) == (1, True)
+    ops = to_ops(net, (3,))
+    lo, hi = input_box(x[None], 0.8, None)
+    pre = pre_bounds(ops, lo, hi)[0]
+
+    def run(deadline, **kw):
+        t = time.perf_counter()
+        r = BaB(ops, net, lo, hi, pre, Settings(**kw)).margin(1, 2, t + deadline)
+        assert 0 <= r.seconds <= time.perf_counter() - t
+        return r
+
+    r = run(-1.0)
+    assert (r.status, r.point, r.domains, r.leaves) == ("timeout", None, 1, 0) and r.lower < 0
+    for kw in ({}, {"max_domains": 1}):
+        r = run(30.0, **kw)
+        assert (r.status, r.point, r.domains, r.leaves, r.lower) == ("verified", None, 7, 0, 0.0)
+    r = run(30.0, max_domains=0)
+    assert (r.status, r.domains) == ("timeout", 1) and r.lower < 0
+
+
+def test_a_point_falsifies_only_where_another_class_is_strictly_above_the_true_one():
+    """Logits = the point itself: (0, 1, -1) is class 1 (the middle class, label 0); (1, 1, 0) a tie (not a
+    counterexample); with label 1, (0, 0, 1) is class 2, the class after it."""
+    lo = torch.zeros(1, 3, dtype=torch.float64)
+    search = BaB([], lambda p: p, lo, lo, {})
+    pts = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, -1.0]], dtype=torch.float64)
+    assert search._falsifies(pts, 0) == 1
+    assert search._falsifies(pts[:1], 0) is None
+    assert search._falsifies(torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64), 1) == 0
+    assert search._falsifies(torch.tensor([[2.0, 0.0, 1.0]], dtype=torch.float64), 1) == 0
