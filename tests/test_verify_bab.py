@@ -311,6 +311,14 @@ def test_a_search_reports_its_domains_leaves_bound_and_seconds_and_stops_at_its_
 
     r = run(-1.0)
     assert (r.status, r.point, r.domains, r.leaves) == ("timeout", None, 1, 0) and r.lower < 0
+    from ticketlab.verify.bounds import relu_relaxation
+
+    search = BaB(ops, net, lo, hi, pre)  # the root's bound unoptimised: the deadline stops its Adam steps
+    alpha = {i: relu_relaxation(*search.pre[i], ops[i])[2][:, None] for i in search.relus}
+    zeros = {i: torch.zeros(1, *ops[i].in_shape, dtype=torch.float64) for i in search.relus}
+    C = torch.tensor([[[0.0, 1.0, -1.0]]], dtype=torch.float64)
+    signs = {i: z.to(torch.int8) for i, z in zeros.items()}
+    assert r.lower == float(search._bound(C, signs, alpha, zeros, 0)[0][0])
     for kw in ({}, {"max_domains": 1}):
         r = run(30.0, **kw)
         assert (r.status, r.point, r.domains, r.leaves, r.lower) == ("verified", None, 7, 0, 0.0)
@@ -328,3 +336,15 @@ def test_a_point_falsifies_only_where_another_class_is_strictly_above_the_true_o
     assert search._falsifies(pts[:1], 0) is None
     assert search._falsifies(torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64), 1) == 0
     assert search._falsifies(torch.tensor([[2.0, 0.0, 1.0]], dtype=torch.float64), 1) == 0
+
+
+def test_a_counterexample_found_after_splitting_comes_with_the_batchs_lowest_bound():
+    """Seed 8, eps 0.8, margin 0 over 1 (exact minimum -0.103): falsified by a child's corner after one split
+    (3 domains), the point in the box and misclassified, its bound the children's lowest (finite, below 0)."""
+    net, x, y = case(8, 0.8)
+    ops = to_ops(net, (3,))
+    lo, hi = input_box(x[None], 0.8, None)
+    r = BaB(ops, net, lo, hi, pre_bounds(ops, lo, hi)[0]).margin(0, 1, time.perf_counter() + 30)
+    assert (y, r.status, r.domains) == (0, "falsified", 3)
+    assert -1 < r.lower < 0 and ((r.point >= lo[0]) & (r.point <= hi[0])).all()
+    assert int(net(r.point[None]).argmax()) != 0
