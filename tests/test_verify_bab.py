@@ -348,3 +348,51 @@ def test_a_counterexample_found_after_splitting_comes_with_the_batchs_lowest_bou
     assert (y, r.status, r.domains) == (0, "falsified", 3)
     assert -1 < r.lower < 0 and ((r.point >= lo[0]) & (r.point <= hi[0])).all()
     assert int(net(r.point[None]).argmax()) != 0
+
+
+def _identity_search():
+    """A search whose model's logits are its input, over [-1, 1]^3 (domains and leaves are set by hand)."""
+    lo, hi = -torch.ones(1, 3, dtype=torch.float64), torch.ones(1, 3, dtype=torch.float64)
+    return BaB([], lambda p: p, lo, hi, {})
+
+
+def _doms(lower, score):
+    from ticketlab.verify.bab import _Domains
+
+    return _Domains({}, {}, {}, torch.tensor(score, dtype=torch.float64), torch.tensor(lower, dtype=torch.float64))
+
+
+def test_settle_keeps_domains_bounded_at_or_below_0_with_a_neuron_to_split_and_solves_the_rest_as_lps():
+    """Bounds (0, 0.5, -0.2, -0.3) and scores: row 0's one unstable neuron scores exactly 0, row 3 has none
+    (a leaf). A bound of 0 proves nothing (kept); 0.5 is proven; the leaf goes to its LP (verified here)."""
+    search, asked = _identity_search(), []
+    search._leaf = lambda C, sign: asked.append(sign) or ("verified", None)
+    search.leaves = 5
+    doms = _doms([0.0, 0.5, -0.2, -0.3], [[0.0, -1.0], [0.3, -1.0], [0.1, 0.2], [-1.0, -1.0]])
+    kept = search._settle(doms, None, 0)
+    assert kept.lower.tolist() == [0.0, -0.2] and len(asked) == 1 and search.leaves == 6
+
+
+@pytest.mark.parametrize(
+    "leaf, want",
+    [
+        (("unknown", None), ("unknown", None)),
+        (("sat", torch.tensor([0.0, 0.5, 3.0], dtype=torch.float64)), ("falsified", [0.0, 0.5, 1.0])),
+        (("sat", torch.tensor([0.5, 0.5, 0.0], dtype=torch.float64)), ("unknown", [0.5, 0.5, 0.0])),
+    ],
+)
+def test_a_leafs_answer_ends_the_search_with_its_domains_bound(leaf, want):
+    """A leaf no LP decides is unknown; an LP minimiser is clipped to the box and run through the model: a
+    counterexample where another logit is strictly above the label's, else unknown at that point (a tie)."""
+    search = _identity_search()
+    search._leaf, search.leaves = (lambda C, sign: leaf), 0
+    search._bound = lambda C, sign, alpha, beta, steps, deadline: (
+        torch.tensor([-0.25], dtype=torch.float64),
+        torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64),  # the corner is class 0: no counterexample
+        torch.tensor([[-1.0]], dtype=torch.float64),  # no unstable neuron: a leaf
+        {},
+        {},
+    )
+    r = search._step(None, 0, {}, {}, {}, 0, 0.0)
+    assert (r.status, r.lower) == (want[0], -0.25)
+    assert (r.point is None) if want[1] is None else r.point.tolist() == want[1]
