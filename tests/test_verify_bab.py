@@ -322,6 +322,7 @@ def test_a_search_reports_its_domains_leaves_bound_and_seconds_and_stops_at_its_
     for kw in ({}, {"max_domains": 1}):
         r = run(30.0, **kw)
         assert (r.status, r.point, r.domains, r.leaves, r.lower) == ("verified", None, 7, 0, 0.0)
+        assert type(r.domains) is int
     r = run(30.0, max_domains=0)
     assert (r.status, r.domains) == ("timeout", 1) and r.lower < 0
 
