@@ -15,7 +15,7 @@ from torch import nn
 
 from ticketlab.errors import UserError
 from ticketlab.verify.bounds import input_box
-from ticketlab.verify.complete import Complete, lower
+from ticketlab.verify.complete import SOLVERS, Complete, lower
 from ticketlab.verify.graph import to_ops
 
 
@@ -26,6 +26,11 @@ def timed(c, x, y):
     wall = time.perf_counter() - t
     assert isinstance(v.seconds, float) and 0 <= v.seconds <= wall
     return v
+
+
+def flat_bounds(pre: dict) -> dict:
+    """``pre_bounds``' intermediate bounds of one sample as the solvers take them: flat numpy arrays."""
+    return {i: (a[0].reshape(-1).numpy(), b[0].reshape(-1).numpy()) for i, (a, b) in pre.items()}
 
 
 def tiny(seed: int, hidden=(4, 4), n_in=3, k=3):
@@ -196,7 +201,7 @@ def test_marabou_answers_a_margin_in_process_as_exhaustive_search_does():
         lo, hi = input_box(x[None], 0.6, None)
         with torch.no_grad():
             pre, _ = pre_bounds(ops, lo, hi, "crown")
-        bounds = {i: (a[0].numpy(), b[0].numpy()) for i, (a, b) in pre.items()}
+        bounds = flat_bounds(pre)
         c = Complete(ops, net, 3, 0.6, None, "marabou", attack_steps=0, shortcut=False)
         for j in (j for j in range(3) if j != y):
             q, logits, inputs = c._marabou_query(lo[0], hi[0], bounds)  # a fresh query per margin
@@ -475,7 +480,7 @@ def test_the_milps_optimum_is_the_networks_margin_at_its_minimiser_and_below_eve
     lo, hi = input_box(x, 0.5, None)
     with torch.no_grad():
         pre, _ = pre_bounds(ops, lo, hi, "crown")
-    bounds = {i: (a[0].reshape(-1).numpy(), b[0].reshape(-1).numpy()) for i, (a, b) in pre.items()}
+    bounds = flat_bounds(pre)
     box, cons, integrality, logits, n0 = Complete(
         ops, net, 3, 0.5, None, "milp", attack_steps=0, shortcut=False
     )._milp_program(lo[0], hi[0], bounds)
@@ -533,7 +538,7 @@ def test_marabou_answers_a_max_pool_margin_in_process_as_the_milp_does():
         lo, hi = input_box(x[None], eps, None)
         with torch.no_grad():
             pre, _ = pre_bounds(ops, lo, hi, "crown")
-        bounds = {i: (a[0].reshape(-1).numpy(), b[0].reshape(-1).numpy()) for i, (a, b) in pre.items()}
+        bounds = flat_bounds(pre)
         c = Complete(ops, net, 3, eps, None, "marabou", attack_steps=0, shortcut=False)
         milp = Complete(ops, net, 3, eps, None, "milp", attack_steps=0, shortcut=False)(x, y)
         statuses = []
@@ -656,7 +661,7 @@ def test_marabous_query_holds_no_variable_with_equal_bounds_and_answers_as_exhau
         lo[0, 2] = hi[0, 2] = x[2]
         with torch.no_grad():
             pre, _ = pre_bounds(ops, lo, hi, "crown")
-        bounds = {i: (a[0].numpy(), b[0].numpy()) for i, (a, b) in pre.items()}
+        bounds = flat_bounds(pre)
         c = Complete(ops, net, 3, 0.8, None, "marabou", attack_steps=0, shortcut=False)
         for j in (j for j in range(3) if j != y):
             q, logits, inputs = c._marabou_query(lo[0], hi[0], bounds)
@@ -690,7 +695,7 @@ def test_a_margin_whose_logits_the_box_fixes_is_answered_without_solving():
     lo = hi = x[None].clone()
     with torch.no_grad():
         pre, _ = pre_bounds(ops, lo, hi, "crown")
-    bounds = {i: (a[0].numpy(), b[0].numpy()) for i, (a, b) in pre.items()}
+    bounds = flat_bounds(pre)
     c = Complete(ops, net, 3, 0.0, None, "marabou", attack_steps=0, shortcut=False)
     for y in range(3):
         for j in (j for j in range(3) if j != y):
@@ -726,7 +731,7 @@ def test_a_max_pool_window_mixing_constants_and_variables_gets_the_milps_answer(
         lo[0, 0, :2], hi[0, 0, :2] = x[0, :2], x[0, :2]  # rows 0-1 fixed: conv row 0 is constant
         with torch.no_grad():
             pre, _ = pre_bounds(ops, lo, hi, "crown")
-        bounds = {i: (a[0].reshape(-1).numpy(), b[0].reshape(-1).numpy()) for i, (a, b) in pre.items()}
+        bounds = flat_bounds(pre)
         c = Complete(ops, net, 3, eps, None, "marabou", attack_steps=0, shortcut=False)
         milp, marabou = c._milp(lo[0], hi[0], bounds), c._marabou(lo[0], hi[0], bounds)
         for j in (j for j in range(3) if j != y):
@@ -774,7 +779,7 @@ def test_a_scaled_query_keeps_a_constant_logit_scaled_and_gives_its_point_in_the
         lo, hi = torch.tensor([[0.0]], dtype=torch.float64), torch.tensor([[hi_]], dtype=torch.float64)
         with torch.no_grad():
             pre, _ = pre_bounds(ops, lo, hi, "crown")
-        bounds = {i: (a[0].numpy(), b[0].numpy()) for i, (a, b) in pre.items()}
+        bounds = flat_bounds(pre)
         q, logits, inputs = c._marabou_query(lo[0], hi[0], bounds)
         assert logits[0][0] == -1 and logits[1][0] == 1.0 and logits[2] > 100
         status, point = _marabou_solve(q, logits, inputs, 0, 1, 10)
@@ -804,7 +809,7 @@ def test_constant_logits_over_a_box_of_free_inputs_are_decided_with_the_boxs_cor
     hi = lo + 1e-4  # ranges 1e-4 wide: the query is scaled by 10
     with torch.no_grad():
         pre, _ = pre_bounds(ops, lo, hi, "crown")
-    bounds = {i: (a[0].numpy(), b[0].numpy()) for i, (a, b) in pre.items()}
+    bounds = flat_bounds(pre)
     c = Complete(ops, net, 3, 0.5, None, "marabou", attack_steps=0, shortcut=False)
     answers = {}
     for y, j in ((0, 1), (1, 0), (0, 2), (2, 0)):
@@ -908,16 +913,16 @@ def test_a_nonlinear_layer_straight_on_the_inputs_keeps_input_variable_0_a_varia
         g.slope.copy_(torch.tensor([-2.0, 0.0]))
         g.intercept.copy_(torch.tensor([0.5, 0.3]))
     nets = {
-        "relu": (nn.Sequential(nn.ReLU(), nn.Linear(2, 2)), (2,)),
-        "graft": (nn.Sequential(g, nn.Linear(2, 2)), (2,)),
-        "max": (nn.Sequential(nn.MaxPool1d(2), nn.Flatten(), nn.Linear(1, 2)), (1, 2)),
-        "max-": (nn.Sequential(nn.MaxPool1d(2), nn.Flatten(), nn.Linear(1, 2)), (1, 2)),
+        "relu": (nn.Sequential(nn.ReLU(), nn.Linear(2, 2)), (2,), (0.2, 0.6)),
+        "graft": (nn.Sequential(g, nn.Linear(2, 2)), (2,), (0.2, 0.6)),
+        "max": (nn.Sequential(nn.MaxPool1d(2), nn.Flatten(), nn.Linear(1, 2)), (1, 2), (0.2, 0.6)),
+        # both inputs can be below 0: no constant 0 joins the window
+        "max-": (nn.Sequential(nn.MaxPool1d(2), nn.Flatten(), nn.Linear(1, 2)), (1, 2), (-0.6, -0.2)),
     }
     got = {}
-    for name, (net, shape) in nets.items():
-        lo, hi = torch.tensor([-1.0, 0.2], dtype=torch.float64), torch.tensor([1.0, 0.6], dtype=torch.float64)
-        if name == "max-":  # both inputs can be below 0: no constant 0 joins the window
-            lo, hi = torch.tensor([-1.0, -0.6], dtype=torch.float64), torch.tensor([1.0, -0.2], dtype=torch.float64)
+    for name, (net, shape, (lo1, hi1)) in nets.items():  # input 0 in [-1, 1], input 1 in [lo1, hi1]
+        lo = torch.tensor([-1.0, lo1], dtype=torch.float64)
+        hi = torch.tensor([1.0, hi1], dtype=torch.float64)
         net = net.double()
         with torch.no_grad():
             net[-1].weight.fill_(1.0)
@@ -1002,7 +1007,7 @@ def test_pgd_push_steps_an_eighth_of_the_box_keeps_still_inputs_and_earlier_ties
     flat = nn.Sequential(nn.Linear(2, 2)).double()
     with torch.no_grad():
         flat[0].weight.zero_()
-        flat[0].bias.copy_(torch.tensor([0.0, 0.0]))
+        flat[0].bias.zero_()
     best, m = _pgd_push(flat, x0, 0, lo, hi, steps=3)
     assert best is x0 and m == 0.0
     calls = []
@@ -1045,9 +1050,7 @@ def test_completes_defaults_and_refusals(monkeypatch):
     assert str(e.value) == "unknown alpha-CROWN setting 'tight'; choose one of: optimized, last-layer"
     with pytest.raises(UserError) as e:
         Complete(ops, net, 3, 0.3, None, solver="gurobi")
-    assert str(e.value) == "unknown --solver 'gurobi'; choose one of: " + ", ".join(
-        __import__("ticketlab.verify.complete", fromlist=["SOLVERS"]).SOLVERS
-    )
+    assert str(e.value) == "unknown --solver 'gurobi'; choose one of: " + ", ".join(SOLVERS)
     monkeypatch.setitem(sys.modules, "maraboupy", None)  # not installed
     Complete(ops, net, 3, 0.3, None, solver="milp")
     Complete(ops, net, 3, 0.3, None, solver="bab")
@@ -1090,7 +1093,7 @@ def test_the_milps_answer_at_its_time_limit_is_decided_by_its_dual_bound(monkeyp
     lo, hi = input_box(x[None], 0.3, None)
     with torch.no_grad():
         pre, _ = complete.pre_bounds(c.ops, lo, hi, "crown")
-    bounds = {i: (a[0].reshape(-1).numpy(), b[0].reshape(-1).numpy()) for i, (a, b) in pre.items()}
+    bounds = flat_bounds(pre)
     solve = c._milp(lo[0], hi[0], bounds)
     j = (y + 1) % 3
     status, point = solve(y, j, 2.5)
