@@ -137,6 +137,24 @@ def test_a_file_or_a_non_empty_foreign_folder_is_refused_untouched(tmp_path):
     assert os.listdir(tmp_path / "d") == ["notes.txt"]
 
 
+def test_a_folder_left_by_a_run_killed_while_creating_it_is_opened_as_a_new_run(tmp_path):
+    # a sweep worker terminated with its pool can stop between the lock, the write probe and config.json's
+    # rename: the folder then holds only those, and the next try must start the run there, not refuse it
+    d = tmp_path / "d"
+    d.mkdir()
+    for name in (".lock", ".write-test-4242", ".config.json.k2j_x1.tmp"):
+        (d / name).write_text("")
+    assert open_run_dir(d, "imp", {"lr": 0.1}) == d
+    assert json.loads((d / "config.json").read_text()) == {"kind": "imp", "config": {"lr": 0.1}}
+    for name in (".notes.tmp", ".config.json", "config.json.tmp", ".write-test"):  # none of them ours
+        e = tmp_path / name.strip(".")
+        e.mkdir()
+        (e / name).write_text("mine")
+        with pytest.raises(UserError, match=r"is not empty and is not a ticketlab run directory"):
+            open_run_dir(e, "imp", {})
+        assert os.listdir(e) == [name]
+
+
 def test_a_folder_that_cannot_be_written_is_one_line_and_holds_no_config(tmp_path, monkeypatch):
     from pathlib import Path
 

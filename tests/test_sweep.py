@@ -164,7 +164,8 @@ def test_local_jobs_give_the_sequential_summaries_bitwise_and_a_killed_worker_re
     assert (tmp_path / "killed-once").exists()
     assert "run the same command again" in capsys.readouterr().err
     assert json.loads((par / "sweep.json").read_text())["points"]  # the sweep's files stay readable
-    assert main(["sweep", *FAST, *GRID, "--jobs", "2", "--threads", "1", "--out", str(par), "--quiet"]) == 0
+    code = main(["sweep", *FAST, *GRID, "--jobs", "2", "--threads", "1", "--out", str(par), "--quiet"])
+    assert code == 0, json.loads((par / "sweep.json").read_text())["failed"]  # (why a resumed point failed)
     assert summaries(par) == summaries(seq) and len(summaries(seq)) == 8
 
 

@@ -44,6 +44,20 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+PROBE_PREFIX = ".write-test-"
+
+
+def _own_leftover(name: str) -> bool:
+    """Whether ``name``, in a folder without a config, is what a run killed while creating the folder leaves:
+    its lock, its write probe, or its config's temporary (a sweep worker terminated with its pool, mid-write).
+    Such a folder is a new run's, not a foreign one."""
+    return (
+        name == LOCK_FILE
+        or name.startswith(PROBE_PREFIX)
+        or (name.startswith(f".{CONFIG_FILE}.") and name.endswith(".tmp"))
+    )
+
+
 def open_run_dir(
     path: str | Path,
     kind: str,
@@ -84,11 +98,11 @@ def open_run_dir(
             check_run_files(path)
         acquire(path)
         return path
-    if path.exists() and any(p.name != LOCK_FILE for p in path.iterdir()):
+    if path.exists() and not all(_own_leftover(p.name) for p in path.iterdir()):
         raise UserError(f"{path} is not empty and is not a ticketlab run directory; choose an empty or new --out")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / f".write-test-{os.getpid()}"
+        probe = path / f"{PROBE_PREFIX}{os.getpid()}"
         probe.write_text("")
         probe.unlink()
     except OSError as e:
