@@ -397,3 +397,78 @@ def test_a_leafs_answer_ends_the_search_with_its_domains_bound(leaf, want):
     r = search._step(None, 0, {}, {}, {}, 0, 0.0)
     assert (r.status, r.lower) == (want[0], -0.25)
     assert (r.point is None) if want[1] is None else r.point.tolist() == want[1]
+
+
+def _root(search, C):
+    """The root domain of ``search``: no split, CROWN's slopes, multipliers 0 (what ``_search`` starts from)."""
+    from ticketlab.verify.bounds import relu_relaxation
+
+    alpha = {i: relu_relaxation(*search.pre[i], search.ops[i])[2][:, None] for i in search.relus}
+    zeros = {i: torch.zeros(1, *search.ops[i].in_shape, dtype=C.dtype) for i in search.relus}
+    return {i: z.to(torch.int8) for i, z in zeros.items()}, alpha, zeros
+
+
+def test_a_net_without_relus_is_one_leaf_bounded_exactly_and_decided_by_its_lp():
+    """An affine net's margin: one domain, bounded to its exact minimum (w.mid - |w|.rad + c) at the corner
+    that takes each pixel's lower end where its coefficient is > 0 and its upper end elsewhere (pixel 2 has
+    no weight: its upper end); no neuron to branch on, the margin decided at its one domain either way."""
+    net = nn.Sequential(nn.Linear(3, 3)).double()
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, -2.0, 0.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]]))
+        net[0].bias.copy_(torch.tensor([0.625, 0.0, 0.0]))
+    ops = to_ops(net, (3,))
+    lo, hi = torch.tensor([[0.0, 0.0, 0.0]], dtype=torch.float64), torch.tensor([[0.5, 0.25, 1.0]], dtype=torch.float64)
+    search = BaB(ops, net, lo, hi, pre_bounds(ops, lo, hi)[0])
+    C = torch.tensor([[[1.0, -1.0, 0.0]]], dtype=torch.float64)  # margin 0.625 + x0 - 3 x1: min -0.125
+    lower, corner, score, _, _ = search._bound(C, {}, {}, {}, 20)
+    assert lower.tolist() == [-0.125] and corner.tolist() == [[0.0, 0.25, 1.0]] and score.shape == (1, 0)
+    for top, want in ((0.25, "falsified"), (0.125, "verified")):  # at x1 <= 1/8 the margin is >= 1/4
+        box = hi.clone()
+        box[0, 1] = top
+        r = BaB(ops, net, lo, box, pre_bounds(ops, lo, box)[0]).margin(0, 1, time.perf_counter() + 30)
+        assert (r.status, r.domains) == (want, 1)
+
+
+def test_a_domains_bound_is_the_best_over_its_adam_steps_not_the_last():
+    """Seed 11, eps 0.8, margin 1 over 2 at the root: one Adam step already lifts the bound (-1.69 -> -1.58),
+    the later steps overshoot below it; the bound returned after k steps is the best of the k + 1 bounds met,
+    so it never falls as k grows, while the slopes it hands back may bound lower."""
+    net, x, _ = case(11, 0.8)
+    ops = to_ops(net, (3,))
+    lo, hi = input_box(x[None], 0.8, None)
+    search = BaB(ops, net, lo, hi, pre_bounds(ops, lo, hi)[0])
+    C = torch.tensor([[[0.0, 1.0, -1.0]]], dtype=torch.float64)
+    sign, alpha, beta = _root(search, C)
+    best, last = [], []
+    for k in range(6):
+        lower, _, _, a, b = search._bound(C, sign, alpha, beta, k)
+        best.append(float(lower[0]))
+        last.append(float(search._bound(C, sign, a, b, 0)[0][0]))
+    assert best[1] > best[0] + 0.1
+    assert all(b1 >= b0 for b0, b1 in zip(best, best[1:])) and all(b >= t for b, t in zip(best, last))
+    assert min(t - b for b, t in zip(best, last)) < -1e-3  # where the last step alone would have been lower
+
+
+def test_a_grafted_neuron_is_never_split_even_where_its_bounds_straddle_0():
+    """Two neurons on x in [-1, 1], both unstable as ReLUs; the second grafted (its own line 0.5 x): its score
+    is -1 (never branched on), the first's its relaxation's cost, > 0."""
+    from ticketlab.verify.graph import Dense, ReLU
+
+    w = torch.tensor([[1.0], [1.0]], dtype=torch.float64)
+    ops = [
+        Dense(w, torch.zeros(2, dtype=torch.float64), False),
+        ReLU(
+            (2,),
+            torch.tensor([False, True]),
+            torch.full((2,), 0.5, dtype=torch.float64),
+            torch.zeros(2, dtype=torch.float64),
+        ),
+        Dense(torch.tensor([[-1.0, -1.0]], dtype=torch.float64), torch.zeros(1, dtype=torch.float64), False),
+    ]
+    lo, hi = -torch.ones(1, 1, dtype=torch.float64), torch.ones(1, 1, dtype=torch.float64)
+    search = BaB(ops, lambda p: p, lo, hi, pre_bounds(ops, lo, hi)[0])
+    assert [bool(v) for v in ((search.pre[1][0] < 0) & (search.pre[1][1] > 0))[0]] == [True, True]
+    C = torch.ones(1, 1, 1, dtype=torch.float64)
+    sign, alpha, beta = _root(search, C)
+    score = search._bound(C, sign, alpha, beta, 0)[2]
+    assert score[0, 1] == -1.0 and score[0, 0] > 0

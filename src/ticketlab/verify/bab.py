@@ -164,16 +164,19 @@ class BaB:
             bound = minimise(bias, lam, lo, hi)[:, 0]
             best = bound if best is None else torch.maximum(best, bound)
             corner = torch.where(lam[:, 0] > 0, lo.flatten(1), hi.flatten(1))
-            scores = self._scores(record, pre, d, lo)
+            scores = self._scores(record, pre, d)
         return best, corner, scores, {i: v.detach() for i, v in a.items()}, {i: v.detach() for i, v in b.items()}
 
-    def _scores(self, record: dict, pre: dict, d: int, like: torch.Tensor) -> torch.Tensor:
-        """(D, N) over every ReLU neuron: its relaxation's cost to the bound where any is > 0 in the domain, else
-        its upper line's intercept (how loose it is); -1 on neurons that are not unstable (never split)."""
+    def _scores(self, record: dict, pre: dict, d: int) -> torch.Tensor:
+        """(D, N) over every ReLU neuron: its relaxation's cost to the bound (``record``: the backward pass's, which
+        reaches every ReLU) where any is > 0 in the domain, else its upper line's intercept (how loose it is); -1
+        on neurons that are not unstable (never split). A net without ReLUs has N = 0: every domain is a leaf."""
+        if not self.relus:
+            return torch.zeros(d, 0, dtype=self.lo.dtype)
         cost, width, free = [], [], []
         for i in self.relus:
             _, tu, _, unstable = relu_relaxation(*pre[i], self.ops[i])
-            cost.append(record[i][:, 0].reshape(d, -1) if i in record else tu.new_zeros(d, tu[0].numel()))
+            cost.append(record[i][:, 0].reshape(d, -1))
             width.append(tu.reshape(d, -1))
             free.append(unstable.reshape(d, -1))
         cost, width, free = torch.cat(cost, 1), torch.cat(width, 1), torch.cat(free, 1)
