@@ -472,3 +472,33 @@ def test_a_grafted_neuron_is_never_split_even_where_its_bounds_straddle_0():
     sign, alpha, beta = _root(search, C)
     score = search._bound(C, sign, alpha, beta, 0)[2]
     assert score[0, 1] == -1.0 and score[0, 0] > 0
+
+
+def _three_relus(l, u):
+    """A search over one layer of 3 ReLUs whose input bounds on the box are set by hand, (1, 3) each."""
+    from ticketlab.verify.graph import Dense, ReLU
+
+    f = torch.float64
+    ops = [Dense(torch.ones(3, 1, dtype=f), None, False), ReLU((3,)), Dense(torch.ones(1, 3, dtype=f), None, False)]
+    box = torch.zeros(1, 1, dtype=f)
+    return BaB(ops, lambda p: p, box, box, {1: (torch.tensor([l], dtype=f), torch.tensor([u], dtype=f))})
+
+
+def test_a_split_sets_its_neurons_bound_to_0_on_its_side_and_leaves_the_others():
+    """Bounds (-2, 3), (0.5, 3), (-2, -1): split active (+1) a neuron's lower bound becomes max(l, 0) and split
+    inactive (-1) its upper bound min(u, 0); an unsplit one (0) keeps both; each domain its own."""
+    search = _three_relus([-2.0, 0.5, -2.0], [3.0, 3.0, -1.0])
+    sign = {1: torch.tensor([[1, 1, -1], [-1, 0, 0]], dtype=torch.int8)}
+    l, u = search._domain_pre(sign, 2)[1]
+    assert l.tolist() == [[0.0, 0.5, -2.0], [-2.0, 0.5, -2.0]]
+    assert u.tolist() == [[3.0, 3.0, -1.0], [0.0, 3.0, -1.0]]
+
+
+def test_a_domains_scores_are_its_relaxation_costs_where_one_is_positive_else_its_upper_lines_intercepts():
+    """Neurons on (-1, 1), (-2, 2), (1, 3) (the last stable: -1, never split). Domain 0's backward pass costs
+    0.5 on neuron 0: its scores are the costs; domain 1's costs nothing: its scores are the upper lines'
+    intercepts -u l / (u - l) (0.5 and 1), each domain deciding for itself."""
+    search = _three_relus([-1.0, -2.0, 1.0], [1.0, 2.0, 3.0])
+    pre = search._domain_pre({1: torch.zeros(2, 3, dtype=torch.int8)}, 2)
+    record = {1: torch.tensor([[[0.5, 0.0, 0.7]], [[0.0, 0.0, 0.0]]], dtype=torch.float64)}
+    assert search._scores(record, pre, 2).tolist() == [[0.5, 0.0, -1.0], [0.5, 1.0, -1.0]]
