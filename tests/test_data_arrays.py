@@ -329,3 +329,137 @@ def test_own_arrays_are_named_where_datasets_are_listed_and_where_an_unknown_one
         load_dataset("nope")
     assert main(["list"]) == 0
     assert "npz:PATH (your own arrays; from Python: ticketlab.data.from_arrays)" in capsys.readouterr().out
+
+
+def _val():
+    return {"x_val": np.zeros((4, 12), np.float32), "y_val": np.array([0, 1, 2, 0])}
+
+
+@pytest.mark.parametrize(
+    "change, msg",
+    [
+        (lambda a: a.update(x_val=np.zeros((4, 12))), "give both x_val and y_val, or neither"),
+        (lambda a: a.update(y_train=np.array([None] * 200)), "y_train is an object array; store numbers"),
+        (
+            lambda a: a.update(x_test=np.zeros(50)),
+            "x_test must be (N, ...) with at least one feature axis, got shape (50,)",
+        ),
+        (
+            lambda a: a.update(y_train=np.zeros((200, 1), int)),
+            "y_train must be a vector of 200 labels (one per row of x_train), got shape (200, 1)",
+        ),
+        (
+            lambda a: a.update(x_val=np.full((4, 12), np.inf), y_val=np.zeros(4, int)),
+            "x_val must hold finite numbers (NaN or inf found, or not numeric)",
+        ),
+        (
+            lambda a: a.update(y_test=a["y_test"] * 0.5 + 0.25),
+            "y_test must hold integer class labels, got dtype float64",
+        ),
+        (lambda a: a.update(y_test=np.array(["a"] * 50)), "y_test must hold integer class labels, got dtype <U1"),
+        (lambda a: a.update(y_test=np.ones(50, bool)), "y_test must hold integer class labels, got dtype bool"),
+        (lambda a: a.update(y_train=-a["y_train"] - 1), "y_train has negative labels; labels are 0..K-1"),
+        (
+            lambda a: a.update(x_test=np.zeros((50, 2, 6), np.float32)),
+            "inputs differ in shape: {'x_train': (12,), 'x_test': (2, 6)}",
+        ),
+        (
+            lambda a: a.update(y_train=np.full(200, 200_000)),
+            "labels go up to 200,000, more than 100,000 classes; labels are 0..K-1 (renumber them)",
+        ),
+        (
+            lambda a: a.update(y_train=np.zeros(200, int), y_test=np.zeros(50, int)),
+            "a classification dataset needs at least 2 classes",
+        ),
+        (
+            lambda a: a.update(x_train=a["x_train"][:1], y_train=a["y_train"][:1]),
+            "x_train needs at least 2 examples to hold some out for validation",
+        ),
+    ],
+)
+def test_each_refusal_of_arrays_is_its_whole_message_led_by_the_datasets_name(change, msg):
+    a = arrays()
+    change(a)
+    with pytest.raises(UserError, match="^" + re.escape(f"mine: {msg}") + "$"):
+        from_arrays(**a, name="mine")
+
+
+def test_arrays_are_named_arrays_unless_named_and_the_name_reaches_the_dataset_with_or_without_a_validation_split():
+    with pytest.raises(UserError, match=r"^arrays: give both x_val and y_val, or neither$"):
+        from_arrays(**arrays(), y_val=np.zeros(4, int))
+    assert from_arrays(**arrays()).name == "arrays"
+    assert from_arrays(**arrays(), name="mine").name == "mine"
+    assert from_arrays(**arrays(), **_val(), name="mine").name == "mine"
+
+
+def test_a_given_pixel_range_reaches_the_dataset_with_or_without_a_validation_split():
+    assert from_arrays(**arrays(), pixel_range=(0.0, 2.0)).pixel_range == (0.0, 2.0)
+    assert from_arrays(**arrays(), **_val(), pixel_range=(0.0, 2.0)).pixel_range == (0.0, 2.0)
+
+
+def test_a_label_beyond_num_classes_at_the_cap_is_refused_as_beyond_it():
+    a = arrays()
+    a["y_train"][0] = 100_000
+    with pytest.raises(UserError, match=r"^mine: labels go up to 100000, beyond num_classes 100000$"):
+        from_arrays(**a, name="mine", num_classes=100_000)
+
+
+def test_two_classes_and_two_training_examples_are_enough():
+    a = arrays(k=2)
+    assert from_arrays(**a).num_classes == 2
+    d = from_arrays(**(a | {"x_train": a["x_train"][:2], "y_train": np.array([0, 1])}))
+    assert (len(d.y_train), len(d.y_val)) == (1, 1)
+
+
+def test_inputs_of_any_numeric_type_become_float32_and_labels_of_any_integer_or_whole_float_type_int64():
+    a = arrays()
+    a["x_train"] = (np.abs(a["x_train"]) * 50).astype(np.uint8)
+    a["y_train"], a["y_test"] = a["y_train"].astype(np.int32), a["y_test"].astype(np.float32)
+    d = from_arrays(**a, **_val())
+    assert {d.x_train.dtype, d.x_val.dtype, d.x_test.dtype} == {torch.float32}
+    assert {d.y_train.dtype, d.y_val.dtype, d.y_test.dtype} == {torch.int64}
+    assert torch.equal(d.y_test, torch.from_numpy(a["y_test"].astype(np.int64)))
+
+
+def test_text_inputs_in_an_npz_file_are_refused_as_not_numeric(tmp_path):
+    np.savez(tmp_path / "d.npz", **(arrays() | {"x_test": np.array([["a"] * 12] * 50)}))
+    where = f"npz:{tmp_path / 'd.npz'}"
+    with pytest.raises(UserError, match="^" + re.escape(f"{where}: x_test must hold finite numbers")):
+        load_dataset(where)
+
+
+def _damaged(path, how: str):
+    np.savez(path, **arrays())
+    raw = bytearray(path.read_bytes())
+    if how == "crc":  # bytes inside the first array's data: its CRC no longer matches
+        raw[2000:2050] = bytes(50)
+    elif how == "header":  # the first array's header (a Python literal) garbled
+        raw[100:150] = bytes(50)
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("how, error", [("crc", "BadZipFile"), ("header", "TokenError|SyntaxError|ValueError")])
+def test_a_damaged_npz_file_is_one_line_naming_the_error(tmp_path, how, error):
+    """A failed CRC, or an array header that no longer parses (numpy's tokenizer says so today)."""
+    _damaged(tmp_path / "d.npz", how)
+    where = f"npz:{tmp_path / 'd.npz'}"
+    msg = f"^{re.escape(where)}: is not a readable .npz file \\(({error})\\); write it with numpy.savez$"
+    with pytest.raises(UserError, match=msg):
+        load_dataset(where)
+
+
+def test_a_truncated_array_in_an_npz_file_is_unreadable_not_a_pickle(tmp_path):
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "d.npz", "w") as z:
+        for k, v in arrays().items():
+            buf = io.BytesIO()
+            np.save(buf, v)
+            z.writestr(f"{k}.npy", buf.getvalue()[:500] if k == "x_train" else buf.getvalue())
+    where = f"npz:{tmp_path / 'd.npz'}"
+    with pytest.raises(
+        UserError,
+        match="^" + re.escape(f"{where}: is not a readable .npz file (ValueError); write it with numpy.savez") + "$",
+    ):
+        load_dataset(where)

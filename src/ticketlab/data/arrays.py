@@ -13,7 +13,9 @@ inputs that all lie in [0, 1] are taken as images scaled to (0, 1), others have 
 
 from __future__ import annotations
 
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -132,11 +134,14 @@ def load_npz(path: str | Path) -> Dataset:
             rng = f["pixel_range"] if "pixel_range" in keys else None
     except UserError:
         raise
-    except ValueError as e:  # object arrays need pickle: refused
-        raise _fail(
-            where, f"cannot be read without unpickling ({str(e).splitlines()[0]}); store plain arrays"
-        ) from None
-    except (OSError, EOFError, KeyError) as e:
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # object arrays need pickle: refused
+            raise _fail(
+                where, f"cannot be read without unpickling ({str(e).splitlines()[0]}); store plain arrays"
+            ) from None
+        raise _fail(where, "is not a readable .npz file (ValueError); write it with numpy.savez") from None
+    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error, SyntaxError, tokenize.TokenError) as e:
+        # a damaged file: a failed CRC, a truncated or garbled member, an array header that does not parse
         raise _fail(where, f"is not a readable .npz file ({type(e).__name__}); write it with numpy.savez") from None
     if rng is not None:
         if rng.shape != (2,) or not np.isfinite(rng).all() or not rng[0] < rng[1]:
