@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 from helpers import killed_then_resumed, one_line_exit_2, without_config, write_imp_source
+from torch import nn
 
 from ticketlab.certsparse import (
     NeuronsConfig,
@@ -16,6 +17,7 @@ from ticketlab.certsparse import (
     stability_scores,
 )
 from ticketlab.cli import main
+from ticketlab.errors import UserError
 from ticketlab.io import load_tensors
 from ticketlab.models.graft import GraftedReLU
 from ticketlab.train import TrainConfig
@@ -46,8 +48,6 @@ def test_stability_scores_pass_the_batchnorm_scale_on():
 
 def test_relu_inputs_with_crown_are_crowns_bounds_tighter_than_ibps():
     from types import SimpleNamespace
-
-    from torch import nn
 
     from ticketlab.certsparse.scores import relu_inputs
     from ticketlab.verify import input_box, pre_bounds, to_ops
@@ -316,8 +316,6 @@ def test_the_neurons_table_says_what_was_chosen_where():
     ],
 )
 def test_more_bad_neurons_settings_are_refused(kw, msg):
-    from ticketlab.errors import UserError
-
     with pytest.raises(UserError, match=msg):
         NeuronsConfig(source="x", **kw).validate()
     NeuronsConfig(source="x", score="magnitude", score_eps=0.0).validate()  # only stability needs a radius
@@ -388,8 +386,6 @@ def test_global_ties_come_from_the_given_generator_in_score_then_tie_order():
 
 
 def test_an_unknown_scope_says_the_choices():
-    from ticketlab.errors import UserError
-
     with pytest.raises(UserError, match=r"^unknown --scope 'per-unit'; choose one of: layerwise, global$"):
         lowest([torch.zeros(3)], 0.5, "per-unit", torch.Generator())
 
@@ -398,8 +394,6 @@ def test_relu_inputs_take_the_datas_standardisation_into_the_bounds():
     """Standardised inputs: the eps-ball is in pixels, so the bounds are those of the graph with the data's
     mean and std in front (as verify builds it), not of the bare net."""
     from types import SimpleNamespace
-
-    from torch import nn
 
     from ticketlab.attacks import to_pixels
     from ticketlab.certsparse.scores import relu_inputs
@@ -415,3 +409,34 @@ def test_relu_inputs_take_the_datas_standardisation_into_the_bounds():
     want, _ = pre_bounds(ops, *input_box(to_pixels(x, data), 0.1, (0.0, 1.0)), "ibp")
     assert torch.allclose(got[0][0], want[sorted(want)[0]][0], atol=1e-6)
     assert torch.allclose(got[0][1], want[sorted(want)[0]][1], atol=1e-6)
+
+
+def test_score_and_fraction_refusals_are_their_whole_messages():
+    from ticketlab.certsparse.scores import neuron_scores
+
+    with pytest.raises(UserError, match=r"^--score stability needs --score-eps > 0 \(pixel units\), got 0\.0$"):
+        neuron_scores("stability", None, None, None, eps=0.0)
+    with pytest.raises(UserError, match=r"^unknown --score 'gain'; choose one of: stability, magnitude, random$"):
+        neuron_scores("gain", None, None, None, eps=0.1)
+    for f in (1.0, 1.5, -0.1):
+        with pytest.raises(UserError, match=rf"^--fraction must be in \[0, 1\), got {f}$"):
+            lowest([torch.zeros(3)], f, "layerwise", torch.Generator())
+
+
+def test_a_fraction_of_0_removes_no_neuron():
+    g = torch.Generator().manual_seed(0)
+    for scope in ("layerwise", "global"):
+        assert [m.tolist() for m in lowest([torch.arange(3.0), torch.zeros(2)], 0.0, scope, g)] == [
+            [False] * 3,
+            [False] * 2,
+        ]
+
+
+def test_random_scores_live_on_the_models_device():
+    """Drawn on the CPU generator, then moved where the model's activations are (the meta device here,
+    standing in for a GPU)."""
+    from ticketlab.certsparse.scores import neuron_scores
+
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).to("meta")
+    s = neuron_scores("random", net, None, torch.zeros(5, 4, device="meta"), eps=0.0, generator=torch.Generator())
+    assert [(t.device.type, tuple(t.shape)) for t in s] == [("meta", (3,))]
