@@ -11,6 +11,7 @@ from ticketlab.compress import CompressConfig, GradualPruner, run_compress, step
 from ticketlab.errors import UserError
 from ticketlab.io import load_tensors
 from ticketlab.pruners import PRUNERS, score
+from ticketlab.sparse import global_prune, layerwise_prune, nm_prune
 from ticketlab.train import TrainConfig
 
 # -- schedules, hand-worked ----------------------------------------------------------------------------------
@@ -446,3 +447,112 @@ def test_bad_compress_input_is_one_line(source, tmp_path, capsys, args, msg):
         base += ["--model", "mlp1d"]
     one_line_exit_2(main(base + args), capsys.readouterr().err, msg)
     assert not (tmp_path / "x").exists()
+
+
+# -- each step's draws, defaults, scopes (mutation testing) ---------------------------------------------------
+
+
+def _flat_net():
+    """Every weight equal: magnitude scores tie everywhere, so a mask is the tie-breaking generator's alone."""
+    net = _net()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.fill_(0.5)
+    return net
+
+
+def _pruner(net, scorer="magnitude", **kw):
+    x, y = torch.randn(8, 8, generator=torch.Generator().manual_seed(1)), torch.zeros(8, dtype=torch.long)
+    args = dict(final_density=0.5, total=10, batches=lambda k: [(x, y)]) | kw
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    return GradualPruner(net, opt, ["0.weight", "2.weight"], PRUNERS.get(scorer), **args)
+
+
+@pytest.mark.parametrize(
+    "kw, prune",
+    [
+        (dict(), lambda s, m, g: global_prune(s, m, 0.5, g)),
+        (dict(scope="layerwise"), lambda s, m, g: layerwise_prune(s, m, {"0.weight": 0.5, "2.weight": 0.5}, g)),
+        (dict(pattern=(2, 4)), lambda s, m, g: nm_prune(s, m, 2, 4, g)),
+    ],
+)
+def test_each_steps_ties_are_broken_by_the_generator_of_the_runs_seed_and_the_step(kw, prune):
+    """All scores tied: the mask is the one the step's generator (seed, "compress", step) draws, seed 0 by
+    default, and another seed draws another."""
+    from ticketlab.seeding import generator
+
+    net = _flat_net()
+    names = ["0.weight", "2.weight"]
+    ones = {n: torch.ones_like(p, dtype=torch.bool) for n, p in net.named_parameters() if n in names}
+    scores = {n: torch.full_like(m, 0.5, dtype=torch.float32) for n, m in ones.items()}
+    for seed in (0, 3):
+        want = prune(scores, ones, generator(seed, "compress", 0))
+        got = _pruner(_flat_net(), **kw, **({} if seed == 0 else {"seed": seed})).mask
+        assert all(torch.equal(got[n], want[n]) for n in names), seed
+    assert not torch.equal(_pruner(_flat_net(), **kw).mask_list[0], _pruner(_flat_net(), seed=3, **kw).mask_list[0])
+
+
+def test_random_scores_of_each_step_come_from_its_own_generator_on_its_own_batches():
+    """Two steps of random pruning: step k scores with generator(seed, "compress", k) on batches(k) (the
+    scorer sees both), so its mask is the oracle's built from those."""
+    from ticketlab.seeding import generator
+
+    seen = []
+    real = PRUNERS.get("random")
+
+    def scorer(model, names, batches, g):
+        seen.append((batches, g.initial_seed()))
+        return real(model, names, batches, g)
+
+    net = _net()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    pr = GradualPruner(
+        net, opt, ["0.weight"], scorer, final_density=0.25, total=4, steps=2, end_fraction=0.25, seed=5,
+        batches=lambda k: [("batch", k)],
+    )  # fmt: skip
+    pr.step()
+    assert seen == [([("batch", 0)], generator(5, "compress", 0).initial_seed()),
+                    ([("batch", 1)], generator(5, "compress", 1).initial_seed())]  # fmt: skip
+
+
+def test_by_default_the_last_step_is_at_half_the_training_and_every_step_remultiplies_the_weights():
+    pr = _pruner(_net(), steps=2)
+    assert pr.at == [0, 5]
+    w = pr.params[0]
+    with torch.no_grad():
+        w.add_(1.0)  # writes into pruned places
+    pr.step()
+    assert torch.count_nonzero(w[~pr.mask_list[0]]) == 0
+
+
+def test_global_scope_ranks_all_layers_together():
+    """Layer 2's weights all 1, above every one of layer 0's (|w| < 0.36 at init): globally, half of all 192
+    weights are layer 2's 64 and 32 of layer 0's; layerwise would keep half of each."""
+    net = _net()
+    with torch.no_grad():
+        net[2].weight.fill_(1.0)
+    assert [int(m.sum()) for m in _pruner(net).mask_list] == [32, 64]
+
+
+def test_flops_accumulate_over_steps():
+    pr = _pruner(_net(), input_shape=(8,))
+    for _ in range(3):
+        pr.step()
+    assert pr.flops_per_example == pytest.approx(3 * 3 * pr._fwd) and pr._fwd > 0
+
+
+def test_an_unknown_schedule_names_every_choice():
+    with pytest.raises(UserError, match=r"^unknown --schedule 'quadratic'; choose one of: cubic, exponential, linear$"):
+        step_densities(0.1, 2, "quadratic")
+
+
+def test_a_loaded_pruners_masks_are_on_its_parameters_device():
+    """Masks come from the checkpoint on the CPU; they go where the weights are (the meta device standing in
+    for a GPU), as float masks of the weights' dtype for the multiplies."""
+    pr = _pruner(_net())
+    assert {m.dtype for m in pr._float} == {torch.float32}
+    tensors, meta = pr.state_dict()
+    pr.params = [p.detach().to("meta", torch.float64) for p in pr.params]
+    pr.load_state_dict(tensors, meta)
+    assert {(m.device.type, m.dtype) for m in pr.mask_list} == {("meta", torch.bool)}
+    assert {(m.device.type, m.dtype) for m in pr._float} == {("meta", torch.float64)}

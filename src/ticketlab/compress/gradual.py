@@ -113,8 +113,8 @@ class GradualPruner(NamedMasks):
         self.input_shape, self.passes = input_shape, passes_per_example
         self.after_step = after_step
         self.pattern = pattern  # (N, M): every step keeps max(N, round(M d)) of each group of M; the last, N
-        self.mask_list = [torch.ones(p.shape, dtype=torch.bool, device=p.device) for p in self.params]
-        self._float = [m.to(p.dtype) for m, p in zip(self.mask_list, self.params)]
+        # all kept until the first step, at iteration 0, prunes (and makes the masks' float form)
+        self.mask_list = [torch.ones_like(p, dtype=torch.bool) for p in self.params]
         self.step_count, self.done, self.log = 0, 0, []
         self.flops_per_example = 0.0
         self._fwd = self._forward_flops()
