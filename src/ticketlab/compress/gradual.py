@@ -113,11 +113,10 @@ class GradualPruner(NamedMasks):
         self.input_shape, self.passes = input_shape, passes_per_example
         self.after_step = after_step
         self.pattern = pattern  # (N, M): every step keeps max(N, round(M d)) of each group of M; the last, N
-        # all kept until the first step, at iteration 0, prunes (and makes the masks' float form)
+        # all kept until the first step, at iteration 0, prunes (and sets the float masks and the FLOPs)
         self.mask_list = [torch.ones_like(p, dtype=torch.bool) for p in self.params]
         self.step_count, self.done, self.log = 0, 0, []
         self.flops_per_example = 0.0
-        self._fwd = self._forward_flops()
         self._hook = optimizer.register_step_pre_hook(lambda *_: mask_grads_(self.params, self._float))
         self._maybe_prune()
 
