@@ -347,3 +347,71 @@ def test_l2_fgsm_rs_starts_and_stays_inside_the_l2_ball():
     y = torch.zeros(50, dtype=torch.long)
     d = fgsm_rs(Identity(), x, y, 0.3, norm="l2", generator=torch.Generator().manual_seed(0)) - x
     assert float(d.norm(dim=1).max()) <= 0.3 + 1e-12 and float(d.abs().max()) > 0.3 / 6**0.5
+
+
+def _boundary_case():
+    """Class 1 iff x0 > 0.5, 1001 points with x0 within 0.05 of it: an L2 attack of eps 0.1 whose step is
+    negligible is decided by its random start alone, so robust accuracy reads the draws."""
+    net = nn.Linear(2, 2)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[0.0, 0.0], [10.0, 0.0]]))
+        net.bias.copy_(torch.tensor([0.0, -5.0]))
+    x = torch.rand(1001, 2, generator=torch.Generator().manual_seed(42)) * 0.1 + torch.tensor([0.45, 0.0])
+    data = Data(x, net(x).argmax(1))
+    return net, data, AttackConfig(eps=0.1, norm="l2", steps=1, step_size=1e-9)
+
+
+def test_robust_accuracy_draws_from_its_own_seed_0_by_default_in_batches_of_500():
+    """The same number whatever the global RNG holds; seed 0 and batches of 500 unless told (an L2 start's
+    draws depend on the batching), and another seed or batch size gives another number here."""
+    net, data, cfg = _boundary_case()
+    torch.manual_seed(5)
+    first = robust_accuracy(net, data, cfg)
+    torch.manual_seed(6)
+    assert robust_accuracy(net, data, cfg) == first == robust_accuracy(net, data, cfg, seed=0, batch=500)
+    assert robust_accuracy(net, data, cfg, seed=1)[1] != first[1]
+    assert robust_accuracy(net, data, cfg, batch=501)[1] != first[1]
+
+
+def test_robust_accuracy_attacks_inside_the_datas_pixel_range():
+    """x0 = 1 exactly, class 0 (logit 10 x0 - 10 ties at 0): beyond 1 it would be class 1, so an attack
+    clamped to [0, 1] leaves every point robust, one that is not clamped none."""
+    net = nn.Linear(1, 2)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[0.0], [10.0]]))
+        net.bias.copy_(torch.tensor([0.0, -10.0]))
+    x = torch.ones(4, 1)
+    cfg = AttackConfig(eps=0.5, steps=2, random_start=False)
+    y = torch.zeros(4, dtype=torch.long)
+    assert robust_accuracy(net, Data(x, y, pixel_range=(0.0, 1.0)), cfg) == (1.0, 1.0)
+    assert robust_accuracy(net, Data(x, y), cfg) == (1.0, 0.0)
+
+
+def test_from_pixels_without_statistics_is_the_identity():
+    from types import SimpleNamespace
+
+    x = torch.tensor([[0.25, 2.0]])
+    assert from_pixels(x, SimpleNamespace(mean=None, std=None)) is x
+
+
+def test_the_steps_and_restarts_refusal_is_its_whole_message():
+    with pytest.raises(UserError, match=r"^attack steps and restarts must be >= 1$"):
+        AttackConfig(eps=0.1, restarts=0).validate()
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_random_starts_are_drawn_on_the_cpu_and_land_on_the_inputs_device(norm):
+    """The draws are the CPU generator's whatever the default device (the same starts on every device), then
+    moved to the inputs' (the meta device standing in for a GPU); an L2 start works for a batch of one."""
+    x = torch.zeros(1, 3, dtype=torch.float64)
+    want = _random_delta(x, 0.1, norm, torch.Generator().manual_seed(0))
+    with torch.device("meta"):
+        got = _random_delta(x, 0.1, norm, torch.Generator().manual_seed(0))
+    assert torch.equal(got, want) and want.abs().max() > 0
+    meta = _random_delta(x.to("meta"), 0.1, norm, torch.Generator().manual_seed(0))
+    assert (meta.device.type, meta.dtype, tuple(meta.shape)) == ("meta", torch.float64, (1, 3))
+
+
+def test_a_targeted_attack_without_targets_is_a_programming_error_saying_so():
+    with pytest.raises(ValueError, match=r"^a targeted attack needs target labels$"):
+        pgd(Identity(), X, Y, AttackConfig(eps=0.1, targeted=True))
