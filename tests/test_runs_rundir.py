@@ -169,3 +169,14 @@ def test_a_folder_that_cannot_be_written_is_one_line_and_holds_no_config(tmp_pat
     with pytest.raises(UserError, match=r"cannot write to --out .* \(Permission denied\); choose a writable"):
         open_run_dir(tmp_path / "run", "imp", {})
     assert not (tmp_path / "run" / CONFIG_FILE).exists()
+
+
+def test_a_reopened_folder_is_checked_whole_by_default_and_left_as_it_was(tmp_path):
+    """Reopening runs runs.check first (check=False skips it, for a caller that has just checked it)."""
+    d = tmp_path / "d"
+    open_run_dir(d, "imp", {"lr": 0.1})
+    (d / "metrics.json").write_text("[1, 2")  # torn
+    with pytest.raises(UserError, match=r"metrics.json"):
+        open_run_dir(d, "imp", {"lr": 0.1})
+    assert (d / "metrics.json").read_text() == "[1, 2"
+    assert open_run_dir(d, "imp", {"lr": 0.1}, check=False) == d
