@@ -173,3 +173,23 @@ def test_with_a_live_log_configured_the_training_writes_it_in_its_own_folder(tmp
     cached(tmp_path / "t", net(), tiny_data)
     rows = log.read_jsonl(tmp_path / "t" / "log.jsonl")
     assert rows and not (tmp_path / "log.jsonl").exists()
+
+
+def test_a_result_layouts_metrics_without_a_history_read_back_as_an_empty_one(tmp_path, tiny_data, monkeypatch):
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "result.json").write_text(json.dumps({"test_acc": 0.5}))
+    (tmp_path / "r" / "metrics.json").write_text(json.dumps({"summary": {}}))
+    no_training(monkeypatch)
+    assert cached(tmp_path / "r", net(), tiny_data, layout="result") == ({"test_acc": 0.5}, [])
+
+
+def test_a_training_runs_from_its_start_iteration_to_its_total_holding_frozen_values_where_pruned(tmp_path, tiny_data):
+    """From iteration 2 to 5 (not the config's 6): 3 iterations, evaluated at 2, 3 and 5; the pruned weights hold
+    their frozen values (0.5) through training, the kept ones train."""
+    mask = {"1.weight": torch.arange(160).view(10, 16) % 2 == 0}
+    frozen = {"1.weight": torch.full((10, 16), 0.5)}
+    m = net()
+    summary, history = cached(tmp_path / "t", m, tiny_data, mask=mask, frozen=frozen, start_iter=2, total=5)
+    assert summary["iterations"] == 3 and [h["iter"] for h in history] == [2, 3, 5]
+    w = m[1].weight.detach()
+    assert (w[~mask["1.weight"]] == 0.5).all() and not (w[mask["1.weight"]] == 0.5).all()
