@@ -193,3 +193,19 @@ def test_a_training_runs_from_its_start_iteration_to_its_total_holding_frozen_va
     assert summary["iterations"] == 3 and [h["iter"] for h in history] == [2, 3, 5]
     w = m[1].weight.detach()
     assert (w[~mask["1.weight"]] == 0.5).all() and not (w[mask["1.weight"]] == 0.5).all()
+
+
+def test_a_training_in_lockstep_writes_its_live_log_in_its_own_folder(tmp_path, tiny_data, monkeypatch):
+    from ticketlab.train import log
+
+    monkeypatch.setattr(log, "_kind", "jsonl")
+    lockstep.Lockstep(quiet=True).run(
+        [lambda s=s: cached(tmp_path / f"s{s}", net(s), tiny_data, seed=s) for s in (0, 1)]
+    )
+    assert all(log.read_jsonl(tmp_path / f"s{s}" / "log.jsonl") for s in (0, 1))
+
+
+def test_the_printed_density_is_the_masks_percentage(tmp_path, tiny_data, capsys):
+    mask = {"1.weight": torch.arange(160).view(10, 16) % 4 == 0}
+    cached(tmp_path / "t", net(), tiny_data, quiet=False, label="r", mask=mask)
+    assert capsys.readouterr().err.splitlines()[-1].startswith("r: density 25.00%  test acc ")
