@@ -311,14 +311,9 @@ def test_a_search_reports_its_domains_leaves_bound_and_seconds_and_stops_at_its_
 
     r = run(-1.0)
     assert (r.status, r.point, r.domains, r.leaves) == ("timeout", None, 1, 0) and r.lower < 0
-    from ticketlab.verify.bounds import relu_relaxation
-
     search = BaB(ops, net, lo, hi, pre)  # the root's bound unoptimised: the deadline stops its Adam steps
-    alpha = {i: relu_relaxation(*search.pre[i], ops[i])[2][:, None] for i in search.relus}
-    zeros = {i: torch.zeros(1, *ops[i].in_shape, dtype=torch.float64) for i in search.relus}
     C = torch.tensor([[[0.0, 1.0, -1.0]]], dtype=torch.float64)
-    signs = {i: z.to(torch.int8) for i, z in zeros.items()}
-    assert r.lower == float(search._bound(C, signs, alpha, zeros, 0)[0][0])
+    assert r.lower == float(search._bound(C, *_root(search, C), 0)[0][0])
     for kw in ({}, {"max_domains": 1}):
         r = run(30.0, **kw)
         assert (r.status, r.point, r.domains, r.leaves, r.lower) == ("verified", None, 7, 0, 0.0)
