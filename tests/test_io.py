@@ -93,3 +93,25 @@ def test_a_plot_replaces_the_old_one_whole_through_a_temporary_file(tmp_path, mo
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(renamed) == 1 and renamed[0].startswith(".p.png.") and renamed[0].endswith(".tmp")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.png"]
+
+
+def test_a_writes_temporary_is_known_as_that_files_and_no_others(tmp_path, monkeypatch):
+    """What a process killed mid-write leaves beside ``name`` is recognised as its (a new run's folder may hold
+    config.json's): the name the write really used, not a rule written twice."""
+    import os
+    import tempfile
+
+    from ticketlab import io
+
+    made = []
+    real = tempfile.mkstemp
+
+    def mkstemp(**kw):
+        fd, name = real(**kw)
+        made.append(os.path.basename(name))
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    io.write_json(tmp_path / "config.json", {})
+    assert io.is_temporary_of(made[0], "config.json") and not io.is_temporary_of(made[0], "summary.json")
+    assert not io.is_temporary_of("config.json", "config.json")

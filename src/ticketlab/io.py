@@ -18,6 +18,17 @@ from safetensors.torch import load_file, save_file
 from .errors import UserError
 
 
+def _temporary_affixes(name: str) -> tuple[str, str]:
+    """The (prefix, suffix) of the temporary names ``_atomic_write`` gives a file called ``name``."""
+    return f".{name}.", ".tmp"
+
+
+def is_temporary_of(file: str, name: str) -> bool:
+    """Whether ``file`` is a temporary that a write of a file called ``name`` made (one a killed process left)."""
+    prefix, suffix = _temporary_affixes(name)
+    return file.startswith(prefix) and file.endswith(suffix)
+
+
 def _atomic_write(path: Path, write) -> None:
     """``write(tmp)`` to a temporary file of a name of its own beside ``path``, then renamed onto it. A failed
     write (disk full, no permission) is a one-line UserError; the old file, if any, is left as it was."""
@@ -25,7 +36,8 @@ def _atomic_write(path: Path, write) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        prefix, suffix = _temporary_affixes(path.name)
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
         os.close(fd)
         write(tmp)
         with open(tmp, "rb") as f:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..errors import UserError
-from ..io import read_json, write_json
+from ..io import is_temporary_of, read_json, write_json
 from .check import CONFIG_FILE, check_run_files
 from .lock import LOCK_FILE, acquire
 
@@ -51,11 +51,7 @@ def _own_leftover(name: str) -> bool:
     """Whether ``name``, in a folder without a config, is what a run killed while creating the folder leaves:
     its lock, its write probe, or its config's temporary (a sweep worker terminated with its pool, mid-write).
     Such a folder is a new run's, not a foreign one."""
-    return (
-        name == LOCK_FILE
-        or name.startswith(PROBE_PREFIX)
-        or (name.startswith(f".{CONFIG_FILE}.") and name.endswith(".tmp"))
-    )
+    return name == LOCK_FILE or name.startswith(PROBE_PREFIX) or is_temporary_of(name, CONFIG_FILE)
 
 
 def open_run_dir(
