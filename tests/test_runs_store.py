@@ -271,3 +271,61 @@ def test_a_sweep_whose_files_have_the_wrong_shape_is_damaged_not_a_traceback(tmp
     put(d, "sweep.json", {"points": 7})
     e = describe(d, tmp_path)
     assert (e["kind"], e["state"]) == ("sweep", "damaged") and "not of its kind's shape" in e["reason"]
+
+
+def test_a_damaged_entry_has_every_field_a_listing_reads_and_nothing_of_the_run(tmp_path):
+    d = tmp_path / "r"
+    d.mkdir()
+    (d / "config.json").write_text("{")
+    assert describe(d, tmp_path) == {
+        "path": "r",
+        "kind": "?",
+        "settings": {},
+        "state": "damaged",
+        "metrics": {},
+        "config": {},
+        "reason": "config.json is not JSON",
+    }
+    s = run(tmp_path / "s", "sweep", {"experiment": "dst", "fixed": DST, "axes": [["method", ["set"]]]})
+    put(s, "sweep.json", {"points": [1]})  # a point that is not an object
+    assert describe(s, s) == {
+        "path": ".",
+        "kind": "sweep",
+        "settings": {},
+        "state": "damaged",
+        "metrics": {},
+        "config": {},
+        "reason": "config.json, summary.json or sweep.json is not of its kind's shape",
+    }
+
+
+def test_records_missing_their_optional_parts_are_listed_not_damaged(tmp_path):
+    """A seed group without its inner config or headline, a sweep without fixed settings, axes or points:
+    each is listed with what it has (no settings, no metrics, no points), not as damaged."""
+    g = run(tmp_path / "g", "seeds", {"experiment": "dst"}, {"seeds": [0, 1]})
+    e = describe(g, tmp_path)
+    assert (e["kind"], e["state"], e["settings"], e["metrics"], e["config"]) == (
+        "dst (seeds)",
+        "done",
+        {"seeds": 2},
+        {},
+        {},
+    )
+    assert format_runs([e]).splitlines()[1].split() == ["g", "dst", "(seeds)", "done", "seeds=2"]
+    g2 = run(tmp_path / "g2", "seeds", {"experiment": "dst", "config": [1]})
+    assert describe(g2, tmp_path)["state"] == "empty"
+    s = run(tmp_path / "s", "sweep", {"experiment": "dst"})
+    put(s, "sweep.json", {})
+    e = describe(s, tmp_path)
+    assert (e["state"], e["settings"], e["config"]) == ("partial", {"axes": "", "points": 0}, {})
+
+
+def test_a_sweeps_axes_skip_entries_that_are_not_a_named_axis(tmp_path):
+    s = run(tmp_path / "s", "sweep", {"experiment": "dst", "fixed": DST, "axes": ["lr", [], ["method", ["set"]]]})
+    e = describe(s, tmp_path)
+    assert e["settings"]["axes"] == "method" and "method" not in e["settings"]
+
+
+def test_a_metric_that_is_not_a_number_shows_as_nan_in_the_table():
+    e = {"path": "r", "kind": "dst", "state": "done", "metrics": {"test_acc": float("nan")}, "settings": {}}
+    assert format_runs([e]).splitlines()[1].split() == ["r", "dst", "done", "nan"]

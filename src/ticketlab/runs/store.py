@@ -44,9 +44,8 @@ def run_record(run: Path) -> dict | None:
 
 
 def _damaged(run: Path, root: Path, reason: str) -> dict:
-    path = str(run.relative_to(root)) if run != root else "."
     return {
-        "path": path,
+        "path": str(run.relative_to(root)),
         "kind": "?",
         "settings": {},
         "state": "damaged",
@@ -59,17 +58,16 @@ def _damaged(run: Path, root: Path, reason: str) -> dict:
 def describe(run: Path, root: Path) -> dict | None:
     """One entry of the store, or None when ``run`` is not a ticketlab run directory. A folder whose
     config.json, summary.json or sweep.json cannot be read is listed as ``damaged``, with the reason."""
+    rec = run_record(run)
     try:
-        return _describe(run, root)
-    except READ_ERRORS:
-        rec = run_record(run) or {}
+        return _describe(run, root, rec)
+    except READ_ERRORS:  # only once ``rec`` is a run record: the files beside it are of the wrong shape
         return _damaged(run, root, "config.json, summary.json or sweep.json is not of its kind's shape") | {
-            "kind": str(rec.get("kind", "?"))
+            "kind": str(rec["kind"])
         }
 
 
-def _describe(run: Path, root: Path) -> dict | None:
-    rec = run_record(run)
+def _describe(run: Path, root: Path, rec: dict | None) -> dict | None:
     if rec is None:
         if not (run / CONFIG_FILE).is_file():
             return None
@@ -86,7 +84,7 @@ def _describe(run: Path, root: Path) -> dict | None:
     exps = experiments()
     varied: list[str] = []  # a sweep's axes: not fixed settings
     entry = {
-        "path": str(run.relative_to(root)) if run != root else ".",
+        "path": str(run.relative_to(root)),  # "." for the root itself
         "kind": kind,
         "settings": {},
         "state": "empty",
@@ -96,14 +94,14 @@ def _describe(run: Path, root: Path) -> dict | None:
     if kind == SEEDS:
         name = config.get("experiment")
         entry["kind"] = f"{name} (seeds)"
-        cfg = config.get("config", {})
+        cfg = config.get("config")
         if isinstance(summary, dict) and summary.get("seeds"):
             entry["state"] = "done"
             entry["settings"]["seeds"] = len(summary["seeds"])
             entry["metrics"] = summary.get("headline", {})
     elif kind == SWEEP:
         entry["kind"] = f"{config.get('experiment')} (sweep)"
-        cfg = config.get("fixed", {})
+        cfg = config.get("fixed")
         varied = [a[0] for a in config.get("axes", []) if isinstance(a, list) and a]
         entry["settings"]["axes"] = ",".join(varied)
         sw = read_json_or_none(run / "sweep.json")
@@ -188,7 +186,7 @@ def format_runs(entries: list[dict], metric: str = "test_acc") -> str:
     rows = []
     for e in entries:
         settings = e.get("reason") or " ".join(f"{k}={v}" for k, v in e["settings"].items())
-        m = display(e["metrics"].get(metric)) if metric in e["metrics"] else None
+        m = display(e["metrics"].get(metric))
         rows.append([e["path"], e["kind"], e["state"], "" if m is None else format(m, ".4f"), settings])
     head = ["run", "kind", "state", metric, "settings"]
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(head)]
