@@ -111,15 +111,18 @@ def ncfg(source, **kw):
 
 
 def test_stability_pruning_removes_whole_neurons_exactly(source, tmp_path):
-    s = run_neurons(ncfg(source, method="prune", score="stability", fraction=0.5), tmp_path / "p", quiet=True)
+    """A quarter of the channels (not three quarters: a fraction at which the chosen set and its complement
+    differ in count), their rows exactly zero after fine-tuning."""
+    s = run_neurons(ncfg(source, method="prune", score="stability", fraction=0.25), tmp_path / "p", quiet=True)
     mask = load_tensors(tmp_path / "p" / "mask.safetensors")
     final = load_tensors(tmp_path / "p" / "final.safetensors")
     assert all(torch.count_nonzero(final[n][~m]) == 0 for n, m in mask.items())
-    assert s["chosen_per_layer"] == [round(0.5 * u) for u in s["units_per_layer"]]
-    w0 = final["net.1.weight"] if "net.1.weight" in final else next(v for k, v in final.items() if k.endswith("weight"))
-    dead_rows = int((w0.abs().sum(1) == 0).sum())
-    assert dead_rows >= s["chosen_per_layer"][0]
-    assert s["weight_density"] < 1
+    assert s["chosen_per_layer"] == [round(0.25 * u) for u in s["units_per_layer"]]
+    assert s["neurons"] == sum(s["units_per_layer"]) and s["chosen"] == sum(s["chosen_per_layer"])
+    first = next(n for n in mask if n.endswith("weight"))
+    assert int((~mask[first]).all(1).sum()) == s["chosen_per_layer"][0]  # the rows removed: the chosen ones
+    assert s["weight_density"] < 1 and s["density"] == s["weight_density"]
+    assert (tmp_path / "p" / "result.json").is_file()  # the on-disk layout its run folders have had
     parent = json.loads((source / "summary.json").read_text())["rounds"][0]["test_acc"]
     assert s["dense_test_acc"] == parent
 
@@ -185,7 +188,7 @@ def test_verify_reads_a_grafted_run(source, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, msg",
     [
-        ([], "neurons needs --source RUN"),
+        ([], "neurons needs --source RUN (an IMP run directory with a trained round 0)"),
         (["--source", "SRC", "--method", "nope"], "unknown --method 'nope'; choose one of: prune, graft"),
         (["--source", "SRC", "--score", "nope"], "unknown --score 'nope'"),
         (["--source", "SRC", "--fraction", "1"], "--fraction must be in [0, 1)"),
@@ -357,7 +360,9 @@ def test_neurons_shows_its_progress_by_default_labelled_with_method_and_score(so
     assert "neurons prune magnitude:" in err  # the progress bar's label (quiet is off unless asked)
     from ticketlab.runs.models import trained_models
 
-    assert [m["label"] for m in trained_models(tmp_path / "p")[1]] == ["dense parent", "magnitude pruned 0.25"]
+    models = trained_models(tmp_path / "p")[1]
+    assert [(m["label"], m["group"]) for m in models][1] == ("magnitude pruned 0.25", "prune-magnitude")
+    assert models[0]["label"] == "dense parent"
     run_neurons(ncfg(source, method="prune", score="magnitude", fraction=0.5), tmp_path / "q", quiet=True)
     assert "neurons prune" not in capsys.readouterr().err
 
@@ -440,3 +445,98 @@ def test_random_scores_live_on_the_models_device():
     net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)).to("meta")
     s = neuron_scores("random", net, None, torch.zeros(5, 4, device="meta"), eps=0.0, generator=torch.Generator())
     assert [(t.device.type, tuple(t.shape)) for t in s] == [("meta", (3,))]
+
+
+def test_chunk_scores_merge_by_size_weighted_mean_and_stay_dead_only_where_dead_in_every_chunk():
+    from ticketlab.certsparse.neurons import merge_chunks
+
+    inf = math.inf
+    got = merge_chunks([torch.tensor([-inf, -inf, 1.0, 0.5]), torch.tensor([-inf, 2.0, 3.0, 0.5])], [250, 50])
+    assert got.dtype == torch.float64
+    assert got.tolist() == [-inf, pytest.approx(100 / 300), pytest.approx(400 / 300), 0.5]
+
+
+def test_choose_scores_chunks_of_250_with_the_configured_bound(digits_net, monkeypatch):
+    from ticketlab.certsparse import neurons as mod
+
+    data, model = digits_net
+    seen, real = [], mod.neuron_scores
+
+    def spy(score, model, data, x, **kw):
+        seen.append((len(x), kw["bound"], kw["eps"]))
+        return real(score, model, data, x, **kw)
+
+    monkeypatch.setattr(mod, "neuron_scores", spy)
+    cfg = NeuronsConfig(source="x", score_samples=600, score_bound="crown", score_eps=0.02, method="graft")
+    mod.choose(cfg, model, data)
+    assert seen == [(250, "crown", 0.02), (250, "crown", 0.02), (100, "crown", 0.02)]
+
+
+def test_ties_are_broken_by_the_runs_neuron_ties_stream():
+    """A net whose every ReLU input is 0 (zero weights): every magnitude score ties, so the chosen neurons are
+    the tie draw's, which comes from the run's seed under "neuron-ties" (what existing run folders chose)."""
+    from ticketlab.certsparse.neurons import choose
+    from ticketlab.seeding import generator
+
+    net = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Linear(8, 2))
+    nn.init.zeros_(net[0].weight), nn.init.zeros_(net[0].bias)
+    data = type("D", (), {"x_train": torch.randn(10, 3), "y_train": torch.zeros(10, dtype=torch.long)})()
+    for seed in (0, 5):
+        cfg = NeuronsConfig(source="x", score="magnitude", method="graft", fraction=0.5, seed=seed, score_samples=10)
+        (got,) = choose(cfg, net, data)
+        (want,) = lowest([torch.zeros(8, dtype=torch.float64)], 0.5, "layerwise", generator(seed, "neuron-ties"))
+        assert torch.equal(got, want) and int(got.sum()) == 4
+
+
+def test_only_stability_scores_need_a_net_the_bounds_can_follow(source, digits_net):
+    from ticketlab.certsparse.neurons import check_neurons
+
+    data, _ = digits_net
+    tanh = nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.ReLU(), nn.Tanh(), nn.Linear(8, 10))
+    assert check_neurons(ncfg(source, score="magnitude"), tanh, data) is not None
+    with pytest.raises(UserError, match=r"verification does not support layer 3 \(Tanh\)"):
+        check_neurons(ncfg(source, score="stability"), tanh, data)
+    with pytest.raises(UserError, match=r"^mlp1d has no ReLU modules to prune or graft$"):
+        check_neurons(ncfg(source, score="magnitude"), nn.Sequential(nn.Flatten(), nn.Linear(64, 10)), data)
+
+
+def test_a_channel_mask_removes_the_chosen_rows_biases_and_readers_columns():
+    from ticketlab.certsparse.neurons import channel_mask
+
+    net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    m = channel_mask(net, (3,), [torch.tensor([True, False, False, True])], "net")
+    assert m["0.weight"].all(1).tolist() == [False, True, True, False] and (~m["0.weight"][[0, 3]]).all()
+    assert m["0.bias"].tolist() == [False, True, True, False]
+    assert m["2.weight"].all(0).tolist() == [False, True, True, False] and (~m["2.weight"][:, [0, 3]]).all()
+    first = nn.Sequential(nn.ReLU(), nn.Linear(3, 2))
+    with pytest.raises(UserError) as e:
+        channel_mask(first, (3,), [torch.zeros(3, dtype=torch.bool)], "net")
+    assert str(e.value) == ("net: the ReLU after the input is not fed by a prunable channel group; use --method graft")
+
+
+def test_a_frozen_graft_keeps_its_given_slope_and_intercept(source, tmp_path):
+    c = ncfg(source, method="graft", score="magnitude", fraction=0.25, slope=0.7, intercept=0.2, freeze_graft=True)
+    run_neurons(c, tmp_path / "g", quiet=True)
+    final = load_tensors(tmp_path / "g" / "final.safetensors")
+    slopes = {k: v for k, v in final.items() if k.endswith(".slope")}
+    assert slopes and all(torch.all(v == 0.7) for v in slopes.values())
+    assert all(torch.all(final[k[: -len("slope")] + "intercept"] == 0.2) for k in slopes)
+
+
+def test_a_finished_neurons_run_is_read_back_not_redone(source, tmp_path, monkeypatch):
+    from ticketlab.certsparse import neurons as mod
+
+    c = ncfg(source, method="graft", score="magnitude", fraction=0.25)
+    first = run_neurons(c, tmp_path / "r", quiet=True)
+    monkeypatch.setattr(mod, "choose", lambda *a: pytest.fail("a finished run chose again"))
+    assert run_neurons(c, tmp_path / "r", quiet=True) == json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert first["test_acc"] == json.loads((tmp_path / "r" / "summary.json").read_text())["test_acc"]
+
+
+def test_neurons_hands_its_data_folder_and_quiet_to_the_run_setup(source, tmp_path, monkeypatch):
+    from ticketlab.certsparse import neurons as mod
+
+    seen, real = [], mod.start_derived_run
+    monkeypatch.setattr(mod, "start_derived_run", lambda *a: seen.append(a[3:6]) or real(*a))
+    run_neurons(ncfg(source, score="magnitude", fraction=0.25), tmp_path / "r", data_dir=str(tmp_path), quiet=True)
+    assert seen == [("cpu", str(tmp_path), True)]

@@ -111,29 +111,29 @@ def scoring_inputs(cfg: NeuronsConfig, data) -> torch.Tensor:
     """The ``score_samples`` training inputs scored (a seeded draw, as the references' 1000-sample subset)."""
     n = min(cfg.score_samples, len(data.y_train))
     idx = torch.randperm(len(data.y_train), generator=generator(cfg.seed, "neuron-scores"))[:n]
-    return data.x_train[idx.to(data.x_train.device)]
+    return data.x_train[idx]  # a CPU index serves a tensor on any device
 
 
 def choose(cfg: NeuronsConfig, model, data) -> list[torch.Tensor]:
     """Per ReLU layer, True on the neurons (graft) or channels (prune) chosen, lowest scores first."""
     x = scoring_inputs(cfg, data)
     g = generator(cfg.seed, "neuron-ties")
-    scores = []
-    for chunk in x.split(250):  # bound propagation of 1000 samples at once is memory-hungry on conv nets
-        s = neuron_scores(cfg.score, model, data, chunk, eps=cfg.score_eps, bound=cfg.score_bound, generator=g)
-        scores.append(s)
-    layers = [torch.stack([c[i] for c in scores]) for i in range(len(scores[0]))]
-    merged = []
-    for stack in layers:  # means over chunks weighted by size; -inf (dead) only where dead in every chunk
-        w = torch.tensor([len(c) for c in x.split(250)], dtype=torch.float64, device=stack.device)
-        dead = torch.isinf(stack) & (stack < 0)
-        mean = (torch.where(dead, torch.zeros_like(stack), stack).double() * w.view(-1, *[1] * (stack.dim() - 1))).sum(
-            0
-        ) / w.sum()
-        merged.append(torch.where(dead.all(0), torch.full_like(mean, -float("inf")), mean))
+    chunks = x.split(250)  # bound propagation of 1000 samples at once is memory-hungry on conv nets
+    scores = [
+        neuron_scores(cfg.score, model, data, c, eps=cfg.score_eps, bound=cfg.score_bound, generator=g) for c in chunks
+    ]
+    merged = [merge_chunks([s[i] for s in scores], [len(c) for c in chunks]) for i in range(len(scores[0]))]
     if cfg.method == "prune":
         merged = [per_channel(s) for s in merged]
     return lowest(merged, cfg.fraction, cfg.scope, g)
+
+
+def merge_chunks(scores: list[torch.Tensor], sizes: list[int]) -> torch.Tensor:
+    """One layer's scores over chunks of ``sizes`` samples as one pass over them all would give: the mean
+    weighted by size (in float64), a dead neuron's -inf counting as 0, and -inf only where dead in every chunk."""
+    dead = [torch.isneginf(s) for s in scores]
+    mean = sum(torch.where(d, 0.0, s).double() * n for d, s, n in zip(dead, scores, sizes)) / sum(sizes)
+    return torch.where(torch.stack(dead).all(0), -torch.inf, mean)
 
 
 def _roots(model) -> list[str]:
@@ -145,6 +145,21 @@ def _roots(model) -> list[str]:
         elif isinstance(m, (torch.nn.ReLU, GraftedReLU)):
             out.append(last)
     return out
+
+
+def channel_mask(model, input_shape: tuple[int, ...], chosen: list[torch.Tensor], name: str) -> dict:
+    """The parameter mask removing the ``chosen`` channels (per ReLU, True: removed) of the layers feeding
+    the ReLUs: their rows and biases and their readers' columns (``sparse.groups``)."""
+    groups = {g.name: g for g in channel_groups(model, input_shape)}
+    keep = {}
+    for root, c in zip(_roots(model), chosen):
+        if root not in groups:
+            raise UserError(
+                f"{name}: the ReLU after {root or 'the input'} is not fed by a prunable channel group; "
+                "use --method graft"
+            )
+        keep[root] = ~c.cpu()
+    return group_mask(model, list(groups.values()), keep)
 
 
 def weight_density(model, mask: dict | None) -> float:
@@ -176,13 +191,7 @@ def run_neurons(
     neurons = sum(c.numel() for c in chosen)
     mask = None
     if cfg.method == "prune":
-        groups = {g.name: g for g in channel_groups(model, data.input_shape)}
-        keep = {}
-        for root, c in zip(_roots(model), chosen):
-            if root not in groups:
-                raise UserError(f"{cfg.model}: the layer {root} before a ReLU is not a prunable channel group")
-            keep[root] = ~c.cpu()
-        mask = group_mask(model, list(groups.values()), keep)
+        mask = channel_mask(model, data.input_shape, chosen, cfg.model)
         save_tensors(run_dir / "mask.safetensors", {n: m.cpu() for n, m in mask.items()})
     else:
         graft_relus(model, data.input_shape, cfg.slope, cfg.intercept)
@@ -204,7 +213,6 @@ def run_neurons(
         label=f"neurons {cfg.method} {cfg.score}",
         quiet=quiet,
         mask=mask,
-        reload_final=True,
         layout="result",
     )
     summary = {
