@@ -190,10 +190,10 @@ def test_a_dual_update_uses_the_mean_violation_since_the_last_and_never_goes_bel
 def test_dual_updates_come_every_dual_every_steps_and_pruning_at_its_step():
     dw, model, opt, data = _dw(prune_step=3)
     calls = []
-    dw.dual_update = lambda: calls.append(dw.step_count)
-    for _ in range(6):
+    for k in range(1, 7):  # the k-th optimizer step
+        dw.dual_update = lambda k=k: calls.append(k)
         dw.step()
-        assert dw.pruned == (dw.step_count >= 3)
+        assert dw.pruned == (k >= 3) and dw.step_count == k
     assert calls == [2, 4, 6]
     now, *_ = _dw(prune_step=0)
     assert now.pruned  # prune_step 0: pruned before the first step
@@ -320,3 +320,157 @@ def test_a_short_deadwood_run_records_its_duals_mask_and_parent_and_reads_itself
 
     monkeypatch.setattr(training, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained")))
     assert run_deadwood(c, tmp_path / "d", quiet=True) == s  # a finished run reads itself back
+
+
+def test_the_updaters_defaults_are_the_commands_defaults():
+    """A library user's Deadwooding(...) and `ticketlab deadwood` start from the same settings."""
+    dw, model, opt, data = _dw()
+    plain = Deadwooding(model, opt, dw.names, dw.teacher, data, density=0.5, prune_step=10)
+    c = DeadwoodConfig(source="x")
+    assert plain.tol == {"accuracy": c.acc_tol, "robustness": c.rob_tol}
+    assert (plain.l1, plain.dual_lr, plain.dual_every, plain.rob_eps, plain.rob_steps, plain.seed) == (
+        c.l1,
+        c.dual_lr,
+        c.dual_every,
+        c.rob_eps,
+        c.rob_steps,
+        c.seed,
+    )
+    assert (plain.step_count, plain.pruned, plain.log, plain._n) == (0, False, [], 0)
+
+
+def test_a_density_of_1_is_accepted_and_above_1_refused():
+    from ticketlab.errors import UserError
+
+    dw, *_ = _dw(density=1.0)
+    assert dw.final_density == 1.0
+    with pytest.raises(UserError, match=r"^--density must be in \(0, 1\], got 1.5$"):
+        _dw(density=1.5)
+
+
+def test_violations_add_up_over_the_steps_between_dual_updates():
+    dw, model, opt, data = _dw(acc_tol=0.0, rob_tol=0.0)
+    x, y = data.x_train[:16], data.y_train[:16]
+    with torch.no_grad():
+        t = torch.softmax(dw.teacher(x), 1)
+        kl = float(torch.nn.functional.kl_div(torch.log_softmax(model(x), 1), t, reduction="batchmean"))
+    dw.loss(model, x, y, 0)
+    dw.loss(model, x, y, 1)
+    assert dw._n == 2 and dw._sum == pytest.approx({"accuracy": 2 * kl, "robustness": 2 * kl})
+    dw.dual_update()
+    assert dw.log[-1]["violation_accuracy"] == pytest.approx(kl)  # their mean over the two steps
+
+
+def test_each_steps_attack_draws_from_that_steps_stream():
+    """The Lagrangian at step ``it`` uses the PGD examples of the stream (seed, "deadwood-pgd", it)."""
+    dw, model, opt, data = _dw(acc_tol=0.0, rob_tol=0.0)
+    dw.rob_eps, dw.rob_steps = 0.1, 2
+    dw.lam = {"accuracy": 0.0, "robustness": 1.0}
+    dw.l1 = 0.0
+    x, y = data.x_train[:16], data.y_train[:16]
+    for it in (3, 4):
+        want = dw.constraint_losses(model, x, y, it)["robustness"]
+        assert torch.equal(dw.loss(model, x, y, it), want.clamp_min(0))
+    assert not torch.equal(dw.loss(model, x, y, 3), dw.loss(model, x, y, 4))
+
+
+def test_without_a_robustness_radius_no_attack_is_run(monkeypatch):
+    from ticketlab.certsparse import deadwood as mod
+
+    dw, model, opt, data = _dw()  # rob_eps 0
+    monkeypatch.setattr(mod, "pgd", lambda *a, **k: pytest.fail("an attack at radius 0"))
+    out = dw.constraint_losses(model, data.x_train[:8], data.y_train[:8], 0)
+    assert out["robustness"] is out["accuracy"]
+
+
+def test_pruning_ties_come_from_the_runs_deadwood_prune_stream():
+    from ticketlab.seeding import generator
+    from ticketlab.sparse import global_prune
+
+    masks = []
+    for seed in (0, 3):
+        dw, model, opt, data = _dw(prune_step=1000, density=0.3)
+        dw.seed = seed
+        with torch.no_grad():
+            for p in dw.params:
+                p.fill_(0.5)  # every magnitude ties
+        before = dw.mask
+        dw.prune()
+        want = global_prune(
+            {n: torch.full_like(p, 0.5) for n, p in zip(dw.names, dw.params)},
+            before,
+            0.3,
+            generator(seed, "deadwood-prune"),
+        )
+        assert all(torch.equal(dw.mask[n], want[n]) for n in dw.names)
+        assert all(torch.equal(f, m.float()) for f, m in zip(dw._float, dw.mask_list))
+        masks.append(dw.mask)
+    assert not all(torch.equal(masks[0][n], masks[1][n]) for n in masks[0])  # the seed decides the ties
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [dict(density=1.0), dict(prune_at=0.0), dict(prune_at=1.0), dict(l1=0.0), dict(rob_eps=0.0), dict(dual_every=1)],
+)
+def test_the_edges_of_the_deadwood_settings_are_accepted(kw):
+    DeadwoodConfig(source="x", **kw).validate()
+
+
+def test_deadwood_refuses_an_attack_or_certified_loss_with_its_whole_message():
+    from ticketlab.errors import UserError
+
+    for train in (TrainConfig(adv="pgd", adv_eps=0.1), TrainConfig(certified="ibp", cert_eps=0.1)):
+        with pytest.raises(UserError) as e:
+            DeadwoodConfig(source="x", train=train).validate()
+        assert str(e.value) == "deadwood sets its own loss (the Lagrangian); drop --adv / --certified"
+
+
+def test_a_deadwood_run_builds_its_updater_from_every_setting_and_an_epoch_budget(
+    source, tmp_path, monkeypatch, capsys
+):
+    """Settings away from the defaults, so a setting the run drops shows; the budget in epochs, so the total
+    the pruning step comes from is the data's (``prune_at`` x total steps)."""
+    from ticketlab.certsparse import deadwood as mod
+    from ticketlab.io import load_tensors
+
+    built = []
+
+    class Spy(mod.Deadwooding):
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            built.append(self)
+
+    monkeypatch.setattr(mod, "Deadwooding", Spy)
+    seen, real = [], mod.start_derived_run
+    monkeypatch.setattr(mod, "start_derived_run", lambda *a: seen.append(a[3:6]) or real(*a))
+    c = DeadwoodConfig(
+        dataset="digits",
+        model="mlp1d",
+        source=str(source),
+        seed=3,
+        density=0.4,
+        prune_at=0.3,
+        l1=0.5,
+        acc_tol=0.2,
+        rob_tol=0.7,
+        dual_lr=0.25,
+        dual_every=7,
+        rob_eps=0.03,
+        rob_steps=2,
+        train=TrainConfig(epochs=1, eval_every=100, batch_size=128),
+    )
+    s = run_deadwood(c, tmp_path / "d", data_dir=str(tmp_path))
+    (u,) = built
+    total = c.train.total_iterations(len(load_dataset("digits").y_train))
+    assert total > 1 and u.prune_step == round(0.3 * total) and u.step_count == total
+    assert u.final_density == 0.4 and u.seed == 3 and u.l1 == 0.5 and u.tol == {"accuracy": 0.2, "robustness": 0.7}
+    assert (u.dual_lr, u.dual_every, u.rob_eps, u.rob_steps) == (0.25, 7, 0.03, 2)
+    assert [d["iter"] for d in s["duals"]] == list(range(7, total + 1, 7))
+    assert s["density"] == pytest.approx(0.4, abs=1e-3)
+    parent = load_tensors(source / "round_00" / "final.safetensors")
+    assert all(torch.equal(p, parent[n]) for n, p in u.teacher.state_dict().items())  # the teacher: the parent
+    assert seen == [("cpu", str(tmp_path), False)]
+    assert "\rdeadwood: test acc" in capsys.readouterr().err  # progress by default, labelled
+    monkeypatch.setattr(mod, "train_cached", lambda *a, **k: pytest.fail("a finished run trained again"))
+    assert run_deadwood(c, tmp_path / "d", quiet=True) == s
+    assert capsys.readouterr().err == ""

@@ -261,11 +261,8 @@ def run_deadwood(
     )
     if (run_dir / "summary.json").exists():
         return read_json(run_dir / "summary.json")
-    dense = load_state(weights, model)
-    model.load_state_dict(dense)
-    teacher = copy.deepcopy(model).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    model.load_state_dict(load_state(weights, model))
+    teacher = copy.deepcopy(model).eval()  # frozen: run under no_grad only, and no optimizer holds it
     names = prunable_names(model)
     total = cfg.train.total_iterations(len(data.y_train))
 
@@ -297,7 +294,7 @@ def run_deadwood(
         model,
         data,
         cfg.train,
-        start=dense,
+        start=None,  # the dense weights, loaded above
         total=total,
         seed=cfg.seed,
         checkpoint_every=checkpoint_every,
@@ -305,10 +302,9 @@ def run_deadwood(
         quiet=quiet,
         sparse=updater,
         record=record,
-        reload_final=True,
         layout="result",
     )
-    mask = load_mask(run_dir / "mask.safetensors", ones_mask(model, names))
+    mask = load_mask(run_dir / "mask.safetensors", ones_mask(model))
     summary = {
         "config": config,
         "dense_test_acc": src_summary["rounds"][0]["test_acc"],
