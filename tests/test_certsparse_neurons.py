@@ -504,14 +504,36 @@ def test_a_channel_mask_removes_the_chosen_rows_biases_and_readers_columns():
     from ticketlab.certsparse.neurons import channel_mask
 
     net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
-    m = channel_mask(net, (3,), [torch.tensor([True, False, False, True])], "net")
+    m = channel_mask(net, (3,), [torch.tensor([True, False, False, True])])
     assert m["0.weight"].all(1).tolist() == [False, True, True, False] and (~m["0.weight"][[0, 3]]).all()
     assert m["0.bias"].tolist() == [False, True, True, False]
     assert m["2.weight"].all(0).tolist() == [False, True, True, False] and (~m["2.weight"][:, [0, 3]]).all()
-    first = nn.Sequential(nn.ReLU(), nn.Linear(3, 2))
+
+
+def test_pruning_a_relu_without_a_channel_group_before_it_is_refused_before_any_write(source, digits_net):
+    from ticketlab.certsparse.neurons import check_neurons
+
+    data, _ = digits_net
+    first = nn.Sequential(nn.Flatten(), nn.ReLU(), nn.Linear(64, 10))
     with pytest.raises(UserError) as e:
-        channel_mask(first, (3,), [torch.zeros(3, dtype=torch.bool)], "net")
-    assert str(e.value) == ("net: the ReLU after the input is not fed by a prunable channel group; use --method graft")
+        check_neurons(ncfg(source, score="magnitude", method="prune"), first, data)
+    assert str(e.value) == "mlp1d: the ReLU after the input is not fed by a prunable channel group; use --method graft"
+    assert check_neurons(ncfg(source, score="magnitude", method="graft"), first, data) is not None
+
+
+def test_every_neurons_refusal_is_its_whole_message():
+    for kw, msg in [
+        (dict(source=None), "neurons needs --source RUN (an IMP run directory with a trained round 0)"),
+        (dict(score="gain"), "unknown --score 'gain'; choose one of: stability, magnitude, random"),
+        (dict(method="cut"), "unknown --method 'cut'; choose one of: prune, graft"),
+        (dict(scope="local"), "unknown --scope 'local'; choose one of: layerwise, global"),
+        (dict(score_bound="exact"), "unknown --score-bound 'exact'; choose one of: ibp, crown"),
+        (dict(score_samples=0), "--score-samples must be >= 1, got 0"),
+        (dict(score_eps=0.0), "--score stability needs --score-eps > 0 (pixel units), got 0.0"),
+    ]:
+        with pytest.raises(UserError) as e:
+            NeuronsConfig(**({"source": "x"} | kw)).validate()
+        assert str(e.value) == msg
 
 
 def test_a_frozen_graft_keeps_its_given_slope_and_intercept(source, tmp_path):

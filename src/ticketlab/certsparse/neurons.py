@@ -104,6 +104,14 @@ def check_neurons(cfg: NeuronsConfig, model, data):
         check_ops(to_ops(model, data.input_shape, data.mean, data.std), model, data.input_shape, data.mean, data.std)
     if not any(isinstance(m, torch.nn.ReLU) for m in model.modules()):
         raise UserError(f"{cfg.model} has no ReLU modules to prune or graft")
+    if cfg.method == "prune":
+        groups = {g.name for g in channel_groups(model, data.input_shape)}
+        for root in _roots(model):
+            if root not in groups:
+                raise UserError(
+                    f"{cfg.model}: the ReLU after {root or 'the input'} is not fed by a prunable channel group; "
+                    "use --method graft"
+                )
     return parent
 
 
@@ -147,19 +155,12 @@ def _roots(model) -> list[str]:
     return out
 
 
-def channel_mask(model, input_shape: tuple[int, ...], chosen: list[torch.Tensor], name: str) -> dict:
+def channel_mask(model, input_shape: tuple[int, ...], chosen: list[torch.Tensor]) -> dict:
     """The parameter mask removing the ``chosen`` channels (per ReLU, True: removed) of the layers feeding
-    the ReLUs: their rows and biases and their readers' columns (``sparse.groups``)."""
-    groups = {g.name: g for g in channel_groups(model, input_shape)}
-    keep = {}
-    for root, c in zip(_roots(model), chosen):
-        if root not in groups:
-            raise UserError(
-                f"{name}: the ReLU after {root or 'the input'} is not fed by a prunable channel group; "
-                "use --method graft"
-            )
-        keep[root] = ~c.cpu()
-    return group_mask(model, list(groups.values()), keep)
+    the ReLUs (each a channel group: ``check_neurons``): their rows and biases and their readers' columns."""
+    groups = channel_groups(model, input_shape)
+    keep = {root: ~c.cpu() for root, c in zip(_roots(model), chosen)}
+    return group_mask(model, groups, keep)
 
 
 def weight_density(model, mask: dict | None) -> float:
@@ -191,7 +192,7 @@ def run_neurons(
     neurons = sum(c.numel() for c in chosen)
     mask = None
     if cfg.method == "prune":
-        mask = channel_mask(model, data.input_shape, chosen, cfg.model)
+        mask = channel_mask(model, data.input_shape, chosen)
         save_tensors(run_dir / "mask.safetensors", {n: m.cpu() for n, m in mask.items()})
     else:
         graft_relus(model, data.input_shape, cfg.slope, cfg.intercept)
