@@ -282,7 +282,9 @@ def test_bad_deadwood_settings_are_refused(kw, msg):
         _dw(density=0.0)
 
 
-def test_a_short_deadwood_run_records_its_duals_mask_and_parent_and_reads_itself_back(source, tmp_path, monkeypatch):
+def test_a_short_deadwood_run_records_its_duals_mask_and_parent_and_reads_itself_back(
+    source, tmp_path, monkeypatch, capsys
+):
     c = DeadwoodConfig(
         dataset="digits",
         model="mlp1d",
@@ -295,6 +297,7 @@ def test_a_short_deadwood_run_records_its_duals_mask_and_parent_and_reads_itself
         train=TrainConfig(iterations=20, eval_every=10, batch_size=32),
     )
     s = run_deadwood(c, tmp_path / "d", quiet=True)
+    assert capsys.readouterr().err == ""  # quiet: no progress bar, no finished-training line
     assert s["density"] == pytest.approx(0.3, abs=2e-4) and len(s["duals"]) == 4
     assert [d["iter"] for d in s["duals"]] == [5, 10, 15, 20] and set(s["multipliers"]) == {"accuracy", "robustness"}
     assert s["dense_test_acc"] == 0.5 and s["config"]["source"] == str(source.resolve())
