@@ -562,3 +562,22 @@ def test_neurons_hands_its_data_folder_and_quiet_to_the_run_setup(source, tmp_pa
     monkeypatch.setattr(mod, "start_derived_run", lambda *a: seen.append(a[3:6]) or real(*a))
     run_neurons(ncfg(source, score="magnitude", fraction=0.25), tmp_path / "r", data_dir=str(tmp_path), quiet=True)
     assert seen == [("cpu", str(tmp_path), True)]
+
+
+def test_a_neurons_run_takes_its_budget_in_epochs(source, tmp_path):
+    from ticketlab.data import load_dataset
+
+    c = NeuronsConfig(
+        dataset="digits",
+        model="mlp1d",
+        source=str(source),
+        score="magnitude",
+        method="graft",
+        fraction=0.25,
+        train=TrainConfig(epochs=1, eval_every=100, batch_size=128),
+    )
+    s = run_neurons(c, tmp_path / "e", quiet=True)
+    steps = c.train.total_iterations(len(load_dataset("digits").y_train))
+    assert steps > 1 and s["early_stop_iter"] <= steps
+    hist = json.loads((tmp_path / "e" / "metrics.json").read_text())["history"]
+    assert hist[-1]["iter"] == steps
