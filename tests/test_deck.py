@@ -275,6 +275,7 @@ def test_a_member_is_an_imp_compress_or_prune_init_runs_final_model_unaugmented_
         models = [
             {"group": "ticket", "weights": "t0"},
             {"group": "ticket", "weights": "t1"},
+            {"group": "ticket", "weights": "t2"},
             {"group": "control", "weights": "c"},
         ]
         return {"kind": run.name, "config": {"model": "lenet", "dataset": "mnist", "train": {}}}, models
@@ -288,7 +289,7 @@ def test_a_member_is_an_imp_compress_or_prune_init_runs_final_model_unaugmented_
         "dataset": "mnist",
         "augment": "none",
         "sigma": 0.1,
-        "weights": "t1",
+        "weights": "t2",
     }  # an IMP run's last ticket, an older run's missing augmentation is none
     assert compress["weights"] == "c"  # any other run's last model
 
@@ -300,3 +301,216 @@ def test_the_deck_reports_the_folder_it_wrote(quick, tmp_path):
     out = tmp_path / "deck"
     result = run_deck(DeckConfig(members=runs[:2], samples=10), out, data_dir=str(root / "data"), quiet=True)
     assert result["dir"] == str(out) and (out / "results.json").exists()
+
+
+def _member(run, model, dataset, shape, aug="none", seed=0):
+    """A finished prune-init-like member written by hand (config, summary, untrained weights of ``model``)."""
+    from ticketlab.io import save_tensors, write_json
+    from ticketlab.models import build_model
+
+    cfg = {"model": model, "dataset": dataset, "method": "snip", "train": {"augment": aug}}
+    write_json(run / "config.json", {"kind": "prune-init", "config": cfg})
+    write_json(run / "summary.json", {"config": cfg, "density": 1.0})
+    save_tensors(run / "final.safetensors", build_model(model, shape, 10, seed=seed).state_dict())
+    return str(run)
+
+
+def _accuracies(runs, data, x, y):
+    from ticketlab.models import build_model
+    from ticketlab.robust.deck import member
+    from ticketlab.runs.models import load_weights
+
+    out = []
+    for r in runs:
+        m = member(Path(r))
+        net = build_model(m["model"], data.input_shape, data.num_classes)
+        load_weights(net, m["weights"], m["model"])
+        with torch.no_grad():
+            out.append(float((net.eval()(x).argmax(1) == y).float().mean()))
+    return out
+
+
+def test_a_deck_under_corruptions_scores_each_corrupted_set_and_resumes_condition_by_condition(
+    quick, tmp_path, capsys, monkeypatch
+):
+    """Each corruption's row holds the members' accuracies on that corruption of the test inputs (MNIST-C's,
+    seeded by the deck's seed); the folder is a card-deck run holding its whole config; a run stopped
+    between conditions computes only the missing one on the next call, and prints each as it goes."""
+    import numpy as np
+
+    from ticketlab.attacks import from_pixels, to_pixels
+    from ticketlab.data import load_dataset
+    from ticketlab.robust import deck as mod
+    from ticketlab.robust.corruptions import corrupt
+    from ticketlab.robust.deck import DeckConfig, run_deck
+
+    root, runs = quick
+    out = tmp_path / "deck"
+    cfg = DeckConfig(members=runs[:2], corruptions=["shot_noise", "rotate"], samples=12, seed=2)
+    result = run_deck(cfg, out, data_dir=str(root / "data"))
+    err = capsys.readouterr().err.splitlines()
+    rows = result["rows"]
+    assert [r["condition"] for r in rows] == ["clean", "shot_noise", "rotate"]
+    assert err == [f"{r['condition']}: deck {r['deck']:.4f}  ensemble {r['ensemble']:.4f}" for r in rows]
+    data = load_dataset("mnist", str(root / "data"), quiet=True)
+    x, y = data.x_test[:12], data.y_test[:12]
+    for r in rows:
+        xc = x
+        if r["condition"] != "clean":
+            pix = to_pixels(x, data).clamp(0, 1).numpy()
+            xc = from_pixels(torch.from_numpy(corrupt(pix, r["condition"], seed=2)), data)
+            assert not np.allclose(xc.numpy(), x.numpy())
+        assert list(r["members"].values()) == _accuracies(runs[:2], data, xc, y)
+    config = {
+        "members": [str(Path(r).resolve()) for r in runs[:2]],
+        "corruptions": ["shot_noise", "rotate"],
+        "samples": 12,
+        "seed": 2,
+    }
+    assert json.loads((out / "results.json").read_text()) == {"config": config, "rows": rows}
+    assert json.loads((out / "config.json").read_text())["kind"] == "card-deck"
+    assert json.loads((out / "config.json").read_text())["config"] == config
+    stopped = {"config": config, "rows": [rows[0], rows[2]]}  # as if stopped before shot_noise was written
+    (out / "results.json").write_text(json.dumps(stopped))
+    gated, real = [], mod.gate
+    monkeypatch.setattr(mod, "gate", lambda refs, xp: gated.append(len(xp)) or real(refs, xp))
+    again = run_deck(
+        DeckConfig(members=runs[:2], corruptions=["shot_noise", "rotate"], samples=12, seed=2),
+        out,
+        data_dir=str(root / "data"),
+        quiet=True,
+    )
+    assert gated == [12] and capsys.readouterr().err == ""
+    assert {r["condition"]: r for r in again["rows"]} == {r["condition"]: r for r in rows}
+
+
+def test_all_corruptions_resolve_to_mnist_cs_for_mnist(quick, tmp_path):
+    from ticketlab.robust.corruptions import MNIST_C
+    from ticketlab.robust.deck import DeckConfig, run_deck
+
+    root, runs = quick
+    r = run_deck(
+        DeckConfig(members=runs[:2], corruptions=["all"], samples=4),
+        tmp_path / "d",
+        data_dir=str(root / "data"),
+        quiet=True,
+    )
+    assert r["config"]["corruptions"] == list(MNIST_C)
+    assert [row["condition"] for row in r["rows"]] == ["clean", *MNIST_C]
+
+
+def test_cifar_shaped_members_are_scored_on_each_severitys_8_bit_set(tmp_path):
+    """32x32 RGB inputs take CIFAR-10-C's corruptions, one set per severity, kept as 8-bit pixels and
+    standardised with the data's statistics when scored."""
+    import numpy as np
+
+    from ticketlab.attacks import from_pixels, to_pixels
+    from ticketlab.data import load_dataset
+    from ticketlab.robust.cifar_c import corrupt_cifar
+    from ticketlab.robust.deck import DeckConfig, run_deck
+
+    rng = np.random.default_rng(0)
+    f = tmp_path / "rgb.npz"
+    np.savez(
+        f,
+        x_train=rng.random((40, 3, 32, 32), dtype=np.float32),
+        y_train=rng.integers(0, 10, 40),
+        x_test=rng.random((6, 3, 32, 32), dtype=np.float32),
+        y_test=np.arange(6) % 10,
+    )
+    name = f"npz:{f}"
+    runs = [_member(tmp_path / f"m{i}", "lenet300", name, (3, 32, 32), seed=i) for i in range(2)]
+    r = run_deck(DeckConfig(members=runs, corruptions=["shot_noise"]), tmp_path / "d", quiet=True)
+    assert [row["condition"] for row in r["rows"]] == ["clean"] + [f"shot_noise/{s}" for s in range(1, 6)]
+    data = load_dataset(name, quiet=True)
+    pix = to_pixels(data.x_test, data).clamp(0, 1).numpy()
+    for s, row in enumerate(r["rows"][1:], 1):
+        u8 = torch.from_numpy(np.round(corrupt_cifar(pix, "shot_noise", s, seed=0) * 255).astype(np.uint8))
+        xc = from_pixels(u8.float() / 255, data)
+        assert list(row["members"].values()) == _accuracies(runs, data, xc, data.y_test)
+
+
+def test_more_than_1000_test_inputs_are_predicted_in_chunks_that_cover_each_once(quick, tmp_path):
+    from ticketlab.data import load_dataset
+    from ticketlab.robust.deck import DeckConfig, run_deck
+
+    _, runs = quick
+    write_idx_set(tmp_path / "data" / "mnist", n_train=60, n_test=1003)
+    (row,) = run_deck(DeckConfig(members=runs[:2]), tmp_path / "d", data_dir=str(tmp_path / "data"), quiet=True)["rows"]
+    data = load_dataset("mnist", str(tmp_path / "data"), quiet=True)
+    assert list(row["members"].values()) == _accuracies(runs[:2], data, data.x_test, data.y_test)
+
+
+def test_the_default_deck_folder_is_named_by_its_config(quick, tmp_path, monkeypatch):
+    from ticketlab.robust.deck import DeckConfig, run_deck
+    from ticketlab.runs import config_hash
+
+    root, runs = quick
+    monkeypatch.chdir(tmp_path)
+    r = run_deck(DeckConfig(members=runs[:2], samples=3), data_dir=str(root / "data"), quiet=True)
+    assert Path(r["dir"]) == Path("runs") / f"card-deck-{config_hash(r['config'])}"
+    assert (tmp_path / r["dir"] / "results.json").is_file()
+
+
+def test_a_deck_loads_its_data_quietly_only_when_asked(quick, tmp_path, monkeypatch):
+    from ticketlab.robust import deck as mod
+    from ticketlab.robust.deck import DeckConfig, run_deck
+
+    root, runs = quick
+    asked, real = [], mod.load_dataset
+    monkeypatch.setattr(
+        mod, "load_dataset", lambda name, d, quiet: asked.append((name, d, quiet)) or real(name, d, quiet)
+    )
+    for quiet in (True, False):
+        run_deck(
+            DeckConfig(members=runs[:2], samples=3), tmp_path / f"q{quiet}", data_dir=str(root / "data"), quiet=quiet
+        )
+    assert asked == [("mnist", str(root / "data"), True), ("mnist", str(root / "data"), False)]
+
+
+def test_features_or_inputs_without_a_pixel_range_are_refused_by_the_gate(tmp_path, capsys):
+    import numpy as np
+
+    from ticketlab.errors import UserError
+    from ticketlab.robust.deck import DeckConfig, run_deck
+
+    rng = np.random.default_rng(0)
+    f = tmp_path / "feat.npz"
+    np.savez(
+        f,
+        x_train=rng.random((30, 16), dtype=np.float32),
+        y_train=rng.integers(0, 10, 30),
+        x_test=rng.random((5, 16), dtype=np.float32),
+        y_test=np.arange(5),
+    )
+    for name, shape in ((f"npz:{f}", (16,)), ("mnist1d", (1, 40))):
+        runs = [_member(tmp_path / name.replace("/", "_") / f"m{i}", "lenet300", name, shape) for i in range(2)]
+        with pytest.raises(UserError) as e:
+            run_deck(DeckConfig(members=runs), tmp_path / "d", quiet=True)
+        assert str(e.value) == f"CARD-Deck's spectral gate needs images; {name} is not an image dataset"
+        assert not (tmp_path / "d").exists()
+
+
+def test_a_member_whose_weights_do_not_fit_its_model_is_refused_naming_it(quick, tmp_path):
+    from ticketlab.errors import UserError
+    from ticketlab.robust.deck import DeckConfig, run_deck
+
+    root, runs = quick
+    bad = _member(tmp_path / "bad", "lenet300", "mnist", (1, 8, 8))  # weights of a smaller input
+    with pytest.raises(UserError) as e:
+        run_deck(DeckConfig(members=[runs[0], bad], samples=3), tmp_path / "d", data_dir=str(root / "data"), quiet=True)
+    assert str(e.value) == f"{Path(bad) / 'final.safetensors'} does not hold weights of lenet300; the run is damaged"
+
+
+def test_deck_settings_refusals_are_whole_and_one_sample_is_enough():
+    from ticketlab.errors import UserError
+    from ticketlab.robust.deck import DeckConfig
+
+    for kw, msg in [
+        (dict(members=["a"]), "a CARD-Deck needs at least two member runs"),
+        (dict(members=["a", "b"], samples=0), "--samples must be >= 1, got 0"),
+    ]:
+        with pytest.raises(UserError) as e:
+            DeckConfig(**kw).validate()
+        assert str(e.value) == msg
+    DeckConfig(members=["a", "b"], samples=1).validate()

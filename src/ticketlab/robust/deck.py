@@ -100,7 +100,7 @@ def run_deck(
     datasets = {m["dataset"] for m in members}
     if len(datasets) > 1:
         raise UserError(f"CARD-Deck members must share a dataset; got {', '.join(sorted(datasets))}")
-    data = load_dataset(members[0]["dataset"], data_dir, quiet=True)
+    data = load_dataset(datasets.pop(), data_dir, quiet=quiet)
     if data.pixel_range is None or len(data.input_shape) != 3:
         raise UserError(f"CARD-Deck's spectral gate needs images; {data.name} is not an image dataset")
     cfg.corruptions = corruption_names(cfg.corruptions, data.input_shape)
@@ -108,7 +108,7 @@ def run_deck(
     where = open_run_dir(Path(out) if out else Path("runs") / f"card-deck-{config_hash(config)}", "card-deck", config)
     models = []
     for m in members:
-        net = build_model(m["model"], data.input_shape, data.num_classes, seed=0)
+        net = build_model(m["model"], data.input_shape, data.num_classes)  # its init is overwritten
         load_weights(net, m["weights"], m["model"])
         models.append(net.eval())
     x, y = data.x_test, data.y_test
