@@ -240,3 +240,45 @@ def test_stat_formats_align_and_fall_back_for_specs_it_does_not_parse():
     assert format(s, "=+8.2f") == format(0.5, "=+8.2f")  # not "mean ± std": a plain float spec
     assert str(s) == "0.5 ± 0.25" and repr(s) == "0.5 ± 0.25"
     assert f"{Stat(3.0, 1.0, 2):d}" == "3.0 ± 1.0"
+
+
+def test_stat_formats_every_type_letter_and_keeps_the_specs_case_and_default_precision():
+    s = Stat(0.5, 0.1, 2)
+    assert f"{s:.2E}" == "5.00E-01 ± 1.00E-01" and f"{s:.3G}" == "0.5 ± 0.1"
+    assert f"{s:f}" == "0.500000 ± 0.100000"  # no precision given: the type's own
+    assert str(Stat(1.23e-5, 2e-6, 3)) == "1.23e-05 ± 2e-06"  # the default .4g, lower-case exponent
+    nan = float("nan")
+    assert f"{Stat(nan, nan, 2):d}" == "nan ± nan"  # an integer metric's mean shown with one decimal, as f
+    assert (Stat(2.0, 0.5, 4) - 1).n == 4
+
+
+def test_seeds_in_lockstep_print_nothing_when_quiet(tmp_path, capsys):
+    """Real trainings packed into one vectorised loop: quiet reaches the pack's progress bar too."""
+    from ticketlab.cli import main
+
+    fast = ["--dataset", "digits", "--model", "mlp1d", "--iterations", "10", "--batch-size", "32"]
+    argv = ["dst", "--method", "set", "--density", "0.5", *fast, "--seeds", "2", "--replicates", "vectorized"]
+    assert main([*argv, "--quiet", "--out", str(tmp_path / "q")]) == 0
+    assert capsys.readouterr().err == ""
+    assert main([*argv, "--out", str(tmp_path / "loud")]) == 0
+    assert "trainings (x2)" in capsys.readouterr().err  # the pack's own progress bar, when not quiet
+
+
+def test_a_group_whose_aggregate_is_empty_is_not_plotted(tmp_path):
+    seen = []
+
+    def run(cfg, out, **runtime):
+        out = open_run_dir(out, "fake", cfg.to_dict())
+        write_json(out / "summary.json", {})
+        return {}
+
+    exp = Experiment(
+        name="fake",
+        config=Cfg,
+        run=run,
+        format=lambda s: "",
+        headline=lambda s: {},
+        plot_group=lambda summary, folder: seen.append(summary),
+    )
+    r = run_seeds(exp, Cfg(), [0, 1], tmp_path / "g", quiet=True)
+    assert r["aggregate"] == {} and seen == []

@@ -234,7 +234,7 @@ def run_seeds(
         c.validate()
     group = open_group(exp, cfg, out)
     done = finished_seeds(group)
-    quiet = runtime.get("quiet", False)
+    quiet = runtime.get("quiet")
     todo = list(zip(seeds, cfgs))  # finished seeds too: a finished run reads itself back (or continues, --rounds)
     if replicates == "vectorized" and len(todo) > 1:
         if not quiet:
@@ -271,7 +271,7 @@ def format_group(exp: Experiment, result: dict) -> str:
         lines.append(exp.format(display(result["aggregate"])))
     except (KeyError, TypeError, ValueError, IndexError):
         pass  # the seeds' summaries differ in structure; the headline table below still holds
-    head = result.get("headline", {})
+    head = result.get("headline")
     if head:
         lines.append("")
         lines.append(f"{'metric':<24} {'mean':>11} {'std':>10} {'min':>11} {'max':>11} {'n':>3}")
