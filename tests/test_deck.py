@@ -514,3 +514,44 @@ def test_deck_settings_refusals_are_whole_and_one_sample_is_enough():
             DeckConfig(**kw).validate()
         assert str(e.value) == msg
     DeckConfig(members=["a", "b"], samples=1).validate()
+
+
+def test_spectra_centre_each_image_channel_on_its_own_mean():
+    """Two images of two flat channels with four different levels: each (image, channel) is centred on its own
+    mean, so every spectrum is zero (a mean over the batch, the channels or the other axes would leave some)."""
+    x = torch.tensor([0.1, 0.4, 0.7, 0.9]).view(2, 2, 1, 1).expand(2, 2, 4, 4).clone()
+    assert float(spectra(x).abs().max()) < 1e-5  # zero up to the rounding of a mean of 16 equal floats
+
+
+def test_a_members_noise_level_is_its_training_sigma(monkeypatch):
+    import ticketlab.robust.deck as deck
+
+    cfg = {"model": "lenet300", "dataset": "mnist", "train": {"augment": "gaussian", "augment_sigma": 0.3}}
+    monkeypatch.setattr(deck, "trained_models", lambda *a: ({"kind": "compress", "config": cfg}, [{"weights": "w"}]))
+    assert deck.member(Path("r"))["sigma"] == 0.3
+
+
+def test_each_members_reference_draws_its_augmentation_from_the_card_deck_stream_of_its_index():
+    from types import SimpleNamespace
+
+    from ticketlab.data.augment import augment_pixels
+    from ticketlab.robust.deck import references
+    from ticketlab.seeding import generator
+
+    x = torch.rand(30, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    data = SimpleNamespace(x_train=x, y_train=torch.zeros(30), mean=None, std=None, pixel_range=(0.0, 1.0))
+    members = [{"augment": "gaussian", "sigma": 0.2}] * 2
+    refs = references(members, data, 5)
+    idx = torch.randperm(30, generator=generator(5, "card-deck"))[:2000]
+    for i in range(2):
+        aug = augment_pixels("gaussian", x[idx], generator(5, "card-deck", i), (0.0, 1.0), 0.2)
+        assert torch.equal(refs[i], spectra(aug).mean(0))
+
+
+def test_the_deck_table_cuts_long_labels_to_their_columns():
+    from ticketlab.robust.deck import format_deck
+
+    label = "a-very-long-member-run-name (gaussian)"
+    rows = [{"condition": "clean", "members": {label: 0.5, "b": 0.25}, "ensemble": 0.5, "deck": 0.5}]
+    head = format_deck({"labels": [label, "b"], "rows": rows}).splitlines()[1]
+    assert head == f"{'condition':<22} {label[:22]} {'b':>22} {'ensemble':>9} {'deck':>7}"

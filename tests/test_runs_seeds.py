@@ -282,3 +282,11 @@ def test_a_group_whose_aggregate_is_empty_is_not_plotted(tmp_path):
     )
     r = run_seeds(exp, Cfg(), [0, 1], tmp_path / "g", quiet=True)
     assert r["aggregate"] == {} and seen == []
+
+
+def test_seeds_and_a_seed_list_together_are_refused_with_the_whole_message():
+    from ticketlab.runs.seeds import parse_seeds
+
+    with pytest.raises(UserError) as e:
+        parse_seeds([1, 2], 3)
+    assert str(e.value) == "give either --seeds N or a list --seed A,B,C, not both"

@@ -175,7 +175,7 @@ def group_runs(path: Path) -> list[Path]:
 
 def group_config(exp: Experiment, cfg) -> dict:
     base = cfg.to_dict()
-    base.pop("seed", None)
+    base.pop("seed")  # every seeded config has one: run_seeds replaces it per seed
     return {"experiment": exp.name, "config": base}
 
 
