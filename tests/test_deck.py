@@ -301,6 +301,7 @@ def test_the_deck_reports_the_folder_it_wrote(quick, tmp_path):
     out = tmp_path / "deck"
     result = run_deck(DeckConfig(members=runs[:2], samples=10), out, data_dir=str(root / "data"), quiet=True)
     assert result["dir"] == str(out) and (out / "results.json").exists()
+    assert not (out / "corrupted.safetensors").exists()  # no corruptions asked: no corrupted sets made
 
 
 def _member(run, model, dataset, shape, aug="none", seed=0):
