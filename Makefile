@@ -43,7 +43,7 @@ test-slow: $(STAMP)
 test-random: $(STAMP)
 	$(PY) -m pytest -q $(if $(SEED),--randomly-seed=$(SEED),)
 
-# Mutation testing (pyproject's [tool.mutmut]): 18,411 mutants, about a day on 2 cores, not in CI; NAMES="GLOB..."
+# Mutation testing (pyproject's [tool.mutmut]): 18,351 mutants, about a day on 2 cores, not in CI; NAMES="GLOB..."
 # runs only those (e.g. NAMES='ticketlab.runs.seeds.*'), merged into an earlier run's results. One torch thread
 # per mutant process: JOBS (default 2) processes share the cores without oversubscribing them.
 # `make mutation-sample` runs a stratified 3% sample of the newer modules' mutants (about an hour) and scores it.
