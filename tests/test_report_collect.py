@@ -405,5 +405,10 @@ def test_result_rows_become_lines_per_group_and_metric_with_controls_dashed(draw
         {"rows": [{"density": 0.5, "loss": 1}]},
         {"rows": [{"density": 0.5, "a_acc": 0.1}, 5]},
         {"rows": "x"},
+        {"rows": 5},  # a damaged file's number, not a list
     ):
         assert collect.rows_figure(bad, "T") is None
+    drawn.clear()
+    two = [{"group": "ticket", "density": 0.5, "a_acc": 0.1}, {"group": "reinit", "density": 0.5, "a_acc": 0.2}]
+    collect.rows_figure({"rows": two}, "T")
+    assert [x.label for x in drawn["accuracy_vs_density"][0][0][0]] == ["ticket: a_acc", "reinit: a_acc"]
