@@ -252,6 +252,7 @@ def test_histories_are_found_in_the_run_but_not_in_runs_nested_inside_it(tmp_pat
         ("seed_12", "seed"),
         ("cell_3x", "cell_3x"),
         ("42", "42"),
+        ("round_01/seed_2/train_0", "training runs"),  # the last folder of a deeper path
     ],
 )
 def test_each_training_lands_in_the_panel_of_its_folder_name(rel, panel):
@@ -322,7 +323,7 @@ def test_imp_curves_are_labelled_by_density_and_controls_keep_their_round(tmp_pa
 def test_the_mask_figure_shows_the_smallest_2d_layer_of_the_last_round(tmp_path, drawn):
     run = tmp_path / "imp"
     small = torch.tensor([[True, False, True], [False, True, True]])
-    for r in ("round_00", "round_02"):
+    for r in ("round_00", "round_01", "round_02"):
         save_tensors(
             run / r / "mask.safetensors",
             {
@@ -412,3 +413,27 @@ def test_result_rows_become_lines_per_group_and_metric_with_controls_dashed(draw
     two = [{"group": "ticket", "density": 0.5, "a_acc": 0.1}, {"group": "reinit", "density": 0.5, "a_acc": 0.2}]
     collect.rows_figure({"rows": two}, "T")
     assert [x.label for x in drawn["accuracy_vs_density"][0][0][0]] == ["ticket: a_acc", "reinit: a_acc"]
+
+
+def test_a_round_the_summary_does_not_list_keeps_its_folder_name():
+    from ticketlab.report.collect import curve_label
+
+    summary = {"rounds": [{"round": 0, "density": 1.0}, "not a row"]}
+    assert curve_label("round_07", summary) == "round_07" and curve_label("round_00", summary) == "100% (round 0)"
+
+
+def test_no_runs_or_exactly_24_trainings_in_a_panel(tmp_path, drawn):
+    assert collect.curves_figure([], "T") is None
+    for i in range(24):
+        write_history(tmp_path / "r" / f"round_{i:02d}", [i / 100])
+    collect.curves_figure([tmp_path / "r"], "Title")
+    (panels, title), _ = drawn["training_curves"][0]
+    assert title == "Title" and list(panels) == ["ticket, per round"] and len(panels["ticket, per round"]) == 24
+
+
+def test_a_mask_layer_of_rows_of_two_or_of_exactly_the_size_limit_is_drawn(tmp_path, monkeypatch, drawn):
+    save_tensors(tmp_path / "a" / "mask.safetensors", {"w": torch.ones(3, 2, dtype=torch.bool)})
+    assert collect.mask_figure(tmp_path / "a", "dst", "T") == "<mask_image>"
+    monkeypatch.setattr(collect, "MAX_MASK_ENTRIES", 16)
+    save_tensors(tmp_path / "b" / "mask.safetensors", {"w": torch.ones(4, 4, dtype=torch.bool)})
+    assert collect.mask_figure(tmp_path / "b", "dst", "T") == "<mask_image>"
