@@ -99,7 +99,8 @@ def source(tmp_path_factory):
 
 
 def dcfg(source, **kw):
-    return DeadwoodConfig(
+    """A deadwood config on the digits source; ``kw`` adds settings or overrides these."""
+    base = dict(
         dataset="digits",
         model="mlp1d",
         source=str(source),
@@ -108,8 +109,8 @@ def dcfg(source, **kw):
         rob_steps=2,
         dual_every=10,
         train=TrainConfig(iterations=60, eval_every=20, batch_size=60),
-        **kw,
     )
+    return DeadwoodConfig(**(base | kw))
 
 
 @pytest.mark.slow
@@ -285,12 +286,9 @@ def test_bad_deadwood_settings_are_refused(kw, msg):
 def test_a_short_deadwood_run_records_its_duals_mask_and_parent_and_reads_itself_back(
     source, tmp_path, monkeypatch, capsys
 ):
-    c = DeadwoodConfig(
-        dataset="digits",
-        model="mlp1d",
-        source=str(source),
+    c = dcfg(
+        source,
         density=0.3,
-        rob_eps=0.05,
         rob_steps=1,
         dual_every=5,
         prune_at=0.5,
@@ -446,10 +444,8 @@ def test_a_deadwood_run_builds_its_updater_from_every_setting_and_an_epoch_budge
     monkeypatch.setattr(mod, "Deadwooding", Spy)
     seen, real = [], mod.start_derived_run
     monkeypatch.setattr(mod, "start_derived_run", lambda *a: seen.append(a[3:6]) or real(*a))
-    c = DeadwoodConfig(
-        dataset="digits",
-        model="mlp1d",
-        source=str(source),
+    c = dcfg(
+        source,
         seed=3,
         density=0.4,
         prune_at=0.3,

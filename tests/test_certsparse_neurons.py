@@ -100,14 +100,15 @@ def source(tmp_path_factory):
 
 
 def ncfg(source, **kw):
-    return NeuronsConfig(
+    """A neurons config on the digits source; ``kw`` adds settings or overrides these."""
+    base = dict(
         dataset="digits",
         model="mlp1d",
         source=str(source),
         score_samples=200,
         train=TrainConfig(iterations=60, eval_every=20, batch_size=60),
-        **kw,
     )
+    return NeuronsConfig(**(base | kw))
 
 
 def test_stability_pruning_removes_whole_neurons_exactly(source, tmp_path):
@@ -567,10 +568,9 @@ def test_neurons_hands_its_data_folder_and_quiet_to_the_run_setup(source, tmp_pa
 def test_a_neurons_run_takes_its_budget_in_epochs(source, tmp_path):
     from ticketlab.data import load_dataset
 
-    c = NeuronsConfig(
-        dataset="digits",
-        model="mlp1d",
-        source=str(source),
+    c = ncfg(
+        source,
+        score_samples=1000,
         score="magnitude",
         method="graft",
         fraction=0.25,

@@ -68,19 +68,10 @@ def members(tmp_path_factory):
 def quick(tmp_path_factory):
     """Three finished prune-init-like runs of lenet300 written by hand (config, summary and untrained weights,
     one per augmentation): what card-deck reads of a member, without training one."""
-    from ticketlab.io import save_tensors, write_json
-    from ticketlab.models import build_model
-
     root = tmp_path_factory.mktemp("quick")
     write_idx_set(root / "data" / "mnist", n_train=150, n_test=30)
-    runs = []
-    for i, aug in enumerate(("none", "gaussian", "augmix")):
-        run = root / f"pi-{aug}"
-        cfg = {"model": "lenet300", "dataset": "mnist", "method": "snip", "train": {"augment": aug}}
-        write_json(run / "config.json", {"kind": "prune-init", "config": cfg})
-        write_json(run / "summary.json", {"config": cfg, "density": 1.0})
-        save_tensors(run / "final.safetensors", build_model("lenet300", (1, 28, 28), 10, seed=i).state_dict())
-        runs.append(str(run))
+    augs = ("none", "gaussian", "augmix")
+    runs = [_member(root / f"pi-{aug}", "lenet300", "mnist", (1, 28, 28), aug, seed=i) for i, aug in enumerate(augs)]
     return root, runs
 
 
