@@ -45,10 +45,11 @@ test-random: $(STAMP)
 
 # Mutation testing (pyproject's [tool.mutmut]): 18,351 mutants, about a day on 2 cores, not in CI; NAMES="GLOB..."
 # runs only those (e.g. NAMES='ticketlab.runs.seeds.*'), merged into an earlier run's results. One torch thread
-# per mutant process: JOBS (default 2) processes share the cores without oversubscribing them.
+# per mutant process: JOBS (default 2) processes share the cores without oversubscribing them. A test that runs
+# over two minutes of wall-clock time fails (PYTEST_TIMEOUT): a mutant that deadlocks threads uses no CPU time.
 # `make mutation-sample` runs a stratified 3% sample of the newer modules' mutants (about an hour) and scores it.
 # `make mutation-score` prints the score per module; tests/mutation/equivalent.txt lists equivalent survivors.
-MUTMUT := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(or $(JOBS),2)
+MUTMUT := PYTEST_TIMEOUT=120 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $(or $(JOBS),2)
 
 mutation: $(STAMP)
 	$(if $(NAMES),,rm -rf mutants)

@@ -2,15 +2,18 @@
 command run in lockstep with their trainings packed; resume, BatchNorm, masks, fallbacks."""
 
 import copy
+import json
 import shutil
 
 import pytest
 import torch
 from helpers import die_after_checkpoints, one_line_exit_2
+from safetensors import safe_open
 
 from ticketlab.cli import main
 from ticketlab.data import load_dataset
 from ticketlab.dst.runner import DSTConfig
+from ticketlab.errors import UserError
 from ticketlab.io import load_tensors, read_json
 from ticketlab.lottery import IMPConfig
 from ticketlab.models import build_model
@@ -18,6 +21,7 @@ from ticketlab.runs import get_experiment
 from ticketlab.runs.lockstep import Lockstep, resolve
 from ticketlab.runs.seeds import run_seeds
 from ticketlab.train import Checkpointer, TrainConfig, train
+from ticketlab.train import replicates as replicates_mod
 from ticketlab.train.replicates import NotVectorizable, train_each, train_replicates
 
 
@@ -637,3 +641,327 @@ def test_evaluation_in_chunks_sums_every_chunks_loss_and_counts(digits):
         for p, q in zip(x.history, y.history):
             assert p["test_acc"] == q["test_acc"] and p["val_acc"] == q["val_acc"]
             assert p["test_loss"] == pytest.approx(q["test_loss"], rel=1e-6)
+
+
+def test_one_replicate_trains_in_the_loop_as_alone_and_an_epoch_budget_comes_from_the_data(digits):
+    cfg = TrainConfig(epochs=1, eval_every=4, batch_size=128)  # len(train) // 128 full batches
+    models, masks = replicas("lenet300", digits, [5], density=0.3)
+    a, b = copy.deepcopy(models), copy.deepcopy(models)
+    ra = train_replicates(a, digits, cfg, masks=masks, seeds=[5])
+    rb = train_each(b, digits, cfg, masks=masks, seeds=[5])
+    steps = len(digits.y_train) // 128
+    assert ra[0].iterations == rb[0].iterations == steps
+    assert [r["iter"] for r in ra[0].history] == [r["iter"] for r in rb[0].history] == [*range(0, steps, 4), steps]
+    assert max_diff(a, b) < 1e-5
+
+
+def test_a_resumed_pack_starts_from_its_checkpoints_not_from_the_given_weights(digits, tmp_path, monkeypatch):
+    """Resumed with models at other initial weights, the pack ends where the uninterrupted one does: the
+    checkpoints' weights, iteration and history are the ones trained on (one replicate or two), resumed in the
+    second epoch (10 batches of 128 an epoch)."""
+    cfg = TrainConfig(iterations=30, eval_every=10, batch_size=128)
+    for seeds in ([3], [3, 4]):
+        models, masks = replicas("lenet300", digits, seeds, density=0.5)
+        ref = copy.deepcopy(models)
+        rref = train_replicates(ref, digits, cfg, masks=masks, seeds=seeds)
+        where = tmp_path / str(len(seeds))
+        cps = [Checkpointer(where / f"ck{i}.safetensors", 10) for i in range(len(seeds))]
+        restore = die_after_checkpoints(monkeypatch, len(seeds))  # every replicate's checkpoint at 10
+        with pytest.raises(KeyboardInterrupt):
+            train_replicates(copy.deepcopy(models), digits, cfg, masks=masks, seeds=seeds, checkpointers=cps)
+        restore()
+        other, _ = replicas("lenet300", digits, [s + 10 for s in seeds])
+        bar = []
+        real = replicates_mod.tqdm
+        monkeypatch.setattr(replicates_mod, "tqdm", lambda **kw: bar.append(kw["initial"]) or real(**kw))
+        res = train_replicates(other, digits, cfg, masks=masks, seeds=seeds, checkpointers=cps, progress=True)
+        assert bar == [10]
+        assert max_diff(other, ref) == 0 and [r.history for r in res] == [r.history for r in rref]
+        monkeypatch.setattr(replicates_mod, "tqdm", real)
+
+
+def test_checkpoints_at_different_iterations_cannot_share_a_loop(digits, tmp_path, monkeypatch):
+    cfg = TrainConfig(iterations=30, eval_every=10, batch_size=32)
+    models, masks = replicas("lenet300", digits, [0, 1], density=0.5)
+    cps = [Checkpointer(tmp_path / f"ck{i}.safetensors", 10) for i in range(2)]
+    for m, mk, cp, kills in zip(copy.deepcopy(models), masks, cps, (1, 2)):  # one at 10, the other at 20
+        restore = die_after_checkpoints(monkeypatch, kills)
+        with pytest.raises(KeyboardInterrupt):
+            train(m, digits, cfg, mask=mk, seed=0, checkpointer=cp)
+        restore()
+    with pytest.raises(NotVectorizable, match="^the replicates' checkpoints are at different iterations$"):
+        train_replicates(copy.deepcopy(models), digits, cfg, masks=masks, seeds=[0, 1], checkpointers=cps)
+
+
+def test_a_given_total_is_the_budget_and_the_loop_is_quiet_unless_asked(digits, capsys):
+    cfg = TrainConfig(iterations=40, eval_every=20, batch_size=32)
+    models, masks = replicas("lenet300", digits, [0, 1], density=0.5)
+    res = train_replicates(copy.deepcopy(models), digits, cfg, masks=masks, seeds=[0, 1], total=7)
+    assert [r.iterations for r in res] == [7, 7] and [r["iter"] for r in res[0].history] == [0, 7]
+    assert capsys.readouterr().err == ""
+    train_replicates(copy.deepcopy(models), digits, cfg, masks=masks, seeds=[0, 1], total=1, progress=True)
+    assert "replicates (x2)" in capsys.readouterr().err
+    res = train_replicates(copy.deepcopy(models), digits, cfg, masks=masks, seeds=[0, 1], start_iter=5, total=12)
+    assert [r.iterations for r in res] == [7, 7] and [r["iter"] for r in res[0].history] == [5, 12]
+
+
+def test_train_each_is_quiet_by_default_and_names_its_bar_replicates():
+    seen = []
+    train_each(["a"], "data", "cfg", masks=[None], seeds=[0], train_fn=lambda m, d, c, **kw: seen.append(kw))
+    assert (seen[0]["progress"], seen[0]["desc"]) == (False, "replicates")
+
+
+def test_every_refusal_says_why(digits):
+    a = build_model("lenet300", digits.input_shape, 10)
+    b = build_model("conv2", digits.input_shape, 10)
+    cfg = TrainConfig(iterations=2)
+    why = "^different architectures or settings, or forward hooks on the models$"
+    with pytest.raises(NotVectorizable, match=why):
+        train_replicates([a, b], digits, cfg, masks=[None, None], seeds=[0, 1])
+    with pytest.raises(NotVectorizable, match=why):
+        train_replicates([], digits, cfg, masks=[], seeds=[])
+    for masks, seeds in (([None], [0, 1]), ([None, None], [0])):
+        with pytest.raises(ValueError, match=r"^one mask \(or None\) and one seed per model$"):
+            train_replicates([a, copy.deepcopy(a)], digits, cfg, masks=masks, seeds=seeds)
+    w = {"0.weight": torch.ones(300, 784, dtype=torch.bool)}
+    with pytest.raises(NotVectorizable, match="^the replicates mask different layers$"):
+        train_replicates([a, copy.deepcopy(a)], digits, cfg, masks=[None, w], seeds=[0, 1])
+
+
+class _Trainer:
+    """A stand-in sparse trainer: what the loop asks of one before it trains (nothing is trained)."""
+
+    detached = 0
+
+    def __init__(self, optimizer, step_on_update=True):
+        self.step_on_update = step_on_update
+
+    def rebind(self, optimizer):
+        pass
+
+    def detach(self):
+        type(self).detached += 1
+
+
+class _Lossy(_Trainer):
+    def loss(self, loss):
+        pass
+
+
+class _Other(_Trainer):
+    pass
+
+
+class _Unbound:
+    def __init__(self, optimizer):
+        pass
+
+    def loss(self, loss):  # (and no detach: nothing to detach)
+        pass
+
+
+@pytest.mark.parametrize(
+    "factories",
+    [
+        [_Lossy, _Lossy],
+        [_Trainer, _Other],
+        [_Trainer, lambda o: _Trainer(o, step_on_update=False)],
+        [_Unbound, _Unbound],
+    ],
+    ids=["own loss", "two classes", "step on update differs", "no rebind, no detach"],
+)
+def test_sparse_trainers_that_cannot_share_a_loop_are_detached_and_refused(digits, factories):
+    models, _ = replicas("lenet300", digits, [0, 1])
+    _Trainer.detached = _Lossy.detached = _Other.detached = 0
+    with pytest.raises(NotVectorizable, match="^the sparse trainers differ, have a loss of their own, cannot be "):
+        train_replicates(models, digits, TrainConfig(iterations=2), masks=[None, None], seeds=[0, 1], sparse=factories)
+    detachable = sum(isinstance(f, type) and issubclass(f, _Trainer) or not isinstance(f, type) for f in factories)
+    assert _Trainer.detached + _Lossy.detached + _Other.detached == detachable
+
+
+def test_sparse_trainers_for_some_replicates_only_or_beside_a_mask_are_refused(digits):
+    why = "^some replicates have sparse trainers, others not$"
+    models, masks = replicas("lenet300", digits, [0, 1], density=0.5)
+    cfg = TrainConfig(iterations=2)
+    with pytest.raises(NotVectorizable, match=why):
+        train_replicates(models, digits, cfg, masks=[None, None], seeds=[0, 1], sparse=[_Trainer, None])
+    with pytest.raises(NotVectorizable, match=why):
+        train_replicates(models, digits, cfg, masks=masks, seeds=[0, 1], sparse=[_Trainer, _Trainer])
+    with pytest.raises(NotVectorizable, match=why):
+        train_replicates(models[:1], digits, cfg, masks=masks[:1], seeds=[0], sparse=[_Trainer])
+
+
+def same_log_calls(x: _Recorder, y: _Recorder) -> None:
+    assert [(n, a[0] if a else None) for n, a, _ in x.calls] == [(n, a[0] if a else None) for n, a, _ in y.calls]
+    for (_, p, _), (_, q, _) in zip(x.calls, y.calls):
+        if len(p) > 1 and isinstance(p[1], dict):
+            assert p[1].keys() == q[1].keys()
+            assert all(p[1][k] == pytest.approx(q[1][k], rel=1e-4, abs=1e-5) for k in p[1])
+
+
+def _bn_mlp(seed: int) -> torch.nn.Module:
+    """64-128-10 with BatchNorm: buffers, and a forward vmap runs (not the plain-MLP one). (RigL's choices on a
+    convolutional net flip on near-ties where vmap's grouped convolutions round otherwise.)"""
+    torch.manual_seed(seed)
+    nn = torch.nn
+    return nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Linear(128, 10))
+
+
+def test_dst_replicates_of_a_batchnorm_net_under_warmup_and_cosine_log_and_observe_as_alone(digits):
+    """RigL on an MLP with BatchNorm (its buffers views of the stack too), the learning rate warmed up and
+    annealed: the same masks, weights, running statistics, logged rows (density, FLOPs, mask changes) and rows
+    each trainer observes as in sequential training."""
+    from ticketlab import dst
+
+    cfg = TrainConfig(
+        iterations=12, eval_every=4, batch_size=32, optimizer="sgd", lr=0.05, lr_schedule="cosine", warmup=3
+    )  # (not Adam: it turns the rounding noise of a bias before BatchNorm, whose gradient is 0, into steps of lr)
+    seeds = [0, 1]
+    models = [_bn_mlp(s) for s in seeds]
+    a, b = copy.deepcopy(models), copy.deepcopy(models)
+    made: dict = {"a": [], "b": []}
+    seen: dict = {"a": [[], []], "b": [[], []]}
+
+    def factory(side, m, s, r):
+        def build(opt):
+            u = dst.make("rigl", m, opt, density=0.2, total_steps=12, seed=s, delta_t=4, input_shape=digits.input_shape)
+            real = u.observe
+            u.observe = lambda row: (seen[side][r].append(dict(row)), real(row))
+            made[side].append(u)
+            return u
+
+        return build
+
+    la, lb = [_Recorder(), _Recorder()], [_Recorder(), _Recorder()]
+    ra = train_replicates(
+        a,
+        digits,
+        cfg,
+        masks=[None] * 2,
+        seeds=seeds,
+        logs=la,
+        sparse=[factory("a", m, s, r) for r, (m, s) in enumerate(zip(a, seeds))],
+    )
+    rb = [
+        train(m, digits, cfg, seed=s, log=lg, sparse=factory("b", m, s, r))
+        for r, (m, s, lg) in enumerate(zip(b, seeds, lb))
+    ]
+    assert max_diff(a, b) < 1e-4
+    for r in range(2):
+        assert all(torch.equal(x, y) for x, y in zip(made["a"][r].mask_list, made["b"][r].mask_list))
+        assert seen["a"][r] == ra[r].history and len(seen["b"][r]) == len(rb[r].history) == 4
+        same_log_calls(la[r], lb[r])
+    assert any(n == "scalars" and "mask_change" in a[1] for n, a, _ in la[0].calls)
+    assert any(n == "scalars" and a[1].get("density") == pytest.approx(0.2, abs=0.01) for n, a, _ in la[0].calls)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [dict(lr_schedule="cosine"), dict(warmup=6), dict(lr_schedule="step", milestones=[8], gamma=0.1)],
+    ids=["cosine", "warmup", "step"],
+)
+def test_learning_rate_schedules_train_as_alone(digits, schedule):
+    base = dict(iterations=16, eval_every=8, batch_size=32, optimizer="sgd", lr=0.1)
+    cfg = TrainConfig(**base, **schedule)
+    models, masks = replicas("lenet300", digits, [0, 1], density=0.5)
+    a, b, c = copy.deepcopy(models), copy.deepcopy(models), copy.deepcopy(models)
+    train_replicates(a, digits, cfg, masks=masks, seeds=[0, 1])
+    train_each(b, digits, cfg, masks=masks, seeds=[0, 1])
+    train_each(c, digits, TrainConfig(**base), masks=masks, seeds=[0, 1])
+    assert max_diff(a, b) < 1e-5 and max_diff(b, c) > 1e-3  # (the schedule changes the training)
+
+
+def read_checkpoint(path):
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata()
+
+
+def test_vectorized_checkpoints_hold_what_sequential_ones_do_and_only_replicates_given_one(
+    digits, tmp_path, monkeypatch
+):
+    """Saved every 10 of 30 iterations (at 10 and 20: the end is the result, not a checkpoint), for the
+    second replicate only: its file holds the sequential file's weights, momenta, learning rate and history."""
+    cfg = TrainConfig(iterations=30, eval_every=10, batch_size=32, optimizer="sgd", lr=0.1, lr_schedule="cosine")
+    models, masks = replicas("lenet300", digits, [0, 1], density=0.5)
+    saved = []
+    real = Checkpointer.save
+    monkeypatch.setattr(Checkpointer, "save", lambda self, it, *a, **k: (saved.append(it), real(self, it, *a, **k)))
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    train_replicates(
+        copy.deepcopy(models), digits, cfg, masks=masks, seeds=[0, 1], checkpointers=[None, Checkpointer(a, 10)]
+    )
+    assert saved == [10, 20]
+    train(copy.deepcopy(models[1]), digits, cfg, mask=masks[1], seed=1, checkpointer=Checkpointer(b, 10))
+    (ta, ma), (tb, mb) = read_checkpoint(a), read_checkpoint(b)
+    assert ta.keys() == tb.keys() and any(k.endswith("momentum_buffer") for k in ta)
+    assert all(ta[k].shape == tb[k].shape and torch.allclose(ta[k], tb[k], atol=1e-5) for k in ta)
+    assert ma["iteration"] == mb["iteration"] == "20"
+    ga, gb = json.loads(ma["optimizer"])["param_groups"], json.loads(mb["optimizer"])["param_groups"]
+    assert [g.keys() for g in ga] == [g.keys() for g in gb]
+    assert [g["lr"] for g in ga] == pytest.approx([g["lr"] for g in gb]) and ga[0]["lr"] < 0.1
+    ha, hb = json.loads(ma["history"]), json.loads(mb["history"])
+    assert [r["iter"] for r in ha] == [r["iter"] for r in hb] == [0, 10, 20]
+
+
+class _Bar:
+    made: list = []
+
+    def __init__(self, **kw):
+        self.kw, self.n, self.closed = kw, kw.get("initial", 0), False
+        _Bar.made.append(self)
+
+    def update(self, k):
+        self.n += k
+
+    def close(self):
+        self.closed = True
+
+
+def test_the_progress_bar_counts_iterations_to_the_total(digits, monkeypatch):
+    monkeypatch.setattr(replicates_mod, "tqdm", _Bar)
+    _Bar.made = []
+    cfg = TrainConfig(iterations=40, eval_every=3, batch_size=32)
+    models, masks = replicas("lenet300", digits, [0, 1], density=0.5)
+    train_replicates(models, digits, cfg, masks=masks, seeds=[0, 1], total=7, progress=True, desc="seeds")
+    (bar,) = _Bar.made
+    assert bar.kw == dict(total=7, initial=0, desc="seeds (x2)", leave=False, mininterval=0.5, dynamic_ncols=True)
+    assert bar.n == 7 and bar.closed
+
+
+class _Scaled(torch.nn.Module):
+    """A user's MLP with a non-persistent buffer (in named_buffers, not in the state dict)."""
+
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.fc1, self.fc2 = torch.nn.Linear(64, 32), torch.nn.Linear(32, 10)
+        self.register_buffer("scale", torch.tensor(0.5), persistent=False)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x.flatten(1) * self.scale)))
+
+
+def test_a_model_with_a_non_persistent_buffer_trains_as_alone(digits):
+    cfg = TrainConfig(iterations=10, eval_every=5, batch_size=32)
+    models = [_Scaled(0), _Scaled(1)]
+    a, b = copy.deepcopy(models), copy.deepcopy(models)
+    train_replicates(a, digits, cfg, masks=[None, None], seeds=[0, 1])
+    train_each(b, digits, cfg, masks=[None, None], seeds=[0, 1])
+    assert max_diff(a, b) < 1e-5 and max_diff(a, models) > 1e-3
+
+
+def test_a_plain_mlp_trains_without_vmap(digits, monkeypatch):
+    def no_vmap(*a, **k):
+        raise AssertionError("vmap")
+
+    monkeypatch.setattr(torch.func, "vmap", no_vmap)
+    models, masks = replicas("lenet300", digits, [0, 1], density=0.5)
+    res = train_replicates(models, digits, TrainConfig(iterations=4, eval_every=4), masks=masks, seeds=[0, 1])
+    assert [r.iterations for r in res] == [4, 4]
+
+
+def test_a_diverging_pack_stops_with_a_line_naming_it(digits):
+    models, masks = replicas("lenet300", digits, [0, 1], density=0.5)
+    cfg = TrainConfig(iterations=20, eval_every=20, batch_size=32, lr=1e30, momentum=0.0)
+    with pytest.raises(UserError, match=r"^seeds \(x2\): the training loss is not finite \(NaN or inf\) at iteration "):
+        train_replicates(models, digits, cfg, masks=masks, seeds=[0, 1], desc="seeds")
