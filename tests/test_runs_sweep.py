@@ -621,3 +621,383 @@ def test_a_grid_over_the_cap_is_refused_with_its_count_before_any_point_is_built
     ):
         grid(None, axes)
     assert built == []
+
+
+# -- the edges the mutation run found unpinned (issue 27) ----------------------------------------------------
+
+
+def test_a_grid_of_exactly_the_cap_is_built_and_no_axes_is_one_unnamed_point(monkeypatch):
+    import ticketlab.runs.sweep as sw
+
+    monkeypatch.setattr(sw, "MAX_POINTS", 4)
+    assert [p.name for p in grid(Cfg(), {"x": [1.0, 2.0], "mode": ["a", "b"]})] == [
+        "x=1.0,mode=a",
+        "x=1.0,mode=b",
+        "x=2.0,mode=a",
+        "x=2.0,mode=b",
+    ]
+    with pytest.raises(UserError, match=r"^the sweep has 6 points \(3 x x 2 mode\); at most 4 at once"):
+        grid(Cfg(), {"x": [1.0, 2.0, 3.0], "mode": ["a", "b"]})
+    assert grid(Cfg(mode="c"), {}) == [Point("", {}, Cfg(mode="c"))]
+
+
+def test_durations_at_the_edges_of_their_units():
+    assert [duration(s) for s in (59.4, 59.6, 60, 120, 3599, 3600, 3720, 7260)] == [
+        "59 s",
+        "1 min 00 s",
+        "1 min 00 s",
+        "2 min 00 s",
+        "59 min 59 s",
+        "1 h 00 min",
+        "1 h 02 min",
+        "2 h 01 min",
+    ]
+
+
+def test_the_time_left_is_the_pace_so_far_times_the_tasks_left_and_nothing_before_the_first():
+    assert progress_time(30, 2, 4) == "30 s since the sweep began, about 30 s left"
+    assert progress_time(30, 1, 7) == "30 s since the sweep began, about 3 min 00 s left"
+    assert progress_time(5, 0, 4) == "5 s since the sweep began"
+
+
+def test_a_pack_hands_its_thread_count_to_every_task_and_a_task_without_quiet_is_quiet(monkeypatch):
+    from ticketlab.runs import lockstep
+    from ticketlab.runs import sweep as sw
+
+    seen, got = [], []
+
+    class Spy:
+        def __init__(self, quiet):
+            seen.append(quiet)
+
+        def run(self, fns):
+            return [f() for f in fns]
+
+    monkeypatch.setattr(lockstep, "Lockstep", Spy)
+    monkeypatch.setattr(sw, "run_task", lambda *args: got.append(args))
+    assert sw.run_pack([("a", None, None, {}), ("b", None, None, {"quiet": True})], 3) == [None, None]
+    assert seen == [True] and [(a[0], a[-1]) for a in got] == [("a", 3), ("b", 3)]
+
+
+def test_one_local_job_reports_a_user_error_as_the_tasks_error():
+    from ticketlab.runs import sweep as sw
+
+    def work(i, threads):
+        if i == 1:
+            raise UserError("point 1 cannot run")
+        return i
+
+    seen = []
+    sw._local(tasks_of(2), 1, None, lambda t, err, res: seen.append((t.seed, err, res)), work)
+    assert seen == [(0, None, 0), (1, "point 1 cannot run", None)]
+
+
+def test_local_workers_share_the_cores_in_whole_threads(monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ticketlab.runs import sweep as sw
+
+    class Pool(ThreadPoolExecutor):
+        def __init__(self, max_workers, mp_context):
+            super().__init__(max_workers)
+
+    monkeypatch.setattr(sw, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(sw.os, "cpu_count", lambda: 7)
+    seen = []
+    sw._local(tasks_of(1), 2, None, lambda t, err, res: seen.append(res), lambda i, threads: threads)
+    assert seen == [3] and type(seen[0]) is int
+
+
+def test_ray_reports_no_usage_statistics_unless_the_user_says_so(monkeypatch):
+    from ticketlab.runs import sweep as sw
+
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
+    sw.ray_environment()
+    assert sw.os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+
+
+def test_the_missing_ray_line_is_the_whole_message(monkeypatch):
+    import builtins
+
+    from ticketlab.runs import sweep as sw
+
+    real = builtins.__import__
+    monkeypatch.setattr(
+        builtins,
+        "__import__",
+        lambda name, *a, **k: (_ for _ in ()).throw(ImportError()) if name == "ray" else real(name, *a, **k),
+    )
+    with pytest.raises(UserError, match=r"^--backend ray needs Ray: pip install 'ticketlab\[ray\]'$"):
+        sw.import_ray()
+
+
+def test_the_ray_address_check_waits_five_seconds_and_its_refusal_is_whole(monkeypatch):
+    from ticketlab.runs import sweep as sw
+
+    calls = []
+
+    def refuse(addr, timeout=None):
+        calls.append((addr, timeout))
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(sw.socket, "create_connection", refuse)
+    with pytest.raises(UserError) as e:
+        check_ray_address("ray://10.1.2.3:10001/")
+    assert calls == [(("10.1.2.3", 10001), 5.0)]
+    assert str(e.value) == (
+        "cannot reach the Ray cluster at --ray-address ray://10.1.2.3:10001/ (Connection refused); check the "
+        "address or leave it out to start a local Ray"
+    )
+
+
+def test_an_ipv6_ray_address_splits_at_its_last_colon(monkeypatch):
+    from ticketlab.runs import sweep as sw
+
+    calls = []
+    monkeypatch.setattr(sw.socket, "create_connection", lambda addr, timeout: calls.append(addr) or _Closable())
+    check_ray_address("fd00::1:6379")
+    assert calls == [("fd00::1", 6379)]
+
+
+class _Closable:
+    def close(self):
+        pass
+
+
+def test_a_cluster_error_is_cut_to_100_characters_and_a_task_error_to_200(monkeypatch):
+    from ticketlab.runs import sweep as sw
+
+    class Down(FakeRay):
+        def init(self, **kw):
+            raise ConnectionError("x" * 150 + "\nmore")
+
+    monkeypatch.setattr(sw, "import_ray", lambda: Down())
+    with pytest.raises(UserError) as e:
+        sw._ray(tasks_of(1), "h:1", 1, 0, None, 3, lambda *a: None, quiet=True, fn=lambda i, t: t)
+    assert f"({'x' * 100}); check" in str(e.value)
+
+    class Fails(FakeRay):
+        def get(self, ref):
+            raise RuntimeError("first\n" + "y" * 250)
+
+    monkeypatch.setattr(sw, "import_ray", lambda: Fails())
+    seen = []
+    sw._ray(tasks_of(1), "h:1", 1, 0, None, 3, lambda t, err, res: seen.append(err), quiet=True, fn=lambda i, t: t)
+    assert seen == ["RuntimeError: " + "y" * 200]
+
+
+def test_a_local_ray_is_watched_started_with_its_whole_settings_timed_and_cleaned_even_if_gone(monkeypatch):
+    """The watchdog gets Ray's folder and processes and is stopped; init's settings are all pinned (100 MiB of
+    object store, no logging setup of Ray's own); the three times come from the clock in order; a folder Ray
+    removed itself is no error; threads per task: the whole CPUs per point, at least one."""
+    import shutil
+
+    from ticketlab.runs import sweep as sw
+
+    class Gone(FakeRay):
+        def shutdown(self):
+            super().shutdown()
+            shutil.rmtree(self.inits[0]["_temp_dir"])
+
+    fake = Gone()
+    monkeypatch.setattr(sw, "import_ray", lambda: fake)
+    dogs = []
+
+    class Dog:
+        def __init__(self, folder):
+            self.folder, self.tracked, self.stopped = folder, [], False
+
+        def track(self, pids):
+            self.tracked.append(pids)
+
+        def stop(self):
+            self.stopped = True
+
+    monkeypatch.setattr(sw.watchdog, "start", lambda folder: dogs.append(Dog(folder)) or dogs[-1])
+    monkeypatch.setattr(sw.watchdog, "children", lambda: [11, 12])
+    clock = iter([10.0, 12.0, 15.0, 16.0, 18.5])
+    monkeypatch.setattr(sw.time, "perf_counter", lambda: next(clock))
+    seen = []
+    times = sw._ray(tasks_of(1), None, 0.5, 0, 2, 1, lambda t, e, r: seen.append(r), quiet=True, fn=lambda i, t: t)
+    (init,) = fake.inits
+    (dog,) = dogs
+    assert init == {
+        "num_cpus": 2,
+        "num_gpus": 0,
+        "include_dashboard": False,
+        "object_store_memory": 100 * 1024**2,
+        "_temp_dir": dog.folder,
+        "_node_ip_address": "127.0.0.1",
+        "log_to_driver": False,
+        "configure_logging": False,
+    }
+    assert dog.tracked == [[11, 12]] and dog.stopped
+    assert times == {"ray_startup_s": 2.0, "ray_tasks_s": 3.0, "ray_shutdown_s": 2.5}
+    assert seen == [1]
+
+
+def test_the_sweep_config_of_a_config_without_a_seed():
+    @dataclass
+    class NoSeed:
+        x: float = 1.0
+
+        def to_dict(self):
+            return asdict(self)
+
+    c = sweep_config(EXP, NoSeed(), [Point("x=2", {"x": 2}, NoSeed(2))])
+    assert c == {"experiment": NAME, "fixed": {"x": 1.0}, "axes": [["x", ["2"]]]}
+
+
+def test_a_sweeps_library_defaults(tmp_path, monkeypatch):
+    """One CPU and no GPU per Ray task, three retries, checkpoints every 2000 iterations, packs of 64."""
+    from ticketlab.runs import sweep as sw
+
+    fake = FakeRay()
+    monkeypatch.setattr(sw, "import_ray", lambda: fake)
+    run_sweep(EXP, Cfg(), grid(Cfg(), {"x": [1.0, 2.0]}), [0], tmp_path / "a", backend="ray", check=False, quiet=True)
+    assert fake.remote_opts == [{"num_cpus": 1, "num_gpus": 0, "max_retries": 3}]
+    assert [c[3]["checkpoint_every"] for c in CALLS] == [2000, 2000]
+    sizes = []
+    real = sw.packs
+    monkeypatch.setattr(sw, "packs", lambda tasks, size, jobs: sizes.append(size) or real(tasks, size, jobs))
+    run_sweep(
+        EXP,
+        Cfg(),
+        grid(Cfg(), {"x": [3.0, 4.0]}),
+        [0],
+        tmp_path / "b",
+        check=False,
+        quiet=True,
+        replicates="vectorized",
+    )
+    assert sizes == [64]
+
+
+def test_the_preflight_gets_every_points_config_per_seed_the_methods_check_and_the_data_folder(tmp_path, monkeypatch):
+    from ticketlab.runs import sweep as sw
+
+    got = []
+    monkeypatch.setattr(
+        sw, "preflight", lambda cfgs, check, data_dir: got.append(([(c.x, c.seed) for c in cfgs], check, data_dir))
+    )
+    run_sweep(EXP, Cfg(), grid(Cfg(), {"x": [1.0, 2.0]}), [3, 4], tmp_path / "sw", quiet=True, data_dir="/d")
+    assert got == [([(1.0, 3), (1.0, 4), (2.0, 3), (2.0, 4)], EXP.check, "/d")]
+
+
+@pytest.mark.parametrize(
+    "backend, jobs, said", [("local", 2, "(local, 2 jobs)"), ("local", 1, "(local)"), ("ray", 2, "(ray)")]
+)
+def test_the_sweeps_first_line_names_its_backend_and_local_jobs(tmp_path, monkeypatch, capsys, backend, jobs, said):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ticketlab.runs import sweep as sw
+
+    monkeypatch.setattr(sw, "import_ray", lambda: FakeRay())
+    monkeypatch.setattr(sw, "ProcessPoolExecutor", lambda max_workers, mp_context: ThreadPoolExecutor(max_workers))
+    run_sweep(EXP, Cfg(), grid(Cfg(), {"x": [1.0]}), [0], tmp_path / "sw", backend=backend, jobs=jobs, check=False)
+    first = capsys.readouterr().err.splitlines()[0]
+    assert first.startswith("sweep: ") and first.endswith(f" - 1 point(s) x 1 seed(s); 1 to run {said}")
+
+
+def test_a_sweep_json_of_no_points_has_no_axes_and_a_table_without_axes_takes_the_rows(tmp_path):
+    (tmp_path / "sw").mkdir()
+    assert write_sweep_json(EXP, tmp_path / "sw", [], [0], {}, [])["axes"] == []
+    row = {"values": {"x": "1"}, "state": "done", "headline": {"acc": stat(0.5)}}
+    assert format_sweep({"points": [row]}).splitlines() == ["x     acc  state", "1  0.5000   done"]
+
+
+def test_a_column_turns_to_exponents_from_a_mean_of_1000_and_nan_stays_lower_case():
+    from ticketlab.runs.sweep import column_format
+
+    assert column_format([stat(999.99)]) == ".4f" and column_format([stat(-1000.0)]) == ".3e"
+    assert column_format([stat(1000.5)]) == ".3e"
+    assert _cell(stat(float("nan"))) == "nan" and _cell(stat(1.0, 2.0, std=float("inf"))) == "1.5000 ± inf"
+
+
+# -- the plot, read back from the figure ----------------------------------------------------------------------
+
+
+def drawn(monkeypatch, result, x, hue, metric="acc"):
+    from ticketlab.runs import sweep as sw
+
+    got = []
+    monkeypatch.setattr(sw, "save_figure", lambda fig, path, dpi=None: got.append((fig, dpi)))
+    plot_sweep(result, Path("unused.png"), x, hue, metric)
+    ((fig, dpi),) = got
+    assert dpi == 110
+    return fig, fig.axes[0]
+
+
+def pt(values, *v, std=0.5):
+    return {"values": values, "headline": {"acc": stat(*v, std=std)}}
+
+
+def test_a_numeric_axis_is_drawn_in_numeric_order_one_line_and_band_per_hue(monkeypatch):
+    rows = [
+        pt({"d": d, "h": h}, m, m + 0.1, m + 0.2, std=0.1)
+        for d, h, m in (("10", "a", 2.0), ("2", "a", 1.0), ("100", "a", 3.0), ("2", "b", 5.0), ("100", "b", 6.0))
+    ]
+    fig, ax = drawn(monkeypatch, {"experiment": NAME, "points": rows}, "d", "h")
+    assert tuple(fig.get_size_inches()) == (6.5, 4.0)
+    a, b = ax.get_lines()
+    assert list(a.get_xdata()) == [2.0, 10.0, 100.0] and list(a.get_ydata()) == pytest.approx([1.1, 2.1, 3.1])
+    assert list(b.get_xdata()) == [2.0, 100.0] and list(b.get_ydata()) == pytest.approx([5.1, 6.1])
+    assert (a.get_label(), b.get_label()) == ("h=a", "h=b") and (a.get_marker(), a.get_linestyle()) == ("o", "-")
+    assert a.get_markersize() == 4
+    bands = ax.collections
+    assert len(bands) == 2 and [c.get_alpha() for c in bands] == [0.2, 0.2]
+    ys = bands[0].get_paths()[0].vertices[:, 1]
+    assert min(ys) == pytest.approx(1.0) and max(ys) == pytest.approx(3.2)
+    assert tuple(bands[0].get_facecolor()[0][:3]) == pytest.approx(matplotlib_rgb(a.get_color()))
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "d" and ax.get_title() == f"ticketlab sweep: {NAME}"
+    assert ax.get_ylabel() == "acc (mean ± std, up to 3 seeds)"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["h=a", "h=b"]
+    grid_line = ax.xaxis.get_gridlines()[0]
+    assert grid_line.get_visible() and grid_line.get_alpha() == 0.3
+
+
+def matplotlib_rgb(color):
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(color)
+
+
+@pytest.mark.parametrize(
+    "xs, scale",
+    [
+        (("1", "20"), "linear"),
+        (("1", "21"), "log"),
+        (("10", "30"), "linear"),
+        (("0", "5"), "linear"),
+        (("0.5", "50"), "log"),
+        (("0.5", "2"), "linear"),
+    ],
+)
+def test_a_numeric_axis_is_logarithmic_when_positive_and_spanning_more_than_twenty_fold(monkeypatch, xs, scale):
+    rows = [pt({"d": v}, 1.0) for v in xs]
+    _, ax = drawn(monkeypatch, {"experiment": NAME, "points": rows}, "d", None)
+    assert ax.get_xscale() == scale
+
+
+def test_one_seed_says_so_two_seeds_say_up_to_two_and_no_hue_draws_an_unlabelled_line(monkeypatch):
+    _, ax = drawn(monkeypatch, {"experiment": NAME, "points": [pt({"d": "1"}, 1.0), pt({"d": "2"}, 2.0)]}, "d", None)
+    assert ax.get_ylabel() == "acc (one seed)" and ax.get_legend() is None
+    (line,) = ax.get_lines()
+    assert line.get_label().startswith("_")
+    _, ax = drawn(monkeypatch, {"experiment": NAME, "points": [pt({"d": "1"}, 1.0, 2.0)]}, "d", None)
+    assert ax.get_ylabel() == "acc (mean ± std, up to 2 seeds)"
+
+
+def test_categories_are_points_with_error_bars_in_the_tables_order_labelled_per_hue(monkeypatch):
+    rows = [
+        pt({"m": m, "h": h}, v, v + 0.2, std=0.3)
+        for m, h, v in (("set", "a", 1.0), ("rigl", "a", 2.0), ("set", "b", 3.0))
+    ]
+    _, ax = drawn(monkeypatch, {"experiment": NAME, "points": rows}, "m", "h")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["set", "rigl"]
+    a, b = ax.containers
+    assert (a.get_label(), b.get_label()) == ("h=a", "h=b")
+    (bars,) = a[2]
+    spans = [tuple(seg[:, 1]) for seg in bars.get_segments()]
+    assert spans == [pytest.approx((0.8, 1.4)), pytest.approx((1.8, 2.4))]
+    assert len(ax.get_lines()) == 0 or all(len(line.get_xdata()) <= 2 for line in ax.get_lines())
