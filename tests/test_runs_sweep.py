@@ -184,7 +184,7 @@ def test_bad_sweep_settings_are_refused_before_any_folder_is_made(tmp_path):
     ):
         with pytest.raises(UserError, match=msg):
             run_sweep(EXP, Cfg(), pts, [0], tmp_path / "sw", check=False, quiet=True, **kw)
-    with pytest.raises(UserError, match="the sweep has no points"):
+    with pytest.raises(UserError, match="^the sweep has no points: give at least one --vary NAME=V1,V2$"):
         run_sweep(EXP, Cfg(), [], [0], tmp_path / "sw", check=False, quiet=True)
     assert not (tmp_path / "sw").exists()
 
@@ -1001,3 +1001,61 @@ def test_categories_are_points_with_error_bars_in_the_tables_order_labelled_per_
     spans = [tuple(seg[:, 1]) for seg in bars.get_segments()]
     assert spans == [pytest.approx((0.8, 1.4)), pytest.approx((1.8, 2.4))]
     assert len(ax.get_lines()) == 0 or all(len(line.get_xdata()) <= 2 for line in ax.get_lines())
+
+
+def test_the_ray_backend_gets_the_sweeps_address_gpus_jobs_and_retries(tmp_path, monkeypatch):
+    from ticketlab.runs import sweep as sw
+
+    monkeypatch.setattr(sw.os, "cpu_count", lambda: 6)  # (not 2: the jobs must decide, not the machine)
+    monkeypatch.setattr(sw, "check_ray_address", lambda address: None)
+    runs = {}
+    for name, kw in {
+        "cluster": dict(ray_address="10.0.0.1:6379", gpus_per_point=0.5, retries=5),
+        "one job": dict(jobs=1),
+        "two jobs": dict(jobs=2),
+    }.items():
+        fake = FakeRay()
+        monkeypatch.setattr(sw, "import_ray", lambda: fake)
+        run_sweep(
+            EXP, Cfg(), grid(Cfg(), {"x": [1.0]}), [0], tmp_path / name, backend="ray", check=False, quiet=True, **kw
+        )
+        runs[name] = fake
+    assert runs["cluster"].inits == [{"address": "10.0.0.1:6379", "log_to_driver": False, "configure_logging": False}]
+    assert runs["cluster"].remote_opts == [{"num_cpus": 1, "num_gpus": 0.5, "max_retries": 5}]
+    assert runs["one job"].inits[0]["num_cpus"] == 6 and runs["two jobs"].inits[0]["num_cpus"] == 2
+
+
+def test_a_sweeps_thread_count_reaches_its_tasks(tmp_path, monkeypatch):
+    from ticketlab.runs import sweep as sw
+
+    set_to = []
+    monkeypatch.setattr(sw.torch, "set_num_threads", set_to.append)
+    run_sweep(EXP, Cfg(), grid(Cfg(), {"x": [1.0, 2.0]}), [0], tmp_path / "sw", check=False, quiet=True, threads=3)
+    assert set_to == [3, 3]
+
+
+def test_a_pack_that_fails_as_a_whole_fails_each_of_its_tasks(tmp_path, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ticketlab.runs import sweep as sw
+
+    def broken(tasks, threads):
+        raise RuntimeError("the pack's worker broke")
+
+    monkeypatch.setattr(sw, "run_pack", broken)
+    monkeypatch.setattr(sw, "ProcessPoolExecutor", lambda max_workers, mp_context: ThreadPoolExecutor(max_workers))
+    r = run_sweep(
+        EXP,
+        Cfg(),
+        grid(Cfg(), {"x": [1.0, 2.0]}),
+        [0, 1],
+        tmp_path / "sw",
+        jobs=2,
+        check=False,
+        quiet=True,
+        replicates="vectorized",
+    )
+    assert sorted((f["point"], f["seed"], f["error"]) for f in r["failed"]) == [
+        (p, s, "RuntimeError: the pack's worker broke") for p in ("x=1.0", "x=2.0") for s in (0, 1)
+    ]
+    assert [p["state"] for p in r["points"]] == ["not run", "not run"]
