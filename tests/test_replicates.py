@@ -497,6 +497,27 @@ def test_plain_mlps_take_the_baddbmm_forward_equal_to_vmap_and_other_models_vmap
     assert batched_mlp(torch.nn.Sequential(torch.nn.Linear(4, 4))) is None  # no leading Flatten: vmap
 
 
+def test_a_linear_model_and_layers_without_bias_take_the_baddbmm_forward_and_a_norm_first_does_not():
+    from torch.func import stack_module_state
+
+    from ticketlab.train.replicates import batched_mlp
+
+    nn = torch.nn
+    torch.manual_seed(0)
+    for make in (
+        lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 10)),  # logistic regression: one layer
+        lambda: nn.Sequential(nn.Flatten(), nn.Linear(64, 20, bias=False), nn.ReLU(), nn.Linear(20, 10, bias=False)),
+    ):
+        models = [make() for _ in range(2)]
+        params, _ = stack_module_state(models)
+        f = batched_mlp(copy.deepcopy(models[0]).to("meta"))
+        x = torch.randn(2, 5, 1, 8, 8)
+        with torch.no_grad():
+            want = torch.stack([m(xi) for m, xi in zip(models, x)])
+            assert f is not None and torch.allclose(f(params, x, False), want, atol=1e-6)
+    assert batched_mlp(nn.Sequential(nn.Flatten(), nn.BatchNorm1d(64), nn.Linear(64, 10))) is None
+
+
 # -- a replicate's view of the stacked optimizer, by hand -----------------------------------------------------
 
 
