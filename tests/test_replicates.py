@@ -749,6 +749,12 @@ def test_every_refusal_says_why(digits):
         train_replicates([a, copy.deepcopy(a)], digits, cfg, masks=[None, w], seeds=[0, 1])
 
 
+LOOP_REFUSED = (
+    r"^the sparse trainers differ, have a loss of their own, cannot be rebound or watch the model's forward "
+    r"\(CTRE's activation statistics\)$"
+)
+
+
 class _Trainer:
     """A stand-in sparse trainer: what the loop asks of one before it trains (nothing is trained)."""
 
@@ -794,7 +800,7 @@ class _Unbound:
 def test_sparse_trainers_that_cannot_share_a_loop_are_detached_and_refused(digits, factories):
     models, _ = replicas("lenet300", digits, [0, 1])
     _Trainer.detached = _Lossy.detached = _Other.detached = 0
-    with pytest.raises(NotVectorizable, match="^the sparse trainers differ, have a loss of their own, cannot be "):
+    with pytest.raises(NotVectorizable, match=LOOP_REFUSED):
         train_replicates(models, digits, TrainConfig(iterations=2), masks=[None, None], seeds=[0, 1], sparse=factories)
     detachable = sum(isinstance(f, type) and issubclass(f, _Trainer) or not isinstance(f, type) for f in factories)
     assert _Trainer.detached + _Lossy.detached + _Other.detached == detachable
@@ -986,3 +992,9 @@ def test_a_diverging_pack_stops_with_a_line_naming_it(digits):
     cfg = TrainConfig(iterations=20, eval_every=20, batch_size=32, lr=1e30, momentum=0.0)
     with pytest.raises(UserError, match=r"^seeds \(x2\): the training loss is not finite \(NaN or inf\) at iteration "):
         train_replicates(models, digits, cfg, masks=masks, seeds=[0, 1], desc="seeds")
+
+
+def test_one_replicates_trainer_with_a_loss_of_its_own_is_refused(digits):
+    models, _ = replicas("lenet300", digits, [0])
+    with pytest.raises(NotVectorizable, match=LOOP_REFUSED):
+        train_replicates(models, digits, TrainConfig(iterations=2), masks=[None], seeds=[0], sparse=[_Lossy])
