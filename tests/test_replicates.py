@@ -998,3 +998,29 @@ def test_one_replicates_trainer_with_a_loss_of_its_own_is_refused(digits):
     models, _ = replicas("lenet300", digits, [0])
     with pytest.raises(NotVectorizable, match=LOOP_REFUSED):
         train_replicates(models, digits, TrainConfig(iterations=2), masks=[None], seeds=[0], sparse=[_Lossy])
+
+
+class _Wide(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+class _Squashed(_Wide):
+    """The same parameters as _Wide, another forward: they must not share a loop."""
+
+    def forward(self, x):
+        return torch.tanh(self.fc(x.flatten(1)))
+
+
+def test_models_of_other_classes_or_devices_with_the_same_parameters_are_not_stacked(digits):
+    from ticketlab.train.replicates import signature
+
+    a = _Wide()
+    assert signature(a) == signature(_Wide()) != signature(_Squashed())
+    assert signature(a) != signature(copy.deepcopy(a).to("meta"))
+    with pytest.raises(NotVectorizable):
+        train_replicates([a, _Squashed()], digits, TrainConfig(iterations=2), masks=[None, None], seeds=[0, 1])
