@@ -880,8 +880,21 @@ def test_the_preflight_gets_every_points_config_per_seed_the_methods_check_and_t
     monkeypatch.setattr(
         sw, "preflight", lambda cfgs, check, data_dir: got.append(([(c.x, c.seed) for c in cfgs], check, data_dir))
     )
-    run_sweep(EXP, Cfg(), grid(Cfg(), {"x": [1.0, 2.0]}), [3, 4], tmp_path / "sw", quiet=True, data_dir="/d")
-    assert got == [([(1.0, 3), (1.0, 4), (2.0, 3), (2.0, 4)], EXP.check, "/d")]
+    from dataclasses import replace
+
+    def check(cfg, model, data):
+        pass
+
+    run_sweep(
+        replace(EXP, check=check),
+        Cfg(),
+        grid(Cfg(), {"x": [1.0, 2.0]}),
+        [3, 4],
+        tmp_path / "sw",
+        quiet=True,
+        data_dir="/d",
+    )
+    assert got == [([(1.0, 3), (1.0, 4), (2.0, 3), (2.0, 4)], check, "/d")]
 
 
 @pytest.mark.parametrize(
