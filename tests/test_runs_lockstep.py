@@ -16,9 +16,10 @@ from ticketlab.train.replicates import NotVectorizable
 
 
 class Data:
-    def __init__(self, x=None, y=None):
+    def __init__(self, x=None, y=None, **other):
         self.x_train = torch.zeros(8, 3) if x is None else x
         self.y_train = torch.zeros(8, dtype=torch.long) if y is None else y
+        self.__dict__.update(other)
 
 
 DATA = Data()
@@ -100,6 +101,77 @@ def test_same_shaped_data_with_other_values_trains_alone(packed):
     assert packed == [["a", "c"]]
 
 
+SPLITS = dict(x_val=torch.zeros(4, 3), y_val=torch.zeros(4, dtype=torch.long), x_test=torch.zeros(5, 3))
+SPLITS.update(y_test=torch.zeros(5, dtype=torch.long), mean=torch.zeros(1), std=torch.ones(1), pixel_range=(0.0, 1.0))
+
+
+@pytest.mark.parametrize(
+    "field, other",
+    [
+        ("x_val", torch.ones(4, 3)),
+        ("y_val", torch.ones(4, dtype=torch.long)),
+        ("x_test", torch.ones(5, 3)),
+        ("y_test", torch.ones(5, dtype=torch.long)),
+        ("x_test", None),
+        ("mean", torch.full((1,), 0.5)),
+        ("std", torch.full((1,), 2.0)),
+        ("std", None),
+        ("pixel_range", (0.0, 255.0)),
+        ("pixel_range", None),
+    ],
+)
+def test_data_that_differ_in_anything_the_loop_reads_train_alone(packed, field, other):
+    """The loop evaluates on its pack's one dataset and augments with its standardisation: a run whose test
+    set (or validation set, standardisation, pixel range) is another must not be reported on the first's."""
+    copy = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in SPLITS.items()}
+    same = Data(**copy)
+    copy[field] = other
+    out = Lockstep().run(
+        [training("a", data=Data(**SPLITS)), training("b", data=Data(**copy)), training("c", data=same)]
+    )
+    assert packed == [["a", "c"]] and out == ["packed:a", "alone:b", "packed:c"]
+
+
+def test_what_trains_alone_beside_several_packs_trains_once(packed, monkeypatch):
+    monkeypatch.setattr(Lockstep, "max_pack", 2)
+    calls = []
+    other = training("x", data=Data(torch.ones(8, 3)), alone=lambda: calls.append("x") or "alone:x")
+    out = Lockstep().run([training("a"), training("b"), other, training("c"), training("d")])
+    assert packed == [["a", "b"], ["c", "d"]] and calls == ["x"]
+    assert out == ["packed:a", "packed:b", "alone:x", "packed:c", "packed:d"]
+
+
+def test_a_pack_trains_with_each_members_own_settings(monkeypatch):
+    got = {}
+
+    def fake(models, data, cfg, **kw):
+        got.update(models=models, data=data, cfg=cfg, **kw)
+        return [f"packed:{i}" for i in range(len(models))]
+
+    monkeypatch.setattr(lockstep, "train_replicates", fake)
+    cfg, data = TrainConfig(lr=0.3), Data()
+    masks = [{"0.weight": torch.ones(2, 3, dtype=torch.bool)} for _ in range(2)]
+    made = []
+
+    def run(i):
+        def body():
+            m = model(f"m{i}")
+            made.append(m)
+            req = Request(lockstep.index(), m, data, cfg, masks[i], 10 + i, 3, 7, f"ck{i}", f"log{i}", lambda: None)
+            req.sparse = f"sparse{i}"
+            return lockstep.current().submit(req)
+
+        return body
+
+    assert Lockstep(quiet=False).run([run(0), run(1)]) == ["packed:0", "packed:1"]
+    assert [m.tag for m in got["models"]] == ["m0", "m1"] and got["data"] is data and got["cfg"] is cfg
+    assert got["masks"] == masks and got["seeds"] == [10, 11] and (got["start_iter"], got["total"]) == (3, 7)
+    assert got["checkpointers"] == ["ck0", "ck1"] and got["logs"] == ["log0", "log1"]
+    assert got["sparse"] == ["sparse0", "sparse1"] and got["desc"] == "trainings" and got["progress"] is True
+    Lockstep().run([run(0), run(1)])
+    assert got["progress"] is False  # quiet by default
+
+
 def test_a_training_alone_in_its_group_is_not_vectorised(packed):
     assert Lockstep().run([training("a"), training("b", width=5)]) == ["alone:a", "alone:b"] and packed == []
 
@@ -136,8 +208,30 @@ def test_an_error_in_a_pack_reaches_every_member_and_the_caller(monkeypatch):
         raise RuntimeError("pack broke")
 
     monkeypatch.setattr(lockstep, "train_replicates", fail)
+    seen, gone = [], threading.Semaphore(0)
+
+    def member(tag, **kw):
+        def run():
+            try:
+                training(tag, **kw)()
+                seen.append(f"{tag} went on")  # with no result: it would write a half-trained run
+            except RuntimeError as e:
+                seen.append(f"{tag}: {e}")
+            finally:
+                gone.release()
+
+        return run
+
     with pytest.raises(RuntimeError, match="pack broke"):
-        Lockstep().run([training(t) for t in "ab"])
+        Lockstep().run([member("a"), member("b"), member("x", width=9)])
+    assert all(gone.acquire(timeout=10) for _ in range(3))
+    assert sorted(seen) == ["a: pack broke", "b: pack broke", "x: pack broke"]  # x: not yet trained alone
+
+
+def test_trainings_on_other_devices_never_share_a_pack(packed):
+    meta = Data(torch.zeros(8, 3, device="meta"), torch.zeros(8, dtype=torch.long, device="meta"))
+    out = Lockstep().run([training("a"), training("b", data=meta), training("c"), training("d", data=meta)])
+    assert sorted(packed) == [["a", "c"], ["b", "d"]] and out == ["packed:a", "packed:b", "packed:c", "packed:d"]
 
 
 def test_an_error_training_alone_reaches_only_its_run_first_by_run_order(packed):

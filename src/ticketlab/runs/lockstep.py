@@ -82,6 +82,24 @@ class Request:
         )
 
 
+# What a vectorised loop reads of its pack's one dataset: trainings whose data differ in any of them (a test set
+# of their own, another standardisation) train on their own.
+DATA_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std", "pixel_range")
+
+
+def _same_data(a, b) -> bool:
+    if a is b:
+        return True
+    for k in DATA_FIELDS:
+        u, v = getattr(a, k, None), getattr(b, k, None)
+        if isinstance(u, torch.Tensor) and isinstance(v, torch.Tensor):
+            if not torch.equal(u, v):
+                return False
+        elif isinstance(u, torch.Tensor) or isinstance(v, torch.Tensor) or u != v:
+            return False
+    return True
+
+
 def _convolutional(model: torch.nn.Module) -> bool:
     return any(isinstance(m, torch.nn.modules.conv._ConvNd) for m in model.modules())
 
@@ -178,13 +196,10 @@ class Lockstep:
         for r in sorted(batch, key=lambda r: r.index):
             groups.setdefault(r.key, []).append(r)
         for reqs in groups.values():
-            packable = [
-                r
-                for r in reqs
-                if torch.equal(r.data.x_train, reqs[0].data.x_train)
-                and torch.equal(r.data.y_train, reqs[0].data.y_train)
-            ]
-            rest = [r for r in reqs if r not in packable]
+            packable: list[Request] = []
+            rest: list[Request] = []
+            for r in reqs:
+                (packable if _same_data(r.data, reqs[0].data) else rest).append(r)
             for i in range(0, len(packable), self.max_pack):
                 self._train_pack(packable[i : i + self.max_pack], rest if i == 0 else [])
 
@@ -212,10 +227,7 @@ class Lockstep:
                 self.packs.append(len(packable))
             except NotVectorizable:
                 rest = packable + rest
-            except BaseException as e:  # noqa: BLE001 - every member of the pack gets it
-                for r in packable:
-                    r.error = e
-                raise
+            # any other error: ``run`` hands it to every run of the batch still waiting
         else:
             rest = packable + rest
         for r in rest:
