@@ -16,9 +16,12 @@ from ticketlab.train.replicates import NotVectorizable
 
 
 class Data:
+    """What the coordinator reads of a dataset: the training split decides a pack, the rest must agree."""
+
     def __init__(self, x=None, y=None, **other):
         self.x_train = torch.zeros(8, 3) if x is None else x
         self.y_train = torch.zeros(8, dtype=torch.long) if y is None else y
+        self.x_val = self.y_val = self.x_test = self.y_test = self.mean = self.std = self.pixel_range = None
         self.__dict__.update(other)
 
 
@@ -213,8 +216,7 @@ def test_an_error_in_a_pack_reaches_every_member_and_the_caller(monkeypatch):
     def member(tag, **kw):
         def run():
             try:
-                training(tag, **kw)()
-                seen.append(f"{tag} went on")  # with no result: it would write a half-trained run
+                seen.append(f"{tag} got {training(tag, **kw)()}")  # without a result it would write half a run
             except RuntimeError as e:
                 seen.append(f"{tag}: {e}")
             finally:
@@ -223,9 +225,10 @@ def test_an_error_in_a_pack_reaches_every_member_and_the_caller(monkeypatch):
         return run
 
     with pytest.raises(RuntimeError, match="pack broke"):
-        Lockstep().run([member("a"), member("b"), member("x", width=9)])
-    assert all(gone.acquire(timeout=10) for _ in range(3))
-    assert sorted(seen) == ["a: pack broke", "b: pack broke", "x: pack broke"]  # x: not yet trained alone
+        Lockstep().run([member("w", width=4), member("a"), member("b"), member("x", width=9)])
+    assert all(gone.acquire(timeout=10) for _ in range(4))
+    # w trained alone before the pack and keeps its result; x, not yet trained alone, stops with the pack
+    assert sorted(seen) == ["a: pack broke", "b: pack broke", "w got alone:w", "x: pack broke"]
 
 
 def test_trainings_on_other_devices_never_share_a_pack(packed):

@@ -91,11 +91,11 @@ def _same_data(a, b) -> bool:
     if a is b:
         return True
     for k in DATA_FIELDS:
-        u, v = getattr(a, k, None), getattr(b, k, None)
+        u, v = getattr(a, k), getattr(b, k)
         if isinstance(u, torch.Tensor) and isinstance(v, torch.Tensor):
             if not torch.equal(u, v):
                 return False
-        elif isinstance(u, torch.Tensor) or isinstance(v, torch.Tensor) or u != v:
+        elif u != v:  # a tensor against None, or two pixel ranges
             return False
     return True
 
