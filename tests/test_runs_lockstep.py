@@ -3,6 +3,7 @@ which trainings share a pack (never two with different settings, data, masks or 
 order of members, fallbacks to one-by-one training, errors, ``together`` and ``resolve``."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -265,6 +266,27 @@ def test_runs_go_on_to_their_next_training_after_each_round(packed):
     out = Lockstep().run([two_trainings("a"), two_trainings("b")])
     assert out == [("packed:a", "packed:a2"), ("packed:b", "packed:b2")]
     assert packed == [["a", "b"], ["a2", "b2"]]
+
+
+def test_the_coordinator_wakes_only_when_every_unfinished_run_waits(packed):
+    batches = []
+
+    class Spy(Lockstep):
+        def _train(self, batch):
+            batches.append(sorted(r.model.tag for r in batch))
+            super()._train(batch)
+
+    def late(tag, delay):
+        def run():
+            time.sleep(delay)  # still computing while the others wait: no batch is trained without it
+            return training(tag)()
+
+        return run
+
+    assert Spy().run([late("a", 0.1)]) == ["alone:a"] and batches == [["a"]]
+    batches.clear()
+    assert Spy().run([training("a"), late("b", 0.1), lambda: time.sleep(0.2)]) == ["packed:a", "packed:b", None]
+    assert batches == [["a", "b"]]
 
 
 def test_a_run_that_trains_nothing_finishes_beside_those_that_do(packed):
