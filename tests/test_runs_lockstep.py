@@ -362,7 +362,21 @@ def test_run_all_runs_in_turn_or_in_one_lockstep(packed):
     assert run_all([training("a"), training("b")], "vectorized") == ["packed:a", "packed:b"]
 
 
-def test_each_run_has_its_own_named_thread():
-    names = []
-    Lockstep(quiet=True).run([lambda: names.append(threading.current_thread().name) for _ in range(2)])
-    assert sorted(names) == ["ticketlab-run-(0,)", "ticketlab-run-(1,)"]  # what a traceback or py-spy shows
+def test_run_all_shows_the_packs_progress_only_when_asked(monkeypatch):
+    shown = []
+
+    def fake(models, data, cfg, *, progress, **kw):
+        shown.append(progress)
+        return [None] * len(models)
+
+    monkeypatch.setattr(lockstep, "train_replicates", fake)
+    run_all([training("a"), training("b")], "vectorized")
+    run_all([training("a"), training("b")], "vectorized", quiet=False)
+    assert shown == [False, True]
+
+
+def test_each_run_has_its_own_named_daemon_thread():
+    seen = []
+    Lockstep(quiet=True).run([lambda: seen.append(threading.current_thread()) for _ in range(2)])
+    assert sorted(t.name for t in seen) == ["ticketlab-run-(0,)", "ticketlab-run-(1,)"]  # what py-spy shows
+    assert all(t.daemon for t in seen)  # a run left waiting after Ctrl-C never keeps the process alive
