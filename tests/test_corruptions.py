@@ -57,10 +57,26 @@ def test_translate_moves_by_three_pixels(images):
 
 
 def test_unknown_corruption_and_wrong_size_are_user_errors(images):
-    with pytest.raises(UserError, match="unknown corruption 'snow'"):
+    with pytest.raises(
+        UserError, match="unknown corruption 'snow'; choose from: shot_noise, impulse_noise, glass_blur"
+    ):
         corrupt(images, "snow")
-    with pytest.raises(UserError, match="28x28"):
-        corrupt(np.zeros((2, 32, 32)), "rotate")
+    with pytest.raises(UserError, match=r"^MNIST-C corruptions take 28x28 grayscale images, got shape \(3, 32, 32\)$"):
+        corrupt(np.zeros((2, 3, 32, 32)), "rotate")
+
+
+@pytest.mark.parametrize("name", list(MNIST_C))
+def test_an_empty_batch_corrupts_to_an_empty_batch(name):
+    assert corrupt(np.zeros((0, 28, 28), np.float32), name).shape == (0, 28, 28)
+
+
+def test_corruptions_are_seeded_by_0_by_default_and_computed_in_float64(images):
+    for name in MNIST_C:
+        assert np.array_equal(corrupt(images, name), corrupt(images, name, seed=0))
+    # float32 and float64 pixels of the same values give the same bits: the work is done in float64
+    differ = [n for n in MNIST_C if not np.array_equal(corrupt(images, n), corrupt(images.astype(np.float64), n))]
+    assert differ == []
+    assert not all(np.array_equal(corrupt(images, n), corrupt(images, n, seed=1)) for n in MNIST_C)
 
 
 # -- each corruption's definition, on images where its statistics are known -------------------------------------
@@ -218,7 +234,7 @@ def test_the_line_profile_is_log_1_minus_d_over_2_3_plus_1_between_its_columns()
     line = _line(3.2, 5, 10.7, 5)
     assert np.allclose(line[5, 3:11], 1.0) and np.allclose(line[[4, 6], 3:11], np.log(1 - 1 / 2.3) + 1)
     assert np.all(line[[3, 7]] == 0) and np.all(line[:, :3] == 0) and np.all(line[:, 11:] == 0)
-    assert np.all(_line(4, 2, 4, 9) == 0)  # a vertical segment draws nothing
+    assert _line(4, 2, 4, 9).shape == (28, 28) and np.all(_line(4, 2, 4, 9) == 0)  # a vertical one: nothing
     slope = _line(0, 0, 27, 27)  # the last column is past the end (the reference's ceil(c1):, too)
     assert np.allclose(np.diag(slope)[:27], 1.0) and np.all(slope[:, 27] == 0)
 
@@ -352,3 +368,166 @@ def test_per_image_draws_come_from_each_images_own_generator_and_refuse_a_wrong_
     assert np.array_equal(PerImage([5, 1], 4).sub(2, 4).random((2, 2))[0], got[2])
     with pytest.raises(ValueError, match="leading size of 3"):
         rng.random((4, 2))
+    none = PerImage([5, 1], 0)  # no images: draws of the right empty shape
+    assert none.random((0, 2)).shape == (0, 2) and none.poisson(np.zeros((0, 3))).shape == (0, 3)
+
+
+def drawn(name, n, seed=0):
+    """The generators corrupt() gives a batch of n images for ``name`` (image i's: seed, corruption, i)."""
+    return PerImage([seed, list(MNIST_C).index(name)], n)
+
+
+def test_glass_blur_is_the_references_loop_of_local_swaps_between_its_two_column_blurs():
+    """MNIST-C's glass blur written as its scalar loop: for 2 passes, for h and w from 27 down to 2, a coin and a
+    (dx, dy) in {-1, 0}^2 per position, drawn up front for each image; blurred down the columns at sigma 0.7
+    with edge pixels repeated (a random image, so the border rows show the mode), 8-bit floored between."""
+    x = np.random.default_rng(4).random((3, 28, 28))
+    steps = 2 * 26 * 26
+    rng = drawn("glass_blur", 3)
+    coins, offsets = rng.random((3, steps)) < 0.5, rng.integers(-1, 1, size=(3, steps, 2))
+    want = np.empty_like(x)
+    for i in range(3):
+        img = ndimage.gaussian_filter1d(x[i], 0.7, axis=0, mode="nearest")
+        img = np.floor(np.clip(img, 0, 1) * 255) / 255
+        k = 0
+        for _ in range(2):
+            for h in range(27, 1, -1):
+                for w in range(27, 1, -1):
+                    if coins[i, k]:
+                        dx, dy = offsets[i, k]
+                        img[h, w], img[h + dy, w + dx] = img[h + dy, w + dx], img[h, w]
+                    k += 1
+        want[i] = np.clip(ndimage.gaussian_filter1d(img, 0.7, axis=0, mode="nearest"), 0, 1)
+    assert np.allclose(corrupt(x, "glass_blur", seed=0), want, atol=1e-6)
+
+
+def test_spatter_is_severity_4s_mud_of_the_references_blurred_liquid():
+    """Liquid N(0.65, 0.3) per pixel blurred at sigma 1, a mask where it exceeds 0.65 blurred at 1.5 and kept
+    where at least 0.8, mixed toward 63/255: recomputed image by image from each image's generator."""
+    x = np.random.default_rng(5).random((4, 28, 28))
+    rng = drawn("spatter", 4)
+    want = np.empty_like(x)
+    for i in range(4):
+        liquid = ndimage.gaussian_filter(rng.at(i).normal(0.65, 0.3, (28, 28)), 1.0)
+        m = ndimage.gaussian_filter((liquid > 0.65).astype(float), 1.5)
+        m[m < 0.8] = 0
+        want[i] = x[i] * (1 - m) + 63 / 255 * m
+    assert (want != x).any() and np.allclose(corrupt(x, "spatter", seed=0), want, atol=1e-6)
+
+
+def test_dotted_lines_run_from_column_0_to_27_between_rows_drawn_below_27():
+    x = np.random.default_rng(6).random((20, 28, 28)) * 0.5
+    rng = drawn("dotted_line", 20)
+    cols = np.arange(28)
+    for i, got in enumerate(corrupt(x, "dotted_line", seed=0)):
+        r0, r1 = rng.at(i).integers(0, 27, size=2)
+        line = _line(0, r0, 27, r1)
+        line[:, cols % 4 < 2] = 0
+        assert np.allclose(got, np.clip(x[i] + line, 0, 1), atol=1e-6)
+
+
+def test_a_zigzag_is_a_chain_of_segments_from_column_2_at_a_drawn_row_peaking_2_off_its_base_line(monkeypatch):
+    """The segments drawn (``_line``'s calls) chain from (2, r0), r0 drawn in [0, 27), and every joint but the
+    last lies b = 2 off the base line from (2, r0) toward (25, r1), r1 - r0 drawn in [-5, 5), alternately."""
+    from ticketlab.robust import corruptions
+
+    calls = []
+    real = corruptions._line
+    monkeypatch.setattr(corruptions, "_line", lambda *a: calls.append(a) or real(*a))
+    n = 12
+    rng, fresh = drawn("zigzag", n), drawn("zigzag", n)
+    for i in range(n):
+        g = fresh.at(i)
+        r0 = g.integers(0, 27)
+        r1 = r0 + g.integers(-5, 5)
+        calls.clear()
+        corruptions.zigzag(np.zeros((1, 28, 28)), rng.sub(i, i + 1))
+        assert np.allclose(calls[0][:2], (2, r0))
+        for (_, _, c1, e1), (c0, s0, _, _) in zip(calls, calls[1:]):
+            assert np.allclose((c1, e1), (c0, s0))  # one chain
+        base = np.array([23.0, r1 - r0]) / np.hypot(23.0, r1 - r0)
+        normal = np.array([-base[1], base[0]])
+        off = [float(np.dot([c - 2, r - r0], normal)) for (_, _, c, r) in calls[:-1]]
+        assert len(off) >= 5 and np.allclose(np.abs(off), 2.0) and all(a * b < 0 for a, b in zip(off, off[1:]))
+
+
+class Recorder:
+    """A Generator that records each uniform draw (its bounds, and the values)."""
+
+    def __init__(self, seed):
+        self.g, self.draws = np.random.default_rng(seed), []
+
+    def uniform(self, low, high, size):
+        u = self.g.uniform(low, high, size)
+        self.draws.append((low, high, u))
+        return u
+
+
+def test_plasma_is_diamond_square_with_noise_of_wibble_squared_shrinking_by_its_decay():
+    """The reference's plasma fractal written point by point (wrapping at the edges): each square's centre is
+    its 4 corners' mean, then each edge midpoint its 4 neighbours' mean (2 centres, 2 corners), each plus
+    wibble * U(-wibble, wibble), wibble starting at 100 and divided by the decay (default 1.4) per level;
+    then each map rescaled to [0, 1]."""
+    size, n = 16, 2
+    rec = Recorder(0)
+    got = plasma(rec, n, size=size)
+    m = np.zeros((n, size, size))
+    step, wibble, draws = size, 100.0, iter(rec.draws)
+
+    def noise():
+        low, high, u = next(draws)
+        assert (low, high) == (-wibble, wibble)
+        return wibble * u
+
+    while step >= 2:
+        half, k = step // 2, size // step
+        u = noise()
+        for i in range(k):
+            for j in range(k):
+                r, c = i * step, j * step
+                corners = m[:, r, c] + m[:, (r + step) % size, c] + m[:, r, (c + step) % size]
+                corners = corners + m[:, (r + step) % size, (c + step) % size]
+                m[:, r + half, c + half] = corners / 4 + u[:, i, j]
+        u_top, u_left = noise(), noise()
+        new = m.copy()
+        for i in range(k):
+            for j in range(k):
+                r, c = i * step, j * step  # the midpoint of a square's top edge, then of its left edge
+                around = (
+                    m[:, (r - half) % size, c + half]
+                    + m[:, r + half, c + half]
+                    + m[:, r, c]
+                    + m[:, r, (c + step) % size]
+                )
+                new[:, r, c + half] = around / 4 + u_top[:, i, j]
+                around = (
+                    m[:, r + half, (c - half) % size]
+                    + m[:, r + half, c + half]
+                    + m[:, r, c]
+                    + m[:, (r + step) % size, c]
+                )
+                new[:, r + half, c] = around / 4 + u_left[:, i, j]
+        m = new
+        step //= 2
+        wibble /= 1.4
+    assert next(draws, None) is None
+    m -= m.min(axis=(1, 2), keepdims=True)
+    assert np.allclose(got, m / m.max(axis=(1, 2), keepdims=True), atol=1e-12)
+
+
+def test_fog_is_3_times_each_images_own_256_plasma_corner_of_decay_1_4_rescaled_to_its_peak():
+    x = np.random.default_rng(7).random((3, 28, 28)) * 0.7
+    rng = drawn("fog", 3)
+    f = np.concatenate([plasma(rng.sub(i, i + 1), 1, size=256, decay=1.4)[:, :28, :28] for i in range(3)])
+    peak = x.max(axis=(1, 2), keepdims=True)
+    assert np.allclose(corrupt(x, "fog", seed=0), np.clip((x + 3 * f) * peak / (peak + 3), 0, 1), atol=1e-6)
+
+
+def test_line_blur_shifts_within_each_image_repeating_its_edge_pixels():
+    x = np.random.default_rng(8).random((3, 28, 28))
+    x[:, :, 27] = 1.0  # a bright right edge: blurred toward column 0, its outside repeats it
+    angles = np.array([0, 0, 30])
+    out = line_blur(x, 4, 2.0, angles)
+    for i in range(3):  # images sharing an angle are blurred each on its own
+        assert np.allclose(out[i], line_blur(x[i : i + 1], 4, 2.0, angles[i : i + 1])[0])
+    assert np.allclose(out[:2, :, 27], 1.0)

@@ -30,8 +30,8 @@ class PerImage:
     with it (sets made with different ``--samples`` are nested). Each draw's ``size`` starts with the batch."""
 
     def __init__(self, key: list[int], n: int, start: int = 0):
-        self.key, self.start, self.n = list(key), start, n
-        self.gens = [np.random.default_rng([*self.key, start + i]) for i in range(n)]
+        self.n = n
+        self.gens = [np.random.default_rng([*key, start + i]) for i in range(n)]
 
     def __len__(self) -> int:
         return self.n
@@ -43,7 +43,7 @@ class PerImage:
     def sub(self, i: int, j: int) -> PerImage:
         """Images i..j-1 (their generators, in the state they are in)."""
         out = PerImage.__new__(PerImage)
-        out.key, out.start, out.n, out.gens = self.key, self.start + i, j - i, self.gens[i:j]
+        out.n, out.gens = j - i, self.gens[i:j]
         return out
 
     def _each(self, size, draw) -> np.ndarray:
@@ -309,5 +309,7 @@ def corrupt(x: np.ndarray, name: str, seed: int = 0) -> np.ndarray:
     if x.shape[-2:] != (28, 28):
         raise UserError(f"MNIST-C corruptions take 28x28 grayscale images, got shape {tuple(shape[1:])}")
     flat = np.asarray(x, dtype=np.float64).reshape(-1, 28, 28)
+    if len(flat) == 0:  # nothing to corrupt (glass blur's and fog's batched draws need an image)
+        return np.zeros(shape, np.float32)
     rng = PerImage([seed, list(MNIST_C).index(name)], len(flat))
     return MNIST_C[name](flat, rng).reshape(shape).astype(np.float32)
