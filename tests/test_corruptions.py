@@ -67,7 +67,8 @@ def test_unknown_corruption_and_wrong_size_are_user_errors(images):
 
 @pytest.mark.parametrize("name", list(MNIST_C))
 def test_an_empty_batch_corrupts_to_an_empty_batch(name):
-    assert corrupt(np.zeros((0, 28, 28), np.float32), name).shape == (0, 28, 28)
+    out = corrupt(np.zeros((0, 1, 28, 28), np.float64), name)
+    assert out.shape == (0, 1, 28, 28) and out.dtype == np.float32
 
 
 def test_corruptions_are_seeded_by_0_by_default_and_computed_in_float64(images):
