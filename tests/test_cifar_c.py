@@ -517,3 +517,49 @@ def test_the_affine_warp_mirrors_the_image_at_its_border_as_opencvs_reflect_101(
 def test_an_images_cifar_corruption_does_not_depend_on_how_many_are_corrupted_with_it(name):
     x = np.random.default_rng(4).random((5, 3, 32, 32)).astype(np.float32)
     assert np.array_equal(corrupt_cifar(x, name, 3, seed=1)[:2], corrupt_cifar(x[:2], name, 3, seed=1))
+
+
+def own_draws(name, s, n, seed=0):
+    """The generators corrupt_cifar gives a batch of n images for ``name`` at severity s."""
+    return PerImage([seed, list(CIFAR10_C).index(name), s], n)
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_gaussian_and_speckle_noise_add_each_images_own_drawn_noise(s):
+    x = np.random.default_rng(9).random((3, 3, 32, 32))
+    hwc = x.transpose(0, 2, 3, 1)
+    for name, scaled in (("gaussian_noise", False), ("speckle_noise", True)):
+        c = REF[name][s - 1]
+        z = np.stack([own_draws(name, s, 3).at(i).normal(0, c, (32, 32, 3)) for i in range(3)])
+        want = np.clip(hwc + (hwc * z if scaled else z), 0, 1).transpose(0, 3, 1, 2)
+        assert np.allclose(corrupt_cifar(x, name, s), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_gaussian_blur_blurs_each_channel_of_each_image_repeating_its_edges(s):
+    x = np.random.default_rng(10).random((2, 3, 32, 32))  # detail up to the border: the edge mode shows
+    c = REF["gaussian_blur"][s - 1]
+    want = np.stack([[ndimage.gaussian_filter(x[i, ch], c, mode="nearest") for ch in range(3)] for i in range(2)])
+    assert np.allclose(corrupt_cifar(x, "gaussian_blur", s), np.clip(want, 0, 1), atol=1e-6)
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_defocus_blur_keeps_a_point_centred_and_mirrors_the_border(s):
+    from ticketlab.robust.cifar_c import _disk
+
+    y = corrupt_cifar(point(), "defocus_blur", s).astype(np.float64)[0, 0]
+    rr, cc = np.mgrid[0:32, 0:32]
+    assert np.allclose([(y * rr).sum() / y.sum(), (y * cc).sum() / y.sum()], 16, atol=1e-9)
+    x = np.random.default_rng(11).random((1, 3, 32, 32))
+    k = _disk(*REF["defocus_blur"][s - 1])
+    want = np.stack([ndimage.convolve(x[0, ch], k, mode="mirror") for ch in range(3)])
+    assert np.allclose(corrupt_cifar(x, "defocus_blur", s)[0], np.clip(want, 0, 1), atol=1e-6)
+
+
+def test_cifar_refusals_say_the_choices_and_the_whole_shape_and_the_work_is_in_float64(images):
+    with pytest.raises(UserError, match="^unknown corruption 'frost'; choose from: gaussian_noise, shot_noise, "):
+        corrupt_cifar(images, "frost", 1)
+    with pytest.raises(UserError, match=r"^CIFAR-10-C corruptions take 32x32 RGB images, got shape \(1, 28, 28\)$"):
+        corrupt_cifar(np.zeros((2, 1, 28, 28)), "snow", 1)
+    for name in CIFAR10_C:
+        assert np.array_equal(corrupt_cifar(images, name, 3), corrupt_cifar(images.astype(np.float64), name, 3))
