@@ -563,3 +563,28 @@ def test_cifar_refusals_say_the_choices_and_the_whole_shape_and_the_work_is_in_f
         corrupt_cifar(np.zeros((2, 1, 28, 28)), "snow", 1)
     for name in CIFAR10_C:
         assert np.array_equal(corrupt_cifar(images, name, 3), corrupt_cifar(images.astype(np.float64), name, 3))
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_glass_blur_is_the_references_loop_swapping_every_pixel_with_a_drawn_neighbour(s):
+    """The reference's loop: for each pass, h and w from 31 down to 2, swap pixel (h, w) with (h + dy, w + dx),
+    (dx, dy) drawn in {-1, 0}^2 up front per image; blurred per channel (edges repeated), 8-bit floored between."""
+    sigma, delta, passes = REF["glass_blur"][s - 1]
+    x = np.random.default_rng(12).random((2, 3, 32, 32))
+    span = range(32 - delta, delta, -1)
+    offsets = own_draws("glass_blur", s, 2).integers(-delta, delta, size=(2, passes * len(span) ** 2, 2))
+
+    def blur(img):
+        return np.clip(ndimage.gaussian_filter(img, (sigma, sigma, 0), mode="nearest"), 0, 1)
+
+    want = np.empty((2, 32, 32, 3))
+    for i in range(2):
+        img, k = np.floor(blur(x[i].transpose(1, 2, 0)) * 255) / 255, 0
+        for _ in range(passes):
+            for h in span:
+                for w in span:
+                    dx, dy = offsets[i, k]
+                    img[[h, h + dy], [w, w + dx]] = img[[h + dy, h], [w + dx, w]]
+                    k += 1
+        want[i] = blur(img)
+    assert np.allclose(corrupt_cifar(x, "glass_blur", s), want.transpose(0, 3, 1, 2), atol=1e-6)
