@@ -588,3 +588,59 @@ def test_glass_blur_is_the_references_loop_swapping_every_pixel_with_a_drawn_nei
                     k += 1
         want[i] = blur(img)
     assert np.allclose(corrupt_cifar(x, "glass_blur", s), want.transpose(0, 3, 1, 2), atol=1e-6)
+
+
+# the reference's snow layer per severity: (loc, scale, zoom, threshold, blur radius, blur sigma), and fog's decay
+SNOW_LAYER = [(0.1, 0.2, 1, 0.6, 8, 3), (0.1, 0.2, 1, 0.5, 10, 4), (0.15, 0.3, 1.75, 0.55, 10, 4)]
+SNOW_LAYER += [(0.25, 0.3, 2.25, 0.6, 12, 6), (0.3, 0.3, 1.25, 0.65, 14, 12)]
+FOG_DECAY = [3, 3, 2.5, 2, 1.75]
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_snow_is_the_references_flake_layer_and_its_half_turn_over_the_brightened_image(s):
+    """Flakes: N(loc, scale) per pixel, zoomed, cut below the threshold, motion-blurred at an angle drawn in
+    [-135, -45] (the layer's draws first, then the angle, per image); added with their half-turn copy."""
+    from ticketlab.robust.cifar_c import _zoom, line_blur
+
+    loc, scale, zoom, thr, radius, sigma = SNOW_LAYER[s - 1]
+    blend = REF["snow"][s - 1]
+    x = np.random.default_rng(13).random((2, 3, 32, 32))
+    hwc = x.transpose(0, 2, 3, 1)
+    g = own_draws("snow", s, 2)
+    layer = _zoom(g.normal(loc, scale, (2, 32, 32, 1)), zoom)
+    layer[layer < thr] = 0
+    flakes = line_blur(np.clip(layer, 0, 1), radius, sigma, np.round(g.uniform(-135, -45, 2)).astype(int))
+    grey = hwc @ np.array([0.299, 0.587, 0.114])
+    out = blend * hwc + (1 - blend) * np.maximum(hwc, grey[..., None] * 1.5 + 0.5)
+    want = np.clip(out + flakes + flakes[:, ::-1, ::-1], 0, 1).transpose(0, 3, 1, 2)
+    assert flakes.max() > 0.05 and np.allclose(corrupt_cifar(x, "snow", s), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_fog_is_each_images_own_256_plasma_corner_at_the_references_decay(s):
+    from ticketlab.robust.corruptions import plasma
+
+    c = REF["fog"][s - 1]
+    x = np.random.default_rng(14).random((2, 3, 32, 32)) * 0.8
+    g = own_draws("fog", s, 2)
+    f = np.concatenate([plasma(g.sub(i, i + 1), 1, decay=FOG_DECAY[s - 1])[:, None, :32, :32] for i in range(2)])
+    peak = x.max(axis=(1, 2, 3), keepdims=True)
+    assert np.allclose(corrupt_cifar(x, "fog", s), np.clip((x + c * f) * peak / (peak + c), 0, 1), atol=1e-6)
+
+
+@pytest.mark.parametrize("s", SEV)
+def test_brightness_and_saturation_are_clipped_in_hsv_before_going_back_to_rgb(s):
+    """On random colours (bright ones push the value past 1, pale ones show the saturation's scale and shift)."""
+    from matplotlib.colors import hsv_to_rgb
+
+    x = np.random.default_rng(15).random((2, 3, 32, 32))
+    hsv = rgb_to_hsv(x.transpose(0, 2, 3, 1))
+    bright = hsv.copy()
+    bright[..., 2] = np.clip(hsv[..., 2] + REF["brightness"][s - 1], 0, 1)
+    want = np.clip(hsv_to_rgb(bright), 0, 1).transpose(0, 3, 1, 2)
+    assert np.allclose(corrupt_cifar(x, "brightness", s), want, atol=1e-6)
+    k, b = REF["saturate"][s - 1]
+    sat = hsv.copy()
+    sat[..., 1] = np.clip(hsv[..., 1] * k + b, 0, 1)
+    want = np.clip(hsv_to_rgb(sat), 0, 1).transpose(0, 3, 1, 2)
+    assert np.allclose(corrupt_cifar(x, "saturate", s), want, atol=1e-6)
