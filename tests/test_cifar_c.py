@@ -644,3 +644,9 @@ def test_brightness_and_saturation_are_clipped_in_hsv_before_going_back_to_rgb(s
     sat[..., 1] = np.clip(hsv[..., 1] * k + b, 0, 1)
     want = np.clip(hsv_to_rgb(sat), 0, 1).transpose(0, 3, 1, 2)
     assert np.allclose(corrupt_cifar(x, "saturate", s), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", list(CIFAR10_C))
+def test_an_empty_batch_corrupts_to_an_empty_batch(name):
+    out = corrupt_cifar(np.zeros((0, 3, 32, 32), np.float64), name, 3)
+    assert out.shape == (0, 3, 32, 32) and out.dtype == np.float32

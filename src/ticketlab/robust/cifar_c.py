@@ -281,5 +281,7 @@ def corrupt_cifar(x: np.ndarray, name: str, severity: int, seed: int = 0) -> np.
     if x.shape[1:] != (3, SIZE, SIZE):
         raise UserError(f"CIFAR-10-C corruptions take 32x32 RGB images, got shape {tuple(x.shape[1:])}")
     hwc = np.asarray(x, dtype=np.float64).transpose(0, 2, 3, 1)
+    if len(hwc) == 0:  # nothing to corrupt (glass blur's, fog's and the HSV ones' batched work needs an image)
+        return np.zeros(x.shape, np.float32)
     rng = PerImage([seed, list(CIFAR10_C).index(name), severity], len(hwc))  # per image: nested across --samples
     return CIFAR10_C[name](hwc, severity, rng).transpose(0, 3, 1, 2).astype(np.float32)
