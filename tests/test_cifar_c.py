@@ -439,11 +439,13 @@ def test_spatter_tints_toward_blue_grey_liquid_or_brown_mud(s):
 
 @pytest.mark.parametrize("s", SEV)
 def test_spatter_is_the_references_liquid_each_image_blurred_on_its_own(s):
-    """Black images show the tint alone: recomputed from the same draws as the benchmark script does it, one
-    image at a time (a blur across the batch, or another liquid setting, gives other pixels)."""
+    """Recomputed from the same draws as the benchmark script does it, one image at a time (a blur across the
+    batch, or another liquid setting, gives other pixels)."""
     (loc, scale, sigma, thr), (intensity, mud) = REF["spatter_liquid"][s - 1], REF["spatter"][s - 1]
     n = 6
-    y = corrupt_cifar(gray(0.0, n), "spatter", s).astype(np.float64).transpose(0, 2, 3, 1)
+    x = np.random.default_rng(16).random((n, 3, 32, 32))  # not black: the mix keeps (1 - m) of the image
+    y = corrupt_cifar(x, "spatter", s).astype(np.float64).transpose(0, 2, 3, 1)
+    x = x.transpose(0, 2, 3, 1)
     draws = PerImage([0, list(CIFAR10_C).index("spatter"), s], n).normal(loc, scale, (n, 32, 32))
     for i in range(n):
         liquid = ndimage.gaussian_filter(draws[i], sigma)
@@ -455,7 +457,7 @@ def test_spatter_is_the_references_liquid_each_image_blurred_on_its_own(s):
         else:
             m = ndimage.gaussian_filter((liquid > 0).astype(float), 1) * intensity
             colour = np.array([175, 238, 238]) / 255
-        assert np.allclose(y[i], m[..., None] * colour, atol=1e-6), i
+        assert np.allclose(y[i], np.clip(x[i] * (1 - m[..., None]) + m[..., None] * colour, 0, 1), atol=1e-6), i
 
 
 @pytest.mark.parametrize("s", SEV)
@@ -650,3 +652,27 @@ def test_brightness_and_saturation_are_clipped_in_hsv_before_going_back_to_rgb(s
 def test_an_empty_batch_corrupts_to_an_empty_batch(name):
     out = corrupt_cifar(np.zeros((0, 3, 32, 32), np.float64), name, 3)
     assert out.shape == (0, 3, 32, 32) and out.dtype == np.float32
+
+
+@pytest.mark.parametrize("z", [1.25, 1.75, 2.25])  # snow's zooms: 2.25 zooms 15 pixels to 34, trimmed by 1
+def test_the_zoom_is_the_references_clipped_zoom_at_snows_factors(z):
+    from ticketlab.robust.cifar_c import _zoom
+
+    img = np.random.default_rng(17).random((32, 32, 3))
+    assert np.allclose(_zoom(img[None], z)[0], reference_clipped_zoom(img, z), atol=1e-12)
+
+
+@pytest.mark.parametrize("s", SEV[1:])  # severity 1 has no field
+def test_elastic_samples_the_affine_image_bilinearly_at_the_field_reflecting_at_the_border(s):
+    """On a random image (curved everywhere, so the interpolation order and the border show): the affine image
+    (reflect-101, as OpenCV's warpAffine) sampled bilinearly at (row + dy, column + dx), reflecting at the edge."""
+    x = np.random.default_rng(18).random((2, 3, 32, 32))
+    y = corrupt_cifar(x, "elastic_transform", s).astype(np.float64)
+    rows, cols = np.mgrid[0:32, 0:32].astype(np.float64)
+    for img, got, (offsets, dx, dy) in zip(x, y, elastic_draws(s, 2)):
+        inv = np.linalg.solve(np.c_[SRC + offsets, np.ones(3)], np.c_[SRC, np.ones(3)]).T
+        at = [inv[1, 0] * cols + inv[1, 1] * rows + inv[1, 2], inv[0, 0] * cols + inv[0, 1] * rows + inv[0, 2]]
+        for ch in range(3):
+            warped = ndimage.map_coordinates(img[ch], at, order=1, mode="mirror")
+            want = ndimage.map_coordinates(warped, [rows + dy, cols + dx], order=1, mode="reflect")
+            assert np.allclose(got[ch], np.clip(want, 0, 1), atol=1e-6)
