@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -26,14 +27,15 @@ class Dataset:
     mean: torch.Tensor | None = None
     std: torch.Tensor | None = None
     pixel_range: tuple[float, float] | None = None
+    # its tensor fields (mean and std may be None): what moves to a device, is sent to other ranks, is compared
+    TENSORS: ClassVar[tuple[str, ...]] = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
     def to(self, device: str | torch.device) -> Dataset:
-        keys = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std")
-        return replace(self, **{k: getattr(self, k).to(device) for k in keys if getattr(self, k) is not None})
+        return replace(self, **{k: getattr(self, k).to(device) for k in self.TENSORS if getattr(self, k) is not None})
 
     def __repr__(self) -> str:
         return (

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from ..data import Dataset
 from ..errors import UserError
 from ..train import distributed
 from ..train.replicates import NotVectorizable, signature, train_replicates
@@ -84,7 +85,7 @@ class Request:
 
 # What a vectorised loop reads of its pack's one dataset: trainings whose data differ in any of them (a test set
 # of their own, another standardisation) train on their own.
-DATA_FIELDS = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std", "pixel_range")
+DATA_FIELDS = (*Dataset.TENSORS, "pixel_range")
 
 
 def _same_data(a, b) -> bool:

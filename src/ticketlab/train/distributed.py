@@ -178,8 +178,7 @@ def _data_token(data) -> str:
                 "pixel_range": data.pixel_range,
             }
         )
-        keys = ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std")
-        _tensors({k: getattr(data, k) for k in keys if getattr(data, k) is not None})
+        _tensors({k: getattr(data, k) for k in Dataset.TENSORS if getattr(data, k) is not None})
     return _data_tokens[key][0]
 
 
