@@ -163,6 +163,11 @@ def gray(value, n=32):
     return np.full((n, 3, 32, 32), value, dtype=np.float32)
 
 
+def own_draws(name, s, n, seed=0):
+    """The generators corrupt_cifar gives a batch of n images for ``name`` at severity s."""
+    return PerImage([seed, list(CIFAR10_C).index(name), s], n)
+
+
 def point(n=1, row=16, col=16):
     x = np.zeros((n, 3, 32, 32), dtype=np.float32)
     x[:, :, row, col] = 1.0
@@ -229,14 +234,13 @@ def test_defocus_blur_spreads_a_point_by_the_references_smoothed_disk(s):
 
 @pytest.mark.parametrize("s", SEV)
 def test_motion_blur_spreads_a_point_over_the_references_radius_with_its_sigma(s):
-    from ticketlab.robust.cifar_c import CIFAR10_C
     from ticketlab.robust.corruptions import line_blur
 
     radius, sigma = REF["motion_blur"][s - 1]
     x = point(40)
     y = corrupt_cifar(x, "motion_blur", s).astype(np.float64)
     # the angles the corruption draws (its generator is seeded by seed, corruption and severity)
-    rng = PerImage([0, list(CIFAR10_C).index("motion_blur"), s], 40)  # each image's own generator
+    rng = own_draws("motion_blur", s, 40)  # each image's own generator
     angles = np.round(rng.uniform(-45, 45, 40)).astype(int)
     want = np.clip(line_blur(x.transpose(0, 2, 3, 1).astype(np.float64), radius, sigma, angles), 0, 1)
     assert np.allclose(y, want.transpose(0, 3, 1, 2), atol=1e-6)
@@ -268,11 +272,10 @@ def test_a_second_glass_blur_pass_spreads_a_point_about_twice_as_far():
 def elastic_draws(s, n):
     """The elastic corruption's random numbers, drawn as it draws them (per image: the three points' offsets,
     then the two noise fields), with the reference's parameters in pixels."""
-    from ticketlab.robust.cifar_c import CIFAR10_C
-
     alpha, sigma, affine = np.array(REF["elastic_transform"][s - 1]) * 32
+    gens = own_draws("elastic_transform", s, n)
     for i in range(n):
-        rng = np.random.default_rng([0, list(CIFAR10_C).index("elastic_transform"), s, i])  # image i's own
+        rng = gens.at(i)  # image i's own
         offsets = rng.uniform(-affine, affine, (3, 2))
         fields = [
             ndimage.gaussian_filter(rng.uniform(-1, 1, (32, 32)), sigma, mode="reflect", truncate=3) * alpha
@@ -282,6 +285,13 @@ def elastic_draws(s, n):
 
 
 SRC = np.array([[26.0, 26.0], [26.0, 6.0], [6.0, 6.0]])  # the reference's points: centre 16 +- 32 // 3, as (x, y)
+
+
+def warp_source(offsets, cols, rows):
+    """Where the affine map moving SRC to SRC + offsets takes output pixel (cols, rows) from: warpAffine's
+    inverse map, as (columns, rows)."""
+    inv = np.linalg.solve(np.c_[SRC + offsets, np.ones(3)], np.c_[SRC, np.ones(3)]).T
+    return inv[0, 0] * cols + inv[0, 1] * rows + inv[0, 2], inv[1, 0] * cols + inv[1, 1] * rows + inv[1, 2]
 
 
 def test_elastic_severity_1_is_the_affine_map_moving_the_references_three_points():
@@ -310,9 +320,7 @@ def test_elastic_displaces_a_ramp_by_the_affine_map_plus_the_smoothed_noise_fiel
     rows, cols = np.mgrid[0:32, 0:32].astype(np.float64)
     inner = (slice(9, 23), slice(9, 23))
     for img, (offsets, dx, dy) in zip(y, elastic_draws(s, 3)):
-        dst = SRC + offsets
-        inv = np.linalg.solve(np.c_[dst, np.ones(3)], np.c_[SRC, np.ones(3)]).T
-        c = inv[0, 0] * (cols + dx) + inv[0, 1] * (rows + dy) + inv[0, 2]
+        c, _ = warp_source(offsets, cols + dx, rows + dy)
         want = 0.2 + 0.6 * c / 31
         assert np.allclose(img[inner], want[inner], atol=1e-5)
         if s > 1:
@@ -446,7 +454,7 @@ def test_spatter_is_the_references_liquid_each_image_blurred_on_its_own(s):
     x = np.random.default_rng(16).random((n, 3, 32, 32))  # not black: the mix keeps (1 - m) of the image
     y = corrupt_cifar(x, "spatter", s).astype(np.float64).transpose(0, 2, 3, 1)
     x = x.transpose(0, 2, 3, 1)
-    draws = PerImage([0, list(CIFAR10_C).index("spatter"), s], n).normal(loc, scale, (n, 32, 32))
+    draws = own_draws("spatter", s, n).normal(loc, scale, (n, 32, 32))
     for i in range(n):
         liquid = ndimage.gaussian_filter(draws[i], sigma)
         liquid[liquid < thr] = 0
@@ -505,9 +513,7 @@ def test_the_affine_warp_mirrors_the_image_at_its_border_as_opencvs_reflect_101(
     rows, cols = np.mgrid[0:32, 0:32].astype(np.float64)
     checked = 0
     for img, (offsets, _, _) in zip(y, elastic_draws(1, 6)):
-        inv = np.linalg.solve(np.c_[SRC + offsets, np.ones(3)], np.c_[SRC, np.ones(3)]).T
-        c = inv[0, 0] * cols + inv[0, 1] * rows + inv[0, 2]
-        r = inv[1, 0] * cols + inv[1, 1] * rows + inv[1, 2]
+        c, r = warp_source(offsets, cols, rows)
         outside = ((c < -1) | (c > 32)) & (r > 0) & (r < 31)  # both neighbours mirrored: no kink between them
         mirrored = np.where(c < 0, -c, np.where(c > 31, 62 - c, c))  # reflect-101: -1 -> 1, 32 -> 30
         assert np.allclose(img[outside], 0.2 + 0.6 * mirrored[outside] / 31, atol=1e-5)
@@ -519,11 +525,6 @@ def test_the_affine_warp_mirrors_the_image_at_its_border_as_opencvs_reflect_101(
 def test_an_images_cifar_corruption_does_not_depend_on_how_many_are_corrupted_with_it(name):
     x = np.random.default_rng(4).random((5, 3, 32, 32)).astype(np.float32)
     assert np.array_equal(corrupt_cifar(x, name, 3, seed=1)[:2], corrupt_cifar(x[:2], name, 3, seed=1))
-
-
-def own_draws(name, s, n, seed=0):
-    """The generators corrupt_cifar gives a batch of n images for ``name`` at severity s."""
-    return PerImage([seed, list(CIFAR10_C).index(name), s], n)
 
 
 @pytest.mark.parametrize("s", SEV)
@@ -670,9 +671,8 @@ def test_elastic_samples_the_affine_image_bilinearly_at_the_field_reflecting_at_
     y = corrupt_cifar(x, "elastic_transform", s).astype(np.float64)
     rows, cols = np.mgrid[0:32, 0:32].astype(np.float64)
     for img, got, (offsets, dx, dy) in zip(x, y, elastic_draws(s, 2)):
-        inv = np.linalg.solve(np.c_[SRC + offsets, np.ones(3)], np.c_[SRC, np.ones(3)]).T
-        at = [inv[1, 0] * cols + inv[1, 1] * rows + inv[1, 2], inv[0, 0] * cols + inv[0, 1] * rows + inv[0, 2]]
+        c, r = warp_source(offsets, cols, rows)
         for ch in range(3):
-            warped = ndimage.map_coordinates(img[ch], at, order=1, mode="mirror")
+            warped = ndimage.map_coordinates(img[ch], [r, c], order=1, mode="mirror")
             want = ndimage.map_coordinates(warped, [rows + dy, cols + dx], order=1, mode="reflect")
             assert np.allclose(got[ch], np.clip(want, 0, 1), atol=1e-6)

@@ -293,9 +293,14 @@ def test_a_tilted_zigzag_ends_on_its_line_offset_by_the_last_half_period():
     assert img[13, 25] == pytest.approx(0.816, abs=0.002)
 
 
+def drawn(name, n, seed=0):
+    """The generators corrupt() gives a batch of n images for ``name`` (image i's: seed, corruption, i)."""
+    return PerImage([seed, list(MNIST_C).index(name)], n)
+
+
 def drawn_signs(name, n, each=(), seed=0):
-    """The signs a corruption draws for its n images (image i's generator is seeded by seed, corruption, i)."""
-    return PerImage([seed, list(MNIST_C).index(name)], n).choice([-1.0, 1.0], (n, *each))
+    """The signs a corruption draws for its n images."""
+    return drawn(name, n, seed).choice([-1.0, 1.0], (n, *each))
 
 
 def test_each_image_is_rotated_by_its_own_drawn_sign_as_skimages_inverse_map():
@@ -371,11 +376,6 @@ def test_per_image_draws_come_from_each_images_own_generator_and_refuse_a_wrong_
         rng.random((4, 2))
     none = PerImage([5, 1], 0)  # no images: draws of the right empty shape
     assert none.random((0, 2)).shape == (0, 2) and none.poisson(np.zeros((0, 3))).shape == (0, 3)
-
-
-def drawn(name, n, seed=0):
-    """The generators corrupt() gives a batch of n images for ``name`` (image i's: seed, corruption, i)."""
-    return PerImage([seed, list(MNIST_C).index(name)], n)
 
 
 def test_glass_blur_is_the_references_loop_of_local_swaps_between_its_two_column_blurs():

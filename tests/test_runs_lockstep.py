@@ -155,13 +155,12 @@ def test_a_pack_trains_with_each_members_own_settings(monkeypatch):
     monkeypatch.setattr(lockstep, "train_replicates", fake)
     cfg, data = TrainConfig(lr=0.3), Data()
     masks = [{"0.weight": torch.ones(2, 3, dtype=torch.bool)} for _ in range(2)]
-    made = []
 
     def run(i):
         def body():
-            m = model(f"m{i}")
-            made.append(m)
-            req = Request(lockstep.index(), m, data, cfg, masks[i], 10 + i, 3, 7, f"ck{i}", f"log{i}", lambda: None)
+            req = Request(
+                lockstep.index(), model(f"m{i}"), data, cfg, masks[i], 10 + i, 3, 7, f"ck{i}", f"log{i}", lambda: None
+            )
             req.sparse = f"sparse{i}"
             return lockstep.current().submit(req)
 
